@@ -1,0 +1,33 @@
+"""tcpsnap: record a machine's TCP connection table over time.
+
+The public API is what ``__all__`` lists; everything else is private.
+"""
+
+from ._errors import BackendUnavailable, DumpInterrupted, TcpsnapError
+from ._mib import (
+    parse_tcp6table2,
+    parse_tcp6table_owner_pid,
+    parse_tcptable2,
+    parse_tcptable_owner_pid,
+)
+from ._schema import ROW_DTYPE, TcpState
+from .frame import to_pandas
+from .snapshot import Snapshotter, snapshot
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ROW_DTYPE",
+    "TcpState",
+    "Snapshotter",
+    "snapshot",
+    "to_pandas",
+    "parse_tcptable2",
+    "parse_tcp6table2",
+    "parse_tcptable_owner_pid",
+    "parse_tcp6table_owner_pid",
+    "TcpsnapError",
+    "BackendUnavailable",
+    "DumpInterrupted",
+    "__version__",
+]

@@ -1,0 +1,375 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Linux backend: the kernel's TCP table through one NETLINK_SOCK_DIAG dump per family.
+
+The socket, the receive buffer and the row array are owned by one NetlinkDumper and
+reused; rows are written straight from the received bytes into the array. The GIL is
+released while the kernel works and while rows are parsed.
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+import os
+
+import numpy as np
+
+from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._schema import ROW_DTYPE
+from tcpsnap._errors import DumpInterrupted
+
+# Linux TCP states (include/net/tcp_states.h) -> MIB_TCP_STATE. 0 = not reported.
+# TCP_NEW_SYN_RECV (12) is a request socket of a listener: the SYN_RCVD that ss shows.
+cdef uint8_t LINUX_TO_MIB[16]
+LINUX_TO_MIB[:] = [0, 5, 3, 4, 6, 7, 11, 1, 8, 10, 2, 9, 4, 0, 0, 0]
+
+cdef enum:
+    # The states `ss -ta` asks for: 1..12 (TCP_BOUND_INACTIVE, 13, is only listed on request).
+    DUMP_STATES = 0x1FFE
+    HDR = 16                       # sizeof(struct nlmsghdr)
+    MAX_ATTEMPTS = 5               # dumps retried after NLM_F_DUMP_INTR / ENOBUFS
+    DEFAULT_RECV = 64 * 1024       # the kernel fills at most ~32 KiB per dump skb
+    REQ_SIZE = 16 + 56             # nlmsghdr + inet_diag_req_v2, checked at import
+
+
+cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
+                        nl_result *res) noexcept nogil:
+    cdef nlmsghdr h
+    cdef const inet_diag_msg *m
+    cdef const char *p
+    cdef Py_ssize_t rem, step
+    cdef tcpsnap_row *r
+    cdef uint8_t state
+    cdef int err
+    while cur.off < cur.len:
+        rem = cur.len - cur.off
+        p = cur.buf + cur.off
+        if rem < HDR:
+            return NL_MALFORMED
+        memcpy(&h, p, HDR)
+        if h.nlmsg_len < HDR or h.nlmsg_len > rem:
+            return NL_MALFORMED
+        step = NLMSG_ALIGN(h.nlmsg_len)
+        if step > rem:
+            step = rem
+        if h.nlmsg_seq != seq:
+            # left over from a dump that was abandoned; never ours to count
+            cur.off += step
+            continue
+        if h.nlmsg_flags & NLM_F_DUMP_INTR:
+            res.dump_intr = 1
+        if h.nlmsg_type == NLMSG_DONE:
+            cur.off += step
+            return NL_DONE
+        if h.nlmsg_type == NLMSG_ERROR:
+            if h.nlmsg_len < HDR + 4:
+                return NL_MALFORMED
+            memcpy(&err, p + HDR, 4)
+            cur.off += step
+            if err == 0:
+                continue           # an ACK, not an error
+            res.error = -err
+            return NL_ERROR
+        if h.nlmsg_type == SOCK_DIAG_BY_FAMILY:
+            if h.nlmsg_len < HDR + sizeof(inet_diag_msg):
+                return NL_MALFORMED
+            m = <const inet_diag_msg *>(p + HDR)
+            state = LINUX_TO_MIB[m.idiag_state & 15] if m.idiag_state < 16 else 0
+            if state == 0 or (m.idiag_family != AF_INET and m.idiag_family != AF_INET6):
+                res.skipped += 1
+                cur.off += step
+                continue
+            if res.n >= cap:
+                return NL_FULL     # cursor stays on this message
+            r = out + res.n
+            r.state = state
+            r.offload_state = 0
+            r._reserved = 0
+            r.local_port = ntohs(m.id.idiag_sport)
+            r.remote_port = ntohs(m.id.idiag_dport)
+            if m.idiag_family == AF_INET:
+                r.family = 4
+                memset(r.local_addr, 0, 32)        # both addresses
+                memcpy(r.local_addr, &m.id.idiag_src[0], 4)
+                memcpy(r.remote_addr, &m.id.idiag_dst[0], 4)
+            else:
+                r.family = 6
+                memcpy(r.local_addr, &m.id.idiag_src[0], 16)
+                memcpy(r.remote_addr, &m.id.idiag_dst[0], 16)
+            r.local_scope_id = m.id.idiag_if
+            r.remote_scope_id = m.id.idiag_if
+            r.pid = 0
+            r.uid = m.idiag_uid
+            r.rx_queue = m.idiag_rqueue
+            r.tx_queue = m.idiag_wqueue
+            r.inode = m.idiag_inode
+            r.cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
+            res.n += 1
+        cur.off += step
+    return NL_MORE
+
+
+cdef int raise_syscall(str call, int err) except -1:
+    """The one place a failed system call becomes a Python exception."""
+    raise OSError(err, f"{call}: {os.strerror(err)}")
+
+
+cdef enum pump_status:
+    PUMP_DONE = 0
+    PUMP_FULL = 1
+    PUMP_EINTR = 2
+    PUMP_ERRNO = 3       # recv failed; errno in *err
+    PUMP_NLERROR = 4     # NLMSG_ERROR; errno in res.error
+    PUMP_MALFORMED = 5
+    PUMP_TRUNC = 6       # a datagram larger than the receive buffer
+
+
+cdef class NetlinkDumper:
+    """Owns one NETLINK_SOCK_DIAG socket, one receive buffer and one row array."""
+
+    cdef int fd
+    cdef char *rbuf
+    cdef Py_ssize_t rbuf_size
+    cdef uint32_t seq
+    cdef nl_cursor cur
+    cdef nl_result res
+    cdef object _rows
+    cdef tcpsnap_row *rowp
+    cdef Py_ssize_t cap
+    cdef bint want_v6
+    cdef readonly unsigned long long dumps
+    cdef readonly unsigned long long retries
+    cdef readonly unsigned long long skipped
+    cdef readonly unsigned long long grows
+
+    def __cinit__(self):
+        self.fd = -1
+        self.rbuf = NULL
+
+    def __init__(self, Py_ssize_t capacity=1024, Py_ssize_t recv_size=DEFAULT_RECV):
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1 row")
+        if recv_size < 8192:
+            raise ValueError("recv_size must be at least 8192 bytes")
+        self.rbuf = <char *>malloc(recv_size)
+        if self.rbuf == NULL:
+            raise MemoryError()
+        self.rbuf_size = recv_size
+        self.want_v6 = True
+        self._set_rows(np.zeros(capacity, dtype=ROW_DTYPE))
+        self._open()
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            close(self.fd)
+        free(self.rbuf)
+
+    cdef _set_rows(self, rows):
+        cdef Py_buffer b
+        PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        # the array object keeps its data alive; the pointer is only used while we hold it
+        self.rowp = <tcpsnap_row *>b.buf
+        self.cap = b.len // sizeof(tcpsnap_row)
+        PyBuffer_Release(&b)
+        self._rows = rows
+
+    cdef int _open(self) except -1:
+        cdef sockaddr_nl sa
+        if self.fd >= 0:
+            close(self.fd)
+            self.fd = -1
+        fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+        if fd < 0:
+            raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)
+        memset(&sa, 0, sizeof(sa))
+        sa.nl_family = AF_NETLINK
+        if connect(fd, <sockaddr *>&sa, sizeof(sa)) < 0:
+            err = errno
+            close(fd)
+            raise_syscall("connect(NETLINK_SOCK_DIAG)", err)
+        self.fd = fd
+        return 0
+
+    def close(self):
+        if self.fd >= 0:
+            close(self.fd)
+            self.fd = -1
+
+    @property
+    def rows(self):
+        """The row array (capacity rows); the first ``dump()`` rows are valid."""
+        return self._rows
+
+    @property
+    def capacity(self):
+        return self.cap
+
+    cdef int _request(self, int family) except -1:
+        cdef char req[REQ_SIZE]
+        cdef nlmsghdr *h = <nlmsghdr *>req
+        cdef inet_diag_req_v2 *r = <inet_diag_req_v2 *>(req + HDR)
+        cdef ssize_t sent
+        memset(req, 0, sizeof(req))
+        self.seq += 1
+        h.nlmsg_len = sizeof(req)
+        h.nlmsg_type = SOCK_DIAG_BY_FAMILY
+        h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
+        h.nlmsg_seq = self.seq
+        r.sdiag_family = family
+        r.sdiag_protocol = IPPROTO_TCP
+        r.idiag_states = DUMP_STATES
+        r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
+        r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
+        while True:
+            with nogil:
+                sent = send(self.fd, req, sizeof(req), 0)
+            if sent >= 0:
+                break
+            if errno != EINTR:
+                raise_syscall("send(SOCK_DIAG_BY_FAMILY)", errno)
+            PyErr_CheckSignals()
+        self.cur.buf = self.rbuf
+        self.cur.len = 0
+        self.cur.off = 0
+        return 0
+
+    cdef pump_status _pump(self, int *err) noexcept nogil:
+        cdef ssize_t got
+        cdef nl_status st
+        while True:
+            if self.cur.off >= self.cur.len:
+                # MSG_TRUNC makes recv report a datagram's full length, so truncation shows
+                got = recv(self.fd, self.rbuf, self.rbuf_size, MSG_TRUNC)
+                if got < 0:
+                    err[0] = errno
+                    return PUMP_EINTR if errno == EINTR else PUMP_ERRNO
+                if got == 0:
+                    err[0] = EPROTO
+                    return PUMP_ERRNO
+                if got > self.rbuf_size:
+                    return PUMP_TRUNC
+                self.cur.buf = self.rbuf
+                self.cur.len = got
+                self.cur.off = 0
+            st = nl_parse(&self.cur, self.seq, self.rowp, self.cap, &self.res)
+            if st == NL_MORE:
+                continue
+            if st == NL_DONE:
+                return PUMP_DONE
+            if st == NL_FULL:
+                return PUMP_FULL
+            if st == NL_ERROR:
+                return PUMP_NLERROR
+            return PUMP_MALFORMED
+
+    cdef _grow(self):
+        cdef Py_ssize_t n = self.res.n
+        new = np.empty(self.cap * 2, dtype=ROW_DTYPE)
+        new[:n] = self._rows[:n]
+        self._set_rows(new)
+        self.grows += 1
+
+    cdef int _dump_family(self, int family) except -1:
+        """Dump one family into rows[res.n:]. Returns 1 if the dump must be redone."""
+        cdef int err = 0
+        cdef pump_status st
+        name = "AF_INET" if family == AF_INET else "AF_INET6"
+        self._request(family)
+        while True:
+            with nogil:
+                st = self._pump(&err)
+            if st == PUMP_DONE:
+                return 1 if self.res.dump_intr else 0
+            if st == PUMP_FULL:
+                self._grow()
+            elif st == PUMP_EINTR:
+                try:
+                    PyErr_CheckSignals()
+                except BaseException:
+                    self._open()     # a half-read dump would block the next request
+                    raise
+            elif st == PUMP_ERRNO:
+                if err == ENOBUFS:
+                    self._open()     # the kernel dropped messages: this dump is lost
+                    return 1
+                self._open()
+                raise_syscall(f"recv(NETLINK_SOCK_DIAG, {name})", err)
+            elif st == PUMP_NLERROR:
+                err = self.res.error
+                if family == AF_INET6 and err in (ENOENT, EAFNOSUPPORT, EOPNOTSUPP):
+                    self.want_v6 = False     # kernel without IPv6: no v6 table to dump
+                    return 0
+                raise_syscall(f"SOCK_DIAG_BY_FAMILY dump ({name})", err)
+            elif st == PUMP_TRUNC:
+                free(self.rbuf)
+                self.rbuf = NULL
+                self.rbuf_size *= 2
+                self.rbuf = <char *>malloc(self.rbuf_size)
+                if self.rbuf == NULL:
+                    raise MemoryError()
+                self._open()
+                return 1
+            else:
+                self._open()
+                raise OSError(EPROTO, f"recv(NETLINK_SOCK_DIAG, {name}): malformed netlink message")
+
+    def dump(self):
+        """Fill ``rows`` with the whole TCP table; return the row count."""
+        cdef int attempt
+        if self.fd < 0:
+            raise ValueError("dump on a closed NetlinkDumper")
+        for attempt in range(MAX_ATTEMPTS):
+            self.res.n = 0
+            self.res.error = 0
+            self.res.dump_intr = 0
+            self.res.skipped = 0
+            if self._dump_family(AF_INET):
+                self.retries += 1
+                continue
+            if self.want_v6 and self._dump_family(AF_INET6):
+                self.retries += 1
+                continue
+            self.dumps += 1
+            self.skipped += self.res.skipped
+            return self.res.n
+        raise DumpInterrupted(
+            f"the TCP table changed during each of {MAX_ATTEMPTS} netlink dumps "
+            "(NLM_F_DUMP_INTR or ENOBUFS); no consistent snapshot")
+
+
+if sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE:
+    raise ImportError("netlink struct sizes differ from the ones this module was written for")
+
+
+def parse_messages(data, out, uint32_t seq):
+    """Parse recorded netlink bytes into ``out``; return (rows, status, error, dump_intr).
+
+    For tests and tools: the same parser ``dump()`` runs, on bytes from anywhere.
+    Status is one of "more", "done", "full", "error", "malformed".
+    """
+    cdef Py_buffer inb, outb
+    cdef nl_cursor cur
+    cdef nl_result res
+    cdef nl_status st
+    from tcpsnap._mib import check_out_array
+    check_out_array(out)
+    PyObject_GetBuffer(data, &inb, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        try:
+            cur.buf = <const char *>inb.buf
+            cur.len = inb.len
+            cur.off = 0
+            memset(&res, 0, sizeof(res))
+            with nogil:
+                st = nl_parse(&cur, seq, <tcpsnap_row *>outb.buf,
+                              outb.len // sizeof(tcpsnap_row), &res)
+        finally:
+            PyBuffer_Release(&outb)
+    finally:
+        PyBuffer_Release(&inb)
+    names = {NL_MORE: "more", NL_DONE: "done", NL_FULL: "full", NL_ERROR: "error",
+             NL_MALFORMED: "malformed"}
+    return res.n, names[st], res.error, bool(res.dump_intr)

@@ -1,0 +1,69 @@
+"""Rows into readable columns: addresses as inet_ntop writes them, states by name."""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._schema import ROW_DTYPE, STATE_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["to_pandas", "address_codes", "format_address"]
+
+#: Column order of every DataFrame and table tcpsnap writes from rows.
+COLUMNS = (
+    "family", "state", "local_addr", "local_port", "remote_addr", "remote_port", "pid",
+    "uid", "inode", "cookie", "rx_queue", "tx_queue", "local_scope_id", "remote_scope_id",
+    "offload_state",
+)
+
+
+def format_address(family: int, addr: bytes) -> str:
+    """One address as ``inet_ntop`` writes it (IPv4 from the first 4 bytes)."""
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, bytes(addr[:4]))
+    return socket.inet_ntop(socket.AF_INET6, bytes(addr[:16]))
+
+
+def address_codes(family: np.ndarray, addr: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Dictionary-encode addresses: ``(codes, strings)`` with ``strings[codes[i]]`` the
+    address of row i. Only distinct addresses are formatted, so the cost is per
+    distinct address, not per row."""
+    n = len(family)
+    if n == 0:
+        return np.zeros(0, dtype=np.int32), []
+    key = np.empty((n, 17), dtype=np.uint8)
+    key[:, 0] = family
+    key[:, 1:] = addr
+    uniq, codes = np.unique(key.view("V17").ravel(), return_inverse=True)
+    strings = [format_address(int(k[0]), k[1:]) for k in uniq.view(np.uint8).reshape(-1, 17)]
+    return codes.astype(np.int32, copy=False).ravel(), strings
+
+
+def _check(rows: np.ndarray) -> None:
+    if getattr(rows, "dtype", None) != ROW_DTYPE:
+        raise TypeError(f"expected an array of tcpsnap.ROW_DTYPE, got {getattr(rows, 'dtype', type(rows))!r}")
+
+
+def to_pandas(rows: np.ndarray) -> "pd.DataFrame":
+    """A DataFrame of ``rows``: ``state`` a categorical of ``TcpState`` names, addresses
+    as strings (categorical), ports and pid as integers, plus every other field."""
+    import pandas as pd
+
+    _check(rows)
+    rows = np.ascontiguousarray(rows)
+    cols: dict[str, object] = {}
+    for name in COLUMNS:
+        if name == "state":
+            cols[name] = pd.Categorical.from_codes(rows["state"].astype(np.int8) - 1,
+                                                   categories=list(STATE_NAMES))
+        elif name in ("local_addr", "remote_addr"):
+            codes, strings = address_codes(rows["family"], rows[name])
+            cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(strings, dtype=object))
+        else:
+            cols[name] = rows[name].copy()
+    return pd.DataFrame(cols)
