@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
-
-import numpy as np
 
 from . import __version__
 from ._errors import TcpsnapError
-from ._filters import parse_ports, parse_states, row_mask
-from ._schema import STATE_NAMES
-from .frame import COLUMNS, address_codes
+from ._filters import parse_ports, parse_states
 
 __all__ = ["main", "build_parser"]
-
-EPILOG_SHOW = """\
-examples:
-  tcpsnap show                          the whole table, like netstat -ano
-  tcpsnap show --state listen           listening sockets only
-  tcpsnap show --port 22,8000-8010      rows whose local or remote port matches
-  tcpsnap show --family 6 --format json IPv6 rows as a JSON list
-states: CLOSED LISTEN SYN_SENT SYN_RCVD ESTABLISHED FIN_WAIT1 FIN_WAIT2 CLOSE_WAIT
-        CLOSING LAST_ACK TIME_WAIT DELETE_TCB (case-insensitive; ss spellings such as
-        time-wait or syn-recv work too)
-"""
-
 
 def _states_arg(text: str) -> frozenset[int]:
     try:
@@ -72,71 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    show = sub.add_parser(
-        "show", help="print the current TCP table",
-        description="Print the current TCP table: family, local and remote address, state, pid.",
-        epilog=EPILOG_SHOW, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_filter_args(show)
-    show.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                      help="output format (default: table)")
-    show.set_defaults(func=cmd_show)
+    for mod in _command_modules():
+        mod.register(sub)
     return parser
 
 
-def _endpoint(family: int, addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
+def _command_modules():
+    # One module per subcommand keeps each command's code (and its imports) apart.
+    from . import _cmd_show
 
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from .snapshot import Snapshotter
-
-    with Snapshotter() as snap:
-        rows = snap.take().copy()
-    mask = row_mask(rows, merged(args.state), merged(args.port), args.family)
-    if mask is not None:
-        rows = rows[mask]
-    order = np.lexsort((rows["remote_port"], rows["local_port"], rows["state"], rows["family"]))
-    rows = rows[order]
-    lcodes, lstr = address_codes(rows["family"], rows["local_addr"])
-    rcodes, rstr = address_codes(rows["family"], rows["remote_addr"])
-    out = sys.stdout
-
-    def records():
-        for i in range(len(rows)):
-            r = rows[i]
-            yield {
-                "family": int(r["family"]),
-                "state": STATE_NAMES[r["state"] - 1],
-                "local_addr": lstr[lcodes[i]],
-                "local_port": int(r["local_port"]),
-                "remote_addr": rstr[rcodes[i]],
-                "remote_port": int(r["remote_port"]),
-                "pid": int(r["pid"]),
-                **{k: int(r[k]) for k in COLUMNS if k not in (
-                    "family", "state", "local_addr", "local_port", "remote_addr",
-                    "remote_port", "pid")},
-            }
-
-    if args.format == "json":
-        json.dump(list(records()), out, indent=1)
-        out.write("\n")
-    elif args.format == "csv":
-        w = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
-        w.writeheader()
-        w.writerows(records())
-    else:
-        table = [(f"TCPv{rec['family']}" if rec["family"] == 6 else "TCP",
-                  _endpoint(rec["family"], rec["local_addr"], rec["local_port"]),
-                  _endpoint(rec["family"], rec["remote_addr"], rec["remote_port"]),
-                  rec["state"], str(rec["pid"]) if rec["pid"] else "-")
-                 for rec in records()]
-        head = ("Proto", "Local Address", "Foreign Address", "State", "PID")
-        widths = [max([len(head[c])] + [len(t[c]) for t in table]) for c in range(5)]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
-        out.write(fmt.format(*head) + "\n")
-        for t in table:
-            out.write(fmt.format(*t) + "\n")
-    return 0
+    return (_cmd_show,)
 
 
 def main(argv: list[str] | None = None) -> int:
