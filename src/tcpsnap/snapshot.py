@@ -23,13 +23,21 @@ class Snapshotter:
 
     backend = BACKEND
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, *, pids: bool = False) -> None:
+        if pids:
+            raise NotImplementedError("owning-pid resolution is being added (issue 3)")
+        self.pids = False
         self._impl = backend_class()(capacity)
 
     def take(self) -> np.ndarray:
         impl = self._impl
         n = impl.dump()
         return impl.rows[:n]
+
+    def process_names(self, pids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Dictionary-encode the process (``comm``) name of each pid: ``(codes, names)``
+        with int32 ``codes``, -1 where the name is unknown (pid 0, or pids disabled)."""
+        return np.full(len(pids), -1, dtype=np.int32), []
 
     @property
     def capacity(self) -> int:
