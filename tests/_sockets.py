@@ -1,0 +1,91 @@
+"""Loopback sockets in known states, for the live tests (Linux)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import time
+
+
+def stable_addr(sock: socket.socket) -> tuple[str, int]:
+    a = sock.getsockname()
+    return a[0], a[1]
+
+
+def listener(host: str = "127.0.0.1", backlog: int = 16, family=None, v6only=None) -> socket.socket:
+    fam = family or (socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+    s.bind((host, 0))
+    s.listen(backlog)
+    return s
+
+
+def pair(host: str = "127.0.0.1", lst: socket.socket | None = None, connect_host: str | None = None):
+    """(listener, client, server) with an ESTABLISHED connection."""
+    lst = lst or listener(host)
+    port = lst.getsockname()[1]
+    target = connect_host or host
+    c = socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET, socket.SOCK_STREAM)
+    c.connect((target, port))
+    s, _ = lst.accept()
+    return lst, c, s
+
+
+def wait_for(pred, timeout=5.0, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def syn_sent(host: str = "127.0.0.1"):
+    """A client stuck in SYN_SENT: its SYN is dropped because the listener's accept
+    queue is full. Returns (listener, queued clients, the stuck client)."""
+    lst = listener(host, backlog=0)
+    port = lst.getsockname()[1]
+    queued = []
+    for _ in range(8):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        err = c.connect_ex((host, port))
+        assert err in (0, errno.EINPROGRESS), err
+        # a connection the kernel completed lands in the (full) accept queue
+        time.sleep(0.05)
+        if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _connected(c):
+            queued.append(c)
+            continue
+        return lst, queued, c
+    raise RuntimeError("could not get a client stuck in SYN_SENT")
+
+
+def _connected(c: socket.socket) -> bool:
+    try:
+        c.getpeername()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def closing_all(*socks):
+    try:
+        yield
+    finally:
+        for s in socks:
+            if isinstance(s, (list, tuple)):
+                for x in s:
+                    x.close()
+            elif s is not None:
+                s.close()
+
+
+def inode(sock: socket.socket) -> int:
+    return os.fstat(sock.fileno()).st_ino

@@ -1,0 +1,147 @@
+"""The netlink message parser on recorded and synthetic bytes: multi-part messages,
+NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP_INTR, stale sequence numbers, truncation."""
+
+import socket
+import struct
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcpsnap import ROW_DTYPE, TcpState
+from tcpsnap.frame import format_address
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink parser is built on Linux")
+if sys.platform.startswith("linux"):
+    from tcpsnap._netlink import parse_messages
+
+SOCK_DIAG_BY_FAMILY, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2
+NLM_F_MULTI, NLM_F_DUMP_INTR = 0x2, 0x10
+LINUX = dict(ESTABLISHED=1, SYN_SENT=2, SYN_RECV=3, FIN_WAIT1=4, FIN_WAIT2=5, TIME_WAIT=6, CLOSE=7,
+             CLOSE_WAIT=8, LAST_ACK=9, LISTEN=10, CLOSING=11, NEW_SYN_RECV=12)
+
+
+def nlmsg(mtype, payload, seq=1, flags=NLM_F_MULTI):
+    return struct.pack("=IHHII", 16 + len(payload), mtype, flags, seq, 4242) + payload + b"\0" * (-len(payload) % 4)
+
+
+def diag(family, state, src, sport, dst, dport, *, ifindex=0, cookie=(0x11, 0x22), rq=0, wq=0,
+         uid=1000, inode=5555, attrs=b""):
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    pad = lambda a: socket.inet_pton(af, a).ljust(16, b"\0")
+    sockid = struct.pack(">HH", sport, dport) + pad(src) + pad(dst) + struct.pack("=III", ifindex, *cookie)
+    return struct.pack("=BBBB", af, state, 0, 0) + sockid + struct.pack("=IIIII", 0, rq, wq, uid, inode) + attrs
+
+
+def test_every_linux_state_maps_to_mib():
+    want = dict(ESTABLISHED=5, SYN_SENT=3, SYN_RECV=4, FIN_WAIT1=6, FIN_WAIT2=7, TIME_WAIT=11,
+                CLOSE=1, CLOSE_WAIT=8, LAST_ACK=10, LISTEN=2, CLOSING=9, NEW_SYN_RECV=4)
+    data = b"".join(nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, LINUX[name], "10.0.0.1", i + 1, "10.0.0.2", 80))
+                    for i, name in enumerate(want))
+    out = np.zeros(len(want), ROW_DTYPE)
+    n, status, err, intr = parse_messages(data, out, 1)
+    assert (n, status, err, intr) == (len(want), "more", 0, False)
+    assert out["state"].tolist() == list(want.values())
+
+
+def test_fields_v4_and_v6():
+    attrs = struct.pack("=HHB3x", 5, 8, 0)   # an INET_DIAG_SHUTDOWN attribute, ignored
+    data = (nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 1, "127.0.0.1", 40000, "192.0.2.9", 443, rq=7, wq=9,
+                                            uid=0, inode=99, cookie=(1, 2), attrs=attrs))
+            + nlmsg(SOCK_DIAG_BY_FAMILY, diag(6, 10, "fe80::1", 22, "::", 0, ifindex=3))
+            + nlmsg(NLMSG_DONE, struct.pack("=i", 0)))
+    out = np.zeros(4, ROW_DTYPE)
+    out["pid"] = 123                       # stale values must be overwritten
+    n, status, err, intr = parse_messages(data, out, 1)
+    assert (n, status) == (2, "done")
+    a, b = out[0], out[1]
+    assert (a["family"], a["state"], a["local_port"], a["remote_port"]) == (4, TcpState.ESTABLISHED, 40000, 443)
+    assert format_address(4, a["local_addr"]) == "127.0.0.1" and format_address(4, a["remote_addr"]) == "192.0.2.9"
+    assert not a["local_addr"][4:].any() and not a["remote_addr"][4:].any()
+    assert (a["rx_queue"], a["tx_queue"], a["uid"], a["inode"], a["cookie"], a["pid"]) == (7, 9, 0, 99, (2 << 32) | 1, 0)
+    assert (b["family"], b["state"], b["local_scope_id"], b["remote_scope_id"]) == (6, TcpState.LISTEN, 3, 3)
+    assert format_address(6, b["local_addr"]) == "fe80::1"
+
+
+def test_stale_sequence_numbers_are_skipped():
+    data = (nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 1, "1.1.1.1", 1, "2.2.2.2", 2), seq=6)
+            + nlmsg(NLMSG_DONE, struct.pack("=i", 0), seq=6)
+            + nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 10, "3.3.3.3", 3, "0.0.0.0", 0), seq=7)
+            + nlmsg(NLMSG_DONE, struct.pack("=i", 0), seq=7))
+    out = np.zeros(4, ROW_DTYPE)
+    n, status, _, _ = parse_messages(data, out, 7)
+    assert (n, status) == (1, "done") and out[0]["local_port"] == 3
+
+
+def test_dump_intr_is_reported():
+    data = nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 1, "1.1.1.1", 1, "2.2.2.2", 2), flags=NLM_F_MULTI | NLM_F_DUMP_INTR)
+    data += nlmsg(NLMSG_DONE, struct.pack("=i", 0), flags=NLM_F_MULTI | NLM_F_DUMP_INTR)
+    n, status, _, intr = parse_messages(data, np.zeros(2, ROW_DTYPE), 1)
+    assert (n, status, intr) == (1, "done", True)
+
+
+def test_nlmsg_error_and_ack():
+    ack = nlmsg(NLMSG_ERROR, struct.pack("=i", 0) + b"\0" * 16)
+    err = nlmsg(NLMSG_ERROR, struct.pack("=i", -22) + b"\0" * 16)
+    n, status, errno_, _ = parse_messages(ack + err, np.zeros(1, ROW_DTYPE), 1)
+    assert (n, status, errno_) == (0, "error", 22)
+
+
+def test_full_output_stops_on_the_message():
+    data = b"".join(nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 1, "1.1.1.1", p, "2.2.2.2", 2)) for p in (1, 2, 3))
+    n, status, _, _ = parse_messages(data, np.zeros(2, ROW_DTYPE), 1)
+    assert (n, status) == (2, "full")
+
+
+def test_unknown_state_and_family_are_skipped_not_guessed():
+    data = (nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 13, "1.1.1.1", 1, "2.2.2.2", 2))      # TCP_BOUND_INACTIVE
+            + nlmsg(SOCK_DIAG_BY_FAMILY, b"\x01" + diag(4, 1, "1.1.1.1", 1, "2.2.2.2", 2)[1:])  # AF_UNIX?
+            + nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 1, "1.1.1.1", 9, "2.2.2.2", 2)))
+    out = np.zeros(3, ROW_DTYPE)
+    n, status, _, _ = parse_messages(data, out, 1)
+    assert n == 1 and out[0]["local_port"] == 9
+
+
+@pytest.mark.parametrize("cut", [1, 15, 16, 40, 87])
+def test_truncated_message_is_malformed(cut):
+    msg = nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 1, "1.1.1.1", 1, "2.2.2.2", 2))
+    n, status, _, _ = parse_messages(msg[:cut], np.zeros(2, ROW_DTYPE), 1)
+    assert (n, status) == (0, "malformed")
+
+
+def test_message_shorter_than_inet_diag_msg_is_malformed():
+    n, status, _, _ = parse_messages(nlmsg(SOCK_DIAG_BY_FAMILY, b"\0" * 40), np.zeros(2, ROW_DTYPE), 1)
+    assert (n, status) == (0, "malformed")
+
+
+def test_length_field_lies():
+    msg = bytearray(nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, 1, "1.1.1.1", 1, "2.2.2.2", 2)))
+    struct.pack_into("=I", msg, 0, 10_000)
+    assert parse_messages(bytes(msg), np.zeros(2, ROW_DTYPE), 1)[1] == "malformed"
+    struct.pack_into("=I", msg, 0, 3)
+    assert parse_messages(bytes(msg), np.zeros(2, ROW_DTYPE), 1)[1] == "malformed"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=600), st.integers(0, 8))
+def test_random_bytes_never_crash(data, cap):
+    out = np.zeros(cap, ROW_DTYPE)
+    n, status, _, _ = parse_messages(data, out, 1)
+    assert 0 <= n <= cap and status in {"more", "done", "full", "error", "malformed"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(list(LINUX.values())), st.integers(0, 65535), st.integers(0, 65535),
+                          st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=30),
+       st.binary(max_size=12))
+def test_generated_dumps_parse_exactly(rows, junk_attrs):
+    data = b"".join(nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, s, "10.0.0.1", lp, "10.0.0.2", rp, inode=ino,
+                                                    cookie=(c & 0xFFFF, c >> 16), attrs=junk_attrs))
+                    for s, lp, rp, ino, c in rows) + nlmsg(NLMSG_DONE, b"\0\0\0\0")
+    out = np.zeros(len(rows), ROW_DTYPE)
+    n, status, _, _ = parse_messages(data, out, 1)
+    assert (n, status) == (len(rows), "done")
+    assert out["local_port"].tolist() == [r[1] for r in rows]
+    assert out["inode"].tolist() == [r[3] for r in rows]
