@@ -1,0 +1,22 @@
+from typing import Any
+
+import numpy as np
+from collections.abc import Buffer
+
+def parse_tcptable2(buf: Buffer, out: np.ndarray, *, header_size: int = 4, row_stride: int = 28) -> int:
+    """Parse a raw MIB_TCPTABLE2 (GetTcpTable2) into ``out`` (ROW_DTYPE); return the row count."""
+
+def parse_tcp6table2(buf: Buffer, out: np.ndarray, *, header_size: int = 4, row_stride: int = 60) -> int:
+    """Parse a raw MIB_TCP6TABLE2 (GetTcp6Table2) into ``out``; return the row count."""
+
+def parse_tcptable_owner_pid(buf: Buffer, out: np.ndarray, *, header_size: int = 4, row_stride: int = 24) -> int:
+    """Parse a raw MIB_TCPTABLE_OWNER_PID (GetExtendedTcpTable, AF_INET) into ``out``."""
+
+def parse_tcp6table_owner_pid(buf: Buffer, out: np.ndarray, *, header_size: int = 4, row_stride: int = 56) -> int:
+    """Parse a raw MIB_TCP6TABLE_OWNER_PID (GetExtendedTcpTable, AF_INET6) into ``out``."""
+
+def check_out_array(out: Any) -> np.ndarray:
+    """Raise ValueError unless ``out`` is a writeable, 1-D, C-contiguous ROW_DTYPE array."""
+
+def row_layout() -> dict[str, int]:
+    """Offsets of the compiled C row struct, plus ``"itemsize"``."""

@@ -1,0 +1,27 @@
+from collections.abc import Buffer
+from typing import Literal
+
+import numpy as np
+
+class NetlinkDumper:
+    """One NETLINK_SOCK_DIAG socket, one receive buffer, one row array, reused."""
+
+    dumps: int
+    retries: int
+    skipped: int
+    grows: int
+    def __init__(self, capacity: int = 1024, recv_size: int = 65536) -> None: ...
+    @property
+    def rows(self) -> np.ndarray: ...
+    @property
+    def capacity(self) -> int: ...
+    def dump(self) -> int:
+        """Fill ``rows`` with the whole TCP table (IPv4 and IPv6); return the row count.
+        Raises DumpInterrupted if the table changed during every retry, OSError naming
+        the syscall otherwise."""
+    def close(self) -> None: ...
+
+def parse_messages(
+    data: Buffer, out: np.ndarray, seq: int
+) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int, bool]:
+    """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr)."""
