@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(os.environ.get("TCPSNAP_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+# Copies of the real Windows buffers (made by Wine 8.0's iphlpapi; see fixtures/windows/README.md).
+FIXTURES = Path(os.environ.get("TCPSNAP_FIXTURES", Path(__file__).resolve().parent / "fixtures"))
 WINDOWS_FIXTURES = FIXTURES / "windows"
 
 
