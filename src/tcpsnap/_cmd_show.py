@@ -13,6 +13,7 @@ from ._filters import row_mask
 from ._schema import STATE_NAMES
 from .cli import add_filter_args, merged
 from .frame import COLUMNS, address_codes
+from .pids import missing_pid_note
 
 EPILOG_SHOW = """\
 examples:
@@ -20,6 +21,7 @@ examples:
   tcpsnap show --state listen           listening sockets only
   tcpsnap show --port 22,8000-8010      rows whose local or remote port matches
   tcpsnap show --family 6 --format json IPv6 rows as a JSON list
+  tcpsnap show --no-pids                skip owning processes (no /proc walk)
 states: CLOSED LISTEN SYN_SENT SYN_RCVD ESTABLISHED FIN_WAIT1 FIN_WAIT2 CLOSE_WAIT
         CLOSING LAST_ACK TIME_WAIT DELETE_TCB (case-insensitive; ss spellings such as
         time-wait or syn-recv work too)
@@ -30,11 +32,15 @@ states: CLOSED LISTEN SYN_SENT SYN_RCVD ESTABLISHED FIN_WAIT1 FIN_WAIT2 CLOSE_WA
 def register(sub) -> None:
     show = sub.add_parser(
         "show", help="print the current TCP table",
-        description="Print the current TCP table: family, local and remote address, state, pid.",
+        description="Print the current TCP table: family, local and remote address, state, "
+                    "owning pid and process name. Reading other users' processes needs root "
+                    "(or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); without it their rows show no pid.",
         epilog=EPILOG_SHOW, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_filter_args(show)
     show.add_argument("--format", choices=("table", "csv", "json"), default="table",
                       help="output format (default: table)")
+    show.add_argument("--no-pids", action="store_true",
+                      help="do not look up owning processes (pid 0, no process name)")
     show.set_defaults(func=cmd_show)
 
 
@@ -45,13 +51,17 @@ def _endpoint(family: int, addr: str, port: int) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from .snapshot import Snapshotter
 
-    with Snapshotter() as snap:
+    with Snapshotter(pids=not args.no_pids) as snap:
         rows = snap.take().copy()
-    mask = row_mask(rows, merged(args.state), merged(args.port), args.family)
-    if mask is not None:
-        rows = rows[mask]
-    order = np.lexsort((rows["remote_port"], rows["local_port"], rows["state"], rows["family"]))
-    rows = rows[order]
+        mask = row_mask(rows, merged(args.state), merged(args.port), args.family)
+        if mask is not None:
+            rows = rows[mask]
+        order = np.lexsort((rows["remote_port"], rows["local_port"], rows["state"], rows["family"]))
+        rows = rows[order]
+        pcodes, pnames = snap.process_names(rows["pid"]) if snap.pids else (np.full(len(rows), -1), [])
+        note = missing_pid_note(rows, snap.pid_stats) if snap.resolver is not None else None
+    if note:
+        print(f"tcpsnap: note: {note}", file=sys.stderr)
     lcodes, lstr = address_codes(rows["family"], rows["local_addr"])
     rcodes, rstr = address_codes(rows["family"], rows["remote_addr"])
     out = sys.stdout
@@ -67,9 +77,10 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "remote_addr": rstr[rcodes[i]],
                 "remote_port": int(r["remote_port"]),
                 "pid": int(r["pid"]),
+                "process": pnames[pcodes[i]] if pcodes[i] >= 0 else None,
                 **{k: int(r[k]) for k in COLUMNS if k not in (
                     "family", "state", "local_addr", "local_port", "remote_addr",
-                    "remote_port", "pid")},
+                    "remote_port", "pid", "process")},
             }
 
     if args.format == "json":
@@ -83,10 +94,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         table = [(f"TCPv{rec['family']}" if rec["family"] == 6 else "TCP",
                   _endpoint(rec["family"], rec["local_addr"], rec["local_port"]),
                   _endpoint(rec["family"], rec["remote_addr"], rec["remote_port"]),
-                  rec["state"], str(rec["pid"]) if rec["pid"] else "-")
+                  rec["state"], str(rec["pid"]) if rec["pid"] else "-", rec["process"] or "-")
                  for rec in records()]
-        head = ("Proto", "Local Address", "Foreign Address", "State", "PID")
-        widths = [max([len(head[c])] + [len(t[c]) for t in table]) for c in range(5)]
+        head = ("Proto", "Local Address", "Foreign Address", "State", "PID", "Process")
+        widths = [max([len(head[c])] + [len(t[c]) for t in table]) for c in range(len(head))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
         out.write(fmt.format(*head) + "\n")
         for t in table:

@@ -12,12 +12,14 @@ from ._schema import ROW_DTYPE, STATE_NAMES
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["to_pandas", "address_codes", "format_address"]
+__all__ = ["to_pandas", "address_codes", "format_address", "process_column"]
 
-#: Column order of every DataFrame and table tcpsnap writes from rows.
+#: Column order of every DataFrame and table tcpsnap writes from rows. Every name is a
+#: ROW_DTYPE field except ``process``, the owner's name, derived from ``pid``
+#: (see ``process_column``).
 COLUMNS = (
     "family", "state", "local_addr", "local_port", "remote_addr", "remote_port", "pid",
-    "uid", "inode", "cookie", "rx_queue", "tx_queue", "local_scope_id", "remote_scope_id",
+    "process", "uid", "inode", "cookie", "rx_queue", "tx_queue", "local_scope_id", "remote_scope_id",
     "offload_state",
 )
 
@@ -49,9 +51,37 @@ def _check(rows: np.ndarray) -> None:
         raise TypeError(f"expected an array of tcpsnap.ROW_DTYPE, got {getattr(rows, 'dtype', type(rows))!r}")
 
 
-def to_pandas(rows: np.ndarray) -> "pd.DataFrame":
+def process_column(pids: np.ndarray, names=None) -> tuple[np.ndarray, list[str]]:
+    """``(codes, names)`` of the ``process`` column for ``pids``: int32 codes into
+    ``names``, -1 where no name is known (pid 0, unreadable, or ``names=False``)."""
+    n = len(pids)
+    if names is None or names is True:
+        from .pids import process_names
+
+        codes, strings = process_names(pids)
+    elif names is False:
+        codes, strings = np.full(n, -1, dtype=np.int32), []
+    elif callable(names):
+        codes, strings = names(pids)
+    else:
+        codes, strings = names
+    codes = np.asarray(codes, dtype=np.int32)
+    if codes.shape != (n,):
+        raise ValueError(f"process names: expected {n} codes, got shape {codes.shape}")
+    return codes, list(strings)
+
+
+def to_pandas(rows: np.ndarray, names=None) -> "pd.DataFrame":
     """A DataFrame of ``rows``: ``state`` a categorical of ``TcpState`` names, addresses
-    as strings (categorical), ports and pid as integers, plus every other field."""
+    as strings (categorical), ports and pid as integers, ``process`` the owner's
+    ``comm`` name (categorical, missing where unknown), plus every other field.
+
+    ``names`` says where process names come from: by default the processes of this
+    machine now, through a cache checked against each process's start time (right for
+    rows just captured here: ``to_pandas(snap.take())``); pass
+    ``names=snap.process_names`` to use a Snapshotter's own cache, ``names=False`` to
+    leave the column empty (rows from another machine or another time), or a ready
+    ``(codes, names)`` pair."""
     import pandas as pd
 
     _check(rows)
@@ -63,6 +93,9 @@ def to_pandas(rows: np.ndarray) -> "pd.DataFrame":
                                                    categories=list(STATE_NAMES))
         elif name in ("local_addr", "remote_addr"):
             codes, strings = address_codes(rows["family"], rows[name])
+            cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(strings, dtype=object))
+        elif name == "process":
+            codes, strings = process_column(rows["pid"], names)
             cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(strings, dtype=object))
         else:
             cols[name] = rows[name].copy()

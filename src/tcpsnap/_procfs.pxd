@@ -1,0 +1,163 @@
+# Declarations for the Linux owning-process resolver (socket inode -> pid through
+# /proc/<pid>/fd), one extern block per C header, then the resolver's own structs.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
+from tcpsnap._row cimport tcpsnap_row
+
+cdef extern from "<fcntl.h>" nogil:
+    int openat(int dirfd, const char *path, int flags, ...)
+    int O_RDONLY
+    int O_DIRECTORY
+    int O_CLOEXEC
+    int AT_FDCWD
+
+cdef extern from "<unistd.h>" nogil:
+    ctypedef long ssize_t
+    ctypedef long off_t
+    ssize_t read(int fd, void *buf, size_t n)
+    ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
+    off_t lseek(int fd, off_t off, int whence)
+    int close(int fd)
+    int SEEK_SET
+
+cdef extern from "<dirent.h>" nogil:
+    # struct dirent64 has the kernel's linux_dirent64 layout
+    struct dirent64:
+        unsigned short d_reclen
+        char d_name[256]
+    ssize_t getdents64(int fd, void *buf, size_t n)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    short POLLIN
+    short POLLHUP
+    short POLLERR
+    short POLLNVAL
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    int pthread_create(pthread_t *t, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
+    int pthread_join(pthread_t t, void **ret)
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    int CLOCK_MONOTONIC
+
+cdef extern from *:
+    """
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    #ifndef SYS_pidfd_open
+    #define SYS_pidfd_open 434   /* the same number on every architecture */
+    #endif
+    static inline int tcpsnap_pidfd_open(unsigned int pid) {
+        return (int)syscall(SYS_pidfd_open, pid, 0);
+    }
+    static inline size_t tcpsnap_fetch_inc(size_t *p) {
+        return __atomic_fetch_add(p, 1, __ATOMIC_RELAXED);
+    }
+    """
+    int tcpsnap_pidfd_open(unsigned int pid) nogil
+    size_t tcpsnap_fetch_inc(size_t *p) nogil
+
+
+# ---------------------------------------------------------------- socket inode map
+# Open addressing, linear probing, backward-shift deletion; inode 0 marks an empty slot.
+
+cdef enum sock_state:
+    SK_PENDING = 1     # in the table, not looked for yet
+    SK_OWNED = 2       # owner known: proc / proc_gen / fd are valid
+    SK_MISSING = 3     # a walk that started after it appeared did not find it
+
+cdef struct sock_ent:
+    uint64_t inode
+    uint64_t cookie       # tells a reused inode number from the socket we knew
+    uint32_t proc         # owner: slot in PidResolver.procs
+    uint32_t proc_gen     # ...and that slot's generation when it was set
+    int32_t fd            # the owner's descriptor for it
+    uint32_t seen         # take() epoch it was last in the table
+    uint32_t born         # take() epoch it first appeared
+    uint32_t cand_pid     # while merging a walk: lowest pid found holding it
+    int32_t cand_fd
+    uint32_t cand_info    # (worker << 24) | index into that worker's infos
+    uint32_t walked       # walk generation that last counted it as missing
+    uint8_t state
+    uint8_t misses        # walks that did not find it
+
+cdef struct sock_map:
+    sock_ent *slots
+    size_t cap            # power of two
+    size_t count
+    int shift             # 64 - log2(cap)
+
+
+# ---------------------------------------------------------------- process table
+
+cdef struct proc_ent:
+    uint32_t pid          # 0 = free slot
+    uint32_t gen          # bumped each time the slot is retired
+    int32_t pidfd         # -1: none (liveness by start time instead)
+    uint32_t seen         # epoch last referenced by a row or a name lookup
+    uint32_t checked      # epoch the start time was last confirmed (no pidfd)
+    uint64_t start        # /proc/<pid>/stat starttime: with pid, the process identity
+    double name_time      # when comm was read
+    uint8_t dead          # exited, or its pid now names another process
+    char comm[64]
+
+cdef struct pid_slot:     # pid -> index into procs; pid 0 = empty
+    uint32_t pid
+    uint32_t idx
+
+cdef struct pid_map:
+    pid_slot *slots
+    size_t cap
+    size_t count
+    int shift
+
+
+# ---------------------------------------------------------------- /proc walks
+
+cdef struct found_rec:    # a socket descriptor seen in a walk
+    uint64_t inode
+    uint32_t pid
+    int32_t fd
+    uint32_t info         # index into the worker's infos
+
+cdef struct proc_info:    # a process that held wanted sockets, as read during the walk
+    uint32_t pid
+    uint64_t start
+    char comm[64]
+
+cdef struct walker:
+    int procfd                # /proc (shared, read-only)
+    const uint32_t *pids      # the processes to walk
+    size_t npids
+    size_t *next              # shared work index (atomic)
+    const sock_map *want      # NULL: record every socket; else only unresolved entries
+    char *buf                 # getdents64 buffer
+    size_t buf_size
+    found_rec *found
+    size_t nfound
+    size_t capfound
+    proc_info *infos
+    size_t ninfo
+    size_t capinfo
+    uint32_t procs            # fd directories read
+    uint32_t denied           # processes whose fd directory or links we may not read
+    uint32_t gone             # processes that exited before or while we read them
+    uint64_t fds              # descriptors looked at
+    uint64_t sockets          # of them sockets
+    int err                   # ENOMEM: the walk is incomplete
+
+cdef enum:
+    MAX_WORKERS = 4
+    COMM_LEN = 64
+
+cdef int read_stat(int procfd, uint32_t pid, uint64_t *start, char *comm) noexcept nogil
+cdef void walk_run(walker *w) noexcept nogil

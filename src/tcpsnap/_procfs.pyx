@@ -1,0 +1,1126 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Linux: the process that owns each socket, found by inode in /proc/<pid>/fd.
+
+One PidResolver keeps, between snapshots, a map socket inode -> owner (a slot in its
+process table, whose identity is pid + start time, pinned by a pidfd where it can
+hold one). Per snapshot it only looks rows up; /proc is walked, in C and without the
+GIL, only when the table holds inodes it has not resolved, and at most at the pace
+set by ``walk_interval`` / ``walk_share``. The rules (who owns a shared socket, how
+late a new one gets its pid, how stale entries are noticed) are written out in
+``tcpsnap.pids``.
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
+from libc.stdio cimport snprintf
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memset, memcmp
+import os
+
+import numpy as np
+
+from tcpsnap._row cimport tcpsnap_row
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #define TCPSNAP_GOLDEN 0x9E3779B97F4A7C15ULL
+    static inline void tcpsnap_set_errno(int e) { errno = e; }
+    """
+    uint64_t TCPSNAP_GOLDEN
+    void set_errno "tcpsnap_set_errno"(int e) nogil
+
+cdef enum:
+    C_0 = 48                   # '0'
+    C_1 = 49
+    C_9 = 57
+    C_LPAREN = 40
+    C_RPAREN = 41
+    C_SPACE = 32
+
+cdef enum:
+    MIN_CAP = 1024             # smallest socket map (slots)
+    PROC_CAP0 = 64             # first process table size
+    BUF_SIZE = 64 * 1024       # getdents64 buffer per worker
+    MAX_MISSES = 3             # walks that may miss an inode before it stops asking for more
+    POLL_CHUNK = 1024          # pidfds per poll() call (stays under any RLIMIT_NOFILE)
+    VERIFY_MIN_DIV = 64        # every take re-checks at least 1/64 of the owners...
+    VERIFY_MAX_DIV = 8         # ...and at most 1/8
+
+
+cdef inline double mono() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef enum:
+    W_WALK = 0
+    W_POLL = 1
+    W_MAP = 2
+    W_LIST = 3
+
+WHERE = ("walk /proc/<pid>/fd", "poll(pidfd)", "owner map", "getdents64(/proc)")
+
+
+cdef int raise_syscall(str call, int err) except -1:
+    """The one place a failed system call becomes a Python exception."""
+    if err == ENOMEM:
+        raise MemoryError(call)
+    raise OSError(err, f"{call}: {os.strerror(err)}")
+
+
+# ---------------------------------------------------------------- socket inode map
+
+cdef inline size_t slot_of(uint64_t key, int shift) noexcept nogil:
+    return <size_t>((key * TCPSNAP_GOLDEN) >> shift)
+
+
+cdef int smap_init(sock_map *m, size_t cap) noexcept nogil:
+    cdef int bits = 0
+    m.slots = <sock_ent *>calloc(cap, sizeof(sock_ent))
+    if m.slots == NULL:
+        return -1
+    while (<size_t>1 << bits) < cap:
+        bits += 1
+    m.cap = cap
+    m.count = 0
+    m.shift = 64 - bits
+    return 0
+
+
+cdef sock_ent *smap_find(const sock_map *m, uint64_t key) noexcept nogil:
+    cdef size_t mask = m.cap - 1
+    cdef size_t i = slot_of(key, m.shift)
+    cdef sock_ent *e
+    while True:
+        e = &m.slots[i]
+        if e.inode == key:
+            return e
+        if e.inode == 0:
+            return NULL
+        i = (i + 1) & mask
+
+
+cdef int smap_resize(sock_map *m, size_t cap) noexcept nogil:
+    cdef sock_map n
+    cdef size_t i, j, mask
+    if smap_init(&n, cap) < 0:
+        return -1
+    mask = cap - 1
+    for i in range(m.cap):
+        if m.slots[i].inode != 0:
+            j = slot_of(m.slots[i].inode, n.shift)
+            while n.slots[j].inode != 0:
+                j = (j + 1) & mask
+            n.slots[j] = m.slots[i]
+    n.count = m.count
+    free(m.slots)
+    m[0] = n
+    return 0
+
+
+cdef sock_ent *smap_insert(sock_map *m, uint64_t key) noexcept nogil:
+    """Add ``key`` (known to be absent) as a zeroed entry; NULL when out of memory."""
+    cdef size_t i, mask
+    if (m.count + 1) * 2 > m.cap:
+        if smap_resize(m, m.cap * 2) < 0:
+            return NULL
+    mask = m.cap - 1
+    i = slot_of(key, m.shift)
+    while m.slots[i].inode != 0:
+        i = (i + 1) & mask
+    memset(&m.slots[i], 0, sizeof(sock_ent))
+    m.slots[i].inode = key
+    m.count += 1
+    return &m.slots[i]
+
+
+cdef void smap_delete_at(sock_map *m, size_t i) noexcept nogil:
+    """Empty slot i, shifting back the entries of its cluster (no tombstones)."""
+    cdef size_t mask = m.cap - 1
+    cdef size_t j = i, k
+    while True:
+        j = (j + 1) & mask
+        if m.slots[j].inode == 0:
+            break
+        k = slot_of(m.slots[j].inode, m.shift)
+        # the entry at j may stay when its home k lies cyclically in (i, j]
+        if (i < k <= j) if i <= j else (i < k or k <= j):
+            continue
+        m.slots[i] = m.slots[j]
+        i = j
+    m.slots[i].inode = 0
+    m.count -= 1
+
+
+cdef size_t smap_evict(sock_map *m, uint32_t epoch) noexcept nogil:
+    """Drop every entry not seen in ``epoch``; shrink when mostly empty."""
+    cdef size_t mask = m.cap - 1
+    cdef size_t s = 0, i, steps = 0, removed = 0, cap
+    while m.slots[s].inode != 0:        # start after an empty slot: no cluster wraps past it
+        s += 1
+    i = (s + 1) & mask
+    while steps < m.cap - 1:
+        if m.slots[i].inode != 0 and m.slots[i].seen != epoch:
+            smap_delete_at(m, i)         # slot i may now hold a later entry: look again
+            removed += 1
+            continue
+        i = (i + 1) & mask
+        steps += 1
+    if m.cap > MIN_CAP and m.count * 8 < m.cap:
+        cap = MIN_CAP
+        while cap < m.count * 4:
+            cap *= 2
+        smap_resize(m, cap)              # on ENOMEM the larger map simply stays
+    return removed
+
+
+# ---------------------------------------------------------------- /proc reading
+
+cdef int read_stat(int procfd, uint32_t pid, uint64_t *start, char *comm) noexcept nogil:
+    """Start time and comm from /proc/<pid>/stat; 0, or -1 with errno (gone, denied)."""
+    cdef char path[32]
+    cdef char buf[1024]
+    cdef ssize_t n
+    cdef int fd, e, field
+    cdef ssize_t i, lp = -1, rp = -1, clen
+    cdef uint64_t v = 0
+    snprintf(path, sizeof(path), "%u/stat", pid)
+    fd = openat(procfd, path, O_RDONLY | O_CLOEXEC)
+    if fd < 0:
+        return -1
+    n = read(fd, buf, sizeof(buf) - 1)
+    e = errno
+    close(fd)
+    if n <= 0:
+        set_errno(e if n < 0 else ESRCH)
+        return -1
+    # "pid (comm) S ppid ...": comm may hold ')' and spaces, so the last ')' ends it
+    for i in range(n):
+        if buf[i] == C_LPAREN:
+            lp = i
+            break
+    i = n - 1
+    while i > lp:
+        if buf[i] == C_RPAREN:
+            rp = i
+            break
+        i -= 1
+    if lp < 0 or rp < 0:
+        set_errno(ESRCH)
+        return -1
+    clen = rp - lp - 1
+    if clen > COMM_LEN - 1:
+        clen = COMM_LEN - 1
+    memcpy(comm, buf + lp + 1, clen)
+    comm[clen] = 0
+    i = rp + 2                           # field 3, the state
+    field = 3
+    while field < 22 and i < n:          # starttime is field 22
+        if buf[i] == C_SPACE:
+            field += 1
+        i += 1
+    while i < n and C_0 <= buf[i] <= C_9:
+        v = v * 10 + <uint64_t>(buf[i] - C_0)
+        i += 1
+    if field != 22:
+        set_errno(ESRCH)
+        return -1
+    start[0] = v
+    return 0
+
+
+cdef int grow(void **p, size_t *cap, size_t need, size_t item) noexcept nogil:
+    cdef size_t c = cap[0]
+    cdef void *q
+    if need <= c:
+        return 0
+    if c == 0:
+        c = 256
+    while c < need:
+        c *= 2
+    q = realloc(p[0], c * item)
+    if q == NULL:
+        return -1
+    p[0] = q
+    cap[0] = c
+    return 0
+
+
+cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
+    """Read every link in /proc/<pid>/fd; record the sockets the walk wants."""
+    cdef char path[32]
+    cdef char link[64]
+    cdef uint64_t tiny[16]
+    cdef int fdd, fdnum, e
+    cdef ssize_t got, off, k, j
+    cdef dirent64 *d
+    cdef uint64_t ino
+    cdef const sock_ent *se
+    cdef size_t first = w.nfound
+    cdef bint denied = False
+    cdef proc_info *pi
+    snprintf(path, sizeof(path), "%u/fd", pid)
+    fdd = openat(w.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fdd < 0:
+        e = errno
+        if e == EACCES or e == EPERM:
+            w.denied += 1
+        else:
+            w.gone += 1
+        return
+    w.procs += 1
+    while not denied:
+        got = getdents64(fdd, w.buf, w.buf_size)
+        if got <= 0:
+            if got < 0:                  # ENOENT: it exited while we read it
+                w.nfound = first
+                w.gone += 1
+                close(fdd)
+                return
+            break
+        off = 0
+        while off < got:
+            d = <dirent64 *>(w.buf + off)
+            off += d.d_reclen
+            if d.d_name[0] < C_0 or d.d_name[0] > C_9:
+                continue
+            w.fds += 1
+            k = readlinkat(fdd, d.d_name, link, sizeof(link))
+            if k < 0:
+                if errno == EACCES or errno == EPERM:
+                    denied = True        # the directory is listable, the links are not
+                    break
+                continue                 # closed since getdents
+            if k < 10 or memcmp(link, b"socket:[", 8) != 0:
+                continue
+            ino = 0
+            j = 8
+            while j < k and C_0 <= link[j] <= C_9:
+                ino = ino * 10 + <uint64_t>(link[j] - C_0)
+                j += 1
+            w.sockets += 1
+            if w.want != NULL:
+                se = smap_find(w.want, ino)
+                if se == NULL or se.state == SK_OWNED:
+                    continue
+            fdnum = 0
+            j = 0
+            while d.d_name[j] != 0:
+                fdnum = fdnum * 10 + (d.d_name[j] - C_0)
+                j += 1
+            if grow(<void **>&w.found, &w.capfound, w.nfound + 1, sizeof(found_rec)) < 0:
+                w.err = ENOMEM
+                close(fdd)
+                return
+            w.found[w.nfound].inode = ino
+            w.found[w.nfound].pid = pid
+            w.found[w.nfound].fd = fdnum
+            w.found[w.nfound].info = <uint32_t>w.ninfo
+            w.nfound += 1
+    if denied:
+        w.denied += 1
+    if w.nfound > first:
+        # Pin the identity of the process we just read: its start time, read while the
+        # fd directory is still open, and then proof that the directory's process is
+        # still alive (so the stat we read was its own, not a successor's).
+        if grow(<void **>&w.infos, &w.capinfo, w.ninfo + 1, sizeof(proc_info)) < 0:
+            w.err = ENOMEM
+            close(fdd)
+            return
+        pi = &w.infos[w.ninfo]
+        pi.pid = pid
+        if (read_stat(w.procfd, pid, &pi.start, pi.comm) != 0
+                or lseek(fdd, 0, SEEK_SET) < 0
+                or getdents64(fdd, tiny, sizeof(tiny)) < 0):
+            w.nfound = first             # exited meanwhile: nothing it held is known
+            w.gone += 1
+        else:
+            w.ninfo += 1
+    close(fdd)
+
+
+cdef void walk_run(walker *w) noexcept nogil:
+    cdef size_t i
+    while w.err == 0:
+        i = tcpsnap_fetch_inc(w.next)
+        if i >= w.npids:
+            break
+        walk_one(w, w.pids[i])
+
+
+cdef void *walk_thread(void *arg) noexcept nogil:
+    walk_run(<walker *>arg)
+    return NULL
+
+
+# ---------------------------------------------------------------- the resolver
+
+cdef class PidResolver:
+    """Socket inode -> owning pid, cached between snapshots (see ``tcpsnap.pids``).
+
+    ``begin()`` before the netlink dump, ``resolve(rows, n)`` after it (or ``abort()``
+    if the dump failed); ``process_names(pids)`` for names. One thread at a time.
+    """
+
+    cdef sock_map socks
+    cdef sock_map pidix              # pid -> procs slot (kept in .proc)
+    cdef proc_ent *procs
+    cdef pollfd *pfds                # parallel to procs: the pidfds, -1 where none
+    cdef uint32_t nprocs             # slots handed out (high water)
+    cdef uint32_t capprocs
+    cdef uint32_t *freelist
+    cdef uint32_t nfree
+    cdef int procfd
+    cdef uint32_t epoch
+    cdef uint32_t walk_gen
+    cdef walker w[MAX_WORKERS]
+    cdef int nworkers                # workers of the current / last walk
+    cdef pthread_t tids[MAX_WORKERS]
+    cdef int nthreads                # background threads running
+    cdef bint walk_open              # a walk was started and not merged yet
+    cdef bint walk_all               # ...recording every socket (started before the dump)
+    cdef uint32_t *pidlist
+    cdef size_t npids
+    cdef size_t cappids
+    cdef size_t next_pid
+    cdef double walk_t0
+    cdef double last_take
+    cdef double next_walk_at
+    cdef double next_retry_at
+    cdef size_t verify_cursor
+    cdef size_t touched
+    cdef uint32_t pidfd_cap
+    cdef uint32_t npidfd
+    cdef bint pidfd_ok
+    cdef readonly uint32_t pending
+    cdef readonly uint32_t retry
+    cdef public double walk_interval
+    cdef public double walk_share
+    cdef public double retry_interval
+    cdef public double verify_interval
+    cdef public double name_ttl
+    cdef public int threads
+    cdef readonly unsigned long long walks
+    cdef readonly double walk_seconds
+    cdef readonly double last_walk_seconds
+    cdef readonly unsigned long long verified
+    cdef readonly unsigned long long moved
+    cdef readonly unsigned long long owner_exits
+    cdef readonly unsigned long long evicted
+    cdef readonly unsigned long long takes
+    cdef readonly uint32_t denied
+    cdef readonly uint32_t last_walk_procs
+    cdef readonly unsigned long long last_walk_fds
+
+    def __cinit__(self):
+        self.procfd = -1
+        self.nthreads = 0
+        self.socks.slots = NULL
+        self.pidix.slots = NULL
+        memset(self.w, 0, sizeof(self.w))
+
+    def __init__(self, *, int threads=2, double walk_interval=0.25, double walk_share=0.25,
+                 double retry_interval=1.0, double verify_interval=2.0, double name_ttl=1.0,
+                 int max_pidfds=-1):
+        cdef int k
+        if not 1 <= threads <= MAX_WORKERS:
+            raise ValueError(f"threads must be 1..{MAX_WORKERS}")
+        self.threads = threads
+        self.walk_interval = walk_interval
+        self.walk_share = walk_share
+        self.retry_interval = retry_interval
+        self.verify_interval = verify_interval
+        self.name_ttl = name_ttl
+        if max_pidfds < 0:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            max_pidfds = 4096 if soft == resource.RLIM_INFINITY else min(4096, soft // 8)
+        self.pidfd_cap = max_pidfds
+        self.pidfd_ok = True
+        if smap_init(&self.socks, MIN_CAP) < 0 or smap_init(&self.pidix, 256) < 0:
+            raise MemoryError()
+        self.capprocs = PROC_CAP0
+        self.procs = <proc_ent *>calloc(PROC_CAP0, sizeof(proc_ent))
+        self.pfds = <pollfd *>calloc(PROC_CAP0, sizeof(pollfd))
+        self.freelist = <uint32_t *>malloc(PROC_CAP0 * sizeof(uint32_t))
+        if self.procs == NULL or self.pfds == NULL or self.freelist == NULL:
+            raise MemoryError()
+        for k in range(MAX_WORKERS):
+            self.w[k].buf = <char *>malloc(BUF_SIZE)
+            if self.w[k].buf == NULL:
+                raise MemoryError()
+            self.w[k].buf_size = BUF_SIZE
+        self.procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if self.procfd < 0:
+            raise_syscall("open(/proc)", errno)
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        cdef int k
+        self._join()
+        if self.procfd >= 0:
+            close(self.procfd)
+        if self.procs != NULL:
+            for i in range(self.nprocs):
+                if self.procs[i].pidfd >= 0:
+                    close(self.procs[i].pidfd)
+        free(self.procs)
+        free(self.pfds)
+        free(self.freelist)
+        free(self.socks.slots)
+        free(self.pidix.slots)
+        free(self.pidlist)
+        for k in range(MAX_WORKERS):
+            free(self.w[k].buf)
+            free(self.w[k].found)
+            free(self.w[k].infos)
+
+    # ------------------------------------------------------------ process table
+
+    cdef int _proc_alloc(self) noexcept nogil:
+        """A free slot index, or -1 when out of memory."""
+        cdef uint32_t cap
+        cdef void *a
+        cdef void *b
+        cdef void *c
+        if self.nfree:
+            self.nfree -= 1
+            return self.freelist[self.nfree]
+        if self.nprocs == self.capprocs:
+            cap = self.capprocs * 2
+            a = realloc(self.procs, cap * sizeof(proc_ent))
+            if a == NULL:
+                return -1
+            self.procs = <proc_ent *>a
+            b = realloc(self.pfds, cap * sizeof(pollfd))
+            if b == NULL:
+                return -1
+            self.pfds = <pollfd *>b
+            c = realloc(self.freelist, cap * sizeof(uint32_t))
+            if c == NULL:
+                return -1
+            self.freelist = <uint32_t *>c
+            memset(&self.procs[self.capprocs], 0, (cap - self.capprocs) * sizeof(proc_ent))
+            memset(&self.pfds[self.capprocs], 0, (cap - self.capprocs) * sizeof(pollfd))
+            self.capprocs = cap
+        self.nprocs += 1
+        return self.nprocs - 1
+
+    cdef void _proc_drop_pidfd(self, uint32_t idx) noexcept nogil:
+        cdef proc_ent *p = &self.procs[idx]
+        if p.pidfd >= 0:
+            close(p.pidfd)
+            p.pidfd = -1
+            self.npidfd -= 1
+        self.pfds[idx].fd = -1
+
+    cdef void _proc_retire(self, uint32_t idx) noexcept nogil:
+        """Forget a process: entries that point at this slot go stale (gen moves on)."""
+        cdef proc_ent *p = &self.procs[idx]
+        cdef sock_ent *k
+        if p.pid == 0:
+            return
+        self._proc_drop_pidfd(idx)
+        k = smap_find(&self.pidix, p.pid)
+        if k != NULL and k.proc == idx:
+            smap_delete_at(&self.pidix, k - self.pidix.slots)
+        p.pid = 0
+        p.gen += 1
+        p.dead = 1
+        self.freelist[self.nfree] = idx
+        self.nfree += 1
+
+    cdef void _proc_mark_dead(self, uint32_t idx) noexcept nogil:
+        """It exited: its sockets need another owner; its name stays for this snapshot."""
+        self._proc_drop_pidfd(idx)
+        if not self.procs[idx].dead:
+            self.procs[idx].dead = 1
+            self.owner_exits += 1
+
+    cdef int _proc_pin(self, uint32_t idx) noexcept nogil:
+        """Give slot idx a pidfd if we may hold one more. 0, or -1 if the pid no longer
+        names the process the slot describes."""
+        cdef proc_ent *p = &self.procs[idx]
+        cdef uint64_t start
+        cdef char comm[COMM_LEN]
+        cdef int fd
+        if p.pidfd >= 0 or not self.pidfd_ok or self.npidfd >= self.pidfd_cap:
+            return 0
+        fd = tcpsnap_pidfd_open(p.pid)
+        if fd < 0:
+            if errno == ENOSYS or errno == EPERM:
+                self.pidfd_ok = False    # kernel < 5.3, or seccomp: start-time checks only
+                return 0
+            return -1 if errno == ESRCH else 0
+        # the pidfd names whoever has this pid now: make sure it is the process we read
+        if read_stat(self.procfd, p.pid, &start, comm) != 0 or start != p.start:
+            close(fd)
+            return -1
+        p.pidfd = fd
+        self.pfds[idx].fd = fd
+        self.pfds[idx].events = POLLIN
+        self.pfds[idx].revents = 0
+        self.npidfd += 1
+        return 0
+
+    cdef int _proc_add(self, uint32_t pid, uint64_t start, const char *comm, double now) noexcept nogil:
+        """A slot for (pid, start), reusing the one we have when it is the same process.
+        Returns the index, -1 out of memory, -2 the process is gone."""
+        cdef sock_ent *k = smap_find(&self.pidix, pid)
+        cdef int idx
+        cdef proc_ent *p
+        if k != NULL:
+            idx = k.proc
+            p = &self.procs[idx]
+            if not p.dead and p.start == start:
+                if self._proc_pin(idx) < 0:
+                    self._proc_mark_dead(idx)
+                    return -2
+                return idx
+            self._proc_retire(idx)
+        idx = self._proc_alloc()
+        if idx < 0:
+            return -1
+        p = &self.procs[idx]
+        p.pid = pid
+        p.start = start
+        p.pidfd = -1
+        p.dead = 0
+        p.seen = self.epoch
+        p.checked = self.epoch
+        p.name_time = now
+        memcpy(p.comm, comm, COMM_LEN)
+        self.pfds[idx].fd = -1
+        if self._proc_pin(idx) < 0:
+            p.pid = 0
+            p.gen += 1
+            self.freelist[self.nfree] = idx
+            self.nfree += 1
+            return -2
+        k = smap_insert(&self.pidix, pid)
+        if k == NULL:
+            self._proc_drop_pidfd(idx)
+            p.pid = 0
+            self.freelist[self.nfree] = idx
+            self.nfree += 1
+            return -1
+        k.proc = idx
+        return idx
+
+    cdef uint32_t _owner_pid(self, sock_ent *e) noexcept nogil:
+        """The owner's pid if it is still the process we resolved, else 0."""
+        cdef proc_ent *p = &self.procs[e.proc]
+        cdef uint64_t start
+        cdef char comm[COMM_LEN]
+        if p.gen != e.proc_gen or p.pid == 0 or p.dead:
+            return 0
+        if p.pidfd < 0 and p.checked != self.epoch:
+            # no pidfd to watch: confirm the start time, once per take
+            p.checked = self.epoch
+            if read_stat(self.procfd, p.pid, &start, comm) != 0 or start != p.start:
+                self._proc_mark_dead(e.proc)
+                return 0
+        p.seen = self.epoch
+        return p.pid
+
+    cdef int _check_owners(self) noexcept nogil:
+        """One poll() over every pidfd: a readable pidfd is a process that exited."""
+        cdef uint32_t off, m, i
+        cdef int rc
+        if self.npidfd == 0:
+            return 0
+        off = 0
+        while off < self.nprocs:
+            m = self.nprocs - off
+            if m > POLL_CHUNK:
+                m = POLL_CHUNK
+            rc = poll(&self.pfds[off], m, 0)
+            if rc < 0:
+                if errno == EINTR:
+                    continue
+                return errno
+            if rc > 0:
+                for i in range(off, off + m):
+                    if self.pfds[i].fd >= 0 and self.pfds[i].revents:
+                        self._proc_mark_dead(i)
+            off += m
+        return 0
+
+    # ------------------------------------------------------------ per-take passes
+
+    cdef void _verify_slice(self, double now) noexcept nogil:
+        """Re-read the link of a slice of owned entries: an owner that closed its
+        descriptor (the socket lives on elsewhere) loses the socket here."""
+        cdef double f
+        cdef size_t quota, i, mask
+        cdef sock_ent *e
+        cdef proc_ent *p
+        cdef char path[48]
+        cdef char want[40]
+        cdef char link[64]
+        cdef ssize_t k
+        cdef int wl
+        if self.socks.count == 0:
+            return
+        f = (now - self.last_take) / self.verify_interval if self.verify_interval > 0 else 1.0
+        if f < 1.0 / VERIFY_MIN_DIV:
+            f = 1.0 / VERIFY_MIN_DIV
+        if f > 1.0 / VERIFY_MAX_DIV:
+            f = 1.0 / VERIFY_MAX_DIV
+        quota = <size_t>(self.socks.cap * f) + 1
+        mask = self.socks.cap - 1
+        for _ in range(quota):
+            i = self.verify_cursor & mask
+            self.verify_cursor = (i + 1) & mask
+            e = &self.socks.slots[i]
+            if e.inode == 0 or e.state != SK_OWNED:
+                continue
+            p = &self.procs[e.proc]
+            if p.gen != e.proc_gen or p.pid == 0 or p.dead:
+                continue                 # the row pass re-resolves it
+            snprintf(path, sizeof(path), "%u/fd/%d", p.pid, e.fd)
+            k = readlinkat(self.procfd, path, link, sizeof(link))
+            wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>e.inode)
+            self.verified += 1
+            if k != wl or memcmp(link, want, wl) != 0:
+                e.state = SK_PENDING
+                e.misses = 0
+                self.moved += 1
+
+    cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
+        """Fill pid from the map; add new inodes as pending. -1 when out of memory."""
+        cdef Py_ssize_t i
+        cdef tcpsnap_row *r
+        cdef sock_ent *e
+        cdef uint32_t pid, ep = self.epoch
+        cdef uint32_t pending = 0, retry = 0
+        cdef size_t touched = 0
+        for i in range(n):
+            r = rows + i
+            if r.inode == 0:
+                r.pid = 0                # TIME_WAIT, orphans, request socks: no owner
+                continue
+            e = smap_find(&self.socks, r.inode)
+            if e == NULL:
+                e = smap_insert(&self.socks, r.inode)
+                if e == NULL:
+                    return -1
+                e.cookie = r.cookie
+                e.state = SK_PENDING
+                e.born = ep
+                e.seen = ep
+                touched += 1
+                pending += 1
+                r.pid = 0
+                continue
+            if e.seen != ep:
+                touched += 1
+                e.seen = ep
+            if e.cookie != r.cookie:     # the inode number now names another socket
+                e.cookie = r.cookie
+                e.state = SK_PENDING
+                e.born = ep
+                e.misses = 0
+            if e.state == SK_OWNED:
+                pid = self._owner_pid(e)
+                if pid:
+                    r.pid = pid
+                    continue
+                e.state = SK_PENDING     # its owner exited; someone else holds it
+                e.misses = 0
+            r.pid = 0
+            if e.state == SK_PENDING:
+                pending += 1
+            elif e.misses < MAX_MISSES:
+                retry += 1
+        self.touched = touched
+        self.pending = pending
+        self.retry = retry
+        return 0
+
+    cdef void _fill_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
+        """After a merge: pids for rows resolved by the walk; count what it missed."""
+        cdef Py_ssize_t i
+        cdef tcpsnap_row *r
+        cdef sock_ent *e
+        cdef uint32_t pending = 0, retry = 0
+        for i in range(n):
+            r = rows + i
+            if r.inode == 0 or r.pid != 0:
+                continue
+            e = smap_find(&self.socks, r.inode)
+            if e == NULL:
+                continue
+            if e.state == SK_OWNED:
+                r.pid = self._owner_pid(e)
+                if r.pid:
+                    continue
+                e.state = SK_PENDING
+            # not found by this walk: unless it appeared during a walk that started
+            # before the dump (the walk may have passed its process already), it is missing
+            if e.walked != self.walk_gen and not (self.walk_all and e.born == self.epoch):
+                e.walked = self.walk_gen
+                e.state = SK_MISSING
+                if e.misses < 255:
+                    e.misses += 1
+            if e.state == SK_PENDING:
+                pending += 1
+            elif e.misses < MAX_MISSES:
+                retry += 1
+        self.pending = pending
+        self.retry = retry
+
+    # ------------------------------------------------------------ walks
+
+    cdef int _list_pids(self) noexcept nogil:
+        """Every process in /proc, ascending (the order procfs lists them)."""
+        cdef ssize_t got, off
+        cdef dirent64 *d
+        cdef uint32_t pid
+        cdef int j
+        cdef char *buf = self.w[0].buf
+        self.npids = 0
+        if lseek(self.procfd, 0, SEEK_SET) < 0:
+            return errno
+        while True:
+            got = getdents64(self.procfd, buf, BUF_SIZE)
+            if got < 0:
+                return errno
+            if got == 0:
+                return 0
+            off = 0
+            while off < got:
+                d = <dirent64 *>(buf + off)
+                off += d.d_reclen
+                if d.d_name[0] < C_1 or d.d_name[0] > C_9:
+                    continue
+                pid = 0
+                j = 0
+                while C_0 <= d.d_name[j] <= C_9:
+                    pid = pid * 10 + <uint32_t>(d.d_name[j] - C_0)
+                    j += 1
+                if d.d_name[j] != 0:
+                    continue
+                if grow(<void **>&self.pidlist, &self.cappids, self.npids + 1, sizeof(uint32_t)) < 0:
+                    return ENOMEM
+                self.pidlist[self.npids] = pid
+                self.npids += 1
+
+    cdef int _start_walk(self, bint record_all) noexcept nogil:
+        """List /proc, set the workers up and start threads for workers 1..n-1; the
+        caller walks as worker 0 in ``_finish_walk`` (after its dump, when the walk was
+        started by ``begin``). Returns 0 or an errno."""
+        cdef int k, err, nw = self.threads
+        cdef walker *w
+        err = self._list_pids()
+        if err:
+            return err
+        if <size_t>nw > self.npids:
+            nw = <int>self.npids
+        if nw < 1:
+            nw = 1
+        self.nworkers = nw
+        self.next_pid = 0
+        self.walk_all = record_all
+        self.walk_gen += 1
+        self.walk_t0 = mono()
+        for k in range(nw):
+            w = &self.w[k]
+            w.procfd = self.procfd
+            w.pids = self.pidlist
+            w.npids = self.npids
+            w.next = &self.next_pid
+            w.want = NULL if record_all else &self.socks
+            w.nfound = 0
+            w.ninfo = 0
+            w.procs = 0
+            w.denied = 0
+            w.gone = 0
+            w.fds = 0
+            w.sockets = 0
+            w.err = 0
+        self.walk_open = True
+        self.nthreads = 0
+        for k in range(1, nw):
+            if pthread_create(&self.tids[self.nthreads], NULL, walk_thread, &self.w[k]) != 0:
+                break                    # fewer threads: the others walk the rest
+            self.nthreads += 1
+        return 0
+
+    cdef void _join(self) noexcept nogil:
+        cdef int k
+        for k in range(self.nthreads):
+            pthread_join(self.tids[k], NULL)
+        self.nthreads = 0
+
+    cdef int _finish_walk(self) noexcept nogil:
+        """Walk along with the threads until the list is done; join them."""
+        cdef int k
+        cdef double dur, gap
+        walk_run(&self.w[0])
+        self._join()
+        dur = mono() - self.walk_t0
+        self.walks += 1
+        self.walk_seconds += dur
+        self.last_walk_seconds = dur
+        gap = dur / self.walk_share if self.walk_share > 0 else 0.0
+        if gap < self.walk_interval:
+            gap = self.walk_interval
+        self.next_walk_at = self.walk_t0 + gap
+        self.next_retry_at = self.walk_t0 + (gap if gap > self.retry_interval else self.retry_interval)
+        self.denied = 0
+        self.last_walk_procs = 0
+        self.last_walk_fds = 0
+        for k in range(self.nworkers):
+            if self.w[k].err:
+                return self.w[k].err
+            self.denied += self.w[k].denied
+            self.last_walk_procs += self.w[k].procs
+            self.last_walk_fds += self.w[k].fds
+        return 0
+
+    cdef int _merge(self, double now) noexcept nogil:
+        """Owners from the walk: for each unresolved inode, the lowest pid holding it."""
+        cdef int k, idx
+        cdef size_t j
+        cdef found_rec *f
+        cdef sock_ent *e
+        cdef proc_info *pi
+        for k in range(self.nworkers):
+            for j in range(self.w[k].nfound):
+                f = &self.w[k].found[j]
+                e = smap_find(&self.socks, f.inode)
+                if e == NULL or e.state == SK_OWNED:
+                    continue
+                if e.cand_pid == 0 or f.pid < e.cand_pid or (f.pid == e.cand_pid and f.fd < e.cand_fd):
+                    e.cand_pid = f.pid
+                    e.cand_fd = f.fd
+                    e.cand_info = (<uint32_t>k << 24) | f.info
+        for k in range(self.nworkers):
+            for j in range(self.w[k].nfound):
+                f = &self.w[k].found[j]
+                e = smap_find(&self.socks, f.inode)
+                if (e == NULL or e.state == SK_OWNED or e.cand_pid != f.pid
+                        or e.cand_fd != f.fd or (e.cand_info >> 24) != <uint32_t>k):
+                    continue
+                pi = &self.w[k].infos[e.cand_info & 0xFFFFFF]
+                e.cand_pid = 0
+                idx = self._proc_add(pi.pid, pi.start, pi.comm, now)
+                if idx == -1:
+                    return ENOMEM
+                if idx < 0:
+                    continue             # gone since the walk: it stays unresolved
+                e.state = SK_OWNED
+                e.proc = idx
+                e.proc_gen = self.procs[idx].gen
+                e.fd = f.fd
+                e.misses = 0
+        return 0
+
+    cdef bint _walk_due(self, double now) noexcept nogil:
+        if self.walks == 0:
+            return True
+        if self.pending and now >= self.next_walk_at:
+            return True
+        return self.retry != 0 and now >= self.next_retry_at
+
+    # ------------------------------------------------------------ Python entry points
+
+    def begin(self):
+        """Before the dump: when a walk is due already, start it on background threads
+        (recording every socket), so that it runs while the kernel dumps."""
+        cdef int err = 0
+        if self.walk_open or self.threads < 2:
+            return
+        with nogil:
+            if self._walk_due(mono()):
+                err = self._start_walk(True)
+        if err:
+            raise_syscall("getdents64(/proc)", err)
+
+    def abort(self):
+        """The dump failed after ``begin()``: finish and drop the background walk."""
+        with nogil:
+            if self.walk_open:
+                self._finish_walk()
+                self.walk_open = False
+
+    def resolve(self, rows, Py_ssize_t n):
+        """Fill ``pid`` of ``rows[:n]`` (ROW_DTYPE, fresh from a dump)."""
+        cdef Py_buffer b
+        cdef tcpsnap_row *r
+        cdef int err = 0, where = 0
+        cdef double now
+        cdef bint merged = False
+        try:
+            PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        except BaseException:
+            self.abort()
+            raise
+        try:
+            if n < 0 or n * <Py_ssize_t>sizeof(tcpsnap_row) > b.len:
+                self.abort()
+                raise ValueError("n is larger than the row array")
+            r = <tcpsnap_row *>b.buf
+            with nogil:
+                now = mono()
+                self.epoch += 1
+                self.takes += 1
+                if self.walk_open:
+                    err = self._finish_walk()
+                    where = W_WALK
+                if not err:
+                    err = self._check_owners()
+                    where = W_POLL
+                if not err:
+                    self._verify_slice(now)
+                    if self._rows_pass(r, n) < 0:
+                        err = ENOMEM
+                        where = W_MAP
+                if not err and not self.walk_open and (self.pending or self.retry) and self._walk_due(now):
+                    err = self._start_walk(False)
+                    where = W_LIST
+                    if not err:
+                        err = self._finish_walk()
+                        where = W_WALK
+                if not err and self.walk_open:
+                    err = self._merge(now)
+                    where = W_MAP
+                    self.walk_open = False
+                    merged = True
+                if not err:
+                    if merged:
+                        self._fill_pass(r, n)
+                    if self.touched != self.socks.count:
+                        self.evicted += smap_evict(&self.socks, self.epoch)
+                    self._sweep_procs()
+                self.last_take = now
+                self.walk_open = False
+        finally:
+            PyBuffer_Release(&b)
+        if err:
+            raise_syscall(WHERE[where], err)
+
+    cdef void _sweep_procs(self) noexcept nogil:
+        """Drop processes no row has referenced in this take or the one before."""
+        cdef uint32_t i
+        cdef proc_ent *p
+        for i in range(self.nprocs):
+            p = &self.procs[i]
+            if p.pid != 0 and self.epoch - p.seen > 1:
+                self._proc_retire(i)
+
+    cdef object _name(self, uint32_t pid, double now, bint recheck):
+        cdef sock_ent *k = smap_find(&self.pidix, pid)
+        cdef proc_ent *p = NULL
+        cdef uint64_t start
+        cdef char comm[COMM_LEN]
+        cdef int rc, idx
+        if k != NULL:
+            p = &self.procs[k.proc]
+            stale = (p.pidfd < 0 and (recheck or p.checked != self.epoch)) or now - p.name_time >= self.name_ttl
+            if p.dead or not stale:
+                p.seen = self.epoch
+                return p.comm.decode("utf-8", "replace")
+        with nogil:
+            rc = read_stat(self.procfd, pid, &start, comm)
+        if rc != 0:
+            if p != NULL:                # exited since the snapshot: its last name
+                self._proc_mark_dead(k.proc)
+                p.seen = self.epoch
+                return p.comm.decode("utf-8", "replace")
+            return None
+        if p != NULL and p.start == start:
+            memcpy(p.comm, comm, COMM_LEN)   # renamed (exec, prctl) or just confirmed
+            p.name_time = now
+            p.checked = self.epoch
+            p.seen = self.epoch
+            return p.comm.decode("utf-8", "replace")
+        # a pid we did not know, or one that now names another process
+        idx = self._proc_add(pid, start, comm, now)
+        if idx == -1:
+            raise MemoryError()
+        return comm.decode("utf-8", "replace")
+
+    def process_names(self, pids, bint recheck=False):
+        """``(codes, names)``: int32 codes into ``names``, -1 where the pid is 0 or has
+        no readable name. A cached name is used while its process is provably the same
+        one (pidfd not readable, or start time confirmed in this take) and younger than
+        ``name_ttl``; otherwise /proc/<pid>/stat is read again (start time + comm)."""
+        cdef double now = mono()
+        if recheck:
+            # names as of now, not as of the last take(): exits seen, idle entries dropped
+            with nogil:
+                self.epoch += 1
+                self._check_owners()
+                self._sweep_procs()
+        p = np.asarray(pids)
+        if p.ndim != 1:
+            raise ValueError("pids must be 1-dimensional")
+        if len(p) == 0:
+            return np.zeros(0, np.int32), []
+        uniq, inv = np.unique(p, return_inverse=True)
+        ucodes = np.full(len(uniq), -1, np.int32)
+        names = []
+        index = {}
+        for j, pid in enumerate(uniq.tolist()):
+            if pid <= 0 or pid > 0xFFFFFFFF:
+                continue
+            name = self._name(<uint32_t>pid, now, recheck)
+            if name is None:
+                continue
+            code = index.get(name)
+            if code is None:
+                code = index[name] = len(names)
+                names.append(name)
+            ucodes[j] = code
+        return ucodes[inv.ravel()], names
+
+    def owner(self, unsigned long long inode):
+        """``(pid, fd)`` the cache holds for a socket inode, or None (for tests/tools)."""
+        cdef sock_ent *e = smap_find(&self.socks, inode)
+        cdef proc_ent *p
+        if e == NULL or e.state != SK_OWNED:
+            return None
+        p = &self.procs[e.proc]
+        if p.gen != e.proc_gen or p.pid == 0:
+            return None
+        return p.pid, e.fd
+
+    def _forge_start(self, unsigned int pid, unsigned long long start):
+        """Tests: pretend the cached process at ``pid`` started at ``start``."""
+        cdef sock_ent *k = smap_find(&self.pidix, pid)
+        if k == NULL:
+            raise KeyError(pid)
+        self.procs[k.proc].start = start
+
+    @property
+    def stats(self):
+        """Counters and sizes: see ``tcpsnap.pids``."""
+        return {
+            "takes": self.takes,
+            "walks": self.walks,
+            "walk_seconds": self.walk_seconds,
+            "last_walk_seconds": self.last_walk_seconds,
+            "last_walk_procs": self.last_walk_procs,
+            "last_walk_fds": self.last_walk_fds,
+            "denied": self.denied,
+            "pending": self.pending,
+            "retry": self.retry,
+            "entries": self.socks.count,
+            "map_slots": self.socks.cap,
+            "processes": self.nprocs - self.nfree,
+            "pidfds": self.npidfd,
+            "verified": self.verified,
+            "moved": self.moved,
+            "owner_exits": self.owner_exits,
+            "evicted": self.evicted,
+        }
+
+    def close(self):
+        with nogil:
+            self._join()
+        self.walk_open = False

@@ -1,0 +1,140 @@
+"""Owning processes (Linux): which pid holds each connection, at snapshot speed.
+
+``Snapshotter(pids=True)`` fills the ``pid`` field of every row whose owner can be
+found; ``Snapshotter.process_names`` and ``tcpsnap.to_pandas`` add the ``comm`` name.
+Netlink gives a socket's inode, never its process; the only way from an inode to a
+process is to read the links in ``/proc/<pid>/fd/`` of every process, which costs
+several times the table dump itself. So the inode -> owner map is kept between
+snapshots (in ``tcpsnap._procfs.PidResolver``, all C, no GIL) and /proc is walked
+only for inodes not seen before. The rules:
+
+Who owns a socket
+    The lowest pid among the processes whose ``/proc/<pid>/fd`` holds the socket
+    when it is resolved, and it stays the owner while it holds it. A socket shared
+    by several processes (after ``fork``, or passed over a unix socket) therefore
+    gets one of them, never a process that does not hold it (within the re-check
+    bound below). TIME_WAIT, orphaned and request sockets (inode 0) have no owner:
+    pid 0. So do sockets no readable ``/proc/<pid>/fd`` holds: a process we may not
+    inspect (see Permissions), another pid namespace, kernel sockets, a descriptor in
+    flight in an ``SCM_RIGHTS`` message, io_uring fixed files, a thread that
+    unshared its descriptor table.
+
+How late a new connection gets its pid
+    Every ``take()`` looks each row up in the map. When every inode is known, /proc
+    is not read at all. Otherwise one walk of ``/proc/*/fd`` (``readlinkat`` on every
+    descriptor, in C, on up to ``threads`` threads) resolves all unknown inodes at
+    once. A walk starts no sooner than ``max(walk_interval, D / walk_share)`` after
+    the previous one started, D being that walk's duration (defaults 0.25 s and
+    0.25: however heavy the churn, walks take at most about a quarter of the time).
+    A connection first seen without a pid therefore gets it on the first ``take()``
+    that starts after that gap: **at most max(0.25 s, 4 D) plus one snapshot
+    interval after it first appeared** (D is about 10 ms at 1,000 connections and
+    50-80 ms at 10,000 on a 2-core machine: 0.25 s; about 0.3-0.4 s at 50,000
+    connections -- benchmarks/RESULTS.md has the measured numbers). When the walk is
+    due before the dump, it runs on a background thread while the kernel dumps. An
+    inode a walk did not find (its holder passed it on mid-walk, or cannot be seen)
+    is looked for again by later walks, at least ``retry_interval`` (1 s) apart, by
+    at most 3 walks of its own; after that it only rides along walks that run anyway.
+
+Staying right between walks
+    * Owner exits: each ``take()`` polls the pidfds of all owners in one ``poll()``
+      call; sockets of an owner that exited lose it on that very snapshot and are
+      resolved again (say, to the child that inherited them). Where no pidfd can be
+      held (kernel < 5.3, or more owners than ``max_pidfds``, an eighth of the
+      open-file limit by default) the owner's start time in ``/proc/<pid>/stat`` is
+      compared instead, once per snapshot.
+    * Pid reuse: a process is pid + start time, and a pidfd cannot be fooled by reuse.
+    * Owner closes its descriptor while another process keeps the socket (fork then
+      close, hand-off): each ``take()`` re-reads ``/proc/<pid>/fd/<fd>`` for a slice
+      of the cached owners, so every owner is re-checked at least once every
+      **max(verify_interval, 8 snapshots)** (2 s by default; at most 64 snapshots).
+      Until then such a row may still show the previous holder.
+    * Inode numbers are reused only after 2**32 allocations; the socket cookie, which
+      never is, is checked too.
+
+Memory
+    Entries of sockets that left the table are dropped in the same ``take()``; the
+    map shrinks when mostly empty; a process no row references is forgotten (and its
+    pidfd closed) one snapshot later. Memory follows the table, not the run length.
+
+Names
+    ``process_names(pids)`` gives ``comm`` from ``/proc/<pid>/stat`` (one read gives
+    comm and start time), cached per process identity: re-read after ``name_ttl``
+    (1 s) to follow ``exec`` and ``prctl`` renames; a pid that now names another
+    process (start time changed) gets the new process's name; a process that exited
+    after the snapshot keeps its last name. Call it right after ``take()``, as
+    ``tcpsnap show`` and the recorder do.
+
+Permissions
+    Reading another user's ``/proc/<pid>/fd`` needs root, or ``CAP_DAC_READ_SEARCH``
+    (to list it) and ``CAP_SYS_PTRACE`` (to read the links). Without them those rows
+    carry pid 0, everything else works, ``stats["denied"]`` counts the processes that
+    could not be read, and ``tcpsnap show`` says so once on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._errors import BackendUnavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._procfs import PidResolver
+
+__all__ = ["new_resolver", "process_names", "missing_pid_note", "SUPPORTED"]
+
+#: Whether this platform can resolve owning pids itself (Windows tables carry them).
+SUPPORTED = sys.platform.startswith("linux")
+
+
+def new_resolver(**options) -> "PidResolver":
+    """A ``PidResolver`` with this machine's defaults (two walk threads where there
+    are two cores). Options: ``threads``, ``walk_interval``, ``walk_share``,
+    ``retry_interval``, ``verify_interval``, ``name_ttl``, ``max_pidfds``."""
+    if not SUPPORTED:
+        raise BackendUnavailable(f"owning-pid resolution is not implemented for {sys.platform!r}")
+    from ._procfs import PidResolver
+
+    options.setdefault("threads", 2 if (os.cpu_count() or 1) > 1 else 1)
+    return PidResolver(**options)
+
+
+_shared: "PidResolver | None" = None
+_shared_lock = threading.Lock()
+
+
+def process_names(pids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """``(codes, names)`` for pids of rows captured on this machine just now: int32
+    codes into ``names``, -1 where the pid is 0 or has no readable name. Uses one
+    process-wide name cache checked against each process's start time."""
+    global _shared
+    pids = np.asarray(pids)
+    if not SUPPORTED or not pids.any():
+        return np.full(len(pids), -1, dtype=np.int32), []
+    with _shared_lock:
+        if _shared is None:
+            _shared = new_resolver(threads=1)
+        return _shared.process_names(pids, recheck=True)
+
+
+def missing_pid_note(rows: np.ndarray, stats: dict[str, int]) -> str | None:
+    """Why some rows that have an owner show pid 0, in one line; None if none do
+    (or if nothing but permissions can explain it)."""
+    unresolved = int(((rows["inode"] != 0) & (rows["pid"] == 0)).sum())
+    if not unresolved:
+        return None
+    denied = int(stats.get("denied", 0))
+    if os.geteuid() == 0:
+        if denied == 0:
+            return None
+        return (f"{unresolved} connections show no pid: /proc/<pid>/fd of {denied} processes "
+                "could not be read even as root (processes with capabilities this one lacks, "
+                "or in another user namespace)")
+    who = f"{denied} processes" if denied else "other users' processes"
+    return (f"{unresolved} connections show no pid: /proc/<pid>/fd of {who} is not readable "
+            "by this user (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)")
