@@ -172,3 +172,50 @@ def _run(tmp_root: Path) -> WineRun:
     result = json.loads((out / "result.json").read_text())
     raw = {k: (out / v).read_bytes() for k, v in BUFFERS.items()}
     return WineRun(outdir=out, result=result, report=report, raw=raw)
+
+
+# --- the Cython backend, built on Linux against fake_tcpfetch.c -----------------------------------
+
+_BUILD_SCRIPT = """
+import sys
+from setuptools import setup, Extension
+from Cython.Build import cythonize
+src, fake, out = sys.argv[1:4]
+ext = Extension("tcpsnap._windows", [src + "/tcpsnap/_windows.pyx", fake],
+                include_dirs=[src + "/tcpsnap", src + "/tcpsnap/_win"])
+setup(name="tcpsnap-windows-replay", script_args=["build_ext", "--build-lib", out, "--build-temp", out + "/tmp"],
+      ext_modules=cythonize([ext], include_path=[src], build_dir=out + "/c", quiet=True,
+                            compiler_directives={"language_level": "3", "embedsignature": True}))
+"""
+
+_REPLAY = None
+
+
+def windows_replay_module(tmp_root: Path):
+    """tcpsnap._windows built here with fake_tcpfetch.c in place of tcpfetch.c: (module, lib) where
+    lib is the same shared object through ctypes, for tcpfetch_fake_set / tcpfetch_fake_calls.
+    Built once per session; not put in sys.modules."""
+    global _REPLAY
+    if _REPLAY is not None:
+        return _REPLAY
+    import ctypes
+    import importlib.util
+
+    if not sys.platform.startswith("linux") or shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("building the replay module needs a C compiler on Linux")
+    out = tmp_root / "windows-replay"
+    out.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(ROOT / "src"), str(HERE / "fake_tcpfetch.c"),
+                        str(out)], capture_output=True, text=True, timeout=300, cwd=out)
+    if p.returncode != 0:
+        pytest.fail(f"building tcpsnap._windows (with fake_tcpfetch.c) failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    so = next((out / "tcpsnap").glob("_windows*.so"))
+    spec = importlib.util.spec_from_file_location("tcpsnap._windows", so)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lib = ctypes.CDLL(str(so))
+    lib.tcpfetch_fake_set.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_uint32]
+    lib.tcpfetch_fake_set.restype = None
+    lib.tcpfetch_fake_calls.argtypes = [ctypes.c_int]
+    _REPLAY = (mod, lib)
+    return _REPLAY
