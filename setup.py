@@ -11,6 +11,13 @@ if sys.platform.startswith("linux"):
     # owning processes: /proc/<pid>/fd walks on worker threads
     ext.append(Extension("tcpsnap._procfs", ["src/tcpsnap/_procfs.pyx"], include_dirs=["src/tcpsnap"],
                          extra_compile_args=["-pthread"], extra_link_args=["-pthread"]))
+elif sys.platform == "win32":
+    # GetTcpTable2 / GetTcp6Table2 through the plain-C fetch layer; iphlpapi.lib has the calls,
+    # ws2_32.lib what the Winsock headers pull in.
+    ext.append(Extension("tcpsnap._windows", ["src/tcpsnap/_windows.pyx", "src/tcpsnap/_win/tcpfetch.c"],
+                         include_dirs=["src/tcpsnap", "src/tcpsnap/_win"],
+                         depends=["src/tcpsnap/_win/tcpfetch.h"],
+                         libraries=["iphlpapi", "ws2_32"]))
 
 setup(
     ext_modules=cythonize(

@@ -22,6 +22,12 @@ def _select() -> tuple[str, type | None, str]:
         except ImportError as e:  # pragma: no cover - a broken install
             return "netlink", None, f"tcpsnap._netlink failed to import: {e}"
         return "netlink", NetlinkDumper, ""
+    if sys.platform == "win32":
+        try:
+            from ._windows import WindowsDumper
+        except ImportError as e:  # pragma: no cover - a broken install
+            return "windows", None, f"tcpsnap._windows failed to import: {e}"
+        return "windows", WindowsDumper, ""
     return "none", None, f"tcpsnap has no capture backend for platform {sys.platform!r} yet"
 
 
