@@ -48,7 +48,56 @@ def _mib_fixture(request):
     return np.concatenate(parts), expected
 
 
-PROVIDERS = {"netlink": lambda request: _netlink(), "mib-fixture": _mib_fixture}
+def _windows():
+    """The Windows backend, live (tcpsnap._windows: GetTcpTable2 / GetTcp6Table2)."""
+    if sys.platform != "win32":
+        pytest.skip("the Windows backend runs on Windows")
+    from _sockets import closing_all, pair
+    import tcpsnap
+
+    assert tcpsnap.Snapshotter.backend == "windows"
+    socks = [pair("127.0.0.1"), pair("::1")]
+    with closing_all(*[s for p in socks for s in p]), tcpsnap.Snapshotter() as snap:
+        rows = snap.take().copy()
+        expected = []
+        for host, (lst, c, s) in zip(("127.0.0.1", "::1"), socks):
+            fam = 6 if ":" in host else 4
+            lp, cp = lst.getsockname()[1], c.getsockname()[1]
+            any_ = "::" if fam == 6 else "0.0.0.0"
+            expected += [(fam, 2, host, lp, any_, 0), (fam, 5, host, cp, host, lp), (fam, 5, host, lp, host, cp)]
+    return rows, expected
+
+
+def _wine_run(request):
+    from wine import harness
+
+    run = harness.wine_run(request.getfixturevalue("tmp_path_factory").getbasetemp())
+    expected = [(s["family"], s["state"], s["local"], s["lport"], s["remote"], s["rport"])
+                for s in run.result["sockets"]]
+    return harness, run, expected
+
+
+def _wine_fetched(request):
+    """The buffers tcpfetch.c fetched under Wine (tests/wine), through the shared parser."""
+    _, run, expected = _wine_run(request)
+    return run.table2_rows(), expected
+
+
+def _windows_replay(request):
+    """The Windows backend's own code (WindowsDumper) on those buffers, built here with
+    tests/wine/fake_tcpfetch.c in place of the IP Helper calls."""
+    harness, run, expected = _wine_run(request)
+    mod, lib = harness.windows_replay_module(request.getfixturevalue("tmp_path_factory").getbasetemp())
+    for table, name in ((0, "tcp4"), (1, "tcp6")):
+        lib.tcpfetch_fake_set(table, run.raw[name], len(run.raw[name]), 0, 0)
+    d = mod.WindowsDumper(16)
+    n = d.dump()
+    return d.rows[:n].copy(), expected
+
+
+PROVIDERS = {"netlink": lambda request: _netlink(), "mib-fixture": _mib_fixture,
+             "windows": lambda request: _windows(), "wine-fetched": _wine_fetched,
+             "windows-replay": _windows_replay}
 
 
 @pytest.fixture(params=sorted(PROVIDERS))
