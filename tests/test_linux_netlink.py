@@ -201,3 +201,27 @@ def test_to_pandas_readable_columns():
         assert str(df.state.dtype) == "category"
         assert list(df.state.cat.categories) == [s.name for s in TcpState]
         assert df.local_port.dtype == np.uint16 and df.pid.dtype == np.uint32
+
+
+def test_one_snapshotter_shared_by_threads_never_corrupts():
+    import threading
+
+    socks = [listener("127.0.0.1") for _ in range(50)]
+    errors, seen = [], []
+    with closing_all(socks), Snapshotter(capacity=1) as snap:
+        def work():
+            for _ in range(200):
+                try:
+                    rows = snap.take()
+                    seen.append(len(rows) >= 50)
+                except RuntimeError as e:
+                    errors.append(str(e))
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(seen) and seen
+        assert all("already running" in e for e in errors)
+        ports = {s.getsockname()[1] for s in socks}
+        assert ports <= set(snap.take()["local_port"].tolist())

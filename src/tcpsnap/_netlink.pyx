@@ -139,6 +139,8 @@ cdef class NetlinkDumper:
     cdef tcpsnap_row *rowp
     cdef Py_ssize_t cap
     cdef bint want_v6
+    cdef bint busy
+    cdef bint closed
     cdef readonly unsigned long long dumps
     cdef readonly unsigned long long retries
     cdef readonly unsigned long long skipped
@@ -177,6 +179,7 @@ cdef class NetlinkDumper:
 
     cdef int _open(self) except -1:
         cdef sockaddr_nl sa
+        cdef int fd, err
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1
@@ -193,6 +196,7 @@ cdef class NetlinkDumper:
         return 0
 
     def close(self):
+        self.closed = True
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1
@@ -285,16 +289,11 @@ cdef class NetlinkDumper:
             if st == PUMP_FULL:
                 self._grow()
             elif st == PUMP_EINTR:
-                try:
-                    PyErr_CheckSignals()
-                except BaseException:
-                    self._open()     # a half-read dump would block the next request
-                    raise
+                PyErr_CheckSignals()     # a handler that raises ends the dump (see dump())
             elif st == PUMP_ERRNO:
                 if err == ENOBUFS:
                     self._open()     # the kernel dropped messages: this dump is lost
                     return 1
-                self._open()
                 raise_syscall(f"recv(NETLINK_SOCK_DIAG, {name})", err)
             elif st == PUMP_NLERROR:
                 err = self.res.error
@@ -312,14 +311,33 @@ cdef class NetlinkDumper:
                 self._open()
                 return 1
             else:
-                self._open()
                 raise OSError(EPROTO, f"recv(NETLINK_SOCK_DIAG, {name}): malformed netlink message")
 
     def dump(self):
         """Fill ``rows`` with the whole TCP table; return the row count."""
-        cdef int attempt
-        if self.fd < 0:
+        if self.closed:
             raise ValueError("dump on a closed NetlinkDumper")
+        if self.busy:
+            # the GIL is released inside a dump: a second thread here would share the
+            # cursor and could see the row array replaced under it
+            raise RuntimeError("NetlinkDumper.dump() is already running (one Snapshotter per thread)")
+        self.busy = True
+        try:
+            if self.fd < 0:
+                self._open()    # after a failed reset below
+            return self._dump()
+        except BaseException:
+            # a half-read dump would make the next request fail with EBUSY: start afresh
+            try:
+                self._open()
+            except OSError:
+                pass            # no socket now (e.g. EMFILE); the next dump opens one
+            raise
+        finally:
+            self.busy = False
+
+    cdef Py_ssize_t _dump(self) except -1:
+        cdef int attempt
         for attempt in range(MAX_ATTEMPTS):
             self.res.n = 0
             self.res.error = 0
