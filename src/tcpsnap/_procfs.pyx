@@ -388,8 +388,7 @@ cdef class PidResolver:
     cdef size_t next_pid
     cdef double walk_t0
     cdef double last_take
-    cdef double next_walk_at
-    cdef double next_retry_at
+    cdef double last_walk_t0
     cdef size_t verify_cursor
     cdef size_t touched
     cdef uint32_t pidfd_cap
@@ -859,18 +858,14 @@ cdef class PidResolver:
     cdef int _finish_walk(self) noexcept nogil:
         """Walk along with the threads until the list is done; join them."""
         cdef int k
-        cdef double dur, gap
+        cdef double dur
         walk_run(&self.w[0])
         self._join()
         dur = mono() - self.walk_t0
         self.walks += 1
         self.walk_seconds += dur
         self.last_walk_seconds = dur
-        gap = dur / self.walk_share if self.walk_share > 0 else 0.0
-        if gap < self.walk_interval:
-            gap = self.walk_interval
-        self.next_walk_at = self.walk_t0 + gap
-        self.next_retry_at = self.walk_t0 + (gap if gap > self.retry_interval else self.retry_interval)
+        self.last_walk_t0 = self.walk_t0
         self.denied = 0
         self.last_walk_procs = 0
         self.last_walk_fds = 0
@@ -921,11 +916,20 @@ cdef class PidResolver:
         return 0
 
     cdef bint _walk_due(self, double now) noexcept nogil:
+        """The rate limit: a walk starts no sooner than max(walk_interval, D / walk_share)
+        after the previous one started (D its duration); walks for inodes that earlier
+        walks missed, no sooner than retry_interval."""
+        cdef double gap
         if self.walks == 0:
             return True
-        if self.pending and now >= self.next_walk_at:
+        gap = self.last_walk_seconds / self.walk_share if self.walk_share > 0 else 0.0
+        if gap < self.walk_interval:
+            gap = self.walk_interval
+        if self.pending and now >= self.last_walk_t0 + gap:
             return True
-        return self.retry != 0 and now >= self.next_retry_at
+        if gap < self.retry_interval:
+            gap = self.retry_interval
+        return self.retry != 0 and now >= self.last_walk_t0 + gap
 
     # ------------------------------------------------------------ Python entry points
 

@@ -1,0 +1,57 @@
+import numpy as np
+
+class PidResolver:
+    """Socket inode -> owning pid, cached between snapshots (Linux; see tcpsnap.pids).
+
+    ``begin()`` before the netlink dump, ``resolve(rows, n)`` after it (``abort()`` if
+    the dump failed), ``process_names(pids)`` for names. One thread at a time.
+    """
+
+    threads: int
+    walk_interval: float
+    walk_share: float
+    retry_interval: float
+    verify_interval: float
+    name_ttl: float
+    pending: int
+    retry: int
+    walks: int
+    walk_seconds: float
+    last_walk_seconds: float
+    verified: int
+    moved: int
+    owner_exits: int
+    evicted: int
+    takes: int
+    denied: int
+    last_walk_procs: int
+    last_walk_fds: int
+    def __init__(
+        self,
+        *,
+        threads: int = 2,
+        walk_interval: float = 0.25,
+        walk_share: float = 0.25,
+        retry_interval: float = 1.0,
+        verify_interval: float = 2.0,
+        name_ttl: float = 1.0,
+        max_pidfds: int = -1,
+    ) -> None: ...
+    def begin(self) -> None:
+        """Before the dump: start a walk that is already due on background threads."""
+    def abort(self) -> None:
+        """The dump failed after begin(): finish and drop the background walk."""
+    def resolve(self, rows: np.ndarray, n: int) -> None:
+        """Fill ``pid`` of ``rows[:n]`` (ROW_DTYPE, fresh from a dump). OSError naming
+        the call if /proc cannot be listed; MemoryError if the map cannot grow."""
+    def process_names(self, pids: np.ndarray, recheck: bool = False) -> tuple[np.ndarray, list[str]]:
+        """``(codes, names)``: int32 codes into names, -1 where unknown (pid 0, unreadable)."""
+    def owner(self, inode: int) -> tuple[int, int] | None:
+        """``(pid, fd)`` cached for a socket inode, or None."""
+    def _forge_start(self, pid: int, start: int) -> None: ...
+    @property
+    def stats(self) -> dict[str, float]:
+        """takes, walks, walk_seconds, last_walk_seconds, last_walk_procs, last_walk_fds,
+        denied, pending, retry, entries, map_slots, processes, pidfds, verified, moved,
+        owner_exits, evicted."""
+    def close(self) -> None: ...

@@ -1,0 +1,516 @@
+"""Owning processes (Linux): Snapshotter(pids=True), process names, the edges.
+
+Every check compares with a real pid: children report their own, forks are ours.
+No timings are asserted.
+"""
+
+import ctypes
+import json
+import os
+import resource  # noqa: F401  imported before any setuid child needs it
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tcpsnap
+from tcpsnap import Snapshotter, TcpState
+from tcpsnap.pids import missing_pid_note
+
+from _sockets import closing_all, inode, pair, wait_for
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution")
+
+if sys.platform.startswith("linux"):
+    import tcpsnap._cmd_show  # noqa: F401  (loaded before setuid children run it)
+    import tcpsnap._netlink
+    import tcpsnap._procfs
+    import tcpsnap.cli  # noqa: F401
+
+# A child that owns a listener and one connection (both ends), named by prctl; on
+# stdin: "name X" renames it, "fork" forks a grandchild that keeps every socket
+# (prints its pid), "exit" exits (the grandchild lives on), EOF ends it.
+CHILD = r"""
+import ctypes, os, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+def rename(n):
+    libc.prctl(15, n.encode(), 0, 0, 0)
+rename(sys.argv[1])
+lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(16)
+c = socket.create_connection(lst.getsockname()); a, _ = lst.accept()
+print(os.getpid(), lst.getsockname()[1], c.getsockname()[1], flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "name":
+        rename(cmd[1]); print("ok", flush=True)
+    elif cmd[0] == "fork":
+        pid = os.fork()
+        if pid == 0:                    # keeps every socket until the test kills it
+            rename("tcpsnap-grand"); time.sleep(120); os._exit(0)
+        print(pid, flush=True)
+    elif cmd[0] == "exit":
+        os._exit(0)
+"""
+
+
+class Child:
+    def __init__(self, name):
+        self.p = subprocess.Popen([sys.executable, "-c", CHILD, name], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+        pid, self.lport, self.cport = map(int, self.p.stdout.readline().split())
+        assert pid == self.p.pid
+        self.pid = pid
+        self.extra = []
+
+    def ask(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def close(self):
+        for pid in self.extra:
+            with _quiet():
+                os.kill(pid, signal.SIGKILL)
+        with _quiet():
+            self.p.stdin.close()
+        with _quiet():
+            self.p.kill()
+        self.p.wait(10)
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], (OSError, ValueError))
+
+
+def fast(snap):
+    """No waiting between walks: a test sees a walk on every take() that needs one."""
+    r = snap.resolver
+    r.walk_interval = 0.0
+    r.walk_share = 1.0
+    r.retry_interval = 0.0
+    return snap
+
+
+def settle(snap):
+    """Take until no inode asks for another walk (sockets nobody can resolve, such as
+    those of a process we may not read, stop asking after a few misses)."""
+    for _ in range(10):
+        snap.take()
+        st = snap.pid_stats
+        if st["pending"] == 0 and st["retry"] == 0:
+            return
+    raise AssertionError(f"still walking: {snap.pid_stats}")
+
+
+def port_rows(rows, *ports, time_wait=False):
+    """IPv4 rows on these ports (local or remote); TIME_WAIT ones left over from
+    earlier tests only when asked."""
+    m = (np.isin(rows["local_port"], ports) | np.isin(rows["remote_port"], ports)) & (rows["family"] == 4)
+    if not time_wait:
+        m &= rows["state"] != TcpState.TIME_WAIT
+    return rows[m]
+
+
+def names_of(snap, rows):
+    codes, names = snap.process_names(rows["pid"])
+    return [names[c] if c >= 0 else None for c in codes]
+
+
+def test_pids_off_by_default_and_on_when_asked():
+    lst, c, s = pair("127.0.0.1")
+    with closing_all(lst, c, s):
+        port = lst.getsockname()[1]
+        with Snapshotter() as plain:
+            assert plain.pids is False and plain.resolver is None
+            assert (port_rows(plain.take(), port)["pid"] == 0).all()
+        with Snapshotter(pids=True) as snap:
+            assert snap.pids is True
+            rows = port_rows(snap.take(), port)
+            assert len(rows) == 3 and (rows["pid"] == os.getpid()).all()
+            assert set(names_of(snap, rows)) == {open("/proc/self/comm").read().strip()}
+
+
+def test_child_owns_its_sockets_and_name():
+    ch = Child("tcpsnap-kid")
+    try:
+        with Snapshotter(pids=True) as snap:
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            assert len(rows) == 3          # listener, client end, accepted end
+            assert (rows["pid"] == ch.pid).all()
+            assert names_of(snap, rows) == ["tcpsnap-kid"] * 3
+            df = tcpsnap.to_pandas(rows, names=snap.process_names)
+            assert list(df["process"].astype(str)) == ["tcpsnap-kid"] * 3
+            # steady state: the same answer without another walk
+            settle(fast(snap))
+            walks = snap.pid_stats["walks"]
+            for _ in range(5):
+                assert (port_rows(snap.take(), ch.lport, ch.cport)["pid"] == ch.pid).all()
+            assert snap.pid_stats["walks"] == walks
+    finally:
+        ch.close()
+
+
+def test_new_connection_resolved_on_a_later_take():
+    with Snapshotter(pids=True) as snap:
+        snap.take()
+        fast(snap)
+        lst, c, s = pair("127.0.0.1")
+        with closing_all(lst, c, s):
+            rows = port_rows(snap.take(), lst.getsockname()[1])
+            assert (rows["pid"] == os.getpid()).all()
+            owner = snap.resolver.owner(inode(c))
+            assert owner is not None and owner[0] == os.getpid() and owner[1] == c.fileno()
+
+
+def test_time_wait_and_orphans_have_no_owner():
+    lst, c, s = pair("127.0.0.1")
+    lport, cport = lst.getsockname()[1], c.getsockname()[1]
+    c.close()                           # active close: the client end goes to TIME_WAIT
+    time.sleep(0.05)
+    s.close()
+    with closing_all(lst), Snapshotter(pids=True) as snap:
+        rows = port_rows(snap.take(), cport, time_wait=True)
+        tw = rows[rows["state"] == TcpState.TIME_WAIT]
+        assert len(tw) == 1 and tw["inode"][0] == 0 and tw["pid"][0] == 0
+        assert (port_rows(snap.take(), lport)["state"] == TcpState.LISTEN).sum() == 1
+
+
+def test_forked_pair_shares_one_socket():
+    lst, c, s = pair("127.0.0.1")
+    port = lst.getsockname()[1]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                        # the child keeps every socket until told to go
+        try:
+            os.close(w)
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    try:
+        with Snapshotter(pids=True) as snap:
+            fast(snap)
+            rows = port_rows(snap.take(), port)
+            assert len(rows) == 3
+            # documented owner of a shared socket: the lowest pid holding it
+            assert (rows["pid"] == min(os.getpid(), pid)).all()
+            assert set(names_of(snap, rows)) <= {open("/proc/self/comm").read().strip()}
+            # the parent lets go of the accepted end: within the re-check bound it moves
+            # to the child, and it never shows a process that does not hold it
+            holders_s = {os.getpid(), pid}
+            ino_s = inode(s)
+            s.close()
+            snap.resolver.verify_interval = 0.0     # re-check a full 1/8 per take
+            got = []
+            for _ in range(12):
+                row = snap.take()
+                row = row[row["inode"] == ino_s]
+                assert len(row) == 1
+                got.append(int(row["pid"][0]))
+                assert got[-1] in holders_s | {0}
+            assert got[-1] == pid, got
+            # the listener and client are still shared: still the lowest pid
+            rows = port_rows(snap.take(), port)
+            assert (rows[rows["inode"] != ino_s]["pid"] == min(os.getpid(), pid)).all()
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
+        lst.close()
+        c.close()
+
+
+def test_owner_exits_and_the_socket_lives_on_in_its_child():
+    ch = Child("tcpsnap-parent")
+    try:
+        with Snapshotter(pids=True) as snap:
+            fast(snap)
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            assert (rows["pid"] == ch.pid).all()
+            grand = int(ch.ask("fork"))
+            ch.extra.append(grand)
+            assert (port_rows(snap.take(), ch.lport, ch.cport)["pid"] == ch.pid).all()
+            ch.p.stdin.write("exit\n")
+            ch.p.stdin.flush()
+            ch.p.wait(10)
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            assert len(rows) == 3 and (rows["pid"] == grand).all(), rows["pid"]
+            assert names_of(snap, rows) == ["tcpsnap-grand"] * 3
+            assert snap.pid_stats["owner_exits"] >= 1
+    finally:
+        ch.close()
+
+
+def test_process_exiting_between_dump_and_walk_is_no_error():
+    ch = Child("tcpsnap-gone")
+    dumper = tcpsnap._netlink.NetlinkDumper()
+    res = tcpsnap._procfs.PidResolver(walk_interval=0.0, retry_interval=0.0)
+    try:
+        n = dumper.dump()
+        rows = dumper.rows
+        mine = np.isin(rows[:n]["local_port"], [ch.lport, ch.cport])
+        assert mine.sum() == 3
+        ch.p.kill()
+        ch.p.wait(10)
+        res.resolve(rows, n)                # the dump's rows, its owner gone: a walk, no owner
+        assert (rows[:n][mine]["pid"] == 0).all()
+        assert res.stats["walks"] == 1
+    finally:
+        dumper.close()
+        ch.close()
+
+
+def test_process_exiting_during_many_takes():
+    """Short-lived children connect and exit while we take snapshots: no errors, and
+    every pid shown on their connections is one of theirs."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(128)
+    port = lst.getsockname()[1]
+    script = ("import socket, sys, time; s = socket.create_connection(('127.0.0.1', %d)); "
+              "time.sleep(float(sys.argv[1]))" % port)
+    kids, accepted = [], []
+    with Snapshotter(pids=True) as snap:
+        fast(snap)
+        deadline = time.monotonic() + 4
+        bad = []
+        while time.monotonic() < deadline:
+            if len(kids) < 40:
+                kids.append(subprocess.Popen([sys.executable, "-c", script, str(0.05 * (len(kids) % 7))]))
+            lst.settimeout(0.001)
+            try:
+                while True:
+                    accepted.append(lst.accept()[0])
+            except (TimeoutError, BlockingIOError, socket.timeout):
+                pass
+            rows = snap.take()
+            theirs = rows[(rows["remote_port"] == port) & (rows["pid"] != 0)]
+            ours = set(k.pid for k in kids)
+            bad += [int(p) for p in theirs["pid"] if int(p) not in ours]
+            for k in list(kids):
+                if k.poll() is not None:
+                    kids.remove(k)
+        for k in kids:
+            k.wait(10)
+        assert not bad
+        assert snap.pid_stats["walks"] > 1
+    lst.close()
+    for a in accepted:
+        a.close()
+
+
+def test_pid_reuse_simulated_by_a_name_change():
+    ch = Child("tcpsnap-a")
+    try:
+        with Snapshotter(pids=True) as snap:
+            fast(snap)
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            assert names_of(snap, rows) == ["tcpsnap-a"] * 3
+            assert ch.ask("name tcpsnap-b") == "ok"
+            # same process, renamed: the cached name holds for name_ttl...
+            assert names_of(snap, rows) == ["tcpsnap-a"] * 3
+            # ...and now pretend the pid went to a new process (start time differs):
+            # the cache must not answer with the old name
+            snap.resolver._forge_start(ch.pid, 1)
+            snap.resolver.name_ttl = 0.0
+            assert names_of(snap, rows) == ["tcpsnap-b"] * 3
+            # the sockets the forged "old" process owned are resolved again, correctly
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            assert (rows["pid"] == ch.pid).all()
+            # a plain rename is picked up once name_ttl has passed
+            assert ch.ask("name tcpsnap-c") == "ok"
+            assert names_of(snap, rows) == ["tcpsnap-c"] * 3
+    finally:
+        ch.close()
+
+
+def test_process_names_interface():
+    with Snapshotter(pids=True) as snap:
+        codes, names = snap.process_names(np.array([0, os.getpid(), os.getpid(), 0], dtype=np.uint32))
+        assert codes.dtype == np.int32 and list(codes) == [-1, 0, 0, -1]
+        assert names == [open("/proc/self/comm").read().strip()]
+        codes, names = snap.process_names(np.zeros(0, np.uint32))
+        assert len(codes) == 0 and names == []
+        # a pid with no process: -1
+        free_pid = 4_000_000_000
+        assert list(snap.process_names(np.array([free_pid], np.uint32))[0]) == [-1]
+    # without pids=True, names still come from the shared cache
+    with Snapshotter() as snap:
+        codes, names = snap.process_names(np.array([os.getpid()], np.uint32))
+        assert names[codes[0]] == open("/proc/self/comm").read().strip()
+
+
+def test_to_pandas_process_column():
+    lst, c, s = pair("127.0.0.1")
+    with closing_all(lst, c, s):
+        df = tcpsnap.to_pandas(tcpsnap.snapshot(pids=True))
+        mine = df[df.local_port == lst.getsockname()[1]]
+        assert (mine.pid == os.getpid()).all()
+        assert set(mine.process.astype(str)) == {open("/proc/self/comm").read().strip()}
+        assert str(df.process.dtype) == "category"
+        assert df.process[df.pid == 0].isna().all()
+        assert tcpsnap.to_pandas(tcpsnap.snapshot(), names=False).process.isna().all()
+
+
+def test_eviction_keeps_the_cache_bounded_under_churn():
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(256)
+    live = []
+    sizes = []
+    with Snapshotter(pids=True) as snap:
+        fast(snap)
+        for i in range(400):
+            for _ in range(5):          # 5 new connections a round, the oldest go
+                c = socket.create_connection(lst.getsockname())
+                a, _ = lst.accept()
+                for x in (c, a):
+                    x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                live.append((c, a))
+            while len(live) > 30:
+                for x in live.pop(0):
+                    x.close()
+            rows = snap.take()
+            st = snap.pid_stats
+            with_inode = int((rows["inode"] != 0).sum())
+            assert st["entries"] == with_inode          # nothing gone is kept
+            sizes.append((st["map_slots"], st["processes"]))
+            if i % 50 == 0:
+                mine = rows[(rows["local_port"] == lst.getsockname()[1]) | (rows["remote_port"] == lst.getsockname()[1])]
+                assert (mine["pid"][mine["inode"] != 0] == os.getpid()).all()
+        assert max(s for s, _ in sizes) <= 1024         # 2,000 connections came and went
+        assert max(p for _, p in sizes) <= 8
+        assert snap.pid_stats["evicted"] >= 1900
+    for c, a in live:
+        c.close()
+        a.close()
+    lst.close()
+
+
+def _as_nobody(fn):
+    """Run fn() in a forked child that dropped to nobody; return what it returns."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            out = json.dumps(fn()).encode()
+            os.write(w, out)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            os.write(w, json.dumps({"error": repr(e)}).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 if hasattr(os, "geteuid") else True, reason="needs root to drop to nobody")
+def test_unprivileged_sees_its_own_pids_and_zero_for_others():
+    ch = Child("tcpsnap-root")          # root's process: nobody may not read its fds
+
+    def child():
+        lst, c, s = pair("127.0.0.1")
+        with Snapshotter(pids=True) as snap:
+            rows = snap.take()
+            own = port_rows(rows, lst.getsockname()[1])
+            root = port_rows(rows, ch.lport, ch.cport)
+            note = missing_pid_note(root, snap.pid_stats)
+            return {"me": os.getpid(), "own": own["pid"].tolist(), "root": root["pid"].tolist(),
+                    "denied": snap.pid_stats["denied"], "note": note,
+                    "names": names_of(snap, own)}
+
+    try:
+        got = _as_nobody(child)
+        assert "error" not in got, got
+        assert got["own"] == [got["me"]] * 3
+        assert got["root"] == [0, 0, 0]
+        assert got["denied"] >= 1
+        assert "CAP_SYS_PTRACE" in got["note"]
+        assert got["names"][0] is not None
+    finally:
+        ch.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 if hasattr(os, "geteuid") else True, reason="needs root to drop to nobody")
+def test_show_says_once_why_pids_are_missing():
+    ch = Child("tcpsnap-root")
+
+    def child():
+        import contextlib
+        import io
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            rc = tcpsnap.cli.main(["show", "--format", "json", "--port", str(ch.lport)])
+        return {"rc": rc, "err": err.getvalue(), "rows": json.loads(out.getvalue())}
+
+    try:
+        got = _as_nobody(child)
+        assert got["rc"] == 0, got
+        assert got["err"].count("tcpsnap: note:") == 1 and "no pid" in got["err"]
+        assert {r["pid"] for r in got["rows"]} == {0}
+        assert {r["process"] for r in got["rows"]} == {None}
+    finally:
+        ch.close()
+
+
+def test_show_has_pid_and_process_columns():
+    ch = Child("tcpsnap-show")
+    try:
+        run = lambda *a: subprocess.run([sys.executable, "-m", "tcpsnap", "show", *a],  # noqa: E731
+                                        capture_output=True, text=True, timeout=60)
+        p = run("--format", "json", "--port", str(ch.lport))
+        assert p.returncode == 0, p.stderr
+        rows = json.loads(p.stdout)
+        assert len(rows) == 3
+        assert {(r["pid"], r["process"]) for r in rows} == {(ch.pid, "tcpsnap-show")}
+        table = run("--port", str(ch.lport)).stdout.splitlines()
+        assert table[0].split()[-2:] == ["PID", "Process"]
+        assert all(line.split()[-2:] == [str(ch.pid), "tcpsnap-show"] for line in table[1:])
+        rows = json.loads(run("--format", "json", "--port", str(ch.lport), "--no-pids").stdout)
+        assert {(r["pid"], r["process"]) for r in rows} == {(0, None)}
+    finally:
+        ch.close()
+
+
+def test_no_pidfds_falls_back_to_start_times():
+    ch = Child("tcpsnap-nofd")
+    try:
+        res = tcpsnap._procfs.PidResolver(walk_interval=0.0, walk_share=1.0, retry_interval=0.0,
+                                          max_pidfds=0)
+        dumper = tcpsnap._netlink.NetlinkDumper()
+        try:
+            def take():
+                n = dumper.dump()
+                res.resolve(dumper.rows, n)
+                return port_rows(dumper.rows[:n], ch.lport, ch.cport)
+            assert (take()["pid"] == ch.pid).all()
+            assert res.stats["pidfds"] == 0
+            grand = int(ch.ask("fork"))
+            ch.extra.append(grand)
+            ch.p.stdin.write("exit\n")
+            ch.p.stdin.flush()
+            ch.p.wait(10)
+            rows = take()
+            assert (rows["pid"] == grand).all(), rows["pid"]
+        finally:
+            dumper.close()
+    finally:
+        ch.close()
