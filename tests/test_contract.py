@@ -73,7 +73,7 @@ def _wine_run(request):
 
     run = harness.wine_run(request.getfixturevalue("tmp_path_factory").getbasetemp())
     expected = [(s["family"], s["state"], s["local"], s["lport"], s["remote"], s["rport"])
-                for s in run.result["sockets"]]
+                for s in run.expected_sockets()]
     return harness, run, expected
 
 

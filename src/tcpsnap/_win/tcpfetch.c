@@ -154,6 +154,7 @@ int tcpfetch(tcpfetch_t *f, int table, const unsigned char **buf, size_t *len, u
     return TCPFETCH_CHANGING;
 }
 
+#define OFF(type, field) ((int32_t)offsetof(type, field))
 #define LAYOUT(tbl, row, fam) \
     out->header_size = (int32_t)offsetof(tbl, table); \
     out->stride = (int32_t)sizeof(row); \
@@ -165,50 +166,50 @@ int tcpfetch_get_layout(int table, tcpfetch_layout *out)
     switch (table) {
     case TCPFETCH_TCP4:
         LAYOUT(MIB_TCPTABLE2, MIB_TCPROW2, 4);
-        out->off_state = offsetof(MIB_TCPROW2, dwState);
-        out->off_laddr = offsetof(MIB_TCPROW2, dwLocalAddr);
+        out->off_state = OFF(MIB_TCPROW2, dwState);
+        out->off_laddr = OFF(MIB_TCPROW2, dwLocalAddr);
         out->off_lscope = -1;
-        out->off_lport = offsetof(MIB_TCPROW2, dwLocalPort);
-        out->off_raddr = offsetof(MIB_TCPROW2, dwRemoteAddr);
+        out->off_lport = OFF(MIB_TCPROW2, dwLocalPort);
+        out->off_raddr = OFF(MIB_TCPROW2, dwRemoteAddr);
         out->off_rscope = -1;
-        out->off_rport = offsetof(MIB_TCPROW2, dwRemotePort);
-        out->off_pid = offsetof(MIB_TCPROW2, dwOwningPid);
-        out->off_offload = offsetof(MIB_TCPROW2, dwOffloadState);
+        out->off_rport = OFF(MIB_TCPROW2, dwRemotePort);
+        out->off_pid = OFF(MIB_TCPROW2, dwOwningPid);
+        out->off_offload = OFF(MIB_TCPROW2, dwOffloadState);
         return 0;
     case TCPFETCH_TCP6:
         LAYOUT(MIB_TCP6TABLE2, MIB_TCP6ROW2, 6);
-        out->off_state = offsetof(MIB_TCP6ROW2, State);
-        out->off_laddr = offsetof(MIB_TCP6ROW2, LocalAddr);
-        out->off_lscope = offsetof(MIB_TCP6ROW2, dwLocalScopeId);
-        out->off_lport = offsetof(MIB_TCP6ROW2, dwLocalPort);
-        out->off_raddr = offsetof(MIB_TCP6ROW2, RemoteAddr);
-        out->off_rscope = offsetof(MIB_TCP6ROW2, dwRemoteScopeId);
-        out->off_rport = offsetof(MIB_TCP6ROW2, dwRemotePort);
-        out->off_pid = offsetof(MIB_TCP6ROW2, dwOwningPid);
-        out->off_offload = offsetof(MIB_TCP6ROW2, dwOffloadState);
+        out->off_state = OFF(MIB_TCP6ROW2, State);
+        out->off_laddr = OFF(MIB_TCP6ROW2, LocalAddr);
+        out->off_lscope = OFF(MIB_TCP6ROW2, dwLocalScopeId);
+        out->off_lport = OFF(MIB_TCP6ROW2, dwLocalPort);
+        out->off_raddr = OFF(MIB_TCP6ROW2, RemoteAddr);
+        out->off_rscope = OFF(MIB_TCP6ROW2, dwRemoteScopeId);
+        out->off_rport = OFF(MIB_TCP6ROW2, dwRemotePort);
+        out->off_pid = OFF(MIB_TCP6ROW2, dwOwningPid);
+        out->off_offload = OFF(MIB_TCP6ROW2, dwOffloadState);
         return 0;
     case TCPFETCH_OWNER_PID4:
         LAYOUT(MIB_TCPTABLE_OWNER_PID, MIB_TCPROW_OWNER_PID, 4);
-        out->off_state = offsetof(MIB_TCPROW_OWNER_PID, dwState);
-        out->off_laddr = offsetof(MIB_TCPROW_OWNER_PID, dwLocalAddr);
+        out->off_state = OFF(MIB_TCPROW_OWNER_PID, dwState);
+        out->off_laddr = OFF(MIB_TCPROW_OWNER_PID, dwLocalAddr);
         out->off_lscope = -1;
-        out->off_lport = offsetof(MIB_TCPROW_OWNER_PID, dwLocalPort);
-        out->off_raddr = offsetof(MIB_TCPROW_OWNER_PID, dwRemoteAddr);
+        out->off_lport = OFF(MIB_TCPROW_OWNER_PID, dwLocalPort);
+        out->off_raddr = OFF(MIB_TCPROW_OWNER_PID, dwRemoteAddr);
         out->off_rscope = -1;
-        out->off_rport = offsetof(MIB_TCPROW_OWNER_PID, dwRemotePort);
-        out->off_pid = offsetof(MIB_TCPROW_OWNER_PID, dwOwningPid);
+        out->off_rport = OFF(MIB_TCPROW_OWNER_PID, dwRemotePort);
+        out->off_pid = OFF(MIB_TCPROW_OWNER_PID, dwOwningPid);
         out->off_offload = -1;
         return 0;
     case TCPFETCH_OWNER_PID6:
         LAYOUT(MIB_TCP6TABLE_OWNER_PID, MIB_TCP6ROW_OWNER_PID, 6);
-        out->off_state = offsetof(MIB_TCP6ROW_OWNER_PID, dwState);
-        out->off_laddr = offsetof(MIB_TCP6ROW_OWNER_PID, ucLocalAddr);
-        out->off_lscope = offsetof(MIB_TCP6ROW_OWNER_PID, dwLocalScopeId);
-        out->off_lport = offsetof(MIB_TCP6ROW_OWNER_PID, dwLocalPort);
-        out->off_raddr = offsetof(MIB_TCP6ROW_OWNER_PID, ucRemoteAddr);
-        out->off_rscope = offsetof(MIB_TCP6ROW_OWNER_PID, dwRemoteScopeId);
-        out->off_rport = offsetof(MIB_TCP6ROW_OWNER_PID, dwRemotePort);
-        out->off_pid = offsetof(MIB_TCP6ROW_OWNER_PID, dwOwningPid);
+        out->off_state = OFF(MIB_TCP6ROW_OWNER_PID, dwState);
+        out->off_laddr = OFF(MIB_TCP6ROW_OWNER_PID, ucLocalAddr);
+        out->off_lscope = OFF(MIB_TCP6ROW_OWNER_PID, dwLocalScopeId);
+        out->off_lport = OFF(MIB_TCP6ROW_OWNER_PID, dwLocalPort);
+        out->off_raddr = OFF(MIB_TCP6ROW_OWNER_PID, ucRemoteAddr);
+        out->off_rscope = OFF(MIB_TCP6ROW_OWNER_PID, dwRemoteScopeId);
+        out->off_rport = OFF(MIB_TCP6ROW_OWNER_PID, dwRemotePort);
+        out->off_pid = OFF(MIB_TCP6ROW_OWNER_PID, dwOwningPid);
         out->off_offload = -1;
         return 0;
     default:
