@@ -12,6 +12,7 @@ from ._mib import (
 )
 from ._schema import ROW_DTYPE, TcpState
 from .frame import to_pandas
+from .recorder import Recorder, recover
 from .snapshot import Snapshotter, snapshot
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ __all__ = [
     "Snapshotter",
     "snapshot",
     "to_pandas",
+    "Recorder",
+    "recover",
     "parse_tcptable2",
     "parse_tcp6table2",
     "parse_tcptable_owner_pid",

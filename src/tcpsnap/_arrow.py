@@ -1,0 +1,164 @@
+"""The Arrow schema of a recording, and batches of captured rows into Arrow.
+
+The schema is defined here once, from ``ROW_DTYPE`` and ``frame.COLUMNS``:
+
+=============== ============================ ==========================================
+column          type                         from
+=============== ============================ ==========================================
+timestamp       timestamp[ns, tz=UTC]        wall clock when the snapshot started
+seq             int64                        snapshot number (gapless across files)
+family ...      as ROW_DTYPE                 every row field of ``frame.COLUMNS``
+state           dictionary<int8, string>     ``TcpState`` names, always all 12, in order
+local_addr,     dictionary<int32, string>    as ``inet_ntop`` writes them
+remote_addr
+process         dictionary<int32, string>    owning process name, null when unknown
+                                             (right after ``pid``)
+capture_ns      int64                        how long the snapshot took (monotonic ns)
+=============== ============================ ==========================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._schema import ROW_DTYPE, STATE_NAMES
+from .frame import COLUMNS, format_address
+
+__all__ = ["SCHEMA", "build_schema", "BatchEncoder"]
+
+TIMESTAMP = pa.timestamp("ns", tz="UTC")
+STRING_DICT = pa.dictionary(pa.int32(), pa.string())
+STATE_TYPE = pa.dictionary(pa.int8(), pa.string())
+_STATE_DICTIONARY = pa.array(STATE_NAMES, pa.string())
+_ADDR_FIELDS = ("local_addr", "remote_addr")
+# frame.COLUMNS, with ``process`` right after ``pid`` (where frame puts it too)
+_COLUMNS = tuple(c for c in COLUMNS if c != "process")
+_COLUMNS = _COLUMNS[:_COLUMNS.index("pid") + 1] + ("process",) + _COLUMNS[_COLUMNS.index("pid") + 1:]
+
+
+def _fields() -> list[pa.Field]:
+    out = [pa.field("timestamp", TIMESTAMP, nullable=False),
+           pa.field("seq", pa.int64(), nullable=False)]
+    for name in _COLUMNS:
+        if name == "state":
+            out.append(pa.field(name, STATE_TYPE, nullable=False))
+        elif name in _ADDR_FIELDS:
+            out.append(pa.field(name, STRING_DICT, nullable=False))
+        elif name == "process":
+            out.append(pa.field(name, STRING_DICT, nullable=True))
+        else:
+            out.append(pa.field(name, pa.from_numpy_dtype(ROW_DTYPE.fields[name][0]), nullable=False))
+    out.append(pa.field("capture_ns", pa.int64(), nullable=False))
+    return out
+
+
+def build_schema(metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The recording schema, with ``metadata`` as its key-value metadata."""
+    return pa.schema(_fields(), metadata=metadata)
+
+
+SCHEMA = build_schema()
+
+
+class _Dictionary:
+    """A growing string dictionary: codes stay valid as it grows, so every batch of a
+    row group can share the latest one."""
+
+    __slots__ = ("codes", "strings", "_arrow")
+
+    def __init__(self) -> None:
+        self.codes: dict = {}
+        self.strings: list[str] = []
+        self._arrow: pa.Array | None = None
+
+    def add(self, key, text: str) -> int:
+        c = len(self.strings)
+        self.codes[key] = c
+        self.strings.append(text)
+        self._arrow = None
+        return c
+
+    def arrow(self) -> pa.Array:
+        if self._arrow is None:
+            self._arrow = pa.array(self.strings, pa.string())
+        return self._arrow
+
+
+class BatchEncoder:
+    """Captured rows of many snapshots -> one Arrow record batch of ``schema``.
+
+    Addresses are hashed in Arrow (17-byte keys: family + 16 address bytes) and only
+    keys not seen before in this row group are formatted. ``reset()`` starts fresh
+    dictionaries (at each row group, so a dictionary page holds only what it uses).
+    """
+
+    def __init__(self, schema: pa.Schema = SCHEMA) -> None:
+        self.schema = schema
+        self._key = np.empty((0, 17), dtype=np.uint8)
+        self.reset()
+
+    def reset(self) -> None:
+        self._addr = {name: _Dictionary() for name in _ADDR_FIELDS}
+        self._proc = _Dictionary()
+
+    def _addresses(self, name: str, rows: np.ndarray) -> pa.Array:
+        n = len(rows)
+        d = self._addr[name]
+        if n == 0:
+            return pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), d.arrow())
+        if len(self._key) < n:
+            self._key = np.empty((max(n, 2 * len(self._key)), 17), dtype=np.uint8)
+        key = self._key[:n]
+        key[:, 0] = rows["family"]
+        key[:, 1:] = rows[name]
+        enc = pc.dictionary_encode(pa.Array.from_buffers(pa.binary(17), n, [None, pa.py_buffer(key)]))
+        uniq = enc.dictionary.to_pylist()
+        lut = np.empty(len(uniq), dtype=np.int32)
+        codes = d.codes
+        for i, k in enumerate(uniq):
+            c = codes.get(k)
+            if c is None:
+                c = d.add(k, format_address(k[0], k[1:]))
+            lut[i] = c
+        idx = np.take(lut, enc.indices.to_numpy(zero_copy_only=False))
+        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), d.arrow())
+
+    def _process(self, codes: np.ndarray | None, names: list[str], n: int) -> pa.Array:
+        d = self._proc
+        if codes is None or n == 0 or not names:
+            return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), d.arrow())
+        lut = np.empty(len(names) + 1, dtype=np.int32)
+        for i, name in enumerate(names):
+            c = d.codes.get(name)
+            lut[i] = d.add(name, name) if c is None else c
+        lut[-1] = -1
+        idx = np.take(lut, codes, mode="wrap")  # -1 (unknown) -> lut[-1] = -1
+        mask = idx < 0
+        indices = pa.array(idx, pa.int32(), mask=mask if mask.any() else None)
+        return pa.DictionaryArray.from_arrays(indices, d.arrow())
+
+    def encode(self, rows: np.ndarray, counts: np.ndarray, timestamps: np.ndarray,
+               seqs: np.ndarray, capture_ns: np.ndarray, proc_codes: np.ndarray | None = None,
+               proc_names: list[str] | None = None) -> pa.RecordBatch:
+        """``rows``: the rows of len(counts) snapshots back to back, counts[i] of
+        snapshot i; per-snapshot ``timestamps`` (UTC ns), ``seqs``, ``capture_ns``;
+        ``proc_codes``: per-row index into ``proc_names`` or -1."""
+        n = len(rows)
+        cols: dict[str, pa.Array] = {}
+        cols["timestamp"] = pa.array(np.repeat(timestamps, counts), TIMESTAMP)
+        cols["seq"] = pa.array(np.repeat(seqs, counts), pa.int64())
+        for name in _COLUMNS:
+            if name == "state":
+                st = rows["state"].astype(np.int8)
+                st -= 1
+                cols[name] = pa.DictionaryArray.from_arrays(pa.array(st, pa.int8()), _STATE_DICTIONARY)
+            elif name in _ADDR_FIELDS:
+                cols[name] = self._addresses(name, rows)
+            elif name == "process":
+                cols[name] = self._process(proc_codes, proc_names or [], n)
+            else:
+                cols[name] = pa.array(np.ascontiguousarray(rows[name]))
+        cols["capture_ns"] = pa.array(np.repeat(capture_ns, counts), pa.int64())
+        return pa.RecordBatch.from_arrays([cols[f.name] for f in self.schema], schema=self.schema)

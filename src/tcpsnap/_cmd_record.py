@@ -1,0 +1,270 @@
+"""``tcpsnap record`` and ``tcpsnap recover``: the recorder on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from .cli import add_filter_args, merged
+
+EPILOG_RECORD = """\
+examples:
+  tcpsnap record rec --duration 1m          a minute of snapshots every 100 ms into ./rec
+  tcpsnap record /var/lib/tcpsnap --interval 10ms --rotate 1h
+  tcpsnap record rec --interval 0           as fast as the kernel answers
+  tcpsnap record rec --state established --port 443
+  python3 -c "import pandas; print(pandas.read_parquet('rec'))"
+
+durations: 10ms, 2s, 15m, 1h (also 1h30m, 500us, 0). Without --duration it records
+until stopped (Ctrl-C, SIGTERM), which closes the current file cleanly.
+files: DIR/date=YYYY-MM-DD/tcpsnap-<UTC start>.parquet, one every --rotate; the file
+in progress is hidden (.*.tmp) until complete. After a crash, the next 'tcpsnap record'
+on DIR or 'tcpsnap recover DIR' turns what was captured (all but the last --flush)
+into Parquet.
+"""
+
+EPILOG_RECOVER = """\
+Finishes the files a crashed or killed recorder left in DIR (normally the next
+'tcpsnap record DIR' does this by itself). Refuses while a recorder runs on DIR.
+"""
+
+
+def _duration(text: str) -> float:
+    from .recorder import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_duration(text: str) -> float:
+    v = _duration(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return v
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="errors only; no status line")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more log messages (-vv for debug)")
+
+
+def register(sub) -> None:
+    rec = sub.add_parser(
+        "record", help="record snapshots into a folder of Parquet files",
+        description="Take a snapshot of the TCP table every --interval and write each one, "
+                    "timestamped, to Parquet files under DIR (hive partitions by date) that "
+                    "pandas.read_parquet(DIR), pyarrow.dataset, DuckDB and polars read.",
+        epilog=EPILOG_RECORD, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rec.add_argument("dir", metavar="DIR", help="recording folder (created if missing)")
+    rec.add_argument("--interval", type=_duration, default=0.1, metavar="DUR",
+                     help="time between snapshots; 0 = as fast as possible (default: 100ms)")
+    rec.add_argument("--duration", type=_duration, default=None, metavar="DUR",
+                     help="stop after this long (default: until stopped)")
+    rec.add_argument("--rotate", type=_positive_duration, default=900.0, metavar="DUR",
+                     help="start a new file this often (default: 15m)")
+    rec.add_argument("--flush", type=_positive_duration, default=1.0, metavar="DUR",
+                     help="a crash loses at most this much (default: 1s)")
+    rec.add_argument("--compression", default="zstd",
+                     choices=("zstd", "lz4", "snappy", "gzip", "brotli", "none"),
+                     help="Parquet compression (default: zstd)")
+    rec.add_argument("--compression-level", type=int, default=None, metavar="N",
+                     help="codec level (default: the codec's default)")
+    rec.add_argument("--no-pids", action="store_true",
+                     help="do not look up owning pids / process names")
+    rec.add_argument("--row-group-rows", type=_positive_int, default=1 << 20, metavar="N",
+                     help="rows per Parquet row group (default: 1048576)")
+    rec.add_argument("--fsync", action="store_true",
+                     help="fsync at every flush too (survive power loss, not just a crash)")
+    add_filter_args(rec)
+    _add_verbosity(rec)
+    rec.set_defaults(func=cmd_record)
+
+    rcv = sub.add_parser(
+        "recover", help="finish the files an interrupted recorder left behind",
+        description="Turn what a killed or crashed 'tcpsnap record' captured into Parquet.",
+        epilog=EPILOG_RECOVER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rcv.add_argument("dir", metavar="DIR", help="recording folder")
+    _add_verbosity(rcv)
+    rcv.set_defaults(func=cmd_recover)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"tcpsnap: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(args: argparse.Namespace, status: "_Status | None" = None) -> None:
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    root = logging.getLogger("tcpsnap")
+    for h in list(root.handlers):
+        if getattr(h, "_tcpsnap_cli", False):
+            root.removeHandler(h)
+    h = _StatusAwareHandler(status)
+    h._tcpsnap_cli = True  # type: ignore[attr-defined]
+    h.setFormatter(_Formatter())
+    root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = False
+
+
+class _StatusAwareHandler(logging.StreamHandler):
+    """Log lines go above the status line instead of through it."""
+
+    def __init__(self, status: "_Status | None") -> None:
+        super().__init__(sys.stderr)
+        self.status = status
+
+    def emit(self, record: logging.LogRecord) -> None:
+        st = self.status
+        if st is not None:
+            with st.lock:
+                st.clear()
+                super().emit(record)
+                st.draw()
+        else:
+            super().emit(record)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+class _Status:
+    """The live status line on a terminal (stderr), redrawn twice a second."""
+
+    def __init__(self, rec) -> None:
+        self.rec = rec
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.line = ""
+        self._prev = (time.monotonic(), 0)
+        self.thread = threading.Thread(target=self._loop, name="tcpsnap-status", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def text(self) -> str:
+        rec = self.rec
+        now = time.monotonic()
+        t0, r0 = self._prev
+        rows = rec.rows
+        rate = (rows - r0) / (now - t0) if now > t0 else 0.0
+        self._prev = (now, rows)
+        cur = rec.current_file
+        cur_s = f"{cur.parent.name}/{cur.name}" if cur is not None else "-"
+        return (f"{rec.elapsed:7.1f}s  {rec.snapshots:,} snapshots  {rate:,.0f} rows/s  "
+                f"{rec.overruns:,} overruns  {_human_bytes(rec.bytes_written)}  {cur_s}")
+
+    def clear(self) -> None:
+        if self.line:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+    def draw(self) -> None:
+        if self.line:
+            sys.stderr.write(self.line)
+            sys.stderr.flush()
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(0.5):
+            with self.lock:
+                self.clear()
+                self.line = self.text()
+                self.draw()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        with self.lock:
+            self.clear()
+            self.line = ""
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from .recorder import Recorder
+
+    _setup_logging(args)
+    rec = Recorder(
+        args.dir, interval=args.interval, rotate=args.rotate, flush=args.flush,
+        compression=args.compression, compression_level=args.compression_level,
+        pids=False if args.no_pids else None, states=merged(args.state), ports=merged(args.port),
+        family=args.family, row_group_rows=args.row_group_rows, fsync=args.fsync)
+
+    signals = {"n": 0}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        signals["n"] += 1
+        if signals["n"] > 1:  # a second Ctrl-C: stop waiting; files are left for recovery
+            raise KeyboardInterrupt
+        rec.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = None
+    try:
+        rec.open()
+        log = logging.getLogger("tcpsnap.recorder")
+        log.info("recording %s every %s%s into %s", "the TCP table",
+                 f"{args.interval:g}s" if args.interval else "moment (--interval 0)",
+                 f" for {args.duration:g}s" if args.duration is not None else "", args.dir)
+        if not args.quiet and sys.stderr.isatty():
+            status = _Status(rec)
+            _setup_logging(args, status)
+            status.start()
+        try:
+            rec.run(duration=args.duration)
+        finally:
+            if status is not None:
+                status.stop()
+                _setup_logging(args)
+            t0 = time.monotonic()
+            rec.close()
+            logging.getLogger("tcpsnap.recorder").debug("closed in %.3f s", time.monotonic() - t0)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    st = rec.stats
+    msg = (f"recorded {st['snapshots']:,} snapshots ({st['rows']:,} rows, "
+           f"{_human_bytes(st['bytes_written'])}) into {len(st['files'])} file(s) in {args.dir}; "
+           f"{st['overruns']:,} overruns")
+    if not args.quiet and sys.stderr.isatty():
+        print(msg, file=sys.stderr)
+    else:
+        logging.getLogger("tcpsnap.recorder").info(msg)
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .recorder import recover
+
+    _setup_logging(args)
+    results = recover(args.dir)
+    done = [r for r in results if r.path is not None]
+    if not args.quiet:
+        if not done:
+            print(f"nothing to recover in {args.dir}", file=sys.stderr)
+        for r in done:
+            print(f"recovered {r.path}: {r.rows:,} rows ({r.from_journal:,} from the journal"
+                  f"{', torn tail dropped' if r.torn else ''})", file=sys.stderr)
+    return 0
