@@ -1,6 +1,6 @@
 # Declarations for the Linux owning-process resolver (socket inode -> pid through
 # /proc/<pid>/fd), one extern block per C header, then the resolver's own structs.
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from tcpsnap._row cimport tcpsnap_row
 
 cdef extern from "<fcntl.h>" nogil:
@@ -74,19 +74,16 @@ cdef enum sock_state:
     SK_PENDING = 1     # in the table, not looked for yet
     SK_OWNED = 2       # owner known: proc / proc_gen / fd are valid
     SK_MISSING = 3     # a walk that started after it appeared did not find it
+    SK_CAND = 4        # while merging a walk: proc / fd / proc_gen hold the best candidate
 
-cdef struct sock_ent:
+cdef struct sock_ent:     # 32 bytes: the row pass touches one per row
     uint64_t inode
-    uint64_t cookie       # tells a reused inode number from the socket we knew
-    uint32_t proc         # owner: slot in PidResolver.procs
-    uint32_t proc_gen     # ...and that slot's generation when it was set
-    int32_t fd            # the owner's descriptor for it
+    uint32_t cookie       # low half of the socket cookie: a reused inode number is not our socket
     uint32_t seen         # take() epoch it was last in the table
-    uint32_t born         # take() epoch it first appeared
-    uint32_t cand_pid     # while merging a walk: lowest pid found holding it
-    int32_t cand_fd
-    uint32_t cand_info    # (worker << 24) | index into that worker's infos
-    uint32_t walked       # walk generation that last counted it as missing
+    uint32_t proc         # owner: slot in PidResolver.procs   (SK_CAND: candidate pid)
+    uint32_t proc_gen     # ...and that slot's generation       (SK_CAND: worker << 24 | info)
+    int32_t fd            # the owner's descriptor for it
+    uint16_t born         # low 16 bits of the epoch it (re)appeared
     uint8_t state
     uint8_t misses        # walks that did not find it
 
@@ -103,6 +100,7 @@ cdef struct proc_ent:
     uint32_t pid          # 0 = free slot
     uint32_t gen          # bumped each time the slot is retired
     int32_t pidfd         # -1: none (liveness by start time instead)
+    int32_t vdir          # /proc/<pid>/fd while a take re-checks links; -1 otherwise
     uint32_t seen         # epoch last referenced by a row or a name lookup
     uint32_t checked      # epoch the start time was last confirmed (no pidfd)
     uint64_t start        # /proc/<pid>/stat starttime: with pid, the process identity

@@ -12,7 +12,7 @@ late a new one gets its pid, how stale entries are noticed) are written out in
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memset, memcmp
@@ -27,9 +27,11 @@ cdef extern from *:
     #include <errno.h>
     #define TCPSNAP_GOLDEN 0x9E3779B97F4A7C15ULL
     static inline void tcpsnap_set_errno(int e) { errno = e; }
+    static inline void tcpsnap_prefetch(const void *p) { __builtin_prefetch(p); }
     """
     uint64_t TCPSNAP_GOLDEN
     void set_errno "tcpsnap_set_errno"(int e) nogil
+    void prefetch "tcpsnap_prefetch"(const void *p) nogil
 
 cdef enum:
     C_0 = 48                   # '0'
@@ -45,8 +47,9 @@ cdef enum:
     BUF_SIZE = 64 * 1024       # getdents64 buffer per worker
     MAX_MISSES = 3             # walks that may miss an inode before it stops asking for more
     POLL_CHUNK = 1024          # pidfds per poll() call (stays under any RLIMIT_NOFILE)
-    VERIFY_MIN_DIV = 64        # every take re-checks at least 1/64 of the owners...
+    VERIFY_MIN_DIV = 1024      # every take re-checks at least 1/1024 of the owners...
     VERIFY_MAX_DIV = 8         # ...and at most 1/8
+    PREFETCH = 12              # rows ahead whose map slot the row pass prefetches
 
 
 cdef inline double mono() noexcept nogil:
@@ -60,6 +63,17 @@ cdef enum:
     W_POLL = 1
     W_MAP = 2
     W_LIST = 3
+
+cdef enum:
+    P_WALK = 0     # resolve(): time per phase, for the benchmarks' breakdown
+    P_POLL = 1
+    P_VERIFY = 2
+    P_ROWS = 3
+    P_MERGE = 4
+    P_TIDY = 5
+    P_COUNT = 6
+
+PHASES = ("walk", "poll", "verify", "rows", "merge", "tidy")
 
 WHERE = ("walk /proc/<pid>/fd", "poll(pidfd)", "owner map", "getdents64(/proc)")
 
@@ -124,7 +138,7 @@ cdef int smap_resize(sock_map *m, size_t cap) noexcept nogil:
 cdef sock_ent *smap_insert(sock_map *m, uint64_t key) noexcept nogil:
     """Add ``key`` (known to be absent) as a zeroed entry; NULL when out of memory."""
     cdef size_t i, mask
-    if (m.count + 1) * 2 > m.cap:
+    if (m.count + 1) * 10 > m.cap * 7:  # load factor at most 0.7
         if smap_resize(m, m.cap * 2) < 0:
             return NULL
     mask = m.cap - 1
@@ -171,7 +185,7 @@ cdef size_t smap_evict(sock_map *m, uint32_t epoch) noexcept nogil:
         steps += 1
     if m.cap > MIN_CAP and m.count * 8 < m.cap:
         cap = MIN_CAP
-        while cap < m.count * 4:
+        while cap < m.count * 2:
             cap *= 2
         smap_resize(m, cap)              # on ENOMEM the larger map simply stays
     return removed
@@ -411,6 +425,7 @@ cdef class PidResolver:
     cdef readonly unsigned long long evicted
     cdef readonly unsigned long long takes
     cdef readonly uint32_t denied
+    cdef double phase_seconds[P_COUNT]
     cdef readonly uint32_t last_walk_procs
     cdef readonly unsigned long long last_walk_fds
 
@@ -420,6 +435,7 @@ cdef class PidResolver:
         self.socks.slots = NULL
         self.pidix.slots = NULL
         memset(self.w, 0, sizeof(self.w))
+        memset(self.phase_seconds, 0, sizeof(self.phase_seconds))
 
     def __init__(self, *, int threads=2, double walk_interval=0.25, double walk_share=0.25,
                  double retry_interval=1.0, double verify_interval=2.0, double name_ttl=1.0,
@@ -587,6 +603,7 @@ cdef class PidResolver:
         p.pid = pid
         p.start = start
         p.pidfd = -1
+        p.vdir = -1
         p.dead = 0
         p.seen = self.epoch
         p.checked = self.epoch
@@ -652,12 +669,14 @@ cdef class PidResolver:
 
     cdef void _verify_slice(self, double now) noexcept nogil:
         """Re-read the link of a slice of owned entries: an owner that closed its
-        descriptor (the socket lives on elsewhere) loses the socket here."""
+        descriptor (the socket lives on elsewhere) loses the socket here. The slice is
+        (time since the last take) / verify_interval of the map, within [1/1024, 1/8]."""
         cdef double f
         cdef size_t quota, i, mask
+        cdef uint32_t j
         cdef sock_ent *e
         cdef proc_ent *p
-        cdef char path[48]
+        cdef char path[32]
         cdef char want[40]
         cdef char link[64]
         cdef ssize_t k
@@ -680,14 +699,23 @@ cdef class PidResolver:
             p = &self.procs[e.proc]
             if p.gen != e.proc_gen or p.pid == 0 or p.dead:
                 continue                 # the row pass re-resolves it
-            snprintf(path, sizeof(path), "%u/fd/%d", p.pid, e.fd)
-            k = readlinkat(self.procfd, path, link, sizeof(link))
+            if p.vdir < 0:               # /proc/<pid>/fd, opened once per take
+                snprintf(path, sizeof(path), "%u/fd", p.pid)
+                p.vdir = openat(self.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if p.vdir < 0:
+                    p.vdir = -2          # gone: its entries fail below
+            snprintf(path, sizeof(path), "%d", e.fd)
+            k = readlinkat(p.vdir, path, link, sizeof(link)) if p.vdir >= 0 else -1
             wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>e.inode)
             self.verified += 1
             if k != wl or memcmp(link, want, wl) != 0:
                 e.state = SK_PENDING
                 e.misses = 0
                 self.moved += 1
+        for j in range(self.nprocs):
+            if self.procs[j].vdir >= 0:
+                close(self.procs[j].vdir)
+            self.procs[j].vdir = -1
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
         """Fill pid from the map; add new inodes as pending. -1 when out of memory."""
@@ -699,6 +727,9 @@ cdef class PidResolver:
         cdef size_t touched = 0
         for i in range(n):
             r = rows + i
+            if i + PREFETCH < n and rows[i + PREFETCH].inode:
+                # the map outgrows the caches: ask for the slot a few rows ahead
+                prefetch(&self.socks.slots[slot_of(rows[i + PREFETCH].inode, self.socks.shift)])
             if r.inode == 0:
                 r.pid = 0                # TIME_WAIT, orphans, request socks: no owner
                 continue
@@ -707,9 +738,9 @@ cdef class PidResolver:
                 e = smap_insert(&self.socks, r.inode)
                 if e == NULL:
                     return -1
-                e.cookie = r.cookie
+                e.cookie = <uint32_t>r.cookie
                 e.state = SK_PENDING
-                e.born = ep
+                e.born = <uint16_t>ep
                 e.seen = ep
                 touched += 1
                 pending += 1
@@ -718,10 +749,10 @@ cdef class PidResolver:
             if e.seen != ep:
                 touched += 1
                 e.seen = ep
-            if e.cookie != r.cookie:     # the inode number now names another socket
-                e.cookie = r.cookie
+            if e.cookie != <uint32_t>r.cookie:   # the inode number now names another socket
+                e.cookie = <uint32_t>r.cookie
                 e.state = SK_PENDING
-                e.born = ep
+                e.born = <uint16_t>ep
                 e.misses = 0
             if e.state == SK_OWNED:
                 pid = self._owner_pid(e)
@@ -760,8 +791,7 @@ cdef class PidResolver:
                 e.state = SK_PENDING
             # not found by this walk: unless it appeared during a walk that started
             # before the dump (the walk may have passed its process already), it is missing
-            if e.walked != self.walk_gen and not (self.walk_all and e.born == self.epoch):
-                e.walked = self.walk_gen
+            if not (self.walk_all and e.born == <uint16_t>self.epoch):
                 e.state = SK_MISSING
                 if e.misses < 255:
                     e.misses += 1
@@ -878,40 +908,45 @@ cdef class PidResolver:
         return 0
 
     cdef int _merge(self, double now) noexcept nogil:
-        """Owners from the walk: for each unresolved inode, the lowest pid holding it."""
-        cdef int k, idx
+        """Owners from the walk: for each unresolved inode, the lowest pid holding it
+        (and its lowest descriptor there). Candidates wait in the entry itself."""
+        cdef int k, idx = -2
         cdef size_t j
+        cdef uint32_t tag
         cdef found_rec *f
         cdef sock_ent *e
         cdef proc_info *pi
+        cdef proc_info *last = NULL
         for k in range(self.nworkers):
             for j in range(self.w[k].nfound):
                 f = &self.w[k].found[j]
                 e = smap_find(&self.socks, f.inode)
                 if e == NULL or e.state == SK_OWNED:
                     continue
-                if e.cand_pid == 0 or f.pid < e.cand_pid or (f.pid == e.cand_pid and f.fd < e.cand_fd):
-                    e.cand_pid = f.pid
-                    e.cand_fd = f.fd
-                    e.cand_info = (<uint32_t>k << 24) | f.info
+                if e.state != SK_CAND or f.pid < e.proc or (f.pid == e.proc and f.fd < e.fd):
+                    e.state = SK_CAND
+                    e.proc = f.pid
+                    e.fd = f.fd
+                    e.proc_gen = (<uint32_t>k << 24) | f.info
         for k in range(self.nworkers):
             for j in range(self.w[k].nfound):
                 f = &self.w[k].found[j]
                 e = smap_find(&self.socks, f.inode)
-                if (e == NULL or e.state == SK_OWNED or e.cand_pid != f.pid
-                        or e.cand_fd != f.fd or (e.cand_info >> 24) != <uint32_t>k):
+                tag = (<uint32_t>k << 24) | f.info
+                if e == NULL or e.state != SK_CAND or e.proc != f.pid or e.fd != f.fd or e.proc_gen != tag:
                     continue
-                pi = &self.w[k].infos[e.cand_info & 0xFFFFFF]
-                e.cand_pid = 0
-                idx = self._proc_add(pi.pid, pi.start, pi.comm, now)
-                if idx == -1:
-                    return ENOMEM
-                if idx < 0:
-                    continue             # gone since the walk: it stays unresolved
+                pi = &self.w[k].infos[f.info]
+                if pi != last:           # records of one process come together
+                    idx = self._proc_add(pi.pid, pi.start, pi.comm, now)
+                    if idx == -1:
+                        return ENOMEM
+                    last = pi
+                if idx < 0:              # gone since the walk: it stays unresolved
+                    e.state = SK_PENDING
+                    continue
                 e.state = SK_OWNED
                 e.proc = idx
                 e.proc_gen = self.procs[idx].gen
-                e.fd = f.fd
                 e.misses = 0
         return 0
 
@@ -957,7 +992,7 @@ cdef class PidResolver:
         cdef Py_buffer b
         cdef tcpsnap_row *r
         cdef int err = 0, where = 0
-        cdef double now
+        cdef double now, t
         cdef bint merged = False
         try:
             PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
@@ -971,42 +1006,55 @@ cdef class PidResolver:
             r = <tcpsnap_row *>b.buf
             with nogil:
                 now = mono()
+                t = now
                 self.epoch += 1
                 self.takes += 1
                 if self.walk_open:
                     err = self._finish_walk()
                     where = W_WALK
+                    t = self._phase(P_WALK, t)
                 if not err:
                     err = self._check_owners()
                     where = W_POLL
+                    t = self._phase(P_POLL, t)
                 if not err:
                     self._verify_slice(now)
+                    t = self._phase(P_VERIFY, t)
                     if self._rows_pass(r, n) < 0:
                         err = ENOMEM
                         where = W_MAP
+                    t = self._phase(P_ROWS, t)
                 if not err and not self.walk_open and (self.pending or self.retry) and self._walk_due(now):
                     err = self._start_walk(False)
                     where = W_LIST
                     if not err:
                         err = self._finish_walk()
                         where = W_WALK
+                    t = self._phase(P_WALK, t)
                 if not err and self.walk_open:
                     err = self._merge(now)
                     where = W_MAP
                     self.walk_open = False
                     merged = True
+                    t = self._phase(P_MERGE, t)
                 if not err:
                     if merged:
                         self._fill_pass(r, n)
                     if self.touched != self.socks.count:
                         self.evicted += smap_evict(&self.socks, self.epoch)
                     self._sweep_procs()
+                    t = self._phase(P_TIDY, t)
                 self.last_take = now
                 self.walk_open = False
         finally:
             PyBuffer_Release(&b)
         if err:
             raise_syscall(WHERE[where], err)
+
+    cdef inline double _phase(self, int k, double t0) noexcept nogil:
+        cdef double t = mono()
+        self.phase_seconds[k] += t - t0
+        return t
 
     cdef void _sweep_procs(self) noexcept nogil:
         """Drop processes no row has referenced in this take or the one before."""
@@ -1122,6 +1170,7 @@ cdef class PidResolver:
             "moved": self.moved,
             "owner_exits": self.owner_exits,
             "evicted": self.evicted,
+            "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
         }
 
     def close(self):
