@@ -294,6 +294,7 @@ class Recorder:
         self._journal: _store.Journal | None = None
         self._file_key = None
         self._file_meta: dict = {}
+        self._last_file: Path | None = None
 
     # ------------------------------------------------------------ open / close
 
@@ -651,6 +652,7 @@ class Recorder:
         self._enc.reset()
         self._journal = _store.Journal(_store.journal_path(final, 0), self._schema, self.fsync)
         self._file_key = b.file_key
+        self._last_file = final
         self._file_meta = {"snapshots": 0, "first_seq": int(b.seq[0]), "last_seq": int(b.seq[0]),
                            "overruns": 0}
         log.info("recording to %s", final)
@@ -705,8 +707,9 @@ class Recorder:
             self._journal = None
         if self._app is not None:
             self._app.close_files()
-            log.warning("left %s in progress: 'tcpsnap recover %s' (or the next 'tcpsnap record' "
-                        "there) finishes it", self._app.final.name, self.path)
+            # the error raised from run()/close() says so too
+            log.info("left %s in progress: 'tcpsnap recover %s' (or the next 'tcpsnap record' "
+                     "there) finishes it", self._app.final.name, self.path)
             self._app = None
 
     def _wrap(self, e: BaseException) -> BaseException:
@@ -716,7 +719,7 @@ class Recorder:
             what = e.strerror or str(e)
             if e.errno == errno.ENOSPC or "No space left" in str(e):
                 what = "No space left on device"
-            where = getattr(e, "filename", None) or self.path
+            where = getattr(e, "filename", None) or self._last_file or self.path
             return RecorderError(f"writing {where}: {what}; what was recorded before is kept "
                                  f"(finish it with 'tcpsnap recover {self.path}')")
         return RecorderError(f"writer failed: {type(e).__name__}: {e}")
@@ -812,8 +815,8 @@ def _recover_all(path: Path, row_group_rows: int, level: int = logging.INFO) -> 
     for final in _store.find_leftovers(path):
         try:
             r = _store.recover_file(final, row_group_rows)
-        except OSError:
-            raise
+        except OSError as e:
+            raise RecorderError(f"recovering {final}: {e.strerror or e}") from e
         except Exception as e:  # noqa: BLE001 - keep the files, go on
             log.error("could not recover %s (its files are kept): %s", final, e)
             continue
