@@ -519,3 +519,42 @@ def test_no_pidfds_falls_back_to_start_times():
             dumper.close()
     finally:
         ch.close()
+
+
+BIG = r"""
+import os, socket, sys
+nul = [os.open("/dev/null", os.O_RDONLY) for _ in range(2600)]   # fds 3..2602
+lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(64)
+pairs = []
+for _ in range(20):
+    c = socket.create_connection(lst.getsockname()); a, _ = lst.accept(); pairs += (c, a)
+low = os.dup2(pairs[0].fileno(), 3)          # the first client also at fd 3 (block 0)
+print(os.getpid(), lst.getsockname()[1], pairs[0].fileno(), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_large_fd_table_read_in_blocks(threads):
+    """A process with thousands of descriptors is shared between walk threads block
+    by block; every socket still gets it, at its lowest descriptor."""
+    p = subprocess.Popen([sys.executable, "-c", BIG], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, port, cfd = map(int, p.stdout.readline().split())
+        dumper = tcpsnap._netlink.NetlinkDumper()
+        res = tcpsnap._procfs.PidResolver(threads=threads)
+        try:
+            res.begin()
+            n = dumper.dump()
+            res.resolve(dumper.rows, n)
+            rows = port_rows(dumper.rows[:n], port)
+            assert len(rows) == 41 and (rows["pid"] == pid).all()
+            assert res.stats["last_walk_fds"] > 2600
+            fds = sorted(res.owner(int(i))[1] for i in rows["inode"])
+            assert fds[0] == 3 and cfd not in fds     # the dup at fd 3 wins over the original
+            assert fds[-1] > 2602
+        finally:
+            dumper.close()
+    finally:
+        p.stdin.close()
+        p.wait(10)

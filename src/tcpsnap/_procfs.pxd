@@ -39,6 +39,11 @@ cdef extern from "<poll.h>" nogil:
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t *m, const void *attr)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
     int pthread_create(pthread_t *t, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
     int pthread_join(pthread_t t, void **ret)
 
@@ -59,12 +64,8 @@ cdef extern from *:
     static inline int tcpsnap_pidfd_open(unsigned int pid) {
         return (int)syscall(SYS_pidfd_open, pid, 0);
     }
-    static inline size_t tcpsnap_fetch_inc(size_t *p) {
-        return __atomic_fetch_add(p, 1, __ATOMIC_RELAXED);
-    }
     """
     int tcpsnap_pidfd_open(unsigned int pid) nogil
-    size_t tcpsnap_fetch_inc(size_t *p) nogil
 
 
 # ---------------------------------------------------------------- socket inode map
@@ -132,14 +133,23 @@ cdef struct proc_info:    # a process that held wanted sockets, as read during t
     uint64_t start
     char comm[64]
 
-cdef struct walker:
-    int procfd                # /proc (shared, read-only)
+cdef struct walk_shared:       # what the workers of one walk share, under lock
+    pthread_mutex_t lock
     const uint32_t *pids      # the processes to walk
     size_t npids
-    size_t *next              # shared work index (atomic)
+    size_t next               # next index into pids
+    uint32_t big_pid          # a large fd directory being read block by block (0: none)
+    uint32_t big_gen          # bumped for each new shared directory
+    size_t big_next           # next block of it
+
+cdef struct walker:
+    int procfd                # /proc (shared, read-only)
+    walk_shared *sh
     const sock_map *want      # NULL: record every socket; else only unresolved entries
     char *buf                 # getdents64 buffer
     size_t buf_size
+    int big_fdd               # this worker's descriptor for the shared directory
+    uint32_t big_gen          # ...of that generation
     found_rec *found
     size_t nfound
     size_t capfound

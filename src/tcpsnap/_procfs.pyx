@@ -50,6 +50,7 @@ cdef enum:
     VERIFY_MIN_DIV = 1024      # every take re-checks at least 1/1024 of the owners...
     VERIFY_MAX_DIV = 8         # ...and at most 1/8
     PREFETCH = 12              # rows ahead whose map slot the row pass prefetches
+    FD_BLOCK = 1024            # descriptors per block when workers share a directory
 
 
 cdef inline double mono() noexcept nogil:
@@ -263,50 +264,55 @@ cdef int grow(void **p, size_t *cap, size_t need, size_t item) noexcept nogil:
     return 0
 
 
-cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
-    """Read every link in /proc/<pid>/fd; record the sockets the walk wants."""
-    cdef char path[32]
+cdef enum walk_status:
+    WS_END = 0         # no descriptor at or after the block's end
+    WS_MORE = 1        # stopped at a descriptor >= the block's end
+    WS_GONE = 2        # the process exited while we read it
+    WS_DENIED = 3      # the directory is listable, the links are not ours to read
+
+
+cdef walk_status walk_fds(walker *w, int fdd, uint32_t pid, int lo, int hi) noexcept nogil:
+    """Read the links of descriptors lo <= fd < hi (hi 0: no end) of one fd directory;
+    record the sockets the walk wants. procfs lists fds in ascending order, and a
+    directory offset of fd + 2 starts the listing at fd: that is what lets several
+    workers share one large directory, a block of fd numbers each."""
     cdef char link[64]
-    cdef uint64_t tiny[16]
-    cdef int fdd, fdnum, e
     cdef ssize_t got, off, k, j
+    cdef size_t room = w.buf_size
     cdef dirent64 *d
     cdef uint64_t ino
     cdef const sock_ent *se
-    cdef size_t first = w.nfound
-    cdef bint denied = False
-    cdef proc_info *pi
-    snprintf(path, sizeof(path), "%u/fd", pid)
-    fdd = openat(w.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if fdd < 0:
-        e = errno
-        if e == EACCES or e == EPERM:
-            w.denied += 1
-        else:
-            w.gone += 1
-        return
-    w.procs += 1
-    while not denied:
-        got = getdents64(fdd, w.buf, w.buf_size)
-        if got <= 0:
-            if got < 0:                  # ENOENT: it exited while we read it
-                w.nfound = first
-                w.gone += 1
-                close(fdd)
-                return
-            break
+    cdef int fdnum
+    if hi:
+        room = <size_t>(hi - lo) * 24 + 256    # about one block of entries per read
+        if room > w.buf_size:
+            room = w.buf_size
+    if lseek(fdd, lo + 2 if lo else 0, SEEK_SET) < 0:
+        return WS_GONE
+    while True:
+        got = getdents64(fdd, w.buf, room)
+        if got < 0:
+            return WS_GONE if errno == ENOENT else WS_END
+        if got == 0:
+            return WS_END
         off = 0
         while off < got:
             d = <dirent64 *>(w.buf + off)
             off += d.d_reclen
             if d.d_name[0] < C_0 or d.d_name[0] > C_9:
                 continue
+            fdnum = 0
+            j = 0
+            while d.d_name[j] != 0:
+                fdnum = fdnum * 10 + (d.d_name[j] - C_0)
+                j += 1
+            if hi and fdnum >= hi:
+                return WS_MORE
             w.fds += 1
             k = readlinkat(fdd, d.d_name, link, sizeof(link))
             if k < 0:
                 if errno == EACCES or errno == EPERM:
-                    denied = True        # the directory is listable, the links are not
-                    break
+                    return WS_DENIED
                 continue                 # closed since getdents
             if k < 10 or memcmp(link, b"socket:[", 8) != 0:
                 continue
@@ -320,49 +326,133 @@ cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
                 se = smap_find(w.want, ino)
                 if se == NULL or se.state == SK_OWNED:
                     continue
-            fdnum = 0
-            j = 0
-            while d.d_name[j] != 0:
-                fdnum = fdnum * 10 + (d.d_name[j] - C_0)
-                j += 1
             if grow(<void **>&w.found, &w.capfound, w.nfound + 1, sizeof(found_rec)) < 0:
                 w.err = ENOMEM
-                close(fdd)
-                return
+                return WS_END
             w.found[w.nfound].inode = ino
             w.found[w.nfound].pid = pid
             w.found[w.nfound].fd = fdnum
             w.found[w.nfound].info = <uint32_t>w.ninfo
             w.nfound += 1
-    if denied:
-        w.denied += 1
-    if w.nfound > first:
-        # Pin the identity of the process we just read: its start time, read while the
-        # fd directory is still open, and then proof that the directory's process is
-        # still alive (so the stat we read was its own, not a successor's).
-        if grow(<void **>&w.infos, &w.capinfo, w.ninfo + 1, sizeof(proc_info)) < 0:
-            w.err = ENOMEM
-            close(fdd)
-            return
-        pi = &w.infos[w.ninfo]
-        pi.pid = pid
-        if (read_stat(w.procfd, pid, &pi.start, pi.comm) != 0
-                or lseek(fdd, 0, SEEK_SET) < 0
-                or getdents64(fdd, tiny, sizeof(tiny)) < 0):
-            w.nfound = first             # exited meanwhile: nothing it held is known
-            w.gone += 1
+
+
+cdef void pin_identity(walker *w, int fdd, uint32_t pid, size_t first) noexcept nogil:
+    """After sockets were recorded from fdd (found[first:]): the start time of the
+    process, read while its fd directory is still open, then proof that the directory's
+    process is still alive (so the stat we read was its own, not a successor's).
+    Without that proof the records are dropped."""
+    cdef uint64_t tiny[16]
+    cdef proc_info *pi
+    if w.nfound == first:
+        return
+    if grow(<void **>&w.infos, &w.capinfo, w.ninfo + 1, sizeof(proc_info)) < 0:
+        w.err = ENOMEM
+        return
+    pi = &w.infos[w.ninfo]
+    pi.pid = pid
+    if (read_stat(w.procfd, pid, &pi.start, pi.comm) != 0
+            or lseek(fdd, 0, SEEK_SET) < 0
+            or getdents64(fdd, tiny, sizeof(tiny)) < 0):
+        w.nfound = first
+        w.gone += 1
+    else:
+        w.ninfo += 1
+
+
+cdef int open_fd_dir(walker *w, uint32_t pid) noexcept nogil:
+    cdef char path[32]
+    cdef int fdd, e
+    snprintf(path, sizeof(path), "%u/fd", pid)
+    fdd = openat(w.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fdd < 0:
+        e = errno
+        if e == EACCES or e == EPERM:
+            w.denied += 1
         else:
-            w.ninfo += 1
+            w.gone += 1
+    return fdd
+
+
+cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
+    """One process: its first block of descriptors; a larger directory is offered to
+    the other workers block by block (``walk_block``)."""
+    cdef walk_shared *sh = w.sh
+    cdef int fdd = open_fd_dir(w, pid)
+    cdef size_t first = w.nfound
+    cdef walk_status st
+    cdef bint shared = False
+    if fdd < 0:
+        return
+    w.procs += 1
+    st = walk_fds(w, fdd, pid, 0, FD_BLOCK)
+    if st == WS_MORE:
+        pthread_mutex_lock(&sh.lock)
+        if sh.big_pid == 0:
+            sh.big_pid = pid
+            sh.big_next = 1
+            sh.big_gen += 1
+            shared = True
+        pthread_mutex_unlock(&sh.lock)
+        if not shared:                   # another directory is being shared: read on alone
+            st = walk_fds(w, fdd, pid, FD_BLOCK, 0)
+    if st == WS_GONE:
+        w.nfound = first
+        w.gone += 1
+    else:
+        if st == WS_DENIED:
+            w.denied += 1
+        pin_identity(w, fdd, pid, first)
     close(fdd)
 
 
+cdef void walk_block(walker *w, uint32_t pid, uint32_t gen, size_t blk) noexcept nogil:
+    """One block of a shared directory, through this worker's own descriptor for it."""
+    cdef walk_shared *sh = w.sh
+    cdef size_t first = w.nfound
+    cdef walk_status st
+    if w.big_gen != gen:
+        if w.big_fdd >= 0:
+            close(w.big_fdd)
+        w.big_gen = gen
+        w.big_fdd = open_fd_dir(w, pid)
+    st = WS_GONE if w.big_fdd < 0 else walk_fds(w, w.big_fdd, pid, <int>(blk * FD_BLOCK), <int>((blk + 1) * FD_BLOCK))
+    if st != WS_MORE:                    # the end of the directory (or of the process)
+        pthread_mutex_lock(&sh.lock)
+        if sh.big_gen == gen:
+            sh.big_pid = 0
+        pthread_mutex_unlock(&sh.lock)
+    if st == WS_GONE:
+        w.nfound = first
+    elif st != WS_DENIED:
+        pin_identity(w, w.big_fdd, pid, first)
+
+
 cdef void walk_run(walker *w) noexcept nogil:
-    cdef size_t i
+    cdef walk_shared *sh = w.sh
+    cdef uint32_t pid, gen
+    cdef size_t blk
+    w.big_fdd = -1
+    w.big_gen = 0
     while w.err == 0:
-        i = tcpsnap_fetch_inc(w.next)
-        if i >= w.npids:
+        pthread_mutex_lock(&sh.lock)
+        if sh.big_pid:
+            pid = sh.big_pid
+            gen = sh.big_gen
+            blk = sh.big_next
+            sh.big_next += 1
+            pthread_mutex_unlock(&sh.lock)
+            walk_block(w, pid, gen, blk)
+            continue
+        if sh.next >= sh.npids:
+            pthread_mutex_unlock(&sh.lock)
             break
-        walk_one(w, w.pids[i])
+        pid = sh.pids[sh.next]
+        sh.next += 1
+        pthread_mutex_unlock(&sh.lock)
+        walk_one(w, pid)
+    if w.big_fdd >= 0:
+        close(w.big_fdd)
+        w.big_fdd = -1
 
 
 cdef void *walk_thread(void *arg) noexcept nogil:
@@ -399,7 +489,7 @@ cdef class PidResolver:
     cdef uint32_t *pidlist
     cdef size_t npids
     cdef size_t cappids
-    cdef size_t next_pid
+    cdef walk_shared shared
     cdef double walk_t0
     cdef double last_take
     cdef double last_walk_t0
@@ -436,6 +526,8 @@ cdef class PidResolver:
         self.pidix.slots = NULL
         memset(self.w, 0, sizeof(self.w))
         memset(self.phase_seconds, 0, sizeof(self.phase_seconds))
+        memset(&self.shared, 0, sizeof(self.shared))
+        pthread_mutex_init(&self.shared.lock, NULL)
 
     def __init__(self, *, int threads=2, double walk_interval=0.25, double walk_share=0.25,
                  double retry_interval=1.0, double verify_interval=2.0, double name_ttl=1.0,
@@ -852,16 +944,17 @@ cdef class PidResolver:
         if nw < 1:
             nw = 1
         self.nworkers = nw
-        self.next_pid = 0
+        self.shared.pids = self.pidlist
+        self.shared.npids = self.npids
+        self.shared.next = 0
+        self.shared.big_pid = 0
         self.walk_all = record_all
         self.walk_gen += 1
         self.walk_t0 = mono()
         for k in range(nw):
             w = &self.w[k]
             w.procfd = self.procfd
-            w.pids = self.pidlist
-            w.npids = self.npids
-            w.next = &self.next_pid
+            w.sh = &self.shared
             w.want = NULL if record_all else &self.socks
             w.nfound = 0
             w.ninfo = 0
