@@ -1,8 +1,10 @@
 /* The floor: the cheapest possible version of tcpsnap's netlink capture.
  *
- * Same request as src/tcpsnap/_netlink.pyx: SOCK_DIAG_BY_FAMILY, inet_diag_req_v2,
- * IPPROTO_TCP, idiag_states = 0x1FFE, idiag_ext = 0, cookie = INET_DIAG_NOCOOKIE,
- * one dump for AF_INET then one for AF_INET6, one socket reused across dumps,
+ * Same request as src/tcpsnap/_netlink.pyx: by default one TCPDIAG_GETSOCK dump
+ * (struct inet_diag_req: the kernel walks its TCP hash once for both families),
+ * or with FLOOR_V2=1 SOCK_DIAG_BY_FAMILY with inet_diag_req_v2, one dump for AF_INET
+ * then one for AF_INET6 (tcpsnap's fallback); IPPROTO_TCP, idiag_states = 0x1FFE,
+ * idiag_ext = 0, cookie = INET_DIAG_NOCOOKIE, one socket reused across dumps,
  * a 64 KiB receive buffer, recv(..., MSG_TRUNC). It only counts the rows: no
  * parsing, no copying, no Python. Whatever take() spends above this is ours.
  *
@@ -36,6 +38,7 @@
 static char rbuf[RECV_SIZE] __attribute__((aligned(8)));
 static uint32_t seq;
 static int want_v6 = 1;
+static int single_walk = 1;   /* FLOOR_V2=1 in the environment: two v2 dumps instead */
 
 static void die(const char *what, int err)
 {
@@ -63,22 +66,42 @@ static long dump_family(int fd, int family, int *intr)
         struct nlmsghdr h;
         struct inet_diag_req_v2 r;
     } req;
+    struct {
+        struct nlmsghdr h;
+        struct inet_diag_req r;
+    } creq;
     long rows = 0;
 
-    memset(&req, 0, sizeof(req));
-    req.h.nlmsg_len = sizeof(req);
-    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    req.h.nlmsg_seq = ++seq;
-    req.r.sdiag_family = family;
-    req.r.sdiag_protocol = IPPROTO_TCP;
-    req.r.idiag_ext = 0;
-    req.r.idiag_states = DUMP_STATES;
-    req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-    req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-    while (send(fd, &req, sizeof(req), 0) < 0)
-        if (errno != EINTR)
-            die("send", errno);
+    if (family == AF_UNSPEC) {
+        /* One walk for both families: the compat request tcpsnap uses by default. */
+        memset(&creq, 0, sizeof(creq));
+        creq.h.nlmsg_len = sizeof(creq);
+        creq.h.nlmsg_type = TCPDIAG_GETSOCK;
+        creq.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+        creq.h.nlmsg_seq = ++seq;
+        creq.r.idiag_family = AF_INET;
+        creq.r.idiag_states = DUMP_STATES;
+        creq.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+        creq.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+        while (send(fd, &creq, sizeof(creq), 0) < 0)
+            if (errno != EINTR)
+                die("send", errno);
+    } else {
+        memset(&req, 0, sizeof(req));
+        req.h.nlmsg_len = sizeof(req);
+        req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+        req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+        req.h.nlmsg_seq = ++seq;
+        req.r.sdiag_family = family;
+        req.r.sdiag_protocol = IPPROTO_TCP;
+        req.r.idiag_ext = 0;
+        req.r.idiag_states = DUMP_STATES;
+        req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+        req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+        while (send(fd, &req, sizeof(req), 0) < 0)
+            if (errno != EINTR)
+                die("send", errno);
+    }
 
     for (;;) {
         ssize_t got = recv(fd, rbuf, RECV_SIZE, MSG_TRUNC);
@@ -111,7 +134,7 @@ static long dump_family(int fd, int family, int *intr)
                 }
                 die("SOCK_DIAG_BY_FAMILY", err);
             }
-            if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY)
+            if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY || h->nlmsg_type == TCPDIAG_GETSOCK)
                 rows++;
         }
     }
@@ -129,9 +152,14 @@ static void timed_dumps(int fd, long k, int print)
     for (long i = 0; i < k; i++) {
         int intr = 0;
         long long t0 = now_ns();
-        long rows = dump_family(fd, AF_INET, &intr);
-        if (want_v6)
-            rows += dump_family(fd, AF_INET6, &intr);
+        long rows;
+        if (single_walk) {
+            rows = dump_family(fd, AF_UNSPEC, &intr);
+        } else {
+            rows = dump_family(fd, AF_INET, &intr);
+            if (want_v6)
+                rows += dump_family(fd, AF_INET6, &intr);
+        }
         long long t1 = now_ns();
         if (print)
             printf("%lld %ld %d\n", t1 - t0, rows, intr);
@@ -144,6 +172,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: floor K | floor serve\n");
         return 2;
     }
+    const char *v2 = getenv("FLOOR_V2");
+    single_walk = !(v2 && *v2 && strcmp(v2, "0") != 0);
     int fd = open_diag();
     if (strcmp(argv[1], "serve") == 0) {
         char line[64];

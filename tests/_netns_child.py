@@ -55,7 +55,13 @@ def main():
         ss4 = subprocess.run(["ss", "-tane", "-4", "-H"], capture_output=True, text=True, check=True).stdout
         ss6 = subprocess.run(["ss", "-tane", "-6", "-H"], capture_output=True, text=True, check=True).stdout
         ours2 = rows_json(snap.take())
-    json.dump({"ours1": ours1, "ours2": ours2, "ss4": ss4, "ss6": ss6}, sys.stdout)
+        single_walk = snap._impl.single_walk
+    from tcpsnap._netlink import NetlinkDumper
+
+    v2 = NetlinkDumper(single_walk=False)     # the two-dump fallback path
+    ours_v2 = rows_json(v2.rows[:v2.dump()])
+    json.dump({"ours1": ours1, "ours2": ours2, "ours_v2": ours_v2, "single_walk": single_walk,
+               "ss4": ss4, "ss6": ss6}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tcpsnap.frame import format_address
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink parser is built on Linux")
 if sys.platform.startswith("linux"):
-    from tcpsnap._netlink import parse_messages
+    from tcpsnap._netlink import dedupe_rows, parse_messages
 
 SOCK_DIAG_BY_FAMILY, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2
 NLM_F_MULTI, NLM_F_DUMP_INTR = 0x2, 0x10
@@ -145,3 +145,37 @@ def test_generated_dumps_parse_exactly(rows, junk_attrs):
     assert (n, status) == (len(rows), "done")
     assert out["local_port"].tolist() == [r[1] for r in rows]
     assert out["inode"].tolist() == [r[3] for r in rows]
+
+
+def test_compat_reply_type_is_parsed_like_sock_diag():
+    TCPDIAG_GETSOCK = 18
+    data = (nlmsg(TCPDIAG_GETSOCK, diag(4, 1, "1.1.1.1", 1, "2.2.2.2", 2))
+            + nlmsg(TCPDIAG_GETSOCK, diag(6, 10, "::1", 3, "::", 0)) + nlmsg(NLMSG_DONE, b"\0\0\0\0"))
+    out = np.zeros(2, ROW_DTYPE)
+    assert parse_messages(data, out, 1)[:2] == (2, "done")
+    assert out["family"].tolist() == [4, 6]
+
+
+def test_dedupe_keeps_first_of_each_cookie_in_order():
+    out = np.zeros(8, ROW_DTYPE)
+    out["cookie"] = [5, 7, 5, 9, 7, 0, 0, 11]
+    out["local_port"] = [1, 2, 3, 4, 5, 6, 7, 8]
+    n = dedupe_rows(out, 8)
+    assert n == 6
+    assert out["cookie"][:n].tolist() == [5, 7, 9, 0, 0, 11]
+    assert out["local_port"][:n].tolist() == [1, 2, 4, 6, 7, 8]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=300))
+def test_dedupe_matches_a_python_model(cookies):
+    out = np.zeros(len(cookies), ROW_DTYPE)
+    out["cookie"] = cookies
+    out["inode"] = range(len(cookies))
+    n = dedupe_rows(out, len(cookies))
+    seen, want = set(), []
+    for i, c in enumerate(cookies):
+        if c == 0 or c not in seen:
+            want.append(i)
+            seen.add(c)
+    assert out["inode"][:n].tolist() == want

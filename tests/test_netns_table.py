@@ -76,6 +76,12 @@ def test_whole_table_matches_ss_row_for_row(tables):
     assert sorted(map(key, ours)) == sorted(map(key, ss))
 
 
+def test_single_walk_is_used_and_two_dump_fallback_agrees(tables):
+    assert tables["single_walk"] is True
+    ss = parse_ss(tables["ss4"], 4) + parse_ss(tables["ss6"], 6)
+    assert sorted(map(key, tables["ours_v2"])) == sorted(map(key, ss))
+
+
 def test_cookies_and_uids_match_ss(tables):
     ss = parse_ss(tables["ss4"], 4) + parse_ss(tables["ss6"], 6)
     by_key = {key(r): r for r in tables["ours1"]}

@@ -1,5 +1,5 @@
 # Declarations for the Linux NETLINK_SOCK_DIAG backend, one extern block per header.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from tcpsnap._row cimport tcpsnap_row
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -12,6 +12,7 @@ cdef extern from "<sys/socket.h>" nogil:
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
+    int AF_UNSPEC
     int AF_INET
     int AF_INET6
     int AF_NETLINK
@@ -66,6 +67,15 @@ cdef extern from "<linux/inet_diag.h>" nogil:
         uint8_t pad
         uint32_t idiag_states
         inet_diag_sockid id
+    struct inet_diag_req:
+        uint8_t idiag_family
+        uint8_t idiag_src_len
+        uint8_t idiag_dst_len
+        uint8_t idiag_ext
+        inet_diag_sockid id
+        uint32_t idiag_states
+        uint32_t idiag_dbs
+    int TCPDIAG_GETSOCK
     struct inet_diag_msg:
         uint8_t idiag_family
         uint8_t idiag_state
@@ -102,3 +112,8 @@ cdef struct nl_result:
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
                         nl_result *res) noexcept nogil
+
+# Drop repeated sockets (same cookie) from rows[:n] in place, keeping the first; returns
+# the new count. `slots` is scratch of `nslots` (a power of two >= 2n) entries.
+cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
+                                 Py_ssize_t nslots) noexcept nogil

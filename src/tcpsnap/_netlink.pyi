@@ -10,7 +10,12 @@ class NetlinkDumper:
     retries: int
     skipped: int
     grows: int
-    def __init__(self, capacity: int = 1024, recv_size: int = 65536) -> None: ...
+    duplicates: int
+    def __init__(self, capacity: int = 1024, recv_size: int = 65536, *, single_walk: bool = True) -> None: ...
+    @property
+    def single_walk(self) -> bool:
+        """True while dumps use one TCPDIAG_GETSOCK walk for both families (False: two
+        SOCK_DIAG_BY_FAMILY dumps, chosen or fallen back to)."""
     @property
     def rows(self) -> np.ndarray: ...
     @property
@@ -25,3 +30,6 @@ def parse_messages(
     data: Buffer, out: np.ndarray, seq: int
 ) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int, bool]:
     """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr)."""
+
+def dedupe_rows(out: np.ndarray, n: int) -> int:
+    """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count."""

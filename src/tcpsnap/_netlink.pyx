@@ -1,9 +1,22 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Linux backend: the kernel's TCP table through one NETLINK_SOCK_DIAG dump per family.
+"""Linux backend: the kernel's TCP table through NETLINK_SOCK_DIAG.
+
+One dump walks the kernel's TCP hash tables once for both families: the
+TCPDIAG_GETSOCK request (the inet_diag compat request, served by the same code as
+SOCK_DIAG_BY_FAMILY, which asks for AF_UNSPEC). A SOCK_DIAG_BY_FAMILY dump with
+inet_diag_req_v2 takes one family at a time, so it walks every hash bucket twice: on
+an idle table that walk is most of the cost (0.27 ms against 0.13 ms measured). Kernels
+that refuse the compat request get two v2 dumps instead.
 
 The socket, the receive buffer and the row array are owned by one NetlinkDumper and
 reused; rows are written straight from the received bytes into the array. The GIL is
 released while the kernel works and while rows are parsed.
+
+Consistency: the kernel resumes a dump by position inside a hash bucket, so a socket
+created or destroyed while the dump runs can shift the others and be missed or reported
+twice (ss has the same limit; TCP dumps never set NLM_F_DUMP_INTR). Repeats are removed
+here by socket cookie, which is unique per socket for the life of the boot, so a snapshot
+lists each socket at most once.
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
@@ -32,6 +45,7 @@ cdef enum:
     MAX_ATTEMPTS = 5               # dumps retried after NLM_F_DUMP_INTR / ENOBUFS
     DEFAULT_RECV = 64 * 1024       # the kernel fills at most ~32 KiB per dump skb
     REQ_SIZE = 16 + 56             # nlmsghdr + inet_diag_req_v2, checked at import
+    COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
 
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -72,7 +86,7 @@ cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize
                 continue           # an ACK, not an error
             res.error = -err
             return NL_ERROR
-        if h.nlmsg_type == SOCK_DIAG_BY_FAMILY:
+        if h.nlmsg_type == SOCK_DIAG_BY_FAMILY or h.nlmsg_type == TCPDIAG_GETSOCK:
             if h.nlmsg_len < HDR + sizeof(inet_diag_msg):
                 return NL_MALFORMED
             m = <const inet_diag_msg *>(p + HDR)
@@ -111,6 +125,31 @@ cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize
     return NL_MORE
 
 
+cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
+                                 Py_ssize_t nslots) noexcept nogil:
+    cdef Py_ssize_t i, w = 0
+    cdef uint64_t c, h, mask = <uint64_t>nslots - 1
+    cdef bint dup
+    memset(slots, 0, nslots * sizeof(uint64_t))
+    for i in range(n):
+        c = rows[i].cookie
+        if c != 0:                         # the kernel never reports 0; keep such rows
+            h = ((c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & mask
+            dup = False
+            while slots[h] != 0:
+                if slots[h] == c:
+                    dup = True
+                    break
+                h = (h + 1) & mask
+            if dup:
+                continue
+            slots[h] = c
+        if w != i:
+            rows[w] = rows[i]
+        w += 1
+    return w
+
+
 cdef int raise_syscall(str call, int err) except -1:
     """The one place a failed system call becomes a Python exception."""
     raise OSError(err, f"{call}: {os.strerror(err)}")
@@ -139,18 +178,24 @@ cdef class NetlinkDumper:
     cdef tcpsnap_row *rowp
     cdef Py_ssize_t cap
     cdef bint want_v6
+    cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
+    cdef uint64_t *slots           # dedupe scratch
+    cdef Py_ssize_t nslots
     cdef bint busy
     cdef bint closed
     cdef readonly unsigned long long dumps
     cdef readonly unsigned long long retries
     cdef readonly unsigned long long skipped
     cdef readonly unsigned long long grows
+    cdef readonly unsigned long long duplicates
 
     def __cinit__(self):
         self.fd = -1
         self.rbuf = NULL
+        self.slots = NULL
 
-    def __init__(self, Py_ssize_t capacity=1024, Py_ssize_t recv_size=DEFAULT_RECV):
+    def __init__(self, Py_ssize_t capacity=1024, Py_ssize_t recv_size=DEFAULT_RECV, *,
+                 bint single_walk=True):
         if capacity < 1:
             raise ValueError("capacity must be at least 1 row")
         if recv_size < 8192:
@@ -160,6 +205,7 @@ cdef class NetlinkDumper:
             raise MemoryError()
         self.rbuf_size = recv_size
         self.want_v6 = True
+        self.use_compat = single_walk
         self._set_rows(np.zeros(capacity, dtype=ROW_DTYPE))
         self._open()
 
@@ -167,6 +213,7 @@ cdef class NetlinkDumper:
         if self.fd >= 0:
             close(self.fd)
         free(self.rbuf)
+        free(self.slots)
 
     cdef _set_rows(self, rows):
         cdef Py_buffer b
@@ -211,28 +258,40 @@ cdef class NetlinkDumper:
         return self.cap
 
     cdef int _request(self, int family) except -1:
-        cdef char req[REQ_SIZE]
+        """Send a dump request: AF_UNSPEC asks for both families in one walk."""
+        cdef char req[COMPAT_REQ_SIZE]
         cdef nlmsghdr *h = <nlmsghdr *>req
-        cdef inet_diag_req_v2 *r = <inet_diag_req_v2 *>(req + HDR)
+        cdef inet_diag_req_v2 *r2 = <inet_diag_req_v2 *>(req + HDR)
+        cdef inet_diag_req *r1 = <inet_diag_req *>(req + HDR)
         cdef ssize_t sent
+        cdef size_t size
         memset(req, 0, sizeof(req))
         self.seq += 1
-        h.nlmsg_len = sizeof(req)
-        h.nlmsg_type = SOCK_DIAG_BY_FAMILY
+        if family == AF_UNSPEC:
+            size = COMPAT_REQ_SIZE
+            h.nlmsg_type = TCPDIAG_GETSOCK
+            r1.idiag_family = AF_INET          # ignored by the kernel, which dumps AF_UNSPEC
+            r1.idiag_states = DUMP_STATES
+            r1.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
+            r1.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
+        else:
+            size = REQ_SIZE
+            h.nlmsg_type = SOCK_DIAG_BY_FAMILY
+            r2.sdiag_family = family
+            r2.sdiag_protocol = IPPROTO_TCP
+            r2.idiag_states = DUMP_STATES
+            r2.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
+            r2.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
+        h.nlmsg_len = size
         h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
         h.nlmsg_seq = self.seq
-        r.sdiag_family = family
-        r.sdiag_protocol = IPPROTO_TCP
-        r.idiag_states = DUMP_STATES
-        r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
-        r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
         while True:
             with nogil:
-                sent = send(self.fd, req, sizeof(req), 0)
+                sent = send(self.fd, req, size, 0)
             if sent >= 0:
                 break
             if errno != EINTR:
-                raise_syscall("send(SOCK_DIAG_BY_FAMILY)", errno)
+                raise_syscall("send(NETLINK_SOCK_DIAG)", errno)
             PyErr_CheckSignals()
         self.cur.buf = self.rbuf
         self.cur.len = 0
@@ -279,7 +338,7 @@ cdef class NetlinkDumper:
         """Dump one family into rows[res.n:]. Returns 1 if the dump must be redone."""
         cdef int err = 0
         cdef pump_status st
-        name = "AF_INET" if family == AF_INET else "AF_INET6"
+        name = {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}.get(family, "TCPDIAG_GETSOCK")
         self._request(family)
         while True:
             with nogil:
@@ -297,6 +356,9 @@ cdef class NetlinkDumper:
                 raise_syscall(f"recv(NETLINK_SOCK_DIAG, {name})", err)
             elif st == PUMP_NLERROR:
                 err = self.res.error
+                if family == AF_UNSPEC:
+                    self.use_compat = False  # this kernel wants one v2 dump per family
+                    return 2
                 if family == AF_INET6 and err in (ENOENT, EAFNOSUPPORT, EOPNOTSUPP):
                     self.want_v6 = False     # kernel without IPv6: no v6 table to dump
                     return 0
@@ -337,27 +399,58 @@ cdef class NetlinkDumper:
             self.busy = False
 
     cdef Py_ssize_t _dump(self) except -1:
-        cdef int attempt
+        cdef int attempt, r
         for attempt in range(MAX_ATTEMPTS):
             self.res.n = 0
             self.res.error = 0
             self.res.dump_intr = 0
             self.res.skipped = 0
-            if self._dump_family(AF_INET):
-                self.retries += 1
-                continue
-            if self.want_v6 and self._dump_family(AF_INET6):
-                self.retries += 1
-                continue
+            if self.use_compat:
+                r = self._dump_family(AF_UNSPEC)
+                if r == 1:
+                    self.retries += 1
+                    continue
+                if r == 2:
+                    self.res.n = 0
+                    self.res.skipped = 0
+            if not self.use_compat:
+                if self._dump_family(AF_INET):
+                    self.retries += 1
+                    continue
+                if self.want_v6 and self._dump_family(AF_INET6):
+                    self.retries += 1
+                    continue
             self.dumps += 1
             self.skipped += self.res.skipped
-            return self.res.n
+            return self._dedupe(self.res.n)
         raise DumpInterrupted(
             f"the TCP table changed during each of {MAX_ATTEMPTS} netlink dumps "
             "(NLM_F_DUMP_INTR or ENOBUFS); no consistent snapshot")
 
+    cdef Py_ssize_t _dedupe(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t want = 64, kept
+        while want < 2 * n:
+            want *= 2
+        if want > self.nslots:
+            free(self.slots)
+            self.slots = <uint64_t *>malloc(want * sizeof(uint64_t))
+            if self.slots == NULL:
+                self.nslots = 0
+                raise MemoryError()
+            self.nslots = want
+        with nogil:
+            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots)
+        self.duplicates += n - kept
+        return kept
 
-if sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE:
+    @property
+    def single_walk(self):
+        """True while dumps use the one-walk TCPDIAG_GETSOCK request."""
+        return bool(self.use_compat)
+
+
+if (sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE
+        or HDR + sizeof(inet_diag_req) != COMPAT_REQ_SIZE):
     raise ImportError("netlink struct sizes differ from the ones this module was written for")
 
 
@@ -391,3 +484,30 @@ def parse_messages(data, out, uint32_t seq):
     names = {NL_MORE: "more", NL_DONE: "done", NL_FULL: "full", NL_ERROR: "error",
              NL_MALFORMED: "malformed"}
     return res.n, names[st], res.error, bool(res.dump_intr)
+
+
+def dedupe_rows(out, Py_ssize_t n):
+    """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
+    first of each; return the new count. What ``dump()`` does after every dump."""
+    cdef Py_buffer outb
+    cdef Py_ssize_t want = 64, kept
+    cdef uint64_t *slots
+    from tcpsnap._mib import check_out_array
+    check_out_array(out)
+    if n < 0 or n > len(out):
+        raise ValueError(f"n={n} outside 0..{len(out)}")
+    while want < 2 * n:
+        want *= 2
+    slots = <uint64_t *>malloc(want * sizeof(uint64_t))
+    if slots == NULL:
+        raise MemoryError()
+    try:
+        PyObject_GetBuffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        try:
+            with nogil:
+                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, n, slots, want)
+        finally:
+            PyBuffer_Release(&outb)
+    finally:
+        free(slots)
+    return kept
