@@ -213,11 +213,10 @@ def test_full_disk(tmp_path):
             assert wait_for(lambda: len(finished(out)) >= 2, 20), "no files finished"
             early = finished(out)
             filler = d / "filler"
-            with open(filler, "wb") as f:  # take the rest of the disk
+            with open(filler, "wb", buffering=0) as f:  # take the rest of the disk
                 with contextlib.suppress(OSError):
                     while True:
-                        f.write(b"\0" * 65536)
-                        f.flush()
+                        f.write(b"\0" * 4096)
             rc = p.wait(timeout=30)
         finally:
             if p.poll() is None:

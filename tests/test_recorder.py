@@ -573,3 +573,34 @@ def test_kill_9_loses_at_most_the_flush_interval(tmp_path, flush, interval):
               f"lost {lost} snapshots = the last {lost_ns / 1e6:.0f} ms")
         assert lost >= 0
         assert lost_ns <= flush_ns, f"lost {lost_ns / 1e6:.0f} ms > flush {flush}"
+
+
+@live
+def test_duckdb_and_polars_read_the_folder(tmp_path):
+    out = tmp_path / "rec"
+    with Recorder(out, interval="10ms", rotate="0.2s", pids=False) as rec:
+        rec.run(duration="0.5s")
+    assert sorted(p.name for p in out.iterdir()) == sorted({p.parent.name for p in out.glob("date=*/*")})
+    assert all(p.suffix == ".parquet" for p in out.rglob("*") if p.is_file())
+    n = len(pd.read_parquet(out))
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(out, format="parquet", partitioning="hive").count_rows() == n
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        got = duckdb.sql(f"select count(*), count(distinct seq) from read_parquet('{out}/**/*.parquet', "
+                         f"hive_partitioning=true)").fetchall()
+        assert got == [(n, rec.snapshots)]
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+    if pl is not None:
+        assert pl.scan_parquet(str(out), hive_partitioning=True).select(pl.len()).collect().item() == n
+        df = pl.read_parquet(f"{out}/**/*.parquet", hive_partitioning=True)
+        assert df.height == n and str(df.schema["timestamp"]).startswith("Datetime")
+    if duckdb is None and pl is None:
+        pytest.skip("neither duckdb nor polars installed (pandas/pyarrow checked)")

@@ -412,7 +412,7 @@ class Recorder:
             self._waker.close()
             self._waker = None
         if self._lock_fd is not None:
-            _unlock(self._lock_fd)
+            _unlock(self._lock_fd, self.path)
             self._lock_fd = None
 
     # ------------------------------------------------------------ capture
@@ -772,40 +772,53 @@ class Recorder:
 # ---------------------------------------------------------------- lock & recovery
 
 def _lock(path: Path) -> int:
+    """flock ``path/.tcpsnap.lock`` (created if missing), or RecorderLocked. The file
+    is removed again by ``_unlock``, so a finished recording folder holds nothing but
+    Parquet files; hence the inode check: a lock taken on a file that was unlinked
+    meanwhile is no lock, so try again."""
     lp = path / _LOCK_NAME
-    try:
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    except OSError as e:
-        raise RecorderError(f"cannot write to {path}: {e.strerror or e}") from e
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:  # pragma: no cover - Windows
-            import msvcrt
-
-            try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            except OSError:
-                raise BlockingIOError from None
-    except BlockingIOError:
+    for _ in range(100):
         try:
-            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        except (OSError, AttributeError):
-            owner = "?"
-        os.close(fd)
-        raise RecorderLocked(f"{path} is already being recorded (pid {owner}); "
-                             f"one recorder per folder") from None
-    except OSError as e:
-        os.close(fd)
-        raise RecorderError(f"cannot lock {lp}: {e.strerror or e}") from e
-    try:
-        if fcntl is not None:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError as e:
-        os.close(fd)
-        raise RecorderError(f"cannot write to {path}: {e.strerror or e}") from e
-    return fd
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as e:
+            raise RecorderError(f"cannot write to {path}: {e.strerror or e}") from e
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:  # pragma: no cover - Windows
+                import msvcrt
+
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                except OSError:
+                    raise BlockingIOError from None
+        except BlockingIOError:
+            try:
+                owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            except (OSError, AttributeError):
+                owner = "?"
+            os.close(fd)
+            raise RecorderLocked(f"{path} is already being recorded (pid {owner}); "
+                                 f"one recorder per folder") from None
+        except OSError as e:
+            os.close(fd)
+            raise RecorderError(f"cannot lock {lp}: {e.strerror or e}") from e
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lp).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder removed it between our open and flock
+            os.close(fd)
+            continue
+        try:
+            if fcntl is not None:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise RecorderError(f"cannot write to {path}: {e.strerror or e}") from e
+        return fd
+    raise RecorderLocked(f"{path}: could not take the lock")  # pragma: no cover
 
 
 def _recover_all(path: Path, row_group_rows: int, level: int = logging.INFO) -> list[_store.RecoveryResult]:
@@ -837,10 +850,13 @@ def recover(path, row_group_rows: int = 1 << 20) -> list[_store.RecoveryResult]:
     try:
         return _recover_all(path, row_group_rows)
     finally:
-        _unlock(fd)
+        _unlock(fd, path)
 
 
-def _unlock(fd: int) -> None:
+def _unlock(fd: int, path: Path | None = None) -> None:
+    if path is not None and fcntl is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path / _LOCK_NAME)  # while still holding it: see _lock
     with contextlib.suppress(OSError):
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
