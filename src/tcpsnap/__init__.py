@@ -12,6 +12,7 @@ from ._mib import (
 )
 from ._schema import ROW_DTYPE, TcpState
 from .frame import to_pandas
+from .reader import read
 from .recorder import Recorder, recover
 from .snapshot import Snapshotter, snapshot
 
@@ -25,6 +26,8 @@ __all__ = [
     "to_pandas",
     "Recorder",
     "recover",
+    "read",
+    "analysis",
     "parse_tcptable2",
     "parse_tcp6table2",
     "parse_tcptable_owner_pid",
@@ -34,3 +37,12 @@ __all__ = [
     "DumpInterrupted",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # tcpsnap.analysis and tcpsnap.plot import pandas / matplotlib: load them on first use
+    if name in ("analysis", "plot"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tcpsnap' has no attribute {name!r}")

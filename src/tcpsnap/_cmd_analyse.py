@@ -1,0 +1,268 @@
+"""``tcpsnap info``, ``tcpsnap plot``, ``tcpsnap export``: recordings, read back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import TcpsnapError
+
+EPILOG_INFO = """\
+examples:
+  tcpsnap info recording                   summary of a recording folder
+  tcpsnap info recording/date=2026-11-26/x.parquet
+"""
+EPILOG_PLOT = """\
+examples:
+  tcpsnap plot recording -o states.png                  connections by state over time
+  tcpsnap plot recording -o churn.png --kind churn --freq 10s
+  tcpsnap plot recording -o peers.png --kind remotes
+  tcpsnap plot recording -o s.png --start '2026-11-26 10:00' --end '2026-11-26 11:00' --utc
+"""
+EPILOG_EXPORT = """\
+examples:
+  tcpsnap export recording --to csv > all.csv
+  tcpsnap export recording --to jsonl --start '2026-11-26 10:00' --end '2026-11-26 10:05' -o five-min.jsonl
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="summarize a recording",
+                       description="Time range, snapshots, rows, interval, gaps, files, bytes on disk, "
+                                   "distinct connections, and the busiest processes and remotes.",
+                       epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a recording folder or one of its .parquet files")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("plot", help="draw a recording as a PNG/SVG/PDF",
+                       description="Draw connections by state over time, churn, or the busiest remotes.",
+                       epilog=EPILOG_PLOT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a recording folder or file")
+    p.add_argument("-o", "--output", required=True, help="image file to write (.png, .svg, .pdf)")
+    p.add_argument("--kind", choices=("states", "churn", "remotes"), default="states",
+                   help="what to draw (default: states)")
+    p.add_argument("--freq", help="bin width, e.g. 1s, 10s, 1min (default: chosen from the span)")
+    p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
+    p.add_argument("--end", help="up to this time (exclusive)")
+    p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
+    p.add_argument("--tz", help="time axis in this zone, e.g. Europe/Berlin")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("export", help="write a recording as CSV or JSON lines",
+                       description="Stream a recording (or a time range of it) as CSV or JSON lines, "
+                                   "for tools that don't read Parquet. Timestamps are ISO 8601 UTC.",
+                       epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a recording folder or file")
+    p.add_argument("--to", choices=("csv", "jsonl"), required=True, help="output format")
+    p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
+    p.add_argument("--end", help="up to this time (exclusive)")
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p.set_defaults(func=cmd_export)
+
+
+def _dataset(path: str):
+    import pyarrow as pa
+
+    from .reader import open_dataset
+
+    try:
+        ds = open_dataset(path)
+        ds.schema  # noqa: B018 - forces the footer of the first file to be read
+    except (pa.ArrowException, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise TcpsnapError(str(e)) from None
+        raise TcpsnapError(f"{path}: not a readable recording ({e})") from None
+    if "timestamp" not in ds.schema.names:
+        raise TcpsnapError(f"{path}: not a tcpsnap recording (no timestamp column)")
+    return ds
+
+
+def _read(path: str, start=None, end=None, columns=None):
+    import pyarrow as pa
+
+    from .reader import read
+
+    _dataset(path)
+    try:
+        return read(path, start=start, end=end, columns=columns)
+    except pa.ArrowException as e:
+        raise TcpsnapError(f"{path}: not a readable recording ({e})") from None
+
+
+def summarize(path: str) -> dict:
+    """The numbers ``tcpsnap info`` prints, as a dict."""
+    import pandas as pd
+
+    from . import analysis
+
+    ds = _dataset(path)
+    files = [Path(f) for f in ds.files]
+    nbytes = sum(f.stat().st_size for f in files)
+    cols = [c for c in ("timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
+                        "remote_port", "pid", "process", "cookie") if c in ds.schema.names]
+    df = _read(path, columns=cols)
+    meta, overruns = {}, 0
+    import pyarrow.parquet as pq
+
+    for f in files:
+        try:
+            raw = pq.read_metadata(f).metadata or {}
+        except Exception:  # footers were read once already; metadata is informative only
+            continue
+        kv = {k.decode().removeprefix("tcpsnap."): v.decode(errors="replace")
+              for k, v in raw.items() if k.startswith(b"tcpsnap.")}
+        meta = meta or kv
+        overruns += int(kv.get("overruns", "0") or 0) if kv.get("overruns", "0").isdigit() else 0
+    out: dict = {"path": str(path), "files": len(files), "bytes": nbytes, "rows": len(df),
+                 "overruns": overruns, "metadata": meta}
+    if len(df) == 0:
+        out.update(snapshots=0)
+        return out
+    snaps = df.groupby("seq", sort=True)["timestamp"].first()
+    ts = snaps.to_numpy()
+    seqs = snaps.index.to_numpy()
+    out["start"] = str(snaps.iloc[0])
+    out["end"] = str(snaps.iloc[-1])
+    out["snapshots"] = len(snaps)
+    out["seq_range"] = [int(seqs[0]), int(seqs[-1])]
+    out["missing_seq"] = int(seqs[-1] - seqs[0] + 1 - len(seqs))
+    if len(ts) > 1:
+        d = np.diff(ts).astype("timedelta64[ns]").astype(np.int64)
+        interval = int(np.median(d))
+        out["interval_ms"] = interval / 1e6
+        # a gap: two snapshots further apart than 1.5 intervals (overruns, a stop, a crash)
+        gaps = np.flatnonzero(d > 1.5 * interval) if interval > 0 else np.array([], dtype=int)
+        out["gaps"] = len(gaps)
+        out["largest_gap_s"] = float(d.max() / 1e9)
+    life = analysis.lifetimes(df)
+    out["connections"] = len(life)
+    bp = analysis.by_process(df, life=life)
+    bp = bp[bp.index != 0].head(5)
+    out["top_processes"] = [{"pid": int(pid), "process": r["process"], "connections": int(r["connections"])}
+                            for pid, r in bp.iterrows()]
+    top = analysis.top_remotes(df, n=5, life=life)
+    out["top_remotes"] = [{"remote_addr": a, "connections": int(r["connections"]),
+                           "connection_seconds": round(float(r["connection_seconds"]), 1)}
+                          for a, r in top.iterrows()]
+    return out
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    s = summarize(args.path)
+    if args.json:
+        json.dump(s, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return 0
+    w = sys.stdout.write
+    w(f"recording    {s['path']}\n")
+    w(f"files        {s['files']} ({_human_bytes(s['bytes'])} on disk")
+    w(f", {s['bytes'] / s['rows']:.2f} bytes/row)\n" if s["rows"] else ")\n")
+    if not s["snapshots"]:
+        w("snapshots    0 (empty recording)\n")
+        return 0
+    w(f"time         {s['start']} .. {s['end']}\n")
+    w(f"snapshots    {s['snapshots']:,} (seq {s['seq_range'][0]}..{s['seq_range'][1]}, "
+      f"{s['missing_seq']} missing)\n")
+    w(f"rows         {s['rows']:,}\n")
+    if "interval_ms" in s:
+        w(f"interval     {s['interval_ms']:g} ms (median); {s['gaps']} gaps over 1.5x, "
+          f"largest {s['largest_gap_s']:.3f} s; {s['overruns']} overruns\n")
+    w(f"connections  {s['connections']:,} distinct\n")
+    md = s["metadata"]
+    for k, label in (("host", "host"), ("os", "os"), ("kernel", "kernel"), ("version", "tcpsnap"),
+                     ("backend", "backend"), ("interval", "asked every"), ("pids", "pids")):
+        if k in md:
+            w(f"{label:<12} {md[k]}\n")
+    if s["top_processes"]:
+        w("top processes\n")
+        for p in s["top_processes"]:
+            w(f"  {p['pid']:>8}  {str(p['process'] or '?'):<20} {p['connections']:,} connections\n")
+    if s["top_remotes"]:
+        w("top remotes\n")
+        for r in s["top_remotes"]:
+            w(f"  {r['remote_addr']:<40} {r['connections']:,} connections, "
+              f"{r['connection_seconds']:,} conn-s\n")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from . import plot
+
+    out = Path(args.output)
+    if not out.parent.exists():
+        raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
+    df = _read(args.path, start=args.start, end=args.end)
+    if len(df) == 0:
+        raise TcpsnapError(f"{args.path}: no snapshots in that time range")
+    tz = "UTC" if args.utc else args.tz
+    fn = {"states": plot.plot_states, "churn": plot.plot_churn, "remotes": plot.plot_remotes}[args.kind]
+    fig = fn(df, freq=args.freq, tz=tz) if args.kind != "remotes" else fn(df)
+    fig.savefig(out)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from .reader import _time_filter
+
+    ds = _dataset(args.path)
+    expr = _time_filter(ds, args.start, args.end)
+    columns = [c for c in ds.schema.names if c != "date"]
+    sink = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        wrote_header = False
+        # batch by batch: memory stays flat however long the recording is
+        for batch in ds.to_batches(columns=columns, filter=expr):
+            if batch.num_rows == 0:
+                continue
+            batch = _plain(batch)
+            if args.to == "csv":
+                opts = pacsv.WriteOptions(include_header=not wrote_header)
+                pacsv.write_csv(pa.Table.from_batches([batch]), sink, write_options=opts)
+                wrote_header = True
+            else:
+                for rec in batch.to_pylist():
+                    sink.write(json.dumps(rec, default=str).encode() + b"\n")
+        if args.to == "csv" and not wrote_header:
+            sink.write((",".join(columns) + "\n").encode())
+    finally:
+        if args.output:
+            sink.close()
+        else:
+            sink.flush()
+    return 0
+
+
+def _plain(batch):
+    """Dictionary columns decoded, timestamps as ISO 8601 strings: what CSV and JSON
+    readers expect."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols, names = [], []
+    for name, col in zip(batch.schema.names, batch.columns):
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if pa.types.is_timestamp(col.type):
+            col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ" if col.type.tz else "%Y-%m-%dT%H:%M:%S")
+        cols.append(col)
+        names.append(name)
+    return pa.RecordBatch.from_arrays(cols, names=names)
