@@ -188,18 +188,31 @@ def test_time_wait_and_orphans_have_no_owner():
         assert (port_rows(snap.take(), lport)["state"] == TcpState.LISTEN).sum() == 1
 
 
-def test_forked_pair_shares_one_socket():
-    lst, c, s = pair("127.0.0.1")
-    port = lst.getsockname()[1]
+def _fork_holding(*socks):
+    """Fork a child that keeps every descriptor until the returned pipe end closes."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:                        # the child keeps every socket until told to go
+    if pid == 0:
         try:
             os.close(w)
             os.read(r, 1)
         finally:
             os._exit(0)
     os.close(r)
+    return pid, w
+
+
+def _pid_of(snap, ino):
+    rows = snap.take()
+    rows = rows[rows["inode"] == ino]
+    assert len(rows) == 1
+    return int(rows["pid"][0])
+
+
+def test_forked_pair_shares_one_socket():
+    lst, c, s = pair("127.0.0.1")
+    port = lst.getsockname()[1]
+    pid, w = _fork_holding()
     try:
         with Snapshotter(pids=True) as snap:
             fast(snap)
@@ -208,19 +221,13 @@ def test_forked_pair_shares_one_socket():
             # documented owner of a shared socket: the lowest pid holding it
             assert (rows["pid"] == min(os.getpid(), pid)).all()
             assert set(names_of(snap, rows)) <= {open("/proc/self/comm").read().strip()}
-            # the parent lets go of the accepted end: within the re-check bound it moves
-            # to the child, and it never shows a process that does not hold it
-            holders_s = {os.getpid(), pid}
+            # the parent lets go of the accepted end: a socket seen shared is re-checked
+            # on every take, so the next walk gives it to the child; never to a process
+            # that does not hold it
             ino_s = inode(s)
             s.close()
-            snap.resolver.verify_interval = 0.0     # re-check a full 1/8 per take
-            got = []
-            for _ in range(12):
-                row = snap.take()
-                row = row[row["inode"] == ino_s]
-                assert len(row) == 1
-                got.append(int(row["pid"][0]))
-                assert got[-1] in holders_s | {0}
+            got = [_pid_of(snap, ino_s) for _ in range(3)]
+            assert all(g in (os.getpid(), pid, 0) for g in got)
             assert got[-1] == pid, got
             # the listener and client are still shared: still the lowest pid
             rows = port_rows(snap.take(), port)
@@ -230,6 +237,26 @@ def test_forked_pair_shares_one_socket():
         os.waitpid(pid, 0)
         lst.close()
         c.close()
+
+
+def test_owner_that_forks_then_closes_is_noticed_within_the_bound():
+    """Resolved with one holder; then fork, and the parent closes its copy. Only the
+    periodic re-check can see that: within max(verify_interval, 32 takes)."""
+    lst, c, s = pair("127.0.0.1")
+    ino_s = inode(s)
+    with closing_all(lst, c), Snapshotter(pids=True) as snap:
+        fast(snap).resolver.verify_interval = 0.0     # the 32-take bound alone
+        assert _pid_of(snap, ino_s) == os.getpid()
+        pid, w = _fork_holding()
+        try:
+            s.close()
+            got = [_pid_of(snap, ino_s) for _ in range(40)]
+            assert all(g in (os.getpid(), pid, 0) for g in got)
+            assert got[-1] == pid, got
+            assert snap.pid_stats["moved"] >= 1
+        finally:
+            os.close(w)
+            os.waitpid(pid, 0)
 
 
 def test_owner_exits_and_the_socket_lives_on_in_its_child():

@@ -86,7 +86,7 @@ cdef struct sock_ent:     # 32 bytes: the row pass touches one per row
     int32_t fd            # the owner's descriptor for it
     uint16_t born         # low 16 bits of the epoch it (re)appeared
     uint8_t state
-    uint8_t misses        # walks that did not find it
+    uint8_t misses        # walks that did not find it (SK_OWNED: 2 if several processes held it)
 
 cdef struct sock_map:
     sock_ent *slots

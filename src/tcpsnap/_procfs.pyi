@@ -33,7 +33,7 @@ class PidResolver:
         walk_interval: float = 0.25,
         walk_share: float = 0.25,
         retry_interval: float = 1.0,
-        verify_interval: float = 2.0,
+        verify_interval: float = 10.0,
         name_ttl: float = 1.0,
         max_pidfds: int = -1,
     ) -> None: ...

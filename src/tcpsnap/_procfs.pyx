@@ -48,7 +48,7 @@ cdef enum:
     MAX_MISSES = 3             # walks that may miss an inode before it stops asking for more
     POLL_CHUNK = 1024          # pidfds per poll() call (stays under any RLIMIT_NOFILE)
     VERIFY_MIN_DIV = 1024      # every take re-checks at least 1/1024 of the owners...
-    VERIFY_MAX_DIV = 8         # ...and at most 1/8
+    VERIFY_MAX_DIV = 32        # ...and at most 1/32
     PREFETCH = 12              # rows ahead whose map slot the row pass prefetches
     FD_BLOCK = 1024            # descriptors per block when workers share a directory
 
@@ -494,6 +494,9 @@ cdef class PidResolver:
     cdef double last_take
     cdef double last_walk_t0
     cdef size_t verify_cursor
+    cdef uint64_t *shared_inodes     # owned sockets that had several holders
+    cdef size_t nshared
+    cdef size_t capshared
     cdef size_t touched
     cdef uint32_t pidfd_cap
     cdef uint32_t npidfd
@@ -530,7 +533,7 @@ cdef class PidResolver:
         pthread_mutex_init(&self.shared.lock, NULL)
 
     def __init__(self, *, int threads=2, double walk_interval=0.25, double walk_share=0.25,
-                 double retry_interval=1.0, double verify_interval=2.0, double name_ttl=1.0,
+                 double retry_interval=1.0, double verify_interval=10.0, double name_ttl=1.0,
                  int max_pidfds=-1):
         cdef int k
         if not 1 <= threads <= MAX_WORKERS:
@@ -580,6 +583,7 @@ cdef class PidResolver:
         free(self.socks.slots)
         free(self.pidix.slots)
         free(self.pidlist)
+        free(self.shared_inodes)
         for k in range(MAX_WORKERS):
             free(self.w[k].buf)
             free(self.w[k].found)
@@ -759,55 +763,68 @@ cdef class PidResolver:
 
     # ------------------------------------------------------------ per-take passes
 
-    cdef void _verify_slice(self, double now) noexcept nogil:
-        """Re-read the link of a slice of owned entries: an owner that closed its
-        descriptor (the socket lives on elsewhere) loses the socket here. The slice is
-        (time since the last take) / verify_interval of the map, within [1/1024, 1/8]."""
-        cdef double f
-        cdef size_t quota, i, mask
-        cdef uint32_t j
-        cdef sock_ent *e
-        cdef proc_ent *p
+    cdef bint _verify_one(self, sock_ent *e) noexcept nogil:
+        """Is the owner's descriptor still this socket? If not, back to pending."""
+        cdef proc_ent *p = &self.procs[e.proc]
         cdef char path[32]
         cdef char want[40]
         cdef char link[64]
         cdef ssize_t k
         cdef int wl
-        if self.socks.count == 0:
-            return
-        f = (now - self.last_take) / self.verify_interval if self.verify_interval > 0 else 1.0
-        if f < 1.0 / VERIFY_MIN_DIV:
-            f = 1.0 / VERIFY_MIN_DIV
-        if f > 1.0 / VERIFY_MAX_DIV:
-            f = 1.0 / VERIFY_MAX_DIV
-        quota = <size_t>(self.socks.cap * f) + 1
-        mask = self.socks.cap - 1
-        for _ in range(quota):
-            i = self.verify_cursor & mask
-            self.verify_cursor = (i + 1) & mask
-            e = &self.socks.slots[i]
-            if e.inode == 0 or e.state != SK_OWNED:
+        if p.gen != e.proc_gen or p.pid == 0 or p.dead:
+            return True                  # the row pass re-resolves it
+        if p.vdir == -1:                 # /proc/<pid>/fd, opened once per take
+            snprintf(path, sizeof(path), "%u/fd", p.pid)
+            p.vdir = openat(self.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if p.vdir < 0:
+                p.vdir = -2              # gone: its entries fail below
+        snprintf(path, sizeof(path), "%d", e.fd)
+        k = readlinkat(p.vdir, path, link, sizeof(link)) if p.vdir >= 0 else -1
+        wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>e.inode)
+        self.verified += 1
+        if k == wl and memcmp(link, want, wl) == 0:
+            return True
+        e.state = SK_PENDING             # closed, or moved to another process
+        e.misses = 0
+        self.moved += 1
+        return False
+
+    cdef void _verify(self, double now) noexcept nogil:
+        """Re-read owners' links. Sockets that had several holders when resolved (fork,
+        hand-off: how an owner usually changes) every take; all others a slice of the
+        map per take: (time since the last take) / verify_interval of it, within
+        [1/1024, 1/32], so each is re-checked within max(verify_interval, 32 takes)."""
+        cdef double f
+        cdef size_t quota, i, mask, j
+        cdef sock_ent *e
+        cdef uint32_t q
+        j = 0
+        while j < self.nshared:
+            e = smap_find(&self.socks, self.shared_inodes[j])
+            if e == NULL or e.state != SK_OWNED or e.misses < 2:
+                self.nshared -= 1        # gone or no longer shared: drop from the list
+                self.shared_inodes[j] = self.shared_inodes[self.nshared]
                 continue
-            p = &self.procs[e.proc]
-            if p.gen != e.proc_gen or p.pid == 0 or p.dead:
-                continue                 # the row pass re-resolves it
-            if p.vdir < 0:               # /proc/<pid>/fd, opened once per take
-                snprintf(path, sizeof(path), "%u/fd", p.pid)
-                p.vdir = openat(self.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if p.vdir < 0:
-                    p.vdir = -2          # gone: its entries fail below
-            snprintf(path, sizeof(path), "%d", e.fd)
-            k = readlinkat(p.vdir, path, link, sizeof(link)) if p.vdir >= 0 else -1
-            wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>e.inode)
-            self.verified += 1
-            if k != wl or memcmp(link, want, wl) != 0:
-                e.state = SK_PENDING
-                e.misses = 0
-                self.moved += 1
-        for j in range(self.nprocs):
-            if self.procs[j].vdir >= 0:
-                close(self.procs[j].vdir)
-            self.procs[j].vdir = -1
+            self._verify_one(e)
+            j += 1
+        if self.socks.count:
+            f = (now - self.last_take) / self.verify_interval if self.verify_interval > 0 else 1.0
+            if f < 1.0 / VERIFY_MIN_DIV:
+                f = 1.0 / VERIFY_MIN_DIV
+            if f > 1.0 / VERIFY_MAX_DIV:
+                f = 1.0 / VERIFY_MAX_DIV
+            quota = <size_t>(self.socks.cap * f) + 1
+            mask = self.socks.cap - 1
+            for _ in range(quota):
+                i = self.verify_cursor & mask
+                self.verify_cursor = (i + 1) & mask
+                e = &self.socks.slots[i]
+                if e.inode != 0 and e.state == SK_OWNED:
+                    self._verify_one(e)
+        for q in range(self.nprocs):
+            if self.procs[q].vdir >= 0:
+                close(self.procs[q].vdir)
+            self.procs[q].vdir = -1
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
         """Fill pid from the map; add new inodes as pending. -1 when out of memory."""
@@ -1016,6 +1033,10 @@ cdef class PidResolver:
                 e = smap_find(&self.socks, f.inode)
                 if e == NULL or e.state == SK_OWNED:
                     continue
+                if e.state != SK_CAND:
+                    e.misses = 1         # while a candidate: 2 = held by several processes
+                elif f.pid != e.proc:
+                    e.misses = 2
                 if e.state != SK_CAND or f.pid < e.proc or (f.pid == e.proc and f.fd < e.fd):
                     e.state = SK_CAND
                     e.proc = f.pid
@@ -1036,11 +1057,16 @@ cdef class PidResolver:
                     last = pi
                 if idx < 0:              # gone since the walk: it stays unresolved
                     e.state = SK_PENDING
+                    e.misses = 0
                     continue
-                e.state = SK_OWNED
+                e.state = SK_OWNED           # misses stays: 2 = shared, re-checked every take
                 e.proc = idx
                 e.proc_gen = self.procs[idx].gen
-                e.misses = 0
+                if e.misses >= 2:
+                    if grow(<void **>&self.shared_inodes, &self.capshared, self.nshared + 1, sizeof(uint64_t)) < 0:
+                        return ENOMEM
+                    self.shared_inodes[self.nshared] = e.inode
+                    self.nshared += 1
         return 0
 
     cdef bint _walk_due(self, double now) noexcept nogil:
@@ -1111,7 +1137,7 @@ cdef class PidResolver:
                     where = W_POLL
                     t = self._phase(P_POLL, t)
                 if not err:
-                    self._verify_slice(now)
+                    self._verify(now)
                     t = self._phase(P_VERIFY, t)
                     if self._rows_pass(r, n) < 0:
                         err = ENOMEM

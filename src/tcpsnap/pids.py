@@ -45,10 +45,13 @@ Staying right between walks
       compared instead, once per snapshot.
     * Pid reuse: a process is pid + start time, and a pidfd cannot be fooled by reuse.
     * Owner closes its descriptor while another process keeps the socket (fork then
-      close, hand-off): each ``take()`` re-reads ``/proc/<pid>/fd/<fd>`` for a slice
-      of the cached owners, so every owner is re-checked at least once every
-      **max(verify_interval, 8 snapshots)** (2 s by default; at most 64 snapshots).
-      Until then such a row may still show the previous holder.
+      close, hand-off): ``take()`` re-reads the owner's ``/proc/<pid>/fd/<fd>`` link.
+      Sockets that several processes held when they were resolved -- how an owner
+      usually changes -- are re-checked on every snapshot; all others a slice per
+      snapshot, so that each is re-checked at least once every **max(verify_interval,
+      32 snapshots)** (10 s by default). A link that no longer names the socket puts
+      it back to unresolved (pid 0) until the next walk finds its holder; until the
+      re-check, a row may still show the previous holder.
     * Inode numbers are reused only after 2**32 allocations; the socket cookie, which
       never is, is checked too.
 
