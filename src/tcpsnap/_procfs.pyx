@@ -11,7 +11,7 @@ late a new one gets its pid, how stale entries are noticed) are written out in
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
-from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR
+from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR, EMFILE, ENFILE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -51,6 +51,10 @@ cdef enum:
     VERIFY_MAX_DIV = 32        # ...and at most 1/32
     PREFETCH = 12              # rows ahead whose map slot the row pass prefetches
     FD_BLOCK = 1024            # descriptors per block when workers share a directory
+    MAX_VDIRS = 64             # fd directories a take keeps open while re-checking links
+    VDIR_NONE = -1             # proc_ent.vdir: not opened in this take
+    VDIR_GONE = -2             # ...the process is gone
+    VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
 
 
 cdef inline double mono() noexcept nogil:
@@ -76,7 +80,7 @@ cdef enum:
 
 PHASES = ("walk", "poll", "verify", "rows", "merge", "tidy")
 
-WHERE = ("walk /proc/<pid>/fd", "poll(pidfd)", "owner map", "getdents64(/proc)")
+WHERE = ("openat(/proc/<pid>/fd)", "poll(pidfd)", "owner map", "getdents64(/proc)")
 
 
 cdef int raise_syscall(str call, int err) except -1:
@@ -368,6 +372,8 @@ cdef int open_fd_dir(walker *w, uint32_t pid) noexcept nogil:
         e = errno
         if e == EACCES or e == EPERM:
             w.denied += 1
+        elif e == EMFILE or e == ENFILE or e == ENOMEM:
+            w.err = e                    # ours, not the process's: the walk cannot go on
         else:
             w.gone += 1
     return fdd
@@ -494,6 +500,7 @@ cdef class PidResolver:
     cdef double last_take
     cdef double last_walk_t0
     cdef size_t verify_cursor
+    cdef int nvdirs                  # fd directories open for this take's re-checks
     cdef uint64_t *shared_inodes     # owned sockets that had several holders
     cdef size_t nshared
     cdef size_t capshared
@@ -699,7 +706,7 @@ cdef class PidResolver:
         p.pid = pid
         p.start = start
         p.pidfd = -1
-        p.vdir = -1
+        p.vdir = VDIR_NONE
         p.dead = 0
         p.seen = self.epoch
         p.checked = self.epoch
@@ -773,13 +780,22 @@ cdef class PidResolver:
         cdef int wl
         if p.gen != e.proc_gen or p.pid == 0 or p.dead:
             return True                  # the row pass re-resolves it
-        if p.vdir == -1:                 # /proc/<pid>/fd, opened once per take
+        if p.vdir == VDIR_NONE and self.nvdirs < MAX_VDIRS:
+            # /proc/<pid>/fd, opened once per take for the owner's links
             snprintf(path, sizeof(path), "%u/fd", p.pid)
             p.vdir = openat(self.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if p.vdir < 0:
-                p.vdir = -2              # gone: its entries fail below
-        snprintf(path, sizeof(path), "%d", e.fd)
-        k = readlinkat(p.vdir, path, link, sizeof(link)) if p.vdir >= 0 else -1
+            if p.vdir >= 0:
+                self.nvdirs += 1
+            else:
+                p.vdir = VDIR_GONE if errno == ENOENT or errno == ESRCH else VDIR_PATH
+        if p.vdir >= 0:
+            snprintf(path, sizeof(path), "%d", e.fd)
+            k = readlinkat(p.vdir, path, link, sizeof(link))
+        elif p.vdir == VDIR_GONE:
+            k = -1
+        else:                            # no directory descriptor to spare: the full path
+            snprintf(path, sizeof(path), "%u/fd/%d", p.pid, e.fd)
+            k = readlinkat(self.procfd, path, link, sizeof(link))
         wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>e.inode)
         self.verified += 1
         if k == wl and memcmp(link, want, wl) == 0:
@@ -824,7 +840,8 @@ cdef class PidResolver:
         for q in range(self.nprocs):
             if self.procs[q].vdir >= 0:
                 close(self.procs[q].vdir)
-            self.procs[q].vdir = -1
+            self.procs[q].vdir = VDIR_NONE
+        self.nvdirs = 0
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
         """Fill pid from the map; add new inodes as pending. -1 when out of memory."""
@@ -953,6 +970,8 @@ cdef class PidResolver:
         started by ``begin``). Returns 0 or an errno."""
         cdef int k, err, nw = self.threads
         cdef walker *w
+        if nw > MAX_WORKERS:
+            nw = MAX_WORKERS
         err = self._list_pids()
         if err:
             return err
