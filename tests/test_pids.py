@@ -585,3 +585,28 @@ def test_large_fd_table_read_in_blocks(threads):
     finally:
         p.stdin.close()
         p.wait(10)
+
+
+def test_walk_stops_once_every_unresolved_row_is_found():
+    """/proc lists processes in ascending pid order: once every unresolved row has been
+    found, later (higher) pids cannot be a lower owner, and are not read."""
+    lst, c, s = pair("127.0.0.1")
+    kids = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    dumper = tcpsnap._netlink.NetlinkDumper()
+    try:
+        res = tcpsnap._procfs.PidResolver(threads=1)
+        n = dumper.dump()
+        rows = dumper.rows[:n]
+        mine = rows[np.isin(rows["inode"], [inode(lst), inode(c), inode(s)])].copy()
+        assert len(mine) == 3
+        res.resolve(mine, len(mine))
+        assert (mine["pid"] == os.getpid()).all()
+        later = sum(1 for k in kids if k.pid > os.getpid())
+        assert res.stats["skipped_procs"] >= later
+    finally:
+        dumper.close()
+        for k in kids:
+            k.kill()
+            k.wait()
+        for x in (lst, c, s):
+            x.close()

@@ -138,6 +138,10 @@ cdef struct walk_shared:       # what the workers of one walk share, under lock
     const uint32_t *pids      # the processes to walk
     size_t npids
     size_t next               # next index into pids
+    uint32_t epoch            # the take this walk serves
+    unsigned char *marks      # NULL, or per map slot: found already (early stop)
+    size_t want_left          # unresolved rows not found yet (atomic)
+    int stop                  # all found: take no further process (atomic)
     uint32_t big_pid          # a large fd directory being read block by block (0: none)
     uint32_t big_gen          # bumped for each new shared directory
     size_t big_next           # next block of it

@@ -28,10 +28,16 @@ cdef extern from *:
     #define TCPSNAP_GOLDEN 0x9E3779B97F4A7C15ULL
     static inline void tcpsnap_set_errno(int e) { errno = e; }
     static inline void tcpsnap_prefetch(const void *p) { __builtin_prefetch(p); }
+    static inline int tcpsnap_mark(unsigned char *p) { return __atomic_exchange_n(p, 1, __ATOMIC_RELAXED); }
+    static inline size_t tcpsnap_count_down(size_t *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_RELAXED); }
+    static inline int tcpsnap_load(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     """
     uint64_t TCPSNAP_GOLDEN
     void set_errno "tcpsnap_set_errno"(int e) nogil
     void prefetch "tcpsnap_prefetch"(const void *p) nogil
+    int tcpsnap_mark(unsigned char *p) nogil
+    size_t tcpsnap_count_down(size_t *p) nogil
+    int tcpsnap_load(int *p) nogil
 
 cdef enum:
     C_0 = 48                   # '0'
@@ -330,6 +336,10 @@ cdef walk_status walk_fds(walker *w, int fdd, uint32_t pid, int lo, int hi) noex
                 se = smap_find(w.want, ino)
                 if se == NULL or se.state == SK_OWNED:
                     continue
+                if (se.seen == w.sh.epoch and w.sh.marks != NULL
+                        and not tcpsnap_mark(&w.sh.marks[se - w.want.slots])
+                        and tcpsnap_count_down(&w.sh.want_left) == 0):
+                    w.sh.stop = 1        # every unresolved row found once: higher pids cannot win
             if grow(<void **>&w.found, &w.capfound, w.nfound + 1, sizeof(found_rec)) < 0:
                 w.err = ENOMEM
                 return WS_END
@@ -449,7 +459,7 @@ cdef void walk_run(walker *w) noexcept nogil:
             pthread_mutex_unlock(&sh.lock)
             walk_block(w, pid, gen, blk)
             continue
-        if sh.next >= sh.npids:
+        if sh.next >= sh.npids or tcpsnap_load(&sh.stop):
             pthread_mutex_unlock(&sh.lock)
             break
         pid = sh.pids[sh.next]
@@ -496,6 +506,9 @@ cdef class PidResolver:
     cdef size_t npids
     cdef size_t cappids
     cdef walk_shared shared
+    cdef unsigned char *marks        # per map slot: found by this walk (early stop)
+    cdef size_t capmarks
+    cdef uint32_t unresolved         # rows of the last table without an owner
     cdef double walk_t0
     cdef double last_take
     cdef double last_walk_t0
@@ -523,6 +536,7 @@ cdef class PidResolver:
     cdef readonly unsigned long long moved
     cdef readonly unsigned long long owner_exits
     cdef readonly unsigned long long evicted
+    cdef readonly unsigned long long skipped_procs
     cdef readonly unsigned long long takes
     cdef readonly uint32_t denied
     cdef double phase_seconds[P_COUNT]
@@ -591,6 +605,7 @@ cdef class PidResolver:
         free(self.pidix.slots)
         free(self.pidlist)
         free(self.shared_inodes)
+        free(self.marks)
         for k in range(MAX_WORKERS):
             free(self.w[k].buf)
             free(self.w[k].found)
@@ -849,7 +864,7 @@ cdef class PidResolver:
         cdef tcpsnap_row *r
         cdef sock_ent *e
         cdef uint32_t pid, ep = self.epoch
-        cdef uint32_t pending = 0, retry = 0
+        cdef uint32_t pending = 0, retry = 0, unresolved = 0
         cdef size_t touched = 0
         for i in range(n):
             r = rows + i
@@ -870,6 +885,7 @@ cdef class PidResolver:
                 e.seen = ep
                 touched += 1
                 pending += 1
+                unresolved += 1
                 r.pid = 0
                 continue
             if e.seen != ep:
@@ -888,6 +904,7 @@ cdef class PidResolver:
                 e.state = SK_PENDING     # its owner exited; someone else holds it
                 e.misses = 0
             r.pid = 0
+            unresolved += 1
             if e.state == SK_PENDING:
                 pending += 1
             elif e.misses < MAX_MISSES:
@@ -895,6 +912,7 @@ cdef class PidResolver:
         self.touched = touched
         self.pending = pending
         self.retry = retry
+        self.unresolved = unresolved     # rows without an owner: what a walk looks for
         return 0
 
     cdef void _fill_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
@@ -984,6 +1002,17 @@ cdef class PidResolver:
         self.shared.npids = self.npids
         self.shared.next = 0
         self.shared.big_pid = 0
+        self.shared.stop = 0
+        self.shared.epoch = self.epoch
+        self.shared.want_left = self.unresolved
+        if not record_all and self.unresolved:
+            # early stop: one mark per map slot, so each unresolved row counts once
+            if grow(<void **>&self.marks, &self.capmarks, self.socks.cap, 1) < 0:
+                return ENOMEM
+            memset(self.marks, 0, self.socks.cap)
+            self.shared.marks = self.marks
+        else:
+            self.shared.marks = NULL
         self.walk_all = record_all
         self.walk_gen += 1
         self.walk_t0 = mono()
@@ -1025,6 +1054,7 @@ cdef class PidResolver:
         self.walk_seconds += dur
         self.last_walk_seconds = dur
         self.last_walk_t0 = self.walk_t0
+        self.skipped_procs += self.shared.npids - self.shared.next
         self.denied = 0
         self.last_walk_procs = 0
         self.last_walk_fds = 0
@@ -1308,6 +1338,7 @@ cdef class PidResolver:
             "moved": self.moved,
             "owner_exits": self.owner_exits,
             "evicted": self.evicted,
+            "skipped_procs": self.skipped_procs,
             "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
         }
 
