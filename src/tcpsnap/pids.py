@@ -55,6 +55,15 @@ Staying right between walks
     * Inode numbers are reused only after 2**32 allocations; the socket cookie, which
       never is, is checked too.
 
+What a snapshot costs
+    In steady state: one hash lookup per row (32-byte entries, prefetched), one
+    ``poll()`` over the owners' pidfds, and a few owners' links re-read. A walk costs
+    what ``ss -p`` pays (getdents64 and a ``readlinkat`` per descriptor of every
+    process), spread over ``threads`` threads (a large fd directory is shared block by
+    block); a walk that is due before the dump runs during it; a walk for known
+    unresolved rows stops as soon as each was found once (/proc lists pids in
+    ascending order, so later processes cannot be lower owners).
+
 Memory
     Entries of sockets that left the table are dropped in the same ``take()``; the
     map shrinks when mostly empty; a process no row references is forgotten (and its
