@@ -1241,8 +1241,14 @@ cdef class PidResolver:
         cdef int rc, idx
         if k != NULL:
             p = &self.procs[k.proc]
-            stale = (p.pidfd < 0 and (recheck or p.checked != self.epoch)) or now - p.name_time >= self.name_ttl
-            if p.dead or not stale:
+            if p.dead:
+                # exited: its last name is right for rows taken before; asked for names
+                # as of now (recheck), look whether another process has the pid
+                stale = recheck
+            else:
+                stale = ((p.pidfd < 0 and (recheck or p.checked != self.epoch))
+                         or now - p.name_time >= self.name_ttl)
+            if not stale:
                 p.seen = self.epoch
                 return p.comm.decode("utf-8", "replace")
         with nogil:
@@ -1253,7 +1259,7 @@ cdef class PidResolver:
                 p.seen = self.epoch
                 return p.comm.decode("utf-8", "replace")
             return None
-        if p != NULL and p.start == start:
+        if p != NULL and p.start == start and not p.dead:
             memcpy(p.comm, comm, COMM_LEN)   # renamed (exec, prctl) or just confirmed
             p.name_time = now
             p.checked = self.epoch
