@@ -16,6 +16,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memset, memcmp
+from posix.stat cimport struct_stat, fstat
 import os
 
 import numpy as np
@@ -389,6 +390,19 @@ cdef int open_fd_dir(walker *w, uint32_t pid) noexcept nogil:
     return fdd
 
 
+cdef bint offer_blocks(walk_shared *sh, uint32_t pid) noexcept nogil:
+    """Make pid's fd directory, past its first block, the one the workers share."""
+    cdef bint taken = False
+    pthread_mutex_lock(&sh.lock)
+    if sh.big_pid == 0:
+        sh.big_pid = pid
+        sh.big_next = 1
+        sh.big_gen += 1
+        taken = True
+    pthread_mutex_unlock(&sh.lock)
+    return taken
+
+
 cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
     """One process: its first block of descriptors; a larger directory is offered to
     the other workers block by block (``walk_block``)."""
@@ -397,20 +411,17 @@ cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
     cdef size_t first = w.nfound
     cdef walk_status st
     cdef bint shared = False
+    cdef struct_stat sb
     if fdd < 0:
         return
     w.procs += 1
+    if fstat(fdd, &sb) == 0 and sb.st_size > FD_BLOCK:
+        # Linux >= 6.2 reports the number of open descriptors as the size: offer the
+        # blocks after the first to the other workers before reading it
+        shared = offer_blocks(sh, pid)
     st = walk_fds(w, fdd, pid, 0, FD_BLOCK)
-    if st == WS_MORE:
-        pthread_mutex_lock(&sh.lock)
-        if sh.big_pid == 0:
-            sh.big_pid = pid
-            sh.big_next = 1
-            sh.big_gen += 1
-            shared = True
-        pthread_mutex_unlock(&sh.lock)
-        if not shared:                   # another directory is being shared: read on alone
-            st = walk_fds(w, fdd, pid, FD_BLOCK, 0)
+    if st == WS_MORE and not shared and not offer_blocks(sh, pid):
+        st = walk_fds(w, fdd, pid, FD_BLOCK, 0)    # another directory is shared: read on alone
     if st == WS_GONE:
         w.nfound = first
         w.gone += 1
