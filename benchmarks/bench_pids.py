@@ -211,6 +211,16 @@ class CProgram:
                 return out
             out.append([int(x) for x in r.split()])
 
+    def capacity(self) -> tuple[float, float]:
+        """(one walk alone, two walks at once) in ms, as separate processes: whether a
+        second core was free for the walk threads while this size ran."""
+        exe = os.path.join(self.dir, "procwalk")
+        solo = subprocess.run([exe, "walk"], capture_output=True, text=True, check=True).stdout
+        ps = [subprocess.Popen([exe, "walk"], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        duo = [p.communicate()[0] for p in ps]
+        last = lambda out: int(out.split("\n")[1].split()[0]) / 1e6  # noqa: E731 - the timed run
+        return last(solo), max(last(d) for d in duo)
+
     def close(self):
         with contextlib.suppress(OSError):
             self.p.stdin.close()
@@ -296,6 +306,7 @@ def run_size(n, rounds, fast_k, per_helper, floor, walker, psutil, log) -> dict:
 
         for name in SLOW:                    # warm-up: dentries, page cache, imports
             slow(name)
+        cap_before = walker.capacity()
         for m in METHODS:
             samples[m].clear()
             checks[m].clear()
@@ -306,10 +317,12 @@ def run_size(n, rounds, fast_k, per_helper, floor, walker, psutil, log) -> dict:
                 fast()
                 slow(SLOW[(rnd + i) % len(SLOW)])
         run_s = time.monotonic() - t_run
+        cap_after = walker.capacity()
         st = pids.pid_stats
         plain.close()
         pids.close()
     return {"n": n, "helpers": held.helpers, "expect": expect, "rounds": rounds,
+            "capacity": [cap_before, cap_after],
             "run_s": run_s, "load": os.getloadavg(), "pid_stats": st,
             "samples_ns": samples, "checks": {m: sorted(map(str, c)) for m, c in checks.items()},
             "pairs": pairs}
@@ -343,7 +356,10 @@ def size_markdown(res: dict) -> list[str]:
     out += ["", f"take(pids)/take() over adjacent samples: median {statistics.median(p):.3f} "
             f"(quartiles {q[0]:.3f}-{q[2]:.3f}, {len(p)} pairs). Steady-state resolver time per "
             "take(pids), by phase (ms): " + ", ".join(f"{k} {v * 1e3 / takes:.3f}" for k, v in ph.items())
-            + f". Timed run {res['run_s']:.0f} s, load average after {res['load'][0]:.2f}.", ""]
+            + f". Timed run {res['run_s']:.0f} s, load average after {res['load'][0]:.2f}. "
+            "A second core for the walk threads? The C walk alone / two C walks at once, before and "
+            "after the run: " + ", ".join(f"{a:.1f} / {b:.1f} ms" for a, b in res["capacity"])
+            + " (equal: a free core; double: none).", ""]
     return out
 
 
