@@ -23,9 +23,12 @@ import pandas as pd
 
 from ._schema import STATE_NAMES
 
-__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process"]
+__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "COLUMNS"]
 
 TUPLE = ["family", "local_addr", "local_port", "remote_addr", "remote_port"]
+#: The columns these functions use: ``tcpsnap.read(path, columns=analysis.COLUMNS)``.
+COLUMNS = ["timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
+           "remote_port", "pid", "process", "cookie"]
 _UNSPECIFIED = {"0.0.0.0", "::", ""}
 
 
@@ -46,14 +49,68 @@ def _codes(s: pd.Series) -> np.ndarray:
     return pd.factorize(s, use_na_sentinel=True)[0].astype(np.int64)
 
 
-def _snapshots(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(snapshot index of each row, timestamp of each snapshot), snapshots ordered by seq."""
-    seq = df["seq"].to_numpy()
-    useq, idx = np.unique(seq, return_inverse=True)
-    ts = df["timestamp"].to_numpy()
-    first = np.zeros(len(useq), dtype=ts.dtype)
-    first[idx[::-1]] = ts[::-1]                # any row's time of that snapshot (all equal)
-    return idx.ravel(), first
+_NS = len(STATE_NAMES) + 1     # state codes 0 (unknown) .. 12
+
+
+def _state_codes_fast(s: pd.Series) -> np.ndarray:
+    """``_state_codes`` without a lookup when the categories are ``STATE_NAMES`` in order
+    (as every recording has them): code + 1, with -1 (missing) -> 0, in uint8."""
+    if isinstance(s.dtype, pd.CategoricalDtype) and len(s.cat.categories) == len(STATE_NAMES) \
+            and [str(c) for c in s.cat.categories] == list(STATE_NAMES):
+        codes = s.cat.codes.to_numpy()
+        if codes.dtype.itemsize == 1:
+            out = codes.view(np.uint8) + np.uint8(1)          # -1 wraps to 0
+            return out
+    return _state_codes(s)
+
+
+def _dense(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes 0..k-1 in order of first appearance, the k distinct values); a hash
+    table, not a sort."""
+    codes, uniq = pd.factorize(values, sort=False, use_na_sentinel=False)
+    return codes, np.asarray(uniq)
+
+
+def _small(codes: np.ndarray, k: int) -> np.ndarray:
+    """codes as int32 when they fit (half the memory for what follows)."""
+    return codes.astype(np.int32, copy=False) if k < 2**31 else codes
+
+
+def _stable_order(codes: np.ndarray, k: int) -> np.ndarray:
+    """A stable argsort of non-negative integer codes below k: radix sorts on 16-bit
+    digits (numpy sorts uint16 stably in linear time), least significant first."""
+    if k <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+    shift = 16
+    while (k - 1) >> shift:
+        digit = ((codes[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+    return order
+
+
+def _tuple_codes(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Dense codes of (family, local_addr, local_port, remote_addr, remote_port) for
+    ``rows`` (positions in df), in order of first appearance."""
+    if not all(c in df for c in TUPLE):
+        missing = [c for c in TUPLE if c not in df]
+        raise KeyError(f"lifetimes: rows without a cookie need the columns {missing}")
+    def addr(name: str) -> np.ndarray:
+        s = df[name]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            return s.cat.codes.to_numpy()[rows].astype(np.int64) + 1      # missing (-1) -> 0
+        return _dense(s.to_numpy()[rows])[0].astype(np.int64)
+
+    la, ra = addr("local_addr"), addr("remote_addr")
+    pair = _dense(la * (int(ra.max(initial=0)) + 1) + ra)[0].astype(np.int64)
+    del la, ra
+    fam, fams = _dense(df["family"].to_numpy()[rows])
+    pair = pair * len(fams) + fam
+    lp = df["local_port"].to_numpy()[rows].astype(np.int64) & 0xFFFF
+    rp = df["remote_port"].to_numpy()[rows].astype(np.int64) & 0xFFFF
+    key = (pair << 32) | (lp << 16) | rp
+    return _dense(key)[0]
 
 
 def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
@@ -71,77 +128,182 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
     ``last_state``, ``pid`` / ``process`` (its last known owner, 0 / None if never known),
     ``open_at_start`` / ``open_at_end`` (already there in the first snapshot / still there in
     the last, so its true start / end is outside the recording).
+
+    Connections come out ordered by cookie, then those without one by 4-tuple and time.
+    Only the listed columns are used; ``tcpsnap.read(path, columns=analysis.COLUMNS)``
+    reads just those.
     """
+    # How (tens of millions of rows in seconds): rows are put in time order (a no-op for
+    # tcpsnap.read, which returns them so), every row gets a dense connection code
+    # (a hash of the cookie; for rows without one, the 4-tuple split at gaps, which needs
+    # one linear-time radix sort of those rows only), and everything per connection is a
+    # scatter over the rows in time order -- first / last row (np.minimum/maximum.at),
+    # row count (bincount), last row with an owner -- with no sort of the whole table.
+    # The state path comes from (connection, state) pairs: when each state of a
+    # connection occupies one stretch of its rows (always, for TCP), the path is its
+    # states by first appearance; connections that went back to an earlier state get
+    # their rows sorted and collapsed one by one.
     n = len(df)
     if n == 0:
         return _empty_lifetimes()
-    snap, snap_ts = _snapshots(df)
-    cookie = df["cookie"].to_numpy(np.uint64) if "cookie" in df else np.zeros(n, np.uint64)
-    by_tuple = cookie == 0
-    tkey = np.zeros(n, dtype=np.int64)
-    if by_tuple.any():
-        sub = df.loc[by_tuple, TUPLE]
-        tkey[by_tuple] = sub.groupby(TUPLE, observed=True, sort=False).ngroup().to_numpy(np.int64)
-    # sort by (kind, key, snapshot): rows of one connection become one run
-    order = np.lexsort((snap, tkey, cookie, by_tuple))
-    s_snap, s_cookie, s_tkey, s_bt = snap[order], cookie[order], tkey[order], by_tuple[order]
-    newkey = np.ones(n, dtype=bool)
-    newkey[1:] = (s_cookie[1:] != s_cookie[:-1]) | (s_tkey[1:] != s_tkey[:-1]) | (s_bt[1:] != s_bt[:-1])
-    # without a cookie, a gap of one or more snapshots starts a new connection
-    gap = np.zeros(n, dtype=bool)
-    gap[1:] = s_bt[1:] & (s_snap[1:] - s_snap[:-1] > 1)
-    starts = np.flatnonzero(newkey | gap)
-    ends = np.append(starts[1:], n)
-    first_rows = order[starts]
-    last_rows = order[ends - 1]
+    seq = df["seq"].to_numpy()
+    time_order = None
+    if n > 1 and bool((seq[1:] < seq[:-1]).any()):
+        time_order = np.argsort(seq, kind="stable")
 
-    state = _state_codes(df["state"])[order]
-    pid = df["pid"].to_numpy(np.int64)[order] if "pid" in df else np.zeros(n, np.int64)
-    pos = np.where(pid > 0, np.arange(n), -1)
-    last_known = np.maximum.reduceat(pos, starts)
-    owner_rows = np.where(last_known >= 0, order[np.maximum(last_known, 0)], -1)
+    def col(a: np.ndarray) -> np.ndarray:      # a column in time order
+        return a if time_order is None else a[time_order]
 
-    out = df.iloc[first_rows][[c for c in TUPLE if c in df]].reset_index(drop=True)
-    out["cookie"] = cookie[first_rows]
-    out["first_seen"] = snap_ts[s_snap[starts]]
-    out["last_seen"] = snap_ts[s_snap[ends - 1]]
-    out["first_seen"] = pd.to_datetime(out["first_seen"], utc=True) if out["first_seen"].dt.tz is None else out["first_seen"]
-    out["last_seen"] = pd.to_datetime(out["last_seen"], utc=True) if out["last_seen"].dt.tz is None else out["last_seen"]
+    seq = col(seq)
+    cookie = col(df["cookie"].to_numpy(np.uint64)) if "cookie" in df else np.zeros(n, np.uint64)
+
+    # ---- a connection code per row
+    no_cookie = cookie == 0
+    nt = int(np.count_nonzero(no_cookie))
+    if nt == 0:
+        conn, cookies = _dense(cookie)
+        conn = _small(conn, len(cookies))
+        kc = len(cookies)
+        k = kc
+        t_rows = None
+    else:
+        has = ~no_cookie
+        conn = np.empty(n, dtype=np.int64)
+        conn[has], cookies = _dense(cookie[has])
+        kc = len(cookies)
+        del has
+        t_rows = np.flatnonzero(no_cookie)
+        tcode = _tuple_codes(df, t_rows if time_order is None else time_order[t_rows])
+        # snapshot ordinals of those rows, to split a 4-tuple where it was absent
+        change = np.empty(n, dtype=bool)
+        change[0] = False
+        np.not_equal(seq[1:], seq[:-1], out=change[1:])
+        snap_t = np.cumsum(change, dtype=np.int64)[t_rows]
+        del change
+        o = _stable_order(tcode, int(tcode.max()) + 1)
+        s_code, s_snap = tcode[o], snap_t[o]
+        new = np.ones(nt, dtype=bool)
+        new[1:] = (s_code[1:] != s_code[:-1]) | (s_snap[1:] - s_snap[:-1] > 1)
+        seg = np.cumsum(new, dtype=np.int64) - 1 + kc
+        conn[t_rows[o]] = seg
+        k = int(seg[-1]) + 1
+        del o, s_code, s_snap, new, seg, snap_t, tcode
+        conn = _small(conn, k)
+    del no_cookie
+
+    # ---- per connection: rows, first / last row, last row with an owner
+    pos = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    first = np.full(k, n, dtype=pos.dtype)
+    np.minimum.at(first, conn, pos)
+    last = np.full(k, -1, dtype=pos.dtype)
+    np.maximum.at(last, conn, pos)
+    count = np.bincount(conn, minlength=k).astype(np.int64)
+    owner = np.full(k, -1, dtype=pos.dtype)
+    if "pid" in df:
+        pid = col(df["pid"].to_numpy())
+        np.maximum.at(owner, conn, np.where(pid > 0, pos, -1).astype(pos.dtype, copy=False))
+        del pid
+    del pos
+
+    # ---- states
+    state = col(_state_codes_fast(df["state"]))
+    paths = _paths(conn, state, k, n, first)
+
+    # ---- the table, ordered by cookie, then (4-tuple, time)
+    rank = np.concatenate([np.argsort(cookies, kind="stable"), np.arange(kc, k)])
+    first, last, count, owner, paths = first[rank], last[rank], count[rank], owner[rank], paths[rank]
+
+    def orig(r: np.ndarray) -> np.ndarray:      # time-order positions -> df positions
+        return r if time_order is None else time_order[r]
+
+    out = df.iloc[orig(first)][[c for c in TUPLE if c in df]].reset_index(drop=True)
+    out["cookie"] = cookie[first]
+    ts = df["timestamp"]
+    out["first_seen"] = _utc(ts.iloc[orig(first)])
+    out["last_seen"] = _utc(ts.iloc[orig(last)])
     out["duration"] = out["last_seen"] - out["first_seen"]
-    out["snapshots"] = (ends - starts).astype(np.int64)
-    out["states"] = _state_paths(state, starts, ends)
+    out["snapshots"] = count
+    out["states"] = paths
     names = np.array(("",) + STATE_NAMES, dtype=object)
-    out["first_state"] = pd.Categorical(names[state[starts]], categories=list(STATE_NAMES))
-    out["last_state"] = pd.Categorical(names[state[ends - 1]], categories=list(STATE_NAMES))
-    has_owner = owner_rows >= 0
-    pids = np.zeros(len(starts), dtype=np.int64)
-    pids[has_owner] = df["pid"].to_numpy(np.int64)[owner_rows[has_owner]]
+    out["first_state"] = pd.Categorical(names[state[first]], categories=list(STATE_NAMES))
+    out["last_state"] = pd.Categorical(names[state[last]], categories=list(STATE_NAMES))
+    has_owner = owner >= 0
+    owner_rows = orig(owner[has_owner])
+    pids = np.zeros(k, dtype=np.int64)
+    pids[has_owner] = df["pid"].to_numpy()[owner_rows].astype(np.int64) if "pid" in df else 0
     out["pid"] = pids
     if "process" in df:
-        proc = np.full(len(starts), None, dtype=object)
-        proc[has_owner] = df["process"].to_numpy(dtype=object)[owner_rows[has_owner]]
+        proc = np.full(k, None, dtype=object)
+        proc[has_owner] = df["process"].iloc[owner_rows].to_numpy(dtype=object)
         out["process"] = pd.Categorical(proc)
-    out["open_at_start"] = s_snap[starts] == 0
-    out["open_at_end"] = s_snap[ends - 1] == len(snap_ts) - 1
-    del last_rows
+    out["open_at_start"] = seq[first] == seq[0]
+    out["open_at_end"] = seq[last] == seq[-1]
     return out
 
 
-def _state_paths(state: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """``"SYN_SENT>ESTABLISHED>..."`` per run: consecutive repeats collapse."""
-    n = len(state)
-    change = np.zeros(n, dtype=bool)
-    change[1:] = state[1:] != state[:-1]
-    change[starts] = False
-    nchanges = np.add.reduceat(change.astype(np.int64), starts) if n else np.zeros(0, np.int64)
+def _utc(s: pd.Series) -> pd.DatetimeIndex:
+    """Times as UTC (naive ones are taken as UTC)."""
+    v = pd.DatetimeIndex(s)
+    return v.tz_localize("UTC") if v.tz is None else v.tz_convert("UTC")
+
+
+def _paths(conn: np.ndarray, state: np.ndarray, k: int, n: int, first: np.ndarray) -> np.ndarray:
+    """``"SYN_SENT>ESTABLISHED>..."`` per connection (rows in time order, consecutive
+    repeats collapse)."""
     names = np.array(("?",) + STATE_NAMES, dtype=object)
-    out = names[state[starts]].copy()
-    for g in np.flatnonzero(nchanges):
-        s, e = starts[g], ends[g]
-        seg = state[s:e]
-        keep = np.ones(len(seg), dtype=bool)
-        keep[1:] = seg[1:] != seg[:-1]
-        out[g] = ">".join(names[seg[keep]])
+    # (connection, state) pairs: where each first and last appears
+    if k * _NS <= 4 * n:
+        pk = conn.astype(np.int64 if k * _NS >= 2**31 else np.int32)
+        pk *= _NS
+        pk += state
+        npairs = k * _NS
+        pair_ids = None
+    else:
+        pk, pair_ids = _dense(conn.astype(np.int64) * _NS + state)
+        npairs = len(pair_ids)
+    pos = np.arange(n, dtype=first.dtype)
+    pf = np.full(npairs, n, dtype=first.dtype)
+    np.minimum.at(pf, pk, pos)
+    pl = np.full(npairs, -1, dtype=first.dtype)
+    np.maximum.at(pl, pk, pos)
+    del pk, pos
+    if pair_ids is None:
+        present = np.flatnonzero(pf < n)
+        p_conn, p_state = present // _NS, present % _NS
+        pf, pl = pf[present], pl[present]
+    else:
+        p_conn, p_state = pair_ids // _NS, pair_ids % _NS
+    order = np.lexsort((pf, p_conn))
+    p_conn, p_state, pf, pl = p_conn[order], p_state[order], pf[order], pl[order]
+    per = np.bincount(p_conn, minlength=k)
+    out = names[state[first]].copy()          # one state: the common case
+    multi = np.flatnonzero(per > 1)
+    if len(multi) == 0:
+        return out
+    starts = np.concatenate([[0], np.cumsum(per)[:-1]])
+    # one stretch per state <=> every state's last row comes before the next state's first
+    same = p_conn[1:] == p_conn[:-1]
+    overlap = same & (pl[:-1] > pf[1:])
+    bad = np.zeros(k, dtype=bool)
+    bad[p_conn[1:][overlap]] = True
+    for c in multi:
+        if bad[c]:
+            continue
+        s = starts[c]
+        out[c] = ">".join(names[p_state[s:s + per[c]]])
+    badc = np.flatnonzero(bad)
+    if len(badc):
+        lut = np.zeros(k, dtype=bool)
+        lut[badc] = True
+        rows = np.flatnonzero(lut[conn])        # in time order
+        sub = conn[rows]
+        o = np.argsort(sub, kind="stable")
+        sub, st = sub[o], state[rows[o]]
+        cut = np.flatnonzero(np.diff(sub)) + 1
+        for c, seg in zip(sub[np.concatenate([[0], cut])], np.split(st, cut)):
+            keep = np.ones(len(seg), dtype=bool)
+            keep[1:] = seg[1:] != seg[:-1]
+            out[c] = ">".join(names[seg[keep]])
     return out
 
 
