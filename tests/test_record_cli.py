@@ -116,10 +116,10 @@ def test_kill_9_then_next_record_recovers(tmp_path):
 
 def test_kill_9_then_recover_command(tmp_path):
     out = tmp_path / "rec"
-    p = start("record", out, "--interval", "0", "--no-pids", "--rotate", "0.5s")
+    p = start("record", out, "--interval", "0", "--no-pids", "--rotate", "0.6s", "--flush", "0.2s")
     try:
         assert wait_for(lambda: len(finished(out)) >= 2, 20)
-        time.sleep(0.25)  # into the next file
+        time.sleep(0.35)  # into the next file, past its first flush
     finally:
         p.kill()
         p.wait()

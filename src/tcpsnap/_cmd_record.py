@@ -91,6 +91,9 @@ def register(sub) -> None:
                      help="do not look up owning pids / process names")
     rec.add_argument("--row-group-rows", type=_positive_int, default=1 << 20, metavar="N",
                      help="rows per Parquet row group (default: 1048576)")
+    rec.add_argument("--compat", action="store_true",
+                     help="only dictionary/plain Parquet encodings, for old readers "
+                          "(pyarrow < 16, Spark 3); larger files")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
@@ -210,7 +213,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         args.dir, interval=args.interval, rotate=args.rotate, flush=args.flush,
         compression=args.compression, compression_level=args.compression_level,
         pids=False if args.no_pids else None, states=merged(args.state), ports=merged(args.port),
-        family=args.family, row_group_rows=args.row_group_rows, fsync=args.fsync)
+        family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
+        fsync=args.fsync)
 
     signals = {"n": 0}
 

@@ -139,7 +139,7 @@ class _Batch:
         """Only when a single snapshot is bigger than the buffer (the table grew)."""
         new = max(rows, 2 * len(self.rows))
         r = np.empty(new, dtype=ROW_DTYPE)
-        r[:self.n] = self.rows[:self.n]
+        r[:self.n].view(np.uint8)[:] = self.rows[:self.n].view(np.uint8)
         p = np.empty(new, dtype=np.int32)
         p[:self.n] = self.proc[:self.n]
         self.rows, self.proc = r, p
@@ -216,6 +216,11 @@ class Recorder:
         Keep only matching rows (as ``tcpsnap show --state/--port/--family``).
     row_group_rows
         Rows per Parquet row group (the last of a file may be smaller).
+    compat
+        Only dictionary/plain Parquet encodings, for old readers (pyarrow < 16,
+        parquet-java < 1.14); files get several times larger for big tables. By
+        default ports, inode and cookie are BYTE_STREAM_SPLIT and the per-snapshot
+        columns DELTA_BINARY_PACKED (pandas/pyarrow, DuckDB, polars read both).
     fsync
         fsync the journal at every flush too (power-loss safety; a clean close and
         every row group are always flushed to the OS, and files are fsynced before
@@ -227,7 +232,8 @@ class Recorder:
     def __init__(self, path, *, interval="100ms", rotate="15m", flush="1s",
                  compression: str | None = "zstd", compression_level: int | None = None,
                  pids: bool | None = None, states=None, ports=None, family: int | None = None,
-                 row_group_rows: int = 1 << 20, fsync: bool = False, recover: bool = True,
+                 row_group_rows: int = 1 << 20, compat: bool = False, fsync: bool = False,
+                 recover: bool = True,
                  batch_rows: int = 1 << 16, buffers: int = 8, snapshotter=None) -> None:
         self.path = Path(path)
         self.interval = parse_duration(interval)
@@ -250,6 +256,7 @@ class Recorder:
         if row_group_rows < 1:
             raise ValueError("row_group_rows must be >= 1")
         self.row_group_rows = int(row_group_rows)
+        self.compat = bool(compat)
         self.fsync = bool(fsync)
         self.do_recover = recover
         self._batch_rows = int(batch_rows)
@@ -274,6 +281,7 @@ class Recorder:
         self.rows = 0
         self.overruns = 0
         self.writer_waits = 0
+        self.writer_cpu_ns = 0  # CPU time the writer thread spent on batches
         self.late_max_ns = 0
         self.late_hist = [0] * 64  # snapshots by bit length of their lateness in ns
         self.recovered: list[_store.RecoveryResult] = []
@@ -292,6 +300,9 @@ class Recorder:
         self._bytes_done = 0
         self._app: _store.ParquetAppender | None = None
         self._journal: _store.Journal | None = None
+        self._pending: list = []  # encoded record batches, not yet durable
+        self._pending_rows = 0
+        self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
         self._file_key = None
         self._file_meta: dict = {}
         self._last_file: Path | None = None
@@ -327,6 +338,9 @@ class Recorder:
                 self._snap = self._new_snapshotter()
             else:
                 self.pids_enabled = bool(getattr(self._snap, "pids", False))
+            # one untimed snapshot: sizes the array to the table and warms the pid
+            # resolver (its first /proc walk), so the schedule does not start late
+            self._snap.take()
             self._schema = build_schema(self._metadata())
             self._enc = BatchEncoder(self._schema)
             self._pool = [_Batch(self._batch_rows, 4096) for _ in range(self._nbuffers)]
@@ -385,6 +399,7 @@ class Recorder:
             "tcpsnap.filters": json.dumps(filters),
             "tcpsnap.compression": self.compression or "none",
             "tcpsnap.compression_level": "default" if self.compression_level is None else str(self.compression_level),
+            "tcpsnap.encoding": "compat" if self.compat else "compact",
             "tcpsnap.run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 
@@ -527,7 +542,11 @@ class Recorder:
             if not b.fits(n):
                 b.grow(n)
         i, s = b.n, b.s
-        b.rows[i:i + n] = rows
+        if n:
+            # as bytes: numpy copies a structured array field by field, ~20x slower
+            if not rows.flags.c_contiguous:
+                rows = np.ascontiguousarray(rows)
+            np.copyto(b.rows[i:i + n].view(np.uint8), rows.view(np.uint8))
         if names is not None and n:
             codes, pnames = names(rows["pid"])
             if pnames:
@@ -594,17 +613,31 @@ class Recorder:
     # ------------------------------------------------------------ writer
 
     def _writer_main(self) -> None:
+        cpu = time.thread_time_ns
+        mono = time.monotonic_ns
         while True:
-            item = self._q.get()
+            timeout = None
+            if self._oldest is not None:
+                timeout = max(0.0, (self._oldest + self._handoff_ns - mono()) / 1e9)
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                item = None
             if item is _STOP:
                 break
+            c0 = cpu()
             try:
                 if self._error is None:
-                    self._write(item)
+                    if item is not None:
+                        self._write(item)
+                    if self._oldest is not None and mono() - self._oldest >= self._handoff_ns:
+                        self._make_durable()
             except BaseException as e:  # noqa: BLE001 - reported by run()/close()
                 self._fail(e)
             finally:
-                self._put_buffer(item)
+                if item is not None:
+                    self._put_buffer(item)
+                self.writer_cpu_ns += cpu() - c0
         try:
             self._finish_file(clean=self._error is None)
         except BaseException as e:  # noqa: BLE001
@@ -623,19 +656,46 @@ class Recorder:
             self._pool_cv.notify_all()
 
     def _write(self, b: _Batch) -> None:
+        """Encode a batch; it stays in memory until the flush deadline (half the flush
+        interval after its first snapshot) makes it durable: as a row group when
+        enough rows wait (no journal write at all at high rates), else appended to
+        the journal, which becomes the next row group once it holds enough."""
         if self._app is None or b.file_key != self._file_key:
             self._finish_file(clean=True)
             self._open_file(b)
         s, n = b.s, b.n
         rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                               b.proc[:n] if b.has_proc else None, b.names)
-        self._journal.append(rb)
+        if n:
+            self._pending.append(rb)
+            self._pending_rows += n
+            if self._oldest is None:
+                self._oldest = b.t_first
         fm = self._file_meta
         fm["snapshots"] += s
         fm["last_seq"] = int(b.seq[s - 1])
         fm["overruns"] += b.overruns
-        if self._journal.rows >= self.row_group_rows:
-            self._commit_row_group(reopen=True)
+        if self._pending_rows + self._journal_rows() >= self.row_group_rows:
+            self._commit_row_group()
+
+    def _journal_rows(self) -> int:
+        return self._journal.rows if self._journal is not None else 0
+
+    def _make_durable(self) -> None:
+        if self._pending_rows + self._journal_rows() >= max(1, self.row_group_rows // 4):
+            self._commit_row_group()
+            return
+        from . import _store
+
+        if self._journal is None:
+            app = self._app
+            self._journal = _store.Journal(_store.journal_path(app.final, app.row_groups),
+                                           self._schema, self.fsync)
+        for rb in self._pending:
+            self._journal.append(rb)
+        self._pending.clear()
+        self._pending_rows = 0
+        self._oldest = None
 
     def _open_file(self, b: _Batch) -> None:
         from . import _store
@@ -648,45 +708,49 @@ class Recorder:
             final = _store._free_name(final)
         self._app = _store.ParquetAppender(final, self._schema, compression=self.compression,
                                            compression_level=self.compression_level,
-                                           row_group_rows=self.row_group_rows, fsync=self.fsync)
+                                           row_group_rows=self.row_group_rows, compat=self.compat,
+                                           fsync=self.fsync)
         self._enc.reset()
-        self._journal = _store.Journal(_store.journal_path(final, 0), self._schema, self.fsync)
+        self._journal = None
         self._file_key = b.file_key
         self._last_file = final
         self._file_meta = {"snapshots": 0, "first_seq": int(b.seq[0]), "last_seq": int(b.seq[0]),
                            "overruns": 0}
         log.info("recording to %s", final)
 
-    def _commit_row_group(self, reopen: bool) -> None:
+    def _commit_row_group(self) -> None:
+        """The journal's rows and the pending ones -> one row group."""
         from . import _store
 
         j = self._journal
         app = self._app
-        if j.rows:
+        batches: list = []
+        if j is not None:
             j.close()
-            schema, batches, complete = _store.read_journal(j.path)
-            if not complete or sum(x.num_rows for x in batches) != j.rows:
-                raise RecorderError(f"journal {j.path} did not read back")
+            if j.rows:
+                _, batches, complete = _store.read_journal(j.path)
+                if not complete or sum(x.num_rows for x in batches) != j.rows:
+                    raise RecorderError(f"journal {j.path} did not read back")
+        batches += self._pending
+        if batches:
             table = _store.unify_table(self._schema, batches)
             del batches
             app.write_row_group(table)
             del table
-        else:
-            j.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(j.path)
+        if j is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(j.path)
         self._journal = None
+        self._pending.clear()
+        self._pending_rows = 0
+        self._oldest = None
         self._enc.reset()
-        if reopen:
-            self._journal = _store.Journal(_store.journal_path(app.final, app.row_groups),
-                                           self._schema, self.fsync)
 
     def _finish_file(self, clean: bool) -> None:
         app = self._app
         if app is None:
             return
-        if self._journal is not None:
-            self._commit_row_group(reopen=False)
+        self._commit_row_group()
         fm = self._file_meta
         kv = {"tcpsnap.closed": "clean" if clean else "error",
               "tcpsnap.snapshots": str(fm["snapshots"]),
@@ -758,6 +822,7 @@ class Recorder:
             "rows": self.rows,
             "overruns": self.overruns,
             "writer_waits": self.writer_waits,
+            "writer_cpu_s": self.writer_cpu_ns / 1e9,
             "late_max_ns": self.late_max_ns,
             "bytes_written": self.bytes_written,
             "files": [str(p) for p in self.files],

@@ -1,0 +1,335 @@
+"""Recorder benchmark (issue 4, item 9).
+
+  rate     (a) at --interval 0, the recorder's snapshots/s against the floor's
+           dumps/s (benchmarks/floor.c), with 1k and 10k loopback connections, in
+           interleaved blocks; checks that every snapshot was written (read back);
+           (c) bytes per row on disk for that steady table.
+  ontime   (b) at 10 ms with 1k connections: share of snapshot slots taken on
+           time, start lateness, the recorder's CPU per snapshot against a loop of
+           take() alone at the same rate; (d) RSS every 10 s of a 10-minute run.
+
+    python3 benchmarks/bench_recorder.py rate
+    python3 benchmarks/bench_recorder.py ontime --minutes 10      # ~11 minutes
+
+Runs (as root) in a private network namespace with its own TCP hash, so the table
+holds exactly our connections (bench_snapshot.ensure_netns / Connections / Floor).
+Each prints a JSON line of raw results and a markdown section; --json FILE saves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_snapshot as bs  # noqa: E402  (netns, connection helpers, the floor)
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def files_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.glob("date=*/*.parquet"))
+
+
+def read_back(d: Path) -> tuple[int, int]:
+    """(distinct seq, rows) of a finished recording."""
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(str(d), format="parquet", partitioning="hive").to_table(columns=["seq"])
+    import pyarrow.compute as pc
+
+    return len(pc.unique(t.column("seq"))), t.num_rows
+
+
+def machine() -> dict:
+    import platform
+
+    import numpy
+    import pyarrow
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (0, 0, 0)
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "numpy": numpy.__version__, "pyarrow": pyarrow.__version__,
+            "loadavg": [round(x, 2) for x in load]}
+
+
+# ---------------------------------------------------------------- (a) + (c)
+
+def floor_block(floor: bs.Floor, seconds: float, chunk: int) -> dict:
+    t0 = time.perf_counter()
+    n = 0
+    ns = []
+    while time.perf_counter() - t0 < seconds:
+        got = floor.dumps(chunk)
+        n += len(got)
+        ns += [g[0] for g in got]
+    wall = time.perf_counter() - t0
+    return {"rate": n / wall, "dumps": n, "mean_ms": statistics.mean(ns) / 1e6}
+
+
+def recorder_block(seconds: float, pids: bool, workdir: Path) -> dict:
+    from tcpsnap.recorder import Recorder
+
+    out = workdir / "rec"
+    shutil.rmtree(out, ignore_errors=True)
+    c0 = cpu_s()
+    with Recorder(out, interval=0, pids=pids, rotate="1h") as rec:
+        t0 = time.perf_counter()
+        rec.run(duration=seconds)
+        wall = time.perf_counter() - t0
+    close_s = time.perf_counter() - t0 - wall
+    cpu = cpu_s() - c0
+    snaps, rows = read_back(out)
+    nbytes = files_bytes(out)
+    res = {"rate": rec.snapshots / wall, "snapshots": rec.snapshots, "rows": rec.rows,
+           "written_snapshots": snaps, "written_rows": rows, "everything_written":
+           snaps == rec.snapshots and rows == rec.rows, "bytes": nbytes,
+           "bytes_per_row": nbytes / max(rows, 1), "writer_waits": rec.writer_waits,
+           "cpu_cores": cpu / (wall + close_s), "cpu_ms_per_snapshot": cpu / max(rec.snapshots, 1) * 1e3,
+           "close_s": close_s, "pids": rec.pids_enabled}
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def run_rate(sizes: list[int], rounds: int, seconds: float, pids_modes: list[bool]) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))
+    floor = bs.Floor()
+    out = {"machine": machine(), "sizes": {}}
+    try:
+        for n in sizes:
+            with bs.Connections(n) as conns:
+                chunk = 50 if n <= 2000 else 8
+                floor.dumps(5)
+                res = {"rows": conns.rows, "rounds": []}
+                for r in range(rounds):
+                    rnd = {}
+                    order = ["floor"] + [f"rec_pids_{'on' if p else 'off'}" for p in pids_modes]
+                    if r % 2:
+                        order.reverse()
+                    for what in order:
+                        if what == "floor":
+                            rnd["floor"] = floor_block(floor, seconds, chunk)
+                        else:
+                            rnd[what] = recorder_block(seconds, what.endswith("on"), workdir)
+                    for k in rnd:
+                        if k.startswith("rec_"):
+                            rnd[k]["x_floor"] = rnd[k]["rate"] / rnd["floor"]["rate"]
+                    res["rounds"].append(rnd)
+                    print(json.dumps({"n": n, "round": r, **{k: round(v["rate"], 1) for k, v in rnd.items()}}),
+                          file=sys.stderr, flush=True)
+                out["sizes"][n] = res
+    finally:
+        floor.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def rate_markdown(res: dict, argv: str) -> str:
+    lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
+             f"Machine: {res['machine']}", ""]
+    lines.append("| connections (rows) | floor dumps/s | recorder snapshots/s | x floor (median of rounds) | "
+                 "all rounds x floor | everything written | bytes/row | recorder CPU (cores) | writer waits |")
+    lines.append("|---|---:|---:|---:|---|---|---:|---:|---:|")
+    for n, r in res["sizes"].items():
+        modes = [k for k in r["rounds"][0] if k.startswith("rec_")]
+        for m in modes:
+            fl = statistics.median(x["floor"]["rate"] for x in r["rounds"])
+            rr = statistics.median(x[m]["rate"] for x in r["rounds"])
+            xs = [x[m]["x_floor"] for x in r["rounds"]]
+            allw = all(x[m]["everything_written"] for x in r["rounds"])
+            bpr = statistics.median(x[m]["bytes_per_row"] for x in r["rounds"])
+            cores = statistics.median(x[m]["cpu_cores"] for x in r["rounds"])
+            waits = sum(x[m]["writer_waits"] for x in r["rounds"])
+            lines.append(f"| {int(n):,} ({r['rows']:,}) {m.replace('rec_', '')} | {fl:,.0f} | {rr:,.0f} | "
+                         f"**{statistics.median(xs):.2f}** | {' '.join(f'{x:.2f}' for x in xs)} | "
+                         f"{'yes' if allw else 'NO'} | {bpr:.3f} | {cores:.2f} | {waits} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- (b) + (d)
+
+def take_alone(seconds: float, interval_ns: int, pids: bool) -> dict:
+    """take() on the same fixed-rate schedule, nothing else: CPU per snapshot."""
+    import tcpsnap
+
+    with tcpsnap.Snapshotter(pids=pids) as s:
+        s.take()
+        c0 = cpu_s()
+        start = time.monotonic_ns()
+        k = 0
+        end = start + int(seconds * 1e9)
+        while True:
+            t = start + k * interval_ns
+            if t >= end:
+                break
+            now = time.monotonic_ns()
+            if now < t:
+                time.sleep((t - now) / 1e9)
+            s.take()
+            k += 1
+        cpu = cpu_s() - c0
+    return {"takes": k, "cpu_ms_per_snapshot": cpu / k * 1e3}
+
+
+def run_ontime(n: int, interval: str, minutes: float, rotate: str, pids: bool | None,
+               take_seconds: float) -> dict:
+    from tcpsnap.recorder import Recorder, parse_duration
+
+    interval_ns = int(parse_duration(interval) * 1e9)
+    workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))
+    out = workdir / "rec"
+    res: dict = {"machine": machine(), "n": n, "interval": interval, "minutes": minutes, "rotate": rotate}
+    try:
+        with bs.Connections(n) as conns:
+            res["rows_per_snapshot"] = conns.rows
+            res["take_alone"] = take_alone(take_seconds, interval_ns, bool(pids) if pids is not None else True)
+            samples = []
+            rec = Recorder(out, interval=interval, rotate=rotate, pids=pids)
+            rec.open()
+            stop = threading.Event()
+
+            def sampler():
+                t0 = time.monotonic()
+                while not stop.wait(10.0):
+                    samples.append({"t": round(time.monotonic() - t0, 1), "rss_kb": rss_kb(),
+                                    "snapshots": rec.snapshots, "overruns": rec.overruns,
+                                    "writer_waits": rec.writer_waits, "bytes": rec.bytes_written})
+
+            th = threading.Thread(target=sampler, daemon=True)
+            c0 = cpu_s()
+            th.start()
+            t0 = time.perf_counter()
+            rec.run(duration=minutes * 60)
+            wall = time.perf_counter() - t0
+            rec.close()
+            stop.set()
+            th.join()
+            cpu = cpu_s() - c0
+            hist = rec.late_hist
+            taken = rec.snapshots
+            slots = taken + rec.overruns
+
+            def share_late_below(ns: int) -> float:
+                # hist[b] counts lateness with bit_length b, i.e. in [2**(b-1), 2**b)
+                ok = sum(c for b, c in enumerate(hist) if (1 << b) <= ns)
+                return ok / slots
+
+            snaps, rows = read_back(out)
+            res.update({
+                "pids": rec.pids_enabled, "wall_s": wall, "slots": slots, "snapshots": taken,
+                "overruns": rec.overruns, "writer_waits": rec.writer_waits,
+                "on_time_share": taken / slots,
+                "started_within_1ms_share": share_late_below(1_000_000),
+                "started_within_2ms_share": share_late_below(2_000_000),
+                "late_max_ms": rec.late_max_ns / 1e6, "late_hist": hist,
+                "cpu_ms_per_snapshot": cpu / taken * 1e3, "cpu_cores": cpu / wall,
+                "written_snapshots": snaps, "written_rows": rows, "rows": rec.rows,
+                "bytes": files_bytes(out), "bytes_per_row": files_bytes(out) / max(rows, 1),
+                "files": len(rec.files), "samples": samples,
+            })
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return res
+
+
+def _rss_at(samples: list[dict], t: float) -> int:
+    return min(samples, key=lambda s: abs(s["t"] - t))["rss_kb"]
+
+
+def ontime_markdown(r: dict, argv: str) -> str:
+    s = r["samples"]
+    m1 = _rss_at(s, 60)
+    mlast = _rss_at(s, r["minutes"] * 60)
+    lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
+             f"Machine: {r['machine']}", "",
+             f"{r['n']:,} connections ({r['rows_per_snapshot']:,} rows per snapshot), interval "
+             f"{r['interval']}, rotate {r['rotate']}, pids {'on' if r['pids'] else 'off'}, "
+             f"{r['wall_s']:.0f} s.", "",
+             "| measure | value |", "|---|---:|",
+             f"| snapshot slots | {r['slots']:,} |",
+             f"| taken on time (within their slot) | {r['snapshots']:,} = **{r['on_time_share'] * 100:.2f}%** |",
+             f"| overruns (slots missed) | {r['overruns']:,} |",
+             f"| started within 1 ms / 2 ms of schedule | {r['started_within_1ms_share'] * 100:.2f}% / "
+             f"{r['started_within_2ms_share'] * 100:.2f}% |",
+             f"| worst start delay of a taken snapshot | {r['late_max_ms']:.1f} ms |",
+             f"| writer waits (pool empty) | {r['writer_waits']} |",
+             f"| recorder CPU per snapshot | {r['cpu_ms_per_snapshot']:.3f} ms ({r['cpu_cores']:.2f} cores) |",
+             f"| take() alone at the same rate, CPU per snapshot | {r['take_alone']['cpu_ms_per_snapshot']:.3f} ms |",
+             f"| recorder / take() alone CPU | {r['cpu_ms_per_snapshot'] / r['take_alone']['cpu_ms_per_snapshot']:.2f}x |",
+             f"| written: snapshots / rows | {r['written_snapshots']:,} / {r['written_rows']:,} "
+             f"({'all' if r['written_rows'] == r['rows'] else 'MISSING ROWS'}) |",
+             f"| bytes per row on disk | {r['bytes_per_row']:.3f} |",
+             f"| RSS at minute 1 / minute {r['minutes']:g} | {m1 / 1024:.1f} MB / {mlast / 1024:.1f} MB "
+             f"(**{(mlast - m1) / 1024:+.1f} MB**) |"]
+    lines.append("")
+    lines.append("RSS by minute (MB): " + ", ".join(
+        f"{int(x['t'] // 60)}:{x['rss_kb'] / 1024:.1f}" for x in s if abs(x["t"] % 60) < 5 or x is s[-1]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("rate")
+    a.add_argument("--sizes", default="1000,10000")
+    a.add_argument("--rounds", type=int, default=5)
+    a.add_argument("--seconds", type=float, default=4.0)
+    a.add_argument("--pids", choices=("off", "on", "both"), default="both")
+    b = sub.add_parser("ontime")
+    b.add_argument("--n", type=int, default=1000)
+    b.add_argument("--interval", default="10ms")
+    b.add_argument("--minutes", type=float, default=10.0)
+    b.add_argument("--rotate", default="15m")
+    b.add_argument("--pids", choices=("auto", "off", "on"), default="auto")
+    b.add_argument("--take-seconds", type=float, default=60.0)
+    for p in (a, b):
+        p.add_argument("--json", help="also write the raw results here")
+        p.add_argument("--no-netns", action="store_true")
+    args = ap.parse_args(argv)
+    where = bs.ensure_netns(argv, str(Path(__file__).resolve()), allow=not args.no_netns)
+    shown = " ".join(argv)
+    if args.cmd == "rate":
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.pids]
+        res = run_rate([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, modes)
+        md = rate_markdown(res, shown)
+    else:
+        pids = {"auto": None, "off": False, "on": True}[args.pids]
+        res = run_ontime(args.n, args.interval, args.minutes, args.rotate, pids, args.take_seconds)
+        md = ontime_markdown(res, shown)
+    res["where"] = where
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    print(json.dumps(res, default=str))
+    print()
+    print(where)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
