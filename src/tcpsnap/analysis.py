@@ -319,14 +319,20 @@ def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean") -> pd.Da
     per-snapshot counts. Bins without snapshots are NaN (a gap in the recording), not 0."""
     if len(df) == 0:
         return pd.DataFrame()
-    state = pd.Categorical.from_codes(_state_codes(df["state"]).astype(np.int64) - 1,
-                                      categories=list(STATE_NAMES))
-    per_snap = pd.crosstab(df["timestamp"].to_numpy(), state, dropna=False)
-    per_snap.index = pd.DatetimeIndex(per_snap.index, name="timestamp")
-    if per_snap.index.tz is None:
-        per_snap.index = per_snap.index.tz_localize("UTC")
+    # per distinct timestamp, one bincount over (timestamp, state): no groupby/crosstab
+    times = pd.DatetimeIndex(df["timestamp"])
+    code, uniq = pd.factorize(times.asi8, sort=False)
+    state = _state_codes_fast(df["state"])
+    key = code.astype(np.int64)
+    key *= _NS
+    key += state
+    counts = np.bincount(key, minlength=len(uniq) * _NS).reshape(len(uniq), _NS)[:, 1:]
+    del key, code
+    order = np.argsort(uniq, kind="stable")
+    index = pd.DatetimeIndex(uniq[order].view(f"M8[{times.unit}]"), name="timestamp")
+    index = index.tz_localize("UTC") if times.tz is None else index.tz_localize("UTC").tz_convert(times.tz)
+    per_snap = pd.DataFrame(counts[order], index=index, columns=list(STATE_NAMES))
     per_snap = per_snap.loc[:, (per_snap != 0).any(axis=0)]
-    per_snap.columns = [str(c) for c in per_snap.columns]
     return getattr(per_snap.resample(freq), agg)()
 
 
