@@ -121,6 +121,16 @@ def test_encoder_round_trip():
     assert d2.slice(0, len(d1)).equals(d1)
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_encoder_single_family_addresses(family):
+    rows = fake_rows(400, seed=3)
+    rows = rows[rows["family"] == family]
+    df = encode(rows, 4).to_pandas()
+    for col in ("local_addr", "remote_addr"):
+        want = [tcpsnap.frame.format_address(family, a) for a in rows[col]]
+        assert df[col].astype(str).tolist() == want
+
+
 def test_encoder_process_names():
     rows = fake_rows(6)
     enc = BatchEncoder()

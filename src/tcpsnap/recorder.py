@@ -234,7 +234,7 @@ class Recorder:
                  pids: bool | None = None, states=None, ports=None, family: int | None = None,
                  row_group_rows: int = 1 << 20, compat: bool = False, fsync: bool = False,
                  recover: bool = True,
-                 batch_rows: int = 1 << 16, buffers: int = 8, snapshotter=None) -> None:
+                 batch_rows: int = 1 << 14, buffers: int = 24, snapshotter=None) -> None:
         self.path = Path(path)
         self.interval = parse_duration(interval)
         self.rotate = parse_duration(rotate)
@@ -602,7 +602,9 @@ class Recorder:
                 log.warning("writer behind: capture waited %.0f ms for a free buffer "
                             "(%d times so far; the missed slots count as overruns)",
                             waited * 1e3, self.writer_waits)
-            return self._pool.pop()
+            # FIFO: every buffer is in use within the first seconds, so memory reaches
+            # its plateau early instead of creeping up when a burst first needs more
+            return self._pool.pop(0)
 
     def _put_buffer(self, b: _Batch) -> None:
         b.reset()
