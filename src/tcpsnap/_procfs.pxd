@@ -139,6 +139,7 @@ cdef struct walk_shared:       # what the workers of one walk share, under lock
     size_t npids
     size_t next               # next index into pids
     uint32_t epoch            # the take this walk serves
+    int block                 # descriptors per shared block (0: directories are not shared)
     unsigned char *marks      # NULL, or per map slot: found already (early stop)
     size_t want_left          # unresolved rows not found yet (atomic)
     int stop                  # all found: take no further process (atomic)

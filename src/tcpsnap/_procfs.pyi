@@ -8,6 +8,8 @@ class PidResolver:
     """
 
     threads: int
+    block: int
+    """Descriptors per block when walk threads share a large fd directory; 0: never."""
     walk_interval: float
     walk_share: float
     retry_interval: float

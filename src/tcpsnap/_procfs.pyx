@@ -415,13 +415,16 @@ cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
     if fdd < 0:
         return
     w.procs += 1
-    if fstat(fdd, &sb) == 0 and sb.st_size > FD_BLOCK:
+    if sh.block == 0:                    # sharing off: one worker reads the whole directory
+        st = walk_fds(w, fdd, pid, 0, 0)
+    elif fstat(fdd, &sb) == 0 and sb.st_size > sh.block:
         # Linux >= 6.2 reports the number of open descriptors as the size: offer the
         # blocks after the first to the other workers before reading it
         shared = offer_blocks(sh, pid)
-    st = walk_fds(w, fdd, pid, 0, FD_BLOCK)
-    if st == WS_MORE and not shared and not offer_blocks(sh, pid):
-        st = walk_fds(w, fdd, pid, FD_BLOCK, 0)    # another directory is shared: read on alone
+    if sh.block:
+        st = walk_fds(w, fdd, pid, 0, sh.block)
+        if st == WS_MORE and not shared and not offer_blocks(sh, pid):
+            st = walk_fds(w, fdd, pid, sh.block, 0)    # another directory is shared: read on alone
     if st == WS_GONE:
         w.nfound = first
         w.gone += 1
@@ -442,7 +445,7 @@ cdef void walk_block(walker *w, uint32_t pid, uint32_t gen, size_t blk) noexcept
             close(w.big_fdd)
         w.big_gen = gen
         w.big_fdd = open_fd_dir(w, pid)
-    st = WS_GONE if w.big_fdd < 0 else walk_fds(w, w.big_fdd, pid, <int>(blk * FD_BLOCK), <int>((blk + 1) * FD_BLOCK))
+    st = WS_GONE if w.big_fdd < 0 else walk_fds(w, w.big_fdd, pid, <int>(blk * sh.block), <int>((blk + 1) * sh.block))
     if st != WS_MORE:                    # the end of the directory (or of the process)
         pthread_mutex_lock(&sh.lock)
         if sh.big_gen == gen:
@@ -540,6 +543,7 @@ cdef class PidResolver:
     cdef public double verify_interval
     cdef public double name_ttl
     cdef public int threads
+    cdef public int block            # descriptors per shared block; 0: no sharing
     cdef readonly unsigned long long walks
     cdef readonly double walk_seconds
     cdef readonly double last_walk_seconds
@@ -571,6 +575,7 @@ cdef class PidResolver:
         if not 1 <= threads <= MAX_WORKERS:
             raise ValueError(f"threads must be 1..{MAX_WORKERS}")
         self.threads = threads
+        self.block = FD_BLOCK
         self.walk_interval = walk_interval
         self.walk_share = walk_share
         self.retry_interval = retry_interval
@@ -1014,6 +1019,7 @@ cdef class PidResolver:
         self.shared.next = 0
         self.shared.big_pid = 0
         self.shared.stop = 0
+        self.shared.block = self.block if self.block > 0 else 0
         self.shared.epoch = self.epoch
         self.shared.want_left = self.unresolved
         if not record_all and self.unresolved:
