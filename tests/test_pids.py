@@ -561,8 +561,8 @@ sys.stdin.read()
 """
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_large_fd_table_read_in_blocks(threads):
+@pytest.mark.parametrize("threads,block", [(1, 1024), (2, 1024), (3, 1024), (2, 0), (2, 100)])
+def test_large_fd_table_read_in_blocks(threads, block):
     """A process with thousands of descriptors is shared between walk threads block
     by block; every socket still gets it, at its lowest descriptor."""
     p = subprocess.Popen([sys.executable, "-c", BIG], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -570,6 +570,7 @@ def test_large_fd_table_read_in_blocks(threads):
         pid, port, cfd = map(int, p.stdout.readline().split())
         dumper = tcpsnap._netlink.NetlinkDumper()
         res = tcpsnap._procfs.PidResolver(threads=threads)
+        res.block = block
         try:
             res.begin()
             n = dumper.dump()
