@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-GEN_VERSION = 4            # bump when World changes: cached recordings are regenerated
+GEN_VERSION = 5            # bump when World changes: cached recordings are regenerated
 T0_ISO = "2026-03-10T10:00:00Z"
 LIFE_COLUMNS = ["timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
                 "remote_port", "pid", "process", "cookie"]
@@ -79,7 +79,9 @@ class SimClock:
     """``time.time_ns`` / ``time.monotonic_ns`` as the recorder sees them: every
     ``time_ns()`` call (the recorder makes one per snapshot, just before ``take()``)
     starts the next slot; ``monotonic_ns()`` is the slot's start plus the capture time
-    ``take()`` sets (so capture_ns = t1 - t0 looks real)."""
+    ``take()`` sets (so capture_ns = t1 - t0 looks real). Before the first slot (while
+    the recorder opens: its untimed warm-up take) the clock reads one interval before
+    slot 0, so rotation (15 min from the open) falls on slot boundaries."""
 
     def __init__(self, wall0_ns: int, interval_ns: int, mono0_ns: int = 10**12) -> None:
         self.wall0, self.mono0, self.interval = wall0_ns, mono0_ns, interval_ns
@@ -92,7 +94,7 @@ class SimClock:
         return self.wall0 + self.k * self.interval
 
     def monotonic_ns(self) -> int:
-        return self.mono0 + max(self.k, 0) * self.interval + self.extra
+        return self.mono0 + self.k * self.interval + self.extra
 
 
 def time_shim(clock: SimClock) -> types.ModuleType:
@@ -307,6 +309,7 @@ class World:
 
     # -- the protocol
     def take(self) -> np.ndarray:
+        warmup = self.clock is not None and self.clock.k < 0   # Recorder.open's untimed take
         ev = self.events
         while ev and ev[0][0] <= self.k:
             _, _, fn, args = heapq.heappop(ev)
@@ -315,12 +318,14 @@ class World:
             self.idx = np.flatnonzero(self.alive)
         self._queues()
         rows = self.tab[self.idx]
+        if self.clock is not None:
+            self.clock.extra = int(1_000_000 + self.rng.lognormal(12.0, 0.5))
+        if warmup:
+            return rows
         cw = int(np.count_nonzero(rows["state"] == self.STATE["CLOSE_WAIT"]))
         if cw > self.cw_max:
             self.cw_max, self.cw_max_k = cw, self.k
         self.k += 1
-        if self.clock is not None:
-            self.clock.extra = int(1_000_000 + self.rng.lognormal(12.0, 0.5))
         if self.k >= self.n and self.rec is not None:
             self.rec.stop()
         return rows
