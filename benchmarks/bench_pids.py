@@ -616,7 +616,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--per-helper", type=int, default=8000)
-    ap.add_argument("--churn-bases", default="1000", help="stable connections under churn, comma-separated ('' skips)")
+    ap.add_argument("--churn-bases", default="1000,10000", help="stable connections under churn, comma-separated ('' skips)")
     ap.add_argument("--churn-seconds", type=float, default=20.0)
     ap.add_argument("--churn-rate", type=float, default=500.0)
     ap.add_argument("--churn-hz", type=float, default=10.0)

@@ -28,9 +28,10 @@ How late a new connection gets its pid
     0.25: however heavy the churn, walks take at most about a quarter of the time).
     A connection first seen without a pid therefore gets it on the first ``take()``
     that starts after that gap: **at most max(0.25 s, 4 D) plus one snapshot
-    interval after it first appeared** (D is about 10 ms at 1,000 connections and
-    50-80 ms at 10,000 on a 2-core machine: 0.25 s; about 0.3-0.4 s at 50,000
-    connections -- benchmarks/RESULTS.md has the measured numbers). When the walk is
+    interval after it first appeared** (plus the walk itself). D measured here
+    (benchmarks/RESULTS.md, a 2-core VM): about 5 ms at 1,000 connections and
+    60-75 ms at 10,000, so the bound is 0.25 s plus a snapshot interval; at 50,000
+    connections, where a walk takes about 0.4 s, it is about 1.7 s. When the walk is
     due before the dump, it runs on a background thread while the kernel dumps. An
     inode a walk did not find (its holder passed it on mid-walk, or cannot be seen)
     is looked for again by later walks, at least ``retry_interval`` (1 s) apart, by
