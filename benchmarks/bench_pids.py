@@ -16,7 +16,7 @@ One run, three parts:
      C dump+walk    procwalk.c "full": the walk, the netlink dump and the match
      psutil         psutil.net_connections('tcp')
      ss -tanp       the command, as a subprocess, output captured
-2. Churn (default 20 s over 1,000 stable connections): a client process opens
+2. Churn (default 20 s over 1,000, then 10,000 stable connections): a client opens
    connections at 500/s to a server process, each living a random 0.2-3 s; the
    benchmark takes Snapshotter(pids=True) snapshots at 10/s (and a plain take()
    between them, for the cost without pids) and reports the per-snapshot cost and,

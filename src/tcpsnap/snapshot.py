@@ -20,7 +20,8 @@ class Snapshotter:
     ``pids=True`` (Linux) fills each row's ``pid`` with its owning process, from an
     inode -> owner cache that /proc is walked to extend only when new sockets appear:
     in steady state a snapshot with pids costs little more than one without; a new
-    connection gets its pid within about a quarter second (``tcpsnap.pids`` has the
+    connection typically gets its pid within a quarter second plus one snapshot
+    interval (``tcpsnap.pids`` has the
     exact rules). ``process_names(rows["pid"])`` adds the names.
 
     >>> with Snapshotter() as snap:
