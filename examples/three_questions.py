@@ -129,10 +129,13 @@ def answer(df: pd.DataFrame) -> None:
     print("\n2. Which connections lived longest?")
     up = life[life["states"].str.contains("ESTABLISHED")]          # not listeners, not leftovers
     conns = up.sort_values(["duration", "first_seen"], ascending=[False, True]).head(5)
+    if len(conns) == 0:
+        print("   none: no connection was established while recording")
     for r in conns.itertuples():
         life_s = f"{r.duration.total_seconds():.1f} s" + ("+" if r.open_at_start or r.open_at_end else "")
         print(f"   {life_s:>8}  {_conn(r):<44} {_who(r):<22} {r.states}")
-    print("   (+: open before the recording began or still open at its end: lived longer)")
+    if len(conns):
+        print("   (+: open before the recording began or still open at its end: lived longer)")
 
     print("\n3. When was the worst CLOSE_WAIT / TIME_WAIT pile-up?")
     per_snap = analysis.state_counts(df, freq="100ms", agg="max")
