@@ -611,6 +611,35 @@ def write_section(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def render(where, cmd, total, mach, sizes, churns, notes) -> str:
+    head = [
+        "## Owning processes (issue 3)", "",
+        "What `Snapshotter(pids=True)` costs: in steady state against `take()` without pids, "
+        "cold (first call, empty cache) against a C program doing the full `/proc/*/fd` walk "
+        "once (`benchmarks/procwalk.c`, single-threaded, as `ss -p` does it), psutil and "
+        "`ss -tanp`; and under churn, how many connections get their pid and how late.", "",
+        f"**Command** (as root, about {total / 60:.1f} minutes):", "", f"    {cmd.strip()}", "",
+        f"**Where**: {where}. **Machine**: {mach}; a shared 2-core VM, so read the ratios of "
+        "methods measured side by side in the same run.", "",
+        "The rules these numbers come from (who owns a shared socket, how late a new connection "
+        "gets its pid, how stale entries are noticed) are in `src/tcpsnap/pids.py`: with the "
+        "defaults a new connection gets its pid at most max(0.25 s, 4 x walk duration) plus one "
+        "snapshot interval after it first appears.", "",
+        "Cold with 2 threads overlaps the walk with the netlink dump and shares large fd "
+        "directories between the threads: it gains only when the VM's second core is free "
+        "(each size's last line says whether it was: one C walk alone vs two at once). On one "
+        "thread a cold take() is the C walk plus the dump (compare 'C dump+walk', the same job "
+        "in C).", ""]
+    for n in notes:
+        head += [n, ""]
+    lines = targets(sizes, churns)
+    for r in sizes:
+        lines += size_markdown(r)
+    for c in churns:
+        lines += churn_markdown(c)
+    return "\n".join(head + lines)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
@@ -621,6 +650,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--churn-rate", type=float, default=500.0)
     ap.add_argument("--churn-hz", type=float, default=10.0)
     ap.add_argument("--results", help="rewrite the pids section of this RESULTS.md")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a paragraph to add to the section (repeatable)")
+    ap.add_argument("--render", metavar="JSON", help="no run: write the section from a --json file")
     ap.add_argument("--json", help="write raw samples here")
     ap.add_argument("--hold", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--host", help=argparse.SUPPRESS)
@@ -638,19 +670,32 @@ def main(argv: list[str]) -> int:
         churn_client_main(int(p), float(rate), float(secs), float(lo), float(hi), logf)
         return 0
 
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        section = render(data["where"], data["cmd"], data["total"], data["machine"],
+                         data["sizes"], data["churns"], args.note)
+        if args.results:
+            write_section(Path(args.results), section)
+        print(section)
+        return 0
+
     where = ensure_namespaces(argv)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     import psutil
 
-    lines: list[str] = []
-
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    cmd = "python3 benchmarks/bench_pids.py " + " ".join(a for a in argv if not a.startswith("--results")
-                                                           and a != args.results and a != "--json"
-                                                           and a != args.json)
+    shown, skip = [], False
+    for a in argv:                           # the command that reproduces the numbers
+        if skip:
+            skip = False
+        elif a in ("--results", "--json", "--note"):
+            skip = True
+        elif not a.startswith(("--results=", "--json=", "--note=")):
+            shown.append(a)
+    cmd = " ".join(["python3 benchmarks/bench_pids.py", *shown])
     log(f"tcpsnap owning-pid benchmark: {where}")
     log(f"machine: {machine()}; load average before {os.getloadavg()[0]:.2f}")
     t_all = time.monotonic()
@@ -671,32 +716,15 @@ def main(argv: list[str]) -> int:
     finally:
         floor.close()
         walker.close()
-    lines += targets(sizes, churns)
-    for r in sizes:
-        lines += size_markdown(r)
-    for c in churns:
-        lines += churn_markdown(c)
     total = time.monotonic() - t_all
     log("\n".join(targets(sizes, churns)))
     log(f"total wall time {total:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"where": where, "sizes": sizes, "churns": churns}, f)
+            json.dump({"where": where, "cmd": cmd, "total": total, "machine": machine(),
+                       "sizes": sizes, "churns": churns}, f)
     if args.results:
-        head = [
-            "## Owning processes (issue 3)", "",
-            "What `Snapshotter(pids=True)` costs: in steady state against `take()` without pids, "
-            "cold (first call, empty cache) against a C program doing the full `/proc/*/fd` walk "
-            "once (`benchmarks/procwalk.c`, single-threaded, as `ss -p` does it), psutil and "
-            "`ss -tanp`; and under churn, how many connections get their pid and how late.", "",
-            f"**Command** (as root, about {total / 60:.0f} minutes):", "", f"    {cmd.strip()}", "",
-            f"**Where**: {where}. **Machine**: {machine()}; a shared 2-core VM, so read the ratios of "
-            "methods measured side by side in the same run.", "",
-            "The rules these numbers come from (who owns a shared socket, how late a new connection "
-            "gets its pid, how stale entries are noticed) are in `src/tcpsnap/pids.py`: with the "
-            "defaults a new connection gets its pid at most max(0.25 s, 4 x walk duration) plus one "
-            "snapshot interval after it first appears.", ""]
-        write_section(Path(args.results), "\n".join(head + lines))
+        write_section(Path(args.results), render(where, cmd, total, machine(), sizes, churns, args.note))
         log(f"wrote the pids section of {args.results}")
     return 0
 
