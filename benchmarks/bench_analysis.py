@@ -401,6 +401,10 @@ def ensure_recording(data: Path, params: dict, regen: bool) -> dict:
                 all((rec_dir / f).is_file() for f in man["files"]) and \
                 not any(p.name.startswith(".") for p in rec_dir.rglob("*") if p.is_file()):
             log(f"reusing the recording in {rec_dir} ({man['rows']:,} rows)")
+            if "row_groups" not in man:
+                import pyarrow.parquet as pq
+
+                man["row_groups"] = sum(pq.read_metadata(rec_dir / f).num_row_groups for f in man["files"])
             return man
     free = shutil.disk_usage(data if data.exists() else data.parent).free
     log(f"generating {params['minutes']} min at {params['interval_ms']} ms into {data}/recording "
