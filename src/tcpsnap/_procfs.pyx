@@ -509,7 +509,6 @@ cdef class PidResolver:
     cdef uint32_t nfree
     cdef int procfd
     cdef uint32_t epoch
-    cdef uint32_t walk_gen
     cdef walker w[MAX_WORKERS]
     cdef int nworkers                # workers of the current / last walk
     cdef pthread_t tids[MAX_WORKERS]
@@ -1031,7 +1030,6 @@ cdef class PidResolver:
         else:
             self.shared.marks = NULL
         self.walk_all = record_all
-        self.walk_gen += 1
         self.walk_t0 = mono()
         for k in range(nw):
             w = &self.w[k]
