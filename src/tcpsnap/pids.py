@@ -33,9 +33,10 @@ How late a new connection gets its pid
     60-75 ms at 10,000, so the bound is 0.25 s plus a snapshot interval; at 50,000
     connections, where a C walk was measured at about 0.43 s, it would be about 1.7 s.
     When the walk is due before the dump, it runs on a background thread while the
-    kernel dumps. An inode a walk did not find (its holder passed it on mid-walk, or cannot be seen)
-    is looked for again by later walks, at least ``retry_interval`` (1 s) apart, by
-    at most 3 walks of its own; after that it only rides along walks that run anyway.
+    kernel dumps. An inode a walk did not find (its holder passed it on mid-walk, or
+    cannot be seen) is looked for again by later walks, at least ``retry_interval``
+    (1 s) apart, by at most 3 walks of its own; after that it only rides along walks
+    that run anyway.
 
 Staying right between walks
     * Owner exits: each ``take()`` polls the pidfds of all owners in one ``poll()``
