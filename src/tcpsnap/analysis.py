@@ -3,9 +3,9 @@
 Every function takes a DataFrame as ``tcpsnap.read`` (or ``pandas.read_parquet`` on a
 recording) returns it: one row per connection per snapshot, with the columns ``timestamp``,
 ``seq``, ``family``, ``state``, ``local_addr``, ``local_port``, ``remote_addr``,
-``remote_port``, ``pid``, ``process`` and ``cookie``. Work is vectorized (numpy sorts and
-``reduceat``), so an hour of snapshots of a thousand connections (tens of millions of rows)
-takes seconds, not minutes.
+``remote_port``, ``pid``, ``process`` and ``cookie`` (``COLUMNS``). Work is vectorized (hashes,
+scatters and bincounts over the rows, no sort of the whole table), so an hour of snapshots of
+a thousand connections (tens of millions of rows) takes seconds, not minutes.
 
 >>> df = tcpsnap.read("recording")
 >>> life = analysis.lifetimes(df)
@@ -43,12 +43,6 @@ def _state_codes(s: pd.Series) -> np.ndarray:
     return s.to_numpy(np.uint8)
 
 
-def _codes(s: pd.Series) -> np.ndarray:
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        return s.cat.codes.to_numpy(np.int64)
-    return pd.factorize(s, use_na_sentinel=True)[0].astype(np.int64)
-
-
 _NS = len(STATE_NAMES) + 1     # state codes 0 (unknown) .. 12
 
 
@@ -59,8 +53,7 @@ def _state_codes_fast(s: pd.Series) -> np.ndarray:
             and [str(c) for c in s.cat.categories] == list(STATE_NAMES):
         codes = s.cat.codes.to_numpy()
         if codes.dtype.itemsize == 1:
-            out = codes.view(np.uint8) + np.uint8(1)          # -1 wraps to 0
-            return out
+            return codes.view(np.uint8) + np.uint8(1)          # -1 wraps to 0
     return _state_codes(s)
 
 
@@ -96,6 +89,7 @@ def _tuple_codes(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     if not all(c in df for c in TUPLE):
         missing = [c for c in TUPLE if c not in df]
         raise KeyError(f"lifetimes: rows without a cookie need the columns {missing}")
+
     def addr(name: str) -> np.ndarray:
         s = df[name]
         if isinstance(s.dtype, pd.CategoricalDtype):
