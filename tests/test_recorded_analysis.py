@@ -59,7 +59,8 @@ class Scripted:
     pids = True
 
     def __init__(self, tables):
-        self.tables, self.i, self.rec = tables, 0, None
+        # the Recorder takes one untimed warm-up snapshot when it opens: give it table 0 too
+        self.tables, self.i, self.rec = [tables[0]] + tables, 0, None
 
     def take(self):
         t = self.tables[self.i]
