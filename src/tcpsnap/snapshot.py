@@ -88,9 +88,11 @@ class Snapshotter:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: ``dumps`` done, ``retries`` after the table changed mid-dump,
-        ``skipped`` kernel rows in no known state, ``grows`` of the array."""
+        ``skipped`` kernel rows in no known state, ``grows`` of the array, and
+        ``duplicates``: sockets a dump reported twice (Linux), dropped by cookie."""
         i = self._impl
-        return {"dumps": i.dumps, "retries": i.retries, "skipped": i.skipped, "grows": i.grows}
+        return {"dumps": i.dumps, "retries": i.retries, "skipped": i.skipped, "grows": i.grows,
+                "duplicates": getattr(i, "duplicates", 0)}
 
     def close(self) -> None:
         if self._resolver is not None:
