@@ -614,3 +614,44 @@ def test_duckdb_and_polars_read_the_folder(tmp_path):
         assert df.height == n and str(df.schema["timestamp"]).startswith("Datetime")
     if duckdb is None and pl is None:
         pytest.skip("neither duckdb nor polars installed (pandas/pyarrow checked)")
+
+
+@live
+def test_capture_thread_priority_is_raised_during_run_and_restored(tmp_path):
+    seen = []
+
+    class Probe:
+        pids = False
+
+        def __init__(self):
+            self.s = tcpsnap.Snapshotter()
+
+        def take(self):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return self.s.take()
+
+        def process_names(self, pids):
+            return self.s.process_names(pids)
+
+        def close(self):
+            self.s.close()
+
+    me = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, me)
+    probe = Probe()
+    with Recorder(tmp_path / "rec", interval="10ms", snapshotter=probe) as rec:
+        rec.run(duration="0.1s")
+    probe.close()
+    assert os.getpriority(os.PRIO_PROCESS, me) == before
+    boosted = seen[1:]  # seen[0]: the warm-up take() in open()
+    assert boosted
+    try:
+        os.setpriority(os.PRIO_PROCESS, me, before - 1)
+        os.setpriority(os.PRIO_PROCESS, me, before)
+        allowed = True
+    except OSError:
+        allowed = False
+    if allowed and before > -10:
+        assert set(boosted) == {-10}
+    else:
+        assert set(boosted) == {before}

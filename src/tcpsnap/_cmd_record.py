@@ -94,6 +94,10 @@ def register(sub) -> None:
     rec.add_argument("--compat", action="store_true",
                      help="only dictionary/plain Parquet encodings, for old readers "
                           "(pyarrow < 16, Spark 3); larger files")
+    rec.add_argument("--nice", type=int, default=-10, metavar="N",
+                     help="nice value of the capture thread while it keeps a schedule "
+                          "(default: -10 where permitted, so snapshots start on time on a "
+                          "busy machine; 0 to leave it)")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
@@ -214,7 +218,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         compression=args.compression, compression_level=args.compression_level,
         pids=False if args.no_pids else None, states=merged(args.state), ports=merged(args.port),
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
-        fsync=args.fsync)
+        fsync=args.fsync, nice=args.nice if args.nice != 0 else None)
 
     signals = {"n": 0}
 

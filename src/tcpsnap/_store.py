@@ -228,29 +228,29 @@ class ParquetAppender:
         self._kw = writer_kwargs(compression, compression_level, row_group_rows, schema, compat)
         self._rgs: list[dict] = []
         self.rows = 0
-        if _resume is None:
-            self._f = open(self.tmp, "xb")
-            try:
-                self._f.write(MAGIC)
+        self._fd = self._lfd = -1
+        flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        try:
+            if _resume is None:
+                self._fd = os.open(self.tmp, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                self._lfd = os.open(self.rglog, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                _pwrite_all(self._fd, MAGIC, 0)
                 self._pos = len(MAGIC)
-                self._log = open(self.rglog, "xb")
-                self._log.write(LOG_MAGIC)
+                _pwrite_all(self._lfd, LOG_MAGIC, 0)
+                self._lpos = len(LOG_MAGIC)
                 self._meta = self._header()
                 self._log_entry(b"H", th.encode_struct(self._meta))
-                self._flush(dirs=True)
-            except BaseException:
-                self._f.close()
-                if hasattr(self, "_log"):
-                    self._log.close()
-                raise
-        else:
-            self._meta, self._rgs, self._pos = _resume
-            self.rows = sum(_rg_rows(rg) for rg in self._rgs)
-            self._f = open(self.tmp, "r+b")
-            self._f.truncate(self._pos)
-            self._f.seek(self._pos)
-            self._log = open(self.rglog, "r+b")
-            self._log.seek(0, os.SEEK_END)
+                self._sync(dirs=True)
+            else:
+                self._meta, self._rgs, self._pos, self._lpos = _resume
+                self.rows = sum(_rg_rows(rg) for rg in self._rgs)
+                self._fd = os.open(self.tmp, flags)
+                os.ftruncate(self._fd, self._pos)
+                self._lfd = os.open(self.rglog, flags)
+                os.ftruncate(self._lfd, self._lpos)
+        except BaseException:
+            self.close_files()
+            raise
 
     @property
     def bytes_written(self) -> int:
@@ -271,16 +271,18 @@ class ParquetAppender:
         return meta
 
     def _log_entry(self, kind: bytes, payload: bytes) -> None:
+        """Append an entry at the log's valid end (a torn earlier attempt is simply
+        overwritten: every write goes to an explicit offset)."""
         head = _ENTRY.pack(kind, len(payload), 0, self._pos)
         crc = zlib.crc32(head[:5] + head[9:] + payload)
-        self._log.write(_ENTRY.pack(kind, len(payload), crc, self._pos) + payload)
+        entry = _ENTRY.pack(kind, len(payload), crc, self._pos) + payload
+        _pwrite_all(self._lfd, entry, self._lpos)
+        self._lpos += len(entry)
 
-    def _flush(self, dirs: bool = False) -> None:
-        self._f.flush()
-        self._log.flush()
+    def _sync(self, dirs: bool = False) -> None:
         if self.fsync:
-            os.fsync(self._f.fileno())
-            os.fsync(self._log.fileno())
+            os.fsync(self._fd)
+            os.fsync(self._lfd)
             if dirs:
                 fsync_dir(self.final.parent)
 
@@ -298,23 +300,29 @@ class ParquetAppender:
         meta = th.decode_struct(footer)
         rgs = meta[_FMD_ROW_GROUPS][1][1]
         delta = self._pos - len(MAGIC)
-        self._f.write(data)
-        self._pos += len(data)
+        for i, rg in enumerate(rgs):
+            shift_row_group(rg, delta, len(self._rgs) + i)
         payload = bytearray()
-        for rg in rgs:
-            shift_row_group(rg, delta, len(self._rgs))
-            self._rgs.append(rg)
-            self.rows += _rg_rows(rg)
         for rg in rgs:
             enc = th.encode_struct(rg)
             payload += len(enc).to_bytes(4, "little") + enc
-        self._f.flush()  # data before the log entry that vouches for it
+        # data first, then the log entry that vouches for it; a failure in between
+        # leaves _pos where it was, so the next attempt writes over the torn bytes
+        _pwrite_all(self._fd, data, self._pos)
         if self.fsync:
-            os.fsync(self._f.fileno())
-        self._log_entry(b"R", bytes(payload))
-        self._log.flush()
+            os.fsync(self._fd)
+        end = self._pos + len(data)
+        head = _ENTRY.pack(b"R", len(payload), 0, end)
+        crc = zlib.crc32(head[:5] + head[9:] + payload)
+        entry = _ENTRY.pack(b"R", len(payload), crc, end) + bytes(payload)
+        _pwrite_all(self._lfd, entry, self._lpos)
         if self.fsync:
-            os.fsync(self._log.fileno())
+            os.fsync(self._lfd)
+        self._lpos += len(entry)
+        self._pos = end
+        for rg in rgs:
+            self._rgs.append(rg)
+            self.rows += _rg_rows(rg)
 
     def seq_range(self) -> tuple[int, int] | None:
         """(first, last) ``seq`` in the file so far, from row-group statistics."""
@@ -341,11 +349,11 @@ class ParquetAppender:
         kv.setdefault("tcpsnap.rows", str(self.rows))
         _set_kv(meta, kv)
         footer = th.encode_struct(meta)
-        self._f.write(footer + len(footer).to_bytes(4, "little") + MAGIC)
-        self._f.flush()
-        os.fsync(self._f.fileno())  # always: the rename below publishes the file
-        self._f.close()
-        self._log.close()
+        tail = footer + len(footer).to_bytes(4, "little") + MAGIC
+        _pwrite_all(self._fd, tail, self._pos)
+        os.ftruncate(self._fd, self._pos + len(tail))
+        os.fsync(self._fd)  # always: the rename below publishes the file
+        self.close_files()
         # the file must read back before it is published; a failure here is a bug and
         # leaves the .tmp/.rglog in place for recovery
         md = pq.read_metadata(self.tmp)
@@ -362,16 +370,28 @@ class ParquetAppender:
 
     def close_files(self) -> None:
         """Close without finishing (after an error): leaves everything for recovery."""
-        for f in (getattr(self, "_f", None), getattr(self, "_log", None)):
-            if f is not None:
+        for name in ("_fd", "_lfd"):
+            fd = getattr(self, name, -1)
+            if fd >= 0:
                 with contextlib.suppress(OSError):
-                    f.close()
+                    os.close(fd)
+                setattr(self, name, -1)
 
     def discard(self) -> None:
         self.close_files()
         for p in (self.tmp, self.rglog):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
+
+
+def _pwrite_all(fd: int, data, pos: int) -> None:
+    mv = memoryview(data).cast("B")
+    while mv:
+        n = os.pwrite(fd, mv, pos)
+        if n <= 0:  # pragma: no cover - pwrite reports errors by raising
+            raise OSError(errno.EIO, "short write")
+        mv = mv[n:]
+        pos += n
 
 
 def _free_name(final: Path) -> Path:
@@ -383,14 +403,16 @@ def _free_name(final: Path) -> Path:
     raise FileExistsError(final)  # pragma: no cover
 
 
-def read_rglog(path: Path) -> tuple[dict | None, list[dict], int]:
-    """The valid prefix of an ``.rglog``: (header FileMetaData, row groups, data end)."""
+def read_rglog(path: Path, data_size: int | None = None) -> tuple[dict | None, list[dict], int, int]:
+    """The valid prefix of an ``.rglog``: (header FileMetaData, row groups, data end,
+    length of that prefix). With ``data_size``, entries whose row group is not wholly
+    within that many bytes of data end the prefix too (storage that lost writes)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return None, [], len(MAGIC)
+        return None, [], len(MAGIC), 0
     if not data.startswith(LOG_MAGIC):
-        return None, [], len(MAGIC)
+        return None, [], len(MAGIC), 0
     i = len(LOG_MAGIC)
     header = None
     rgs: list[dict] = []
@@ -407,6 +429,8 @@ def read_rglog(path: Path) -> tuple[dict | None, list[dict], int]:
             if kind == b"H" and header is None:
                 header = th.decode_struct(body)
             elif kind == b"R" and header is not None:
+                if data_size is not None and data_end > data_size:
+                    break
                 new = []
                 j = 0
                 while j < len(body):
@@ -420,7 +444,7 @@ def read_rglog(path: Path) -> tuple[dict | None, list[dict], int]:
         except th.ThriftError:
             break
         i += _ENTRY.size + n
-    return header, rgs, end
+    return header, rgs, end, i
 
 
 # ---------------------------------------------------------------- the journal
@@ -576,21 +600,10 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20) -> RecoveryResult:
     """Turn one interrupted file (``.tmp`` + ``.rglog`` + journals) into a finished
     Parquet file, keeping every row the log or a journal vouches for."""
     final = Path(final)
-    header, rgs, end = read_rglog(rglog_path(final))
-    journals = _journals(final)
     tmp = tmp_path(final)
-    if header is not None and tmp.exists() and tmp.stat().st_size < end:
-        # the data file is shorter than the log says (storage lost writes): keep the
-        # row groups that are wholly there
-        size = tmp.stat().st_size
-        keep = []
-        for rg in rgs:
-            last = max(_rg_end(rg), 0)
-            if last > size:
-                break
-            keep.append(rg)
-        rgs = keep
-        end = max([len(MAGIC)] + [_rg_end(rg) for rg in rgs])
+    size = tmp.stat().st_size if tmp.exists() else 0
+    header, rgs, end, log_end = read_rglog(rglog_path(final), size)
+    journals = _journals(final)
     k0 = len(rgs)
     replay = [(k, p) for k, p in journals if k >= k0]
     stale = [p for k, p in journals if k < k0]
@@ -604,7 +617,7 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20) -> RecoveryResult:
             schema = _schema_from_header(header)
             kv = _kv_of(header)
             app = ParquetAppender(final, schema, **_options_from_kv(kv, row_group_rows),
-                                  _resume=(header, rgs, end))
+                                  _resume=(header, rgs, end, log_end))
         for _, jp in replay:
             schema, batches, complete = read_journal(jp)
             torn |= not complete
@@ -641,16 +654,6 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20) -> RecoveryResult:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(p)
     return RecoveryResult(path, rows, from_journal, torn)
-
-
-def _rg_end(rg: dict) -> int:
-    end = 0
-    for cc in rg[_RG_COLUMNS][1][1]:
-        md = cc[_CC_META][1]
-        start = md.get(_CMD_DICT_PAGE, (0, 0))[1] or md[_CMD_DATA_PAGE][1]
-        start = min(start, md[_CMD_DATA_PAGE][1])
-        end = max(end, start + md[7][1])  # total_compressed_size
-    return end
 
 
 def _schema_from_header(header: dict) -> pa.Schema:
