@@ -16,12 +16,12 @@ from tcpsnap import ROW_DTYPE
 from tcpsnap.frame import format_address
 
 
-def _netlink():
-    if not sys.platform.startswith("linux"):
-        pytest.skip("netlink backend is Linux only")
+def _live(backend: str):
+    """Rows of the live backend with loopback sockets we opened, and those sockets."""
     from _sockets import closing_all, pair
     import tcpsnap
 
+    assert tcpsnap.Snapshotter.backend == backend
     socks = [pair("127.0.0.1"), pair("::1")]
     with closing_all(*[s for p in socks for s in p]), tcpsnap.Snapshotter() as snap:
         rows = snap.take().copy()
@@ -32,6 +32,12 @@ def _netlink():
             any_ = "::" if fam == 6 else "0.0.0.0"
             expected += [(fam, 2, host, lp, any_, 0), (fam, 5, host, cp, host, lp), (fam, 5, host, lp, host, cp)]
     return rows, expected
+
+
+def _netlink():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("netlink backend is Linux only")
+    return _live("netlink")
 
 
 def _mib_fixture(request):
@@ -52,20 +58,7 @@ def _windows():
     """The Windows backend, live (tcpsnap._windows: GetTcpTable2 / GetTcp6Table2)."""
     if sys.platform != "win32":
         pytest.skip("the Windows backend runs on Windows")
-    from _sockets import closing_all, pair
-    import tcpsnap
-
-    assert tcpsnap.Snapshotter.backend == "windows"
-    socks = [pair("127.0.0.1"), pair("::1")]
-    with closing_all(*[s for p in socks for s in p]), tcpsnap.Snapshotter() as snap:
-        rows = snap.take().copy()
-        expected = []
-        for host, (lst, c, s) in zip(("127.0.0.1", "::1"), socks):
-            fam = 6 if ":" in host else 4
-            lp, cp = lst.getsockname()[1], c.getsockname()[1]
-            any_ = "::" if fam == 6 else "0.0.0.0"
-            expected += [(fam, 2, host, lp, any_, 0), (fam, 5, host, cp, host, lp), (fam, 5, host, lp, host, cp)]
-    return rows, expected
+    return _live("windows")
 
 
 def _wine_run(request):

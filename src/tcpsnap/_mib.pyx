@@ -105,6 +105,16 @@ cdef mib_status mib_parse(const char *buf, Py_ssize_t buflen, const mib_layout *
     return MIB_OK
 
 
+cdef tcpsnap_row *rows_pointer(object rows, Py_ssize_t *cap) except NULL:
+    cdef Py_buffer b
+    PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    cap[0] = b.len // sizeof(tcpsnap_row)
+    PyBuffer_Release(&b)       # numpy buffers do not move while the array lives
+    if cap[0] == 0:
+        raise ValueError("a backend row array needs at least one row")
+    return <tcpsnap_row *>b.buf
+
+
 def check_out_array(out):
     """Validate a caller's output array; raise ValueError saying what is wrong."""
     dtype = getattr(out, "dtype", None)

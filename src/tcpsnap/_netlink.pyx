@@ -30,6 +30,7 @@ import os
 import numpy as np
 
 from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._mib cimport rows_pointer
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
 
@@ -216,13 +217,8 @@ cdef class NetlinkDumper:
         free(self.slots)
 
     cdef _set_rows(self, rows):
-        cdef Py_buffer b
-        PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-        # the array object keeps its data alive; the pointer is only used while we hold it
-        self.rowp = <tcpsnap_row *>b.buf
-        self.cap = b.len // sizeof(tcpsnap_row)
-        PyBuffer_Release(&b)
-        self._rows = rows
+        self.rowp = rows_pointer(rows, &self.cap)
+        self._rows = rows      # keeps the data rowp points into alive
 
     cdef int _open(self) except -1:
         cdef sockaddr_nl sa

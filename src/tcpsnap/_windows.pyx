@@ -17,7 +17,7 @@ from libc.stdint cimport uint32_t
 from libc.string cimport memcpy, memset
 
 from tcpsnap._row cimport tcpsnap_row
-from tcpsnap._mib cimport (mib_layout, mib_parse, mib_result, mib_status, MIB_OK, MIB_SHORT_HEADER,
+from tcpsnap._mib cimport (rows_pointer, mib_layout, mib_parse, mib_result, mib_status, MIB_OK, MIB_SHORT_HEADER,
                            MIB_SHORT_ROWS, MIB_OUT_TOO_SMALL, MIB_BAD_STATE, MIB_BAD_OFFLOAD)
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
@@ -141,13 +141,8 @@ cdef class WindowsDumper:
         tcpfetch_free(&self.f)
 
     cdef _set_rows(self, rows):
-        cdef Py_buffer b
-        PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-        # the array object keeps its data alive; the pointer is only used while we hold it
-        self.rowp = <tcpsnap_row *>b.buf
-        self.cap = b.len // sizeof(tcpsnap_row)
-        PyBuffer_Release(&b)
-        self._rows = rows
+        self.rowp = rows_pointer(rows, &self.cap)
+        self._rows = rows      # keeps the data rowp points into alive
 
     cdef _grow(self, Py_ssize_t keep, Py_ssize_t need):
         cdef Py_ssize_t newcap = self.cap * 2
