@@ -5,12 +5,16 @@ import sys
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-ext = [Extension("tcpsnap._mib", ["src/tcpsnap/_mib.pyx"], include_dirs=["src/tcpsnap"])]
+ext = [Extension("tcpsnap._mib", ["src/tcpsnap/_mib.pyx"], include_dirs=["src/tcpsnap"]),
+       # changes mode: the diff of consecutive snapshots
+       Extension("tcpsnap._diff", ["src/tcpsnap/_diff.pyx"], include_dirs=["src/tcpsnap"])]
 if sys.platform.startswith("linux"):
     ext.append(Extension("tcpsnap._netlink", ["src/tcpsnap/_netlink.pyx"], include_dirs=["src/tcpsnap"]))
     # owning processes: /proc/<pid>/fd walks on worker threads
     ext.append(Extension("tcpsnap._procfs", ["src/tcpsnap/_procfs.pyx"], include_dirs=["src/tcpsnap"],
                          extra_compile_args=["-pthread"], extra_link_args=["-pthread"]))
+    # changes mode: socket-destroy notifications (ss -E)
+    ext.append(Extension("tcpsnap._destroy", ["src/tcpsnap/_destroy.pyx"], include_dirs=["src/tcpsnap"]))
 elif sys.platform == "win32":
     # GetTcpTable2 / GetTcp6Table2 through the plain-C fetch layer; iphlpapi.lib has the calls,
     # ws2_32.lib what the Winsock headers pull in.

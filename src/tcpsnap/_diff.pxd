@@ -1,0 +1,31 @@
+# The compiled diff of two consecutive snapshots (changes mode): declarations.
+from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
+from tcpsnap._row cimport tcpsnap_row
+
+# Event codes: the index of each name in changes.EVENTS (the `event` column's dictionary).
+cdef enum event_code:
+    EV_SNAPSHOT = 0    # marker row of an ordinary snapshot (family 0)
+    EV_KEYFRAME = 1    # marker of a keyframe snapshot; and its rows that did not change
+    EV_OPENED = 2
+    EV_STATE = 3       # the state changed (other fields may have too)
+    EV_CHANGED = 4     # any other field changed: queues, pid, process, addresses...
+    EV_CLOSED = 5
+
+cdef struct diff_result:
+    Py_ssize_t n_events     # cur rows written to ev_idx / ev_code
+    Py_ssize_t n_closed     # prev rows written to closed_idx
+    int duplicate           # an identity occurs twice in prev or cur: emit a keyframe
+
+# Diff prev[:np] (with per-row process codes pproc) against cur[:nc] (cproc). Fills
+# ev_idx/ev_code (capacity nc) with the cur rows to record -- every row when
+# `keyframe` (or when an identity repeats) -- and closed_idx (capacity np) with the prev
+# rows gone from cur. `slots` (nslots, a power of two >= 2*nc) is left holding cur's
+# identities for diff_lookup; `matched` is scratch of nc bytes.
+cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
+                             const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
+                             int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
+                             int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx) noexcept nogil
+
+# Index into cur of the row with this cookie, after diff_tables (-1: none).
+cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
+                            uint64_t cookie) noexcept nogil

@@ -1,0 +1,266 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Changes mode: the diff of two consecutive snapshots, in C.
+
+A connection's identity is its socket cookie (Linux: unique per socket for the life of
+the boot, and kept by its TIME_WAIT successor), or, where the cookie is 0 (Windows), the
+family, addresses, ports and scope ids. One open-addressing hash table holds the current
+snapshot's identities; the previous snapshot's rows probe it. Cost: one hash and one
+80-byte compare per row, no allocation (the Differ reuses its buffers), no GIL.
+
+A row "changed" when any of its 80 bytes or its process name differs: the recording must
+rebuild every field a full recording holds (``tcpsnap.changes`` has the contract).
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS
+from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
+
+import numpy as np
+
+from tcpsnap._schema import ROW_DTYPE
+
+cdef enum:
+    ID_OFF = 4        # identity of a cookie-less row: bytes 4..47 (ports, addresses,
+    ID_LEN = 44       # scope ids) and the family (byte 0)
+
+
+cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
+    # splitmix64 finaliser: cookies are sequential, so spread them over the table
+    h ^= h >> 30
+    h *= <uint64_t>0xBF58476D1CE4E5B9ULL
+    h ^= h >> 27
+    h *= <uint64_t>0x94D049BB133111EBULL
+    h ^= h >> 31
+    return h
+
+
+cdef inline uint64_t _hash(const tcpsnap_row *r) noexcept nogil:
+    cdef uint64_t h, w
+    cdef const uint8_t *p
+    cdef int i
+    if r.cookie != 0:
+        return _mix(r.cookie)
+    h = <uint64_t>r.family * <uint64_t>0x9E3779B97F4A7C15ULL
+    p = (<const uint8_t *>r) + ID_OFF
+    for i in range(0, ID_LEN, 4):
+        w = 0
+        memcpy(&w, p + i, 4)
+        h = _mix(h ^ w)
+    return h
+
+
+cdef inline bint _same_id(const tcpsnap_row *a, const tcpsnap_row *b) noexcept nogil:
+    if a.cookie != 0 or b.cookie != 0:
+        return a.cookie == b.cookie
+    return a.family == b.family and memcmp((<const char *>a) + ID_OFF, (<const char *>b) + ID_OFF, ID_LEN) == 0
+
+
+cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
+                             const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
+                             int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
+                             int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx) noexcept nogil:
+    cdef diff_result res
+    cdef Py_ssize_t i, j
+    cdef uint64_t mask = <uint64_t>nslots - 1, h
+    cdef int32_t s
+    cdef uint8_t code
+    res.n_events = 0
+    res.n_closed = 0
+    res.duplicate = 0
+    memset(slots, 0, nslots * sizeof(int32_t))
+    memset(matched, 0, nc)
+    # 1. cur's identities -> slots (index + 1; 0 = empty)
+    for i in range(nc):
+        h = _hash(&cur[i]) & mask
+        while True:
+            s = slots[h]
+            if s == 0:
+                slots[h] = <int32_t>(i + 1)
+                break
+            if _same_id(&cur[s - 1], &cur[i]):
+                res.duplicate = 1          # the second copy is not in the table
+                break
+            h = (h + 1) & mask
+    # 2. each prev row: still there (and how it changed), or closed.
+    #    matched[j]: 0 = new, 1 = unchanged, else the event code.
+    for i in range(np):
+        h = _hash(&prev[i]) & mask
+        j = -1
+        while True:
+            s = slots[h]
+            if s == 0:
+                break
+            if _same_id(&cur[s - 1], &prev[i]):
+                j = s - 1
+                break
+            h = (h + 1) & mask
+        if j < 0:
+            closed_idx[res.n_closed] = i
+            res.n_closed += 1
+            continue
+        if matched[j]:
+            res.duplicate = 1              # prev repeats an identity
+            continue
+        if cur[j].state != prev[i].state:
+            matched[j] = EV_STATE
+        elif memcmp(&cur[j], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[j] != pproc[i]:
+            matched[j] = EV_CHANGED
+        else:
+            matched[j] = 1
+    # 3. the events, in cur's order; a keyframe lists every row
+    if res.duplicate:
+        keyframe = 1
+    for j in range(nc):
+        code = matched[j]
+        if code == 0:
+            code = EV_OPENED
+        elif code == 1:
+            if not keyframe:
+                continue
+            code = EV_KEYFRAME
+        ev_idx[res.n_events] = j
+        ev_code[res.n_events] = code
+        res.n_events += 1
+    return res
+
+
+cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
+                            uint64_t cookie) noexcept nogil:
+    cdef uint64_t mask = <uint64_t>nslots - 1
+    cdef uint64_t h = _mix(cookie) & mask
+    cdef int32_t s
+    if cookie == 0:
+        return -1
+    while True:
+        s = slots[h]
+        if s == 0:
+            return -1
+        if cur[s - 1].cookie == cookie:
+            return s - 1
+        h = (h + 1) & mask
+
+
+cdef const void *_ptr(object arr, Py_ssize_t itemsize, Py_ssize_t *n) except? NULL:
+    """A C-contiguous array's data pointer and length in items (it may be read-only)."""
+    cdef Py_buffer b
+    PyObject_GetBuffer(arr, &b, PyBUF_SIMPLE | PyBUF_C_CONTIGUOUS)
+    n[0] = b.len // itemsize
+    PyBuffer_Release(&b)       # numpy buffers do not move while the array lives
+    return b.buf
+
+
+cdef class Differ:
+    """The previous snapshot and the scratch of the diff, reused from one call to the
+    next (memory grows with the largest table seen, never per call)."""
+
+    cdef object _prev            # ROW_DTYPE, capacity >= the last table
+    cdef object _pproc           # int32 process codes of _prev
+    cdef Py_ssize_t n_prev
+    cdef object _slots, _matched, _ev_idx, _ev_code, _closed_idx
+    cdef Py_ssize_t nslots
+    cdef readonly bint primed    # a previous snapshot exists
+
+    def __init__(self):
+        self._prev = np.zeros(0, ROW_DTYPE)
+        self._pproc = np.zeros(0, np.int32)
+        self.n_prev = 0
+        self._slots = np.zeros(64, np.int32)
+        self.nslots = 64
+        self._matched = np.zeros(0, np.uint8)
+        self._ev_idx = np.zeros(0, np.int64)
+        self._ev_code = np.zeros(0, np.uint8)
+        self._closed_idx = np.zeros(0, np.int64)
+        self.primed = False
+
+    def reset(self):
+        """Forget the previous snapshot: the next diff opens every row."""
+        self.n_prev = 0
+        self.primed = False
+
+    @property
+    def rows(self):
+        """The previous snapshot (after ``diff``: the one just diffed)."""
+        return self._prev[:self.n_prev]
+
+    @property
+    def proc(self):
+        return self._pproc[:self.n_prev]
+
+    def diff(self, cur, cproc, bint keyframe):
+        """Diff ``cur`` (ROW_DTYPE) and its int32 process codes ``cproc`` against the
+        previous call's; ``cur`` becomes the previous. Returns ``(ev_idx, ev_code,
+        closed_rows, closed_proc, duplicate)``: indices into cur and their event codes,
+        copies of the rows gone since (with their process codes), and whether an
+        identity repeated (the events are then a keyframe). The index arrays are views
+        valid until the next call."""
+        cdef Py_ssize_t nc, npv = self.n_prev, n2, want
+        cdef const tcpsnap_row *cp
+        cdef const int32_t *cpp
+        cdef diff_result res
+        if cur.dtype != ROW_DTYPE or cproc.dtype != np.int32 or len(cproc) != len(cur):
+            raise ValueError("diff needs ROW_DTYPE rows and as many int32 process codes")
+        cur = np.ascontiguousarray(cur)
+        cproc = np.ascontiguousarray(cproc)
+        nc = len(cur)
+        want = 64
+        while want < 2 * nc:
+            want *= 2
+        if want > self.nslots:
+            self._slots = np.zeros(want, np.int32)
+            self.nslots = want
+        if len(self._matched) < nc:
+            k = max(nc, 2 * len(self._matched))
+            self._matched = np.zeros(k, np.uint8)
+            self._ev_idx = np.zeros(k, np.int64)
+            self._ev_code = np.zeros(k, np.uint8)
+        if len(self._closed_idx) < max(npv, 1):
+            self._closed_idx = np.zeros(max(npv, 2 * len(self._closed_idx), 1), np.int64)
+        cp = NULL
+        cpp = NULL
+        if nc:
+            cp = <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
+            cpp = <const int32_t *>_ptr(cproc, 4, &n2)
+        cdef const tcpsnap_row *pp = NULL
+        cdef const int32_t *ppp = NULL
+        if npv:
+            pp = <const tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
+            ppp = <const int32_t *>_ptr(self._pproc, 4, &n2)
+        cdef int32_t *sl = <int32_t *>_ptr(self._slots, 4, &n2)
+        cdef uint8_t *mt = <uint8_t *>_ptr(self._matched, 1, &n2)
+        cdef int64_t *ei = <int64_t *>_ptr(self._ev_idx, 8, &n2)
+        cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
+        cdef int64_t *ci = <int64_t *>_ptr(self._closed_idx, 8, &n2)
+        with nogil:
+            res = diff_tables(pp, ppp, npv, cp, cpp, nc, keyframe or not self.primed,
+                              sl, self.nslots, mt, ei, ec, ci)
+        closed_idx = self._closed_idx[:res.n_closed]
+        closed = self._prev[closed_idx]
+        closed_proc = self._pproc[closed_idx]
+        # cur becomes prev (as bytes: a structured copy goes field by field)
+        if len(self._prev) < nc:
+            self._prev = np.zeros(max(nc, 2 * len(self._prev)), ROW_DTYPE)
+            self._pproc = np.zeros(len(self._prev), np.int32)
+        if nc:
+            self._prev[:nc].view(np.uint8)[:] = cur.view(np.uint8)
+            self._pproc[:nc] = cproc
+        self.n_prev = nc
+        self.primed = True
+        return (self._ev_idx[:res.n_events], self._ev_code[:res.n_events], closed, closed_proc,
+                bool(res.duplicate))
+
+    def lookup(self, cookies):
+        """Index into the last diffed table of each cookie (uint64), -1 where absent."""
+        cdef Py_ssize_t i, n, n2
+        cookies = np.ascontiguousarray(cookies, dtype=np.uint64)
+        n = len(cookies)
+        out = np.full(n, -1, np.int64)
+        if n == 0 or self.n_prev == 0:
+            return out
+        cdef const uint64_t *ck = <const uint64_t *>_ptr(cookies, 8, &n2)
+        cdef int64_t *o = <int64_t *>_ptr(out, 8, &n2)
+        cdef const tcpsnap_row *pp = <const tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
+        cdef const int32_t *sl = <const int32_t *>_ptr(self._slots, 4, &n2)
+        with nogil:
+            for i in range(n):
+                o[i] = diff_lookup(pp, sl, self.nslots, ck[i])
+        return out
