@@ -501,6 +501,8 @@ class Recorder:
                     late = now - t_sched
                     if late >= interval:
                         missed = late // interval
+                        if end is not None:  # count no slot past the end of the run
+                            missed = min(missed, -(-(end - t_sched) // interval))
                         self._overrun(missed, late)
                         k += missed
                         t_sched += missed * interval
