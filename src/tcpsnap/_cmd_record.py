@@ -17,6 +17,7 @@ examples:
   tcpsnap record /var/lib/tcpsnap --interval 10ms --rotate 1h
   tcpsnap record rec --interval 0           as fast as the kernel answers
   tcpsnap record rec --state established --port 443
+  tcpsnap record rec --mode changes         only what changed (+ keyframes, destroyed sockets)
   python3 -c "import pandas; print(pandas.read_parquet('rec'))"
 
 durations: 10ms, 2s, 15m, 1h (also 1h30m, 500us, 0). Without --duration it records
@@ -98,6 +99,15 @@ def register(sub) -> None:
                      help="nice value of the capture thread while it keeps a schedule "
                           "(default: -10 where permitted, so snapshots start on time on a "
                           "busy machine; 0 to leave it)")
+    rec.add_argument("--mode", choices=("full", "changes"), default="full",
+                     help="full: every row of every snapshot (default); changes: only what "
+                          "changed, a keyframe every --keyframe, and (Linux, CAP_NET_ADMIN) "
+                          "every socket the kernel destroys, also between snapshots; "
+                          "tcpsnap.read rebuilds every snapshot exactly")
+    rec.add_argument("--keyframe", type=_positive_duration, default=60.0, metavar="DUR",
+                     help="--mode changes: a full snapshot this often (default: 1m)")
+    rec.add_argument("--no-destroy-feed", action="store_true",
+                     help="--mode changes: do not subscribe to socket-destroy notifications")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
@@ -218,7 +228,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         compression=args.compression, compression_level=args.compression_level,
         pids=False if args.no_pids else None, states=merged(args.state), ports=merged(args.port),
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
-        fsync=args.fsync, nice=args.nice if args.nice != 0 else None)
+        fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
+        mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None)
 
     signals = {"n": 0}
 

@@ -233,6 +233,9 @@ cdef class Differ:
         with nogil:
             res = diff_tables(pp, ppp, npv, cp, cpp, nc, keyframe or not self.primed,
                               sl, self.nslots, mt, ei, ec, ci)
+        if not self.primed:
+            # the first table: its rows were there before the recording, not opened now
+            self._ev_code[:res.n_events] = EV_KEYFRAME
         closed_idx = self._closed_idx[:res.n_closed]
         closed = self._prev[closed_idx]
         closed_proc = self._pproc[closed_idx]

@@ -1,8 +1,9 @@
 """Answers from recordings: connection lifetimes, state counts, churn, who talks to whom.
 
 Every function takes a DataFrame as ``tcpsnap.read`` (or ``pandas.read_parquet`` on a
-recording) returns it: one row per connection per snapshot, with the columns ``timestamp``,
-``seq``, ``family``, ``state``, ``local_addr``, ``local_port``, ``remote_addr``,
+full recording) returns it -- the events of a changes recording (``read(path,
+mode="changes")``) are rebuilt into that first: one row per connection per snapshot, with
+the columns ``timestamp``, ``seq``, ``family``, ``state``, ``local_addr``, ``local_port``, ``remote_addr``,
 ``remote_port``, ``pid``, ``process`` and ``cookie`` (``COLUMNS``). Work is vectorized (hashes,
 scatters and bincounts over the rows, no sort of the whole table), so an hour of snapshots of
 a thousand connections (tens of millions of rows) takes seconds, not minutes.
@@ -30,6 +31,16 @@ TUPLE = ["family", "local_addr", "local_port", "remote_addr", "remote_port"]
 COLUMNS = ["timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
            "remote_port", "pid", "process", "cookie"]
 _UNSPECIFIED = {"0.0.0.0", "::", ""}
+
+
+def _full(df: pd.DataFrame) -> pd.DataFrame:
+    """The events of a changes recording (``tcpsnap.read(path, mode="changes")``) as the
+    rows a full recording holds; any other DataFrame as it is."""
+    if "event" in df.columns and "seen_in_snapshot" in df.columns:
+        from .changes import to_full
+
+        return to_full(df)
+    return df
 
 
 def _state_codes(s: pd.Series) -> np.ndarray:
@@ -127,6 +138,7 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
     Only the listed columns are used; ``tcpsnap.read(path, columns=analysis.COLUMNS)``
     reads just those.
     """
+    df = _full(df)
     # How (tens of millions of rows in seconds): rows are put in time order (a no-op for
     # tcpsnap.read, which returns them so), every row gets a dense connection code
     # (a hash of the cookie; for rows without one, the 4-tuple split at gaps, which needs
@@ -311,6 +323,7 @@ def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean") -> pd.Da
     """Connections per state over time: one column per state seen, one row per ``freq``
     bin; within a bin, the ``agg`` (``"mean"``, ``"max"``, ``"min"``, ``"last"``) of the
     per-snapshot counts. Bins without snapshots are NaN (a gap in the recording), not 0."""
+    df = _full(df)
     if len(df) == 0:
         return pd.DataFrame()
     # per distinct timestamp, one bincount over (timestamp, state): no groupby/crosstab
@@ -336,6 +349,7 @@ def churn(df: pd.DataFrame, freq: str = "1s", life: pd.DataFrame | None = None) 
     ``opened``: first seen in that bin (connections already in the first snapshot are not
     counted); ``closed``: last seen in that bin and gone from the next snapshot (still there
     at the end: not counted). Pass ``life=lifetimes(df)`` if you already have it."""
+    df = _full(df)
     life = lifetimes(df) if life is None else life
     if len(life) == 0:
         return pd.DataFrame(columns=["opened", "closed"])
@@ -354,6 +368,7 @@ def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None)
     """The ``n`` remote addresses with the most connections: ``connections``,
     ``connection_seconds`` (sum of observed durations), ``ports`` (distinct remote ports),
     ``processes`` (the local programs that talked to it). Listeners are left out."""
+    df = _full(df)
     life = lifetimes(df) if life is None else life
     life = life[~life["remote_addr"].astype(str).isin(_UNSPECIFIED)]
     if len(life) == 0:
@@ -376,6 +391,7 @@ def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None) -> pd.DataFra
     listens on), ``remotes`` (distinct remote addresses), ``connection_seconds``,
     ``longest`` (its longest connection). Connections with no known owner group under
     pid 0."""
+    df = _full(df)
     life = lifetimes(df) if life is None else life
     if len(life) == 0:
         return pd.DataFrame(columns=["process", "connections", "listening", "remotes",

@@ -9,7 +9,7 @@ event       meaning of the row
 =========== =================================================================================
 snapshot    one marker per ordinary snapshot: ``family`` 0, no connection; its ``timestamp``,
             ``seq`` and ``capture_ns`` are the snapshot's, ``inode`` the number of rows the
-            snapshot's table holds (a check for the rebuild)
+            snapshot's table holds (a check for the rebuild); state CLOSED, all else 0
 keyframe    the marker of a keyframe snapshot (``family`` 0), and every row of that snapshot
             that did not change since the previous one (the rows that did carry their event)
 opened      a connection not in the previous snapshot, as it is now
@@ -134,10 +134,37 @@ class ChangeTracker:
         self.unseen = 0             # closed events of sockets no snapshot held
         self.late = 0               # reports of sockets a snapshot had already found gone
 
-    def drain(self) -> None:
-        """Read the destroy feed now (between snapshots, on the capture thread)."""
-        if self.feed is not None:
-            self.feed.drain()
+    def sleep(self, waker, ns: int) -> None:
+        """The recorder's wait between snapshots, reading the destroy feed as reports
+        arrive (their time is the time they are read). After a read the feed rests 1 ms,
+        so a burst of deaths costs a wake-up per millisecond, not one per socket."""
+        import select
+        import time
+
+        fd = self.feed.fileno()
+        end = time.monotonic_ns() + ns
+        while True:
+            left = end - time.monotonic_ns()
+            if left <= 0:
+                return
+            r, _, _ = select.select([waker._r, fd], [], [], left / 1e9)
+            if waker._r in r:
+                waker.sleep(0.0001)         # consumes the wake-up byte(s)
+                return
+            if fd in r:
+                self.feed.drain()
+                left = end - time.monotonic_ns()
+                if left > 0:
+                    waker.sleep(min(left, 1_000_000) / 1e9)
+
+    @property
+    def stats(self) -> dict:
+        f = self.feed
+        return {"keyframes": self.keyframes, "events": self.events,
+                "destroy_feed": f is not None,
+                "destroyed": self.destroyed, "destroyed_unseen": self.unseen,
+                "destroyed_late": self.late,
+                "destroy_drops": f.drops if f is not None else 0}
 
     def _global_codes(self, rows: np.ndarray, names) -> np.ndarray:
         n = len(rows)
@@ -231,7 +258,8 @@ class ChangeTracker:
         ne, nc, nu = len(ev_idx), len(closed), len(ur)
         n = 1 + nc + nu + ne
         out = np.zeros(n, ROW_DTYPE)
-        out[0]["inode"] = len(rows)              # the marker: family 0, the table's size
+        out[0]["inode"] = len(rows)              # the marker: family 0, the table's size,
+        out[0]["state"] = TcpState.CLOSED        # a state (the column has no nulls)
         if nc:
             out[1:1 + nc] = closed
         if nu:
@@ -408,8 +436,31 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     mk = table.select(["timestamp", "seq", "capture_ns"]).take(pa.array(mik))
     idx = pa.array(snap)
     per_snap = {name: mk.column(name).take(idx) for name in ("timestamp", "seq", "capture_ns")}
+    for name in ("local_addr", "remote_addr", "process"):
+        per_snap[name] = _used_only(out.column(name))
     arrays = [per_snap[f.name] if f.name in per_snap else out.column(f.name) for f in full]
     return pa.Table.from_arrays(arrays, schema=full)
+
+
+def _used_only(col):
+    """A dictionary column with only the strings its rows use (``take`` keeps them all:
+    markers' and closed sockets' addresses would become categories nothing has)."""
+    import pyarrow as pa
+
+    if col.num_chunks == 0:
+        return col
+    d = pa.chunked_array(col.chunks, col.type).unify_dictionaries() if col.num_chunks > 1 else col
+    d = d.combine_chunks() if d.num_chunks > 1 else d.chunk(0)
+    idx = d.indices.to_numpy(zero_copy_only=False)
+    valid = ~np.asarray(d.is_null().to_numpy(zero_copy_only=False), bool)
+    iv = idx[valid].astype(np.int64) if valid.any() else np.zeros(0, np.int64)
+    used = np.unique(iv)
+    if len(used) == len(d.dictionary):
+        return d
+    new = np.zeros(len(idx), np.int32)
+    new[valid] = np.searchsorted(used, iv)
+    indices = pa.array(new, pa.int32(), mask=None if valid.all() else ~valid)
+    return pa.DictionaryArray.from_arrays(indices, d.dictionary.take(pa.array(used)))
 
 
 def to_full(df):

@@ -69,9 +69,15 @@ def _time_filter(dataset, start, end):
 
 
 def read(path: str | os.PathLike, start: Any = None, end: Any = None,
-         columns: list[str] | None = None, filters: Any = None):
+         columns: list[str] | None = None, filters: Any = None, mode: str = "full"):
     """A recording (folder or file) as a pandas DataFrame, one row per connection per
     snapshot.
+
+    ``mode="full"`` (default) gives that for both kinds of recording: a changes recording
+    (``tcpsnap record --mode changes``) is rebuilt from its nearest keyframe, exactly as a
+    full recording of the same capture holds it (``tcpsnap.changes``; ``filters`` then
+    apply to the rebuilt rows). ``mode="changes"`` returns a changes recording's events
+    as recorded (snapshot markers included).
 
     ``start`` (inclusive) and ``end`` (exclusive) take datetimes, Timestamps or strings
     (``"2026-11-26 10:00"``; no zone means UTC). They prune ``date=`` partitions and
@@ -83,7 +89,16 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
+    if mode not in ("full", "changes"):
+        raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
     dataset = open_dataset(path)
+    from .changes import is_changes, read_changes
+
+    if is_changes(dataset):
+        return read_changes(dataset, start, end, columns, filters, mode)
+    if mode == "changes":
+        raise ValueError(f"{path} is a full recording; mode='changes' needs one made with "
+                         "--mode changes")
     expr = _time_filter(dataset, start, end)
     if filters is not None:
         f = filters if isinstance(filters, ds.Expression) else pq.filters_to_expression(filters)

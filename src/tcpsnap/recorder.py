@@ -110,11 +110,13 @@ class _Batch:
     """A preallocated buffer of rows from consecutive snapshots."""
 
     __slots__ = ("rows", "proc", "ts", "seq", "cap", "counts", "n", "s", "names", "name_codes",
-                 "has_proc", "t_first", "file_key", "overruns")
+                 "has_proc", "t_first", "file_key", "overruns", "extra")
 
-    def __init__(self, rows: int, snaps: int) -> None:
+    def __init__(self, rows: int, snaps: int, changes: bool = False) -> None:
         self.rows = np.empty(rows, dtype=ROW_DTYPE)
         self.proc = np.empty(rows, dtype=np.int32)
+        # changes mode: per-row event code, seen_in_snapshot, timestamp
+        self.extra = (np.empty(rows, np.uint8), np.empty(rows, bool), np.empty(rows, np.int64)) if changes else None
         self.ts = np.empty(snaps, dtype=np.int64)
         self.seq = np.empty(snaps, dtype=np.int64)
         self.cap = np.empty(snaps, dtype=np.int64)
@@ -144,6 +146,11 @@ class _Batch:
         p = np.empty(new, dtype=np.int32)
         p[:self.n] = self.proc[:self.n]
         self.rows, self.proc = r, p
+        if self.extra is not None:
+            grown = tuple(np.empty(new, a.dtype) for a in self.extra)
+            for a, g in zip(self.extra, grown):
+                g[:self.n] = a[:self.n]
+            self.extra = grown
 
 
 class _Stop:
@@ -228,6 +235,18 @@ class Recorder:
         they are renamed into place).
     recover
         Recover files a crashed recorder left in the folder before starting.
+    mode
+        ``"full"`` (default): every row of every snapshot. ``"changes"``: only what
+        changed from one snapshot to the next, a keyframe (every row) every
+        ``keyframe`` and at the start of each file, and -- on Linux with CAP_NET_ADMIN --
+        every TCP socket the kernel destroys, also those that lived and died between two
+        snapshots. ``tcpsnap.read`` rebuilds such a recording exactly; see
+        ``tcpsnap.changes``.
+    keyframe
+        Changes mode: time between keyframes (default 1 min).
+    destroy
+        Changes mode: subscribe to the kernel's socket-destroy notifications. None
+        (default): if possible (a warning says when not); True: required; False: no.
     nice
         While ``run`` keeps a schedule (interval > 0), the calling thread's nice
         value (Linux: per thread), restored when ``run`` returns: -10 (default) gives
@@ -241,7 +260,8 @@ class Recorder:
                  compression: str | None = "zstd", compression_level: int | None = None,
                  pids: bool | None = None, states=None, ports=None, family: int | None = None,
                  row_group_rows: int = 1 << 20, compat: bool = False, fsync: bool = False,
-                 recover: bool = True, nice: int | None = -10,
+                 recover: bool = True, nice: int | None = -10, mode: str = "full",
+                 keyframe="1m", destroy: bool | None = None,
                  batch_rows: int = 1 << 14, buffers: int = 24, snapshotter=None) -> None:
         self.path = Path(path)
         self.interval = parse_duration(interval)
@@ -268,6 +288,12 @@ class Recorder:
         self.fsync = bool(fsync)
         self.do_recover = recover
         self.nice = nice
+        if mode not in ("full", "changes"):
+            raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
+        self.mode = mode
+        self.keyframe = parse_duration(keyframe)
+        self.destroy = destroy
+        self._changes = None  # changes.ChangeTracker in changes mode
         self._batch_rows = int(batch_rows)
         self._nbuffers = max(2, int(buffers))
         self._snap = snapshotter
@@ -353,9 +379,17 @@ class Recorder:
             # one untimed snapshot: sizes the array to the table and warms the pid
             # resolver (its first /proc walk), so the schedule does not start late
             self._snap.take()
-            self._schema = build_schema(self._metadata())
-            self._enc = BatchEncoder(self._schema)
-            self._pool = [_Batch(self._batch_rows, 4096) for _ in range(self._nbuffers)]
+            if self.mode == "changes":
+                from . import changes
+
+                self._changes = self._new_tracker()
+                self._schema = changes.build_schema(self._metadata())
+                self._enc = changes.ChangesEncoder(self._schema)
+            else:
+                self._schema = build_schema(self._metadata())
+                self._enc = BatchEncoder(self._schema)
+            self._pool = [_Batch(self._batch_rows, 4096, self._changes is not None)
+                          for _ in range(self._nbuffers)]
             self._pool_cv = threading.Condition()
             self._cur: _Batch | None = None
             self._q: queue.SimpleQueue = queue.SimpleQueue()
@@ -385,6 +419,14 @@ class Recorder:
             log.warning("recording without pids (%s)", e)
             return Snapshotter(pids=False)
 
+    def _new_tracker(self):
+        from .changes import ChangeTracker, open_destroy_feed
+
+        feed = None
+        if self.destroy or (self.destroy is None and self._own_snap):
+            feed = open_destroy_feed(required=bool(self.destroy))
+        return ChangeTracker(int(round(self.keyframe * 1e9)), feed, self.ports, self.family)
+
     def _metadata(self) -> dict[str, str]:
         from . import __version__
         from ._backend import BACKEND
@@ -413,6 +455,10 @@ class Recorder:
             "tcpsnap.compression_level": "default" if self.compression_level is None else str(self.compression_level),
             "tcpsnap.encoding": "compat" if self.compat else "compact",
             "tcpsnap.run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tcpsnap.mode": self.mode,
+            **({"tcpsnap.keyframe": _fmt_duration(self.keyframe),
+                "tcpsnap.destroy_feed": "true" if self._changes.feed is not None else "false"}
+               if self._changes is not None else {}),
         }
 
     def close(self) -> None:
@@ -434,6 +480,9 @@ class Recorder:
             raise self._wrap(self._error)
 
     def _release(self) -> None:
+        if self._changes is not None:
+            with contextlib.suppress(Exception):
+                self._changes.close()
         if self._own_snap and self._snap is not None:
             with contextlib.suppress(Exception):
                 self._snap.close()
@@ -456,6 +505,10 @@ class Recorder:
             w.wake()
 
     def _sleep(self, ns: int) -> None:
+        ch = self._changes
+        if ch is not None and ch.feed is not None:
+            ch.sleep(self._waker, ns)  # reads the destroy feed while it waits
+            return
         self._waker.sleep(ns / 1e9)
 
     def run(self, duration=None) -> "Recorder":
@@ -575,8 +628,11 @@ class Recorder:
             m = row_mask(rows, self.states, self.ports, self.family)
             if m is not None:
                 rows = rows[m]
-        n = len(rows)
         key = self._key_for(t0, w)
+        extra = None
+        if self._changes is not None:
+            rows, names, extra = self._changes.step(rows, names, w, t0, key)
+        n = len(rows)
         b = self._cur
         if b is not None and (b.file_key != key or not b.fits(n)):
             self._handoff()
@@ -595,6 +651,9 @@ class Recorder:
             if not rows.flags.c_contiguous:
                 rows = np.ascontiguousarray(rows)
             np.copyto(b.rows[i:i + n].view(np.uint8), rows.view(np.uint8))
+        if extra is not None:
+            for dst, src in zip(b.extra, extra):
+                dst[i:i + n] = src
         if names is not None and n:
             codes, pnames = names(rows["pid"])
             if pnames:
@@ -715,7 +774,8 @@ class Recorder:
             self._open_file(b)
         s, n = b.s, b.n
         rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                              b.proc[:n] if b.has_proc else None, b.names)
+                              b.proc[:n] if b.has_proc else None, b.names,
+                              *([] if b.extra is None else [a[:n] for a in b.extra]))
         if n:
             self._pending.append(rb)
             self._pending_rows += n
@@ -879,6 +939,7 @@ class Recorder:
             "last_seq": self._seq - 1 if self.snapshots else None,
             "pids": self.pids_enabled,
             "recovered": [str(r.path) for r in self.recovered if r.path],
+            **(self._changes.stats if self._changes is not None else {}),
         }
 
 

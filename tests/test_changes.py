@@ -1,0 +1,194 @@
+"""Changes mode: the events of known histories, crash recovery with keyframes, analysis
+on changes recordings, and (in a private network namespace) connections that live
+between two snapshots, caught by the kernel's socket-destroy feed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tcpsnap
+from tcpsnap import ROW_DTYPE, TcpState, analysis
+from tcpsnap.changes import to_full
+
+from _changes_util import canon, record, row
+from conftest import CAN_UNSHARE_NET
+
+S = TcpState
+
+
+def _events(path):
+    ev = tcpsnap.read(path, mode="changes")
+    return ev[ev["family"] != 0]
+
+
+def test_fin_wait_to_time_wait_to_gone(tmp_path):
+    lst = row(S.LISTEN, "127.0.0.1", 80, "0.0.0.0", 0, cookie=1)
+    seq = [None, S.ESTABLISHED, S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2, S.TIME_WAIT, S.TIME_WAIT, None]
+    tables = []
+    for st in seq:
+        t = [lst]
+        if st is not None:
+            t.append(row(st, "127.0.0.1", 5000, "127.0.0.1", 80, cookie=2))
+        tables.append(np.array(t, ROW_DTYPE))
+    record(tmp_path / "r", tables, "changes")
+    ev = _events(tmp_path / "r")
+    c = ev[ev["cookie"] == 2]
+    assert list(zip(c["seq"], c["event"].astype(str), c["state"].astype(str))) == [
+        (1, "opened", "ESTABLISHED"), (3, "state", "FIN_WAIT1"), (4, "state", "FIN_WAIT2"),
+        (5, "state", "TIME_WAIT"), (7, "closed", "TIME_WAIT")]
+    assert c["seen_in_snapshot"].all()
+    # the listener: in the first keyframe only
+    assert ev[ev["cookie"] == 1]["event"].astype(str).tolist() == ["keyframe"]
+
+
+def test_other_fields_make_changed_events(tmp_path):
+    names = {100: "srv", 200: "cli", 300: "cli2"}
+    base = [row(S.ESTABLISHED, "127.0.0.1", 5000, "127.0.0.1", 80, cookie=2, pid=100)]
+    tables = [np.array(base, ROW_DTYPE)]
+    for change in ("rx_queue", "tx_queue", "pid", "same", "uid"):
+        r = tables[-1].copy()
+        if change == "pid":
+            r["pid"] = 200
+        elif change != "same":
+            r[change] += 5
+        tables.append(r)
+    record(tmp_path / "r", tables, "changes", names=names)
+    record(tmp_path / "f", tables, "full", names=names)
+    ev = _events(tmp_path / "r")
+    assert ev["event"].astype(str).tolist() == ["keyframe", "changed", "changed", "changed", "changed"]
+    assert ev["seq"].tolist() == [0, 1, 2, 3, 5]
+    assert ev["process"].astype(object).tolist() == ["srv", "srv", "srv", "cli", "cli"]
+    pd.testing.assert_frame_equal(canon(tcpsnap.read(tmp_path / "r")), canon(tcpsnap.read(tmp_path / "f")))
+
+
+def test_stable_table_records_markers_only(tmp_path):
+    t = np.array([row(S.ESTABLISHED, "10.0.0.1", 1000 + i, "10.0.0.2", 443, cookie=10 + i)
+                  for i in range(50)], ROW_DTYPE)
+    record(tmp_path / "r", [t] * 30, "changes", keyframe="1m")
+    ev = tcpsnap.read(tmp_path / "r", mode="changes")
+    assert len(ev) == 30 + 50          # a marker per snapshot, the keyframe's rows
+    assert len(tcpsnap.read(tmp_path / "r")) == 30 * 50
+
+
+def test_analysis_accepts_changes_recordings(tmp_path):
+    from test_recorded_analysis import history
+
+    tables = history()
+    record(tmp_path / "f", tables, "full", names={100: "srv", 200: "cli"})
+    record(tmp_path / "c", tables, "changes", names={100: "srv", 200: "cli"}, keyframe="300ms")
+    full, chg = tcpsnap.read(tmp_path / "f"), tcpsnap.read(tmp_path / "c")
+    key = ["local_port", "first_seen"]
+    lf = analysis.lifetimes(full).sort_values(key).reset_index(drop=True)
+    lc = analysis.lifetimes(chg).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(lc, lf, check_categorical=False)
+    raw = tcpsnap.read(tmp_path / "c", mode="changes")
+    pd.testing.assert_frame_equal(canon(to_full(raw)), canon(full))
+    lr = analysis.lifetimes(raw).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(lr, lf, check_categorical=False)
+    pd.testing.assert_frame_equal(analysis.state_counts(raw), analysis.state_counts(full))
+    with pytest.raises(ValueError):
+        tcpsnap.read(tmp_path / "f", mode="changes")
+
+
+CRASH_CHILD = r"""
+import os, signal, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from _changes_util import row
+from tcpsnap import ROW_DTYPE, TcpState
+from tcpsnap.recorder import Recorder
+from test_changes import crash_tables
+tables = crash_tables()
+class Snap:
+    pids = False
+    def __init__(self):
+        self.i = -1
+    def take(self):
+        self.i += 1
+        k = max(self.i - 1, 0)          # the warm-up take gets table 0 too
+        if k == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return tables[k]
+    def process_names(self, pids):
+        return np.full(len(pids), -1, np.int32), []
+    def close(self):
+        pass
+rec = Recorder(sys.argv[1], interval="10ms", mode="changes", keyframe="100ms", flush="60ms",
+               row_group_rows=40, snapshotter=Snap(), nice=None, destroy=False)
+rec.open()
+rec.run()
+"""
+
+
+def crash_tables():
+    rng = np.random.default_rng(7)
+    tables, live = [], {}
+    for k in range(120):
+        for c in list(live):
+            if rng.random() < 0.05:
+                del live[c]
+            elif rng.random() < 0.2:
+                live[c] = int(rng.choice([S.ESTABLISHED, S.FIN_WAIT1, S.CLOSE_WAIT, S.TIME_WAIT]))
+        for _ in range(rng.integers(0, 3)):
+            live[1000 + k * 10 + len(live)] = int(S.SYN_SENT)
+        tables.append(np.array([row(st, "10.0.0.1", c % 60000, "10.0.0.9", 443, cookie=c)
+                                for c, st in live.items()], ROW_DTYPE).reshape(-1))
+    return tables
+
+
+def test_keyframe_in_the_middle_of_a_crash_recovered_file(tmp_path):
+    tables = crash_tables()
+    here = str(Path(__file__).parent)
+    folder = tmp_path / "rec"
+    p = subprocess.run([sys.executable, "-c", CRASH_CHILD, str(folder), here, "80"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert not list(folder.rglob("*.parquet"))          # the only file was in progress
+    rec = tcpsnap.recover(folder)
+    assert len(rec) == 1 and rec[0].path is not None
+    ev = tcpsnap.read(folder, mode="changes")
+    markers = ev[ev["family"] == 0]
+    seqs = markers["seq"].tolist()
+    assert seqs == list(range(len(seqs))) and 20 <= len(seqs) <= 80
+    kf = markers[markers["event"] == "keyframe"]["seq"].tolist()
+    assert kf[0] == 0 and len(kf) >= 2                   # keyframes inside the recovered file
+    got = tcpsnap.read(folder)
+    for k in seqs:
+        want = tables[k]
+        have = got[got["seq"] == k]
+        assert sorted(have["cookie"].tolist()) == sorted(want["cookie"].tolist())
+        assert sorted(zip(have["cookie"], have["state"].astype(str))) == \
+            sorted(zip(want["cookie"].tolist(), [S(s).name for s in want["state"]]))
+    # a table in the middle, rebuilt from the keyframe before it, inside the recovered file
+    mid = kf[-1] + 1 if kf[-1] + 1 in seqs else kf[-1]
+    at = tcpsnap.changes.table_at(folder, seq=mid)
+    assert sorted(at["cookie"].tolist()) == sorted(tables[mid]["cookie"].tolist())
+
+
+needs_netns = pytest.mark.skipif(not CAN_UNSHARE_NET, reason="needs unshare -n (root) on Linux")
+
+
+@pytest.mark.netns
+@needs_netns
+def test_destroy_feed_catches_connections_between_snapshots(tmp_path):
+    child = Path(__file__).with_name("_changes_netns_child.py")
+    p = subprocess.run(["unshare", "-n", sys.executable, str(child), str(tmp_path / "rec")],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(child.parent)})
+    if p.returncode != 0 and "needs CAP_NET_ADMIN" in p.stderr:
+        pytest.skip("no socket-destroy feed here")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    found = out["found"]
+    assert len(found) == 100
+    missing = [port for port, evs in found.items() if not evs]
+    assert not missing, f"{len(missing)} of 100 connections not in the recording"
+    # the server sides, which never reached a snapshot, come from the destroy feed
+    assert out["unseen"] >= 100
