@@ -65,10 +65,13 @@ def test_table_like_netstat(conn):
     (["show", "--port", "70000"], "ports are 0..65535"),
     (["show", "--family", "5"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
+    (["record", "/tmp/tcpsnap-never", "--bogus"], "unrecognized arguments: --bogus"),
+    ([], "required: COMMAND"),
 ])
 def test_bad_options_exit_2_with_a_reason(args, msg):
     p = run(*args, check=False)
     assert p.returncode == 2 and msg in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_help_teaches():

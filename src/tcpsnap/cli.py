@@ -44,8 +44,15 @@ def merged(values: list[frozenset[int]] | None) -> frozenset[int] | None:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line on a bad command line, as Unix tools do; --help has the rest."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tcpsnap",
         description="Record a machine's TCP connection table (IPv4 and IPv6) over time.",
         epilog="Run 'tcpsnap COMMAND --help' for a command's options and examples.",
