@@ -351,12 +351,13 @@ def test_record_connections_appear_and_disappear(tmp_path):
             a, _ = lsts[host].accept()
             t1 = time.time_ns()
             port = c.getsockname()[1]
+            lport = lsts[host].getsockname()[1]
             time.sleep(0.15)
             t2 = time.time_ns()
             _rst_close(c)
             a.close()
             t3 = time.time_ns()
-            events.append((host, port, t0, t1, t2, t3))
+            events.append((host, port, lport, t0, t1, t2, t3))
             time.sleep(0.08)
     finally:
         th.join()
@@ -372,8 +373,10 @@ def test_record_connections_appear_and_disappear(tmp_path):
     assert rec.snapshots + rec.overruns == 100  # 2 s / 20 ms: each slot taken or counted
     ts = snaps["timestamp"].astype("int64").to_numpy()
     end = ts + snaps["capture_ns"].to_numpy()
-    for host, port, t0, t1, t2, t3 in events:
-        mine = df[(df["local_port"] == port) & (df["local_addr"].astype(str) == host)]
+    for host, port, lport, t0, t1, t2, t3 in events:
+        # the whole 4-tuple: the host's other sockets may reuse the ephemeral port
+        mine = df[(df["local_port"] == port) & (df["local_addr"].astype(str) == host)
+                  & (df["remote_port"] == lport)]
         have = set(mine["seq"])
         must = set(seqs[(ts >= t1) & (end <= t2)])   # dumped while it surely existed
         never = set(seqs[(end < t0) | (ts > t3)])    # dumped before it / after it was gone
