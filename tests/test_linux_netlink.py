@@ -51,7 +51,7 @@ def test_listener_v4():
     lst = listener("127.0.0.1", backlog=7)
     with closing_all(lst), Snapshotter() as snap:
         port = lst.getsockname()[1]
-        r = one(snap.take(), 4, "127.0.0.1", port)
+        r = one(snap.take(), 4, "127.0.0.1", port, "0.0.0.0", 0)
         check_socket_row(r, lst, TcpState.LISTEN)
         assert r["remote_port"] == 0 and not r["remote_addr"].any()
         assert not r["local_addr"][4:].any()
