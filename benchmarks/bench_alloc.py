@@ -102,8 +102,11 @@ def check(n: int, calls: int, log=print) -> dict:
         "buffer_moved": buf0 != buf1, "capacity": (cap0, snap.capacity),
         "grows_during": stats["grows"] - grows0,
     }
-    res["zero_growth"] = (size_diff <= 0 and count_diff <= 0 and run[2] <= 0
-                          and res["rss_diff_kib"] <= 0 and res["blocks_diff"] <= 0
+    # Allocation per call would show as thousands of blocks over `calls` calls; a block
+    # or two either way is the interpreter's own bookkeeping (free lists, the int a
+    # counter lands in), which the 0-call control cannot cancel exactly.
+    res["zero_growth"] = (size_diff <= 1024 and count_diff <= 2 and run[2] <= 256
+                          and res["rss_diff_kib"] <= 0 and res["blocks_diff"] <= 2
                           and not res["buffer_moved"] and res["grows_during"] == 0)
     log(f"  rows per take(): {nrows}; {calls:,} warm calls (each compared with a 0-call control run)")
     log(f"  RSS: {rss0} KiB -> {rss1} KiB ({rss1 - rss0:+d} KiB)")
@@ -116,7 +119,8 @@ def check(n: int, calls: int, log=print) -> dict:
         f"(control {ctl[3]} B): the ndarray view one take() returns, freed by the next")
     log(f"  row buffer moved: {res['buffer_moved']}; capacity {cap0} -> {snap.capacity}; "
         f"grows during the calls: {res['grows_during']}")
-    log(f"  zero growth: {'yes' if res['zero_growth'] else 'NO'}")
+    log(f"  zero growth (<= 2 blocks and 1 KiB over all {calls:,} calls, RSS flat, buffer "
+        f"never moved): {'yes' if res['zero_growth'] else 'NO'}")
     return res
 
 
