@@ -12,6 +12,7 @@ from ._mib import (
 )
 from ._schema import ROW_DTYPE, TcpState
 from .frame import to_pandas
+from .changes import table_at
 from .reader import read
 from .recorder import Recorder, recover
 from .snapshot import Snapshotter, snapshot
@@ -27,6 +28,7 @@ __all__ = [
     "Recorder",
     "recover",
     "read",
+    "table_at",
     "analysis",
     "parse_tcptable2",
     "parse_tcp6table2",
