@@ -192,3 +192,32 @@ def test_destroy_feed_catches_connections_between_snapshots(tmp_path):
     assert not missing, f"{len(missing)} of 100 connections not in the recording"
     # the server sides, which never reached a snapshot, come from the destroy feed
     assert out["unseen"] >= 100
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the destroy feed is Linux's")
+def test_without_the_destroy_feed_one_warning_and_polling(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import tcpsnap._destroy
+    from tcpsnap.recorder import Recorder
+
+    class Refused:
+        def __init__(self, *a, **k):
+            raise PermissionError(errno.EPERM, "setsockopt(NETLINK_ADD_MEMBERSHIP, 1): Operation not permitted")
+
+    monkeypatch.setattr(tcpsnap._destroy, "DestroyFeed", Refused)
+    with caplog.at_level("WARNING", logger="tcpsnap"):
+        with Recorder(tmp_path / "r", interval="50ms", mode="changes", pids=False, nice=None) as rec:
+            rec.run(duration="0.2s")
+            stats = rec.stats
+    warnings = [r for r in caplog.records if "destroy feed" in r.getMessage()]
+    assert len(warnings) == 1 and "polling only" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
+    assert stats["destroy_feed"] is False and stats["snapshots"] >= 2
+    import pyarrow.parquet as pq
+
+    f = next((tmp_path / "r").rglob("*.parquet"))
+    assert pq.read_metadata(f).metadata[b"tcpsnap.destroy_feed"] == b"false"
+    assert len(tcpsnap.read(tmp_path / "r")) > 0 or stats["rows"] == stats["snapshots"]
+    with pytest.raises(PermissionError):
+        Recorder(tmp_path / "r2", mode="changes", pids=False, destroy=True).open()

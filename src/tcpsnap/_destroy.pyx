@@ -8,7 +8,10 @@ the kernel's last, normally CLOSE; no inode, the file is gone). This is what let
 changes mode record connections that live and die between two snapshots.
 
 Limits, from the kernel: the groups are only delivered inside the subscriber's network
-namespace, and only to subscribers with CAP_NET_ADMIN; a request socket (SYN_RECV) or a
+namespace (kernel 6.18 here delivers them without CAP_NET_ADMIN too; a kernel that refuses
+the subscription makes the constructor raise, and the recorder warns and polls only, but
+without CAP_NET_ADMIN the receive buffer cannot be forced past net.core.rmem_max, so bursts
+are likelier to overflow it); a request socket (SYN_RECV) or a
 TIME_WAIT socket is not a full socket and sends nothing (the full socket that became a
 TIME_WAIT sends one, with the cookie the TIME_WAIT keeps). Messages that do not fit the
 receive buffer are dropped by the kernel and reported to us as ENOBUFS: counted in

@@ -301,7 +301,7 @@ class ChangeTracker:
 
 def open_destroy_feed(required: bool = False):
     """The socket-destroy feed, or None (with a one-line warning) where it cannot be had:
-    not Linux, or no CAP_NET_ADMIN."""
+    not Linux, or the kernel refuses the subscription (EPERM without CAP_NET_ADMIN)."""
     try:
         from ._destroy import DestroyFeed
     except ImportError as e:
@@ -314,8 +314,8 @@ def open_destroy_feed(required: bool = False):
     except OSError as e:
         if required:
             raise
-        log.warning("no socket-destroy feed (%s; needs CAP_NET_ADMIN): polling only, "
-                    "connections that live between two snapshots are not recorded", e.strerror or e)
+        log.warning("no socket-destroy feed (%s; needs CAP_NET_ADMIN on some kernels): polling "
+                    "only, connections that live between two snapshots are not recorded", e)
         return None
 
 
