@@ -221,3 +221,37 @@ def test_without_the_destroy_feed_one_warning_and_polling(tmp_path, monkeypatch,
     assert len(tcpsnap.read(tmp_path / "r")) > 0 or stats["rows"] == stats["snapshots"]
     with pytest.raises(PermissionError):
         Recorder(tmp_path / "r2", mode="changes", pids=False, destroy=True).open()
+
+
+def test_repeated_identities_are_rebuilt_exactly(tmp_path):
+    """Two rows with one identity (no cookie, same tuple: neither backend makes them, but
+    a table could hold them) force keyframes, and the rebuild stays exact."""
+    a = row(S.ESTABLISHED, "10.0.0.1", 7000, "10.0.0.2", 22, cookie=0)
+    b = row(S.TIME_WAIT, "10.0.0.1", 7000, "10.0.0.2", 22, cookie=0)
+    c = row(S.ESTABLISHED, "10.0.0.1", 7001, "10.0.0.2", 22, cookie=0)
+    d = row(S.ESTABLISHED, "10.0.0.1", 7002, "10.0.0.2", 22, cookie=9)
+    seq = [[a, c], [a, b, c], [a, b, c, d], [b, c, d], [c], [a, c], [a, a, c], [a]]
+    tables = [np.array(t, ROW_DTYPE) for t in seq]
+    record(tmp_path / "f", tables, "full")
+    record(tmp_path / "c", tables, "changes")
+    pd.testing.assert_frame_equal(canon(tcpsnap.read(tmp_path / "c")), canon(tcpsnap.read(tmp_path / "f")))
+    ev = tcpsnap.read(tmp_path / "c", mode="changes")
+    kf = ev[(ev["family"] == 0) & (ev["event"] == "keyframe")]["seq"].tolist()
+    assert kf == [0, 1, 2, 3, 6, 7]      # a repeat in this table or the previous one
+
+
+def test_record_cli_changes_mode(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "tcpsnap", "record", str(tmp_path / "r"), "--mode", "changes",
+                        "--keyframe", "300ms", "--duration", "0.6s", "--interval", "100ms", "--no-pids", "-q"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    ev = tcpsnap.read(tmp_path / "r", mode="changes")
+    markers = ev[ev["family"] == 0]
+    assert len(markers) >= 3 and markers["event"].iloc[0] == "keyframe"
+    assert (markers["event"] == "keyframe").sum() >= 2
+    full = tcpsnap.read(tmp_path / "r")
+    assert full.groupby("seq").size().to_dict() == \
+        {int(s): int(n) for s, n in zip(markers["seq"], markers["inode"]) if n}
+    info = subprocess.run([sys.executable, "-m", "tcpsnap", "info", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "mode         changes" in info.stdout

@@ -183,7 +183,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     w(f"connections  {s['connections']:,} distinct\n")
     md = s["metadata"]
     for k, label in (("host", "host"), ("os", "os"), ("kernel", "kernel"), ("version", "tcpsnap"),
-                     ("backend", "backend"), ("interval", "asked every"), ("pids", "pids")):
+                     ("backend", "backend"), ("interval", "asked every"), ("pids", "pids"),
+                     ("mode", "mode"), ("keyframe", "keyframes"), ("destroy_feed", "destroy feed")):
         if k in md:
             w(f"{label:<12} {md[k]}\n")
     if s["top_processes"]:
