@@ -18,13 +18,16 @@
    The two recordings are then read back and compared (changes rebuilt == full, every
    column; ``--no-verify`` skips it).
 
-2. diff: the cost of the diff per snapshot against ``take()`` alone, on the live kernel
+2. read: ``tcpsnap.read`` of a minute and ``tcpsnap.table_at`` of one snapshot, from the
+   churn scenario recorded both ways (``--read-minutes``, default 3).
+
+3. diff: the cost of the diff per snapshot against ``take()`` alone, on the live kernel
    table of a private network namespace (``unshare -n``) holding 10,000 sockets (5,000
    loopback pairs): medians of ``Snapshotter.take()`` and of ``ChangeTracker.step()``
    (diff, destroy-feed bookkeeping, event rows) over the same snapshots, with 1% of the
    connections moving bytes between snapshots so there are events.
 
-3. feed: how many short connections the destroy feed catches at 1,000 connections a
+4. feed: how many short connections the destroy feed catches at 1,000 connections a
    second, in a private network namespace: a load process opens, accepts and closes
    connections at that rate (each lives well under the interval) while
    ``Recorder(mode="changes", interval=100ms)`` records; every connection's two socket
@@ -35,6 +38,7 @@
 
     python3 benchmarks/bench_changes.py all --results benchmarks/RESULTS.md
     python3 benchmarks/bench_changes.py size --minutes 2
+    python3 benchmarks/bench_changes.py read
     python3 benchmarks/bench_changes.py diff
     python3 benchmarks/bench_changes.py feed --rate 1000 --seconds 5
 """
@@ -263,6 +267,45 @@ def run_size(args) -> dict:
     return out
 
 
+def run_read(args) -> dict:
+    """Reading back: a minute out of the middle and one snapshot (``table_at``), from the
+    churn scenario recorded both ways; medians of 3 after a first call."""
+    import tcpsnap
+
+    base = Path(tempfile.mkdtemp(prefix="tcpsnap-bench-read-"))
+    out: dict = {"minutes": args.read_minutes}
+    try:
+        for mode in ("full", "changes"):
+            record_world(base / mode, mode, args.read_minutes, stable=10_000, opens=100)
+        ev = tcpsnap.read(base / "changes", mode="changes", columns=["seq", "timestamp", "family"])
+        mk = ev[ev["family"] == 0].sort_values("seq")
+        n = len(mk)
+        start = mk["timestamp"].iloc[n // 2 - 300]
+        end = mk["timestamp"].iloc[n // 2 + 300]
+        when = mk["timestamp"].iloc[n // 2 + 17]
+        for mode in ("full", "changes"):
+            def minute():
+                return tcpsnap.read(base / mode, start=start, end=end)
+
+            def one():
+                return tcpsnap.table_at(base / mode, when)
+
+            for name, fn in (("minute", minute), ("table_at", one)):
+                rows = len(fn())
+                times = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                out[f"{mode}_{name}_s"] = statistics.median(times)
+                out[f"{mode}_{name}_rows"] = rows
+            log(f"read {mode}: minute {out[f'{mode}_minute_s']:.3f} s ({out[f'{mode}_minute_rows']:,} rows), "
+                f"table_at {out[f'{mode}_table_at_s'] * 1e3:.1f} ms ({out[f'{mode}_table_at_rows']:,} rows)")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
 # --------------------------------------------------------------------------- 2. diff (netns child)
 
 def child_diff(args) -> dict:
@@ -421,7 +464,8 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
 
 
-def report(size: dict | None, diff: dict | None, feed: dict | None, cmd: str) -> str:
+def report(size: dict | None, diff: dict | None, feed: dict | None, cmd: str,
+           read: dict | None = None) -> str:
     L = ["## Changes mode (issue 6)", "",
          f"`{cmd}` on {machine()}. Method: docstring of `benchmarks/bench_changes.py`.", ""]
     if size:
@@ -443,6 +487,13 @@ def report(size: dict | None, diff: dict | None, feed: dict | None, cmd: str) ->
                  "`tcpsnap.read` of the changes one equal to the full one, every column, every snapshot."
                  if vm else ""),
               "Targets: >= 50x for 10k stable connections; smaller under 100 opens/s churn.", ""]
+    if read:
+        L += [f"### Reading back ({read['minutes']:g} simulated minutes of the churn scenario, recorded both ways)", "",
+              "| | full recording | changes recording (rebuilt) |", "|---|---:|---:|",
+              f"| `tcpsnap.read` of one minute in the middle ({read['full_minute_rows']:,} rows) | "
+              f"{read['full_minute_s']:.2f} s | {read['changes_minute_s']:.2f} s |",
+              f"| `tcpsnap.table_at(path, when)` ({read['full_table_at_rows']:,} rows) | "
+              f"{read['full_table_at_s'] * 1e3:.0f} ms | {read['changes_table_at_s'] * 1e3:.0f} ms |", ""]
     if diff:
         pct = 100 * diff["step_ms"] / diff["take_ms"]
         L += ["### The diff's cost per snapshot (live kernel table, private netns)", "",
@@ -484,7 +535,8 @@ def write_section(path: Path, body: str) -> None:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("cmd", choices=["all", "size", "diff", "feed", "_diff", "_feed"])
+    p.add_argument("cmd", choices=["all", "size", "read", "diff", "feed", "_diff", "_feed"])
+    p.add_argument("--read-minutes", type=float, default=3.0, help="read: simulated minutes recorded")
     p.add_argument("--minutes", type=float, default=15.0,
                    help="size: simulated minutes per run (default: one 15-minute file, the "
                         "period of a recording: x4 is an hour)")
@@ -505,6 +557,7 @@ def main(argv: list[str]) -> int:
         json.dump(child_feed(args), sys.stdout)
         return 0
     size = run_size(args) if args.cmd in ("all", "size") else None
+    read = run_read(args) if args.cmd in ("all", "read") else None
     diff = in_netns("diff", args) if args.cmd in ("all", "diff") else None
     if diff:
         log(f"diff: take {diff['take_ms']:.2f} ms, step {diff['step_ms']:.3f} ms "
@@ -515,7 +568,7 @@ def main(argv: list[str]) -> int:
             f"drops {feed['drops']}, rate {feed['rate_achieved']:.0f}/s")
     cmd = "python3 benchmarks/bench_changes.py " + " ".join(a for a in argv if a != str(args.results)
                                                              and a != "--results")
-    body = report(size, diff, feed, cmd.strip())
+    body = report(size, diff, feed, cmd.strip(), read)
     print(body)
     if args.results:
         write_section(args.results, body)

@@ -423,12 +423,21 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     i0 = np.searchsorted(Sk, a, side="left")
     i1 = np.searchsorted(Sk, b, side="left")
     cnt = np.maximum(i1 - i0, 0)
+    used = cnt > 0                    # versions that live in at least one wanted snapshot
+    vi, i0, cnt = vi[used], i0[used], cnt[used]
     total = int(cnt.sum())
-    rep = np.repeat(vi, cnt)
-    within = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    snap = np.repeat(i0, cnt) + within
-    o2 = np.argsort(snap, kind="stable")
+    # (version, snapshot) pairs, snapshot-major: int32 and a linear-time radix order
+    itype = np.int32 if max(len(vi), len(Sk)) < 2**31 else np.int64
+    rep = np.repeat(np.arange(len(vi), dtype=itype), cnt)
+    snap = np.arange(total, dtype=np.int64)
+    snap -= np.repeat(np.cumsum(cnt) - cnt, cnt)
+    snap += np.repeat(i0, cnt)
+    snap = snap.astype(itype)
+    from .analysis import _stable_order
+
+    o2 = _stable_order(snap, max(len(Sk), 1))
     rep, snap = rep[o2], snap[o2]
+    del o2
     # the check the marker carries: each snapshot's row count
     want = table.column("inode").take(pa.array(mik)).to_numpy().astype(np.int64)
     got = np.bincount(snap, minlength=len(Sk))
@@ -437,12 +446,14 @@ def rebuild(table, snapshots: np.ndarray | None = None):
         log.warning("changes rebuild: %d snapshot(s) do not hold the row count their marker "
                     "records (first: seq %d, %d rows instead of %d); the recording is missing "
                     "events", len(bad), Sk[bad[0]], got[bad[0]], want[bad[0]])
-    out = table.select([f.name for f in full]).take(pa.array(rep))
+    # the versions first (few), their dictionaries cut to what they use, then repeated
+    versions = table.select([f.name for f in full]).take(pa.array(vi))
+    compact = {name: _used_only(versions.column(name)) for name in ("local_addr", "remote_addr", "process")}
+    versions = pa.Table.from_arrays([compact.get(f.name, versions.column(f.name)) for f in full], schema=full)
+    out = versions.take(pa.array(rep))
     mk = table.select(["timestamp", "seq", "capture_ns"]).take(pa.array(mik))
     idx = pa.array(snap)
     per_snap = {name: mk.column(name).take(idx) for name in ("timestamp", "seq", "capture_ns")}
-    for name in ("local_addr", "remote_addr", "process"):
-        per_snap[name] = _used_only(out.column(name))
     arrays = [per_snap[f.name] if f.name in per_snap else out.column(f.name) for f in full]
     return pa.Table.from_arrays(arrays, schema=full)
 
