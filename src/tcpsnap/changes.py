@@ -588,10 +588,20 @@ def table_at(path, when: Any = None, *, seq: int | None = None, columns=None):
     if seq is None:
         t = to_utc(when).value
         if is_changes(dataset):
-            seqs, ts, _ = _markers(dataset, None, t + 1)
+            for back in (10**9, 60 * 10**9, 3600 * 10**9, None):
+                seqs, ts, _ = _markers(dataset, None if back is None else t - back, t + 1)
+                if len(seqs):
+                    break
         else:
-            tt = dataset.to_table(columns=["seq", "timestamp"],
-                                  filter=ds.field("timestamp") <= to_utc(when))
+            # look back a second, a minute, an hour, then everything: the row groups'
+            # timestamp statistics skip the rest of a long recording
+            for back in (10**9, 60 * 10**9, 3600 * 10**9, None):
+                expr = ds.field("timestamp") <= to_utc(when)
+                if back is not None:
+                    expr = expr & (ds.field("timestamp") >= to_utc(t - back))
+                tt = dataset.to_table(columns=["seq", "timestamp"], filter=expr)
+                if tt.num_rows:
+                    break
             seqs = tt.column("seq").to_numpy()
             ts = tt.column("timestamp").cast("int64").to_numpy()
         if len(seqs) == 0:
