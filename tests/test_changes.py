@@ -62,9 +62,13 @@ def test_other_fields_make_changed_events(tmp_path):
     record(tmp_path / "r", tables, "changes", names=names)
     record(tmp_path / "f", tables, "full", names=names)
     ev = _events(tmp_path / "r")
-    assert ev["event"].astype(str).tolist() == ["keyframe", "changed", "changed", "changed", "changed"]
+    assert ev["event"].astype(str).tolist() == ["keyframe", "queues", "queues", "changed", "changed"]
     assert ev["seq"].tolist() == [0, 1, 2, 3, 5]
-    assert ev["process"].astype(object).tolist() == ["srv", "srv", "srv", "cli", "cli"]
+    proc = ev["process"].astype(object).tolist()
+    assert proc[0] == "srv" and pd.isna(proc[1]) and pd.isna(proc[2]) and proc[3:] == ["cli", "cli"]
+    q = ev[ev["event"] == "queues"]       # only what a queues event needs
+    assert (q["local_port"] == 0).all() and (q["inode"] == 0).all() and (q["cookie"] == 2).all()
+    assert q["rx_queue"].tolist() == [5, 5] and q["tx_queue"].tolist() == [0, 5]
     pd.testing.assert_frame_equal(canon(tcpsnap.read(tmp_path / "r")), canon(tcpsnap.read(tmp_path / "f")))
 
 

@@ -31,12 +31,14 @@ def histories(draw):
         la, ra = ("10.0.0.1", "10.0.0.2") if family == 4 else ("fe80::1", "2001:db8::2")
         lp = 1000 + c                 # cookieless rows: the tuple is the identity, keep it unique
         cookie = 0 if cookieless else 5000 + c
+        busy = draw(st.booleans())        # only its queues change: "queues" events
+        state0, pid0 = draw(st.sampled_from(STATES)), draw(st.sampled_from([0, 100, 200, 300, 400]))
         for k in range(a, b):
-            state = draw(st.sampled_from(STATES))
-            pid = draw(st.sampled_from([0, 100, 200, 300, 400]))
+            state = state0 if busy else draw(st.sampled_from(STATES))
+            pid = pid0 if busy else draw(st.sampled_from([0, 100, 200, 300, 400]))
             rxq = draw(st.sampled_from([0, 0, 0, 7, 4096]))
             r = row(state, la, lp, ra, 443, cookie, pid=pid, rxq=rxq, family=family)
-            if not cookieless and draw(st.integers(0, 9)) == 0:
+            if not cookieless and not busy and draw(st.integers(0, 9)) == 0:
                 r["local_addr"][0] ^= 1           # a bound socket that connects: its tuple moves
             tables[k].append(r)
     for t in tables:

@@ -10,6 +10,8 @@ cdef enum event_code:
     EV_STATE = 3       # the state changed (other fields may have too)
     EV_CHANGED = 4     # any other field changed: queues, pid, process, addresses...
     EV_CLOSED = 5
+    EV_QUEUES = 6      # only rx_queue / tx_queue changed (a connection with a cookie):
+                       # recorded as cookie, family, state and the queues, all else 0
 
 cdef struct diff_result:
     Py_ssize_t n_events     # cur rows written to ev_idx / ev_code

@@ -8,7 +8,8 @@ snapshot's identities; the previous snapshot's rows probe it. Cost: one hash and
 80-byte compare per row, no allocation (the Differ reuses its buffers), no GIL.
 
 A row "changed" when any of its 80 bytes or its process name differs: the recording must
-rebuild every field a full recording holds (``tcpsnap.changes`` has the contract).
+rebuild every field a full recording holds (``tcpsnap.changes`` has the contract); when only
+its queues did (and it has a cookie), the event is the narrower "queues".
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS
@@ -22,6 +23,8 @@ from tcpsnap._schema import ROW_DTYPE
 cdef enum:
     ID_OFF = 4        # identity of a cookie-less row: bytes 4..47 (ports, addresses,
     ID_LEN = 44       # scope ids) and the family (byte 0)
+    Q_OFF = 56        # rx_queue, tx_queue: bytes 56..63
+    Q_END = 64
 
 
 cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
@@ -104,7 +107,15 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
         if cur[j].state != prev[i].state:
             matched[j] = EV_STATE
         elif memcmp(&cur[j], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[j] != pproc[i]:
-            matched[j] = EV_CHANGED
+            # busy connections change only their queues, snapshot after snapshot: such an
+            # event needs the cookie and the queues, not the whole row
+            if (cproc[j] == pproc[i] and cur[j].cookie != 0
+                    and memcmp(&cur[j], &prev[i], Q_OFF) == 0
+                    and memcmp((<const char *>&cur[j]) + Q_END, (<const char *>&prev[i]) + Q_END,
+                               sizeof(tcpsnap_row) - Q_END) == 0):
+                matched[j] = EV_QUEUES
+            else:
+                matched[j] = EV_CHANGED
         else:
             matched[j] = 1
     # 3. the events, in cur's order; a keyframe lists every row
@@ -118,6 +129,8 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
             if not keyframe:
                 continue
             code = EV_KEYFRAME
+        elif code == EV_QUEUES and keyframe:
+            code = EV_CHANGED          # a keyframe holds whole rows
         ev_idx[res.n_events] = j
         ev_code[res.n_events] = code
         res.n_events += 1

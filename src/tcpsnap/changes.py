@@ -14,7 +14,12 @@ keyframe    the marker of a keyframe snapshot (``family`` 0), and every row of t
             that did not change since the previous one (the rows that did carry their event)
 opened      a connection not in the previous snapshot, as it is now
 state       a connection whose state changed (other fields may have changed too), as it is now
-changed     a connection any other field of which changed: queues, pid, process, uid...
+changed     a connection any other field of which changed: pid, process, uid, addresses...
+queues      a connection (with a cookie) of which only ``rx_queue`` / ``tx_queue`` changed: the
+            event holds ``family``, ``state``, the queues and the ``cookie``; every other field
+            is 0 (addresses ``0.0.0.0`` / ``::``, ``process`` null) and means "as before".
+            Busy connections change their queues snapshot after snapshot; this keeps such
+            events to about half the bytes of a whole row. Never in a keyframe.
 closed      a connection gone since the previous snapshot, as last seen (its last snapshot
             row), at the snapshot that found it gone or, when the kernel's socket-destroy
             feed reported it, at the wall time the report was read. ``seen_in_snapshot``
@@ -53,8 +58,10 @@ __all__ = ["EVENTS", "table_at", "rebuild", "is_changes", "read_changes", "to_fu
 log = logging.getLogger("tcpsnap.changes")
 
 #: The ``event`` column's dictionary, in code order (= ``_diff.event_code``).
-EVENTS: tuple[str, ...] = ("snapshot", "keyframe", "opened", "state", "changed", "closed")
-EV_SNAPSHOT, EV_KEYFRAME, EV_OPENED, EV_STATE, EV_CHANGED, EV_CLOSED = range(6)
+EVENTS: tuple[str, ...] = ("snapshot", "keyframe", "opened", "state", "changed", "closed", "queues")
+EV_SNAPSHOT, EV_KEYFRAME, EV_OPENED, EV_STATE, EV_CHANGED, EV_CLOSED, EV_QUEUES = range(7)
+#: What a ``queues`` event keeps of its row; every other field is 0 (``process`` null).
+QUEUES_FIELDS = ("family", "state", "rx_queue", "tx_queue", "cookie")
 _INF = np.iinfo(np.int64).max
 _TIME_WAIT = int(TcpState.TIME_WAIT)
 
@@ -271,6 +278,12 @@ class ChangeTracker:
             out[1 + nc:1 + nc + nu] = ur
         if ne:
             out[1 + nc + nu:].view(np.uint8)[:] = rows[ev_idx].view(np.uint8)
+            q = 1 + nc + nu + np.flatnonzero(ev_code == EV_QUEUES)
+            if len(q):
+                keep = out[q][list(QUEUES_FIELDS)].copy()
+                out[q] = np.zeros(len(q), ROW_DTYPE)
+                for f in QUEUES_FIELDS:
+                    out[f][q] = keep[f]
         events = np.empty(n, np.uint8)
         events[0] = EV_KEYFRAME if kf else EV_SNAPSHOT
         events[1:1 + nc + nu] = EV_CLOSED
@@ -285,7 +298,7 @@ class ChangeTracker:
             return out, None, (events, seen, row_ts)
         g = np.full(n, -1, np.int32)
         g[1:1 + nc] = closed_proc
-        g[1 + nc + nu:] = gproc[ev_idx]
+        g[1 + nc + nu:] = np.where(ev_code == EV_QUEUES, -1, gproc[ev_idx])
         used = np.unique(g[g >= 0])
         local = [self._gnames[i] for i in used]
         codes = np.full(n, -1, np.int32)
@@ -388,7 +401,7 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     K = S[is_kf]
     # versions and the events that end them
     conn = ~marker
-    starts = conn & (ev >= EV_KEYFRAME) & (ev <= EV_CHANGED)
+    starts = conn & (((ev >= EV_KEYFRAME) & (ev <= EV_CHANGED)) | (ev == EV_QUEUES))
     enders = conn & ((ev != EV_CLOSED) | seen)
     ei = np.flatnonzero(enders)
     if len(ei) == 0:
@@ -407,8 +420,19 @@ def rebuild(table, snapshots: np.ndarray | None = None):
         nxt[:-1] = np.where(same, ss[gfirst[1:]], _INF)
     end_ev = np.empty(len(ei), np.int64)
     end_ev[o] = nxt[gid]
+    # a queues event takes every other field from its connection's last whole row
+    whole = (starts & (ev != EV_QUEUES))[ei[o]]
+    pos = np.arange(len(o))
+    last = np.maximum.accumulate(np.where(whole, pos, -1)) if len(o) else pos
+    lost = (last < 0) | (ks[np.maximum(last, 0)] != ks)
+    if lost.any():                    # cannot happen from a keyframe on; keep what there is
+        log.warning("changes rebuild: %d queue event(s) without an earlier whole row", int(lost.sum()))
+        last = np.where(lost, pos, last)
+    src = np.empty(len(ei), np.int64)
+    src[o] = ei[o][last]
     is_start = starts[ei]
     vi = ei[is_start]                 # rows of `table` that start a version
+    vsrc = src[is_start]              # ... and the rows their fields come from
     a = seq[vi]
     b = end_ev[is_start]
     if len(K):
@@ -424,7 +448,7 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     i1 = np.searchsorted(Sk, b, side="left")
     cnt = np.maximum(i1 - i0, 0)
     used = cnt > 0                    # versions that live in at least one wanted snapshot
-    vi, i0, cnt = vi[used], i0[used], cnt[used]
+    vi, vsrc, i0, cnt = vi[used], vsrc[used], i0[used], cnt[used]
     total = int(cnt.sum())
     # (version, snapshot) pairs, snapshot-major: int32 and a linear-time radix order
     itype = np.int32 if max(len(vi), len(Sk)) < 2**31 else np.int64
@@ -447,8 +471,11 @@ def rebuild(table, snapshots: np.ndarray | None = None):
                     "records (first: seq %d, %d rows instead of %d); the recording is missing "
                     "events", len(bad), Sk[bad[0]], got[bad[0]], want[bad[0]])
     # the versions first (few), their dictionaries cut to what they use, then repeated
-    versions = table.select([f.name for f in full]).take(pa.array(vi))
+    versions = table.select([f.name for f in full]).take(pa.array(vsrc))
     compact = {name: _used_only(versions.column(name)) for name in ("local_addr", "remote_addr", "process")}
+    if (vsrc != vi).any():
+        for name in ("rx_queue", "tx_queue"):
+            compact[name] = table.column(name).take(pa.array(vi))
     versions = pa.Table.from_arrays([compact.get(f.name, versions.column(f.name)) for f in full], schema=full)
     out = versions.take(pa.array(rep))
     mk = table.select(["timestamp", "seq", "capture_ns"]).take(pa.array(mik))
