@@ -40,8 +40,9 @@ kernel's dump order carries no meaning; rows come in the order they were first r
 
 The rebuild is vectorized: each non-closed event starts a "version" of its connection's row
 that lasts until the next event of that connection or the next keyframe, whichever comes
-first; versions are repeated over the snapshot markers they span (``numpy.repeat``) and taken
-from the Arrow table in one ``take``.
+first (a ``queues`` version takes its other fields from the connection's last whole row);
+versions are repeated over the snapshot markers they span (``numpy.repeat``, an int32 radix
+order by snapshot) and taken from the Arrow table in one ``take``.
 """
 
 from __future__ import annotations
