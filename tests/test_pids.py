@@ -398,6 +398,7 @@ def test_eviction_keeps_the_cache_bounded_under_churn():
     lst.listen(256)
     live = []
     sizes = []
+    prev_owners: set = set()
     with Snapshotter(pids=True) as snap:
         fast(snap)
         for i in range(400):
@@ -414,12 +415,18 @@ def test_eviction_keeps_the_cache_bounded_under_churn():
             st = snap.pid_stats
             with_inode = int((rows["inode"] != 0).sum())
             assert st["entries"] == with_inode          # nothing gone is kept
+            # processes the table references now or did one snapshot ago (a process no
+            # row references is forgotten one snapshot later); the host's other processes
+            # count too, so the bound comes from the table, not a constant
+            owners = set(rows["pid"][rows["pid"] != 0].tolist())
+            assert st["processes"] <= len(owners | prev_owners)
+            prev_owners = owners
+            # the map follows the table (load <= 0.7), not the 2,000 connections that came and went
+            assert st["map_slots"] <= max(1024, 4 * with_inode)
             sizes.append((st["map_slots"], st["processes"]))
             if i % 50 == 0:
                 mine = rows[(rows["local_port"] == lst.getsockname()[1]) | (rows["remote_port"] == lst.getsockname()[1])]
                 assert (mine["pid"][mine["inode"] != 0] == os.getpid()).all()
-        assert max(s for s, _ in sizes) <= 1024         # 2,000 connections came and went
-        assert max(p for _, p in sizes) <= 8
         assert snap.pid_stats["evicted"] >= 1900
     for c, a in live:
         c.close()
