@@ -14,6 +14,8 @@ import tcpsnap
 from tcpsnap import ROW_DTYPE, TcpState, analysis
 from tcpsnap.recorder import Recorder
 
+from _changes_util import Scripted   # the Recorder's snapshotter protocol, replaying tables
+
 S = TcpState
 N = 10   # snapshots
 
@@ -54,34 +56,10 @@ def history():
     return [np.array(t, dtype=ROW_DTYPE) for t in tables]
 
 
-class Scripted:
-    """The snapshotter protocol the Recorder uses, replaying known tables."""
-    pids = True
-
-    def __init__(self, tables):
-        # the Recorder takes one untimed warm-up snapshot when it opens: give it table 0 too
-        self.tables, self.i, self.rec = [tables[0]] + tables, 0, None
-
-    def take(self):
-        t = self.tables[self.i]
-        self.i += 1
-        if self.i == len(self.tables):
-            self.rec.stop()
-        return t
-
-    def process_names(self, pids):
-        names = ["srv", "cli"]
-        codes = np.select([pids == 100, pids == 200], [0, 1], -1).astype(np.int32)
-        return codes, names
-
-    def close(self):
-        pass
-
-
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     path = tmp_path_factory.mktemp("rec") / "recording"
-    snap = Scripted(history())
+    snap = Scripted(history(), names={100: "srv", 200: "cli"})
     with Recorder(path, interval="20ms", rotate="70ms", snapshotter=snap) as rec:
         snap.rec = rec
         rec.run(duration="10s")

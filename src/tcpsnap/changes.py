@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from ._schema import ROW_DTYPE, TcpState
+from .frame import merge_names
 
 __all__ = ["EVENTS", "table_at", "rebuild", "is_changes", "read_changes", "to_full"]
 
@@ -179,16 +180,7 @@ class ChangeTracker:
         if names is None or n == 0:
             return np.full(n, -1, np.int32)
         codes, pnames = names(rows["pid"])
-        lut = np.empty(len(pnames) + 1, np.int32)
-        gc = self._gcodes
-        for j, nm in enumerate(pnames):
-            c = gc.get(nm)
-            if c is None:
-                c = gc[nm] = len(self._gnames)
-                self._gnames.append(nm)
-            lut[j] = c
-        lut[-1] = -1
-        return np.take(lut, codes, mode="wrap")
+        return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 
     def _destroyed(self, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
                    closed_seen_ts: np.ndarray):

@@ -46,6 +46,21 @@ def address_codes(family: np.ndarray, addr: np.ndarray) -> tuple[np.ndarray, lis
     return codes.astype(np.int32, copy=False).ravel(), strings
 
 
+def merge_names(pnames: list[str], index: dict[str, int], names: list[str]) -> np.ndarray:
+    """Fold one ``process_names`` answer into a running dictionary (``names``, with
+    ``index`` its reverse): returns a lookup table such that ``lut[codes]`` are codes into
+    ``names``; its last entry is -1, so ``np.take(lut, codes, mode="wrap")`` keeps -1."""
+    lut = np.empty(len(pnames) + 1, dtype=np.int32)
+    for j, name in enumerate(pnames):
+        c = index.get(name)
+        if c is None:
+            c = index[name] = len(names)
+            names.append(name)
+        lut[j] = c
+    lut[-1] = -1
+    return lut
+
+
 def _check(rows: np.ndarray) -> None:
     if getattr(rows, "dtype", None) != ROW_DTYPE:
         raise TypeError(f"expected an array of tcpsnap.ROW_DTYPE, got {getattr(rows, 'dtype', type(rows))!r}")

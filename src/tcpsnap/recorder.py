@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover - Windows
 from ._errors import TcpsnapError
 from ._filters import parse_ports, parse_states, row_mask
 from ._schema import ROW_DTYPE
+from .frame import merge_names
 
 __all__ = ["Recorder", "recover", "parse_duration", "RecorderError", "RecorderLocked"]
 
@@ -657,16 +658,8 @@ class Recorder:
         if names is not None and n:
             codes, pnames = names(rows["pid"])
             if pnames:
-                lut = np.empty(len(pnames) + 1, dtype=np.int32)
-                nc = b.name_codes
-                for j, nm in enumerate(pnames):
-                    c = nc.get(nm)
-                    if c is None:
-                        c = nc[nm] = len(b.names)
-                        b.names.append(nm)
-                    lut[j] = c
-                lut[-1] = -1
-                np.take(lut, codes, out=b.proc[i:i + n], mode="wrap")
+                np.take(merge_names(pnames, b.name_codes, b.names), codes, out=b.proc[i:i + n],
+                        mode="wrap")
             else:
                 b.proc[i:i + n] = -1
             b.has_proc = True
