@@ -59,10 +59,11 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from pathlib import Path
 
 import numpy as np
+
+from bench_analysis import time_shim   # the time module with simulated clocks (same script dir)
 
 HERE = Path(__file__).resolve().parent
 INTERVAL_NS = 100_000_000
@@ -88,14 +89,6 @@ class SimClock:
 
     def monotonic_ns(self) -> int:
         return 10**12 + self.k * INTERVAL_NS + 3_000_000
-
-
-def time_shim(clock: SimClock) -> types.ModuleType:
-    shim = types.ModuleType("time")
-    shim.__dict__.update({k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
-    shim.time_ns = clock.time_ns
-    shim.monotonic_ns = clock.monotonic_ns
-    return shim
 
 
 class World:
