@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._units import human_bytes
 from ._errors import TcpsnapError
 
 EPILOG_INFO = """\
@@ -152,14 +153,6 @@ def summarize(path: str) -> dict:
     return out
 
 
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     s = summarize(args.path)
     if args.json:
@@ -168,7 +161,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     w(f"recording    {s['path']}\n")
-    w(f"files        {s['files']} ({_human_bytes(s['bytes'])} on disk")
+    w(f"files        {s['files']} ({human_bytes(s['bytes'])} on disk")
     w(f", {s['bytes'] / s['rows']:.2f} bytes/row)\n" if s["rows"] else ")\n")
     if not s["snapshots"]:
         w("snapshots    0 (empty recording)\n")

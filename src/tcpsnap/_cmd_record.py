@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from ._units import human_bytes, parse_duration
 from .cli import add_filter_args, merged
 
 EPILOG_RECORD = """\
@@ -35,8 +36,6 @@ Finishes the files a crashed or killed recorder left in DIR (normally the next
 
 
 def _duration(text: str) -> float:
-    from .recorder import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as e:
@@ -160,14 +159,6 @@ class _StatusAwareHandler(logging.StreamHandler):
             super().emit(record)
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
-
-
 class _Status:
     """The live status line on a terminal (stderr), redrawn twice a second."""
 
@@ -192,7 +183,7 @@ class _Status:
         cur = rec.current_file
         cur_s = f"{cur.parent.name}/{cur.name}" if cur is not None else "-"
         return (f"{rec.elapsed:7.1f}s  {rec.snapshots:,} snapshots  {rate:,.0f} rows/s  "
-                f"{rec.overruns:,} overruns  {_human_bytes(rec.bytes_written)}  {cur_s}")
+                f"{rec.overruns:,} overruns  {human_bytes(rec.bytes_written)}  {cur_s}")
 
     def clear(self) -> None:
         if self.line:
@@ -265,7 +256,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             signal.signal(s, h)
     st = rec.stats
     msg = (f"recorded {st['snapshots']:,} snapshots ({st['rows']:,} rows, "
-           f"{_human_bytes(st['bytes_written'])}) into {len(st['files'])} file(s) in {args.dir}; "
+           f"{human_bytes(st['bytes_written'])}) into {len(st['files'])} file(s) in {args.dir}; "
            f"{st['overruns']:,} overruns")
     if not args.quiet and sys.stderr.isatty():
         print(msg, file=sys.stderr)

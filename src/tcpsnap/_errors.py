@@ -1,6 +1,11 @@
-"""Exceptions tcpsnap raises on purpose."""
+"""Every exception tcpsnap raises on purpose: one home, all exported from ``tcpsnap``.
 
-__all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted"]
+Bad arguments raise the built-in ``ValueError``/``TypeError``; what goes wrong while
+capturing or recording raises a subclass of :class:`TcpsnapError`.
+"""
+
+__all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
+           "RecorderLocked"]
 
 
 class TcpsnapError(Exception):
@@ -13,3 +18,12 @@ class BackendUnavailable(TcpsnapError, ImportError):
 
 class DumpInterrupted(TcpsnapError, RuntimeError):
     """The kernel's table kept changing during the dump: no consistent snapshot."""
+
+
+class RecorderError(TcpsnapError):
+    """The recorder could not go on (disk full, folder not writable...). What was
+    recorded before stays readable or recoverable."""
+
+
+class RecorderLocked(RecorderError):
+    """Another recorder holds the folder (one recorder per folder)."""

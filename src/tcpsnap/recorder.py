@@ -29,7 +29,6 @@ import logging
 import os
 import platform
 import queue
-import re
 import select
 import socket
 import sys
@@ -45,9 +44,11 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from ._errors import TcpsnapError
+from ._errors import RecorderError, RecorderLocked
 from ._filters import parse_ports, parse_states, row_mask
 from ._schema import ROW_DTYPE
+from ._units import format_duration as _fmt_duration
+from ._units import parse_duration
 from .frame import merge_names
 
 __all__ = ["Recorder", "recover", "parse_duration", "RecorderError", "RecorderLocked"]
@@ -57,55 +58,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("tcpsnap.recorder")
 _LOCK_NAME = ".tcpsnap.lock"  # = _store.LOCK_NAME (pyarrow is imported only when recording)
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0,
-          "h": 3600.0, "d": 86400.0}
-_DUR_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|min|s|m|h|d)?")
-
-
-class RecorderError(TcpsnapError):
-    """The recorder could not go on (disk full, folder not writable...)."""
-
-
-class RecorderLocked(RecorderError):
-    """Another recorder holds the folder."""
-
-
-def parse_duration(value) -> float:
-    """``"10ms"``, ``"2s"``, ``"15m"``, ``"1h"``, ``"1h30m"``, ``"0"`` or a number of
-    seconds -> seconds (float)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0 or value != value:
-            raise ValueError(f"bad duration {value!r}: must be >= 0")
-        return float(value)
-    text = str(value).strip().lower()
-    pos = 0
-    total = 0.0
-    parts = 0
-    while pos < len(text):
-        m = _DUR_RE.match(text, pos)
-        if not m or m.end() == pos:
-            break
-        num, unit = m.groups()
-        if unit is None and (parts or m.end() != len(text)):
-            break
-        total += float(num) * _UNITS[unit or "s"]
-        parts += 1
-        pos = m.end()
-        while pos < len(text) and text[pos] == " ":
-            pos += 1
-    if not parts or pos != len(text):
-        raise ValueError(f"bad duration {value!r}: expected e.g. 10ms, 2s, 15m, 1h or 0")
-    return total
-
-
-def _fmt_duration(seconds: float) -> str:
-    ns = round(seconds * 1e9)
-    for unit, scale in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
-        if ns and ns % scale == 0:
-            return f"{ns // scale}{unit}"
-    return f"{ns}ns"
-
 
 class _Batch:
     """A preallocated buffer of rows from consecutive snapshots."""

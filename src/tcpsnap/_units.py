@@ -1,0 +1,70 @@
+"""One grammar for durations and one unit system for sizes, shared by the API and the CLI.
+
+Durations: ``"10ms"``, ``"2s"``, ``"15m"`` (minutes), ``"1h30m"``, ``"1d"``, ``"0"`` or a
+plain number of seconds. ``m`` is always minutes, never months. Every option that takes a
+duration or a frequency (``--interval``, ``--rotate``, ``--flush``, ``--keyframe``,
+``--duration``, ``plot --freq``) goes through :func:`parse_duration`.
+
+Sizes: IEC binary units (B, KiB, MiB, GiB, TiB), so one file has one size in every command.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_duration", "format_duration", "human_bytes"]
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0,
+          "h": 3600.0, "d": 86400.0}
+_DUR_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|min|s|m|h|d)?")
+
+
+def parse_duration(value: object) -> float:
+    """A duration -> seconds (float, >= 0).
+
+    Accepts a non-negative int or float (seconds) or a string of one or more
+    ``<number><unit>`` parts (units ns, us, µs, ms, s, m/min, h, d; a lone number is
+    seconds). Raises ``ValueError`` with a one-line message otherwise.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0 or value != value:
+            raise ValueError(f"bad duration {value!r}: must be >= 0")
+        return float(value)
+    text = str(value).strip().lower()
+    pos = 0
+    total = 0.0
+    parts = 0
+    while pos < len(text):
+        m = _DUR_RE.match(text, pos)
+        if not m or m.end() == pos:
+            break
+        num, unit = m.groups()
+        if unit is None and (parts or m.end() != len(text)):
+            break
+        total += float(num) * _UNITS[unit or "s"]
+        parts += 1
+        pos = m.end()
+        while pos < len(text) and text[pos] == " ":
+            pos += 1
+    if not parts or pos != len(text):
+        raise ValueError(f"bad duration {value!r}: expected e.g. 10ms, 2s, 15m, 1h or 0")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest exact spelling in :func:`parse_duration`'s grammar."""
+    ns = round(seconds * 1e9)
+    for unit, scale in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9), ("ms", 10**6),
+                        ("us", 10**3)):
+        if ns and ns % scale == 0:
+            return f"{ns // scale}{unit}"
+    return f"{ns}ns"
+
+
+def human_bytes(n: float) -> str:
+    """A byte count in IEC units: ``"512 B"``, ``"7.4 KiB"``, ``"1.2 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

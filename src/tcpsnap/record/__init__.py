@@ -1,0 +1,1 @@
+"""Recording: the capture thread, the writer thread and the folder they share."""
