@@ -15,7 +15,7 @@ from .frame import to_pandas
 from .changes import table_at
 from .reader import read
 from .recorder import Recorder, recover
-from .snapshot import Snapshotter, snapshot
+from ._snapshot import Snapshotter, snapshot
 
 __version__ = "0.1.0"
 

@@ -49,7 +49,7 @@ def _endpoint(family: int, addr: str, port: int) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .snapshot import Snapshotter
+    from ._snapshot import Snapshotter
 
     with Snapshotter(pids=not args.no_pids) as snap:
         rows = snap.take().copy()

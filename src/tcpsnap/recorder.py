@@ -358,7 +358,7 @@ class Recorder:
         return self
 
     def _new_snapshotter(self):
-        from .snapshot import Snapshotter
+        from ._snapshot import Snapshotter
 
         if self.pids is False:
             return Snapshotter(pids=False)
