@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import tcpsnap
-from tcpsnap.recorder import Recorder
+from tcpsnap import Recorder
 
 N = 100
 

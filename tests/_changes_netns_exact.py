@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import tcpsnap
-from tcpsnap.recorder import Recorder
+from tcpsnap import Recorder
 
 
 class Tee:

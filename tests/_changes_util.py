@@ -2,14 +2,11 @@
 on simulated clocks (one snapshot every 100 ms of simulated time), both ways."""
 
 import ipaddress
-import time
-import types
 
 import numpy as np
 
 from tcpsnap import ROW_DTYPE
-from tcpsnap import recorder as recmod
-from tcpsnap.recorder import Recorder
+from tcpsnap import Recorder
 
 INTERVAL_NS = 100_000_000
 WALL0 = 1_795_000_000 * 10**9
@@ -29,14 +26,6 @@ class SimClock:
 
     def monotonic_ns(self) -> int:
         return 10**12 + self.k * INTERVAL_NS + 1_000_000
-
-
-def time_shim(clock):
-    shim = types.ModuleType("time")
-    shim.__dict__.update({k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
-    shim.time_ns = clock.time_ns
-    shim.monotonic_ns = clock.monotonic_ns
-    return shim
 
 
 class Scripted:
@@ -69,16 +58,11 @@ def record(path, tables, mode="full", names=None, **kw):
     """Record ``tables`` (one per snapshot) into ``path`` on the simulated clocks."""
     clock = SimClock()
     snap = Scripted(tables, pids=names is not None, names=names)
-    real = recmod.time
-    recmod.time = time_shim(clock)
-    try:
-        extra = {"mode": mode, "destroy": False} if mode != "full" else {}
-        with Recorder(path, interval=0, snapshotter=snap, nice=None, **extra, **kw) as rec:
-            snap.rec = rec
-            rec.run()
-            return dict(rec.stats)
-    finally:
-        recmod.time = real
+    extra = {"mode": mode, "destroy": False} if mode != "full" else {}
+    with Recorder(path, interval=0, snapshotter=snap, clock=clock, nice=None, **extra, **kw) as rec:
+        snap.rec = rec
+        rec.run()
+        return dict(rec.stats)
 
 
 def row(state, la, lp, ra, rp, cookie, pid=0, rxq=0, txq=0, family=4):

@@ -107,7 +107,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[2])
 from _changes_util import row
 from tcpsnap import ROW_DTYPE, TcpState
-from tcpsnap.recorder import Recorder
+from tcpsnap import Recorder
 from test_changes import crash_tables
 tables = crash_tables()
 class Snap:
@@ -203,7 +203,7 @@ def test_without_the_destroy_feed_one_warning_and_polling(tmp_path, monkeypatch,
     import errno
 
     import tcpsnap._destroy
-    from tcpsnap.recorder import Recorder
+    from tcpsnap import Recorder
 
     class Refused:
         def __init__(self, *a, **k):

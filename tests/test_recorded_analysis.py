@@ -12,7 +12,7 @@ import pytest
 
 import tcpsnap
 from tcpsnap import ROW_DTYPE, TcpState, analysis
-from tcpsnap.recorder import Recorder
+from tcpsnap import Recorder
 
 from _changes_util import Scripted   # the Recorder's snapshotter protocol, replaying tables
 

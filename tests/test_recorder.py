@@ -28,10 +28,12 @@ pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
 import tcpsnap  # noqa: E402
-from tcpsnap import _store, _thrift  # noqa: E402
+from tcpsnap.record import folder, journal, layout, parquet  # noqa: E402
+from tcpsnap.record import thrift as _thrift  # noqa: E402
 from tcpsnap._arrow import SCHEMA, BatchEncoder, build_schema  # noqa: E402
 from tcpsnap._schema import ROW_DTYPE, STATE_NAMES  # noqa: E402
-from tcpsnap.recorder import Recorder, RecorderError, RecorderLocked, parse_duration, recover  # noqa: E402
+from tcpsnap import Recorder, RecorderError, RecorderLocked, recover  # noqa: E402
+from tcpsnap._units import parse_duration  # noqa: E402
 
 LINUX = sys.platform.startswith("linux")
 live = pytest.mark.skipif(not LINUX, reason="live capture tests need the Linux netlink backend")
@@ -144,7 +146,7 @@ def test_thrift_round_trip_of_parquet_footers():
         t = pa.Table.from_batches([encode(fake_rows(200, seed), 4)])
         buf = io.BytesIO()
         pq.write_table(t, buf, compression="zstd")
-        data, footer = _store._split_parquet(pa.py_buffer(buf.getvalue()))
+        data, footer = parquet.split_parquet(pa.py_buffer(buf.getvalue()))
         assert _thrift.encode_struct(_thrift.decode_struct(footer)) == footer
 
 
@@ -157,7 +159,7 @@ def test_thrift_rejects_garbage():
 
 def test_appender_many_row_groups(tmp_path):
     final = tmp_path / "x.parquet"
-    app = _store.ParquetAppender(final, SCHEMA, row_group_rows=1000)
+    app = parquet.ParquetAppender(final, SCHEMA, row_group_rows=1000)
     parts = []
     enc = BatchEncoder()
     for k in range(6):
@@ -168,7 +170,7 @@ def test_appender_many_row_groups(tmp_path):
         parts.append(t)
     assert app.seq_range() == (0, 17)
     path = app.finish({"tcpsnap.test": "yes"})
-    assert path == final and not _store.tmp_path(final).exists() and not _store.rglog_path(final).exists()
+    assert path == final and not layout.tmp_path(final).exists() and not layout.rglog_path(final).exists()
     md = pq.read_metadata(path)
     assert md.num_row_groups == 6
     assert md.metadata[b"tcpsnap.test"] == b"yes"
@@ -185,7 +187,7 @@ def test_appender_many_row_groups(tmp_path):
 
 
 def test_appender_empty_leaves_nothing(tmp_path):
-    app = _store.ParquetAppender(tmp_path / "e.parquet", SCHEMA)
+    app = parquet.ParquetAppender(tmp_path / "e.parquet", SCHEMA)
     assert app.finish() is None
     assert os.listdir(tmp_path) == []
 
@@ -193,12 +195,12 @@ def test_appender_empty_leaves_nothing(tmp_path):
 def test_pandas_reads_folder_with_files_in_progress(tmp_path):
     part = tmp_path / "date=2026-01-01"
     part.mkdir()
-    done = _store.ParquetAppender(part / "a.parquet", SCHEMA)
+    done = parquet.ParquetAppender(part / "a.parquet", SCHEMA)
     done.write_row_group(pa.Table.from_batches([encode(fake_rows(50), 2)]))
     done.finish()
-    busy = _store.ParquetAppender(part / "b.parquet", SCHEMA)
+    busy = parquet.ParquetAppender(part / "b.parquet", SCHEMA)
     busy.write_row_group(pa.Table.from_batches([encode(fake_rows(50), 2, seq0=2)]))
-    j = _store.Journal(_store.journal_path(part / "b.parquet", 1), SCHEMA)
+    j = journal.Journal(layout.journal_path(part / "b.parquet", 1), SCHEMA)
     j.append(encode(fake_rows(10), 1, seq0=4))
     (tmp_path / ".tcpsnap.lock").write_text("1\n")
     df = pd.read_parquet(tmp_path)
@@ -223,12 +225,12 @@ def _build_crash_case(folder: Path):
     def state(durable):
         steps.append((durable, {p.name: p.read_bytes() for p in folder.iterdir()}))
 
-    app = _store.ParquetAppender(final, SCHEMA)
+    app = parquet.ParquetAppender(final, SCHEMA)
     durable = 0
     state(durable)
     seq = 0
     for rg in range(2):
-        j = _store.Journal(_store.journal_path(final, rg), SCHEMA)
+        j = journal.Journal(layout.journal_path(final, rg), SCHEMA)
         state(durable)
         for k in range(3):
             b = encode(fake_rows(40 + 7 * k, seed=10 * rg + k), 2, seq0=seq, enc=enc)
@@ -238,14 +240,14 @@ def _build_crash_case(folder: Path):
             durable += b.num_rows
             state(durable)
         j.close()
-        _, jb, complete = _store.read_journal(j.path)
+        _, jb, complete = journal.read_journal(j.path)
         assert complete
-        app.write_row_group(_store.unify_table(SCHEMA, jb))
+        app.write_row_group(journal.unify_table(SCHEMA, jb))
         state(durable)
         os.unlink(j.path)
         state(durable)
         enc.reset()
-    j = _store.Journal(_store.journal_path(final, 2), SCHEMA)
+    j = journal.Journal(layout.journal_path(final, 2), SCHEMA)
     b = encode(fake_rows(33, seed=99), 3, seq0=seq, enc=enc)
     j.append(b)
     batches.append(b)
@@ -282,7 +284,7 @@ def test_recovery_from_a_crash_at_any_byte(tmp_path):
         files[torn] = steps[i][1][torn][:off]
         for f, blob in files.items():
             (part / f).write_bytes(blob)
-        res = _store.recover_file(part / name)
+        res = folder.recover_file(part / name)
         durable = steps[i - 1][0]
         where = (n, i, torn, off)
         if res.path is None:
@@ -299,7 +301,7 @@ def test_recovery_from_a_crash_at_any_byte(tmp_path):
 
 def test_read_journal_torn_at_every_byte(tmp_path):
     p = tmp_path / "j"
-    j = _store.Journal(p, SCHEMA)
+    j = journal.Journal(p, SCHEMA)
     enc = BatchEncoder()
     ends = []
     for k in range(3):
@@ -309,7 +311,7 @@ def test_read_journal_torn_at_every_byte(tmp_path):
     blob = p.read_bytes()
     for off in range(0, len(blob) + 1, 7):
         p.write_bytes(blob[:off])
-        schema, batches, complete = _store.read_journal(p)
+        schema, batches, complete = journal.read_journal(p)
         whole = sum(1 for e in ends if e <= off)
         assert len(batches) == whole, off
         for b in batches:
@@ -495,7 +497,7 @@ def test_lock_one_recorder_per_folder(tmp_path):
 @live
 def test_writer_failure_stops_with_error_and_keeps_earlier_files(tmp_path, monkeypatch):
     out = tmp_path / "rec"
-    real = _store.Journal.append
+    real = journal.Journal.append
     calls = {"n": 0}
 
     def failing(self, batch):
@@ -504,7 +506,7 @@ def test_writer_failure_stops_with_error_and_keeps_earlier_files(tmp_path, monke
             raise OSError(28, "No space left on device", str(self.path))
         return real(self, batch)
 
-    monkeypatch.setattr(_store.Journal, "append", failing)
+    monkeypatch.setattr(journal.Journal, "append", failing)
     rec = Recorder(out, interval="10ms", rotate="0.1s", flush="0.05s", pids=False)
     with pytest.raises(RecorderError, match="No space left on device") as ei:
         with rec:
@@ -513,7 +515,7 @@ def test_writer_failure_stops_with_error_and_keeps_earlier_files(tmp_path, monke
     assert rec.elapsed < 3  # stopped early
     for f in out.glob("date=*/*.parquet"):
         pq.read_table(f)  # what was finished before the failure reads back
-    monkeypatch.setattr(_store.Journal, "append", real)
+    monkeypatch.setattr(journal.Journal, "append", real)
     res = recover(out)  # and the file in progress is recoverable
     for r in res:
         if r.path is not None:
@@ -523,7 +525,7 @@ def test_writer_failure_stops_with_error_and_keeps_earlier_files(tmp_path, monke
 _KILL_CHILD = textwrap.dedent("""
     import mmap, os, struct, sys, time
     import tcpsnap
-    from tcpsnap.recorder import Recorder
+    from tcpsnap import Recorder
 
     out, counter, flush, interval = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     fd = os.open(counter, os.O_RDWR)

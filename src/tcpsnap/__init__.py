@@ -14,7 +14,7 @@ from ._schema import ROW_DTYPE, TcpState
 from .frame import to_pandas
 from .changes import table_at
 from .reader import read
-from .recorder import Recorder, recover
+from .record import Recorder, recover
 from ._snapshot import Snapshotter, snapshot
 
 __version__ = "0.1.0"

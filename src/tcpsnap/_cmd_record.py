@@ -211,7 +211,7 @@ class _Status:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .recorder import Recorder
+    from .record import Recorder
 
     _setup_logging(args)
     rec = Recorder(
@@ -266,7 +266,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from .recorder import recover
+    from .record import recover
 
     _setup_logging(args)
     results = recover(args.dir)

@@ -1,41 +1,17 @@
-"""On-disk layout of a recording, and how it survives a crash.
+"""A Parquet file written one row group at a time, recoverable after a crash.
 
-A recording folder holds hive-style partitions of finished Parquet files::
-
-    DIR/.tcpsnap.lock                        flock: one recorder per folder
-    DIR/date=2026-11-25/tcpsnap-20261125T101500.123Z.parquet        finished
-    DIR/date=2026-11-25/.tcpsnap-20261125T103000.456Z.parquet.tmp   in progress
-    DIR/date=2026-11-25/.tcpsnap-20261125T103000.456Z.parquet.rglog
-    DIR/date=2026-11-25/.tcpsnap-20261125T103000.456Z.parquet.j7
-
-Readers never see the in-progress files: their names start with ``.`` (ignored by
-pyarrow.dataset and so pandas.read_parquet(DIR)) and do not end in ``.parquet``
-(ignored by ``**/*.parquet`` globs).
-
-How a file is built (``ParquetAppender``): Parquet cannot be appended to, so each row
-group is encoded by its own in-memory Parquet writer and its data bytes are appended
-to the ``.tmp`` file; its footer entry (the row group's metadata, offsets moved to
-where the bytes landed) is appended to the ``.rglog``. Closing writes the combined
-footer after the data, checks the file, fsyncs it and renames it into place.
-
-Rows not yet in a row group sit in the journal ``.jK`` (K = the row group they will
-become): an Arrow IPC stream the writer appends a record batch to every flush.
-
-Recovery after a crash (``recover_file``): keep the row groups the ``.rglog``
-vouches for (truncating any half-written one), replay the journals' intact record
-batches (a torn last message is expected after kill -9) as more row groups, and
-close the file as above. A crash loses only what was not yet in a journal or row
-group: at most the flush interval.
+Parquet cannot be appended to, so each row group is encoded by its own in-memory
+Parquet writer and its data bytes are appended to the ``.tmp`` file; its footer entry
+(the row group's metadata, offsets moved to where the bytes landed) is appended to the
+``.rglog`` behind a CRC. Closing writes the combined footer after the data, checks the
+file, fsyncs it and renames it into place. The folder layout and crash model:
+``tcpsnap.record.layout``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import errno
-import logging
 import os
-import re
 import struct
 import zlib
 from pathlib import Path
@@ -43,19 +19,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import _thrift as th
+from . import thrift as th
+from .layout import free_name, fsync_dir, pwrite_all, rglog_path, tmp_path
 
-log = logging.getLogger("tcpsnap.recorder")
+__all__ = ["ParquetAppender", "writer_kwargs", "read_rglog", "split_parquet", "rg_rows",
+           "kv_of", "schema_from_header", "MAGIC", "LOG_MAGIC"]
 
-__all__ = ["ParquetAppender", "Journal", "read_journal", "recover_file", "find_leftovers",
-           "file_names", "last_seq", "LOCK_NAME", "RecoveryResult"]
-
-LOCK_NAME = ".tcpsnap.lock"
 MAGIC = b"PAR1"
 LOG_MAGIC = b"TSNPRGL1"
 _ENTRY = struct.Struct("<cIIQ")  # kind, payload length, crc32, data end
-_JOURNAL_RE = re.compile(r"^\.(?P<name>.+\.parquet)\.j(?P<k>\d+)$")
-_TMP_RE = re.compile(r"^\.(?P<name>.+\.parquet)\.(?:tmp|rglog)$")
 
 # FileMetaData / RowGroup / ColumnChunk / ColumnMetaData field ids (parquet.thrift)
 _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_KV = 3, 4, 5
@@ -63,39 +35,6 @@ _RG_COLUMNS, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_ORDINAL = 1, 3, 5, 7
 _CC_FILE_OFFSET, _CC_META, _CC_OFFSET_INDEX, _CC_COLUMN_INDEX = 2, 3, 4, 6
 _CMD_DATA_PAGE, _CMD_INDEX_PAGE, _CMD_DICT_PAGE, _CMD_STATS, _CMD_BLOOM = 9, 10, 11, 12, 14
 _STATS_MAX, _STATS_MIN = 5, 6
-
-
-def file_names(wall_ns: int) -> tuple[str, str]:
-    """``(partition folder, file name)`` for a file whose first snapshot is at wall_ns."""
-    t = _dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, _dt.timezone.utc)
-    ms = (wall_ns // 1_000_000) % 1000
-    return f"date={t:%Y-%m-%d}", f"tcpsnap-{t:%Y%m%dT%H%M%S}.{ms:03d}Z.parquet"
-
-
-def tmp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp")
-
-
-def rglog_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.rglog")
-
-
-def journal_path(final: Path, k: int) -> Path:
-    return final.with_name(f".{final.name}.j{k}")
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:  # pragma: no cover - some filesystems refuse, harmless
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 #: Columns that repeat one value for all rows of a snapshot: DELTA_BINARY_PACKED
@@ -151,7 +90,7 @@ _HAS_MAX_ROWS_PER_PAGE = _has_kw("max_rows_per_page")
 
 # ---------------------------------------------------------------- footer surgery
 
-def _split_parquet(buf: pa.Buffer) -> tuple[memoryview, bytes]:
+def split_parquet(buf: pa.Buffer) -> tuple[memoryview, bytes]:
     """A whole in-memory Parquet file -> (data bytes after the leading magic, footer)."""
     mv = memoryview(buf)
     n = len(mv)
@@ -183,7 +122,7 @@ def shift_row_group(rg: dict, delta: int, ordinal: int) -> None:
                 _shift(md, fid, delta)
 
 
-def _rg_rows(rg: dict) -> int:
+def rg_rows(rg: dict) -> int:
     return rg[_RG_NUM_ROWS][1]
 
 
@@ -234,16 +173,16 @@ class ParquetAppender:
             if _resume is None:
                 self._fd = os.open(self.tmp, flags | os.O_CREAT | os.O_EXCL, 0o644)
                 self._lfd = os.open(self.rglog, flags | os.O_CREAT | os.O_EXCL, 0o644)
-                _pwrite_all(self._fd, MAGIC, 0)
+                pwrite_all(self._fd, MAGIC, 0)
                 self._pos = len(MAGIC)
-                _pwrite_all(self._lfd, LOG_MAGIC, 0)
+                pwrite_all(self._lfd, LOG_MAGIC, 0)
                 self._lpos = len(LOG_MAGIC)
                 self._meta = self._header()
                 self._log_entry(b"H", th.encode_struct(self._meta))
                 self._sync(dirs=True)
             else:
                 self._meta, self._rgs, self._pos, self._lpos = _resume
-                self.rows = sum(_rg_rows(rg) for rg in self._rgs)
+                self.rows = sum(rg_rows(rg) for rg in self._rgs)
                 self._fd = os.open(self.tmp, flags)
                 os.ftruncate(self._fd, self._pos)
                 self._lfd = os.open(self.rglog, flags)
@@ -264,7 +203,7 @@ class ParquetAppender:
         sink = pa.BufferOutputStream()
         w = pq.ParquetWriter(sink, self.schema, **self._kw)
         w.close()
-        _, footer = _split_parquet(sink.getvalue())
+        _, footer = split_parquet(sink.getvalue())
         meta = th.decode_struct(footer)
         meta[_FMD_NUM_ROWS] = (th.T_I64, 0)
         meta[_FMD_ROW_GROUPS] = (th.T_LIST, (th.T_STRUCT, []))
@@ -276,7 +215,7 @@ class ParquetAppender:
         head = _ENTRY.pack(kind, len(payload), 0, self._pos)
         crc = zlib.crc32(head[:5] + head[9:] + payload)
         entry = _ENTRY.pack(kind, len(payload), crc, self._pos) + payload
-        _pwrite_all(self._lfd, entry, self._lpos)
+        pwrite_all(self._lfd, entry, self._lpos)
         self._lpos += len(entry)
 
     def _sync(self, dirs: bool = False) -> None:
@@ -296,7 +235,7 @@ class ParquetAppender:
             w.write_table(table, row_group_size=table.num_rows)
         finally:
             w.close()
-        data, footer = _split_parquet(sink.getvalue())
+        data, footer = split_parquet(sink.getvalue())
         meta = th.decode_struct(footer)
         rgs = meta[_FMD_ROW_GROUPS][1][1]
         delta = self._pos - len(MAGIC)
@@ -308,21 +247,21 @@ class ParquetAppender:
             payload += len(enc).to_bytes(4, "little") + enc
         # data first, then the log entry that vouches for it; a failure in between
         # leaves _pos where it was, so the next attempt writes over the torn bytes
-        _pwrite_all(self._fd, data, self._pos)
+        pwrite_all(self._fd, data, self._pos)
         if self.fsync:
             os.fsync(self._fd)
         end = self._pos + len(data)
         head = _ENTRY.pack(b"R", len(payload), 0, end)
         crc = zlib.crc32(head[:5] + head[9:] + payload)
         entry = _ENTRY.pack(b"R", len(payload), crc, end) + bytes(payload)
-        _pwrite_all(self._lfd, entry, self._lpos)
+        pwrite_all(self._lfd, entry, self._lpos)
         if self.fsync:
             os.fsync(self._lfd)
         self._lpos += len(entry)
         self._pos = end
         for rg in rgs:
             self._rgs.append(rg)
-            self.rows += _rg_rows(rg)
+            self.rows += rg_rows(rg)
 
     def seq_range(self) -> tuple[int, int] | None:
         """(first, last) ``seq`` in the file so far, from row-group statistics."""
@@ -350,7 +289,7 @@ class ParquetAppender:
         _set_kv(meta, kv)
         footer = th.encode_struct(meta)
         tail = footer + len(footer).to_bytes(4, "little") + MAGIC
-        _pwrite_all(self._fd, tail, self._pos)
+        pwrite_all(self._fd, tail, self._pos)
         os.ftruncate(self._fd, self._pos + len(tail))
         os.fsync(self._fd)  # always: the rename below publishes the file
         self.close_files()
@@ -361,7 +300,7 @@ class ParquetAppender:
             raise RuntimeError(f"{self.tmp}: footer check failed")
         final = self.final
         if final.exists():  # never overwrite a finished file
-            final = _free_name(final)
+            final = free_name(final)
         os.rename(self.tmp, final)
         fsync_dir(final.parent)
         with contextlib.suppress(FileNotFoundError):
@@ -382,25 +321,6 @@ class ParquetAppender:
         for p in (self.tmp, self.rglog):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
-
-
-def _pwrite_all(fd: int, data, pos: int) -> None:
-    mv = memoryview(data).cast("B")
-    while mv:
-        n = os.pwrite(fd, mv, pos)
-        if n <= 0:  # pragma: no cover - pwrite reports errors by raising
-            raise OSError(errno.EIO, "short write")
-        mv = mv[n:]
-        pos += n
-
-
-def _free_name(final: Path) -> Path:
-    stem = final.name[: -len(".parquet")]
-    for i in range(1, 10_000):
-        cand = final.with_name(f"{stem}-{i}.parquet")
-        if not cand.exists():
-            return cand
-    raise FileExistsError(final)  # pragma: no cover
 
 
 def read_rglog(path: Path, data_size: int | None = None) -> tuple[dict | None, list[dict], int, int]:
@@ -447,147 +367,7 @@ def read_rglog(path: Path, data_size: int | None = None) -> tuple[dict | None, l
     return header, rgs, end, i
 
 
-# ---------------------------------------------------------------- the journal
-
-class Journal:
-    """Rows not yet in a row group: an Arrow IPC stream, appended a batch at a time."""
-
-    def __init__(self, path: Path, schema: pa.Schema, fsync: bool = False) -> None:
-        self.path = Path(path)
-        self.fsync = fsync
-        self.rows = 0
-        self.batches = 0
-        self._file = pa.OSFile(str(self.path), "wb")
-        try:
-            self._writer = pa.ipc.new_stream(
-                self._file, schema, options=pa.ipc.IpcWriteOptions(emit_dictionary_deltas=True))
-        except BaseException:
-            self._file.close()
-            raise
-        self.nbytes = self._file.tell()
-
-    def append(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)  # straight to the fd: survives kill -9 at once
-        self.rows += batch.num_rows
-        self.batches += 1
-        self.nbytes = self._file.tell()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        try:
-            self._writer.close()
-        finally:
-            self._file.close()
-
-    def abandon(self) -> None:
-        """Close the fd without writing the end-of-stream marker (after an error)."""
-        with contextlib.suppress(Exception):
-            self._file.close()
-
-
-def read_journal(path: Path) -> tuple[pa.Schema | None, list[pa.RecordBatch], bool]:
-    """The intact record batches of a journal: (schema, batches, complete). A torn
-    last message (a crash mid-append) is dropped and ``complete`` is False."""
-    try:
-        mm = pa.memory_map(str(path), "r")
-    except (FileNotFoundError, pa.ArrowInvalid, OSError):
-        return None, [], False
-    try:
-        if mm.size() == 0:
-            return None, [], False
-        reader = pa.ipc.open_stream(mm)
-    except (pa.ArrowInvalid, OSError):
-        return None, [], False
-    batches = []
-    while True:
-        try:
-            batches.append(reader.read_next_batch())
-        except StopIteration:
-            return reader.schema, batches, True
-        except (pa.ArrowInvalid, OSError, pa.ArrowException):
-            return reader.schema, batches, False
-
-
-def unify_table(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Table:
-    """Batches of one journal -> one table whose dictionary columns share a single
-    dictionary (each batch's dictionary is a prefix of the last one's: indices stay
-    valid), so the Parquet writer writes indices straight through."""
-    table = pa.Table.from_batches(batches, schema=schema)
-    cols = []
-    changed = False
-    for i, field in enumerate(schema):
-        col = table.column(i)
-        if pa.types.is_dictionary(field.type) and col.num_chunks > 1:
-            last = col.chunk(col.num_chunks - 1).dictionary
-            ok = True
-            for ch in col.chunks:
-                d = ch.dictionary
-                if d is not last and (len(d) > len(last) or not d.equals(last.slice(0, len(d)))):
-                    ok = False
-                    break
-            if ok:
-                col = pa.chunked_array(
-                    [pa.DictionaryArray.from_arrays(ch.indices, last) for ch in col.chunks],
-                    type=field.type)
-                changed = True
-            else:  # pragma: no cover - the encoder never does this
-                col = col.unify_dictionaries() if hasattr(col, "unify_dictionaries") else col
-                changed = True
-        cols.append(col)
-    return pa.Table.from_arrays(cols, schema=schema) if changed else table
-
-
-# ---------------------------------------------------------------- recovery
-
-class RecoveryResult:
-    """What recovery did for one interrupted file."""
-
-    def __init__(self, path: Path | None, rows: int, from_journal: int, torn: bool) -> None:
-        self.path = path
-        self.rows = rows
-        self.from_journal = from_journal
-        self.torn = torn
-
-    def __repr__(self) -> str:
-        return (f"RecoveryResult(path={str(self.path)!r}, rows={self.rows}, "
-                f"from_journal={self.from_journal}, torn={self.torn})")
-
-
-def find_leftovers(root: Path) -> list[Path]:
-    """Final paths of the files left in progress under ``root`` (one level of
-    partition folders, plus root itself)."""
-    root = Path(root)
-    out: set[Path] = set()
-    dirs = [root]
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        dirs += [d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))]
-    for d in dirs:
-        try:
-            names = os.listdir(d)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for n in names:
-            m = _TMP_RE.match(n) or _JOURNAL_RE.match(n)
-            if m:
-                out.add(d / m.group("name"))
-    return sorted(out)
-
-
-def _journals(final: Path) -> list[tuple[int, Path]]:
-    out = []
-    try:
-        names = os.listdir(final.parent)
-    except FileNotFoundError:
-        return []
-    for n in names:
-        m = _JOURNAL_RE.match(n)
-        if m and m.group("name") == final.name:
-            out.append((int(m.group("k")), final.parent / n))
-    return sorted(out)
-
-
-def _kv_of(meta: dict) -> dict[str, str]:
+def kv_of(meta: dict) -> dict[str, str]:
     out = {}
     for kv in _kv_list(meta):
         k = kv.get(1, (0, b""))[1]
@@ -596,98 +376,7 @@ def _kv_of(meta: dict) -> dict[str, str]:
     return out
 
 
-def recover_file(final: Path, row_group_rows: int = 1 << 20) -> RecoveryResult:
-    """Turn one interrupted file (``.tmp`` + ``.rglog`` + journals) into a finished
-    Parquet file, keeping every row the log or a journal vouches for."""
-    final = Path(final)
-    tmp = tmp_path(final)
-    size = tmp.stat().st_size if tmp.exists() else 0
-    header, rgs, end, log_end = read_rglog(rglog_path(final), size)
-    journals = _journals(final)
-    k0 = len(rgs)
-    replay = [(k, p) for k, p in journals if k >= k0]
-    stale = [p for k, p in journals if k < k0]
-
-    app: ParquetAppender | None = None
-    torn = False
-    from_journal = 0
-    kv = {}
-    try:
-        if header is not None and tmp.exists():
-            schema = _schema_from_header(header)
-            kv = _kv_of(header)
-            app = ParquetAppender(final, schema, **_options_from_kv(kv, row_group_rows),
-                                  _resume=(header, rgs, end, log_end))
-        for _, jp in replay:
-            schema, batches, complete = read_journal(jp)
-            torn |= not complete
-            if not batches:
-                continue
-            if app is None:
-                for p in (tmp, rglog_path(final)):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(p)
-                kv = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-                app = ParquetAppender(final, schema, **_options_from_kv(kv, row_group_rows))
-            table = unify_table(app.schema, batches)
-            from_journal += table.num_rows
-            for off in range(0, table.num_rows, row_group_rows):
-                app.write_row_group(table.slice(off, row_group_rows))
-            del table, batches
-        path = None
-        rows = 0
-        if app is not None:
-            rows = app.rows
-            path = app.finish({"tcpsnap.closed": "recovered"})
-        else:
-            for p in (tmp, rglog_path(final)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(p)
-    except BaseException:
-        if app is not None:
-            app.close_files()
-        raise
-    for _, jp in replay:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(jp)
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(p)
-    return RecoveryResult(path, rows, from_journal, torn)
-
-
-def _schema_from_header(header: dict) -> pa.Schema:
+def schema_from_header(header: dict) -> pa.Schema:
     footer = th.encode_struct(header)
     buf = MAGIC + footer + len(footer).to_bytes(4, "little") + MAGIC
     return pq.read_schema(pa.BufferReader(buf))
-
-
-def _options_from_kv(kv: dict[str, str], row_group_rows: int) -> dict:
-    comp = kv.get("tcpsnap.compression") or "zstd"
-    level = kv.get("tcpsnap.compression_level")
-    return dict(compression=None if comp == "none" else comp,
-                compression_level=int(level) if level not in (None, "", "default") else None,
-                row_group_rows=row_group_rows, compat=kv.get("tcpsnap.encoding") == "compat")
-
-
-def last_seq(root: Path) -> int | None:
-    """The last ``seq`` recorded in the newest finished file under ``root``."""
-    root = Path(root)
-    try:
-        parts = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("date="))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    for d in reversed(parts):
-        files = sorted(p for p in d.iterdir() if p.name.endswith(".parquet") and not p.name.startswith((".", "_")))
-        for f in reversed(files):
-            try:
-                md = pq.read_metadata(f).metadata or {}
-            except (OSError, pa.ArrowInvalid):
-                continue
-            v = md.get(b"tcpsnap.last_seq")
-            if v is not None:
-                try:
-                    return int(v)
-                except ValueError:
-                    continue
-    return None

@@ -1,0 +1,126 @@
+"""The batch: what the capture thread hands to the writer thread, and the pool it returns to.
+
+A :class:`Batch` is a preallocated buffer of the rows of consecutive snapshots (numpy,
+``ROW_DTYPE``) with each snapshot's wall-clock time, ``seq``, capture time and row count.
+Capture fills one, hands it down a queue, the writer encodes it and gives it back to the
+:class:`BatchPool`. Steady capture therefore allocates nothing per row and memory is
+bounded by the pool; when the pool is empty the writer is behind, and capture waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .._schema import ROW_DTYPE
+
+__all__ = ["Batch", "BatchPool", "STOP"]
+
+log = logging.getLogger("tcpsnap.recorder")
+
+#: Put on the queue after the last batch: the writer finishes its file and exits.
+STOP = object()
+
+
+class Batch:
+    """A preallocated buffer of rows from consecutive snapshots, all for one file.
+
+    ``rows[:n]``/``proc[:n]`` hold the rows (``proc`` indexes ``names``, -1 unknown);
+    ``ts``/``seq``/``cap``/``counts`` ``[:s]`` hold one entry per snapshot (wall ns,
+    sequence number, capture ns, rows). ``file_key`` says which file the batch belongs
+    to (see ``writer.Rules.file_key``); ``overruns`` counts the slots missed while it
+    filled. In changes mode ``extra`` holds the per-row event code, the
+    seen-in-snapshot flag and the event's timestamp.
+    """
+
+    __slots__ = ("rows", "proc", "ts", "seq", "cap", "counts", "n", "s", "names", "name_codes",
+                 "has_proc", "t_first", "file_key", "overruns", "extra")
+
+    def __init__(self, rows: int, snaps: int, changes: bool = False) -> None:
+        self.rows = np.empty(rows, dtype=ROW_DTYPE)
+        self.proc = np.empty(rows, dtype=np.int32)
+        self.extra: tuple[np.ndarray, ...] | None = (
+            (np.empty(rows, np.uint8), np.empty(rows, bool), np.empty(rows, np.int64))
+            if changes else None)
+        self.ts = np.empty(snaps, dtype=np.int64)
+        self.seq = np.empty(snaps, dtype=np.int64)
+        self.cap = np.empty(snaps, dtype=np.int64)
+        self.counts = np.empty(snaps, dtype=np.int64)
+        self.names: list[str] = []
+        self.name_codes: dict[str, int] = {}
+        self.file_key: tuple[int, int] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.s = 0
+        self.names.clear()
+        self.name_codes.clear()
+        self.has_proc = False
+        self.t_first = 0
+        self.file_key = None
+        self.overruns = 0
+
+    def fits(self, n: int) -> bool:
+        return self.n + n <= len(self.rows) and self.s < len(self.ts)
+
+    def grow(self, rows: int) -> None:
+        """Only when a single snapshot is bigger than the buffer (the table grew)."""
+        new = max(rows, 2 * len(self.rows))
+        r = np.empty(new, dtype=ROW_DTYPE)
+        r[:self.n].view(np.uint8)[:] = self.rows[:self.n].view(np.uint8)
+        p = np.empty(new, dtype=np.int32)
+        p[:self.n] = self.proc[:self.n]
+        self.rows, self.proc = r, p
+        if self.extra is not None:
+            grown = tuple(np.empty(new, a.dtype) for a in self.extra)
+            for a, g in zip(self.extra, grown, strict=True):
+                g[:self.n] = a[:self.n]
+            self.extra = grown
+
+
+class BatchPool:
+    """A fixed set of batches shared by the two threads.
+
+    ``get`` blocks while every batch is in use (the writer is behind) and counts the
+    wait in ``waits``; ``failed()`` is polled meanwhile so that a dead writer does not
+    block capture forever (its error is raised instead).
+    """
+
+    def __init__(self, count: int, rows: int, snaps: int, changes: bool,
+                 failed: Callable[[], BaseException | None]) -> None:
+        self._free = [Batch(rows, snaps, changes) for _ in range(count)]
+        self._cv = threading.Condition()
+        self._failed = failed
+        self.waits = 0
+
+    def get(self) -> Batch:
+        with self._cv:
+            if not self._free:
+                self.waits += 1
+                t0 = time.monotonic()
+                while not self._free:
+                    err = self._failed()
+                    if err is not None:
+                        raise err
+                    self._cv.wait(0.1)
+                log.warning("writer behind: capture waited %.0f ms for a free buffer "
+                            "(%d times so far; the missed slots count as overruns)",
+                            (time.monotonic() - t0) * 1e3, self.waits)
+            # FIFO: every buffer is in use within the first seconds, so memory reaches
+            # its plateau early instead of creeping up when a burst first needs more
+            return self._free.pop(0)
+
+    def put(self, b: Batch) -> None:
+        b.reset()
+        with self._cv:
+            self._free.append(b)
+            self._cv.notify()
+
+    def wake_all(self) -> None:
+        with self._cv:
+            self._cv.notify_all()

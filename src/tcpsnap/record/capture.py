@@ -1,0 +1,279 @@
+"""The capture thread (m-lab/tcp-info calls it the collector): the schedule, the
+snapshots, and filling batches for the writer.
+
+Snapshots are scheduled on the monotonic clock at ``start + k * interval``; a slot that
+passes before its snapshot could start is skipped and counted as an overrun (the
+schedule never shifts). Each snapshot's rows are copied into the current
+:class:`~tcpsnap.record.batch.Batch` with its wall-clock time, ``seq`` and capture
+time; :class:`~tcpsnap.record.writer.Rules` says when the batch goes to the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._filters import row_mask
+from ..frame import merge_names
+from .batch import Batch, BatchPool
+from .protocols import Clock, SnapshotSource
+from .writer import Rules, Writer
+
+__all__ = ["Capture", "Waker"]
+
+log = logging.getLogger("tcpsnap.recorder")
+
+
+class Waker:
+    """Sleep until a deadline or until ``wake()``, which is safe in a signal handler
+    (POSIX: a self-pipe; an Event elsewhere)."""
+
+    def __init__(self) -> None:
+        self._event: threading.Event | None = None
+        self._r = self._w = -1
+        if os.name == "posix":
+            self._r, self._w = os.pipe()
+            os.set_blocking(self._r, False)
+            os.set_blocking(self._w, False)
+        else:  # pragma: no cover
+            self._event = threading.Event()
+
+    def fileno(self) -> int:
+        return self._r
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        if self._event is not None:  # pragma: no cover
+            if self._event.wait(seconds):
+                self._event.clear()
+            return
+        r, _, _ = select.select([self._r], [], [], seconds)
+        if r:
+            with contextlib.suppress(OSError):
+                os.read(self._r, 4096)
+
+    def wake(self) -> None:
+        if self._event is not None:  # pragma: no cover
+            self._event.set()
+        elif self._w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._w, b"x")
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._r = self._w = -1
+
+
+class Capture:
+    """Takes snapshots on schedule and fills batches; runs on the thread that calls
+    ``Recorder.run``. Counters are written by this thread and read by any."""
+
+    def __init__(self, snap: SnapshotSource, pids: bool, rules: Rules, pool: BatchPool,
+                 writer: Writer, clock: Clock, waker: Waker, *, seq: int, states: Any = None,
+                 ports: Any = None, family: int | None = None, tracker: Any = None,
+                 failed: Callable[[], BaseException | None]) -> None:
+        self._snap = snap
+        self._names = snap.process_names if pids else None
+        self.rules = rules
+        self._pool = pool
+        self._writer = writer
+        self._clock = clock
+        self.waker = waker
+        self._filter = (states, ports, family) if (states or ports or family) else None
+        self.tracker = tracker  # record.changes.ChangeTracker in changes mode
+        self._failed = failed
+        self.stopping = False
+        self._cur: Batch | None = None
+        self.seq = seq
+        self.first_seq: int | None = None
+        self.snapshots = 0
+        self.rows = 0
+        self.overruns = 0
+        self.late_max_ns = 0
+        self.late_hist = [0] * 64  # snapshots by bit length of their lateness in ns
+        self._pending_overruns = 0
+        self._last_overrun_log = 0.0
+        self._overruns_logged = 0
+
+    def stop(self) -> None:
+        """Make ``run`` return after the snapshot in progress; signal-handler safe."""
+        self.stopping = True
+        self.waker.wake()
+
+    def _sleep(self, ns: int) -> None:
+        ch = self.tracker
+        if ch is not None and ch.feed is not None:
+            ch.sleep(self.waker, ns)  # reads the destroy feed while it waits
+            return
+        self.waker.sleep(ns / 1e9)
+
+    def run(self, duration_ns: int | None) -> int:
+        """The schedule loop, until ``duration_ns`` passed, ``stop()`` or a writer error.
+        Returns the nanoseconds it ran."""
+        take = self._snap.take
+        names = self._names
+        mono = self._clock.monotonic_ns
+        wall = self._clock.time_ns
+        interval = self.rules.interval_ns
+        hist = self.late_hist
+        start = mono()
+        end = None if duration_ns is None else start + duration_ns
+        k = 0
+        try:
+            while not self.stopping and self._failed() is None:
+                late = 0
+                if interval:
+                    t_sched = start + k * interval
+                    if end is not None and t_sched >= end:
+                        break
+                    now = mono()
+                    if now < t_sched:
+                        self._sleep(t_sched - now)
+                        if self.stopping:
+                            break
+                        now = mono()
+                        if now < t_sched:  # woken early (a stray wake-up byte)
+                            continue
+                    late = now - t_sched
+                    if late >= interval:
+                        missed = late // interval
+                        if end is not None:  # count no slot past the end of the run
+                            missed = min(missed, -(-(end - t_sched) // interval))
+                        self._overrun(missed, late)
+                        k += missed
+                        t_sched += missed * interval
+                        if end is not None and t_sched >= end:
+                            break
+                        late = now - t_sched
+                elif end is not None and mono() >= end:
+                    break
+                w = wall()
+                t0 = mono()
+                rows = take()
+                t1 = mono()
+                self.add(rows, names, w, t0, t1 - t0)
+                k += 1
+                hist[late.bit_length()] += 1
+                if late > self.late_max_ns:
+                    self.late_max_ns = late
+        finally:
+            ran = mono() - start
+            self.handoff()
+            self.stopping = False  # a stop() asked before run() started still counts
+        return ran
+
+    def _overrun(self, missed: int, late: int) -> None:
+        self.overruns += missed
+        if self._cur is not None:
+            self._cur.overruns += missed
+        else:
+            self._pending_overruns += missed
+        now = time.monotonic()
+        if now - self._last_overrun_log >= 10.0:
+            log.warning("overrun: %d snapshot slot(s) missed (%.1f ms late; %d in all)",
+                        self.overruns - self._overruns_logged, late / 1e6, self.overruns)
+            self._overruns_logged = self.overruns
+            self._last_overrun_log = now
+
+    def add(self, rows: np.ndarray, names: Any, w: int, t0: int, cap: int) -> None:
+        """One snapshot (taken at wall ``w``, monotonic ``t0``, in ``cap`` ns) into the
+        current batch."""
+        if self._filter is not None:
+            m = row_mask(rows, *self._filter)
+            if m is not None:
+                rows = rows[m]
+        key = self.rules.file_key(t0, w)
+        extra = None
+        if self.tracker is not None:
+            rows, names, extra = self.tracker.step(rows, names, w, t0, key)
+        n = len(rows)
+        b = self._cur
+        if b is not None and (b.file_key != key or not b.fits(n)):
+            self.handoff()
+            b = None
+        if b is None:
+            b = self._cur = self._pool.get()
+            b.file_key = key
+            b.t_first = t0
+            b.overruns += self._pending_overruns
+            self._pending_overruns = 0
+            if not b.fits(n):
+                b.grow(n)
+        i, s = b.n, b.s
+        if n:
+            # as bytes: numpy copies a structured array field by field, much slower
+            if not rows.flags.c_contiguous:
+                rows = np.ascontiguousarray(rows)
+            np.copyto(b.rows[i:i + n].view(np.uint8), rows.view(np.uint8))
+        if extra is not None and b.extra is not None:
+            for dst, src in zip(b.extra, extra, strict=True):
+                dst[i:i + n] = src
+        if names is not None and n:
+            codes, pnames = names(rows["pid"])
+            if pnames:
+                np.take(merge_names(pnames, b.name_codes, b.names), codes, out=b.proc[i:i + n],
+                        mode="wrap")
+            else:
+                b.proc[i:i + n] = -1
+            b.has_proc = True
+        else:
+            b.proc[i:i + n] = -1
+        b.ts[s] = w
+        b.seq[s] = self.seq
+        b.cap[s] = cap
+        b.counts[s] = n
+        b.n = i + n
+        b.s = s + 1
+        if self.first_seq is None:
+            self.first_seq = self.seq
+        self.seq += 1
+        self.snapshots += 1
+        self.rows += n
+        if self.rules.hand_off(t0 - b.t_first):
+            self.handoff()
+
+    def handoff(self) -> None:
+        """The current batch (if it holds a snapshot) to the writer."""
+        b = self._cur
+        if b is not None:
+            self._cur = None
+            if b.s:
+                self._writer.put(b)
+            else:
+                self._pool.put(b)
+
+
+def boost(nice: int | None) -> Callable[[], None] | None:
+    """Set the calling thread's nice value (Linux: per thread) to ``nice`` if that
+    raises its priority; returns the undo, or None (no change, or not permitted)."""
+    if nice is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        tid = threading.get_native_id()
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        if nice >= old:
+            return None
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (OSError, AttributeError) as e:
+        log.debug("capture thread keeps its priority (%s)", e)
+        return None
+    log.debug("capture thread nice %d -> %d", old, nice)
+
+    def undo() -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, old)
+
+    return undo

@@ -1,0 +1,132 @@
+"""A recorder's settings, checked once, and the file metadata they become."""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._filters import parse_ports, parse_states
+from .._units import format_duration, parse_duration
+
+__all__ = ["RecorderConfig"]
+
+_COMPRESSIONS = (None, "none", "zstd", "snappy", "gzip", "lz4", "brotli")
+
+
+def _int_set(value: Any, parse: Any) -> frozenset[int] | None:
+    if isinstance(value, str):
+        return parse(value)
+    return frozenset(value) if value else None
+
+
+def _ranges(values: list[int]) -> list:
+    """[1, 2, 3, 7] -> [[1, 3], 7]: port filters as written in the metadata."""
+    out: list = []
+    for v in values:
+        if out and isinstance(out[-1], list) and out[-1][1] == v - 1:
+            out[-1][1] = v
+        elif out and isinstance(out[-1], int) and out[-1] == v - 1:
+            out[-1] = [out[-1], v]
+        else:
+            out.append(v)
+    return out
+
+
+@dataclass
+class RecorderConfig:
+    """Every ``Recorder`` option after validation (durations in seconds); see
+    :class:`tcpsnap.Recorder` for their meaning. Raises ``ValueError`` for a bad one."""
+
+    path: Path
+    interval: float
+    rotate: float
+    flush: float
+    compression: str | None
+    compression_level: int | None
+    pids: bool | None
+    states: frozenset[int] | None
+    ports: frozenset[int] | None
+    family: int | None
+    row_group_rows: int
+    compat: bool
+    fsync: bool
+    recover: bool
+    nice: int | None
+    mode: str
+    keyframe: float
+    destroy: bool | None
+    batch_rows: int
+    buffers: int
+
+    @classmethod
+    def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
+             compression: str | None = "zstd", compression_level: int | None = None,
+             pids: bool | None = None, states: Any = None, ports: Any = None,
+             family: int | None = None, row_group_rows: int = 1 << 20, compat: bool = False,
+             fsync: bool = False, recover: bool = True, nice: int | None = -10,
+             mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
+             batch_rows: int = 1 << 14, buffers: int = 24) -> RecorderConfig:
+        rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
+        if rotate_s <= 0:
+            raise ValueError("rotate must be > 0")
+        if flush_s <= 0:
+            raise ValueError("flush must be > 0")
+        if compression not in _COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}")
+        if family not in (None, 4, 6):
+            raise ValueError(f"family must be 4 or 6, got {family!r}")
+        if row_group_rows < 1:
+            raise ValueError("row_group_rows must be >= 1")
+        if mode not in ("full", "changes"):
+            raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
+        return cls(Path(path), parse_duration(interval), rotate_s, flush_s,
+                   None if compression == "none" else compression, compression_level, pids,
+                   _int_set(states, parse_states), _int_set(ports, parse_ports), family,
+                   int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
+                   parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)))
+
+    @staticmethod
+    def ns(seconds: float) -> int:
+        return int(round(seconds * 1e9))
+
+    def metadata(self, pids_enabled: bool, destroy_feed: bool | None) -> dict[str, str]:
+        """Key-value metadata of every file: how and where it was recorded.
+        ``destroy_feed`` is None in full mode."""
+        from .. import __version__
+        from .._backend import BACKEND
+
+        filters: dict[str, Any] = {}
+        if self.states:
+            filters["states"] = sorted(self.states)
+        if self.ports:
+            filters["ports"] = _ranges(sorted(self.ports))
+        if self.family:
+            filters["family"] = self.family
+        return {
+            "tcpsnap.version": __version__,
+            "tcpsnap.host": socket.gethostname(),
+            "tcpsnap.os": platform.system(),
+            "tcpsnap.kernel": platform.release(),
+            "tcpsnap.platform": platform.platform(),
+            "tcpsnap.backend": BACKEND,
+            "tcpsnap.interval": format_duration(self.interval),
+            "tcpsnap.interval_ns": str(self.ns(self.interval)),
+            "tcpsnap.rotate": format_duration(self.rotate),
+            "tcpsnap.flush": format_duration(self.flush),
+            "tcpsnap.pids": "true" if pids_enabled else "false",
+            "tcpsnap.filters": json.dumps(filters),
+            "tcpsnap.compression": self.compression or "none",
+            "tcpsnap.compression_level": ("default" if self.compression_level is None
+                                          else str(self.compression_level)),
+            "tcpsnap.encoding": "compat" if self.compat else "compact",
+            "tcpsnap.run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tcpsnap.mode": self.mode,
+            **({"tcpsnap.keyframe": format_duration(self.keyframe),
+                "tcpsnap.destroy_feed": "true" if destroy_feed else "false"}
+               if destroy_feed is not None else {}),
+        }

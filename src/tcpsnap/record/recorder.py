@@ -1,0 +1,338 @@
+"""The recorder: snapshots of the TCP table at a fixed rate, into crash-safe Parquet.
+
+>>> with tcpsnap.Recorder("rec", interval="100ms", rotate="15m") as rec:
+...     rec.run(duration="1h")          # or until rec.stop() / SIGTERM in the CLI
+>>> df = pandas.read_parquet("rec")
+
+Two threads joined by one type. The capture thread (the one that calls ``run``;
+``capture.Capture``) takes snapshots on schedule into a ``batch.Batch``; the writer
+thread (``writer.Writer``) turns batches into files. ``Recorder`` is the coordinator:
+it checks the options, opens the folder (``folder``), wires the two threads and reports
+their counters. The files and the crash model: ``tcpsnap.record.layout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from .._errors import RecorderError
+from .._units import parse_duration
+from .protocols import Clock, SnapshotSource, SystemClock
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger("tcpsnap.recorder")
+
+
+class Recorder:
+    """Record the TCP table into a folder of Parquet files.
+
+    Parameters (durations as seconds or strings like ``"10ms"``, ``"15m"``; see
+    ``tcpsnap._units``); a bad value raises ``ValueError``:
+
+    path
+        The recording folder (created if missing). One recorder per folder (a lock).
+    interval
+        Time between snapshot starts; ``0`` = as fast as possible. Default 100 ms.
+    rotate
+        Start a new file this often (and at UTC midnight). Default 15 min.
+    flush
+        A crash (``kill -9``) loses at most this much of the latest snapshots. Default 1 s.
+    compression, compression_level
+        Parquet codec (default zstd at its default level) and level.
+    pids
+        Fill ``pid``/``process``: True, False, or None (default) for "if this platform
+        and user can" (a warning says when not).
+    states, ports, family
+        Keep only matching rows (as ``tcpsnap show --state/--port/--family``).
+    row_group_rows
+        Rows per Parquet row group (the last of a file may be smaller).
+    compat
+        Only dictionary/plain Parquet encodings, for old readers (pyarrow < 16,
+        parquet-java < 1.14); larger files. By default ports, inode and cookie are
+        BYTE_STREAM_SPLIT and the per-snapshot columns DELTA_BINARY_PACKED.
+    fsync
+        fsync the journal at every flush too (power-loss safety; every row group and a
+        clean close are always flushed to the OS, and files are fsynced before they are
+        renamed into place).
+    recover
+        Recover files a crashed recorder left in the folder before starting.
+    nice
+        While ``run`` keeps a schedule (interval > 0), the capture thread's nice value
+        (Linux: per thread), restored when ``run`` returns: -10 (default) lets snapshots
+        start on time on a loaded machine. Needs root or CAP_SYS_NICE; silently skipped
+        otherwise. None: leave it. The writer thread keeps the normal priority.
+    mode
+        ``"full"`` (default): every row of every snapshot. ``"changes"``: only what
+        changed from one snapshot to the next, a keyframe (every row) every ``keyframe``
+        and at the start of each file, and -- on Linux with CAP_NET_ADMIN -- every TCP
+        socket the kernel destroys, also those that lived and died between two
+        snapshots. ``tcpsnap.read`` rebuilds such a recording exactly.
+    keyframe
+        Changes mode: time between keyframes (default 1 min).
+    destroy
+        Changes mode: subscribe to the kernel's socket-destroy notifications. None
+        (default): if possible (a warning says when not); True: required; False: no.
+    batch_rows, buffers
+        Rows per batch buffer and how many buffers capture and writer share: memory is
+        bounded by their product; capture waits when all are in use.
+    snapshotter
+        A :class:`~tcpsnap.record.protocols.SnapshotSource` to take snapshots from
+        instead of a new :class:`tcpsnap.Snapshotter` (never closed by the recorder).
+    clock
+        A :class:`~tcpsnap.record.protocols.Clock` (default: the system's clocks).
+
+    Errors: ``RecorderLocked`` when another recorder holds the folder;
+    ``RecorderError`` when the folder cannot be used or the writer fails (disk full).
+    """
+
+    def __init__(self, path: Any, *, snapshotter: SnapshotSource | None = None,
+                 clock: Clock | None = None, **options: Any) -> None:
+        from .config import RecorderConfig
+
+        self.config = c = RecorderConfig.make(path, **options)
+        self.path, self.interval, self.mode = c.path, c.interval, c.mode
+        self._snap = snapshotter
+        self._own_snap = snapshotter is None
+        self._clock: Clock = clock or SystemClock()
+        self._opened = self._closed = False
+        self._lock_fd: int | None = None
+        self._running = threading.Event()
+        self._running_done = threading.Event()
+        self._run_thread = 0
+        self._stop_early = False
+        self._error_raised = False
+        self._run_ns = 0
+        self._t_open = 0
+        self._tracker: Any = None
+        self._capture: Any = None
+        self._writer: Any = None
+        self.recovered: list = []
+        self.pids_enabled = False
+
+    def __enter__(self) -> Recorder:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> Recorder:
+        """Take the folder, recover leftovers, warm the snapshotter up, start the writer."""
+        if self._opened:
+            return self
+        from . import folder
+        from .batch import BatchPool
+        from .capture import Capture, Waker
+        from .writer import FileOptions, Rules, Writer, wrap_error
+
+        c = self.config
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RecorderError(f"cannot create recording folder {self.path}: {e.strerror or e}") from e
+        if not self.path.is_dir():
+            raise RecorderError(f"{self.path} is not a folder")
+        self._lock_fd = folder.lock(self.path)
+        try:
+            if c.recover:
+                self.recovered = folder.recover_all(self.path, c.row_group_rows, logging.WARNING)
+            last = folder.last_seq(self.path)
+            snap = self._snap = self._snap or self._new_snapshotter()
+            if not self._own_snap:
+                self.pids_enabled = bool(getattr(snap, "pids", False))
+            # one untimed snapshot: sizes the array to the table and warms the pid
+            # resolver (its first /proc walk), so the schedule does not start late
+            snap.take()
+            schema, encoder = self._encoding()
+            self._t_open = self._clock.monotonic_ns()
+            rules = Rules(c.ns(c.interval), c.ns(c.rotate), c.ns(c.flush), self._t_open,
+                          c.row_group_rows)
+
+            def failed() -> BaseException | None:
+                e = self._writer.error
+                return None if e is None else wrap_error(e, self._writer.last_file, self.path)
+
+            pool = BatchPool(c.buffers, c.batch_rows, 4096, self._tracker is not None, failed)
+            files = FileOptions(c.compression, c.compression_level, c.row_group_rows, c.compat,
+                                c.fsync)
+            self._writer = Writer(self.path, schema, encoder, rules, files, pool, self._clock,
+                                  on_error=self.stop)
+            self._capture = Capture(snap, self.pids_enabled, rules, pool, self._writer,
+                                    self._clock, Waker(), seq=0 if last is None else last + 1,
+                                    states=c.states, ports=c.ports, family=c.family,
+                                    tracker=self._tracker, failed=lambda: self._writer.error)
+            self._capture.stopping = self._stop_early
+            self._writer.start()
+        except BaseException:
+            self._release()
+            raise
+        self._opened = True
+        return self
+
+    def _new_snapshotter(self) -> SnapshotSource:
+        from .._snapshot import Snapshotter
+
+        if self.config.pids is False:
+            return Snapshotter(pids=False)
+        try:
+            s = Snapshotter(pids=True)
+            self.pids_enabled = bool(getattr(s, "pids", True))
+            return s
+        except (NotImplementedError, PermissionError, OSError) as e:
+            if self.config.pids:  # asked for explicitly
+                raise
+            log.warning("recording without pids (%s)", e)
+            return Snapshotter(pids=False)
+
+    def _encoding(self) -> tuple[Any, Any]:
+        """The Arrow schema with this recording's metadata, and its batch encoder."""
+        c = self.config
+        if c.mode == "changes":
+            from ..changes import ChangesEncoder, ChangeTracker, build_schema, open_destroy_feed
+
+            feed = None
+            if c.destroy or (c.destroy is None and self._own_snap):
+                feed = open_destroy_feed(required=bool(c.destroy))
+            self._tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family)
+            schema = build_schema(c.metadata(self.pids_enabled, feed is not None))
+            return schema, ChangesEncoder(schema)
+        from .._arrow import BatchEncoder, build_schema as full_schema
+
+        schema = full_schema(c.metadata(self.pids_enabled, None))
+        return schema, BatchEncoder(schema)
+
+    def close(self) -> None:
+        """Finish the current file (footer, fsync, rename) and release the folder.
+        Raises ``RecorderError`` if the writer failed and ``run`` did not say so."""
+        if not self._opened or self._closed:
+            return
+        if self._running.is_set() and threading.get_ident() != self._run_thread:
+            self.stop()  # run() is going on in another thread: let it hand its batch off
+            self._running_done.wait()
+        self._closed = True
+        from .batch import STOP
+
+        try:
+            self._capture.handoff()
+        finally:
+            self._writer.put(STOP)
+            self._writer.join()
+            self._release()
+        self._raise_writer_error()
+
+    def _raise_writer_error(self) -> None:
+        from .writer import wrap_error
+
+        w = self._writer
+        if w is not None and w.error is not None and not self._error_raised:
+            self._error_raised = True
+            raise wrap_error(w.error, w.last_file, self.path)
+
+    def _release(self) -> None:
+        from .folder import unlock
+
+        if self._tracker is not None:
+            with contextlib.suppress(Exception):
+                self._tracker.close()
+        if self._own_snap and self._snap is not None:
+            with contextlib.suppress(Exception):
+                self._snap.close()  # type: ignore[attr-defined]
+            self._snap = None
+        if self._capture is not None:
+            self._capture.waker.close()
+        if self._lock_fd is not None:
+            unlock(self._lock_fd, self.path)
+            self._lock_fd = None
+
+    def stop(self) -> None:
+        """Make ``run`` return after the snapshot in progress. Safe to call from a
+        signal handler or another thread, and before ``run``."""
+        cap = self._capture
+        if cap is None:
+            self._stop_early = True
+        else:
+            cap.stop()
+
+    def run(self, duration: Any = None) -> Recorder:
+        """Record until ``duration`` has passed (None: until ``stop()``). Raises
+        ``RecorderError`` when the writer failed (disk full...); everything written
+        until then stays readable or recoverable."""
+        if not self._opened:
+            self.open()
+        if self._closed:
+            raise RecorderError("recorder is closed")
+        dur_ns = None if duration is None else int(round(parse_duration(duration) * 1e9))
+        if self._running.is_set():
+            raise RecorderError("run() is already going on")
+        from .capture import boost
+
+        self._running.set()
+        self._running_done.clear()
+        self._run_thread = threading.get_ident()
+        restore = boost(self.config.nice) if self.config.interval else None
+        try:
+            self._run_ns += self._capture.run(dur_ns)
+        finally:
+            if restore is not None:
+                restore()
+            self._running.clear()
+            self._running_done.set()
+        self._raise_writer_error()
+        return self
+
+    # ------------------------------------------------------------ status
+
+    def _count(self, name: str, default: Any = 0) -> Any:
+        cap = self._capture
+        return default if cap is None else getattr(cap, name)
+
+    snapshots = property(lambda self: self._count("snapshots"), doc="Snapshots taken.")
+    rows = property(lambda self: self._count("rows"), doc="Rows recorded.")
+    overruns = property(lambda self: self._count("overruns"), doc="Schedule slots missed.")
+    late_max_ns = property(lambda self: self._count("late_max_ns"),
+                           doc="Worst start delay of a snapshot that was taken (ns).")
+    late_hist = property(lambda self: self._count("late_hist", [0] * 64),
+                         doc="Snapshots by bit length of their start delay in ns.")
+    first_seq = property(lambda self: self._count("first_seq", None), doc="First ``seq`` of this run.")
+    writer_waits = property(lambda self: self._writer._pool.waits if self._writer else 0,
+                            doc="Times capture waited for a free buffer.")
+    files = property(lambda self: list(self._writer.files) if self._writer else [],
+                     doc="Files finished so far.")
+    current_file = property(lambda self: self._writer.current_file if self._writer else None,
+                            doc="The file in progress, if any.")
+    bytes_written = property(lambda self: self._writer.bytes_written if self._writer else 0,
+                             doc="Parquet bytes written (finished files and row groups).")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since ``open``."""
+        return (self._clock.monotonic_ns() - self._t_open) / 1e9 if self._t_open else 0.0
+
+    @property
+    def stats(self) -> dict:
+        """Counters so far: snapshots, rows, overruns (missed slots), writer_waits,
+        writer_cpu_s, late_max_ns, bytes_written, files, current_file, first_seq,
+        last_seq, pids, recovered, and changes mode's own."""
+        cur = self.current_file
+        return {
+            "elapsed": self.elapsed,
+            "snapshots": self.snapshots,
+            "rows": self.rows,
+            "overruns": self.overruns,
+            "writer_waits": self.writer_waits,
+            "writer_cpu_s": (self._writer.cpu_ns if self._writer else 0) / 1e9,
+            "late_max_ns": self.late_max_ns,
+            "bytes_written": self.bytes_written,
+            "files": [str(p) for p in self.files],
+            "current_file": str(cur) if cur else None,
+            "first_seq": self.first_seq,
+            "last_seq": self._capture.seq - 1 if self.snapshots else None,
+            "pids": self.pids_enabled,
+            "recovered": [str(r.path) for r in self.recovered if r.path],
+            **(self._tracker.stats if self._tracker is not None else {}),
+        }

@@ -1,0 +1,316 @@
+"""The writer thread: everything about files (m-lab/tcp-info calls it the saver).
+
+It takes :class:`~tcpsnap.record.batch.Batch` es off a queue, encodes them to Arrow and
+keeps them in memory until the flush deadline makes them durable: as a Parquet row
+group when enough rows wait, else appended to the file's journal, which becomes the next
+row group once it holds enough. It starts a new file when a batch's file key changes
+(rotation) and finishes the last one at the end. :class:`Rules` is the one place the
+flush and rotation rules live; the capture thread asks it when to hand a batch off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._errors import RecorderError
+from .batch import STOP, Batch, BatchPool
+from .protocols import Clock
+
+__all__ = ["Rules", "Writer", "wrap_error"]
+
+log = logging.getLogger("tcpsnap.recorder")
+
+_DAY_NS = 86_400_000_000_000
+
+
+@dataclass(frozen=True)
+class Rules:
+    """When rows move on: from capture to the writer, from memory to disk, to a new file.
+
+    A crash may lose at most ``flush``: a batch is handed to the writer when its first
+    snapshot is half a flush old (or would be by the next snapshot), and the writer makes
+    it durable when that half has passed again. A file holds the snapshots of one
+    rotation period (counted from ``origin_ns`` on the monotonic clock) and one UTC day.
+    """
+
+    interval_ns: int
+    rotate_ns: int
+    flush_ns: int
+    origin_ns: int
+    row_group_rows: int
+
+    @property
+    def handoff_ns(self) -> int:
+        return max(self.flush_ns // 2, 1)
+
+    def file_key(self, mono_ns: int, wall_ns: int) -> tuple[int, int]:
+        """The file a snapshot taken at these times belongs to."""
+        return (mono_ns - self.origin_ns) // self.rotate_ns, wall_ns // _DAY_NS
+
+    def hand_off(self, age_ns: int) -> bool:
+        """Capture: hand the current batch off, its first snapshot being ``age_ns`` old."""
+        h = self.handoff_ns
+        return age_ns >= h or bool(self.interval_ns and age_ns + self.interval_ns > h)
+
+    def deadline(self, oldest_ns: int) -> int:
+        """Writer: when rows captured at ``oldest_ns`` must be on disk."""
+        return oldest_ns + self.handoff_ns
+
+    def row_group_full(self, rows: int) -> bool:
+        return rows >= self.row_group_rows
+
+    def row_group_on_flush(self, rows: int) -> bool:
+        """At a flush deadline: write a row group rather than a journal append."""
+        return rows >= max(1, self.row_group_rows // 4)
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How the writer builds files (see ``Recorder`` for each)."""
+
+    compression: str | None
+    compression_level: int | None
+    row_group_rows: int
+    compat: bool
+    fsync: bool
+
+
+def wrap_error(e: BaseException, where: Path | None, folder: Path) -> RecorderError:
+    """Any failure of the writer as the one-line :class:`RecorderError` users see."""
+    if isinstance(e, RecorderError):
+        return e
+    if isinstance(e, OSError):
+        what = e.strerror or str(e)
+        if e.errno == errno.ENOSPC or "No space left" in str(e):
+            what = "No space left on device"
+        at = getattr(e, "filename", None) or where or folder
+        return RecorderError(f"writing {at}: {what}; what was recorded before is kept "
+                             f"(finish it with 'tcpsnap recover {folder}')")
+    return RecorderError(f"writer failed: {type(e).__name__}: {e}")
+
+
+class Writer:
+    """The writer thread. ``put(batch)`` from capture; ``STOP`` ends it (``join``)."""
+
+    def __init__(self, folder: Path, schema: Any, encoder: Any, rules: Rules, options: FileOptions,
+                 pool: BatchPool, clock: Clock, on_error: Callable[[], None]) -> None:
+        self.folder = folder
+        self.schema = schema
+        self.rules = rules
+        self.options = options
+        self._enc = encoder
+        self._pool = pool
+        self._clock = clock
+        self._on_error = on_error
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.cpu_ns = 0  # CPU time this thread spent on batches
+        self.files: list[Path] = []
+        self.last_file: Path | None = None
+        self._bytes_done = 0
+        self._app: Any = None  # parquet.ParquetAppender of the file in progress
+        self._journal: Any = None  # journal.Journal of its next row group
+        self._pending: list = []  # encoded record batches, not yet durable
+        self._pending_rows = 0
+        self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
+        self._file_key: tuple[int, int] | None = None
+        self._file_meta: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._main, name="tcpsnap-writer", daemon=True)
+
+    # ------------------------------------------------------------ the thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, b: Batch | object) -> None:
+        self._q.put(b)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    @property
+    def current_file(self) -> Path | None:
+        app = self._app
+        return app.final if app is not None else None
+
+    @property
+    def bytes_written(self) -> int:
+        """Parquet bytes so far: finished files and the row groups of the file in
+        progress (not its journal, which is temporary)."""
+        app = self._app
+        return self._bytes_done + (app.bytes_written if app is not None else 0)
+
+    def _main(self) -> None:
+        cpu = time.thread_time_ns
+        mono = self._clock.monotonic_ns
+        while True:
+            timeout = None
+            if self._oldest is not None:
+                timeout = max(0.0, (self.rules.deadline(self._oldest) - mono()) / 1e9)
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is STOP:
+                break
+            c0 = cpu()
+            try:
+                if self.error is None:
+                    if item is not None:
+                        self._write(item)
+                    if self._oldest is not None and mono() >= self.rules.deadline(self._oldest):
+                        self._make_durable()
+            except BaseException as e:  # noqa: BLE001 - reported by run()/close()
+                self._fail(e)
+            finally:
+                if item is not None:
+                    self._pool.put(item)
+                self.cpu_ns += cpu() - c0
+        try:
+            self._finish_file(clean=self.error is None)
+        except BaseException as e:  # noqa: BLE001 - reported by close()
+            if self.error is None:
+                self._fail(e)
+            else:
+                log.debug("finishing the file after an error failed too: %s", e)
+            self._abandon_file()
+
+    def _fail(self, e: BaseException) -> None:
+        if self.error is None:
+            self.error = e
+        log.debug("writer failed", exc_info=e)
+        self._on_error()
+        self._pool.wake_all()
+
+    # ------------------------------------------------------------ batches to disk
+
+    def _write(self, b: Batch) -> None:
+        """Encode a batch; its rows wait in memory for the flush deadline, or become a
+        row group at once when enough rows wait (no journal write at high rates)."""
+        if self._app is None or b.file_key != self._file_key:
+            self._finish_file(clean=True)
+            self._open_file(b)
+        s, n = b.s, b.n
+        rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                              b.proc[:n] if b.has_proc else None, b.names,
+                              *([] if b.extra is None else [a[:n] for a in b.extra]))
+        if n:
+            self._pending.append(rb)
+            self._pending_rows += n
+            if self._oldest is None:
+                self._oldest = b.t_first
+        fm = self._file_meta
+        fm["snapshots"] += s
+        fm["last_seq"] = int(b.seq[s - 1])
+        fm["overruns"] += b.overruns
+        if self.rules.row_group_full(self._pending_rows + self._journal_rows()):
+            self._commit_row_group()
+
+    def _journal_rows(self) -> int:
+        return self._journal.rows if self._journal is not None else 0
+
+    def _make_durable(self) -> None:
+        if self.rules.row_group_on_flush(self._pending_rows + self._journal_rows()):
+            self._commit_row_group()
+            return
+        from .journal import Journal
+        from .layout import journal_path
+
+        if self._journal is None:
+            app = self._app
+            self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
+                                    self.options.fsync)
+        for rb in self._pending:
+            self._journal.append(rb)
+        self._pending.clear()
+        self._pending_rows = 0
+        self._oldest = None
+
+    def _open_file(self, b: Batch) -> None:
+        from .layout import file_names, free_name, tmp_path
+        from .parquet import ParquetAppender
+
+        part, name = file_names(int(b.ts[0]))
+        folder = self.folder / part
+        folder.mkdir(exist_ok=True)
+        final = folder / name
+        if final.exists() or tmp_path(final).exists():
+            final = free_name(final)
+        o = self.options
+        self._app = ParquetAppender(final, self.schema, compression=o.compression,
+                                    compression_level=o.compression_level,
+                                    row_group_rows=o.row_group_rows, compat=o.compat, fsync=o.fsync)
+        self._enc.reset()
+        self._journal = None
+        self._file_key = b.file_key
+        self.last_file = final
+        self._file_meta = {"snapshots": 0, "first_seq": int(b.seq[0]), "last_seq": int(b.seq[0]),
+                           "overruns": 0}
+        log.info("recording to %s", final)
+
+    def _commit_row_group(self) -> None:
+        """The journal's rows and the pending ones -> one row group."""
+        from .journal import read_journal, unify_table
+
+        j = self._journal
+        batches: list = []
+        if j is not None:
+            j.close()
+            if j.rows:
+                _, batches, complete = read_journal(j.path)
+                if not complete or sum(x.num_rows for x in batches) != j.rows:
+                    raise RecorderError(f"journal {j.path} did not read back")
+        batches += self._pending
+        if batches:
+            table = unify_table(self.schema, batches)
+            del batches
+            self._app.write_row_group(table)
+            del table
+        if j is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(j.path)
+        self._journal = None
+        self._pending.clear()
+        self._pending_rows = 0
+        self._oldest = None
+        self._enc.reset()
+
+    def _finish_file(self, clean: bool) -> None:
+        app = self._app
+        if app is None:
+            return
+        self._commit_row_group()
+        fm = self._file_meta
+        kv = {"tcpsnap.closed": "clean" if clean else "error",
+              "tcpsnap.snapshots": str(fm["snapshots"]),
+              "tcpsnap.first_seq": str(fm["first_seq"]),
+              "tcpsnap.last_seq": str(fm["last_seq"]),
+              "tcpsnap.overruns": str(fm["overruns"])}
+        path = app.finish(kv)
+        self._app = None
+        if path is not None:
+            self.files.append(path)
+            with contextlib.suppress(OSError):
+                self._bytes_done += path.stat().st_size
+            log.info("finished %s (%d rows, %d snapshots)", path, app.rows, fm["snapshots"])
+
+    def _abandon_file(self) -> None:
+        if self._journal is not None:
+            self._journal.abandon()
+            self._journal = None
+        if self._app is not None:
+            self._app.close_files()
+            # the error raised from run()/close() says so too
+            log.info("left %s in progress: 'tcpsnap recover %s' (or the next 'tcpsnap record' "
+                     "there) finishes it", self._app.final.name, self.folder)
+            self._app = None
