@@ -22,7 +22,7 @@
    * small send/receive queues come and go on a few rows per snapshot.
 
    The wall clock and the monotonic clock the recorder sees are simulated
-   (``tcpsnap.recorder.time`` is replaced by a shim for the generation only), so
+   (the Recorder is given a simulated clock), so
    snapshot k is stamped start + k * 100 ms, capture times look real (~1.2 ms) and
    files rotate every 15 simulated minutes, while the recorder runs at
    ``interval=0``: the hour is written in a few minutes. It is cached in ``--data DIR``
@@ -57,7 +57,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -95,15 +94,6 @@ class SimClock:
 
     def monotonic_ns(self) -> int:
         return self.mono0 + self.k * self.interval + self.extra
-
-
-def time_shim(clock: SimClock) -> types.ModuleType:
-    """A stand-in for the ``time`` module with the simulated clocks, all else real."""
-    shim = types.ModuleType("time")
-    shim.__dict__.update({k: getattr(time, k) for k in dir(time) if not k.startswith("__")})
-    shim.time_ns = clock.time_ns
-    shim.monotonic_ns = clock.monotonic_ns
-    return shim
 
 
 # --------------------------------------------------------------------------- the scripted table
@@ -349,8 +339,7 @@ def gen_params(args) -> dict:
 def generate(data: Path, params: dict) -> dict:
     import pandas as pd
 
-    import tcpsnap.recorder as recmod
-    from tcpsnap.recorder import Recorder
+    from tcpsnap import Recorder
 
     rec_dir = data / "recording"
     if rec_dir.exists():
@@ -365,16 +354,11 @@ def generate(data: Path, params: dict) -> dict:
                   churning=max(1, params["pairs"] // 10), poller=min(60, params["pairs"] // 10),
                   seed=params["seed"], clock=clock)
     logging.getLogger("tcpsnap.recorder").setLevel(logging.ERROR)   # "writer behind" at interval 0
-    real_time = recmod.time
-    recmod.time = time_shim(clock)
     t0 = time.perf_counter()
-    try:
-        with Recorder(rec_dir, interval=0, rotate="15m", snapshotter=world) as rec:
-            world.rec = rec
-            rec.run()
-            stats = dict(rec.stats)
-    finally:
-        recmod.time = real_time
+    with Recorder(rec_dir, interval=0, rotate="15m", snapshotter=world, clock=clock) as rec:
+        world.rec = rec
+        rec.run()
+        stats = dict(rec.stats)
     secs = time.perf_counter() - t0
     files = sorted(rec_dir.rglob("*.parquet"))
     import pyarrow.parquet as pq

@@ -4,7 +4,7 @@
 1. size: bytes on disk per hour, ``--mode full`` vs ``--mode changes``, 10 snapshots a
    second, written by the real ``tcpsnap.Recorder`` (capture thread, batches, writer,
    journals, row groups, rotation, zstd) fed by a scripted table on simulated clocks
-   (``tcpsnap.recorder.time`` is replaced by a shim, as in bench_analysis), so
+   (the Recorder is given a simulated clock, as in bench_analysis), so
    ``--minutes`` simulated minutes take seconds; bytes are scaled to an hour. Scenarios:
 
    * stable: 10,000 ESTABLISHED connections, nothing changes (listed in a random but
@@ -63,7 +63,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_analysis import time_shim   # the time module with simulated clocks (same script dir)
 
 HERE = Path(__file__).resolve().parent
 INTERVAL_NS = 100_000_000
@@ -179,26 +178,20 @@ class World:
 
 
 def record_world(folder: Path, mode: str, minutes: float, **world) -> dict:
-    from tcpsnap import recorder as recmod
-    from tcpsnap.recorder import Recorder
+    from tcpsnap import Recorder
 
     snapshots = int(minutes * 60 * 10)
     w = World(snapshots, **world)
     w.pids = False
     clock = SimClock()
     logging.getLogger("tcpsnap.recorder").setLevel(logging.ERROR)
-    real = recmod.time
-    recmod.time = time_shim(clock)
     t0 = time.perf_counter()
-    try:
-        kw = {"mode": "changes", "keyframe": "1m", "destroy": False} if mode == "changes" else {}
-        with Recorder(folder, interval=0, rotate="15m", snapshotter=w, nice=None, **kw) as rec:
-            w.rec = rec
-            w.k = 0
-            rec.run()
-            stats = dict(rec.stats)
-    finally:
-        recmod.time = real
+    kw = {"mode": "changes", "keyframe": "1m", "destroy": False} if mode == "changes" else {}
+    with Recorder(folder, interval=0, rotate="15m", snapshotter=w, clock=clock, nice=None, **kw) as rec:
+        w.rec = rec
+        w.k = 0
+        rec.run()
+        stats = dict(rec.stats)
     files = sorted(folder.rglob("*.parquet"))
     size = sum(f.stat().st_size for f in files)
     return {"mode": mode, "snapshots": stats["snapshots"], "rows": stats["rows"], "bytes": size,
@@ -387,7 +380,7 @@ json.dump({"pairs": out, "elapsed": time.monotonic() - t0, "life_max": max(life)
 def child_feed(args) -> dict:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     import tcpsnap
-    from tcpsnap.recorder import Recorder
+    from tcpsnap import Recorder
 
     folder = Path(tempfile.mkdtemp(prefix="tcpsnap-feed-")) / "rec"
     port = 18080

@@ -93,7 +93,7 @@ def floor_block(floor: bs.Floor, seconds: float, chunk: int) -> dict:
 
 
 def recorder_block(seconds: float, pids: bool, workdir: Path) -> dict:
-    from tcpsnap.recorder import Recorder
+    from tcpsnap import Recorder
 
     out = workdir / "rec"
     shutil.rmtree(out, ignore_errors=True)
@@ -198,7 +198,8 @@ def take_alone(seconds: float, interval_ns: int, pids: bool) -> dict:
 
 def run_ontime(n: int, interval: str, minutes: float, rotate: str, pids: bool | None,
                take_seconds: float) -> dict:
-    from tcpsnap.recorder import Recorder, parse_duration
+    from tcpsnap import Recorder
+    from tcpsnap._units import parse_duration
 
     interval_ns = int(parse_duration(interval) * 1e9)
     workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))

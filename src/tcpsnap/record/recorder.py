@@ -21,6 +21,7 @@ from typing import Any
 
 from .._errors import RecorderError
 from .._units import parse_duration
+from .config import RecorderConfig
 from .protocols import Clock, SnapshotSource, SystemClock
 
 __all__ = ["Recorder"]
@@ -92,8 +93,6 @@ class Recorder:
 
     def __init__(self, path: Any, *, snapshotter: SnapshotSource | None = None,
                  clock: Clock | None = None, **options: Any) -> None:
-        from .config import RecorderConfig
-
         self.config = c = RecorderConfig.make(path, **options)
         self.path, self.interval, self.mode = c.path, c.interval, c.mode
         self._snap = snapshotter
@@ -142,13 +141,15 @@ class Recorder:
             if c.recover:
                 self.recovered = folder.recover_all(self.path, c.row_group_rows, logging.WARNING)
             last = folder.last_seq(self.path)
-            snap = self._snap = self._snap or self._new_snapshotter()
-            if not self._own_snap:
-                self.pids_enabled = bool(getattr(snap, "pids", False))
+            if self._snap is None:
+                self._snap, self.pids_enabled = _new_snapshotter(c.pids)
+            else:
+                self.pids_enabled = bool(getattr(self._snap, "pids", False))
+            snap = self._snap
             # one untimed snapshot: sizes the array to the table and warms the pid
             # resolver (its first /proc walk), so the schedule does not start late
             snap.take()
-            schema, encoder = self._encoding()
+            schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap)
             self._t_open = self._clock.monotonic_ns()
             rules = Rules(c.ns(c.interval), c.ns(c.rotate), c.ns(c.flush), self._t_open,
                           c.row_group_rows)
@@ -173,38 +174,6 @@ class Recorder:
             raise
         self._opened = True
         return self
-
-    def _new_snapshotter(self) -> SnapshotSource:
-        from .._snapshot import Snapshotter
-
-        if self.config.pids is False:
-            return Snapshotter(pids=False)
-        try:
-            s = Snapshotter(pids=True)
-            self.pids_enabled = bool(getattr(s, "pids", True))
-            return s
-        except (NotImplementedError, PermissionError, OSError) as e:
-            if self.config.pids:  # asked for explicitly
-                raise
-            log.warning("recording without pids (%s)", e)
-            return Snapshotter(pids=False)
-
-    def _encoding(self) -> tuple[Any, Any]:
-        """The Arrow schema with this recording's metadata, and its batch encoder."""
-        c = self.config
-        if c.mode == "changes":
-            from ..changes import ChangesEncoder, ChangeTracker, build_schema, open_destroy_feed
-
-            feed = None
-            if c.destroy or (c.destroy is None and self._own_snap):
-                feed = open_destroy_feed(required=bool(c.destroy))
-            self._tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family)
-            schema = build_schema(c.metadata(self.pids_enabled, feed is not None))
-            return schema, ChangesEncoder(schema)
-        from .._arrow import BatchEncoder, build_schema as full_schema
-
-        schema = full_schema(c.metadata(self.pids_enabled, None))
-        return schema, BatchEncoder(schema)
 
     def close(self) -> None:
         """Finish the current file (footer, fsync, rename) and release the folder.
@@ -336,3 +305,39 @@ class Recorder:
             "recovered": [str(r.path) for r in self.recovered if r.path],
             **(self._tracker.stats if self._tracker is not None else {}),
         }
+
+
+def _new_snapshotter(pids: bool | None) -> tuple[SnapshotSource, bool]:
+    """A Snapshotter for ``pids`` (True, False, None: "if possible") and whether it
+    fills pids."""
+    from .._snapshot import Snapshotter
+
+    if pids is False:
+        return Snapshotter(pids=False), False
+    try:
+        s = Snapshotter(pids=True)
+        return s, bool(getattr(s, "pids", True))
+    except (NotImplementedError, PermissionError, OSError) as e:
+        if pids:  # asked for explicitly
+            raise
+        log.warning("recording without pids (%s)", e)
+        return Snapshotter(pids=False), False
+
+
+def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, Any]:
+    """The Arrow schema with this recording's metadata, its batch encoder, and in
+    changes mode the change tracker (else None)."""
+    if c.mode == "changes":
+        from ..changes import ChangesEncoder, ChangeTracker, build_schema, open_destroy_feed
+
+        feed = None
+        if c.destroy or (c.destroy is None and own_snap):
+            feed = open_destroy_feed(required=bool(c.destroy))
+        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family)
+        schema = build_schema(c.metadata(pids, feed is not None))
+        return schema, ChangesEncoder(schema), tracker
+    from .._arrow import BatchEncoder
+    from .._arrow import build_schema as full_schema
+
+    schema = full_schema(c.metadata(pids, None))
+    return schema, BatchEncoder(schema), None
