@@ -42,8 +42,9 @@ _STATS_MAX, _STATS_MIN = 5, 6
 PER_SNAPSHOT_COLUMNS = ("timestamp", "seq", "capture_ns")
 #: Columns with a value per connection (thousands of distinct values): a dictionary
 #: page per row group plus bit-packed indices, whose bytes do not repeat from snapshot
-#: to snapshot, costs ~1.4 B/row at 10k connections; BYTE_STREAM_SPLIT keeps each
-#: snapshot's bytes as they were, so zstd finds the previous snapshot's: 0.2 B/row.
+#: to snapshot, costs several times more per row than BYTE_STREAM_SPLIT, which keeps
+#: each snapshot's bytes as they were, so zstd finds the previous snapshot's (measured
+#: in benchmarks/RESULTS.md, recorder section).
 PER_CONNECTION_COLUMNS = ("local_port", "remote_port", "inode", "cookie")
 
 
