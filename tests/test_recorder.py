@@ -28,7 +28,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
 import tcpsnap  # noqa: E402
-from tcpsnap.record import folder, journal, layout, parquet  # noqa: E402
+from tcpsnap.record import journal, layout, parquet  # noqa: E402
+from tcpsnap.record import recovery as folder  # noqa: E402
 from tcpsnap.record import thrift as _thrift  # noqa: E402
 from tcpsnap._arrow import SCHEMA, BatchEncoder, build_schema  # noqa: E402
 from tcpsnap._schema import ROW_DTYPE, STATE_NAMES  # noqa: E402

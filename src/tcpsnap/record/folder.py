@@ -1,14 +1,18 @@
-"""The recording folder: its lock, the files a crash left in it, and their recovery.
+"""The recording folder: its lock, what a crash left in it, and where suspect files go.
 
-See ``tcpsnap.record.layout`` for what the files are and the crash model.
+Every operation goes through a :class:`~tcpsnap.record.safedir.SafeDir`: nothing here
+follows a link. See ``tcpsnap.record.layout`` for the files and the crash model, and
+``tcpsnap.record.recovery`` for what is done with leftovers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
-from pathlib import Path
+import stat
+from dataclasses import dataclass
 
 try:
     import fcntl
@@ -16,31 +20,41 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from .._errors import RecorderError, RecorderLocked
-from typing import TYPE_CHECKING
+from .layout import JOURNAL_RE, LOCK_NAME, TMP_RE
+from .safedir import FILE_MODE, SafeDir, UnsafePath
 
-from .layout import JOURNAL_RE, LOCK_NAME, TMP_RE, rglog_path, tmp_path
-
-__all__ = ["lock", "unlock", "recover", "recover_all", "recover_file", "find_leftovers",
-           "last_seq", "RecoveryResult"]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .parquet import ParquetAppender
+__all__ = ["lock", "unlock", "find_leftovers", "finished_files", "last_seq", "keep_aside",
+           "Leftover", "UNRECOVERED"]
 
 log = logging.getLogger("tcpsnap.recorder")
 
+#: Where files recovery could not vouch for are kept, below the recording folder: the
+#: leading ``_`` hides it from pyarrow/pandas, and the files keep their hidden names
+#: (``.name.parquet.tmp`` ...), so no ``*.parquet`` glob reads them as a recording.
+UNRECOVERED = "_tcpsnap_unrecovered"
 
-def lock(path: Path) -> int:
-    """flock ``path/.tcpsnap.lock`` (created if missing), or RecorderLocked. The file
-    is removed again by ``unlock``, so a finished recording folder holds nothing but
-    Parquet files; hence the inode check: a lock taken on a file that was unlinked
-    meanwhile is no lock, so try again."""
-    lp = path / LOCK_NAME
+
+def lock(root: SafeDir) -> int:
+    """flock ``.tcpsnap.lock`` in ``root`` (created if missing, never through a link),
+    or ``RecorderLocked``. The file is removed again by ``unlock``, so a finished
+    recording folder holds nothing but Parquet files; hence the inode check: a lock
+    taken on a file that was unlinked meanwhile is no lock, so try again."""
+    path = root.path
     for _ in range(100):
         try:
-            fd = os.open(lp, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(flags=os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), mode=FILE_MODE, **root._at(LOCK_NAME))
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafePath(f"{path / LOCK_NAME} is a symbolic link: refusing to use it "
+                                 f"(remove it)") from None
             raise RecorderError(f"cannot write to {path}: {e.strerror or e}") from e
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or (
+                    hasattr(os, "geteuid") and st.st_uid not in (0, os.geteuid())):
+                raise UnsafePath(f"{path / LOCK_NAME} is not a lock file of ours (another "
+                                 f"owner, a link or not a file): refusing to use it (remove it)")
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             else:  # pragma: no cover - Windows
@@ -58,11 +72,14 @@ def lock(path: Path) -> int:
             os.close(fd)
             raise RecorderLocked(f"{path} is already being recorded (pid {owner}); "
                                  f"one recorder per folder") from None
+        except UnsafePath:
+            os.close(fd)
+            raise
         except OSError as e:
             os.close(fd)
-            raise RecorderError(f"cannot lock {lp}: {e.strerror or e}") from e
+            raise RecorderError(f"cannot lock {path / LOCK_NAME}: {e.strerror or e}") from e
         try:
-            same = os.fstat(fd).st_ino == os.stat(lp).st_ino
+            same = os.fstat(fd).st_ino == root.lstat(LOCK_NAME).st_ino
         except FileNotFoundError:
             same = False
         if not same:  # the holder removed it between our open and flock
@@ -79,40 +96,9 @@ def lock(path: Path) -> int:
     raise RecorderLocked(f"{path}: could not take the lock")  # pragma: no cover
 
 
-def recover_all(path: Path, row_group_rows: int, level: int = logging.INFO) -> list[RecoveryResult]:
-    out = []
-    for final in find_leftovers(path):
-        try:
-            r = recover_file(final, row_group_rows)
-        except OSError as e:
-            raise RecorderError(f"recovering {final}: {e.strerror or e}") from e
-        except Exception as e:  # noqa: BLE001 - keep the files, go on
-            log.error("could not recover %s (its files are kept): %s", final, e)
-            continue
-        if r.path is not None:
-            log.log(level, "recovered %s: %d rows (%d from the journal%s)", r.path, r.rows,
-                        r.from_journal, ", torn tail dropped" if r.torn else "")
-        out.append(r)
-    return out
-
-
-def recover(path, row_group_rows: int = 1 << 20) -> list[RecoveryResult]:
-    """Finish the files a crashed recorder left in folder ``path``: every row the
-    crash did not take. Refuses (``RecorderLocked``) while a recorder runs there."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RecorderError(f"no recording folder at {path}")
-    fd = lock(path)
-    try:
-        return recover_all(path, row_group_rows)
-    finally:
-        unlock(fd, path)
-
-
-def unlock(fd: int, path: Path | None = None) -> None:
-    if path is not None and fcntl is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(path / LOCK_NAME)  # while still holding it: see _lock
+def unlock(fd: int, root: SafeDir | None = None) -> None:
+    if root is not None and fcntl is not None:
+        root.unlink(LOCK_NAME)  # while still holding it: see lock
     with contextlib.suppress(OSError):
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -120,146 +106,163 @@ def unlock(fd: int, path: Path | None = None) -> None:
         os.close(fd)
 
 
-class RecoveryResult:
-    """What recovery did for one interrupted file."""
-
-    def __init__(self, path: Path | None, rows: int, from_journal: int, torn: bool) -> None:
-        self.path = path
-        self.rows = rows
-        self.from_journal = from_journal
-        self.torn = torn
-
-    def __repr__(self) -> str:
-        return (f"RecoveryResult(path={str(self.path)!r}, rows={self.rows}, "
-                f"from_journal={self.from_journal}, torn={self.torn})")
-
-
-def find_leftovers(root: Path) -> list[Path]:
-    """Final paths of the files left in progress under ``root`` (one level of
-    partition folders, plus root itself)."""
-    root = Path(root)
-    out: set[Path] = set()
-    dirs = [root]
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        dirs += [d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))]
-    for d in dirs:
-        try:
-            names = os.listdir(d)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for n in names:
-            m = TMP_RE.match(n) or JOURNAL_RE.match(n)
-            if m:
-                out.add(d / m.group("name"))
-    return sorted(out)
-
-
-def _journals(final: Path) -> list[tuple[int, Path]]:
+def _partitions(root: SafeDir) -> list[str]:
+    """Names of the partition folders in ``root`` (real folders only: a link named like
+    one is reported and left alone)."""
     out = []
-    try:
-        names = os.listdir(final.parent)
-    except FileNotFoundError:
-        return []
-    for n in names:
-        m = JOURNAL_RE.match(n)
-        if m and m.group("name") == final.name:
-            out.append((int(m.group("k")), final.parent / n))
-    return sorted(out)
+    for n in sorted(root.listdir()):
+        if n.startswith((".", "_")):
+            continue
+        try:
+            st = root.lstat(n)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out.append(n)
+        elif stat.S_ISLNK(st.st_mode) and "=" in n:
+            log.warning("%s is a symbolic link, not a partition folder: left alone", root.path / n)
+    return out
 
 
-def recover_file(final: Path, row_group_rows: int = 1 << 20) -> RecoveryResult:
-    """Turn one interrupted file (``.tmp`` + ``.rglog`` + journals) into a finished
-    Parquet file, keeping every row the log or a journal vouches for."""
-    # pyarrow is imported when a file is recovered, not with the package
-    from .journal import read_journal, unify_table
-    from .parquet import ParquetAppender, kv_of, read_rglog, schema_from_header
+@dataclass(frozen=True)
+class Leftover:
+    """The files of one interrupted Parquet file: ``part`` ('' for the top folder) and
+    the file's final ``name``; ``.name.tmp``, ``.name.rglog`` and ``.name.jK`` beside it."""
 
-    final = Path(final)
-    tmp = tmp_path(final)
-    size = tmp.stat().st_size if tmp.exists() else 0
-    header, rgs, end, log_end = read_rglog(rglog_path(final), size)
-    journals = _journals(final)
-    k0 = len(rgs)
-    replay = [(k, p) for k, p in journals if k >= k0]
-    stale = [p for k, p in journals if k < k0]
-
-    app: ParquetAppender | None = None
-    torn = False
-    from_journal = 0
-    kv = {}
-    try:
-        if header is not None and tmp.exists():
-            schema = schema_from_header(header)
-            kv = kv_of(header)
-            app = ParquetAppender(final, schema, **_options_from_kv(kv, row_group_rows),
-                                  _resume=(header, rgs, end, log_end))
-        for _, jp in replay:
-            schema, batches, complete = read_journal(jp)
-            torn |= not complete
-            if not batches:
-                continue
-            if app is None:
-                for p in (tmp, rglog_path(final)):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(p)
-                kv = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-                app = ParquetAppender(final, schema, **_options_from_kv(kv, row_group_rows))
-            table = unify_table(app.schema, batches)
-            from_journal += table.num_rows
-            for off in range(0, table.num_rows, row_group_rows):
-                app.write_row_group(table.slice(off, row_group_rows))
-            del table, batches
-        path = None
-        rows = 0
-        if app is not None:
-            rows = app.rows
-            path = app.finish({"tcpsnap.closed": "recovered"})
-        else:
-            for p in (tmp, rglog_path(final)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(p)
-    except BaseException:
-        if app is not None:
-            app.close_files()
-        raise
-    for _, jp in replay:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(jp)
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(p)
-    return RecoveryResult(path, rows, from_journal, torn)
+    part: str
+    name: str
 
 
-def _options_from_kv(kv: dict[str, str], row_group_rows: int) -> dict:
-    comp = kv.get("tcpsnap.compression") or "zstd"
-    level = kv.get("tcpsnap.compression_level")
-    return dict(compression=None if comp == "none" else comp,
-                compression_level=int(level) if level not in (None, "", "default") else None,
-                row_group_rows=row_group_rows, compat=kv.get("tcpsnap.encoding") == "compat")
+def find_leftovers(root: SafeDir) -> list[Leftover]:
+    """What a crash left in ``root`` and its partition folders (one level)."""
+    out: set[Leftover] = set()
+    for part in ["", *_partitions(root)]:
+        try:
+            d = root.subdir(part) if part else root
+        except (UnsafePath, OSError) as e:
+            log.warning("%s", e)
+            continue
+        try:
+            for n in d.listdir():
+                m = TMP_RE.match(n) or JOURNAL_RE.match(n)
+                if m:
+                    out.add(Leftover(part, m.group("name")))
+        finally:
+            if part:
+                d.close()
+    return sorted(out, key=lambda x: (x.part, x.name))
 
 
-def last_seq(root: Path) -> int | None:
-    """The last ``seq`` recorded in the newest finished file under ``root``."""
+def finished_files(d: SafeDir) -> list[str]:
+    """Names of the finished Parquet files in folder ``d``."""
+    return sorted(n for n in d.listdir()
+                  if n.endswith(".parquet") and not n.startswith((".", "_")) and d.is_file(n))
+
+
+def footer_kv(d: SafeDir, name: str) -> dict[bytes, bytes]:
+    """The key-value metadata of a finished file (never through a link); {} if it
+    cannot be read."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    root = Path(root)
     try:
-        parts = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("date="))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    for d in reversed(parts):
-        files = sorted(p for p in d.iterdir() if p.name.endswith(".parquet") and not p.name.startswith((".", "_")))
-        for f in reversed(files):
-            try:
-                md = pq.read_metadata(f).metadata or {}
-            except (OSError, pa.ArrowInvalid):
-                continue
-            v = md.get(b"tcpsnap.last_seq")
-            if v is not None:
+        fd = d.open_file(name)
+    except (OSError, RecorderError):
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return dict(pq.read_metadata(f).metadata or {})
+    except (OSError, pa.ArrowException, ValueError):
+        return {}
+
+
+def last_seq(root: SafeDir) -> int | None:
+    """The highest ``last_seq`` in the footer of any finished file of the recording.
+
+    Not the newest file by name: names follow the wall clock, which can be set back
+    between two runs; the sequence must never repeat.
+    """
+    best: int | None = None
+    for part in ["", *_partitions(root)]:
+        try:
+            d = root.subdir(part) if part else root
+        except (UnsafePath, OSError):
+            continue
+        try:
+            for n in finished_files(d):
+                v = footer_kv(d, n).get(b"tcpsnap.last_seq")
                 try:
-                    return int(v)
+                    seq = int(v) if v is not None else None
                 except ValueError:
+                    seq = None
+                if seq is not None and (best is None or seq > best):
+                    best = seq
+        finally:
+            if part:
+                d.close()
+    return best
+
+
+def keep_aside(root: SafeDir, part: str, d: SafeDir, names: list[str]) -> list[str]:
+    """Move ``names`` of folder ``d`` (partition ``part`` of ``root``) to
+    ``root/_tcpsnap_unrecovered/part/``, never replacing anything there. Returns the
+    paths they now have."""
+    q = root.subdir(UNRECOVERED, create=True)
+    try:
+        qd = q.subdir(part, create=True) if part else q
+        try:
+            out = []
+            for n in names:
+                if not d.exists(n):
                     continue
-    return None
+                for i in range(10_000):
+                    dst = n if i == 0 else f"{n}.{i}"
+                    try:
+                        os.link(n, dst, src_dir_fd=d.fd, dst_dir_fd=qd.fd, follow_symlinks=False)
+                        break
+                    except FileExistsError:
+                        continue
+                d.unlink(n)
+                out.append(str(qd.path / dst))
+            qd.fsync()
+            d.fsync()
+            return out
+        finally:
+            if part:
+                qd.close()
+    finally:
+        q.close()
+
+
+def copy_aside(root: SafeDir, part: str, d: SafeDir, name: str) -> str | None:
+    """Keep a copy of file ``name`` of ``d`` in ``_tcpsnap_unrecovered`` (for small
+    files recovery goes on to change, such as a row-group log with a bad entry)."""
+    try:
+        data = d.read_bytes(name)
+    except FileNotFoundError:
+        return None
+    q = root.subdir(UNRECOVERED, create=True)
+    try:
+        qd = q.subdir(part, create=True) if part else q
+        try:
+            for i in range(10_000):
+                dst = name if i == 0 else f"{name}.{i}"
+                try:
+                    fd = qd.create(dst)
+                except FileExistsError:
+                    continue
+                try:
+                    from .layout import pwrite_all
+
+                    pwrite_all(fd, data, 0)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                qd.fsync()
+                return str(qd.path / dst)
+            return None  # pragma: no cover
+        finally:
+            if part:
+                qd.close()
+    finally:
+        q.close()

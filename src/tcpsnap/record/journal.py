@@ -1,76 +1,207 @@
-"""The journal: rows not yet in a row group, as an Arrow IPC stream appended a record
-batch per flush. A torn last message (kill -9 mid-append) is expected and dropped on
-reading; the rows before it are kept."""
+"""The journal: rows not yet in a row group.
+
+It is an Arrow IPC stream (schema, dictionary deltas, one record batch per flush) cut
+into frames, one per append, each compressed with zstd and checked by a CRC::
+
+    b"TSNPJRN1"  then per append:
+    <u32 payload length> <u64 raw length> <u32 crc32 of those 12 bytes> <u32 crc32 of payload> payload
+
+Reading stops at the first frame that is torn (the file ends inside it: kill -9
+mid-append, expected) or does not check (bit rot: reported); the frames before it are
+kept. A frame may claim at most ``max_raw`` bytes once decompressed, and the
+whole journal at most that too, so a crafted leftover cannot make recovery allocate
+without bound. Journals of earlier releases (a bare IPC stream) are still read.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
 
-__all__ = ["Journal", "read_journal", "unify_table"]
+from .safedir import SafeDir
+
+__all__ = ["Journal", "read_journal", "unify_table", "MAGIC", "max_raw_bytes"]
+
+MAGIC = b"TSNPJRN1"
+_FRAME = struct.Struct("<IQII")  # payload length, raw length, header crc32, payload crc32
+_CODEC = "zstd"
+_LEVEL = 1  # the journal is short-lived: speed over ratio
+_IPC_CONTINUATION = b"\xff\xff\xff\xff"
+
+
+def max_raw_bytes(row_group_rows: int) -> int:
+    """What a journal may hold once decompressed: it holds fewer than
+    ``row_group_rows`` rows (then it becomes a row group), each well under 256 bytes
+    of Arrow data."""
+    return max(64 << 20, row_group_rows * 256)
+
+
+class _Collect(io.RawIOBase):
+    """The IPC writer's sink: keeps what each write_batch produced, for one frame."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.n = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        self.parts.append(bytes(b))
+        self.n += len(b)
+        return len(b)
+
+    def tell(self) -> int:
+        return self.n
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
 
 
 class Journal:
-    """Rows not yet in a row group: an Arrow IPC stream, appended a batch at a time."""
+    """Rows not yet in a row group, appended a record batch at a time (see the module doc).
 
-    def __init__(self, path: Path, schema: pa.Schema, fsync: bool = False) -> None:
+    ``Journal(path, schema)`` creates ``path`` (never over an existing name or through a
+    link, mode 0644) in ``folder`` (a :class:`SafeDir`, by default ``path``'s parent).
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, fsync: bool = False,
+                 folder: SafeDir | None = None) -> None:
         self.path = Path(path)
         self.fsync = fsync
         self.rows = 0
         self.batches = 0
-        self._file = pa.OSFile(str(self.path), "wb")
+        self._own_dir = folder is None
+        self._dir = folder or SafeDir.open(self.path.parent)
+        self._fd = -1
         try:
+            self._fd = self._dir.create(self.path.name)
+            self._sink = _Collect()
             self._writer = pa.ipc.new_stream(
-                self._file, schema, options=pa.ipc.IpcWriteOptions(emit_dictionary_deltas=True))
+                pa.PythonFile(self._sink, mode="w"), schema,
+                options=pa.ipc.IpcWriteOptions(emit_dictionary_deltas=True))
+            self._pos = 0
+            self._write(MAGIC)
         except BaseException:
-            self._file.close()
+            self.abandon()
             raise
-        self.nbytes = self._file.tell()
+        self.nbytes = self._pos
+        self._codec = pa.Codec(_CODEC, _LEVEL)
+
+    def _write(self, data: bytes) -> None:
+        from .layout import pwrite_all
+
+        pwrite_all(self._fd, data, self._pos)  # straight to the fd: survives kill -9 at once
+        self._pos += len(data)
 
     def append(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)  # straight to the fd: survives kill -9 at once
+        self._writer.write_batch(batch)
+        raw = self._sink.take()
+        payload = self._codec.compress(raw, asbytes=True)
+        head = _FRAME.pack(len(payload), len(raw), 0, 0)[:12]
+        self._write(head + struct.pack("<II", zlib.crc32(head), zlib.crc32(payload)) + payload)
         self.rows += batch.num_rows
         self.batches += 1
-        self.nbytes = self._file.tell()
+        self.nbytes = self._pos
         if self.fsync:
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        try:
-            self._writer.close()
-        finally:
-            self._file.close()
+        """Close the fd; the frames written stay as they are."""
+        self.abandon()
 
     def abandon(self) -> None:
-        """Close the fd without writing the end-of-stream marker (after an error)."""
-        with contextlib.suppress(Exception):
-            self._file.close()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        if self._own_dir:
+            self._dir.close()
 
 
-def read_journal(path: Path) -> tuple[pa.Schema | None, list[pa.RecordBatch], bool]:
-    """The intact record batches of a journal: (schema, batches, complete). A torn
-    last message (a crash mid-append) is dropped and ``complete`` is False."""
+def _frames(data: bytes, max_raw: int) -> tuple[bytes, str]:
+    """The IPC bytes of a journal's intact frames, and ``"ok"``, ``"torn"`` (the file
+    ends inside the last frame) or ``"corrupt"`` (a frame that does not check)."""
+    codec = pa.Codec(_CODEC)
+    i = len(MAGIC)
+    out: list[bytes] = []
+    total = 0
+    while i < len(data):
+        if i + _FRAME.size > len(data):
+            return b"".join(out), "torn"
+        n, raw_len, hcrc, pcrc = _FRAME.unpack_from(data, i)
+        if zlib.crc32(data[i:i + 12]) != hcrc:
+            return b"".join(out), "corrupt"
+        payload = data[i + _FRAME.size:i + _FRAME.size + n]
+        if len(payload) != n:
+            return b"".join(out), "torn"
+        total += raw_len
+        if zlib.crc32(payload) != pcrc or total > max_raw:
+            return b"".join(out), "corrupt"
+        try:
+            raw = codec.decompress(payload, decompressed_size=raw_len, asbytes=True)
+        except (pa.ArrowException, ValueError, OSError):
+            return b"".join(out), "corrupt"
+        out.append(raw)
+        i += _FRAME.size + n
+    return b"".join(out), "ok"
+
+
+def read_journal(path: Path, folder: SafeDir | None = None, max_raw: int = 256 << 20,
+                 detail: bool = False) -> tuple:
+    """The intact record batches of a journal: ``(schema, batches, complete)``, never
+    read through a link. A torn or corrupt tail is dropped and ``complete`` is False.
+    With ``detail``, a fourth item says which: ``"ok"``, ``"empty"`` (no rows: created
+    and never written, or cut inside its header), ``"torn"``, ``"corrupt"``, or
+    ``"foreign"`` (not a tcpsnap journal at all)."""
+    path = Path(path)
+
+    def out(schema: pa.Schema | None, batches: list, status: str) -> tuple:
+        complete = status in ("ok", "empty") and schema is not None
+        return (schema, batches, complete, status) if detail else (schema, batches, complete)
+
+    own = folder is None
     try:
-        mm = pa.memory_map(str(path), "r")
-    except (FileNotFoundError, pa.ArrowInvalid, OSError):
-        return None, [], False
+        d = folder or SafeDir.open(path.parent)
+    except OSError:
+        return out(None, [], "foreign")
     try:
-        if mm.size() == 0:
-            return None, [], False
-        reader = pa.ipc.open_stream(mm)
-    except (pa.ArrowInvalid, OSError):
-        return None, [], False
+        data = d.read_bytes(path.name, limit=max_raw + (1 << 20))
+    except OSError:
+        return out(None, [], "foreign")
+    finally:
+        if own:
+            d.close()
+    if data.startswith(MAGIC):
+        data, status = _frames(data, max_raw)
+    elif MAGIC.startswith(data):
+        return out(None, [], "empty")
+    elif data.startswith(_IPC_CONTINUATION):
+        status = "ok"  # a journal of an earlier release: a bare IPC stream
+    else:
+        return out(None, [], "foreign")
+    if not data:
+        return out(None, [], "empty" if status == "ok" else status)
+    try:
+        reader = pa.ipc.open_stream(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError):
+        return out(None, [], "torn" if status == "ok" else status)
     batches = []
     while True:
         try:
             batches.append(reader.read_next_batch())
         except StopIteration:
-            return reader.schema, batches, True
-        except (pa.ArrowInvalid, OSError, pa.ArrowException):
-            return reader.schema, batches, False
+            return out(reader.schema, batches, status)
+        except (pa.ArrowException, OSError, ValueError):
+            return out(reader.schema, batches, "torn" if status == "ok" else status)
 
 
 def unify_table(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Table:

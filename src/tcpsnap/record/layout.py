@@ -35,9 +35,13 @@ import errno
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .safedir import SafeDir
 
 __all__ = ["LOCK_NAME", "file_names", "tmp_path", "rglog_path", "journal_path", "free_name",
-           "fsync_dir", "pwrite_all", "JOURNAL_RE", "TMP_RE"]
+           "pwrite_all", "JOURNAL_RE", "TMP_RE"]
 
 LOCK_NAME = ".tcpsnap.lock"
 JOURNAL_RE = re.compile(r"^\.(?P<name>.+\.parquet)\.j(?P<k>\d+)$")
@@ -63,20 +67,6 @@ def journal_path(final: Path, k: int) -> Path:
     return final.with_name(f".{final.name}.j{k}")
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:  # pragma: no cover - some filesystems refuse, harmless
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def pwrite_all(fd: int, data, pos: int) -> None:
     mv = memoryview(data).cast("B")
     while mv:
@@ -87,12 +77,14 @@ def pwrite_all(fd: int, data, pos: int) -> None:
         pos += n
 
 
-def free_name(final: Path) -> Path:
-    stem = final.name[: -len(".parquet")]
-    for i in range(1, 10_000):
-        cand = final.with_name(f"{stem}-{i}.parquet")
-        if not cand.exists():
+def free_name(folder: SafeDir, name: str, leftovers: bool = True) -> str:
+    """``name``, or the first ``<stem>-N.parquet`` that no entry of ``folder`` has (a
+    link counts as taken; with ``leftovers``, so does an in-progress file's name)."""
+    stem = name[: -len(".parquet")]
+    for cand in (name, *(f"{stem}-{i}.parquet" for i in range(1, 10_000))):
+        taken = [cand]
+        if leftovers:
+            taken += [tmp_path(Path(cand)).name, rglog_path(Path(cand)).name]
+        if not any(folder.exists(n) for n in taken):
             return cand
-    raise FileExistsError(final)  # pragma: no cover
-
-
+    raise FileExistsError(folder.path / name)  # pragma: no cover

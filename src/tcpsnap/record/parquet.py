@@ -14,15 +14,17 @@ import contextlib
 import os
 import struct
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import thrift as th
-from .layout import free_name, fsync_dir, pwrite_all, rglog_path, tmp_path
+from .layout import free_name, pwrite_all, rglog_path, tmp_path
+from .safedir import SafeDir
 
-__all__ = ["ParquetAppender", "writer_kwargs", "read_rglog", "split_parquet", "rg_rows",
+__all__ = ["ParquetAppender", "writer_kwargs", "read_rglog", "RglogScan", "rg_seq_ranges", "split_parquet", "rg_rows",
            "kv_of", "schema_from_header", "MAGIC", "LOG_MAGIC"]
 
 MAGIC = b"PAR1"
@@ -155,12 +157,19 @@ def _set_kv(meta: dict, extra: dict[str, str]) -> None:
 # ---------------------------------------------------------------- the growing file
 
 class ParquetAppender:
-    """One Parquet file written a row group at a time, recoverable after a crash."""
+    """One Parquet file written a row group at a time, recoverable after a crash.
+
+    Its files are made in ``folder`` (a :class:`SafeDir`; by default ``final``'s parent),
+    never over an existing name or through a link.
+    """
 
     def __init__(self, final: Path, schema: pa.Schema, *, compression: str | None = "zstd",
                  compression_level: int | None = None, row_group_rows: int = 1 << 20,
-                 compat: bool = False, fsync: bool = False, _resume: tuple | None = None) -> None:
+                 compat: bool = False, fsync: bool = False, folder: SafeDir | None = None,
+                 _resume: tuple | None = None) -> None:
         self.final = Path(final)
+        self._own_dir = folder is None
+        self.dir = folder or SafeDir.open(self.final.parent)
         self.tmp = tmp_path(self.final)
         self.rglog = rglog_path(self.final)
         self.schema = schema
@@ -169,11 +178,10 @@ class ParquetAppender:
         self._rgs: list[dict] = []
         self.rows = 0
         self._fd = self._lfd = -1
-        flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
         try:
             if _resume is None:
-                self._fd = os.open(self.tmp, flags | os.O_CREAT | os.O_EXCL, 0o644)
-                self._lfd = os.open(self.rglog, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                self._fd = self.dir.create(self.tmp.name)
+                self._lfd = self.dir.create(self.rglog.name)
                 pwrite_all(self._fd, MAGIC, 0)
                 self._pos = len(MAGIC)
                 pwrite_all(self._lfd, LOG_MAGIC, 0)
@@ -184,9 +192,9 @@ class ParquetAppender:
             else:
                 self._meta, self._rgs, self._pos, self._lpos = _resume
                 self.rows = sum(rg_rows(rg) for rg in self._rgs)
-                self._fd = os.open(self.tmp, flags)
+                self._fd = self.dir.open_file(self.tmp.name, write=True)
                 os.ftruncate(self._fd, self._pos)
-                self._lfd = os.open(self.rglog, flags)
+                self._lfd = self.dir.open_file(self.rglog.name, write=True)
                 os.ftruncate(self._lfd, self._lpos)
         except BaseException:
             self.close_files()
@@ -224,7 +232,7 @@ class ParquetAppender:
             os.fsync(self._fd)
             os.fsync(self._lfd)
             if dirs:
-                fsync_dir(self.final.parent)
+                self.dir.fsync()
 
     def write_row_group(self, table: pa.Table) -> None:
         """Append ``table`` as one row group (durable once this returns)."""
@@ -264,6 +272,10 @@ class ParquetAppender:
             self._rgs.append(rg)
             self.rows += rg_rows(rg)
 
+    def seq_ranges(self) -> list[tuple[int, int]]:
+        """(first, last) ``seq`` of each row group so far, from its statistics."""
+        return rg_seq_ranges(self.schema, self._rgs)
+
     def seq_range(self) -> tuple[int, int] | None:
         """(first, last) ``seq`` in the file so far, from row-group statistics."""
         col = self.schema.get_field_index("seq")
@@ -292,21 +304,31 @@ class ParquetAppender:
         tail = footer + len(footer).to_bytes(4, "little") + MAGIC
         pwrite_all(self._fd, tail, self._pos)
         os.ftruncate(self._fd, self._pos + len(tail))
-        os.fsync(self._fd)  # always: the rename below publishes the file
-        self.close_files()
+        os.fsync(self._fd)  # always: publishing below makes the file visible
         # the file must read back before it is published; a failure here is a bug and
         # leaves the .tmp/.rglog in place for recovery
-        md = pq.read_metadata(self.tmp)
+        self.close_files()
+        rfd = self.dir.open_file(self.tmp.name)
+        with os.fdopen(rfd, "rb") as f:
+            md = pq.read_metadata(f)
         if md.num_rows != self.rows or md.num_row_groups != len(self._rgs):
             raise RuntimeError(f"{self.tmp}: footer check failed")
-        final = self.final
-        if final.exists():  # never overwrite a finished file
-            final = free_name(final)
-        os.rename(self.tmp, final)
-        fsync_dir(final.parent)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.rglog)
+        while True:  # never replace a finished file (or anything else by that name)
+            name = free_name(self.dir, self.final.name, leftovers=False)
+            try:
+                self.dir.publish(self.tmp.name, name)
+                break
+            except FileExistsError:
+                continue
+        self.dir.fsync()
+        self.dir.unlink(self.rglog.name)
+        self.final = final = self.dir.path / name
+        self._close_dir()
         return final
+
+    def _close_dir(self) -> None:
+        if self._own_dir:
+            self.dir.close()
 
     def close_files(self) -> None:
         """Close without finishing (after an error): leaves everything for recovery."""
@@ -320,52 +342,124 @@ class ParquetAppender:
     def discard(self) -> None:
         self.close_files()
         for p in (self.tmp, self.rglog):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
+            self.dir.unlink(p.name)
+        self._close_dir()
 
 
-def read_rglog(path: Path, data_size: int | None = None) -> tuple[dict | None, list[dict], int, int]:
-    """The valid prefix of an ``.rglog``: (header FileMetaData, row groups, data end,
-    length of that prefix). With ``data_size``, entries whose row group is not wholly
-    within that many bytes of data end the prefix too (storage that lost writes)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return None, [], len(MAGIC), 0
+@dataclass
+class RglogScan:
+    """What an ``.rglog`` vouches for (see :func:`read_rglog`)."""
+
+    header: dict | None = None  # the file's FileMetaData without row groups
+    rgs: list[dict] = field(default_factory=list)  # verified row groups, in file order
+    end: int = len(MAGIC)  # data bytes the last verified row group ends at
+    log_end: int = 0  # log bytes up to the end of the last verified entry
+    torn: bool = False  # an incomplete last entry (a crash mid-write: expected)
+    problems: list[str] = field(default_factory=list)  # what could not be verified
+    #: row groups an entry vouches for whose data is not in the file (power loss without
+    #: fsync, or a crash test's torn state); the caller decides if their rows are elsewhere
+    missing: list[dict] = field(default_factory=list)
+
+
+#: A log entry's payload is one row group's metadata: never near this.
+_MAX_ENTRY = 64 << 20
+
+
+def _entry_at(data: bytes, i: int) -> tuple[bytes, bytes, int, int] | None:
+    """(kind, body, data end, next offset) of a complete entry whose CRC checks."""
+    if i + _ENTRY.size > len(data):
+        return None
+    kind, n, crc, data_end = _ENTRY.unpack_from(data, i)
+    if n > _MAX_ENTRY or i + _ENTRY.size + n > len(data):
+        return None
+    body = data[i + _ENTRY.size:i + _ENTRY.size + n]
+    head = data[i:i + _ENTRY.size]
+    if zlib.crc32(head[:5] + head[9:] + body) != crc:
+        return None
+    return kind, body, data_end, i + _ENTRY.size + n
+
+
+def _row_groups(body: bytes) -> list[dict]:
+    new = []
+    j = 0
+    while j < len(body):
+        m = int.from_bytes(body[j:j + 4], "little")
+        if m > len(body) - j - 4:
+            raise th.ThriftError("row group runs past its entry")
+        new.append(th.decode_struct(body[j + 4:j + 4 + m]))
+        j += 4 + m
+    return new
+
+
+def read_rglog(data: bytes, data_size: int) -> RglogScan:
+    """Scan an ``.rglog``'s bytes against its data file's size.
+
+    Keeps every entry whose CRC checks and whose row group lies within the data, in
+    order. An incomplete last entry is a torn write (``torn``). A complete entry that
+    does not check is bit rot: it is skipped, the scan finds the next entry that
+    checks, and ``problems`` says so; so does an entry whose data is missing.
+    """
+    scan = RglogScan()
     if not data.startswith(LOG_MAGIC):
-        return None, [], len(MAGIC), 0
+        if data:
+            scan.problems.append("row-group log has no tcpsnap header")
+        return scan
     i = len(LOG_MAGIC)
-    header = None
-    rgs: list[dict] = []
-    end = len(MAGIC)
+    scan.log_end = i
     while i + _ENTRY.size <= len(data):
-        kind, n, crc, data_end = _ENTRY.unpack_from(data, i)
-        body = data[i + _ENTRY.size:i + _ENTRY.size + n]
-        if len(body) != n:
-            break
-        head = data[i:i + _ENTRY.size]
-        if zlib.crc32(head[:5] + head[9:] + body) != crc:
-            break
+        got = _entry_at(data, i)
+        if got is None:
+            kind, n, _, _ = _ENTRY.unpack_from(data, i)
+            if n <= _MAX_ENTRY and i + _ENTRY.size + n > len(data) and kind in (b"H", b"R"):
+                scan.torn = True  # the last write, cut short
+                return scan
+            nxt = _resync(data, i + 1, scan.end, data_size)
+            scan.problems.append(f"row-group log entry at byte {i} is corrupt"
+                                 + ("" if nxt < len(data) else " (and all after it)"))
+            i = nxt
+            continue
+        kind, body, data_end, nxt = got
         try:
-            if kind == b"H" and header is None:
-                header = th.decode_struct(body)
-            elif kind == b"R" and header is not None:
-                if data_size is not None and data_end > data_size:
-                    break
-                new = []
-                j = 0
-                while j < len(body):
-                    m = int.from_bytes(body[j:j + 4], "little")
-                    new.append(th.decode_struct(body[j + 4:j + 4 + m]))
-                    j += 4 + m
-                rgs.extend(new)
-                end = data_end
+            if kind == b"H" and scan.header is None:
+                scan.header = th.decode_struct(body)
+            elif kind == b"R" and scan.header is not None:
+                if data_end > data_size or data_end < scan.end:
+                    scan.missing.extend(_row_groups(body))
+                    return scan
+                scan.rgs.extend(_row_groups(body))
+                scan.end = data_end
             else:
-                break
+                scan.problems.append(f"unexpected row-group log entry at byte {i}")
+                return scan
         except th.ThriftError:
-            break
-        i += _ENTRY.size + n
-    return header, rgs, end, i
+            scan.problems.append(f"row-group log entry at byte {i} does not decode")
+            i = _resync(data, i + 1, scan.end, data_size)
+            continue
+        i = scan.log_end = nxt
+    if i < len(data):
+        scan.torn = True
+    return scan
+
+
+def _resync(data: bytes, i: int, end: int, data_size: int) -> int:
+    """The offset of the next row-group entry that checks, or ``len(data)``."""
+    while True:
+        i = data.find(b"R", i)
+        if i < 0:
+            return len(data)
+        if i + _ENTRY.size <= len(data):
+            _, n, _, data_end = _ENTRY.unpack_from(data, i)
+            if end < data_end <= data_size and n <= len(data) - i and _entry_at(data, i):
+                return i
+        i += 1
+
+
+def rg_seq_ranges(schema: pa.Schema, rgs: list[dict]) -> list[tuple[int, int]]:
+    """(first, last) ``seq`` of each row group with statistics for it."""
+    col = schema.get_field_index("seq")
+    if col < 0:
+        return []
+    return [r for r in (_rg_int_range(rg, col) for rg in rgs) if r is not None]
 
 
 def kv_of(meta: dict) -> dict[str, str]:

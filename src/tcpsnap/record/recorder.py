@@ -100,6 +100,7 @@ class Recorder:
         self._clock: Clock = clock or SystemClock()
         self._opened = self._closed = False
         self._lock_fd: int | None = None
+        self._root: Any = None  # the recording folder's SafeDir while open
         self._running = threading.Event()
         self._running_done = threading.Event()
         self._run_thread = 0
@@ -124,23 +125,24 @@ class Recorder:
         """Take the folder, recover leftovers, warm the snapshotter up, start the writer."""
         if self._opened:
             return self
-        from . import folder
         from .batch import BatchPool
+        from .folder import last_seq, lock
+        from .recovery import recover_all
+        from .safedir import SafeDir
         from .capture import Capture, Waker
         from .writer import FileOptions, Rules, Writer, wrap_error
 
         c = self.config
+        self._root = root = SafeDir.open(self.path, create=True)
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RecorderError(f"cannot create recording folder {self.path}: {e.strerror or e}") from e
-        if not self.path.is_dir():
-            raise RecorderError(f"{self.path} is not a folder")
-        self._lock_fd = folder.lock(self.path)
+            self._lock_fd = lock(root)
+        except BaseException:
+            self._release()
+            raise
         try:
             if c.recover:
-                self.recovered = folder.recover_all(self.path, c.row_group_rows, logging.WARNING)
-            last = folder.last_seq(self.path)
+                self.recovered = recover_all(root, c.row_group_rows, logging.WARNING)
+            last = last_seq(root)
             if self._snap is None:
                 self._snap, self.pids_enabled = _new_snapshotter(c.pids)
             else:
@@ -161,7 +163,7 @@ class Recorder:
             pool = BatchPool(c.buffers, c.batch_rows, 4096, self._tracker is not None, failed)
             files = FileOptions(c.compression, c.compression_level, c.row_group_rows, c.compat,
                                 c.fsync)
-            self._writer = Writer(self.path, schema, encoder, rules, files, pool, self._clock,
+            self._writer = Writer(root, schema, encoder, rules, files, pool, self._clock,
                                   on_error=self.stop)
             self._capture = Capture(snap, self.pids_enabled, rules, pool, self._writer,
                                     self._clock, Waker(), seq=0 if last is None else last + 1,
@@ -215,8 +217,11 @@ class Recorder:
         if self._capture is not None:
             self._capture.waker.close()
         if self._lock_fd is not None:
-            unlock(self._lock_fd, self.path)
+            unlock(self._lock_fd, self._root)
             self._lock_fd = None
+        if self._root is not None:
+            self._root.close()
+            self._root = None
 
     def stop(self) -> None:
         """Make ``run`` return after the snapshot in progress. Safe to call from a

@@ -25,6 +25,7 @@ from typing import Any
 from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
 from .protocols import Clock
+from .safedir import SafeDir
 
 __all__ = ["Rules", "Writer", "wrap_error"]
 
@@ -102,9 +103,11 @@ def wrap_error(e: BaseException, where: Path | None, folder: Path) -> RecorderEr
 class Writer:
     """The writer thread. ``put(batch)`` from capture; ``STOP`` ends it (``join``)."""
 
-    def __init__(self, folder: Path, schema: Any, encoder: Any, rules: Rules, options: FileOptions,
+    def __init__(self, folder: SafeDir, schema: Any, encoder: Any, rules: Rules, options: FileOptions,
                  pool: BatchPool, clock: Clock, on_error: Callable[[], None]) -> None:
-        self.folder = folder
+        self.root = folder
+        self.folder = folder.path
+        self._part: SafeDir | None = None  # the partition folder of the file in progress
         self.schema = schema
         self.rules = rules
         self.options = options
@@ -184,6 +187,7 @@ class Writer:
             else:
                 log.debug("finishing the file after an error failed too: %s", e)
             self._abandon_file()
+        self._close_part()
 
     def _fail(self, e: BaseException) -> None:
         if self.error is None:
@@ -229,7 +233,7 @@ class Writer:
         if self._journal is None:
             app = self._app
             self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
-                                    self.options.fsync)
+                                    self.options.fsync, folder=self._part)
         for rb in self._pending:
             self._journal.append(rb)
         self._pending.clear()
@@ -237,19 +241,19 @@ class Writer:
         self._oldest = None
 
     def _open_file(self, b: Batch) -> None:
-        from .layout import file_names, free_name, tmp_path
+        from .layout import file_names, free_name
         from .parquet import ParquetAppender
 
         part, name = file_names(int(b.ts[0]))
-        folder = self.folder / part
-        folder.mkdir(exist_ok=True)
-        final = folder / name
-        if final.exists() or tmp_path(final).exists():
-            final = free_name(final)
+        if self._part is None or self._part.path.name != part:
+            self._close_part()
+            self._part = self.root.subdir(part, create=True)
+        final = self._part.path / free_name(self._part, name)
         o = self.options
         self._app = ParquetAppender(final, self.schema, compression=o.compression,
                                     compression_level=o.compression_level,
-                                    row_group_rows=o.row_group_rows, compat=o.compat, fsync=o.fsync)
+                                    row_group_rows=o.row_group_rows, compat=o.compat, fsync=o.fsync,
+                                    folder=self._part)
         self._enc.reset()
         self._journal = None
         self._file_key = b.file_key
@@ -267,7 +271,7 @@ class Writer:
         if j is not None:
             j.close()
             if j.rows:
-                _, batches, complete = read_journal(j.path)
+                _, batches, complete = read_journal(j.path, self._part)
                 if not complete or sum(x.num_rows for x in batches) != j.rows:
                     raise RecorderError(f"journal {j.path} did not read back")
         batches += self._pending
@@ -277,8 +281,7 @@ class Writer:
             self._app.write_row_group(table)
             del table
         if j is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(j.path)
+            self._part.unlink(j.path.name)
         self._journal = None
         self._pending.clear()
         self._pending_rows = 0
@@ -303,6 +306,11 @@ class Writer:
             with contextlib.suppress(OSError):
                 self._bytes_done += path.stat().st_size
             log.info("finished %s (%d rows, %d snapshots)", path, app.rows, fm["snapshots"])
+
+    def _close_part(self) -> None:
+        if self._part is not None:
+            self._part.close()
+            self._part = None
 
     def _abandon_file(self) -> None:
         if self._journal is not None:
