@@ -22,30 +22,26 @@ with the wall clock, and appends rows to an array that ``take()`` hands over.
 """
 
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
-import os
 
 import numpy as np
 
 from tcpsnap._row cimport tcpsnap_row
-from tcpsnap._netlink cimport (nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE,
-                               NL_FULL, NL_ERROR, NL_MALFORMED, sockaddr_nl, socket, recv,
-                               setsockopt, close, AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC,
-                               NETLINK_SOCK_DIAG, SOL_SOCKET, SO_RCVBUF, MSG_TRUNC,
-                               sockaddr, socklen_t)
+from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_FULL, NL_ERROR, NL_MALFORMED
+from tcpsnap._system cimport (
+    sockaddr, socklen_t, socket, bind, recv, setsockopt, getsockopt, close, AF_NETLINK, SOCK_RAW,
+    SOCK_CLOEXEC, SOCK_NONBLOCK, MSG_DONTWAIT, MSG_TRUNC, SOL_SOCKET, SOL_NETLINK, SO_RCVBUF,
+    SO_RCVBUFFORCE, sockaddr_nl, NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP,
+    SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY, timespec, clock_gettime, CLOCK_REALTIME,
+    raise_syscall)
 from tcpsnap._mib cimport rows_pointer
 from tcpsnap._schema import ROW_DTYPE
 
 cdef enum:
     RECV_SIZE = 8192           # one message per datagram, ~380 bytes with attributes
     DEFAULT_RCVBUF = 32 << 20  # the kernel charges ~1 KiB of skb per ~400-byte message
-
-
-cdef int raise_syscall(str call, int err) except -1:
-    """The one place a failed system call becomes a Python exception."""
-    raise OSError(err, f"{call}: {os.strerror(err)}")
 
 
 cdef enum drain_status:

@@ -22,15 +22,20 @@ lists each socket at most once.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-import os
 
 import numpy as np
 
 from tcpsnap._row cimport tcpsnap_row
 from tcpsnap._mib cimport rows_pointer
+from tcpsnap._system cimport (
+    ssize_t, sockaddr, socket, connect, send, recv, close, ntohs, AF_UNSPEC, AF_INET, AF_INET6,
+    AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
+    NETLINK_SOCK_DIAG, NLMSG_DONE, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLMSG_ALIGN, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK, inet_diag_req_v2, inet_diag_req,
+    inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall)
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
 
@@ -149,11 +154,6 @@ cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slot
             rows[w] = rows[i]
         w += 1
     return w
-
-
-cdef int raise_syscall(str call, int err) except -1:
-    """The one place a failed system call becomes a Python exception."""
-    raise OSError(err, f"{call}: {os.strerror(err)}")
 
 
 cdef enum pump_status:
