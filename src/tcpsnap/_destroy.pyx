@@ -28,7 +28,7 @@ from libc.string cimport memset
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._row cimport tcpsnap_row, rows_pointer
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_FULL, NL_ERROR, NL_MALFORMED
 from tcpsnap._system cimport (
     sockaddr, socklen_t, socket, bind, recv, setsockopt, getsockopt, close, AF_NETLINK, SOCK_RAW,
@@ -36,7 +36,6 @@ from tcpsnap._system cimport (
     SO_RCVBUFFORCE, sockaddr_nl, NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP,
     SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY, timespec, clock_gettime, CLOCK_REALTIME,
     raise_syscall)
-from tcpsnap._mib cimport rows_pointer
 from tcpsnap._schema import ROW_DTYPE
 
 cdef enum:

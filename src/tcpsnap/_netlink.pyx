@@ -28,8 +28,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row
-from tcpsnap._mib cimport rows_pointer
+from tcpsnap._row cimport tcpsnap_row, rows_pointer, check_out_array
 from tcpsnap._system cimport (
     ssize_t, sockaddr, socket, connect, send, recv, close, ntohs, AF_UNSPEC, AF_INET, AF_INET6,
     AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
@@ -460,7 +459,6 @@ def parse_messages(data, out, uint32_t seq):
     cdef nl_cursor cur
     cdef nl_result res
     cdef nl_status st
-    from tcpsnap._mib import check_out_array
     check_out_array(out)
     PyObject_GetBuffer(data, &inb, PyBUF_SIMPLE)
     try:
@@ -488,7 +486,6 @@ def dedupe_rows(out, Py_ssize_t n):
     cdef Py_buffer outb
     cdef Py_ssize_t want = 64, kept
     cdef uint64_t *slots
-    from tcpsnap._mib import check_out_array
     check_out_array(out)
     if n < 0 or n > len(out):
         raise ValueError(f"n={n} outside 0..{len(out)}")
