@@ -406,7 +406,7 @@ cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
     cdef walk_shared *sh = w.sh
     cdef int fdd = open_fd_dir(w, pid)
     cdef size_t first = w.nfound
-    cdef walk_status st
+    cdef walk_status st = WS_END         # always set below; the compiler cannot tell
     cdef bint shared = False
     cdef struct_stat sb
     if fdd < 0:
