@@ -4,9 +4,9 @@
 One dump walks the kernel's TCP hash tables once for both families: the
 TCPDIAG_GETSOCK request (the inet_diag compat request, served by the same code as
 SOCK_DIAG_BY_FAMILY, which asks for AF_UNSPEC). A SOCK_DIAG_BY_FAMILY dump with
-inet_diag_req_v2 takes one family at a time, so it walks every hash bucket twice: on
-an idle table that walk is most of the cost (0.27 ms against 0.13 ms measured). Kernels
-that refuse the compat request get two v2 dumps instead.
+inet_diag_req_v2 takes one family at a time, so it walks every hash bucket twice, and on
+an idle table that walk is most of a dump's cost. Kernels that refuse the compat request
+get two v2 dumps instead.
 
 The socket, the receive buffer and the row array are owned by one NetlinkDumper and
 reused; rows are written straight from the received bytes into the array. The GIL is
