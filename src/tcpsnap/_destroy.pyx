@@ -8,44 +8,41 @@ the kernel's last, normally CLOSE; no inode, the file is gone). This is what let
 changes mode record connections that live and die between two snapshots.
 
 Limits, from the kernel: the groups are only delivered inside the subscriber's network
-namespace (kernel 6.18 here delivers them without CAP_NET_ADMIN too; a kernel that refuses
-the subscription makes the constructor raise, and the recorder warns and polls only, but
-without CAP_NET_ADMIN the receive buffer cannot be forced past net.core.rmem_max, so bursts
-are likelier to overflow it); a request socket (SYN_RECV) or a
-TIME_WAIT socket is not a full socket and sends nothing (the full socket that became a
-TIME_WAIT sends one, with the cookie the TIME_WAIT keeps). Messages that do not fit the
-receive buffer are dropped by the kernel and reported to us as ENOBUFS: counted in
-``drops`` (the events themselves are lost; the count of lost messages is not known).
+namespace. Linux 6.18 delivers them without CAP_NET_ADMIN too, but without it the receive
+buffer cannot be forced past net.core.rmem_max, so bursts are likelier to overflow it; a
+kernel that refuses the subscription makes the constructor raise (the recorder then warns
+and polls only). A request socket (SYN_RECV) or a TIME_WAIT socket is not a full socket
+and sends nothing (the full socket that became a TIME_WAIT sends one, with the cookie the
+TIME_WAIT keeps). Messages that do not fit the receive buffer are dropped by the kernel
+and reported to us as ENOBUFS: counted in ``drops`` (the events themselves are lost; the
+count of lost messages is not known).
 
 The socket is non-blocking; ``drain()`` reads everything queued, stamps each receive
 with the wall clock, and appends rows to an array that ``take()`` hands over.
 """
 
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
-import os
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row
-from tcpsnap._netlink cimport (nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE,
-                               NL_FULL, NL_ERROR, NL_MALFORMED, sockaddr_nl, socket, recv,
-                               setsockopt, close, AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC,
-                               NETLINK_SOCK_DIAG, SOL_SOCKET, SO_RCVBUF, MSG_TRUNC,
-                               sockaddr, socklen_t)
-from tcpsnap._mib cimport rows_pointer
+from tcpsnap._row cimport tcpsnap_row, rows_pointer
+from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_FULL, NL_ERROR, NL_MALFORMED
+from tcpsnap._system cimport (
+    sockaddr, socklen_t, socket, bind, recv, setsockopt, getsockopt, close, AF_NETLINK, SOCK_RAW,
+    SOCK_CLOEXEC, SOCK_NONBLOCK, MSG_DONTWAIT, MSG_TRUNC, SOL_SOCKET, SOL_NETLINK, SO_RCVBUF,
+    SO_RCVBUFFORCE, sockaddr_nl, NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP,
+    SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY, timespec, clock_gettime, CLOCK_REALTIME,
+    raise_syscall)
 from tcpsnap._schema import ROW_DTYPE
 
 cdef enum:
-    RECV_SIZE = 8192           # one message per datagram, ~380 bytes with attributes
-    DEFAULT_RCVBUF = 32 << 20  # the kernel charges ~1 KiB of skb per ~400-byte message
-
-
-cdef int raise_syscall(str call, int err) except -1:
-    """The one place a failed system call becomes a Python exception."""
-    raise OSError(err, f"{call}: {os.strerror(err)}")
+    RECV_SIZE = 8192           # one message per datagram: an inet_diag_msg and its attributes
+    # The kernel charges each queued message its whole skb, several times the message: room
+    # for a burst of deaths between two drains.
+    DEFAULT_RCVBUF = 32 << 20
 
 
 cdef enum drain_status:

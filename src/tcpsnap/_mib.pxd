@@ -36,7 +36,3 @@ cdef struct mib_result:
 
 cdef mib_status mib_parse(const char *buf, Py_ssize_t buflen, const mib_layout *lay,
                           tcpsnap_row *out, Py_ssize_t cap, mib_result *res) noexcept nogil
-
-# The row pointer and capacity of a backend's row array (a C-contiguous ROW_DTYPE numpy
-# array); the array object must be kept alive as long as the pointer is used.
-cdef tcpsnap_row *rows_pointer(object rows, Py_ssize_t *cap) except NULL

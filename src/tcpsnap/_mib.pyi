@@ -1,7 +1,19 @@
+import sys
 from typing import Any
 
 import numpy as np
-from collections.abc import Buffer
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    # collections.abc.Buffer (PEP 688) is new in 3.12: the same protocol, spelled out. numpy's
+    # stubs give ndarray __buffer__ on 3.12+ only, so it is named here.
+    from typing import Protocol, TypeAlias
+
+    class _SupportsBuffer(Protocol):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    Buffer: TypeAlias = _SupportsBuffer | np.ndarray
 
 def parse_tcptable2(buf: Buffer, out: np.ndarray, *, header_size: int = 4, row_stride: int = 28) -> int:
     """Parse a raw MIB_TCPTABLE2 (GetTcpTable2) into ``out`` (ROW_DTYPE); return the row count."""

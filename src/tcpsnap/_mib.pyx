@@ -10,8 +10,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from tcpsnap._row cimport tcpsnap_row
-from tcpsnap._schema import ROW_DTYPE
+from tcpsnap._row cimport tcpsnap_row, check_out_array as _check_out_array
 
 cdef enum:
     MAX_MIB_STATE = 12
@@ -105,28 +104,9 @@ cdef mib_status mib_parse(const char *buf, Py_ssize_t buflen, const mib_layout *
     return MIB_OK
 
 
-cdef tcpsnap_row *rows_pointer(object rows, Py_ssize_t *cap) except NULL:
-    cdef Py_buffer b
-    PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
-    cap[0] = b.len // sizeof(tcpsnap_row)
-    PyBuffer_Release(&b)       # numpy buffers do not move while the array lives
-    if cap[0] == 0:
-        raise ValueError("a backend row array needs at least one row")
-    return <tcpsnap_row *>b.buf
-
-
 def check_out_array(out):
     """Validate a caller's output array; raise ValueError saying what is wrong."""
-    dtype = getattr(out, "dtype", None)
-    if dtype is None or dtype != ROW_DTYPE:
-        raise ValueError(f"out must be a numpy array of tcpsnap.ROW_DTYPE, got dtype {dtype!r}")
-    if out.ndim != 1:
-        raise ValueError(f"out must be 1-dimensional, got {out.ndim} dimensions")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable")
-    return out
+    return _check_out_array(out)
 
 
 cdef Py_ssize_t _parse(object buf, object out, mib_layout lay, str what) except -1:
@@ -137,7 +117,7 @@ cdef Py_ssize_t _parse(object buf, object out, mib_layout lay, str what) except 
         raise ValueError(f"row_stride {lay.stride} is smaller than a {what} row ({lay.row_size} bytes)")
     if lay.header_size < 4:
         raise ValueError(f"header_size {lay.header_size} cannot hold dwNumEntries (4 bytes)")
-    check_out_array(out)
+    _check_out_array(out)
     PyObject_GetBuffer(buf, &inb, PyBUF_SIMPLE)
     try:
         PyObject_GetBuffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)

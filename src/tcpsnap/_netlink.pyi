@@ -1,7 +1,19 @@
-from collections.abc import Buffer
+import sys
 from typing import Literal
 
 import numpy as np
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    # collections.abc.Buffer (PEP 688) is new in 3.12: the same protocol, spelled out. numpy's
+    # stubs give ndarray __buffer__ on 3.12+ only, so it is named here.
+    from typing import Protocol, TypeAlias
+
+    class _SupportsBuffer(Protocol):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    Buffer: TypeAlias = _SupportsBuffer | np.ndarray
 
 class NetlinkDumper:
     """One NETLINK_SOCK_DIAG socket, one receive buffer, one row array, reused."""

@@ -4,9 +4,9 @@
 One dump walks the kernel's TCP hash tables once for both families: the
 TCPDIAG_GETSOCK request (the inet_diag compat request, served by the same code as
 SOCK_DIAG_BY_FAMILY, which asks for AF_UNSPEC). A SOCK_DIAG_BY_FAMILY dump with
-inet_diag_req_v2 takes one family at a time, so it walks every hash bucket twice: on
-an idle table that walk is most of the cost (0.27 ms against 0.13 ms measured). Kernels
-that refuse the compat request get two v2 dumps instead.
+inet_diag_req_v2 takes one family at a time, so it walks every hash bucket twice, and on
+an idle table that walk is most of a dump's cost. Kernels that refuse the compat request
+get two v2 dumps instead.
 
 The socket, the receive buffer and the row array are owned by one NetlinkDumper and
 reused; rows are written straight from the received bytes into the array. The GIL is
@@ -22,15 +22,19 @@ lists each socket at most once.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-import os
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row
-from tcpsnap._mib cimport rows_pointer
+from tcpsnap._row cimport tcpsnap_row, rows_pointer, check_out_array
+from tcpsnap._system cimport (
+    ssize_t, sockaddr, socket, connect, send, recv, close, ntohs, AF_UNSPEC, AF_INET, AF_INET6,
+    AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
+    NETLINK_SOCK_DIAG, NLMSG_DONE, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLMSG_ALIGN, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK, inet_diag_req_v2, inet_diag_req,
+    inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall)
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
 
@@ -149,11 +153,6 @@ cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slot
             rows[w] = rows[i]
         w += 1
     return w
-
-
-cdef int raise_syscall(str call, int err) except -1:
-    """The one place a failed system call becomes a Python exception."""
-    raise OSError(err, f"{call}: {os.strerror(err)}")
 
 
 cdef enum pump_status:
@@ -460,7 +459,6 @@ def parse_messages(data, out, uint32_t seq):
     cdef nl_cursor cur
     cdef nl_result res
     cdef nl_status st
-    from tcpsnap._mib import check_out_array
     check_out_array(out)
     PyObject_GetBuffer(data, &inb, PyBUF_SIMPLE)
     try:
@@ -488,7 +486,6 @@ def dedupe_rows(out, Py_ssize_t n):
     cdef Py_buffer outb
     cdef Py_ssize_t want = 64, kept
     cdef uint64_t *slots
-    from tcpsnap._mib import check_out_array
     check_out_array(out)
     if n < 0 or n > len(out):
         raise ValueError(f"n={n} outside 0..{len(out)}")

@@ -1,72 +1,7 @@
-# Declarations for the Linux owning-process resolver (socket inode -> pid through
-# /proc/<pid>/fd), one extern block per C header, then the resolver's own structs.
+# The Linux owning-process resolver (socket inode -> pid through /proc/<pid>/fd): its
+# structs and the walk entry points. System declarations are in _system.pxd.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
-from tcpsnap._row cimport tcpsnap_row
-
-cdef extern from "<fcntl.h>" nogil:
-    int openat(int dirfd, const char *path, int flags, ...)
-    int O_RDONLY
-    int O_DIRECTORY
-    int O_CLOEXEC
-    int AT_FDCWD
-
-cdef extern from "<unistd.h>" nogil:
-    ctypedef long ssize_t
-    ctypedef long off_t
-    ssize_t read(int fd, void *buf, size_t n)
-    ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
-    off_t lseek(int fd, off_t off, int whence)
-    int close(int fd)
-    int SEEK_SET
-
-cdef extern from "<dirent.h>" nogil:
-    # struct dirent64 has the kernel's linux_dirent64 layout
-    struct dirent64:
-        unsigned short d_reclen
-        char d_name[256]
-    ssize_t getdents64(int fd, void *buf, size_t n)
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-    short POLLIN
-    short POLLHUP
-    short POLLERR
-    short POLLNVAL
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef unsigned long pthread_t
-    ctypedef struct pthread_mutex_t:
-        pass
-    int pthread_mutex_init(pthread_mutex_t *m, const void *attr)
-    int pthread_mutex_lock(pthread_mutex_t *m)
-    int pthread_mutex_unlock(pthread_mutex_t *m)
-    int pthread_create(pthread_t *t, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
-    int pthread_join(pthread_t t, void **ret)
-
-cdef extern from "<time.h>" nogil:
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec *ts)
-    int CLOCK_MONOTONIC
-
-cdef extern from *:
-    """
-    #include <sys/syscall.h>
-    #include <unistd.h>
-    #ifndef SYS_pidfd_open
-    #define SYS_pidfd_open 434   /* the same number on every architecture */
-    #endif
-    static inline int tcpsnap_pidfd_open(unsigned int pid) {
-        return (int)syscall(SYS_pidfd_open, pid, 0);
-    }
-    """
-    int tcpsnap_pidfd_open(unsigned int pid) nogil
-
+from tcpsnap._system cimport pthread_mutex_t
 
 # ---------------------------------------------------------------- socket inode map
 # Open addressing, linear probing, backward-shift deletion; inode 0 marks an empty slot.

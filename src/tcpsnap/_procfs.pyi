@@ -1,3 +1,5 @@
+from typing import Any
+
 import numpy as np
 
 class PidResolver:
@@ -24,6 +26,7 @@ class PidResolver:
     moved: int
     owner_exits: int
     evicted: int
+    skipped_procs: int
     takes: int
     denied: int
     last_walk_procs: int
@@ -52,8 +55,8 @@ class PidResolver:
         """``(pid, fd)`` cached for a socket inode, or None."""
     def _forge_start(self, pid: int, start: int) -> None: ...
     @property
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         """takes, walks, walk_seconds, last_walk_seconds, last_walk_procs, last_walk_fds,
         denied, pending, retry, entries, map_slots, processes, pidfds, verified, moved,
-        owner_exits, evicted."""
+        owner_exits, evicted, skipped_procs (numbers), and phase_seconds ({phase: seconds})."""
     def close(self) -> None: ...

@@ -17,24 +17,28 @@ from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memset, memcmp
 from posix.stat cimport struct_stat, fstat
-import os
 
 import numpy as np
 
 from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._system cimport (
+    ssize_t, read, readlinkat, lseek, close, SEEK_SET, openat, O_RDONLY, O_DIRECTORY, O_CLOEXEC,
+    AT_FDCWD, dirent64, getdents64, pollfd, poll, POLLIN, pthread_t, pthread_mutex_init,
+    pthread_mutex_lock, pthread_mutex_unlock, pthread_create, pthread_join, timespec,
+    clock_gettime, CLOCK_MONOTONIC, set_errno, tcpsnap_pidfd_open, raise_syscall)
 
 cdef extern from *:
+    # GCC / Clang builtins: atomics for the early-stop state the walk threads share (relaxed
+    # is enough: it only decides how much is walked; the results are read after
+    # pthread_join), and a prefetch.
     """
-    #include <errno.h>
     #define TCPSNAP_GOLDEN 0x9E3779B97F4A7C15ULL
-    static inline void tcpsnap_set_errno(int e) { errno = e; }
     static inline void tcpsnap_prefetch(const void *p) { __builtin_prefetch(p); }
     static inline int tcpsnap_mark(unsigned char *p) { return __atomic_exchange_n(p, 1, __ATOMIC_RELAXED); }
     static inline size_t tcpsnap_count_down(size_t *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_RELAXED); }
     static inline int tcpsnap_load(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     """
     uint64_t TCPSNAP_GOLDEN
-    void set_errno "tcpsnap_set_errno"(int e) nogil
     void prefetch "tcpsnap_prefetch"(const void *p) nogil
     int tcpsnap_mark(unsigned char *p) nogil
     size_t tcpsnap_count_down(size_t *p) nogil
@@ -88,13 +92,6 @@ cdef enum:
 PHASES = ("walk", "poll", "verify", "rows", "merge", "tidy")
 
 WHERE = ("openat(/proc/<pid>/fd)", "poll(pidfd)", "owner map", "getdents64(/proc)")
-
-
-cdef int raise_syscall(str call, int err) except -1:
-    """The one place a failed system call becomes a Python exception."""
-    if err == ENOMEM:
-        raise MemoryError(call)
-    raise OSError(err, f"{call}: {os.strerror(err)}")
 
 
 # ---------------------------------------------------------------- socket inode map
@@ -409,7 +406,7 @@ cdef void walk_one(walker *w, uint32_t pid) noexcept nogil:
     cdef walk_shared *sh = w.sh
     cdef int fdd = open_fd_dir(w, pid)
     cdef size_t first = w.nfound
-    cdef walk_status st
+    cdef walk_status st = WS_END         # always set below; the compiler cannot tell
     cdef bint shared = False
     cdef struct_stat sb
     if fdd < 0:
@@ -601,7 +598,7 @@ cdef class PidResolver:
             self.w[k].buf_size = BUF_SIZE
         self.procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if self.procfd < 0:
-            raise_syscall("open(/proc)", errno)
+            raise_syscall("open(/proc)", errno, enomem_as_memoryerror=True)
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -1161,7 +1158,7 @@ cdef class PidResolver:
             if self._walk_due(mono()):
                 err = self._start_walk(True)
         if err:
-            raise_syscall("getdents64(/proc)", err)
+            raise_syscall("getdents64(/proc)", err, enomem_as_memoryerror=True)
 
     def abort(self):
         """The dump failed after ``begin()``: finish and drop the background walk."""
@@ -1232,7 +1229,7 @@ cdef class PidResolver:
         finally:
             PyBuffer_Release(&b)
         if err:
-            raise_syscall(WHERE[where], err)
+            raise_syscall(WHERE[where], err, enomem_as_memoryerror=True)
 
     cdef inline double _phase(self, int k, double t0) noexcept nogil:
         cdef double t = mono()

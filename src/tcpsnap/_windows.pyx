@@ -12,12 +12,11 @@ import threading
 
 import numpy as np
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.stdint cimport uint32_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
-from tcpsnap._row cimport tcpsnap_row
-from tcpsnap._mib cimport (rows_pointer, mib_layout, mib_parse, mib_result, mib_status, MIB_OK, MIB_SHORT_HEADER,
+from tcpsnap._row cimport tcpsnap_row, rows_pointer
+from tcpsnap._mib cimport (mib_layout, mib_parse, mib_result, mib_status, MIB_OK, MIB_SHORT_HEADER,
                            MIB_SHORT_ROWS, MIB_OUT_TOO_SMALL, MIB_BAD_STATE, MIB_BAD_OFFLOAD)
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
