@@ -13,8 +13,10 @@ run as root, like bench_snapshot.py) and makes 10,000 warm take() calls three wa
 It also checks that the row buffer never moves or grows.
 
     python3 benchmarks/bench_alloc.py [--calls 10000] [--conns 1000]
+    python3 benchmarks/bench_alloc.py --calls 200 --conns 100     # a quick try
 
-bench_snapshot.py runs the same check at the end of its run (unless --no-alloc).
+bench_snapshot.py runs the same check at the end of its run (unless --no-alloc). The
+numbers go to a JSON file (benchmarks/_results.py; ``--json PATH``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import argparse
 import gc
 import sys
 import tracemalloc
+
+import _results
 
 
 def rss_kib() -> int:
@@ -130,14 +134,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--no-netns", action="store_true")
     ap.add_argument("--shared-ehash", action="store_true")
+    _results.add_json_argument(ap)
     args = ap.parse_args(argv)
     import bench_snapshot as bs
 
     where = bs.ensure_netns(argv, __file__, allow=not args.no_netns,
                             own_ehash=not args.shared_ehash)
+    run = _results.Run("bench_alloc", args.json, argv)
     print(f"allocation check: {where}", flush=True)
     with bs.Connections(args.conns):
-        check(args.conns, args.calls)
+        res = check(args.conns, args.calls)
+    run.write({"where": where, **res})
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Analysis benchmark (issue 5): read a minute out of an hour, and lifetimes() over the hour.
+"""Analysis benchmark: read a minute out of an hour, and lifetimes() over the hour.
 
 1. Generate (or reuse) a recording of 1 hour at 100 ms of ~1,000 loopback connections
    (1,000 client/server pairs + a listener + TIME_WAIT: ~2,120 rows per snapshot,
@@ -25,7 +25,7 @@
    (the Recorder is given a simulated clock), so
    snapshot k is stamped start + k * 100 ms, capture times look real (~1.2 ms) and
    files rotate every 15 simulated minutes, while the recorder runs at
-   ``interval=0``: the hour is written in a few minutes. It is cached in ``--data DIR``
+   ``interval=0``: the hour is written much faster than real time. It is cached in ``--data DIR``
    (``DIR/recording`` + ``DIR/manifest.json``) and reused when the manifest matches.
 
 2. Each measurement runs in a child process of its own (so peak RSS is its own):
@@ -41,6 +41,10 @@
     python3 benchmarks/bench_analysis.py --data /tmp/tcpsnap-bench-hour
     python3 benchmarks/bench_analysis.py --data DIR --results benchmarks/RESULTS.md
     python3 benchmarks/bench_analysis.py --minutes 5 --pairs 200     # a quick try
+    python3 benchmarks/bench_analysis.py --minutes 1 --pairs 50 --reps 1 --full-reps 1   # quicker
+
+The numbers go to a JSON file (benchmarks/_results.py; ``--json PATH``): the recording's
+manifest, every timing of both measurements, and the medians and speed-up the report shows.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import _results
 
 HERE = Path(__file__).resolve().parent
 GEN_VERSION = 5            # bump when World changes: cached recordings are regenerated
@@ -529,10 +535,10 @@ def report(man: dict, mres: dict, lres: dict, cmd: str) -> str:
     lt = med(lres["lifetimes_s"])
     L = []
     w = L.append
-    w("## Analysis: reading a minute, lifetimes over an hour (issue 5)")
+    w("## Analysis: reading a minute, lifetimes over an hour")
     w("")
-    w("**Command** (generates the recording the first time, %.0f s here, then reuses it; about a "
-      "minute in all):" % man["generate_s"])
+    w(f"**Command** (generates the recording the first time, {man['generate_s']:.0f} s here, then reuses it; "
+      "about a minute in all):")
     w("")
     w(f"    {cmd}")
     w("")
@@ -604,6 +610,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--regen", action="store_true", help="generate the recording even if cached")
     ap.add_argument("--generate-only", action="store_true")
     ap.add_argument("--results", type=Path, help="rewrite the analysis section of this RESULTS.md")
+    _results.add_json_argument(ap)
     ap.add_argument("--child", choices=("minute", "lifetimes"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     params = gen_params(args)
@@ -618,6 +625,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(out))
         return 0
 
+    run = _results.Run("bench_analysis", args.json, argv)
     tmp = None
     if args.data is None:
         tmp = tempfile.mkdtemp(prefix="tcpsnap-bench-analysis-")
@@ -634,14 +642,21 @@ def main(argv: list[str]) -> int:
         lres = run_child("lifetimes", args)
         log(f"  read {lres['read_s']:.1f} s, lifetimes {med(lres['lifetimes_s']):.1f} s")
         shown = [a for a in argv if a != "--regen"]
-        if args.results:
-            i = shown.index("--results")
-            shown = shown[:i] + shown[i + 2:]
+        for opt in ("--results", "--json"):
+            if opt in shown:
+                i = shown.index(opt)
+                shown = shown[:i] + shown[i + 2:]
         cmd = "python3 benchmarks/bench_analysis.py " + " ".join(shown)
         text = report(man, mres, lres, cmd.strip())
         print(text)
-        print(json.dumps({"manifest": {k: v for k, v in man.items() if k != "files"},
-                          "minute": mres, "lifetimes": lres}), file=sys.stderr)
+        speed = med(mres["pandas_s"]) / med(mres["read_s"])
+        lt = med(lres["lifetimes_s"])
+        run.write({"manifest": {k: v for k, v in man.items() if k != "files"},
+                   "minute": mres, "lifetimes": lres,
+                   "summary": {"read_minute_s": med(mres["read_s"]), "read_minute_alone_s": med(mres["read_alone_s"]),
+                               "pandas_whole_s": med(mres["pandas_s"]), "speedup": speed, "speedup_met": speed >= 20,
+                               "lifetimes_s": lt, "lifetimes_met": lt < 60,
+                               "lifetimes_peak_extra_mib": max(lres["lifetimes_peak_extra_mib"])}})
         if args.results:
             write_section(args.results, text)
             log(f"wrote the analysis section of {args.results}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Changes-mode benchmark (issue 6): bytes per hour, the diff's cost, the destroy feed.
+"""Changes-mode benchmark: bytes per hour, the diff's cost, the destroy feed.
 
 1. size: bytes on disk per hour, ``--mode full`` vs ``--mode changes``, 10 snapshots a
    second, written by the real ``tcpsnap.Recorder`` (capture thread, batches, writer,
@@ -41,6 +41,10 @@
     python3 benchmarks/bench_changes.py read
     python3 benchmarks/bench_changes.py diff
     python3 benchmarks/bench_changes.py feed --rate 1000 --seconds 5
+    python3 benchmarks/bench_changes.py all --minutes 0.2 --scenarios stable --verify-minutes 0 \\
+        --read-minutes 1.1 --sockets 200 --reps 10 --rate 100 --seconds 1      # a quick try
+
+Every run writes what it measured to a JSON file (benchmarks/_results.py; ``--json PATH``).
 """
 
 from __future__ import annotations
@@ -270,10 +274,10 @@ def run_read(args) -> dict:
         end = mk["timestamp"].iloc[n // 2 + 300]
         when = mk["timestamp"].iloc[n // 2 + 17]
         for mode in ("full", "changes"):
-            def minute():
+            def minute(mode=mode):
                 return tcpsnap.read(base / mode, start=start, end=end)
 
-            def one():
+            def one(mode=mode):
                 return tcpsnap.table_at(base / mode, when)
 
             for name, fn in (("minute", minute), ("table_at", one)):
@@ -423,7 +427,7 @@ def child_feed(args) -> dict:
 def in_netns(kind: str, args) -> dict:
     argv = [sys.executable, str(Path(__file__).resolve()), f"_{kind}"]
     for k, v in vars(args).items():
-        if k in ("cmd", "results", "func"):
+        if k in ("cmd", "results", "func", "json"):
             continue
         if isinstance(v, bool):
             if v:
@@ -452,7 +456,7 @@ def machine() -> str:
 
 def report(size: dict | None, diff: dict | None, feed: dict | None, cmd: str,
            read: dict | None = None) -> str:
-    L = ["## Changes mode (issue 6)", "",
+    L = ["## Changes mode", "",
          f"`{cmd}` on {machine()}. Method: docstring of `benchmarks/bench_changes.py`.", ""]
     if size:
         L += ["### Bytes on disk per hour at 10 snapshots/s (zstd, 1-minute keyframes)", "",
@@ -461,8 +465,9 @@ def report(size: dict | None, diff: dict | None, feed: dict | None, cmd: str,
         names = {"stable": "10k stable connections", "busy": "10k stable, 1k queue changes/snapshot",
                  "churn": "10k stable + 100 opens/s"}
         for k, r in size.items():
+            digits = 0 if r["ratio"] >= 10 else 1
             L.append(f"| {names[k]} | {r['full']['bytes_per_hour'] / 1e6:,.1f} MB | "
-                     f"{r['changes']['bytes_per_hour'] / 1e6:,.2f} MB | **{r['ratio']:.{0 if r['ratio'] >= 10 else 1}f}x** | "
+                     f"{r['changes']['bytes_per_hour'] / 1e6:,.2f} MB | **{r['ratio']:.{digits}f}x** | "
                      f"{'yes' if r.get('verified') else ('not checked' if 'verified' not in r else 'NO')} |")
         any_r = next(iter(size.values()))
         vm = any_r.get("verify_minutes")
@@ -520,6 +525,8 @@ def write_section(path: Path, body: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    import _results  # here, not at the top: that import block holds the clock shim's import
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("cmd", choices=["all", "size", "read", "diff", "feed", "_diff", "_feed"])
     p.add_argument("--read-minutes", type=float, default=3.0, help="read: simulated minutes recorded")
@@ -535,6 +542,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="feed: seconds of load")
     p.add_argument("--interval", type=float, default=0.1, help="feed: recorder interval (s)")
     p.add_argument("--results", type=Path, default=None, help="write the section into this file")
+    _results.add_json_argument(p)
     args = p.parse_args(argv)
     if args.cmd == "_diff":
         json.dump(child_diff(args), sys.stdout)
@@ -542,6 +550,7 @@ def main(argv: list[str]) -> int:
     if args.cmd == "_feed":
         json.dump(child_feed(args), sys.stdout)
         return 0
+    run = _results.Run(f"bench_changes-{args.cmd}", args.json, argv)
     size = run_size(args) if args.cmd in ("all", "size") else None
     read = run_read(args) if args.cmd in ("all", "read") else None
     diff = in_netns("diff", args) if args.cmd in ("all", "diff") else None
@@ -558,6 +567,11 @@ def main(argv: list[str]) -> int:
     print(body)
     if args.results:
         write_section(args.results, body)
+    if diff:
+        diff["step_over_take"] = diff["step_ms"] / diff["take_ms"]
+    if feed:
+        feed["server_caught_share"] = feed["server_caught"] / max(1, feed["connections"])
+    run.write({"size": size, "read": read, "diff": diff, "feed": feed})
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Owning-pid benchmark (issue 3): take(pids=True) against take(), the C walk, psutil, ss.
+"""Owning-pid benchmark: take(pids=True) against take(), the C walk, psutil, ss.
 
 One run, three parts:
 
@@ -30,7 +30,14 @@ host and says so.
 
     python3 benchmarks/bench_pids.py
     python3 benchmarks/bench_pids.py --sizes 1000 --rounds 5 --churn-seconds 5
+    python3 benchmarks/bench_pids.py --sizes 100 --rounds 1 --churn-bases ''     # a quick try
     python3 benchmarks/bench_pids.py --results benchmarks/RESULTS.md   # rewrite our section
+    python3 benchmarks/bench_pids.py --render RESULTS_JSON --results benchmarks/RESULTS.md
+
+Every run writes its numbers to a JSON file (benchmarks/_results.py; ``--json PATH``):
+per size each method's sample count, median and minimum, the paired take(pids)/take()
+ratio, the resolver's counters; each churn run's figures. ``--raw`` adds every sample;
+``--render`` rewrites the section from such a file without running anything.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import platform
 import random
 import resource
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -55,6 +63,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _results
 
 HERE = Path(__file__).resolve().parent
 STAGE_ENV = "TCPSNAP_PIDS_BENCH"
@@ -275,7 +285,7 @@ def run_size(n, rounds, fast_k, per_helper, floor, walker, psutil, log) -> dict:
                     checks["take(pids)"].add((len(r), int((r["pid"] != 0).sum())))
             samples["take()"] += a
             samples["take(pids)"] += b
-            pairs.extend(y / x for x, y in zip(a, b))
+            pairs.extend(y / x for x, y in zip(a, b, strict=True))
 
         def slow(name):
             if name in ("cold", "cold 1 thread"):
@@ -328,8 +338,24 @@ def run_size(n, rounds, fast_k, per_helper, floor, walker, psutil, log) -> dict:
             "pairs": pairs}
 
 
+def size_summary(res: dict, raw: bool = False) -> dict:
+    """One size as the results file keeps it, and as size_markdown() and targets() read it:
+    per method the sample count, median and minimum (ns); the pairs' median and quartiles."""
+    out = {k: v for k, v in res.items() if k not in ("samples_ns", "pairs")}
+    out["methods"] = {m: {"samples": len(s), "median_ns": statistics.median(s), "min_ns": min(s)}
+                      for m, s in res["samples_ns"].items() if s}
+    p = res["pairs"]
+    q = statistics.quantiles(p, n=4)
+    out["pairs"] = {"median": statistics.median(p), "q1": q[0], "q3": q[2], "count": len(p)}
+    if raw:
+        out["samples_ns"] = res["samples_ns"]
+        out["pairs_raw"] = p
+    return out
+
+
 def size_markdown(res: dict) -> list[str]:
-    med = {m: statistics.median(s) / 1e6 for m, s in res["samples_ns"].items() if s}
+    """res: a size_summary()."""
+    med = {m: s["median_ns"] / 1e6 for m, s in res["methods"].items()}
     notes = {
         "floor": "netlink dump in C (rows)",
         "take()": "no pids (rows)",
@@ -346,15 +372,14 @@ def size_markdown(res: dict) -> list[str]:
            "| method | what it saw | samples | median ms | min ms | x take() | x C walk |",
            "|---|---|---:|---:|---:|---:|---:|"]
     for m in METHODS:
-        s = res["samples_ns"][m]
-        out.append(f"| {m} | {notes[m]}: {', '.join(res['checks'][m])} | {len(s)} | {med[m]:.3f} | "
-                   f"{min(s) / 1e6:.3f} | {med[m] / med['take()']:.2f} | {med[m] / med['C walk']:.2f} |")
+        s = res["methods"][m]
+        out.append(f"| {m} | {notes[m]}: {', '.join(res['checks'][m])} | {s['samples']} | {med[m]:.3f} | "
+                   f"{s['min_ns'] / 1e6:.3f} | {med[m] / med['take()']:.2f} | {med[m] / med['C walk']:.2f} |")
     p = res["pairs"]
-    q = statistics.quantiles(p, n=4)
     ph = res["pid_stats"].get("phase_seconds", {})
     takes = max(1, res["pid_stats"]["takes"])
-    out += ["", f"take(pids)/take() over adjacent samples: median {statistics.median(p):.3f} "
-            f"(quartiles {q[0]:.3f}-{q[2]:.3f}, {len(p)} pairs). Steady-state resolver time per "
+    out += ["", f"take(pids)/take() over adjacent samples: median {p['median']:.3f} "
+            f"(quartiles {p['q1']:.3f}-{p['q3']:.3f}, {p['count']} pairs). Steady-state resolver time per "
             "take(pids), by phase (ms): " + ", ".join(f"{k} {v * 1e3 / takes:.3f}" for k, v in ph.items())
             + f". Timed run {res['run_s']:.0f} s, load average after {res['load'][0]:.2f}. "
             "A second core for the walk threads? The C walk alone / two C walks at once, before and "
@@ -436,6 +461,7 @@ def churn_client_main(port: int, rate: float, seconds: float, lo: float, hi: flo
 
 def run_churn(base: int, seconds: float, rate: float, hz: float, per_helper: int, log) -> dict:
     import numpy as np
+
     import tcpsnap
 
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-churn-"))
@@ -490,7 +516,7 @@ def run_churn(base: int, seconds: float, rate: float, hz: float, per_helper: int
         truth[ino] = (srv.pid, t_open, t_close if t_close is not None else math.inf)
     seen = {}       # inode -> list of (snapshot start, pid)
     for t0, t1, inos, pids in snaps:
-        for ino, pid in zip(inos.tolist(), pids.tolist()):
+        for ino, pid in zip(inos.tolist(), pids.tolist(), strict=True):
             seen.setdefault(ino, []).append((t0, t1, pid))
     long_lived = ok = wrong = 0
     delays, wrong_pids = [], []
@@ -559,15 +585,16 @@ def churn_markdown(c: dict) -> list[str]:
 # --------------------------------------------------------------------------- report
 
 def targets(sizes: list[dict], churns: list[dict]) -> list[str]:
+    """sizes: size_summary()s."""
     out = ["#### Targets", ""]
     for r in sizes:
-        med = {m: statistics.median(s) for m, s in r["samples_ns"].items()}
+        med = {m: s["median_ns"] for m, s in r["methods"].items()}
         x = med["take(pids)"] / med["take()"]
         out.append(f"- Steady state at {r['n']:,}: take(pids) <= 1.3x take(): **{'MET' if x <= 1.3 else 'NOT MET'}** "
                    f"({med['take(pids)'] / 1e6:.3f} / {med['take()'] / 1e6:.3f} ms = {x:.3f}x; adjacent pairs "
-                   f"{statistics.median(r['pairs']):.3f}x)")
+                   f"{r['pairs']['median']:.3f}x)")
     for r in sizes:
-        med = {m: statistics.median(s) for m, s in r["samples_ns"].items()}
+        med = {m: s["median_ns"] for m, s in r["methods"].items()}
         x = med["cold"] / med["C walk"]
         y = med["cold"] / med["C dump+walk"]
         z = med["cold 1 thread"] / med["C walk"]
@@ -613,7 +640,7 @@ def write_section(path: Path, text: str) -> None:
 
 def render(where, cmd, total, mach, sizes, churns, notes) -> str:
     head = [
-        "## Owning processes (issue 3)", "",
+        "## Owning processes", "",
         "What `Snapshotter(pids=True)` costs: in steady state against `take()` without pids, "
         "cold (first call, empty cache) against a C program doing the full `/proc/*/fd` walk "
         "once (`benchmarks/procwalk.c`, single-threaded, as `ss -p` does it), psutil and "
@@ -645,15 +672,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--per-helper", type=int, default=8000)
-    ap.add_argument("--churn-bases", default="1000,10000", help="stable connections under churn, comma-separated ('' skips)")
+    ap.add_argument("--churn-bases", default="1000,10000",
+                    help="stable connections under churn, comma-separated ('' skips)")
     ap.add_argument("--churn-seconds", type=float, default=20.0)
     ap.add_argument("--churn-rate", type=float, default=500.0)
     ap.add_argument("--churn-hz", type=float, default=10.0)
     ap.add_argument("--results", help="rewrite the pids section of this RESULTS.md")
     ap.add_argument("--note", action="append", default=[],
                     help="a paragraph to add to the section (repeatable)")
-    ap.add_argument("--render", metavar="JSON", help="no run: write the section from a --json file")
-    ap.add_argument("--json", help="write raw samples here")
+    ap.add_argument("--render", metavar="JSON", help="no run: write the section from a results file")
+    _results.add_json_argument(ap)
+    ap.add_argument("--raw", action="store_true", help="the results file also holds every sample")
     ap.add_argument("--hold", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--host", help=argparse.SUPPRESS)
     ap.add_argument("--churn-server", nargs=2, help=argparse.SUPPRESS)
@@ -671,8 +700,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     if args.render:
-        data = json.loads(Path(args.render).read_text())
-        section = render(data["where"], data["cmd"], data["total"], data["machine"],
+        data = _results.load(args.render)["results"]
+        section = render(data["where"], data["cmd"], data["total"], data["machine_line"],
                          data["sizes"], data["churns"], args.note)
         if args.results:
             write_section(Path(args.results), section)
@@ -680,6 +709,7 @@ def main(argv: list[str]) -> int:
         return 0
 
     where = ensure_namespaces(argv)
+    run = _results.Run("bench_pids", args.json, argv)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     import psutil
@@ -693,9 +723,9 @@ def main(argv: list[str]) -> int:
             skip = False
         elif a in ("--results", "--json", "--note"):
             skip = True
-        elif not a.startswith(("--results=", "--json=", "--note=")):
+        elif not a.startswith(("--results=", "--json=", "--note=")) and a != "--raw":
             shown.append(a)
-    cmd = " ".join(["python3 benchmarks/bench_pids.py", *shown])
+    cmd = shlex.join(["python3", "benchmarks/bench_pids.py", *shown])
     log(f"tcpsnap owning-pid benchmark: {where}")
     log(f"machine: {machine()}; load average before {os.getloadavg()[0]:.2f}")
     t_all = time.monotonic()
@@ -705,7 +735,8 @@ def main(argv: list[str]) -> int:
         for n in [int(s) for s in args.sizes.split(",") if s]:
             rounds = args.rounds or ROUNDS.get(n, 8)
             log(f"size {n:,}: {rounds} rounds")
-            res = run_size(n, rounds, FAST.get(n, 5), args.per_helper, floor, walker, psutil, log)
+            res = size_summary(run_size(n, rounds, FAST.get(n, 5), args.per_helper, floor, walker, psutil, log),
+                               args.raw)
             sizes.append(res)
             log("\n".join(size_markdown(res)))
         for base in [int(s) for s in args.churn_bases.split(",") if s]:
@@ -719,12 +750,11 @@ def main(argv: list[str]) -> int:
     total = time.monotonic() - t_all
     log("\n".join(targets(sizes, churns)))
     log(f"total wall time {total:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"where": where, "cmd": cmd, "total": total, "machine": machine(),
-                       "sizes": sizes, "churns": churns}, f)
+    mach = machine()
+    run.write({"where": where, "cmd": cmd, "total": total, "machine_line": mach,
+               "sizes": sizes, "churns": churns})
     if args.results:
-        write_section(Path(args.results), render(where, cmd, total, machine(), sizes, churns, args.note))
+        write_section(Path(args.results), render(where, cmd, total, mach, sizes, churns, args.note))
         log(f"wrote the pids section of {args.results}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Recorder benchmark (issue 4, item 9).
+"""Recorder benchmark: the recorder's rate, timing, CPU, bytes per row and memory.
 
   rate     (a) at --interval 0, the recorder's snapshots/s against the floor's
            dumps/s (benchmarks/floor.c), with 1k and 10k loopback connections, in
@@ -10,10 +10,13 @@
 
     python3 benchmarks/bench_recorder.py rate
     python3 benchmarks/bench_recorder.py ontime --minutes 10      # ~11 minutes
+    python3 benchmarks/bench_recorder.py rate --sizes 100 --rounds 1 --seconds 1 --pids off   # quick
+    python3 benchmarks/bench_recorder.py ontime --n 100 --minutes 0.2 --take-seconds 2        # quick
 
 Runs (as root) in a private network namespace with its own TCP hash, so the table
 holds exactly our connections (bench_snapshot.ensure_netns / Connections / Floor).
-Each prints a JSON line of raw results and a markdown section; --json FILE saves it.
+Each prints a markdown section and writes the raw results, with the medians the
+section shows, to a JSON file (benchmarks/_results.py; ``--json PATH``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _results  # noqa: E402
 import bench_snapshot as bs  # noqa: E402  (netns, connection helpers, the floor)
 
 
@@ -149,25 +153,38 @@ def run_rate(sizes: list[int], rounds: int, seconds: float, pids_modes: list[boo
     return out
 
 
+def rate_summary(res: dict) -> list[dict]:
+    """One row per size and pids mode: medians over the rounds."""
+    out = []
+    for n, r in res["sizes"].items():
+        modes = [k for k in r["rounds"][0] if k.startswith("rec_")]
+        for m in modes:
+            out.append({
+                "n": int(n), "rows": r["rows"], "mode": m.replace("rec_", ""),
+                "floor_rate": statistics.median(x["floor"]["rate"] for x in r["rounds"]),
+                "recorder_rate": statistics.median(x[m]["rate"] for x in r["rounds"]),
+                "x_floor": statistics.median(x[m]["x_floor"] for x in r["rounds"]),
+                "x_floor_rounds": [x[m]["x_floor"] for x in r["rounds"]],
+                "everything_written": all(x[m]["everything_written"] for x in r["rounds"]),
+                "bytes_per_row": statistics.median(x[m]["bytes_per_row"] for x in r["rounds"]),
+                "cpu_cores": statistics.median(x[m]["cpu_cores"] for x in r["rounds"]),
+                "writer_waits": sum(x[m]["writer_waits"] for x in r["rounds"]),
+            })
+    return out
+
+
 def rate_markdown(res: dict, argv: str) -> str:
     lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
              f"Machine: {res['machine']}", ""]
     lines.append("| connections (rows) | floor dumps/s | recorder snapshots/s | x floor (median of rounds) | "
                  "all rounds x floor | everything written | bytes/row | recorder CPU (cores) | writer waits |")
     lines.append("|---|---:|---:|---:|---|---|---:|---:|---:|")
-    for n, r in res["sizes"].items():
-        modes = [k for k in r["rounds"][0] if k.startswith("rec_")]
-        for m in modes:
-            fl = statistics.median(x["floor"]["rate"] for x in r["rounds"])
-            rr = statistics.median(x[m]["rate"] for x in r["rounds"])
-            xs = [x[m]["x_floor"] for x in r["rounds"]]
-            allw = all(x[m]["everything_written"] for x in r["rounds"])
-            bpr = statistics.median(x[m]["bytes_per_row"] for x in r["rounds"])
-            cores = statistics.median(x[m]["cpu_cores"] for x in r["rounds"])
-            waits = sum(x[m]["writer_waits"] for x in r["rounds"])
-            lines.append(f"| {int(n):,} ({r['rows']:,}) {m.replace('rec_', '')} | {fl:,.0f} | {rr:,.0f} | "
-                         f"**{statistics.median(xs):.2f}** | {' '.join(f'{x:.2f}' for x in xs)} | "
-                         f"{'yes' if allw else 'NO'} | {bpr:.3f} | {cores:.2f} | {waits} |")
+    for s in rate_summary(res):
+        lines.append(f"| {s['n']:,} ({s['rows']:,}) {s['mode']} | {s['floor_rate']:,.0f} | "
+                     f"{s['recorder_rate']:,.0f} | **{s['x_floor']:.2f}** | "
+                     f"{' '.join(f'{x:.2f}' for x in s['x_floor_rounds'])} | "
+                     f"{'yes' if s['everything_written'] else 'NO'} | {s['bytes_per_row']:.3f} | "
+                     f"{s['cpu_cores']:.2f} | {s['writer_waits']} |")
     return "\n".join(lines)
 
 
@@ -266,6 +283,7 @@ def ontime_markdown(r: dict, argv: str) -> str:
     s = r["samples"]
     m1 = _rss_at(s, 60)
     mlast = _rss_at(s, r["minutes"] * 60)
+    take_cpu = r["take_alone"]["cpu_ms_per_snapshot"]
     lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
              f"Machine: {r['machine']}", "",
              f"{r['n']:,} connections ({r['rows_per_snapshot']:,} rows per snapshot), interval "
@@ -280,8 +298,8 @@ def ontime_markdown(r: dict, argv: str) -> str:
              f"| worst start delay of a taken snapshot | {r['late_max_ms']:.1f} ms |",
              f"| writer waits (pool empty) | {r['writer_waits']} |",
              f"| recorder CPU per snapshot | {r['cpu_ms_per_snapshot']:.3f} ms ({r['cpu_cores']:.2f} cores) |",
-             f"| take() alone at the same rate, CPU per snapshot | {r['take_alone']['cpu_ms_per_snapshot']:.3f} ms |",
-             f"| recorder / take() alone CPU | {r['cpu_ms_per_snapshot'] / r['take_alone']['cpu_ms_per_snapshot']:.2f}x |",
+             f"| take() alone at the same rate, CPU per snapshot | {take_cpu:.3f} ms |",
+             f"| recorder / take() alone CPU | {r['cpu_ms_per_snapshot'] / take_cpu:.2f}x |",
              f"| written: snapshots / rows | {r['written_snapshots']:,} / {r['written_rows']:,} "
              f"({'all' if r['written_rows'] == r['rows'] else 'MISSING ROWS'}) |",
              f"| bytes per row on disk | {r['bytes_per_row']:.3f} |",
@@ -309,26 +327,25 @@ def main(argv: list[str]) -> int:
     b.add_argument("--pids", choices=("auto", "off", "on"), default="auto")
     b.add_argument("--take-seconds", type=float, default=60.0)
     for p in (a, b):
-        p.add_argument("--json", help="also write the raw results here")
+        _results.add_json_argument(p)
         p.add_argument("--no-netns", action="store_true")
     args = ap.parse_args(argv)
     where = bs.ensure_netns(argv, str(Path(__file__).resolve()), allow=not args.no_netns)
+    run = _results.Run(f"bench_recorder-{args.cmd}", args.json, argv)
     shown = " ".join(argv)
     if args.cmd == "rate":
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.pids]
         res = run_rate([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, modes)
+        res["summary"] = rate_summary(res)
         md = rate_markdown(res, shown)
     else:
         pids = {"auto": None, "off": False, "on": True}[args.pids]
         res = run_ontime(args.n, args.interval, args.minutes, args.rotate, pids, args.take_seconds)
         md = ontime_markdown(res, shown)
     res["where"] = where
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
-    print(json.dumps(res, default=str))
-    print()
     print(where)
     print(md)
+    run.write(res)
     return 0
 
 

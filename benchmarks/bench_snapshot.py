@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Core capture benchmark (issue 2, item 9): Snapshotter.take() against the floor.
+"""Core capture benchmark: Snapshotter.take() against the floor.
 
 Holds N loopback TCP connections (``--sizes``, default 1,000 / 10,000 / 50,000) and
 times, interleaved in the same run:
@@ -20,6 +20,11 @@ do not enter the timings (``--shared-ehash`` keeps the shared one).
 
     python3 benchmarks/bench_snapshot.py                  # all three sizes
     python3 benchmarks/bench_snapshot.py --sizes 1000 --rounds 10
+    python3 benchmarks/bench_snapshot.py --sizes 100 --rounds 2 --fast-per-slot 2 --no-alloc   # a quick try
+
+The results go to a JSON file (benchmarks/_results.py; ``--json PATH``): per size each
+method's median, minimum and ratios, the paired take()/floor ratio, the targets and the
+allocation check; ``--raw`` adds every sample.
 
 Connections are held by helper processes (this script with ``--hold``), up to
 ``--per-helper`` connections (2 fds each) per process, because of the open-file
@@ -33,7 +38,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import json
 import math
 import os
 import platform
@@ -49,11 +53,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
+
 HERE = Path(__file__).resolve().parent
 NETNS_ENV = "TCPSNAP_BENCH_NETNS"
 DEFAULT_SIZES = (1000, 10000, 50000)
-# rounds per size, and floor/take() samples per slot (3 slots a round); the default run
-# of all three sizes takes about 3.5 minutes on a 2-core machine (budget: 8)
+# rounds per size, and floor/take() samples per slot (3 slots a round): fewer at the larger
+# sizes, where every sample costs more, to keep the default run of all three sizes short
 ROUNDS = {1000: 60, 10000: 40, 50000: 20}
 FAST_PER_SLOT = {1000: 20, 10000: 8, 50000: 4}
 LINGER0 = struct.pack("ii", 1, 0)
@@ -108,7 +114,7 @@ class Connections:
         """Rows these connections add to the table: both ends + one listener each."""
         return 2 * self.n + self.helpers
 
-    def __enter__(self) -> "Connections":
+    def __enter__(self) -> Connections:
         try:
             base, extra = divmod(self.n, self.helpers)
             for i in range(self.helpers):
@@ -335,7 +341,7 @@ def run_size(n: int, rounds: int, per_slot: int, per_helper: int, floor: Floor, 
         fl = floor.dumps(k)
         if not flip[0]:
             takes()
-        for (ns, rows, di), t in zip(fl, tk):
+        for (ns, rows, di), t in zip(fl, tk, strict=True):
             samples["floor"].append(ns)
             counts["floor"].add(rows)
             intr += di
@@ -408,9 +414,25 @@ def summarize(res: dict) -> list[dict]:
         s = res["samples_ns"][m]
         out.append({
             "method": m, "samples": len(s), "rows": res["rows_seen"][m],
+            "rows_ok": res["rows_seen"][m] == [res["expected_rows"]],
             "median_ms": med[m] / 1e6, "min_ms": min(s) / 1e6,
             "vs_floor": med[m] / med["floor"], "vs_take": med[m] / med["take()"],
         })
+    return out
+
+
+def size_summary(res: dict, raw: bool) -> dict:
+    """What the results file keeps of one size: the numbers markdown() prints."""
+    p = res["take_over_floor_pairs"]
+    q = statistics.quantiles(p, n=4)
+    out = {k: res[k] for k in ("n", "helpers", "expected_rows", "setup_s", "run_s", "rounds",
+                               "loadavg", "dump_intr", "left_after")}
+    out["methods"] = summarize(res)
+    out["take_over_floor_paired"] = {"median": statistics.median(p), "q1": q[0], "q3": q[2],
+                                     "pairs": len(p)}
+    if raw:
+        out["samples_ns"] = res["samples_ns"]
+        out["take_over_floor_pairs"] = p
     return out
 
 
@@ -446,12 +468,15 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def targets(results: list[dict], alloc: dict | None) -> str:
+def targets(results: list[dict], alloc: dict | None, checks: list[dict] | None = None) -> str:
+    """The targets as markdown; each one also appended to ``checks`` as a dict."""
+    checks = [] if checks is None else checks
     lines = ["### Targets", ""]
     for res in results:
         s = {r["method"]: r for r in summarize(res)}
         ratio = s["take()"]["vs_floor"]
         pr = statistics.median(res["take_over_floor_pairs"])
+        checks.append({"target": f"take() <= 1.15x floor at {res['n']}", "value": ratio, "met": ratio <= 1.15})
         ok = "MET" if ratio <= 1.15 else "NOT MET"
         lines.append(f"- take() <= 1.15x floor at {res['n']:,}: **{ok}** "
                      f"(medians {s['take()']['median_ms']:.3f} / {s['floor']['median_ms']:.3f} ms "
@@ -460,11 +485,15 @@ def targets(results: list[dict], alloc: dict | None) -> str:
         if res["n"] == 10000:
             s = {r["method"]: r for r in summarize(res)}
             speed = s["psutil"]["vs_take"]
+            checks.append({"target": "take() >= 15x faster than psutil at 10000", "value": speed,
+                           "met": speed >= 15})
             ok = "MET" if speed >= 15 else "NOT MET"
             lines.append(f"- take() >= 15x faster than psutil.net_connections('tcp') at 10,000: "
                          f"**{ok}** ({s['psutil']['median_ms']:.1f} / "
                          f"{s['take()']['median_ms']:.3f} ms = {speed:.1f}x)")
     if alloc is not None:
+        checks.append({"target": f"zero growth over {alloc['calls']} warm take() calls at {alloc['n']}",
+                       "value": alloc["zero_growth"], "met": alloc["zero_growth"]})
         ok = "MET" if alloc["zero_growth"] else "NOT MET"
         lines.append(f"- zero growth over {alloc['calls']:,} warm take() calls at "
                      f"{alloc['n']:,} connections: **{ok}** (tracemalloc diff "
@@ -485,6 +514,7 @@ def machine() -> str:
         pass
     import numpy
     import psutil
+
     import tcpsnap
     return (f"nproc {os.cpu_count()} ({cpu}), kernel {platform.release()}, "
             f"Python {platform.python_version()}, numpy {numpy.__version__}, "
@@ -511,7 +541,8 @@ def main(argv: list[str]) -> int:
                     help="in the private namespace, keep the host's shared TCP hash table")
     ap.add_argument("--no-alloc", action="store_true", help="skip the allocation check")
     ap.add_argument("--alloc-calls", type=int, default=10000)
-    ap.add_argument("--json", help="write raw samples here")
+    _results.add_json_argument(ap)
+    ap.add_argument("--raw", action="store_true", help="the results file also holds every sample")
     ap.add_argument("--hold", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--host", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -520,6 +551,7 @@ def main(argv: list[str]) -> int:
         return 0
 
     where = ensure_netns(argv, __file__, allow=not args.no_netns, own_ehash=not args.shared_ehash)
+    run = _results.Run("bench_snapshot", args.json, argv)
     # Ctrl-C and SIGTERM unwind through the finally/with blocks that end our helpers
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
@@ -528,8 +560,9 @@ def main(argv: list[str]) -> int:
         sys.exit(f"--per-helper {args.per_helper} needs more fds than the hard limit")
 
     import psutil
-    import tcpsnap
+
     import bench_alloc
+    import tcpsnap
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -560,11 +593,12 @@ def main(argv: list[str]) -> int:
             with Connections(n_alloc, args.per_helper):
                 alloc = bench_alloc.check(n_alloc, args.alloc_calls, log)
     log("")
-    log(targets(results, alloc))
+    checks: list[dict] = []
+    log(targets(results, alloc, checks))
     log(f"\ntotal wall time {time.monotonic() - t_all:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"where": where, "machine": machine(), "results": results, "alloc": alloc}, f)
+    run.write({"where": where, "baseline_rows": baseline,
+               "sizes": [size_summary(r, args.raw) for r in results],
+               "targets": checks, "alloc": alloc})
     return 0
 
 

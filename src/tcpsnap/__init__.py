@@ -17,7 +17,7 @@ from .reader import read
 from .record import Recorder, recover
 from ._snapshot import Snapshotter, snapshot
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ROW_DTYPE",

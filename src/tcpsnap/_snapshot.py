@@ -18,11 +18,11 @@ class Snapshotter:
     nothing per call.
 
     ``pids=True`` (Linux) fills each row's ``pid`` with its owning process, from an
-    inode -> owner cache that /proc is walked to extend only when new sockets appear:
-    in steady state a snapshot with pids costs little more than one without; a new
-    connection typically gets its pid within a quarter second plus one snapshot
-    interval (``tcpsnap.pids`` has the
-    exact rules). ``process_names(rows["pid"])`` adds the names.
+    inode -> owner cache that /proc is walked to extend only when new sockets appear
+    (in steady state, no walk at all). A new connection gets its pid at most
+    ``max(walk_interval, walk duration / walk_share)`` plus one snapshot interval after
+    it appears; ``tcpsnap.pids`` has the exact rules. ``process_names(rows["pid"])``
+    adds the names.
 
     >>> with Snapshotter() as snap:
     ...     rows = snap.take()
@@ -75,7 +75,7 @@ class Snapshotter:
         return self._resolver
 
     @property
-    def pid_stats(self) -> dict[str, int]:
+    def pid_stats(self) -> dict[str, float]:
         """Counters of the pid resolver (walks, their cost, ``denied`` processes...);
         empty without ``pids=True``."""
         return dict(self._resolver.stats) if self._resolver is not None else {}
@@ -99,7 +99,7 @@ class Snapshotter:
             self._resolver.close()
         self._impl.close()
 
-    def __enter__(self) -> "Snapshotter":
+    def __enter__(self) -> Snapshotter:
         return self
 
     def __exit__(self, *exc: object) -> None:

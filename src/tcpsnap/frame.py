@@ -24,7 +24,7 @@ COLUMNS = (
 )
 
 
-def format_address(family: int, addr: bytes) -> str:
+def format_address(family: int, addr: bytes | np.ndarray) -> str:
     """One address as ``inet_ntop`` writes it (IPv4 from the first 4 bytes)."""
     if family == 4:
         return socket.inet_ntop(socket.AF_INET, bytes(addr[:4]))
@@ -86,7 +86,7 @@ def process_column(pids: np.ndarray, names=None) -> tuple[np.ndarray, list[str]]
     return codes, list(strings)
 
 
-def to_pandas(rows: np.ndarray, names=None) -> "pd.DataFrame":
+def to_pandas(rows: np.ndarray, names=None) -> pd.DataFrame:
     """A DataFrame of ``rows``: ``state`` a categorical of ``TcpState`` names, addresses
     as strings (categorical), ports and pid as integers, ``process`` the owner's
     ``comm`` name (categorical, missing where unknown), plus every other field.

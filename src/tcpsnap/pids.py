@@ -28,10 +28,9 @@ How late a new connection gets its pid
     0.25: however heavy the churn, walks take at most about a quarter of the time).
     A connection first seen without a pid therefore gets it on the first ``take()``
     that starts after that gap: **at most max(0.25 s, 4 D) plus one snapshot
-    interval after it first appeared** (plus the walk itself). D measured here
-    (benchmarks/RESULTS.md, a 2-core VM): about 5 ms at 1,000 connections and
-    60-75 ms at 10,000, so the bound is 0.25 s plus a snapshot interval; at 50,000
-    connections, where a C walk was measured at about 0.43 s, it would be about 1.7 s.
+    interval after it first appeared** (plus the walk itself). D grows with the
+    processes and descriptors on the machine; while it stays under 62.5 ms the bound
+    is 0.25 s plus a snapshot interval (benchmarks/RESULTS.md has measured walks).
     When the walk is due before the dump, it runs on a background thread while the
     kernel dumps. An inode a walk did not find (its holder passed it on mid-walk, or
     cannot be seen) is looked for again by later walks, at least ``retry_interval``
@@ -91,6 +90,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -106,7 +106,7 @@ __all__ = ["new_resolver", "process_names", "missing_pid_note", "SUPPORTED"]
 SUPPORTED = sys.platform.startswith("linux")
 
 
-def new_resolver(**options) -> "PidResolver":
+def new_resolver(**options) -> PidResolver:
     """A ``PidResolver`` with this machine's defaults (two walk threads where there
     are two cores). Options: ``threads``, ``walk_interval``, ``walk_share``,
     ``retry_interval``, ``verify_interval``, ``name_ttl``, ``max_pidfds``."""
@@ -118,7 +118,7 @@ def new_resolver(**options) -> "PidResolver":
     return PidResolver(**options)
 
 
-_shared: "PidResolver | None" = None
+_shared: PidResolver | None = None
 _shared_lock = threading.Lock()
 
 
@@ -136,7 +136,7 @@ def process_names(pids: np.ndarray) -> tuple[np.ndarray, list[str]]:
         return _shared.process_names(pids, recheck=True)
 
 
-def missing_pid_note(rows: np.ndarray, stats: dict[str, int]) -> str | None:
+def missing_pid_note(rows: np.ndarray, stats: Mapping[str, float]) -> str | None:
     """Why some rows that have an owner show pid 0, in one line; None if none do
     (or if nothing but permissions can explain it)."""
     unresolved = int(((rows["inode"] != 0) & (rows["pid"] == 0)).sum())
