@@ -57,10 +57,19 @@ class Waker:
             if self._event.wait(seconds):
                 self._event.clear()
             return
-        r, _, _ = select.select([self._r], [], [], seconds)
-        if r:
+        # poll, not select: select() fails for fds above 1023 (a busy process has them).
+        # poll counts whole milliseconds: wait the whole ones there (a wake-up ends the
+        # wait) and the sub-millisecond rest in time.sleep, so the schedule stays exact.
+        end = time.monotonic() + seconds
+        p = select.poll()
+        p.register(self._r, select.POLLIN)
+        if p.poll(int(seconds * 1000)):
             with contextlib.suppress(OSError):
                 os.read(self._r, 4096)
+            return
+        rest = end - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
 
     def wake(self) -> None:
         if self._event is not None:  # pragma: no cover

@@ -82,9 +82,11 @@ def free_name(folder: SafeDir, name: str, leftovers: bool = True) -> str:
     link counts as taken; with ``leftovers``, so does an in-progress file's name)."""
     stem = name[: -len(".parquet")]
     for cand in (name, *(f"{stem}-{i}.parquet" for i in range(1, 10_000))):
-        taken = [cand]
-        if leftovers:
-            taken += [tmp_path(Path(cand)).name, rglog_path(Path(cand)).name]
-        if not any(folder.exists(n) for n in taken):
-            return cand
+        if folder.exists(cand):
+            continue
+        # any name of the file's leftovers (.cand.tmp, .rglog, .jK) taken, even by a link
+        # planted there, makes the writer pick another name rather than fail later
+        if leftovers and any(n.startswith(f".{cand}.") for n in folder.listdir()):
+            continue
+        return cand
     raise FileExistsError(folder.path / name)  # pragma: no cover

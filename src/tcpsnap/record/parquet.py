@@ -68,6 +68,10 @@ def writer_kwargs(compression: str | None, level: int | None, row_group_rows: in
         kw["compression_level"] = level
     if _HAS_MAX_ROWS_PER_PAGE:
         kw["max_rows_per_page"] = max(row_group_rows, 1 << 16)
+    if _HAS_PAGE_CHECKSUM:
+        # a CRC32 in every page header: bit rot is an error naming the file, not
+        # different values (readers verify: tcpsnap.read does)
+        kw["write_page_checksum"] = True
     if not compat and schema is not None:
         names = set(schema.names)
         enc = {c: "DELTA_BINARY_PACKED" for c in PER_SNAPSHOT_COLUMNS if c in names}
@@ -89,6 +93,7 @@ def _has_kw(name: str) -> bool:
 
 
 _HAS_MAX_ROWS_PER_PAGE = _has_kw("max_rows_per_page")
+_HAS_PAGE_CHECKSUM = _has_kw("write_page_checksum")
 
 
 # ---------------------------------------------------------------- footer surgery
