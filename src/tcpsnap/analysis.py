@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._order import stable_order
 from ._schema import STATE_NAMES
 
 __all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "COLUMNS"]
@@ -78,20 +79,6 @@ def _dense(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _small(codes: np.ndarray, k: int) -> np.ndarray:
     """codes as int32 when they fit (half the memory for what follows)."""
     return codes.astype(np.int32, copy=False) if k < 2**31 else codes
-
-
-def _stable_order(codes: np.ndarray, k: int) -> np.ndarray:
-    """A stable argsort of non-negative integer codes below k: radix sorts on 16-bit
-    digits (numpy sorts uint16 stably in linear time), least significant first."""
-    if k <= 1 << 16:
-        return np.argsort(codes.astype(np.uint16), kind="stable")
-    order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
-    shift = 16
-    while (k - 1) >> shift:
-        digit = ((codes[order] >> shift) & 0xFFFF).astype(np.uint16)
-        order = order[np.argsort(digit, kind="stable")]
-        shift += 16
-    return order
 
 
 def _tuple_codes(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
@@ -186,7 +173,7 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
         np.not_equal(seq[1:], seq[:-1], out=change[1:])
         snap_t = np.cumsum(change, dtype=np.int64)[t_rows]
         del change
-        o = _stable_order(tcode, int(tcode.max()) + 1)
+        o = stable_order(tcode, int(tcode.max()) + 1)
         s_code, s_snap = tcode[o], snap_t[o]
         new = np.ones(nt, dtype=bool)
         new[1:] = (s_code[1:] != s_code[:-1]) | (s_snap[1:] - s_snap[:-1] > 1)

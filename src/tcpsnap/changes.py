@@ -450,9 +450,9 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     snap -= np.repeat(np.cumsum(cnt) - cnt, cnt)
     snap += np.repeat(i0, cnt)
     snap = snap.astype(itype)
-    from .analysis import _stable_order
+    from ._order import stable_order
 
-    o2 = _stable_order(snap, max(len(Sk), 1))
+    o2 = stable_order(snap, max(len(Sk), 1))
     rep, snap = rep[o2], snap[o2]
     del o2
     # the check the marker carries: each snapshot's row count
