@@ -333,7 +333,7 @@ class Recorder:
             # resolver (its first /proc walk), so the schedule does not start late
             self._snap.take()
             if self.mode == "changes":
-                from . import changes
+                from .record import changes
 
                 self._changes = self._new_tracker()
                 self._schema = changes.build_schema(self._metadata())
@@ -373,7 +373,7 @@ class Recorder:
             return Snapshotter(pids=False)
 
     def _new_tracker(self):
-        from .changes import ChangeTracker, open_destroy_feed
+        from .record.changes import ChangeTracker, open_destroy_feed
 
         feed = None
         if self.destroy or (self.destroy is None and self._own_snap):
