@@ -12,8 +12,7 @@ from ._mib import (
 )
 from ._schema import ROW_DTYPE, TcpState
 from .frame import to_pandas
-from .changes import table_at
-from .reader import read
+from .reading import read, table_at
 from .recorder import Recorder, recover
 from ._snapshot import Snapshotter, snapshot
 

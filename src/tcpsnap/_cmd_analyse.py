@@ -69,7 +69,7 @@ def register(sub) -> None:
 def _dataset(path: str):
     import pyarrow as pa
 
-    from .reader import open_dataset
+    from .reading import open_dataset
 
     try:
         ds = open_dataset(path)
@@ -86,7 +86,7 @@ def _dataset(path: str):
 def _read(path: str, start=None, end=None, columns=None):
     import pyarrow as pa
 
-    from .reader import read
+    from .reading import read
 
     _dataset(path)
     try:
@@ -215,10 +215,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from .reader import _time_filter
+    from .reading.dataset import time_filter
 
     ds = _dataset(args.path)
-    expr = _time_filter(ds, args.start, args.end)
+    expr = time_filter(ds, args.start, args.end)
     columns = [c for c in ds.schema.names if c != "date"]
     sink = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:

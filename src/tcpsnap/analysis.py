@@ -24,6 +24,7 @@ import pandas as pd
 
 from ._order import stable_order
 from ._schema import STATE_NAMES
+from .reading import to_full
 
 __all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "COLUMNS"]
 
@@ -38,8 +39,6 @@ def _full(df: pd.DataFrame) -> pd.DataFrame:
     """The events of a changes recording (``tcpsnap.read(path, mode="changes")``) as the
     rows a full recording holds; any other DataFrame as it is."""
     if "event" in df.columns and "seen_in_snapshot" in df.columns:
-        from .changes import to_full
-
         return to_full(df)
     return df
 

@@ -17,13 +17,14 @@ described in ``tcpsnap._events``.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
-from ._events import EV_CHANGED, EV_CLOSED, EV_KEYFRAME, EV_QUEUES, EVENTS
+from .._events import EV_CHANGED, EV_CLOSED, EV_KEYFRAME, EV_QUEUES, EVENTS
+from .._order import stable_order
+from .dataset import filter_expression, in_seq_order, time_filter, to_utc
 
-__all__ = ["table_at", "rebuild", "is_changes", "read_changes", "to_full"]
+__all__ = ["is_changes", "rebuild", "to_full", "markers", "read_changes"]
 
 # the logger of changes mode, capture and rebuild alike
 log = logging.getLogger("tcpsnap.changes")
@@ -77,7 +78,7 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     those seqs in ``snapshots``), grouped by snapshot in seq order."""
     import pyarrow as pa
 
-    from ._arrow import build_schema as full_schema
+    from .._arrow import build_schema as full_schema
 
     full = full_schema()
     n = table.num_rows
@@ -154,8 +155,6 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     snap -= np.repeat(np.cumsum(cnt) - cnt, cnt)
     snap += np.repeat(i0, cnt)
     snap = snap.astype(itype)
-    from ._order import stable_order
-
     o2 = stable_order(snap, max(len(Sk), 1))
     rep, snap = rep[o2], snap[o2]
     del o2
@@ -214,14 +213,12 @@ def to_full(df):
     return rebuild(table).to_pandas()
 
 
-def _markers(dataset, start=None, end=None):
+def markers(dataset, start=None, end=None):
     """(seq, timestamp ns, is keyframe) of every snapshot marker, in seq order."""
     import pyarrow.dataset as ds
 
-    from .reader import _time_filter
-
     expr = ds.field("family") == 0
-    tf = _time_filter(dataset, start, end)
+    tf = time_filter(dataset, start, end)
     if tf is not None:
         expr = expr & tf
     t = dataset.to_table(columns=["seq", "timestamp", "event"], filter=expr)
@@ -240,28 +237,23 @@ def read_changes(dataset, start=None, end=None, columns=None, filters=None, mode
 
     import pyarrow as pa
     import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
-    from .reader import _time_filter, to_utc
-
-    user = None
-    if filters is not None:
-        user = filters if isinstance(filters, ds.Expression) else pq.filters_to_expression(filters)
+    user = None if filters is None else filter_expression(filters)
     if mode == "changes":
-        expr = _time_filter(dataset, start, end)
+        expr = time_filter(dataset, start, end)
         if user is not None:
             expr = user if expr is None else expr & user
         cols = columns or [c for c in dataset.schema.names if c != "date"]
         t = dataset.to_table(columns=list(cols), filter=expr)
-        return _sorted(t.to_pandas())
+        return in_seq_order(t.to_pandas())
     # the snapshots asked for, and the keyframe each needs
-    seqs, ts, _ = _markers(dataset, start, end)
+    seqs, ts, _ = markers(dataset, start, end)
     if start is not None:
-        allseq, allts, allkf = _markers(dataset, None, end)
+        allseq, allts, allkf = markers(dataset, None, end)
     else:
         allseq, allts, allkf = seqs, ts, None
     if len(seqs) == 0:
-        from ._arrow import build_schema as full_schema
+        from .._arrow import build_schema as full_schema
 
         df = full_schema().empty_table().to_pandas()
         return df[list(columns)] if columns else df
@@ -288,62 +280,3 @@ def read_changes(dataset, start=None, end=None, columns=None, filters=None, mode
     if columns is not None:
         full = full.select(list(columns))
     return full.to_pandas()
-
-
-def _sorted(df):
-    if "seq" in df and len(df) > 1:
-        seq = df["seq"].to_numpy()
-        if (seq[1:] < seq[:-1]).any():
-            df = df.iloc[seq.argsort(kind="stable")].reset_index(drop=True)
-    return df
-
-
-def table_at(path, when: Any = None, *, seq: int | None = None, columns=None):
-    """The TCP table at one recorded snapshot -- the last one at or before ``when``
-    (datetime, Timestamp, string, epoch ns), or the one numbered ``seq`` -- as a
-    DataFrame, from a full or a changes recording."""
-    import pyarrow.dataset as ds
-
-    from .reader import open_dataset, read, to_utc
-
-    if (when is None) == (seq is None):
-        raise ValueError("give when or seq")
-    dataset = open_dataset(path)
-    if seq is None:
-        t = to_utc(when).value
-        if is_changes(dataset):
-            for back in (10**9, 60 * 10**9, 3600 * 10**9, None):
-                seqs, ts, _ = _markers(dataset, None if back is None else t - back, t + 1)
-                if len(seqs):
-                    break
-        else:
-            # look back a second, a minute, an hour, then everything: the row groups'
-            # timestamp statistics skip the rest of a long recording
-            for back in (10**9, 60 * 10**9, 3600 * 10**9, None):
-                expr = ds.field("timestamp") <= to_utc(when)
-                if back is not None:
-                    expr = expr & (ds.field("timestamp") >= to_utc(t - back))
-                tt = dataset.to_table(columns=["seq", "timestamp"], filter=expr)
-                if tt.num_rows:
-                    break
-            seqs = tt.column("seq").to_numpy()
-            ts = tt.column("timestamp").cast("int64").to_numpy()
-        if len(seqs) == 0:
-            raise LookupError(f"no snapshot at or before {to_utc(when)} in {path}")
-        i = int(np.argmax(ts))
-        seq, t_snap = int(seqs[i]), int(ts[i])
-    else:
-        if is_changes(dataset):
-            seqs, ts, _ = _markers(dataset)
-        else:
-            tt = dataset.to_table(columns=["seq", "timestamp"], filter=ds.field("seq") == seq)
-            seqs = tt.column("seq").to_numpy()
-            ts = tt.column("timestamp").cast("int64").to_numpy()
-        hit = np.flatnonzero(seqs == seq)
-        if not len(hit):
-            raise LookupError(f"no snapshot seq {seq} in {path}")
-        t_snap = int(ts[hit[0]])
-    df = read(path, start=t_snap, end=t_snap + 1, columns=columns)
-    if "seq" in df:
-        df = df[df["seq"] == seq].reset_index(drop=True)
-    return df
