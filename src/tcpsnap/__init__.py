@@ -15,8 +15,7 @@ from .frame import to_pandas
 from .reading import read, table_at
 from .recorder import Recorder, recover
 from ._snapshot import Snapshotter, snapshot
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ROW_DTYPE",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
 from ._errors import TcpsnapError
+from ._version import __version__
 
 __all__ = ["main", "build_parser"]
 
