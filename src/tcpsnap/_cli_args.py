@@ -8,7 +8,7 @@ import argparse
 from ._filters import parse_ports, parse_states
 from ._units import parse_duration
 
-__all__ = ["add_filter_args", "merged", "duration_arg", "positive_duration_arg"]
+__all__ = ["add_filter_args", "merged", "duration_arg", "positive_duration_arg", "freq_arg"]
 
 
 def _states_arg(text: str) -> frozenset[int]:
@@ -58,3 +58,15 @@ def positive_duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
     return v
 
+
+def freq_arg(text: str) -> str:
+    """A bin width in the duration grammar (``15m`` is 15 minutes, as in every other
+    option) -> a pandas frequency naming the same time exactly. Pandas' own spellings
+    differ (its ``m`` is not minutes), so the text never reaches pandas as given."""
+    ns = round(positive_duration_arg(text) * 1e9)
+    if ns <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1ns: {text!r}")
+    for unit, scale in (("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if ns % scale == 0:
+            return f"{ns // scale}{unit}"
+    return f"{ns}ns"

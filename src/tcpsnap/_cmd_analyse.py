@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._units import human_bytes
+from ._cli_args import freq_arg
 from ._errors import TcpsnapError
+from ._units import human_bytes
 
 EPILOG_INFO = """\
 examples:
@@ -47,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="image file to write (.png, .svg, .pdf)")
     p.add_argument("--kind", choices=("states", "churn", "remotes"), default="states",
                    help="what to draw (default: states)")
-    p.add_argument("--freq", help="bin width, e.g. 1s, 10s, 1min (default: chosen from the span)")
+    p.add_argument("--freq", type=freq_arg, metavar="DUR",
+                   help="bin width, e.g. 1s, 10s, 15m (default: chosen from the span)")
     p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
     p.add_argument("--end", help="up to this time (exclusive)")
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
