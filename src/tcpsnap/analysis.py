@@ -5,8 +5,8 @@ full recording) returns it -- the events of a changes recording (``read(path,
 mode="changes")``) are rebuilt into that first: one row per connection per snapshot, with
 the columns ``timestamp``, ``seq``, ``family``, ``state``, ``local_addr``, ``local_port``, ``remote_addr``,
 ``remote_port``, ``pid``, ``process`` and ``cookie`` (``COLUMNS``). Work is vectorized (hashes,
-scatters and bincounts over the rows, no sort of the whole table), so an hour of snapshots of
-a thousand connections (tens of millions of rows) takes seconds, not minutes.
+scatters and bincounts over the rows, no sort of the whole table), so time grows with the
+rows, linearly (measurements: ``benchmarks/RESULTS.md``).
 
 >>> df = tcpsnap.read("recording")
 >>> life = analysis.lifetimes(df)
@@ -125,7 +125,7 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
     reads just those.
     """
     df = _full(df)
-    # How (tens of millions of rows in seconds): rows are put in time order (a no-op for
+    # How, in time linear in the rows: rows are put in time order (a no-op for
     # tcpsnap.read, which returns them so), every row gets a dense connection code
     # (a hash of the cookie; for rows without one, the 4-tuple split at gaps, which needs
     # one linear-time radix sort of those rows only), and everything per connection is a
