@@ -303,7 +303,7 @@ def child_diff(args) -> dict:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     from tcpsnap import Snapshotter
-    from tcpsnap.changes import ChangeTracker, open_destroy_feed
+    from tcpsnap.record.changes import ChangeTracker, open_destroy_feed
 
     pairs = args.sockets // 2
     lst = socket.socket()

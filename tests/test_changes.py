@@ -15,7 +15,7 @@ import pytest
 
 import tcpsnap
 from tcpsnap import ROW_DTYPE, TcpState, analysis
-from tcpsnap.changes import to_full
+from tcpsnap.reading import to_full
 
 from _changes_util import canon, record, row
 from conftest import CAN_UNSHARE_NET
@@ -172,7 +172,7 @@ def test_keyframe_in_the_middle_of_a_crash_recovered_file(tmp_path):
             sorted(zip(want["cookie"].tolist(), [S(s).name for s in want["state"]]))
     # a table in the middle, rebuilt from the keyframe before it, inside the recovered file
     mid = kf[-1] + 1 if kf[-1] + 1 in seqs else kf[-1]
-    at = tcpsnap.changes.table_at(folder, seq=mid)
+    at = tcpsnap.reading.table_at(folder, seq=mid)
     assert sorted(at["cookie"].tolist()) == sorted(tables[mid]["cookie"].tolist())
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import tcpsnap
 from tcpsnap import TcpState
-from tcpsnap.changes import table_at
+from tcpsnap.reading import table_at
 
 from _changes_util import canon, record, row
 

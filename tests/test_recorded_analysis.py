@@ -166,6 +166,21 @@ def test_plot_writes_a_png(recording, tmp_path, kind):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
+def test_plot_freq_uses_the_duration_grammar(recording, tmp_path):
+    from tcpsnap.cli import build_parser
+
+    args = build_parser().parse_args(["plot", str(recording), "-o", "x.png", "--freq", "15m"])
+    assert pd.Timedelta(pd.tseries.frequencies.to_offset(args.freq)) == pd.Timedelta(minutes=15)
+    assert pd.Timedelta(args.freq) == pd.Timedelta(minutes=15)
+    bins = analysis.state_counts(tcpsnap.read(recording), freq=args.freq).index
+    assert 1 <= len(bins) <= 2 and (bins == bins.floor("15min")).all()
+    p = cli("plot", recording, "-o", tmp_path / "x.png", "--freq", "15x")
+    assert p.returncode == 2 and "bad duration" in p.stderr
+    pytest.importorskip("matplotlib")
+    p = cli("plot", recording, "-o", tmp_path / "x.png", "--freq", "15m", "--utc")
+    assert p.returncode == 0, p.stderr
+
+
 def test_export_csv_and_jsonl_with_range(recording, df, tmp_path):
     ts = df.groupby("seq")["timestamp"].first()
     want = len(df[(df.seq >= 2) & (df.seq < 5)])

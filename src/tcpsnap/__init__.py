@@ -12,11 +12,9 @@ from ._mib import (
 )
 from ._schema import ROW_DTYPE, TcpState
 from .frame import to_pandas
-from .changes import table_at
-from .reader import read
+from .reading import read, table_at
 from .record import Recorder, recover
 from ._snapshot import Snapshotter, snapshot
-
 from ._version import __version__
 
 __all__ = [

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._units import human_bytes
+from ._cli_args import freq_arg
 from ._errors import TcpsnapError
+from ._units import human_bytes
 
 EPILOG_INFO = """\
 examples:
@@ -47,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="image file to write (.png, .svg, .pdf)")
     p.add_argument("--kind", choices=("states", "churn", "remotes"), default="states",
                    help="what to draw (default: states)")
-    p.add_argument("--freq", help="bin width, e.g. 1s, 10s, 1min (default: chosen from the span)")
+    p.add_argument("--freq", type=freq_arg, metavar="DUR",
+                   help="bin width, e.g. 1s, 10s, 15m (default: chosen from the span)")
     p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
     p.add_argument("--end", help="up to this time (exclusive)")
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
@@ -69,7 +71,7 @@ def register(sub) -> None:
 def _dataset(path: str):
     import pyarrow as pa
 
-    from .reader import open_dataset
+    from .reading import open_dataset
 
     try:
         ds = open_dataset(path)
@@ -86,7 +88,7 @@ def _dataset(path: str):
 def _read(path: str, start=None, end=None, columns=None):
     import pyarrow as pa
 
-    from .reader import read
+    from .reading import read
 
     _dataset(path)
     try:
@@ -215,10 +217,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from .reader import _time_filter
+    from .reading.dataset import time_filter
 
     ds = _dataset(args.path)
-    expr = _time_filter(ds, args.start, args.end)
+    expr = time_filter(ds, args.start, args.end)
     columns = [c for c in ds.schema.names if c != "date"]
     sink = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:

@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 
-from ._units import human_bytes, parse_duration
-from .cli import add_filter_args, merged
+from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg
+from ._units import human_bytes
 
 EPILOG_RECORD = """\
 examples:
@@ -33,20 +33,6 @@ EPILOG_RECOVER = """\
 Finishes the files a crashed or killed recorder left in DIR (normally the next
 'tcpsnap record DIR' does this by itself). Refuses while a recorder runs on DIR.
 """
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_duration(text: str) -> float:
-    v = _duration(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return v
 
 
 def _positive_int(text: str) -> int:
@@ -74,13 +60,13 @@ def register(sub) -> None:
                     "pandas.read_parquet(DIR), pyarrow.dataset, DuckDB and polars read.",
         epilog=EPILOG_RECORD, formatter_class=argparse.RawDescriptionHelpFormatter)
     rec.add_argument("dir", metavar="DIR", help="recording folder (created if missing)")
-    rec.add_argument("--interval", type=_duration, default=0.1, metavar="DUR",
+    rec.add_argument("--interval", type=duration_arg, default=0.1, metavar="DUR",
                      help="time between snapshots; 0 = as fast as possible (default: 100ms)")
-    rec.add_argument("--duration", type=_duration, default=None, metavar="DUR",
+    rec.add_argument("--duration", type=duration_arg, default=None, metavar="DUR",
                      help="stop after this long (default: until stopped)")
-    rec.add_argument("--rotate", type=_positive_duration, default=900.0, metavar="DUR",
+    rec.add_argument("--rotate", type=positive_duration_arg, default=900.0, metavar="DUR",
                      help="start a new file this often (default: 15m)")
-    rec.add_argument("--flush", type=_positive_duration, default=1.0, metavar="DUR",
+    rec.add_argument("--flush", type=positive_duration_arg, default=1.0, metavar="DUR",
                      help="a crash loses at most this much (default: 1s)")
     rec.add_argument("--compression", default="zstd",
                      choices=("zstd", "lz4", "snappy", "gzip", "brotli", "none"),
@@ -103,7 +89,7 @@ def register(sub) -> None:
                           "changed, a keyframe every --keyframe, and (Linux, CAP_NET_ADMIN) "
                           "every socket the kernel destroys, also between snapshots; "
                           "tcpsnap.read rebuilds every snapshot exactly")
-    rec.add_argument("--keyframe", type=_positive_duration, default=60.0, metavar="DUR",
+    rec.add_argument("--keyframe", type=positive_duration_arg, default=60.0, metavar="DUR",
                      help="--mode changes: a full snapshot this often (default: 1m)")
     rec.add_argument("--no-destroy-feed", action="store_true",
                      help="--mode changes: do not subscribe to socket-destroy notifications")

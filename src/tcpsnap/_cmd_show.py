@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 
+from ._cli_args import add_filter_args, merged
 from ._filters import row_mask
 from ._schema import STATE_NAMES
-from .cli import add_filter_args, merged
 from .frame import COLUMNS, address_codes
 from .pids import missing_pid_note
 

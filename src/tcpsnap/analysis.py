@@ -5,8 +5,8 @@ full recording) returns it -- the events of a changes recording (``read(path,
 mode="changes")``) are rebuilt into that first: one row per connection per snapshot, with
 the columns ``timestamp``, ``seq``, ``family``, ``state``, ``local_addr``, ``local_port``, ``remote_addr``,
 ``remote_port``, ``pid``, ``process`` and ``cookie`` (``COLUMNS``). Work is vectorized (hashes,
-scatters and bincounts over the rows, no sort of the whole table), so an hour of snapshots of
-a thousand connections (tens of millions of rows) takes seconds, not minutes.
+scatters and bincounts over the rows, no sort of the whole table), so time grows with the
+rows, linearly (measurements: ``benchmarks/RESULTS.md``).
 
 >>> df = tcpsnap.read("recording")
 >>> life = analysis.lifetimes(df)
@@ -22,7 +22,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._order import stable_order
 from ._schema import STATE_NAMES
+from .reading import to_full
 
 __all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "COLUMNS"]
 
@@ -37,8 +39,6 @@ def _full(df: pd.DataFrame) -> pd.DataFrame:
     """The events of a changes recording (``tcpsnap.read(path, mode="changes")``) as the
     rows a full recording holds; any other DataFrame as it is."""
     if "event" in df.columns and "seen_in_snapshot" in df.columns:
-        from .changes import to_full
-
         return to_full(df)
     return df
 
@@ -78,20 +78,6 @@ def _dense(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _small(codes: np.ndarray, k: int) -> np.ndarray:
     """codes as int32 when they fit (half the memory for what follows)."""
     return codes.astype(np.int32, copy=False) if k < 2**31 else codes
-
-
-def _stable_order(codes: np.ndarray, k: int) -> np.ndarray:
-    """A stable argsort of non-negative integer codes below k: radix sorts on 16-bit
-    digits (numpy sorts uint16 stably in linear time), least significant first."""
-    if k <= 1 << 16:
-        return np.argsort(codes.astype(np.uint16), kind="stable")
-    order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
-    shift = 16
-    while (k - 1) >> shift:
-        digit = ((codes[order] >> shift) & 0xFFFF).astype(np.uint16)
-        order = order[np.argsort(digit, kind="stable")]
-        shift += 16
-    return order
 
 
 def _tuple_codes(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
@@ -139,7 +125,7 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
     reads just those.
     """
     df = _full(df)
-    # How (tens of millions of rows in seconds): rows are put in time order (a no-op for
+    # How, in time linear in the rows: rows are put in time order (a no-op for
     # tcpsnap.read, which returns them so), every row gets a dense connection code
     # (a hash of the cookie; for rows without one, the 4-tuple split at gaps, which needs
     # one linear-time radix sort of those rows only), and everything per connection is a
@@ -186,7 +172,7 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
         np.not_equal(seq[1:], seq[:-1], out=change[1:])
         snap_t = np.cumsum(change, dtype=np.int64)[t_rows]
         del change
-        o = _stable_order(tcode, int(tcode.max()) + 1)
+        o = stable_order(tcode, int(tcode.max()) + 1)
         s_code, s_snap = tcode[o], snap_t[o]
         new = np.ones(nt, dtype=bool)
         new[1:] = (s_code[1:] != s_code[:-1]) | (s_snap[1:] - s_snap[:-1] > 1)

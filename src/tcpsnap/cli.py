@@ -5,43 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
 from ._errors import TcpsnapError
-from ._filters import parse_ports, parse_states
+from ._version import __version__
 
 __all__ = ["main", "build_parser"]
-
-def _states_arg(text: str) -> frozenset[int]:
-    try:
-        return parse_states(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _ports_arg(text: str) -> frozenset[int]:
-    try:
-        return parse_ports(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_filter_args(p: argparse.ArgumentParser) -> None:
-    """--state / --port / --family, shared by every command that selects rows."""
-    p.add_argument("--state", type=_states_arg, action="append", metavar="STATES",
-                   help="keep rows in these states (comma-separated, repeatable)")
-    p.add_argument("--port", type=_ports_arg, action="append", metavar="PORTS",
-                   help="keep rows whose local or remote port is one of these "
-                        "(e.g. 22,8000-8010; repeatable)")
-    p.add_argument("--family", type=int, choices=(4, 6), help="keep IPv4 or IPv6 rows only")
-
-
-def merged(values: list[frozenset[int]] | None) -> frozenset[int] | None:
-    if not values:
-        return None
-    out: frozenset[int] = frozenset()
-    for v in values:
-        out |= v
-    return out
 
 
 class _Parser(argparse.ArgumentParser):

@@ -333,7 +333,7 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
     """The Arrow schema with this recording's metadata, its batch encoder, and in
     changes mode the change tracker (else None)."""
     if c.mode == "changes":
-        from ..changes import ChangesEncoder, ChangeTracker, build_schema, open_destroy_feed
+        from .changes import ChangesEncoder, ChangeTracker, build_schema, open_destroy_feed
 
         feed = None
         if c.destroy or (c.destroy is None and own_snap):

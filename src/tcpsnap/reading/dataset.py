@@ -1,13 +1,13 @@
-"""Reading recordings back: ``tcpsnap.read``, with time ranges and filters pushed down."""
+"""Finding a recording's files and the rows a time range needs: what every reader shares."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read", "open_dataset", "to_utc"]
+__all__ = ["IGNORE_PREFIXES", "to_utc", "open_dataset", "time_filter", "filter_expression",
+           "in_seq_order"]
 
 #: File names a recording's readers skip: in-progress journals, temporaries, the lock.
 IGNORE_PREFIXES = [".", "_"]
@@ -44,7 +44,9 @@ def open_dataset(path: str | os.PathLike):
     return dataset
 
 
-def _time_filter(dataset, start, end):
+def time_filter(dataset, start, end):
+    """The ``pyarrow.dataset`` expression for ``start <= timestamp < end`` (either may be
+    None; both None: None), with the ``date=`` partitions it needs."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -68,47 +70,19 @@ def _time_filter(dataset, start, end):
     return expr
 
 
-def read(path: str | os.PathLike, start: Any = None, end: Any = None,
-         columns: list[str] | None = None, filters: Any = None, mode: str = "full"):
-    """A recording (folder or file) as a pandas DataFrame, one row per connection per
-    snapshot.
-
-    ``mode="full"`` (default) gives that for both kinds of recording: a changes recording
-    (``tcpsnap record --mode changes``) is rebuilt from its nearest keyframe, exactly as a
-    full recording of the same capture holds it (``tcpsnap.changes``; ``filters`` then
-    apply to the rebuilt rows). ``mode="changes"`` returns a changes recording's events
-    as recorded (snapshot markers included).
-
-    ``start`` (inclusive) and ``end`` (exclusive) take datetimes, Timestamps or strings
-    (``"2026-11-26 10:00"``; no zone means UTC). They prune ``date=`` partitions and
-    Parquet row groups by their statistics, so reading one minute of a day reads about one
-    minute. ``filters`` is a ``pyarrow.dataset`` expression or a list of
-    ``(column, op, value)`` tuples as ``pandas.read_parquet`` takes them, e.g.
-    ``[("state", "==", "CLOSE_WAIT"), ("remote_port", "==", 443)]``. ``state``, ``process``
-    and the addresses come back as categoricals."""
+def filter_expression(filters):
+    """``read``'s ``filters`` (an expression, or ``(column, op, value)`` tuples as
+    ``pandas.read_parquet`` takes them) as a ``pyarrow.dataset`` expression."""
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    if mode not in ("full", "changes"):
-        raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
-    dataset = open_dataset(path)
-    from .changes import is_changes, read_changes
+    return filters if isinstance(filters, ds.Expression) else pq.filters_to_expression(filters)
 
-    if is_changes(dataset):
-        return read_changes(dataset, start, end, columns, filters, mode)
-    if mode == "changes":
-        raise ValueError(f"{path} is a full recording; mode='changes' needs one made with "
-                         "--mode changes")
-    expr = _time_filter(dataset, start, end)
-    if filters is not None:
-        f = filters if isinstance(filters, ds.Expression) else pq.filters_to_expression(filters)
-        expr = f if expr is None else expr & f
-    if columns is None:
-        columns = [c for c in dataset.schema.names if c != "date"]
-    table = dataset.to_table(columns=list(columns), filter=expr)
-    df = table.to_pandas()
+
+def in_seq_order(df):
+    """``df`` in snapshot order: files can come back out of order."""
     if "seq" in df and len(df) > 1:
         seq = df["seq"].to_numpy()
-        if (seq[1:] < seq[:-1]).any():     # files came back out of order: restore time order
+        if (seq[1:] < seq[:-1]).any():
             df = df.iloc[seq.argsort(kind="stable")].reset_index(drop=True)
     return df

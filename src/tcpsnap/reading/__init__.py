@@ -1,0 +1,16 @@
+"""Reading recordings back: the one home of every reader.
+
+- ``dataset``: a recording's files as a ``pyarrow`` dataset, times, time-range filters;
+- ``full``: ``tcpsnap.read``, one row per connection per snapshot;
+- ``changes``: a changes recording's events rebuilt into those rows;
+- ``lookup``: ``tcpsnap.table_at``, the table at one snapshot.
+
+(The package is not called ``read``: it would shadow the function ``tcpsnap.read``.)
+"""
+
+from .changes import is_changes, to_full
+from .dataset import open_dataset, to_utc
+from .full import read
+from .lookup import table_at
+
+__all__ = ["read", "table_at", "open_dataset", "to_utc", "is_changes", "to_full"]
