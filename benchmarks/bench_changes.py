@@ -67,7 +67,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 HERE = Path(__file__).resolve().parent
 INTERVAL_NS = 100_000_000
 WALL0 = 1_795_000_000 * 10**9

@@ -5,8 +5,7 @@ import ipaddress
 
 import numpy as np
 
-from tcpsnap import ROW_DTYPE
-from tcpsnap import Recorder
+from tcpsnap import ROW_DTYPE, Recorder
 
 INTERVAL_NS = 100_000_000
 WALL0 = 1_795_000_000 * 10**9

@@ -11,7 +11,7 @@ import tcpsnap
 from tcpsnap.frame import format_address
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _sockets import listener, pair, syn_sent, wait_for  # noqa: E402
+from _sockets import listener, pair, syn_sent
 
 
 def rows_json(rows):

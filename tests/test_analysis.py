@@ -1,6 +1,5 @@
 """analysis functions on a known connection history (built here, row by row)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

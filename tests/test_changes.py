@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 
 import tcpsnap
-from tcpsnap import ROW_DTYPE, TcpState, analysis
-from tcpsnap.reading import to_full
-
 from _changes_util import canon, record, row
 from conftest import CAN_UNSHARE_NET
+from tcpsnap import ROW_DTYPE, TcpState, analysis
+from tcpsnap.reading import to_full
 
 S = TcpState
 

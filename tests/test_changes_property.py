@@ -8,10 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tcpsnap
+from _changes_util import canon, record, row
 from tcpsnap import TcpState
 from tcpsnap.reading import table_at
-
-from _changes_util import canon, record, row
 
 STATES = [TcpState.SYN_SENT, TcpState.ESTABLISHED, TcpState.FIN_WAIT1, TcpState.CLOSE_WAIT,
           TcpState.TIME_WAIT, TcpState.LISTEN]

@@ -18,15 +18,15 @@ from tcpsnap.frame import format_address
 
 def _live(backend: str):
     """Rows of the live backend with loopback sockets we opened, and those sockets."""
-    from _sockets import closing_all, pair
     import tcpsnap
+    from _sockets import closing_all, pair
 
     assert tcpsnap.Snapshotter.backend == backend
     socks = [pair("127.0.0.1"), pair("::1")]
     with closing_all(*[s for p in socks for s in p]), tcpsnap.Snapshotter() as snap:
         rows = snap.take().copy()
         expected = []
-        for host, (lst, c, s) in zip(("127.0.0.1", "::1"), socks):
+        for host, (lst, c, _s) in zip(("127.0.0.1", "::1"), socks):
             fam = 6 if ":" in host else 4
             lp, cp = lst.getsockname()[1], c.getsockname()[1]
             any_ = "::" if fam == 6 else "0.0.0.0"

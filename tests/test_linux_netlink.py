@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 import tcpsnap
+from _sockets import closing_all, inode, listener, pair, syn_sent, wait_for
 from tcpsnap import ROW_DTYPE, Snapshotter, TcpState
 from tcpsnap.frame import format_address
-
-from _sockets import closing_all, inode, listener, pair, syn_sent, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
 

@@ -4,7 +4,6 @@ Every check compares with a real pid: children report their own, forks are ours.
 No timings are asserted.
 """
 
-import ctypes
 import json
 import os
 import resource  # noqa: F401  imported before any setuid child needs it
@@ -18,18 +17,17 @@ import numpy as np
 import pytest
 
 import tcpsnap
+from _sockets import closing_all, inode, pair
 from tcpsnap import Snapshotter, TcpState
 from tcpsnap.pids import missing_pid_note
-
-from _sockets import closing_all, inode, pair, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution")
 
 if sys.platform.startswith("linux"):
-    import tcpsnap._cmd_show  # noqa: F401  (loaded before setuid children run it)
+    import tcpsnap._cmd_show
     import tcpsnap._netlink
     import tcpsnap._procfs
-    import tcpsnap.cli  # noqa: F401
+    import tcpsnap.cli
 
 # A child that owns a listener and one connection (both ends), named by prctl; on
 # stdin: "name X" renames it, "fork" forks a grandchild that keeps every socket
@@ -306,8 +304,8 @@ def test_process_exiting_during_many_takes():
     lst.bind(("127.0.0.1", 0))
     lst.listen(128)
     port = lst.getsockname()[1]
-    script = ("import socket, sys, time; s = socket.create_connection(('127.0.0.1', %d)); "
-              "time.sleep(float(sys.argv[1]))" % port)
+    script = (f"import socket, sys, time; s = socket.create_connection(('127.0.0.1', {port})); "
+              "time.sleep(float(sys.argv[1]))")
     kids, accepted = [], []
     with Snapshotter(pids=True) as snap:
         fast(snap)
@@ -320,7 +318,7 @@ def test_process_exiting_during_many_takes():
             try:
                 while True:
                     accepted.append(lst.accept()[0])
-            except (TimeoutError, BlockingIOError, socket.timeout):
+            except (TimeoutError, BlockingIOError):
                 pass
             rows = snap.take()
             theirs = rows[(rows["remote_port"] == port) & (rows["pid"] != 0)]
@@ -513,7 +511,7 @@ def test_show_says_once_why_pids_are_missing():
 def test_show_has_pid_and_process_columns():
     ch = Child("tcpsnap-show")
     try:
-        run = lambda *a: subprocess.run([sys.executable, "-m", "tcpsnap", "show", *a],  # noqa: E731
+        run = lambda *a: subprocess.run([sys.executable, "-m", "tcpsnap", "show", *a],
                                         capture_output=True, text=True, timeout=60)
         p = run("--format", "json", "--port", str(ch.lport))
         assert p.returncode == 0, p.stderr

@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 
 import tcpsnap
-from tcpsnap import ROW_DTYPE, TcpState, analysis
-from tcpsnap import Recorder
-
-from _changes_util import Scripted   # the Recorder's snapshotter protocol, replaying tables
+from _changes_util import Scripted  # the Recorder's snapshotter protocol, replaying tables
+from tcpsnap import ROW_DTYPE, Recorder, TcpState, analysis
 
 S = TcpState
 N = 10   # snapshots

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import shutil
 import socket
 import struct
 import subprocess
@@ -28,13 +27,13 @@ pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
 import tcpsnap  # noqa: E402
+from tcpsnap import Recorder, RecorderError, RecorderLocked, recover  # noqa: E402
+from tcpsnap._arrow import SCHEMA, BatchEncoder  # noqa: E402
+from tcpsnap._schema import ROW_DTYPE, STATE_NAMES  # noqa: E402
+from tcpsnap._units import parse_duration  # noqa: E402
 from tcpsnap.record import journal, layout, parquet  # noqa: E402
 from tcpsnap.record import recovery as folder  # noqa: E402
 from tcpsnap.record import thrift as _thrift  # noqa: E402
-from tcpsnap._arrow import SCHEMA, BatchEncoder, build_schema  # noqa: E402
-from tcpsnap._schema import ROW_DTYPE, STATE_NAMES  # noqa: E402
-from tcpsnap import Recorder, RecorderError, RecorderLocked, recover  # noqa: E402
-from tcpsnap._units import parse_duration  # noqa: E402
 
 LINUX = sys.platform.startswith("linux")
 live = pytest.mark.skipif(not LINUX, reason="live capture tests need the Linux netlink backend")

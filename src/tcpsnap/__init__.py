@@ -11,11 +11,11 @@ from ._mib import (
     parse_tcptable_owner_pid,
 )
 from ._schema import ROW_DTYPE, TcpState
+from ._snapshot import Snapshotter, snapshot
+from ._version import __version__
 from .frame import to_pandas
 from .reading import read, table_at
 from .record import Recorder, recover
-from ._snapshot import Snapshotter, snapshot
-from ._version import __version__
 
 __all__ = [
     "ROW_DTYPE",

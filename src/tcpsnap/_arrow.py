@@ -19,6 +19,8 @@ capture_ns      int64                        how long the snapshot took (monoton
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +40,8 @@ _COLUMNS = tuple(c for c in COLUMNS if c != "process")
 _COLUMNS = _COLUMNS[:_COLUMNS.index("pid") + 1] + ("process",) + _COLUMNS[_COLUMNS.index("pid") + 1:]
 
 
+_FIELDS: Mapping[str, tuple] = ROW_DTYPE.fields or {}  # name -> (dtype, offset): a structured dtype has them
+
 def _fields() -> list[pa.Field]:
     out = [pa.field("timestamp", TIMESTAMP, nullable=False),
            pa.field("seq", pa.int64(), nullable=False)]
@@ -49,7 +53,7 @@ def _fields() -> list[pa.Field]:
         elif name == "process":
             out.append(pa.field(name, STRING_DICT, nullable=True))
         else:
-            out.append(pa.field(name, pa.from_numpy_dtype(ROW_DTYPE.fields[name][0]), nullable=False))
+            out.append(pa.field(name, pa.from_numpy_dtype(_FIELDS[name][0]), nullable=False))
     out.append(pa.field("capture_ns", pa.int64(), nullable=False))
     return out
 
@@ -109,7 +113,7 @@ class BatchEncoder:
         if n == 0:
             return pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), d.arrow())
         fam = rows["family"]
-        off = ROW_DTYPE.fields[name][1] // 4  # the address's first 32-bit word
+        off = _FIELDS[name][1] // 4  # the address's first 32-bit word
         if rows.flags.c_contiguous and (fam == 4).all():
             # IPv4 only (the common case): hash the 4 address bytes as one uint32
             words = rows.view(np.uint32).reshape(n, ROW_DTYPE.itemsize // 4)[:, off]

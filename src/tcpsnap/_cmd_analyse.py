@@ -99,7 +99,6 @@ def _read(path: str, start=None, end=None, columns=None):
 
 def summarize(path: str) -> dict:
     """The numbers ``tcpsnap info`` prints, as a dict."""
-    import pandas as pd
 
     from . import analysis
 
@@ -109,13 +108,14 @@ def summarize(path: str) -> dict:
     cols = [c for c in ("timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
                         "remote_port", "pid", "process", "cookie") if c in ds.schema.names]
     df = _read(path, columns=cols)
-    meta, overruns = {}, 0
+    meta: dict[str, str] = {}
+    overruns = 0
     import pyarrow.parquet as pq
 
     for f in files:
         try:
             raw = pq.read_metadata(f).metadata or {}
-        except Exception:  # footers were read once already; metadata is informative only
+        except (OSError, ValueError):  # footers were read once already; informative only
             continue
         kv = {k.decode().removeprefix("tcpsnap."): v.decode(errors="replace")
               for k, v in raw.items() if k.startswith(b"tcpsnap.")}
@@ -204,8 +204,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if len(df) == 0:
         raise TcpsnapError(f"{args.path}: no snapshots in that time range")
     tz = "UTC" if args.utc else args.tz
-    fn = {"states": plot.plot_states, "churn": plot.plot_churn, "remotes": plot.plot_remotes}[args.kind]
-    fig = fn(df, freq=args.freq, tz=tz) if args.kind != "remotes" else fn(df)
+    if args.kind == "remotes":
+        fig = plot.plot_remotes(df)
+    else:
+        fn = plot.plot_states if args.kind == "states" else plot.plot_churn
+        fig = fn(df, freq=args.freq, tz=tz)
     fig.savefig(out)
     import matplotlib.pyplot as plt
 
@@ -254,7 +257,7 @@ def _plain(batch):
     import pyarrow.compute as pc
 
     cols, names = [], []
-    for name, col in zip(batch.schema.names, batch.columns):
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
         if pa.types.is_dictionary(col.type):
             col = col.dictionary_decode()
         if pa.types.is_timestamp(col.type):

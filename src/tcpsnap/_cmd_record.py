@@ -113,7 +113,7 @@ class _Formatter(logging.Formatter):
         return f"tcpsnap: {record.levelname.lower()}: {record.getMessage()}"
 
 
-def _setup_logging(args: argparse.Namespace, status: "_Status | None" = None) -> None:
+def _setup_logging(args: argparse.Namespace, status: _Status | None = None) -> None:
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     root = logging.getLogger("tcpsnap")
     for h in list(root.handlers):
@@ -130,7 +130,7 @@ def _setup_logging(args: argparse.Namespace, status: "_Status | None" = None) ->
 class _StatusAwareHandler(logging.StreamHandler):
     """Log lines go above the status line instead of through it."""
 
-    def __init__(self, status: "_Status | None") -> None:
+    def __init__(self, status: _Status | None) -> None:
         super().__init__(sys.stderr)
         self.status = status
 
@@ -210,7 +210,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     signals = {"n": 0}
 
-    def on_signal(signum, frame):  # noqa: ARG001
+    def on_signal(signum, frame):
         signals["n"] += 1
         if signals["n"] > 1:  # a second Ctrl-C: stop waiting; files are left for recovery
             raise KeyboardInterrupt

@@ -245,7 +245,7 @@ def _paths(conn: np.ndarray, state: np.ndarray, k: int, n: int, first: np.ndarra
     names = np.array(("?",) + STATE_NAMES, dtype=object)
     # (connection, state) pairs: where each first and last appears
     if k * _NS <= 4 * n:
-        pk = conn.astype(np.int64 if k * _NS >= 2**31 else np.int32)
+        pk: np.ndarray = conn.astype(np.int64 if k * _NS >= 2**31 else np.int32)
         pk *= _NS
         pk += state
         npairs = k * _NS
@@ -292,7 +292,7 @@ def _paths(conn: np.ndarray, state: np.ndarray, k: int, n: int, first: np.ndarra
         o = np.argsort(sub, kind="stable")
         sub, st = sub[o], state[rows[o]]
         cut = np.flatnonzero(np.diff(sub)) + 1
-        for c, seg in zip(sub[np.concatenate([[0], cut])], np.split(st, cut)):
+        for c, seg in zip(sub[np.concatenate([[0], cut])], np.split(st, cut), strict=True):
             keep = np.ones(len(seg), dtype=bool)
             keep[1:] = seg[1:] != seg[:-1]
             out[c] = ">".join(names[seg[keep]])

@@ -49,10 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # reader went away (tcpsnap show | head): not an error for a Unix tool
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return 0
+        sys.stdout = None  # no flush of the dead pipe at exit
+        return 0
     except (TcpsnapError, OSError, ValueError) as e:
         print(f"tcpsnap: error: {e}", file=sys.stderr)
         return 1

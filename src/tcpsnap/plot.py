@@ -130,7 +130,7 @@ def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, **_: Any):
     else:
         top = top.iloc[::-1]
         ax.barh(top.index.astype(str), top["connections"], color="#1c7ed6")
-        for y, (c, s) in enumerate(zip(top["connections"], top["connection_seconds"])):
+        for y, (c, s) in enumerate(zip(top["connections"], top["connection_seconds"], strict=True)):
             ax.text(c, y, f"  {s:,.0f} conn-s", va="center", fontsize="small")
     ax.set_xlabel("connections (distinct)")
     ax.set_ylabel("remote address")

@@ -10,8 +10,8 @@
 - ``protocols``: the clock and the snapshot source a recorder is given.
 """
 
-from .recovery import RecoveryResult, recover
 from .protocols import Clock, SnapshotSource, SystemClock
 from .recorder import Recorder
+from .recovery import RecoveryResult, recover
 
 __all__ = ["Recorder", "recover", "RecoveryResult", "Clock", "SnapshotSource", "SystemClock"]

@@ -47,7 +47,8 @@ class ChangesEncoder:
     def __init__(self, schema) -> None:
         import pyarrow as pa
 
-        from .._arrow import TIMESTAMP, BatchEncoder, build_schema as full_schema
+        from .._arrow import TIMESTAMP, BatchEncoder
+        from .._arrow import build_schema as full_schema
 
         self.schema = schema
         self._base = BatchEncoder(full_schema())

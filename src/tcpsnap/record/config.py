@@ -97,8 +97,8 @@ class RecorderConfig:
     def metadata(self, pids_enabled: bool, destroy_feed: bool | None) -> dict[str, str]:
         """Key-value metadata of every file: how and where it was recorded.
         ``destroy_feed`` is None in full mode."""
-        from .._version import __version__
         from .._backend import BACKEND
+        from .._version import __version__
 
         filters: dict[str, Any] = {}
         if self.states:

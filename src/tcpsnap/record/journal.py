@@ -52,7 +52,7 @@ class _Collect(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         self.parts.append(bytes(b))
         self.n += len(b)
         return len(b)

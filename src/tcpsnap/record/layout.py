@@ -50,7 +50,7 @@ TMP_RE = re.compile(r"^\.(?P<name>.+\.parquet)\.(?:tmp|rglog)$")
 
 def file_names(wall_ns: int) -> tuple[str, str]:
     """``(partition folder, file name)`` for a file whose first snapshot is at wall_ns."""
-    t = _dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, _dt.timezone.utc)
+    t = _dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, _dt.UTC)
     ms = (wall_ns // 1_000_000) % 1000
     return f"date={t:%Y-%m-%d}", f"tcpsnap-{t:%Y%m%dT%H%M%S}.{ms:03d}Z.parquet"
 

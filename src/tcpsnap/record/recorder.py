@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
 from .._errors import RecorderError
@@ -126,10 +125,10 @@ class Recorder:
         if self._opened:
             return self
         from .batch import BatchPool
+        from .capture import Capture, Waker
         from .folder import last_seq, lock
         from .recovery import recover_all
         from .safedir import SafeDir
-        from .capture import Capture, Waker
         from .writer import FileOptions, Rules, Writer, wrap_error
 
         c = self.config

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._errors import RecorderError
-from .folder import Leftover, copy_aside, find_leftovers, finished_files, footer_kv, keep_aside, lock, unlock
+from .folder import copy_aside, find_leftovers, finished_files, footer_kv, keep_aside, lock, unlock
 from .layout import JOURNAL_RE, rglog_path, tmp_path
 from .safedir import SafeDir, UnsafePath
 
@@ -82,7 +82,7 @@ def _published_ranges(d: SafeDir, name: str) -> list[tuple[int, int]]:
     return out
 
 
-def _journal_seq(batches: list) -> tuple[int, int] | None:
+def _journal_seq(batches: list) -> tuple[int, int] | None:  # (first, last) seq of their rows
     import pyarrow.compute as pc
 
     lo = hi = None
@@ -94,7 +94,7 @@ def _journal_seq(batches: list) -> tuple[int, int] | None:
         a, z = mm["min"].as_py(), mm["max"].as_py()
         lo = a if lo is None else min(lo, a)
         hi = z if hi is None else max(hi, z)
-    return None if lo is None else (lo, hi)
+    return None if lo is None or hi is None else (int(lo), int(hi))
 
 
 def _options_from_kv(kv: dict[str, str], row_group_rows: int) -> dict:
@@ -213,7 +213,7 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20, *, folder: SafeDir 
             else:
                 d.unlink(tmpn)  # magic bytes only, or a log of a file already published
                 d.unlink(logn)
-        for jn, schema, batches, _ in replay:
+        for _jn, schema, batches, _ in replay:
             if app is None:
                 kv = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
                 app = ParquetAppender(final, schema, **_options_from_kv(kv, row_group_rows),

@@ -11,8 +11,6 @@ Compact protocol: https://github.com/apache/thrift/blob/master/doc/specs/thrift-
 
 from __future__ import annotations
 
-import struct
-
 __all__ = ["decode_struct", "encode_struct", "T_I16", "T_I32", "T_I64", "T_BINARY",
            "T_LIST", "T_STRUCT"]
 

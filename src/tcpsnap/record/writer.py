@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import queue
 import threading
 import time
@@ -280,7 +279,7 @@ class Writer:
             del batches
             self._app.write_row_group(table)
             del table
-        if j is not None:
+        if j is not None and self._part is not None:
             self._part.unlink(j.path.name)
         self._journal = None
         self._pending.clear()
