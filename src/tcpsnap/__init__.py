@@ -3,7 +3,7 @@
 The public API is what ``__all__`` lists; everything else is private.
 """
 
-from ._errors import BackendUnavailable, DumpInterrupted, RecorderError, RecorderLocked, TcpsnapError
+from ._errors import BackendUnavailable, DumpInterrupted, RecorderError, RecorderLocked, TcpsnapError, UnsafePath
 from ._mib import (
     parse_tcp6table2,
     parse_tcp6table_owner_pid,
@@ -37,6 +37,7 @@ __all__ = [
     "DumpInterrupted",
     "RecorderError",
     "RecorderLocked",
+    "UnsafePath",
     "__version__",
 ]
 

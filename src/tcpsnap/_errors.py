@@ -5,7 +5,7 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 """
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
-           "RecorderLocked"]
+           "RecorderLocked", "UnsafePath"]
 
 
 class TcpsnapError(Exception):
@@ -27,3 +27,8 @@ class RecorderError(TcpsnapError):
 
 class RecorderLocked(RecorderError):
     """Another recorder holds the folder (one recorder per folder)."""
+
+
+class UnsafePath(RecorderError):
+    """A folder or file tcpsnap refuses to use: a symbolic link, another user's, or in a
+    folder every user may write to without the sticky bit."""

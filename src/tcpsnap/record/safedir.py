@@ -21,7 +21,7 @@ import os
 import stat
 from pathlib import Path
 
-from .._errors import RecorderError
+from .._errors import RecorderError, UnsafePath
 
 __all__ = ["SafeDir", "UnsafePath", "FILE_MODE", "DIR_MODE"]
 
@@ -33,10 +33,6 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _HAVE_DIR_FD = os.open in os.supports_dir_fd and _NOFOLLOW != 0
-
-
-class UnsafePath(RecorderError):
-    """A folder or file tcpsnap refuses to use: a link, or reachable by other users."""
 
 
 def _trusted_owner(uid: int) -> bool:
