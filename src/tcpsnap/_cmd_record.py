@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,7 +24,8 @@ examples:
   python3 -c "import pandas; print(pandas.read_parquet('rec'))"
 
 durations: 10ms, 2s, 15m, 1h (also 1h30m, 500us, 0). Without --duration it records
-until stopped (Ctrl-C, SIGTERM), which closes the current file cleanly.
+until stopped: Ctrl-C, SIGTERM or SIGHUP (a closed terminal) close the current file
+cleanly. SIGUSR1 prints the counters so far on stderr (as dd does) and goes on.
 files: DIR/date=YYYY-MM-DD/tcpsnap-<UTC start>.parquet, one every --rotate; the file
 in progress is hidden (.*.tmp) until complete. After a crash, the next 'tcpsnap record'
 on DIR or 'tcpsnap recover DIR' turns what was captured (all but the last --flush)
@@ -32,6 +35,10 @@ into Parquet.
 EPILOG_RECOVER = """\
 Finishes the files a crashed or killed recorder left in DIR (normally the next
 'tcpsnap record DIR' does this by itself). Refuses while a recorder runs on DIR.
+Keeps every row a row-group log or journal vouches for. What it cannot vouch for
+(a corrupt log entry, a damaged journal frame, data without a log) is never deleted:
+it is moved to DIR/_tcpsnap_unrecovered/, each case is printed, and the exit status
+is 1. Files that only look like leftovers (links, other users' files) are left alone.
 """
 
 
@@ -145,6 +152,16 @@ class _StatusAwareHandler(logging.StreamHandler):
             super().emit(record)
 
 
+def _stats_line(rec, rate: float | None = None) -> str:
+    """elapsed, snapshots, rows/s (over the run if no ``rate``), overruns, bytes, file."""
+    if rate is None:
+        rate = rec.rows / rec.elapsed if rec.elapsed > 0 else 0.0
+    cur = rec.current_file
+    cur_s = f"{cur.parent.name}/{cur.name}" if cur is not None else "-"
+    return (f"{rec.elapsed:7.1f}s  {rec.snapshots:,} snapshots  {rate:,.0f} rows/s  "
+            f"{rec.overruns:,} overruns  {human_bytes(rec.bytes_written)}  {cur_s}")
+
+
 class _Status:
     """The live status line on a terminal (stderr), redrawn twice a second."""
 
@@ -155,29 +172,33 @@ class _Status:
         self.line = ""
         self._prev = (time.monotonic(), 0)
         self.thread = threading.Thread(target=self._loop, name="tcpsnap-status", daemon=True)
+        self.hung_up = False
 
     def start(self) -> None:
         self.thread.start()
 
     def text(self) -> str:
-        rec = self.rec
         now = time.monotonic()
         t0, r0 = self._prev
-        rows = rec.rows
+        rows = self.rec.rows
         rate = (rows - r0) / (now - t0) if now > t0 else 0.0
         self._prev = (now, rows)
-        cur = rec.current_file
-        cur_s = f"{cur.parent.name}/{cur.name}" if cur is not None else "-"
-        return (f"{rec.elapsed:7.1f}s  {rec.snapshots:,} snapshots  {rate:,.0f} rows/s  "
-                f"{rec.overruns:,} overruns  {human_bytes(rec.bytes_written)}  {cur_s}")
+        return _stats_line(self.rec, rate)
+
+    def hangup(self) -> None:
+        """The terminal is gone (SIGHUP): stop drawing, without waiting for a lock (this
+        runs in a signal handler)."""
+        self.hung_up = True
+        self.line = ""
+        self.stopped.set()
 
     def clear(self) -> None:
-        if self.line:
+        if self.line and not self.hung_up:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
 
     def draw(self) -> None:
-        if self.line:
+        if self.line and not self.hung_up:
             sys.stderr.write(self.line)
             sys.stderr.flush()
 
@@ -209,15 +230,28 @@ def cmd_record(args: argparse.Namespace) -> int:
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None)
 
     signals = {"n": 0}
+    status: _Status | None = None
 
     def on_signal(signum, frame):
+        if signum == signal.SIGHUP and status is not None:
+            status.hangup()  # the terminal is gone: draw nothing more on it
         signals["n"] += 1
         if signals["n"] > 1:  # a second Ctrl-C: stop waiting; files are left for recovery
             raise KeyboardInterrupt
         rec.stop()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    status = None
+    def on_usr1(signum, frame):
+        # as dd does: the progress line on stderr, whatever the verbosity
+        line = _stats_line(rec) + "\n"
+        if status is not None and status.line:
+            line = "\r\x1b[K" + line + status.line
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode())
+
+    # SIGHUP (a closed terminal, a dropped ssh session) ends a recording as cleanly as
+    # SIGTERM and Ctrl-C; SIGUSR1 prints the counters and goes on
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_usr1)
     try:
         rec.open()
         log = logging.getLogger("tcpsnap.recorder")
@@ -244,8 +278,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     msg = (f"recorded {st['snapshots']:,} snapshots ({st['rows']:,} rows, "
            f"{human_bytes(st['bytes_written'])}) into {len(st['files'])} file(s) in {args.dir}; "
            f"{st['overruns']:,} overruns")
-    if not args.quiet and sys.stderr.isatty():
-        print(msg, file=sys.stderr)
+    if not args.quiet and sys.stderr.isatty() and not (status is not None and status.hung_up):
+        with contextlib.suppress(OSError):  # a terminal that went away meanwhile
+            print(msg, file=sys.stderr)
     else:
         logging.getLogger("tcpsnap.recorder").info(msg)
     return 0
@@ -255,12 +290,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from .record import recover
 
     _setup_logging(args)
+    logging.getLogger("tcpsnap.recorder").setLevel(logging.CRITICAL)  # said once, below
     results = recover(args.dir)
     done = [r for r in results if r.path is not None]
+    bad = [r for r in results if not r.ok]
     if not args.quiet:
-        if not done:
+        if not done and not bad:
             print(f"nothing to recover in {args.dir}", file=sys.stderr)
         for r in done:
             print(f"recovered {r.path}: {r.rows:,} rows ({r.from_journal:,} from the journal"
                   f"{', torn tail dropped' if r.torn else ''})", file=sys.stderr)
-    return 0
+    for r in bad:  # even with -q: what could not be recovered is never silent
+        for p in r.problems:
+            print(f"tcpsnap: error: {p}", file=sys.stderr)
+        for k in r.kept:
+            print(f"tcpsnap: kept for inspection: {k}", file=sys.stderr)
+    return 1 if bad else 0

@@ -149,7 +149,9 @@ class Recorder:
             snap = self._snap
             # one untimed snapshot: sizes the array to the table and warms the pid
             # resolver (its first /proc walk), so the schedule does not start late
-            snap.take()
+            warm = snap.take()
+            if self._own_snap and self.pids_enabled:
+                _note_missing_pids(snap, warm)
             schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap)
             self._t_open = self._clock.monotonic_ns()
             rules = Rules(c.ns(c.interval), c.ns(c.rotate), c.ns(c.flush), self._t_open,
@@ -345,3 +347,15 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
 
     schema = full_schema(c.metadata(pids, None))
     return schema, BatchEncoder(schema), None
+
+
+def _note_missing_pids(snap: Any, rows: Any) -> None:
+    """Say once, as ``tcpsnap show`` does, why connections will have no pid (a user who
+    may not read other users' /proc/<pid>/fd)."""
+    from ..pids import missing_pid_note
+
+    if getattr(snap, "resolver", None) is None:
+        return
+    note = missing_pid_note(rows, snap.pid_stats)
+    if note:
+        log.warning("%s", note)
