@@ -45,6 +45,11 @@ def lock(root: SafeDir) -> int:
             fd = os.open(flags=os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
                          | getattr(os, "O_CLOEXEC", 0), mode=FILE_MODE, **root._at(LOCK_NAME))
         except OSError as e:
+            # ELOOP from O_NOFOLLOW; EACCES when the kernel's fs.protected_symlinks or
+            # protected_regular stops root first: either way, a name we must not use
+            with contextlib.suppress(OSError):
+                if e.errno == errno.EACCES and stat.S_ISLNK(root.lstat(LOCK_NAME).st_mode):
+                    e.errno = errno.ELOOP
             if e.errno == errno.ELOOP:
                 raise UnsafePath(f"{path / LOCK_NAME} is a symbolic link: refusing to use it "
                                  f"(remove it)") from None

@@ -16,6 +16,7 @@ without bound. Journals of earlier releases (a bare IPC stream) are still read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import struct
@@ -79,6 +80,7 @@ class Journal:
         self.fsync = fsync
         self.rows = 0
         self.batches = 0
+        self._broken = False
         self._own_dir = folder is None
         self._dir = folder or SafeDir.open(self.path.parent)
         self._fd = -1
@@ -103,11 +105,25 @@ class Journal:
         self._pos += len(data)
 
     def append(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` as one frame, durable against kill -9 when this returns.
+        A failed write (disk full) leaves the journal as it was before the call and
+        unusable for more (the IPC stream already counts the batch's dictionary deltas
+        as sent): the writer stops, and recovery reads every frame before it."""
+        if self._broken:
+            raise OSError(errno.EIO, "journal unusable after a failed write", str(self.path))
         self._writer.write_batch(batch)
         raw = self._sink.take()
         payload = self._codec.compress(raw, asbytes=True)
         head = _FRAME.pack(len(payload), len(raw), 0, 0)[:12]
-        self._write(head + struct.pack("<II", zlib.crc32(head), zlib.crc32(payload)) + payload)
+        pos = self._pos
+        try:
+            self._write(head + struct.pack("<II", zlib.crc32(head), zlib.crc32(payload)) + payload)
+        except OSError:
+            self._broken = True
+            self._pos = pos
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, pos)  # no torn frame left behind: it reads as clean
+            raise
         self.rows += batch.num_rows
         self.batches += 1
         self.nbytes = self._pos

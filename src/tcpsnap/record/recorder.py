@@ -159,7 +159,8 @@ class Recorder:
 
             def failed() -> BaseException | None:
                 e = self._writer.error
-                return None if e is None else wrap_error(e, self._writer.last_file, self.path)
+                w = self._writer
+                return None if e is None else wrap_error(e, w.last_file, self.path, w.durable_seq)
 
             pool = BatchPool(c.buffers, c.batch_rows, 4096, self._tracker is not None, failed)
             files = FileOptions(c.compression, c.compression_level, c.row_group_rows, c.compat,
@@ -203,7 +204,7 @@ class Recorder:
         w = self._writer
         if w is not None and w.error is not None and not self._error_raised:
             self._error_raised = True
-            raise wrap_error(w.error, w.last_file, self.path)
+            raise wrap_error(w.error, w.last_file, self.path, w.durable_seq)
 
     def _release(self) -> None:
         from .folder import unlock

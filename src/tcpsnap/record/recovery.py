@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .._errors import RecorderError
 from .folder import copy_aside, find_leftovers, finished_files, footer_kv, keep_aside, lock, unlock
-from .layout import JOURNAL_RE, rglog_path, tmp_path
+from .layout import JOURNAL_RE, free_name, rglog_path, tmp_path
 from .safedir import SafeDir, UnsafePath
 
 __all__ = ["recover", "recover_all", "recover_file", "RecoveryResult"]
@@ -114,7 +114,7 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20, *, folder: SafeDir 
     also where suspect files are kept aside).
     """
     from .journal import max_raw_bytes, read_journal, unify_table
-    from .parquet import ParquetAppender, kv_of, read_rglog, rg_seq_ranges, schema_from_header
+    from .parquet import ParquetAppender, kv_of, read_rglog, rg_seq_ranges, schema_from_header, verify_row_groups
 
     final = Path(final)
     own = folder is None
@@ -129,6 +129,7 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20, *, folder: SafeDir 
     app: ParquetAppender | None = None
     try:
         # -------- what is there, and whether it is ours
+        _finish_publish(d, tmpn, name)
         has_tmp = d.is_file(tmpn)
         if d.exists(tmpn) and not has_tmp:
             log.warning("%s is not a regular file: left alone", d.path / tmpn)
@@ -144,6 +145,18 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20, *, folder: SafeDir 
             scan.problems.append(f"row-group log of {log_size} bytes: more than a log can hold")
         else:
             scan = read_rglog(d.read_bytes(logn) if has_log else b"", tmp_size)
+        if has_tmp and scan.header is not None and scan.rgs:
+            # the log vouches for the metadata; the data must read back too (page CRCs)
+            fd = d.open_file(tmpn)
+            try:
+                bad = verify_row_groups(fd, scan.header, scan.rgs, scan.end)
+            finally:
+                os.close(fd)
+            if bad:
+                scan.problems.append(f"row group(s) {', '.join(map(str, bad))} of the data do not "
+                                     f"read back (corrupt bytes); they stay in the file, "
+                                     f"unreferenced")
+                scan.rgs = [rg for i, rg in enumerate(scan.rgs) if i not in set(bad)]
         if has_tmp and tmp_size > len(_PARQUET_MAGIC) and scan.header is None:
             # the data cannot be interpreted without the log's header: keep it whole
             if not scan.problems:
@@ -216,7 +229,10 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20, *, folder: SafeDir 
         for _jn, schema, batches, _ in replay:
             if app is None:
                 kv = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
-                app = ParquetAppender(final, schema, **_options_from_kv(kv, row_group_rows),
+                out = final
+                if d.exists(tmpn) or d.exists(logn):  # names held by what was left alone
+                    out = d.path / free_name(d, name)
+                app = ParquetAppender(out, schema, **_options_from_kv(kv, row_group_rows),
                                       folder=d)
             table = unify_table(app.schema, batches)
             res.from_journal += table.num_rows
@@ -240,6 +256,24 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20, *, folder: SafeDir 
     finally:
         if own:
             d.close()
+
+
+def _finish_publish(d: SafeDir, tmpn: str, name: str) -> None:
+    """A crash between the two steps of publishing (hard link, then unlink of the
+    in-progress name) leaves both names on one inode: the file is published; drop the
+    in-progress name."""
+    try:
+        st = d.lstat(tmpn)
+    except FileNotFoundError:
+        return
+    if st.st_nlink < 2 or not d.is_file(tmpn):
+        return
+    stem = name[: -len(".parquet")]
+    for n in finished_files(d):
+        if (n == name or n.startswith(stem + "-")) and d.lstat(n).st_ino == st.st_ino:
+            d.unlink(tmpn)
+            d.unlink(rglog_path(Path(name)).name)
+            return
 
 
 def _all_covered(ranges: list[tuple[int, int]], done: list[tuple[int, int]]) -> bool:

@@ -85,18 +85,22 @@ class FileOptions:
     fsync: bool
 
 
-def wrap_error(e: BaseException, where: Path | None, folder: Path) -> RecorderError:
-    """Any failure of the writer as the one-line :class:`RecorderError` users see."""
+def wrap_error(e: BaseException, where: Path | None, folder: Path,
+               durable_seq: int | None = None) -> RecorderError:
+    """Any failure of the writer as the one-line :class:`RecorderError` users see, saying
+    truly what was kept: the snapshots up to ``durable_seq`` (None: none of this run)."""
     if isinstance(e, RecorderError):
         return e
+    kept = ("no snapshot of this run reached the disk" if durable_seq is None else
+            f"the snapshots up to seq {durable_seq} are kept")
     if isinstance(e, OSError):
         what = e.strerror or str(e)
         if e.errno == errno.ENOSPC or "No space left" in str(e):
             what = "No space left on device"
         at = getattr(e, "filename", None) or where or folder
-        return RecorderError(f"writing {at}: {what}; what was recorded before is kept "
-                             f"(finish it with 'tcpsnap recover {folder}')")
-    return RecorderError(f"writer failed: {type(e).__name__}: {e}")
+        return RecorderError(f"writing {at}: {what}; {kept} (finish the file in progress "
+                             f"with 'tcpsnap recover {folder}')")
+    return RecorderError(f"writer failed: {type(e).__name__}: {e}; {kept}")
 
 
 class Writer:
@@ -123,6 +127,9 @@ class Writer:
         self._app: Any = None  # parquet.ParquetAppender of the file in progress
         self._journal: Any = None  # journal.Journal of its next row group
         self._pending: list = []  # encoded record batches, not yet durable
+        self._pending_seq = -1  # the last seq they hold
+        #: the last seq on disk (journal frame or row group): what a crash now keeps
+        self.durable_seq: int | None = None
         self._pending_rows = 0
         self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
         self._file_key: tuple[int, int] | None = None
@@ -209,6 +216,7 @@ class Writer:
                               *([] if b.extra is None else [a[:n] for a in b.extra]))
         if n:
             self._pending.append(rb)
+            self._pending_seq = int(b.seq[s - 1])
             self._pending_rows += n
             if self._oldest is None:
                 self._oldest = b.t_first
@@ -235,6 +243,8 @@ class Writer:
                                     self.options.fsync, folder=self._part)
         for rb in self._pending:
             self._journal.append(rb)
+        if self._pending:
+            self.durable_seq = self._pending_seq
         self._pending.clear()
         self._pending_rows = 0
         self._oldest = None
@@ -279,6 +289,8 @@ class Writer:
             del batches
             self._app.write_row_group(table)
             del table
+            if self._pending:
+                self.durable_seq = self._pending_seq
         if j is not None and self._part is not None:
             self._part.unlink(j.path.name)
         self._journal = None
