@@ -11,7 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tcpsnap
+from _badargs import KINDS, NOT_INTS, assert_only_value_or_type_error, assert_rejected, cases, one_bad_argument
 from tcpsnap import ROW_DTYPE, TcpState
+from tcpsnap._diff import Differ
+from tcpsnap._mib import check_out_array
 from tcpsnap.frame import format_address
 
 V4 = dict(fn=tcpsnap.parse_tcptable2, size=28, family=4)
@@ -233,18 +236,90 @@ def test_not_a_buffer():
         tcpsnap.parse_tcptable2("not bytes", _sentinel())
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(data=st.binary(max_size=400), header=st.integers(0, 64), stride_extra=st.integers(-2, 40),
-       which=st.sampled_from([V4, V6]), cap=st.integers(0, 16))
-def test_random_bytes_never_crash(data, header, stride_extra, which, cap):
+       which=st.sampled_from([V4, V6]), cap=st.integers(0, 16),
+       bad=one_bad_argument(["buf", "out", "header_size", "row_stride"]))
+def test_random_bytes_never_crash(data, header, stride_extra, which, cap, bad):
     out = np.zeros(cap, ROW_DTYPE)
-    try:
-        n = which["fn"](data, out, header_size=header, row_stride=which["size"] + stride_extra)
-    except ValueError:
+    args = dict(buf=data, out=out, header_size=header, row_stride=which["size"] + stride_extra)
+    if bad is not None:
+        args[bad[0]] = bad[1]
+    # a bad argument of any kind is a ValueError or a TypeError, never another exception
+    n = assert_only_value_or_type_error(
+        lambda: which["fn"](args["buf"], args["out"], header_size=args["header_size"],
+                            row_stride=args["row_stride"]))
+    if n is None:
         return
-    assert 0 <= n <= cap
+    out = args["out"]
+    assert 0 <= n <= len(out)
     assert set(out[:n]["state"].tolist()) <= set(range(1, 13))
     assert (out[:n]["family"] == which["family"]).all()
+
+
+# --- every bad argument of every entry point: exactly ValueError or TypeError, naming it ---
+
+_EMPTY = struct.pack("<I", 0)
+_PARSERS = [tcpsnap.parse_tcptable2, tcpsnap.parse_tcp6table2, tcpsnap.parse_tcptable_owner_pid,
+            tcpsnap.parse_tcp6table_owner_pid]
+_CONTIGUOUS_BUFFERS = {"readonly_rows", "wrong_dtype_rows", "2d_rows", "bytearray"}
+BAD_ARGS = {}
+for _fn in _PARSERS:
+    BAD_ARGS |= {
+        f"{_fn.__name__}.buf": (lambda v, f=_fn: f(v, _sentinel()), _CONTIGUOUS_BUFFERS),
+        f"{_fn.__name__}.out": (lambda v, f=_fn: f(_EMPTY, v), set()),
+        f"{_fn.__name__}.header_size": (lambda v, f=_fn: f(_EMPTY, _sentinel(), header_size=v), set()),
+        # an empty table has no row a huge stride could reach
+        f"{_fn.__name__}.row_stride": (lambda v, f=_fn: f(_EMPTY, _sentinel(), row_stride=v), {"2**63-1"}),
+    }
+BAD_ARGS |= {
+    "check_out_array.out": (check_out_array, set()),
+    # diff reads cur (a copy is made where it is not C-contiguous), so those kinds are good
+    "Differ.diff.cur": (lambda v: Differ().diff(v, np.zeros(4, np.int32), False),
+                        {"noncontig_rows", "readonly_rows"}),
+    "Differ.diff.cproc": (lambda v: Differ().diff(np.zeros(4, ROW_DTYPE), v, False), set()),
+    "Differ.lookup.cookies": (lambda v: Differ().lookup(v),
+                              # any unsigned integers, an array or a scalar, are cookies
+                              {"noncontig_memoryview", "noncontig_numpy_bytes", "wrong_dtype_rows", "bytearray",
+                               "2**63-1"}),
+}
+
+
+@pytest.mark.parametrize("call,kind,argname", cases(BAD_ARGS))
+def test_bad_arguments_raise_value_or_type_error(call, kind, argname):
+    exc = assert_rejected(call, KINDS[kind](), argname, aliases={"header_size": "header"})
+    if kind not in NOT_INTS and argname in ("header_size", "row_stride"):
+        assert type(exc) is ValueError              # an integer out of range
+    if kind in {"float", "str", "object", "None"} and argname in ("header_size", "row_stride"):
+        assert type(exc) is TypeError               # not an integer at all
+
+
+def test_noncontiguous_buffer_is_a_value_error_naming_it():
+    for fn in _PARSERS:
+        with pytest.raises(ValueError, match="^buf must be a C-contiguous buffer"):
+            fn(memoryview(bytes(64))[::2], _sentinel())
+    with pytest.raises(TypeError, match="^buf must be a bytes-like object, not str$"):
+        tcpsnap.parse_tcptable2("x", _sentinel())
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64])
+def test_sizes_beyond_ssize_t_are_value_errors(value):
+    with pytest.raises(ValueError, match=r"^header_size must be an integer in 4\.\.\d+, got \d+$"):
+        tcpsnap.parse_tcptable2(_EMPTY, _sentinel(), header_size=value)
+    with pytest.raises(ValueError, match=r"^row_stride must be an integer in 28\.\.\d+, got \d+$"):
+        tcpsnap.parse_tcptable2(_EMPTY, _sentinel(), row_stride=value)
+
+
+def test_negative_sizes_keep_their_messages():
+    with pytest.raises(ValueError, match=f"^header_size {-(2**64)} cannot hold dwNumEntries"):
+        tcpsnap.parse_tcptable2(_EMPTY, _sentinel(), header_size=-(2**64))
+    with pytest.raises(ValueError, match=f"^row_stride {-(2**64)} is smaller than a MIB_TCPTABLE2 row"):
+        tcpsnap.parse_tcptable2(_EMPTY, _sentinel(), row_stride=-(2**64))
+
+
+def test_huge_integer_message_stays_short():
+    with pytest.raises(ValueError, match=r"got an integer of 1329 bits$"):
+        tcpsnap.parse_tcptable2(_EMPTY, _sentinel(), row_stride=10**400)
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,12 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _badargs import KINDS, NOT_INTS, assert_only_value_or_type_error, assert_rejected, cases, one_bad_argument
 from tcpsnap import ROW_DTYPE, TcpState
 from tcpsnap.frame import format_address
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink parser is built on Linux")
 if sys.platform.startswith("linux"):
-    from tcpsnap._netlink import dedupe_rows, parse_messages
+    from tcpsnap._destroy import DestroyFeed
+    from tcpsnap._netlink import NetlinkDumper, dedupe_rows, parse_messages
+    from tcpsnap._procfs import PidResolver
 
 SOCK_DIAG_BY_FAMILY, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2
 NLM_F_MULTI, NLM_F_DUMP_INTR = 0x2, 0x10
@@ -124,12 +127,19 @@ def test_length_field_lies():
     assert parse_messages(bytes(msg), np.zeros(2, ROW_DTYPE), 1)[1] == "malformed"
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=600), st.integers(0, 8))
-def test_random_bytes_never_crash(data, cap):
-    out = np.zeros(cap, ROW_DTYPE)
-    n, status, _, _ = parse_messages(data, out, 1)
-    assert 0 <= n <= cap and status in {"more", "done", "full", "error", "malformed"}
+@settings(max_examples=800, deadline=None)
+@given(st.binary(max_size=600), st.integers(0, 8), st.integers(0, 2**32 - 1),
+       one_bad_argument(["data", "out", "seq"]))
+def test_random_bytes_never_crash(data, cap, seq, bad):
+    args = dict(data=data, out=np.zeros(cap, ROW_DTYPE), seq=seq)
+    if bad is not None:
+        args[bad[0]] = bad[1]
+    # a bad argument of any kind is a ValueError or a TypeError, never another exception
+    got = assert_only_value_or_type_error(lambda: parse_messages(args["data"], args["out"], args["seq"]))
+    if got is None:
+        return
+    n, status, _, _ = got
+    assert 0 <= n <= len(args["out"]) and status in {"more", "done", "full", "error", "malformed"}
 
 
 @settings(max_examples=200, deadline=None)
@@ -179,3 +189,70 @@ def test_dedupe_matches_a_python_model(cookies):
             want.append(i)
             seen.add(c)
     assert out["inode"][:n].tolist() == want
+
+
+# --- every bad argument of every Linux entry point: exactly ValueError or TypeError, naming it ---
+
+def _rows(n=4):
+    return np.zeros(n, ROW_DTYPE)
+
+
+def _set(name):
+    def call(v):
+        setattr(PidResolver(threads=1), name, v)
+    return call
+
+
+_CONTIGUOUS_BUFFERS = {"readonly_rows", "wrong_dtype_rows", "2d_rows", "bytearray"}
+_NUMBERS = {"2**64", "2**63-1", "-1", "-2**64", "float"}   # good for a float argument
+_INTS = {"seq", "n", "capacity", "recv_size", "rcvbuf", "threads", "max_pidfds", "inode", "block"}
+_DURATIONS = ["walk_interval", "walk_share", "retry_interval", "verify_interval", "name_ttl"]
+BAD_ARGS = {
+    "parse_messages.data": (lambda v: parse_messages(v, _rows(), 1), _CONTIGUOUS_BUFFERS),
+    "parse_messages.out": (lambda v: parse_messages(b"", v, 1), set()),
+    "parse_messages.seq": (lambda v: parse_messages(b"", _rows(), v), set()),
+    "dedupe_rows.out": (lambda v: dedupe_rows(v, 0), set()),
+    "dedupe_rows.n": (lambda v: dedupe_rows(_rows(), v), set()),
+    "NetlinkDumper.capacity": (lambda v: NetlinkDumper(v), set()),
+    "NetlinkDumper.recv_size": (lambda v: NetlinkDumper(recv_size=v), set()),
+    "DestroyFeed.rcvbuf": (lambda v: DestroyFeed(rcvbuf=v), set()),
+    "DestroyFeed.capacity": (lambda v: DestroyFeed(capacity=v), set()),
+    "PidResolver.threads": (lambda v: PidResolver(threads=v), set()),
+    "PidResolver.max_pidfds": (lambda v: PidResolver(max_pidfds=v), {"-1", "-2**64"}),   # negative: the default
+    "PidResolver.resolve.rows": (lambda v: PidResolver(threads=1).resolve(v, 0), set()),
+    "PidResolver.resolve.n": (lambda v: PidResolver(threads=1).resolve(_rows(), v), set()),
+    "PidResolver.process_names.pids": (lambda v: PidResolver(threads=1).process_names(v),
+                                       # any integers are pids (unknown ones get -1)
+                                       {"noncontig_memoryview", "noncontig_numpy_bytes", "wrong_dtype_rows",
+                                        "bytearray"}),
+    "PidResolver.owner.inode": (lambda v: PidResolver(threads=1).owner(v), {"2**63-1"}),
+    "PidResolver.set.threads": (_set("threads"), set()),
+    "PidResolver.set.block": (_set("block"), set()),
+}
+for _d in _DURATIONS:
+    BAD_ARGS[f"PidResolver.{_d}"] = (lambda v, d=_d: PidResolver(**{d: v}), _NUMBERS)
+    BAD_ARGS[f"PidResolver.set.{_d}"] = (_set(_d), _NUMBERS)
+
+
+@pytest.mark.parametrize("call,kind,argname", cases(BAD_ARGS))
+def test_bad_arguments_raise_value_or_type_error(call, kind, argname):
+    exc = assert_rejected(call, KINDS[kind](), argname)
+    if argname in _INTS and kind in {"float", "str", "object", "None"}:
+        assert type(exc) is TypeError               # not an integer at all
+    if argname in _INTS | set(_DURATIONS) and kind not in NOT_INTS:
+        assert type(exc) is ValueError              # a number out of range
+
+
+def test_resolve_refuses_a_count_that_overflows_the_row_array_size():
+    # n * sizeof(row) wrapped around to 0 (or below): the old check passed and the walk
+    # read far past the array
+    for n in (2**62, 2**63 - 1, 5):
+        with pytest.raises(ValueError, match="^n is larger than the row array"):
+            PidResolver(threads=1).resolve(_rows(), n)
+
+
+def test_noncontiguous_data_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match="^data must be a C-contiguous buffer"):
+        parse_messages(memoryview(bytes(64))[::2], _rows(), 1)
+    with pytest.raises(ValueError, match=r"^seq must be an integer in 0\.\.4294967295, got -1$"):
+        parse_messages(b"", _rows(), -1)

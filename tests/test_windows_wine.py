@@ -319,3 +319,13 @@ def test_backend_close(replay):
         d.dump()
     with pytest.raises(ValueError, match="capacity"):
         mod.WindowsDumper(0)
+
+
+@pytest.mark.parametrize("capacity,exc", [(-1, ValueError), (2**64, ValueError), (2**63 - 1, ValueError),
+                                          (1.5, TypeError), (None, TypeError), ("8", TypeError)])
+def test_backend_bad_capacity_is_value_or_type_error(replay, capacity, exc):
+    # exactly these (no OverflowError for 2**64), with a message naming the argument
+    mod, lib = replay
+    with pytest.raises((ValueError, TypeError), match="^capacity ") as info:
+        mod.WindowsDumper(capacity)
+    assert type(info.value) is exc

@@ -22,13 +22,14 @@ with the wall clock, and appends rows to an array that ``take()`` hands over.
 """
 
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
+from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row, rows_pointer
+from tcpsnap._row cimport tcpsnap_row, rows_pointer, int_arg, capacity_arg
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_FULL, NL_ERROR, NL_MALFORMED
 from tcpsnap._system cimport (
     sockaddr, socklen_t, socket, bind, recv, setsockopt, getsockopt, close, AF_NETLINK, SOCK_RAW,
@@ -113,15 +114,18 @@ cdef class DestroyFeed:
         self.fd = -1
         self.buf = NULL
 
-    def __init__(self, int rcvbuf=DEFAULT_RCVBUF, Py_ssize_t capacity=4096):
-        """Raises PermissionError without CAP_NET_ADMIN, OSError naming the call otherwise."""
+    def __init__(self, rcvbuf=DEFAULT_RCVBUF, capacity=4096):
+        """Raises PermissionError without CAP_NET_ADMIN, OSError naming the call otherwise.
+        Bad arguments, before any socket is made: TypeError for a non-integer, ValueError
+        for an rcvbuf outside 0..INT_MAX bytes or a capacity below 1 row."""
         cdef sockaddr_nl sa
-        cdef int fd, g, size = rcvbuf
+        cdef int fd, g, size = int_arg(rcvbuf, "rcvbuf", 0, INT_MAX)
+        cdef Py_ssize_t cap = capacity_arg(capacity)
         cdef socklen_t optlen = sizeof(int)
         self.buf = <char *>malloc(RECV_SIZE)
         if self.buf == NULL:
             raise MemoryError()
-        self._set_rows(np.zeros(max(capacity, 1), ROW_DTYPE), np.zeros(max(capacity, 1), np.int64))
+        self._set_rows(np.zeros(cap, ROW_DTYPE), np.zeros(cap, np.int64))
         fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG)
         if fd < 0:
             raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)

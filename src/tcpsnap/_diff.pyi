@@ -12,5 +12,9 @@ class Differ:
     def proc(self) -> np.ndarray: ...
     def diff(
         self, cur: np.ndarray, cproc: np.ndarray, keyframe: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]: ...
-    def lookup(self, cookies: np.ndarray) -> np.ndarray: ...
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """TypeError when cur or cproc is not a numpy array; ValueError for a wrong dtype,
+        other than 1-D, or lengths that differ."""
+    def lookup(self, cookies: np.ndarray) -> np.ndarray:
+        """TypeError for cookies that are not integers; ValueError for a negative one, one
+        past 2**64-1, or more than one dimension."""

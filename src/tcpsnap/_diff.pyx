@@ -12,12 +12,13 @@ rebuild every field a full recording holds (``tcpsnap.changes`` has the contract
 its queues did (and it has a cookie), the event is the narrower "queues".
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS
+from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS
 from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
+from tcpsnap._row cimport get_buffer
 from tcpsnap._schema import ROW_DTYPE
 
 cdef enum:
@@ -156,10 +157,31 @@ cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssi
 cdef const void *_ptr(object arr, Py_ssize_t itemsize, Py_ssize_t *n) except? NULL:
     """A C-contiguous array's data pointer and length in items (it may be read-only)."""
     cdef Py_buffer b
-    PyObject_GetBuffer(arr, &b, PyBUF_SIMPLE | PyBUF_C_CONTIGUOUS)
+    get_buffer(arr, &b, PyBUF_SIMPLE | PyBUF_C_CONTIGUOUS, "array")
     n[0] = b.len // itemsize
     PyBuffer_Release(&b)       # numpy buffers do not move while the array lives
     return b.buf
+
+
+cdef object _cookies(object cookies):
+    """``cookies`` as a C-contiguous 1-D uint64 array, or TypeError / ValueError naming it."""
+    a = np.asarray(cookies)
+    if a.ndim > 1:
+        raise ValueError(f"cookies must be 1-dimensional, got {a.ndim} dimensions")
+    if a.dtype.kind == "O":
+        # Python ints past int64 (or anything else): what uint64 holds, or say what is wrong
+        try:
+            a = np.asarray(cookies, dtype=np.uint64)
+        except OverflowError:
+            raise ValueError("cookies must be integers in 0..2**64-1") from None
+        except (TypeError, ValueError):
+            raise TypeError("cookies must be integers") from None
+    elif a.dtype.kind == "i":
+        if (a < 0).any():
+            raise ValueError("cookies must be integers in 0..2**64-1, got a negative one")
+    elif a.dtype.kind not in "ub" and a.size:
+        raise TypeError(f"cookies must be integers, got dtype {a.dtype!r}")
+    return np.ascontiguousarray(a, dtype=np.uint64)
 
 
 cdef class Differ:
@@ -205,13 +227,22 @@ cdef class Differ:
         closed_rows, closed_proc, duplicate)``: indices into cur and their event codes,
         copies of the rows gone since (with their process codes), and whether an
         identity repeated (the events are then a keyframe). The index arrays are views
-        valid until the next call."""
+        valid until the next call. Bad arguments, before anything changes: TypeError when
+        cur or cproc is not a numpy array, ValueError when it is one of the wrong dtype or
+        dimensions, or cproc's length is not cur's (any strides and read-only are fine)."""
         cdef Py_ssize_t nc, npv = self.n_prev, n2, want
         cdef const tcpsnap_row *cp
         cdef const int32_t *cpp
         cdef diff_result res
-        if cur.dtype != ROW_DTYPE or cproc.dtype != np.int32 or len(cproc) != len(cur):
-            raise ValueError("diff needs ROW_DTYPE rows and as many int32 process codes")
+        for name, arr, dtype, dtype_name in (("cur", cur, ROW_DTYPE, "ROW_DTYPE"), ("cproc", cproc, np.int32, "int32")):
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array, not {type(arr).__name__}")
+            if arr.dtype != dtype or arr.ndim != 1:
+                raise ValueError(f"{name} must be a 1-dimensional array of {dtype_name}, "
+                                 f"got {arr.ndim} dimensions of dtype {arr.dtype!r}")
+        if len(cproc) != len(cur):
+            raise ValueError(f"cproc holds {len(cproc)} process codes for {len(cur)} rows of cur: "
+                             "diff needs as many")
         cur = np.ascontiguousarray(cur)
         cproc = np.ascontiguousarray(cproc)
         nc = len(cur)
@@ -265,9 +296,13 @@ cdef class Differ:
                 bool(res.duplicate))
 
     def lookup(self, cookies):
-        """Index into the last diffed table of each cookie (uint64), -1 where absent."""
+        """Index into the last diffed table of each cookie (uint64), -1 where absent.
+        ``cookies``: unsigned integers (an array of any integer dtype, a sequence, one
+        scalar). Bad arguments: TypeError for what is not integers (floats, strings,
+        structured rows, None), ValueError for a negative cookie, one past 2**64-1, or
+        more than one dimension."""
         cdef Py_ssize_t i, n, n2
-        cookies = np.ascontiguousarray(cookies, dtype=np.uint64)
+        cookies = _cookies(cookies)
         n = len(cookies)
         out = np.full(n, -1, np.int64)
         if n == 0 or self.n_prev == 0:

@@ -6,11 +6,13 @@ against the length *before* any row is written, so recorded or hostile bytes
 can be fed in from any platform.
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from tcpsnap._row cimport tcpsnap_row, check_out_array as _check_out_array
+from tcpsnap._row cimport (tcpsnap_row, check_out_array as _check_out_array, get_buffer, index_arg, int_arg,
+                           int_text)
 
 cdef enum:
     MAX_MIB_STATE = 12
@@ -105,7 +107,8 @@ cdef mib_status mib_parse(const char *buf, Py_ssize_t buflen, const mib_layout *
 
 
 def check_out_array(out):
-    """Validate a caller's output array; raise ValueError saying what is wrong."""
+    """Validate a caller's output array; raise ValueError saying what is wrong (for every
+    wrong kind: not a numpy array, not ROW_DTYPE, not 1-D, not C-contiguous, read-only)."""
     return _check_out_array(out)
 
 
@@ -113,14 +116,10 @@ cdef Py_ssize_t _parse(object buf, object out, mib_layout lay, str what) except 
     cdef Py_buffer inb, outb
     cdef mib_result res
     cdef mib_status st
-    if lay.stride < lay.row_size:
-        raise ValueError(f"row_stride {lay.stride} is smaller than a {what} row ({lay.row_size} bytes)")
-    if lay.header_size < 4:
-        raise ValueError(f"header_size {lay.header_size} cannot hold dwNumEntries (4 bytes)")
     _check_out_array(out)
-    PyObject_GetBuffer(buf, &inb, PyBUF_SIMPLE)
+    get_buffer(buf, &inb, PyBUF_SIMPLE, "buf")
     try:
-        PyObject_GetBuffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
             with nogil:
                 st = mib_parse(<const char *>inb.buf, inb.len, &lay,
@@ -151,27 +150,40 @@ cdef Py_ssize_t _parse(object buf, object out, mib_layout lay, str what) except 
     raise AssertionError(f"unknown mib_parse status {st}")  # pragma: no cover
 
 
-cdef inline mib_layout _with(mib_layout lay, Py_ssize_t header_size, Py_ssize_t row_stride):
-    lay.header_size = header_size
-    lay.stride = row_stride
+cdef mib_layout _with(mib_layout lay, object header_size, object row_stride, str what) except *:
+    """The layout with the caller's header size and row stride, checked: integers (else
+    TypeError) from the SDK's sizes up to PY_SSIZE_T_MAX (else ValueError)."""
+    h = index_arg(header_size, "header_size")
+    s = index_arg(row_stride, "row_stride")
+    if s < lay.row_size:
+        raise ValueError(f"row_stride {int_text(s)} is smaller than a {what} row ({lay.row_size} bytes)")
+    if h < 4:
+        raise ValueError(f"header_size {int_text(h)} cannot hold dwNumEntries (4 bytes)")
+    lay.header_size = int_arg(h, "header_size", 4, PY_SSIZE_T_MAX)
+    lay.stride = int_arg(s, "row_stride", lay.row_size, PY_SSIZE_T_MAX)
     return lay
 
 
-def parse_tcptable2(buf, out, *, Py_ssize_t header_size=4, Py_ssize_t row_stride=28):
-    return _parse(buf, out, _with(TCPTABLE2, header_size, row_stride), "MIB_TCPTABLE2")
+# Bad arguments raise exactly ValueError or TypeError, naming the argument: buf not a buffer,
+# header_size / row_stride not integers -> TypeError; buf not C-contiguous, any wrong kind of
+# out (see check_out_array), sizes out of range (also past PY_SSIZE_T_MAX), and every bad
+# buffer content -> ValueError.
+
+def parse_tcptable2(buf, out, *, header_size=4, row_stride=28):
+    return _parse(buf, out, _with(TCPTABLE2, header_size, row_stride, "MIB_TCPTABLE2"), "MIB_TCPTABLE2")
 
 
-def parse_tcp6table2(buf, out, *, Py_ssize_t header_size=4, Py_ssize_t row_stride=60):
-    return _parse(buf, out, _with(TCP6TABLE2, header_size, row_stride), "MIB_TCP6TABLE2")
+def parse_tcp6table2(buf, out, *, header_size=4, row_stride=60):
+    return _parse(buf, out, _with(TCP6TABLE2, header_size, row_stride, "MIB_TCP6TABLE2"), "MIB_TCP6TABLE2")
 
 
-def parse_tcptable_owner_pid(buf, out, *, Py_ssize_t header_size=4, Py_ssize_t row_stride=24):
-    return _parse(buf, out, _with(TCPTABLE_OWNER_PID, header_size, row_stride),
+def parse_tcptable_owner_pid(buf, out, *, header_size=4, row_stride=24):
+    return _parse(buf, out, _with(TCPTABLE_OWNER_PID, header_size, row_stride, "MIB_TCPTABLE_OWNER_PID"),
                   "MIB_TCPTABLE_OWNER_PID")
 
 
-def parse_tcp6table_owner_pid(buf, out, *, Py_ssize_t header_size=4, Py_ssize_t row_stride=56):
-    return _parse(buf, out, _with(TCP6TABLE_OWNER_PID, header_size, row_stride),
+def parse_tcp6table_owner_pid(buf, out, *, header_size=4, row_stride=56):
+    return _parse(buf, out, _with(TCP6TABLE_OWNER_PID, header_size, row_stride, "MIB_TCP6TABLE_OWNER_PID"),
                   "MIB_TCP6TABLE_OWNER_PID")
 
 

@@ -23,7 +23,9 @@ class NetlinkDumper:
     skipped: int
     grows: int
     duplicates: int
-    def __init__(self, capacity: int = 1024, recv_size: int = 65536, *, single_walk: bool = True) -> None: ...
+    def __init__(self, capacity: int = 1024, recv_size: int = 65536, *, single_walk: bool = True) -> None:
+        """TypeError for a non-integer capacity or recv_size; ValueError for a capacity below
+        1 row or a recv_size outside 8192..2**30."""
     @property
     def single_walk(self) -> bool:
         """True while dumps use one TCPDIAG_GETSOCK walk for both families (False: two
@@ -41,7 +43,11 @@ class NetlinkDumper:
 def parse_messages(
     data: Buffer, out: np.ndarray, seq: int
 ) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int, bool]:
-    """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr)."""
+    """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr).
+    TypeError for data that is not a buffer or a seq that is not an integer; ValueError for
+    data that is not C-contiguous, any wrong kind of out, a seq outside 0..2**32-1."""
 
 def dedupe_rows(out: np.ndarray, n: int) -> int:
-    """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count."""
+    """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count.
+    ValueError for any wrong kind of out or an n outside 0..len(out); TypeError for a
+    non-integer n."""

@@ -19,7 +19,7 @@ here by socket cookie, which is unique per socket for the life of the boot, so a
 lists each socket at most once.
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -28,7 +28,8 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row, rows_pointer, check_out_array
+from tcpsnap._row cimport (tcpsnap_row, rows_pointer, check_out_array, get_buffer, index_arg, int_arg,
+                           capacity_arg, int_text)
 from tcpsnap._system cimport (
     ssize_t, sockaddr, socket, connect, send, recv, close, ntohs, AF_UNSPEC, AF_INET, AF_INET6,
     AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
@@ -49,6 +50,7 @@ cdef enum:
     HDR = 16                       # sizeof(struct nlmsghdr)
     MAX_ATTEMPTS = 5               # dumps retried after NLM_F_DUMP_INTR / ENOBUFS
     DEFAULT_RECV = 64 * 1024       # the kernel fills at most ~32 KiB per dump skb
+    MAX_RECV = 1 << 30             # a recv_size beyond any datagram (and its doublings)
     REQ_SIZE = 16 + 56             # nlmsghdr + inet_diag_req_v2, checked at import
     COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
 
@@ -194,19 +196,23 @@ cdef class NetlinkDumper:
         self.rbuf = NULL
         self.slots = NULL
 
-    def __init__(self, Py_ssize_t capacity=1024, Py_ssize_t recv_size=DEFAULT_RECV, *,
-                 bint single_walk=True):
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1 row")
-        if recv_size < 8192:
+    def __init__(self, capacity=1024, recv_size=DEFAULT_RECV, *, bint single_walk=True):
+        """Bad arguments: TypeError for a non-integer, ValueError for a capacity below 1 row
+        (or past what a Py_ssize_t counts in bytes) or a recv_size outside 8192..2**30."""
+        cdef Py_ssize_t cap = capacity_arg(capacity)
+        r = index_arg(recv_size, "recv_size")
+        if r < 8192:
             raise ValueError("recv_size must be at least 8192 bytes")
-        self.rbuf = <char *>malloc(recv_size)
+        if r > MAX_RECV:
+            raise ValueError(f"recv_size must be at most {MAX_RECV} bytes, got {int_text(r)}")
+        cdef Py_ssize_t rsize = r
+        self.rbuf = <char *>malloc(rsize)
         if self.rbuf == NULL:
             raise MemoryError()
-        self.rbuf_size = recv_size
+        self.rbuf_size = rsize
         self.want_v6 = True
         self.use_compat = single_walk
-        self._set_rows(np.zeros(capacity, dtype=ROW_DTYPE))
+        self._set_rows(np.zeros(cap, dtype=ROW_DTYPE))
         self._open()
 
     def __dealloc__(self):
@@ -449,27 +455,31 @@ if (sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE
     raise ImportError("netlink struct sizes differ from the ones this module was written for")
 
 
-def parse_messages(data, out, uint32_t seq):
+def parse_messages(data, out, seq):
     """Parse recorded netlink bytes into ``out``; return (rows, status, error, dump_intr).
 
     For tests and tools: the same parser ``dump()`` runs, on bytes from anywhere.
     Status is one of "more", "done", "full", "error", "malformed".
+    Bad arguments: TypeError for data that is not a buffer or a seq that is not an integer;
+    ValueError for data that is not C-contiguous, any wrong kind of out (check_out_array),
+    a seq outside 0..2**32-1.
     """
     cdef Py_buffer inb, outb
     cdef nl_cursor cur
     cdef nl_result res
     cdef nl_status st
+    cdef uint32_t cseq = int_arg(seq, "seq", 0, 0xFFFFFFFF)
     check_out_array(out)
-    PyObject_GetBuffer(data, &inb, PyBUF_SIMPLE)
+    get_buffer(data, &inb, PyBUF_SIMPLE, "data")
     try:
-        PyObject_GetBuffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
             cur.buf = <const char *>inb.buf
             cur.len = inb.len
             cur.off = 0
             memset(&res, 0, sizeof(res))
             with nogil:
-                st = nl_parse(&cur, seq, <tcpsnap_row *>outb.buf,
+                st = nl_parse(&cur, cseq, <tcpsnap_row *>outb.buf,
                               outb.len // sizeof(tcpsnap_row), &res)
         finally:
             PyBuffer_Release(&outb)
@@ -480,25 +490,29 @@ def parse_messages(data, out, uint32_t seq):
     return res.n, names[st], res.error, bool(res.dump_intr)
 
 
-def dedupe_rows(out, Py_ssize_t n):
+def dedupe_rows(out, n):
     """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
-    first of each; return the new count. What ``dump()`` does after every dump."""
+    first of each; return the new count. What ``dump()`` does after every dump.
+    Bad arguments: ValueError for any wrong kind of out (check_out_array) or an n outside
+    0..len(out), TypeError for an n that is not an integer."""
     cdef Py_buffer outb
-    cdef Py_ssize_t want = 64, kept
+    cdef Py_ssize_t want = 64, kept, cn
     cdef uint64_t *slots
     check_out_array(out)
-    if n < 0 or n > len(out):
-        raise ValueError(f"n={n} outside 0..{len(out)}")
-    while want < 2 * n:
+    i = index_arg(n, "n")
+    if i < 0 or i > len(out):
+        raise ValueError(f"n={int_text(i)} outside 0..{len(out)}")
+    cn = i
+    while want < 2 * cn:
         want *= 2
     slots = <uint64_t *>malloc(want * sizeof(uint64_t))
     if slots == NULL:
         raise MemoryError()
     try:
-        PyObject_GetBuffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
             with nogil:
-                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, n, slots, want)
+                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want)
         finally:
             PyBuffer_Release(&outb)
     finally:

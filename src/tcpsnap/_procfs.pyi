@@ -7,6 +7,10 @@ class PidResolver:
 
     ``begin()`` before the netlink dump, ``resolve(rows, n)`` after it (``abort()`` if
     the dump failed), ``process_names(pids)`` for names. One thread at a time.
+
+    Bad arguments, to the constructor, the methods or the knobs' setters, raise exactly
+    TypeError (not an integer, not a number) or ValueError (out of range; any wrong kind of
+    ``rows``), naming the argument.
     """
 
     threads: int
@@ -48,7 +52,9 @@ class PidResolver:
         """The dump failed after begin(): finish and drop the background walk."""
     def resolve(self, rows: np.ndarray, n: int) -> None:
         """Fill ``pid`` of ``rows[:n]`` (ROW_DTYPE, fresh from a dump). OSError naming
-        the call if /proc cannot be listed; MemoryError if the map cannot grow."""
+        the call if /proc cannot be listed; MemoryError if the map cannot grow; ValueError
+        for any wrong kind of rows or an n outside 0..len(rows), TypeError for a
+        non-integer n (each of them aborts a walk begun)."""
     def process_names(self, pids: np.ndarray, recheck: bool = False) -> tuple[np.ndarray, list[str]]:
         """``(codes, names)``: int32 codes into names, -1 where unknown (pid 0, unreadable)."""
     def owner(self, inode: int) -> tuple[int, int] | None:

@@ -10,8 +10,9 @@ late a new one gets its pid, how stale entries are noticed) are written out in
 ``tcpsnap.pids``.
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.buffer cimport PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR, EMFILE, ENFILE
+from libc.limits cimport INT_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -20,7 +21,8 @@ from posix.stat cimport struct_stat, fstat
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._row cimport (tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, float_arg,
+                           int_text)
 from tcpsnap._system cimport (
     ssize_t, read, readlinkat, lseek, close, SEEK_SET, openat, O_RDONLY, O_DIRECTORY, O_CLOEXEC,
     AT_FDCWD, dirent64, getdents64, pollfd, poll, POLLIN, pthread_t, pthread_mutex_init,
@@ -533,13 +535,14 @@ cdef class PidResolver:
     cdef bint pidfd_ok
     cdef readonly uint32_t pending
     cdef readonly uint32_t retry
-    cdef public double walk_interval
-    cdef public double walk_share
-    cdef public double retry_interval
-    cdef public double verify_interval
-    cdef public double name_ttl
-    cdef public int threads
-    cdef public int block            # descriptors per shared block; 0: no sharing
+    # the knobs, set through the properties of the same names (which check them)
+    cdef double _walk_interval
+    cdef double _walk_share
+    cdef double _retry_interval
+    cdef double _verify_interval
+    cdef double _name_ttl
+    cdef int _threads
+    cdef int _block                  # descriptors per shared block; 0: no sharing
     cdef readonly unsigned long long walks
     cdef readonly double walk_seconds
     cdef readonly double last_walk_seconds
@@ -564,24 +567,26 @@ cdef class PidResolver:
         memset(&self.shared, 0, sizeof(self.shared))
         pthread_mutex_init(&self.shared.lock, NULL)
 
-    def __init__(self, *, int threads=2, double walk_interval=0.25, double walk_share=0.25,
-                 double retry_interval=1.0, double verify_interval=10.0, double name_ttl=1.0,
-                 int max_pidfds=-1):
+    def __init__(self, *, threads=2, walk_interval=0.25, walk_share=0.25, retry_interval=1.0,
+                 verify_interval=10.0, name_ttl=1.0, max_pidfds=-1):
+        """Bad arguments, before anything is allocated: TypeError for a non-integer threads
+        or max_pidfds (floats too) or a non-number duration; ValueError for threads outside
+        1..MAX_WORKERS, a max_pidfds past 2**32-1 (negative: the default), a duration too
+        large for a float. The knobs' setters check the same way."""
         cdef int k
-        if not 1 <= threads <= MAX_WORKERS:
-            raise ValueError(f"threads must be 1..{MAX_WORKERS}")
         self.threads = threads
-        self.block = FD_BLOCK
+        self._block = FD_BLOCK
         self.walk_interval = walk_interval
         self.walk_share = walk_share
         self.retry_interval = retry_interval
         self.verify_interval = verify_interval
         self.name_ttl = name_ttl
-        if max_pidfds < 0:
+        m = index_arg(max_pidfds, "max_pidfds")
+        if m < 0:
             import resource
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            max_pidfds = 4096 if soft == resource.RLIM_INFINITY else min(4096, soft // 8)
-        self.pidfd_cap = max_pidfds
+            m = 4096 if soft == resource.RLIM_INFINITY else min(4096, soft // 8)
+        self.pidfd_cap = int_arg(m, "max_pidfds", 0, 0xFFFFFFFF)
         self.pidfd_ok = True
         if smap_init(&self.socks, MIN_CAP) < 0 or smap_init(&self.pidix, 256) < 0:
             raise MemoryError()
@@ -851,7 +856,7 @@ cdef class PidResolver:
             self._verify_one(e)
             j += 1
         if self.socks.count:
-            f = (now - self.last_take) / self.verify_interval if self.verify_interval > 0 else 1.0
+            f = (now - self.last_take) / self._verify_interval if self._verify_interval > 0 else 1.0
             if f < 1.0 / VERIFY_MIN_DIV:
                 f = 1.0 / VERIFY_MIN_DIV
             if f > 1.0 / VERIFY_MAX_DIV:
@@ -998,7 +1003,7 @@ cdef class PidResolver:
         """List /proc, set the workers up and start threads for workers 1..n-1; the
         caller walks as worker 0 in ``_finish_walk`` (after its dump, when the walk was
         started by ``begin``). Returns 0 or an errno."""
-        cdef int k, err, nw = self.threads
+        cdef int k, err, nw = self._threads
         cdef walker *w
         if nw > MAX_WORKERS:
             nw = MAX_WORKERS
@@ -1015,7 +1020,7 @@ cdef class PidResolver:
         self.shared.next = 0
         self.shared.big_pid = 0
         self.shared.stop = 0
-        self.shared.block = self.block if self.block > 0 else 0
+        self.shared.block = self._block if self._block > 0 else 0
         self.shared.epoch = self.epoch
         self.shared.want_left = self.unresolved
         if not record_all and self.unresolved:
@@ -1137,14 +1142,77 @@ cdef class PidResolver:
         cdef double gap
         if self.walks == 0:
             return True
-        gap = self.last_walk_seconds / self.walk_share if self.walk_share > 0 else 0.0
-        if gap < self.walk_interval:
-            gap = self.walk_interval
+        gap = self.last_walk_seconds / self._walk_share if self._walk_share > 0 else 0.0
+        if gap < self._walk_interval:
+            gap = self._walk_interval
         if self.pending and now >= self.last_walk_t0 + gap:
             return True
-        if gap < self.retry_interval:
-            gap = self.retry_interval
+        if gap < self._retry_interval:
+            gap = self._retry_interval
         return self.retry != 0 and now >= self.last_walk_t0 + gap
+
+    # ------------------------------------------------------------ the knobs
+
+    @property
+    def threads(self):
+        """Walk threads, 1..MAX_WORKERS (the caller walks as one of them)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        t = index_arg(value, "threads")
+        if not 1 <= t <= MAX_WORKERS:
+            raise ValueError(f"threads must be 1..{MAX_WORKERS}, got {int_text(t)}")
+        self._threads = t
+
+    @property
+    def block(self):
+        """Descriptors per block when walk threads share a large fd directory; 0: never."""
+        return self._block
+
+    @block.setter
+    def block(self, value):
+        self._block = int_arg(value, "block", 0, INT_MAX)
+
+    @property
+    def walk_interval(self):
+        return self._walk_interval
+
+    @walk_interval.setter
+    def walk_interval(self, value):
+        self._walk_interval = float_arg(value, "walk_interval")
+
+    @property
+    def walk_share(self):
+        return self._walk_share
+
+    @walk_share.setter
+    def walk_share(self, value):
+        self._walk_share = float_arg(value, "walk_share")
+
+    @property
+    def retry_interval(self):
+        return self._retry_interval
+
+    @retry_interval.setter
+    def retry_interval(self, value):
+        self._retry_interval = float_arg(value, "retry_interval")
+
+    @property
+    def verify_interval(self):
+        return self._verify_interval
+
+    @verify_interval.setter
+    def verify_interval(self, value):
+        self._verify_interval = float_arg(value, "verify_interval")
+
+    @property
+    def name_ttl(self):
+        return self._name_ttl
+
+    @name_ttl.setter
+    def name_ttl(self, value):
+        self._name_ttl = float_arg(value, "name_ttl")
 
     # ------------------------------------------------------------ Python entry points
 
@@ -1152,7 +1220,7 @@ cdef class PidResolver:
         """Before the dump: when a walk is due already, start it on background threads
         (recording every socket), so that it runs while the kernel dumps."""
         cdef int err = 0
-        if self.walk_open or self.threads < 2:
+        if self.walk_open or self._threads < 2:
             return
         with nogil:
             if self._walk_due(mono()):
@@ -1167,22 +1235,31 @@ cdef class PidResolver:
                 self._finish_walk()
                 self.walk_open = False
 
-    def resolve(self, rows, Py_ssize_t n):
-        """Fill ``pid`` of ``rows[:n]`` (ROW_DTYPE, fresh from a dump)."""
+    def resolve(self, rows, n):
+        """Fill ``pid`` of ``rows[:n]`` (ROW_DTYPE, fresh from a dump). Bad arguments abort
+        a walk begun and raise: ValueError for any wrong kind of rows (check_out_array) or
+        an n outside 0..len(rows), TypeError for an n that is not an integer."""
         cdef Py_buffer b
         cdef tcpsnap_row *r
         cdef int err = 0, where = 0
         cdef double now, t
         cdef bint merged = False
+        cdef Py_ssize_t cn
         try:
-            PyObject_GetBuffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+            check_out_array(rows, "rows")
+            i = index_arg(n, "n")
+            if i < 0:
+                raise ValueError(f"n must be at least 0, got {int_text(i)}")
+            get_buffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "rows")
         except BaseException:
             self.abort()
             raise
         try:
-            if n < 0 or n * <Py_ssize_t>sizeof(tcpsnap_row) > b.len:
+            # in rows, not in bytes: n * sizeof(row) could wrap around past the check
+            if i > b.len // <Py_ssize_t>sizeof(tcpsnap_row):
                 self.abort()
-                raise ValueError("n is larger than the row array")
+                raise ValueError(f"n is larger than the row array ({int_text(i)} > {b.len // sizeof(tcpsnap_row)} rows)")
+            cn = i
             r = <tcpsnap_row *>b.buf
             with nogil:
                 now = mono()
@@ -1200,7 +1277,7 @@ cdef class PidResolver:
                 if not err:
                     self._verify(now)
                     t = self._phase(P_VERIFY, t)
-                    if self._rows_pass(r, n) < 0:
+                    if self._rows_pass(r, cn) < 0:
                         err = ENOMEM
                         where = W_MAP
                     t = self._phase(P_ROWS, t)
@@ -1219,7 +1296,7 @@ cdef class PidResolver:
                     t = self._phase(P_MERGE, t)
                 if not err:
                     if merged:
-                        self._fill_pass(r, n)
+                        self._fill_pass(r, cn)
                     if self.touched != self.socks.count:
                         self.evicted += smap_evict(&self.socks, self.epoch)
                     self._sweep_procs()
@@ -1259,7 +1336,7 @@ cdef class PidResolver:
                 stale = recheck
             else:
                 stale = ((p.pidfd < 0 and (recheck or p.checked != self.epoch))
-                         or now - p.name_time >= self.name_ttl)
+                         or now - p.name_time >= self._name_ttl)
             if not stale:
                 p.seen = self.epoch
                 return p.comm.decode("utf-8", "replace")
@@ -1287,7 +1364,9 @@ cdef class PidResolver:
         """``(codes, names)``: int32 codes into ``names``, -1 where the pid is 0 or has
         no readable name. A cached name is used while its process is provably the same
         one (pidfd not readable, or start time confirmed in this take) and younger than
-        ``name_ttl``; otherwise /proc/<pid>/stat is read again (start time + comm)."""
+        ``name_ttl``; otherwise /proc/<pid>/stat is read again (start time + comm).
+        ``pids``: integers, 1-D (pids outside 1..2**32-1 get -1). Bad arguments: ValueError
+        for other than one dimension, TypeError for what is not integers."""
         cdef double now = mono()
         if recheck:
             # names as of now, not as of the last take(): exits seen, idle entries dropped
@@ -1300,11 +1379,14 @@ cdef class PidResolver:
             raise ValueError("pids must be 1-dimensional")
         if len(p) == 0:
             return np.zeros(0, np.int32), []
+        if p.dtype.kind not in "uibO":
+            raise TypeError(f"pids must be integers, got dtype {p.dtype!r}")
         uniq, inv = np.unique(p, return_inverse=True)
         ucodes = np.full(len(uniq), -1, np.int32)
         names = []
         index = {}
         for j, pid in enumerate(uniq.tolist()):
+            pid = index_arg(pid, "pids")        # an object array may hold anything
             if pid <= 0 or pid > 0xFFFFFFFF:
                 continue
             name = self._name(<uint32_t>pid, now, recheck)
@@ -1317,9 +1399,10 @@ cdef class PidResolver:
             ucodes[j] = code
         return ucodes[inv.ravel()], names
 
-    def owner(self, unsigned long long inode):
-        """``(pid, fd)`` the cache holds for a socket inode, or None (for tests/tools)."""
-        cdef sock_ent *e = smap_find(&self.socks, inode)
+    def owner(self, inode):
+        """``(pid, fd)`` the cache holds for a socket inode, or None (for tests/tools).
+        TypeError for an inode that is not an integer, ValueError outside 0..2**64-1."""
+        cdef sock_ent *e = smap_find(&self.socks, int_arg(inode, "inode", 0, 0xFFFFFFFFFFFFFFFF))
         cdef proc_ent *p
         if e == NULL or e.state != SK_OWNED:
             return None

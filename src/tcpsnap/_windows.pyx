@@ -15,7 +15,7 @@ import numpy as np
 from libc.stdint cimport uint32_t
 from libc.string cimport memset
 
-from tcpsnap._row cimport tcpsnap_row, rows_pointer
+from tcpsnap._row cimport tcpsnap_row, rows_pointer, capacity_arg
 from tcpsnap._mib cimport (mib_layout, mib_parse, mib_result, mib_status, MIB_OK, MIB_SHORT_HEADER,
                            MIB_SHORT_ROWS, MIB_OUT_TOO_SMALL, MIB_BAD_STATE, MIB_BAD_OFFLOAD)
 from tcpsnap._schema import ROW_DTYPE
@@ -129,12 +129,13 @@ cdef class WindowsDumper:
         tcpfetch_init(&self.f)
         self.closed = False
 
-    def __init__(self, Py_ssize_t capacity=1024):
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1 row")
+    def __init__(self, capacity=1024):
+        """TypeError for a capacity that is not an integer, ValueError below 1 row (or past
+        what a Py_ssize_t counts in bytes)."""
+        cdef Py_ssize_t cap = capacity_arg(capacity)
         self.want_v6 = True
         self._lock = threading.Lock()
-        self._set_rows(np.zeros(capacity, dtype=ROW_DTYPE))
+        self._set_rows(np.zeros(cap, dtype=ROW_DTYPE))
 
     def __dealloc__(self):
         tcpfetch_free(&self.f)
