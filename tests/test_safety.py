@@ -569,8 +569,9 @@ def test_fuzzed_leftovers_never_crash_recovery_or_lose_verified_rows(tmp_path_fa
         aside = [p.read_bytes() for p in (d / UNRECOVERED).rglob("*") if p.is_file()] \
             if (d / UNRECOVERED).exists() else []
         in_place = (d / n).exists() and (d / n).read_bytes() == damaged[n]
-        # a data file's unverified bytes may also stay inside the published file
+        # a data file's bytes may also all stay inside the published file (a flip in a
+        # page header field no reader uses changes no value, and no checksum covers it)
         inside = any(f.read_bytes().startswith(damaged[n]) for f in d.glob("*.parquet"))
-        assert in_place or (not res.ok and (damaged[n] in aside or inside)), (kinds, res)
+        assert in_place or inside or (not res.ok and damaged[n] in aside), (kinds, res)
         others = in_journal if n != jn else set(want) - in_journal
         assert others <= set(got), (kinds, res)
