@@ -7,11 +7,15 @@ shared (sticky, world-writable) folder would plant them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import resource
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -575,3 +579,100 @@ def test_fuzzed_leftovers_never_crash_recovery_or_lose_verified_rows(tmp_path_fa
         assert in_place or inside or (not res.ok and damaged[n] in aside), (kinds, res)
         others = in_journal if n != jn else set(want) - in_journal
         assert others <= set(got), (kinds, res)
+
+
+# ---------------------------------------------------------------- every signal
+
+def _pty_record(out: Path):
+    """``tcpsnap record`` on a real terminal (a pty it controls): returns (pid, master fd)
+    once its status line is drawn."""
+    import pty
+    import select as sel
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(sys.executable, [sys.executable, "-m", "tcpsnap", "record", str(out),
+                                  "--interval", "20ms", "--no-pids"])
+    buf = b""
+    deadline = time.monotonic() + 30
+    while b"snapshots" not in buf and time.monotonic() < deadline:
+        if sel.select([fd], [], [], 0.2)[0]:
+            with contextlib.suppress(OSError):
+                buf += os.read(fd, 4096)
+    assert b"snapshots" in buf, buf
+    return pid, fd, buf
+
+
+def _read_all(fd, seconds):
+    import select as sel
+
+    buf = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sel.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def _closed_cleanly(out: Path):
+    files = sorted(out.rglob("*.parquet"))
+    assert files, "no file"
+    assert [pq.read_metadata(f).metadata[b"tcpsnap.closed"] for f in files] == [b"clean"] * len(files)
+    assert sorted(p.name for p in out.rglob(".*")) == []  # no lock, nothing in progress
+    seqs = sorted(pq.read_table(files[0], columns=["seq"]).column("seq").to_pylist())
+    return seqs
+
+
+@pytest.mark.skipif(not LINUX, reason="live capture and POSIX signals")
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGHUP", "terminal closed"])
+def test_every_stopping_signal_closes_the_recording_cleanly(tmp_path, how):
+    """Ctrl-C, SIGTERM, SIGHUP, and the terminal going away (the kernel's SIGHUP to a
+    session whose pty closes: a dropped ssh session) all finish the file: exit 0, a
+    clean footer, no leftovers."""
+    out = tmp_path / "rec"
+    pid, fd, _ = _pty_record(out)
+    time.sleep(0.3)
+    if how == "terminal closed":
+        os.close(fd)
+    else:
+        os.kill(pid, getattr(signal, how))
+    _, status = os.waitpid(pid, 0)
+    if how != "terminal closed":
+        os.close(fd)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert _closed_cleanly(out)
+
+
+@pytest.mark.skipif(not LINUX, reason="live capture and POSIX signals")
+def test_sigusr1_prints_the_counters_and_goes_on(tmp_path):
+    out = tmp_path / "rec"
+    pid, fd, before = _pty_record(out)
+    assert not re.search(rb"snapshots[^\r\n]*\n", before)  # the status line has no newline
+    os.kill(pid, signal.SIGUSR1)
+    got = _read_all(fd, 1.0)
+    assert re.search(rb"\d+ snapshots +[\d,]+ rows/s +\d+ overruns +[\d.]+ \w+ +date=[^\r\n]*\r?\n", got), got
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    _closed_cleanly(out)
+    # piped, quiet otherwise: SIGUSR1 still answers on stderr
+    p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", str(tmp_path / "p"),
+                          "--interval", "20ms", "--no-pids"], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=30)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0
+    assert len(re.findall(r"snapshots .* rows/s .* overruns", err)) == 1, err
