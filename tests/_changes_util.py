@@ -80,7 +80,7 @@ def canon(df):
     """A snapshot-by-snapshot comparable form: rows sorted within each seq."""
     cols = [c for c in df.columns if c not in ("event", "seen_in_snapshot")]
     out = df[cols].copy()
-    for c in ("state", "local_addr", "remote_addr", "process"):
+    for c in ("state", "local_addr", "remote_addr", "process", "host", "boot_id"):
         if c in out:
             out[c] = out[c].astype(object)
     keys = ["seq", "cookie", "family", "local_addr", "local_port", "remote_addr", "remote_port",

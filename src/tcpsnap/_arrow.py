@@ -6,7 +6,15 @@ The schema is defined here once, from ``ROW_DTYPE`` and ``frame.COLUMNS``:
 column          type                         from
 =============== ============================ ==========================================
 timestamp       timestamp[ns, tz=UTC]        wall clock when the snapshot started
-seq             int64                        snapshot number (gapless across files)
+seq             int64                        snapshot number: unique and increasing in a
+                                             folder, +1 per snapshot taken (a gap in seq
+                                             is never a skipped slot: overruns take none)
+kind            dictionary<int8, string>     what the row is: ``connection``; ``snapshot``,
+                                             a row standing for a snapshot that holds no
+                                             connection (so an empty snapshot is a 0, not
+                                             a gap) and, in changes mode, each snapshot's
+                                             marker; ``partial``, a changes-mode ``queues``
+                                             event (only some fields mean something)
 family ...      as ROW_DTYPE                 every row field of ``frame.COLUMNS``
 state           dictionary<int8, string>     ``TcpState`` names, always all 12, in order
 local_addr,     dictionary<int32, string>    as ``inet_ntop`` writes them
@@ -14,7 +22,17 @@ remote_addr
 process         dictionary<int32, string>    owning process name, null when unknown
                                              (right after ``pid``)
 capture_ns      int64                        how long the snapshot took (monotonic ns)
+monotonic_ns    int64                        the monotonic clock when the snapshot started:
+                                             durations and gaps within one ``boot_id``
+                                             (the wall clock can be stepped; this cannot)
+host            dictionary<int32, string>    the recording machine's host name
+boot_id         dictionary<int32, string>    its boot (``tcpsnap._host.boot_id``): socket
+                                             cookies and monotonic times are per boot
 =============== ============================ ==========================================
+
+A ``snapshot`` row has family 0, no addresses, state CLOSED and ``inode`` = the number of
+connections its snapshot holds. Naive queries keep ``WHERE kind = 'connection'``.
+Recordings made before ``kind`` existed (schema version 1) hold connections only.
 """
 
 from __future__ import annotations
@@ -28,11 +46,20 @@ import pyarrow.compute as pc
 from ._schema import ROW_DTYPE, STATE_NAMES
 from .frame import COLUMNS, format_address
 
-__all__ = ["SCHEMA", "build_schema", "BatchEncoder"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "rows_schema", "KINDS", "KIND_CONNECTION", "KIND_SNAPSHOT",
+           "KIND_PARTIAL", "build_schema", "BatchEncoder"]
+
+#: Written as ``tcpsnap.schema_version`` in every file. 1: before ``kind``,
+#: ``monotonic_ns``, ``host``, ``boot_id`` and empty-snapshot rows.
+SCHEMA_VERSION = 2
+#: The ``kind`` column's dictionary, in code order.
+KINDS: tuple[str, ...] = ("connection", "snapshot", "partial")
+KIND_CONNECTION, KIND_SNAPSHOT, KIND_PARTIAL = range(3)
 
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
 STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 STATE_TYPE = pa.dictionary(pa.int8(), pa.string())
+KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
 _STATE_DICTIONARY = pa.array(STATE_NAMES, pa.string())
 _ADDR_FIELDS = ("local_addr", "remote_addr")
 # frame.COLUMNS, with ``process`` right after ``pid`` (where frame puts it too)
@@ -44,7 +71,8 @@ _FIELDS: Mapping[str, tuple] = ROW_DTYPE.fields or {}  # name -> (dtype, offset)
 
 def _fields() -> list[pa.Field]:
     out = [pa.field("timestamp", TIMESTAMP, nullable=False),
-           pa.field("seq", pa.int64(), nullable=False)]
+           pa.field("seq", pa.int64(), nullable=False),
+           pa.field("kind", KIND_TYPE, nullable=False)]
     for name in _COLUMNS:
         if name == "state":
             out.append(pa.field(name, STATE_TYPE, nullable=False))
@@ -55,6 +83,9 @@ def _fields() -> list[pa.Field]:
         else:
             out.append(pa.field(name, pa.from_numpy_dtype(_FIELDS[name][0]), nullable=False))
     out.append(pa.field("capture_ns", pa.int64(), nullable=False))
+    out.append(pa.field("monotonic_ns", pa.int64(), nullable=False))
+    out.append(pa.field("host", STRING_DICT, nullable=False))
+    out.append(pa.field("boot_id", STRING_DICT, nullable=False))
     return out
 
 
@@ -64,6 +95,12 @@ def build_schema(metadata: dict[str, str] | None = None) -> pa.Schema:
 
 
 SCHEMA = build_schema()
+
+
+def rows_schema() -> pa.Schema:
+    """What ``tcpsnap.read`` returns: the recording schema without ``kind`` (it returns
+    connections only)."""
+    return pa.schema([f for f in SCHEMA if f.name != "kind"])
 
 
 class _Dictionary:
@@ -98,9 +135,12 @@ class BatchEncoder:
     dictionaries (at each row group, so a dictionary page holds only what it uses).
     """
 
-    def __init__(self, schema: pa.Schema = SCHEMA) -> None:
+    def __init__(self, schema: pa.Schema = SCHEMA, host: str = "", boot_id: str = "") -> None:
         self.schema = schema
         self._key = np.empty((0, 17), dtype=np.uint8)
+        self._kinds = pa.array(KINDS, pa.string())
+        self._host = pa.array([host], pa.string())
+        self._boot = pa.array([boot_id], pa.string())
         self.reset()
 
     def reset(self) -> None:
@@ -154,14 +194,20 @@ class BatchEncoder:
 
     def encode(self, rows: np.ndarray, counts: np.ndarray, timestamps: np.ndarray,
                seqs: np.ndarray, capture_ns: np.ndarray, proc_codes: np.ndarray | None = None,
-               proc_names: list[str] | None = None) -> pa.RecordBatch:
+               proc_names: list[str] | None = None, monotonic: np.ndarray | None = None,
+               kinds: np.ndarray | None = None) -> pa.RecordBatch:
         """``rows``: the rows of len(counts) snapshots back to back, counts[i] of
-        snapshot i; per-snapshot ``timestamps`` (UTC ns), ``seqs``, ``capture_ns``;
-        ``proc_codes``: per-row index into ``proc_names`` or -1."""
+        snapshot i; per-snapshot ``timestamps`` (UTC ns), ``seqs``, ``capture_ns`` and
+        ``monotonic`` (ns; default: all 0); ``proc_codes``: per-row index into
+        ``proc_names`` or -1; ``kinds``: per-row ``KINDS`` codes (default: all
+        ``connection``)."""
         n = len(rows)
         cols: dict[str, pa.Array] = {}
         cols["timestamp"] = pa.array(np.repeat(timestamps, counts), TIMESTAMP)
         cols["seq"] = pa.array(np.repeat(seqs, counts), pa.int64())
+        kind_idx = (np.zeros(n, np.int8) if kinds is None
+                    else np.ascontiguousarray(kinds, dtype=np.int8))
+        cols["kind"] = pa.DictionaryArray.from_arrays(pa.array(kind_idx, pa.int8()), self._kinds)
         for name in _COLUMNS:
             if name == "state":
                 st = rows["state"].astype(np.int8)
@@ -174,4 +220,9 @@ class BatchEncoder:
             else:
                 cols[name] = pa.array(np.ascontiguousarray(rows[name]))
         cols["capture_ns"] = pa.array(np.repeat(capture_ns, counts), pa.int64())
+        cols["monotonic_ns"] = pa.array(np.zeros(n, np.int64) if monotonic is None
+                                        else np.repeat(monotonic, counts), pa.int64())
+        zero = pa.array(np.zeros(n, np.int32), pa.int32())
+        cols["host"] = pa.DictionaryArray.from_arrays(zero, self._host)
+        cols["boot_id"] = pa.DictionaryArray.from_arrays(zero, self._boot)
         return pa.RecordBatch.from_arrays([cols[f.name] for f in self.schema], schema=self.schema)

@@ -78,9 +78,9 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     those seqs in ``snapshots``), grouped by snapshot in seq order."""
     import pyarrow as pa
 
-    from .._arrow import build_schema as full_schema
+    from .._arrow import rows_schema
 
-    full = full_schema()
+    full = rows_schema()
     n = table.num_rows
     if n == 0:
         return full.empty_table()
@@ -174,9 +174,10 @@ def rebuild(table, snapshots: np.ndarray | None = None):
             compact[name] = table.column(name).take(pa.array(vi))
     versions = pa.Table.from_arrays([compact.get(f.name, versions.column(f.name)) for f in full], schema=full)
     out = versions.take(pa.array(rep))
-    mk = table.select(["timestamp", "seq", "capture_ns"]).take(pa.array(mik))
+    snap_cols = [c for c in ("timestamp", "seq", "capture_ns", "monotonic_ns") if c in table.column_names]
+    mk = table.select(snap_cols).take(pa.array(mik))
     idx = pa.array(snap)
-    per_snap = {name: mk.column(name).take(idx) for name in ("timestamp", "seq", "capture_ns")}
+    per_snap = {name: mk.column(name).take(idx) for name in snap_cols}
     arrays = [per_snap[f.name] if f.name in per_snap else out.column(f.name) for f in full]
     return pa.Table.from_arrays(arrays, schema=full)
 
@@ -253,9 +254,9 @@ def read_changes(dataset, start=None, end=None, columns=None, filters=None, mode
     else:
         allseq, allts, allkf = seqs, ts, None
     if len(seqs) == 0:
-        from .._arrow import build_schema as full_schema
+        from .._arrow import rows_schema
 
-        df = full_schema().empty_table().to_pandas()
+        df = rows_schema().empty_table().to_pandas()
         return df[list(columns)] if columns else df
     lo, hi = int(seqs[0]), int(seqs[-1])
     if allkf is not None:

@@ -41,7 +41,25 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     if filters is not None:
         f = filter_expression(filters)
         expr = f if expr is None else expr & f
+    if "kind" in dataset.schema.names:
+        # rows of kind "snapshot" stand for empty snapshots, not connections
+        import pyarrow.dataset as ds
+
+        conn = ds.field("kind") == "connection"
+        expr = conn if expr is None else expr & conn
     if columns is None:
-        columns = [c for c in dataset.schema.names if c != "date"]
+        columns = [c for c in dataset.schema.names if c not in ("date", "kind")]
     table = dataset.to_table(columns=list(columns), filter=expr)
-    return in_seq_order(table.to_pandas())
+    if table.num_rows == 0 and "kind" in dataset.schema.names:
+        from .._arrow import rows_schema  # no connection: the same empty frame as a rebuild
+
+        empty = rows_schema().empty_table()
+        return empty.select([c for c in columns if c in empty.column_names]).to_pandas()
+    df = in_seq_order(table.to_pandas())
+    if "kind" in dataset.schema.names:
+        # the snapshot rows left out, their strings (an empty address, the host of a
+        # recording with no connection) are no category of what is returned
+        for c in ("local_addr", "remote_addr", "process", "host", "boot_id"):
+            if c in df and hasattr(df[c], "cat"):
+                df[c] = df[c].cat.remove_unused_categories()
+    return df

@@ -30,15 +30,17 @@ class Batch:
     """A preallocated buffer of rows from consecutive snapshots, all for one file.
 
     ``rows[:n]``/``proc[:n]`` hold the rows (``proc`` indexes ``names``, -1 unknown);
-    ``ts``/``seq``/``cap``/``counts`` ``[:s]`` hold one entry per snapshot (wall ns,
-    sequence number, capture ns, rows). ``file_key`` says which file the batch belongs
+    ``ts``/``seq``/``cap``/``mono``/``counts`` ``[:s]`` hold one entry per snapshot
+    (wall ns, sequence number, capture ns, monotonic ns at its start, rows); ``empty``
+    marks a full-mode snapshot that held no connection (its one row is a ``snapshot``
+    row). ``file_key`` says which file the batch belongs
     to (see ``writer.Rules.file_key``); ``overruns`` counts the slots missed while it
     filled. In changes mode ``extra`` holds the per-row event code, the
     seen-in-snapshot flag and the event's timestamp.
     """
 
-    __slots__ = ("rows", "proc", "ts", "seq", "cap", "counts", "n", "s", "names", "name_codes",
-                 "has_proc", "t_first", "file_key", "overruns", "extra")
+    __slots__ = ("rows", "proc", "ts", "seq", "cap", "mono", "empty", "counts", "n", "s", "names",
+                 "name_codes", "has_proc", "t_first", "file_key", "overruns", "extra")
 
     def __init__(self, rows: int, snaps: int, changes: bool = False) -> None:
         self.rows = np.empty(rows, dtype=ROW_DTYPE)
@@ -49,6 +51,8 @@ class Batch:
         self.ts = np.empty(snaps, dtype=np.int64)
         self.seq = np.empty(snaps, dtype=np.int64)
         self.cap = np.empty(snaps, dtype=np.int64)
+        self.mono = np.empty(snaps, dtype=np.int64)
+        self.empty = np.empty(snaps, dtype=bool)  # full mode: its one row stands for an empty snapshot
         self.counts = np.empty(snaps, dtype=np.int64)
         self.names: list[str] = []
         self.name_codes: dict[str, int] = {}

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._filters import row_mask
+from .._schema import ROW_DTYPE
 from ..frame import merge_names
 from .batch import Batch, BatchPool
 from .protocols import Clock, SnapshotSource
@@ -31,6 +32,10 @@ from .writer import Rules, Writer
 __all__ = ["Capture", "Waker"]
 
 log = logging.getLogger("tcpsnap.recorder")
+
+#: The row standing for an empty snapshot: family 0, state CLOSED, inode 0 (its size).
+_EMPTY_SNAPSHOT = np.zeros(1, dtype=ROW_DTYPE)
+_EMPTY_SNAPSHOT["state"] = 1
 
 
 class Waker:
@@ -208,6 +213,10 @@ class Capture:
         extra = None
         if self.tracker is not None:
             rows, names, extra = self.tracker.step(rows, names, w, t0, key)
+        empty = False
+        if self.tracker is None and len(rows) == 0:
+            # an empty snapshot still leaves a row: a quiet moment reads as 0, not as a gap
+            rows, names, empty = _EMPTY_SNAPSHOT, None, True
         n = len(rows)
         b = self._cur
         if b is not None and (b.file_key != key or not b.fits(n)):
@@ -243,6 +252,8 @@ class Capture:
         b.ts[s] = w
         b.seq[s] = self.seq
         b.cap[s] = cap
+        b.mono[s] = t0
+        b.empty[s] = empty
         b.counts[s] = n
         b.n = i + n
         b.s = s + 1
@@ -250,7 +261,7 @@ class Capture:
             self.first_seq = self.seq
         self.seq += 1
         self.snapshots += 1
-        self.rows += n
+        self.rows += 0 if empty else n
         if self.rules.hand_off(t0 - b.t_first):
             self.handoff()
 

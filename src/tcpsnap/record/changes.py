@@ -44,14 +44,14 @@ class ChangesEncoder:
     """``BatchEncoder`` for changes recordings: the full-mode columns (with per-row
     timestamps: a destroy report carries its own), ``event`` and ``seen_in_snapshot``."""
 
-    def __init__(self, schema) -> None:
+    def __init__(self, schema, host: str = "", boot_id: str = "") -> None:
         import pyarrow as pa
 
         from .._arrow import TIMESTAMP, BatchEncoder
         from .._arrow import build_schema as full_schema
 
         self.schema = schema
-        self._base = BatchEncoder(full_schema())
+        self._base = BatchEncoder(full_schema(), host, boot_id)
         self._ts_type = TIMESTAMP
         self._events = pa.array(EVENTS, pa.string())
 
@@ -59,10 +59,17 @@ class ChangesEncoder:
         self._base.reset()
 
     def encode(self, rows, counts, timestamps, seqs, capture_ns, proc_codes=None, proc_names=None,
-               events=None, seen=None, row_ts=None):
+               events=None, seen=None, row_ts=None, monotonic=None):
         import pyarrow as pa
 
-        rb = self._base.encode(rows, counts, timestamps, seqs, capture_ns, proc_codes, proc_names)
+        from .._arrow import KIND_PARTIAL, KIND_SNAPSHOT
+
+        ev = np.asarray(events)
+        kinds = np.zeros(len(rows), np.int8)
+        kinds[(rows["family"] == 0) & ((ev == EV_SNAPSHOT) | (ev == EV_KEYFRAME))] = KIND_SNAPSHOT
+        kinds[ev == EV_QUEUES] = KIND_PARTIAL
+        rb = self._base.encode(rows, counts, timestamps, seqs, capture_ns, proc_codes, proc_names,
+                               monotonic=monotonic, kinds=kinds)
         cols = rb.columns
         cols[0] = pa.array(np.ascontiguousarray(row_ts), self._ts_type)
         ev = pa.DictionaryArray.from_arrays(pa.array(np.ascontiguousarray(events).view(np.int8), pa.int8()),

@@ -97,7 +97,9 @@ class RecorderConfig:
     def metadata(self, pids_enabled: bool, destroy_feed: bool | None) -> dict[str, str]:
         """Key-value metadata of every file: how and where it was recorded.
         ``destroy_feed`` is None in full mode."""
+        from .._arrow import SCHEMA_VERSION
         from .._backend import BACKEND
+        from .._host import boot_id
         from .._version import __version__
 
         filters: dict[str, Any] = {}
@@ -126,6 +128,8 @@ class RecorderConfig:
             "tcpsnap.encoding": "compat" if self.compat else "compact",
             "tcpsnap.run": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "tcpsnap.mode": self.mode,
+            "tcpsnap.schema_version": str(SCHEMA_VERSION),
+            "tcpsnap.boot_id": boot_id(),
             **({"tcpsnap.keyframe": format_duration(self.keyframe),
                 "tcpsnap.destroy_feed": "true" if destroy_feed else "false"}
                if destroy_feed is not None else {}),

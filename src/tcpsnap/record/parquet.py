@@ -43,7 +43,7 @@ _STATS_MAX, _STATS_MIN = 5, 6
 
 #: Columns that repeat one value for all rows of a snapshot: DELTA_BINARY_PACKED
 #: stores a run of equal values in a few bits.
-PER_SNAPSHOT_COLUMNS = ("timestamp", "seq", "capture_ns")
+PER_SNAPSHOT_COLUMNS = ("timestamp", "seq", "capture_ns", "monotonic_ns")
 #: Columns with a value per connection (thousands of distinct values): a dictionary
 #: page per row group plus bit-packed indices, whose bytes do not repeat from snapshot
 #: to snapshot, costs several times more per row than BYTE_STREAM_SPLIT, which keeps

@@ -334,6 +334,8 @@ def _new_snapshotter(pids: bool | None) -> tuple[SnapshotSource, bool]:
 def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, Any]:
     """The Arrow schema with this recording's metadata, its batch encoder, and in
     changes mode the change tracker (else None)."""
+    from .._host import boot_id, host_name
+
     if c.mode == "changes":
         from .changes import ChangesEncoder, ChangeTracker, build_schema, open_destroy_feed
 
@@ -342,12 +344,12 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
             feed = open_destroy_feed(required=bool(c.destroy))
         tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family)
         schema = build_schema(c.metadata(pids, feed is not None))
-        return schema, ChangesEncoder(schema), tracker
+        return schema, ChangesEncoder(schema, host_name(), boot_id()), tracker
     from .._arrow import BatchEncoder
     from .._arrow import build_schema as full_schema
 
     schema = full_schema(c.metadata(pids, None))
-    return schema, BatchEncoder(schema), None
+    return schema, BatchEncoder(schema, host_name(), boot_id()), None
 
 
 def _note_missing_pids(snap: Any, rows: Any) -> None:

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .._arrow import KIND_SNAPSHOT
 from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
 from .protocols import Clock
@@ -211,9 +214,15 @@ class Writer:
             self._finish_file(clean=True)
             self._open_file(b)
         s, n = b.s, b.n
-        rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                              b.proc[:n] if b.has_proc else None, b.names,
-                              *([] if b.extra is None else [a[:n] for a in b.extra]))
+        if b.extra is None:  # full mode: the rows of empty snapshots are kind "snapshot"
+            kinds = np.repeat(b.empty[:s].astype(np.int8), b.counts[:s]) * np.int8(KIND_SNAPSHOT)
+            rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                                  b.proc[:n] if b.has_proc else None, b.names,
+                                  monotonic=b.mono[:s], kinds=kinds)
+        else:
+            rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                                  b.proc[:n] if b.has_proc else None, b.names,
+                                  *[a[:n] for a in b.extra], monotonic=b.mono[:s])
         if n:
             self._pending.append(rb)
             self._pending_seq = int(b.seq[s - 1])
