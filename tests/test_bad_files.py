@@ -5,6 +5,7 @@ file, a file moved to another ``date=`` folder, a folder of two modes.
 
 The recordings are scripted (``_changes_util.record``): known tables, several files."""
 
+import io
 import json
 import logging
 import shutil
@@ -185,9 +186,16 @@ def test_corrupt_page_cli(clean, tmp_path):
     p = cli("export", rec, "--to", "csv", "--skip-bad")
     assert p.returncode == 0, p.stderr
     one_line_naming(p, f)
-    got = pd.read_csv(__import__("io").StringIO(p.stdout))
+    got = pd.read_csv(io.StringIO(p.stdout))
     assert got["seq"].tolist() == want["seq"].tolist()
     assert got["rx_queue"].tolist() == want["rx_queue"].tolist()
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "states.png"
+    p = cli("plot", rec, "-o", png, "--utc")
+    assert p.returncode == 1 and "corrupt data" in one_line_naming(p, f) and not png.exists()
+    p = cli("plot", rec, "-o", png, "--utc", "--skip-bad")
+    assert p.returncode == 0 and "skipped 1 bad file" in one_line_naming(p, f)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------- a truncated file
