@@ -3,7 +3,15 @@
 The public API is what ``__all__`` lists; everything else is private.
 """
 
-from ._errors import BackendUnavailable, DumpInterrupted, RecorderError, RecorderLocked, TcpsnapError, UnsafePath
+from ._errors import (
+    BackendUnavailable,
+    BadRecording,
+    DumpInterrupted,
+    RecorderError,
+    RecorderLocked,
+    TcpsnapError,
+    UnsafePath,
+)
 from ._mib import (
     parse_tcp6table2,
     parse_tcp6table_owner_pid,
@@ -38,6 +46,7 @@ __all__ = [
     "RecorderError",
     "RecorderLocked",
     "UnsafePath",
+    "BadRecording",
     "__version__",
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ EPILOG_INFO = """\
 examples:
   tcpsnap info recording                   summary of a recording folder
   tcpsnap info recording/date=2026-11-26/x.parquet
+  tcpsnap info recording --skip-bad        summary of the files that are not corrupt or foreign
 """
 EPILOG_PLOT = """\
 examples:
@@ -30,6 +32,9 @@ examples:
   tcpsnap export recording --to csv > all.csv
   tcpsnap export recording --to jsonl --start '2026-11-26 10:00' --end '2026-11-26 10:05' -o five-min.jsonl
 """
+SKIP_BAD_HELP = ("read the other files when some are bad (corrupt, not tcpsnap's, a copy of another, of "
+                 "the other mode) and say on stderr which were skipped; without it, a bad file is an "
+                 "error naming it")
 
 
 def register(sub) -> None:
@@ -39,6 +44,7 @@ def register(sub) -> None:
                        epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or one of its .parquet files")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("plot", help="draw a recording as a PNG/SVG/PDF",
@@ -54,6 +60,7 @@ def register(sub) -> None:
     p.add_argument("--end", help="up to this time (exclusive)")
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
     p.add_argument("--tz", help="time axis in this zone, e.g. Europe/Berlin")
+    p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("export", help="write a recording as CSV or JSON lines",
@@ -65,64 +72,73 @@ def register(sub) -> None:
     p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
     p.add_argument("--end", help="up to this time (exclusive)")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     p.set_defaults(func=cmd_export)
 
 
-def _dataset(path: str):
+class _Notes(logging.Handler):
+    """The readers' warnings (what ``--skip-bad`` skipped...) as one ``tcpsnap: note:``
+    line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"tcpsnap: note: {' '.join(record.getMessage().split())}\n")
+
+
+def _notes() -> None:
+    log = logging.getLogger("tcpsnap.reading")
+    if not any(isinstance(h, _Notes) for h in log.handlers):
+        log.addHandler(_Notes(logging.WARNING))
+
+
+def _open(path: str, skip_bad: bool = False, start=None, end=None):
+    """The recording at ``path``, its files checked (``tcpsnap.reading.Recording``)."""
     import pyarrow as pa
 
-    from .reading import open_dataset
+    from .reading import open_recording
 
+    _notes()
     try:
-        ds = open_dataset(path)
-        ds.schema  # noqa: B018 - forces the footer of the first file to be read
+        return open_recording(path, skip_bad=skip_bad, start=start, end=end)
     except (pa.ArrowException, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise TcpsnapError(str(e)) from None
         raise TcpsnapError(f"{path}: not a readable recording ({e})") from None
-    if "timestamp" not in ds.schema.names:
-        raise TcpsnapError(f"{path}: not a tcpsnap recording (no timestamp column)")
-    return ds
 
 
-def _read(path: str, start=None, end=None, columns=None):
+def _read(rec, start=None, end=None, columns=None):
     import pyarrow as pa
 
-    from .reading import read
+    from .reading.full import read_recording
 
-    _dataset(path)
     try:
-        return read(path, start=start, end=end, columns=columns)
+        df = read_recording(rec, start=start, end=end, columns=columns)
     except pa.ArrowException as e:
-        raise TcpsnapError(f"{path}: not a readable recording ({e})") from None
+        raise TcpsnapError(f"{rec.path}: not a readable recording ({e})") from None
+    rec.report()
+    return df
 
 
-def summarize(path: str) -> dict:
-    """The numbers ``tcpsnap info`` prints, as a dict."""
+def summarize(path: str, skip_bad: bool = False) -> dict:
+    """The numbers ``tcpsnap info`` prints, as a dict (``skipped``: the bad files
+    ``skip_bad`` left out, each with what is wrong with it)."""
 
     from . import analysis
 
-    ds = _dataset(path)
-    files = [Path(f) for f in ds.files]
-    nbytes = sum(f.stat().st_size for f in files)
+    rec = _open(path, skip_bad)
     cols = [c for c in ("timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
-                        "remote_port", "pid", "process", "cookie") if c in ds.schema.names]
-    df = _read(path, columns=cols)
+                        "remote_port", "pid", "process", "cookie") if c in rec.schema.names]
+    df = _read(rec, columns=cols)
+    files = [f for f in rec.files if f.path not in rec.skipped]
+    nbytes = sum(f.size for f in files)
     meta: dict[str, str] = {}
     overruns = 0
-    import pyarrow.parquet as pq
-
-    for f in files:
-        try:
-            raw = pq.read_metadata(f).metadata or {}
-        except (OSError, ValueError):  # footers were read once already; informative only
-            continue
-        kv = {k.decode().removeprefix("tcpsnap."): v.decode(errors="replace")
-              for k, v in raw.items() if k.startswith(b"tcpsnap.")}
+    for f in files:           # their footers, as the check read them
+        kv = f.kv or {}
         meta = meta or kv
-        overruns += int(kv.get("overruns", "0") or 0) if kv.get("overruns", "0").isdigit() else 0
+        overruns += int(kv["overruns"]) if kv.get("overruns", "").isdigit() else 0
     out: dict = {"path": str(path), "files": len(files), "bytes": nbytes, "rows": len(df),
-                 "overruns": overruns, "metadata": meta}
+                 "overruns": overruns, "metadata": meta,
+                 "skipped": [{"file": f, "problem": why} for f, why in rec.skipped.items()]}
     if len(df) == 0:
         out.update(snapshots=0)
         return out
@@ -156,7 +172,7 @@ def summarize(path: str) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    s = summarize(args.path)
+    s = summarize(args.path, skip_bad=args.skip_bad)
     if args.json:
         json.dump(s, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
@@ -200,7 +216,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
-    df = _read(args.path, start=args.start, end=args.end)
+    rec = _open(args.path, args.skip_bad, args.start, args.end)
+    df = _read(rec, start=args.start, end=args.end)
     if len(df) == 0:
         raise TcpsnapError(f"{args.path}: no snapshots in that time range")
     tz = "UTC" if args.utc else args.tz
@@ -222,14 +239,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .reading.dataset import time_filter
 
-    ds = _dataset(args.path)
-    expr = time_filter(ds, args.start, args.end)
-    columns = [c for c in ds.schema.names if c != "date"]
+    rec = _open(args.path, args.skip_bad, args.start, args.end)
+    expr = time_filter(rec, args.start, args.end)
+    columns = [c for c in rec.schema.names if c != "date"]
     sink = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:
         wrote_header = False
-        # batch by batch: memory stays flat however long the recording is
-        for batch in ds.to_batches(columns=columns, filter=expr):
+        # batch by batch, file by file: memory stays flat however long the recording is
+        # (bounded by one file with --skip-bad, which reads a file whole before writing it)
+        for batch in rec.to_batches(columns=columns, filter=expr):
             if batch.num_rows == 0:
                 continue
             batch = _plain(batch)
@@ -238,8 +256,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 pacsv.write_csv(pa.Table.from_batches([batch]), sink, write_options=opts)
                 wrote_header = True
             else:
-                for rec in batch.to_pylist():
-                    sink.write(json.dumps(rec, default=str).encode() + b"\n")
+                for r in batch.to_pylist():
+                    sink.write(json.dumps(r, default=str).encode() + b"\n")
         if args.to == "csv" and not wrote_header:
             sink.write((",".join(columns) + "\n").encode())
     finally:
@@ -247,6 +265,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             sink.close()
         else:
             sink.flush()
+    rec.report()
     return 0
 
 

@@ -5,7 +5,7 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 """
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
-           "RecorderLocked", "UnsafePath"]
+           "RecorderLocked", "UnsafePath", "BadRecording"]
 
 
 class TcpsnapError(Exception):
@@ -32,3 +32,9 @@ class RecorderLocked(RecorderError):
 class UnsafePath(RecorderError):
     """A folder or file tcpsnap refuses to use: a symbolic link, another user's, or in a
     folder every user may write to without the sticky bit."""
+
+
+class BadRecording(TcpsnapError):
+    """A recording's file a reader cannot trust: unreadable or corrupt, not a tcpsnap
+    file, a copy of another (a duplicate seq range), or of the other mode. The message
+    names the file(s); ``skip_bad=True`` (``--skip-bad``) reads the rest."""

@@ -1,6 +1,7 @@
 """Reading recordings back: the one home of every reader.
 
-- ``dataset``: a recording's files as a ``pyarrow`` dataset, times, time-range filters;
+- ``dataset``: a recording's files, their footers checked (``Recording``), as a ``pyarrow``
+  dataset; times, time-range filters;
 - ``full``: ``tcpsnap.read``, one row per connection per snapshot;
 - ``changes``: a changes recording's events rebuilt into those rows;
 - ``lookup``: ``tcpsnap.table_at``, the table at one snapshot.
@@ -9,8 +10,9 @@
 """
 
 from .changes import is_changes, to_full
-from .dataset import open_dataset, to_utc
+from .dataset import Recording, open_dataset, open_recording, to_utc
 from .full import read
 from .lookup import table_at
 
-__all__ = ["read", "table_at", "open_dataset", "to_utc", "is_changes", "to_full"]
+__all__ = ["read", "table_at", "open_dataset", "open_recording", "Recording", "to_utc", "is_changes",
+           "to_full"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._events import EV_CHANGED, EV_CLOSED, EV_KEYFRAME, EV_QUEUES, EVENTS
 from .._order import stable_order
-from .dataset import filter_expression, in_seq_order, time_filter, to_utc
+from .dataset import Recording, filter_expression, in_seq_order, time_filter
 
 __all__ = ["is_changes", "rebuild", "to_full", "markers", "read_changes"]
 
@@ -215,7 +215,8 @@ def to_full(df):
 
 
 def markers(dataset, start=None, end=None):
-    """(seq, timestamp ns, is keyframe) of every snapshot marker, in seq order."""
+    """(seq, timestamp ns, is keyframe) of every snapshot marker, in seq order
+    (``dataset``: a ``Recording`` or a ``pyarrow`` dataset)."""
     import pyarrow.dataset as ds
 
     expr = ds.field("family") == 0
@@ -231,11 +232,9 @@ def markers(dataset, start=None, end=None):
 
 
 def read_changes(dataset, start=None, end=None, columns=None, filters=None, mode="full"):
-    """``tcpsnap.read`` of a changes recording: ``mode="full"`` rebuilds one row per
-    connection per snapshot in [start, end); ``mode="changes"`` returns the events
-    (markers included) as recorded."""
-    import datetime as _dt
-
+    """``tcpsnap.read`` of a changes recording (``dataset``: a ``Recording``, or a
+    ``pyarrow`` dataset): ``mode="full"`` rebuilds one row per connection per snapshot in
+    [start, end); ``mode="changes"`` returns the events (markers included) as recorded."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -250,9 +249,9 @@ def read_changes(dataset, start=None, end=None, columns=None, filters=None, mode
     # the snapshots asked for, and the keyframe each needs
     seqs, ts, _ = markers(dataset, start, end)
     if start is not None:
-        allseq, allts, allkf = markers(dataset, None, end)
+        allseq, _, allkf = markers(dataset, None, end)
     else:
-        allseq, allts, allkf = seqs, ts, None
+        allseq, allkf = seqs, None
     if len(seqs) == 0:
         from .._arrow import rows_schema
 
@@ -264,15 +263,13 @@ def read_changes(dataset, start=None, end=None, columns=None, filters=None, mode
         if len(kseq):
             lo = int(kseq[-1])
     expr = (ds.field("seq") >= lo) & (ds.field("seq") <= hi)
-    if "date" in dataset.schema.names:
-        # events of a snapshot at or after the keyframe are stamped after it (a destroy
-        # report can be read just after its snapshot: a day of slack at the end)
-        first = int(allts[np.searchsorted(allseq, lo)]) if allkf is not None else int(ts[0])
-        d0 = to_utc(first).strftime("%Y-%m-%d")
-        d1 = (to_utc(int(ts[-1])) + _dt.timedelta(days=1)).strftime("%Y-%m-%d")
-        expr = expr & (ds.field("date") >= d0) & (ds.field("date") <= d1)
     names = [c for c in dataset.schema.names if c != "date"]
-    t = dataset.to_table(columns=names, filter=expr)
+    if isinstance(dataset, Recording):
+        # the files by their seq ranges (footers), not their date= folders: a file moved
+        # to another folder is still read
+        t = dataset.to_table(columns=names, filter=expr, seq=(lo, hi))
+    else:
+        t = dataset.to_table(columns=names, filter=expr)
     o = np.argsort(t.column("seq").to_numpy(), kind="stable")
     t = t.take(pa.array(o))
     full = rebuild(t, snapshots=seqs)

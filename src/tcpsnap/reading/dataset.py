@@ -1,16 +1,64 @@
-"""Finding a recording's files and the rows a time range needs: what every reader shares."""
+"""Finding a recording's files, checking them, and the rows a time range needs: what every
+reader shares.
+
+Every reader opens a recording through :class:`Recording`, which lists the folder's files,
+keeps those a time range needs (by the time in their names: no file is opened for that)
+and reads each kept file's footer once (``pyarrow.parquet.read_metadata``: a few KB) to
+sort out the files it cannot trust:
+
+- a footer that cannot be read (a truncated or corrupt file, or not Parquet at all);
+- a foreign file: no ``tcpsnap.version`` in its key-value metadata, or columns that are not
+  those of a recording of its mode (``tcpsnap._arrow.build_schema`` for full mode,
+  ``tcpsnap.record.changes.build_schema`` for changes mode);
+- a copy: a ``seq`` range (footer keys ``tcpsnap.first_seq``/``last_seq``, else the
+  row-group statistics) that overlaps another file's. The first by name is kept (the
+  recorder's own names first);
+- a file of the other mode in a folder of one mode (mixed recordings): the mode most
+  files have is kept.
+
+Each is a :class:`~tcpsnap.BadRecording` naming the file(s), unless ``skip_bad=True``: then
+the bad files are left out and ``report()`` logs what was skipped (logger
+``tcpsnap.reading``, one warning). A file that sits in another ``date=`` folder than the date
+in its name (moved out of its partition) is read all the same, by its contents, with a
+warning: time ranges select files by the times in their names and the changes rebuild by
+their ``seq`` ranges, never by the ``date=`` folder.
+
+Every scan verifies the pages' CRC checksums (the recorder writes them). A corrupt page is
+found while scanning, where pyarrow does not say in which file: only then are the files
+scanned one by one to name it (with ``skip_bad``, it is skipped and the scan done again
+without it).
+"""
 
 from __future__ import annotations
 
+import bisect
+import datetime as _dt
+import logging
 import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IGNORE_PREFIXES", "to_utc", "open_dataset", "time_filter", "filter_expression",
-           "in_seq_order"]
+from .._errors import BadRecording
+
+__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "FileInfo", "Recording", "open_recording", "to_utc",
+           "open_dataset", "time_filter", "filter_expression", "in_seq_order"]
+
+log = logging.getLogger("tcpsnap.reading")
 
 #: File names a recording's readers skip: in-progress journals, temporaries, the lock.
 IGNORE_PREFIXES = [".", "_"]
+
+#: How every BadRecording message ends.
+SKIP_HINT = "skip_bad=True or --skip-bad reads the other files"
+
+# the recorder's file names (tcpsnap.record.layout.file_names), and a name taken: "-N"
+_NAME_RE = re.compile(r"^tcpsnap-((\d{4})(\d{2})(\d{2})T\d{6}\.\d{3})Z(?:-\d+)?\.parquet$")
+_NAME_TIME = "%Y%m%dT%H%M%S.%f"          # as in a name, but with microseconds: cut to ms
+_PART_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_MODES = ("full", "changes")
 
 
 def to_utc(when: Any):
@@ -26,47 +74,437 @@ def to_utc(when: Any):
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def open_dataset(path: str | os.PathLike):
-    """A ``pyarrow.dataset.Dataset`` over a recording folder (hive ``date=`` partitions)
-    or a single Parquet file."""
-    import pyarrow as pa
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _expected_schema(mode: str):
+    if mode == "changes":
+        from ..record.changes import build_schema as changes_schema
+
+        return changes_schema()
+    from .._arrow import build_schema
+
+    return build_schema()
+
+
+def _format():
     import pyarrow.dataset as ds
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no recording at {p}")
-    if p.is_file():
-        return ds.dataset(str(p), format="parquet")
-    part = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-    dataset = ds.dataset(str(p), format="parquet", partitioning=part, ignore_prefixes=IGNORE_PREFIXES)
-    if not dataset.files:
-        raise FileNotFoundError(f"no Parquet files in {p}")
-    return dataset
+    opts = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    return ds.ParquetFileFormat(default_fragment_scan_options=opts)
+
+
+@dataclass
+class FileInfo:
+    """One file of a recording, as its path and footer tell."""
+
+    path: str
+    #: the date of its ``date=`` folder (YYYY-MM-DD), if any
+    partition: str | None
+    #: the time in its name (``20261125T101500.123``: its first snapshot), if the recorder's
+    at: str | None
+    size: int = 0
+    rows: int = 0
+    mode: str = "full"
+    #: first and last ``seq`` (None: not known)
+    seq: tuple[int, int] | None = None
+    #: the date its snapshots are of, when that is not its ``date=`` folder's (moved)
+    moved: str | None = None
+    #: its footer's key-value metadata (raw)
+    raw: dict | None = None
+
+    @property
+    def named(self) -> str | None:
+        """The date in its name (YYYY-MM-DD)."""
+        return None if self.at is None else f"{self.at[:4]}-{self.at[4:6]}-{self.at[6:8]}"
+
+    @property
+    def kv(self) -> dict[str, str]:
+        """The ``tcpsnap.*`` key-value metadata, without the prefix."""
+        return {k.decode(errors="replace").removeprefix("tcpsnap."): v.decode(errors="replace")
+                for k, v in (self.raw or {}).items() if k.startswith(b"tcpsnap.")}
+
+    def key(self) -> tuple:
+        """Name order: the recorder's names first (in time order), then the others."""
+        name = os.path.basename(self.path)
+        return (self.at is None, name.removesuffix(".parquet"), self.path)
+
+
+def _list_files(root: Path) -> list[str]:
+    """Every file under ``root`` a ``pyarrow`` dataset would read: names starting with
+    ``.`` or ``_`` (in-progress files, the lock) left out, folders too."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(tuple(IGNORE_PREFIXES)))
+        out.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                   if not f.startswith(tuple(IGNORE_PREFIXES)))
+    return out
+
+
+def _entry(path: str, in_folder: bool) -> FileInfo:
+    folder, name = os.path.split(path)
+    partition = None
+    if in_folder:
+        m = _PART_RE.match(os.path.basename(folder))
+        partition = m.group(1) if m else None
+    m = _NAME_RE.match(name)
+    return FileInfo(path=path, partition=partition, at=m.group(1) if m else None)
+
+
+def _int_range(md, col: int) -> tuple[int, int] | None:
+    """(min, max) of integer column ``col`` over every row group's statistics."""
+    if col < 0 or md.num_row_groups == 0:
+        return None
+    ranges = []
+    for i in range(md.num_row_groups):
+        st = md.row_group(i).column(col).statistics
+        if st is None or not st.has_min_max:
+            return None
+        ranges.append((int(st.min_raw), int(st.max_raw)))
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _day(ns: int) -> str:
+    return _dt.datetime.fromtimestamp(ns // 10**9, _dt.UTC).strftime("%Y-%m-%d")
+
+
+class _SchemaCheck:
+    """Whether a footer's columns are a recording's: its ``ARROW:schema`` bytes, converted
+    and compared once per distinct value (every file of a recording has the same)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, bytes | None], str | None] = {}
+        self._expected: dict[str, list] = {}
+
+    def problem(self, md, kv: dict, mode: str) -> str | None:
+        k = (mode, kv.get(b"ARROW:schema"))
+        if k not in self._seen:
+            if mode not in self._expected:
+                self._expected[mode] = [(f.name, f.type) for f in _expected_schema(mode)]
+            want = self._expected[mode]
+            got = [(f.name, f.type) for f in md.schema.to_arrow_schema()]
+            self._seen[k] = None if got == want else _difference(got, want, mode)
+        return self._seen[k]
+
+
+def _difference(got: list, want: list, mode: str) -> str:
+    g, w = dict(got), dict(want)
+    missing = [n for n in w if n not in g]
+    extra = [n for n in g if n not in w]
+    if missing:
+        what = f"no {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} column"
+    elif extra:
+        what = f"a column {extra[0]!r} a recording has not"
+    else:
+        n = next((n for n in w if g[n] != w[n]), None)
+        what = f"column {n!r} is {g[n]}, not {w[n]}" if n else "its columns in another order"
+    return f"not a tcpsnap recording file (its columns are not a {mode}-mode recording's: {what})"
+
+
+def _read_footer(info: FileInfo, schemas: _SchemaCheck) -> str | None:
+    """Fill ``info`` from its footer; what is wrong with the file, or None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        info.size = os.stat(info.path).st_size
+        md = pq.read_metadata(info.path)
+        raw = md.metadata or {}
+    except (OSError, pa.ArrowException) as e:
+        return f"not a readable recording file: unreadable Parquet footer ({_one_line(e)})"
+    info.raw, info.rows = raw, md.num_rows
+    if b"tcpsnap.version" not in raw:
+        return "not a tcpsnap recording file (no tcpsnap.version in its metadata)"
+    info.mode = raw.get(b"tcpsnap.mode", b"full").decode(errors="replace")
+    if info.mode not in _MODES:
+        return f"not a tcpsnap recording file (tcpsnap.mode {info.mode!r})"
+    try:
+        problem = schemas.problem(md, raw, info.mode)
+    except (OSError, pa.ArrowException) as e:
+        return f"not a readable recording file: unreadable schema ({_one_line(e)})"
+    if problem:
+        return problem
+    try:
+        info.seq = int(raw[b"tcpsnap.first_seq"]), int(raw[b"tcpsnap.last_seq"])
+    except (KeyError, ValueError):
+        info.seq = _int_range(md, md.schema.to_arrow_schema().get_field_index("seq"))
+    if info.partition is not None:
+        if info.named is not None:
+            info.moved = info.named if info.named != info.partition else None
+        else:
+            ts = _int_range(md, 0)                  # timestamp, the first column
+            if ts is not None and not _day(ts[0]) <= info.partition <= _day(ts[1]):
+                info.moved = _day(ts[0])
+    return None
+
+
+class Recording:
+    """A recording folder (or one of its files), its files' footers checked once.
+
+    ``start``/``end`` (as ``tcpsnap.read`` takes them) keep only the files that may hold
+    snapshots in that range, by the times in the recorder's file names (``_select``);
+    files with other names are always kept. Raises ``FileNotFoundError``
+    when there is nothing to read, :class:`~tcpsnap.BadRecording` for bad files unless
+    ``skip_bad`` (see the module's doc).
+
+    ``to_table`` and ``to_batches`` scan the good files, verifying page checksums.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None,
+                 end: Any = None) -> None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"no recording at {p}")
+        self.path = p
+        self.skip_bad = skip_bad
+        self.folder = not p.is_file()
+        if self.folder:
+            found = _list_files(p)
+            if not found:
+                raise FileNotFoundError(f"no Parquet files in {p}")
+        else:
+            found = [str(p)]
+        entries = sorted((_entry(f, self.folder) for f in found), key=FileInfo.key)
+        entries = _select(entries, start, end)
+        #: the files left out, path -> what is wrong, in the order found
+        self.skipped: dict[str, str] = {}
+        self._reported = 0
+        bad: dict[str, str] = {}
+        schemas = _SchemaCheck()
+        good = []
+        for info in entries:
+            problem = _read_footer(info, schemas)
+            if problem:
+                bad[info.path] = problem
+            else:
+                good.append(info)
+        good = self._one_mode(good, bad)
+        good = _no_copies(good, bad)
+        self._skip(bad)
+        moved = [f for f in good if f.moved]
+        if moved:
+            log.warning("%s: %s, outside %s date= folder; read all the same",
+                        p, _listed([f"{f.path} holds {f.moved}" for f in moved]),
+                        "its" if len(moved) == 1 else "their")
+        if not good:
+            raise BadRecording(f"{p}: no readable recording file left: {_problems(self.skipped)}")
+        #: the good files, in name order
+        self.files: list[FileInfo] = good
+        self.schema = self._schema()
+        self._all = None
+
+    def _one_mode(self, good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
+        modes = [f.mode for f in good]
+        self.mode = max(_MODES, key=lambda m: (modes.count(m), m == (modes[0] if modes else "full")))
+        if len(set(modes)) > 1:
+            for f in good:
+                if f.mode != self.mode:
+                    bad[f.path] = (f"a {f.mode}-mode file in a {self.mode}-mode recording (one folder "
+                                   "holds one recording: mixed modes)")
+            good = [f for f in good if f.mode == self.mode]
+        return good
+
+    def _schema(self):
+        import pyarrow as pa
+
+        s = _expected_schema(self.mode)
+        return s.append(pa.field("date", pa.string())) if self.folder else s
+
+    def _skip(self, bad: dict[str, str]) -> None:
+        if not bad:
+            return
+        if not self.skip_bad:
+            raise BadRecording(f"{_problems(bad)}; {SKIP_HINT}")
+        self.skipped.update(bad)
+
+    def report(self) -> None:
+        """Log (logger ``tcpsnap.reading``, one warning) the files skipped since the last
+        report."""
+        new = list(self.skipped.items())[self._reported:]
+        if new:
+            self._reported = len(self.skipped)
+            n = len(new)
+            log.warning("skipped %d bad file%s of %s: %s", n, "" if n == 1 else "s", self.path,
+                        _problems(dict(new), limit=10))
+
+    # ------------------------------------------------------------------ scans
+
+    def dataset(self, files: list[FileInfo] | None = None):
+        """A ``pyarrow.dataset`` over ``files`` (default: every good file), with page
+        checksum verification; the ``date`` column from the ``date=`` folders."""
+        import pyarrow.dataset as ds
+
+        if files is None:
+            if self._all is None:
+                self._all = self.dataset(self.files)
+            return self._all
+        paths = [f.path for f in files if f.path not in self.skipped]
+        if not self.folder:
+            return ds.dataset(paths, format=_format(), schema=self.schema)
+        import pyarrow as pa
+
+        part = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+        return ds.dataset(paths, format=_format(), partitioning=part, partition_base_dir=str(self.path),
+                          schema=self.schema)
+
+    def files_for(self, seq: tuple[int, int] | None = None) -> list[FileInfo]:
+        """The good files (not skipped since), those whose ``seq`` range meets ``seq``
+        (lo, hi inclusive) if given."""
+        fs = [f for f in self.files if f.path not in self.skipped]
+        if seq is not None:
+            lo, hi = seq
+            fs = [f for f in fs if f.seq is None or (f.seq[0] <= hi and f.seq[1] >= lo)]
+        return fs
+
+    def to_table(self, columns: list[str] | None = None, filter: Any = None, *,
+                 seq: tuple[int, int] | None = None):
+        """``Dataset.to_table`` over the good files (with ``seq``: only those whose seq
+        range meets it). A file that fails to scan (a corrupt page): BadRecording naming
+        it, or (``skip_bad``) the scan again without it."""
+        import pyarrow as pa
+
+        while True:
+            files = self.files_for(seq)
+            d = self.dataset(files) if seq is not None or len(files) != len(self.files) else self.dataset()
+            try:
+                return d.to_table(columns=columns, filter=filter)
+            except (OSError, pa.ArrowInvalid) as e:
+                found = self._culprits(files, e, columns, filter)
+                self._skip(found)
+
+    def _culprits(self, files: list[FileInfo], err: BaseException, columns, filter) -> dict[str, str]:
+        """The files that fail on their own, scanned one by one (only after a failure);
+        none: ``err`` was not a file's fault and is raised again."""
+        import pyarrow as pa
+
+        found: dict[str, str] = {}
+        for f in files:
+            try:
+                self.dataset([f]).to_table(columns=columns, filter=filter)
+            except (OSError, pa.ArrowInvalid) as e:
+                if isinstance(e, OSError) or not isinstance(err, OSError):
+                    found[f.path] = _scan_problem(e)
+        # a failure every file shares that is not an I/O error is the query's, not theirs
+        if not found or (not isinstance(err, OSError) and len(found) == len(files)):
+            raise err
+        return found
+
+    def to_batches(self, columns: list[str] | None = None, filter: Any = None) -> Iterator:
+        """Record batches, file after file. A corrupt page: BadRecording naming the file
+        (after the batches before it). With ``skip_bad`` such a file is
+        skipped whole: each file is read to its end before any of its batches is given,
+        so memory is bounded by one file, not by the batch."""
+        import pyarrow as pa
+
+        if not self.skip_bad:
+            files = self.files_for()
+            try:
+                yield from self.dataset(files).to_batches(columns=columns, filter=filter)
+            except (OSError, pa.ArrowInvalid) as e:
+                self._skip(self._culprits(files, e, columns, filter))   # raises BadRecording
+                raise                                                    # pragma: no cover
+            return
+        for f in self.files_for():
+            try:
+                table = self.dataset([f]).to_table(columns=columns, filter=filter)
+            except (OSError, pa.ArrowInvalid) as e:
+                self._skip({f.path: _scan_problem(e)})
+                continue
+            yield from table.to_batches()
+
+
+def _scan_problem(e: BaseException) -> str:
+    if isinstance(e, FileNotFoundError):
+        return f"gone while reading ({_one_line(e)})"
+    return f"not a readable recording file: corrupt data ({_one_line(e)})"
+
+
+def _listed(paths: list[str], limit: int = 3) -> str:
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(paths[:limit]) + more
+
+
+def _problems(bad: dict[str, str], limit: int = 5) -> str:
+    items = list(bad.items())
+    text = "; ".join(f"{p}: {why}" for p, why in items[:limit])
+    if len(items) > limit:
+        text += f"; and {len(items) - limit} more"
+    return text
+
+
+def _select(entries: list[FileInfo], start: Any, end: Any) -> list[FileInfo]:
+    """The files that may hold snapshots in [start, end), by the times in their names (the
+    time of their first snapshot): from the last one that starts at or before ``start``
+    (it holds ``start``, or the keyframe before it) to the last one that starts before
+    ``end``. Files with other names are kept."""
+    if start is None and end is None:
+        return entries
+    lo = hi = None
+    if start is not None:
+        s = to_utc(start).strftime(_NAME_TIME)[:-3]
+        lo = max((f.at for f in entries if f.at is not None and f.at <= s), default=None)
+    if end is not None:
+        hi = to_utc(end).strftime(_NAME_TIME)[:-3]
+    keep = [f for f in entries
+            if f.at is None or ((lo is None or f.at >= lo) and (hi is None or f.at <= hi))]
+    return keep or entries[:1]
+
+
+def _no_copies(good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
+    """``good`` without the files whose seq range overlaps one earlier by name (a copy);
+    those go to ``bad``."""
+    starts: list[int] = []                   # the kept ranges, disjoint, by first seq
+    kept: list[tuple[int, int, str]] = []    # (first, last, path), in that order
+    out = []
+    for f in good:
+        if f.seq is None:
+            out.append(f)
+            continue
+        a, b = f.seq
+        i = bisect.bisect_right(starts, b)   # kept ranges starting at or before b
+        if i and kept[i - 1][1] >= a:
+            c, d, other = kept[i - 1]
+            what = (f"duplicate seq range {a}..{b}" if (a, b) == (c, d)
+                    else f"seq range {a}..{b} overlaps {c}..{d}")
+            bad[f.path] = f"{what} of {other} (a copy?)"
+            continue
+        starts.insert(i, a)
+        kept.insert(i, (a, b, f.path))
+        out.append(f)
+    return out
+
+
+def open_recording(path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None,
+                   end: Any = None) -> Recording:
+    """A :class:`Recording`: the folder's (or file's) files, footers checked."""
+    return Recording(path, skip_bad=skip_bad, start=start, end=end)
+
+
+def open_dataset(path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None, end: Any = None):
+    """A ``pyarrow.dataset.Dataset`` over a recording folder (hive ``date=`` partitions)
+    or a single Parquet file: its good files (footers checked as ``Recording`` does,
+    skipped ones logged), page checksums verified when it is scanned."""
+    rec = Recording(path, skip_bad=skip_bad, start=start, end=end)
+    rec.report()
+    return rec.dataset()
 
 
 def time_filter(dataset, start, end):
     """The ``pyarrow.dataset`` expression for ``start <= timestamp < end`` (either may be
-    None; both None: None), with the ``date=`` partitions it needs."""
+    None; both None: None). Whole files are left out by ``Recording`` (by the times in
+    their names), never by ``date=`` folder: a file moved to another folder is still read."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
     expr = None
     ts_type = pa.timestamp("ns", tz="UTC")
-    names = set(dataset.schema.names)
-
-    def both(a, b):
-        return b if a is None else a & b
-
     if start is not None:
-        s = to_utc(start)
-        expr = both(expr, ds.field("timestamp") >= pa.scalar(s.value, type=ts_type))
-        if "date" in names:     # prune whole day partitions before any file is opened
-            expr = both(expr, ds.field("date") >= s.strftime("%Y-%m-%d"))
+        expr = ds.field("timestamp") >= pa.scalar(to_utc(start).value, type=ts_type)
     if end is not None:
-        e = to_utc(end)
-        expr = both(expr, ds.field("timestamp") < pa.scalar(e.value, type=ts_type))
-        if "date" in names:
-            expr = both(expr, ds.field("date") <= e.strftime("%Y-%m-%d"))
+        e = ds.field("timestamp") < pa.scalar(to_utc(end).value, type=ts_type)
+        expr = e if expr is None else expr & e
     return expr
 
 

@@ -6,13 +6,14 @@ import os
 from typing import Any
 
 from .changes import is_changes, read_changes
-from .dataset import filter_expression, in_seq_order, open_dataset, time_filter
+from .dataset import Recording, filter_expression, in_seq_order, open_recording, time_filter
 
-__all__ = ["read"]
+__all__ = ["read", "read_recording"]
 
 
 def read(path: str | os.PathLike, start: Any = None, end: Any = None,
-         columns: list[str] | None = None, filters: Any = None, mode: str = "full"):
+         columns: list[str] | None = None, filters: Any = None, mode: str = "full", *,
+         skip_bad: bool = False):
     """A recording (folder or file) as a pandas DataFrame, one row per connection per
     snapshot.
 
@@ -23,40 +24,54 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     as recorded (snapshot markers included).
 
     ``start`` (inclusive) and ``end`` (exclusive) take datetimes, Timestamps or strings
-    (``"2026-11-26 10:00"``; no zone means UTC). They prune ``date=`` partitions and
-    Parquet row groups by their statistics, so reading one minute of a day reads about one
+    (``"2026-11-26 10:00"``; no zone means UTC). Files are picked by the times in their names
+    and row groups by their statistics, so reading one minute of a day reads about one
     minute. ``filters`` is a ``pyarrow.dataset`` expression or a list of
     ``(column, op, value)`` tuples as ``pandas.read_parquet`` takes them, e.g.
     ``[("state", "==", "CLOSE_WAIT"), ("remote_port", "==", 443)]``. ``state``, ``process``
-    and the addresses come back as categoricals."""
+    and the addresses come back as categoricals.
+
+    Every file's footer is checked and every page's checksum verified: a file that is
+    corrupt, not a tcpsnap file, a copy of another (a duplicate ``seq`` range) or of the
+    other mode raises :class:`tcpsnap.BadRecording` naming it. ``skip_bad=True`` reads the
+    other files instead, and logs (logger ``tcpsnap.reading``) a warning listing the ones
+    it skipped."""
     if mode not in ("full", "changes"):
         raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
-    dataset = open_dataset(path)
-    if is_changes(dataset):
-        return read_changes(dataset, start, end, columns, filters, mode)
+    rec = open_recording(path, skip_bad=skip_bad, start=start, end=end)
+    df = read_recording(rec, start, end, columns, filters, mode)
+    rec.report()
+    return df
+
+
+def read_recording(rec: Recording, start: Any = None, end: Any = None,
+                   columns: list[str] | None = None, filters: Any = None, mode: str = "full"):
+    """``read`` of an open :class:`~tcpsnap.reading.dataset.Recording` (no report)."""
+    if is_changes(rec):
+        return read_changes(rec, start, end, columns, filters, mode)
     if mode == "changes":
-        raise ValueError(f"{path} is a full recording; mode='changes' needs one made with "
+        raise ValueError(f"{rec.path} is a full recording; mode='changes' needs one made with "
                          "--mode changes")
-    expr = time_filter(dataset, start, end)
+    expr = time_filter(rec, start, end)
     if filters is not None:
         f = filter_expression(filters)
         expr = f if expr is None else expr & f
-    if "kind" in dataset.schema.names:
+    if "kind" in rec.schema.names:
         # rows of kind "snapshot" stand for empty snapshots, not connections
         import pyarrow.dataset as ds
 
         conn = ds.field("kind") == "connection"
         expr = conn if expr is None else expr & conn
     if columns is None:
-        columns = [c for c in dataset.schema.names if c not in ("date", "kind")]
-    table = dataset.to_table(columns=list(columns), filter=expr)
-    if table.num_rows == 0 and "kind" in dataset.schema.names:
+        columns = [c for c in rec.schema.names if c not in ("date", "kind")]
+    table = rec.to_table(columns=list(columns), filter=expr)
+    if table.num_rows == 0 and "kind" in rec.schema.names:
         from .._arrow import rows_schema  # no connection: the same empty frame as a rebuild
 
         empty = rows_schema().empty_table()
         return empty.select([c for c in columns if c in empty.column_names]).to_pandas()
     df = in_seq_order(table.to_pandas())
-    if "kind" in dataset.schema.names:
+    if "kind" in rec.schema.names:
         # the snapshot rows left out, their strings (an empty address, the host of a
         # recording with no connection) are no category of what is returned
         for c in ("local_addr", "remote_addr", "process", "host", "boot_id"):
