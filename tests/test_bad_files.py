@@ -241,7 +241,7 @@ def test_foreign_parquet_file_is_named_not_read_instead(clean, tmp_path, caplog)
     with pytest.raises(BadRecording) as e:
         tcpsnap.read(rec)
     assert str(e.value).startswith(f"{foreign}: not a tcpsnap recording file (its columns are not a "
-                                   "full-mode recording's: no seq, family, state ... column)")
+                                   "full-mode recording's: no seq, kind, family ... column)")
     p = cli("info", rec)
     assert p.returncode == 1 and "not a tcpsnap recording file" in one_line_naming(p, foreign)
 
