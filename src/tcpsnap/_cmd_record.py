@@ -12,6 +12,7 @@ import threading
 import time
 
 from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg
+from ._config import layer as config_layer
 from ._units import human_bytes
 
 EPILOG_RECORD = """\
@@ -66,7 +67,12 @@ def register(sub) -> None:
                     "timestamped, to Parquet files under DIR (hive partitions by date) that "
                     "pandas.read_parquet(DIR), pyarrow.dataset, DuckDB and polars read.",
         epilog=EPILOG_RECORD, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rec.add_argument("dir", metavar="DIR", help="recording folder (created if missing)")
+    rec.add_argument("dir", metavar="DIR", nargs="?",
+                     help="recording folder (created if missing; or 'dir' in --config)")
+    rec.add_argument("--config", metavar="FILE",
+                     help="take options from this TOML file (one key per option: interval = "
+                          "\"10ms\", row-group-rows = 65536...); the command line overrides it; "
+                          "check it with 'tcpsnap config --check FILE'")
     rec.add_argument("--interval", type=duration_arg, default=0.1, metavar="DUR",
                      help="time between snapshots; 0 = as fast as possible (default: 100ms)")
     rec.add_argument("--duration", type=duration_arg, default=None, metavar="DUR",
@@ -104,6 +110,8 @@ def register(sub) -> None:
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
     _add_verbosity(rec)
+    # last, after every option: each one above is a key of the --config file
+    config_layer(rec)
     rec.set_defaults(func=cmd_record)
 
     rcv = sub.add_parser(
@@ -218,8 +226,15 @@ class _Status:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from ._config import ConfigError, resolve
     from .record import Recorder
 
+    try:  # each option from the command line, else from --config, else its default
+        args = resolve(args)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"tcpsnap: error: {p}", file=sys.stderr)
+        return 1
     _setup_logging(args)
     rec = Recorder(
         args.dir, interval=args.interval, rotate=args.rotate, flush=args.flush,
