@@ -385,3 +385,21 @@ def test_recording_as_the_unit_runs_it(sandbox, nobody_dir, nobody_python, mode)
             assert meta[b"tcpsnap.destroy_feed"] == b"true"
     t = pq.read_table(files[0], columns=["local_port", "pid"]).to_pylist()
     assert {row["pid"] for row in t if row["local_port"] == port} == {os.getpid()}
+
+
+@needs_setpriv
+def test_unprivileged_record_says_once_why_pids_are_missing(nobody_dir, nobody_python):
+    """As ``tcpsnap show`` does: a recorder that may not read other users'
+    /proc/<pid>/fd says so once, not silent zeros (our listening socket is root's)."""
+    out = nobody_dir / "rec-nopids"
+    out.mkdir()
+    os.chown(out, NOBODY, NOBODY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = _as_nobody([], [str(nobody_python), "-m", "tcpsnap", "record", str(out),
+                            "--duration", "0.5s", "--interval", "100ms"], cwd=nobody_dir)
+    assert r.returncode == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if "show no pid" in ln]
+    assert len(notes) == 1, r.stderr
+    assert "not readable by this user" in notes[0]
