@@ -22,7 +22,7 @@ from ._schema import ROW_DTYPE, TcpState
 from ._snapshot import Snapshotter, snapshot
 from ._version import __version__
 from .frame import to_pandas
-from .reading import read, table_at
+from .reading import read, snapshots, table_at
 from .record import Recorder, recover
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "recover",
     "read",
     "table_at",
+    "snapshots",
     "analysis",
     "parse_tcptable2",
     "parse_tcp6table2",

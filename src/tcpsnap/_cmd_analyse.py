@@ -120,45 +120,71 @@ def _read(rec, start=None, end=None, columns=None):
 
 def summarize(path: str, skip_bad: bool = False) -> dict:
     """The numbers ``tcpsnap info`` prints, as a dict (``skipped``: the bad files
-    ``skip_bad`` left out, each with what is wrong with it)."""
+    ``skip_bad`` left out, each with what is wrong with it).
+
+    Snapshots are every snapshot taken (``tcpsnap.snapshots``: empty ones too), ``start``
+    / ``end`` the wall clock of the first and the last, ``elapsed_s`` the time between
+    them (on the monotonic clock within a boot), ``gaps`` / ``gap_list`` where no snapshot
+    was taken for over 1.5 intervals (or ``seq`` jumped, or the host rebooted:
+    ``analysis.gaps``), ``clock_steps`` where the wall clock was stepped
+    (``analysis.clock_steps``)."""
+
+    import pandas as pd
 
     from . import analysis
+    from .reading.snapshots import snapshots_of
 
     rec = _open(path, skip_bad)
-    cols = [c for c in ("timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
-                        "remote_port", "pid", "process", "cookie") if c in rec.schema.names]
+    cols = [c for c in analysis.COLUMNS if c in rec.schema.names]
     df = _read(rec, columns=cols)
+    snaps = snapshots_of(rec)
+    rec.report()
     files = [f for f in rec.files if f.path not in rec.skipped]
     nbytes = sum(f.size for f in files)
     meta: dict[str, str] = {}
     overruns = 0
+    intervals = []
     for f in files:           # their footers, as the check read them
         kv = f.kv or {}
         meta = meta or kv
         overruns += int(kv["overruns"]) if kv.get("overruns", "").isdigit() else 0
+        if kv.get("interval_ns", "").isdigit() and int(kv["interval_ns"]) > 0:
+            intervals.append(int(kv["interval_ns"]))
     out: dict = {"path": str(path), "files": len(files), "bytes": nbytes, "rows": len(df),
                  "overruns": overruns, "metadata": meta,
                  "skipped": [{"file": f, "problem": why} for f, why in rec.skipped.items()]}
-    if len(df) == 0:
+    if len(snaps) == 0:
         out.update(snapshots=0)
         return out
-    snaps = df.groupby("seq", sort=True)["timestamp"].first()
-    ts = snaps.to_numpy()
-    seqs = snaps.index.to_numpy()
-    out["start"] = str(snaps.iloc[0])
-    out["end"] = str(snaps.iloc[-1])
+    out["hosts"] = [str(h) for h in snaps["host"].dropna().unique().tolist()]
+    out["boots"] = int(snaps["boot_id"].nunique())
     out["snapshots"] = len(snaps)
-    out["seq_range"] = [int(seqs[0]), int(seqs[-1])]
-    out["missing_seq"] = int(seqs[-1] - seqs[0] + 1 - len(seqs))
-    if len(ts) > 1:
-        d = np.diff(ts).astype("timedelta64[ns]").astype(np.int64)
-        interval = int(np.median(d))
+    seqs = snaps["seq"].to_numpy()
+    out["seq_range"] = [int(seqs.min()), int(seqs.max())]
+    by_host = snaps.groupby("host", observed=True, sort=False, dropna=False)
+    out["missing_seq"] = int(sum(int(g["seq"].max() - g["seq"].min() + 1 - len(g)) for _, g in by_host))
+    firsts = by_host["timestamp"].first()      # each host's first and last snapshot, by seq
+    lasts = by_host["timestamp"].last()
+    out["start"] = str(firsts.min())
+    out["end"] = str(lasts.max())
+    # the interval asked for (the footers), else the median step between snapshots
+    interval = analysis.interval_of(snaps, pd.Timedelta(int(np.median(intervals)), unit="ns")
+                                    if intervals else None)
+    gaps = analysis.gaps(snaps, interval=pd.Timedelta(interval, unit="ns"))
+    steps = analysis.clock_steps(snaps, interval=pd.Timedelta(interval, unit="ns"))
+    # elapsed: each step between consecutive snapshots on the monotonic clock within a
+    # boot (the wall clock across boots), per host; the longest host
+    out["elapsed_s"] = round(max(_elapsed(g) for _, g in by_host) / 1e9, 6)
+    if len(snaps) > 1:
         out["interval_ms"] = interval / 1e6
-        # a gap: two snapshots further apart than 1.5 intervals (overruns, a stop, a crash)
-        gaps = np.flatnonzero(d > 1.5 * interval) if interval > 0 else np.array([], dtype=int)
         out["gaps"] = len(gaps)
-        out["largest_gap_s"] = float(d.max() / 1e9)
-    life = analysis.lifetimes(df)
+        out["largest_gap_s"] = float(gaps["length"].max().total_seconds()) if len(gaps) else 0.0
+        out["gap_list"] = [{"host": r.host, "seq": int(r.seq), "after_seq": int(r.before_seq),
+                            "length_s": round(r.length.total_seconds(), 6), "why": r.why}
+                           for r in gaps.itertuples()]
+        out["clock_steps"] = [{"host": r.host, "seq": int(r.seq), "step_s": round(r.step.total_seconds(), 6)}
+                              for r in steps.itertuples()]
+    life = analysis.lifetimes(df, snapshots=snaps)
     out["connections"] = len(life)
     bp = analysis.by_process(df, life=life)
     bp = bp[bp.index != 0].head(5)
@@ -169,6 +195,25 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
                            "connection_seconds": round(float(r["connection_seconds"]), 1)}
                           for a, r in top.iterrows()]
     return out
+
+
+def _elapsed(g) -> int:
+    """ns from a host's first snapshot to its last: monotonic steps within a boot, wall
+    clock steps across boots."""
+    if len(g) < 2:
+        return 0
+    t = g["timestamp"].dt.as_unit("ns").astype("int64").to_numpy()
+    mono = g["monotonic_ns"]
+    boot = g["boot_id"].astype(object).to_numpy()
+    ok = mono.notna().to_numpy()
+    m = mono.fillna(0).to_numpy().astype(np.int64)
+    same = (boot[1:] == boot[:-1]) & ok[1:] & ok[:-1]
+    d = np.where(same, m[1:] - m[:-1], t[1:] - t[:-1])
+    return int(d.sum())
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.1f} s" if abs(seconds) >= 1 else f"{seconds * 1000:g} ms"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -184,19 +229,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not s["snapshots"]:
         w("snapshots    0 (empty recording)\n")
         return 0
-    w(f"time         {s['start']} .. {s['end']}\n")
+    w(f"time         {s['start']} .. {s['end']} (first to last snapshot, wall clock; "
+      f"{s['elapsed_s']:.1f} s elapsed)\n")
+    for st in s.get("clock_steps", [])[:10]:
+        where = f" on {st['host']}" if len(s["hosts"]) > 1 else ""
+        w(f"clock        stepped {'back' if st['step_s'] < 0 else 'forward'} {abs(st['step_s']):.1f} s "
+          f"at seq {st['seq']}{where}\n")
+    if len(s.get("clock_steps", [])) > 10:
+        w(f"clock        ... and {len(s['clock_steps']) - 10} more steps\n")
+    if len(s["hosts"]) > 1 or s["boots"] > 1:
+        w(f"hosts        {len(s['hosts'])} ({', '.join(s['hosts'][:5])}{' ...' if len(s['hosts']) > 5 else ''}), "
+          f"{s['boots']} boot{'s' if s['boots'] != 1 else ''}\n")
     w(f"snapshots    {s['snapshots']:,} (seq {s['seq_range'][0]}..{s['seq_range'][1]}, "
       f"{s['missing_seq']} missing)\n")
     w(f"rows         {s['rows']:,}\n")
     if "interval_ms" in s:
-        w(f"interval     {s['interval_ms']:g} ms (median); {s['gaps']} gaps over 1.5x, "
-          f"largest {s['largest_gap_s']:.3f} s; {s['overruns']} overruns\n")
+        n = s["gaps"]
+        w(f"interval     {s['interval_ms']:g} ms; {n} gap{'' if n == 1 else 's'} over 1.5x"
+          + (f", largest {s['largest_gap_s']:.3f} s" if n else "") + f"; {s['overruns']} overruns\n")
+        why = {"late": "no snapshot taken", "seq": "snapshots missing (seq jumped)", "reboot": "reboot"}
+        for g in s["gap_list"][:10]:
+            where = f" on {g['host']}" if len(s["hosts"]) > 1 else ""
+            w(f"gap          {_s(g['length_s'])} before seq {g['seq']}{where} ({why[g['why']]})\n")
+        if n > 10:
+            w(f"gap          ... and {n - 10} more\n")
     w(f"connections  {s['connections']:,} distinct\n")
     md = s["metadata"]
     for k, label in (("host", "host"), ("os", "os"), ("kernel", "kernel"), ("version", "tcpsnap"),
                      ("backend", "backend"), ("interval", "asked every"), ("pids", "pids"),
                      ("mode", "mode"), ("keyframe", "keyframes"), ("destroy_feed", "destroy feed")):
-        if k in md:
+        if k in md and not (k == "host" and len(s["hosts"]) > 1):
             w(f"{label:<12} {md[k]}\n")
     if s["top_processes"]:
         w("top processes\n")
@@ -218,14 +280,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
     rec = _open(args.path, args.skip_bad, args.start, args.end)
     df = _read(rec, start=args.start, end=args.end)
-    if len(df) == 0:
+    from .reading.snapshots import snapshots_of
+
+    snaps = snapshots_of(rec, args.start, args.end)   # empty snapshots count 0, not a gap
+    rec.report()
+    if len(snaps) == 0:
         raise TcpsnapError(f"{args.path}: no snapshots in that time range")
     tz = "UTC" if args.utc else args.tz
     if args.kind == "remotes":
         fig = plot.plot_remotes(df)
     else:
         fn = plot.plot_states if args.kind == "states" else plot.plot_churn
-        fig = fn(df, freq=args.freq, tz=tz)
+        fig = fn(df, freq=args.freq, tz=tz, snapshots=snaps)
     fig.savefig(out)
     import matplotlib.pyplot as plt
 

@@ -1,23 +1,47 @@
-"""Answers from recordings: connection lifetimes, state counts, churn, who talks to whom.
+"""Answers from recordings: connection lifetimes, state counts, churn, gaps, clock steps,
+who talks to whom.
 
-Every function takes a DataFrame as ``tcpsnap.read`` (or ``pandas.read_parquet`` on a
-full recording) returns it -- the events of a changes recording (``read(path,
-mode="changes")``) are rebuilt into that first: one row per connection per snapshot, with
-the columns ``timestamp``, ``seq``, ``family``, ``state``, ``local_addr``, ``local_port``, ``remote_addr``,
-``remote_port``, ``pid``, ``process`` and ``cookie`` (``COLUMNS``). Work is vectorized (hashes,
-scatters and bincounts over the rows, no sort of the whole table), so time grows with the
-rows, linearly (measurements: ``benchmarks/RESULTS.md``).
+Every function takes a DataFrame as ``tcpsnap.read`` returns it (the events of a changes
+recording, ``read(path, mode="changes")``, and ``pandas.read_parquet`` of a full recording,
+``kind`` column and all, are taken too): one row per connection per snapshot, with the
+columns ``COLUMNS``. Work is vectorized (hashes, scatters and bincounts over the rows, no
+sort of the whole table), so time grows with the rows, linearly (measurements:
+``benchmarks/RESULTS.md``).
+
+What the rows mean (README, "What a recording means"):
+
+- **identity**: a connection is (``host``, ``boot_id``, ``cookie``) -- socket cookies are a
+  per-boot counter, so two hosts, or one host before and after a reboot, reuse them.
+  Without a cookie (Windows, cookie 0) it is the 4-tuple (on that host and boot) plus
+  first-seen time. Recordings without ``host`` / ``boot_id`` columns (schema version 1)
+  fall back to the cookie (and the ``host=`` folder, if any).
+- **time**: ``timestamp`` is the wall clock, which can be stepped (NTP, an operator);
+  durations and gaps are measured on ``monotonic_ns`` within one ``boot_id`` (wall-clock
+  differences only where there is no monotonic time: version 1, or across boots). Times
+  shown stay the wall clock.
+- **empty vs missing**: ``tcpsnap.read`` has no row for a snapshot with no (matching)
+  connection. Pass ``snapshots=tcpsnap.snapshots(path)`` (same ``start`` / ``end``) to
+  ``lifetimes``, ``state_counts`` and ``churn``: a snapshot with nothing then counts 0,
+  and only time in which no snapshot was taken at all (the recorder stopped or stalled,
+  overruns, a reboot) is NaN. Without it, the snapshots are those the rows show. (The
+  events of a changes recording and a ``pandas.read_parquet`` DataFrame with ``kind``
+  carry their snapshots themselves.)
 
 >>> df = tcpsnap.read("recording")
->>> life = analysis.lifetimes(df)
+>>> snaps = tcpsnap.snapshots("recording")
+>>> life = analysis.lifetimes(df, snapshots=snaps)
 >>> life.sort_values("duration").tail()                    # the longest-lived connections
->>> analysis.state_counts(df, freq="1s")["CLOSE_WAIT"].max()  # worst CLOSE_WAIT pile-up
->>> analysis.churn(df, freq="10s")                          # opened / closed per 10 s
+>>> analysis.state_counts(df, freq="1s", snapshots=snaps)["CLOSE_WAIT"].max()
+>>> analysis.churn(df, freq="10s", snapshots=snaps)        # opened / closed per 10 s
+>>> analysis.gaps(snaps), analysis.clock_steps(snaps)      # where the recording has holes
 >>> analysis.top_remotes(df, n=5)                           # busiest peers
 >>> analysis.by_process(df)                                 # per program
 """
 
 from __future__ import annotations
+
+import ipaddress
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,13 +50,15 @@ from ._order import stable_order
 from ._schema import STATE_NAMES
 from .reading import to_full
 
-__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "COLUMNS"]
+__all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "top_remotes", "by_process",
+           "canonical_address", "COLUMNS"]
 
 TUPLE = ["family", "local_addr", "local_port", "remote_addr", "remote_port"]
 #: The columns these functions use: ``tcpsnap.read(path, columns=analysis.COLUMNS)``.
-COLUMNS = ["timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
-           "remote_port", "pid", "process", "cookie"]
+COLUMNS = ["timestamp", "seq", "monotonic_ns", "host", "boot_id", "family", "state", "local_addr",
+           "local_port", "remote_addr", "remote_port", "pid", "process", "cookie"]
 _UNSPECIFIED = {"0.0.0.0", "::", ""}
+_SNAP_COLUMNS = ("seq", "timestamp", "monotonic_ns", "host", "boot_id")
 
 
 def _full(df: pd.DataFrame) -> pd.DataFrame:
@@ -41,6 +67,200 @@ def _full(df: pd.DataFrame) -> pd.DataFrame:
     if "event" in df.columns and "seen_in_snapshot" in df.columns:
         return to_full(df)
     return df
+
+
+def _row_snapshots(df: pd.DataFrame) -> pd.DataFrame:
+    """The snapshots ``df``'s rows belong to, one row each (its first)."""
+    cols = [c for c in _SNAP_COLUMNS if c in df.columns]
+    keys = [c for c in ("host", "seq") if c in df.columns]
+    return df[cols].drop_duplicates(keys).reset_index(drop=True)
+
+
+def _prepare(df: pd.DataFrame, snapshots: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(one row per connection per snapshot, the snapshots taken or None): the events of
+    a changes recording rebuilt (their markers are the snapshots); rows of ``kind``
+    "snapshot" (``pandas.read_parquet`` of a full recording) are snapshots, not
+    connections."""
+    if "event" in df.columns and "seen_in_snapshot" in df.columns:
+        if snapshots is None:
+            snapshots = _row_snapshots(df[df["family"].to_numpy() == 0])
+        return to_full(df), snapshots
+    if "kind" in df.columns:
+        kind = df["kind"]
+        conn = ((kind == "connection") | kind.isna()).to_numpy(bool)
+        if not conn.all():
+            if snapshots is None:
+                snapshots = _row_snapshots(df)
+            df = df[conn].reset_index(drop=True)
+        return df, snapshots
+    return df, snapshots
+
+
+def _vocab(*series: pd.Series | None) -> pd.Index:
+    """The distinct strings of some columns, sorted."""
+    vals: set[str] = set()
+    for s in series:
+        if s is None:
+            continue
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            vals.update(str(c) for c in s.cat.categories)
+        else:
+            vals.update(str(v) for v in pd.unique(s.dropna()))
+    return pd.Index(sorted(vals), dtype=object)
+
+
+def _code(s: pd.Series | None, vocab: pd.Index, n: int) -> np.ndarray:
+    """``s`` as positions in ``vocab`` (int64), -1 where missing (or no column)."""
+    if s is None:
+        return np.full(n, -1, np.int64)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        lut = np.append(vocab.get_indexer(pd.Index([str(c) for c in s.cat.categories], dtype=object)), -1)
+        return lut[s.cat.codes.to_numpy()].astype(np.int64)
+    codes, uniq = pd.factorize(s.to_numpy(dtype=object))            # missing -> -1
+    lut = np.append(vocab.get_indexer(pd.Index([str(v) for v in uniq], dtype=object)), -1)
+    return lut[codes].astype(np.int64)
+
+
+def _constant(s: pd.Series | None) -> bool:
+    """Whether a column is one value all along (or absent): cheap for a categorical."""
+    if s is None or len(s) < 2:
+        return True
+    a = s.cat.codes.to_numpy() if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy()
+    if a.dtype == object:
+        return False
+    return bool((a == a[0]).all())
+
+
+def _ints(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values as int64, known): a column of integers that may hold nulls; 0 or less is
+    not a time either (a monotonic clock is positive)."""
+    known = s.notna().to_numpy(bool)
+    vals = s.to_numpy(dtype=np.float64, na_value=0) if not known.all() else s.to_numpy()
+    vals = np.asarray(vals).astype(np.int64)
+    return vals, known & (vals > 0)
+
+
+def _ns(s: pd.Series | pd.Index) -> np.ndarray:
+    """Times as int64 ns since the epoch, UTC (naive ones are taken as UTC)."""
+    v = pd.DatetimeIndex(s)
+    if v.tz is None:
+        v = v.tz_localize("UTC")
+    return v.as_unit("ns").asi8
+
+
+def _tz(*series: pd.Series | None):
+    for s in series:
+        if s is not None:
+            tz = getattr(s.dt, "tz", None) if hasattr(s, "dt") else None
+            if tz is not None:
+                return tz
+    return "UTC"
+
+
+class _Timeline:
+    """Every snapshot the rows of ``df`` are in, and every one of ``snapshots``, once,
+    by host then seq: ``h`` (host code), ``seq``, ``t`` (wall ns, UTC), ``mono`` /
+    ``mono_ok`` (the monotonic clock, where known), ``boot`` (boot code); ``row``: each
+    row's snapshot."""
+
+    def __init__(self, df: pd.DataFrame, snapshots: pd.DataFrame | None) -> None:
+        sn = snapshots if snapshots is not None and len(snapshots) else None
+        n = len(df)
+        hv = _vocab(df.get("host"), None if sn is None else sn.get("host"))
+        bv = _vocab(df.get("boot_id"), None if sn is None else sn.get("boot_id"))
+        self.hosts, self.boots = hv, bv
+        self.tz = _tz(df.get("timestamp"), None if sn is None else sn.get("timestamp"))
+        seq_row = df["seq"].to_numpy() if n else np.zeros(0, np.int64)
+        if _constant(df.get("host")):
+            # one host (the common case): the seq alone orders the rows
+            h_row = np.broadcast_to(_code(df["host"].iloc[:1] if "host" in df else None, hv, 1), (n,))
+            kr = seq_row
+        else:
+            h_row = _code(df.get("host"), hv, n)
+            kr = self._key(h_row, seq_row.astype(np.int64))
+        parts = []
+        run = np.zeros(0, np.int64)
+        if n:
+            if n == 1 or bool((kr[1:] >= kr[:-1]).all()):
+                # in order (tcpsnap.read of one host): a snapshot is a run of rows
+                new = np.empty(n, bool)
+                new[0] = True
+                np.not_equal(kr[1:], kr[:-1], out=new[1:])
+                first = np.flatnonzero(new)
+                del new
+            else:
+                run, uniq = pd.factorize(kr, sort=False)
+                first = np.full(len(uniq), n, np.int64)
+                np.minimum.at(first, run, np.arange(n, dtype=np.int64))
+            parts.append(self._part(df.iloc[first], h_row[first], seq_row[first].astype(np.int64), bv))
+        del kr
+        if sn is not None:
+            parts.append(self._part(sn, _code(sn.get("host"), hv, len(sn)),
+                                    sn["seq"].to_numpy().astype(np.int64), bv))
+        h, seq, t, mono, mono_ok, boot = (np.concatenate(a) for a in zip(*parts, strict=True))
+        ukeys, at = np.unique(self._key(h, seq), return_index=True)
+        self.h, self.seq, self.t, self.boot = h[at], seq[at], t[at], boot[at]
+        self.mono, self.mono_ok = mono[at], mono_ok[at]
+        # each row's snapshot: the place of its run's key among the sorted keys
+        self.row = run
+        if n:
+            where = np.searchsorted(ukeys, self._key(h_row[first], seq_row[first].astype(np.int64)))
+            if len(run):
+                self.row = where[run]
+            else:
+                self.row = np.repeat(where, np.diff(np.append(first, n)))
+        self.n = len(at)
+
+    @staticmethod
+    def _part(f: pd.DataFrame, h: np.ndarray, seq: np.ndarray, bv: pd.Index) -> tuple:
+        if "monotonic_ns" in f:
+            mono, ok = _ints(f["monotonic_ns"])
+        else:
+            mono, ok = np.zeros(len(f), np.int64), np.zeros(len(f), bool)
+        return h, seq, _ns(f["timestamp"]), mono, ok, _code(f.get("boot_id"), bv, len(f))
+
+    @staticmethod
+    def _key(h: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        # host in the high bits: keys sort by host, then seq (seq below 2**47)
+        return ((h + 1) << 47) | (seq & ((1 << 47) - 1))
+
+    def hosts_slices(self) -> list[slice]:
+        cut = np.flatnonzero(self.h[1:] != self.h[:-1]) + 1
+        edges = np.concatenate([[0], cut, [self.n]])
+        return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def bins(self, freq: str) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
+        """(the ``freq`` bins from the first snapshot to the last, each snapshot's bin,
+        which bins are a gap (NaN), which bins to keep).
+
+        A bin no snapshot falls in is a gap if a host's recording went through it: two
+        of its consecutive snapshots (by seq) on either side of it, the wall clock going
+        forward (the recorder stopped or stalled, a reboot), or if no host was recording
+        then. It is left out if its wall-clock time never happened while recording: the
+        clock was stepped back over it."""
+        idx = pd.DatetimeIndex(pd.to_datetime(self.t, unit="ns", utc=True)).tz_convert(self.tz)
+        order = np.argsort(self.t, kind="stable")
+        B = pd.Series(0, index=idx[order]).resample(freq).size().index
+        B.name = "timestamp"
+        nb = len(B)
+        sbin = np.searchsorted(_ns(B), self.t, side="right") - 1
+        gap = np.zeros(nb, bool)
+        covered = np.zeros(nb, bool)
+        inrange = np.zeros(nb, bool)
+        for sl in self.hosts_slices():
+            bi, ti = sbin[sl], self.t[sl]
+            has = np.zeros(nb, bool)
+            has[bi] = True
+            fwd = ti[1:] > ti[:-1]
+            d = np.zeros(nb + 1, np.int64)
+            np.add.at(d, bi[:-1][fwd], 1)
+            np.add.at(d, bi[1:][fwd] + 1, -1)
+            cov = (np.cumsum(d)[:nb] > 0) | has
+            gap |= cov & ~has
+            covered |= cov
+            inrange[bi.min():bi.max() + 1] = True
+        keep = covered | ~inrange
+        return B, sbin, gap | ~covered, keep
 
 
 def _state_codes(s: pd.Series) -> np.ndarray:
@@ -104,33 +324,42 @@ def _tuple_codes(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     return _dense(key)[0]
 
 
-def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
+def lifetimes(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per connection seen in the recording.
 
-    Identity is the kernel's socket cookie where the backend has one (Linux); otherwise
-    (cookie 0, e.g. Windows) the 4-tuple plus first-seen time: a 4-tuple absent from a
-    snapshot and seen again later is two connections. A TIME_WAIT socket keeps its
-    connection's cookie, so TIME_WAIT belongs to the connection it ends.
+    Identity is (``host``, ``boot_id``, socket cookie) where the backend has a cookie
+    (Linux): cookies count per boot, so two hosts, or one host before and after a reboot,
+    can reuse one. Otherwise (cookie 0, e.g. Windows) the 4-tuple (on that host and boot)
+    plus first-seen time: a 4-tuple absent from a snapshot (a ``seq`` it is not in) and
+    seen again later is two connections. A TIME_WAIT socket keeps its connection's
+    cookie, so TIME_WAIT belongs to the connection it ends. Without ``host`` /
+    ``boot_id`` columns (schema version 1), the cookie alone.
 
     Columns: ``family``, ``local_addr``, ``local_port``, ``remote_addr``, ``remote_port``,
-    ``cookie``, ``first_seen``, ``last_seen``, ``duration`` (last - first seen: the true
-    lifetime is longer by less than two snapshot intervals), ``snapshots`` (how many it was
-    in), ``states`` (the states it went through, in order, ``>``-separated), ``first_state``,
+    ``cookie`` (then ``host`` and ``boot_id`` if the rows have them), ``first_seen``,
+    ``last_seen`` (wall clock), ``duration`` (from the first to the last snapshot it was
+    in, on the monotonic clock -- right even if the wall clock was stepped meanwhile; the
+    wall-clock difference where there is no ``monotonic_ns``; the true lifetime is longer
+    by less than two snapshot intervals), ``snapshots`` (how many it was in), ``states``
+    (the states it went through, in order, ``>``-separated), ``first_state``,
     ``last_state``, ``pid`` / ``process`` (its last known owner, 0 / None if never known),
-    ``open_at_start`` / ``open_at_end`` (already there in the first snapshot / still there in
-    the last, so its true start / end is outside the recording).
+    ``open_at_start`` / ``open_at_end`` (already there in the first snapshot of its host
+    and boot / still there in the last, so its true start / end is outside the recording).
+    ``snapshots``: as ``tcpsnap.snapshots`` returns them, so that the first and last
+    snapshots are known even when they held no connection.
 
     Connections come out ordered by cookie, then those without one by 4-tuple and time.
     Only the listed columns are used; ``tcpsnap.read(path, columns=analysis.COLUMNS)``
     reads just those.
     """
-    df = _full(df)
+    df, snapshots = _prepare(df, snapshots)
     # How, in time linear in the rows: rows are put in time order (a no-op for
     # tcpsnap.read, which returns them so), every row gets a dense connection code
-    # (a hash of the cookie; for rows without one, the 4-tuple split at gaps, which needs
-    # one linear-time radix sort of those rows only), and everything per connection is a
-    # scatter over the rows in time order -- first / last row (np.minimum/maximum.at),
-    # row count (bincount), last row with an owner -- with no sort of the whole table.
+    # (a hash of (host, boot, cookie); for rows without a cookie, the 4-tuple split at
+    # gaps, which needs one linear-time radix sort of those rows only), and everything
+    # per connection is a scatter over the rows in time order -- first / last row
+    # (np.minimum/maximum.at), row count (bincount), last row with an owner -- with no
+    # sort of the whole table.
     # The state path comes from (connection, state) pairs: when each state of a
     # connection occupies one stretch of its rows (always, for TCP), the path is its
     # states by first appearance; connections that went back to an earlier state get
@@ -146,42 +375,58 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
     def col(a: np.ndarray) -> np.ndarray:      # a column in time order
         return a if time_order is None else a[time_order]
 
-    seq = col(seq)
+    seq = col(seq).astype(np.int64, copy=False)
     cookie = col(df["cookie"].to_numpy(np.uint64)) if "cookie" in df else np.zeros(n, np.uint64)
+
+    # ---- where each row was recorded: (host, boot), a small code
+    sn = snapshots if snapshots is not None and len(snapshots) else None
+    hv = _vocab(df.get("host"), None if sn is None else sn.get("host"))
+    bv = _vocab(df.get("boot_id"), None if sn is None else sn.get("boot_id"))
+    nb1 = len(bv) + 1
+    norigin = (len(hv) + 1) * nb1
+    if _constant(df.get("host")) and _constant(df.get("boot_id")):
+        # one host, one boot (the common case): no per-row code
+        h0, b0 = (df[c].iloc[:1] if c in df else None for c in ("host", "boot_id"))
+        one = (_code(h0, hv, 1) + 1) * nb1 + _code(b0, bv, 1) + 1
+        origin = np.broadcast_to(one.astype(np.int64), (n,))
+        one_origin = True
+    else:
+        origin = col((_code(df.get("host"), hv, n) + 1) * nb1 + _code(df.get("boot_id"), bv, n) + 1)
+        one_origin = bool((origin == origin[0]).all())
 
     # ---- a connection code per row
     no_cookie = cookie == 0
     nt = int(np.count_nonzero(no_cookie))
-    if nt == 0:
-        conn, cookies = _dense(cookie)
-        conn = _small(conn, len(cookies))
-        kc = len(cookies)
-        k = kc
-        t_rows = None
+    has = ~no_cookie
+    cc, cu = _dense(cookie[has]) if nt else _dense(cookie)
+    if one_origin or len(cu) == 0:
+        conn_c, cookies, corigin = cc, cu, np.full(len(cu), origin[0], np.int64)
     else:
-        has = ~no_cookie
+        conn_c, ukey = _dense(origin[has] * len(cu) + cc)
+        cookies, corigin = cu[ukey % len(cu)], ukey // len(cu)
+    kc = len(cookies)
+    if nt == 0:
+        conn = _small(conn_c, kc)
+        k = kc
+    else:
         conn = np.empty(n, dtype=np.int64)
-        conn[has], cookies = _dense(cookie[has])
-        kc = len(cookies)
-        del has
+        conn[has] = conn_c
         t_rows = np.flatnonzero(no_cookie)
         tcode = _tuple_codes(df, t_rows if time_order is None else time_order[t_rows])
-        # snapshot ordinals of those rows, to split a 4-tuple where it was absent
-        change = np.empty(n, dtype=bool)
-        change[0] = False
-        np.not_equal(seq[1:], seq[:-1], out=change[1:])
-        snap_t = np.cumsum(change, dtype=np.int64)[t_rows]
-        del change
+        if not one_origin:
+            tcode = _dense(origin[t_rows] * (int(tcode.max()) + 1) + tcode)[0]
+        # split a 4-tuple where it was absent: a seq (a snapshot) it is not in
+        seq_t = seq[t_rows]
         o = stable_order(tcode, int(tcode.max()) + 1)
-        s_code, s_snap = tcode[o], snap_t[o]
+        s_code, s_seq = tcode[o], seq_t[o]
         new = np.ones(nt, dtype=bool)
-        new[1:] = (s_code[1:] != s_code[:-1]) | (s_snap[1:] - s_snap[:-1] > 1)
+        new[1:] = (s_code[1:] != s_code[:-1]) | (s_seq[1:] - s_seq[:-1] > 1)
         seg = np.cumsum(new, dtype=np.int64) - 1 + kc
         conn[t_rows[o]] = seg
         k = int(seg[-1]) + 1
-        del o, s_code, s_snap, new, seg, snap_t, tcode
+        del o, s_code, s_seq, new, seg, seq_t, tcode
         conn = _small(conn, k)
-    del no_cookie
+    del no_cookie, has
 
     # ---- per connection: rows, first / last row, last row with an owner
     pos = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
@@ -201,8 +446,23 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
     state = col(_state_codes_fast(df["state"]))
     paths = _paths(conn, state, k, n, first)
 
-    # ---- the table, ordered by cookie, then (4-tuple, time)
-    rank = np.concatenate([np.argsort(cookies, kind="stable"), np.arange(kc, k)])
+    # ---- the first and last snapshot of each (host, boot): the rows', and the snapshots'
+    big = np.iinfo(np.int64).max
+    gmin = np.full(norigin, big, np.int64)
+    gmax = np.full(norigin, -big, np.int64)
+    if one_origin:
+        gmin[origin[0]], gmax[origin[0]] = seq[0], seq[-1]
+    else:
+        np.minimum.at(gmin, origin, seq)
+        np.maximum.at(gmax, origin, seq)
+    if sn is not None:
+        so = (_code(sn.get("host"), hv, len(sn)) + 1) * nb1 + _code(sn.get("boot_id"), bv, len(sn)) + 1
+        sq = sn["seq"].to_numpy().astype(np.int64)
+        np.minimum.at(gmin, so, sq)
+        np.maximum.at(gmax, so, sq)
+
+    # ---- the table, ordered by cookie (then host and boot), then (4-tuple, time)
+    rank = np.concatenate([np.lexsort((corigin, cookies)), np.arange(kc, k)])
     first, last, count, owner, paths = first[rank], last[rank], count[rank], owner[rank], paths[rank]
 
     def orig(r: np.ndarray) -> np.ndarray:      # time-order positions -> df positions
@@ -210,10 +470,24 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
 
     out = df.iloc[orig(first)][[c for c in TUPLE if c in df]].reset_index(drop=True)
     out["cookie"] = cookie[first]
+    for c in ("host", "boot_id"):
+        if c in df:
+            out[c] = df[c].iloc[orig(first)].to_numpy()
+            if isinstance(df[c].dtype, pd.CategoricalDtype):
+                out[c] = out[c].astype(df[c].dtype)
     ts = df["timestamp"]
     out["first_seen"] = _utc(ts.iloc[orig(first)])
     out["last_seen"] = _utc(ts.iloc[orig(last)])
-    out["duration"] = out["last_seen"] - out["first_seen"]
+    wall = (out["last_seen"] - out["first_seen"]).to_numpy()
+    if "monotonic_ns" in df:
+        m = df["monotonic_ns"]
+        mf, okf = _ints(m.iloc[orig(first)])
+        ml, okl = _ints(m.iloc[orig(last)])
+        # one connection is one boot: its monotonic times compare
+        dur = np.where(okf & okl, ml - mf, wall.astype("m8[ns]").astype(np.int64))
+        out["duration"] = pd.to_timedelta(dur, unit="ns")
+    else:
+        out["duration"] = wall
     out["snapshots"] = count
     out["states"] = paths
     names = np.array(("",) + STATE_NAMES, dtype=object)
@@ -228,8 +502,8 @@ def lifetimes(df: pd.DataFrame) -> pd.DataFrame:
         proc = np.full(k, None, dtype=object)
         proc[has_owner] = df["process"].iloc[owner_rows].to_numpy(dtype=object)
         out["process"] = pd.Categorical(proc)
-    out["open_at_start"] = seq[first] == seq[0]
-    out["open_at_end"] = seq[last] == seq[-1]
+    out["open_at_start"] = seq[first] == gmin[origin[first]]
+    out["open_at_end"] = seq[last] == gmax[origin[last]]
     return out
 
 
@@ -305,62 +579,211 @@ def _empty_lifetimes() -> pd.DataFrame:
     return pd.DataFrame({c: [] for c in cols})
 
 
-def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean") -> pd.DataFrame:
+def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean",
+                 snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
     """Connections per state over time: one column per state seen, one row per ``freq``
-    bin; within a bin, the ``agg`` (``"mean"``, ``"max"``, ``"min"``, ``"last"``) of the
-    per-snapshot counts. Bins without snapshots are NaN (a gap in the recording), not 0."""
-    df = _full(df)
-    if len(df) == 0:
+    bin (wall clock); within a bin, the ``agg`` (``"mean"``, ``"max"``, ``"min"``,
+    ``"last"``) of the per-snapshot counts, summed over hosts when the rows are of
+    several.
+
+    A snapshot counts 0 for the states it has no row of. Pass ``snapshots`` (as
+    ``tcpsnap.snapshots`` returns them) so that snapshots with no row at all (empty, or
+    none matching what ``df`` was filtered to) count 0 too; without it, the snapshots
+    are those the rows show. A bin in which no snapshot was taken -- the recorder stopped
+    or stalled, a reboot, a missed slot -- is NaN (a gap); a bin whose wall-clock time
+    never happened while recording (the clock was stepped back over it) is left out."""
+    df, snapshots = _prepare(df, snapshots)
+    if len(df) == 0 and (snapshots is None or len(snapshots) == 0):
         return pd.DataFrame()
-    # per distinct timestamp, one bincount over (timestamp, state): no groupby/crosstab
-    times = pd.DatetimeIndex(df["timestamp"])
-    code, uniq = pd.factorize(times.asi8, sort=False)
-    state = _state_codes_fast(df["state"])
-    key = code.astype(np.int64)
-    key *= _NS
-    key += state
-    counts = np.bincount(key, minlength=len(uniq) * _NS).reshape(len(uniq), _NS)[:, 1:]
-    del key, code
-    order = np.argsort(uniq, kind="stable")
-    index = pd.DatetimeIndex(uniq[order].view(f"M8[{times.unit}]"), name="timestamp")
-    index = index.tz_localize("UTC") if times.tz is None else index.tz_localize("UTC").tz_convert(times.tz)
-    per_snap = pd.DataFrame(counts[order], index=index, columns=list(STATE_NAMES))
+    tl = _Timeline(df, snapshots)
+    # per snapshot, one bincount over (snapshot, state): no groupby/crosstab of the rows
+    if len(df):
+        key = tl.row.astype(np.int64) * _NS
+        key += _state_codes_fast(df["state"])
+        counts = np.bincount(key, minlength=tl.n * _NS).reshape(tl.n, _NS)[:, 1:]
+        del key
+    else:
+        counts = np.zeros((tl.n, _NS - 1), np.int64)
+    per_snap = pd.DataFrame(counts, columns=list(STATE_NAMES))
     per_snap = per_snap.loc[:, (per_snap != 0).any(axis=0)]
-    return getattr(per_snap.resample(freq), agg)()
+    B, sbin, nan, keep = tl.bins(freq)
+    states = list(per_snap.columns)
+    per_snap["_h"] = tl.h
+    per_snap["_bin"] = sbin
+    per_host = per_snap.groupby(["_h", "_bin"], sort=True)[states].agg(agg)
+    total = per_host.groupby(level="_bin").sum()
+    out = total.reindex(np.arange(len(B)))
+    if nan.any():
+        out = out.astype(np.float64)
+        out.iloc[np.flatnonzero(nan)] = np.nan
+    out.index = B
+    return out[keep]
 
 
-def churn(df: pd.DataFrame, freq: str = "1s", life: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Connections opened and closed per ``freq`` bin.
+def churn(df: pd.DataFrame, freq: str = "1s", life: pd.DataFrame | None = None,
+          snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Connections opened and closed per ``freq`` bin (wall clock), as floats.
 
-    ``opened``: first seen in that bin (connections already in the first snapshot are not
-    counted); ``closed``: last seen in that bin and gone from the next snapshot (still there
-    at the end: not counted). Pass ``life=lifetimes(df)`` if you already have it."""
-    df = _full(df)
-    life = lifetimes(df) if life is None else life
-    if len(life) == 0:
+    ``opened``: first seen in that bin (connections already in the first snapshot of
+    their host and boot are not counted); ``closed``: last seen in that bin and gone from
+    the next snapshot (still there at the end: not counted). 0 in bins with snapshots
+    and no such connection; NaN in bins with no snapshot (a gap), as ``state_counts``;
+    ``snapshots`` as there. Pass ``life=lifetimes(df, snapshots=...)`` if you already
+    have it."""
+    df, snapshots = _prepare(df, snapshots)
+    life = lifetimes(df, snapshots=snapshots) if life is None else life
+    if len(df) == 0 and (snapshots is None or len(snapshots) == 0):
         return pd.DataFrame(columns=["opened", "closed"])
-    opened = life.loc[~life["open_at_start"], "first_seen"]
-    closed = life.loc[~life["open_at_end"], "last_seen"]
-    lo, hi = life["first_seen"].min(), life["last_seen"].max()
-    idx = pd.date_range(lo.floor(freq), hi.floor(freq), freq=freq)
-    o = opened.dt.floor(freq).value_counts().reindex(idx, fill_value=0)
-    c = closed.dt.floor(freq).value_counts().reindex(idx, fill_value=0)
-    out = pd.DataFrame({"opened": o.to_numpy(np.int64), "closed": c.to_numpy(np.int64)}, index=idx)
-    out.index.name = "timestamp"
-    return out
+    tl = _Timeline(df, snapshots)
+    B, _, nan, keep = tl.bins(freq)
+    edges = _ns(B)
+    out = pd.DataFrame(index=B)
+    for name, rows, when in (("opened", ~life["open_at_start"].to_numpy(bool), "first_seen"),
+                             ("closed", ~life["open_at_end"].to_numpy(bool), "last_seen")):
+        at = np.searchsorted(edges, _ns(life.loc[rows, when]), side="right") - 1
+        at = at[(at >= 0) & (at < len(B))]
+        c = np.bincount(at, minlength=len(B)).astype(np.float64)
+        c[nan] = np.nan
+        out[name] = c
+    return out[keep]
+
+
+def _interval_ns(interval: Any) -> int | None:
+    if interval is None:
+        return None
+    if isinstance(interval, pd.Timedelta):
+        return int(interval.value)
+    from ._units import parse_duration
+
+    return int(round(parse_duration(interval) * 1e9))
+
+
+def _steps(snapshots: pd.DataFrame, interval: Any) -> tuple[_Timeline, dict[str, np.ndarray], int]:
+    """The snapshots' timeline; consecutive snapshots (by seq, within a host), as arrays
+    over the pairs: ``i``
+    (the later one), ``dseq``, ``dwall``, ``dmono`` and ``mono`` (both on one boot's
+    monotonic clock), ``reboot``; and the interval (ns): ``interval``, else the median
+    monotonic step between consecutive seqs (wall-clock step without monotonic times)."""
+    tl = _Timeline(snapshots.iloc[:0], snapshots)
+    same = tl.h[1:] == tl.h[:-1]
+    i = np.flatnonzero(same) + 1
+    j = i - 1
+    b_a, b_b = tl.boot[j], tl.boot[i]
+    one_boot = b_a == b_b
+    mono = one_boot & tl.mono_ok[i] & tl.mono_ok[j]
+    p = {"i": i, "dseq": tl.seq[i] - tl.seq[j], "dwall": tl.t[i] - tl.t[j],
+         "dmono": np.where(mono, tl.mono[i] - tl.mono[j], 0), "mono": mono,
+         "reboot": ~one_boot & (b_a >= 0) & (b_b >= 0)}
+    iv = _interval_ns(interval)
+    if not iv:
+        nxt = p["dseq"] == 1
+        d = np.where(p["mono"], p["dmono"], p["dwall"])[nxt & ~p["reboot"]]
+        d = d[d > 0]
+        iv = int(np.median(d)) if len(d) else 0
+    return tl, p, iv
+
+
+def interval_of(snapshots: pd.DataFrame, interval: Any = None) -> int:
+    """The interval (ns) ``gaps`` and ``clock_steps`` go by: ``interval`` if given (a
+    duration), else the median step between consecutive snapshots (monotonic clock;
+    0 with fewer than two)."""
+    if _interval_ns(interval) or len(snapshots) < 2:
+        return _interval_ns(interval) or 0
+    return _steps(snapshots, None)[2]
+
+
+def gaps(snapshots: pd.DataFrame, interval: Any = None) -> pd.DataFrame:
+    """Where a recording has no snapshot for longer than it should: one row per gap
+    between two consecutive snapshots (by seq, within a host), with ``host``, ``seq``
+    and ``timestamp`` (the snapshot after the gap; wall clock), ``before_seq``,
+    ``length`` (a Timedelta: from the snapshot before to the one after, on the
+    monotonic clock within a boot, else the wall clock) and ``why``:
+
+    - ``"reboot"``: the boot changed (``boot_id``);
+    - ``"seq"``: ``seq`` jumped -- snapshots taken but not here (a file lost or skipped);
+    - ``"late"``: more than 1.5 intervals passed on the monotonic clock (the recorder
+      stopped and started again, was stopped (SIGSTOP) or starved, missed slots).
+
+    ``snapshots``: as ``tcpsnap.snapshots`` returns them; ``interval``: the recording's
+    (a duration: ``"100ms"``, seconds, a Timedelta), else the median step between
+    snapshots."""
+    cols = ["host", "seq", "timestamp", "before_seq", "length", "why"]
+    if len(snapshots) < 2:
+        return pd.DataFrame(columns=cols)
+    tl, p, iv = _steps(snapshots, interval)
+    length = np.where(p["mono"], p["dmono"], p["dwall"])
+    late = (p["dseq"] == 1) & ~p["reboot"] & (iv > 0) & (length > 1.5 * iv)
+    jump = (p["dseq"] > 1) & ~p["reboot"]
+    hit = p["reboot"] | jump | late
+    i = p["i"][hit]
+    why = np.where(p["reboot"][hit], "reboot", np.where(jump[hit], "seq", "late"))
+    return pd.DataFrame({
+        "host": _names(tl.hosts, tl.h[i]), "seq": tl.seq[i],
+        "timestamp": pd.to_datetime(tl.t[i], unit="ns", utc=True), "before_seq": tl.seq[i - 1],
+        "length": pd.to_timedelta(length[hit], unit="ns"), "why": why})
+
+
+def clock_steps(snapshots: pd.DataFrame, interval: Any = None, threshold: Any = None) -> pd.DataFrame:
+    """Where the wall clock was stepped: between consecutive snapshots (by seq, within a
+    host and boot), wall-clock time and monotonic time differ by more than
+    ``threshold`` (default: the larger of 1 s and the interval). One row each: ``host``,
+    ``seq`` and ``timestamp`` (the first snapshot after the step; wall clock),
+    ``step`` (a Timedelta: wall minus monotonic; negative: the clock was set back).
+
+    A machine suspended between two snapshots looks the same (the monotonic clock stops
+    during a suspend) as a step forward."""
+    cols = ["host", "seq", "timestamp", "step"]
+    if len(snapshots) < 2:
+        return pd.DataFrame(columns=cols)
+    tl, p, iv = _steps(snapshots, interval)
+    lim = _interval_ns(threshold) if threshold is not None else max(10**9, iv)
+    d = p["dwall"] - p["dmono"]
+    hit = p["mono"] & (np.abs(d) > lim)
+    i = p["i"][hit]
+    return pd.DataFrame({"host": _names(tl.hosts, tl.h[i]), "seq": tl.seq[i],
+                         "timestamp": pd.to_datetime(tl.t[i], unit="ns", utc=True),
+                         "step": pd.to_timedelta(d[hit], unit="ns")})
+
+
+def _names(vocab: pd.Index, codes: np.ndarray) -> np.ndarray:
+    lut = np.array([*vocab, None], dtype=object)
+    return lut[codes]
+
+
+def canonical_address(addr: str) -> str:
+    """One spelling per peer: an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, what a
+    dual-stack socket shows) as its IPv4 address; any other as it is."""
+    if addr.startswith("::ffff:") or addr.startswith("::FFFF:"):
+        try:
+            mapped = ipaddress.IPv6Address(addr).ipv4_mapped
+        except ValueError:
+            return addr
+        if mapped is not None:
+            return str(mapped)
+    return addr
+
+
+def _canonical(s: pd.Series) -> pd.Series:
+    """Addresses in their canonical spelling (``canonical_address``), as strings."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = np.array([canonical_address(str(c)) for c in s.cat.categories] + [""], dtype=object)
+        return pd.Series(cats[s.cat.codes.to_numpy()], index=s.index, dtype=object)
+    return s.astype(str).map(canonical_address)
 
 
 def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ``n`` remote addresses with the most connections: ``connections``,
     ``connection_seconds`` (sum of observed durations), ``ports`` (distinct remote ports),
-    ``processes`` (the local programs that talked to it). Listeners are left out."""
+    ``processes`` (the local programs that talked to it). Listeners are left out. A peer
+    is its canonical address: ``::ffff:192.0.2.1`` (IPv4 through a dual-stack socket) is
+    192.0.2.1 (``canonical_address``; the rows keep what the kernel reported)."""
     df = _full(df)
     life = lifetimes(df) if life is None else life
-    life = life[~life["remote_addr"].astype(str).isin(_UNSPECIFIED)]
+    remote = _canonical(life["remote_addr"]) if len(life) else life["remote_addr"]
+    life = life.assign(remote_addr=remote)[~remote.isin(_UNSPECIFIED)]
     if len(life) == 0:
         return pd.DataFrame(columns=["connections", "connection_seconds", "ports", "processes"])
-    life = life.assign(secs=life["duration"].dt.total_seconds(),
-                       remote_addr=life["remote_addr"].astype(str))
+    life = life.assign(secs=life["duration"].dt.total_seconds())
     procs = life["process"].astype(object) if "process" in life else pd.Series(None, index=life.index)
     g = life.assign(_proc=procs).groupby("remote_addr", observed=True)
     out = pd.DataFrame({
@@ -374,9 +797,9 @@ def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None)
 
 def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per owning process: ``connections`` (excluding listeners), ``listening`` (ports it
-    listens on), ``remotes`` (distinct remote addresses), ``connection_seconds``,
-    ``longest`` (its longest connection). Connections with no known owner group under
-    pid 0."""
+    listens on), ``remotes`` (distinct remote addresses, canonical: see
+    ``top_remotes``), ``connection_seconds``, ``longest`` (its longest connection).
+    Connections with no known owner group under pid 0."""
     df = _full(df)
     life = lifetimes(df) if life is None else life
     if len(life) == 0:
@@ -384,7 +807,7 @@ def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None) -> pd.DataFra
                                      "connection_seconds", "longest"])
     proc = life["process"].astype(object) if "process" in life else pd.Series(None, index=life.index)
     life = life.assign(process=proc.fillna(""), secs=life["duration"].dt.total_seconds(),
-                       remote_addr=life["remote_addr"].astype(str),
+                       remote_addr=_canonical(life["remote_addr"]),
                        is_listener=life["states"].astype(str) == "LISTEN")
     rows = []
     for (pid, name), g in life.groupby(["pid", "process"], sort=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import analysis
@@ -78,17 +79,25 @@ def _local(index: pd.DatetimeIndex, tz: str | None) -> pd.DatetimeIndex:
     return index.tz_convert(local).tz_localize(None)
 
 
-def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None):
-    """Stacked area of connections per state over time (mean per ``freq`` bin)."""
-    freq = freq or auto_freq(df)
-    counts = analysis.state_counts(df, freq=freq)
+def _span(df: pd.DataFrame, snapshots: pd.DataFrame | None) -> pd.DataFrame:
+    return snapshots if snapshots is not None and len(snapshots) else df
+
+
+def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None,
+                snapshots: pd.DataFrame | None = None):
+    """Stacked area of connections per state over time (mean per ``freq`` bin). With
+    ``snapshots`` (``tcpsnap.snapshots``), empty snapshots count 0; time with no
+    snapshot at all is left blank (``analysis.state_counts``)."""
+    freq = freq or auto_freq(_span(df, snapshots))
+    counts = analysis.state_counts(df, freq=freq, snapshots=snapshots)
     fig, ax = _axes(ax)
     if counts.empty:
         ax.text(0.5, 0.5, "no connections recorded", ha="center", va="center", transform=ax.transAxes)
     else:
         order = sorted(counts.columns, key=lambda c: -counts[c].mean())
         x = _local(counts.index, tz)
-        ax.stackplot(x, [counts[c].fillna(0).to_numpy() for c in order], labels=order,
+        # NaN (no snapshot taken) stays NaN: a gap in the area, not a fall to 0
+        ax.stackplot(x, [counts[c].to_numpy(np.float64) for c in order], labels=order,
                      colors=[_COLORS.get(c) for c in order], alpha=0.9)
         ax.legend(loc="upper left", fontsize="small", ncol=2, frameon=False)
         _time_axis(ax, tz)
@@ -99,18 +108,20 @@ def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None
     return fig
 
 
-def plot_churn(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None):
-    """Connections opened (up) and closed (down) per ``freq`` bin."""
-    freq = freq or auto_freq(df, target_points=200)
-    ch = analysis.churn(df, freq=freq)
+def plot_churn(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None,
+               snapshots: pd.DataFrame | None = None):
+    """Connections opened (up) and closed (down) per ``freq`` bin (``snapshots``: as
+    for ``plot_states``)."""
+    freq = freq or auto_freq(_span(df, snapshots), target_points=200)
+    ch = analysis.churn(df, freq=freq, snapshots=snapshots)
     fig, ax = _axes(ax)
     if ch.empty:
         ax.text(0.5, 0.5, "no connections recorded", ha="center", va="center", transform=ax.transAxes)
     else:
         x = _local(ch.index, tz)
         width = pd.Timedelta(freq) * 0.9
-        ax.bar(x, ch["opened"], width=width, color="#2b8a3e", label="opened")
-        ax.bar(x, -ch["closed"], width=width, color="#e03131", label="closed")
+        ax.bar(x, ch["opened"].fillna(0), width=width, color="#2b8a3e", label="opened")
+        ax.bar(x, -ch["closed"].fillna(0), width=width, color="#e03131", label="closed")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.legend(loc="upper left", frameon=False)
         _time_axis(ax, tz)

@@ -114,6 +114,8 @@ class FileInfo:
     moved: str | None = None
     #: its footer's key-value metadata (raw)
     raw: dict | None = None
+    #: the other hive partitions of its path (``host=web-1/``...), as (key, value) pairs
+    keys: tuple[tuple[str, str], ...] = ()
 
     @property
     def named(self) -> str | None:
@@ -267,7 +269,9 @@ class Recording:
         else:
             found = [str(p)]
         entries = sorted((_entry(f, self.folder) for f in found), key=FileInfo.key)
-        entries = _select(entries, start, end)
+        for e in entries:
+            e.keys = _hive_keys(p, e.path) if self.folder else ()
+        entries = [f for g in _groups(entries) for f in _select(g, start, end)]
         #: the files left out, path -> what is wrong, in the order found
         self.skipped: dict[str, str] = {}
         self._reported = 0
@@ -281,7 +285,8 @@ class Recording:
             else:
                 good.append(info)
         good = self._one_mode(good, bad)
-        good = _no_copies(good, bad)
+        good = [f for g in _groups(good) for f in _no_copies(g, bad)]
+        good.sort(key=FileInfo.key)
         self._skip(bad)
         moved = [f for f in good if f.moved]
         if moved:
@@ -310,7 +315,11 @@ class Recording:
         import pyarrow as pa
 
         s = _expected_schema(self.mode)
-        return s.append(pa.field("date", pa.string())) if self.folder else s
+        if not self.folder:
+            return s
+        for name, f in _partition_fields(self.files, s).items():
+            s = s.set(s.get_field_index(name), f) if name in s.names else s.append(f)
+        return s.append(pa.field("date", pa.string()))
 
     def _skip(self, bad: dict[str, str]) -> None:
         if not bad:
@@ -345,7 +354,11 @@ class Recording:
             return ds.dataset(paths, format=_format(), schema=self.schema)
         import pyarrow as pa
 
-        part = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+        fields = _partition_fields(self.files, self.schema)
+        part = ds.HivePartitioning(pa.schema([("date", pa.string()), *fields.values()]),
+                                   dictionaries={n: pa.array(sorted({v for f in self.files for k, v in f.keys
+                                                                     if k == n}), pa.string())
+                                                 for n in fields})
         return ds.dataset(paths, format=_format(), partitioning=part, partition_base_dir=str(self.path),
                           schema=self.schema)
 
@@ -450,6 +463,39 @@ def _select(entries: list[FileInfo], start: Any, end: Any) -> list[FileInfo]:
     keep = [f for f in entries
             if f.at is None or ((lo is None or f.at >= lo) and (hi is None or f.at <= hi))]
     return keep or entries[:1]
+
+
+def _hive_keys(root: Path, path: str) -> tuple[tuple[str, str], ...]:
+    """The ``key=value`` folders between ``root`` and ``path``, but ``date``: the recorder
+    makes those; others (``host=web-1``) are the user's, who put recordings of several
+    hosts (or runs) side by side."""
+    out = []
+    for part in Path(os.path.relpath(os.path.dirname(path), root)).parts:
+        k, eq, v = part.partition("=")
+        if eq and k and k != "date" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            out.append((k, v))
+    return tuple(out)
+
+
+def _groups(files: list[FileInfo]) -> list[list[FileInfo]]:
+    """``files`` by their non-date partitions (each group: one recording), in order."""
+    by: dict[tuple, list[FileInfo]] = {}
+    for f in files:
+        by.setdefault(f.keys, []).append(f)
+    return list(by.values())
+
+
+def _partition_fields(files: list[FileInfo], schema) -> dict:
+    """The non-date hive partitions of ``files`` as dictionary string fields. A partition
+    named as a string column of the files (``host``, ``boot_id``) replaces that column's
+    values for the files under it; one named as another column is ignored."""
+    import pyarrow as pa
+
+    from .._arrow import STRING_DICT
+
+    names = sorted({k for f in files for k, _ in f.keys})
+    return {n: pa.field(n, STRING_DICT) for n in names
+            if n not in schema.names or schema.field(n).type == STRING_DICT}
 
 
 def _no_copies(good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:

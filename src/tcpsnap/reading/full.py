@@ -48,7 +48,7 @@ def read_recording(rec: Recording, start: Any = None, end: Any = None,
                    columns: list[str] | None = None, filters: Any = None, mode: str = "full"):
     """``read`` of an open :class:`~tcpsnap.reading.dataset.Recording` (no report)."""
     if is_changes(rec):
-        return read_changes(rec, start, end, columns, filters, mode)
+        return _read_changes(rec, start, end, columns, filters, mode)
     if mode == "changes":
         raise ValueError(f"{rec.path} is a full recording; mode='changes' needs one made with "
                          "--mode changes")
@@ -60,7 +60,9 @@ def read_recording(rec: Recording, start: Any = None, end: Any = None,
         # rows of kind "snapshot" stand for empty snapshots, not connections
         import pyarrow.dataset as ds
 
-        conn = ds.field("kind") == "connection"
+        # (a file of schema version 1 read with the version 2 columns has no kind: all
+        # its rows are connections)
+        conn = (ds.field("kind") == "connection") | ds.field("kind").is_null()
         expr = conn if expr is None else expr & conn
     if columns is None:
         columns = [c for c in rec.schema.names if c not in ("date", "kind")]
@@ -78,3 +80,40 @@ def read_recording(rec: Recording, start: Any = None, end: Any = None,
             if c in df and hasattr(df[c], "cat"):
                 df[c] = df[c].cat.remove_unused_categories()
     return df
+
+
+def _read_changes(rec: Recording, start, end, columns, filters, mode):
+    """``read_changes``, recording by recording when the folder holds several side by side
+    (``host=web-1/``, ``host=web-2/``: each its own ``seq``), their partition keys as
+    columns."""
+    from .snapshots import groups
+
+    parts = groups(rec)
+    if len(parts) == 1 and not parts[0][0]:
+        return read_changes(rec, start, end, columns, filters, mode)
+    import pandas as pd
+
+    frames = []
+    for keys, sub in parts:
+        df = read_changes(sub, start, end, columns, filters, mode)
+        for k, v in keys.items():
+            if columns is None or k in columns:
+                df[k] = pd.Categorical([v] * len(df))
+        frames.append(df)
+    return in_seq_order(_concat(frames))
+
+
+def _concat(frames: list):
+    """DataFrames of the same columns, one after the other, categoricals kept (their
+    categories united)."""
+    import pandas as pd
+    from pandas.api.types import union_categoricals
+
+    frames = [f for f in frames if len(f)] or frames[:1]
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    out = pd.concat(frames, ignore_index=True)
+    for c in frames[0].columns:
+        if all(isinstance(f[c].dtype, pd.CategoricalDtype) for f in frames):
+            out[c] = union_categoricals([f[c] for f in frames])
+    return out
