@@ -143,32 +143,64 @@ class Journal:
             self._dir.close()
 
 
-def _frames(data: bytes, max_raw: int) -> tuple[bytes, str]:
-    """The IPC bytes of a journal's intact frames, and ``"ok"``, ``"torn"`` (the file
-    ends inside the last frame) or ``"corrupt"`` (a frame that does not check)."""
-    codec = pa.Codec(_CODEC)
-    i = len(MAGIC)
-    out: list[bytes] = []
-    total = 0
-    while i < len(data):
+class _Frames(io.RawIOBase):
+    """A journal's IPC stream, decompressed a frame at a time as the IPC reader asks for
+    it (so reading back holds the batches once, not the whole stream beside them).
+    ``status`` ends as ``"ok"``, ``"torn"`` (the file ends inside the last frame) or
+    ``"corrupt"`` (a frame that does not check, or more than ``max_raw`` bytes)."""
+
+    def __init__(self, data: bytes, max_raw: int) -> None:
+        self._data = data
+        self._i = len(MAGIC)
+        self._max = max_raw
+        self._total = 0
+        self._cur = b""
+        self._pos = 0
+        self._codec = pa.Codec(_CODEC)
+        self.status = "ok"
+        self.frames = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bool:
+        data, i = self._data, self._i
+        if i >= len(data) or self.status != "ok":
+            return False
         if i + _FRAME.size > len(data):
-            return b"".join(out), "torn"
+            self.status = "torn"
+            return False
         n, raw_len, hcrc, pcrc = _FRAME.unpack_from(data, i)
         if zlib.crc32(data[i:i + 12]) != hcrc:
-            return b"".join(out), "corrupt"
+            self.status = "corrupt"
+            return False
         payload = data[i + _FRAME.size:i + _FRAME.size + n]
         if len(payload) != n:
-            return b"".join(out), "torn"
-        total += raw_len
-        if zlib.crc32(payload) != pcrc or total > max_raw:
-            return b"".join(out), "corrupt"
+            self.status = "torn"
+            return False
+        self._total += raw_len
+        if zlib.crc32(payload) != pcrc or self._total > self._max:
+            self.status = "corrupt"
+            return False
         try:
-            raw = codec.decompress(payload, decompressed_size=raw_len, asbytes=True)
+            self._cur = self._codec.decompress(payload, decompressed_size=raw_len, asbytes=True)
         except (pa.ArrowException, ValueError, OSError):
-            return b"".join(out), "corrupt"
-        out.append(raw)
-        i += _FRAME.size + n
-    return b"".join(out), "ok"
+            self.status = "corrupt"
+            return False
+        self._pos = 0
+        self._i = i + _FRAME.size + n
+        self.frames += 1
+        return True
+
+    def readinto(self, b) -> int:
+        while self._pos >= len(self._cur):
+            if not self._next():
+                return 0
+        mv = memoryview(b).cast("B")
+        k = min(len(mv), len(self._cur) - self._pos)
+        mv[:k] = self._cur[self._pos:self._pos + k]
+        self._pos += k
+        return k
 
 
 def read_journal(path: Path, folder: SafeDir | None = None, max_raw: int = 256 << 20,
@@ -196,28 +228,36 @@ def read_journal(path: Path, folder: SafeDir | None = None, max_raw: int = 256 <
     finally:
         if own:
             d.close()
+    frames: _Frames | None = None
     if data.startswith(MAGIC):
-        data, status = _frames(data, max_raw)
+        frames = _Frames(data, max_raw)
+        source = pa.PythonFile(frames, mode="r")
     elif MAGIC.startswith(data):
         return out(None, [], "empty")
     elif data.startswith(_IPC_CONTINUATION):
-        status = "ok"  # a journal of an earlier release: a bare IPC stream
+        source = pa.BufferReader(data)  # a journal of an earlier release: a bare IPC stream
     else:
         return out(None, [], "foreign")
-    if not data:
-        return out(None, [], "empty" if status == "ok" else status)
+
+    def status(failed: bool) -> str:
+        if frames is not None and frames.status != "ok":
+            return frames.status  # the frames' own verdict explains a short stream
+        return "torn" if failed else "ok"
+
     try:
-        reader = pa.ipc.open_stream(pa.BufferReader(data))
+        reader = pa.ipc.open_stream(source)
     except (pa.ArrowException, OSError, ValueError):
-        return out(None, [], "torn" if status == "ok" else status)
+        st = status(True)
+        return out(None, [], "empty" if st == "torn" and frames is not None and not frames.frames
+                   and frames.status == "ok" else st)
     batches = []
     while True:
         try:
             batches.append(reader.read_next_batch())
         except StopIteration:
-            return out(reader.schema, batches, status)
+            return out(reader.schema, batches, status(False))
         except (pa.ArrowException, OSError, ValueError):
-            return out(reader.schema, batches, "torn" if status == "ok" else status)
+            return out(reader.schema, batches, status(True))
 
 
 def unify_table(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Table:
