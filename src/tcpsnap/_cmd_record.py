@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+from . import _cli_ops
 from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg
 from ._units import human_bytes
 
@@ -103,6 +104,7 @@ def register(sub) -> None:
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
+    _cli_ops.add_args(rec)
     _add_verbosity(rec)
     rec.set_defaults(func=cmd_record)
 
@@ -227,7 +229,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         pids=False if args.no_pids else None, states=merged(args.state), ports=merged(args.port),
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
-        mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None)
+        mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
+        **_cli_ops.recorder_kwargs(args))
 
     signals = {"n": 0}
     status: _Status | None = None
