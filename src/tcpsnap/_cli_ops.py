@@ -1,6 +1,7 @@
 """``tcpsnap record``'s options for running unattended on every host: retention
-(``--keep``, ``--max-bytes``). Kept apart from ``_cmd_record`` (which calls in at a
-few places); the work is done in ``record.retention``."""
+(``--keep``, ``--max-bytes``) and health metrics (``--metrics``, ``--metrics-textfile``).
+Kept apart from ``_cmd_record`` (which calls in at a few places); the work is done in
+``record.retention`` and ``record.metrics``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 from ._cli_args import positive_duration_arg
 from ._units import parse_size
 
-__all__ = ["add_args", "recorder_kwargs"]
+__all__ = ["add_args", "recorder_kwargs", "check", "start", "stop"]
+
+#: seconds between two writes of --metrics-textfile
+TEXTFILE_INTERVAL = 15.0
 
 
 def _size_arg(text: str) -> int:
@@ -23,6 +27,15 @@ def _size_arg(text: str) -> int:
     return v
 
 
+def _listen_arg(text: str) -> tuple[str, int]:
+    from .record.metrics import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retention and health (for a recorder left running)")
     g.add_argument("--keep", type=positive_duration_arg, default=None, metavar="DUR",
@@ -32,7 +45,49 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="delete the oldest finished files while the recording is bigger "
                         "(e.g. 5GiB, 500MiB; K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, "
                         "KB/MB/GB/TB of 1000); never the newest file nor the one in progress")
+    g.add_argument("--metrics", type=_listen_arg, default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. "
+                        "127.0.0.1:9464 (the host is required; port 0: any, logged); "
+                        "needs pip install 'tcpsnap[metrics]'")
+    g.add_argument("--metrics-textfile", default=None, metavar="PATH",
+                   help="write the metrics to PATH (node_exporter's textfile collector: "
+                        f"*.prom) every {TEXTFILE_INTERVAL:g}s and at exit, atomically")
 
 
 def recorder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"keep": args.keep, "max_bytes": args.max_bytes}
+
+
+def check(args: argparse.Namespace) -> None:
+    """Before anything is touched: metrics asked without prometheus_client is a
+    one-line error, exit status 1 (the command line was right; the host lacks a
+    package)."""
+    if args.metrics is None and args.metrics_textfile is None:
+        return
+    from .record.metrics import require_prometheus
+
+    try:
+        require_prometheus()
+    except ImportError as e:
+        raise SystemExit(f"tcpsnap: error: {e}") from None
+
+
+def start(args: argparse.Namespace, rec: Any) -> Any:
+    """The metrics exporter of an open recorder (None if not asked for). If it cannot
+    start (the port is taken...), the recorder is closed and ``OSError`` raised."""
+    if args.metrics is None and args.metrics_textfile is None:
+        return None
+    from .record.metrics import MetricsExporter
+
+    try:
+        return MetricsExporter(rec, listen=args.metrics, textfile=args.metrics_textfile,
+                               textfile_interval=TEXTFILE_INTERVAL).start()
+    except BaseException:
+        rec.close()
+        raise
+
+
+def stop(exporter: Any) -> None:
+    """After the recorder is closed: the textfile gets the final counts."""
+    if exporter is not None:
+        exporter.close()

@@ -223,6 +223,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .record import Recorder
 
     _setup_logging(args)
+    _cli_ops.check(args)
     rec = Recorder(
         args.dir, interval=args.interval, rotate=args.rotate, flush=args.flush,
         compression=args.compression, compression_level=args.compression_level,
@@ -255,8 +256,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     # SIGTERM and Ctrl-C; SIGUSR1 prints the counters and goes on
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_usr1)
+    exporter = None
     try:
         rec.open()
+        exporter = _cli_ops.start(args, rec)
         log = logging.getLogger("tcpsnap.recorder")
         log.info("recording %s every %s%s into %s", "the TCP table",
                  f"{args.interval:g}s" if args.interval else "moment (--interval 0)",
@@ -275,6 +278,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             rec.close()
             logging.getLogger("tcpsnap.recorder").debug("closed in %.3f s", time.monotonic() - t0)
     finally:
+        _cli_ops.stop(exporter)
         for s, h in old.items():
             signal.signal(s, h)
     st = rec.stats

@@ -128,6 +128,7 @@ class Writer:
         self.cpu_ns = 0  # CPU time this thread spent on batches
         self.files: list[Path] = []
         self.last_file: Path | None = None
+        self.closed_at: float | None = None  # UNIX time the last file was finished
         self._bytes_done = 0
         self._app: Any = None  # parquet.ParquetAppender of the file in progress
         self._journal: Any = None  # journal.Journal of its next row group
@@ -163,6 +164,11 @@ class Writer:
         progress (not its journal, which is temporary)."""
         app = self._app
         return self._bytes_done + (app.bytes_written if app is not None else 0)
+
+    @property
+    def queue_depth(self) -> int:
+        """Batches waiting for this thread."""
+        return self._q.qsize()
 
     def _main(self) -> None:
         cpu = time.thread_time_ns
@@ -328,6 +334,7 @@ class Writer:
             with contextlib.suppress(OSError):
                 self._bytes_done += path.stat().st_size
             log.info("finished %s (%d rows, %d snapshots)", path, app.rows, fm["snapshots"])
+            self.closed_at = time.time()
             if self._on_file is not None:
                 self._on_file(path)
 
