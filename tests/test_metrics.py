@@ -1,5 +1,5 @@
 """Health: Prometheus metrics over HTTP (``--metrics``) and as a node_exporter textfile
-(``--metrics-textfile``), exact on scripted recordings."""
+(``--metrics-textfile``), exact on scripted recordings; journal-style log lines."""
 
 from __future__ import annotations
 
@@ -277,6 +277,32 @@ def test_record_cli_metrics_errors(tmp_path):
         assert r.stderr == ("tcpsnap: error: metrics need the prometheus_client package: "
                             "pip install 'tcpsnap[metrics]'\n")
         assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not LINUX, reason="live capture")
+def test_journal_lines_have_priorities_and_no_prefix(tmp_path):
+    r_fd, w_fd = os.pipe()
+    st = os.fstat(w_fd)
+    try:
+        for stream, journal in ((f"{st.st_dev}:{st.st_ino}", True), (f"{st.st_dev}:1", False)):
+            env = dict(os.environ, JOURNAL_STREAM=stream)
+            p = subprocess.Popen(TCPSNAP + ["record", str(tmp_path / "rec"), "--duration", "0.2s",
+                                            "--no-pids", "-v", "--metrics", "127.0.0.1:0"],
+                                 stderr=w_fd, env=env)
+            assert p.wait(timeout=60) == 0
+            os.set_blocking(r_fd, False)
+            text = os.read(r_fd, 1 << 20).decode()
+            lines = text.splitlines()
+            if journal:
+                assert all(re.match(r"<[2-7]>\S", ln) for ln in lines), text
+                assert any(ln.startswith("<4>metrics: serving http://127.0.0.1:") for ln in lines), text
+                assert any(ln.startswith("<6>recorded ") for ln in lines), text
+                assert not any("tcpsnap:" in ln for ln in lines), text
+            else:
+                assert all(ln.startswith("tcpsnap: ") for ln in lines), text
+    finally:
+        os.close(r_fd)
+        os.close(w_fd)
 
 
 @pytest.mark.skipif(not LINUX, reason="live capture")

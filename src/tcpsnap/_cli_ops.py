@@ -1,17 +1,20 @@
 """``tcpsnap record``'s options for running unattended on every host: retention
-(``--keep``, ``--max-bytes``) and health metrics (``--metrics``, ``--metrics-textfile``).
-Kept apart from ``_cmd_record`` (which calls in at a few places); the work is done in
-``record.retention`` and ``record.metrics``."""
+(``--keep``, ``--max-bytes``), health metrics (``--metrics``, ``--metrics-textfile``) and
+log lines for the systemd journal. Kept apart from ``_cmd_record`` (which calls in at a
+few places); the work is done in ``record.retention`` and ``record.metrics``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from typing import Any
 
 from ._cli_args import positive_duration_arg
 from ._units import parse_size
 
-__all__ = ["add_args", "recorder_kwargs", "check", "start", "stop"]
+__all__ = ["add_args", "recorder_kwargs", "check", "start", "stop", "to_journal",
+           "JournalFormatter"]
 
 #: seconds between two writes of --metrics-textfile
 TEXTFILE_INTERVAL = 15.0
@@ -91,3 +94,32 @@ def stop(exporter: Any) -> None:
     """After the recorder is closed: the textfile gets the final counts."""
     if exporter is not None:
         exporter.close()
+
+
+# ------------------------------------------------------------ the journal
+
+def to_journal() -> bool:
+    """stderr is connected to the systemd journal: ``JOURNAL_STREAM`` (set by systemd)
+    names its device and inode (checked, as sd_journal_stream_fd(3) advises: a
+    child's stderr may have been redirected since)."""
+    v = os.environ.get("JOURNAL_STREAM", "")
+    dev, sep, ino = v.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(ino)
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>message``: the syslog priority as a prefix, which the journal turns into the
+    line's priority (sd-daemon(3)); no timestamp, no program name (the journal adds
+    both)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        n = record.levelno
+        prio = (2 if n >= logging.CRITICAL else 3 if n >= logging.ERROR else
+                4 if n >= logging.WARNING else 6 if n >= logging.INFO else 7)
+        return f"<{prio}>{record.getMessage()}"

@@ -130,7 +130,7 @@ def _setup_logging(args: argparse.Namespace, status: _Status | None = None) -> N
             root.removeHandler(h)
     h = _StatusAwareHandler(status)
     h._tcpsnap_cli = True  # type: ignore[attr-defined]
-    h.setFormatter(_Formatter())
+    h.setFormatter(_cli_ops.JournalFormatter() if _cli_ops.to_journal() else _Formatter())
     root.addHandler(h)
     root.setLevel(level)
     root.propagate = False
