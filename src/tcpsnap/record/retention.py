@@ -202,9 +202,11 @@ class Retention:
         self.bytes = total
         over = self.max_bytes is not None and total > self.max_bytes
         if over and not self._warned_over:
-            log.warning("retention: the newest file and the file in progress (%s) are over "
-                        "the byte limit %s: kept (a shorter --rotate makes smaller files)",
-                        human_bytes(total), human_bytes(self.max_bytes or 0))
+            log.warning("retention: the recording stays at %s, over the byte limit %s: the "
+                        "newest finished file and the file in progress are never deleted for "
+                        "space%s", human_bytes(total), human_bytes(self.max_bytes or 0),
+                        f" ({self.errors} deletion(s) failed)" if self.errors else
+                        " (a shorter --rotate makes smaller files)")
         self._warned_over = over
         if deleted:
             log.info("retention: deleted %d file(s); %d left (%s)", len(deleted), self.files,
