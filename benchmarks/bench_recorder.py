@@ -11,6 +11,7 @@
     python3 benchmarks/bench_recorder.py rate
     python3 benchmarks/bench_recorder.py ontime --minutes 10      # ~11 minutes
     python3 benchmarks/bench_recorder.py rate --sizes 100 --rounds 1 --seconds 1 --pids off   # quick
+    python3 benchmarks/bench_recorder.py rate --pids off --metrics both   # the cost of --metrics
     python3 benchmarks/bench_recorder.py ontime --n 100 --minutes 0.2 --take-seconds 2        # quick
 
 Runs (as root) in a private network namespace with its own TCP hash, so the table
@@ -96,16 +97,48 @@ def floor_block(floor: bs.Floor, seconds: float, chunk: int) -> dict:
     return {"rate": n / wall, "dumps": n, "mean_ms": statistics.mean(ns) / 1e6}
 
 
-def recorder_block(seconds: float, pids: bool, workdir: Path) -> dict:
+#: --metrics: another process scrapes http://.../metrics every --scrape-every seconds
+SCRAPER = """
+import select, sys, urllib.request
+url, every, ok = sys.argv[1], float(sys.argv[2]), 0
+print("ready", flush=True)
+sys.stdin.readline()
+while not select.select([sys.stdin], [], [], every)[0]:  # until told to stop
+    with urllib.request.urlopen(url, timeout=10) as r:
+        ok += b"tcpsnap_snapshots_total" in r.read()
+print(ok)
+"""
+
+
+def recorder_block(seconds: float, pids: bool, workdir: Path, metrics: bool = False,
+                   scrape_every: float = 1.0) -> dict:
+    import subprocess
+
     from tcpsnap import Recorder
 
     out = workdir / "rec"
     shutil.rmtree(out, ignore_errors=True)
     c0 = cpu_s()
+    scrapes = 0
     with Recorder(out, interval=0, pids=pids, rotate="1h") as rec:
+        exp = scraper = None
+        if metrics:  # served by this process, scraped by another (its CPU is not ours)
+            from tcpsnap.record.metrics import MetricsExporter
+
+            exp = MetricsExporter(rec, listen="127.0.0.1:0").start()
+            scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, str(exp.url), str(scrape_every)],
+                                       stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+            assert scraper.stdout is not None and scraper.stdin is not None
+            scraper.stdout.readline()  # started (its start-up is not in the timed run)
+            scraper.stdin.write("go\n")
+            scraper.stdin.flush()
         t0 = time.perf_counter()
         rec.run(duration=seconds)
         wall = time.perf_counter() - t0
+        if scraper is not None and exp is not None:
+            scrapes = int(scraper.communicate("stop\n", timeout=60)[0].strip() or 0)
+            exp.close()
     close_s = time.perf_counter() - t0 - wall
     cpu = cpu_s() - c0
     snaps, rows = read_back(out)
@@ -115,12 +148,13 @@ def recorder_block(seconds: float, pids: bool, workdir: Path) -> dict:
            snaps == rec.snapshots and rows == rec.rows, "bytes": nbytes,
            "bytes_per_row": nbytes / max(rows, 1), "writer_waits": rec.writer_waits,
            "cpu_cores": cpu / (wall + close_s), "cpu_ms_per_snapshot": cpu / max(rec.snapshots, 1) * 1e3,
-           "close_s": close_s, "pids": rec.pids_enabled}
+           "close_s": close_s, "pids": rec.pids_enabled, "metrics": metrics, "scrapes": scrapes}
     shutil.rmtree(out, ignore_errors=True)
     return res
 
 
-def run_rate(sizes: list[int], rounds: int, seconds: float, pids_modes: list[bool]) -> dict:
+def run_rate(sizes: list[int], rounds: int, seconds: float, pids_modes: list[bool],
+             metrics_modes: tuple[bool, ...] = (False,), scrape_every: float = 1.0) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))
     floor = bs.Floor()
     out = {"machine": machine(), "sizes": {}}
@@ -132,14 +166,16 @@ def run_rate(sizes: list[int], rounds: int, seconds: float, pids_modes: list[boo
                 res = {"rows": conns.rows, "rounds": []}
                 for r in range(rounds):
                     rnd = {}
-                    order = ["floor"] + [f"rec_pids_{'on' if p else 'off'}" for p in pids_modes]
+                    order = ["floor"] + [f"rec_pids_{'on' if p else 'off'}{'_metrics' if m else ''}"
+                                         for p in pids_modes for m in metrics_modes]
                     if r % 2:
                         order.reverse()
                     for what in order:
                         if what == "floor":
                             rnd["floor"] = floor_block(floor, seconds, chunk)
                         else:
-                            rnd[what] = recorder_block(seconds, what.endswith("on"), workdir)
+                            rnd[what] = recorder_block(seconds, "pids_on" in what, workdir,
+                                                       what.endswith("_metrics"), scrape_every)
                     for k in rnd:
                         if k.startswith("rec_"):
                             rnd[k]["x_floor"] = rnd[k]["rate"] / rnd["floor"]["rate"]
@@ -169,6 +205,7 @@ def rate_summary(res: dict) -> list[dict]:
                 "bytes_per_row": statistics.median(x[m]["bytes_per_row"] for x in r["rounds"]),
                 "cpu_cores": statistics.median(x[m]["cpu_cores"] for x in r["rounds"]),
                 "writer_waits": sum(x[m]["writer_waits"] for x in r["rounds"]),
+                "scrapes": sum(x[m].get("scrapes", 0) for x in r["rounds"]),
             })
     return out
 
@@ -319,6 +356,9 @@ def main(argv: list[str]) -> int:
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--seconds", type=float, default=4.0)
     a.add_argument("--pids", choices=("off", "on", "both"), default="both")
+    a.add_argument("--metrics", choices=("off", "on", "both"), default="off",
+                   help="serve --metrics (scraped by another process) in the recorder blocks")
+    a.add_argument("--scrape-every", type=float, default=1.0, metavar="S")
     b = sub.add_parser("ontime")
     b.add_argument("--n", type=int, default=1000)
     b.add_argument("--interval", default="10ms")
@@ -335,7 +375,9 @@ def main(argv: list[str]) -> int:
     shown = " ".join(argv)
     if args.cmd == "rate":
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.pids]
-        res = run_rate([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, modes)
+        mmodes = {"off": (False,), "on": (True,), "both": (False, True)}[args.metrics]
+        res = run_rate([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, modes,
+                       mmodes, args.scrape_every)
         res["summary"] = rate_summary(res)
         md = rate_markdown(res, shown)
     else:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+from . import _cli_ops
 from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg
 from ._config import layer as config_layer
 from ._units import human_bytes
@@ -109,6 +110,7 @@ def register(sub) -> None:
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
+    _cli_ops.add_args(rec)
     _add_verbosity(rec)
     # last, after every option: each one above is a key of the --config file
     config_layer(rec)
@@ -136,7 +138,7 @@ def _setup_logging(args: argparse.Namespace, status: _Status | None = None) -> N
             root.removeHandler(h)
     h = _StatusAwareHandler(status)
     h._tcpsnap_cli = True  # type: ignore[attr-defined]
-    h.setFormatter(_Formatter())
+    h.setFormatter(_cli_ops.JournalFormatter() if _cli_ops.to_journal() else _Formatter())
     root.addHandler(h)
     root.setLevel(level)
     root.propagate = False
@@ -236,13 +238,15 @@ def cmd_record(args: argparse.Namespace) -> int:
             print(f"tcpsnap: error: {p}", file=sys.stderr)
         return 1
     _setup_logging(args)
+    _cli_ops.check(args)
     rec = Recorder(
         args.dir, interval=args.interval, rotate=args.rotate, flush=args.flush,
         compression=args.compression, compression_level=args.compression_level,
         pids=False if args.no_pids else None, states=merged(args.state), ports=merged(args.port),
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
-        mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None)
+        mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
+        **_cli_ops.recorder_kwargs(args))
 
     signals = {"n": 0}
     status: _Status | None = None
@@ -267,8 +271,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     # SIGTERM and Ctrl-C; SIGUSR1 prints the counters and goes on
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_usr1)
+    exporter = None
     try:
         rec.open()
+        exporter = _cli_ops.start(args, rec)
         log = logging.getLogger("tcpsnap.recorder")
         log.info("recording %s every %s%s into %s", "the TCP table",
                  f"{args.interval:g}s" if args.interval else "moment (--interval 0)",
@@ -287,6 +293,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             rec.close()
             logging.getLogger("tcpsnap.recorder").debug("closed in %.3f s", time.monotonic() - t0)
     finally:
+        _cli_ops.stop(exporter)
         for s, h in old.items():
             signal.signal(s, h)
     st = rec.stats

@@ -5,14 +5,17 @@ plain number of seconds. ``m`` is always minutes, never months. Every option tha
 duration or a frequency (``--interval``, ``--rotate``, ``--flush``, ``--keyframe``,
 ``--duration``, ``plot --freq``) goes through :func:`parse_duration`.
 
-Sizes: IEC binary units (B, KiB, MiB, GiB, TiB), so one file has one size in every command.
+Sizes: shown in IEC binary units (B, KiB, MiB, GiB, TiB), so one file has one size in every
+command. Read by :func:`parse_size` (``--max-bytes``): ``"5GiB"``, ``"500MiB"``, ``"1.5G"``, or a
+plain number of bytes. As in GNU coreutils, ``K``/``M``/``G``/``T`` and ``KiB``... are powers of
+1024 and ``KB``/``MB``/``GB``/``TB`` powers of 1000; case does not matter (every unit is bytes).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["parse_duration", "format_duration", "human_bytes"]
+__all__ = ["parse_duration", "format_duration", "human_bytes", "parse_size"]
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0,
           "h": 3600.0, "d": 86400.0}
@@ -68,3 +71,34 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
+               "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40,
+               "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
+
+
+def parse_size(value: object) -> int:
+    """A size -> bytes (int, >= 0).
+
+    Accepts a non-negative int (bytes) or a string ``<number>[unit]``: units B, K/KiB,
+    M/MiB, G/GiB, T/TiB (powers of 1024) and KB, MB, GB, TB (powers of 1000), any case;
+    a fraction is rounded to whole bytes (``"1.5KiB"`` is 1536). Raises ``ValueError``
+    with a one-line message otherwise.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"bad size {value!r}: must be >= 0")
+        return value
+    m = _SIZE_RE.fullmatch(str(value).strip().lower())
+    if not m or m.group(2) not in _SIZE_UNITS:
+        raise ValueError(f"bad size {value!r}: expected e.g. 5GiB, 500MiB, 2G, 10GB or a "
+                         f"number of bytes")
+    num, unit = m.groups()
+    scale = _SIZE_UNITS[unit]
+    if "." not in num:
+        return int(num) * scale
+    from fractions import Fraction
+
+    return round(Fraction(num) * scale)  # exact: "1.1GB" is 1,100,000,000 bytes

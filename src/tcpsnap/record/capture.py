@@ -17,6 +17,7 @@ import select
 import sys
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from .._filters import row_mask
 from .._schema import ROW_DTYPE
 from ..frame import merge_names
 from .batch import Batch, BatchPool
+from .metrics import CAPTURE_BUCKETS_NS
 from .protocols import Clock, SnapshotSource
 from .writer import Rules, Writer
 
@@ -118,6 +120,8 @@ class Capture:
         self.overruns = 0
         self.late_max_ns = 0
         self.late_hist = [0] * 64  # snapshots by bit length of their lateness in ns
+        self.cap_hist = [0] * (len(CAPTURE_BUCKETS_NS) + 1)  # by capture time (metrics)
+        self.cap_sum_ns = 0
         self._pending_overruns = 0
         self._last_overrun_log = 0.0
         self._overruns_logged = 0
@@ -143,6 +147,7 @@ class Capture:
         wall = self._clock.time_ns
         interval = self.rules.interval_ns
         hist = self.late_hist
+        cap_hist, cap_bounds = self.cap_hist, CAPTURE_BUCKETS_NS
         start = mono()
         end = None if duration_ns is None else start + duration_ns
         k = 0
@@ -179,6 +184,8 @@ class Capture:
                 rows = take()
                 t1 = mono()
                 self.add(rows, names, w, t0, t1 - t0)
+                cap_hist[bisect_left(cap_bounds, t1 - t0)] += 1
+                self.cap_sum_ns += t1 - t0
                 k += 1
                 hist[late.bit_length()] += 1
                 if late > self.late_max_ns:

@@ -22,6 +22,7 @@ from .._errors import RecorderError
 from .._units import parse_duration
 from .config import RecorderConfig
 from .protocols import Clock, SnapshotSource, SystemClock
+from .retention import Retention
 
 __all__ = ["Recorder"]
 
@@ -80,6 +81,11 @@ class Recorder:
     batch_rows, buffers
         Rows per batch buffer and how many buffers capture and writer share: memory is
         bounded by their product; capture waits when all are in use.
+    keep, max_bytes
+        Retention (``tcpsnap.record.retention``): delete the oldest finished files once
+        their newest snapshot is older than ``keep`` (a duration, e.g. ``"14d"``) and
+        while the recording is over ``max_bytes`` (e.g. ``"5GiB"``); never the file in
+        progress. When the recorder opens and after each finished file. Default: neither.
     snapshotter
         A :class:`~tcpsnap.record.protocols.SnapshotSource` to take snapshots from
         instead of a new :class:`tcpsnap.Snapshotter` (never closed by the recorder).
@@ -91,12 +97,15 @@ class Recorder:
     """
 
     def __init__(self, path: Any, *, snapshotter: SnapshotSource | None = None,
-                 clock: Clock | None = None, **options: Any) -> None:
+                 clock: Clock | None = None, keep: Any = None, max_bytes: Any = None,
+                 **options: Any) -> None:
         self.config = c = RecorderConfig.make(path, **options)
         self.path, self.interval, self.mode = c.path, c.interval, c.mode
         self._snap = snapshotter
         self._own_snap = snapshotter is None
         self._clock: Clock = clock or SystemClock()
+        #: tcpsnap.record.retention.Retention, or None (no keep, no max_bytes)
+        self.retention = Retention.make(keep, max_bytes, self._clock.time_ns)
         self._opened = self._closed = False
         self._lock_fd: int | None = None
         self._root: Any = None  # the recording folder's SafeDir while open
@@ -142,6 +151,10 @@ class Recorder:
             if c.recover:
                 self.recovered = recover_all(root, c.row_group_rows, logging.WARNING)
             last = last_seq(root)
+            ret = self.retention
+            if ret is not None:
+                log.info("retention: %s", ret.describe())
+                ret.run(root)
             if self._snap is None:
                 self._snap, self.pids_enabled = _new_snapshotter(c.pids)
             else:
@@ -166,7 +179,8 @@ class Recorder:
             files = FileOptions(c.compression, c.compression_level, c.row_group_rows, c.compat,
                                 c.fsync)
             self._writer = Writer(root, schema, encoder, rules, files, pool, self._clock,
-                                  on_error=self.stop)
+                                  on_error=self.stop, on_file=None if ret is None else
+                                  lambda p: ret.run(root, busy_part=p.parent.name))
             self._capture = Capture(snap, self.pids_enabled, rules, pool, self._writer,
                                     self._clock, Waker(), seq=0 if last is None else last + 1,
                                     states=c.states, ports=c.ports, family=c.family,
@@ -311,6 +325,7 @@ class Recorder:
             "pids": self.pids_enabled,
             "recovered": [str(r.path) for r in self.recovered if r.path],
             **(self._tracker.stats if self._tracker is not None else {}),
+            **(self.retention.stats if self.retention is not None else {}),
         }
 
 

@@ -110,7 +110,8 @@ class Writer:
     """The writer thread. ``put(batch)`` from capture; ``STOP`` ends it (``join``)."""
 
     def __init__(self, folder: SafeDir, schema: Any, encoder: Any, rules: Rules, options: FileOptions,
-                 pool: BatchPool, clock: Clock, on_error: Callable[[], None]) -> None:
+                 pool: BatchPool, clock: Clock, on_error: Callable[[], None],
+                 on_file: Callable[[Path], object] | None = None) -> None:
         self.root = folder
         self.folder = folder.path
         self._part: SafeDir | None = None  # the partition folder of the file in progress
@@ -121,11 +122,13 @@ class Writer:
         self._pool = pool
         self._clock = clock
         self._on_error = on_error
+        self._on_file = on_file  # called (writer thread) after each file is finished
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.cpu_ns = 0  # CPU time this thread spent on batches
         self.files: list[Path] = []
         self.last_file: Path | None = None
+        self.closed_at: float | None = None  # UNIX time the last file was finished
         self._bytes_done = 0
         self._app: Any = None  # parquet.ParquetAppender of the file in progress
         self._journal: Any = None  # journal.Journal of its next row group
@@ -161,6 +164,11 @@ class Writer:
         progress (not its journal, which is temporary)."""
         app = self._app
         return self._bytes_done + (app.bytes_written if app is not None else 0)
+
+    @property
+    def queue_depth(self) -> int:
+        """Batches waiting for this thread."""
+        return self._q.qsize()
 
     def _main(self) -> None:
         cpu = time.thread_time_ns
@@ -326,6 +334,9 @@ class Writer:
             with contextlib.suppress(OSError):
                 self._bytes_done += path.stat().st_size
             log.info("finished %s (%d rows, %d snapshots)", path, app.rows, fm["snapshots"])
+            self.closed_at = time.time()
+            if self._on_file is not None:
+                self._on_file(path)
 
     def _close_part(self) -> None:
         if self._part is not None:
