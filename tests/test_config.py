@@ -43,10 +43,18 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
               'state = ["established", "listen,time-wait"]'),
     "port": (["--port", "443,8000-8010"], 'port = "443,8000-8010"'),
     "family": (["--family", "6"], "family = 6"),
+    "keep": (["--keep", "14d"], 'keep = "14d"'),
+    "max-bytes": (["--max-bytes", "5GiB"], 'max-bytes = "5GiB"'),
+    "metrics": (["--metrics", "127.0.0.1:9464"], 'metrics = "127.0.0.1:9464"'),
+    "metrics-textfile": (["--metrics-textfile", "/var/lib/node_exporter/tcpsnap.prom"],
+                         'metrics-textfile = "/var/lib/node_exporter/tcpsnap.prom"'),
     "verbose": (["-v", "-v"], "verbose = 2"),
     "quiet": (["-q"], "quiet = true"),  # with quiet and verbose apart (they exclude each other)
 }
 _APART = {"quiet"}
+#: options that start something beside the recorder (a metrics exporter): compared as
+#: parsed settings, not through a fake recorder
+_EXPORTERS = {"metrics", "metrics-textfile"}
 
 
 def _record_ns(argv: list[str]):
@@ -116,7 +124,7 @@ def _recorder_kwargs(monkeypatch, argv: list[str]) -> tuple[tuple, dict, object]
 
 
 def test_recorder_gets_the_same_settings_from_the_file(tmp_path, monkeypatch):
-    keys = sorted(set(OPTIONS) - _APART)
+    keys = sorted(set(OPTIONS) - _APART - _EXPORTERS)
     conf = _write(tmp_path, "\n".join(OPTIONS[k][1] for k in keys) + "\n")
     from_file = _recorder_kwargs(monkeypatch, ["--config", str(conf)])
     from_cli = _recorder_kwargs(monkeypatch, [w for k in keys for w in OPTIONS[k][0]])
@@ -127,13 +135,23 @@ def test_recorder_gets_the_same_settings_from_the_file(tmp_path, monkeypatch):
     assert kwargs["ports"] == frozenset([443, *range(8000, 8011)])
 
 
+def test_exporter_options_from_the_file_equal_the_command_line(tmp_path):
+    keys = sorted(_EXPORTERS)
+    conf = _write(tmp_path, 'dir = "/srv/rec"\n' + "\n".join(OPTIONS[k][1] for k in keys) + "\n")
+    from_file = _record_ns(["--config", str(conf)])
+    from_cli = _record_ns(["/srv/rec", *[w for k in keys for w in OPTIONS[k][0]]])
+    assert from_file == from_cli
+    assert from_file["metrics"] == ("127.0.0.1", 9464)
+    assert from_file["metrics_textfile"] == "/var/lib/node_exporter/tcpsnap.prom"
+
+
 def test_defaults_without_a_file_are_unchanged(monkeypatch):
     _, kwargs, duration = _recorder_kwargs(monkeypatch, ["/srv/rec"])
     assert duration is None
     assert kwargs == dict(
         interval=0.1, rotate=900.0, flush=1.0, compression="zstd", compression_level=None,
         pids=None, states=None, ports=None, family=None, row_group_rows=1 << 20, compat=False,
-        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None)
+        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, keep=None, max_bytes=None)
 
 
 def test_command_line_overrides_the_file(tmp_path):
@@ -165,7 +183,8 @@ BAD = [
     ('dir = "/x"\nintervall = "10ms"\n', '2: unknown key \'intervall\' (did you mean \'interval\'?)'),
     ("row_group_rows = 5\n", "1: unknown key 'row_group_rows' (did you mean 'row-group-rows'?)"),
     ("bogus = 1\n", "1: unknown key 'bogus' (not an option of 'tcpsnap record')"),
-    ("[metrics]\nlisten = 1\n", "1: unknown key 'metrics' (not an option of 'tcpsnap record')"),
+    ("[metrics]\nlisten = 1\n", "1: metrics: expected a string or a number, not a table"),
+    ("[shipping]\nlisten = 1\n", "1: unknown key 'shipping' (not an option of 'tcpsnap record')"),
     ('interval = "fast"\n', "1: interval: bad duration 'fast': expected e.g. 10ms, 2s, 15m, 1h or 0"),
     ("interval = -1\n", "1: interval: bad duration -1: must be >= 0"),
     ('rotate = "0"\n', "1: rotate: must be more than 0: '0'"),
