@@ -9,12 +9,21 @@ sort out the files it cannot trust:
 - a footer that cannot be read (a truncated or corrupt file, or not Parquet at all);
 - a foreign file: no ``tcpsnap.version`` in its key-value metadata, or columns that are not
   those of a recording of its mode (``tcpsnap._arrow.build_schema`` for full mode,
-  ``tcpsnap.record.changes.build_schema`` for changes mode);
+  ``tcpsnap.record.changes.build_schema`` for changes mode) and schema version
+  (``tcpsnap.schema_version``; a file without it is of version 1, made before the key, the
+  ``kind``, ``monotonic_ns``, ``host`` and ``boot_id`` columns existed);
+- a file of a newer schema version than this tcpsnap reads;
 - a copy: a ``seq`` range (footer keys ``tcpsnap.first_seq``/``last_seq``, else the
   row-group statistics) that overlaps another file's. The first by name is kept (the
   recorder's own names first);
-- a file of the other mode in a folder of one mode (mixed recordings): the mode most
-  files have is kept.
+- a file of the other mode in a folder of one mode, or recorded with another filter set
+  (``tcpsnap.filters``: ``record --state/--port/--family``): another recording in the same
+  folder. The mode, then the filter set, most files have is kept.
+
+Files of schema versions 1 and 2 in one folder are one recording (upgraded midway): every
+file is read into the newest schema, the columns a version-1 file lacks null -- but
+``kind``, which is "connection" for the rows of a full-mode version-1 file (such a file
+holds nothing else).
 
 Each is a :class:`~tcpsnap.BadRecording` naming the file(s), unless ``skip_bad=True``: then
 the bad files are left out and ``report()`` logs what was skipped (logger
@@ -79,14 +88,25 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _expected_schema(mode: str):
+#: the columns schema version 2 added (version 1 files have none of them)
+_V2_COLUMNS = ("kind", "monotonic_ns", "host", "boot_id")
+
+
+def _expected_schema(mode: str, version: int | None = None):
+    """The columns of a file of ``mode`` and schema ``version`` (None: the newest)."""
     if mode == "changes":
         from ..record.changes import build_schema as changes_schema
 
-        return changes_schema()
-    from .._arrow import build_schema
+        s = changes_schema()
+    else:
+        from .._arrow import build_schema
 
-    return build_schema()
+        s = build_schema()
+    if version == 1:
+        import pyarrow as pa
+
+        s = pa.schema([f for f in s if f.name not in _V2_COLUMNS])
+    return s
 
 
 def _format():
@@ -108,6 +128,10 @@ class FileInfo:
     size: int = 0
     rows: int = 0
     mode: str = "full"
+    #: its ``tcpsnap.schema_version`` (1 when it has none: files made before version 2)
+    version: int = 0
+    #: its ``tcpsnap.filters``, in one spelling (``record.config.canonical_filters``)
+    filters: str = "{}"
     #: first and last ``seq`` (None: not known)
     seq: tuple[int, int] | None = None
     #: the date its snapshots are of, when that is not its ``date=`` folder's (moved)
@@ -175,21 +199,21 @@ class _SchemaCheck:
     and compared once per distinct value (every file of a recording has the same)."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, bytes | None], str | None] = {}
-        self._expected: dict[str, list] = {}
+        self._seen: dict[tuple[str, int, bytes | None], str | None] = {}
+        self._expected: dict[tuple[str, int], list] = {}
 
-    def problem(self, md, kv: dict, mode: str) -> str | None:
-        k = (mode, kv.get(b"ARROW:schema"))
+    def problem(self, md, kv: dict, mode: str, version: int) -> str | None:
+        k = (mode, version, kv.get(b"ARROW:schema"))
         if k not in self._seen:
-            if mode not in self._expected:
-                self._expected[mode] = [(f.name, f.type) for f in _expected_schema(mode)]
-            want = self._expected[mode]
+            if k[:2] not in self._expected:
+                self._expected[k[:2]] = [(f.name, f.type) for f in _expected_schema(mode, version)]
+            want = self._expected[k[:2]]
             got = [(f.name, f.type) for f in md.schema.to_arrow_schema()]
-            self._seen[k] = None if got == want else _difference(got, want, mode)
+            self._seen[k] = None if got == want else _difference(got, want, mode, version)
         return self._seen[k]
 
 
-def _difference(got: list, want: list, mode: str) -> str:
+def _difference(got: list, want: list, mode: str, version: int) -> str:
     g, w = dict(got), dict(want)
     missing = [n for n in w if n not in g]
     extra = [n for n in g if n not in w]
@@ -200,7 +224,8 @@ def _difference(got: list, want: list, mode: str) -> str:
     else:
         n = next((n for n in w if g[n] != w[n]), None)
         what = f"column {n!r} is {g[n]}, not {w[n]}" if n else "its columns in another order"
-    return f"not a tcpsnap recording file (its columns are not a {mode}-mode recording's: {what})"
+    return (f"not a tcpsnap recording file (its columns are not a {mode}-mode recording's of schema "
+            f"version {version}: {what})")
 
 
 def _read_footer(info: FileInfo, schemas: _SchemaCheck) -> str | None:
@@ -220,8 +245,22 @@ def _read_footer(info: FileInfo, schemas: _SchemaCheck) -> str | None:
     info.mode = raw.get(b"tcpsnap.mode", b"full").decode(errors="replace")
     if info.mode not in _MODES:
         return f"not a tcpsnap recording file (tcpsnap.mode {info.mode!r})"
+    from .._arrow import SCHEMA_VERSION
+    from ..record.config import canonical_filters
+
+    version = raw.get(b"tcpsnap.schema_version", b"1")
     try:
-        problem = schemas.problem(md, raw, info.mode)
+        info.version = int(version)
+    except ValueError:
+        return f"not a tcpsnap recording file (tcpsnap.schema_version {version.decode(errors='replace')!r})"
+    if info.version > SCHEMA_VERSION:
+        return (f"written by a newer tcpsnap (schema version {info.version}; this one reads 1 to "
+                f"{SCHEMA_VERSION}): upgrade tcpsnap to read it")
+    if info.version < 1:
+        return f"not a tcpsnap recording file (tcpsnap.schema_version {info.version})"
+    info.filters = canonical_filters(raw.get(b"tcpsnap.filters"))
+    try:
+        problem = schemas.problem(md, raw, info.mode, info.version)
     except (OSError, pa.ArrowException) as e:
         return f"not a readable recording file: unreadable schema ({_one_line(e)})"
     if problem:
@@ -281,6 +320,7 @@ class Recording:
             else:
                 good.append(info)
         good = self._one_mode(good, bad)
+        good = self._one_filter_set(good, bad)
         good = _no_copies(good, bad)
         self._skip(bad)
         moved = [f for f in good if f.moved]
@@ -292,6 +332,8 @@ class Recording:
             raise BadRecording(f"{p}: no readable recording file left: {_problems(self.skipped)}")
         #: the good files, in name order
         self.files: list[FileInfo] = good
+        #: the schema versions of its files (1 and 2 both: a recording upgraded midway)
+        self.versions = sorted({f.version for f in good})
         self.schema = self._schema()
         self._all = None
 
@@ -306,7 +348,25 @@ class Recording:
             good = [f for f in good if f.mode == self.mode]
         return good
 
+    def _one_filter_set(self, good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
+        """One filter set (``tcpsnap.filters``: what ``record --state/--port/--family``
+        kept): a file recorded with another holds other rows, a different recording. The
+        set most files have is kept."""
+        from ..record.config import describe_filters
+
+        sets = [f.filters for f in good]
+        if len(set(sets)) <= 1:
+            return good
+        keep = max(sets, key=lambda x: (sets.count(x), x == sets[0]))
+        for f in good:
+            if f.filters != keep:
+                bad[f.path] = (f"recorded with {describe_filters(f.filters)} in a recording made with "
+                               f"{describe_filters(keep)} (one folder holds one recording: mixed filters)")
+        return [f for f in good if f.filters == keep]
+
     def _schema(self):
+        """The newest schema of the mode (files of schema version 1 are read into it, the
+        columns they lack null; see ``dataset``), plus ``date`` for a folder."""
         import pyarrow as pa
 
         s = _expected_schema(self.mode)
@@ -340,14 +400,26 @@ class Recording:
             if self._all is None:
                 self._all = self.dataset(self.files)
             return self._all
-        paths = [f.path for f in files if f.path not in self.skipped]
-        if not self.folder:
-            return ds.dataset(paths, format=_format(), schema=self.schema)
         import pyarrow as pa
+        import pyarrow.fs as pafs
 
-        part = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
-        return ds.dataset(paths, format=_format(), partitioning=part, partition_base_dir=str(self.path),
-                          schema=self.schema)
+        from .._arrow import KIND_TYPE
+
+        files = [f for f in files if f.path not in self.skipped]
+        parts = []
+        for f in files:
+            # what is known of every row of the file from outside it: its date= folder,
+            # and that a full-mode file of schema version 1 holds connections only (it
+            # has no kind column: its rows read as kind "connection", its other new
+            # columns null)
+            e = ds.scalar(True)
+            if self.folder and f.partition is not None:
+                e = ds.field("date") == f.partition
+            if f.version == 1 and self.mode == "full":
+                e = e & (ds.field("kind") == pa.scalar("connection", KIND_TYPE))
+            parts.append(e)
+        return ds.FileSystemDataset.from_paths([f.path for f in files], schema=self.schema, format=_format(),
+                                               filesystem=pafs.LocalFileSystem(), partitions=parts)
 
     def files_for(self, seq: tuple[int, int] | None = None) -> list[FileInfo]:
         """The good files (not skipped since), those whose ``seq`` range meets ``seq``
