@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_args import freq_arg
+from ._cli_args import TIME_HELP, freq_arg, time_arg
 from ._errors import TcpsnapError
 from ._units import human_bytes
 
@@ -26,11 +26,19 @@ examples:
   tcpsnap plot recording -o churn.png --kind churn --freq 10s
   tcpsnap plot recording -o peers.png --kind remotes
   tcpsnap plot recording -o s.png --start '2026-11-26 10:00' --end '2026-11-26 11:00' --utc
+  tcpsnap plot recording -o last-hour.png --start now-1h
+
+times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
+'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
 EPILOG_EXPORT = """\
 examples:
   tcpsnap export recording --to csv > all.csv
   tcpsnap export recording --to jsonl --start '2026-11-26 10:00' --end '2026-11-26 10:05' -o five-min.jsonl
+  tcpsnap export recording --to csv --start now-5m        the last five minutes (of a live recording too)
+
+times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
+'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
 SKIP_BAD_HELP = ("read the other files when some are bad (corrupt, not tcpsnap's, a copy of another, of "
                  "the other mode) and say on stderr which were skipped; without it, a bad file is an "
@@ -56,8 +64,8 @@ def register(sub) -> None:
                    help="what to draw (default: states)")
     p.add_argument("--freq", type=freq_arg, metavar="DUR",
                    help="bin width, e.g. 1s, 10s, 15m (default: chosen from the span)")
-    p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
-    p.add_argument("--end", help="up to this time (exclusive)")
+    p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
+    p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
     p.add_argument("--tz", help="time axis in this zone, e.g. Europe/Berlin")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
@@ -69,8 +77,8 @@ def register(sub) -> None:
                        epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or file")
     p.add_argument("--to", choices=("csv", "jsonl"), required=True, help="output format")
-    p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
-    p.add_argument("--end", help="up to this time (exclusive)")
+    p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
+    p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     p.set_defaults(func=cmd_export)
