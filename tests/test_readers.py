@@ -11,13 +11,16 @@
 """
 
 import datetime as dt
+import json
 import os
+import re
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 
 import tcpsnap
@@ -186,3 +189,179 @@ def test_time_forms_are_documented_in_the_help():
         out = cli(cmd, "--help").stdout
         assert "now-5m" in out and "@1795000000" in out and "no zone means UTC" in out
 
+
+
+# ------------------------------------------------------------------ while recording, after a crash
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="records the live table (Linux)")
+
+
+def wait_for(pred, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return bool(pred())
+
+
+def finished(d):
+    return sorted(d.glob("date=*/*.parquet"))
+
+
+def unfinished(d):
+    return sorted(p for p in d.glob("date=*/.*") if p.is_file())
+
+
+def footers(d):
+    """(rows, snapshots) the finished files' footers say: snapshots from their seq ranges
+    (seq is gapless, +1 per snapshot), checked to be one run 0..N-1."""
+    import pyarrow.parquet as pq
+
+    rows, ranges = 0, []
+    for f in finished(d):
+        md = pq.read_metadata(f)
+        rows += md.num_rows
+        ranges.append((int(md.metadata[b"tcpsnap.first_seq"]), int(md.metadata[b"tcpsnap.last_seq"])))
+    ranges.sort()
+    assert ranges and ranges[0][0] == 0 and all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:])), ranges
+    return rows, ranges[-1][1] + 1
+
+
+def every_reader(d):
+    """What each documented way of reading the folder counts: (rows, distinct seq,
+    connection rows) per reader; tcpsnap.read's (connection rows, distinct seq)."""
+    import duckdb
+    import polars as pl
+
+    out = {}
+    df = pd.read_parquet(d)
+    out["pandas"] = (len(df), df.seq.nunique(), int((df.kind == "connection").sum()))
+    t = ds.dataset(d, format="parquet", partitioning="hive").to_table(columns=["seq", "kind"])
+    out["pyarrow"] = (t.num_rows, len(set(t.column("seq").to_pylist())),
+                      t.column("kind").to_pylist().count("connection"))
+    for glob in ("date=*/*.parquet", "**/*.parquet"):
+        out[f"duckdb {glob}"] = duckdb.sql(
+            f"select count(*), count(distinct seq), count(*) filter (where kind = 'connection') "
+            f"from read_parquet('{d}/{glob}', hive_partitioning=true)").fetchall()[0]
+    lf = pl.scan_parquet(f"{d}/date=*/*.parquet", hive_partitioning=True)
+    got = lf.select(pl.len(), pl.col("seq").n_unique(), (pl.col("kind") == "connection").sum()).collect().row(0)
+    out["polars"] = tuple(int(x) for x in got)
+    r = tcpsnap.read(d, columns=["seq"])
+    out["tcpsnap"] = (len(r), r.seq.nunique())
+    return out
+
+
+def check_readers(d):
+    rows, snaps = footers(d)
+    got = every_reader(d)
+    conn = got["pandas"][2]
+    assert 0 < conn <= rows and rows - conn <= snaps           # the rest: a row per empty snapshot
+    for name in ("pandas", "pyarrow", "duckdb date=*/*.parquet", "duckdb **/*.parquet", "polars"):
+        assert tuple(got[name]) == (rows, snaps, conn), (name, got, rows, snaps)
+    assert got["tcpsnap"][0] == conn and got["tcpsnap"][1] <= snaps
+    return rows, snaps
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    procs = []
+
+    def start(*args):
+        p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", *map(str, args)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, 9)
+        p.wait()
+
+
+@linux
+def test_every_reader_reads_the_folder_exactly_while_recording(tmp_path, recorder):
+    pytest.importorskip("duckdb")
+    pytest.importorskip("polars")
+    rec = tmp_path / "rec"
+    p = recorder(rec, "--interval", "20ms", "--rotate", "0.4s", "--no-pids", "-q")
+    assert wait_for(lambda: len(finished(rec)) >= 2 and unfinished(rec)), p.stderr
+    assert (rec / ".tcpsnap.lock").read_text().strip() == str(p.pid)
+    # readers racing the recorder: each sees some finished files, none fails
+    for _ in range(3):
+        every_reader(rec)
+    # the recorder stopped (SIGSTOP) for a moment: a fixed folder to count exactly; it
+    # still holds its lock and its file in progress
+    os.kill(p.pid, 19)
+    try:
+        rows, snaps = check_readers(rec)
+        s = json.loads(cli("info", rec, "--json").stdout)
+        assert s["recorder"]["pid"] == p.pid and s["recorder"]["running"] is True
+        assert s["recorder"]["unfinished"] == [str(x.relative_to(rec)) for x in unfinished(rec)]
+        assert s["snapshots"] <= snaps and s["files"] == len(finished(rec))
+        text = cli("info", rec).stdout
+        assert text.splitlines()[1].startswith(f"recorder     recording now (pid {p.pid}); the file in progress since ")
+    finally:
+        os.kill(p.pid, 18)
+    p.send_signal(2)
+    assert p.wait(timeout=30) == 0, p.stderr.read()
+    assert not unfinished(rec) and not (rec / ".tcpsnap.lock").exists()
+    rows2, snaps2 = check_readers(rec)
+    assert rows2 > rows and snaps2 > snaps
+    assert "recorder" not in cli("info", rec).stdout
+
+
+@linux
+def test_every_reader_reads_the_folder_exactly_after_kill_9(tmp_path, recorder):
+    pytest.importorskip("duckdb")
+    pytest.importorskip("polars")
+    rec = tmp_path / "rec"
+    p = recorder(rec, "--interval", "20ms", "--rotate", "1s", "--flush", "50ms", "--no-pids", "-q")
+
+    def journaled():            # the file in progress holds snapshots (in its journal)
+        return [x for x in unfinished(rec) if ".parquet.j" in x.name and x.stat().st_size > 0]
+
+    assert wait_for(lambda: len(finished(rec)) >= 2 and journaled())
+    os.kill(p.pid, 9)
+    p.wait()
+    left = unfinished(rec)
+    assert left and (rec / ".tcpsnap.lock").exists()
+    rows, snaps = check_readers(rec)
+    # tcpsnap says what is not read yet, and how to get it
+    p2 = cli("info", rec)
+    assert p2.returncode == 0
+    line = p2.stdout.splitlines()[1]
+    # (two files only if it was killed while publishing one and starting the next)
+    assert re.fullmatch(rf"recorder     not recording: a recorder \(pid {p.pid}\) stopped without finishing "
+                        rf"(1 file|2 files) since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\.\d{{3}} UTC \([0-9.]+ KiB\), not read "
+                        rf"until 'tcpsnap recover {re.escape(str(rec))}' \(or the next 'tcpsnap record "
+                        rf"{re.escape(str(rec))}'\) finishes (it|them)", line), line
+    assert p2.stderr == f"tcpsnap: note: {rec}: {line.removeprefix('recorder     ')}\n"
+    # recovered: the unfinished file joins, every reader agrees again
+    r = cli("recover", rec)
+    assert r.returncode == 0 and r.stderr.startswith("recovered "), r.stderr
+    assert not unfinished(rec) and not (rec / ".tcpsnap.lock").exists()
+    rows2, snaps2 = check_readers(rec)
+    assert rows2 > rows and snaps2 > snaps
+    p3 = cli("info", rec)
+    assert "recorder" not in p3.stdout and p3.stderr == ""
+
+
+@linux
+def test_a_recording_with_nothing_finished_yet(tmp_path, recorder):
+    rec = tmp_path / "rec"
+    p = recorder(rec, "--interval", "50ms", "--no-pids", "-q")          # one file every 15 minutes
+    assert wait_for(lambda: any(x.name.endswith(".tmp") for x in unfinished(rec)))
+    i = cli("info", rec)
+    assert i.returncode == 0, i.stderr
+    lines = i.stdout.splitlines()
+    assert lines[0] == f"recording    {rec}"
+    assert lines[1].startswith(f"recorder     recording now (pid {p.pid}); the file in progress since ")
+    assert lines[-1] == "snapshots    0 (nothing finished yet)"
+    with pytest.raises(FileNotFoundError) as e:
+        tcpsnap.read(rec)
+    assert str(e.value).startswith(f"no finished file in {rec} yet: recording now (pid {p.pid}); ")
+    p.send_signal(15)
+    assert p.wait(timeout=30) == 0
+    assert len(tcpsnap.read(rec)) > 0

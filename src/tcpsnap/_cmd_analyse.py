@@ -131,7 +131,15 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
     ``skip_bad`` left out, each with what is wrong with it)."""
 
     from . import analysis
+    from .reading.dataset import list_files, recorder_state
 
+    state = recorder_state(path)        # a recorder running, or stopped without finishing
+    live = None if state is None else {
+        "pid": state.pid, "running": state.running, "unfinished": state.unfinished,
+        "unfinished_bytes": state.unfinished_bytes, "since": state.since, "text": state.describe(path)}
+    if state is not None and not list_files(path):
+        return {"path": str(path), "files": 0, "bytes": 0, "rows": 0, "overruns": 0, "metadata": {},
+                "skipped": [], "recorder": live, "snapshots": 0}
     rec = _open(path, skip_bad)
     cols = [c for c in ("timestamp", "seq", "family", "state", "local_addr", "local_port", "remote_addr",
                         "remote_port", "pid", "process", "cookie") if c in rec.schema.names]
@@ -146,7 +154,8 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
         overruns += int(kv["overruns"]) if kv.get("overruns", "").isdigit() else 0
     out: dict = {"path": str(path), "files": len(files), "bytes": nbytes, "rows": len(df),
                  "overruns": overruns, "metadata": meta,
-                 "skipped": [{"file": f, "problem": why} for f, why in rec.skipped.items()]}
+                 "skipped": [{"file": f, "problem": why} for f, why in rec.skipped.items()],
+                 "recorder": live}
     if len(df) == 0:
         out.update(snapshots=0)
         return out
@@ -187,10 +196,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     w(f"recording    {s['path']}\n")
+    if s.get("recorder"):
+        w(f"recorder     {s['recorder']['text']}\n")
     w(f"files        {s['files']} ({human_bytes(s['bytes'])} on disk")
     w(f", {s['bytes'] / s['rows']:.2f} bytes/row)\n" if s["rows"] else ")\n")
     if not s["snapshots"]:
-        w("snapshots    0 (empty recording)\n")
+        w("snapshots    0 (nothing finished yet)\n" if s.get("recorder") else "snapshots    0 (empty recording)\n")
         return 0
     w(f"time         {s['start']} .. {s['end']}\n")
     w(f"snapshots    {s['snapshots']:,} (seq {s['seq_range'][0]}..{s['seq_range'][1]}, "

@@ -52,8 +52,9 @@ from typing import Any
 
 from .._errors import BadRecording
 
-__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "TIME_FORMS", "FileInfo", "Recording", "open_recording",
-           "to_utc", "utc_range", "open_dataset", "time_filter", "filter_expression", "in_seq_order"]
+__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "TIME_FORMS", "FileInfo", "Recording", "RecorderState",
+           "open_recording", "to_utc", "utc_range", "open_dataset", "time_filter", "filter_expression",
+           "in_seq_order", "recorder_state", "list_files"]
 
 log = logging.getLogger("tcpsnap.reading")
 
@@ -221,6 +222,12 @@ class FileInfo:
         return (self.at is None, name.removesuffix(".parquet"), self.path)
 
 
+def list_files(path: str | os.PathLike) -> list[str]:
+    """The files a reader of the recording folder ``path`` looks at (finished files: no
+    hidden or in-progress ones), in name order."""
+    return _list_files(Path(path))
+
+
 def _list_files(root: Path) -> list[str]:
     """Every file under ``root`` a ``pyarrow`` dataset would read: names starting with
     ``.`` or ``_`` (in-progress files, the lock) left out, folders too."""
@@ -364,9 +371,14 @@ class Recording:
         self.path = p
         self.skip_bad = skip_bad
         self.folder = not p.is_file()
+        #: a recorder's trace in the folder (``recorder_state``): running now, or stopped
+        #: without finishing a file; None if none
+        self.recorder = recorder_state(p) if not p.is_file() else None
         if self.folder:
             found = _list_files(p)
             if not found:
+                if self.recorder is not None:
+                    raise FileNotFoundError(f"no finished file in {p} yet: {self.recorder.describe(p)}")
                 raise FileNotFoundError(f"no Parquet files in {p}")
         else:
             found = [str(p)]
@@ -395,6 +407,8 @@ class Recording:
                         "its" if len(moved) == 1 else "their")
         if not good:
             raise BadRecording(f"{p}: no readable recording file left: {_problems(self.skipped)}")
+        if self.recorder is not None and not self.recorder.running and self.recorder.unfinished:
+            log.warning("%s: %s", p, self.recorder.describe(p))
         #: the good files, in name order
         self.files: list[FileInfo] = good
         #: the schema versions of its files (1 and 2 both: a recording upgraded midway)
@@ -611,6 +625,137 @@ def _no_copies(good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
         kept.insert(i, (a, b, f.path))
         out.append(f)
     return out
+
+
+# ------------------------------------------------------------------ a live recording
+
+
+@dataclass
+class RecorderState:
+    """What a recorder has in a folder that readers cannot read yet, seen from outside:
+    nothing is locked, opened for writing or changed to find it out."""
+
+    #: the recorder's pid, as its lock file says (None: no lock file, or unreadable)
+    pid: int | None
+    #: whether a process holds the folder's lock now (a recorder is recording)
+    running: bool
+    #: the in-progress files (hidden names: ``.NAME.parquet.tmp``, ``.rglog``, ``.jK``),
+    #: relative to the folder: a running recorder's current file, or what a crashed one
+    #: left for recovery
+    unfinished: list[str]
+    #: their bytes on disk
+    unfinished_bytes: int
+    #: when the oldest unfinished file's first snapshot was taken (the time in its name:
+    #: ``2026-11-26 10:15:00.123 UTC``), if known
+    since: str | None
+
+    def describe(self, path: Any) -> str:
+        """One line: ``recording now (pid N) ...`` or ``stopped without finishing ...``."""
+        from .._units import human_bytes
+
+        n = len({u.split("/")[-1].rsplit(".", 1)[0] for u in self.unfinished})   # files, not pieces
+        since = f" since {self.since}" if self.since else ""
+        pid = f"pid {self.pid}" if self.pid is not None else "pid unknown"
+        if self.running:
+            if not self.unfinished:
+                return f"recording now ({pid})"
+            return (f"recording now ({pid}); the file in progress{since} ({human_bytes(self.unfinished_bytes)} "
+                    f"so far) is read once it is finished (every --rotate, and when the recorder stops)")
+        return (f"not recording: a recorder ({pid}) stopped without finishing {n} file{'s' if n != 1 else ''}"
+                f"{since} ({human_bytes(self.unfinished_bytes)}), not read until 'tcpsnap recover {path}' "
+                f"(or the next 'tcpsnap record {path}') finishes {'it' if n == 1 else 'them'}")
+
+
+def _flock_holders(st: os.stat_result) -> list[int] | None:
+    """The pids holding a flock on the file ``st`` is of (Linux: ``/proc/locks``); None
+    where that cannot be known."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":      # "N: -> FLOCK ..." are waiters
+            continue
+        dev_ino = parts[5].split(":")
+        try:
+            if len(dev_ino) == 3 and int(dev_ino[2]) == st.st_ino:
+                out.append(int(parts[4]))
+        except ValueError:
+            continue
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True           # another user's: alive
+    return True
+
+
+def recorder_state(path: str | os.PathLike) -> RecorderState | None:
+    """A recorder's trace in a recording folder: its lock file (a recorder is running,
+    or was killed before it could remove it) and the in-progress files; None when there
+    is none of them (a finished recording, or not a folder)."""
+    from ..record.layout import JOURNAL_RE, LOCK_NAME, TMP_RE
+
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    lock = root / LOCK_NAME
+    pid: int | None = None
+    running = False
+    try:
+        st = os.stat(lock, follow_symlinks=False)
+        has_lock = True
+    except OSError:
+        has_lock = False
+    if has_lock:
+        try:
+            with open(lock, "rb") as f:
+                pid = int(f.read(64).split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        holders = _flock_holders(st)
+        if holders is None:
+            running = pid is not None and _pid_alive(pid)
+        else:
+            running = bool(holders)
+            if pid is None or (holders and pid not in holders):
+                pid = holders[0] if holders else pid
+    unfinished: list[str] = []
+    size = 0
+    first: str | None = None
+    parts = [""] + sorted(n for n in os.listdir(root) if _PART_RE.match(n) and (root / n).is_dir())
+    for part in parts:
+        d = root / part if part else root
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            m = TMP_RE.match(n) or JOURNAL_RE.match(n)
+            if not m:
+                continue
+            unfinished.append(f"{part}/{n}" if part else n)
+            try:
+                size += os.stat(d / n, follow_symlinks=False).st_size
+            except OSError:
+                pass
+            t = _NAME_RE.match(m.group("name"))
+            if t and (first is None or t.group(1) < first):
+                first = t.group(1)
+    if not has_lock and not unfinished:
+        return None
+    since = None
+    if first is not None:
+        since = f"{first[:4]}-{first[4:6]}-{first[6:8]} {first[9:11]}:{first[11:13]}:{first[13:]} UTC"
+    return RecorderState(pid, running, unfinished, size, since)
 
 
 def open_recording(path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None,
