@@ -302,6 +302,8 @@ def test_every_reader_reads_the_folder_exactly_while_recording(tmp_path, recorde
         assert s["snapshots"] <= snaps and s["files"] == len(finished(rec))
         text = cli("info", rec).stdout
         assert text.splitlines()[1].startswith(f"recorder     recording now (pid {p.pid}); the file in progress since ")
+        part = unfinished(rec)[0].parent               # one date= folder of it: the same recorder
+        assert cli("info", part).stdout.splitlines()[1].startswith(f"recorder     recording now (pid {p.pid})")
     finally:
         os.kill(p.pid, 18)
     p.send_signal(2)
@@ -334,7 +336,7 @@ def test_every_reader_reads_the_folder_exactly_after_kill_9(tmp_path, recorder):
     line = p2.stdout.splitlines()[1]
     # (two files only if it was killed while publishing one and starting the next)
     assert re.fullmatch(rf"recorder     not recording: a recorder \(pid {p.pid}\) stopped without finishing "
-                        rf"(1 file|2 files) since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\.\d{{3}} UTC \([0-9.]+ KiB\), not read "
+                        rf"(1 file|2 files) since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\.\d{{3}} UTC \([0-9.]+ (B|KiB|MiB)\), not read "
                         rf"until 'tcpsnap recover {re.escape(str(rec))}' \(or the next 'tcpsnap record "
                         rf"{re.escape(str(rec))}'\) finishes (it|them)", line), line
     assert p2.stderr == f"tcpsnap: note: {rec}: {line.removeprefix('recorder     ')}\n"
@@ -365,3 +367,26 @@ def test_a_recording_with_nothing_finished_yet(tmp_path, recorder):
     p.send_signal(15)
     assert p.wait(timeout=30) == 0
     assert len(tcpsnap.read(rec)) > 0
+
+
+def test_a_lock_file_alone_is_no_recorder(tmp_path):
+    """A lock file no process holds, with nothing unfinished (a recorder killed before its
+    first file, or a lock left by hand), is nothing to report; with unfinished files and
+    a dead pid, the recorder stopped."""
+    from tcpsnap.reading.dataset import recorder_state
+
+    rec = tmp_path / "rec"
+    (rec / "date=2026-11-18").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (rec / ".tcpsnap.lock").write_text(f"{dead.pid}\n")
+    assert recorder_state(rec) is None
+    (rec / "date=2026-11-18" / ".tcpsnap-20261118T110640.000Z.parquet.tmp").write_bytes(b"PAR1")
+    st = recorder_state(rec)
+    assert (st.pid, st.running, st.unfinished, st.unfinished_bytes, st.since) == (
+        dead.pid, False, ["date=2026-11-18/.tcpsnap-20261118T110640.000Z.parquet.tmp"], 4,
+        "2026-11-18 11:06:40.000 UTC")
+    assert st.describe(rec) == (f"not recording: a recorder (pid {dead.pid}) stopped without finishing 1 file "
+                                f"since 2026-11-18 11:06:40.000 UTC (4 B), not read until 'tcpsnap recover {rec}' "
+                                f"(or the next 'tcpsnap record {rec}') finishes it")
+    assert recorder_state(tmp_path / "nothing") is None and recorder_state(V1 / "full") is None

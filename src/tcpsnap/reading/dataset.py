@@ -688,7 +688,21 @@ def _flock_holders(st: os.stat_result) -> list[int] | None:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def _held_elsewhere(lock: Path, pid: int | None) -> bool:
+    """Without ``/proc/locks``: whether the lock seems held. POSIX: its pid is alive
+    (``kill(pid, 0)``); Windows (where ``kill`` would end the process): its locked byte
+    cannot be read."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        try:
+            with open(lock, "rb") as f:
+                f.read(1)
+        except PermissionError:
+            return True
+        except OSError:
+            return False
+        return False
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -699,15 +713,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 def recorder_state(path: str | os.PathLike) -> RecorderState | None:
-    """A recorder's trace in a recording folder: its lock file (a recorder is running,
-    or was killed before it could remove it) and the in-progress files; None when there
-    is none of them (a finished recording, or not a folder)."""
+    """A recorder's trace in a recording folder: a recorder holding its lock, or the
+    in-progress files one left (killed before it could finish them); None when there is
+    neither (a finished recording, or not a folder)."""
     from ..record.layout import JOURNAL_RE, LOCK_NAME, TMP_RE
 
     root = Path(path)
     if not root.is_dir():
         return None
     lock = root / LOCK_NAME
+    if _PART_RE.match(root.name) and not os.path.lexists(lock):
+        lock = root.parent / LOCK_NAME          # one date= folder of a recording: its recorder's
     pid: int | None = None
     running = False
     try:
@@ -721,9 +737,9 @@ def recorder_state(path: str | os.PathLike) -> RecorderState | None:
                 pid = int(f.read(64).split()[0])
         except (OSError, ValueError, IndexError):
             pid = None
-        holders = _flock_holders(st)
+        holders = _flock_holders(st) if os.name != "nt" else None
         if holders is None:
-            running = pid is not None and _pid_alive(pid)
+            running = _held_elsewhere(lock, pid)
         else:
             running = bool(holders)
             if pid is None or (holders and pid not in holders):
@@ -731,7 +747,10 @@ def recorder_state(path: str | os.PathLike) -> RecorderState | None:
     unfinished: list[str] = []
     size = 0
     first: str | None = None
-    parts = [""] + sorted(n for n in os.listdir(root) if _PART_RE.match(n) and (root / n).is_dir())
+    try:
+        parts = [""] + sorted(n for n in os.listdir(root) if _PART_RE.match(n) and (root / n).is_dir())
+    except OSError:
+        parts = [""]
     for part in parts:
         d = root / part if part else root
         try:
@@ -750,8 +769,8 @@ def recorder_state(path: str | os.PathLike) -> RecorderState | None:
             t = _NAME_RE.match(m.group("name"))
             if t and (first is None or t.group(1) < first):
                 first = t.group(1)
-    if not has_lock and not unfinished:
-        return None
+    if not running and not unfinished:
+        return None           # no recorder, nothing unfinished: a lock file alone tells nothing
     since = None
     if first is not None:
         since = f"{first[:4]}-{first[4:6]}-{first[6:8]} {first[9:11]}:{first[11:13]}:{first[13:]} UTC"
