@@ -232,10 +232,11 @@ def _named(where: Path, files: list[Footer]) -> str:
     return f"{where / files[0].name}{f' and {more} more file' + ('s' if more > 1 else '') if more else ''}"
 
 
-def meaning_problem(found: list[Footer], where: Path, mode: str, filters: str) -> str | None:
+def meaning_problem(found: list[Footer], where: Path, mode: str, filters: str) -> tuple[str, str] | None:
     """What makes the recording in a folder (its files' footers, ``found``) another one
     than a recording of ``mode`` with ``filters`` (``tcpsnap.filters`` JSON) would be,
-    as one line naming the files; None if it is the same (or the folder holds none).
+    as one line naming the files, and what to do about it; None if it is the same (or the
+    folder holds none).
 
     One folder holds one recording: one mode, one filter set, and a schema this tcpsnap
     writes or an older one (files of schema version 1 before files of version 2 are an
@@ -266,17 +267,20 @@ def meaning_problem(found: list[Footer], where: Path, mode: str, filters: str) -
             modes.setdefault(m, []).append(f)
         elif fl != ours:
             other.setdefault(fl, []).append(f)
+    same = "record with the options it was made with, into another folder"
     if newer:
         v, fs = max(newer.items())
         return (f"{where} holds files of schema version {v} ({_named(where, fs)}), written by a newer "
-                f"tcpsnap than this one (it writes version {SCHEMA_VERSION})")
+                f"tcpsnap than this one (it writes version {SCHEMA_VERSION})",
+                "upgrade tcpsnap, record into another folder")
     if modes:
         m, fs = next(iter(modes.items()))
-        return f"{where} holds a {m}-mode recording ({_named(where, fs)}); this one would be {mode}-mode"
+        return (f"{where} holds a {m}-mode recording ({_named(where, fs)}); this one would be {mode}-mode",
+                same)
     if other:
         fl, fs = next(iter(other.items()))
         return (f"{where} holds a recording made with {describe_filters(fl)} ({_named(where, fs)}); "
-                f"this one would have {describe_filters(ours)}")
+                f"this one would have {describe_filters(ours)}", same)
     return None
 
 

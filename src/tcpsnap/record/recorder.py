@@ -210,15 +210,14 @@ class Recorder:
                 self.path = path
                 return root, last_seq(root, found)
             self._release()
+            what, fix = problem
             if not c.new_dataset:
-                fix = ("upgrade tcpsnap, record into another folder" if "newer tcpsnap" in problem
-                       else "record with the options it was made with, into another folder")
-                raise RecorderError(f"{problem}. A folder holds one recording: {fix}, or add "
+                raise RecorderError(f"{what}. A folder holds one recording: {fix}, or add "
                                     f"--new-dataset (new_dataset=True) to record into "
                                     f"{new_dataset_folder(c.path, c.mode, filters)}")
-            refused = refused or problem
-        raise RecorderError(f"{refused}: and so do {sibling(c.path, 2)} .. "
-                            f"{sibling(c.path, _MAX_DATASETS)}: record into another folder")
+            refused = refused or what
+        raise RecorderError(f"{refused}; so do {sibling(c.path, 2)} .. {sibling(c.path, _MAX_DATASETS)}: "
+                            f"record into another folder")
 
     def close(self) -> None:
         """Finish the current file (footer, fsync, rename) and release the folder.
