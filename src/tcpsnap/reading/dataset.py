@@ -666,23 +666,26 @@ class RecorderState:
                 f"(or the next 'tcpsnap record {path}') finishes {'it' if n == 1 else 'them'}")
 
 
-def _flock_holders(st: os.stat_result) -> list[int] | None:
-    """The pids holding a flock on the file ``st`` is of (Linux: ``/proc/locks``); None
-    where that cannot be known."""
+def _flock_holders(st: os.stat_result, pid: int | None) -> list[int] | None:
+    """The pids holding a flock on the file ``st`` is of (Linux: ``/proc/locks``, by
+    device and inode -- or by inode and the lock file's ``pid``, where a file system
+    shows another device there); None where that cannot be known."""
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
     out = []
     for line in lines:
         parts = line.split()
         if len(parts) < 6 or parts[1] != "FLOCK":      # "N: -> FLOCK ..." are waiters
             continue
-        dev_ino = parts[5].split(":")
+        maj, mnr, ino = (parts[5].split(":") + ["", "", ""])[:3]
         try:
-            if len(dev_ino) == 3 and int(dev_ino[2]) == st.st_ino:
-                out.append(int(parts[4]))
+            holder = int(parts[4])
+            if int(ino) == st.st_ino and (f"{maj}:{mnr}" == dev or holder == pid):
+                out.append(holder)
         except ValueError:
             continue
     return out
@@ -737,7 +740,7 @@ def recorder_state(path: str | os.PathLike) -> RecorderState | None:
                 pid = int(f.read(64).split()[0])
         except (OSError, ValueError, IndexError):
             pid = None
-        holders = _flock_holders(st) if os.name != "nt" else None
+        holders = _flock_holders(st, pid) if os.name != "nt" else None
         if holders is None:
             running = _held_elsewhere(lock, pid)
         else:
