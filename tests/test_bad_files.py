@@ -240,8 +240,15 @@ def test_foreign_parquet_file_is_named_not_read_instead(clean, tmp_path, caplog)
     pq.write_table(t, foreign)
     with pytest.raises(BadRecording) as e:
         tcpsnap.read(rec)
+    # no tcpsnap.schema_version: checked as a file of version 1 (made before the key existed)
     assert str(e.value).startswith(f"{foreign}: not a tcpsnap recording file (its columns are not a "
-                                   "full-mode recording's: no seq, kind, family ... column)")
+                                   "full-mode recording's of schema version 1: no seq, family, state ... column)")
+    t = t.replace_schema_metadata({"tcpsnap.version": "0.1.0", "tcpsnap.schema_version": "2"})
+    pq.write_table(t, foreign)
+    with pytest.raises(BadRecording) as e:
+        tcpsnap.read(rec)
+    assert str(e.value).startswith(f"{foreign}: not a tcpsnap recording file (its columns are not a "
+                                   "full-mode recording's of schema version 2: no seq, kind, family ... column)")
     p = cli("info", rec)
     assert p.returncode == 1 and "not a tcpsnap recording file" in one_line_naming(p, foreign)
 

@@ -334,6 +334,70 @@ def test_round_trip_generated_tables(rows, pad_header, pad_row):
     out = np.zeros(len(rows), ROW_DTYPE)
     assert tcpsnap.parse_tcptable2(buf, out, header_size=4 + pad_header, row_stride=28 + pad_row) == len(rows)
     for r, (s, la, lp, ra, rp, pid, off, _) in zip(out, rows):
+        if s == TcpState.LISTEN:                 # a listener's remote fields have no meaning
+            ra, rp = "0.0.0.0", 0
         assert (r["state"], r["local_port"], r["remote_port"], r["pid"], r["offload_state"]) == (s, lp, rp, pid, off)
         assert bytes(r["local_addr"][:4]) == ipaddress.IPv4Address(la).packed
         assert bytes(r["remote_addr"][:4]) == ipaddress.IPv4Address(ra).packed
+
+
+# --- LISTEN rows: the SDK says their remote address, port and scope have no meaning ---
+
+def _junk(n):
+    out = _sentinel(n)
+    out["remote_addr"], out["remote_port"], out["remote_scope_id"] = 0xFF, 7, 7
+    return out
+
+
+def _fields(r):
+    fam = int(r["family"])
+    return (fam, int(r["state"]), format_address(fam, r["local_addr"]), int(r["local_port"]),
+            int(r["local_scope_id"]), format_address(fam, r["remote_addr"]), int(r["remote_port"]),
+            int(r["remote_scope_id"]), int(r["pid"]), int(r["offload_state"]))
+
+
+def test_listen_rows_remote_fields_are_zeroed_v4():
+    rows = [_row4(2, "0.0.0.0", 445, "10.9.8.7", 4242, 4, 1, port_high=0xBEEF),     # junk peer
+            _row4(2, "127.0.0.1", 8080, "255.255.255.255", 65535, 5, 0),
+            _row4(5, "10.0.0.1", 50000, "10.0.0.2", 443, 77, 2),
+            _row4(8, "10.0.0.1", 22, "10.0.0.3", 51000, 9, 0)]                     # not a listener: kept
+    for parse, stride in ((tcpsnap.parse_tcptable2, 28), (tcpsnap.parse_tcptable_owner_pid, 24)):
+        buf = _table([r[:stride] for r in rows], 8, stride + 4)
+        out = _junk(4)
+        assert parse(buf, out, header_size=8, row_stride=stride + 4) == 4
+        off = (1, 0, 2, 0) if stride == 28 else (0, 0, 0, 0)
+        assert [_fields(r) for r in out] == [
+            (4, 2, "0.0.0.0", 445, 0, "0.0.0.0", 0, 0, 4, off[0]),
+            (4, 2, "127.0.0.1", 8080, 0, "0.0.0.0", 0, 0, 5, off[1]),
+            (4, 5, "10.0.0.1", 50000, 0, "10.0.0.2", 443, 0, 77, off[2]),
+            (4, 8, "10.0.0.1", 22, 0, "10.0.0.3", 51000, 0, 9, off[3])]
+        assert not out["remote_addr"][:2].any() and not out["remote_addr"][:, 4:].any()
+
+
+def test_listen_rows_remote_fields_are_zeroed_v6():
+    rows = [_row6(2, "fe80::1", 7, 22, "fe80::dead:beef", 9, 4242, 99, 1),        # junk peer and scope
+            _row6(2, "::", 0, 80, "::1", 3, 1, 4, 0),
+            _row6(5, "fe80::1", 7, 22, "fe80::2", 7, 40000, 99, 2)]
+    for parse, stride in ((tcpsnap.parse_tcp6table2, 60), (tcpsnap.parse_tcp6table_owner_pid, 56)):
+        buf = _table([r[:stride] for r in rows])
+        out = _junk(3)
+        assert parse(buf, out) == 3
+        off = (1, 0, 2) if stride == 60 else (0, 0, 0)
+        assert [_fields(r) for r in out] == [
+            (6, 2, "fe80::1", 22, 7, "::", 0, 0, 99, off[0]),
+            (6, 2, "::", 80, 0, "::", 0, 0, 4, off[1]),
+            (6, 5, "fe80::1", 22, 7, "fe80::2", 40000, 7, 99, off[2])]
+        assert not out["remote_addr"][:2].any()
+
+
+def test_a_listener_with_junk_peers_is_one_connection_across_snapshots():
+    """Junk in a listener's remote fields, different in each snapshot, must not make it a
+    new connection (and a new peer) every snapshot: the rows are equal."""
+    snaps = [_table([_row4(2, "0.0.0.0", 445, ra, rp, 4, 0)]) for ra, rp in
+             (("1.2.3.4", 1), ("5.6.7.8", 2), ("0.0.0.0", 0), ("9.9.9.9", 65535))]
+    parsed = []
+    for buf in snaps:
+        out = np.zeros(1, ROW_DTYPE)
+        tcpsnap.parse_tcptable2(buf, out)
+        parsed.append(out[0].tobytes())
+    assert len(set(parsed)) == 1

@@ -8,7 +8,12 @@ import argparse
 from ._filters import parse_ports, parse_states
 from ._units import parse_duration
 
-__all__ = ["add_filter_args", "merged", "duration_arg", "positive_duration_arg", "freq_arg"]
+__all__ = ["add_filter_args", "merged", "duration_arg", "positive_duration_arg", "freq_arg", "time_arg",
+           "TIME_HELP"]
+
+#: What --start/--end say they take.
+TIME_HELP = ("'2026-11-26 10:00' (UTC unless it has a zone, e.g. +01:00 or Z), 'now-5m', "
+             "'@1795000000' (epoch seconds)")
 
 
 def _states_arg(text: str) -> frozenset[int]:
@@ -70,3 +75,15 @@ def freq_arg(text: str) -> str:
         if ns % scale == 0:
             return f"{ns // scale}{unit}"
     return f"{ns}ns"
+
+
+def time_arg(text: str):
+    """A time, in the forms and with the zone rule of the Python API's ``start``/``end``
+    (``tcpsnap.reading.to_utc``: no zone means UTC) -> a UTC ``pandas.Timestamp``, read
+    once (``now`` is the moment the command line is read)."""
+    from .reading.dataset import to_utc
+
+    try:
+        return to_utc(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (give {TIME_HELP})") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_args import freq_arg
+from ._cli_args import TIME_HELP, freq_arg, time_arg
 from ._errors import TcpsnapError
 from ._units import human_bytes
 
@@ -26,11 +26,19 @@ examples:
   tcpsnap plot recording -o churn.png --kind churn --freq 10s
   tcpsnap plot recording -o peers.png --kind remotes
   tcpsnap plot recording -o s.png --start '2026-11-26 10:00' --end '2026-11-26 11:00' --utc
+  tcpsnap plot recording -o last-hour.png --start now-1h
+
+times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
+'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
 EPILOG_EXPORT = """\
 examples:
   tcpsnap export recording --to csv > all.csv
   tcpsnap export recording --to jsonl --start '2026-11-26 10:00' --end '2026-11-26 10:05' -o five-min.jsonl
+  tcpsnap export recording --to csv --start now-5m        the last five minutes (of a live recording too)
+
+times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
+'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
 SKIP_BAD_HELP = ("read the other files when some are bad (corrupt, not tcpsnap's, a copy of another, of "
                  "the other mode) and say on stderr which were skipped; without it, a bad file is an "
@@ -56,8 +64,8 @@ def register(sub) -> None:
                    help="what to draw (default: states)")
     p.add_argument("--freq", type=freq_arg, metavar="DUR",
                    help="bin width, e.g. 1s, 10s, 15m (default: chosen from the span)")
-    p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
-    p.add_argument("--end", help="up to this time (exclusive)")
+    p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
+    p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
     p.add_argument("--tz", help="time axis in this zone, e.g. Europe/Berlin")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
@@ -69,8 +77,8 @@ def register(sub) -> None:
                        epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or file")
     p.add_argument("--to", choices=("csv", "jsonl"), required=True, help="output format")
-    p.add_argument("--start", help="from this time (inclusive; no zone means UTC)")
-    p.add_argument("--end", help="up to this time (exclusive)")
+    p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
+    p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     p.set_defaults(func=cmd_export)
@@ -133,7 +141,15 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
 
     from . import analysis
     from .reading.snapshots import snapshots_of
+    from .reading.dataset import list_files, recorder_state
 
+    state = recorder_state(path)        # a recorder running, or stopped without finishing
+    live = None if state is None else {
+        "pid": state.pid, "running": state.running, "unfinished": state.unfinished,
+        "unfinished_bytes": state.unfinished_bytes, "since": state.since, "text": state.describe(path)}
+    if state is not None and not list_files(path):
+        return {"path": str(path), "files": 0, "bytes": 0, "rows": 0, "overruns": 0, "metadata": {},
+                "skipped": [], "recorder": live, "snapshots": 0}
     rec = _open(path, skip_bad)
     cols = [c for c in analysis.COLUMNS if c in rec.schema.names]
     df = _read(rec, columns=cols)
@@ -152,7 +168,8 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
             intervals.append(int(kv["interval_ns"]))
     out: dict = {"path": str(path), "files": len(files), "bytes": nbytes, "rows": len(df),
                  "overruns": overruns, "metadata": meta,
-                 "skipped": [{"file": f, "problem": why} for f, why in rec.skipped.items()]}
+                 "skipped": [{"file": f, "problem": why} for f, why in rec.skipped.items()],
+                 "recorder": live}
     if len(snaps) == 0:
         out.update(snapshots=0)
         return out
@@ -224,10 +241,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     w = sys.stdout.write
     w(f"recording    {s['path']}\n")
+    if s.get("recorder"):
+        w(f"recorder     {s['recorder']['text']}\n")
     w(f"files        {s['files']} ({human_bytes(s['bytes'])} on disk")
     w(f", {s['bytes'] / s['rows']:.2f} bytes/row)\n" if s["rows"] else ")\n")
     if not s["snapshots"]:
-        w("snapshots    0 (empty recording)\n")
+        w("snapshots    0 (nothing finished yet)\n" if s.get("recorder") else "snapshots    0 (empty recording)\n")
         return 0
     w(f"time         {s['start']} .. {s['end']} (first to last snapshot, wall clock; "
       f"{s['elapsed_s']:.1f} s elapsed)\n")

@@ -29,7 +29,9 @@ durations: 10ms, 2s, 15m, 1h (also 1h30m, 500us, 0). Without --duration it recor
 until stopped: Ctrl-C, SIGTERM or SIGHUP (a closed terminal) close the current file
 cleanly. SIGUSR1 prints the counters so far on stderr (as dd does) and goes on.
 files: DIR/date=YYYY-MM-DD/tcpsnap-<UTC start>.parquet, one every --rotate; the file
-in progress is hidden (.*.tmp) until complete. After a crash, the next 'tcpsnap record'
+in progress is hidden (.*.tmp) until complete. DIR holds one recording: recording
+into it with another --mode or other --state/--port/--family is refused (exit 1)
+unless --new-dataset, which records into DIR.2 instead. After a crash, the next 'tcpsnap record'
 on DIR or 'tcpsnap recover DIR' turns what was captured (all but the last --flush)
 into Parquet.
 """
@@ -107,6 +109,11 @@ def register(sub) -> None:
                      help="--mode changes: a full snapshot this often (default: 1m)")
     rec.add_argument("--no-destroy-feed", action="store_true",
                      help="--mode changes: do not subscribe to socket-destroy notifications")
+    rec.add_argument("--new-dataset", action="store_true",
+                     help="when DIR holds another recording (another --mode, --state/--port/"
+                          "--family, or a newer tcpsnap's files), record into DIR.2 (or the first "
+                          "DIR.N that is new or holds this same recording) instead of refusing; "
+                          "nothing is moved")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
@@ -246,7 +253,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
-        **_cli_ops.recorder_kwargs(args))
+        new_dataset=args.new_dataset, **_cli_ops.recorder_kwargs(args))
 
     signals = {"n": 0}
     status: _Status | None = None
@@ -278,7 +285,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         log = logging.getLogger("tcpsnap.recorder")
         log.info("recording %s every %s%s into %s", "the TCP table",
                  f"{args.interval:g}s" if args.interval else "moment (--interval 0)",
-                 f" for {args.duration:g}s" if args.duration is not None else "", args.dir)
+                 f" for {args.duration:g}s" if args.duration is not None else "", rec.path)
         if not args.quiet and sys.stderr.isatty():
             status = _Status(rec)
             _setup_logging(args, status)
@@ -298,7 +305,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             signal.signal(s, h)
     st = rec.stats
     msg = (f"recorded {st['snapshots']:,} snapshots ({st['rows']:,} rows, "
-           f"{human_bytes(st['bytes_written'])}) into {len(st['files'])} file(s) in {args.dir}; "
+           f"{human_bytes(st['bytes_written'])}) into {len(st['files'])} file(s) in {rec.path}; "
            f"{st['overruns']:,} overruns")
     if not args.quiet and sys.stderr.isatty() and not (status is not None and status.hung_up):
         with contextlib.suppress(OSError):  # a terminal that went away meanwhile

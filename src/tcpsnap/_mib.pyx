@@ -3,7 +3,8 @@
 
 Buffers are walked as a (pointer, length) pair with every read bounds-checked
 against the length *before* any row is written, so recorded or hostile bytes
-can be fed in from any platform.
+can be fed in from any platform. A LISTEN row's remote address, port and scope id
+are zero whatever the buffer holds there (the SDK: they have no meaning).
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
@@ -16,6 +17,7 @@ from tcpsnap._row cimport (tcpsnap_row, check_out_array as _check_out_array, get
 
 cdef enum:
     MAX_MIB_STATE = 12
+    MIB_STATE_LISTEN = 2
 
 # Struct sizes and offsets from the Windows SDK headers (tcpmib.h), x86_64 and arm64 alike.
 cdef mib_layout TCPTABLE2 = mib_layout(
@@ -93,13 +95,17 @@ cdef mib_status mib_parse(const char *buf, Py_ssize_t buflen, const mib_layout *
         r.family = <uint8_t>lay.family
         r.state = <uint8_t>_dword(row + lay.off_state)
         memcpy(r.local_addr, row + lay.off_laddr, addrlen)
-        memcpy(r.remote_addr, row + lay.off_raddr, addrlen)
         r.local_port = _port(row + lay.off_lport)
-        r.remote_port = _port(row + lay.off_rport)
         if lay.off_lscope >= 0:
             r.local_scope_id = _dword(row + lay.off_lscope)
-        if lay.off_rscope >= 0:
-            r.remote_scope_id = _dword(row + lay.off_rscope)
+        # The SDK: a LISTEN row's remote address, port and scope "have no meaning"; left
+        # as found, junk there would make one listener one connection and one peer per
+        # snapshot. They stay zero (memset above).
+        if r.state != MIB_STATE_LISTEN:
+            memcpy(r.remote_addr, row + lay.off_raddr, addrlen)
+            r.remote_port = _port(row + lay.off_rport)
+            if lay.off_rscope >= 0:
+                r.remote_scope_id = _dword(row + lay.off_rscope)
         r.pid = _dword(row + lay.off_pid)
         if lay.off_offload >= 0:
             r.offload_state = <uint8_t>_dword(row + lay.off_offload)

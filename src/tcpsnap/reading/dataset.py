@@ -9,12 +9,21 @@ sort out the files it cannot trust:
 - a footer that cannot be read (a truncated or corrupt file, or not Parquet at all);
 - a foreign file: no ``tcpsnap.version`` in its key-value metadata, or columns that are not
   those of a recording of its mode (``tcpsnap._arrow.build_schema`` for full mode,
-  ``tcpsnap.record.changes.build_schema`` for changes mode);
+  ``tcpsnap.record.changes.build_schema`` for changes mode) and schema version
+  (``tcpsnap.schema_version``; a file without it is of version 1, made before the key, the
+  ``kind``, ``monotonic_ns``, ``host`` and ``boot_id`` columns existed);
+- a file of a newer schema version than this tcpsnap reads;
 - a copy: a ``seq`` range (footer keys ``tcpsnap.first_seq``/``last_seq``, else the
   row-group statistics) that overlaps another file's. The first by name is kept (the
   recorder's own names first);
-- a file of the other mode in a folder of one mode (mixed recordings): the mode most
-  files have is kept.
+- a file of the other mode in a folder of one mode, or recorded with another filter set
+  (``tcpsnap.filters``: ``record --state/--port/--family``): another recording in the same
+  folder. The mode, then the filter set, most files have is kept.
+
+Files of schema versions 1 and 2 in one folder are one recording (upgraded midway): every
+file is read into the newest schema, the columns a version-1 file lacks null -- but
+``kind``, which is "connection" for the rows of a full-mode version-1 file (such a file
+holds nothing else).
 
 Each is a :class:`~tcpsnap.BadRecording` naming the file(s), unless ``skip_bad=True``: then
 the bad files are left out and ``report()`` logs what was skipped (logger
@@ -43,8 +52,9 @@ from typing import Any
 
 from .._errors import BadRecording
 
-__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "FileInfo", "Recording", "open_recording", "to_utc",
-           "open_dataset", "time_filter", "filter_expression", "in_seq_order"]
+__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "TIME_FORMS", "FileInfo", "Recording", "RecorderState",
+           "open_recording", "to_utc", "utc_range", "open_dataset", "time_filter", "filter_expression",
+           "in_seq_order", "recorder_state", "list_files"]
 
 log = logging.getLogger("tcpsnap.reading")
 
@@ -61,17 +71,82 @@ _PART_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _MODES = ("full", "changes")
 
 
+#: What every time argument takes (``start``/``end``/``when``, ``filters`` on
+#: ``timestamp``, and the CLI's ``--start``/``--end``), said in every error about one.
+TIME_FORMS = ("a datetime, an int of epoch ns, or a string such as '2026-11-26 10:00' (UTC unless "
+              "it has a zone), 'now-5m' or '@1795000000' (epoch seconds)")
+_NOW_RE = re.compile(r"^now\s*(?:([+-])\s*(\S.*))?$", re.IGNORECASE)
+_EPOCH_RE = re.compile(r"^@\s*(-?\d+(?:\.\d{0,9})?)$")
+# strings pandas would read in the local time zone or the local date: refused
+_LOCAL_RE = re.compile(r"^(?:today|tomorrow|yesterday|\d{1,2}:\d{2}(?::\d{2}(?:\.\d*)?)?)$", re.IGNORECASE)
+
+
 def to_utc(when: Any):
-    """A datetime, ``pandas.Timestamp``, epoch ns integer or string as a UTC Timestamp.
-    Naive datetimes and strings without a zone are taken as UTC."""
+    """Any time argument of tcpsnap's readers as a UTC ``pandas.Timestamp``: the one
+    parser behind ``start``, ``end``, ``table_at``'s ``when``, ``filters`` on
+    ``timestamp`` and the CLI's ``--start``/``--end``.
+
+    - a ``datetime``, ``date``, ``pandas.Timestamp`` or ``numpy.datetime64``;
+    - an integer (Python or numpy): nanoseconds since the epoch;
+    - a string: ISO 8601 as pandas reads it (``"2026-11-26 10:00"``,
+      ``"2026-11-26T10:00:00.123456789Z"``, ``"2026-11-26 11:00+01:00"``); ``"now"``,
+      ``"now-5m"``, ``"now+1h30m"`` (durations as everywhere: ``tcpsnap._units``);
+      ``"@1795000000.25"``, seconds since the epoch.
+
+    The zone rule: a time without a zone (naive datetimes, strings without an offset)
+    is UTC, never the local zone. A float (seconds? nanoseconds?), a bool, a time of day
+    without a date and ``"today"`` are refused: ``ValueError`` (``TypeError`` for what is
+    no time at all)."""
+    import numbers
+    import time as _time
+    from decimal import Decimal
+
+    import numpy as np
     import pandas as pd
 
-    if isinstance(when, int) and not isinstance(when, bool):
-        return pd.Timestamp(when, unit="ns", tz="UTC")
-    ts = pd.Timestamp(when)
+    if when is None or isinstance(when, (bool, np.bool_)):
+        raise TypeError(f"not a time: {when!r} (give {TIME_FORMS})")
+    if isinstance(when, numbers.Integral):
+        return pd.Timestamp(int(when), unit="ns", tz="UTC")
+    if isinstance(when, numbers.Real):
+        raise ValueError(f"not a time: {when!r}: a float is ambiguous (seconds? nanoseconds?); "
+                         f"give {TIME_FORMS}")
+    if isinstance(when, str):
+        text = when.strip()
+        m = _NOW_RE.match(text)
+        if m:
+            ns = _time.time_ns()
+            if m.group(1):
+                from .._units import parse_duration
+
+                try:
+                    d = round(parse_duration(m.group(2)) * 1e9)
+                except ValueError:
+                    raise ValueError(f"not a time: {when!r} (give {TIME_FORMS})") from None
+                ns += d if m.group(1) == "+" else -d
+            return pd.Timestamp(ns, unit="ns", tz="UTC")
+        m = _EPOCH_RE.match(text)
+        if m:
+            return pd.Timestamp(int(Decimal(m.group(1)) * 10**9), unit="ns", tz="UTC")
+        if not text:
+            raise ValueError(f"not a time: {when!r} (give {TIME_FORMS})")
+        if _LOCAL_RE.match(text):
+            raise ValueError(f"not a time: {when!r}: give the date too; {TIME_FORMS}")
+    elif not isinstance(when, (_dt.date, np.datetime64)):
+        raise TypeError(f"not a time: {type(when).__name__} {when!r} (give {TIME_FORMS})")
+    try:
+        ts = pd.Timestamp(when)
+    except (ValueError, OverflowError, TypeError) as e:
+        raise ValueError(f"not a time: {when!r} ({_one_line(e)}); give {TIME_FORMS}") from None
     if ts is pd.NaT:
-        raise ValueError(f"not a time: {when!r}")
+        raise ValueError(f"not a time: {when!r} (give {TIME_FORMS})")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def utc_range(start: Any, end: Any) -> tuple[Any, Any]:
+    """``start`` and ``end`` through ``to_utc`` once (None stays None), so that ``"now"``
+    is one instant for every use of them in a call."""
+    return (None if start is None else to_utc(start)), (None if end is None else to_utc(end))
 
 
 def _one_line(e: BaseException) -> str:
@@ -79,14 +154,25 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _expected_schema(mode: str):
+#: the columns schema version 2 added (version 1 files have none of them)
+_V2_COLUMNS = ("kind", "monotonic_ns", "host", "boot_id")
+
+
+def _expected_schema(mode: str, version: int | None = None):
+    """The columns of a file of ``mode`` and schema ``version`` (None: the newest)."""
     if mode == "changes":
         from ..record.changes import build_schema as changes_schema
 
-        return changes_schema()
-    from .._arrow import build_schema
+        s = changes_schema()
+    else:
+        from .._arrow import build_schema
 
-    return build_schema()
+        s = build_schema()
+    if version == 1:
+        import pyarrow as pa
+
+        s = pa.schema([f for f in s if f.name not in _V2_COLUMNS])
+    return s
 
 
 def _format():
@@ -108,6 +194,10 @@ class FileInfo:
     size: int = 0
     rows: int = 0
     mode: str = "full"
+    #: its ``tcpsnap.schema_version`` (1 when it has none: files made before version 2)
+    version: int = 0
+    #: its ``tcpsnap.filters``, in one spelling (``record.config.canonical_filters``)
+    filters: str = "{}"
     #: first and last ``seq`` (None: not known)
     seq: tuple[int, int] | None = None
     #: the date its snapshots are of, when that is not its ``date=`` folder's (moved)
@@ -132,6 +222,12 @@ class FileInfo:
         """Name order: the recorder's names first (in time order), then the others."""
         name = os.path.basename(self.path)
         return (self.at is None, name.removesuffix(".parquet"), self.path)
+
+
+def list_files(path: str | os.PathLike) -> list[str]:
+    """The files a reader of the recording folder ``path`` looks at (finished files: no
+    hidden or in-progress ones), in name order."""
+    return _list_files(Path(path))
 
 
 def _list_files(root: Path) -> list[str]:
@@ -177,21 +273,21 @@ class _SchemaCheck:
     and compared once per distinct value (every file of a recording has the same)."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, bytes | None], str | None] = {}
-        self._expected: dict[str, list] = {}
+        self._seen: dict[tuple[str, int, bytes | None], str | None] = {}
+        self._expected: dict[tuple[str, int], list] = {}
 
-    def problem(self, md, kv: dict, mode: str) -> str | None:
-        k = (mode, kv.get(b"ARROW:schema"))
+    def problem(self, md, kv: dict, mode: str, version: int) -> str | None:
+        k = (mode, version, kv.get(b"ARROW:schema"))
         if k not in self._seen:
-            if mode not in self._expected:
-                self._expected[mode] = [(f.name, f.type) for f in _expected_schema(mode)]
-            want = self._expected[mode]
+            if k[:2] not in self._expected:
+                self._expected[k[:2]] = [(f.name, f.type) for f in _expected_schema(mode, version)]
+            want = self._expected[k[:2]]
             got = [(f.name, f.type) for f in md.schema.to_arrow_schema()]
-            self._seen[k] = None if got == want else _difference(got, want, mode)
+            self._seen[k] = None if got == want else _difference(got, want, mode, version)
         return self._seen[k]
 
 
-def _difference(got: list, want: list, mode: str) -> str:
+def _difference(got: list, want: list, mode: str, version: int) -> str:
     g, w = dict(got), dict(want)
     missing = [n for n in w if n not in g]
     extra = [n for n in g if n not in w]
@@ -202,7 +298,8 @@ def _difference(got: list, want: list, mode: str) -> str:
     else:
         n = next((n for n in w if g[n] != w[n]), None)
         what = f"column {n!r} is {g[n]}, not {w[n]}" if n else "its columns in another order"
-    return f"not a tcpsnap recording file (its columns are not a {mode}-mode recording's: {what})"
+    return (f"not a tcpsnap recording file (its columns are not a {mode}-mode recording's of schema "
+            f"version {version}: {what})")
 
 
 def _read_footer(info: FileInfo, schemas: _SchemaCheck) -> str | None:
@@ -222,8 +319,22 @@ def _read_footer(info: FileInfo, schemas: _SchemaCheck) -> str | None:
     info.mode = raw.get(b"tcpsnap.mode", b"full").decode(errors="replace")
     if info.mode not in _MODES:
         return f"not a tcpsnap recording file (tcpsnap.mode {info.mode!r})"
+    from .._arrow import SCHEMA_VERSION
+    from ..record.config import canonical_filters
+
+    version = raw.get(b"tcpsnap.schema_version", b"1")
     try:
-        problem = schemas.problem(md, raw, info.mode)
+        info.version = int(version)
+    except ValueError:
+        return f"not a tcpsnap recording file (tcpsnap.schema_version {version.decode(errors='replace')!r})"
+    if info.version > SCHEMA_VERSION:
+        return (f"written by a newer tcpsnap (schema version {info.version}; this one reads 1 to "
+                f"{SCHEMA_VERSION}): upgrade tcpsnap to read it")
+    if info.version < 1:
+        return f"not a tcpsnap recording file (tcpsnap.schema_version {info.version})"
+    info.filters = canonical_filters(raw.get(b"tcpsnap.filters"))
+    try:
+        problem = schemas.problem(md, raw, info.mode, info.version)
     except (OSError, pa.ArrowException) as e:
         return f"not a readable recording file: unreadable schema ({_one_line(e)})"
     if problem:
@@ -262,9 +373,14 @@ class Recording:
         self.path = p
         self.skip_bad = skip_bad
         self.folder = not p.is_file()
+        #: a recorder's trace in the folder (``recorder_state``): running now, or stopped
+        #: without finishing a file; None if none
+        self.recorder = recorder_state(p) if not p.is_file() else None
         if self.folder:
             found = _list_files(p)
             if not found:
+                if self.recorder is not None:
+                    raise FileNotFoundError(f"no finished file in {p} yet: {self.recorder.describe(p)}")
                 raise FileNotFoundError(f"no Parquet files in {p}")
         else:
             found = [str(p)]
@@ -285,6 +401,7 @@ class Recording:
             else:
                 good.append(info)
         good = self._one_mode(good, bad)
+        good = self._one_filter_set(good, bad)
         good = [f for g in _groups(good) for f in _no_copies(g, bad)]
         good.sort(key=FileInfo.key)
         self._skip(bad)
@@ -295,8 +412,12 @@ class Recording:
                         "its" if len(moved) == 1 else "their")
         if not good:
             raise BadRecording(f"{p}: no readable recording file left: {_problems(self.skipped)}")
+        if self.recorder is not None and not self.recorder.running and self.recorder.unfinished:
+            log.warning("%s: %s", p, self.recorder.describe(p))
         #: the good files, in name order
         self.files: list[FileInfo] = good
+        #: the schema versions of its files (1 and 2 both: a recording upgraded midway)
+        self.versions = sorted({f.version for f in good})
         self.schema = self._schema()
         self._all = None
 
@@ -311,7 +432,25 @@ class Recording:
             good = [f for f in good if f.mode == self.mode]
         return good
 
+    def _one_filter_set(self, good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
+        """One filter set (``tcpsnap.filters``: what ``record --state/--port/--family``
+        kept): a file recorded with another holds other rows, a different recording. The
+        set most files have is kept."""
+        from ..record.config import describe_filters
+
+        sets = [f.filters for f in good]
+        if len(set(sets)) <= 1:
+            return good
+        keep = max(sets, key=lambda x: (sets.count(x), x == sets[0]))
+        for f in good:
+            if f.filters != keep:
+                bad[f.path] = (f"recorded with {describe_filters(f.filters)} in a recording made with "
+                               f"{describe_filters(keep)} (one folder holds one recording: mixed filters)")
+        return [f for f in good if f.filters == keep]
+
     def _schema(self):
+        """The newest schema of the mode (files of schema version 1 are read into it, the
+        columns they lack null; see ``dataset``), plus ``date`` for a folder."""
         import pyarrow as pa
 
         s = _expected_schema(self.mode)
@@ -349,18 +488,30 @@ class Recording:
             if self._all is None:
                 self._all = self.dataset(self.files)
             return self._all
-        paths = [f.path for f in files if f.path not in self.skipped]
-        if not self.folder:
-            return ds.dataset(paths, format=_format(), schema=self.schema)
         import pyarrow as pa
+        import pyarrow.fs as pafs
 
-        fields = _partition_fields(self.files, self.schema)
-        part = ds.HivePartitioning(pa.schema([("date", pa.string()), *fields.values()]),
-                                   dictionaries={n: pa.array(sorted({v for f in self.files for k, v in f.keys
-                                                                     if k == n}), pa.string())
-                                                 for n in fields})
-        return ds.dataset(paths, format=_format(), partitioning=part, partition_base_dir=str(self.path),
-                          schema=self.schema)
+        from .._arrow import KIND_TYPE
+
+        files = [f for f in files if f.path not in self.skipped]
+        fields = _partition_fields(self.files, self.schema) if self.folder else {}
+        parts = []
+        for f in files:
+            # what is known of every row of the file from outside it: its date= folder,
+            # and that a full-mode file of schema version 1 holds connections only (it
+            # has no kind column: its rows read as kind "connection", its other new
+            # columns null)
+            e = ds.scalar(True)
+            if self.folder and f.partition is not None:
+                e = ds.field("date") == f.partition
+            if f.version == 1 and self.mode == "full":
+                e = e & (ds.field("kind") == pa.scalar("connection", KIND_TYPE))
+            for k, v in f.keys:  # host=web-1/...: the folder names the host of its rows
+                if k in fields:
+                    e = e & (ds.field(k) == pa.scalar(v, fields[k].type))
+            parts.append(e)
+        return ds.FileSystemDataset.from_paths([f.path for f in files], schema=self.schema, format=_format(),
+                                               filesystem=pafs.LocalFileSystem(), partitions=parts)
 
     def files_for(self, seq: tuple[int, int] | None = None) -> list[FileInfo]:
         """The good files (not skipped since), those whose ``seq`` range meets ``seq``
@@ -522,6 +673,159 @@ def _no_copies(good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
     return out
 
 
+# ------------------------------------------------------------------ a live recording
+
+
+@dataclass
+class RecorderState:
+    """What a recorder has in a folder that readers cannot read yet, seen from outside:
+    nothing is locked, opened for writing or changed to find it out."""
+
+    #: the recorder's pid, as its lock file says (None: no lock file, or unreadable)
+    pid: int | None
+    #: whether a process holds the folder's lock now (a recorder is recording)
+    running: bool
+    #: the in-progress files (hidden names: ``.NAME.parquet.tmp``, ``.rglog``, ``.jK``),
+    #: relative to the folder: a running recorder's current file, or what a crashed one
+    #: left for recovery
+    unfinished: list[str]
+    #: their bytes on disk
+    unfinished_bytes: int
+    #: when the oldest unfinished file's first snapshot was taken (the time in its name:
+    #: ``2026-11-26 10:15:00.123 UTC``), if known
+    since: str | None
+
+    def describe(self, path: Any) -> str:
+        """One line: ``recording now (pid N) ...`` or ``stopped without finishing ...``."""
+        from .._units import human_bytes
+
+        n = len({u.split("/")[-1].rsplit(".", 1)[0] for u in self.unfinished})   # files, not pieces
+        since = f" since {self.since}" if self.since else ""
+        pid = f"pid {self.pid}" if self.pid is not None else "pid unknown"
+        if self.running:
+            if not self.unfinished:
+                return f"recording now ({pid})"
+            return (f"recording now ({pid}); the file in progress{since} ({human_bytes(self.unfinished_bytes)} "
+                    f"so far) is read once it is finished (every --rotate, and when the recorder stops)")
+        return (f"not recording: a recorder ({pid}) stopped without finishing {n} file{'s' if n != 1 else ''}"
+                f"{since} ({human_bytes(self.unfinished_bytes)}), not read until 'tcpsnap recover {path}' "
+                f"(or the next 'tcpsnap record {path}') finishes {'it' if n == 1 else 'them'}")
+
+
+def _flock_holders(st: os.stat_result, pid: int | None) -> list[int] | None:
+    """The pids holding a flock on the file ``st`` is of (Linux: ``/proc/locks``, by
+    device and inode -- or by inode and the lock file's ``pid``, where a file system
+    shows another device there); None where that cannot be known."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":      # "N: -> FLOCK ..." are waiters
+            continue
+        maj, mnr, ino = (parts[5].split(":") + ["", "", ""])[:3]
+        try:
+            holder = int(parts[4])
+            if int(ino) == st.st_ino and (f"{maj}:{mnr}" == dev or holder == pid):
+                out.append(holder)
+        except ValueError:
+            continue
+    return out
+
+
+def _held_elsewhere(lock: Path, pid: int | None) -> bool:
+    """Without ``/proc/locks``: whether the lock seems held. POSIX: its pid is alive
+    (``kill(pid, 0)``); Windows (where ``kill`` would end the process): its locked byte
+    cannot be read."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        try:
+            with open(lock, "rb") as f:
+                f.read(1)
+        except PermissionError:
+            return True
+        except OSError:
+            return False
+        return False
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True           # another user's: alive
+    return True
+
+
+def recorder_state(path: str | os.PathLike) -> RecorderState | None:
+    """A recorder's trace in a recording folder: a recorder holding its lock, or the
+    in-progress files one left (killed before it could finish them); None when there is
+    neither (a finished recording, or not a folder)."""
+    from ..record.layout import JOURNAL_RE, LOCK_NAME, TMP_RE
+
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    lock = root / LOCK_NAME
+    if _PART_RE.match(root.name) and not os.path.lexists(lock):
+        lock = root.parent / LOCK_NAME          # one date= folder of a recording: its recorder's
+    pid: int | None = None
+    running = False
+    try:
+        st = os.stat(lock, follow_symlinks=False)
+        has_lock = True
+    except OSError:
+        has_lock = False
+    if has_lock:
+        try:
+            with open(lock, "rb") as f:
+                pid = int(f.read(64).split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        holders = _flock_holders(st, pid) if os.name != "nt" else None
+        if holders is None:
+            running = _held_elsewhere(lock, pid)
+        else:
+            running = bool(holders)
+            if pid is None or (holders and pid not in holders):
+                pid = holders[0] if holders else pid
+    unfinished: list[str] = []
+    size = 0
+    first: str | None = None
+    try:
+        parts = [""] + sorted(n for n in os.listdir(root) if _PART_RE.match(n) and (root / n).is_dir())
+    except OSError:
+        parts = [""]
+    for part in parts:
+        d = root / part if part else root
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            m = TMP_RE.match(n) or JOURNAL_RE.match(n)
+            if not m:
+                continue
+            unfinished.append(f"{part}/{n}" if part else n)
+            try:
+                size += os.stat(d / n, follow_symlinks=False).st_size
+            except OSError:
+                pass
+            t = _NAME_RE.match(m.group("name"))
+            if t and (first is None or t.group(1) < first):
+                first = t.group(1)
+    if not running and not unfinished:
+        return None           # no recorder, nothing unfinished: a lock file alone tells nothing
+    since = None
+    if first is not None:
+        since = f"{first[:4]}-{first[4:6]}-{first[6:8]} {first[9:11]}:{first[11:13]}:{first[13:]} UTC"
+    return RecorderState(pid, running, unfinished, size, since)
+
+
 def open_recording(path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None,
                    end: Any = None) -> Recording:
     """A :class:`Recording`: the folder's (or file's) files, footers checked."""
@@ -560,7 +864,28 @@ def filter_expression(filters):
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    return filters if isinstance(filters, ds.Expression) else pq.filters_to_expression(filters)
+    if isinstance(filters, ds.Expression):
+        return filters
+    try:
+        dnf = isinstance(filters[0], list)
+    except (TypeError, IndexError, KeyError):
+        return pq.filters_to_expression(filters)       # let pyarrow say what is wrong
+    clauses = [[_time_value(t) for t in c] for c in filters] if dnf else [_time_value(t) for t in filters]
+    return pq.filters_to_expression(clauses)
+
+
+def _time_value(term):
+    """A ``(column, op, value)`` filter on ``timestamp`` with its value(s) through
+    ``to_utc``: the same forms and zone rule as ``start``/``end``."""
+    import pyarrow as pa
+
+    if not (isinstance(term, tuple | list) and len(term) == 3 and term[0] == "timestamp"):
+        return term
+    col, op, value = term
+    t = pa.timestamp("ns", tz="UTC")
+    if op in ("in", "not in"):
+        return (col, op, pa.array([to_utc(v).value for v in value], t))
+    return (col, op, pa.scalar(to_utc(value).value, type=t))
 
 
 def in_seq_order(df):

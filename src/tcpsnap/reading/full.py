@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from .changes import is_changes, read_changes
-from .dataset import Recording, filter_expression, in_seq_order, open_recording, time_filter
+from .dataset import Recording, filter_expression, in_seq_order, open_recording, time_filter, utc_range
 
 __all__ = ["read", "read_recording"]
 
@@ -23,10 +23,11 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     then apply to the rebuilt rows). ``mode="changes"`` returns a changes recording's events
     as recorded (snapshot markers included).
 
-    ``start`` (inclusive) and ``end`` (exclusive) take datetimes, Timestamps or strings
-    (``"2026-11-26 10:00"``; no zone means UTC). Files are picked by the times in their names
-    and row groups by their statistics, so reading one minute of a day reads about one
-    minute. ``filters`` is a ``pyarrow.dataset`` expression or a list of
+    ``start`` (inclusive) and ``end`` (exclusive) take datetimes, Timestamps, epoch ns
+    integers or strings (``"2026-11-26 10:00"``, ``"now-5m"``, ``"@1795000000"``; no zone
+    means UTC): ``tcpsnap.reading.to_utc``, also for ``filters`` on ``timestamp``. Files
+    are picked by the times in their names and row groups by their statistics, so reading
+    one minute of a day reads about one minute. ``filters`` is a ``pyarrow.dataset`` expression or a list of
     ``(column, op, value)`` tuples as ``pandas.read_parquet`` takes them, e.g.
     ``[("state", "==", "CLOSE_WAIT"), ("remote_port", "==", 443)]``. ``state``, ``process``
     and the addresses come back as categoricals.
@@ -38,6 +39,7 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     it skipped."""
     if mode not in ("full", "changes"):
         raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
+    start, end = utc_range(start, end)
     rec = open_recording(path, skip_bad=skip_bad, start=start, end=end)
     df = read_recording(rec, start, end, columns, filters, mode)
     rec.report()

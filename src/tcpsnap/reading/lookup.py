@@ -15,8 +15,8 @@ __all__ = ["table_at"]
 
 def table_at(path, when: Any = None, *, seq: int | None = None, columns=None, skip_bad: bool = False):
     """The TCP table at one recorded snapshot -- the last one at or before ``when``
-    (datetime, Timestamp, string, epoch ns), or the one numbered ``seq`` -- as a
-    DataFrame, from a full or a changes recording.
+    (any form ``tcpsnap.read``'s ``start`` takes: ``tcpsnap.reading.to_utc``), or the one
+    numbered ``seq`` -- as a DataFrame, from a full or a changes recording.
 
     Bad files raise :class:`tcpsnap.BadRecording` naming them, as ``tcpsnap.read`` does;
     ``skip_bad=True`` looks in the other files (and logs a warning naming the skipped)."""
@@ -24,6 +24,8 @@ def table_at(path, when: Any = None, *, seq: int | None = None, columns=None, sk
 
     if (when is None) == (seq is None):
         raise ValueError("give when or seq")
+    if when is not None:
+        when = to_utc(when)          # once: "now" is one instant
     # the files up to `when` (by the times in their names); for a seq, all of them
     rec = open_recording(path, skip_bad=skip_bad, end=None if when is None else to_utc(when).value + 1)
     if seq is None:

@@ -13,15 +13,16 @@ from typing import Any
 from .._filters import parse_ports, parse_states
 from .._units import format_duration, parse_duration
 
-__all__ = ["RecorderConfig"]
+__all__ = ["RecorderConfig", "canonical_filters", "describe_filters"]
 
 _COMPRESSIONS = (None, "none", "zstd", "snappy", "gzip", "lz4", "brotli")
 
 
 def _int_set(value: Any, parse: Any) -> frozenset[int] | None:
-    if isinstance(value, str):
-        return parse(value)
-    return frozenset(value) if value else None
+    """A filter option (a string, or an iterable of names/numbers) as numbers, or None."""
+    if value is None or (not isinstance(value, str) and not value):
+        return None
+    return parse(value) or None
 
 
 def _ranges(values: list[int]) -> list:
@@ -35,6 +36,51 @@ def _ranges(values: list[int]) -> list:
         else:
             out.append(v)
     return out
+
+
+def canonical_filters(value: Any) -> str:
+    """A file's ``tcpsnap.filters`` (JSON text or bytes; None: no such key, as no filter)
+    in one spelling, so two files' filter sets compare as strings. Text that is not a
+    JSON object is kept as it is (and so differs from every real filter set)."""
+    if value is None:
+        return "{}"
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(obj, dict):
+        return text
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def describe_filters(value: Any) -> str:
+    """A filter set (``canonical_filters``' text) as the ``record`` options that make it:
+    ``"--state listen --port 22,8000-8010"``, or ``"no filters"``."""
+    text = canonical_filters(value)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return f"filters {text!r}"
+    if not isinstance(obj, dict) or not obj:
+        return "no filters" if obj == {} else f"filters {text!r}"
+    from .._schema import TcpState
+
+    parts = []
+    try:
+        if "states" in obj:
+            parts.append("--state " + ",".join(TcpState(int(v)).name.lower() for v in obj["states"]))
+        if "ports" in obj:
+            parts.append("--port " + ",".join(f"{v[0]}-{v[1]}" if isinstance(v, list) else str(v)
+                                              for v in obj["ports"]))
+        if "family" in obj:
+            parts.append(f"--family {int(obj['family'])}")
+    except (TypeError, ValueError, IndexError):
+        return f"filters {text!r}"
+    other = sorted(set(obj) - {"states", "ports", "family"})
+    if other:
+        parts.append(f"filters {text!r}")
+    return " ".join(parts)
 
 
 @dataclass
@@ -62,6 +108,7 @@ class RecorderConfig:
     destroy: bool | None
     batch_rows: int
     buffers: int
+    new_dataset: bool = False
 
     @classmethod
     def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
@@ -70,7 +117,7 @@ class RecorderConfig:
              family: int | None = None, row_group_rows: int = 1 << 20, compat: bool = False,
              fsync: bool = False, recover: bool = True, nice: int | None = -10,
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
-             batch_rows: int = 1 << 14, buffers: int = 24) -> RecorderConfig:
+             batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -88,11 +135,23 @@ class RecorderConfig:
                    None if compression == "none" else compression, compression_level, pids,
                    _int_set(states, parse_states), _int_set(ports, parse_ports), family,
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
-                   parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)))
+                   parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
+                   bool(new_dataset))
 
     @staticmethod
     def ns(seconds: float) -> int:
         return int(round(seconds * 1e9))
+
+    def filters(self) -> dict[str, Any]:
+        """The row filters, as ``tcpsnap.filters`` holds them (JSON)."""
+        filters: dict[str, Any] = {}
+        if self.states:
+            filters["states"] = sorted(self.states)
+        if self.ports:
+            filters["ports"] = _ranges(sorted(self.ports))
+        if self.family:
+            filters["family"] = self.family
+        return filters
 
     def metadata(self, pids_enabled: bool, destroy_feed: bool | None) -> dict[str, str]:
         """Key-value metadata of every file: how and where it was recorded.
@@ -102,13 +161,7 @@ class RecorderConfig:
         from .._host import boot_id
         from .._version import __version__
 
-        filters: dict[str, Any] = {}
-        if self.states:
-            filters["states"] = sorted(self.states)
-        if self.ports:
-            filters["ports"] = _ranges(sorted(self.ports))
-        if self.family:
-            filters["family"] = self.family
+        filters = self.filters()
         return {
             "tcpsnap.version": __version__,
             "tcpsnap.host": socket.gethostname(),

@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 try:
     import fcntl
@@ -24,7 +25,7 @@ from .layout import JOURNAL_RE, LOCK_NAME, TMP_RE
 from .safedir import FILE_MODE, SafeDir, UnsafePath
 
 __all__ = ["lock", "unlock", "find_leftovers", "finished_files", "last_seq", "keep_aside",
-           "Leftover", "UNRECOVERED"]
+           "Leftover", "UNRECOVERED", "Footer", "footers", "meaning_problem"]
 
 log = logging.getLogger("tcpsnap.recorder")
 
@@ -181,31 +182,106 @@ def footer_kv(d: SafeDir, name: str) -> dict[bytes, bytes]:
         return {}
 
 
-def last_seq(root: SafeDir) -> int | None:
-    """The highest ``last_seq`` in the footer of any finished file of the recording.
+@dataclass(frozen=True)
+class Footer:
+    """A finished file of a recording folder: its path relative to the folder
+    (``date=.../name.parquet``) and its footer's key-value metadata ({} if unreadable)."""
 
-    Not the newest file by name: names follow the wall clock, which can be set back
-    between two runs; the sequence must never repeat.
-    """
-    best: int | None = None
+    name: str
+    kv: dict
+
+
+def footers(root: SafeDir) -> list[Footer]:
+    """The footer of every finished file in ``root`` and its partition folders, read once
+    (never through a link), in name order."""
+    out: list[Footer] = []
     for part in ["", *_partitions(root)]:
         try:
             d = root.subdir(part) if part else root
         except (UnsafePath, OSError):
             continue
         try:
-            for n in finished_files(d):
-                v = footer_kv(d, n).get(b"tcpsnap.last_seq")
-                try:
-                    seq = int(v) if v is not None else None
-                except ValueError:
-                    seq = None
-                if seq is not None and (best is None or seq > best):
-                    best = seq
+            out.extend(Footer(f"{part}/{n}" if part else n, footer_kv(d, n)) for n in finished_files(d))
         finally:
             if part:
                 d.close()
+    return out
+
+
+def last_seq(root: SafeDir, found: list[Footer] | None = None) -> int | None:
+    """The highest ``last_seq`` in the footer of any finished file of the recording
+    (``found``: ``footers(root)``, if already read).
+
+    Not the newest file by name: names follow the wall clock, which can be set back
+    between two runs; the sequence must never repeat.
+    """
+    best: int | None = None
+    for f in footers(root) if found is None else found:
+        v = f.kv.get(b"tcpsnap.last_seq")
+        try:
+            seq = int(v) if v is not None else None
+        except ValueError:
+            seq = None
+        if seq is not None and (best is None or seq > best):
+            best = seq
     return best
+
+
+def _named(where: Path, files: list[Footer]) -> str:
+    more = len(files) - 1
+    return f"{where / files[0].name}{f' and {more} more file' + ('s' if more > 1 else '') if more else ''}"
+
+
+def meaning_problem(found: list[Footer], where: Path, mode: str, filters: str) -> tuple[str, str] | None:
+    """What makes the recording in a folder (its files' footers, ``found``) another one
+    than a recording of ``mode`` with ``filters`` (``tcpsnap.filters`` JSON) would be,
+    as one line naming the files, and what to do about it; None if it is the same (or the
+    folder holds none).
+
+    One folder holds one recording: one mode, one filter set, and a schema this tcpsnap
+    writes or an older one (files of schema version 1 before files of version 2 are an
+    upgrade, not another recording). Compression, encoding, interval, pids... are how a
+    run was recorded, not what the recording is: they may differ. Files that are not
+    tcpsnap's, or whose footer cannot be read, are left to the readers (which name them).
+    """
+    from .._arrow import SCHEMA_VERSION
+    from .config import canonical_filters, describe_filters
+
+    ours = canonical_filters(filters)
+    newer: dict[int, list[Footer]] = {}
+    modes: dict[str, list[Footer]] = {}
+    other: dict[str, list[Footer]] = {}
+    for f in found:
+        kv = f.kv
+        if b"tcpsnap.version" not in kv:
+            continue
+        try:
+            version = int(kv.get(b"tcpsnap.schema_version", b"1"))
+        except ValueError:
+            continue
+        m = kv.get(b"tcpsnap.mode", b"full").decode(errors="replace")
+        fl = canonical_filters(kv.get(b"tcpsnap.filters"))
+        if version > SCHEMA_VERSION:
+            newer.setdefault(version, []).append(f)
+        elif m != mode:
+            modes.setdefault(m, []).append(f)
+        elif fl != ours:
+            other.setdefault(fl, []).append(f)
+    same = "record with the options it was made with, into another folder"
+    if newer:
+        v, fs = max(newer.items())
+        return (f"{where} holds files of schema version {v} ({_named(where, fs)}), written by a newer "
+                f"tcpsnap than this one (it writes version {SCHEMA_VERSION})",
+                "upgrade tcpsnap, record into another folder")
+    if modes:
+        m, fs = next(iter(modes.items()))
+        return (f"{where} holds a {m}-mode recording ({_named(where, fs)}); this one would be {mode}-mode",
+                same)
+    if other:
+        fl, fs = next(iter(other.items()))
+        return (f"{where} holds a recording made with {describe_filters(fl)} ({_named(where, fs)}); "
+                f"this one would have {describe_filters(ours)}", same)
+    return None
 
 
 def keep_aside(root: SafeDir, part: str, d: SafeDir, names: list[str]) -> list[str]:

@@ -14,8 +14,11 @@ their counters. The files and the crash model: ``tcpsnap.record.layout``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from .._errors import RecorderError
@@ -62,6 +65,13 @@ class Recorder:
         renamed into place).
     recover
         Recover files a crashed recorder left in the folder before starting.
+    new_dataset
+        A folder holds one recording: one mode, one filter set (``states``, ``ports``,
+        ``family``) and one schema (files of an older tcpsnap are an upgrade, not another
+        recording). When the folder's finished files are of another recording, the
+        recorder refuses (``RecorderError``, one line naming the difference) unless
+        ``new_dataset``: then it records into ``DIR.2`` (or the first ``DIR.N`` that is
+        new or holds this same recording; ``path`` says which) and moves nothing.
     nice
         While ``run`` keeps a schedule (interval > 0), the capture thread's nice value
         (Linux: per thread), restored when ``run`` returns: -10 (default) lets snapshots
@@ -93,7 +103,8 @@ class Recorder:
         A :class:`~tcpsnap.record.protocols.Clock` (default: the system's clocks).
 
     Errors: ``RecorderLocked`` when another recorder holds the folder;
-    ``RecorderError`` when the folder cannot be used or the writer fails (disk full).
+    ``RecorderError`` when the folder cannot be used, holds another recording (see
+    ``new_dataset``), or the writer fails (disk full).
     """
 
     def __init__(self, path: Any, *, snapshotter: SnapshotSource | None = None,
@@ -135,22 +146,11 @@ class Recorder:
             return self
         from .batch import BatchPool
         from .capture import Capture, Waker
-        from .folder import last_seq, lock
-        from .recovery import recover_all
-        from .safedir import SafeDir
         from .writer import FileOptions, Rules, Writer, wrap_error
 
         c = self.config
-        self._root = root = SafeDir.open(self.path, create=True)
+        root, last = self._take_folder()
         try:
-            self._lock_fd = lock(root)
-        except BaseException:
-            self._release()
-            raise
-        try:
-            if c.recover:
-                self.recovered = recover_all(root, c.row_group_rows, logging.WARNING)
-            last = last_seq(root)
             ret = self.retention
             if ret is not None:
                 log.info("retention: %s", ret.describe())
@@ -192,6 +192,46 @@ class Recorder:
             raise
         self._opened = True
         return self
+
+    def _take_folder(self) -> tuple[Any, int | None]:
+        """Open, lock and recover the recording folder, and check that the recording
+        in it is this one (``folder.meaning_problem``); the folder's SafeDir and the
+        highest ``seq`` in it. Another recording there: ``RecorderError``, or with
+        ``new_dataset`` the first of ``DIR.2``, ``DIR.3``... that is new or holds this
+        same recording (``self.path`` becomes it)."""
+        from .folder import footers, last_seq, lock, meaning_problem
+        from .recovery import recover_all
+        from .safedir import SafeDir
+
+        c = self.config
+        filters = json.dumps(c.filters())
+        refused: str | None = None
+        for n in range(1, _MAX_DATASETS + 1):
+            path = c.path if n == 1 else sibling(c.path, n)
+            self._root = root = SafeDir.open(path, create=True)
+            try:
+                self._lock_fd = lock(root)
+                if c.recover:
+                    self.recovered += recover_all(root, c.row_group_rows, logging.WARNING)
+                found = footers(root)
+                problem = meaning_problem(found, path, c.mode, filters)
+            except BaseException:
+                self._release()
+                raise
+            if problem is None:
+                if refused is not None:
+                    log.warning("%s; recording into %s (new_dataset)", refused, path)
+                self.path = path
+                return root, last_seq(root, found)
+            self._release()
+            what, fix = problem
+            if not c.new_dataset:
+                raise RecorderError(f"{what}. A folder holds one recording: {fix}, or add "
+                                    f"--new-dataset (new_dataset=True) to record into "
+                                    f"{new_dataset_folder(c.path, c.mode, filters)}")
+            refused = refused or what
+        raise RecorderError(f"{refused}; so do {sibling(c.path, 2)} .. {sibling(c.path, _MAX_DATASETS)}: "
+                            f"record into another folder")
 
     def close(self) -> None:
         """Finish the current file (footer, fsync, rename) and release the folder.
@@ -327,6 +367,38 @@ class Recorder:
             **(self._tracker.stats if self._tracker is not None else {}),
             **(self.retention.stats if self.retention is not None else {}),
         }
+
+
+#: ``new_dataset`` tries DIR.2 .. DIR.<this>
+_MAX_DATASETS = 999
+
+
+def sibling(path: Path, n: int) -> Path:
+    """``DIR.n``: where ``new_dataset`` records the n-th recording asked for ``DIR``."""
+    base = Path(os.path.abspath(path)) if path.name in ("", ".", "..") else path
+    return base.with_name(f"{base.name}.{n}")
+
+
+def new_dataset_folder(path: Path, mode: str, filters: str) -> Path:
+    """Where ``new_dataset`` would record (no lock taken: a hint for a message): the
+    first ``DIR.n`` that does not exist, or whose files are this same recording."""
+    from .folder import footers, meaning_problem
+    from .safedir import SafeDir
+
+    for n in range(2, _MAX_DATASETS + 1):
+        p = sibling(path, n)
+        if not os.path.lexists(p):
+            return p
+        try:
+            d = SafeDir.open(p)
+        except (OSError, RecorderError):
+            continue
+        try:
+            if meaning_problem(footers(d), p, mode, filters) is None:
+                return p
+        finally:
+            d.close()
+    return sibling(path, 2)
 
 
 def _new_snapshotter(pids: bool | None) -> tuple[SnapshotSource, bool]:
