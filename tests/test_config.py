@@ -44,6 +44,7 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "port": (["--port", "443,8000-8010"], 'port = "443,8000-8010"'),
     "family": (["--family", "6"], "family = 6"),
     "keep": (["--keep", "14d"], 'keep = "14d"'),
+    "new-dataset": (["--new-dataset"], "new-dataset = true"),
     "max-bytes": (["--max-bytes", "5GiB"], 'max-bytes = "5GiB"'),
     "metrics": (["--metrics", "127.0.0.1:9464"], 'metrics = "127.0.0.1:9464"'),
     "metrics-textfile": (["--metrics-textfile", "/var/lib/node_exporter/tcpsnap.prom"],
@@ -106,6 +107,7 @@ def _recorder_kwargs(monkeypatch, argv: list[str]) -> tuple[tuple, dict, object]
     class FakeRecorder:
         def __init__(self, *args, **kwargs):
             seen["args"], seen["kwargs"] = args, kwargs
+            self.path = args[0]  # where it records (new_dataset may change it)
 
         def open(self):
             return self
@@ -151,7 +153,8 @@ def test_defaults_without_a_file_are_unchanged(monkeypatch):
     assert kwargs == dict(
         interval=0.1, rotate=900.0, flush=1.0, compression="zstd", compression_level=None,
         pids=None, states=None, ports=None, family=None, row_group_rows=1 << 20, compat=False,
-        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, keep=None, max_bytes=None)
+        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, new_dataset=False, keep=None,
+        max_bytes=None)
 
 
 def test_command_line_overrides_the_file(tmp_path):
