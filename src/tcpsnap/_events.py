@@ -28,6 +28,11 @@ closed      a connection gone since the previous snapshot, as last seen (its las
             inode)
 =========== =================================================================================
 
+The ``kind`` column (``tcpsnap._arrow``) names what a row is for readers that know none
+of this: ``snapshot`` for the markers (``snapshot`` and ``keyframe`` rows of family 0),
+``partial`` for ``queues`` events, ``connection`` for every other event. The README has the
+DuckDB query that rebuilds the table at a moment from them (tested against ``table_at``).
+
 A connection's identity is its cookie, or where the cookie is 0 (Windows) its family,
 addresses, ports and scope ids.
 """
