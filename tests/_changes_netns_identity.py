@@ -2,17 +2,22 @@
 prints JSON.
 
     probe           DestroyFeed.probe on sockets of every kind
+    client-first    record changes mode (10 ms, destroy feed) while connections open and the
+                    client closes first; each connection's identities in the recording
 """
 
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
 import tcpsnap
+from tcpsnap import Recorder
 
 
 def lo_up():
@@ -82,6 +87,105 @@ def probe():
             "by_tuple_no_socket": tcpsnap.TcpState(n_no["state"][0]).name if f_no.all() else None}
 
 
+def client_first(folder, seconds=1.0):
+    """connect; the client closes (FIN_WAIT2, then TIME_WAIT: a mini-socket succeeds its
+    full socket); the server closes 5 connections later (LAST_ACK, then freed)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(512)
+    port = lst.getsockname()[1]
+    rec = Recorder(folder, interval="10ms", mode="changes", pids=False, destroy=True, nice=None)
+    rec.open()
+    stop = threading.Event()
+    made = []
+
+    def loop():
+        pending = []
+        while not stop.is_set():
+            c = socket.create_connection(("127.0.0.1", port))
+            s, _ = lst.accept()
+            cp = c.getsockname()[1]
+            c.close()
+            pending.append((s, cp))
+            if len(pending) > 5:
+                s0, cp0 = pending.pop(0)
+                s0.close()
+                made.append((cp0, time.time_ns()))
+        for s, cp in pending:
+            s.close()
+            made.append((cp, time.time_ns()))
+
+    th = threading.Thread(target=rec.run, kwargs={"duration": f"{seconds}s"})
+    th.start()
+    while rec.snapshots < 2:
+        time.sleep(0.001)
+    t0 = time.time_ns()
+    lt = threading.Thread(target=loop)
+    lt.start()
+    th.join()
+    stop.set()
+    lt.join()
+    stats = dict(rec.stats)
+    rec.close()
+    ev = tcpsnap.read(folder, mode="changes")
+    conn = ev[ev["family"] != 0]
+    last = int(ev[ev["family"] == 0]["timestamp"].max().value)
+    # connections made while the recorder ran, both sides closed 20 ms before its end, on
+    # a client port no other connection used (a reset connection frees its port at once)
+    uses = {}
+    for cp, _ in made:
+        uses[cp] = uses.get(cp, 0) + 1
+    done = sorted({cp for cp, t in made if t0 < t < last - 20_000_000 and uses[cp] == 1})
+    cli = conn[(conn["remote_port"] == port) & conn["local_port"].isin(done)]
+    srv = conn[(conn["local_port"] == port) & conn["remote_port"].isin(done)]
+    cid = cli.groupby("local_port")["cookie"].nunique().reindex(done, fill_value=0)
+    sid = srv.groupby("remote_port")["cookie"].nunique().reindex(done, fill_value=0)
+
+    def unseen(d):
+        return (d["event"] == "closed") & ~d["seen_in_snapshot"]
+
+    def race(g):
+        """The kernel's race, left as it is: a dump gave the full socket its cookie while
+        the kernel made its successor, which got none: the full socket's closed event and
+        its successor's opened one in the same snapshot."""
+        ck = g["cookie"].unique()
+        if len(ck) != 2 or unseen(g).any():
+            return False
+        a, b = (g[g["cookie"] == c] for c in ck)
+        if a["seq"].min() > b["seq"].min():
+            a, b = b, a
+        c_a = a[a["event"] == "closed"]
+        o_b = b[b["event"] == "opened"]
+        return (len(c_a) == 1 and len(o_b) == 1 and int(c_a["seq"].iloc[0]) == int(o_b["seq"].iloc[0])
+                and str(o_b["state"].iloc[0]) in ("TIME_WAIT", "FIN_WAIT2", "ESTABLISHED", "CLOSE_WAIT"))
+
+    def only_unseen(d, col):
+        return int(d.groupby(col).apply(lambda g: len(g) == 1 and bool(unseen(g).all()),
+                                        include_groups=False).sum())
+
+    races = sum(int(race(d[d[col] == p])) for d, ids, col in ((cli, cid, "local_port"), (srv, sid, "remote_port"))
+                for p in ids[ids > 1].index)
+    return {"connections": len(done), "snapshots": stats["snapshots"],
+            "client_sides_by_identities": {str(k): int(v) for k, v in cid.value_counts().items()},
+            "server_sides_by_identities": {str(k): int(v) for k, v in sid.value_counts().items()},
+            "cookie_races": races,
+            "unseen_closes_client_side": int(unseen(cli).sum()),
+            "unseen_closes_server_side": int(unseen(srv).sum()),
+            "client_sides_only_unseen": only_unseen(cli, "local_port"),
+            "server_sides_only_unseen": only_unseen(srv, "remote_port"),
+            "two_identities": [[[int(q), str(e), str(st), int(c), int(ts.value), bool(seen)]
+                                for q, e, st, c, ts, seen in zip(x["seq"], x["event"], x["state"], x["cookie"],
+                                                                 x["timestamp"], x["seen_in_snapshot"])]
+                               for d, ids, col in ((cli, cid, "local_port"), (srv, sid, "remote_port"))
+                               for p in ids[ids > 1].index[:3] for x in [d[d[col] == p]]],
+            "stats": {k: v for k, v in stats.items() if k.startswith(("destroy", "probe", "unprobed"))}}
+
+
 if __name__ == "__main__":
     lo_up()
-    json.dump(probe(), sys.stdout)
+    what = sys.argv[1]
+    if what == "probe":
+        out = probe()
+    else:
+        out = client_first(Path(sys.argv[2]))
+    json.dump(out, sys.stdout)

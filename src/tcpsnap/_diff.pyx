@@ -2,8 +2,9 @@
 """Changes mode: the diff of two consecutive snapshots, in C.
 
 A connection's identity is its socket cookie (Linux: unique per socket for the life of
-the boot, and kept by its TIME_WAIT successor), or, where the cookie is 0 (Windows), the
-family, addresses, ports and scope ids. One open-addressing hash table holds the current
+the boot, and kept by its TIME_WAIT successor if the kernel had given it one by then:
+``tcpsnap._events`` has how changes mode joins the two otherwise), or, where the cookie is 0
+(Windows), the family, addresses, ports and scope ids. One open-addressing hash table holds the current
 snapshot's identities; the previous snapshot's rows probe it. Cost: one hash and one
 80-byte compare per row, no allocation (the Differ reuses its buffers), no GIL.
 

@@ -25,7 +25,7 @@ closed      a connection gone since the previous snapshot, as last seen (its las
             feed reported it, at the wall time the report was read. ``seen_in_snapshot``
             false: a socket that lived and died between two snapshots, known only from the
             destroy feed (state as the kernel reports it then, normally CLOSED; no pid, no
-            inode)
+            inode), of a connection the recording holds nothing else of (the rules below)
 =========== =================================================================================
 
 The ``kind`` column (``tcpsnap._arrow``) names what a row is for readers that know none
@@ -35,6 +35,26 @@ DuckDB query that rebuilds the table at a moment from them (tested against ``tab
 
 A connection's identity is its cookie, or where the cookie is 0 (Windows) its family,
 addresses, ports and scope ids.
+
+One connection, one identity, with the feed. The kernel gives a socket its cookie when first
+asked, and hands it on to the TIME_WAIT or FIN_WAIT2 mini-socket that succeeds a full socket,
+and from a request socket to the full socket it becomes, only if it had one by then. A
+destroy report of a socket no snapshot held (and not found gone earlier: a late report,
+dropped) is therefore:
+
+- the predecessor of a mini-socket when its family, addresses, ports and scope ids are those
+  of a TIME_WAIT or FIN_WAIT2 row recorded ``opened`` as such (or in the first table) and
+  still in the table, or of a mini-socket the kernel holds when asked, which the next
+  snapshot then records: the connection is the mini-socket's, the report is not written; a
+  mini-socket takes one report, the latest;
+- the full socket a request socket became when they are those of a SYN_RCVD row: the
+  request's ``closed`` event gets the report's time (it waits while the request is still
+  in the table; after, it is late);
+- else an unseen ``closed`` event.
+
+Left as two identities: a socket a dump gave its cookie while the kernel was already making
+its successor (a ``closed`` and an ``opened`` in one snapshot, same addresses and ports;
+about one connection in ten thousand at thousands a second), as in full mode.
 """
 
 from __future__ import annotations
