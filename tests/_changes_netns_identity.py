@@ -4,9 +4,12 @@ prints JSON.
     probe           DestroyFeed.probe on sockets of every kind
     client-first    record changes mode (10 ms, destroy feed) while connections open and the
                     client closes first; each connection's identities in the recording
+    skips           (in a namespace with a small TCP hash) hold connections open under churn,
+                    record, and compare the recording with the dumps, which skip sockets
 """
 
 import json
+import resource
 import socket
 import subprocess
 import sys
@@ -181,11 +184,90 @@ def client_first(folder, seconds=1.0):
             "stats": {k: v for k, v in stats.items() if k.startswith(("destroy", "probe", "unprobed"))}}
 
 
+class Tee:
+    """The real Snapshotter, keeping the cookies of every table it returns."""
+
+    pids = False
+
+    def __init__(self):
+        self.snap = tcpsnap.Snapshotter()
+        self.cookies = []
+
+    def take(self):
+        rows = self.snap.take()
+        self.cookies.append(rows["cookie"].copy())
+        return rows
+
+    def process_names(self, pids):
+        return np.full(len(pids), -1, np.int32), []
+
+    def close(self):
+        self.snap.close()
+
+
+def skips(folder, pairs=2000, seconds=10.0):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4096)
+    port = lst.getsockname()[1]
+    keep = []
+    for _ in range(pairs):
+        c = socket.create_connection(("127.0.0.1", port))
+        s, _ = lst.accept()
+        keep += [c, s]
+    held = np.array([int.from_bytes(k.getsockopt(socket.SOL_SOCKET, 57, 8), "little") for k in keep],
+                    np.uint64)                                         # SO_COOKIE
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            c = socket.create_connection(("127.0.0.1", port))
+            s, _ = lst.accept()
+            s.close()
+            c.close()
+
+    tee = Tee()
+    rec = Recorder(folder, interval="10ms", mode="changes", destroy=True, snapshotter=tee, nice=None,
+                   keyframe="10m")
+    rec.open()
+    th = threading.Thread(target=churn)
+    th.start()
+    run = threading.Thread(target=rec.run)
+    run.start()
+    # until dumps skipped a few sockets (how often varies: tens a second, or a few)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds and (rec.stats.get("probed_alive") or 0) < 5:
+        time.sleep(0.1)
+    rec.stop()
+    run.join()
+    stop.set()
+    th.join()
+    stats = dict(rec.stats)
+    rec.close()
+    tables = tee.cookies[1:]                     # the first: the recorder's warm-up take
+    ev = tcpsnap.read(folder, mode="changes")
+    h = ev[ev["cookie"].isin(held)]
+    other = h[h["event"] != "keyframe"]
+    full = tcpsnap.read(folder, columns=["seq", "cookie"])
+    per = full[full["cookie"].isin(held)].groupby("seq").size().reindex(range(len(tables)), fill_value=0)
+    return {"held": len(held), "snapshots": len(tables),
+            "held_keyframe_rows": int((h["event"] == "keyframe").sum()),
+            "held_other_events": sorted({(str(e), int(q)) for e, q in zip(other["event"], other["seq"])}),
+            "skipped_by_first_dump": int((~np.isin(held, tables[0])).sum()),
+            "skipped_by_later_dumps": sum(int((~np.isin(held, t)).sum()) for t in tables[1:]),
+            "held_in_rebuilt_snapshots_after_the_first": bool((per.iloc[1:] == len(held)).all()),
+            "probed": stats.get("probed"), "probed_alive": stats.get("probed_alive")}
+
+
 if __name__ == "__main__":
     lo_up()
     what = sys.argv[1]
     if what == "probe":
         out = probe()
-    else:
+    elif what == "client-first":
         out = client_first(Path(sys.argv[2]))
+    else:
+        out = skips(Path(sys.argv[2]))
     json.dump(out, sys.stdout)

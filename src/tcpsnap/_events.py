@@ -36,6 +36,15 @@ DuckDB query that rebuilds the table at a moment from them (tested against ``tab
 A connection's identity is its cookie, or where the cookie is 0 (Windows) its family,
 addresses, ports and scope ids.
 
+Gone, with the destroy feed: a socket missing from a snapshot's dump is closed when the feed
+reported it destroyed or the kernel, asked about that one socket (``DestroyFeed.probe``),
+no longer holds it, or holds it outside the recorder's filters. A dump can skip a live
+socket: one the kernel still holds stays in the snapshot as the kernel reports it when asked
+(pid carried over while the inode is the same), so the rebuilt snapshot can hold a row the
+dump lacked (the marker's count includes it). Without the feed, missing is gone: a skipped
+socket is closed, then opened again under the same cookie. The first snapshot of a
+recording has no earlier table: a socket its dump skipped is opened in the next.
+
 One connection, one identity, with the feed. The kernel gives a socket its cookie when first
 asked, and hands it on to the TIME_WAIT or FIN_WAIT2 mini-socket that succeeds a full socket,
 and from a request socket to the full socket it becomes, only if it had one by then. A

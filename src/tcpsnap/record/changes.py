@@ -87,6 +87,8 @@ class ChangesEncoder:
 #: so that a report read long after (a socket reset while its program kept the file open)
 #: is known as late, not taken for a socket no snapshot held.
 GONE_MAX = 1 << 16
+#: Sockets missing from a dump asked about (at most) per snapshot; more are closed unasked.
+PROBE_MAX = 4096
 _ID_BYTES = 45          # family (byte 0) + ports, addresses, scope ids (bytes 4..47)
 
 
@@ -109,6 +111,11 @@ class ChangeTracker:
     With a destroy feed, what a disappearance and a report mean (``tcpsnap._events`` has
     the rules for readers):
 
+    - A socket missing from this snapshot's dump that no report declared dead is asked
+      about (``feed.probe``: the kernel's lookup of that one socket). If the kernel still
+      holds it, the dump skipped it (dumps are not atomic): it stays in this snapshot, as
+      the kernel reports it now (its pid carried over while its inode is the same), if it
+      still passes the recorder's filters. Otherwise it is closed.
     - A report of a socket in this snapshot: TIME_WAIT -- the connection lives on under
       the same cookie, drop; else it died after the dump: wait (up to two rounds) for the
       snapshot that finds it gone.
@@ -133,13 +140,14 @@ class ChangeTracker:
       ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
     """
 
-    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None) -> None:
+    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None) -> None:
         from .._diff import Differ
 
         self.keyframe_ns = int(keyframe_ns)
         self.feed = feed
         self._ports = ports
         self._family = family
+        self._states = states
         self._differ = Differ()
         self._can_probe = True
         self._gnames: list[str] = []
@@ -160,6 +168,9 @@ class ChangeTracker:
         self.unseen = 0             # closed events of sockets no snapshot held
         self.late = 0               # reports of sockets a snapshot had already found gone
         self.handover = 0           # reports of full sockets a recorded mini-socket succeeded
+        self.probes = 0             # sockets missing from a dump, asked about
+        self.refound = 0            # ... that the kernel still held: kept in the snapshot
+        self.unprobed = 0           # ... beyond PROBE_MAX in a snapshot: closed unasked
 
     def sleep(self, waker, ns: int) -> None:
         """The recorder's wait between snapshots, reading the destroy feed as reports
@@ -198,7 +209,8 @@ class ChangeTracker:
                 "destroy_feed": f is not None,
                 "destroyed": self.destroyed, "destroyed_unseen": self.unseen,
                 "destroyed_late": self.late, "destroyed_handover": self.handover,
-                "destroy_drops": f.drops if f is not None else 0}
+                "destroy_drops": f.drops if f is not None else 0,
+                "probed": self.probes, "probed_alive": self.refound, "unprobed": self.unprobed}
 
     def _global_codes(self, rows: np.ndarray, names) -> np.ndarray:
         n = len(rows)
@@ -226,9 +238,46 @@ class ChangeTracker:
             return probe(rows, by_cookie=by_cookie)
         except OSError as e:
             self._can_probe = False
-            log.warning("cannot ask the kernel about single sockets (%s): from now on destroy "
-                        "reports are matched with the snapshots only", e)
+            log.warning("cannot ask the kernel about single sockets (%s): from now on a socket "
+                        "missing from a dump is closed, and destroy reports are matched with the "
+                        "snapshots only", e)
             return None
+
+    def _refind(self, closed: np.ndarray) -> np.ndarray | None:
+        """The sockets of ``closed`` (missing from this snapshot) that no report declared
+        dead and the kernel, asked about each, still holds: as it reports them now, pid
+        carried over where the inode is the same, those that pass the recorder's filters.
+        None when there are none."""
+        if not len(closed):
+            return None
+        ck = closed["cookie"]
+        ask = ck != 0
+        if len(self._pend_rows):
+            ask &= ~np.isin(ck, self._pend_rows["cookie"])
+        idx = np.flatnonzero(ask)
+        if not len(idx):
+            return None
+        if len(idx) > PROBE_MAX:
+            self.unprobed += len(idx) - PROBE_MAX
+            idx = idx[:PROBE_MAX]
+        got = self._probe(closed[idx])
+        if got is None:
+            return None
+        found, now = got
+        self.probes += len(idx)
+        if not found.any():
+            return None
+        last = closed[idx[found]]
+        now = now[found]
+        same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
+        now["pid"] = np.where(same, last["pid"], 0)
+        m = row_mask(now, self._states, self._ports, self._family)
+        if m is not None:
+            now = now[m]
+        if not len(now):
+            return None
+        self.refound += len(now)
+        return now
 
     def _successors(self, reports: np.ndarray) -> np.ndarray | None:
         """For each report (a full socket no snapshot held), the cookie of the TIME_WAIT or
@@ -369,6 +418,14 @@ class ChangeTracker:
         first = not self._differ.primed
         gproc = self._global_codes(rows, names)
         ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
+        if feed is not None and len(closed):
+            back = self._refind(closed)
+            if back is not None:
+                # the dump skipped live sockets: diff the table completed with them instead
+                self._differ.rollback()
+                rows = np.concatenate([rows, back])
+                gproc = self._global_codes(rows, names)
+                ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
