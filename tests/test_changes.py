@@ -281,6 +281,18 @@ def test_live_table_with_destroy_feed_rebuilds_exactly(tmp_path):
     assert out["snapshots"] >= 10 and out["bad"] == []
     assert out["refound"] <= out["probed_alive"]
     assert out["destroyed"] > 0 and out["unseen"] > 0 and out["rows"] > 0
+    # and the README's DuckDB query, on this recording from the kernel (unseen closes,
+    # keyframes), gives table_at's rows
+    duckdb = pytest.importorskip("duckdb")
+    folder = tmp_path / "rec"
+    ev = tcpsnap.read(folder, mode="changes")
+    assert (~ev["seen_in_snapshot"]).any()
+    marks = ev[ev["kind"] == "snapshot"]["timestamp"]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for when in list(marks.iloc[:: max(1, len(marks) // 8)]) + [marks.iloc[-1] + pd.Timedelta("5ms")]:
+        got = con.sql(_readme_sql(folder, when)).df()
+        assert _canon_rows(got) == _canon_rows(tcpsnap.table_at(folder, when)), when
 
 
 # ---------------------------------------------------------------- the README's DuckDB query
