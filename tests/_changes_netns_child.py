@@ -45,10 +45,12 @@ def main(folder):
     found = {}
     for p in clients:
         m = conn[(conn["local_port"] == p) | (conn["remote_port"] == p)]
-        found[p] = sorted(set(zip(m["event"].astype(str), m["seen_in_snapshot"].astype(bool),
-                                  m["state"].astype(str))))
+        found[p] = sorted(zip(m["event"].astype(str), m["seen_in_snapshot"].astype(bool),
+                              m["state"].astype(str), m["local_port"] == p))
     json.dump({"took": took, "snapshots": snaps_during, "ports": clients,
                "found": {str(k): v for k, v in found.items()},
+               "identities": {str(p): int(conn[(conn["local_port"] == p) | (conn["remote_port"] == p)]["cookie"].nunique())
+                              for p in clients},
                "unseen": int(((conn["event"] == "closed") & ~conn["seen_in_snapshot"]).sum()),
                "drops": 0}, sys.stdout)
 

@@ -12,31 +12,44 @@ namespace. Linux 6.18 delivers them without CAP_NET_ADMIN too, but without it th
 buffer cannot be forced past net.core.rmem_max, so bursts are likelier to overflow it; a
 kernel that refuses the subscription makes the constructor raise (the recorder then warns
 and polls only). A request socket (SYN_RECV) or a TIME_WAIT socket is not a full socket
-and sends nothing (the full socket that became a TIME_WAIT sends one, with the cookie the
-TIME_WAIT keeps). Messages that do not fit the receive buffer are dropped by the kernel
-and reported to us as ENOBUFS: counted in ``drops`` (the events themselves are lost; the
-count of lost messages is not known).
+and sends nothing (the full socket that became a TIME_WAIT sends one, under the cookie the
+TIME_WAIT keeps -- if the full socket had one before: the kernel gives cookies when first
+asked, and giving one for this message comes too late for the TIME_WAIT). Messages are sent
+from a work queue (``sock_diag_broadcast_destroy``), so under load they come tens of
+milliseconds after the socket died. Messages that do not fit the receive buffer are dropped
+by the kernel and reported to us as ENOBUFS: counted in ``drops`` (the events themselves are
+lost; the count of lost messages is not known).
 
 The socket is non-blocking; ``drain()`` reads everything queued, stamps each receive
 with the wall clock, and appends rows to an array that ``take()`` hands over.
+
+``probe(rows)`` asks the kernel, on a second (unsubscribed) NETLINK_SOCK_DIAG socket,
+about given sockets one by one: a SOCK_DIAG_BY_FAMILY request without NLM_F_DUMP, for one
+family, addresses, ports, bound interface and cookie, which the kernel answers by a hash
+lookup (``inet_diag_find_one_icsk``; what ``ss`` does for one socket) with that socket's
+message, or ENOENT when no socket with that cookie is in its tables any more. Full,
+TIME_WAIT and request sockets alike; a listener in an SO_REUSEPORT group may be answered
+ENOENT (the lookup picks one of the group). A dump walks the tables a bucket at a time and
+resumes by position, so it can skip a live socket; this lookup cannot.
 """
 
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
 from libc.limits cimport INT_MAX
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from tcpsnap._row cimport tcpsnap_row, rows_pointer, int_arg, capacity_arg
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_FULL, NL_ERROR, NL_MALFORMED
 from tcpsnap._system cimport (
-    sockaddr, socklen_t, socket, bind, recv, setsockopt, getsockopt, close, AF_NETLINK, SOCK_RAW,
-    SOCK_CLOEXEC, SOCK_NONBLOCK, MSG_DONTWAIT, MSG_TRUNC, SOL_SOCKET, SOL_NETLINK, SO_RCVBUF,
-    SO_RCVBUFFORCE, sockaddr_nl, NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP,
-    SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY, timespec, clock_gettime, CLOCK_REALTIME,
-    raise_syscall)
+    sockaddr, socklen_t, socket, bind, connect, send, recv, setsockopt, getsockopt, close, ntohs,
+    AF_INET, AF_INET6, AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, SOCK_NONBLOCK, MSG_DONTWAIT, MSG_TRUNC,
+    SOL_SOCKET, SOL_NETLINK, SO_RCVBUF, SO_RCVBUFFORCE, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
+    NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP, NLMSG_ERROR, NLM_F_REQUEST, NLMSG_ALIGN,
+    SOCK_DIAG_BY_FAMILY, inet_diag_req_v2, INET_DIAG_NOCOOKIE, SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY,
+    timespec, clock_gettime, CLOCK_REALTIME, raise_syscall)
 from tcpsnap._schema import ROW_DTYPE
 
 cdef enum:
@@ -44,6 +57,12 @@ cdef enum:
     # The kernel charges each queued message its whole skb, several times the message: room
     # for a burst of deaths between two drains.
     DEFAULT_RCVBUF = 32 << 20
+
+
+cdef enum:
+    HDR = 16                   # sizeof(struct nlmsghdr)
+    PROBE_REQ = 16 + 56        # nlmsghdr + inet_diag_req_v2
+    PROBE_BATCH = 64           # requests per send: their answers fit any receive buffer
 
 
 cdef enum drain_status:
@@ -97,10 +116,89 @@ cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_
         n[0] = n0 + res.n
 
 
+cdef Py_ssize_t probe_batch(int fd, const tcpsnap_row *rows, Py_ssize_t n, bint by_cookie,
+                            uint32_t seq0, char *req, char *buf, tcpsnap_row *out,
+                            uint8_t *found, int *err) noexcept nogil:
+    """Send one lookup request per row (sequence numbers seq0 + i) in one datagram, then
+    read every answer queued (the kernel answers within the send). Fills out[i] and sets
+    found[i] for the sockets it holds -- with the row's cookie, or with `by_cookie` false
+    any socket its addresses and ports lead to; returns the number of answers, or -1
+    (errno in *err) when the send fails. A request without an answer (a dropped one) is
+    not found."""
+    cdef Py_ssize_t i, answered = 0, k
+    cdef long got
+    cdef nlmsghdr h
+    cdef inet_diag_req_v2 *r
+    cdef const tcpsnap_row *row
+    cdef nl_cursor cur
+    cdef nl_result res
+    cdef Py_ssize_t off, step
+    memset(req, 0, n * PROBE_REQ)
+    for i in range(n):
+        row = rows + i
+        memset(&h, 0, HDR)
+        h.nlmsg_len = PROBE_REQ
+        h.nlmsg_type = SOCK_DIAG_BY_FAMILY
+        h.nlmsg_flags = NLM_F_REQUEST
+        h.nlmsg_seq = seq0 + <uint32_t>i
+        memcpy(req + i * PROBE_REQ, &h, HDR)
+        r = <inet_diag_req_v2 *>(req + i * PROBE_REQ + HDR)
+        r.sdiag_family = AF_INET if row.family == 4 else AF_INET6
+        r.sdiag_protocol = IPPROTO_TCP
+        r.idiag_states = ~(<uint32_t>0)
+        r.id.idiag_sport = ntohs(row.local_port)     # ntohs = htons: one byte swap
+        r.id.idiag_dport = ntohs(row.remote_port)
+        memcpy(&r.id.idiag_src[0], row.local_addr, 16 if row.family == 6 else 4)
+        memcpy(&r.id.idiag_dst[0], row.remote_addr, 16 if row.family == 6 else 4)
+        r.id.idiag_if = row.local_scope_id
+        if by_cookie:
+            r.id.idiag_cookie[0] = <uint32_t>row.cookie          # the low half
+            r.id.idiag_cookie[1] = <uint32_t>(row.cookie >> 32)
+        else:
+            r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
+            r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
+    while True:
+        got = send(fd, req, n * PROBE_REQ, 0)
+        if got >= 0:
+            break
+        if errno != EINTR:
+            err[0] = errno
+            return -1
+    while True:
+        got = recv(fd, buf, RECV_SIZE, MSG_DONTWAIT | MSG_TRUNC)
+        if got < 0:
+            if errno == EINTR or errno == ENOBUFS:
+                continue               # ENOBUFS: answers were dropped; they stay unanswered
+            return answered            # EAGAIN: all read (or errno: keep what came)
+        if got > RECV_SIZE:
+            continue                   # truncated: cannot happen, one small answer each
+        off = 0
+        while off + HDR <= got:
+            memcpy(&h, buf + off, HDR)
+            if h.nlmsg_len < HDR or h.nlmsg_len > got - off:
+                break
+            step = NLMSG_ALIGN(h.nlmsg_len)
+            k = <Py_ssize_t>(h.nlmsg_seq - seq0)
+            if 0 <= k < n:
+                answered += 1
+                if h.nlmsg_type == SOCK_DIAG_BY_FAMILY:
+                    cur.buf = buf + off
+                    cur.len = h.nlmsg_len
+                    cur.off = 0
+                    memset(&res, 0, sizeof(res))
+                    nl_parse(&cur, h.nlmsg_seq, out + k, 1, &res)
+                    if res.n == 1 and (out[k].cookie == rows[k].cookie or not by_cookie):
+                        found[k] = 1
+                # else NLMSG_ERROR: ENOENT (gone), or any other error: not found
+            off += step
+
+
 cdef class DestroyFeed:
     """One subscribed NETLINK_SOCK_DIAG socket; ``drain()`` then ``take()``."""
 
     cdef int fd
+    cdef int qfd                # probe(): a second, unsubscribed socket, opened on first use
+    cdef uint32_t qseq
     cdef char *buf
     cdef object _rows, _ts
     cdef tcpsnap_row *rowp
@@ -112,6 +210,7 @@ cdef class DestroyFeed:
 
     def __cinit__(self):
         self.fd = -1
+        self.qfd = -1
         self.buf = NULL
 
     def __init__(self, rcvbuf=DEFAULT_RCVBUF, capacity=4096):
@@ -145,6 +244,8 @@ cdef class DestroyFeed:
     def __dealloc__(self):
         if self.fd >= 0:
             close(self.fd)
+        if self.qfd >= 0:
+            close(self.qfd)
         free(self.buf)
 
     cdef _set_rows(self, rows, ts):
@@ -188,7 +289,80 @@ cdef class DestroyFeed:
         self.n = 0
         return self._rows[:n].copy(), self._ts[:n].copy()
 
+    def probe(self, rows, bint by_cookie=True):
+        """Ask the kernel about each socket of ``rows`` (ROW_DTYPE) by its family,
+        addresses, ports, bound interface and cookie. Returns ``(found, now)``: a bool
+        array, whether the kernel still holds that socket, and a ROW_DTYPE array of the
+        rows it reports for them now (``pid`` 0, as the kernel gives none; zeros where not
+        found). Rows without a cookie or of another family are not found. With
+        ``by_cookie`` false the cookie is not asked for: found is whatever socket the
+        kernel's lookup of those addresses and ports returns -- the one holding them, or
+        failing that a listener on the local address and port (check what comes back).
+        OSError naming the call if the probe socket cannot be had or the request cannot
+        be sent."""
+        cdef sockaddr_nl sa
+        cdef int fd, err = 0
+        cdef Py_ssize_t n, i, m, cap
+        cdef Py_ssize_t ncap
+        cdef const tcpsnap_row *rp
+        cdef tcpsnap_row *op
+        cdef uint8_t *fp
+        cdef char *req
+        cdef Py_ssize_t got
+        if self.fd < 0:
+            raise ValueError("probe on a closed DestroyFeed")
+        if not isinstance(rows, np.ndarray) or rows.dtype != ROW_DTYPE or rows.ndim != 1:
+            raise TypeError("rows must be a 1-dimensional numpy array of ROW_DTYPE")
+        rows = np.ascontiguousarray(rows)
+        n = len(rows)
+        now = np.zeros(n, ROW_DTYPE)
+        found = np.zeros(n, np.uint8)
+        fam = (rows["family"] == 4) | (rows["family"] == 6)
+        ask = np.flatnonzero((rows["cookie"] != 0) & fam if by_cookie else fam)
+        if len(ask) == 0:
+            return found.astype(bool), now
+        if self.qfd < 0:
+            fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+            if fd < 0:
+                raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)
+            memset(&sa, 0, sizeof(sa))
+            sa.nl_family = AF_NETLINK
+            if connect(fd, <sockaddr *>&sa, sizeof(sa)) < 0:
+                err = errno
+                close(fd)
+                raise_syscall("connect(NETLINK_SOCK_DIAG)", err)
+            self.qfd = fd
+        sub = np.ascontiguousarray(rows[ask])
+        out = np.zeros(len(ask), ROW_DTYPE)
+        hit = np.zeros(len(ask), np.uint8)
+        rp = <const tcpsnap_row *>rows_pointer(sub, &ncap)
+        op = rows_pointer(out, &ncap)
+        fp = <uint8_t *><size_t>hit.ctypes.data
+        req = <char *>malloc(PROBE_BATCH * PROBE_REQ)
+        if req == NULL:
+            raise MemoryError()
+        try:
+            i = 0
+            m = len(ask)
+            while i < m:
+                cap = min(PROBE_BATCH, m - i)
+                with nogil:
+                    got = probe_batch(self.qfd, rp + i, cap, by_cookie, self.qseq, req, self.buf,
+                                      op + i, fp + i, &err)
+                self.qseq += <uint32_t>cap
+                if got < 0:
+                    raise_syscall("send(NETLINK_SOCK_DIAG lookup)", err)
+                i += cap
+        finally:
+            free(req)
+        now[ask] = out
+        found[ask] = hit
+        return found.astype(bool), now
+
     def close(self):
+        if self.qfd >= 0:
+            close(self.qfd)
+            self.qfd = -1
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1

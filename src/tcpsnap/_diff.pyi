@@ -6,6 +6,8 @@ class Differ:
     primed: bool
     def __init__(self) -> None: ...
     def reset(self) -> None: ...
+    def rollback(self) -> None:
+        """Undo the last diff; RuntimeError when there is none to undo."""
     @property
     def rows(self) -> np.ndarray: ...
     @property
@@ -17,4 +19,4 @@ class Differ:
         other than 1-D, or lengths that differ."""
     def lookup(self, cookies: np.ndarray) -> np.ndarray:
         """TypeError for cookies that are not integers; ValueError for a negative one, one
-        past 2**64-1, or more than one dimension."""
+        past 2**64-1, or more than one dimension; RuntimeError after rollback()."""

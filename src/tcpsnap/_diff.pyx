@@ -2,10 +2,15 @@
 """Changes mode: the diff of two consecutive snapshots, in C.
 
 A connection's identity is its socket cookie (Linux: unique per socket for the life of
-the boot, and kept by its TIME_WAIT successor), or, where the cookie is 0 (Windows), the
-family, addresses, ports and scope ids. One open-addressing hash table holds the current
+the boot, and kept by its TIME_WAIT successor if the kernel had given it one by then:
+``tcpsnap._events`` has how changes mode joins the two otherwise), or, where the cookie is 0
+(Windows), the family, addresses, ports and scope ids. One open-addressing hash table holds the current
 snapshot's identities; the previous snapshot's rows probe it. Cost: one hash and one
 80-byte compare per row, no allocation (the Differ reuses its buffers), no GIL.
+
+The Differ keeps the table before the last diff too: ``rollback`` undoes a diff, so a
+caller that learns more about a table after diffing it (changes mode asks the kernel about
+the sockets a dump missed) can diff the table it completed instead.
 
 A row "changed" when any of its 80 bytes or its process name differs: the recording must
 rebuild every field a full recording holds (``tcpsnap.changes`` has the contract); when only
@@ -191,6 +196,9 @@ cdef class Differ:
     cdef object _prev            # ROW_DTYPE, capacity >= the last table
     cdef object _pproc           # int32 process codes of _prev
     cdef Py_ssize_t n_prev
+    cdef object _old, _oldproc   # the table before the last diff, for rollback()
+    cdef Py_ssize_t n_old
+    cdef bint old_primed, can_rollback, slots_valid
     cdef object _slots, _matched, _ev_idx, _ev_code, _closed_idx
     cdef Py_ssize_t nslots
     cdef readonly bint primed    # a previous snapshot exists
@@ -199,6 +207,12 @@ cdef class Differ:
         self._prev = np.zeros(0, ROW_DTYPE)
         self._pproc = np.zeros(0, np.int32)
         self.n_prev = 0
+        self._old = np.zeros(0, ROW_DTYPE)
+        self._oldproc = np.zeros(0, np.int32)
+        self.n_old = 0
+        self.old_primed = False
+        self.can_rollback = False
+        self.slots_valid = False
         self._slots = np.zeros(64, np.int32)
         self.nslots = 64
         self._matched = np.zeros(0, np.uint8)
@@ -211,6 +225,21 @@ cdef class Differ:
         """Forget the previous snapshot: the next diff opens every row."""
         self.n_prev = 0
         self.primed = False
+        self.can_rollback = False
+        self.slots_valid = False
+
+    def rollback(self):
+        """Undo the last ``diff``: the table before it is the previous one again, as if
+        that diff had not been made (its results are void; ``lookup`` needs a new diff).
+        Once per diff: RuntimeError when there is nothing to undo."""
+        if not self.can_rollback:
+            raise RuntimeError("rollback: no diff to undo")
+        self._prev, self._old = self._old, self._prev
+        self._pproc, self._oldproc = self._oldproc, self._pproc
+        self.n_prev = self.n_old
+        self.primed = self.old_primed
+        self.can_rollback = False
+        self.slots_valid = False
 
     @property
     def rows(self):
@@ -283,7 +312,12 @@ cdef class Differ:
         closed_idx = self._closed_idx[:res.n_closed]
         closed = self._prev[closed_idx]
         closed_proc = self._pproc[closed_idx]
-        # cur becomes prev (as bytes: a structured copy goes field by field)
+        # cur becomes prev (as bytes: a structured copy goes field by field); the old prev
+        # is kept, in the other buffer, for rollback()
+        self._prev, self._old = self._old, self._prev
+        self._pproc, self._oldproc = self._oldproc, self._pproc
+        self.n_old = npv
+        self.old_primed = self.primed
         if len(self._prev) < nc:
             self._prev = np.zeros(max(nc, 2 * len(self._prev)), ROW_DTYPE)
             self._pproc = np.zeros(len(self._prev), np.int32)
@@ -292,6 +326,8 @@ cdef class Differ:
             self._pproc[:nc] = cproc
         self.n_prev = nc
         self.primed = True
+        self.can_rollback = True
+        self.slots_valid = True
         return (self._ev_idx[:res.n_events], self._ev_code[:res.n_events], closed, closed_proc,
                 bool(res.duplicate))
 
@@ -300,9 +336,11 @@ cdef class Differ:
         ``cookies``: unsigned integers (an array of any integer dtype, a sequence, one
         scalar). Bad arguments: TypeError for what is not integers (floats, strings,
         structured rows, None), ValueError for a negative cookie, one past 2**64-1, or
-        more than one dimension."""
+        more than one dimension; RuntimeError after ``rollback`` (diff again first)."""
         cdef Py_ssize_t i, n, n2
         cookies = _cookies(cookies)
+        if not self.slots_valid and self.n_prev:
+            raise RuntimeError("lookup after rollback: the table it indexes is not diffed yet")
         n = len(cookies)
         out = np.full(n, -1, np.int64)
         if n == 0 or self.n_prev == 0:

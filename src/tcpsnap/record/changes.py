@@ -14,7 +14,8 @@ import logging
 
 import numpy as np
 
-from .._events import EV_CLOSED, EV_KEYFRAME, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
+from .._events import EV_CLOSED, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
+from .._filters import row_mask
 from .._schema import ROW_DTYPE, TcpState
 from ..frame import merge_names
 
@@ -24,6 +25,8 @@ __all__ = ["build_schema", "ChangesEncoder", "ChangeTracker", "open_destroy_feed
 log = logging.getLogger("tcpsnap.changes")
 
 _TIME_WAIT = int(TcpState.TIME_WAIT)
+_FIN_WAIT2 = int(TcpState.FIN_WAIT2)
+_SYN_RCVD = int(TcpState.SYN_RCVD)
 
 
 # ---------------------------------------------------------------- schema and encoding
@@ -80,20 +83,73 @@ class ChangesEncoder:
 
 # ---------------------------------------------------------------- capture side
 
+#: Sockets a snapshot found gone remembered (at most) until their destroy report is read,
+#: so that a report read long after (a socket reset while its program kept the file open)
+#: is known as late, not taken for a socket no snapshot held.
+GONE_MAX = 1 << 16
+#: Sockets missing from a dump asked about (at most) per snapshot; more are closed unasked.
+PROBE_MAX = 4096
+_ID_BYTES = 45          # family (byte 0) + ports, addresses, scope ids (bytes 4..47)
+
+
+def _id_keys(rows: np.ndarray) -> list[bytes]:
+    """Each row's identity without its cookie (family, ports, addresses, scope ids) as bytes."""
+    n = len(rows)
+    if n == 0:
+        return []
+    v = np.ascontiguousarray(rows).view(np.uint8).reshape(n, ROW_DTYPE.itemsize)
+    b = np.concatenate([v[:, :1], v[:, 4:48]], axis=1).tobytes()
+    return [b[i:i + _ID_BYTES] for i in range(0, n * _ID_BYTES, _ID_BYTES)]
+
+
 class ChangeTracker:
     """The capture thread's half of changes mode: each snapshot's table (after the
     recorder's filters) -> the event rows to record, with the destroy feed's reports
     folded in. Keeps the previous table (in the compiled ``Differ``) and a global
-    process-name dictionary, so a process renaming counts as a change."""
+    process-name dictionary, so a process renaming counts as a change.
 
-    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None) -> None:
+    With a destroy feed, what a disappearance and a report mean (``tcpsnap._events`` has
+    the rules for readers):
+
+    - A socket missing from this snapshot's dump that no report declared dead is asked
+      about (``feed.probe``: the kernel's lookup of that one socket). If the kernel still
+      holds it, the dump skipped it (dumps are not atomic): it stays in this snapshot, as
+      the kernel reports it now (its pid carried over while its inode is the same), if it
+      still passes the recorder's filters. Otherwise it is closed.
+    - A report of a socket in this snapshot: TIME_WAIT -- the connection lives on under
+      the same cookie, drop; else it died after the dump: wait (up to two rounds) for the
+      snapshot that finds it gone.
+    - A report of a socket this snapshot found gone stamps its ``closed`` event with the
+      report's time; one of a socket an earlier snapshot found gone is late: drop.
+    - A report of a socket no snapshot held whose addresses and ports (family, ports,
+      addresses, scope ids) are those of a TIME_WAIT or FIN_WAIT2 socket is the full
+      socket that mini-socket succeeded (the kernel gives a socket its cookie when first
+      asked, so a full socket no dump saw and its successor have different cookies): one
+      connection, the mini-socket's; drop (``handover``). The mini-socket is one recorded
+      as such (it appeared as TIME_WAIT or FIN_WAIT2, not by a state change) and still in
+      the table -- reports can come late: the kernel sends them from a work queue -- or
+      else one the kernel holds now (``feed.probe`` by addresses and ports) that the next
+      snapshot records. A mini-socket absorbs one report, the latest.
+    - Likewise a report of a socket no snapshot held whose addresses and ports are those
+      of a request socket (SYN_RCVD) that a snapshot held is the full socket that request
+      became (the kernel hands the request's cookie on, but not when a dump gives the
+      request its cookie while the full socket is being made): its ``closed`` event gets
+      the report's time, or the report waits while the request is still in the table, or
+      is late.
+    - Any other report is a socket that lived and died between two snapshots: a
+      ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
+    """
+
+    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None) -> None:
         from .._diff import Differ
 
         self.keyframe_ns = int(keyframe_ns)
         self.feed = feed
         self._ports = ports
         self._family = family
+        self._states = states
         self._differ = Differ()
+        self._can_probe = True
         self._gnames: list[str] = []
         self._gcodes: dict[str, int] = {}
         self._last_kf: int | None = None
@@ -101,13 +157,20 @@ class ChangeTracker:
         self._pend_rows = np.zeros(0, ROW_DTYPE)      # destroy reports not yet placed
         self._pend_ts = np.zeros(0, np.int64)
         self._pend_age = np.zeros(0, np.int8)
-        self._recent_closed: list[np.ndarray] = []    # cookies closed the last rounds
+        self._pend_succ = np.zeros(0, np.uint64)      # ... their successor's cookie, if asked
+        self._gone: dict[int, None] = {}              # cookies found gone, report not read yet
+        self._req_gone: dict[bytes, None] = {}        # request sockets found gone, likewise
+        self._minis: dict[bytes, int] = {}            # mini-sockets recorded, no report yet
         # counters
         self.keyframes = 0
         self.events = 0
         self.destroyed = 0          # reports received
         self.unseen = 0             # closed events of sockets no snapshot held
         self.late = 0               # reports of sockets a snapshot had already found gone
+        self.handover = 0           # reports of full sockets a recorded mini-socket succeeded
+        self.probes = 0             # sockets missing from a dump, asked about
+        self.refound = 0            # ... that the kernel still held: kept in the snapshot
+        self.unprobed = 0           # ... beyond PROBE_MAX in a snapshot: closed unasked
 
     def sleep(self, waker, ns: int) -> None:
         """The recorder's wait between snapshots, reading the destroy feed as reports
@@ -145,8 +208,9 @@ class ChangeTracker:
         return {"keyframes": self.keyframes, "events": self.events,
                 "destroy_feed": f is not None,
                 "destroyed": self.destroyed, "destroyed_unseen": self.unseen,
-                "destroyed_late": self.late,
-                "destroy_drops": f.drops if f is not None else 0}
+                "destroyed_late": self.late, "destroyed_handover": self.handover,
+                "destroy_drops": f.drops if f is not None else 0,
+                "probed": self.probes, "probed_alive": self.refound, "unprobed": self.unprobed}
 
     def _global_codes(self, rows: np.ndarray, names) -> np.ndarray:
         n = len(rows)
@@ -155,69 +219,213 @@ class ChangeTracker:
         codes, pnames = names(rows["pid"])
         return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 
+    def _take_reports(self) -> None:
+        r, t = self.feed.take()
+        if len(r):
+            self.destroyed += len(r)
+            self._pend_rows = np.concatenate([self._pend_rows, r])
+            self._pend_ts = np.concatenate([self._pend_ts, t])
+            self._pend_age = np.concatenate([self._pend_age, np.zeros(len(r), np.int8)])
+            self._pend_succ = np.concatenate([self._pend_succ, np.zeros(len(r), np.uint64)])
+
+    def _probe(self, rows: np.ndarray, by_cookie: bool = True):
+        """``feed.probe(rows)``, or None where the feed has none or it failed (once: then
+        a warning, and no more asking)."""
+        probe = getattr(self.feed, "probe", None) if self._can_probe else None
+        if probe is None:
+            return None
+        try:
+            return probe(rows, by_cookie=by_cookie)
+        except OSError as e:
+            self._can_probe = False
+            log.warning("cannot ask the kernel about single sockets (%s): from now on a socket "
+                        "missing from a dump is closed, and destroy reports are matched with the "
+                        "snapshots only", e)
+            return None
+
+    def _refind(self, closed: np.ndarray) -> np.ndarray | None:
+        """The sockets of ``closed`` (missing from this snapshot) that no report declared
+        dead and the kernel, asked about each, still holds: as it reports them now, pid
+        carried over where the inode is the same, those that pass the recorder's filters.
+        None when there are none."""
+        if not len(closed):
+            return None
+        ck = closed["cookie"]
+        ask = ck != 0
+        if len(self._pend_rows):
+            ask &= ~np.isin(ck, self._pend_rows["cookie"])
+        idx = np.flatnonzero(ask)
+        if not len(idx):
+            return None
+        if len(idx) > PROBE_MAX:
+            self.unprobed += len(idx) - PROBE_MAX
+            idx = idx[:PROBE_MAX]
+        got = self._probe(closed[idx])
+        if got is None:
+            return None
+        found, now = got
+        self.probes += len(idx)
+        if not found.any():
+            return None
+        last = closed[idx[found]]
+        now = now[found]
+        same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
+        now["pid"] = np.where(same, last["pid"], 0)
+        m = row_mask(now, self._states, self._ports, self._family)
+        if m is not None:
+            now = now[m]
+        if not len(now):
+            return None
+        self.refound += len(now)
+        return now
+
+    def _successors(self, reports: np.ndarray) -> np.ndarray | None:
+        """For each report (a full socket no snapshot held), the cookie of the TIME_WAIT or
+        FIN_WAIT2 socket that holds its addresses and ports now (asked of the kernel), 0
+        for none; None where the kernel cannot be asked."""
+        got = self._probe(reports, by_cookie=False)
+        if got is None:
+            return None
+        found, now = got
+        out = np.zeros(len(reports), np.uint64)
+        st = now["state"]
+        mini = found & ((st == _TIME_WAIT) | (st == _FIN_WAIT2))
+        if mini.any():
+            same = np.array([a == b for a, b in zip(_id_keys(reports), _id_keys(now), strict=True)], bool)
+            mini &= same
+        out[mini] = now["cookie"][mini]
+        return out
+
     def _destroyed(self, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
-                   closed_seen_ts: np.ndarray):
-        """Place the destroy reports: the socket is in this snapshot (TIME_WAIT: it lives
-        on as one, drop; else it died after the dump: wait a round), or a snapshot found
-        it gone now (stamp its closed event with the report's time), or earlier (late
-        report: drop), or no snapshot ever held it (an unseen closed event)."""
-        if self.feed is not None:
-            r, t = self.feed.take()
-            if len(r):
-                self.destroyed += len(r)
-                self._pend_rows = np.concatenate([self._pend_rows, r])
-                self._pend_ts = np.concatenate([self._pend_ts, t])
-                self._pend_age = np.concatenate([self._pend_age, np.zeros(len(r), np.int8)])
-        pr = self._pend_rows
-        empty = (np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64))
-        if not len(pr):
-            return empty
-        pts, age = self._pend_ts, self._pend_age
-        ck = pr["cookie"]
-        idx = self._differ.lookup(ck)
-        in_cur = idx >= 0
-        tw = np.zeros(len(pr), bool)
-        if in_cur.any():
-            tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
-        wait = in_cur & ~tw & (age < 2)
-        gone = ~in_cur
+                   closed_seen_ts: np.ndarray, minis: dict[bytes, int]):
+        """Place the destroy reports (the rules are in the class's docstring). Returns
+        the unseen closed events' rows and times."""
+        pr, pts, age, succ = self._pend_rows, self._pend_ts, self._pend_age, self._pend_succ
+        matched = np.zeros(len(closed), bool)
+        keep = np.zeros(len(pr), bool)
         unseen = np.zeros(len(pr), bool)
-        if gone.any():
-            if len(closed):
-                pos = {int(c): j for j, c in enumerate(closed["cookie"]) if c}
-                for i in np.flatnonzero(gone):
-                    j = pos.get(int(ck[i]))
-                    if j is not None:
+        cand = self._minis
+        cand.update(minis)
+        if len(closed) and cand:
+            # mini-sockets gone from the table wait for no report any more
+            for key, c in zip(_id_keys(closed), closed["cookie"].tolist(), strict=True):
+                if cand.get(key) == c:
+                    del cand[key]
+        if len(pr):
+            ck = pr["cookie"]
+            idx = self._differ.lookup(ck)
+            in_cur = idx >= 0
+            tw = np.zeros(len(pr), bool)
+            if in_cur.any():
+                tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
+            keep = in_cur & ~tw & (age < 2)
+            gone = np.flatnonzero(~in_cur)
+            ask: list[int] = []
+            if len(gone):
+                pos = {int(c): j for j, c in enumerate(closed["cookie"]) if c} if len(closed) else {}
+                gone = gone[np.argsort(pts[gone], kind="stable")[::-1]]     # latest first
+                keys = _id_keys(pr[gone])
+                rq = np.flatnonzero(closed["state"] == _SYN_RCVD) if len(closed) else np.zeros(0, np.int64)
+                req_closed = dict(zip(_id_keys(closed[rq]), rq.tolist(), strict=True))
+                req_cur = set(_id_keys(cur[cur["state"] == _SYN_RCVD]))
+                for i, key in zip(gone.tolist(), keys, strict=True):
+                    c = int(ck[i])
+                    j = pos.get(c)
+                    if j is None:
+                        j = req_closed.pop(key, None)       # the request socket it was
+                        if j is not None:
+                            self.handover += 1
+                    if j is not None:               # found gone by this snapshot
                         closed_ts[j] = pts[i]
                         closed_seen_ts[j] = True
-                        gone[i] = False
-            if gone.any():
-                late = np.zeros(len(pr), bool)
-                for old in self._recent_closed:
-                    late |= gone & np.isin(ck, old)
-                self.late += int(late.sum())
-                unseen = gone & ~late
+                        matched[j] = True
+                    elif c in self._gone:           # found gone by an earlier one: late
+                        del self._gone[c]
+                        self.late += 1
+                    elif key in self._req_gone:     # ... as the request socket it was
+                        del self._req_gone[key]
+                        self.late += 1
+                    elif key in req_cur and age[i] < 2:
+                        keep[i] = True              # its request socket: gone next time
+                    elif key in cand:               # the connection of a recorded mini-socket
+                        del cand[key]
+                        self.handover += 1
+                    elif succ[i]:                   # its successor: in this snapshot?
+                        if self._differ.lookup(succ[i:i + 1])[0] >= 0:
+                            self.handover += 1
+                        else:
+                            unseen[i] = True        # it died unseen too
+                    elif age[i] == 0:
+                        ask.append(i)
+                    else:
+                        unseen[i] = True
+            if ask:
+                # no recorded successor: does the kernel hold one now? (without the
+                # probe: wait a round for the next snapshot to show it)
+                ia = np.array(ask, np.int64)
+                y = self._successors(pr[ia])
+                if y is None:
+                    keep[ia] = True
+                else:
+                    y[self._differ.lookup(y) >= 0] = 0      # recorded already: not this one's
+                    taken: set[int] = set()
+                    for i, yc in zip(ia.tolist(), y.tolist(), strict=True):      # latest first
+                        if yc and yc not in taken:
+                            taken.add(yc)
+                            succ[i] = yc
+                            keep[i] = True          # decided by the next snapshot
+                        else:
+                            unseen[i] = True
+        self._pend_rows, self._pend_ts = pr[keep], pts[keep]
+        self._pend_age, self._pend_succ = age[keep] + 1, succ[keep]
+        if len(closed):
+            # found gone without a report: the report may come later (a socket whose
+            # connection ended while a program holds it); TIME_WAIT and request sockets
+            # send none
+            st, ck = closed["state"], closed["cookie"]
+            rem = ~matched & (ck != 0) & (st != _TIME_WAIT) & ~((st == _SYN_RCVD) & (closed["inode"] == 0))
+            gone_map = self._gone
+            for c in ck[rem].tolist():
+                gone_map[c] = None
+            while len(gone_map) > GONE_MAX:
+                del gone_map[next(iter(gone_map))]
+            # request sockets found gone: the full socket each became may be reported
+            # later under another cookie
+            rq = ~matched & (st == _SYN_RCVD)
+            if rq.any():
+                req_map = self._req_gone
+                for key in _id_keys(closed[rq]):
+                    req_map[key] = None
+                while len(req_map) > GONE_MAX:
+                    del req_map[next(iter(req_map))]
         ur, ut = pr[unseen], pts[unseen]
         if len(ur) and (self._ports or self._family):
-            from .._filters import row_mask
-
             m = row_mask(ur, None, self._ports, self._family)
             if m is not None:
                 ur, ut = ur[m], ut[m]
-        keep = wait
-        self._pend_rows, self._pend_ts, self._pend_age = pr[keep], pts[keep], age[keep] + 1
         self.unseen += len(ur)
         return ur, ut
 
     def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key):
         """One snapshot -> ``(event_rows, names, (events, seen, row_ts))``, ``names`` a
         callable as the recorder's (returning codes for event_rows) or None."""
-        if self.feed is not None:
-            self.feed.drain()
+        feed = self.feed
+        if feed is not None:
+            feed.drain()
+            self._take_reports()
         kf = (self._last_kf is None or file_key != self._key
               or mono_ns - self._last_kf >= self.keyframe_ns)
+        first = not self._differ.primed
         gproc = self._global_codes(rows, names)
         ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
+        if feed is not None and len(closed):
+            back = self._refind(closed)
+            if back is not None:
+                # the dump skipped live sockets: diff the table completed with them instead
+                self._differ.rollback()
+                rows = np.concatenate([rows, back])
+                gproc = self._global_codes(rows, names)
+                ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
@@ -230,9 +438,14 @@ class ChangeTracker:
             self.keyframes += 1
         closed_ts = np.full(len(closed), wall_ns, np.int64)
         closed_dts = np.zeros(len(closed), bool)
-        ur, ut = self._destroyed(self._differ.rows, closed, closed_ts, closed_dts)
-        if len(closed):
-            self._recent_closed = [closed["cookie"]] + self._recent_closed[:1]
+        if feed is not None:
+            opened = np.arange(len(rows)) if first else ev_idx[ev_code == EV_OPENED]
+            st = rows["state"][opened]
+            opened = opened[(st == _TIME_WAIT) | (st == _FIN_WAIT2)]
+            minis = dict(zip(_id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
+            ur, ut = self._destroyed(self._differ.rows, closed, closed_ts, closed_dts, minis)
+        else:
+            ur, ut = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64)
         ne, nc, nu = len(ev_idx), len(closed), len(ur)
         n = 1 + nc + nu + ne
         out = np.zeros(n, ROW_DTYPE)

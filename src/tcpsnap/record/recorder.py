@@ -429,7 +429,7 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
         feed = None
         if c.destroy or (c.destroy is None and own_snap):
             feed = open_destroy_feed(required=bool(c.destroy))
-        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family)
+        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states)
         schema = build_schema(c.metadata(pids, feed is not None))
         return schema, ChangesEncoder(schema, host_name(), boot_id()), tracker
     from .._arrow import BatchEncoder
