@@ -49,7 +49,7 @@ from tcpsnap._system cimport (
     SOL_SOCKET, SOL_NETLINK, SO_RCVBUF, SO_RCVBUFFORCE, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
     NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP, NLMSG_ERROR, NLM_F_REQUEST, NLMSG_ALIGN,
     SOCK_DIAG_BY_FAMILY, inet_diag_req_v2, INET_DIAG_NOCOOKIE, SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY,
-    timespec, clock_gettime, CLOCK_REALTIME, raise_syscall)
+    timespec, clock_gettime, CLOCK_REALTIME, raise_syscall, open_sock_diag)
 from tcpsnap._schema import ROW_DTYPE
 
 cdef enum:
@@ -300,8 +300,7 @@ cdef class DestroyFeed:
         failing that a listener on the local address and port (check what comes back).
         OSError naming the call if the probe socket cannot be had or the request cannot
         be sent."""
-        cdef sockaddr_nl sa
-        cdef int fd, err = 0
+        cdef int err = 0
         cdef Py_ssize_t n, i, m, cap
         cdef Py_ssize_t ncap
         cdef const tcpsnap_row *rp
@@ -322,16 +321,7 @@ cdef class DestroyFeed:
         if len(ask) == 0:
             return found.astype(bool), now
         if self.qfd < 0:
-            fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
-            if fd < 0:
-                raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)
-            memset(&sa, 0, sizeof(sa))
-            sa.nl_family = AF_NETLINK
-            if connect(fd, <sockaddr *>&sa, sizeof(sa)) < 0:
-                err = errno
-                close(fd)
-                raise_syscall("connect(NETLINK_SOCK_DIAG)", err)
-            self.qfd = fd
+            self.qfd = open_sock_diag(0)
         sub = np.ascontiguousarray(rows[ask])
         out = np.zeros(len(ask), ROW_DTYPE)
         hit = np.zeros(len(ask), np.uint8)

@@ -35,7 +35,7 @@ from tcpsnap._system cimport (
     AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
     NETLINK_SOCK_DIAG, NLMSG_DONE, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR,
     NLMSG_ALIGN, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK, inet_diag_req_v2, inet_diag_req,
-    inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall)
+    inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag)
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
 
@@ -226,21 +226,10 @@ cdef class NetlinkDumper:
         self._rows = rows      # keeps the data rowp points into alive
 
     cdef int _open(self) except -1:
-        cdef sockaddr_nl sa
-        cdef int fd, err
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1
-        fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
-        if fd < 0:
-            raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)
-        memset(&sa, 0, sizeof(sa))
-        sa.nl_family = AF_NETLINK
-        if connect(fd, <sockaddr *>&sa, sizeof(sa)) < 0:
-            err = errno
-            close(fd)
-            raise_syscall("connect(NETLINK_SOCK_DIAG)", err)
-        self.fd = fd
+        self.fd = open_sock_diag(0)
         return 0
 
     def close(self):

@@ -10,7 +10,8 @@
 # Kernel structs: Cython only needs the fields the code touches; the C compiler takes the
 # layout from the header itself. The sizes in the comments are the uapi ABI, which the
 # kernel keeps stable; _netlink.pyx checks at import the ones it builds requests with.
-from libc.errno cimport ENOMEM
+from libc.errno cimport ENOMEM, errno
+from libc.string cimport memset
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 
@@ -202,3 +203,20 @@ cdef inline int raise_syscall(str call, int err, bint enomem_as_memoryerror=Fals
     if enomem_as_memoryerror and err == ENOMEM:
         raise MemoryError(call)
     raise OSError(err, f"{call}: {strerror(err)}")
+
+
+cdef inline int open_sock_diag(int flags) except -1:
+    """A NETLINK_SOCK_DIAG socket (``SOCK_RAW | SOCK_CLOEXEC | flags``) connected to the
+    kernel: its fd, or OSError naming the call that failed."""
+    cdef sockaddr_nl sa
+    cdef int fd, err
+    fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | flags, NETLINK_SOCK_DIAG)
+    if fd < 0:
+        raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)
+    memset(&sa, 0, sizeof(sa))
+    sa.nl_family = AF_NETLINK
+    if connect(fd, <sockaddr *>&sa, sizeof(sa)) < 0:
+        err = errno
+        close(fd)
+        raise_syscall("connect(NETLINK_SOCK_DIAG)", err)
+    return fd
