@@ -29,14 +29,18 @@ class SimClock:
 
 class Scripted:
     """The snapshotter protocol the Recorder uses, replaying known tables (the warm-up
-    take gets table 0 too); stops the recorder after the last."""
+    take gets table 0 too); stops the recorder after the last. ``on_take(i, rec)`` runs
+    before take ``i`` (0: the warm-up; take i > 0 is snapshot i - 1)."""
 
-    def __init__(self, tables, pids=True, names=None):
+    def __init__(self, tables, pids=True, names=None, on_take=None):
         self.tables, self.i, self.rec = [tables[0]] + list(tables), 0, None
         self.pids = pids
         self.names = names or {}
+        self.on_take = on_take
 
     def take(self):
+        if self.on_take is not None:
+            self.on_take(self.i, self.rec)
         t = self.tables[self.i]
         self.i += 1
         if self.i == len(self.tables):

@@ -57,15 +57,7 @@ def scrape(url: str) -> dict[str, float]:
 def scripted(path: Path, ts: list[np.ndarray], on_take=None, **kw):
     """A recorder on ``ts`` (one table per snapshot) and its snapshotter; ``on_take(i,
     rec)`` runs before take ``i`` (0: the warm-up; take i > 0 is snapshot i - 1)."""
-    snap = Scripted(ts, pids=False)
-    if on_take is not None:
-        take = snap.take
-
-        def hooked():
-            on_take(snap.i, snap.rec)
-            return take()
-
-        snap.take = hooked
+    snap = Scripted(ts, pids=False, on_take=on_take)
     rec = Recorder(path, interval=0, snapshotter=snap, clock=SimClock(), nice=None, **kw)
     snap.rec = rec
     return rec

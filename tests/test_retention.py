@@ -52,15 +52,7 @@ def tables(n: int) -> list[np.ndarray]:
 def record(path: Path, wall0: int, n: int, step: int = TICK, on_take=None, **kw) -> Recorder:
     """``n`` snapshots, ``step`` apart from ``wall0``, through the real Recorder.
     ``on_take(i, rec)`` runs before take ``i`` (0 is the warm-up)."""
-    snap = Scripted(tables(n), pids=False)
-    if on_take is not None:
-        take = snap.take
-
-        def hooked():
-            on_take(snap.i, snap.rec)
-            return take()
-
-        snap.take = hooked
+    snap = Scripted(tables(n), pids=False, on_take=on_take)
     clock = AgedClock(wall0, step)
     rec = Recorder(path, interval=0, snapshotter=snap, clock=clock, nice=None, **kw)
     if rec.retention is not None:  # its passes read the time without starting a slot
