@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,66 +285,70 @@ def meaning_problem(found: list[Footer], where: Path, mode: str, filters: str) -
     return None
 
 
-def keep_aside(root: SafeDir, part: str, d: SafeDir, names: list[str]) -> list[str]:
-    """Move ``names`` of folder ``d`` (partition ``part`` of ``root``) to
-    ``root/_tcpsnap_unrecovered/part/``, never replacing anything there. Returns the
-    paths they now have."""
+@contextlib.contextmanager
+def _unrecovered(root: SafeDir, part: str) -> Iterator[SafeDir]:
+    """``root/_tcpsnap_unrecovered/part/``, made if missing (checked like every folder)."""
     q = root.subdir(UNRECOVERED, create=True)
     try:
         qd = q.subdir(part, create=True) if part else q
         try:
-            out = []
-            for n in names:
-                if not d.exists(n):
-                    continue
-                for i in range(10_000):
-                    dst = n if i == 0 else f"{n}.{i}"
-                    try:
-                        os.link(n, dst, src_dir_fd=d.fd, dst_dir_fd=qd.fd, follow_symlinks=False)
-                        break
-                    except FileExistsError:
-                        continue
-                d.unlink(n)
-                out.append(str(qd.path / dst))
-            qd.fsync()
-            d.fsync()
-            return out
+            yield qd
         finally:
             if part:
                 qd.close()
     finally:
         q.close()
+
+
+def _aside_names(name: str) -> Iterator[str]:
+    """``name``, then ``name.1``, ``name.2``...: a file kept aside never replaces another."""
+    yield name
+    for i in range(1, 10_000):
+        yield f"{name}.{i}"
+
+
+def keep_aside(root: SafeDir, part: str, d: SafeDir, names: list[str]) -> list[str]:
+    """Move ``names`` of folder ``d`` (partition ``part`` of ``root``) to
+    ``root/_tcpsnap_unrecovered/part/``, never replacing anything there. Returns the
+    paths they now have (a name that could not be placed stays where it is)."""
+    out = []
+    with _unrecovered(root, part) as qd:
+        for n in names:
+            if not d.exists(n):
+                continue
+            for dst in _aside_names(n):
+                try:
+                    os.link(n, dst, src_dir_fd=d.fd, dst_dir_fd=qd.fd, follow_symlinks=False)
+                except FileExistsError:
+                    continue
+                d.unlink(n)  # only once the bytes have their other name
+                out.append(str(qd.path / dst))
+                break
+        qd.fsync()
+        d.fsync()
+    return out
 
 
 def copy_aside(root: SafeDir, part: str, d: SafeDir, name: str) -> str | None:
     """Keep a copy of file ``name`` of ``d`` in ``_tcpsnap_unrecovered`` (for small
     files recovery goes on to change, such as a row-group log with a bad entry)."""
+    from .layout import pwrite_all
+
     try:
         data = d.read_bytes(name)
     except FileNotFoundError:
         return None
-    q = root.subdir(UNRECOVERED, create=True)
-    try:
-        qd = q.subdir(part, create=True) if part else q
-        try:
-            for i in range(10_000):
-                dst = name if i == 0 else f"{name}.{i}"
-                try:
-                    fd = qd.create(dst)
-                except FileExistsError:
-                    continue
-                try:
-                    from .layout import pwrite_all
-
-                    pwrite_all(fd, data, 0)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                qd.fsync()
-                return str(qd.path / dst)
-            return None  # pragma: no cover
-        finally:
-            if part:
-                qd.close()
-    finally:
-        q.close()
+    with _unrecovered(root, part) as qd:
+        for dst in _aside_names(name):
+            try:
+                fd = qd.create(dst)
+            except FileExistsError:
+                continue
+            try:
+                pwrite_all(fd, data, 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            qd.fsync()
+            return str(qd.path / dst)
+    return None  # pragma: no cover
