@@ -15,6 +15,7 @@ import pytest
 
 from tcpsnap import _config
 from tcpsnap._cli_args import merged
+from tcpsnap._cmd_record import record_layer
 from tcpsnap._cmd_service import default_config_text
 from tcpsnap._filters import parse_states
 from tcpsnap.cli import build_parser, main
@@ -73,7 +74,7 @@ def _write(tmp_path: Path, text: str, name: str = "tcpsnap.toml") -> Path:
 
 
 def test_every_option_is_covered():
-    keys = set(_config.record_layer().keys)
+    keys = set(record_layer().keys)
     assert keys == set(OPTIONS), f"record options without a row in OPTIONS: {keys - set(OPTIONS)}"
 
 

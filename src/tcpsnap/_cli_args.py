@@ -87,3 +87,14 @@ def time_arg(text: str):
         return to_utc(text)
     except (ValueError, TypeError):
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (give {TIME_HELP})") from None
+
+
+def positive_int_arg(text: str) -> int:
+    """An integer of at least 1 (``--row-group-rows``)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return v

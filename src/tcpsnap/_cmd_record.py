@@ -10,9 +10,10 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 from . import _cli_ops
-from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg
+from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg, positive_int_arg
 from ._config import layer as config_layer
 from ._units import human_bytes
 
@@ -44,16 +45,6 @@ Keeps every row a row-group log or journal vouches for. What it cannot vouch for
 it is moved to DIR/_tcpsnap_unrecovered/, each case is printed, and the exit status
 is 1. Files that only look like leftovers (links, other users' files) are left alone.
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return v
 
 
 def _add_verbosity(p: argparse.ArgumentParser) -> None:
@@ -91,7 +82,7 @@ def register(sub) -> None:
                      help="codec level (default: the codec's default)")
     rec.add_argument("--no-pids", action="store_true",
                      help="do not look up owning pids / process names")
-    rec.add_argument("--row-group-rows", type=_positive_int, default=1 << 20, metavar="N",
+    rec.add_argument("--row-group-rows", type=positive_int_arg, default=1 << 20, metavar="N",
                      help="rows per Parquet row group (default: 1048576)")
     rec.add_argument("--compat", action="store_true",
                      help="only dictionary/plain Parquet encodings, for old readers "
@@ -335,3 +326,12 @@ def cmd_recover(args: argparse.Namespace) -> int:
         for k in r.kept:
             print(f"tcpsnap: kept for inspection: {k}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def record_layer() -> Any:
+    """The keys a config file may hold: the options of ``tcpsnap record`` (a
+    ``tcpsnap._config.Layer``)."""
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    register(sub)
+    return sub.choices["record"].get_default("_config_layer")

@@ -83,21 +83,24 @@ def register(sub) -> None:
 # -- tcpsnap config ----------------------------------------------------------------------
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from ._cmd_record import record_layer
     from ._config import ConfigError, check, load, show
 
+    lay = record_layer()
+
     if args.check is not None:
-        problems = check(args.check)
+        problems = check(args.check, lay)
         for p in problems:  # the findings are the output, as a linter's
             print(p)
         if problems:
             return 1
-        if "dir" not in load(args.check).values:
+        if "dir" not in load(args.check, lay).values:
             print(f"tcpsnap: note: {args.check} sets no dir: 'tcpsnap record --config "
                   f"{args.check}' needs DIR on its command line", file=sys.stderr)
         print(f"{args.check}: ok")
         return 0
     try:
-        text = show(args.show)
+        text = show(args.show, lay)
     except ConfigError as e:
         for p in e.problems:
             print(f"tcpsnap: error: {p}", file=sys.stderr)

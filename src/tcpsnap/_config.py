@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_PATH", "ConfigError", "Key", "layer", "resolve", "record_layer", "load",
+__all__ = ["DEFAULT_PATH", "ConfigError", "Key", "layer", "resolve", "load",
            "check", "show"]
 
 #: Where ``tcpsnap install-service`` puts the file and the unit reads it.
@@ -113,17 +113,6 @@ def layer(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(**{_LAYER: Layer(parser, keys, groups)})
 
 
-def record_layer() -> Layer:
-    """The keys a config file may hold: the options of ``tcpsnap record``."""
-    from . import _cmd_record
-
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers()
-    _cmd_record.register(sub)
-    lay: Layer = sub.choices["record"].get_default(_LAYER)
-    return lay
-
-
 # -- values ------------------------------------------------------------------------------
 
 def _toml_type(value: Any) -> str:
@@ -153,9 +142,9 @@ def _duration_types() -> tuple[Any, ...]:
 
 
 def _int_types() -> tuple[Any, ...]:
-    from ._cmd_record import _positive_int
+    from ._cli_args import positive_int_arg
 
-    return (int, _positive_int)
+    return (int, positive_int_arg)
 
 
 def _convert_one(action: argparse.Action, value: Any, what: str) -> Any:
@@ -286,10 +275,11 @@ def _parse_toml(path: str) -> tuple[dict[str, Any], str]:
         raise ConfigError([f"{path}:{line}: not valid TOML: {msg}"]) from None
 
 
-def load(path: str | os.PathLike[str], lay: Layer | None = None) -> Loaded:
-    """Read and check a config file: every problem at once in a :class:`ConfigError`."""
+def load(path: str | os.PathLike[str], lay: Layer) -> Loaded:
+    """Read and check a config file against ``lay`` (the keys of a command's parser, as
+    ``tcpsnap._cmd_record.record_layer()`` gives them): every problem at once in a
+    :class:`ConfigError`."""
     path = os.fspath(path)
-    lay = record_layer() if lay is None else lay
     keys = lay.keys
     data, text = _parse_toml(path)
     lines = _key_lines(text)
@@ -349,10 +339,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 # -- tcpsnap config --check / --show -------------------------------------------------------
 
-def check(path: str | os.PathLike[str]) -> list[str]:
+def check(path: str | os.PathLike[str], lay: Layer) -> list[str]:
     """Every problem of a config file, one line each (an empty list: the file is good)."""
     try:
-        load(path)
+        load(path, lay)
     except ConfigError as e:
         return e.problems
     return []
@@ -390,10 +380,9 @@ def _toml(key: Key, value: Any) -> str:
     return json.dumps(os.fspath(value) if isinstance(value, os.PathLike) else str(value))
 
 
-def show(path: str | os.PathLike[str]) -> str:
+def show(path: str | os.PathLike[str], lay: Layer) -> str:
     """The settings ``tcpsnap record --config FILE`` runs with, as a config file (each
     value from the file or the default; the command line would override either)."""
-    lay = record_layer()
     loaded = load(path, lay)
     out = [f"# tcpsnap record --config {os.fspath(path)}: the effective settings",
            "# (a value from the command line overrides the one here)"]
