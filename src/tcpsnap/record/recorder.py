@@ -149,7 +149,7 @@ class Recorder:
         from .writer import FileOptions, Rules, Writer, wrap_error
 
         c = self.config
-        root, last = self._take_folder()
+        root, last = _take_folder(self)
         try:
             ret = self.retention
             if ret is not None:
@@ -192,46 +192,6 @@ class Recorder:
             raise
         self._opened = True
         return self
-
-    def _take_folder(self) -> tuple[Any, int | None]:
-        """Open, lock and recover the recording folder, and check that the recording
-        in it is this one (``folder.meaning_problem``); the folder's SafeDir and the
-        highest ``seq`` in it. Another recording there: ``RecorderError``, or with
-        ``new_dataset`` the first of ``DIR.2``, ``DIR.3``... that is new or holds this
-        same recording (``self.path`` becomes it)."""
-        from .folder import footers, last_seq, lock, meaning_problem
-        from .recovery import recover_all
-        from .safedir import SafeDir
-
-        c = self.config
-        filters = json.dumps(c.filters())
-        refused: str | None = None
-        for n in range(1, _MAX_DATASETS + 1):
-            path = c.path if n == 1 else sibling(c.path, n)
-            self._root = root = SafeDir.open(path, create=True)
-            try:
-                self._lock_fd = lock(root)
-                if c.recover:
-                    self.recovered += recover_all(root, c.row_group_rows, logging.WARNING)
-                found = footers(root)
-                problem = meaning_problem(found, path, c.mode, filters)
-            except BaseException:
-                self._release()
-                raise
-            if problem is None:
-                if refused is not None:
-                    log.warning("%s; recording into %s (new_dataset)", refused, path)
-                self.path = path
-                return root, last_seq(root, found)
-            self._release()
-            what, fix = problem
-            if not c.new_dataset:
-                raise RecorderError(f"{what}. A folder holds one recording: {fix}, or add "
-                                    f"--new-dataset (new_dataset=True) to record into "
-                                    f"{new_dataset_folder(c.path, c.mode, filters)}")
-            refused = refused or what
-        raise RecorderError(f"{refused}; so do {sibling(c.path, 2)} .. {sibling(c.path, _MAX_DATASETS)}: "
-                            f"record into another folder")
 
     def close(self) -> None:
         """Finish the current file (footer, fsync, rename) and release the folder.
@@ -370,6 +330,47 @@ class Recorder:
 
 
 #: ``new_dataset`` tries DIR.2 .. DIR.<this>
+
+def _take_folder(rec: Recorder) -> tuple[Any, int | None]:
+    """Open, lock and recover the recording folder, and check that the recording
+    in it is this one (``folder.meaning_problem``) for ``rec``; the folder's SafeDir and the
+    highest ``seq`` in it. Another recording there: ``RecorderError``, or with
+    ``new_dataset`` the first of ``DIR.2``, ``DIR.3``... that is new or holds this
+    same recording (``rec.path`` becomes it)."""
+    from .folder import footers, last_seq, lock, meaning_problem
+    from .recovery import recover_all
+    from .safedir import SafeDir
+
+    c = rec.config
+    filters = json.dumps(c.filters())
+    refused: str | None = None
+    for n in range(1, _MAX_DATASETS + 1):
+        path = c.path if n == 1 else sibling(c.path, n)
+        rec._root = root = SafeDir.open(path, create=True)
+        try:
+            rec._lock_fd = lock(root)
+            if c.recover:
+                rec.recovered += recover_all(root, c.row_group_rows, logging.WARNING)
+            found = footers(root)
+            problem = meaning_problem(found, path, c.mode, filters)
+        except BaseException:
+            rec._release()
+            raise
+        if problem is None:
+            if refused is not None:
+                log.warning("%s; recording into %s (new_dataset)", refused, path)
+            rec.path = path
+            return root, last_seq(root, found)
+        rec._release()
+        what, fix = problem
+        if not c.new_dataset:
+            raise RecorderError(f"{what}. A folder holds one recording: {fix}, or add "
+                                f"--new-dataset (new_dataset=True) to record into "
+                                f"{new_dataset_folder(c.path, c.mode, filters)}")
+        refused = refused or what
+    raise RecorderError(f"{refused}; so do {sibling(c.path, 2)} .. {sibling(c.path, _MAX_DATASETS)}: "
+                        f"record into another folder")
+
 _MAX_DATASETS = 999
 
 
