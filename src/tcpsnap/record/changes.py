@@ -296,116 +296,6 @@ class ChangeTracker:
         out[mini] = now["cookie"][mini]
         return out
 
-    def _destroyed(self, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
-                   closed_seen_ts: np.ndarray, minis: dict[bytes, int]):
-        """Place the destroy reports (the rules are in the class's docstring). Returns
-        the unseen closed events' rows and times."""
-        pr, pts, age, succ = self._pend_rows, self._pend_ts, self._pend_age, self._pend_succ
-        matched = np.zeros(len(closed), bool)
-        keep = np.zeros(len(pr), bool)
-        unseen = np.zeros(len(pr), bool)
-        cand = self._minis
-        cand.update(minis)
-        if len(closed) and cand:
-            # mini-sockets gone from the table wait for no report any more
-            for key, c in zip(_id_keys(closed), closed["cookie"].tolist(), strict=True):
-                if cand.get(key) == c:
-                    del cand[key]
-        if len(pr):
-            ck = pr["cookie"]
-            idx = self._differ.lookup(ck)
-            in_cur = idx >= 0
-            tw = np.zeros(len(pr), bool)
-            if in_cur.any():
-                tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
-            keep = in_cur & ~tw & (age < 2)
-            gone = np.flatnonzero(~in_cur)
-            ask: list[int] = []
-            if len(gone):
-                pos = {int(c): j for j, c in enumerate(closed["cookie"]) if c} if len(closed) else {}
-                gone = gone[np.argsort(pts[gone], kind="stable")[::-1]]     # latest first
-                keys = _id_keys(pr[gone])
-                rq = np.flatnonzero(closed["state"] == _SYN_RCVD) if len(closed) else np.zeros(0, np.int64)
-                req_closed = dict(zip(_id_keys(closed[rq]), rq.tolist(), strict=True))
-                req_cur = set(_id_keys(cur[cur["state"] == _SYN_RCVD]))
-                for i, key in zip(gone.tolist(), keys, strict=True):
-                    c = int(ck[i])
-                    j = pos.get(c)
-                    if j is None:
-                        j = req_closed.pop(key, None)       # the request socket it was
-                        if j is not None:
-                            self.handover += 1
-                    if j is not None:               # found gone by this snapshot
-                        closed_ts[j] = pts[i]
-                        closed_seen_ts[j] = True
-                        matched[j] = True
-                    elif c in self._gone:           # found gone by an earlier one: late
-                        del self._gone[c]
-                        self.late += 1
-                    elif key in self._req_gone:     # ... as the request socket it was
-                        del self._req_gone[key]
-                        self.late += 1
-                    elif key in req_cur and age[i] < 2:
-                        keep[i] = True              # its request socket: gone next time
-                    elif key in cand:               # the connection of a recorded mini-socket
-                        del cand[key]
-                        self.handover += 1
-                    elif succ[i]:                   # its successor: in this snapshot?
-                        if self._differ.lookup(succ[i:i + 1])[0] >= 0:
-                            self.handover += 1
-                        else:
-                            unseen[i] = True        # it died unseen too
-                    elif age[i] == 0:
-                        ask.append(i)
-                    else:
-                        unseen[i] = True
-            if ask:
-                # no recorded successor: does the kernel hold one now? (without the
-                # probe: wait a round for the next snapshot to show it)
-                ia = np.array(ask, np.int64)
-                y = self._successors(pr[ia])
-                if y is None:
-                    keep[ia] = True
-                else:
-                    y[self._differ.lookup(y) >= 0] = 0      # recorded already: not this one's
-                    taken: set[int] = set()
-                    for i, yc in zip(ia.tolist(), y.tolist(), strict=True):      # latest first
-                        if yc and yc not in taken:
-                            taken.add(yc)
-                            succ[i] = yc
-                            keep[i] = True          # decided by the next snapshot
-                        else:
-                            unseen[i] = True
-        self._pend_rows, self._pend_ts = pr[keep], pts[keep]
-        self._pend_age, self._pend_succ = age[keep] + 1, succ[keep]
-        if len(closed):
-            # found gone without a report: the report may come later (a socket whose
-            # connection ended while a program holds it); TIME_WAIT and request sockets
-            # send none
-            st, ck = closed["state"], closed["cookie"]
-            rem = ~matched & (ck != 0) & (st != _TIME_WAIT) & ~((st == _SYN_RCVD) & (closed["inode"] == 0))
-            gone_map = self._gone
-            for c in ck[rem].tolist():
-                gone_map[c] = None
-            while len(gone_map) > GONE_MAX:
-                del gone_map[next(iter(gone_map))]
-            # request sockets found gone: the full socket each became may be reported
-            # later under another cookie
-            rq = ~matched & (st == _SYN_RCVD)
-            if rq.any():
-                req_map = self._req_gone
-                for key in _id_keys(closed[rq]):
-                    req_map[key] = None
-                while len(req_map) > GONE_MAX:
-                    del req_map[next(iter(req_map))]
-        ur, ut = pr[unseen], pts[unseen]
-        if len(ur) and (self._ports or self._family):
-            m = row_mask(ur, None, self._ports, self._family)
-            if m is not None:
-                ur, ut = ur[m], ut[m]
-        self.unseen += len(ur)
-        return ur, ut
-
     def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key):
         """One snapshot -> ``(event_rows, names, (events, seen, row_ts))``, ``names`` a
         callable as the recorder's (returning codes for event_rows) or None."""
@@ -443,7 +333,7 @@ class ChangeTracker:
             st = rows["state"][opened]
             opened = opened[(st == _TIME_WAIT) | (st == _FIN_WAIT2)]
             minis = dict(zip(_id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
-            ur, ut = self._destroyed(self._differ.rows, closed, closed_ts, closed_dts, minis)
+            ur, ut = _place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis)
         else:
             ur, ut = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64)
         ne, nc, nu = len(ev_idx), len(closed), len(ur)
@@ -489,6 +379,117 @@ class ChangeTracker:
     def close(self) -> None:
         if self.feed is not None:
             self.feed.close()
+
+
+def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
+                     closed_seen_ts: np.ndarray, minis: dict[bytes, int]):
+    """Place the destroy reports (the rules are in ``ChangeTracker``'s docstring), for tracker ``tr``. Returns
+    the unseen closed events' rows and times."""
+    pr, pts, age, succ = tr._pend_rows, tr._pend_ts, tr._pend_age, tr._pend_succ
+    matched = np.zeros(len(closed), bool)
+    keep = np.zeros(len(pr), bool)
+    unseen = np.zeros(len(pr), bool)
+    cand = tr._minis
+    cand.update(minis)
+    if len(closed) and cand:
+        # mini-sockets gone from the table wait for no report any more
+        for key, c in zip(_id_keys(closed), closed["cookie"].tolist(), strict=True):
+            if cand.get(key) == c:
+                del cand[key]
+    if len(pr):
+        ck = pr["cookie"]
+        idx = tr._differ.lookup(ck)
+        in_cur = idx >= 0
+        tw = np.zeros(len(pr), bool)
+        if in_cur.any():
+            tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
+        keep = in_cur & ~tw & (age < 2)
+        gone = np.flatnonzero(~in_cur)
+        ask: list[int] = []
+        if len(gone):
+            pos = {int(c): j for j, c in enumerate(closed["cookie"]) if c} if len(closed) else {}
+            gone = gone[np.argsort(pts[gone], kind="stable")[::-1]]     # latest first
+            keys = _id_keys(pr[gone])
+            rq = np.flatnonzero(closed["state"] == _SYN_RCVD) if len(closed) else np.zeros(0, np.int64)
+            req_closed = dict(zip(_id_keys(closed[rq]), rq.tolist(), strict=True))
+            req_cur = set(_id_keys(cur[cur["state"] == _SYN_RCVD]))
+            for i, key in zip(gone.tolist(), keys, strict=True):
+                c = int(ck[i])
+                j = pos.get(c)
+                if j is None:
+                    j = req_closed.pop(key, None)       # the request socket it was
+                    if j is not None:
+                        tr.handover += 1
+                if j is not None:               # found gone by this snapshot
+                    closed_ts[j] = pts[i]
+                    closed_seen_ts[j] = True
+                    matched[j] = True
+                elif c in tr._gone:           # found gone by an earlier one: late
+                    del tr._gone[c]
+                    tr.late += 1
+                elif key in tr._req_gone:     # ... as the request socket it was
+                    del tr._req_gone[key]
+                    tr.late += 1
+                elif key in req_cur and age[i] < 2:
+                    keep[i] = True              # its request socket: gone next time
+                elif key in cand:               # the connection of a recorded mini-socket
+                    del cand[key]
+                    tr.handover += 1
+                elif succ[i]:                   # its successor: in this snapshot?
+                    if tr._differ.lookup(succ[i:i + 1])[0] >= 0:
+                        tr.handover += 1
+                    else:
+                        unseen[i] = True        # it died unseen too
+                elif age[i] == 0:
+                    ask.append(i)
+                else:
+                    unseen[i] = True
+        if ask:
+            # no recorded successor: does the kernel hold one now? (without the
+            # probe: wait a round for the next snapshot to show it)
+            ia = np.array(ask, np.int64)
+            y = tr._successors(pr[ia])
+            if y is None:
+                keep[ia] = True
+            else:
+                y[tr._differ.lookup(y) >= 0] = 0      # recorded already: not this one's
+                taken: set[int] = set()
+                for i, yc in zip(ia.tolist(), y.tolist(), strict=True):      # latest first
+                    if yc and yc not in taken:
+                        taken.add(yc)
+                        succ[i] = yc
+                        keep[i] = True          # decided by the next snapshot
+                    else:
+                        unseen[i] = True
+    tr._pend_rows, tr._pend_ts = pr[keep], pts[keep]
+    tr._pend_age, tr._pend_succ = age[keep] + 1, succ[keep]
+    if len(closed):
+        # found gone without a report: the report may come later (a socket whose
+        # connection ended while a program holds it); TIME_WAIT and request sockets
+        # send none
+        st, ck = closed["state"], closed["cookie"]
+        rem = ~matched & (ck != 0) & (st != _TIME_WAIT) & ~((st == _SYN_RCVD) & (closed["inode"] == 0))
+        gone_map = tr._gone
+        for c in ck[rem].tolist():
+            gone_map[c] = None
+        while len(gone_map) > GONE_MAX:
+            del gone_map[next(iter(gone_map))]
+        # request sockets found gone: the full socket each became may be reported
+        # later under another cookie
+        rq = ~matched & (st == _SYN_RCVD)
+        if rq.any():
+            req_map = tr._req_gone
+            for key in _id_keys(closed[rq]):
+                req_map[key] = None
+            while len(req_map) > GONE_MAX:
+                del req_map[next(iter(req_map))]
+    ur, ut = pr[unseen], pts[unseen]
+    if len(ur) and (tr._ports or tr._family):
+        m = row_mask(ur, None, tr._ports, tr._family)
+        if m is not None:
+            ur, ut = ur[m], ut[m]
+    tr.unseen += len(ur)
+    return ur, ut
 
 
 def open_destroy_feed(required: bool = False):
