@@ -373,7 +373,7 @@ def test_a_lock_file_alone_is_no_recorder(tmp_path):
     """A lock file no process holds, with nothing unfinished (a recorder killed before its
     first file, or a lock left by hand), is nothing to report; with unfinished files and
     a dead pid, the recorder stopped."""
-    from tcpsnap.reading.dataset import recorder_state
+    from tcpsnap.reading.live import recorder_state
 
     rec = tmp_path / "rec"
     (rec / "date=2026-11-18").mkdir(parents=True)

@@ -140,7 +140,8 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
     import pandas as pd
 
     from . import analysis
-    from .reading.dataset import list_files, recorder_state
+    from .reading.dataset import list_files
+    from .reading.live import recorder_state
     from .reading.snapshots import snapshots_of
 
     state = recorder_state(path)        # a recorder running, or stopped without finishing

@@ -1,10 +1,7 @@
-"""Finding a recording's files, checking them, and the rows a time range needs: what every
-reader shares.
-
-Every reader opens a recording through :class:`Recording`, which lists the folder's files,
-keeps those a time range needs (by the time in their names: no file is opened for that)
-and reads each kept file's footer once (``pyarrow.parquet.read_metadata``: a few KB) to
-sort out the files it cannot trust:
+"""Finding a recording's files and checking them: every reader opens a recording through
+:class:`Recording`, which lists the folder's files, keeps those a time range needs (by the
+times in their names) and reads each kept file's footer once to sort out the files it
+cannot trust:
 
 - a footer that cannot be read (a truncated or corrupt file, or not Parquet at all);
 - a foreign file: no ``tcpsnap.version`` in its key-value metadata, or columns that are not
@@ -20,10 +17,8 @@ sort out the files it cannot trust:
   (``tcpsnap.filters``: ``record --state/--port/--family``): another recording in the same
   folder. The mode, then the filter set, most files have is kept.
 
-Files of schema versions 1 and 2 in one folder are one recording (upgraded midway): every
-file is read into the newest schema, the columns a version-1 file lacks null -- but
-``kind``, which is "connection" for the rows of a full-mode version-1 file (such a file
-holds nothing else).
+Files of schema versions 1 and 2 in one folder are one recording (upgraded midway), read
+into the newest schema: what a version-1 file lacks is null, but ``kind`` is "connection".
 
 Each is a :class:`~tcpsnap.BadRecording` naming the file(s), unless ``skip_bad=True``: then
 the bad files are left out and ``report()`` logs what was skipped (logger
@@ -32,10 +27,8 @@ in its name (moved out of its partition) is read all the same, by its contents, 
 warning: time ranges select files by the times in their names and the changes rebuild by
 their ``seq`` ranges, never by the ``date=`` folder.
 
-Every scan verifies the pages' CRC checksums (the recorder writes them). A corrupt page is
-found while scanning, where pyarrow does not say in which file: only then are the files
-scanned one by one to name it (with ``skip_bad``, it is skipped and the scan done again
-without it).
+Every scan verifies the pages' CRC checksums. A corrupt page is found while scanning, where
+pyarrow does not say in which file: only then are the files scanned one by one to name it.
 """
 
 from __future__ import annotations
@@ -51,10 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import BadRecording
+from ..record.layout import NAME_RE, PARTITION_RE
+from .live import recorder_state
+from .query import filter_expression, in_seq_order, time_filter
+from .timeforms import TIME_FORMS, one_line, to_utc, utc_range
 
-__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "TIME_FORMS", "FileInfo", "Recording", "RecorderState",
+__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "TIME_FORMS", "FileInfo", "Recording",
            "open_recording", "to_utc", "utc_range", "open_dataset", "time_filter", "filter_expression",
-           "in_seq_order", "recorder_state", "list_files"]
+           "in_seq_order", "list_files"]
 
 log = logging.getLogger("tcpsnap.reading")
 
@@ -65,93 +62,8 @@ IGNORE_PREFIXES = [".", "_"]
 SKIP_HINT = "skip_bad=True or --skip-bad reads the other files"
 
 # the recorder's file names (tcpsnap.record.layout.file_names), and a name taken: "-N"
-_NAME_RE = re.compile(r"^tcpsnap-((\d{4})(\d{2})(\d{2})T\d{6}\.\d{3})Z(?:-\d+)?\.parquet$")
 _NAME_TIME = "%Y%m%dT%H%M%S.%f"          # as in a name, but with microseconds: cut to ms
-_PART_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _MODES = ("full", "changes")
-
-
-#: What every time argument takes (``start``/``end``/``when``, ``filters`` on
-#: ``timestamp``, and the CLI's ``--start``/``--end``), said in every error about one.
-TIME_FORMS = ("a datetime, an int of epoch ns, or a string such as '2026-11-26 10:00' (UTC unless "
-              "it has a zone), 'now-5m' or '@1795000000' (epoch seconds)")
-_NOW_RE = re.compile(r"^now\s*(?:([+-])\s*(\S.*))?$", re.IGNORECASE)
-_EPOCH_RE = re.compile(r"^@\s*(-?\d+(?:\.\d{0,9})?)$")
-# strings pandas would read in the local time zone or the local date: refused
-_LOCAL_RE = re.compile(r"^(?:today|tomorrow|yesterday|\d{1,2}:\d{2}(?::\d{2}(?:\.\d*)?)?)$", re.IGNORECASE)
-
-
-def to_utc(when: Any):
-    """Any time argument of tcpsnap's readers as a UTC ``pandas.Timestamp``: the one
-    parser behind ``start``, ``end``, ``table_at``'s ``when``, ``filters`` on
-    ``timestamp`` and the CLI's ``--start``/``--end``.
-
-    - a ``datetime``, ``date``, ``pandas.Timestamp`` or ``numpy.datetime64``;
-    - an integer (Python or numpy): nanoseconds since the epoch;
-    - a string: ISO 8601 as pandas reads it (``"2026-11-26 10:00"``,
-      ``"2026-11-26T10:00:00.123456789Z"``, ``"2026-11-26 11:00+01:00"``); ``"now"``,
-      ``"now-5m"``, ``"now+1h30m"`` (durations as everywhere: ``tcpsnap._units``);
-      ``"@1795000000.25"``, seconds since the epoch.
-
-    The zone rule: a time without a zone (naive datetimes, strings without an offset)
-    is UTC, never the local zone. A float (seconds? nanoseconds?), a bool, a time of day
-    without a date and ``"today"`` are refused: ``ValueError`` (``TypeError`` for what is
-    no time at all)."""
-    import numbers
-    import time as _time
-    from decimal import Decimal
-
-    import numpy as np
-    import pandas as pd
-
-    if when is None or isinstance(when, (bool, np.bool_)):
-        raise TypeError(f"not a time: {when!r} (give {TIME_FORMS})")
-    if isinstance(when, numbers.Integral):
-        return pd.Timestamp(int(when), unit="ns", tz="UTC")
-    if isinstance(when, numbers.Real):
-        raise ValueError(f"not a time: {when!r}: a float is ambiguous (seconds? nanoseconds?); "
-                         f"give {TIME_FORMS}")
-    if isinstance(when, str):
-        text = when.strip()
-        m = _NOW_RE.match(text)
-        if m:
-            ns = _time.time_ns()
-            if m.group(1):
-                from .._units import parse_duration
-
-                try:
-                    d = round(parse_duration(m.group(2)) * 1e9)
-                except ValueError:
-                    raise ValueError(f"not a time: {when!r} (give {TIME_FORMS})") from None
-                ns += d if m.group(1) == "+" else -d
-            return pd.Timestamp(ns, unit="ns", tz="UTC")
-        m = _EPOCH_RE.match(text)
-        if m:
-            return pd.Timestamp(int(Decimal(m.group(1)) * 10**9), unit="ns", tz="UTC")
-        if not text:
-            raise ValueError(f"not a time: {when!r} (give {TIME_FORMS})")
-        if _LOCAL_RE.match(text):
-            raise ValueError(f"not a time: {when!r}: give the date too; {TIME_FORMS}")
-    elif not isinstance(when, (_dt.date, np.datetime64)):
-        raise TypeError(f"not a time: {type(when).__name__} {when!r} (give {TIME_FORMS})")
-    try:
-        ts = pd.Timestamp(when)
-    except (ValueError, OverflowError, TypeError) as e:
-        raise ValueError(f"not a time: {when!r} ({_one_line(e)}); give {TIME_FORMS}") from None
-    if ts is pd.NaT:
-        raise ValueError(f"not a time: {when!r} (give {TIME_FORMS})")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def utc_range(start: Any, end: Any) -> tuple[Any, Any]:
-    """``start`` and ``end`` through ``to_utc`` once (None stays None), so that ``"now"``
-    is one instant for every use of them in a call."""
-    return (None if start is None else to_utc(start)), (None if end is None else to_utc(end))
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 #: the columns schema version 2 added (version 1 files have none of them)
@@ -245,9 +157,9 @@ def _entry(path: str, in_folder: bool) -> FileInfo:
     folder, name = os.path.split(path)
     partition = None
     if in_folder:
-        m = _PART_RE.match(os.path.basename(folder))
+        m = PARTITION_RE.match(os.path.basename(folder))
         partition = m.group(1) if m else None
-    m = _NAME_RE.match(name)
+    m = NAME_RE.match(name)
     return FileInfo(path=path, partition=partition, at=m.group(1) if m else None)
 
 
@@ -312,7 +224,7 @@ def _read_footer(info: FileInfo, schemas: _SchemaCheck) -> str | None:
         md = pq.read_metadata(info.path)
         raw = md.metadata or {}
     except (OSError, pa.ArrowException) as e:
-        return f"not a readable recording file: unreadable Parquet footer ({_one_line(e)})"
+        return f"not a readable recording file: unreadable Parquet footer ({one_line(e)})"
     info.raw, info.rows = raw, md.num_rows
     if b"tcpsnap.version" not in raw:
         return "not a tcpsnap recording file (no tcpsnap.version in its metadata)"
@@ -336,7 +248,7 @@ def _read_footer(info: FileInfo, schemas: _SchemaCheck) -> str | None:
     try:
         problem = schemas.problem(md, raw, info.mode, info.version)
     except (OSError, pa.ArrowException) as e:
-        return f"not a readable recording file: unreadable schema ({_one_line(e)})"
+        return f"not a readable recording file: unreadable schema ({one_line(e)})"
     if problem:
         return problem
     try:
@@ -581,8 +493,8 @@ class Recording:
 
 def _scan_problem(e: BaseException) -> str:
     if isinstance(e, FileNotFoundError):
-        return f"gone while reading ({_one_line(e)})"
-    return f"not a readable recording file: corrupt data ({_one_line(e)})"
+        return f"gone while reading ({one_line(e)})"
+    return f"not a readable recording file: corrupt data ({one_line(e)})"
 
 
 def _listed(paths: list[str], limit: int = 3) -> str:
@@ -673,159 +585,6 @@ def _no_copies(good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
     return out
 
 
-# ------------------------------------------------------------------ a live recording
-
-
-@dataclass
-class RecorderState:
-    """What a recorder has in a folder that readers cannot read yet, seen from outside:
-    nothing is locked, opened for writing or changed to find it out."""
-
-    #: the recorder's pid, as its lock file says (None: no lock file, or unreadable)
-    pid: int | None
-    #: whether a process holds the folder's lock now (a recorder is recording)
-    running: bool
-    #: the in-progress files (hidden names: ``.NAME.parquet.tmp``, ``.rglog``, ``.jK``),
-    #: relative to the folder: a running recorder's current file, or what a crashed one
-    #: left for recovery
-    unfinished: list[str]
-    #: their bytes on disk
-    unfinished_bytes: int
-    #: when the oldest unfinished file's first snapshot was taken (the time in its name:
-    #: ``2026-11-26 10:15:00.123 UTC``), if known
-    since: str | None
-
-    def describe(self, path: Any) -> str:
-        """One line: ``recording now (pid N) ...`` or ``stopped without finishing ...``."""
-        from .._units import human_bytes
-
-        n = len({u.split("/")[-1].rsplit(".", 1)[0] for u in self.unfinished})   # files, not pieces
-        since = f" since {self.since}" if self.since else ""
-        pid = f"pid {self.pid}" if self.pid is not None else "pid unknown"
-        if self.running:
-            if not self.unfinished:
-                return f"recording now ({pid})"
-            return (f"recording now ({pid}); the file in progress{since} ({human_bytes(self.unfinished_bytes)} "
-                    f"so far) is read once it is finished (every --rotate, and when the recorder stops)")
-        return (f"not recording: a recorder ({pid}) stopped without finishing {n} file{'s' if n != 1 else ''}"
-                f"{since} ({human_bytes(self.unfinished_bytes)}), not read until 'tcpsnap recover {path}' "
-                f"(or the next 'tcpsnap record {path}') finishes {'it' if n == 1 else 'them'}")
-
-
-def _flock_holders(st: os.stat_result, pid: int | None) -> list[int] | None:
-    """The pids holding a flock on the file ``st`` is of (Linux: ``/proc/locks``, by
-    device and inode -- or by inode and the lock file's ``pid``, where a file system
-    shows another device there); None where that cannot be known."""
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
-    out = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 6 or parts[1] != "FLOCK":      # "N: -> FLOCK ..." are waiters
-            continue
-        maj, mnr, ino = (parts[5].split(":") + ["", "", ""])[:3]
-        try:
-            holder = int(parts[4])
-            if int(ino) == st.st_ino and (f"{maj}:{mnr}" == dev or holder == pid):
-                out.append(holder)
-        except ValueError:
-            continue
-    return out
-
-
-def _held_elsewhere(lock: Path, pid: int | None) -> bool:
-    """Without ``/proc/locks``: whether the lock seems held. POSIX: its pid is alive
-    (``kill(pid, 0)``); Windows (where ``kill`` would end the process): its locked byte
-    cannot be read."""
-    if os.name == "nt":  # pragma: no cover - Windows
-        try:
-            with open(lock, "rb") as f:
-                f.read(1)
-        except PermissionError:
-            return True
-        except OSError:
-            return False
-        return False
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True           # another user's: alive
-    return True
-
-
-def recorder_state(path: str | os.PathLike) -> RecorderState | None:
-    """A recorder's trace in a recording folder: a recorder holding its lock, or the
-    in-progress files one left (killed before it could finish them); None when there is
-    neither (a finished recording, or not a folder)."""
-    from ..record.layout import JOURNAL_RE, LOCK_NAME, TMP_RE
-
-    root = Path(path)
-    if not root.is_dir():
-        return None
-    lock = root / LOCK_NAME
-    if _PART_RE.match(root.name) and not os.path.lexists(lock):
-        lock = root.parent / LOCK_NAME          # one date= folder of a recording: its recorder's
-    pid: int | None = None
-    running = False
-    try:
-        st = os.stat(lock, follow_symlinks=False)
-        has_lock = True
-    except OSError:
-        has_lock = False
-    if has_lock:
-        try:
-            with open(lock, "rb") as f:
-                pid = int(f.read(64).split()[0])
-        except (OSError, ValueError, IndexError):
-            pid = None
-        holders = _flock_holders(st, pid) if os.name != "nt" else None
-        if holders is None:
-            running = _held_elsewhere(lock, pid)
-        else:
-            running = bool(holders)
-            if pid is None or (holders and pid not in holders):
-                pid = holders[0] if holders else pid
-    unfinished: list[str] = []
-    size = 0
-    first: str | None = None
-    try:
-        parts = [""] + sorted(n for n in os.listdir(root) if _PART_RE.match(n) and (root / n).is_dir())
-    except OSError:
-        parts = [""]
-    for part in parts:
-        d = root / part if part else root
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
-        for n in names:
-            m = TMP_RE.match(n) or JOURNAL_RE.match(n)
-            if not m:
-                continue
-            unfinished.append(f"{part}/{n}" if part else n)
-            try:
-                size += os.stat(d / n, follow_symlinks=False).st_size
-            except OSError:
-                pass
-            t = _NAME_RE.match(m.group("name"))
-            if t and (first is None or t.group(1) < first):
-                first = t.group(1)
-    if not running and not unfinished:
-        return None           # no recorder, nothing unfinished: a lock file alone tells nothing
-    since = None
-    if first is not None:
-        since = f"{first[:4]}-{first[4:6]}-{first[6:8]} {first[9:11]}:{first[11:13]}:{first[13:]} UTC"
-    return RecorderState(pid, running, unfinished, size, since)
-
-
 def open_recording(path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None,
                    end: Any = None) -> Recording:
     """A :class:`Recording`: the folder's (or file's) files, footers checked."""
@@ -839,59 +598,3 @@ def open_dataset(path: str | os.PathLike, *, skip_bad: bool = False, start: Any 
     rec = Recording(path, skip_bad=skip_bad, start=start, end=end)
     rec.report()
     return rec.dataset()
-
-
-def time_filter(dataset, start, end):
-    """The ``pyarrow.dataset`` expression for ``start <= timestamp < end`` (either may be
-    None; both None: None). Whole files are left out by ``Recording`` (by the times in
-    their names), never by ``date=`` folder: a file moved to another folder is still read."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    expr = None
-    ts_type = pa.timestamp("ns", tz="UTC")
-    if start is not None:
-        expr = ds.field("timestamp") >= pa.scalar(to_utc(start).value, type=ts_type)
-    if end is not None:
-        e = ds.field("timestamp") < pa.scalar(to_utc(end).value, type=ts_type)
-        expr = e if expr is None else expr & e
-    return expr
-
-
-def filter_expression(filters):
-    """``read``'s ``filters`` (an expression, or ``(column, op, value)`` tuples as
-    ``pandas.read_parquet`` takes them) as a ``pyarrow.dataset`` expression."""
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
-    if isinstance(filters, ds.Expression):
-        return filters
-    try:
-        dnf = isinstance(filters[0], list)
-    except (TypeError, IndexError, KeyError):
-        return pq.filters_to_expression(filters)       # let pyarrow say what is wrong
-    clauses = [[_time_value(t) for t in c] for c in filters] if dnf else [_time_value(t) for t in filters]
-    return pq.filters_to_expression(clauses)
-
-
-def _time_value(term):
-    """A ``(column, op, value)`` filter on ``timestamp`` with its value(s) through
-    ``to_utc``: the same forms and zone rule as ``start``/``end``."""
-    import pyarrow as pa
-
-    if not (isinstance(term, tuple | list) and len(term) == 3 and term[0] == "timestamp"):
-        return term
-    col, op, value = term
-    t = pa.timestamp("ns", tz="UTC")
-    if op in ("in", "not in"):
-        return (col, op, pa.array([to_utc(v).value for v in value], t))
-    return (col, op, pa.scalar(to_utc(value).value, type=t))
-
-
-def in_seq_order(df):
-    """``df`` in snapshot order: files can come back out of order."""
-    if "seq" in df and len(df) > 1:
-        seq = df["seq"].to_numpy()
-        if (seq[1:] < seq[:-1]).any():
-            df = df.iloc[seq.argsort(kind="stable")].reset_index(drop=True)
-    return df

@@ -41,11 +41,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .safedir import SafeDir
 
 __all__ = ["LOCK_NAME", "file_names", "tmp_path", "rglog_path", "journal_path", "free_name",
-           "pwrite_all", "JOURNAL_RE", "TMP_RE"]
+           "pwrite_all", "JOURNAL_RE", "TMP_RE", "NAME_RE", "PARTITION_RE"]
 
 LOCK_NAME = ".tcpsnap.lock"
 JOURNAL_RE = re.compile(r"^\.(?P<name>.+\.parquet)\.j(?P<k>\d+)$")
 TMP_RE = re.compile(r"^\.(?P<name>.+\.parquet)\.(?:tmp|rglog)$")
+#: A finished file's name as the recorder gives it (its first snapshot, to the ms).
+NAME_RE = re.compile(r"^tcpsnap-((\d{4})(\d{2})(\d{2})T\d{6}\.\d{3})Z(?:-\d+)?\.parquet$")
+#: A partition folder.
+PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
 def file_names(wall_ns: int) -> tuple[str, str]:
