@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+import _sockets  # the suite's polling helper
 import tcpsnap
 from _recordings import V1, V1_ROWS, rows_of
 from tcpsnap.reading import to_utc
@@ -197,12 +198,7 @@ linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="records
 
 
 def wait_for(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
+    return _sockets.wait_for(pred, timeout=timeout, step=0.05)
 
 
 def finished(d):
