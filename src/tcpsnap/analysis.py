@@ -4,7 +4,14 @@ who talks to whom.
 Every function takes a DataFrame as ``tcpsnap.read`` returns it (the events of a changes
 recording, ``read(path, mode="changes")``, and ``pandas.read_parquet`` of a full recording,
 ``kind`` column and all, are taken too): one row per connection per snapshot, with the
-columns ``COLUMNS``. Work is vectorized (hashes, scatters and bincounts over the rows, no
+columns ``COLUMNS``. Or, for recordings larger than memory, a recording itself -- a path,
+an open ``tcpsnap.reading.Recording`` or a ``Selection`` -- with ``start`` / ``end`` (as
+``tcpsnap.read`` takes them) and ``where`` (a ``pyarrow.compute.Expression`` on the rows,
+applied at the scan): the rows are then read piece by piece and never held all at once
+(``tcpsnap._bounded``), every snapshot of the range is used (``snapshots`` is implied), and
+the answer is the one the DataFrame form gives for ``read(path, start, end)`` with
+``snapshots=tcpsnap.snapshots(path, start, end)`` (equal values; categoricals list only the
+values they hold). Work is vectorized (hashes, scatters and bincounts over the rows, no
 sort of the whole table), so time grows with the rows, linearly (measurements:
 ``benchmarks/RESULTS.md``).
 
@@ -30,109 +37,52 @@ What the rows mean (README, "What a recording means"):
 >>> df = tcpsnap.read("recording")
 >>> snaps = tcpsnap.snapshots("recording")
 >>> life = analysis.lifetimes(df, snapshots=snaps)
+>>> life = analysis.lifetimes("recording")                 # the same, in bounded memory
 >>> life.sort_values("duration").tail()                    # the longest-lived connections
->>> analysis.state_counts(df, freq="1s", snapshots=snaps)["CLOSE_WAIT"].max()
+>>> analysis.state_counts("recording", freq="1s", start="now-1h")["CLOSE_WAIT"].max()
 >>> analysis.churn(df, freq="10s", snapshots=snaps)        # opened / closed per 10 s
 >>> analysis.gaps(snaps), analysis.clock_steps(snaps)      # where the recording has holes
 >>> analysis.top_remotes(df, n=5)                           # busiest peers
->>> analysis.by_process(df)                                 # per program
+>>> analysis.by_process("recording")                        # per program
 """
 
 from __future__ import annotations
 
-import ipaddress
+import os
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ._order import stable_order
-from ._schema import STATE_NAMES
-from ._timeline import (
-    Timeline,
-    clock_steps,
-    codes_of,
-    full_rows,
-    gaps,
-    int_values,
-    interval_of,
-    is_constant,
-    ns_values,
-    prepare,
-    vocabulary,
-)
+from . import _bounded, _frames
+from ._frames import COLUMNS, canonical_address
+from ._timeline import clock_steps, gaps, interval_of
+from .reading.dataset import Recording
+from .reading.scan import Selection
 
 __all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "interval_of", "top_remotes", "by_process",
-           "canonical_address", "COLUMNS"]
+           "canonical_address", "COLUMNS", "Selection"]
 
-TUPLE = ["family", "local_addr", "local_port", "remote_addr", "remote_port"]
-#: The columns these functions use: ``tcpsnap.read(path, columns=analysis.COLUMNS)``.
-COLUMNS = ["timestamp", "seq", "monotonic_ns", "host", "boot_id", "family", "state", "local_addr",
-           "local_port", "remote_addr", "remote_port", "pid", "process", "cookie"]
-_UNSPECIFIED = {"0.0.0.0", "::", ""}
+#: What the analysis functions take: rows in memory, or a recording read piece by piece.
+Rows = pd.DataFrame | str | os.PathLike | Recording | Selection
 
 
-def _state_codes(s: pd.Series) -> np.ndarray:
-    """State as MIB numbers (uint8) whether the column holds names or numbers."""
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        cats = [str(c) for c in s.cat.categories]
-        lut = np.array([STATE_NAMES.index(c) + 1 for c in cats] + [0], dtype=np.uint8)
-        return lut[s.cat.codes.to_numpy()]
-    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-        return s.map({n: i + 1 for i, n in enumerate(STATE_NAMES)}).fillna(0).to_numpy(np.uint8)
-    return s.to_numpy(np.uint8)
+def _selection(src: Any, start: Any, end: Any, where: Any, skip_bad: bool) -> Selection | None:
+    """None for a DataFrame (the in-memory form); else the recording as a Selection."""
+    if isinstance(src, pd.DataFrame):
+        if start is not None or end is not None or where is not None:
+            raise TypeError("start, end and where are for a recording (a path): filter a DataFrame first")
+        return None
+    if isinstance(src, Selection):
+        if start is not None or end is not None or where is not None:
+            raise TypeError("start, end and where: give them to the Selection")
+        return src
+    if not isinstance(src, (str, os.PathLike, Recording)):
+        raise TypeError(f"expected a DataFrame, a recording path or a Selection, got {type(src).__name__}")
+    return Selection(src, start, end, where, skip_bad)
 
 
-_NS = len(STATE_NAMES) + 1     # state codes 0 (unknown) .. 12
-
-
-def _state_codes_fast(s: pd.Series) -> np.ndarray:
-    """``_state_codes`` without a lookup when the categories are ``STATE_NAMES`` in order
-    (as every recording has them): code + 1, with -1 (missing) -> 0, in uint8."""
-    if isinstance(s.dtype, pd.CategoricalDtype) and len(s.cat.categories) == len(STATE_NAMES) \
-            and [str(c) for c in s.cat.categories] == list(STATE_NAMES):
-        codes = s.cat.codes.to_numpy()
-        if codes.dtype.itemsize == 1:
-            return codes.view(np.uint8) + np.uint8(1)          # -1 wraps to 0
-    return _state_codes(s)
-
-
-def _dense(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(codes 0..k-1 in order of first appearance, the k distinct values); a hash
-    table, not a sort."""
-    codes, uniq = pd.factorize(values, sort=False, use_na_sentinel=False)
-    return codes, np.asarray(uniq)
-
-
-def _small(codes: np.ndarray, k: int) -> np.ndarray:
-    """codes as int32 when they fit (half the memory for what follows)."""
-    return codes.astype(np.int32, copy=False) if k < 2**31 else codes
-
-
-def _tuple_codes(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Dense codes of (family, local_addr, local_port, remote_addr, remote_port) for
-    ``rows`` (positions in df), in order of first appearance."""
-    if not all(c in df for c in TUPLE):
-        missing = [c for c in TUPLE if c not in df]
-        raise KeyError(f"lifetimes: rows without a cookie need the columns {missing}")
-
-    def addr(name: str) -> np.ndarray:
-        s = df[name]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            return s.cat.codes.to_numpy()[rows].astype(np.int64) + 1      # missing (-1) -> 0
-        return _dense(s.to_numpy()[rows])[0].astype(np.int64)
-
-    la, ra = addr("local_addr"), addr("remote_addr")
-    pair = _dense(la * (int(ra.max(initial=0)) + 1) + ra)[0].astype(np.int64)
-    del la, ra
-    fam, fams = _dense(df["family"].to_numpy()[rows])
-    pair = pair * len(fams) + fam
-    lp = df["local_port"].to_numpy()[rows].astype(np.int64) & 0xFFFF
-    rp = df["remote_port"].to_numpy()[rows].astype(np.int64) & 0xFFFF
-    key = (pair << 32) | (lp << 16) | rp
-    return _dense(key)[0]
-
-
-def lifetimes(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
+def lifetimes(df: Rows, snapshots: pd.DataFrame | None = None, *, start: Any = None, end: Any = None,
+              where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
     """One row per connection seen in the recording.
 
     Identity is (``host``, ``boot_id``, socket cookie) where the backend has a cookie
@@ -159,236 +109,18 @@ def lifetimes(df: pd.DataFrame, snapshots: pd.DataFrame | None = None) -> pd.Dat
     Connections come out ordered by cookie, then those without one by 4-tuple and time.
     Only the listed columns are used; ``tcpsnap.read(path, columns=analysis.COLUMNS)``
     reads just those.
+
+    ``df`` a recording (path, ``Recording``, ``Selection``): read piece by piece, in
+    bounded memory, ``start`` / ``end`` / ``where`` selecting the rows (module docstring).
     """
-    df, snapshots = prepare(df, snapshots)
-    # How, in time linear in the rows: rows are put in time order (a no-op for
-    # tcpsnap.read, which returns them so), every row gets a dense connection code
-    # (a hash of (host, boot, cookie); for rows without a cookie, the 4-tuple split at
-    # gaps, which needs one linear-time radix sort of those rows only), and everything
-    # per connection is a scatter over the rows in time order -- first / last row
-    # (np.minimum/maximum.at), row count (bincount), last row with an owner -- with no
-    # sort of the whole table.
-    # The state path comes from (connection, state) pairs: when each state of a
-    # connection occupies one stretch of its rows (always, for TCP), the path is its
-    # states by first appearance; connections that went back to an earlier state get
-    # their rows sorted and collapsed one by one.
-    n = len(df)
-    if n == 0:
-        return _empty_lifetimes()
-    seq = df["seq"].to_numpy()
-    time_order = None
-    if n > 1 and bool((seq[1:] < seq[:-1]).any()):
-        time_order = np.argsort(seq, kind="stable")
-
-    def col(a: np.ndarray) -> np.ndarray:      # a column in time order
-        return a if time_order is None else a[time_order]
-
-    seq = col(seq).astype(np.int64, copy=False)
-    cookie = col(df["cookie"].to_numpy(np.uint64)) if "cookie" in df else np.zeros(n, np.uint64)
-
-    # ---- where each row was recorded: (host, boot), a small code
-    sn = snapshots if snapshots is not None and len(snapshots) else None
-    hv = vocabulary(df.get("host"), None if sn is None else sn.get("host"))
-    bv = vocabulary(df.get("boot_id"), None if sn is None else sn.get("boot_id"))
-    nb1 = len(bv) + 1
-    norigin = (len(hv) + 1) * nb1
-    if is_constant(df.get("host")) and is_constant(df.get("boot_id")):
-        # one host, one boot (the common case): no per-row code
-        h0, b0 = (df[c].iloc[:1] if c in df else None for c in ("host", "boot_id"))
-        one = (codes_of(h0, hv, 1) + 1) * nb1 + codes_of(b0, bv, 1) + 1
-        origin = np.broadcast_to(one.astype(np.int64), (n,))
-        one_origin = True
-    else:
-        origin = col((codes_of(df.get("host"), hv, n) + 1) * nb1 + codes_of(df.get("boot_id"), bv, n) + 1)
-        one_origin = bool((origin == origin[0]).all())
-
-    # ---- a connection code per row
-    no_cookie = cookie == 0
-    nt = int(np.count_nonzero(no_cookie))
-    has = ~no_cookie
-    cc, cu = _dense(cookie[has]) if nt else _dense(cookie)
-    if one_origin or len(cu) == 0:
-        conn_c, cookies, corigin = cc, cu, np.full(len(cu), origin[0], np.int64)
-    else:
-        conn_c, ukey = _dense(origin[has] * len(cu) + cc)
-        cookies, corigin = cu[ukey % len(cu)], ukey // len(cu)
-    kc = len(cookies)
-    if nt == 0:
-        conn = _small(conn_c, kc)
-        k = kc
-    else:
-        conn = np.empty(n, dtype=np.int64)
-        conn[has] = conn_c
-        t_rows = np.flatnonzero(no_cookie)
-        tcode = _tuple_codes(df, t_rows if time_order is None else time_order[t_rows])
-        if not one_origin:
-            tcode = _dense(origin[t_rows] * (int(tcode.max()) + 1) + tcode)[0]
-        # split a 4-tuple where it was absent: a seq (a snapshot) it is not in
-        seq_t = seq[t_rows]
-        o = stable_order(tcode, int(tcode.max()) + 1)
-        s_code, s_seq = tcode[o], seq_t[o]
-        new = np.ones(nt, dtype=bool)
-        new[1:] = (s_code[1:] != s_code[:-1]) | (s_seq[1:] - s_seq[:-1] > 1)
-        seg = np.cumsum(new, dtype=np.int64) - 1 + kc
-        conn[t_rows[o]] = seg
-        k = int(seg[-1]) + 1
-        del o, s_code, s_seq, new, seg, seq_t, tcode
-        conn = _small(conn, k)
-    del no_cookie, has
-
-    # ---- per connection: rows, first / last row, last row with an owner
-    pos = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
-    first = np.full(k, n, dtype=pos.dtype)
-    np.minimum.at(first, conn, pos)
-    last = np.full(k, -1, dtype=pos.dtype)
-    np.maximum.at(last, conn, pos)
-    count = np.bincount(conn, minlength=k).astype(np.int64)
-    owner = np.full(k, -1, dtype=pos.dtype)
-    if "pid" in df:
-        pid = col(df["pid"].to_numpy())
-        np.maximum.at(owner, conn, np.where(pid > 0, pos, -1).astype(pos.dtype, copy=False))
-        del pid
-    del pos
-
-    # ---- states
-    state = col(_state_codes_fast(df["state"]))
-    paths = _paths(conn, state, k, n, first)
-
-    # ---- the first and last snapshot of each (host, boot): the rows', and the snapshots'
-    big = np.iinfo(np.int64).max
-    gmin = np.full(norigin, big, np.int64)
-    gmax = np.full(norigin, -big, np.int64)
-    if one_origin:
-        gmin[origin[0]], gmax[origin[0]] = seq[0], seq[-1]
-    else:
-        np.minimum.at(gmin, origin, seq)
-        np.maximum.at(gmax, origin, seq)
-    if sn is not None:
-        so = (codes_of(sn.get("host"), hv, len(sn)) + 1) * nb1 + codes_of(sn.get("boot_id"), bv, len(sn)) + 1
-        sq = sn["seq"].to_numpy().astype(np.int64)
-        np.minimum.at(gmin, so, sq)
-        np.maximum.at(gmax, so, sq)
-
-    # ---- the table, ordered by cookie (then host and boot), then (4-tuple, time)
-    rank = np.concatenate([np.lexsort((corigin, cookies)), np.arange(kc, k)])
-    first, last, count, owner, paths = first[rank], last[rank], count[rank], owner[rank], paths[rank]
-
-    def orig(r: np.ndarray) -> np.ndarray:      # time-order positions -> df positions
-        return r if time_order is None else time_order[r]
-
-    out = df.iloc[orig(first)][[c for c in TUPLE if c in df]].reset_index(drop=True)
-    out["cookie"] = cookie[first]
-    for c in ("host", "boot_id"):
-        if c in df:
-            out[c] = df[c].iloc[orig(first)].to_numpy()
-            if isinstance(df[c].dtype, pd.CategoricalDtype):
-                out[c] = out[c].astype(df[c].dtype)
-    ts = df["timestamp"]
-    out["first_seen"] = _utc(ts.iloc[orig(first)])
-    out["last_seen"] = _utc(ts.iloc[orig(last)])
-    wall = (out["last_seen"] - out["first_seen"]).to_numpy()
-    if "monotonic_ns" in df:
-        m = df["monotonic_ns"]
-        mf, okf = int_values(m.iloc[orig(first)])
-        ml, okl = int_values(m.iloc[orig(last)])
-        # one connection is one boot: its monotonic times compare
-        dur = np.where(okf & okl, ml - mf, wall.astype("m8[ns]").astype(np.int64))
-        out["duration"] = pd.to_timedelta(dur, unit="ns")
-    else:
-        out["duration"] = wall
-    out["snapshots"] = count
-    out["states"] = paths
-    names = np.array(("",) + STATE_NAMES, dtype=object)
-    out["first_state"] = pd.Categorical(names[state[first]], categories=list(STATE_NAMES))
-    out["last_state"] = pd.Categorical(names[state[last]], categories=list(STATE_NAMES))
-    has_owner = owner >= 0
-    owner_rows = orig(owner[has_owner])
-    pids = np.zeros(k, dtype=np.int64)
-    pids[has_owner] = df["pid"].to_numpy()[owner_rows].astype(np.int64) if "pid" in df else 0
-    out["pid"] = pids
-    if "process" in df:
-        proc = np.full(k, None, dtype=object)
-        proc[has_owner] = df["process"].iloc[owner_rows].to_numpy(dtype=object)
-        out["process"] = pd.Categorical(proc)
-    out["open_at_start"] = seq[first] == gmin[origin[first]]
-    out["open_at_end"] = seq[last] == gmax[origin[last]]
-    return out
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _frames.lifetimes(df, snapshots)
+    return _bounded.lifetimes(sel)
 
 
-def _utc(s: pd.Series) -> pd.DatetimeIndex:
-    """Times as UTC (naive ones are taken as UTC)."""
-    v = pd.DatetimeIndex(s)
-    return v.tz_localize("UTC") if v.tz is None else v.tz_convert("UTC")
-
-
-def _paths(conn: np.ndarray, state: np.ndarray, k: int, n: int, first: np.ndarray) -> np.ndarray:
-    """``"SYN_SENT>ESTABLISHED>..."`` per connection (rows in time order, consecutive
-    repeats collapse)."""
-    names = np.array(("?",) + STATE_NAMES, dtype=object)
-    # (connection, state) pairs: where each first and last appears
-    if k * _NS <= 4 * n:
-        pk: np.ndarray = conn.astype(np.int64 if k * _NS >= 2**31 else np.int32)
-        pk *= _NS
-        pk += state
-        npairs = k * _NS
-        pair_ids = None
-    else:
-        pk, pair_ids = _dense(conn.astype(np.int64) * _NS + state)
-        npairs = len(pair_ids)
-    pos = np.arange(n, dtype=first.dtype)
-    pf = np.full(npairs, n, dtype=first.dtype)
-    np.minimum.at(pf, pk, pos)
-    pl = np.full(npairs, -1, dtype=first.dtype)
-    np.maximum.at(pl, pk, pos)
-    del pk, pos
-    if pair_ids is None:
-        present = np.flatnonzero(pf < n)
-        p_conn, p_state = present // _NS, present % _NS
-        pf, pl = pf[present], pl[present]
-    else:
-        p_conn, p_state = pair_ids // _NS, pair_ids % _NS
-    order = np.lexsort((pf, p_conn))
-    p_conn, p_state, pf, pl = p_conn[order], p_state[order], pf[order], pl[order]
-    per = np.bincount(p_conn, minlength=k)
-    out = names[state[first]].copy()          # one state: the common case
-    multi = np.flatnonzero(per > 1)
-    if len(multi) == 0:
-        return out
-    starts = np.concatenate([[0], np.cumsum(per)[:-1]])
-    # one stretch per state <=> every state's last row comes before the next state's first
-    same = p_conn[1:] == p_conn[:-1]
-    overlap = same & (pl[:-1] > pf[1:])
-    bad = np.zeros(k, dtype=bool)
-    bad[p_conn[1:][overlap]] = True
-    for c in multi:
-        if bad[c]:
-            continue
-        s = starts[c]
-        out[c] = ">".join(names[p_state[s:s + per[c]]])
-    badc = np.flatnonzero(bad)
-    if len(badc):
-        lut = np.zeros(k, dtype=bool)
-        lut[badc] = True
-        rows = np.flatnonzero(lut[conn])        # in time order
-        sub = conn[rows]
-        o = np.argsort(sub, kind="stable")
-        sub, st = sub[o], state[rows[o]]
-        cut = np.flatnonzero(np.diff(sub)) + 1
-        for c, seg in zip(sub[np.concatenate([[0], cut])], np.split(st, cut), strict=True):
-            keep = np.ones(len(seg), dtype=bool)
-            keep[1:] = seg[1:] != seg[:-1]
-            out[c] = ">".join(names[seg[keep]])
-    return out
-
-
-def _empty_lifetimes() -> pd.DataFrame:
-    cols = TUPLE + ["cookie", "first_seen", "last_seen", "duration", "snapshots", "states",
-                    "first_state", "last_state", "pid", "process", "open_at_start", "open_at_end"]
-    return pd.DataFrame({c: [] for c in cols})
-
-
-def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean",
-                 snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
+def state_counts(df: Rows, freq: str = "1s", agg: str = "mean", snapshots: pd.DataFrame | None = None, *,
+                 start: Any = None, end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
     """Connections per state over time: one column per state seen, one row per ``freq``
     bin (wall clock); within a bin, the ``agg`` (``"mean"``, ``"max"``, ``"min"``,
     ``"last"``) of the per-snapshot counts, summed over hosts when the rows are of
@@ -399,37 +131,16 @@ def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean",
     none matching what ``df`` was filtered to) count 0 too; without it, the snapshots
     are those the rows show. A bin in which no snapshot was taken -- the recorder stopped
     or stalled, a reboot, a missed slot -- is NaN (a gap); a bin whose wall-clock time
-    never happened while recording (the clock was stepped back over it) is left out."""
-    df, snapshots = prepare(df, snapshots)
-    if len(df) == 0 and (snapshots is None or len(snapshots) == 0):
-        return pd.DataFrame()
-    tl = Timeline(df, snapshots)
-    # per snapshot, one bincount over (snapshot, state): no groupby/crosstab of the rows
-    if len(df):
-        key = tl.row.astype(np.int64) * _NS
-        key += _state_codes_fast(df["state"])
-        counts = np.bincount(key, minlength=tl.n * _NS).reshape(tl.n, _NS)[:, 1:]
-        del key
-    else:
-        counts = np.zeros((tl.n, _NS - 1), np.int64)
-    per_snap = pd.DataFrame(counts, columns=list(STATE_NAMES))
-    per_snap = per_snap.loc[:, (per_snap != 0).any(axis=0)]
-    B, sbin, nan, keep = tl.bins(freq)
-    states = list(per_snap.columns)
-    per_snap["_h"] = tl.h
-    per_snap["_bin"] = sbin
-    per_host = per_snap.groupby(["_h", "_bin"], sort=True)[states].agg(agg)
-    total = per_host.groupby(level="_bin").sum()
-    out = total.reindex(np.arange(len(B)))
-    if nan.any():
-        out = out.astype(np.float64)
-        out.iloc[np.flatnonzero(nan)] = np.nan
-    out.index = B
-    return out[keep]
+    never happened while recording (the clock was stepped back over it) is left out. ``df`` a recording: in bounded
+    memory (module docstring)."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _frames.state_counts(df, freq, agg, snapshots)
+    return _bounded.state_counts(sel, freq, agg)
 
 
-def churn(df: pd.DataFrame, freq: str = "1s", life: pd.DataFrame | None = None,
-          snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
+def churn(df: Rows, freq: str = "1s", life: pd.DataFrame | None = None, snapshots: pd.DataFrame | None = None, *,
+          start: Any = None, end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
     """Connections opened and closed per ``freq`` bin (wall clock), as floats.
 
     ``opened``: first seen in that bin (connections already in the first snapshot of
@@ -437,93 +148,35 @@ def churn(df: pd.DataFrame, freq: str = "1s", life: pd.DataFrame | None = None,
     the next snapshot (still there at the end: not counted). 0 in bins with snapshots
     and no such connection; NaN in bins with no snapshot (a gap), as ``state_counts``;
     ``snapshots`` as there. Pass ``life=lifetimes(df, snapshots=...)`` if you already
-    have it."""
-    df, snapshots = prepare(df, snapshots)
-    life = lifetimes(df, snapshots=snapshots) if life is None else life
-    if len(df) == 0 and (snapshots is None or len(snapshots) == 0):
-        return pd.DataFrame(columns=["opened", "closed"])
-    tl = Timeline(df, snapshots)
-    B, _, nan, keep = tl.bins(freq)
-    edges = ns_values(B)
-    out = pd.DataFrame(index=B)
-    for name, rows, when in (("opened", ~life["open_at_start"].to_numpy(bool), "first_seen"),
-                             ("closed", ~life["open_at_end"].to_numpy(bool), "last_seen")):
-        at = np.searchsorted(edges, ns_values(life.loc[rows, when]), side="right") - 1
-        at = at[(at >= 0) & (at < len(B))]
-        c = np.bincount(at, minlength=len(B)).astype(np.float64)
-        c[nan] = np.nan
-        out[name] = c
-    return out[keep]
+    have it. ``df`` a recording: in bounded memory
+    (module docstring)."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _frames.churn(df, freq, life, snapshots)
+    return _bounded.churn(sel, freq, life)
 
 
-def canonical_address(addr: str) -> str:
-    """One spelling per peer: an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, what a
-    dual-stack socket shows) as its IPv4 address; any other as it is."""
-    if addr.startswith("::ffff:") or addr.startswith("::FFFF:"):
-        try:
-            mapped = ipaddress.IPv6Address(addr).ipv4_mapped
-        except ValueError:
-            return addr
-        if mapped is not None:
-            return str(mapped)
-    return addr
-
-
-def _canonical(s: pd.Series) -> pd.Series:
-    """Addresses in their canonical spelling (``canonical_address``), as strings."""
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        cats = np.array([canonical_address(str(c)) for c in s.cat.categories] + [""], dtype=object)
-        return pd.Series(cats[s.cat.codes.to_numpy()], index=s.index, dtype=object)
-    return s.astype(str).map(canonical_address)
-
-
-def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None) -> pd.DataFrame:
+def top_remotes(df: Rows, n: int = 10, life: pd.DataFrame | None = None, *, start: Any = None, end: Any = None,
+                where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
     """The ``n`` remote addresses with the most connections: ``connections``,
     ``connection_seconds`` (sum of observed durations), ``ports`` (distinct remote ports),
     ``processes`` (the local programs that talked to it). Listeners are left out. A peer
     is its canonical address: ``::ffff:192.0.2.1`` (IPv4 through a dual-stack socket) is
-    192.0.2.1 (``canonical_address``; the rows keep what the kernel reported)."""
-    df = full_rows(df)
-    life = lifetimes(df) if life is None else life
-    remote = _canonical(life["remote_addr"]) if len(life) else life["remote_addr"]
-    life = life.assign(remote_addr=remote)[~remote.isin(_UNSPECIFIED)]
-    if len(life) == 0:
-        return pd.DataFrame(columns=["connections", "connection_seconds", "ports", "processes"])
-    life = life.assign(secs=life["duration"].dt.total_seconds())
-    procs = life["process"].astype(object) if "process" in life else pd.Series(None, index=life.index)
-    g = life.assign(_proc=procs).groupby("remote_addr", observed=True)
-    out = pd.DataFrame({
-        "connections": g.size(),
-        "connection_seconds": g["secs"].sum(),
-        "ports": g["remote_port"].nunique(),
-        "processes": g["_proc"].agg(lambda s: ",".join(sorted({str(x) for x in s.dropna()}))),
-    })
-    return out.sort_values(["connections", "connection_seconds"], ascending=False).head(n)
+    192.0.2.1 (``canonical_address``; the rows keep what the kernel reported). ``df`` a recording: in bounded memory."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _frames.top_remotes(df, n, life)
+    return _bounded.top_remotes(sel, n, life)
 
 
-def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None) -> pd.DataFrame:
+def by_process(df: Rows, life: pd.DataFrame | None = None, *, start: Any = None, end: Any = None,
+               where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
     """Per owning process: ``connections`` (excluding listeners), ``listening`` (ports it
     listens on), ``remotes`` (distinct remote addresses, canonical: see
     ``top_remotes``), ``connection_seconds``, ``longest`` (its longest connection).
-    Connections with no known owner group under pid 0."""
-    df = full_rows(df)
-    life = lifetimes(df) if life is None else life
-    if len(life) == 0:
-        return pd.DataFrame(columns=["process", "connections", "listening", "remotes",
-                                     "connection_seconds", "longest"])
-    proc = life["process"].astype(object) if "process" in life else pd.Series(None, index=life.index)
-    life = life.assign(process=proc.fillna(""), secs=life["duration"].dt.total_seconds(),
-                       remote_addr=_canonical(life["remote_addr"]),
-                       is_listener=life["states"].astype(str) == "LISTEN")
-    rows = []
-    for (pid, name), g in life.groupby(["pid", "process"], sort=True):
-        conns = g[~g["is_listener"]]
-        rows.append({
-            "pid": pid, "process": name or None,
-            "connections": len(conns),
-            "listening": ",".join(str(p) for p in sorted(set(g.loc[g["is_listener"], "local_port"].tolist()))),
-            "remotes": conns.loc[~conns["remote_addr"].isin(_UNSPECIFIED), "remote_addr"].nunique(),
-            "connection_seconds": float(conns["secs"].sum()),
-            "longest": conns["duration"].max() if len(conns) else pd.Timedelta(0),
-        })
-    return pd.DataFrame(rows).set_index("pid").sort_values("connections", ascending=False)
+    Connections with no known owner group under pid 0. ``df`` a recording: in
+    bounded memory."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _frames.by_process(df, life)
+    return _bounded.by_process(sel, life)

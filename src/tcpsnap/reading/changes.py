@@ -24,7 +24,7 @@ from .._events import EV_CHANGED, EV_CLOSED, EV_KEYFRAME, EV_QUEUES, EVENTS
 from .._order import stable_order
 from .dataset import Recording, filter_expression, in_seq_order, time_filter
 
-__all__ = ["is_changes", "rebuild", "to_full", "markers", "read_changes"]
+__all__ = ["is_changes", "event_codes", "rebuild", "to_full", "markers", "read_changes"]
 
 # the logger of changes mode, capture and rebuild alike
 log = logging.getLogger("tcpsnap.changes")
@@ -70,6 +70,11 @@ def _identities(table, rows: np.ndarray) -> np.ndarray:
         a[~zero] = 0 if a.dtype != object else ""        # a cookie is the whole identity
         cols[name] = a
     return pd.DataFrame(cols).groupby(list(cols), sort=False, dropna=False).ngroup().to_numpy(np.int64)
+
+
+def event_codes(col) -> np.ndarray:
+    """The ``event`` column as codes into ``tcpsnap._events.EVENTS`` (int8; -1: none)."""
+    return _event_codes(col)
 
 
 def rebuild(table, snapshots: np.ndarray | None = None):

@@ -1,0 +1,198 @@
+"""The analysis functions on a recording larger than memory: ``tcpsnap.analysis``'s path form.
+
+The rows are read a piece at a time (``tcpsnap.reading.scan.Selection``: row groups of a
+full recording, snapshot runs of a changes recording's keyframe segments); each piece goes
+through the in-memory code (``tcpsnap._frames``) and what is kept is per connection or per
+snapshot, never per row:
+
+- ``lifetimes``: each piece's lifetimes, merged per connection (first / last part by seq,
+  rows summed, state paths joined, the last owner), so results equal ``lifetimes`` of the
+  whole DataFrame (the same code decides identity, paths and open ends);
+- ``state_counts``: per-snapshot state counts summed over pieces (one bincount each),
+  then the same binning as in memory (``_frames.counts_frame``);
+- ``churn``, ``top_remotes``, ``by_process``: from those lifetimes and the snapshots.
+
+Memory: a few pieces of ``CHUNK_ROWS`` rows, plus what grows with the connections and the
+snapshots (not with the rows). Pure numpy/pandas/pyarrow: no query engine needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import _frames
+from ._schema import STATE_NAMES
+from ._timeline import Timeline, codes_of, vocabulary
+from .reading.scan import Selection
+
+__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "Selection"]
+
+_TUPLE = _frames.TUPLE
+_ORIGIN = ("host", "boot_id")
+
+
+def lifetimes(sel: Selection) -> pd.DataFrame:
+    """``analysis.lifetimes(df, snapshots=snapshots)`` of the selection's rows and
+    snapshots, read piece by piece."""
+    snaps = sel.snapshots()
+    parts = []
+    for i, df in enumerate(sel.frames(_frames.COLUMNS)):
+        p = _frames.lifetimes(df, snapshots=snaps, parts=True)
+        if len(p):
+            p["_chunk"] = i
+            parts.append(p)
+        del df
+    if not parts:
+        return _frames.empty_lifetimes()
+    return _merge(parts, snaps)
+
+
+def _objects(p: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals as plain objects (pieces have categories of their own)."""
+    for c in p.columns:
+        if isinstance(p[c].dtype, pd.CategoricalDtype):
+            p[c] = p[c].astype(object)
+    return p
+
+
+def _merge(parts: list[pd.DataFrame], snaps: pd.DataFrame) -> pd.DataFrame:
+    """One row per connection from the per-piece rows of it."""
+    P = pd.concat([_objects(p) for p in parts], ignore_index=True)
+    del parts
+    origin = [c for c in _ORIGIN if c in P]
+    cookie = P["cookie"].to_numpy(np.uint64)
+    fseq = P["_fseq"].to_numpy(np.int64)
+    lseq = P["_lseq"].to_numpy(np.int64)
+
+    # a dense code per piece row: (origin, cookie), or (origin, 4-tuple) then chained
+    def keycodes(cols: list[str]) -> np.ndarray:
+        return P.groupby(cols, sort=False, dropna=False).ngroup().to_numpy(np.int64)
+
+    has = cookie != 0
+    key = np.full(len(P), -1, np.int64)
+    if has.any():
+        key[has] = keycodes(["cookie", *origin])[has]
+    nk = int(key.max()) + 1
+    tup = ~has
+    if tup.any():
+        tkey = keycodes([*_TUPLE, *origin])
+        key[tup] = tkey[tup] + nk
+    o = np.lexsort((fseq, key))
+    k_o = key[o]
+    new = np.ones(len(o), bool)
+    new[1:] = k_o[1:] != k_o[:-1]
+    # the 4-tuple is one connection across pieces when its seqs go on with no snapshot missed
+    new[1:] |= ~has[o][1:] & (fseq[o][1:] > lseq[o][:-1] + 1)
+    conn = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], len(o)) - 1
+    fi, li = o[starts], o[ends]              # each connection's first and last piece row
+
+    out = P.iloc[fi][[c for c in (*_TUPLE, "cookie", *origin) if c in P]].reset_index(drop=True)
+    out["first_seen"] = P["first_seen"].to_numpy()[fi]
+    out["last_seen"] = P["last_seen"].to_numpy()[li]
+    fm, lm = P["_fmono"].to_numpy(np.int64)[fi], P["_lmono"].to_numpy(np.int64)[li]
+    wall = (out["last_seen"] - out["first_seen"]).to_numpy()
+    out["duration"] = pd.to_timedelta(np.where((fm >= 0) & (lm >= 0), lm - fm,
+                                               wall.astype("m8[ns]").astype(np.int64)), unit="ns")
+    out["snapshots"] = np.bincount(conn, weights=P["snapshots"].to_numpy(np.float64)[o]).astype(np.int64)
+    out["states"] = _join_paths(P["states"].to_numpy(object)[o], new)
+    out["first_state"] = pd.Categorical(P["first_state"].to_numpy(object)[fi], categories=list(STATE_NAMES))
+    out["last_state"] = pd.Categorical(P["last_state"].to_numpy(object)[li], categories=list(STATE_NAMES))
+    # the owner: the last piece that knew one
+    pid = P["pid"].to_numpy(np.int64)[o]
+    pos = np.where(pid > 0, np.arange(len(o)), -1)
+    own = np.maximum.reduceat(pos, starts) if len(o) else pos
+    known = own >= 0
+    out["pid"] = np.where(known, pid[np.maximum(own, 0)], 0).astype(np.int64)
+    if "process" in P:
+        proc = P["process"].to_numpy(object)[o]
+        out["process"] = pd.Categorical(np.where(known, proc[np.maximum(own, 0)], None))
+    out["open_at_start"] = P["open_at_start"].to_numpy(bool)[fi]
+    out["open_at_end"] = P["open_at_end"].to_numpy(bool)[li]
+
+    # in-memory order: by cookie, then host and boot (codes in their sorted vocabulary);
+    # then the 4-tuples by first appearance in time order (seq, then row order), and time
+    vocab = {c: vocabulary(P[c], snaps.get(c)) for c in origin}
+    oc = [codes_of(out[c], vocab[c], len(out)) for c in origin]
+    ck = out["cookie"].to_numpy(np.uint64)
+    withc = np.flatnonzero(ck != 0)
+    rank_c = withc[np.lexsort((*(x[withc] for x in reversed(oc)), ck[withc]))]
+    without = np.flatnonzero(ck == 0)
+    if len(without):
+        tk = key[fi][without]
+        first_seq = P["_fseq"].to_numpy(np.int64)[fi][without]
+        chunk = P["_chunk"].to_numpy(np.int64)[fi][without]
+        frow = P["_frow"].to_numpy(np.int64)[fi][without]
+        # a tuple's first appearance: its earliest connection's (seq, piece, row)
+        g = pd.DataFrame({"k": tk, "s": first_seq, "c": chunk, "r": frow})
+        firsts = g.sort_values(["s", "c", "r"]).drop_duplicates("k").reset_index(drop=True)
+        appear = pd.Series(np.arange(len(firsts)), index=firsts["k"].to_numpy())
+        rank_t = without[np.lexsort((first_seq, appear.loc[tk].to_numpy()))]
+        rank = np.concatenate([rank_c, rank_t])
+    else:
+        rank = rank_c
+    out = out.iloc[rank].reset_index(drop=True)
+    for c in ("local_addr", "remote_addr", *origin):
+        if c in out:
+            out[c] = pd.Categorical(out[c].to_numpy(object))
+    return out
+
+
+def _join_paths(paths: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Each connection's state path from its pieces' paths (in time order): joined with
+    ``>``, a state that goes on across the cut written once."""
+    out = []
+    cur: list[str] = []
+    for p, n in zip(paths, new, strict=True):
+        s = str(p).split(">")
+        if n:
+            if cur:
+                out.append(">".join(cur))
+            cur = s
+        else:
+            cur.extend(s[1:] if cur and cur[-1] == s[0] else s)
+    if cur:
+        out.append(">".join(cur))
+    return np.array(out, dtype=object)
+
+
+def state_counts(sel: Selection, freq: str = "1s", agg: str = "mean") -> pd.DataFrame:
+    """``analysis.state_counts(df, freq, agg, snapshots=snapshots)`` of the selection,
+    from per-snapshot counts summed piece by piece."""
+    snaps = sel.snapshots()
+    if len(snaps) == 0:
+        return pd.DataFrame()
+    tl = Timeline(snaps.iloc[:0], snaps)
+    keys = Timeline._key(tl.h, tl.seq)           # sorted: host, then seq
+    ns = _frames.NSTATES
+    counts = np.zeros(tl.n * ns, np.int64)
+    for df in sel.frames(["seq", "host", "state"]):
+        h = codes_of(df.get("host"), tl.hosts, len(df))
+        at = np.searchsorted(keys, Timeline._key(h, df["seq"].to_numpy().astype(np.int64)))
+        at = np.minimum(at, tl.n - 1)
+        if not (keys[at] == Timeline._key(h, df["seq"].to_numpy().astype(np.int64))).all():
+            raise RuntimeError(f"{sel.path}: rows of a snapshot the recording does not list")
+        counts += np.bincount(at * ns + _frames.state_codes(df["state"]), minlength=tl.n * ns)
+        del df, h, at
+    return _frames.counts_frame(tl, counts.reshape(tl.n, ns)[:, 1:], freq, agg)
+
+
+def churn(sel: Selection, freq: str = "1s", life: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``analysis.churn`` of the selection (``life``: its ``lifetimes``, if known)."""
+    snaps = sel.snapshots()
+    life = lifetimes(sel) if life is None else life
+    if len(snaps) == 0:
+        return pd.DataFrame(columns=["opened", "closed"])
+    return _frames.churn_frame(Timeline(snaps.iloc[:0], snaps), life, freq)
+
+
+def top_remotes(sel: Selection, n: int = 10, life: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``analysis.top_remotes`` of the selection."""
+    return _frames.top_remotes(pd.DataFrame(), n=n, life=lifetimes(sel) if life is None else life)
+
+
+def by_process(sel: Selection, life: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``analysis.by_process`` of the selection."""
+    return _frames.by_process(pd.DataFrame(), life=lifetimes(sel) if life is None else life)

@@ -1,0 +1,165 @@
+"""The analysis functions on a recording read piece by piece (``analysis.lifetimes(path)``...,
+``tcpsnap._bounded``) give what they give on the whole DataFrame in memory: on recordings of
+both modes with gaps, clock steps, two hosts, a reboot, cookie-less rows, the schema-1
+fixtures, cut into pieces of a few rows (so every connection spans pieces)."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+
+import tcpsnap
+from _recordings import copy_v1
+from test_recorded_analysis import history
+from test_truthful import EST, IV, LISTEN, SEC, Clock, record, tables
+from tcpsnap import TcpState, analysis
+from tcpsnap.analysis import Selection
+
+MODES = ["full", "changes"]
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals as objects: pieces list only the categories they hold."""
+    df = df.copy()
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
+    return df
+
+
+def _fleet(root, mode, monkeypatch):
+    """test_truthful's fleet: web-1, and web-2 rebooted; colliding cookies, cookie-less rows."""
+    from _changes_util import WALL0, row
+
+    S = TcpState
+    win = row(S.ESTABLISHED, "10.9.9.9", 7000, "10.0.0.3", 22, cookie=0)
+    c1 = row(S.ESTABLISHED, "10.0.0.1", 5001, "10.0.0.2", 443, cookie=1)
+    c2 = row(S.ESTABLISHED, "10.0.0.1", 5002, "10.0.0.2", 443, cookie=2)
+    c2b = row(S.CLOSE_WAIT, "10.0.0.1", 5002, "10.0.0.2", 443, cookie=2)
+
+    def run(host, boot, path, tabs, clock):
+        monkeypatch.setattr(tcpsnap._host, "host_name", lambda: host)
+        monkeypatch.setattr(tcpsnap._host, "boot_id", lambda: boot)
+        record(path, tabs, mode, clock)
+
+    run("web-1", "boot-a", root / "host=web-1", tables(20, [(c1, range(20)), (c2, range(5, 9)), (c2b, range(9, 12)),
+                                                            (win, range(3)), (win, range(6, 15))]), Clock())
+    run("web-2", "boot-b1", root / "host=web-2", tables(10, [(c1, range(10)), (c2, range(2, 5)), (win, range(3))]),
+        Clock())
+    run("web-2", "boot-b2", root / "host=web-2", tables(10, [(c1, range(5)), (c2, range(3, 10))]),
+        Clock(wall0=WALL0 + 61 * SEC, mono0=5 * SEC))
+
+
+def _recordings(tmp_path, mode, monkeypatch):
+    """name -> path of the recordings compared."""
+    from _changes_util import Scripted
+    from tcpsnap import Recorder
+
+    out = {}
+    p = tmp_path / "history"
+    snap = Scripted(history(), names={100: "srv", 200: "cli"})
+    extra = {"mode": mode, "destroy": False} if mode != "full" else {}
+    with Recorder(p, interval=0, snapshotter=snap, clock=Clock(), nice=None, rotate="0.3s", **extra) as rec:
+        snap.rec = rec
+        rec.run()
+    out["history"] = p
+    p = tmp_path / "gap"
+    record(p, tables(30, [(EST, range(5, 11)), (LISTEN, range(0, 30))]), mode, Clock(pauses={15: 2 * SEC}))
+    out["gap"] = p
+    p = tmp_path / "step"
+    record(p, tables(30, [(EST, range(15, 26))]), mode, Clock(steps={20: -5 * SEC}))
+    out["step"] = p
+    p = tmp_path / "fleet"
+    _fleet(p, mode, monkeypatch)
+    out["fleet"] = p
+    out["v1"] = copy_v1(mode, tmp_path / "v1")
+    return out
+
+
+@pytest.fixture(params=MODES)
+def recordings(request, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    try:
+        yield request.param, _recordings(tmp_path_factory.mktemp(request.param), request.param, mp)
+    finally:
+        mp.undo()
+
+
+def _both(path, start=None, end=None):
+    """(rows in memory, their snapshots) as the DataFrame form is given them."""
+    return tcpsnap.read(path, start, end), tcpsnap.snapshots(path, start, end)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 1000])
+def test_bounded_equals_in_memory(recordings, chunk_rows):
+    mode, recs = recordings
+    for name, path in recs.items():
+        df, snaps = _both(path)
+        assert len(df) and len(snaps), name
+        sel = Selection(path, chunk_rows=chunk_rows)
+        life = analysis.lifetimes(df, snapshots=snaps)
+        got = analysis.lifetimes(sel)
+        pd.testing.assert_frame_equal(_plain(got), _plain(life), obj=f"{mode} {name} lifetimes")
+        for freq in ("100ms", "1s", "7s"):
+            for agg in ("mean", "max", "last"):
+                pd.testing.assert_frame_equal(analysis.state_counts(sel, freq=freq, agg=agg),
+                                              analysis.state_counts(df, freq=freq, agg=agg, snapshots=snaps),
+                                              obj=f"{mode} {name} state_counts {freq} {agg}")
+            pd.testing.assert_frame_equal(analysis.churn(sel, freq=freq), analysis.churn(df, freq=freq, snapshots=snaps),
+                                          obj=f"{mode} {name} churn {freq}")
+        pd.testing.assert_frame_equal(_plain(analysis.top_remotes(sel, n=3)),
+                                      _plain(analysis.top_remotes(df, n=3, life=life)), obj=f"{name} top_remotes")
+        pd.testing.assert_frame_equal(_plain(analysis.by_process(sel)), _plain(analysis.by_process(df, life=life)),
+                                      obj=f"{name} by_process")
+
+
+def test_bounded_time_range_and_where(recordings):
+    """start / end and where select the same rows as reading them and filtering."""
+    mode, recs = recordings
+    path = recs["history"]
+    snaps_all = tcpsnap.snapshots(path)
+    t = snaps_all["timestamp"]
+    start, end = t.iloc[2], t.iloc[7]
+    df, snaps = _both(path, start, end)
+    got = analysis.lifetimes(path, start=start, end=end)
+    pd.testing.assert_frame_equal(_plain(got), _plain(analysis.lifetimes(df, snapshots=snaps)))
+    assert set(got["cookie"]) == set(df["cookie"]) and len(set(df["seq"])) == 5
+    where = pc.field("local_port") == 80
+    sub = df[df["local_port"] == 80].reset_index(drop=True)
+    got = analysis.lifetimes(Selection(path, start, end, where=where, chunk_rows=2))
+    pd.testing.assert_frame_equal(_plain(got), _plain(analysis.lifetimes(sub, snapshots=snaps)))
+    # a snapshot in which nothing matched counts 0, not a gap
+    sc = analysis.state_counts(path, freq="100ms", start=start, end=end, where=ds.field("state") == "LISTEN")
+    np.testing.assert_array_equal(sc["LISTEN"].to_numpy(), np.ones(5))
+    assert list(sc.columns) == ["LISTEN"]
+
+
+def test_dataframe_form_refuses_range_arguments():
+    with pytest.raises(TypeError, match="filter a DataFrame first"):
+        analysis.lifetimes(pd.DataFrame(), start="now")
+    with pytest.raises(TypeError, match="expected a DataFrame"):
+        analysis.state_counts(42)
+
+
+def test_bounded_reads_piece_by_piece(tmp_path, monkeypatch):
+    """The rows reach the in-memory code in pieces of at most chunk_rows rows (plus one
+    batch): never the whole recording at once."""
+    path = tmp_path / "rec"
+    shutil.rmtree(path, ignore_errors=True)
+    record(path, tables(50, [(EST, range(0, 50)), (LISTEN, range(0, 50))]), "full", Clock(), rotate="1s")
+    from tcpsnap import _frames
+
+    sizes = []
+    real = _frames.lifetimes
+
+    def spy(df, *a, **kw):
+        sizes.append(len(df))
+        return real(df, *a, **kw)
+
+    monkeypatch.setattr(_frames, "lifetimes", spy)
+    life = analysis.lifetimes(Selection(path, chunk_rows=10))
+    assert sum(sizes) == 100 and len(sizes) >= 5 and max(sizes) <= 40
+    assert life["snapshots"].tolist() == [50, 50]
