@@ -113,20 +113,7 @@ def _open(path: str, skip_bad: bool = False, start=None, end=None):
         raise TcpsnapError(f"{path}: not a readable recording ({e})") from None
 
 
-def _read(rec, start=None, end=None, columns=None):
-    import pyarrow as pa
-
-    from .reading.full import read_recording
-
-    try:
-        df = read_recording(rec, start=start, end=end, columns=columns)
-    except pa.ArrowException as e:
-        raise TcpsnapError(f"{rec.path}: not a readable recording ({e})") from None
-    rec.report()
-    return df
-
-
-def summarize(path: str, skip_bad: bool = False) -> dict:
+def summarize(path: str, skip_bad: bool = False, where=None) -> dict:
     """The numbers ``tcpsnap info`` prints, as a dict (``skipped``: the bad files
     ``skip_bad`` left out, each with what is wrong with it).
 
@@ -135,14 +122,16 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
     them (on the monotonic clock within a boot), ``gaps`` / ``gap_list`` where no snapshot
     was taken for over 1.5 intervals (or ``seq`` jumped, or the host rebooted:
     ``analysis.gaps``), ``clock_steps`` where the wall clock was stepped
-    (``analysis.clock_steps``)."""
+    (``analysis.clock_steps``). ``where``: a ``pyarrow.compute.Expression`` the rows
+    (``rows``, ``connections``, the top lists) are filtered by; snapshots are all counted.
+
+    Bounded memory: the rows are read piece by piece (``analysis``' path form)."""
 
     import pandas as pd
 
     from . import analysis
     from .reading.dataset import list_files
     from .reading.live import recorder_state
-    from .reading.snapshots import snapshots_of
 
     state = recorder_state(path)        # a recorder running, or stopped without finishing
     live = None if state is None else {
@@ -152,9 +141,9 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
         return {"path": str(path), "files": 0, "bytes": 0, "rows": 0, "overruns": 0, "metadata": {},
                 "skipped": [], "recorder": live, "snapshots": 0}
     rec = _open(path, skip_bad)
-    cols = [c for c in analysis.COLUMNS if c in rec.schema.names]
-    df = _read(rec, columns=cols)
-    snaps = snapshots_of(rec)
+    sel = analysis.Selection(rec, where=where)
+    snaps = sel.snapshots()
+    life = _scan(sel, analysis.lifetimes)
     rec.report()
     files = [f for f in rec.files if f.path not in rec.skipped]
     nbytes = sum(f.size for f in files)
@@ -167,7 +156,7 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
         overruns += int(kv["overruns"]) if kv.get("overruns", "").isdigit() else 0
         if kv.get("interval_ns", "").isdigit() and int(kv["interval_ns"]) > 0:
             intervals.append(int(kv["interval_ns"]))
-    out: dict = {"path": str(path), "files": len(files), "bytes": nbytes, "rows": len(df),
+    out: dict = {"path": str(path), "files": len(files), "bytes": nbytes, "rows": int(life["snapshots"].sum()),
                  "overruns": overruns, "metadata": meta,
                  "skipped": [{"file": f, "problem": why} for f, why in rec.skipped.items()],
                  "recorder": live}
@@ -202,17 +191,27 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
                            for r in gaps.itertuples()]
         out["clock_steps"] = [{"host": r.host, "seq": int(r.seq), "step_s": round(r.step.total_seconds(), 6)}
                               for r in steps.itertuples()]
-    life = analysis.lifetimes(df, snapshots=snaps)
     out["connections"] = len(life)
-    bp = analysis.by_process(df, life=life)
+    bp = analysis.by_process(sel, life=life)
     bp = bp[bp.index != 0].head(5)
     out["top_processes"] = [{"pid": int(pid), "process": r["process"], "connections": int(r["connections"])}
                             for pid, r in bp.iterrows()]
-    top = analysis.top_remotes(df, n=5, life=life)
+    top = analysis.top_remotes(sel, n=5, life=life)
     out["top_remotes"] = [{"remote_addr": a, "connections": int(r["connections"]),
                            "connection_seconds": round(float(r["connection_seconds"]), 1)}
                           for a, r in top.iterrows()]
     return out
+
+
+def _scan(sel, fn, *args, **kw):
+    """``fn(sel, ...)`` (an analysis function on a recording), a file the scan cannot read
+    as a TcpsnapError naming the recording."""
+    import pyarrow as pa
+
+    try:
+        return fn(sel, *args, **kw)
+    except pa.ArrowException as e:
+        raise TcpsnapError(f"{sel.path}: not a readable recording ({e})") from None
 
 
 def _elapsed(g) -> int:
@@ -298,20 +297,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
-    rec = _open(args.path, args.skip_bad, args.start, args.end)
-    df = _read(rec, start=args.start, end=args.end)
-    from .reading.snapshots import snapshots_of
+    from . import analysis
 
-    snaps = snapshots_of(rec, args.start, args.end)   # empty snapshots count 0, not a gap
+    rec = _open(args.path, args.skip_bad, args.start, args.end)
+    # the rows are read piece by piece by the analysis functions the plot calls
+    sel = analysis.Selection(rec, args.start, args.end, where=getattr(args, "where", None))
+    snaps = sel.snapshots()      # empty snapshots count 0, not a gap
     rec.report()
     if len(snaps) == 0:
         raise TcpsnapError(f"{args.path}: no snapshots in that time range")
     tz = "UTC" if args.utc else args.tz
     if args.kind == "remotes":
-        fig = plot.plot_remotes(df)
+        fig = _scan(sel, plot.plot_remotes)
     else:
         fn = plot.plot_states if args.kind == "states" else plot.plot_churn
-        fig = fn(df, freq=args.freq, tz=tz, snapshots=snaps)
+        fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps)
+    rec.report()
     fig.savefig(out)
     import matplotlib.pyplot as plt
 

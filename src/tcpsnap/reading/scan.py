@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._events import EV_KEYFRAME
+from .._events import EV_CLOSED, EV_KEYFRAME
 from .changes import event_codes, is_changes, rebuild
 from .dataset import Recording, open_recording
 from .query import in_seq_order, time_filter
@@ -153,7 +153,15 @@ class Selection:
             expr = (ds.field("seq") >= lo) & (ds.field("seq") <= hi)
             names = [c for c in sub.schema.names if c != "date"]
             events = sub.to_table(columns=names, filter=expr, seq=(lo, hi))
-            events = events.take(pa.array(np.argsort(events.column("seq").to_numpy(), kind="stable")))
+            eseq = events.column("seq").to_numpy()
+            o = np.argsort(eseq, kind="stable")
+            if kf[in_seg][0]:
+                # closes at the keyframe itself are of connections the segment never
+                # had (the keyframe restates every open one): rebuild would call them
+                # events without a whole row
+                drop = (eseq == lo) & (event_codes(events.column("event")) == EV_CLOSED)
+                o = o[~drop[o]]
+            events = events.take(pa.array(o))
             mine = seq[in_seg & wanted]
             rows = count[in_seg & wanted]
             # runs of snapshots of about chunk_rows rebuilt rows each
