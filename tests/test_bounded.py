@@ -13,10 +13,10 @@ import pytest
 
 import tcpsnap
 from _recordings import copy_v1
-from test_recorded_analysis import history
-from test_truthful import EST, IV, LISTEN, SEC, Clock, record, tables
 from tcpsnap import TcpState, analysis
 from tcpsnap.analysis import Selection
+from test_recorded_analysis import history
+from test_truthful import EST, LISTEN, SEC, Clock, record, tables
 
 MODES = ["full", "changes"]
 

@@ -36,6 +36,7 @@ examples:
   tcpsnap export recording --to csv > all.csv
   tcpsnap export recording --to jsonl --start '2026-11-26 10:00' --end '2026-11-26 10:05' -o five-min.jsonl
   tcpsnap export recording --to csv --start now-5m        the last five minutes (of a live recording too)
+  tcpsnap export recording --to parquet -o all.parquet    one compacted Parquet file
 
 times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
 'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
@@ -76,10 +77,14 @@ def register(sub) -> None:
                                    "for tools that don't read Parquet. Timestamps are ISO 8601 UTC.",
                        epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or file")
-    p.add_argument("--to", choices=("csv", "jsonl"), required=True, help="output format")
+    p.add_argument("--to", choices=("csv", "jsonl", "parquet"), required=True,
+                   help="output format (parquet: one compacted file, needs -o)")
     p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
     p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p.add_argument("--force", action="store_true", help="replace an existing --to parquet file")
+    p.add_argument("--events", action="store_true",
+                   help="a changes recording's events as recorded (default: its table rebuilt per snapshot)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     p.set_defaults(func=cmd_export)
 
@@ -321,53 +326,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from .reading.dataset import time_filter
+    from .reading.export import export
+    from .reading.scan import Selection
 
     rec = _open(args.path, args.skip_bad, args.start, args.end)
-    expr = time_filter(rec, args.start, args.end)
-    columns = [c for c in rec.schema.names if c != "date"]
-    sink = open(args.output, "wb") if args.output else sys.stdout.buffer
+    sel = Selection(rec, args.start, args.end, where=getattr(args, "where", None))
     try:
-        wrote_header = False
-        # batch by batch, file by file: memory stays flat however long the recording is
-        # (bounded by one file with --skip-bad, which reads a file whole before writing it)
-        for batch in rec.to_batches(columns=columns, filter=expr):
-            if batch.num_rows == 0:
-                continue
-            batch = _plain(batch)
-            if args.to == "csv":
-                opts = pacsv.WriteOptions(include_header=not wrote_header)
-                pacsv.write_csv(pa.Table.from_batches([batch]), sink, write_options=opts)
-                wrote_header = True
-            else:
-                for r in batch.to_pylist():
-                    sink.write(json.dumps(r, default=str).encode() + b"\n")
-        if args.to == "csv" and not wrote_header:
-            sink.write((",".join(columns) + "\n").encode())
-    finally:
-        if args.output:
-            sink.close()
-        else:
-            sink.flush()
+        export(sel, args.to, args.output, force=args.force, events=args.events)
+    except OSError as e:
+        raise TcpsnapError(f"cannot write {args.output or 'standard output'}: {e.strerror or e}") from None
     rec.report()
     return 0
-
-
-def _plain(batch):
-    """Dictionary columns decoded, timestamps as ISO 8601 strings: what CSV and JSON
-    readers expect."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    cols, names = [], []
-    for name, col in zip(batch.schema.names, batch.columns, strict=True):
-        if pa.types.is_dictionary(col.type):
-            col = col.dictionary_decode()
-        if pa.types.is_timestamp(col.type):
-            col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ" if col.type.tz else "%Y-%m-%dT%H:%M:%S")
-        cols.append(col)
-        names.append(name)
-    return pa.RecordBatch.from_arrays(cols, names=names)

@@ -1,0 +1,199 @@
+"""``tcpsnap export``'s writing: a recording (or a time range of it) as CSV, JSON lines or one
+compacted Parquet file, streamed batch by batch (memory stays flat however long the
+recording is).
+
+What is written (field names and value forms, stable):
+
+- the columns of the recording (``date`` left out), in its order. A full recording: its
+  rows as recorded (``kind`` "snapshot" rows stand for empty snapshots). A changes
+  recording: the table rebuilt for every snapshot of the range (the columns of a full
+  recording, one row per connection per snapshot); ``events=True`` writes its events as
+  recorded instead (markers included);
+- CSV (pyarrow's writer) and JSON lines (DuckDB's ``COPY ... (FORMAT JSON)``): one object
+  per row with every column; numbers as numbers (``cookie`` as an exact integer), missing
+  values as empty / ``null``, strings decoded from their dictionaries, timestamps as ISO
+  8601 strings in UTC with nanoseconds (``2026-11-18T11:06:40.000000000Z``); UTF-8;
+- Parquet: the same Arrow schema (types, dictionaries) and the recording's key-value
+  metadata (``tcpsnap.mode`` "full" for a rebuilt changes recording), zstd, row groups of
+  about a million rows; written to a temporary file in the output's folder and renamed
+  over the name only when complete (an existing file only with ``force``).
+
+DuckDB runs with a memory limit, two threads and its temporary files in a private
+temporary folder (never the recording's).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .._errors import TcpsnapError
+from .query import time_filter
+from .scan import Selection
+
+__all__ = ["export", "FORMATS"]
+
+FORMATS = ("csv", "jsonl", "parquet")
+#: DuckDB's limits while it writes JSON (it holds a few batches, not the recording)
+DUCKDB_MEMORY = "512MB"
+DUCKDB_THREADS = 2
+
+
+def _batches(sel: Selection, events: bool) -> Iterator:
+    """The record batches to write (see the module docstring)."""
+    if sel.changes and not events:
+        for t in sel.tables():
+            yield from t.to_batches()
+        return
+    rec = sel.rec
+    expr = time_filter(rec, sel.start, sel.end)
+    if sel.where is not None:
+        expr = sel.where if expr is None else expr & sel.where
+    columns = [c for c in rec.schema.names if c != "date"]
+    for b in rec.to_batches(columns=columns, filter=expr):
+        if b.num_rows:
+            yield b
+
+
+def plain(batch):
+    """Dictionary columns decoded, timestamps as ISO 8601 strings: what CSV and JSON
+    readers expect."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols, names = [], []
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_dictionary(col.type):
+            col = col.dictionary_decode()
+        if pa.types.is_timestamp(col.type):
+            col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ" if col.type.tz else "%Y-%m-%dT%H:%M:%S")
+        cols.append(col)
+        names.append(name)
+    return pa.RecordBatch.from_arrays(cols, names=names)
+
+
+def _metadata(sel: Selection, rebuilt: bool) -> dict:
+    import pyarrow.parquet as pq
+
+    files = sel.rec.files_for()
+    md = dict(pq.read_schema(files[0].path).metadata or {}) if files else {}
+    md.pop(b"ARROW:schema", None)
+    if rebuilt:
+        md[b"tcpsnap.mode"] = b"full"
+    return md
+
+
+def export(sel: Selection, to: str, output: str | os.PathLike | None, *, force: bool = False,
+           events: bool = False) -> int:
+    """Write ``sel`` as ``to`` (``FORMATS``) to ``output`` (None: standard output; not for
+    Parquet). Returns the rows written. Raises ``TcpsnapError`` when ``output`` exists
+    (Parquet without ``force``), its folder does not, or ``events`` is asked of a full
+    recording."""
+    if to not in FORMATS:
+        raise ValueError(f"export: format must be one of {', '.join(FORMATS)}, not {to!r}")
+    if events and not sel.changes:
+        raise TcpsnapError(f"{sel.path}: --events needs a changes recording (this one is full)")
+    if to == "parquet" and output is None:
+        raise TcpsnapError("export --to parquet needs -o FILE (Parquet is not written to standard output)")
+    out = None if output is None else Path(output)
+    if out is not None:
+        if not out.parent.is_dir():
+            raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
+        if to == "parquet" and out.exists() and not force:
+            raise TcpsnapError(f"{out} exists: pass --force to replace it")
+    with tempfile.TemporaryDirectory(prefix="tcpsnap-export-") as private:
+        if out is None:
+            tmp = Path(private) / f"out.{to}"
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+            os.close(fd)
+            tmp = Path(name)
+        try:
+            n = _write(sel, to, tmp, private, events)
+            if out is None:
+                with open(tmp, "rb") as f:
+                    shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+                sys.stdout.buffer.flush()
+            else:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, out)
+        finally:
+            if out is not None and tmp.exists():
+                tmp.unlink()
+    return n
+
+
+def _write(sel: Selection, to: str, path: Path, private: str, events: bool) -> int:
+    import pyarrow as pa
+
+    batches = _batches(sel, events)
+    first = next(batches, None)
+    rebuilt = sel.changes and not events
+    if first is None:
+        from .._arrow import rows_schema
+
+        schema = rows_schema() if rebuilt else sel.rec.schema
+        schema = pa.schema([f for f in schema if f.name != "date"])
+        first = schema.empty_table().to_batches()[0] if schema.empty_table().num_rows else \
+            pa.RecordBatch.from_pylist([], schema=schema)
+
+    def all_batches() -> Iterator:
+        yield first
+        yield from batches
+
+    n = 0
+    if to == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = first.schema
+        if rebuilt:     # rebuilt rows of schema-1 files hold nulls the full schema declares not
+            schema = pa.schema([f.with_nullable(True) for f in schema])
+        schema = schema.with_metadata(_metadata(sel, rebuilt))
+        with pq.ParquetWriter(path, schema, compression="zstd") as w:
+            buf: list = []
+            rows = 0
+            for b in all_batches():
+                buf.append(b)
+                rows += b.num_rows
+                if rows >= 1_000_000:
+                    w.write_table(pa.Table.from_batches(buf).cast(schema), row_group_size=rows)
+                    n += rows
+                    buf, rows = [], 0
+            if buf:
+                w.write_table(pa.Table.from_batches(buf).cast(schema), row_group_size=max(rows, 1))
+                n += rows
+        return n
+    if to == "csv":
+        import pyarrow.csv as pacsv
+
+        with open(path, "wb") as f, pacsv.CSVWriter(f, plain(first).schema) as w:
+            for b in all_batches():
+                w.write_batch(plain(b))
+                n += b.num_rows
+        return n
+    import duckdb
+
+    p = plain(first)
+    counted = [0]
+
+    def stream() -> Iterator:
+        for b in all_batches():
+            counted[0] += b.num_rows
+            yield plain(b)
+
+    reader = pa.RecordBatchReader.from_batches(p.schema, stream())
+    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS,
+                                 "temp_directory": os.path.join(private, "duckdb"),
+                                 "preserve_insertion_order": True})
+    try:
+        con.register("tcpsnap_rows", reader)
+        quoted = str(path).replace("'", "''")
+        con.execute(f"COPY tcpsnap_rows TO '{quoted}' (FORMAT JSON)")
+    finally:
+        con.close()
+    return counted[0]
