@@ -587,8 +587,8 @@ def report(man: dict, mres: dict, lres: dict, cmd: str) -> str:
     return "\n".join(L)
 
 
-def write_section(path: Path, body: str) -> None:
-    begin, end = "<!-- analysis:begin -->", "<!-- analysis:end -->"
+def write_section(path: Path, body: str, name: str = "analysis") -> None:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     old = path.read_text() if path.exists() else "# tcpsnap benchmark results\n"
     block = f"{begin}\n{body}\n{end}"
     if begin in old and end in old:
@@ -596,6 +596,169 @@ def write_section(path: Path, body: str) -> None:
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(new)
+
+
+# --------------------------------------------------------------------------- bounded memory
+# Each answer in its own child: tcpsnap's (the analysis functions on the recording's path,
+# the CLI's info / plot / export) and DuckDB's (or polars') to the same question, side by
+# side; the child's peak RSS (VmHWM) covers its imports too.
+
+BOUNDED = ("info", "plot", "export-jsonl", "export-parquet", "lifetimes", "state-counts",
+           "duckdb-info", "duckdb-plot", "duckdb-export-jsonl", "duckdb-export-parquet", "duckdb-lifetimes",
+           "polars-export-jsonl")
+EXPORT_MINUTES = 2          # jsonl: a range of the hour (the whole would be ~34 GB of text)
+
+
+def _range(man: dict) -> tuple:
+    import pandas as pd
+
+    t0 = pd.Timestamp(man["start"])
+    mid = t0 + pd.Timedelta(minutes=man["minutes"] / 2)
+    return mid, mid + pd.Timedelta(minutes=min(EXPORT_MINUTES, man["minutes"]))
+
+
+def _duck():
+    import duckdb
+
+    return duckdb.connect(config={"threads": 2, "memory_limit": "1GB",
+                                  "temp_directory": tempfile.mkdtemp(prefix="bench-duckdb-")})
+
+
+def _glob(rec: Path) -> str:
+    return f"read_parquet('{rec}/**/*.parquet', hive_partitioning=true)"
+
+
+def child_bounded(kind: str, rec: Path, man: dict, out_dir: Path) -> dict:
+    start, end = _range(man)
+    res: dict = {}
+    t = time.perf_counter()
+    if kind == "info":
+        from tcpsnap._cmd_analyse import summarize
+
+        s = summarize(str(rec))
+        res = {"connections": s["connections"], "rows": s["rows"], "snapshots": s["snapshots"],
+               "top_remote": s["top_remotes"][0]}
+        assert s["connections"] == man["sockets"] and s["rows"] == man["rows"], res
+    elif kind == "plot":
+        from tcpsnap.cli import main as cli
+
+        assert cli(["plot", str(rec), "-o", str(out_dir / "states.png"), "--kind", "states", "--utc"]) == 0
+        res = {"png_bytes": (out_dir / "states.png").stat().st_size}
+    elif kind.startswith("export-"):
+        from tcpsnap.cli import main as cli
+
+        to = kind.split("-")[1]
+        out = out_dir / f"x.{to}"
+        argv = ["export", str(rec), "--to", to, "-o", str(out), "--force"]
+        if to == "jsonl":
+            argv += ["--start", start.isoformat(), "--end", end.isoformat()]
+        assert cli(argv) == 0
+        res = {"bytes": out.stat().st_size}
+    elif kind == "lifetimes":
+        from tcpsnap import analysis
+
+        life = analysis.lifetimes(rec)
+        assert len(life) == man["sockets"] and int(life["snapshots"].sum()) == man["rows"]
+        res = {"connections": len(life)}
+    elif kind == "state-counts":
+        from tcpsnap import analysis
+
+        sc = analysis.state_counts(rec, freq="10s")
+        res = {"bins": len(sc), "states": list(sc.columns)}
+    elif kind == "duckdb-info" or kind == "duckdb-lifetimes":
+        con = _duck()
+        con.execute(f"""CREATE TEMP TABLE life AS SELECT host, boot_id, cookie,
+            arg_max(pid, seq) FILTER (WHERE pid > 0) AS pid, arg_max(process, seq) FILTER (WHERE pid > 0) AS process,
+            arg_min(family, seq) AS family, arg_min(local_addr, seq) AS local_addr, arg_min(local_port, seq) AS lport,
+            arg_min(remote_addr, seq) AS remote_addr, arg_min(remote_port, seq) AS rport,
+            min(timestamp) AS first_seen, max(timestamp) AS last_seen, max(monotonic_ns) - min(monotonic_ns) AS dur,
+            count(*) AS snapshots, arg_min(state, seq) AS first_state, arg_max(state, seq) AS last_state
+            FROM {_glob(rec)} WHERE kind = 'connection' GROUP BY ALL""")
+        n, rows = con.execute("SELECT count(*), sum(snapshots) FROM life").fetchone()
+        res = {"connections": n, "rows": int(rows)}
+        if kind == "duckdb-info":
+            res["snapshots"] = con.execute(f"SELECT count(DISTINCT seq) FROM {_glob(rec)}").fetchone()[0]
+            res["top_processes"] = con.execute("SELECT pid, process, count(*) c FROM life WHERE first_state <> "
+                                               "'LISTEN' GROUP BY ALL ORDER BY c DESC LIMIT 5").fetchall()
+            res["top_remote"] = con.execute("SELECT remote_addr, count(*) c, sum(dur) / 1e9 FROM life WHERE "
+                                            "remote_addr NOT IN ('0.0.0.0', '::', '') GROUP BY 1 ORDER BY c DESC, "
+                                            "3 DESC LIMIT 5").fetchall()[0]
+    elif kind == "duckdb-plot":
+        con = _duck()
+        r = con.execute(f"""SELECT time_bucket(INTERVAL '10 seconds', ts) AS b, state, avg(n) FROM
+            (SELECT seq, any_value(timestamp) AS ts, state, count(*) AS n FROM {_glob(rec)}
+             WHERE kind = 'connection' GROUP BY seq, state) GROUP BY ALL ORDER BY b""").fetchall()
+        res = {"cells": len(r)}
+    elif kind.startswith("duckdb-export-"):
+        con = _duck()
+        to = kind.rsplit("-", 1)[1]
+        out = out_dir / f"d.{to}"
+        where = (f"WHERE timestamp >= '{start.isoformat()}'::TIMESTAMPTZ AND timestamp < '{end.isoformat()}'"
+                 "::TIMESTAMPTZ") if to == "jsonl" else ""
+        fmt = "FORMAT JSON" if to == "jsonl" else "FORMAT PARQUET, COMPRESSION zstd"
+        con.execute(f"COPY (SELECT * EXCLUDE (date) FROM {_glob(rec)} {where}) TO '{out}' ({fmt})")
+        res = {"bytes": out.stat().st_size}
+    elif kind == "polars-export-jsonl":
+        import polars as pl
+
+        out = out_dir / "p.jsonl"
+        lf = pl.scan_parquet(f"{rec}/**/*.parquet", hive_partitioning=True)
+        lf.filter((pl.col("timestamp") >= start) & (pl.col("timestamp") < end)).sink_ndjson(out)
+        res = {"bytes": out.stat().st_size}
+    res["seconds"] = time.perf_counter() - t
+    res["peak_rss_mib"] = rss_mib("VmHWM")
+    return res
+
+
+def run_bounded(args, man: dict) -> dict:
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-bounded-") as tmp:
+        for kind in BOUNDED:
+            cmd = [sys.executable, __file__, "--child", "bounded", "--kind", kind, "--data", str(args.data),
+                   "--out", tmp]
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            if p.returncode != 0:
+                out[kind] = {"failed": p.returncode}
+                log(f"  {kind}: failed ({p.returncode})")
+                continue
+            out[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+            log(f"  {kind}: {out[kind]['seconds']:.1f} s, peak {out[kind]['peak_rss_mib']:.0f} MiB")
+            for f in Path(tmp).iterdir():
+                f.unlink()
+    return out
+
+
+def report_bounded(man: dict, res: dict, cmd: str) -> str:
+    def cell(k):
+        r = res.get(k, {})
+        return "failed" if "seconds" not in r else f"{r['seconds']:.1f} s, {r['peak_rss_mib']:.0f} MiB"
+
+    def ratio(a, b):
+        ra, rb = res.get(a, {}), res.get(b, {})
+        return f"{ra['seconds'] / rb['seconds']:.2f}x" if "seconds" in ra and "seconds" in rb else "-"
+
+    gib = 1024
+    rows = [("info", "info", "duckdb-info", gib), ("plot --kind states (data + drawing)", "plot", "duckdb-plot", gib),
+            (f"export --to jsonl ({EXPORT_MINUTES} min)", "export-jsonl", "duckdb-export-jsonl", gib),
+            ("export --to parquet (the hour)", "export-parquet", "duckdb-export-parquet", gib),
+            ("analysis.lifetimes(path)", "lifetimes", "duckdb-lifetimes", 2 * gib),
+            ("analysis.state_counts(path, '10s')", "state-counts", "duckdb-plot", 2 * gib)]
+    L = ["## Analysis in bounded memory", "",
+         f"The one-hour recording ({man['rows']:,} rows, {man['snapshots']:,} snapshots, {man['sockets']:,} "
+         "connections, made by the Recorder of this tree); each answer in a child process of its own "
+         "(time from the call, peak RSS = the child's VmHWM, imports included). DuckDB: 2 threads, "
+         "memory_limit 1GB.", "",
+         "| question | tcpsnap | DuckDB | ratio | peak target | met |", "|---|---|---|---|---|---|"]
+    for name, ours, theirs, cap in rows:
+        r = res.get(ours, {})
+        met = "seconds" in r and r["peak_rss_mib"] <= cap
+        L.append(f"| {name} | {cell(ours)} | {cell(theirs)} | {ratio(ours, theirs)} | {cap // gib} GiB | "
+                 f"{'yes' if met else 'NO'} |")
+    L += ["", f"jsonl export vs polars (`sink_ndjson`, same range): tcpsnap {cell('export-jsonl')}, polars "
+          f"{cell('polars-export-jsonl')}: {ratio('export-jsonl', 'polars-export-jsonl')}.", "",
+          f"Machine: {machine()}; `uptime` at the end: {os.popen('uptime').read().strip()}.", "",
+          "    " + cmd]
+    return "\n".join(L)
 
 
 def main(argv: list[str]) -> int:
@@ -611,14 +774,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--generate-only", action="store_true")
     ap.add_argument("--results", type=Path, help="rewrite the analysis section of this RESULTS.md")
     _results.add_json_argument(ap)
-    ap.add_argument("--child", choices=("minute", "lifetimes"), help=argparse.SUPPRESS)
+    ap.add_argument("--bounded", action="store_true",
+                    help="the bounded-memory measurements (info, plot, export, lifetimes, state_counts vs DuckDB)")
+    ap.add_argument("--child", choices=("minute", "lifetimes", "bounded"), help=argparse.SUPPRESS)
+    ap.add_argument("--kind", choices=BOUNDED, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     params = gen_params(args)
 
     if args.child:
         man = json.loads((args.data / "manifest.json").read_text())
         rec = args.data / "recording"
-        if args.child == "minute":
+        if args.child == "bounded":
+            out = child_bounded(args.kind, rec, man, args.out)
+        elif args.child == "minute":
             out = child_minute(rec, man, args.reps, args.full_reps)
         else:
             out = child_lifetimes(rec, man, max(1, min(args.reps, 3)))
@@ -634,6 +803,19 @@ def main(argv: list[str]) -> int:
     try:
         man = ensure_recording(args.data, params, args.regen)
         if args.generate_only:
+            return 0
+        if args.bounded:
+            log("bounded memory: tcpsnap vs DuckDB / polars, each in a child")
+            bres = run_bounded(args, man)
+            shown = [a for a in argv if a not in ("--regen",)]
+            if "--results" in shown:
+                i = shown.index("--results")
+                shown = shown[:i] + shown[i + 2:]
+            text = report_bounded(man, bres, ("python3 benchmarks/bench_analysis.py " + " ".join(shown)).strip())
+            print(text)
+            run.write({"manifest": {k: v for k, v in man.items() if k != "files"}, "bounded": bres})
+            if args.results:
+                write_section(args.results, text, "bounded")
             return 0
         log("minute: tcpsnap.read(start, end) vs pandas.read_parquet(whole) + filter")
         mres = run_child("minute", args)

@@ -101,8 +101,12 @@ def test_changes_events_as_recorded():
 
 def test_table_at(old):
     mode, rec = old
-    for when, seq in ((at(0), 0), (at(150), 1), ("2026-11-18 11:06:40.3", 3), (at(650), 6), (at(10_000), 7)):
+    for when, seq in ((at(0), 0), (at(150), 1), ("2026-11-18 11:06:40.3", 3), (at(650), 6), (at(1_500), 7)):
         assert rows_of(tcpsnap.table_at(rec, when)) == [r for r in V1_ROWS if r[0] == seq], when
+    # far past the end: said (the last snapshot only when asked for)
+    with pytest.raises(LookupError, match="after the recording's last snapshot"):
+        tcpsnap.table_at(rec, at(10_000))
+    assert rows_of(tcpsnap.table_at(rec, at(10_000), past_end="last")) == [r for r in V1_ROWS if r[0] == 7]
     for seq in (0, 2, 5, 7):
         assert rows_of(tcpsnap.table_at(rec, seq=seq)) == [r for r in V1_ROWS if r[0] == seq]
     # snapshot 4 was empty: a changes recording knows it (its marker); a full recording of
@@ -152,7 +156,8 @@ def test_info(old):
 
 def test_export(old):
     mode, rec = old
-    p = cli("export", rec, "--to", "csv", "--start", "2026-11-18 11:06:40.6")
+    raw = ["--events"] if mode == "changes" else []        # changes: the events as recorded
+    p = cli("export", rec, "--to", "csv", "--start", "2026-11-18 11:06:40.6", *raw)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     head = lines[0].split(",")
@@ -162,7 +167,7 @@ def test_export(old):
     if mode == "full":
         assert all(x.split(",")[2] == '"connection"' for x in lines[1:])
         assert all(x.endswith(",,,") for x in lines[1:])                 # monotonic_ns, host, boot_id
-    p = cli("export", rec, "--to", "jsonl", "--end", "@1795000000.1")
+    p = cli("export", rec, "--to", "jsonl", "--end", "@1795000000.1", *raw)
     rows = [json.loads(x) for x in p.stdout.splitlines()]
     assert p.returncode == 0 and all(r["seq"] == 0 and r["host"] is None for r in rows)
     assert len(rows) == (3 if mode == "full" else 4)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .._errors import TcpsnapError
 from .query import time_filter
-from .scan import Selection
+from .scan import Selection, row_groups
 
 __all__ = ["export", "FORMATS"]
 
@@ -54,7 +54,7 @@ def _batches(sel: Selection, events: bool) -> Iterator:
     if sel.where is not None:
         expr = sel.where if expr is None else expr & sel.where
     columns = [c for c in rec.schema.names if c != "date"]
-    for b in rec.to_batches(columns=columns, filter=expr):
+    for b in row_groups(rec, columns, expr):
         if b.num_rows:
             yield b
 

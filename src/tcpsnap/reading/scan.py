@@ -26,6 +26,8 @@ from .._events import EV_CLOSED, EV_KEYFRAME
 from .changes import event_codes, is_changes, rebuild
 from .dataset import Recording, open_recording
 from .query import in_seq_order, time_filter
+from .rowgroups import row_groups
+from .snapshots import groups, snapshots_of
 from .timeforms import utc_range
 
 __all__ = ["Selection", "CHUNK_ROWS"]
@@ -63,8 +65,6 @@ class Selection:
     def snapshots(self):
         """``tcpsnap.snapshots`` of the range (every snapshot, empty ones too; ``where``
         does not apply: a snapshot nothing matched counts 0), computed once."""
-        from .snapshots import snapshots_of
-
         if self._snaps is None:
             self._snaps = snapshots_of(self.rec, self.start, self.end)
         return self._snaps
@@ -108,7 +108,7 @@ class Selection:
             expr = self.where if expr is None else expr & self.where
         buf: list = []
         n = 0
-        for b in self.rec.to_batches(columns=cols, filter=expr):
+        for b in row_groups(self.rec, cols, expr):
             if b.num_rows == 0:
                 continue
             buf.append(b)
@@ -122,8 +122,6 @@ class Selection:
     # --------------------------------------------------------------- changes recordings
     def _changes_tables(self, cols: list[str]) -> Iterator:
         import pyarrow as pa
-
-        from .snapshots import groups
 
         for keys, sub in groups(self.rec):
             for t in self._segments(sub, [c for c in cols if c not in keys]):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import Recording, open_recording, time_filter
+from .rowgroups import row_groups
 
 __all__ = ["snapshots", "snapshots_of", "groups", "SNAPSHOT_COLUMNS"]
 
@@ -104,7 +105,7 @@ def snapshots_of(rec: Recording, start: Any = None, end: Any = None):
         m = ds.field("family") == 0
         expr = m if expr is None else expr & m
     parts: dict[str, list] = {c: [] for c in (*SNAPSHOT_COLUMNS, *keys)}
-    for b in rec.to_batches(columns=cols, filter=expr):
+    for b in row_groups(rec, cols, expr):
         n = b.num_rows
         if n == 0:
             continue
