@@ -163,3 +163,51 @@ def test_bounded_reads_piece_by_piece(tmp_path, monkeypatch):
     life = analysis.lifetimes(Selection(path, chunk_rows=10))
     assert sum(sizes) == 100 and len(sizes) >= 5 and max(sizes) <= 40
     assert life["snapshots"].tolist() == [50, 50]
+
+
+def test_recorder_and_analysis_never_import_duckdb(tmp_path):
+    """duckdb is export's JSON writer only: recording, reading and analysing never load it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "rec"
+    code = f"""
+import sys
+sys.path[:0] = {sys.path!r}
+from test_truthful import EST, Clock, record, tables
+import tcpsnap
+from tcpsnap import analysis
+record({str(path)!r}, tables(5, [(EST, range(5))]), "full", Clock())
+assert len(analysis.lifetimes({str(path)!r})) == 1 and len(tcpsnap.read({str(path)!r})) == 5
+from tcpsnap._cmd_analyse import summarize
+assert summarize({str(path)!r})["connections"] == 1
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("duckdb", "polars")))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_info_plot_export_never_read_the_whole_recording(tmp_path, monkeypatch, mode, capsys):
+    """The commands go through the piece-by-piece readers: the whole-recording readers
+    (tcpsnap.read's) are not called at all."""
+    from tcpsnap.cli import main
+    from tcpsnap.reading import changes, full
+
+    path = tmp_path / "rec"
+    record(path, tables(30, [(EST, range(5, 20)), (LISTEN, range(30))]), mode, Clock(pauses={15: 2 * SEC}))
+
+    def whole(*a, **kw):
+        raise AssertionError("read the whole recording")
+
+    monkeypatch.setattr(full, "read_recording", whole)
+    monkeypatch.setattr(changes, "read_changes", whole)
+    monkeypatch.setattr(changes, "to_full", whole)
+    assert main(["info", str(path), "--json"]) == 0
+    assert '"connections": 2' in capsys.readouterr().out
+    pytest.importorskip("matplotlib")
+    for kind in ("states", "churn", "remotes"):
+        assert main(["plot", str(path), "-o", str(tmp_path / f"{kind}.png"), "--kind", kind, "--utc"]) == 0
+    assert main(["export", str(path), "--to", "parquet", "-o", str(tmp_path / "x.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "x.parquet")) == 45
