@@ -49,7 +49,7 @@ What the rows mean (README, "What a recording means"):
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 
@@ -63,7 +63,7 @@ __all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "interva
            "canonical_address", "COLUMNS", "Selection"]
 
 #: What the analysis functions take: rows in memory, or a recording read piece by piece.
-Rows = pd.DataFrame | str | os.PathLike | Recording | Selection
+Rows: TypeAlias = "pd.DataFrame | str | os.PathLike | Recording | Selection"
 
 
 def _selection(src: Any, start: Any, end: Any, where: Any, skip_bad: bool) -> Selection | None:

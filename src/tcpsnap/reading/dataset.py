@@ -467,18 +467,17 @@ class Recording:
             raise err
         return found
 
-    def to_batches(self, columns: list[str] | None = None, filter: Any = None, **scan: Any) -> Iterator:
+    def to_batches(self, columns: list[str] | None = None, filter: Any = None) -> Iterator:
         """Record batches, file after file. A corrupt page: BadRecording naming the file
         (after the batches before it). With ``skip_bad`` such a file is
         skipped whole: each file is read to its end before any of its batches is given,
-        so memory is bounded by one file, not by the batch. ``scan``: more
-        ``Dataset.to_batches`` options (``batch_readahead``, ``fragment_readahead``)."""
+        so memory is bounded by one file, not by the batch."""
         import pyarrow as pa
 
         if not self.skip_bad:
             files = self.files_for()
             try:
-                yield from self.dataset(files).to_batches(columns=columns, filter=filter, **scan)
+                yield from self.dataset(files).to_batches(columns=columns, filter=filter)
             except (OSError, pa.ArrowInvalid) as e:
                 self._skip(self._culprits(files, e, columns, filter))   # raises BadRecording
                 raise                                                    # pragma: no cover

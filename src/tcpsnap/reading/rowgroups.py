@@ -22,7 +22,7 @@ def row_groups(rec: Recording, columns: list[str], expr: Any) -> Iterator:
     import pyarrow.dataset as ds
 
     if rec.skip_bad:
-        yield from rec.to_batches(columns=columns, filter=expr, batch_readahead=2, fragment_readahead=1)
+        yield from rec.to_batches(columns=columns, filter=expr)
         return
     d = rec.dataset()
     for frag in d.get_fragments(filter=expr if expr is not None else ds.scalar(True)):
