@@ -160,23 +160,75 @@ def _join_paths(paths: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 def state_counts(sel: Selection, freq: str = "1s", agg: str = "mean") -> pd.DataFrame:
     """``analysis.state_counts(df, freq, agg, snapshots=snapshots)`` of the selection,
-    from per-snapshot counts summed piece by piece."""
+    from per-snapshot counts summed piece by piece (Arrow columns straight to codes: no
+    DataFrame per piece)."""
     snaps = sel.snapshots()
     if len(snaps) == 0:
         return pd.DataFrame()
     tl = Timeline(snaps.iloc[:0], snaps)
-    keys = Timeline._key(tl.h, tl.seq)           # sorted: host, then seq
     ns = _frames.NSTATES
+    where = _SnapshotIndex(tl)
     counts = np.zeros(tl.n * ns, np.int64)
-    for df in sel.frames(["seq", "host", "state"]):
-        h = codes_of(df.get("host"), tl.hosts, len(df))
-        at = np.searchsorted(keys, Timeline._key(h, df["seq"].to_numpy().astype(np.int64)))
-        at = np.minimum(at, tl.n - 1)
-        if not (keys[at] == Timeline._key(h, df["seq"].to_numpy().astype(np.int64))).all():
-            raise RuntimeError(f"{sel.path}: rows of a snapshot the recording does not list")
-        counts += np.bincount(at * ns + _frames.state_codes(df["state"]), minlength=tl.n * ns)
-        del df, h, at
+    for t in sel.tables(["seq", "host", "state"]):
+        h = _codes(t.column("host"), list(tl.hosts)) if "host" in t.column_names else np.full(t.num_rows, -1)
+        at = where(h, t.column("seq").to_numpy().astype(np.int64), sel.path)
+        st = _codes(t.column("state"), list(STATE_NAMES)) + 1         # 0: unknown
+        counts += np.bincount(at * ns + st, minlength=tl.n * ns)
+        del t, h, at, st
     return _frames.counts_frame(tl, counts.reshape(tl.n, ns)[:, 1:], freq, agg)
+
+
+class _SnapshotIndex:
+    """Each row's snapshot (its place in ``tl``) from its host code and seq: a table
+    indexed by (host, seq) when the seqs span little (they count up by one per snapshot),
+    else a binary search."""
+
+    def __init__(self, tl: Timeline) -> None:
+        self.tl = tl
+        self.lo = int(tl.seq.min())
+        span = int(tl.seq.max()) - self.lo + 1
+        nh = len(tl.hosts) + 1
+        self.lut = None
+        if nh * span <= 50_000_000:
+            self.lut = np.full((nh, span), -1, np.int64)
+            self.lut[tl.h + 1, tl.seq - self.lo] = np.arange(tl.n)
+        self.keys = Timeline._key(tl.h, tl.seq)
+
+    def __call__(self, h: np.ndarray, seq: np.ndarray, path) -> np.ndarray:
+        if self.lut is not None:
+            rel = seq - self.lo
+            ok = (rel >= 0) & (rel < self.lut.shape[1])
+            at = self.lut[h + 1, np.where(ok, rel, 0)]
+            good = ok & (at >= 0)
+        else:
+            k = Timeline._key(h, seq)
+            at = np.minimum(np.searchsorted(self.keys, k), self.tl.n - 1)
+            good = self.keys[at] == k
+        if not good.all():
+            raise RuntimeError(f"{path}: rows of a snapshot the recording does not list")
+        return at
+
+
+def _codes(col, vocab: list[str]) -> np.ndarray:
+    """An Arrow string or dictionary column as positions in ``vocab`` (int64; -1: missing
+    or not in it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = []
+    for c in col.chunks:
+        if pa.types.is_dictionary(c.type):
+            d = c.dictionary.cast(pa.string())
+            lut = np.append(pc.index_in(d, value_set=pa.array(vocab, pa.string())).fill_null(-1)
+                            .to_numpy().astype(np.int64), -1)
+            idx = c.indices.fill_null(-1).to_numpy().astype(np.int64) if len(c) else np.zeros(0, np.int64)
+            out.append(lut[idx])
+        elif pa.types.is_null(c.type):
+            out.append(np.full(len(c), -1, np.int64))
+        else:
+            out.append(pc.index_in(c.cast(pa.string()), value_set=pa.array(vocab, pa.string())).fill_null(-1)
+                       .to_numpy().astype(np.int64))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def churn(sel: Selection, freq: str = "1s", life: pd.DataFrame | None = None) -> pd.DataFrame:
