@@ -4,6 +4,7 @@ exported as its rebuilt table (``--events``: as recorded); Parquet never over a 
 without ``--force``; ``table_at`` past a recording's end says so."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -105,6 +106,9 @@ def test_export_parquet_refuses_to_overwrite(tmp_path):
     p = cli("export", path, "--to", "parquet", "-o", out, "--force")
     assert p.returncode == 0, p.stderr
     assert len(pd.read_parquet(out)) == 5
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask          # as any file it writes, not 0600
     p = cli("export", path, "--to", "parquet")
     assert p.returncode == 1 and "needs -o FILE" in p.stderr
 

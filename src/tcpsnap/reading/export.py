@@ -112,6 +112,9 @@ def export(sel: Selection, to: str, output: str | os.PathLike | None, *, force: 
             fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
             os.close(fd)
             tmp = Path(name)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)         # as open() would make it, not mkstemp's 0600
         try:
             n = _write(sel, to, tmp, private, events)
             if out is None:
@@ -191,9 +194,12 @@ def _write(sel: Selection, to: str, path: Path, private: str, events: bool) -> i
                                  "temp_directory": os.path.join(private, "duckdb"),
                                  "preserve_insertion_order": True})
     try:
+        con.execute("SET enable_progress_bar = false")      # a bar on the terminal otherwise
         con.register("tcpsnap_rows", reader)
         quoted = str(path).replace("'", "''")
         con.execute(f"COPY tcpsnap_rows TO '{quoted}' (FORMAT JSON)")
+    except duckdb.Error as e:
+        raise TcpsnapError(f"export --to jsonl: {' '.join(str(e).split())}") from None
     finally:
         con.close()
     return counted[0]
