@@ -9,7 +9,7 @@ from ._filters import parse_ports, parse_states
 from ._units import parse_duration
 
 __all__ = ["add_filter_args", "merged", "duration_arg", "positive_duration_arg", "freq_arg", "time_arg",
-           "TIME_HELP"]
+           "TIME_HELP", "tz_arg", "HelpFormatter"]
 
 #: What --start/--end say they take.
 TIME_HELP = ("'2026-11-26 10:00' (UTC unless it has a zone, e.g. +01:00 or Z), 'now-5m', "
@@ -98,3 +98,50 @@ def positive_int_arg(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return v
+
+
+def tz_arg(text: str) -> str:
+    """An IANA time zone name (``Europe/Paris``, ``UTC``), checked against this
+    machine's zone database."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(text)
+    except (ValueError, KeyError):      # ZoneInfoNotFoundError is a KeyError
+        raise argparse.ArgumentTypeError(
+            f"unknown time zone {text!r} (give an IANA name such as UTC, Europe/Paris or "
+            f"America/New_York; see /usr/share/zoneinfo)") from None
+    return text
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs wrapped to the terminal's width (argparse's own rule:
+    ``COLUMNS`` or the terminal, minus 2), paragraph by paragraph; indented lines (the
+    examples, continuations) are kept as written, so a command stays one line to copy."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out: list[str] = []
+        para: list[str] = []
+        hang = [indent]
+
+        def flush() -> None:
+            if para:
+                out.append(textwrap.fill(" ".join(para), width, initial_indent=indent,
+                                         subsequent_indent=hang[0]))
+                para.clear()
+                hang[0] = indent
+
+        for line in text.splitlines():
+            lead = len(line) - len(line.lstrip())
+            if para and line.strip() and lead >= 4:      # a hanging paragraph's next line
+                para.append(line.strip())
+                hang[0] = indent + " " * lead
+            elif not line.strip() or lead:
+                flush()
+                out.append(indent + line if line.strip() else "")
+            else:
+                para.append(line.strip())
+        flush()
+        return "\n".join(out) + "\n"

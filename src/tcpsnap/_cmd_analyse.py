@@ -10,36 +10,49 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_args import TIME_HELP, freq_arg, time_arg
-from ._errors import TcpsnapError
+from ._cli_args import TIME_HELP, freq_arg, time_arg, tz_arg
+from ._errors import TcpsnapError, UsageError
 from ._units import human_bytes
 
 EPILOG_INFO = """\
 examples:
-  tcpsnap info recording                   summary of a recording folder
+  tcpsnap info recording                 summary of a recording folder
   tcpsnap info recording/date=2026-11-26/x.parquet
-  tcpsnap info recording --skip-bad        summary of the files that are not corrupt or foreign
+  tcpsnap info recording --skip-bad      leave out corrupt or foreign files
+  tcpsnap info recording --json          the same numbers, for a program
+
+terms: a snapshot is one reading of the whole TCP table; a gap is a time over 1.5
+intervals with no snapshot (the recorder stopped, stalled or the host rebooted: not an
+empty table, which is a snapshot of 0 connections); conn-s (connection-seconds) is the
+lifetimes of a peer's connections summed: 3 connections open 10 s each are 30 conn-s;
+a listener-only process has 0 connections and lists the ports it listens on.
 """
 EPILOG_PLOT = """\
 examples:
-  tcpsnap plot recording -o states.png                  connections by state over time
+  tcpsnap plot recording -o states.png      connections by state over time
   tcpsnap plot recording -o churn.png --kind churn --freq 10s
   tcpsnap plot recording -o peers.png --kind remotes
-  tcpsnap plot recording -o s.png --start '2026-11-26 10:00' --end '2026-11-26 11:00' --utc
-  tcpsnap plot recording -o last-hour.png --start now-1h
+  tcpsnap plot rec -o s.png --start '2026-11-26 10:00' --end '2026-11-26 11:00'
+  tcpsnap plot recording -o last-hour.png --start now-1h --tz Europe/Paris
+
+Needs matplotlib: pip install 'tcpsnap[plot]'. Time with no snapshot (the recorder
+stopped) is drawn as a gap: a break in the lines and a grey span, never as 0.
+Durations (--freq): 100ms, 10s, 15m (minutes), 1h, 1d; units are lowercase.
 
 times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
 'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
 EPILOG_EXPORT = """\
 examples:
-  tcpsnap export recording --to csv > all.csv
-  tcpsnap export recording --to jsonl --start '2026-11-26 10:00' --end '2026-11-26 10:05' -o five-min.jsonl
-  tcpsnap export recording --to csv --start now-5m        the last five minutes (of a live recording too)
+  tcpsnap export recording --format csv > all.csv
+  tcpsnap export rec --format jsonl --start '2026-11-26 10:00' --end now -o x.jsonl
+  tcpsnap export recording --format csv --start now-5m     the last five minutes
 
 times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
 'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
+#: what export writes (--format)
+EXPORT_FORMATS = ("csv", "jsonl")
 SKIP_BAD_HELP = ("read the other files when some are bad (corrupt, not tcpsnap's, a copy of another, of "
                  "the other mode) and say on stderr which were skipped; without it, a bad file is an "
                  "error naming it")
@@ -48,7 +61,8 @@ SKIP_BAD_HELP = ("read the other files when some are bad (corrupt, not tcpsnap's
 def register(sub) -> None:
     p = sub.add_parser("info", help="summarize a recording",
                        description="Time range, snapshots, rows, interval, gaps, files, bytes on disk, "
-                                   "distinct connections, and the busiest processes and remotes.",
+                                   "distinct connections, the busiest processes (with the ports they "
+                                   "listen on) and remotes (with their connection-seconds).",
                        epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or one of its .parquet files")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -67,7 +81,8 @@ def register(sub) -> None:
     p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
     p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
-    p.add_argument("--tz", help="time axis in this zone, e.g. Europe/Berlin")
+    p.add_argument("--tz", type=tz_arg, metavar="ZONE",
+                   help="time axis in this IANA zone, e.g. Europe/Berlin (default: this machine's)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     p.set_defaults(func=cmd_plot)
 
@@ -76,7 +91,9 @@ def register(sub) -> None:
                                    "for tools that don't read Parquet. Timestamps are ISO 8601 UTC.",
                        epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or file")
-    p.add_argument("--to", choices=("csv", "jsonl"), required=True, help="output format")
+    p.add_argument("--format", dest="to", choices=EXPORT_FORMATS, help="output format (required)")
+    # --to: the spelling before 'show --format' and this were one; kept, not shown
+    p.add_argument("--to", dest="to", choices=EXPORT_FORMATS, help=argparse.SUPPRESS)
     p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
     p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
@@ -105,6 +122,10 @@ def _open(path: str, skip_bad: bool = False, start=None, end=None):
     from .reading import open_recording
 
     _notes()
+    p = Path(path)
+    if p.exists() and not (p.is_dir() or p.is_file()):
+        raise TcpsnapError(f"{path} is not a recording: give a recording folder or one of its "
+                           f".parquet files")
     try:
         return open_recording(path, skip_bad=skip_bad, start=start, end=end)
     except (pa.ArrowException, OSError) as e:
@@ -206,7 +227,8 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
     out["connections"] = len(life)
     bp = analysis.by_process(df, life=life)
     bp = bp[bp.index != 0].head(5)
-    out["top_processes"] = [{"pid": int(pid), "process": r["process"], "connections": int(r["connections"])}
+    out["top_processes"] = [{"pid": int(pid), "process": r["process"], "connections": int(r["connections"]),
+                             "listening": [int(x) for x in str(r["listening"]).split(",") if x]}
                             for pid, r in bp.iterrows()]
     top = analysis.top_remotes(df, n=5, life=life)
     out["top_remotes"] = [{"remote_addr": a, "connections": int(r["connections"]),
@@ -228,6 +250,11 @@ def _elapsed(g) -> int:
     same = (boot[1:] == boot[:-1]) & ok[1:] & ok[:-1]
     d = np.where(same, m[1:] - m[:-1], t[1:] - t[:-1])
     return int(d.sum())
+
+
+def _n(n: int, word: str) -> str:
+    """``1 connection``, ``2 connections``: a count and its noun, plural when it is one."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def _s(seconds: float) -> str:
@@ -256,7 +283,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         w(f"clock        stepped {'back' if st['step_s'] < 0 else 'forward'} {abs(st['step_s']):.1f} s "
           f"at seq {st['seq']}{where}\n")
     if len(s.get("clock_steps", [])) > 10:
-        w(f"clock        ... and {len(s['clock_steps']) - 10} more steps\n")
+        w(f"clock        ... and {_n(len(s['clock_steps']) - 10, 'more step')}\n")
     if len(s["hosts"]) > 1 or s["boots"] > 1:
         w(f"hosts        {len(s['hosts'])} ({', '.join(s['hosts'][:5])}{' ...' if len(s['hosts']) > 5 else ''}), "
           f"{s['boots']} boot{'s' if s['boots'] != 1 else ''}\n")
@@ -266,7 +293,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if "interval_ms" in s:
         n = s["gaps"]
         w(f"interval     {s['interval_ms']:g} ms; {n} gap{'' if n == 1 else 's'} over 1.5x"
-          + (f", largest {s['largest_gap_s']:.3f} s" if n else "") + f"; {s['overruns']} overruns\n")
+          + (f", largest {s['largest_gap_s']:.3f} s" if n else "") + f"; {_n(s['overruns'], 'overrun')}"
+          + " (a gap: over 1.5 intervals with no snapshot taken)\n")
         why = {"late": "no snapshot taken", "seq": "snapshots missing (seq jumped)", "reboot": "reboot"}
         for g in s["gap_list"][:10]:
             where = f" on {g['host']}" if len(s["hosts"]) > 1 else ""
@@ -281,13 +309,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         if k in md and not (k == "host" and len(s["hosts"]) > 1):
             w(f"{label:<12} {md[k]}\n")
     if s["top_processes"]:
-        w("top processes\n")
+        w("top processes (connections, not counting listeners; the ports they listen on)\n")
         for p in s["top_processes"]:
-            w(f"  {p['pid']:>8}  {str(p['process'] or '?'):<20} {p['connections']:,} connections\n")
+            ports = p.get("listening") or []
+            listen = (f", listening on {', '.join(str(x) for x in ports[:8])}"
+                      f"{' ...' if len(ports) > 8 else ''}") if ports else ""
+            w(f"  {p['pid']:>8}  {str(p['process'] or '?'):<20} {_n(p['connections'], 'connection')}{listen}\n")
     if s["top_remotes"]:
-        w("top remotes\n")
+        w("top remotes (conn-s: connection-seconds, the connections' lifetimes summed)\n")
         for r in s["top_remotes"]:
-            w(f"  {r['remote_addr']:<40} {r['connections']:,} connections, "
+            w(f"  {r['remote_addr']:<40} {_n(r['connections'], 'connection')}, "
               f"{r['connection_seconds']:,} conn-s\n")
     return 0
 
@@ -295,23 +326,35 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from . import plot
 
+    plot.require()                  # before reading anything: no matplotlib, one line
+    if args.utc and args.tz and args.tz != "UTC":
+        raise UsageError(f"--utc and --tz {args.tz} name two zones: give one")
     out = Path(args.output)
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+        raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
     rec = _open(args.path, args.skip_bad, args.start, args.end)
-    df = _read(rec, start=args.start, end=args.end)
     from .reading.snapshots import snapshots_of
 
     snaps = snapshots_of(rec, args.start, args.end)   # empty snapshots count 0, not a gap
-    rec.report()
     if len(snaps) == 0:
         raise TcpsnapError(f"{args.path}: no snapshots in that time range")
+    if args.freq is not None:       # before the rows are read: a bin count that cannot fit
+        try:
+            plot.check_bins(snaps["timestamp"].max() - snaps["timestamp"].min(), args.freq)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    df = _read(rec, start=args.start, end=args.end)
+    rec.report()
     tz = "UTC" if args.utc else args.tz
     if args.kind == "remotes":
-        fig = plot.plot_remotes(df)
+        fig = plot.plot_remotes(df, source=args.path, snapshots=snaps, tz=tz)
     else:
         fn = plot.plot_states if args.kind == "states" else plot.plot_churn
-        fig = fn(df, freq=args.freq, tz=tz, snapshots=snaps)
+        fig = fn(df, freq=args.freq, tz=tz, snapshots=snaps, source=args.path)
     fig.savefig(out)
     import matplotlib.pyplot as plt
 
@@ -320,6 +363,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.to is None:
+        raise UsageError(f"--format is required: {' or '.join(EXPORT_FORMATS)}")
     import pyarrow as pa
     import pyarrow.csv as pacsv
 

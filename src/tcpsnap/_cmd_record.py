@@ -19,11 +19,11 @@ from ._units import human_bytes
 
 EPILOG_RECORD = """\
 examples:
-  tcpsnap record rec --duration 1m          a minute of snapshots every 100 ms into ./rec
+  tcpsnap record rec --duration 1m          a minute, a snapshot every 100 ms
   tcpsnap record /var/lib/tcpsnap --interval 10ms --rotate 1h
   tcpsnap record rec --interval 0           as fast as the kernel answers
   tcpsnap record rec --state established --port 443
-  tcpsnap record rec --mode changes         only what changed (+ keyframes, destroyed sockets)
+  tcpsnap record rec --mode changes         only what changed (+ keyframes)
   python3 -c "import pandas; print(pandas.read_parquet('rec'))"
 
 durations: 10ms, 2s, 15m, 1h (also 1h30m, 500us, 0). Without --duration it records
