@@ -257,8 +257,8 @@ def test_pids_of_other_users_sockets_need_both_capabilities(nobody_dir, nobody_p
     else:
         assert rows[0]["pid"] == 0 and rows[0]["process"] is None
         assert len(notes) == 1 and r.stderr == notes[0] + "\n", r.stderr
-        assert re.fullmatch(r"tcpsnap: note: 1 connections show no pid: /proc/<pid>/fd of "
-                            r"(\d+ processes|other users' processes) is not readable by this user "
+        assert re.fullmatch(r"tcpsnap: note: 1 connection shows no pid: /proc/<pid>/fd of "
+                            r"(1 process|\d+ processes|other users' processes) is not readable by this user "
                             r"\(run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH\)", notes[0])
 
 

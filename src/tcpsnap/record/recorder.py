@@ -297,6 +297,8 @@ class Recorder:
                             doc="The file in progress, if any.")
     bytes_written = property(lambda self: self._writer.bytes_written if self._writer else 0,
                              doc="Parquet bytes written (finished files and row groups).")
+    bytes_on_disk = property(lambda self: self._writer.bytes_on_disk if self._writer else 0,
+                             doc="Bytes on disk: ``bytes_written`` and the open file's journal.")
 
     @property
     def elapsed(self) -> float:
