@@ -44,8 +44,23 @@ def register(sub) -> None:
     show.set_defaults(func=cmd_show)
 
 
-def _endpoint(family: int, addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
+def _endpoint(family: int, addr: str, port: int, ifindex: int = 0) -> str:
+    """``addr:port`` as ``ss`` prints it: IPv6 in brackets, and the interface a socket is
+    bound to (a link-local address's scope) as ``%name`` after the address:
+    ``[fe80::1]%eth0:22``."""
+    host = f"[{addr}]" if family == 6 else addr
+    return f"{host}{_ifname(ifindex)}:{port}"
+
+
+def _ifname(ifindex: int) -> str:
+    if not ifindex:
+        return ""
+    import socket
+
+    try:
+        return "%" + socket.if_indextoname(ifindex)
+    except OSError:                     # gone since the snapshot, or in another namespace
+        return f"%{ifindex}"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -92,7 +107,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         w.writerows(records())
     else:
         table = [(f"TCPv{rec['family']}" if rec["family"] == 6 else "TCP",
-                  _endpoint(rec["family"], rec["local_addr"], rec["local_port"]),
+                  _endpoint(rec["family"], rec["local_addr"], rec["local_port"], rec["local_scope_id"]),
                   _endpoint(rec["family"], rec["remote_addr"], rec["remote_port"]),
                   rec["state"], str(rec["pid"]) if rec["pid"] else "-", rec["process"] or "-")
                  for rec in records()]
