@@ -45,7 +45,7 @@ times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone mean
 EPILOG_EXPORT = """\
 examples:
   tcpsnap export recording --format csv > all.csv
-  tcpsnap export rec --format jsonl --start '2026-11-26 10:00' --end now -o x.jsonl
+  tcpsnap export rec --format jsonl --start '2026-11-26 10:00' -o x.jsonl
   tcpsnap export recording --format csv --start now-5m     the last five minutes
 
 times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',

@@ -26,9 +26,12 @@ examples:
   tcpsnap record rec --mode changes         only what changed (+ keyframes)
   python3 -c "import pandas; print(pandas.read_parquet('rec'))"
 
-durations: 10ms, 2s, 15m, 1h (also 1h30m, 500us, 0). Without --duration it records
+
+durations: 10ms, 2s, 15m (minutes), 1h (also 1h30m, 500us, 0); units are lowercase
+(1M and 10MS are refused: M is a month to pandas). Without --duration it records
 until stopped: Ctrl-C, SIGTERM or SIGHUP (a closed terminal) close the current file
 cleanly. SIGUSR1 prints the counters so far on stderr (as dd does) and goes on.
+
 files: DIR/date=YYYY-MM-DD/tcpsnap-<UTC start>.parquet, one every --rotate; the file
 in progress is hidden (.*.tmp) until complete. DIR holds one recording: recording
 into it with another --mode or other --state/--port/--family is refused (exit 1)
@@ -38,6 +41,11 @@ into Parquet.
 """
 
 EPILOG_RECOVER = """\
+examples:
+  tcpsnap recover rec                  finish what a killed recorder left
+  tcpsnap recover /var/lib/tcpsnap -q  say only what could not be recovered
+  ls rec/_tcpsnap_unrecovered/         what recovery kept aside (exit status 1)
+
 Finishes the files a crashed or killed recorder left in DIR (normally the next
 'tcpsnap record DIR' does this by itself). Refuses while a recorder runs on DIR.
 Keeps every row a row-group log or journal vouches for. What it cannot vouch for
