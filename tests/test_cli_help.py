@@ -94,3 +94,45 @@ def test_info_names_listeners_ports_and_its_terms(capsys):
 
     procs = {p["pid"]: p for p in json.loads(capsys.readouterr().out)["top_processes"]}
     assert procs[100]["listening"] == [22] and procs[101]["listening"] == []
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def v2_recording(tmp_path_factory):
+    from _recordings import record_at, v1_tables
+
+    path = tmp_path_factory.mktemp("readme") / "rec"
+    record_at(path, v1_tables())
+    return path
+
+
+def test_readme_first_command_prints_the_story(v2_recording):
+    """The quick start's last step, as written, on a known recording: the columns that
+    tell who talked to whom, not pandas' '...'."""
+    import re
+
+    first = README.read_text().split("```sh\n", 1)[1].split("```", 1)[0]
+    code = re.search(r'python -c "(.+?)"\n', first).group(1).replace("'recording'", repr(str(v2_recording)))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["timestamp", "state", "local_addr", "local_port", "remote_addr", "remote_port",
+                                "process"]
+    assert len(lines) == 1 + 18 and "..." not in p.stdout
+    assert lines[1].split()[1:] == ["2026-11-18", "11:06:40+00:00", "LISTEN", "0.0.0.0", "22", "0.0.0.0", "0", "sshd"]
+
+
+def test_readme_duckdb_durations_query(v2_recording):
+    duckdb = pytest.importorskip("duckdb")
+    text = README.read_text()
+    sql = text.split("How long each connection was seen, longest first:\n\n```sql\n", 1)[1].split("```", 1)[0]
+    with pytest.raises(duckdb.BinderException, match="TIMESTAMPTZ_NS"):     # why the README says so
+        duckdb.sql(f"SELECT max(timestamp) - min(timestamp) FROM read_parquet('{v2_recording}/date=*/*.parquet')")
+    rows = duckdb.sql(sql.replace("'rec/", f"'{v2_recording}/")).fetchall()
+    got = [(cookie, proc, remote, secs, seen.total_seconds()) for _, cookie, proc, remote, secs, seen in rows]
+    assert got == [(1, "sshd", "0.0.0.0", 0.7, 0.7), (2, "sshd", "10.0.0.2", 0.3, 0.3),
+                   (4, "curl", "93.184.216.34", 0.3, 0.3), (3, "python3", "::1", 0.2, 0.2),
+                   (5, "sshd", "10.0.0.3", 0.0, 0.0)]
