@@ -122,7 +122,7 @@ def test_readme_first_command_prints_the_story(v2_recording):
     assert lines[0].split() == ["timestamp", "state", "local_addr", "local_port", "remote_addr", "remote_port",
                                 "process"]
     assert len(lines) == 1 + 18 and "..." not in p.stdout
-    assert lines[1].split()[1:] == ["2026-11-18", "11:06:40+00:00", "LISTEN", "0.0.0.0", "22", "0.0.0.0", "0", "sshd"]
+    assert lines[1].split()[1:] == ["2026-11-18", "11:06:40.000+00:00", "LISTEN", "0.0.0.0", "22", "0.0.0.0", "0", "sshd"]
 
 
 def test_readme_duckdb_durations_query(v2_recording):
