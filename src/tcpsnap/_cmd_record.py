@@ -365,7 +365,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if not done and not bad:
             print(f"nothing to recover in {args.dir}", file=sys.stderr)
         for r in done:
-            print(f"recovered {r.path}: {r.rows:,} rows ({r.from_journal:,} from the journal"
+            print(f"recovered {r.path}: {_plural(r.rows, 'row')} ({r.from_journal:,} from the journal"
                   f"{', torn tail dropped' if r.torn else ''})", file=sys.stderr)
     for r in bad:  # even with -q: what could not be recovered is never silent
         for p in r.problems:
