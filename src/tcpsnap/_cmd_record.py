@@ -340,7 +340,7 @@ def _announce(msg: str) -> None:
     the command line's log handler, so that under systemd it is a journal line (priority
     info), else ``tcpsnap: msg`` on stderr."""
     for h in logging.getLogger("tcpsnap").handlers:
-        if getattr(h, "_tcpsnap_cli", False):
+        if getattr(h, "_tcpsnap_cli", False) and isinstance(h, logging.StreamHandler):
             if isinstance(h.formatter, _cli_ops.JournalFormatter):
                 h.handle(logging.LogRecord("tcpsnap.recorder", logging.INFO, __file__, 0, msg, None, None))
             else:
