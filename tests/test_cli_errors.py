@@ -40,6 +40,23 @@ def places(tmp_path_factory):
             "file": tmp / "file"}
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """``record`` in this process sets up the command line's logging (a handler on the
+    "tcpsnap" logger, no propagation): put it back for the tests after these."""
+    import logging
+
+    log = logging.getLogger("tcpsnap")
+    saved = (list(log.handlers), log.propagate, log.level)
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict
+              if name.startswith("tcpsnap.")}
+    yield
+    log.handlers[:], log.propagate, log.level = saved[0], saved[1], saved[2]
+    for name in logging.root.manager.loggerDict:
+        if name.startswith("tcpsnap."):         # recover quiets tcpsnap.recorder
+            logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+
+
 def run_main(argv, capsys):
     try:
         code = main(argv)
