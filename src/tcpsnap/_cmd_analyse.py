@@ -341,7 +341,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     snaps = snapshots_of(rec, args.start, args.end)   # empty snapshots count 0, not a gap
     if len(snaps) == 0:
-        raise TcpsnapError(f"{args.path}: no snapshots in that time range")
+        # the files were picked for the range asked: the whole recording's span, opened again
+        whole = snapshots_of(_open(args.path, args.skip_bad)) if args.start or args.end else snaps
+        span = (f" (it holds {whole['timestamp'].min()} .. {whole['timestamp'].max()}: give --start/--end "
+                f"within that)" if len(whole) else "")
+        raise TcpsnapError(f"{args.path}: no snapshots in that time range{span}")
     if args.freq is not None:       # before the rows are read: a bin count that cannot fit
         try:
             plot.check_bins(snaps["timestamp"].max() - snaps["timestamp"].min(), args.freq)
