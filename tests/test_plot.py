@@ -75,14 +75,17 @@ def test_states_gap_is_a_break_and_a_shade_not_zero(gapped):
     ax = fig.axes[0]
     ln = lines(ax)
     assert set(ln) == {"LISTEN", "ESTABLISHED"}
-    # bins [0,1) [1,2) [2,3) [3,4) [4,5) s; [2,3) has no snapshot: NaN, drawn at the bins' centres
-    centres = [num(T0 + pd.Timedelta(j * SEC + SEC // 2)) for j in range(5)]
+    # bins [0,1) [1,2) [2,3) [3,4) [4,5) s; [2,3) has no snapshot: NaN. Each bin's mean is
+    # drawn flat across the bin: two points, at its edges
+    edges = [num(T0 + pd.Timedelta(j * SEC)) for j in range(5) for j in (j, j + 1)]
     for name in ln:
-        np.testing.assert_allclose(mdates.date2num(ln[name].get_xdata()), centres)
-    # stacked: LISTEN (1 all along) at the bottom, ESTABLISHED above it (in 5 of the first
-    # bin's 5 snapshots... 5..9 of 0..9, then 10 of 10..14: a mean of 0.5, then 0.2)
-    np.testing.assert_array_equal(np.asarray(ln["LISTEN"].get_ydata(), float), [1, 1, np.nan, 1, 1])
-    np.testing.assert_allclose(np.asarray(ln["ESTABLISHED"].get_ydata(), float), [1.5, 1.2, np.nan, 1, 1])
+        np.testing.assert_allclose(mdates.date2num(ln[name].get_xdata()), edges)
+    # stacked: LISTEN (1 all along) at the bottom, ESTABLISHED above it (in snapshots 5..9
+    # of the first bin's 0..9, then 10 of 10..14: a mean of 0.5, then 0.2)
+    np.testing.assert_array_equal(np.asarray(ln["LISTEN"].get_ydata(), float),
+                                  np.repeat([1, 1, np.nan, 1, 1], 2))
+    np.testing.assert_allclose(np.asarray(ln["ESTABLISHED"].get_ydata(), float),
+                               np.repeat([1.5, 1.2, np.nan, 1, 1], 2))
     assert spans(ax) == [pytest.approx((num(T0 + pd.Timedelta(2 * SEC)), num(T0 + pd.Timedelta(3 * SEC))))]
     assert ax.get_xlabel() == "time (UTC)"
     host = tcpsnap._host.host_name()
@@ -112,9 +115,9 @@ def test_axis_names_the_zone(gapped, monkeypatch):
     path, df, snaps = gapped
     ax = plot.plot_states(df, freq="1s", tz="Europe/Paris", snapshots=snaps).axes[0]
     assert ax.get_xlabel() == "time (Europe/Paris)"
-    # 2026-11-18 is winter time: UTC+1, so the first centre is 12:06:40.5 Paris
+    # 2026-11-18 is winter time: UTC+1, so the first bin starts at 12:06:40 Paris
     x = ax.get_lines()[0].get_xdata()
-    assert mdates.date2num(x[0]) == pytest.approx(num(T0 + pd.Timedelta(SEC // 2)) + 1 / 24)
+    assert mdates.date2num(x[0]) == pytest.approx(num(T0) + 1 / 24)
     assert ax.get_title().endswith("12:06:44 Europe/Paris")
     monkeypatch.setenv("TZ", "America/New_York")
     ax = plot.plot_states(df, freq="1s", snapshots=snaps).axes[0]

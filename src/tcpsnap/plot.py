@@ -6,7 +6,7 @@ Each function draws on an Axes (a new figure if none is given) and returns the F
 What the figures promise: a bin in which no snapshot was taken (NaN in
 ``analysis.state_counts`` / ``analysis.churn``: the recorder stopped, a reboot) is drawn
 as a gap -- a break in every line, no bar, and a grey shaded span over the bin -- never
-as zero; each value is drawn at the centre of its bin; the time axis names its zone
+as zero; each bin's value is drawn across its bin (a bar centred on it); the time axis names its zone
 (``UTC``, ``Europe/Paris``, or this machine's zone); the title names the host(s), the
 recording and the time range drawn.
 """
@@ -201,8 +201,8 @@ def _shade_gaps(ax, index: pd.DatetimeIndex, nan: np.ndarray, freq: str, tzinfo:
 def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None,
                 snapshots: pd.DataFrame | None = None, source: Any = None):
     """Stacked connections per state over time: one line per state at the top of its
-    band, the mean per ``freq`` bin (a pandas frequency; default from the span) drawn at
-    the bin's centre. ``tz``: the zone of the time axis (an IANA name; default this
+    band, the mean per ``freq`` bin (a pandas frequency; default from the span) drawn
+    flat across its bin (two points, at the bin's edges). ``tz``: the zone of the time axis (an IANA name; default this
     machine's zone). With ``snapshots`` (``tcpsnap.snapshots``), empty snapshots count
     0; bins with no snapshot at all (NaN in ``analysis.state_counts``) break every line
     and are shaded. ``source``: the recording, named in the title. Raises ``ValueError``
@@ -219,18 +219,21 @@ def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None
         ax.text(0.5, 0.5, "no connections recorded", ha="center", va="center", transform=ax.transAxes)
     else:
         order = sorted(counts.columns, key=lambda c: -counts[c].mean())
-        x = _centres(counts.index, freq, tzinfo)
         vals = counts[order].to_numpy(np.float64)
         # a gap row is all NaN, and stays NaN in the running sum: a break, never a fall to 0
         tops = np.cumsum(vals, axis=1)
         nan = np.isnan(vals).all(axis=1)
+        # each bin's mean holds for the whole bin: two points per bin, at its edges
+        starts = _local(counts.index, tzinfo)
+        x = np.column_stack([starts, starts + pd.Timedelta(freq)]).ravel()
         lower = np.zeros(len(x))
-        lower[nan] = np.nan
+        lower[np.repeat(nan, 2)] = np.nan
         for k, state in enumerate(order):
             color = _COLORS.get(state)
-            ax.fill_between(x, lower, tops[:, k], color=color, alpha=0.6, linewidth=0)
-            ax.plot(x, tops[:, k], color=color, linewidth=1.2, label=state)
-            lower = tops[:, k]
+            top = np.repeat(tops[:, k], 2)
+            ax.fill_between(x, lower, top, color=color, alpha=0.6, linewidth=0)
+            ax.plot(x, top, color=color, linewidth=1.2, label=state)
+            lower = top
         _shade_gaps(ax, counts.index, nan, freq, tzinfo)
         ax.legend(loc="upper left", fontsize="small", ncol=2, frameon=False)
         _time_axis(ax, zone_name)
