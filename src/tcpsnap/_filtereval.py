@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ._schema import STATE_NAMES
 from ._errors import FilterError
 from ._filtertree import And, Const, Family, Host, Not, Number, Or, Port, Process, State
+from ._schema import STATE_NAMES
 
 __all__ = ["row_mask_of", "arrow_expression", "ADDR_IN_UDF"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Const", "Not", "And", "Or", "Port", "Host", "State", "Family", "Number", "Process",
-           "TRUE", "FALSE", "and_", "or_", "not_"]
+           "TRUE", "FALSE", "and_", "or_", "not_", "relax"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,17 @@ def not_(item: Any) -> Any:
     if isinstance(item, Not):
         return item.item
     return Not(item)
+
+
+def relax(n: Any, unknown: Any, positive: bool = True) -> Any:
+    """``n`` with each predicate ``unknown(pred)`` says cannot be tested taken as true
+    where that keeps more rows (false under a ``not``): a superset of ``n``."""
+    if isinstance(n, Not):
+        return not_(relax(n.item, unknown, not positive))
+    if isinstance(n, And):
+        return and_(relax(i, unknown, positive) for i in n.items)
+    if isinstance(n, Or):
+        return or_(relax(i, unknown, positive) for i in n.items)
+    if not isinstance(n, Const) and unknown(n):
+        return TRUE if positive else FALSE
+    return n

@@ -27,7 +27,7 @@ import socket
 import struct
 from typing import Any
 
-from ._filtertree import FALSE, TRUE, And, Const, Family, Host, Not, Number, Or, Port, Process, State, and_, not_, or_
+from ._filtertree import FALSE, TRUE, And, Const, Family, Host, Not, Number, Or, Port, Process, State, relax
 
 __all__ = ["compile_kernel", "compile_bytecode", "linux_states", "MAX_BYTECODE", "DUMP_STATES"]
 
@@ -119,20 +119,6 @@ def _compile(n: Any) -> bytes:
     raise TypeError(f"not a kernel filter node: {n!r}")
 
 
-def _relax(n: Any, positive: bool) -> Any:
-    """``n`` with what the kernel cannot test (state, pid, uid, process) taken as true
-    where that keeps more rows: a superset of ``n``."""
-    if isinstance(n, Not):
-        return not_(_relax(n.item, not positive))
-    if isinstance(n, And):
-        return and_(_relax(i, positive) for i in n.items)
-    if isinstance(n, Or):
-        return or_(_relax(i, positive) for i in n.items)
-    if isinstance(n, (State, Number, Process)):
-        return TRUE if positive else FALSE
-    return n
-
-
 def _maybe(n: Any, state: int) -> bool | None:
     """Whether ``n`` holds for a socket in MIB ``state``: True, False, or None (depends on
     more than the state)."""
@@ -162,7 +148,7 @@ def linux_states(mib_states) -> int:
 def compile_bytecode(node: Any) -> bytes | None:
     """The program keeping a superset of ``node``'s rows, None when it would keep every
     row or be too long to send (then the mask alone filters)."""
-    relaxed = _relax(node, True)
+    relaxed = relax(node, lambda p: isinstance(p, (State, Number, Process)))
     if relaxed == TRUE:
         return None
     if relaxed == FALSE:

@@ -140,7 +140,8 @@ class ChangeTracker:
       ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
     """
 
-    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None) -> None:
+    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None,
+                 where=None) -> None:
         from .._diff import Differ
 
         self.keyframe_ns = int(keyframe_ns)
@@ -148,6 +149,7 @@ class ChangeTracker:
         self._ports = ports
         self._family = family
         self._states = states
+        self.where = where            # the recorder's tcpsnap.Filter, or None
         self._differ = Differ()
         self._can_probe = True
         self._gnames: list[str] = []
@@ -274,6 +276,8 @@ class ChangeTracker:
         m = row_mask(now, self._states, self._ports, self._family)
         if m is not None:
             now = now[m]
+        if self.where is not None and len(now) and not self.where.needs_process:
+            now = now[self.where.mask(now)]
         if not len(now):
             return None
         self.refound += len(now)
@@ -488,6 +492,11 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
         m = row_mask(ur, None, tr._ports, tr._family)
         if m is not None:
             ur, ut = ur[m], ut[m]
+    if len(ur) and tr.where is not None:
+        # the destroy feed (multicast) carries every socket: the same filter, with what a
+        # dead socket cannot tell (its pid, its process: gone with it) taken as matching
+        m = tr.where.dead_mask(ur)
+        ur, ut = ur[m], ut[m]
     tr.unseen += len(ur)
     return ur, ut
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .._filters import parse_ports, parse_states
 from .._units import format_duration, parse_duration
+from ..filters import Filter, parse_filter
 
 __all__ = ["RecorderConfig", "canonical_filters", "describe_filters"]
 
@@ -75,9 +76,11 @@ def describe_filters(value: Any) -> str:
                                               for v in obj["ports"]))
         if "family" in obj:
             parts.append(f"--family {int(obj['family'])}")
+        if "where" in obj:
+            parts.append(f"--filter {str(obj['where'])!r}")
     except (TypeError, ValueError, IndexError):
         return f"filters {text!r}"
-    other = sorted(set(obj) - {"states", "ports", "family"})
+    other = sorted(set(obj) - {"states", "ports", "family", "where"})
     if other:
         parts.append(f"filters {text!r}")
     return " ".join(parts)
@@ -109,6 +112,7 @@ class RecorderConfig:
     batch_rows: int
     buffers: int
     new_dataset: bool = False
+    where: Filter | None = None
 
     @classmethod
     def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
@@ -117,7 +121,8 @@ class RecorderConfig:
              family: int | None = None, row_group_rows: int = 1 << 20, compat: bool = False,
              fsync: bool = False, recover: bool = True, nice: int | None = -10,
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
-             batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False) -> RecorderConfig:
+             batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False,
+             filter: Any = None) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -131,12 +136,15 @@ class RecorderConfig:
             raise ValueError("row_group_rows must be >= 1")
         if mode not in ("full", "changes"):
             raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
+        where = parse_filter(filter) if filter is not None else None
+        if where is not None and where.needs_pids and pids is False:
+            raise ValueError(f"filter {str(where)!r} tests pids or process names: it needs pids")
         return cls(Path(path), parse_duration(interval), rotate_s, flush_s,
                    None if compression == "none" else compression, compression_level, pids,
                    _int_set(states, parse_states), _int_set(ports, parse_ports), family,
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
                    parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
-                   bool(new_dataset))
+                   bool(new_dataset), where if where else None)
 
     @staticmethod
     def ns(seconds: float) -> int:
@@ -151,7 +159,17 @@ class RecorderConfig:
             filters["ports"] = _ranges(sorted(self.ports))
         if self.family:
             filters["family"] = self.family
+        if self.where is not None:
+            filters["where"] = str(self.where)     # tcpsnap.filters' canonical spelling
         return filters
+
+    def row_filter(self) -> Filter | None:
+        """Every row filter of this recording as one ``Filter`` (``states``, ``ports``,
+        ``family`` and ``filter``), None without any: what the snapshots keep."""
+        f = Filter.from_options(state=self.states, port=self.ports, family=self.family)
+        if self.where is not None:
+            f = f & self.where
+        return f if f else None
 
     def metadata(self, pids_enabled: bool, destroy_feed: bool | None) -> dict[str, str]:
         """Key-value metadata of every file: how and where it was recorded.
