@@ -11,11 +11,10 @@ import sys
 import time
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from _sockets import listener, pair  # noqa: E402
-
-import tcpsnap  # noqa: E402
-from tcpsnap._netlink import NetlinkDumper  # noqa: E402
-from tcpsnap.frame import format_address  # noqa: E402
+import tcpsnap
+from _sockets import listener, pair
+from tcpsnap._netlink import NetlinkDumper
+from tcpsnap.frame import format_address
 
 SS_STATES = {"ESTAB": 5, "SYN-SENT": 3, "SYN-RECV": 4, "FIN-WAIT-1": 6, "FIN-WAIT-2": 7,
              "TIME-WAIT": 11, "UNCONN": 1, "CLOSE-WAIT": 8, "LAST-ACK": 10, "LISTEN": 2,

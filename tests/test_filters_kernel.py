@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import tcpsnap
-
 from conftest import CAN_UNSHARE_NET
 
 pytestmark = [

@@ -153,7 +153,10 @@ def compile_bytecode(node: Any) -> bytes | None:
         return None
     if relaxed == FALSE:
         return _op(JMP, 4, 8)                      # jumps past the end: rejects everything
-    prog = _compile(relaxed)
+    try:
+        prog = _compile(relaxed)
+    except struct.error:                           # a jump past 65535 bytes: too long anyway
+        return None
     return prog if len(prog) <= MAX_BYTECODE else None
 
 

@@ -77,6 +77,9 @@ cdef const char *bc_audit(const uint8_t *bc, Py_ssize_t bc_len, Py_ssize_t *wher
     if bc_len > MAX_BYTECODE:
         where[0] = 0
         return "longer than a netlink attribute holds (65528 bytes)"
+    if bc_len & 3:
+        where[0] = 0
+        return "not a whole number of instructions"
     while length > 0:
         where[0] = off
         if length < 4:
