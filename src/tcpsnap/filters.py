@@ -82,7 +82,7 @@ from ._schema import STATE_NAMES, TcpState
 
 _U32 = 0xFFFFFFFF
 
-__all__ = ["Filter", "parse_filter", "FilterError"]
+__all__ = ["Filter", "parse_filter", "FilterError", "kernel_safe"]
 
 
 # ------------------------------------------------------------------ parsing values
@@ -456,6 +456,12 @@ class Filter:
         """Whether it tests pids or process names (the snapshot needs ``pids=True``)."""
         return _has(self.node, Process) or _has(self.node, Number, "pid")
 
+    @property
+    def needs_rebuild_filter(self) -> bool:
+        """Whether it tests what a connection can change while it lives (state, pid, uid,
+        process): a changes recording's rebuilt rows are then filtered again."""
+        return any(_has(self.node, k) for k in (State, Number, Process))
+
     # -- compiled forms
     def mask(self, rows: np.ndarray, process: tuple[np.ndarray, list[str]] | None = None) -> np.ndarray:
         """A boolean array, one per row of ``rows`` (``ROW_DTYPE``): True where the row
@@ -464,9 +470,10 @@ class Filter:
         return row_mask_of(self.node, rows, process)
 
     def dead_mask(self, rows: np.ndarray) -> np.ndarray:
-        """``mask`` for rows of sockets already gone (the destroy feed's reports), whose
-        pid and process cannot be known: those tests are taken as passing (a superset)."""
-        node = relax(self.node, lambda p: isinstance(p, Process) or
+        """``mask`` for rows of sockets already gone (the destroy feed's reports of sockets
+        no snapshot saw), whose pid and process cannot be known and whose states in life
+        are not known (the report has the last): those tests are taken as passing."""
+        node = relax(self.node, lambda p: isinstance(p, (Process, State)) or
                      (isinstance(p, Number) and p.field == "pid"))
         return row_mask_of(node, rows, None)
 
@@ -539,6 +546,13 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
         else:
             out.append([v, v])
     return [(a, b) for a, b in out]
+
+
+def kernel_safe(f: Filter) -> Filter:
+    """``f`` without what a live connection can change (state, pid, uid, process): the
+    part that selects connections by their addresses, ports and family, taken as "maybe"
+    elsewhere (a superset of ``f``)."""
+    return Filter(relax(f.node, lambda p: isinstance(p, (State, Number, Process))))
 
 
 def parse_filter(text: str | Filter | None) -> Filter:

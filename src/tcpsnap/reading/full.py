@@ -56,6 +56,14 @@ def read_recording(rec: Recording, start: Any = None, end: Any = None,
                    columns: list[str] | None = None, filters: Any = None, mode: str = "full"):
     """``read`` of an open :class:`~tcpsnap.reading.dataset.Recording` (no report)."""
     if is_changes(rec):
+        if mode == "full" and rec.files:
+            # changes mode follows a connection its filter selected until it closes: the
+            # rebuilt snapshots keep only the rows a full recording would (tcpsnap.filters)
+            from ..record.config import recording_filter
+
+            rf = recording_filter(rec.files[0].filters)
+            if rf is not None and rf.needs_rebuild_filter:
+                filters = where_expression(rf, filters)
         return _read_changes(rec, start, end, columns, filters, mode)
     if mode == "changes":
         raise ValueError(f"{rec.path} is a full recording; mode='changes' needs one made with "

@@ -219,8 +219,13 @@ class Capture:
                 rows = rows[m]
         flt = self._where
         if flt is not None and len(rows):
-            rows = rows[flt.mask(rows, process=self._names(rows["pid"])
-                                 if flt.needs_process and self._names else None)]
+            m = flt.mask(rows, process=self._names(rows["pid"]) if flt.needs_process and self._names
+                         else None)
+            if self.tracker is not None:
+                # changes mode follows a connection the filter selected until it closes
+                # (tcpsnap.filters: its later states are events, its close a real one)
+                m |= self.tracker.holds(rows["cookie"])
+            rows = rows[m]
         key = self.rules.file_key(t0, w)
         extra = None
         if self.tracker is not None:

@@ -245,6 +245,16 @@ class ChangeTracker:
                         "snapshots only", e)
             return None
 
+    def holds(self, cookies: np.ndarray) -> np.ndarray:
+        """Whether each cookie is a connection the last snapshot held (not 0)."""
+        d = self._differ
+        if not d.primed or not len(cookies):
+            return np.zeros(len(cookies), bool)
+        try:
+            return (d.lookup(cookies) >= 0) & (cookies != 0)
+        except RuntimeError:          # rolled back: nothing held for certain
+            return np.zeros(len(cookies), bool)
+
     def _refind(self, closed: np.ndarray) -> np.ndarray | None:
         """The sockets of ``closed`` (missing from this snapshot) that no report declared
         dead and the kernel, asked about each, still holds: as it reports them now, pid
@@ -273,11 +283,12 @@ class ChangeTracker:
         now = now[found]
         same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
         now["pid"] = np.where(same, last["pid"], 0)
-        m = row_mask(now, self._states, self._ports, self._family)
-        if m is not None:
-            now = now[m]
-        if self.where is not None and len(now) and not self.where.needs_process:
-            now = now[self.where.mask(now)]
+        if self.where is None:
+            m = row_mask(now, self._states, self._ports, self._family)
+            if m is not None:
+                now = now[m]
+        # with ``where`` (the recorder's filters, one Filter) a socket the last snapshot
+        # held is followed until it closes, inside the filter or not
         if not len(now):
             return None
         self.refound += len(now)

@@ -14,7 +14,7 @@ from .._filters import parse_ports, parse_states
 from .._units import format_duration, parse_duration
 from ..filters import Filter, parse_filter
 
-__all__ = ["RecorderConfig", "canonical_filters", "describe_filters"]
+__all__ = ["RecorderConfig", "canonical_filters", "describe_filters", "recording_filter"]
 
 _COMPRESSIONS = (None, "none", "zstd", "snappy", "gzip", "lz4", "brotli")
 
@@ -84,6 +84,23 @@ def describe_filters(value: Any) -> str:
     if other:
         parts.append(f"filters {text!r}")
     return " ".join(parts)
+
+
+def recording_filter(value: Any) -> Filter | None:
+    """A file's ``tcpsnap.filters`` (``canonical_filters``' text) as the one ``Filter`` its
+    rows were kept by, None for none (or a filter set this version cannot read)."""
+    try:
+        obj = json.loads(canonical_filters(value))
+        f = Filter.from_options(state=frozenset(obj["states"]) if obj.get("states") else None,
+                                port=frozenset(p for v in obj.get("ports", ())
+                                               for p in (range(v[0], v[1] + 1) if isinstance(v, list) else (v,)))
+                                or None,
+                                family=obj.get("family"))
+        if obj.get("where"):
+            f = f & parse_filter(obj["where"])
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return None
+    return f if f else None
 
 
 @dataclass
@@ -162,6 +179,18 @@ class RecorderConfig:
         if self.where is not None:
             filters["where"] = str(self.where)     # tcpsnap.filters' canonical spelling
         return filters
+
+    def capture_filter(self) -> Filter | None:
+        """The filter the snapshotter (the kernel, then its mask) applies: ``row_filter``,
+        but in changes mode without what a connection can leave while it lives (state,
+        pid, uid, process): those are applied with the tracker (a connection the filter
+        selected is followed until it closes); ports and addresses never change."""
+        f = self.row_filter()
+        if f is None or self.mode != "changes":
+            return f
+        from ..filters import kernel_safe
+
+        return kernel_safe(f)
 
     def row_filter(self) -> Filter | None:
         """Every row filter of this recording as one ``Filter`` (``states``, ``ports``,

@@ -160,7 +160,7 @@ class Recorder:
                 log.info("retention: %s", ret.describe())
                 ret.run(root)
             if self._snap is None:
-                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.row_filter())
+                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.capture_filter())
             else:
                 self.pids_enabled = bool(getattr(self._snap, "pids", False))
             snap = self._snap
@@ -187,8 +187,7 @@ class Recorder:
                                   lambda p: ret.run(root, busy_part=p.parent.name))
             self._capture = Capture(snap, self.pids_enabled, rules, pool, self._writer,
                                     self._clock, Waker(), seq=0 if last is None else last + 1,
-                                    states=c.states, ports=c.ports, family=c.family,
-                                    where=c.where, tracker=self._tracker, failed=lambda: self._writer.error)
+                                    where=c.row_filter(), tracker=self._tracker, failed=lambda: self._writer.error)
             self._capture.stopping = self._stop_early
             self._writer.start()
         except BaseException:
@@ -434,7 +433,7 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
         feed = None
         if c.destroy or (c.destroy is None and own_snap):
             feed = open_destroy_feed(required=bool(c.destroy))
-        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states, where=c.where)
+        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states, where=c.row_filter())
         schema = build_schema(c.metadata(pids, feed is not None))
         return schema, ChangesEncoder(schema, host_name(), boot_id()), tracker
     from .._arrow import BatchEncoder
