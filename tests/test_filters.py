@@ -354,3 +354,20 @@ def test_bad_filter_options_are_usage_errors_in_one_line(args, says):
     lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("usage:") and ln.startswith("tcpsnap")]
     assert len(lines) == 1 and says in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_changes_mode_asks_the_kernel_only_for_what_a_connection_keeps():
+    """A connection can leave a state, pid, uid or process filter while it lives, never its
+    ports or addresses: in changes mode only those reach the kernel (it is followed until
+    it closes); full mode sends the whole filter."""
+    from tcpsnap.record.config import RecorderConfig
+
+    opts = dict(states="established", ports="443", filter="uid = 0 or dst 10.0.0.0/8")
+    changes = RecorderConfig.make("x", mode="changes", **opts)
+    assert str(changes.capture_filter()) == "sport = :443 or dport = :443"
+    assert changes.capture_filter().kernel()[0] == 0x1FFE
+    full = RecorderConfig.make("x", **opts)
+    assert full.capture_filter() == full.row_filter()
+    assert str(full.row_filter()) == ("(sport = :443 or dport = :443) and state established and "
+                                      "(uid = 0 or dst 10.0.0.0/8)")
+    assert full.capture_filter().kernel()[0] == 1 << 1
