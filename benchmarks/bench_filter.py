@@ -36,7 +36,6 @@ import time
 
 import _results
 import bench_snapshot as bs
-
 import tcpsnap
 
 
@@ -114,7 +113,7 @@ def main(argv: list[str]) -> int:
     print(f"{'method':<16} {'median ms':>10} {'min ms':>8} {'ratio (paired median)':>22}")
     for name, ts in series.items():
         base = series["unfiltered+pids" if name.endswith("+pids") else "unfiltered"]
-        ratios = [t / u for t, u in zip(ts, base)]
+        ratios = [t / u for t, u in zip(ts, base, strict=True)]
         res["ms"][name] = {"median": statistics.median(ts), "min": min(ts)}
         res["ratio"][name] = {"median": statistics.median(ratios), "max": max(ratios)}
         print(f"{name:<16} {statistics.median(ts):>10.3f} {min(ts):>8.3f} {statistics.median(ratios):>22.3f}")
