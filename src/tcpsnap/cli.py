@@ -1,7 +1,8 @@
 """The ``tcpsnap`` command line.
 
 Errors: one line on stderr, never a traceback. Exit status 2 for a command line that
-cannot work (argparse's errors, :class:`~tcpsnap._errors.UsageError`), 1 for a failure
+cannot work (argparse's errors, :class:`~tcpsnap._errors.UsageError`, a filter expression
+that does not parse), 1 for a failure
 (tcpsnap's errors, the system's, a file that is not what it should be), 130 for Ctrl-C.
 An exception nobody expected (a bug) is one line too, naming ``TCPSNAP_DEBUG=1``, under
 which it is raised with its traceback.
@@ -14,7 +15,7 @@ import os
 import sys
 
 from ._cli_args import HelpFormatter
-from ._errors import TcpsnapError, UsageError
+from ._errors import FilterError, TcpsnapError, UsageError
 from ._version import __version__
 
 __all__ = ["main", "build_parser", "DEBUG_ENV"]
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         # reader went away (tcpsnap show | head): not an error for a Unix tool
         sys.stdout = None  # no flush of the dead pipe at exit
         return 0
-    except UsageError as e:
+    except (UsageError, FilterError) as e:     # found after parsing, a command line all the same
         print(f"{prog}: error: {_one_line(e)} (see '{prog} --help')", file=sys.stderr)
         return 2
     except Exception as e:   # the one place every error becomes one line
