@@ -109,7 +109,8 @@ CLI_BAD: list[tuple[str, int, str]] = [
     ("show --port 70000", 2, "ports are 0..65535"),
     ("show --family 5", 2, "invalid choice"),
     ("show --format xml", 2, "choose from 'table', 'csv', 'json'"),
-    ("show extra", 2, "unrecognized arguments: extra"),
+    ("show 'dport ='", 2, "filter 'dport =' ends where a port was expected"),
+    ("show 'dport = :x'", 2, "bad port ':x'"),
     # record
     ("record", 2, "required: DIR"),
     ("record {tmp}/r --interval soon", 2, "bad duration 'soon': expected e.g. 10ms"),
