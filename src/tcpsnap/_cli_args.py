@@ -22,12 +22,14 @@ TIME_HELP = ("'2026-11-26 10:00' (UTC unless it has a zone, e.g. +01:00 or Z), '
 #: What the filter options say they take (every command that selects rows has them).
 FILTER_HELP = """\
 filters (all given must match; a comma list matches any of its values):
-  --state established,listening   ss's states and groups (connected, synchronized,
-                                  bucket, big, all); --sport/--dport/--port 443,8000-8010;
-  --src/--dst 10.0.0.0/8,[::1]    addresses or networks (an IPv4 one also matches
-                                  IPv4-mapped IPv6 peers); --pid, --uid, --process NAME;
-  --family 4|6; --filter EXPR     an ss expression, e.g.
-                                  'dport = :443 or sport = :443', 'not src 10.0.0.0/8'
+  --state established,listening   ss's states and groups (connected,
+                                  synchronized, bucket, big, all);
+                                  --sport/--dport/--port 443,8000-8010;
+  --src/--dst 10.0.0.0/8,[::1]    addresses or networks (an IPv4 one also
+                                  matches IPv4-mapped IPv6 peers);
+                                  --pid, --uid, --process NAME;
+  --family 4|6; --filter EXPR     an ss expression, e.g. 'dport = :443 or
+                                  sport = :443', 'not src 10.0.0.0/8'
 """
 
 

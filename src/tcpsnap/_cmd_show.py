@@ -21,10 +21,13 @@ examples:
   tcpsnap show --port 22,8000-8010      rows whose local or remote port matches
   tcpsnap show --family 6 --format json IPv6 rows as a JSON list
   tcpsnap show --no-pids                skip owning processes (no /proc walk)
-  tcpsnap show dport = :443 or sport = :443      an ss expression (the kernel filters)
+  tcpsnap show dport = :443 or sport = :443
+                                        an ss expression (the kernel filters)
+
 states: CLOSED LISTEN SYN_SENT SYN_RCVD ESTABLISHED FIN_WAIT1 FIN_WAIT2 CLOSE_WAIT
         CLOSING LAST_ACK TIME_WAIT DELETE_TCB (case-insensitive; ss spellings such as
         time-wait or syn-recv work too)
+
 """ + FILTER_HELP
 
 
