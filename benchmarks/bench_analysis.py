@@ -649,7 +649,7 @@ def child_bounded(kind: str, rec: Path, man: dict, out_dir: Path) -> dict:
 
         to = kind.split("-")[1]
         out = out_dir / f"x.{to}"
-        argv = ["export", str(rec), "--to", to, "-o", str(out), "--force"]
+        argv = ["export", str(rec), "--format", to, "-o", str(out), "--force"]
         if to == "jsonl":
             argv += ["--start", start.isoformat(), "--end", end.isoformat()]
         assert cli(argv) == 0

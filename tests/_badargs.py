@@ -89,3 +89,80 @@ def one_bad_argument(names: list[str]) -> st.SearchStrategy[tuple[str, Any] | No
     the examples of a property test stay good, the other half try every kind everywhere."""
     bad = st.tuples(st.sampled_from(names), st.sampled_from(sorted(KINDS)).map(lambda k: KINDS[k]()))
     return st.one_of(st.none(), bad)
+
+
+# ------------------------------------------------------------------ the command line
+#
+# The contract (issue 13, item 2): every command, every bad argument: exit status 2 for a
+# command line that cannot work, 1 for a failure, and exactly one line on stderr that says
+# what to do -- never a traceback. ``{rec}`` is a good recording (the v1 fixture, 0.8 s),
+# ``{empty}`` an empty folder, ``{garbage}`` a folder with a file that is not Parquet,
+# ``{seqtype}`` a recording one of whose files has ``seq`` as int32, ``{file}`` a regular
+# file, ``{tmp}`` a scratch folder. (argv, exit status, text the line must hold)
+CLI_BAD: list[tuple[str, int, str]] = [
+    # the command itself
+    ("", 2, "required: COMMAND"),
+    ("frobnicate", 2, "invalid choice: 'frobnicate'"),
+    ("--bogus", 2, "tcpsnap: error:"),
+    # show
+    ("show --state nope", 2, "unknown TCP state"),
+    ("show --port 70000", 2, "ports are 0..65535"),
+    ("show --family 5", 2, "invalid choice"),
+    ("show --format xml", 2, "choose from 'table', 'csv', 'json'"),
+    ("show 'dport ='", 2, "filter 'dport =' ends where a port was expected"),
+    ("show 'dport = :x'", 2, "bad port ':x'"),
+    # record
+    ("record", 2, "required: DIR"),
+    ("record {tmp}/r --interval soon", 2, "bad duration 'soon': expected e.g. 10ms"),
+    ("record {tmp}/r --interval 1M", 2, "units are lowercase: '1m' is 1 minute"),
+    ("record {tmp}/r --interval 10MS", 2, "'10ms' is 10 milliseconds"),
+    ("record {tmp}/r --rotate 0", 2, "must be more than 0"),
+    ("record {tmp}/r --duration -1s", 2, "argument --duration"),
+    ("record {tmp}/r --row-group-rows 0", 2, "must be at least 1"),
+    ("record {tmp}/r --compression zip", 2, "invalid choice: 'zip'"),
+    ("record {tmp}/r --mode sometimes", 2, "invalid choice: 'sometimes'"),
+    ("record {tmp}/r --keyframe 0", 2, "must be more than 0"),
+    ("record {tmp}/r --max-bytes 5XB", 2, "bad size '5XB'"),
+    ("record {tmp}/r --metrics nohost", 2, "e.g. 127.0.0.1:9464"),
+    ("record {tmp}/r --nice x", 2, "invalid int value: 'x'"),
+    ("record {tmp}/r --keep 1M", 2, "units are lowercase"),
+    ("record /dev/null --duration 1s", 1, "/dev/null is not a folder"),
+    ("record {file}/r --duration 1s", 1, "cannot create recording folder"),
+    ("record {tmp}/r --config {tmp}/none.toml", 1, "none.toml: cannot read"),
+    # recover
+    ("recover", 2, "required: DIR"),
+    ("recover {tmp}/none", 1, "no recording folder at"),
+    ("recover /dev/null", 1, "/dev/null is not a folder"),
+    # info
+    ("info", 2, "required: path"),
+    ("info {tmp}/none", 1, "no recording at"),
+    ("info /dev/null", 1, "/dev/null is not a recording: give a recording folder or one of its .parquet files"),
+    ("info {empty}", 1, "no Parquet files in"),
+    ("info {garbage}", 1, "not a readable recording file"),
+    ("info {seqtype}", 1, "column 'seq' is int32, not int64); skip_bad=True or --skip-bad reads the other files"),
+    ("info {rec} --bogus", 2, "unrecognized arguments: --bogus"),
+    # plot
+    ("plot {rec}", 2, "required: -o/--output"),
+    ("plot {rec} -o {tmp}/x.png --kind pie", 2, "invalid choice: 'pie'"),
+    ("plot {rec} -o {tmp}/x.png --freq 0s", 2, "argument --freq: must be more than 0"),
+    ("plot {rec} -o {tmp}/x.png --freq 1M", 2, "units are lowercase: '1m' is 1 minute"),
+    ("plot {rec} -o {tmp}/x.png --freq 1ns", 2, "--freq 1ns cuts 0.7 s into 700,000,000 bins, over the 100,000 a "
+                                                "plot draws; try --freq 1ms or more"),
+    ("plot {rec} -o {tmp}/x.png --tz Mars/Olympus", 2, "unknown time zone 'Mars/Olympus' (give an IANA name"),
+    ("plot {rec} -o {tmp}/x.png --utc --tz Europe/Paris", 2, "--utc and --tz Europe/Paris name two zones"),
+    ("plot {rec} -o {tmp}/x.png --start soon", 2, "argument --start: not a time: 'soon'"),
+    ("plot {rec} -o {tmp}/x.xyz", 2, "name it .png, .svg or .pdf"),
+    ("plot {rec} -o {tmp}/none/x.png", 1, "folder"),
+    ("plot {rec} -o {tmp}/x.png --start 2020-01-01 --end 2020-01-02", 1, "no snapshots in that time range"),
+    ("plot /dev/null -o {tmp}/x.png", 1, "/dev/null is not a recording"),
+    # export
+    ("export {rec}", 2, "--format is required: csv or jsonl"),
+    ("export {rec} --format xml", 2, "invalid choice: 'xml'"),
+    ("export {rec} --to xml", 2, "invalid choice: 'xml'"),
+    ("export {tmp}/none --format csv", 1, "no recording at"),
+    ("export {rec} --format csv -o {tmp}/none/x.csv", 1, "x.csv: No such file or directory"),
+    ("export {rec} --format csv --end now-x", 2, "argument --end: not a time: 'now-x'"),
+    # config, install-service
+    ("config", 2, "one of the arguments --check --show is required"),
+    ("install-service --bogus", 2, "unrecognized arguments: --bogus"),
+]

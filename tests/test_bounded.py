@@ -209,5 +209,5 @@ def test_info_plot_export_never_read_the_whole_recording(tmp_path, monkeypatch, 
     pytest.importorskip("matplotlib")
     for kind in ("states", "churn", "remotes"):
         assert main(["plot", str(path), "-o", str(tmp_path / f"{kind}.png"), "--kind", kind, "--utc"]) == 0
-    assert main(["export", str(path), "--to", "parquet", "-o", str(tmp_path / "x.parquet")]) == 0
+    assert main(["export", str(path), "--format", "parquet", "-o", str(tmp_path / "x.parquet")]) == 0
     assert len(pd.read_parquet(tmp_path / "x.parquet")) == 45

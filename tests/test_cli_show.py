@@ -83,3 +83,50 @@ def test_broken_pipe_is_quiet():
     p = subprocess.run(f"{sys.executable} -m tcpsnap show --format json | head -c 1", shell=True,
                        capture_output=True, text=True, timeout=60)
     assert "Traceback" not in p.stderr
+
+
+LINK_LOCAL_CHILD = r"""
+import json, socket, subprocess, sys
+def sh(*a):
+    subprocess.run(a, check=True, capture_output=True)
+sh("ip", "link", "add", "tsv0", "type", "veth", "peer", "name", "tsv1")
+sh("ip", "link", "set", "tsv0", "up")
+sh("ip", "addr", "add", "fe80::1234/64", "dev", "tsv0", "nodad")
+v4 = socket.socket()
+sh("ip", "link", "set", "lo", "up")
+v4.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+v4.bind(("127.0.0.1", 0)); v4.listen()
+l = socket.socket(socket.AF_INET6)
+l.bind(("fe80::1234", 0, 0, socket.if_nametoindex("tsv0"))); l.listen()
+out = {}
+for name, s in (("v6", l), ("v4", v4)):
+    port = str(s.getsockname()[1])
+    ss = subprocess.run(["ss", "-tanH", "sport", "=", ":" + port], capture_output=True, text=True).stdout
+    ours = subprocess.run([sys.executable, "-m", "tcpsnap", "show", "--port", port], capture_output=True,
+                          text=True).stdout
+    out[name] = [ss, ours]
+print(json.dumps(out))
+"""
+
+
+def test_link_local_interface_as_ss_prints_it(tmp_path):
+    """A listener on a link-local address of a veth (and one bound to lo) in a network
+    namespace of our own: the local address is the one ``ss`` prints, %interface and all."""
+    from conftest import CAN_UNSHARE_NET
+
+    if not CAN_UNSHARE_NET:
+        pytest.skip("needs unshare -n (root) on Linux")
+    child = tmp_path / "child.py"
+    child.write_text(LINK_LOCAL_CHILD)
+    p = subprocess.run(["unshare", "-n", sys.executable, str(child)], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0 and "veth" in p.stderr:
+        pytest.skip(f"cannot make a veth here: {p.stderr.strip()[-200:]}")
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    for name, (ss, ours) in got.items():
+        ss_local = ss.split()[3]                          # State Recv-Q Send-Q Local Peer
+        rows = [line.split() for line in ours.splitlines()[1:]]
+        assert len(rows) == 1, ours
+        assert rows[0][1] == ss_local, (name, ss, ours)
+    assert got["v6"][0].split()[3].startswith("[fe80::1234]%tsv0:")
+    assert got["v4"][0].split()[3].startswith("127.0.0.1%lo:")

@@ -70,7 +70,7 @@ def test_export_round_trips(tmp_path, mode):
         want = _want(path)
         for to in ("csv", "jsonl", "parquet"):
             out = tmp_path / f"{name}.{to}"
-            p = cli("export", path, "--to", to, "-o", out)
+            p = cli("export", path, "--format", to, "-o", out)
             assert p.returncode == 0 and p.stderr == "", p.stderr
             if to == "parquet":
                 readers = {"pandas": pd.read_parquet(out), "pyarrow": pq.read_table(out).to_pandas(),
@@ -99,17 +99,17 @@ def test_export_parquet_refuses_to_overwrite(tmp_path):
     record(path, tables(5, [(EST, range(5))]), "full", Clock())
     out = tmp_path / "x.parquet"
     out.write_bytes(b"precious")
-    p = cli("export", path, "--to", "parquet", "-o", out)
+    p = cli("export", path, "--format", "parquet", "-o", out)
     assert p.returncode == 1 and p.stderr == f"tcpsnap: error: {out} exists: pass --force to replace it\n"
     assert out.read_bytes() == b"precious"
     assert list(tmp_path.glob(".x.parquet*")) == []
-    p = cli("export", path, "--to", "parquet", "-o", out, "--force")
+    p = cli("export", path, "--format", "parquet", "-o", out, "--force")
     assert p.returncode == 0, p.stderr
     assert len(pd.read_parquet(out)) == 5
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask          # as any file it writes, not 0600
-    p = cli("export", path, "--to", "parquet")
+    p = cli("export", path, "--format", "parquet")
     assert p.returncode == 1 and "needs -o FILE" in p.stderr
 
 
@@ -119,20 +119,20 @@ def test_export_changes_events_and_range(tmp_path):
     record(path, tables(20, [(EST, range(5, 15)), (LISTEN, range(20))]), "changes", Clock())
     snaps = tcpsnap.snapshots(path)
     start, end = snaps["timestamp"].iloc[8], snaps["timestamp"].iloc[12]
-    p = cli("export", path, "--to", "jsonl", "--start", start.isoformat(), "--end", end.isoformat())
+    p = cli("export", path, "--format", "jsonl", "--start", start.isoformat(), "--end", end.isoformat())
     rows = [json.loads(x) for x in p.stdout.splitlines()]
     assert p.returncode == 0 and sorted((r["seq"], r["state"]) for r in rows) == [
         (s, st) for s in range(8, 12) for st in ("ESTABLISHED", "LISTEN")]
     assert "event" not in rows[0]
-    p = cli("export", path, "--to", "jsonl", "--events")
+    p = cli("export", path, "--format", "jsonl", "--events")
     ev = [json.loads(x) for x in p.stdout.splitlines()]
     assert p.returncode == 0 and {r["event"] for r in ev} >= {"keyframe", "opened", "closed"}
     assert len(ev) == len(tcpsnap.read(path, mode="changes"))
-    p = cli("export", tmp_path / "rec", "--to", "csv", "--events", "-o", tmp_path / "x.csv")
+    p = cli("export", tmp_path / "rec", "--format", "csv", "--events", "-o", tmp_path / "x.csv")
     assert p.returncode == 0
     full = tmp_path / "full"
     record(full, tables(3, [(EST, range(3))]), "full", Clock())
-    p = cli("export", full, "--to", "csv", "--events")
+    p = cli("export", full, "--format", "csv", "--events")
     assert p.returncode == 1 and "--events needs a changes recording" in p.stderr
 
 

@@ -205,8 +205,9 @@ def test_record_cli_refuses_in_one_line_and_new_dataset(tmp_path):
     assert state(rec) == before
     p = _cli("record", rec, "--duration", "0.3s", "--no-pids", "--mode", "changes", "--new-dataset")
     assert p.returncode == 0
-    assert p.stderr.startswith(f"tcpsnap: warning: {rec} holds a full-mode recording (") and \
-        p.stderr.rstrip().endswith(f"recording into {rec}.2 (new_dataset)")
+    warning = p.stderr.splitlines()[0]          # then the start and the summary line
+    assert warning.startswith(f"tcpsnap: warning: {rec} holds a full-mode recording (") and \
+        warning.endswith(f"recording into {rec}.2 (new_dataset)")
     assert state(rec) == before
     assert tcpsnap.reading.open_recording(tmp_path / "rec.2").mode == "changes"
     assert "--new-dataset" in _cli("record", "--help").stdout

@@ -656,7 +656,8 @@ def test_sigusr1_prints_the_counters_and_goes_on(tmp_path):
     assert not re.search(rb"snapshots[^\r\n]*\n", before)  # the status line has no newline
     os.kill(pid, signal.SIGUSR1)
     got = _read_all(fd, 1.0)
-    assert re.search(rb"\d+ snapshots +[\d,]+ rows/s +\d+ overruns +[\d.]+ \w+ +(date=[^\r\n]*|-)\r?\n", got), got
+    assert re.search(rb"\d+ snapshots +[\d,]+ rows/s +\d+ overruns? +[\d.]+ \w+ +\d+ files?( \+ 1 open)?\r?\n",
+                     got), got
     os.kill(pid, signal.SIGTERM)
     _, status = os.waitpid(pid, 0)
     os.close(fd)

@@ -10,37 +10,50 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_args import TIME_HELP, freq_arg, time_arg
-from ._errors import TcpsnapError
+from ._cli_args import TIME_HELP, add_filter_arguments, filter_from_args, freq_arg, time_arg, tz_arg
+from ._errors import TcpsnapError, UsageError
 from ._units import human_bytes
 
 EPILOG_INFO = """\
 examples:
-  tcpsnap info recording                   summary of a recording folder
+  tcpsnap info recording                 summary of a recording folder
   tcpsnap info recording/date=2026-11-26/x.parquet
-  tcpsnap info recording --skip-bad        summary of the files that are not corrupt or foreign
+  tcpsnap info recording --skip-bad      leave out corrupt or foreign files
+  tcpsnap info recording --json          the same numbers, for a program
+
+terms: a snapshot is one reading of the whole TCP table; a gap is a time over 1.5
+intervals with no snapshot (the recorder stopped, stalled or the host rebooted: not an
+empty table, which is a snapshot of 0 connections); conn-s (connection-seconds) is the
+lifetimes of a peer's connections summed: 3 connections open 10 s each are 30 conn-s;
+a listener-only process has 0 connections and lists the ports it listens on.
 """
 EPILOG_PLOT = """\
 examples:
-  tcpsnap plot recording -o states.png                  connections by state over time
+  tcpsnap plot recording -o states.png      connections by state over time
   tcpsnap plot recording -o churn.png --kind churn --freq 10s
   tcpsnap plot recording -o peers.png --kind remotes
-  tcpsnap plot recording -o s.png --start '2026-11-26 10:00' --end '2026-11-26 11:00' --utc
-  tcpsnap plot recording -o last-hour.png --start now-1h
+  tcpsnap plot rec -o s.png --start '2026-11-26 10:00' --end '2026-11-26 11:00'
+  tcpsnap plot recording -o last-hour.png --start now-1h --tz Europe/Paris
+
+Needs matplotlib: pip install 'tcpsnap[plot]'. Time with no snapshot (the recorder
+stopped) is drawn as a gap: a break in the lines and a grey span, never as 0.
+Durations (--freq): 100ms, 10s, 15m (minutes), 1h, 1d; units are lowercase.
 
 times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
 'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
 EPILOG_EXPORT = """\
 examples:
-  tcpsnap export recording --to csv > all.csv
-  tcpsnap export recording --to jsonl --start '2026-11-26 10:00' --end '2026-11-26 10:05' -o five-min.jsonl
-  tcpsnap export recording --to csv --start now-5m        the last five minutes (of a live recording too)
-  tcpsnap export recording --to parquet -o all.parquet    one compacted Parquet file
+  tcpsnap export recording --format csv > all.csv
+  tcpsnap export rec --format jsonl --start '2026-11-26 10:00' -o x.jsonl
+  tcpsnap export recording --format csv --start now-5m     the last five minutes
+  tcpsnap export recording --format parquet -o all.parquet    one compacted Parquet file
 
 times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
 'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
 """
+#: what export writes (--format)
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 SKIP_BAD_HELP = ("read the other files when some are bad (corrupt, not tcpsnap's, a copy of another, of "
                  "the other mode) and say on stderr which were skipped; without it, a bad file is an "
                  "error naming it")
@@ -49,11 +62,13 @@ SKIP_BAD_HELP = ("read the other files when some are bad (corrupt, not tcpsnap's
 def register(sub) -> None:
     p = sub.add_parser("info", help="summarize a recording",
                        description="Time range, snapshots, rows, interval, gaps, files, bytes on disk, "
-                                   "distinct connections, and the busiest processes and remotes.",
+                                   "distinct connections, the busiest processes (with the ports they "
+                                   "listen on) and remotes (with their connection-seconds).",
                        epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or one of its .parquet files")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
+    add_filter_arguments(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("plot", help="draw a recording as a PNG/SVG/PDF",
@@ -68,8 +83,10 @@ def register(sub) -> None:
     p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
     p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
-    p.add_argument("--tz", help="time axis in this zone, e.g. Europe/Berlin")
+    p.add_argument("--tz", type=tz_arg, metavar="ZONE",
+                   help="time axis in this IANA zone, e.g. Europe/Berlin (default: this machine's)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
+    add_filter_arguments(p)
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("export", help="write a recording as CSV or JSON lines",
@@ -77,8 +94,10 @@ def register(sub) -> None:
                                    "for tools that don't read Parquet. Timestamps are ISO 8601 UTC.",
                        epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or file")
-    p.add_argument("--to", choices=("csv", "jsonl", "parquet"), required=True,
-                   help="output format (parquet: one compacted file, needs -o)")
+    p.add_argument("--format", dest="to", choices=EXPORT_FORMATS,
+                   help="output format (required; parquet: one compacted file, needs -o)")
+    # --to: the spelling before 'show --format' and this were one; kept, not shown
+    p.add_argument("--to", dest="to", choices=EXPORT_FORMATS, help=argparse.SUPPRESS)
     p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
     p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
@@ -86,6 +105,7 @@ def register(sub) -> None:
     p.add_argument("--events", action="store_true",
                    help="a changes recording's events as recorded (default: its table rebuilt per snapshot)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
+    add_filter_arguments(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -110,12 +130,22 @@ def _open(path: str, skip_bad: bool = False, start=None, end=None):
     from .reading import open_recording
 
     _notes()
+    p = Path(path)
+    if p.exists() and not (p.is_dir() or p.is_file()):
+        raise TcpsnapError(f"{path} is not a recording: give a recording folder or one of its "
+                           f".parquet files")
     try:
         return open_recording(path, skip_bad=skip_bad, start=start, end=end)
     except (pa.ArrowException, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise TcpsnapError(str(e)) from None
         raise TcpsnapError(f"{path}: not a readable recording ({e})") from None
+
+
+def _where(args: argparse.Namespace):
+    """The filter options as the pyarrow expression the data functions take (``where``)."""
+    f = filter_from_args(args)
+    return None if f is None else f.expression()
 
 
 def summarize(path: str, skip_bad: bool = False, where=None) -> dict:
@@ -199,7 +229,8 @@ def summarize(path: str, skip_bad: bool = False, where=None) -> dict:
     out["connections"] = len(life)
     bp = analysis.by_process(sel, life=life)
     bp = bp[bp.index != 0].head(5)
-    out["top_processes"] = [{"pid": int(pid), "process": r["process"], "connections": int(r["connections"])}
+    out["top_processes"] = [{"pid": int(pid), "process": r["process"], "connections": int(r["connections"]),
+                             "listening": [int(x) for x in str(r["listening"]).split(",") if x]}
                             for pid, r in bp.iterrows()]
     top = analysis.top_remotes(sel, n=5, life=life)
     out["top_remotes"] = [{"remote_addr": a, "connections": int(r["connections"]),
@@ -234,12 +265,17 @@ def _elapsed(g) -> int:
     return int(d.sum())
 
 
+def _n(n: int, word: str) -> str:
+    """``1 connection``, ``2 connections``: a count and its noun, plural when it is one."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _s(seconds: float) -> str:
     return f"{seconds:.1f} s" if abs(seconds) >= 1 else f"{seconds * 1000:g} ms"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    s = summarize(args.path, skip_bad=args.skip_bad)
+    s = summarize(args.path, skip_bad=args.skip_bad, where=_where(args))
     if args.json:
         json.dump(s, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
@@ -260,7 +296,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         w(f"clock        stepped {'back' if st['step_s'] < 0 else 'forward'} {abs(st['step_s']):.1f} s "
           f"at seq {st['seq']}{where}\n")
     if len(s.get("clock_steps", [])) > 10:
-        w(f"clock        ... and {len(s['clock_steps']) - 10} more steps\n")
+        w(f"clock        ... and {_n(len(s['clock_steps']) - 10, 'more step')}\n")
     if len(s["hosts"]) > 1 or s["boots"] > 1:
         w(f"hosts        {len(s['hosts'])} ({', '.join(s['hosts'][:5])}{' ...' if len(s['hosts']) > 5 else ''}), "
           f"{s['boots']} boot{'s' if s['boots'] != 1 else ''}\n")
@@ -270,7 +306,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if "interval_ms" in s:
         n = s["gaps"]
         w(f"interval     {s['interval_ms']:g} ms; {n} gap{'' if n == 1 else 's'} over 1.5x"
-          + (f", largest {s['largest_gap_s']:.3f} s" if n else "") + f"; {s['overruns']} overruns\n")
+          + (f", largest {s['largest_gap_s']:.3f} s" if n else "") + f"; {_n(s['overruns'], 'overrun')}"
+          + " (a gap: over 1.5 intervals with no snapshot taken)\n")
         why = {"late": "no snapshot taken", "seq": "snapshots missing (seq jumped)", "reboot": "reboot"}
         for g in s["gap_list"][:10]:
             where = f" on {g['host']}" if len(s["hosts"]) > 1 else ""
@@ -285,13 +322,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         if k in md and not (k == "host" and len(s["hosts"]) > 1):
             w(f"{label:<12} {md[k]}\n")
     if s["top_processes"]:
-        w("top processes\n")
+        w("top processes (connections, not counting listeners; the ports they listen on)\n")
         for p in s["top_processes"]:
-            w(f"  {p['pid']:>8}  {str(p['process'] or '?'):<20} {p['connections']:,} connections\n")
+            ports = p.get("listening") or []
+            listen = (f", listening on {', '.join(str(x) for x in ports[:8])}"
+                      f"{' ...' if len(ports) > 8 else ''}") if ports else ""
+            w(f"  {p['pid']:>8}  {str(p['process'] or '?'):<20} {_n(p['connections'], 'connection')}{listen}\n")
     if s["top_remotes"]:
-        w("top remotes\n")
+        w("top remotes (conn-s: connection-seconds, the connections' lifetimes summed)\n")
         for r in s["top_remotes"]:
-            w(f"  {r['remote_addr']:<40} {r['connections']:,} connections, "
+            w(f"  {r['remote_addr']:<40} {_n(r['connections'], 'connection')}, "
               f"{r['connection_seconds']:,} conn-s\n")
     return 0
 
@@ -299,24 +339,41 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from . import plot
 
+    plot.require()                  # before reading anything: no matplotlib, one line
+    if args.utc and args.tz and args.tz != "UTC":
+        raise UsageError(f"--utc and --tz {args.tz} name two zones: give one")
     out = Path(args.output)
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
+    from matplotlib.backend_bases import FigureCanvasBase
+
     from . import analysis
 
+    if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+        raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
     rec = _open(args.path, args.skip_bad, args.start, args.end)
     # the rows are read piece by piece by the analysis functions the plot calls
-    sel = analysis.Selection(rec, args.start, args.end, where=getattr(args, "where", None))
+    sel = analysis.Selection(rec, args.start, args.end, where=_where(args))
     snaps = sel.snapshots()      # empty snapshots count 0, not a gap
     rec.report()
     if len(snaps) == 0:
-        raise TcpsnapError(f"{args.path}: no snapshots in that time range")
+        # the files were picked for the range asked: the whole recording's span, opened again
+        whole = analysis.Selection(_open(args.path, args.skip_bad)).snapshots() if args.start or args.end \
+            else snaps
+        span = (f" (it holds {whole['timestamp'].min()} .. {whole['timestamp'].max()}: give --start/--end "
+                f"within that)" if len(whole) else "")
+        raise TcpsnapError(f"{args.path}: no snapshots in that time range{span}")
+    if args.freq is not None:       # before the rows are read: a bin count that cannot fit
+        try:
+            plot.check_bins(snaps["timestamp"].max() - snaps["timestamp"].min(), args.freq)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     tz = "UTC" if args.utc else args.tz
     if args.kind == "remotes":
-        fig = _scan(sel, plot.plot_remotes)
+        fig = _scan(sel, plot.plot_remotes, source=args.path, snapshots=snaps, tz=tz)
     else:
         fn = plot.plot_states if args.kind == "states" else plot.plot_churn
-        fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps)
+        fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps, source=args.path)
     rec.report()
     fig.savefig(out)
     import matplotlib.pyplot as plt
@@ -326,11 +383,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.to is None:
+        raise UsageError(f"--format is required: {' or '.join(EXPORT_FORMATS)}")
     from .reading.export import export
     from .reading.scan import Selection
 
     rec = _open(args.path, args.skip_bad, args.start, args.end)
-    sel = Selection(rec, args.start, args.end, where=getattr(args, "where", None))
+    sel = Selection(rec, args.start, args.end, where=_where(args))
     try:
         export(sel, args.to, args.output, force=args.force, events=args.events)
     except OSError as e:

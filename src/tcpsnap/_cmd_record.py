@@ -13,22 +13,32 @@ import time
 from typing import Any
 
 from . import _cli_ops
-from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg, positive_int_arg
+from ._cli_args import (
+    add_filter_args,
+    duration_arg,
+    filter_from_args,
+    merged,
+    positive_duration_arg,
+    positive_int_arg,
+)
 from ._config import layer as config_layer
-from ._units import human_bytes
+from ._units import format_duration, human_bytes
 
 EPILOG_RECORD = """\
 examples:
-  tcpsnap record rec --duration 1m          a minute of snapshots every 100 ms into ./rec
+  tcpsnap record rec --duration 1m          a minute, a snapshot every 100 ms
   tcpsnap record /var/lib/tcpsnap --interval 10ms --rotate 1h
   tcpsnap record rec --interval 0           as fast as the kernel answers
   tcpsnap record rec --state established --port 443
-  tcpsnap record rec --mode changes         only what changed (+ keyframes, destroyed sockets)
+  tcpsnap record rec --mode changes         only what changed (+ keyframes)
   python3 -c "import pandas; print(pandas.read_parquet('rec'))"
 
-durations: 10ms, 2s, 15m, 1h (also 1h30m, 500us, 0). Without --duration it records
+
+durations: 10ms, 2s, 15m (minutes), 1h (also 1h30m, 500us, 0); units are lowercase
+(1M and 10MS are refused: M is a month to pandas). Without --duration it records
 until stopped: Ctrl-C, SIGTERM or SIGHUP (a closed terminal) close the current file
 cleanly. SIGUSR1 prints the counters so far on stderr (as dd does) and goes on.
+
 files: DIR/date=YYYY-MM-DD/tcpsnap-<UTC start>.parquet, one every --rotate; the file
 in progress is hidden (.*.tmp) until complete. DIR holds one recording: recording
 into it with another --mode or other --state/--port/--family is refused (exit 1)
@@ -38,6 +48,11 @@ into Parquet.
 """
 
 EPILOG_RECOVER = """\
+examples:
+  tcpsnap recover rec                  finish what a killed recorder left
+  tcpsnap recover /var/lib/tcpsnap -q  say only what could not be recovered
+  ls rec/_tcpsnap_unrecovered/         what recovery kept aside (exit status 1)
+
 Finishes the files a crashed or killed recorder left in DIR (normally the next
 'tcpsnap record DIR' does this by itself). Refuses while a recorder runs on DIR.
 Keeps every row a row-group log or journal vouches for. What it cannot vouch for
@@ -160,14 +175,36 @@ class _StatusAwareHandler(logging.StreamHandler):
             super().emit(record)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _stats_line(rec, rate: float | None = None) -> str:
-    """elapsed, snapshots, rows/s (over the run if no ``rate``), overruns, bytes, file."""
+    """elapsed, snapshots, rows/s (over the run if no ``rate``), overruns, bytes on disk
+    (finished files, the open file's row groups and its journal), files. The file in
+    progress is not named: its name exists only once it is finished."""
     if rate is None:
         rate = rec.rows / rec.elapsed if rec.elapsed > 0 else 0.0
-    cur = rec.current_file
-    cur_s = f"{cur.parent.name}/{cur.name}" if cur is not None else "-"
-    return (f"{rec.elapsed:7.1f}s  {rec.snapshots:,} snapshots  {rate:,.0f} rows/s  "
-            f"{rec.overruns:,} overruns  {human_bytes(rec.bytes_written)}  {cur_s}")
+    done = len(rec.files)
+    files = _plural(done, "file") + (" + 1 open" if rec.current_file is not None else "")
+    return (f"{rec.elapsed:7.1f}s  {_plural(rec.snapshots, 'snapshot')}  {rate:,.0f} rows/s  "
+            f"{_plural(rec.overruns, 'overrun')}  {human_bytes(rec.bytes_on_disk)}  {files}")
+
+
+def _width() -> int:
+    """The terminal's columns now (read at every redraw: a resized window is followed at
+    the next one); 80 if stderr is no terminal."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
+    except (OSError, ValueError):
+        return 80
+
+
+def fit(line: str, width: int) -> str:
+    """``line`` cut to ``width - 1`` characters, so that a terminal never wraps it (a
+    wrapped status line leaves a line behind at every redraw)."""
+    room = max(width - 1, 1)
+    return line if len(line) <= room else line[:max(room - 1, 0)] + "…"
 
 
 class _Status:
@@ -191,7 +228,7 @@ class _Status:
         rows = self.rec.rows
         rate = (rows - r0) / (now - t0) if now > t0 else 0.0
         self._prev = (now, rows)
-        return _stats_line(self.rec, rate)
+        return fit(_stats_line(self.rec, rate), _width())
 
     def hangup(self) -> None:
         """The terminal is gone (SIGHUP): stop drawing, without waiting for a lock (this
@@ -244,7 +281,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
-        new_dataset=args.new_dataset, **_cli_ops.recorder_kwargs(args))
+        new_dataset=args.new_dataset, filter=filter_from_args(args, legacy=False),
+        **_cli_ops.recorder_kwargs(args))
 
     signals = {"n": 0}
     status: _Status | None = None
@@ -273,10 +311,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         rec.open()
         exporter = _cli_ops.start(args, rec)
-        log = logging.getLogger("tcpsnap.recorder")
-        log.info("recording %s every %s%s into %s", "the TCP table",
-                 f"{args.interval:g}s" if args.interval else "moment (--interval 0)",
-                 f" for {args.duration:g}s" if args.duration is not None else "", rec.path)
+        if not args.quiet:  # one start line, as daemons do (on a terminal, piped, in the journal)
+            _announce(f"recording the TCP table every "
+                      f"{format_duration(args.interval) if args.interval else 'moment (--interval 0)'}"
+                      f"{' for ' + format_duration(args.duration) if args.duration is not None else ''}"
+                      f" into {rec.path} ({args.mode} mode); stop with Ctrl-C or SIGTERM")
         if not args.quiet and sys.stderr.isatty():
             status = _Status(rec)
             _setup_logging(args, status)
@@ -295,15 +334,31 @@ def cmd_record(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     st = rec.stats
-    msg = (f"recorded {st['snapshots']:,} snapshots ({st['rows']:,} rows, "
-           f"{human_bytes(st['bytes_written'])}) into {len(st['files'])} file(s) in {rec.path}; "
-           f"{st['overruns']:,} overruns")
-    if not args.quiet and sys.stderr.isatty() and not (status is not None and status.hung_up):
+    msg = (f"recorded {_plural(st['snapshots'], 'snapshot')} ({_plural(st['rows'], 'row')}, "
+           f"{human_bytes(st['bytes_written'])}) into {_plural(len(st['files']), 'file')} in {rec.path} "
+           f"in {st['elapsed']:.1f} s; {_plural(st['overruns'], 'overrun')}")
+    if not args.quiet and not (status is not None and status.hung_up):
         with contextlib.suppress(OSError):  # a terminal that went away meanwhile
-            print(msg, file=sys.stderr)
-    else:
-        logging.getLogger("tcpsnap.recorder").info(msg)
+            _announce(msg)
     return 0
+
+
+def _announce(msg: str) -> None:
+    """One line at the default level (the start and the summary of a recording): through
+    the command line's log handler, so that under systemd it is a journal line (priority
+    info), else ``tcpsnap: msg`` on stderr."""
+    for h in logging.getLogger("tcpsnap").handlers:
+        if getattr(h, "_tcpsnap_cli", False) and isinstance(h, logging.StreamHandler):
+            if isinstance(h.formatter, _cli_ops.JournalFormatter):
+                h.handle(logging.LogRecord("tcpsnap.recorder", logging.INFO, __file__, 0, msg, None, None))
+            else:
+                h.acquire()
+                try:
+                    h.stream.write(f"tcpsnap: {msg}\n")
+                    h.flush()
+                finally:
+                    h.release()
+            return
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -318,7 +373,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         if not done and not bad:
             print(f"nothing to recover in {args.dir}", file=sys.stderr)
         for r in done:
-            print(f"recovered {r.path}: {r.rows:,} rows ({r.from_journal:,} from the journal"
+            print(f"recovered {r.path}: {_plural(r.rows, 'row')} ({r.from_journal:,} from the journal"
                   f"{', torn tail dropped' if r.torn else ''})", file=sys.stderr)
     for r in bad:  # even with -q: what could not be recovered is never silent
         for p in r.problems:

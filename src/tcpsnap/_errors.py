@@ -5,7 +5,7 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 """
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
-           "RecorderLocked", "UnsafePath", "BadRecording"]
+           "RecorderLocked", "UnsafePath", "BadRecording", "FilterError", "UsageError"]
 
 
 class TcpsnapError(Exception):
@@ -38,3 +38,16 @@ class BadRecording(TcpsnapError):
     """A recording's file a reader cannot trust: unreadable or corrupt, not a tcpsnap
     file, a copy of another (a duplicate seq range), or of the other mode. The message
     names the file(s); ``skip_bad=True`` (``--skip-bad``) reads the rest."""
+
+
+class FilterError(ValueError):
+    """A filter (``tcpsnap.parse_filter``, ``where=``, ``filter=``, the filter options of
+    every command) that cannot be read: one line naming the bad part. A ``ValueError``,
+    as every bad argument; the command line prints it and exits 2."""
+
+
+class UsageError(TcpsnapError, ValueError):
+    """(The command line's own; not exported from ``tcpsnap``.) A command line that
+    cannot work, found after parsing (a bin width too small for the range asked, two
+    zones for one axis...): the command line exits 2 with one line saying what would
+    work."""

@@ -1,9 +1,11 @@
 """One grammar for durations and one unit system for sizes, shared by the API and the CLI.
 
 Durations: ``"10ms"``, ``"2s"``, ``"15m"`` (minutes), ``"1h30m"``, ``"1d"``, ``"0"`` or a
-plain number of seconds. ``m`` is always minutes, never months. Every option that takes a
-duration or a frequency (``--interval``, ``--rotate``, ``--flush``, ``--keyframe``,
-``--duration``, ``plot --freq``) goes through :func:`parse_duration`.
+plain number of seconds. Units are lowercase, and ``m`` is always minutes, never months: a
+capital (``1M``, ``10MS``, ``1H``) is refused with a message naming the lowercase spelling,
+because ``M`` is a month to pandas and ISO 8601 and a minute to others. Every option that
+takes a duration or a frequency (``--interval``, ``--rotate``, ``--flush``, ``--keyframe``,
+``--duration``, ``--keep``, ``plot --freq``) goes through :func:`parse_duration`.
 
 Sizes: shown in IEC binary units (B, KiB, MiB, GiB, TiB), so one file has one size in every
 command. Read by :func:`parse_size` (``--max-bytes``): ``"5GiB"``, ``"500MiB"``, ``"1.5G"``, or a
@@ -26,14 +28,40 @@ def parse_duration(value: object) -> float:
     """A duration -> seconds (float, >= 0).
 
     Accepts a non-negative int or float (seconds) or a string of one or more
-    ``<number><unit>`` parts (units ns, us, µs, ms, s, m/min, h, d; a lone number is
-    seconds). Raises ``ValueError`` with a one-line message otherwise.
+    ``<number><unit>`` parts (units ns, us, µs, ms, s, m/min, h, d, lowercase; a lone
+    number is seconds). Raises ``ValueError`` with a one-line message otherwise (for a
+    capital unit, one that names the lowercase spelling and what it means).
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0 or value != value:
             raise ValueError(f"bad duration {value!r}: must be >= 0")
         return float(value)
-    text = str(value).strip().lower()
+    text = str(value).strip()
+    if text != text.lower():
+        try:
+            meaning = _say(_parse(text.lower()))
+        except ValueError:
+            meaning = None
+        if meaning is not None:
+            raise ValueError(f"bad duration {value!r}: units are lowercase: {text.lower()!r} is {meaning} "
+                             f"(capitals are refused: M is a month to pandas, a minute to others)")
+        raise ValueError(f"bad duration {value!r}: expected e.g. 10ms, 2s, 15m, 1h or 0 (lowercase units)")
+    return _parse(text)
+
+
+def _say(seconds: float) -> str:
+    """``90.0`` -> ``"1.5 minutes"``: a duration in words, for messages."""
+    for name, scale in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0), ("second", 1.0),
+                        ("millisecond", 1e-3), ("microsecond", 1e-6)):
+        if seconds >= scale:
+            n = round(seconds / scale, 6)
+            return f"{n:g} {name}{'' if n == 1 else 's'}"
+    n = round(seconds * 1e9, 3)
+    return f"{n:g} nanosecond{'' if n == 1 else 's'}"
+
+
+def _parse(value: str) -> float:
+    text = value
     pos = 0
     total = 0.0
     parts = 0

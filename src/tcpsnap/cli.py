@@ -1,21 +1,34 @@
-"""The ``tcpsnap`` command line."""
+"""The ``tcpsnap`` command line.
+
+Errors: one line on stderr, never a traceback. Exit status 2 for a command line that
+cannot work (argparse's errors, :class:`~tcpsnap._errors.UsageError`, a filter expression
+that does not parse), 1 for a failure
+(tcpsnap's errors, the system's, a file that is not what it should be), 130 for Ctrl-C.
+An exception nobody expected (a bug) is one line too, naming ``TCPSNAP_DEBUG=1``, under
+which it is raised with its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from ._errors import TcpsnapError
+from ._cli_args import HelpFormatter
+from ._errors import FilterError, TcpsnapError, UsageError
 from ._version import __version__
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "DEBUG_ENV"]
+
+#: Set to 1 for the traceback of an unexpected error.
+DEBUG_ENV = "TCPSNAP_DEBUG"
 
 
 class _Parser(argparse.ArgumentParser):
     """One line on a bad command line, as Unix tools do; --help has the rest."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tcpsnap",
         description="Record a machine's TCP connection table (IPv4 and IPv6) over time.",
         epilog="Run 'tcpsnap COMMAND --help' for a command's options and examples.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tcpsnap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -30,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mod in _command_modules():
         mod.register(sub)
+    for p in sub.choices.values():
+        # every command's help wrapped to the terminal, its examples kept as written
+        p.formatter_class = HelpFormatter
     return parser
 
 
@@ -40,9 +57,31 @@ def _command_modules():
     return (_cmd_show, _cmd_record, _cmd_analyse, _cmd_service)
 
 
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename is not None and not isinstance(
+            e, TcpsnapError):
+        text = f"{e.filename}: {e.strerror}"      # not "[Errno 2] No such file...: 'x'"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def _bad_input() -> tuple[type[BaseException], ...]:
+    """The exception classes bad input can raise (a file that is not what it should be,
+    a value out of range): a failure to report, not a bug."""
+    classes: list[type[BaseException]] = [TcpsnapError, OSError, ValueError, ImportError,
+                                          EOFError, UnicodeError, OverflowError, MemoryError]
+    if "pyarrow" in sys.modules:       # Arrow's errors, from a damaged or foreign file
+        import pyarrow as pa
+
+        classes.append(pa.ArrowException)
+    return tuple(classes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = f"tcpsnap {args.command}"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -51,8 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         # reader went away (tcpsnap show | head): not an error for a Unix tool
         sys.stdout = None  # no flush of the dead pipe at exit
         return 0
-    except (TcpsnapError, OSError, ValueError) as e:
-        print(f"tcpsnap: error: {e}", file=sys.stderr)
+    except (UsageError, FilterError) as e:     # found after parsing, a command line all the same
+        print(f"{prog}: error: {_one_line(e)} (see '{prog} --help')", file=sys.stderr)
+        return 2
+    except Exception as e:   # the one place every error becomes one line
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        if isinstance(e, _bad_input()):
+            print(f"tcpsnap: error: {_one_line(e)}", file=sys.stderr)
+        else:
+            print(f"tcpsnap: internal error: {type(e).__name__}: {_one_line(e)} (a bug; run with "
+                  f"{DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -146,9 +146,14 @@ def missing_pid_note(rows: np.ndarray, stats: Mapping[str, float]) -> str | None
     if os.geteuid() == 0:
         if denied == 0:
             return None
-        return (f"{unresolved} connections show no pid: /proc/<pid>/fd of {denied} processes "
-                "could not be read even as root (processes with capabilities this one lacks, "
-                "or in another user namespace)")
-    who = f"{denied} processes" if denied else "other users' processes"
-    return (f"{unresolved} connections show no pid: /proc/<pid>/fd of {who} is not readable "
+        return (f"{_n(unresolved, 'connection')} {'shows' if unresolved == 1 else 'show'} no pid: "
+                f"/proc/<pid>/fd of {_n(denied, 'process', 'es')} could not be read even as root "
+                "(processes with capabilities this one lacks, or in another user namespace)")
+    who = _n(denied, "process", "es") if denied else "other users' processes"
+    return (f"{_n(unresolved, 'connection')} {'shows' if unresolved == 1 else 'show'} no pid: "
+            f"/proc/<pid>/fd of {who} is not readable "
             "by this user (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)")
+
+
+def _n(n: int, word: str, plural: str = "s") -> str:
+    return f"{n:,} {word}{'' if n == 1 else plural}"

@@ -1,11 +1,21 @@
 """Figures a person can read at a glance: states over time, churn, busiest remotes.
 
-Needs matplotlib (``pip install 'tcpsnap[plot]'``). Each function draws on an Axes
-(a new figure if none is given) and returns the Figure.
+Needs matplotlib (``pip install 'tcpsnap[plot]'``; :func:`require` says so in one line).
+Each function draws on an Axes (a new figure if none is given) and returns the Figure.
+
+What the figures promise: a bin in which no snapshot was taken (NaN in
+``analysis.state_counts`` / ``analysis.churn``: the recorder stopped, a reboot) is drawn
+as a gap -- a break in every line, no bar, and a grey shaded span over the bin -- never
+as zero; each bin's value is drawn across its bin (a bar centred on it); the time axis names its zone
+(``UTC``, ``Europe/Paris``, or this machine's zone); the title names the host(s), the
+recording and the time range drawn.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +23,14 @@ import pandas as pd
 
 from . import analysis
 
-__all__ = ["plot_states", "plot_churn", "plot_remotes", "auto_freq"]
+__all__ = ["plot_states", "plot_churn", "plot_remotes", "auto_freq", "require", "local_zone",
+           "MAX_BINS", "check_bins"]
+
+#: The most bins a plot draws (a 1 ns bin over 6 s would be 6e9 of them, 44 GiB).
+MAX_BINS = 100_000
+
+#: The colour of the spans where no snapshot was taken.
+GAP_COLOR = "#868e96"
 
 # Close states first, so the eye finds trouble (CLOSE_WAIT, TIME_WAIT) at a glance.
 _COLORS = {
@@ -23,15 +40,23 @@ _COLORS = {
 }
 
 
-def _pyplot():
-    try:
-        import matplotlib
+def require() -> None:
+    """Raise ``ImportError`` (one line naming the ``plot`` extra) if matplotlib is not
+    installed; cheap, so callers check before reading any data."""
+    import importlib.util
 
-        if matplotlib.get_backend().lower() not in ("agg",) and not _interactive():
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError("plots need matplotlib: pip install 'tcpsnap[plot]'") from e
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("plots need matplotlib: pip install 'tcpsnap[plot]'")
+
+
+def _pyplot():
+    require()
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and not _interactive():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -39,6 +64,35 @@ def _interactive() -> bool:
     import sys
 
     return hasattr(sys, "ps1") or "ipykernel" in sys.modules
+
+
+def local_zone() -> tuple[Any, str]:
+    """(tzinfo, name) of this machine's zone: the IANA name from ``TZ`` or the
+    ``/etc/localtime`` link where there is one (so daylight saving time is right across
+    a recording), else the fixed offset in force now, named by its abbreviation."""
+    from zoneinfo import ZoneInfo
+
+    names = []
+    tz_env = os.environ.get("TZ", "").lstrip(":")
+    if tz_env:
+        names.append(tz_env)
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            names.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    for name in names:
+        try:
+            return ZoneInfo(name), name
+        except (ValueError, KeyError):   # a bad name; ZoneInfoNotFoundError is a KeyError
+            continue
+    here = dt.datetime.now().astimezone().tzinfo
+    return here, dt.datetime.now(here).tzname() or "local time"
+
+
+def _zone(tz: str | None) -> tuple[Any, str]:
+    return (tz, tz) if tz else local_zone()
 
 
 def auto_freq(df: pd.DataFrame, target_points: int = 600) -> str:
@@ -52,6 +106,29 @@ def auto_freq(df: pd.DataFrame, target_points: int = 600) -> str:
     return "1D"
 
 
+def check_bins(span: pd.Timedelta, freq: str) -> None:
+    """Raise ``ValueError`` if ``freq`` cuts ``span`` into more than :data:`MAX_BINS`
+    bins; the message names the smallest bin width of the usual series that would do."""
+    width = pd.Timedelta(freq)
+    if width <= pd.Timedelta(0):
+        raise ValueError(f"bin width must be more than 0, not {freq}")
+    if span / width + 1 <= MAX_BINS:
+        return
+    from ._units import format_duration
+
+    ok = next((s for s in (1e-3, 1e-2, 0.1, 1, 10, 60, 600, 3600, 86400, 7 * 86400)
+               if span.total_seconds() / s + 1 <= MAX_BINS), None)
+    hint = f"; try --freq {format_duration(ok)} or more" if ok else ""
+    raise ValueError(f"--freq {_freq_text(freq)} cuts {span.total_seconds():g} s into "
+                     f"{span / width:,.0f} bins, over the {MAX_BINS:,} a plot draws{hint}")
+
+
+def _freq_text(freq: str) -> str:
+    from ._units import format_duration
+
+    return format_duration(pd.Timedelta(freq).total_seconds())
+
+
 def _axes(ax):
     plt = _pyplot()
     if ax is None:
@@ -59,81 +136,152 @@ def _axes(ax):
     return ax.figure, ax
 
 
-def _time_axis(ax, tz: str | None) -> None:
+def _time_axis(ax, zone_name: str) -> None:
     import matplotlib.dates as mdates
 
-    ax.set_xlabel(f"time ({tz or 'local time'})")
+    ax.set_xlabel(f"time ({zone_name})")
     loc = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
-def _local(index: pd.DatetimeIndex, tz: str | None) -> pd.DatetimeIndex:
-    """Wall-clock times in ``tz`` (None: this machine's local zone), zone dropped for
-    matplotlib, which would otherwise draw UTC."""
-    if tz:
-        return index.tz_convert(tz).tz_localize(None)
-    import datetime as dt
-
-    local = dt.datetime.now().astimezone().tzinfo
-    return index.tz_convert(local).tz_localize(None)
+def _local(index: pd.DatetimeIndex, tzinfo: Any) -> pd.DatetimeIndex:
+    """Wall-clock times in ``tzinfo``, zone dropped for matplotlib (which would
+    otherwise draw UTC)."""
+    return index.tz_convert(tzinfo).tz_localize(None)
 
 
 def _span(df: pd.DataFrame, snapshots: pd.DataFrame | None) -> pd.DataFrame:
     return snapshots if snapshots is not None and len(snapshots) else df
 
 
+def _title(ax, what: str, df: pd.DataFrame, snapshots: pd.DataFrame | None, source: Any,
+           tzinfo: Any, zone_name: str) -> None:
+    """``what``, then a line naming the host(s), the recording and the range drawn: a
+    shared PNG says what it shows."""
+    src = _span(df, snapshots)
+    parts = []
+    if "host" in src.columns:
+        hosts = sorted({str(h) for h in src["host"].dropna().unique()})
+        if hosts:
+            parts.append("host " + ", ".join(hosts[:3]) + (" ..." if len(hosts) > 3 else ""))
+    if source is not None:
+        parts.append(str(Path(source)))
+    if len(src):
+        t = pd.DatetimeIndex(src["timestamp"])
+        a, b = _local(pd.DatetimeIndex([t.min(), t.max()]), tzinfo)
+        b_text = b.strftime("%H:%M:%S") if a.date() == b.date() else str(b.floor("s"))
+        parts.append(f"{a.floor('s')} .. {b_text} {zone_name}")
+    ax.set_title(what + ("\n" + " · ".join(parts) if parts else ""))
+
+
+def _centres(index: pd.DatetimeIndex, freq: str, tzinfo: Any) -> pd.DatetimeIndex:
+    return _local(index + pd.Timedelta(freq) / 2, tzinfo)
+
+
+def _shade_gaps(ax, index: pd.DatetimeIndex, nan: np.ndarray, freq: str, tzinfo: Any) -> int:
+    """Grey spans over each run of bins with no snapshot; the number of spans."""
+    width = pd.Timedelta(freq)
+    starts = _local(index, tzinfo)
+    n, i = 0, 0
+    while i < len(nan):
+        if not nan[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(nan) and nan[j + 1] and index[j + 1] - index[j] == width:
+            j += 1
+        ax.axvspan(starts[i], starts[j] + width, color=GAP_COLOR, alpha=0.25, linewidth=0,
+                   label="no snapshot taken" if n == 0 else None)
+        n += 1
+        i = j + 1
+    return n
+
+
 def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None,
-                snapshots: pd.DataFrame | None = None):
-    """Stacked area of connections per state over time (mean per ``freq`` bin). With
-    ``snapshots`` (``tcpsnap.snapshots``), empty snapshots count 0; time with no
-    snapshot at all is left blank (``analysis.state_counts``)."""
+                snapshots: pd.DataFrame | None = None, source: Any = None):
+    """Stacked connections per state over time: one line per state at the top of its
+    band, the mean per ``freq`` bin (a pandas frequency; default from the span) drawn
+    flat across its bin (two points, at the bin's edges). ``tz``: the zone of the time axis (an IANA name; default this
+    machine's zone). With ``snapshots`` (``tcpsnap.snapshots``), empty snapshots count
+    0; bins with no snapshot at all (NaN in ``analysis.state_counts``) break every line
+    and are shaded. ``source``: the recording, named in the title. Raises ``ValueError``
+    if ``freq`` would make over :data:`MAX_BINS` bins, ``ImportError`` without
+    matplotlib."""
     freq = freq or auto_freq(_span(df, snapshots))
-    counts = analysis.state_counts(df, freq=freq, snapshots=snapshots)
+    span_df = _span(df, snapshots)
+    if len(span_df):
+        check_bins(span_df["timestamp"].max() - span_df["timestamp"].min(), freq)
     fig, ax = _axes(ax)
-    if counts.empty:
+    tzinfo, zone_name = _zone(tz)
+    counts = analysis.state_counts(df, freq=freq, snapshots=snapshots)
+    if counts.empty or not len(counts.columns):
         ax.text(0.5, 0.5, "no connections recorded", ha="center", va="center", transform=ax.transAxes)
     else:
         order = sorted(counts.columns, key=lambda c: -counts[c].mean())
-        x = _local(counts.index, tz)
-        # NaN (no snapshot taken) stays NaN: a gap in the area, not a fall to 0
-        ax.stackplot(x, [counts[c].to_numpy(np.float64) for c in order], labels=order,
-                     colors=[_COLORS.get(c) for c in order], alpha=0.9)
+        vals = counts[order].to_numpy(np.float64)
+        # a gap row is all NaN, and stays NaN in the running sum: a break, never a fall to 0
+        tops = np.cumsum(vals, axis=1)
+        nan = np.isnan(vals).all(axis=1)
+        # each bin's mean holds for the whole bin: two points per bin, at its edges
+        starts = _local(counts.index, tzinfo)
+        x = np.column_stack([starts, starts + pd.Timedelta(freq)]).ravel()
+        lower = np.zeros(len(x))
+        lower[np.repeat(nan, 2)] = np.nan
+        for k, state in enumerate(order):
+            color = _COLORS.get(state)
+            top = np.repeat(tops[:, k], 2)
+            ax.fill_between(x, lower, top, color=color, alpha=0.6, linewidth=0)
+            ax.plot(x, top, color=color, linewidth=1.2, label=state)
+            lower = top
+        _shade_gaps(ax, counts.index, nan, freq, tzinfo)
         ax.legend(loc="upper left", fontsize="small", ncol=2, frameon=False)
-        _time_axis(ax, tz)
-    ax.set_ylabel(f"connections (mean per {freq})")
-    ax.set_title("TCP connections by state")
+        _time_axis(ax, zone_name)
+    ax.set_ylabel(f"connections (mean per {_freq_text(freq)})")
+    _title(ax, "TCP connections by state", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
 def plot_churn(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None,
-               snapshots: pd.DataFrame | None = None):
-    """Connections opened (up) and closed (down) per ``freq`` bin (``snapshots``: as
-    for ``plot_states``)."""
+               snapshots: pd.DataFrame | None = None, source: Any = None):
+    """Connections opened (up) and closed (down) per ``freq`` bin, each bar centred on
+    its bin; bins with no snapshot (NaN in ``analysis.churn``) have no bar and are
+    shaded. Arguments and errors as :func:`plot_states`."""
     freq = freq or auto_freq(_span(df, snapshots), target_points=200)
-    ch = analysis.churn(df, freq=freq, snapshots=snapshots)
+    span_df = _span(df, snapshots)
+    if len(span_df):
+        check_bins(span_df["timestamp"].max() - span_df["timestamp"].min(), freq)
     fig, ax = _axes(ax)
+    tzinfo, zone_name = _zone(tz)
+    ch = analysis.churn(df, freq=freq, snapshots=snapshots)
     if ch.empty:
         ax.text(0.5, 0.5, "no connections recorded", ha="center", va="center", transform=ax.transAxes)
     else:
-        x = _local(ch.index, tz)
+        nan = ch["opened"].isna().to_numpy() & ch["closed"].isna().to_numpy()
+        x = _centres(ch.index, freq, tzinfo)[~nan]
         width = pd.Timedelta(freq) * 0.9
-        ax.bar(x, ch["opened"].fillna(0), width=width, color="#2b8a3e", label="opened")
-        ax.bar(x, -ch["closed"].fillna(0), width=width, color="#e03131", label="closed")
+        ax.bar(x, ch["opened"].to_numpy()[~nan], width=width, align="center", color="#2b8a3e",
+               label="opened")
+        ax.bar(x, -ch["closed"].to_numpy()[~nan], width=width, align="center", color="#e03131",
+               label="closed")
         ax.axhline(0, color="black", linewidth=0.8)
+        _shade_gaps(ax, ch.index, nan, freq, tzinfo)
         ax.legend(loc="upper left", frameon=False)
-        _time_axis(ax, tz)
-    ax.set_ylabel(f"connections per {freq} (closed below zero)")
-    ax.set_title("Connection churn: opened and closed")
+        _time_axis(ax, zone_name)
+    ax.set_ylabel(f"connections per {_freq_text(freq)} (closed below zero)")
+    _title(ax, "Connection churn: opened and closed", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, **_: Any):
-    """Horizontal bars: the ``n`` remote addresses with the most connections."""
+def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, source: Any = None,
+                 snapshots: pd.DataFrame | None = None, tz: str | None = None, **_: Any):
+    """Horizontal bars: the ``n`` remote addresses with the most distinct connections,
+    each labelled with its connection-seconds (the connections' lifetimes summed: 3
+    connections open 10 s each are 30 conn-s)."""
     top = analysis.top_remotes(df, n=n)
     fig, ax = _axes(ax)
     if top.empty:
@@ -143,9 +291,10 @@ def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, **_: Any):
         ax.barh(top.index.astype(str), top["connections"], color="#1c7ed6")
         for y, (c, s) in enumerate(zip(top["connections"], top["connection_seconds"], strict=True)):
             ax.text(c, y, f"  {s:,.0f} conn-s", va="center", fontsize="small")
-    ax.set_xlabel("connections (distinct)")
+    ax.set_xlabel("connections (distinct; conn-s: their lifetimes summed)")
     ax.set_ylabel("remote address")
-    ax.set_title(f"Top {n} remote addresses by connections")
+    tzinfo, zone_name = _zone(tz)
+    _title(ax, f"Top {n} remote addresses by connections", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

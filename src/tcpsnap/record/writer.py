@@ -166,6 +166,14 @@ class Writer:
         return self._bytes_done + (app.bytes_written if app is not None else 0)
 
     @property
+    def bytes_on_disk(self) -> int:
+        """What the recording holds on disk so far: ``bytes_written`` plus the journal of
+        the file in progress (its rows not yet in a row group), so it grows with every
+        flush, not only with every row group."""
+        j = self._journal
+        return self.bytes_written + (j.nbytes if j is not None else 0)
+
+    @property
     def queue_depth(self) -> int:
         """Batches waiting for this thread."""
         return self._q.qsize()

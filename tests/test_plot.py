@@ -1,0 +1,131 @@
+"""Plots tell the truth, read back from what was drawn (the figure's artists): a gap in a
+recording is a break in the lines and a shaded span, never a fall to zero; bars sit on the
+centre of their bin; the time axis names its zone; the title names host, recording and
+range. The recording: 30 snapshots every 100 ms on a simulated clock, the recorder stopped
+for 2 s after snapshot 14 (both clocks went on), one ESTABLISHED connection in snapshots
+5..10 and a listener all along."""
+
+import matplotlib
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.patches import Polygon, Rectangle
+
+matplotlib.use("Agg")
+
+import tcpsnap
+import tcpsnap._host
+from _changes_util import WALL0, Scripted, row
+from tcpsnap import ROW_DTYPE, Recorder, TcpState, plot
+
+IV, MS, SEC = 100_000_000, 1_000_000, 1_000_000_000
+T0 = pd.Timestamp(WALL0, unit="ns", tz="UTC")
+EST = row(TcpState.ESTABLISHED, "10.0.0.1", 5000, "10.0.0.2", 443, cookie=7)
+LISTEN = row(TcpState.LISTEN, "0.0.0.0", 80, "0.0.0.0", 0, cookie=9)
+
+
+class PausedClock:
+    """One snapshot per 100 ms; before snapshot 15 both clocks jump 2 s (SIGSTOP)."""
+
+    def __init__(self):
+        self.k = -1
+
+    def time_ns(self):
+        self.k += 1
+        return WALL0 + self.k * IV + (2 * SEC if self.k >= 15 else 0)
+
+    def monotonic_ns(self):
+        return 10**12 + self.k * IV + MS + (2 * SEC if self.k >= 15 else 0)
+
+
+@pytest.fixture(scope="module")
+def gapped(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plot") / "rec"
+    tables = [np.array(([EST] if 5 <= k <= 10 else []) + [LISTEN], ROW_DTYPE) for k in range(30)]
+    snap = Scripted(tables, pids=False)
+    with Recorder(path, interval=0, snapshotter=snap, clock=PausedClock(), nice=None) as rec:
+        snap.rec = rec
+        rec.run()
+    return path, tcpsnap.read(path), tcpsnap.snapshots(path)
+
+
+def num(ts):
+    """A UTC time as matplotlib draws it on a UTC axis."""
+    return mdates.date2num(pd.Timestamp(ts).tz_convert("UTC").tz_localize(None).to_pydatetime())
+
+
+def lines(ax):
+    return {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def spans(ax):
+    """The shaded gap spans as (x0, x1) in axis numbers."""
+    out = []
+    for p in ax.patches:
+        if isinstance(p, (Polygon, Rectangle)) and p.get_facecolor()[:3] == matplotlib.colors.to_rgb(plot.GAP_COLOR):
+            xs = p.get_xy()[:, 0] if isinstance(p, Polygon) else [p.get_x(), p.get_x() + p.get_width()]
+            out.append((min(xs), max(xs)))
+    return out
+
+
+def test_states_gap_is_a_break_and_a_shade_not_zero(gapped):
+    path, df, snaps = gapped
+    fig = plot.plot_states(df, freq="1s", tz="UTC", snapshots=snaps, source=path)
+    ax = fig.axes[0]
+    ln = lines(ax)
+    assert set(ln) == {"LISTEN", "ESTABLISHED"}
+    # bins [0,1) [1,2) [2,3) [3,4) [4,5) s; [2,3) has no snapshot: NaN. Each bin's mean is
+    # drawn flat across the bin: two points, at its edges
+    edges = [num(T0 + pd.Timedelta(j * SEC)) for j in range(5) for j in (j, j + 1)]
+    for name in ln:
+        np.testing.assert_allclose(mdates.date2num(ln[name].get_xdata()), edges)
+    # stacked: LISTEN (1 all along) at the bottom, ESTABLISHED above it (in snapshots 5..9
+    # of the first bin's 0..9, then 10 of 10..14: a mean of 0.5, then 0.2)
+    np.testing.assert_array_equal(np.asarray(ln["LISTEN"].get_ydata(), float),
+                                  np.repeat([1, 1, np.nan, 1, 1], 2))
+    np.testing.assert_allclose(np.asarray(ln["ESTABLISHED"].get_ydata(), float),
+                               np.repeat([1.5, 1.2, np.nan, 1, 1], 2))
+    assert spans(ax) == [pytest.approx((num(T0 + pd.Timedelta(2 * SEC)), num(T0 + pd.Timedelta(3 * SEC))))]
+    assert ax.get_xlabel() == "time (UTC)"
+    host = tcpsnap._host.host_name()
+    assert ax.get_title() == (f"TCP connections by state\nhost {host} · {path} · "
+                              f"{T0.tz_localize(None)} .. {(T0 + pd.Timedelta(4_900 * MS)).strftime('%H:%M:%S')} UTC")
+
+
+def test_churn_bars_centred_and_no_bar_in_the_gap(gapped):
+    path, df, snaps = gapped
+    fig = plot.plot_churn(df, freq="1s", tz="UTC", snapshots=snaps, source=path)
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_label() != "no snapshot taken"
+            and p.get_facecolor()[:3] != matplotlib.colors.to_rgb(plot.GAP_COLOR)]
+    # opened then closed, one bar per bin with snapshots (4), none for the gap
+    assert len(bars) == 8
+    centres = sorted({round(b.get_x() + b.get_width() / 2, 9) for b in bars})
+    want = [num(T0 + pd.Timedelta(j * SEC + SEC // 2)) for j in (0, 1, 3, 4)]
+    np.testing.assert_allclose(centres, want)
+    heights = [b.get_height() for b in bars]
+    assert heights == [1, 0, 0, 0, -0.0, -1, -0.0, -0.0]
+    assert len(spans(ax)) == 1
+    assert ax.get_xlabel() == "time (UTC)"
+    assert ax.get_title().startswith("Connection churn: opened and closed\nhost ")
+
+
+def test_axis_names_the_zone(gapped, monkeypatch):
+    path, df, snaps = gapped
+    ax = plot.plot_states(df, freq="1s", tz="Europe/Paris", snapshots=snaps).axes[0]
+    assert ax.get_xlabel() == "time (Europe/Paris)"
+    # 2026-11-18 is winter time: UTC+1, so the first bin starts at 12:06:40 Paris
+    x = ax.get_lines()[0].get_xdata()
+    assert mdates.date2num(x[0]) == pytest.approx(num(T0) + 1 / 24)
+    assert ax.get_title().endswith("12:06:44 Europe/Paris")
+    monkeypatch.setenv("TZ", "America/New_York")
+    ax = plot.plot_states(df, freq="1s", snapshots=snaps).axes[0]
+    assert ax.get_xlabel() == "time (America/New_York)"
+
+
+def test_too_many_bins_is_refused_with_a_freq_that_works(gapped):
+    path, df, snaps = gapped
+    with pytest.raises(ValueError, match=r"--freq 1ns cuts 4.9 s into 4,900,000,000 bins, over the "
+                                         r"100,000 a plot draws; try --freq 1ms or more"):
+        plot.plot_states(df, freq="1ns", snapshots=snaps)
