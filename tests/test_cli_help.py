@@ -74,7 +74,7 @@ def test_plot_freq_1m_is_one_minute_never_a_month():
 
 def test_export_spells_format_like_show_and_keeps_to_hidden():
     out = helptext("export", 100)
-    assert "--format {csv,jsonl}" in out and "--to" not in out
+    assert "--format {csv,jsonl,parquet}" in out and "--to" not in out
     a = build_parser().parse_args(["export", "r", "--format", "csv"])
     b = build_parser().parse_args(["export", "r", "--to", "csv"])
     assert a.to == b.to == "csv"

@@ -47,7 +47,7 @@ examples:
   tcpsnap export recording --format csv > all.csv
   tcpsnap export rec --format jsonl --start '2026-11-26 10:00' -o x.jsonl
   tcpsnap export recording --format csv --start now-5m     the last five minutes
-  tcpsnap export recording --format parquet -o all.parquet    one compacted Parquet file
+  tcpsnap export recording --format parquet -o all.parquet   one Parquet file
 
 times: ISO 8601 ('2026-11-26 10:00', '2026-11-26T10:00:00.5+01:00'; no zone means UTC), 'now',
 'now-5m', or '@1795000000' (seconds since the epoch): the forms tcpsnap.read's start/end take.
@@ -101,7 +101,7 @@ def register(sub) -> None:
     p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
     p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
-    p.add_argument("--force", action="store_true", help="replace an existing --to parquet file")
+    p.add_argument("--force", action="store_true", help="replace an existing --format parquet file")
     p.add_argument("--events", action="store_true",
                    help="a changes recording's events as recorded (default: its table rebuilt per snapshot)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)

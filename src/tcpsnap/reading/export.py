@@ -102,7 +102,7 @@ def export(sel: Selection, to: str, output: str | os.PathLike | None, *, force: 
     out = None if output is None else Path(output)
     if out is not None:
         if not out.parent.is_dir():
-            raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
+            raise TcpsnapError(f"cannot write {out}: No such file or directory (no folder {out.parent})")
         if to == "parquet" and out.exists() and not force:
             raise TcpsnapError(f"{out} exists: pass --force to replace it")
     with tempfile.TemporaryDirectory(prefix="tcpsnap-export-") as private:
