@@ -42,6 +42,31 @@ class TableView(ScrollView, can_focus=True):
         self.virtual_size = Size(self.model.width, self.model.nrows + 1)
         self.refresh()
 
+    # replay: left/right step through the snapshots (the rows fit; sideways is for live)
+    def action_scroll_right(self) -> None:
+        if getattr(self.app, "replay", False):
+            self.app.action_step(1)    # type: ignore[attr-defined]
+        else:
+            super().action_scroll_right()
+
+    def action_scroll_left(self) -> None:
+        if getattr(self.app, "replay", False):
+            self.app.action_step(-1)   # type: ignore[attr-defined]
+        else:
+            super().action_scroll_left()
+
+    def action_scroll_home(self) -> None:
+        if getattr(self.app, "replay", False):
+            self.app.action_jump(0)    # type: ignore[attr-defined]
+        else:
+            super().action_scroll_home()
+
+    def action_scroll_end(self) -> None:
+        if getattr(self.app, "replay", False):
+            self.app.action_jump(-1)   # type: ignore[attr-defined]
+        else:
+            super().action_scroll_end()
+
     def render_line(self, y: int) -> Strip:
         m = self.model
         sx, sy = self.scroll_offset

@@ -101,6 +101,8 @@ class TopModel:
         self.frame: Frame | None = None
         self.refresh_ns = 0                        # CPU time of the last update (this thread)
         self._groups: dict[str, np.ndarray] = {}
+        # the last table's containers by cookie (sorted), for its rows once they are gone
+        self._prev_cont_keys: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.uint64), np.zeros(0, np.int32))
 
     # ------------------------------------------------------------------ input
     def update(self, frame: Frame) -> None:
