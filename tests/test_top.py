@@ -4,6 +4,7 @@ recording with known changes, the 80x24 layout against a stored capture."""
 import asyncio
 import functools
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,13 @@ async def test_layout_80x24_matches_stored_capture(monkeypatch):
         EXPECTED.write_text(text)
         pytest.fail(f"{EXPECTED} written: review it")
     assert text == EXPECTED.read_text()
+
+
+def test_without_textual_one_line_naming_the_extra(capsys, monkeypatch):
+    from tcpsnap.cli import main
+
+    for mod in [m for m in sys.modules if m == "textual" or m.startswith("textual.") or m.startswith("tcpsnap.top.app")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "textual", None)          # as if not installed
+    assert main(["top"]) == 1
+    assert capsys.readouterr().err == "tcpsnap: error: top needs textual: pip install 'tcpsnap[tui]'\n"

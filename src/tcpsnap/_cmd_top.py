@@ -51,14 +51,18 @@ def cmd_top(args: argparse.Namespace) -> int:
         from .top.app import TopApp
     except ImportError as e:
         if getattr(e, "name", "") and str(e.name).split(".")[0] in ("textual", "rich"):
-            print("tcpsnap top: error: needs the tui extra: pip install 'tcpsnap[tui]'", file=sys.stderr)
+            print("tcpsnap: error: top needs textual: pip install 'tcpsnap[tui]'", file=sys.stderr)
             return 1
         raise
     from .top.sources import LiveSource, ReplaySource
 
     if args.replay is not None:
-        src = ReplaySource(args.replay, filter=where)
-        at = src.index_at(args.at) if args.at is not None else None
+        try:
+            src = ReplaySource(args.replay, filter=where)
+            at = src.index_at(args.at) if args.at is not None else None
+        except LookupError as e:            # no snapshot there: a failure to say, not a bug
+            print(f"tcpsnap: error: {e}", file=sys.stderr)
+            return 1
         app = TopApp(src, replay=True, at=at)
     else:
         live = LiveSource(args.interval, filter=where, record=args.record)
