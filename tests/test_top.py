@@ -242,3 +242,45 @@ def test_without_textual_one_line_naming_the_extra(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "textual", None)          # as if not installed
     assert main(["top"]) == 1
     assert capsys.readouterr().err == "tcpsnap: error: top needs textual: pip install 'tcpsnap[tui]'\n"
+
+
+class Cycle:
+    """A snapshotter for the Recorder: the scripted tables, round and round."""
+
+    pids = True
+
+    def __init__(self):
+        self.i = 0
+
+    def take(self):
+        t = tables()[self.i % 4]
+        self.i += 1
+        return t
+
+    def process_names(self, pids):
+        names = sorted(set(NAMES.values()))
+        return np.array([names.index(NAMES[int(p)]) if int(p) in NAMES else -1 for p in pids], np.int32), names
+
+
+@sync
+async def test_record_writes_what_the_view_shows(tmp_path):
+    import tcpsnap
+    from tcpsnap.top.sources import LiveSource
+
+    src = LiveSource(0.05, snapshotter=Cycle(), record=tmp_path / "rec", record_options={"nice": None})
+    app = TopApp(src)
+    seen = []
+    push = app.push_frame
+    app.push_frame = lambda fr: (seen.append(sorted(fr.rows["cookie"].tolist())), push(fr))[1]
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _settle(pilot, app, 6)
+        assert "rec" in str(app.query_one("#head").render())
+        await pilot.press("q")
+    df = tcpsnap.read(tmp_path / "rec")
+    recorded = [sorted(g["cookie"].tolist()) for _, g in df.groupby("seq")]
+    # the Recorder's first take (its warm-up, not recorded) is shown too; then every one
+    # shown is recorded, in order (and those taken while the view closed, not shown)
+    assert len(seen) >= 6 and len(recorded) >= len(seen) - 1
+    assert recorded[:len(seen) - 1] == seen[1:]
+    assert recorded[:4] == [[1, 2, 3, 4], [1, 2, 4], [1, 2, 4], [1, 2, 3]]
+    assert set(df["process"].dropna()) == {"sshd", "python3", "curl"}
