@@ -33,6 +33,8 @@ def register(sub) -> None:
     add_filter_arguments(top, positional=True)
     top.add_argument("--interval", type=positive_duration_arg, default=1.0, metavar="DURATION",
                      help="time between refreshes (default: 1s)")
+    top.add_argument("--no-pids", action="store_true",
+                     help="do not look up owning processes (pid 0, no process name)")
     top.add_argument("--replay", metavar="DIR", help="show a recording instead of the live table")
     top.add_argument("--at", type=time_arg, metavar="TIME",
                      help="with --replay: start at the last snapshot at or before TIME")
@@ -43,6 +45,8 @@ def register(sub) -> None:
 
 def cmd_top(args: argparse.Namespace) -> int:
     where = filter_from_args(args)
+    if where is not None and where.needs_pids and args.no_pids:
+        raise UsageError("--pid/--process filters need pids: drop --no-pids")
     if args.at is not None and args.replay is None:
         raise UsageError("--at needs --replay DIR")
     if args.replay is not None and args.record is not None:
@@ -65,7 +69,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             return 1
         app = TopApp(src, replay=True, at=at)
     else:
-        live = LiveSource(args.interval, filter=where, record=args.record)
+        live = LiveSource(args.interval, filter=where, record=args.record, pids=not args.no_pids)
         app = TopApp(live)
     app.run()
     if app.error is not None:

@@ -23,9 +23,10 @@ from .model import COLUMNS, MARK_CHANGED, MARK_CLOSED, MARK_NEW, Frame, TopModel
 
 __all__ = ["TopApp"]
 
-_MARK_STYLES = {MARK_NEW: Style(color="black", bgcolor="green"),
-                MARK_CHANGED: Style(color="black", bgcolor="yellow"),
-                MARK_CLOSED: Style(color="white", bgcolor="red")}
+# as RGB: Textual maps the 16 named ANSI colours through its theme (its "yellow" is orange)
+_MARK_STYLES = {MARK_NEW: Style(color="#000000", bgcolor="#00af00"),
+                MARK_CHANGED: Style(color="#000000", bgcolor="#d7d700"),
+                MARK_CLOSED: Style(color="#ffffff", bgcolor="#d70000")}
 _HEAD_STYLE = Style(bold=True, reverse=True)
 _SORT_KEYS = [c[0] for c in COLUMNS]
 

@@ -24,16 +24,17 @@ _STATE_CODE = {n: k + 1 for k, n in enumerate(STATE_NAMES)}
 class LiveSource:
     """Snapshots every ``interval`` seconds in a thread; each one is passed to
     ``deliver(frame)`` (from that thread). ``snapshotter``: anything with ``take()`` and
-    ``process_names()`` (``tcpsnap.Snapshotter`` by default, with pids and ``filter``).
+    ``process_names()`` (``tcpsnap.Snapshotter`` by default, with ``pids`` and ``filter``).
     With ``record`` (a folder) a :class:`tcpsnap.Recorder` takes the snapshots on its
     schedule and the view is shown each one it records: the recording is the view's.
     ``error`` holds what stopped the thread (shown, then raised by the command)."""
 
-    def __init__(self, interval: float, *, filter: Any = None, snapshotter: Any = None,
+    def __init__(self, interval: float, *, filter: Any = None, snapshotter: Any = None, pids: bool = True,
                  record: str | os.PathLike | None = None, record_options: dict | None = None) -> None:
         self.interval = interval
         self._filter = filter
         self._snap = snapshotter
+        self._pids = pids
         self._record = record
         self._record_options = record_options or {}
         self._stop = threading.Event()
@@ -47,7 +48,7 @@ class LiveSource:
         if self._snap is None:
             from .._snapshot import Snapshotter
 
-            self._snap = Snapshotter(pids=True, filter=self._filter)
+            self._snap = Snapshotter(pids=self._pids, filter=self._filter)
             self._own = True
         else:
             self._own = False
