@@ -100,12 +100,14 @@ def _rows(capture_text):
     return out
 
 
-def test_live_colours_in_tmux_and_rows_as_ss_lists(tmp_path):
+@pytest.mark.parametrize("no_color", [False, True], ids=["colours", "NO_COLOR"])
+def test_live_colours_in_tmux_and_rows_as_ss_lists(tmp_path, no_color):
+    """Green and red rows seen; under NO_COLOR no colour at all, the marks + and - instead."""
     if shutil.which("tmux") is None or shutil.which("ss") is None or shutil.which("nsenter") is None:
         pytest.skip("needs tmux, ss and nsenter")
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         pytest.skip("cannot make a network namespace here (unshare -n: root needed)")
-    sock = f"tcpsnap-top-{os.getpid()}"
+    sock = f"tcpsnap-top-{os.getpid()}-{no_color}"
     pidfile = tmp_path / "churn.pid"
     tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
     py = sys.executable
@@ -113,6 +115,8 @@ def test_live_colours_in_tmux_and_rows_as_ss_lists(tmp_path):
              f"exec {py} -m tcpsnap.cli top --interval 0.25")
     env = dict(os.environ, TERM="xterm-256color")
     env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
     subprocess.run([*tmux, "new-session", "-d", "-x", "120", "-y", "45", "unshare", "-n", "sh", "-c", inner],
                    check=True, env=env)
     server = int(subprocess.run([*tmux, "display", "-p", "#{pid}"], capture_output=True, text=True,
@@ -122,14 +126,19 @@ def test_live_colours_in_tmux_and_rows_as_ss_lists(tmp_path):
                                   check=True).stdout)
         seen = set()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not {"green", "red"} <= seen:
+        want_seen = {"+", "-"} if no_color else {"green", "red"}
+        while time.monotonic() < deadline and not want_seen <= seen:
             cap = subprocess.run([*tmux, "capture-pane", "-p", "-e"], capture_output=True, text=True).stdout
             for mark, bg, _ in marked_lines(cap):
                 c = _colour(bg)
-                assert c == {"+": "green", "-": "red", "~": "yellow"}[mark], (mark, bg)
-                seen.add(c)
+                if no_color:
+                    assert c is None, (mark, bg)
+                    seen.add(mark)
+                else:
+                    assert c == {"+": "green", "-": "red", "~": "yellow"}[mark], (mark, bg)
+                    seen.add(c)
             time.sleep(0.1)
-        assert {"green", "red"} <= seen, seen
+        assert want_seen <= seen, seen
         # the churn stops after 14 connections (4.2 s): then the view and ss agree
         time.sleep(14 * 0.3 + 1.5)
         for _ in range(20):

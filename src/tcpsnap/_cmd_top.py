@@ -72,6 +72,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         live = LiveSource(args.interval, filter=where, record=args.record, pids=not args.no_pids)
         app = TopApp(live)
     app.run()
-    if app.error is not None:
+    if app.error is not None:             # the capture thread's: a failure to report
         raise app.error
-    return 0
+    # Textual printed what went wrong in the view itself (a bug): say so in the status too
+    return 1 if app.return_code else 0

@@ -77,7 +77,7 @@ class TableView(ScrollView, can_focus=True):
         else:
             i = sy + y - 1
             if i >= m.nrows:
-                return Strip.blank(w)
+                return Strip.blank(w, Style())    # a style: NO_COLOR's filter needs one
             text = m.line(i)
             style = _MARK_STYLES.get(m.mark(i), Style())
         text = text.ljust(max(m.width, sx + w))
