@@ -170,6 +170,14 @@ async def test_group_by_process():
         got = sorted((m.cells(i)[0], m.cells(i)[1], m.cells(i)[2], m.mark(i)) for i in range(m.nrows))
         assert got == [("100", "sshd", "1", MARK_NONE), ("101", "sshd", "1", MARK_CHANGED),
                        ("200", "python3", "1", MARK_NONE), ("300", "curl", "1", MARK_NEW)]
+        await pilot.press("s")                       # the groups' first column: pid
+        assert [m.cells(i)[0] for i in range(m.nrows)] == ["100", "101", "200", "300"]
+        await pilot.press("r")
+        assert [m.cells(i)[0] for i in range(m.nrows)] == ["300", "200", "101", "100"]
+        src.send(t[2])                               # a refresh while grouped: python3's row is gone
+        await _settle(pilot, app, 3)
+        assert [(m.cells(i)[0], m.cells(i)[2], m.mark(i)) for i in range(m.nrows)] == [
+            ("300", "1", MARK_NONE), ("200", "0", MARK_CLOSED), ("101", "1", MARK_NONE), ("100", "1", MARK_NONE)]
 
 
 @pytest.mark.parametrize("mode", ["full", "changes"])

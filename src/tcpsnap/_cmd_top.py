@@ -37,7 +37,7 @@ def register(sub) -> None:
                      help="do not look up owning processes (pid 0, no process name)")
     top.add_argument("--replay", metavar="DIR", help="show a recording instead of the live table")
     top.add_argument("--at", type=time_arg, metavar="TIME",
-                     help="with --replay: start at the last snapshot at or before TIME")
+                     help="with --replay: start at the last snapshot at or before TIME (default: the last)")
     top.add_argument("--record", metavar="DIR",
                      help="record what is shown into DIR (a normal full recording)")
     top.set_defaults(func=cmd_top)

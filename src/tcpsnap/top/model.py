@@ -37,6 +37,7 @@ _SHORT = {"ESTABLISHED": "ESTAB", "TIME_WAIT": "TIME-WAIT", "CLOSE_WAIT": "CLOSE
           "SYN_SENT": "SYN-SENT", "SYN_RCVD": "SYN-RECV", "FIN_WAIT1": "FIN-WAIT-1",
           "FIN_WAIT2": "FIN-WAIT-2", "LAST_ACK": "LAST-ACK", "DELETE_TCB": "DELETE-TCB"}
 _NO_RANK = np.iinfo(np.int64).max
+_ROW_KEYS = frozenset(c[0] for c in COLUMNS)
 
 
 @dataclass
@@ -180,6 +181,8 @@ class TopModel:
         """lexsort keys (last is primary) of ``rows[idx]`` for the current sort."""
         r = self.rows[idx]
         key = self.sort
+        if key not in _ROW_KEYS:          # a column of the groups only (conns...): the rows by address
+            key = "local"
         if key in ("local", "remote"):
             side = "local" if key == "local" else "remote"
             a = r[f"{side}_addr"].view(">u8").reshape(len(r), 2)
@@ -238,27 +241,27 @@ class TopModel:
 
     # ------------------------------------------------------------------ group
     def _group(self) -> dict[str, np.ndarray]:
-        idx = self.order[self.marks[self.order] != MARK_CLOSED]
+        # the rows gone count for their group's colour (a process whose last connection
+        # closed is shown red, with 0 connections, for one refresh), not in its numbers
+        idx = self.order
         r = self.rows[idx]
+        mk = self.marks[idx]
+        cur = (mk != MARK_CLOSED).astype(np.int64)
         key = (r["pid"].astype(np.int64) << 32) | (self.proc[idx].astype(np.int64) + 1)
         uk, first, inv = np.unique(key, return_index=True, return_inverse=True)
         g = len(uk)
         st = r["state"]
-        out = {
-            "pid": r["pid"][first].astype(np.int64), "proc": self.proc[idx][first],
-            "conns": np.bincount(inv, minlength=g),
-            "listen": np.bincount(inv, st == TcpState.LISTEN, minlength=g).astype(np.int64),
-            "estab": np.bincount(inv, st == TcpState.ESTABLISHED, minlength=g).astype(np.int64),
-            "recvq": np.bincount(inv, r["rx_queue"], minlength=g).astype(np.int64),
-            "sendq": np.bincount(inv, r["tx_queue"], minlength=g).astype(np.int64),
-            "new": np.bincount(inv, self.marks[idx] == MARK_NEW, minlength=g).astype(np.int64),
-            "changed": np.bincount(inv, self.marks[idx] == MARK_CHANGED, minlength=g).astype(np.int64),
-        }
+
+        def count(w) -> np.ndarray:
+            return np.bincount(inv, np.asarray(w, np.int64) * cur, minlength=g).astype(np.int64)
+
+        out: dict[str, np.ndarray] = {
+            "pid": r["pid"][first].astype(np.int64), "proc": self.proc[idx][first], "conns": count(1),
+            "listen": count(st == TcpState.LISTEN), "estab": count(st == TcpState.ESTABLISHED),
+            "recvq": count(r["rx_queue"]), "sendq": count(r["tx_queue"]),
+            "new": count(mk == MARK_NEW), "changed": count(mk == MARK_CHANGED),
+            "closed": np.bincount(inv, mk == MARK_CLOSED, minlength=g) > 0}
         out["other"] = out["conns"] - out["listen"] - out["estab"]
-        # the rows gone count for their group's colour
-        gone = self.order[self.marks[self.order] == MARK_CLOSED]
-        gk = (self.rows["pid"][gone].astype(np.int64) << 32) | (self.proc[gone].astype(np.int64) + 1)
-        out["closed"] = np.isin(uk, gk)
         sort = self.sort if self.sort in dict((c[0], 0) for c in GROUP_COLUMNS) else "conns"
         if sort == "process":
             names = np.array([*self.names, ""], dtype=object)

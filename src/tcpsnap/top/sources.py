@@ -55,8 +55,11 @@ class LiveSource:
         if self._record is not None:
             from ..record import Recorder
 
+            opts = dict(self._record_options)
+            if self._filter is not None:      # the recording names its filter (rows missing by design)
+                opts.setdefault("filter", self._filter)
             self._recorder = Recorder(self._record, snapshotter=_Tee(self._snap, self._publish),
-                                      interval=self.interval, **self._record_options)
+                                      interval=self.interval, **opts)
             self._recorder.open()          # errors (a locked or foreign folder) here, at once
             self.recording = str(self._recorder.path)
         self._thread = threading.Thread(target=self._run, name="tcpsnap-top-capture", daemon=True)
