@@ -162,6 +162,15 @@ CLI_BAD: list[tuple[str, int, str]] = [
     ("export {tmp}/none --format csv", 1, "no recording at"),
     ("export {rec} --format csv -o {tmp}/none/x.csv", 1, "x.csv: No such file or directory"),
     ("export {rec} --format csv --end now-x", 2, "argument --end: not a time: 'now-x'"),
+    # top
+    ("top --interval 0s", 2, "argument --interval: must be more than 0"),
+    ("top --no-pids --process sshd", 2, "--pid/--process filters need pids: drop --no-pids"),
+    ("top --at now", 2, "--at needs --replay DIR"),
+    ("top --replay {rec} --record {tmp}/r", 2, "--record records the live table: it cannot go with --replay"),
+    ("top 'dport ='", 2, "filter 'dport =' ends where a port was expected"),
+    ("top --replay {tmp}/none", 1, "no recording at"),
+    ("top --replay {garbage}", 1, "not a readable recording file"),
+    ("top --replay {rec} --at 2000-01-01", 1, "no snapshot at or before 2000-01-01 00:00:00+00:00 in"),
     # config, install-service
     ("config", 2, "one of the arguments --check --show is required"),
     ("install-service --bogus", 2, "unrecognized arguments: --bogus"),
