@@ -16,6 +16,7 @@ from . import _cli_ops
 from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg, positive_int_arg
 from ._config import layer as config_layer
 from ._units import human_bytes
+from .record.footprint import max_rss_arg
 
 EPILOG_RECORD = """\
 examples:
@@ -105,6 +106,11 @@ def register(sub) -> None:
                           "--family, or a newer tcpsnap's files), record into DIR.2 (or the first "
                           "DIR.N that is new or holds this same recording) instead of refusing; "
                           "nothing is moved")
+    rec.add_argument("--max-rss", type=max_rss_arg, default=None, metavar="SIZE",
+                     help="memory limit (e.g. 100MiB; default: the cgroup's memory.max, "
+                          "systemd's MemoryMax=): near it the recorder uses smaller row groups "
+                          "and flushes earlier, and says once that --mode changes needs less; "
+                          "it never stops for memory")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
@@ -226,6 +232,9 @@ class _Status:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from .record.footprint import lean_arrow_pool
+
+    lean_arrow_pool()  # before pyarrow loads: freed Arrow memory goes back to the system
     from ._config import ConfigError, resolve
     from .record import Recorder
 
@@ -244,7 +253,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
-        new_dataset=args.new_dataset, **_cli_ops.recorder_kwargs(args))
+        new_dataset=args.new_dataset, **_cli_ops.recorder_kwargs(args),
+        **({"max_rss": args.max_rss} if args.max_rss is not None else {}))
 
     signals = {"n": 0}
     status: _Status | None = None

@@ -88,22 +88,31 @@ class Batch:
 
 
 class BatchPool:
-    """A fixed set of batches shared by the two threads.
+    """At most ``count`` batches shared by the two threads.
 
-    ``get`` blocks while every batch is in use (the writer is behind) and counts the
-    wait in ``waits``; ``failed()`` is polled meanwhile so that a dead writer does not
-    block capture forever (its error is raised instead).
+    A batch is made when none is free and fewer than ``count`` exist, and the most
+    recently returned one is handed out first: only the batches capture and writer
+    really have in flight are ever touched (resident), not ``count`` of them.
+    ``get`` blocks while ``count`` batches are in use (the writer is behind) and counts
+    the wait in ``waits``; ``failed()`` is polled meanwhile so that a dead writer does
+    not block capture forever (its error is raised instead).
     """
 
     def __init__(self, count: int, rows: int, snaps: int, changes: bool,
                  failed: Callable[[], BaseException | None]) -> None:
-        self._free = [Batch(rows, snaps, changes) for _ in range(count)]
+        self._free: list[Batch] = []
+        self._shape = (rows, snaps, changes)
+        self.count = count
+        self.made = 0
         self._cv = threading.Condition()
         self._failed = failed
         self.waits = 0
 
     def get(self) -> Batch:
         with self._cv:
+            if not self._free and self.made < self.count:
+                self.made += 1
+                return Batch(*self._shape)
             if not self._free:
                 self.waits += 1
                 t0 = time.monotonic()
@@ -115,15 +124,25 @@ class BatchPool:
                 log.warning("writer behind: capture waited %.0f ms for a free buffer "
                             "(%d times so far; the missed slots count as overruns)",
                             (time.monotonic() - t0) * 1e3, self.waits)
-            # FIFO: every buffer is in use within the first seconds, so memory reaches
-            # its plateau early instead of creeping up when a burst first needs more
-            return self._free.pop(0)
+            # LIFO: the same few batches go round; the others stay untouched
+            return self._free.pop()
 
     def put(self, b: Batch) -> None:
         b.reset()
         with self._cv:
-            self._free.append(b)
+            if self.made > self.count:  # the pool was made smaller (a memory limit)
+                self.made -= 1
+            else:
+                self._free.append(b)
             self._cv.notify()
+
+    def shrink(self, count: int) -> None:
+        """At most ``count`` batches from now on (free ones are dropped at once)."""
+        with self._cv:
+            self.count = max(2, count)
+            while self._free and self.made > self.count:
+                self._free.pop(0)
+                self.made -= 1
 
     def wake_all(self) -> None:
         with self._cv:

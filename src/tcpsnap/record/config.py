@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._filters import parse_ports, parse_states
-from .._units import format_duration, parse_duration
+from .._units import format_duration, parse_duration, parse_size
 
 __all__ = ["RecorderConfig", "canonical_filters", "describe_filters"]
 
@@ -109,6 +109,7 @@ class RecorderConfig:
     batch_rows: int
     buffers: int
     new_dataset: bool = False
+    max_rss: int | None = None
 
     @classmethod
     def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
@@ -117,7 +118,8 @@ class RecorderConfig:
              family: int | None = None, row_group_rows: int = 1 << 20, compat: bool = False,
              fsync: bool = False, recover: bool = True, nice: int | None = -10,
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
-             batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False) -> RecorderConfig:
+             batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False,
+             max_rss: Any = None) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -131,12 +133,15 @@ class RecorderConfig:
             raise ValueError("row_group_rows must be >= 1")
         if mode not in ("full", "changes"):
             raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
+        rss = None if max_rss is None else parse_size(max_rss)
+        if rss is not None and rss <= 0:
+            raise ValueError(f"max_rss must be more than 0, got {max_rss!r}")
         return cls(Path(path), parse_duration(interval), rotate_s, flush_s,
                    None if compression == "none" else compression, compression_level, pids,
                    _int_set(states, parse_states), _int_set(ports, parse_ports), family,
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
                    parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
-                   bool(new_dataset))
+                   bool(new_dataset), rss)
 
     @staticmethod
     def ns(seconds: float) -> int:

@@ -111,7 +111,7 @@ class Writer:
 
     def __init__(self, folder: SafeDir, schema: Any, encoder: Any, rules: Rules, options: FileOptions,
                  pool: BatchPool, clock: Clock, on_error: Callable[[], None],
-                 on_file: Callable[[Path], object] | None = None) -> None:
+                 on_file: Callable[[Path], object] | None = None, guard: Any = None) -> None:
         self.root = folder
         self.folder = folder.path
         self._part: SafeDir | None = None  # the partition folder of the file in progress
@@ -123,6 +123,7 @@ class Writer:
         self._clock = clock
         self._on_error = on_error
         self._on_file = on_file  # called (writer thread) after each file is finished
+        self._guard = guard  # record.footprint.MemoryGuard, or None
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.cpu_ns = 0  # CPU time this thread spent on batches
@@ -241,8 +242,16 @@ class Writer:
         fm["snapshots"] += s
         fm["last_seq"] = int(b.seq[s - 1])
         fm["overruns"] += b.overruns
-        if self.rules.row_group_full(self._pending_rows + self._journal_rows()):
+        rows = self._pending_rows + self._journal_rows()
+        g = self._guard
+        if self.rules.row_group_full(rows) or (g is not None and rows >= g.row_group_rows):
             self._commit_row_group()
+        elif g is not None and g.check():
+            # near the memory limit: fewer buffers, and the rows held in Arrow go to the
+            # journal (or a row group) now
+            self._pool.shrink(self._pool.count // 2)
+            if self._pending:
+                self._make_durable()
 
     def _journal_rows(self) -> int:
         return self._journal.rows if self._journal is not None else 0
