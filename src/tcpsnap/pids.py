@@ -109,7 +109,7 @@ SUPPORTED = sys.platform.startswith("linux")
 def new_resolver(**options) -> PidResolver:
     """A ``PidResolver`` with this machine's defaults (two walk threads where there
     are two cores). Options: ``threads``, ``walk_interval``, ``walk_share``,
-    ``retry_interval``, ``verify_interval``, ``name_ttl``, ``max_pidfds``."""
+    ``retry_interval``, ``verify_interval``, ``name_ttl``, ``max_pidfds``, ``background``."""
     if not SUPPORTED:
         raise BackendUnavailable(f"owning-pid resolution is not implemented for {sys.platform!r}")
     from ._procfs import PidResolver

@@ -424,6 +424,11 @@ def _new_snapshotter(pids: bool | None) -> tuple[SnapshotSource, bool]:
         return Snapshotter(pids=False), False
     try:
         s = Snapshotter(pids=True)
+        res = s.resolver
+        if res is not None:
+            # /proc walks never delay a snapshot: they run on their own threads and a
+            # later snapshot takes up what they found (tcpsnap.pids, "Off the capture path")
+            res.background = True
         return s, bool(getattr(s, "pids", True))
     except (NotImplementedError, PermissionError, OSError) as e:
         if pids:  # asked for explicitly
