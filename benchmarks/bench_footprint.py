@@ -154,7 +154,7 @@ def run_drift(args) -> dict:
             samples = Tee()
             got = record(args.python[0], tmp / "rec", args.minutes * 60, args.interval, args.mode,
                          not args.no_pids, every=args.every, samples=samples,
-                         extra=["--rotate", "5m"])
+                         extra=["--rotate", args.rotate])
             stop.set()
             t.join()
     finally:
@@ -167,7 +167,7 @@ def run_drift(args) -> dict:
                 "late_mib": statistics.median(rss[-k:]) / 1024 if rss else 0,
                 "max_mib": max(rss) / 1024 if rss else 0, "load_after": os.getloadavg(),
                 "n": args.n, "rate": args.rate, "minutes": args.minutes, "mode": args.mode,
-                "interval": args.interval})
+                "interval": args.interval, "rotate": args.rotate})
     res["drift_mib"] = res["late_mib"] - res["early_mib"]
     return res
 
@@ -189,6 +189,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--interval", default="100ms")
     ap.add_argument("--mode", default="full")
     ap.add_argument("--every", type=float, default=10.0)
+    ap.add_argument("--rotate", default="15m", help="drift: the recorder's --rotate")
     ap.add_argument("--out", help="drift: also append each sample to this JSON-lines file")
     _results.add_json_argument(ap)
     args = ap.parse_args(argv)

@@ -36,8 +36,8 @@ __all__ = ["max_rss_arg", "ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep
 log = logging.getLogger("tcpsnap.recorder")
 
 #: Rows a row group holds at most, whatever ``row_group_rows`` asks: the writer holds
-#: them twice (Arrow, then Parquet pages) when it writes one, ~25 MiB at this size.
-ROW_GROUP_CAP = 1 << 16
+#: them (Arrow, read back from the journal) while Parquet encodes them: ~15 MiB.
+ROW_GROUP_CAP = 1 << 17
 #: ...and at least, however tight the memory limit.
 MIN_ROW_GROUP = 4096
 #: Arrow bytes per row held by the writer (measured: ~110 for a full-mode row).
