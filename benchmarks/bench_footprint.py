@@ -3,6 +3,13 @@
   rss     peak RSS (VmHWM) of ``tcpsnap record`` at N loopback connections, for each
           ``--python`` given (e.g. this tree's venv and main's at 71289e7, side by side,
           alternating), mode and interval.
+  stall   the pid-walk stall: a helper holding --fds descriptors, --n connections and
+          --rate new connections/s (each living 0.2-3 s, both ends in two processes of
+          ours), ``Recorder(interval=10ms, pids=True)`` for --seconds: the share of
+          snapshot slots taken (on time), and of the sockets living >= 1 s the share
+          that carry their own pid in every snapshot from age 1 s on (wrong pids counted).
+          Run it with another interpreter (``--python`` is not used) to measure that
+          interpreter's tcpsnap: e.g. main's at 71289e7.
   drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
           (connections opened and closed all the time): first/last/peak and the drift
           (median of the last tenth minus median of the second tenth of the samples).
@@ -10,6 +17,7 @@
     python3 benchmarks/bench_footprint.py rss --sizes 1000 10000 \
         --python /work/venv-footprint/bin/python --python /work/venv-old/bin/python
     python3 benchmarks/bench_footprint.py drift --minutes 60 --n 1000 --out drift.jsonl
+    python3 benchmarks/bench_footprint.py stall --fds 100000 --n 1000 --rate 200 --seconds 60
 
 Runs (as root) in a private network namespace (bench_snapshot.ensure_netns), so the
 table holds exactly our connections. Each run writes its raw results to a JSON file
@@ -172,9 +180,117 @@ def run_drift(args) -> dict:
     return res
 
 
+FD_HOLDER = """
+import os, resource, sys
+n = int(sys.argv[1])
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 64), hard))
+fd = os.open("/dev/null", os.O_RDONLY)
+held = [os.dup(fd) for _ in range(n)]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def run_stall(args) -> dict:
+    import pyarrow.dataset as ds
+
+    import bench_pids as bp
+    from tcpsnap import Recorder
+
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-stall-"))
+    res: dict = {"load_before": os.getloadavg(), "fds": args.fds, "n": args.n, "rate": args.rate,
+                 "seconds": args.seconds, "interval": args.interval}
+    # one process holds them all where RLIMIT_NOFILE's hard limit allows (raising it needs
+    # CAP_SYS_RESOURCE); else as few processes as it takes
+    import resource
+
+    per = max(1000, min(args.fds, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 64))
+    counts = [min(per, args.fds - k) for k in range(0, args.fds, per)]
+    holders = [subprocess.Popen([sys.executable, "-c", FD_HOLDER, str(c)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for c in counts]
+    for h in holders:
+        assert h.stdout is not None and h.stdout.readline().strip() == "ready"
+    res["fd_holders"] = counts
+    script = str(HERE / "bench_pids.py")
+    try:
+        with bs.Connections(args.n):
+            srv = subprocess.Popen([sys.executable, script, "--churn-server", str(tmp / "port"),
+                                    str(tmp / "srv.json")], stdin=subprocess.PIPE)
+            while not (tmp / "port").exists() or not (tmp / "port").read_text():
+                time.sleep(0.01)
+            port = int((tmp / "port").read_text())
+            with Recorder(tmp / "rec", interval=args.interval, pids=True, rotate="1h") as rec:
+                res["background"] = bool(getattr(getattr(rec._snap, "resolver", None), "background", False))
+                cli = subprocess.Popen([sys.executable, script, "--churn-client", str(port), str(args.rate),
+                                        str(args.seconds), "0.2", "3.0", str(tmp / "cli.json")],
+                                       stdout=subprocess.PIPE, text=True)
+                assert cli.stdout is not None
+                cli.stdout.readline()
+                c0 = time.process_time()
+                rec.run(duration=args.seconds + 3.5)  # until every churned connection closed
+                cpu = time.process_time() - c0
+                pid_stats = rec._snap.pid_stats
+                res.update({"snapshots": rec.snapshots, "overruns": rec.overruns,
+                            "late_max_ms": rec.late_max_ns / 1e6, "cpu_s": cpu,
+                            "walks": pid_stats.get("walks"), "walk_s": pid_stats.get("walk_seconds"),
+                            "last_walk_s": pid_stats.get("last_walk_seconds"),
+                            "last_walk_fds": pid_stats.get("last_walk_fds")})
+            cli.wait(60)
+            assert srv.stdin is not None
+            srv.stdin.close()
+            srv.wait(30)
+        truth = {}
+        for ino, t_open, t_close in json.loads((tmp / "cli.json").read_text()):
+            truth[ino] = (cli.pid, t_open, t_close)
+        for ino, t_open, t_close in json.loads((tmp / "srv.json").read_text()):
+            truth[ino] = (srv.pid, t_open, t_close if t_close is not None else float("inf"))
+        t = ds.dataset(str(tmp / "rec"), format="parquet", partitioning="hive").to_table(
+            columns=["inode", "pid", "monotonic_ns"])
+        import numpy as np
+
+        ino = t.column("inode").to_numpy()
+        pid = t.column("pid").to_numpy()
+        mono = t.column("monotonic_ns").to_numpy() / 1e9
+        want = np.isin(ino, np.fromiter(truth.keys(), np.uint64))
+        order = np.argsort(ino[want], kind="stable")
+        ino, pid, mono = ino[want][order], pid[want][order], mono[want][order]
+        bounds = np.searchsorted(ino, np.fromiter(truth.keys(), np.uint64), side="left")
+        ends = np.searchsorted(ino, np.fromiter(truth.keys(), np.uint64), side="right")
+        long_lived = ok = wrong = 0
+        delays = []
+        for (i, (p, t_open, t_close)), a, b in zip(truth.items(), bounds, ends):
+            ps, ts = pid[a:b], mono[a:b]
+            wrong += bool(((ps != 0) & (ps != p)).any())
+            if t_close - t_open < 1.0:
+                continue
+            long_lived += 1
+            judged = ps[ts >= t_open + 1.0]
+            if len(judged) == 0:
+                judged = ps[-1:]
+            right = ts[ps == p]
+            if len(right):
+                delays.append(right[0] - t_open)
+            ok += bool(len(judged) and (judged == p).all())
+        slots = res["snapshots"] + res["overruns"]
+        res.update({"slots": slots, "on_time_share": res["snapshots"] / slots if slots else 0.0,
+                    "long_lived": long_lived, "with_pid": ok,
+                    "pid_share": ok / long_lived if long_lived else float("nan"), "wrong": wrong,
+                    "delay_median_ms": statistics.median(delays) * 1e3 if delays else float("nan"),
+                    "delay_max_ms": max(delays) * 1e3 if delays else float("nan"),
+                    "load_after": os.getloadavg()})
+    finally:
+        for h in holders:
+            if h.stdin is not None:
+                h.stdin.close()
+            h.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("rss", "drift"))
+    ap.add_argument("what", choices=("rss", "drift", "stall"))
     ap.add_argument("--python", action="append", default=[],
                     help="interpreter whose tcpsnap to run (repeatable; default: this one)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -189,6 +305,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--interval", default="100ms")
     ap.add_argument("--mode", default="full")
     ap.add_argument("--every", type=float, default=10.0)
+    ap.add_argument("--fds", type=int, default=100_000, help="stall: descriptors the helper holds")
     ap.add_argument("--rotate", default="15m", help="drift: the recorder's --rotate")
     ap.add_argument("--out", help="drift: also append each sample to this JSON-lines file")
     _results.add_json_argument(ap)
@@ -197,11 +314,17 @@ def main(argv: list[str]) -> int:
     args.cases = [tuple(c.split(":")) for c in args.cases.split(",")]
     where = bs.ensure_netns(argv, __file__)
     run = _results.Run(f"bench_footprint-{args.what}", getattr(args, "json", None))
-    res = run_rss(args) if args.what == "rss" else run_drift(args)
+    if args.what == "stall":
+        args.interval = "10ms" if args.interval == "100ms" else args.interval
+        args.rate = 200.0 if args.rate == 50.0 else args.rate
+        args.seconds = 60.0 if args.seconds == 20 else args.seconds
+    res = {"rss": run_rss, "drift": run_drift, "stall": run_stall}[args.what](args)
     res["where"] = where
     run.write(res)
     if args.what == "rss":
         print(rss_markdown(res))
+    elif args.what == "stall":
+        print(json.dumps(res, indent=1))
     else:
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=1))
     return 0

@@ -242,3 +242,33 @@ def test_cgroup_limits_are_read(tmp_path):
     proc.write_text("4:memory:/a\n")
     assert cgroup_memory_max(str(proc), str(root)) == 1 << 20
     assert cgroup_memory_max(str(tmp_path / "none"), str(root)) is None
+
+
+@linux
+def test_changes_mode_records_a_late_pid_as_a_change(tmp_path):
+    """Changes mode with background walks: a connection first recorded with pid 0 gets
+    its pid by a ``changed`` event, and the rebuilt snapshots show 0 before, the child's
+    pid after, never another."""
+    import tcpsnap
+
+    h = Holder(1000)
+    try:
+        with Recorder(tmp_path / "rec", interval="10ms", pids=True, mode="changes", nice=None,
+                      destroy=False) as rec:
+            rec.run(duration="0.3s")
+            pid, ino, t_open = h.connect()
+            rec.run(duration="1.7s")
+    finally:
+        h.close()
+    full = tcpsnap.read(tmp_path / "rec")
+    mine = full[full.inode == ino].sort_values("seq")
+    assert len(mine) > 50
+    pids = mine.pid.tolist()
+    assert set(pids) <= {0, pid} and pids[-1] == pid
+    first = pids.index(pid)
+    assert all(p == pid for p in pids[first:])  # once known, kept
+    events = tcpsnap.read(tmp_path / "rec", mode="changes")
+    ev = events[events.inode == ino]
+    if first > 0:  # recorded as pending first: the pid came as a change
+        changed = ev[ev.event == "changed"]
+        assert len(changed) >= 1 and changed.pid.iloc[0] == pid

@@ -27,7 +27,7 @@ from tcpsnap._system cimport (
     ssize_t, read, readlinkat, lseek, close, SEEK_SET, openat, O_RDONLY, O_DIRECTORY, O_CLOEXEC,
     AT_FDCWD, dirent64, getdents64, pollfd, poll, POLLIN, pthread_t, pthread_mutex_init,
     pthread_mutex_lock, pthread_mutex_unlock, pthread_create, pthread_join, timespec,
-    clock_gettime, CLOCK_MONOTONIC, set_errno, tcpsnap_pidfd_open, raise_syscall)
+    clock_gettime, CLOCK_MONOTONIC, set_errno, tcpsnap_pidfd_open, tcpsnap_nice_thread, raise_syscall)
 
 cdef extern from *:
     # GCC / Clang builtins: atomics for the early-stop state the walk threads share (relaxed
@@ -72,6 +72,7 @@ cdef enum:
     VDIR_NONE = -1             # proc_ent.vdir: not opened in this take
     VDIR_GONE = -2             # ...the process is gone
     VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
+    BG_NICE = 10               # nice value of background walk threads
 
 
 cdef inline double mono() noexcept nogil:
@@ -490,6 +491,10 @@ cdef void walk_run(walker *w) noexcept nogil:
 
 cdef void *walk_thread(void *arg) noexcept nogil:
     cdef walker *w = <walker *>arg
+    if w.sh.background:
+        # a background walk yields to the capture and writer threads on a busy machine:
+        # snapshots on time come first, pids a little later (failure: stays as it is)
+        tcpsnap_nice_thread(BG_NICE)
     walk_run(w)
     tcpsnap_done(&w.sh.done)             # release: its results are complete
     return NULL
@@ -1046,6 +1051,7 @@ cdef class PidResolver:
         # sockets that enter the map from the next take on may have been missed by it
         self.walk_epoch = self.epoch + 1
         self.shared.done = 0
+        self.shared.background = background
         self.walk_t0 = mono()
         for k in range(nw):
             w = &self.w[k]
