@@ -195,7 +195,6 @@ sys.stdin.read()
 def run_stall(args) -> dict:
     import pyarrow.dataset as ds
 
-    import bench_pids as bp
     from tcpsnap import Recorder
 
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-stall-"))
@@ -259,7 +258,7 @@ def run_stall(args) -> dict:
         ends = np.searchsorted(ino, np.fromiter(truth.keys(), np.uint64), side="right")
         long_lived = ok = wrong = 0
         delays = []
-        for (i, (p, t_open, t_close)), a, b in zip(truth.items(), bounds, ends):
+        for (p, t_open, t_close), a, b in zip(truth.values(), bounds, ends, strict=True):
             ps, ts = pid[a:b], mono[a:b]
             wrong += bool(((ps != 0) & (ps != p)).any())
             if t_close - t_open < 1.0:

@@ -146,6 +146,7 @@ class MemoryGuard:
         self.limit = limit
         self.source = source
         self.row_group_rows = ROW_GROUP_CAP
+        self.buffers = 24  # set by plan()
         self.degraded = 0  # times check() degraded
         self.base = 0
         self._hinted = False
@@ -162,7 +163,7 @@ class MemoryGuard:
         """(row group rows, pool buffers) for this limit, given what is resident now."""
         rg = min(row_group_rows, ROW_GROUP_CAP)
         if self.limit is None:
-            self.row_group_rows = rg
+            self.row_group_rows, self.buffers = rg, buffers
             return rg, buffers
         self.base = rss_bytes()
         room = int(self.limit * HIGH) - self.base
@@ -171,7 +172,7 @@ class MemoryGuard:
         rg = max(MIN_ROW_GROUP, min(rg, 1 << (fit.bit_length() - 1)))
         pool_room = max(0, room - 3 * ARROW_ROW_BYTES * rg)
         buffers = max(2, min(buffers, pool_room // max(1, 84 * batch_rows)))
-        self.row_group_rows = rg
+        self.row_group_rows, self.buffers = rg, buffers
         if room <= 0:
             log.warning("memory: %s is %d MiB and the recorder already holds %d MiB: recording "
                         "with the smallest buffers; --mode changes needs far less",
@@ -181,6 +182,12 @@ class MemoryGuard:
             log.info("memory: %s %d MiB: row groups of %d rows, %d batch buffers",
                      self.source, self.limit >> 20, rg, buffers)
         return rg, buffers
+
+    @property
+    def stats(self) -> dict:
+        """``memory_limit`` (bytes or None), ``memory_degraded`` (times), ``row_group_rows``."""
+        return {"memory_limit": self.limit, "memory_degraded": self.degraded,
+                "row_group_rows": self.row_group_rows}
 
     def check(self) -> bool:
         """Near the limit: halve the row groups (down to ``MIN_ROW_GROUP``) and say once

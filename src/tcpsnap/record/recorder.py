@@ -89,14 +89,8 @@ class Recorder:
         Changes mode: subscribe to the kernel's socket-destroy notifications. None
         (default): if possible (a warning says when not); True: required; False: no.
     batch_rows, buffers
-        Rows per batch buffer and how many buffers capture and writer share at most:
-        memory is bounded by their product; capture waits when all are in use.
-    max_rss
-        A memory limit (bytes, or a size such as ``"100MiB"``; default: the cgroup's
-        ``memory.max``, e.g. systemd's ``MemoryMax=``, if any): row groups and buffers are
-        sized to it, and near it the recorder degrades (smaller row groups, earlier
-        flushes, a logged hint to use changes mode) rather than grow. It never stops.
-        Row groups hold at most ``record.footprint.ROW_GROUP_CAP`` rows in any case.
+        Rows per batch buffer and how many buffers capture and writer share at most (and
+        ``max_rss``, a memory limit such as ``"100MiB"``: see ``record.footprint``).
     keep, max_bytes
         Retention (``tcpsnap.record.retention``): delete the oldest finished files once
         their newest snapshot is older than ``keep`` (a duration, e.g. ``"14d"``) and
@@ -138,7 +132,7 @@ class Recorder:
         self._writer: Any = None
         self.recovered: list = []
         self.pids_enabled = False
-        self.memory: Any = None
+        self.memory: Any = None  # record.footprint.MemoryGuard once open
 
     def __enter__(self) -> Recorder:
         self.open()
@@ -151,8 +145,7 @@ class Recorder:
         """Take the folder, recover leftovers, warm the snapshotter up, start the writer."""
         if self._opened:
             return self
-        from .footprint import MemoryGuard, keep_pandas_out
-
+        from .footprint import keep_pandas_out
         keep_pandas_out()  # before anything calls pyarrow.array (importing _arrow does)
         from .batch import BatchPool
         from .capture import Capture, Waker
@@ -176,19 +169,19 @@ class Recorder:
             if self._own_snap and self.pids_enabled:
                 _note_missing_pids(snap, warm)
             schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap)
-            #: record.footprint.MemoryGuard: the memory limit (if any) and its sizes
-            self.memory = guard = MemoryGuard.make(c.max_rss)
-            rg_rows, buffers = guard.plan(c.row_group_rows, c.buffers, c.batch_rows)
+            self.memory = guard = _memory_guard(c)
             self._t_open = self._clock.monotonic_ns()
-            rules = Rules(c.ns(c.interval), c.ns(c.rotate), c.ns(c.flush), self._t_open, rg_rows)
+            rules = Rules(c.ns(c.interval), c.ns(c.rotate), c.ns(c.flush), self._t_open,
+                          guard.row_group_rows)
 
             def failed() -> BaseException | None:
                 e = self._writer.error
                 w = self._writer
                 return None if e is None else wrap_error(e, w.last_file, self.path, w.durable_seq)
 
-            pool = BatchPool(buffers, c.batch_rows, 4096, self._tracker is not None, failed)
-            files = FileOptions(c.compression, c.compression_level, rg_rows, c.compat, c.fsync)
+            pool = BatchPool(guard.buffers, c.batch_rows, 4096, self._tracker is not None, failed)
+            files = FileOptions(c.compression, c.compression_level, guard.row_group_rows, c.compat,
+                                c.fsync)
             self._writer = Writer(root, schema, encoder, rules, files, pool, self._clock,
                                   on_error=self.stop, on_file=None if ret is None else
                                   lambda p: ret.run(root, busy_part=p.parent.name), guard=guard)
@@ -337,8 +330,7 @@ class Recorder:
             "recovered": [str(r.path) for r in self.recovered if r.path],
             **(self._tracker.stats if self._tracker is not None else {}),
             **(self.retention.stats if self.retention is not None else {}),
-            **({"memory_limit": self.memory.limit, "memory_degraded": self.memory.degraded,
-                "row_group_rows": self.memory.row_group_rows} if self.memory is not None else {}),
+            **(self.memory.stats if self.memory is not None else {}),
         }
 
 
@@ -413,6 +405,16 @@ def new_dataset_folder(path: Path, mode: str, filters: str) -> Path:
         finally:
             d.close()
     return sibling(path, 2)
+
+
+def _memory_guard(c: RecorderConfig) -> Any:
+    """The recorder's ``record.footprint.MemoryGuard``, its sizes planned (``row_group_rows``,
+    ``buffers``) from what is resident now."""
+    from .footprint import MemoryGuard
+
+    guard = MemoryGuard.make(c.max_rss)
+    guard.plan(c.row_group_rows, c.buffers, c.batch_rows)
+    return guard
 
 
 def _new_snapshotter(pids: bool | None) -> tuple[SnapshotSource, bool]:
