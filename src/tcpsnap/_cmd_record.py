@@ -232,9 +232,9 @@ class _Status:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .record.footprint import lean_arrow_pool
+    from .record.footprint import lean_process
 
-    lean_arrow_pool()  # before pyarrow loads: freed Arrow memory goes back to the system
+    lean_process()  # before pyarrow loads: freed memory goes back to the system
     from ._config import ConfigError, resolve
     from .record import Recorder
 

@@ -22,6 +22,9 @@ __all__ = ["Batch", "BatchPool", "STOP"]
 
 log = logging.getLogger("tcpsnap.recorder")
 
+#: Idle batches a pool keeps for reuse; more are freed as they come back.
+KEEP_IDLE = 4
+
 #: Put on the queue after the last batch: the writer finishes its file and exits.
 STOP = object()
 
@@ -130,7 +133,9 @@ class BatchPool:
     def put(self, b: Batch) -> None:
         b.reset()
         with self._cv:
-            if self.made > self.count:  # the pool was made smaller (a memory limit)
+            if self.made > self.count or len(self._free) >= KEEP_IDLE:
+                # a memory limit made the pool smaller, or a burst (the writer behind for a
+                # moment) made more batches than steady recording uses: let this one go
                 self.made -= 1
             else:
                 self._free.append(b)

@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["max_rss_arg", "ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep_pandas_out", "lean_arrow_pool",
+__all__ = ["max_rss_arg", "ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep_pandas_out", "lean_process",
            "cgroup_memory_max", "rss_bytes"]
 
 log = logging.getLogger("tcpsnap.recorder")
@@ -86,13 +86,30 @@ def keep_pandas_out() -> None:
         sys.meta_path.remove(finder)
 
 
-def lean_arrow_pool() -> bool:
-    """Have pyarrow allocate with the C library's allocator (``system``) instead of its
-    default, mimalloc or jemalloc, which keeps freed memory for reuse: measured here,
-    20-25 MiB more resident at 1k connections every 10 ms, for no gain in rate (the
-    writer's buffers are large and few). Only possible before pyarrow is loaded (its C++
-    side reads ``ARROW_DEFAULT_MEMORY_POOL`` once), so ``tcpsnap record`` calls it first
-    thing; a pool the environment names already is kept. True if it took effect."""
+def lean_process() -> bool:
+    """Make freed memory go back to the system, for a process that records for weeks
+    (``tcpsnap record`` calls it first thing):
+
+    * pyarrow allocates with the C library's allocator (``ARROW_DEFAULT_MEMORY_POOL=
+      system``) instead of mimalloc or jemalloc, which keep freed memory for reuse --
+      only possible before pyarrow is loaded (its C++ side reads the variable once); a
+      pool the environment names already is kept;
+    * glibc's mmap threshold is fixed at 256 KiB (``mallopt``): its default rises to
+      the largest block ever freed, after which the writer's large buffers come from
+      the heap and are not returned, so RSS ratchets up after each burst; and at most 2
+      malloc arenas (one per thread by default, each keeping its own free memory).
+
+    Measured here: 20-40 MiB less at 1k connections every 10 ms, and no upward creep
+    (benchmarks/RESULTS.md, "Footprint"). True if pyarrow's pool was set."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD (fixed: no dynamic rise)
+            libc.mallopt(-8, 2)  # M_ARENA_MAX
+        except (OSError, AttributeError):  # not glibc
+            pass
     if "pyarrow" in sys.modules or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return False
     os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
