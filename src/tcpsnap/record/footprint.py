@@ -36,7 +36,9 @@ __all__ = ["max_rss_arg", "ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep
 log = logging.getLogger("tcpsnap.recorder")
 
 #: Rows a row group holds at most, whatever ``row_group_rows`` asks: the writer holds
-#: them (Arrow, read back from the journal) while Parquet encodes them: ~15 MiB.
+#: them (Arrow, read back from the journal) while Parquet encodes them: ~15 MiB;
+#: each row group of the file in progress also keeps its metadata in memory until the
+#: file is finished (~27 KB as Python objects), so smaller groups cost that instead.
 ROW_GROUP_CAP = 1 << 17
 #: ...and at least, however tight the memory limit.
 MIN_ROW_GROUP = 4096

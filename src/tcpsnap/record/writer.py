@@ -234,7 +234,9 @@ class Writer:
         else:
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
-                                  *[a[:n] for a in b.extra], monotonic=b.mono[:s])
+                                  # copies: Arrow would wrap these arrays without copying,
+                                  # and the batch is reused once this returns
+                                  *[a[:n].copy() for a in b.extra], monotonic=b.mono[:s])
         if n:
             self._pending.append(rb)
             self._pending_seq = int(b.seq[s - 1])
