@@ -53,9 +53,11 @@ Off the capture path (``background=True``; what the recorder uses)
     by pid + start time when merged (an owner that exited since is not taken; its
     sockets wait for the next walk). In changes mode a pid that arrives is a ``changed``
     event of that connection (the rows before it keep pid 0), so the rebuilt snapshots
-    are exactly what was recorded. With 100k descriptors on the machine, D is 0.1-0.4 s
-    on an idle 2-core machine and more under load: see benchmarks/RESULTS.md,
-    "Footprint".
+    are exactly what was recorded. The recorder sets ``walk_share`` to 0.5 (walks take
+    spare CPU, at nice 10): its bound is max(0.25 s, 2 D) + 2 D + 2 intervals, under 1 s
+    while D stays under 0.25 s. With 100k descriptors on the machine D was 0.17-0.41 s
+    on a quiet 2-core machine, and seconds when every core is busy (nice 10 yields):
+    see benchmarks/RESULTS.md, "Footprint".
 
 Staying right between walks
     * Owner exits: each ``take()`` polls the pidfds of all owners in one ``poll()``
