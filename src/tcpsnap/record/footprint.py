@@ -62,12 +62,16 @@ def max_rss_arg(text: str) -> int:
     return v
 
 
-class _NoPandas:
-    """A meta-path finder that refuses pandas (only while ``keep_pandas_out`` runs)."""
+class _Refuse:
+    """A meta-path finder that refuses some modules (and their submodules), only while
+    ``keep_pandas_out`` or ``lean_process`` import what would load them."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError("the recorder does without pandas")
+        if any(name == n or name.startswith(n + ".") for n in self.names):
+            raise ImportError(f"the recorder does without {name}")
         return None
 
 
@@ -80,7 +84,7 @@ def keep_pandas_out() -> None:
         return
     import pyarrow as pa
 
-    finder = _NoPandas()
+    finder = _Refuse(("pandas",))
     sys.meta_path.insert(0, finder)
     try:
         pa.array([0])
@@ -99,7 +103,9 @@ def lean_process() -> bool:
     * glibc's mmap threshold is fixed at 256 KiB (``mallopt``): its default rises to
       the largest block ever freed, after which the writer's large buffers come from
       the heap and are not returned, so RSS ratchets up after each burst; and at most 2
-      malloc arenas (one per thread by default, each keeping its own free memory).
+      malloc arenas (one per thread by default, each keeping its own free memory);
+    * pyarrow's cloud filesystems (S3, GCS, Azure, HDFS) are not loaded: the process
+      has no ``pyarrow.fs.S3FileSystem`` (a recorder writes local files).
 
     Measured here: 20-40 MiB less at 1k connections every 10 ms, and no upward creep
     (benchmarks/RESULTS.md, "Footprint"). True if pyarrow's pool was set."""
@@ -112,10 +118,21 @@ def lean_process() -> bool:
             libc.mallopt(-8, 2)  # M_ARENA_MAX
         except (OSError, AttributeError):  # not glibc
             pass
-    if "pyarrow" in sys.modules or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+    if "pyarrow" in sys.modules:
         return False
-    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
-    return True
+    set_pool = not os.environ.get("ARROW_DEFAULT_MEMORY_POOL")
+    if set_pool:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    # pyarrow.parquet imports pyarrow.fs, which loads the cloud filesystems it can (S3,
+    # GCS, Azure, HDFS: ~10 MiB of libraries, libcrypto among them) and does without
+    # those whose import fails; a recorder writes local files only
+    finder = _Refuse(("pyarrow._s3fs", "pyarrow._gcsfs", "pyarrow._azurefs", "pyarrow._hdfs"))
+    sys.meta_path.insert(0, finder)
+    try:
+        import pyarrow.fs  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+    return set_pool
 
 
 def rss_bytes() -> int:
