@@ -10,6 +10,10 @@
           that carry their own pid in every snapshot from age 1 s on (wrong pids counted).
           Run it with another interpreter (``--python`` is not used) to measure that
           interpreter's tcpsnap: e.g. main's at 71289e7.
+  cpu     CPU seconds of ``tcpsnap record --interval 1s --mode changes`` (pids on) for
+          --seconds at --n connections, from 5 s in (start-up apart), against
+          benchmarks/floor.c doing one dump a second for as long (its own CPU, from
+          /proc/<pid>/stat), alternating, --rounds times.
   drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
           (connections opened and closed all the time): first/last/peak and the drift
           (median of the last tenth minus median of the second tenth of the samples).
@@ -18,6 +22,7 @@
         --python /work/venv-footprint/bin/python --python /work/venv-old/bin/python
     python3 benchmarks/bench_footprint.py drift --minutes 60 --n 1000 --out drift.jsonl
     python3 benchmarks/bench_footprint.py stall --fds 100000 --n 1000 --rate 200 --seconds 60
+    python3 benchmarks/bench_footprint.py cpu --n 10000 --seconds 60 --rounds 2
 
 Runs (as root) in a private network namespace (bench_snapshot.ensure_netns), so the
 table holds exactly our connections. Each run writes its raw results to a JSON file
@@ -180,6 +185,67 @@ def run_drift(args) -> dict:
     return res
 
 
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children: none here), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: cpu: seconds of the recorder's run left out (start-up); the floor runs that much less
+WARM = 5.0
+
+
+def run_cpu(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
+    res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds, "rounds": []}
+    floor = bs.Floor()
+    try:
+        with bs.Connections(args.n) as conns:
+            res["rows"] = conns.rows
+            for r in range(args.rounds):
+                rnd: dict = {}
+                for what in (("floor", "recorder") if r % 2 == 0 else ("recorder", "floor")):
+                    if what == "floor":
+                        c0 = proc_cpu_s(floor.proc.pid)
+                        t0 = time.monotonic()
+                        k = 0
+                        while time.monotonic() - t0 < args.seconds - WARM:
+                            floor.dumps(1)
+                            k += 1
+                            time.sleep(max(0.0, t0 + k - time.monotonic()))
+                        rnd["floor_cpu_s"] = proc_cpu_s(floor.proc.pid) - c0
+                        rnd["floor_dumps"] = k
+                    else:
+                        out = tmp / "rec"
+                        shutil.rmtree(out, ignore_errors=True)
+                        p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", str(out), "--interval", "1s",
+                                              "--mode", "changes", "--duration", f"{args.seconds}s", "-q"])
+                        last = 0.0
+                        t0 = time.monotonic()
+                        warm = None  # CPU after WARM s: start-up (imports, first walk) apart
+                        while p.poll() is None:
+                            try:
+                                last = proc_cpu_s(p.pid)  # sampled until it exits
+                            except OSError:
+                                pass
+                            if warm is None and time.monotonic() - t0 >= WARM:
+                                warm = last
+                            time.sleep(0.2)
+                        rnd["recorder_startup_cpu_s"] = warm or 0.0
+                        rnd["recorder_cpu_s"] = last - (warm or 0.0)
+                        shutil.rmtree(out, ignore_errors=True)
+                rnd["ratio"] = rnd["recorder_cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
+                rnd["load"] = os.getloadavg()[0]
+                print(json.dumps(rnd), file=sys.stderr, flush=True)
+                res["rounds"].append(rnd)
+    finally:
+        floor.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["ratio_median"] = statistics.median(r["ratio"] for r in res["rounds"])
+    return res
+
+
 FD_HOLDER = """
 import os, resource, sys
 n = int(sys.argv[1])
@@ -289,7 +355,7 @@ def run_stall(args) -> dict:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("rss", "drift", "stall"))
+    ap.add_argument("what", choices=("rss", "drift", "stall", "cpu"))
     ap.add_argument("--python", action="append", default=[],
                     help="interpreter whose tcpsnap to run (repeatable; default: this one)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -317,12 +383,15 @@ def main(argv: list[str]) -> int:
         args.interval = "10ms" if args.interval == "100ms" else args.interval
         args.rate = 200.0 if args.rate == 50.0 else args.rate
         args.seconds = 60.0 if args.seconds == 20 else args.seconds
-    res = {"rss": run_rss, "drift": run_drift, "stall": run_stall}[args.what](args)
+    if args.what == "cpu":
+        args.n = 10000 if args.n == 1000 else args.n
+        args.seconds = 60.0 if args.seconds == 20 else args.seconds
+    res = {"rss": run_rss, "drift": run_drift, "stall": run_stall, "cpu": run_cpu}[args.what](args)
     res["where"] = where
     run.write(res)
     if args.what == "rss":
         print(rss_markdown(res))
-    elif args.what == "stall":
+    elif args.what in ("stall", "cpu"):
         print(json.dumps(res, indent=1))
     else:
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=1))
