@@ -119,28 +119,34 @@ def test_synchronous_walk_is_still_the_default_of_a_snapshotter():
 
 
 @linux
-def test_recording_gives_a_child_socket_its_pid_within_the_bound(tmp_path):
-    """A connection a child opens while recording (10 ms, pids in the background) has
-    the child's pid in every snapshot from 1 s after it opened, and no other pid."""
+def test_recording_gives_a_child_socket_its_pid_later_and_never_a_wrong_one(tmp_path):
+    """A connection a child opens while recording (10 ms, pids in the background) is
+    recorded with pid 0 until a walk found it, then with the child's pid in every
+    snapshot; never another pid. (How soon is a benchmark: bench_footprint stall.)"""
     import pyarrow.dataset as ds
 
     h = Holder(1000)
     try:
         with Recorder(tmp_path / "rec", interval="10ms", pids=True, nice=None) as rec:
-            assert rec._snap.resolver.background is True
+            res = rec._snap.resolver
+            assert res.background is True
             rec.run(duration="0.3s")
             pid, ino, t_open = h.connect()
-            rec.run(duration="1.7s")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (res.owner(ino) or (0,))[0] != pid:
+                rec.run(duration="0.2s")
+            rec.run(duration="0.3s")  # a few snapshots with the pid
     finally:
         h.close()
     t = ds.dataset(str(tmp_path / "rec"), format="parquet", partitioning="hive").to_table(
-        columns=["inode", "pid", "monotonic_ns", "process"]).to_pandas()
-    mine = t[t.inode == ino]
-    assert len(mine) > 50
-    assert set(mine.pid) <= {0, pid}
-    late = mine[mine.monotonic_ns >= t_open + 1_000_000_000]
-    assert len(late) > 10 and (late.pid == pid).all()
-    assert (late.process == "python3").all() or late.process.str.startswith("python").all()
+        columns=["inode", "pid", "seq", "process"]).to_pandas()
+    mine = t[t.inode == ino].sort_values("seq")
+    pids = mine.pid.tolist()
+    assert len(pids) > 20 and set(pids) <= {0, pid} and pids[-1] == pid
+    first = pids.index(pid)
+    assert all(p == pid for p in pids[first:])  # once known, kept
+    assert mine.process.iloc[first:].str.startswith("python").all()
+    assert mine.process.iloc[:first].isna().all()  # pending: no process either
 
 
 def test_recorder_never_imports_pandas(tmp_path):
@@ -255,14 +261,18 @@ def test_changes_mode_records_a_late_pid_as_a_change(tmp_path):
     try:
         with Recorder(tmp_path / "rec", interval="10ms", pids=True, mode="changes", nice=None,
                       destroy=False) as rec:
+            res = rec._snap.resolver
             rec.run(duration="0.3s")
             pid, ino, t_open = h.connect()
-            rec.run(duration="1.7s")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (res.owner(ino) or (0,))[0] != pid:
+                rec.run(duration="0.2s")
+            rec.run(duration="0.3s")
     finally:
         h.close()
     full = tcpsnap.read(tmp_path / "rec")
     mine = full[full.inode == ino].sort_values("seq")
-    assert len(mine) > 50
+    assert len(mine) > 20
     pids = mine.pid.tolist()
     assert set(pids) <= {0, pid} and pids[-1] == pid
     first = pids.index(pid)

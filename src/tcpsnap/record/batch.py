@@ -24,6 +24,9 @@ log = logging.getLogger("tcpsnap.recorder")
 
 #: Idle batches a pool keeps for reuse; more are freed as they come back.
 KEEP_IDLE = 4
+#: Bytes of batches a pool makes at most (besides ``count``): a large table's batches are
+#: large, and a writer that falls behind then makes capture wait instead of memory grow.
+POOL_BYTES = 32 << 20
 
 #: Put on the queue after the last batch: the writer finishes its file and exits.
 STOP = object()
@@ -72,6 +75,12 @@ class Batch:
         self.file_key = None
         self.overruns = 0
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold."""
+        return (self.rows.nbytes + self.proc.nbytes + 6 * self.ts.nbytes
+                + sum(a.nbytes for a in self.extra or ()))
+
     def fits(self, n: int) -> bool:
         return self.n + n <= len(self.rows) and self.s < len(self.ts)
 
@@ -91,19 +100,22 @@ class Batch:
 
 
 class BatchPool:
-    """At most ``count`` batches shared by the two threads.
+    """At most ``count`` batches, and no more than ``max_bytes`` of them once two exist,
+    shared by the two threads.
 
     A batch is made when none is free and fewer than ``count`` exist, and the most
     recently returned one is handed out first: only the batches capture and writer
     really have in flight are ever touched (resident), not ``count`` of them.
-    ``get`` blocks while ``count`` batches are in use (the writer is behind) and counts
+    ``get`` blocks while all it may make are in use (the writer is behind) and counts
     the wait in ``waits``; ``failed()`` is polled meanwhile so that a dead writer does
     not block capture forever (its error is raised instead).
     """
 
     def __init__(self, count: int, rows: int, snaps: int, changes: bool,
-                 failed: Callable[[], BaseException | None]) -> None:
+                 failed: Callable[[], BaseException | None], max_bytes: int = POOL_BYTES) -> None:
         self._free: list[Batch] = []
+        self._live: list[Batch] = []  # every batch made and not let go
+        self.max_bytes = max_bytes
         self._shape = (rows, snaps, changes)
         self.count = count
         self.made = 0
@@ -113,9 +125,12 @@ class BatchPool:
 
     def get(self) -> Batch:
         with self._cv:
-            if not self._free and self.made < self.count:
+            if not self._free and self.made < self.count and (
+                    self.made < 2 or sum(b.nbytes for b in self._live) < self.max_bytes):
                 self.made += 1
-                return Batch(*self._shape)
+                b = Batch(*self._shape)
+                self._live.append(b)
+                return b
             if not self._free:
                 self.waits += 1
                 t0 = time.monotonic()
@@ -137,6 +152,7 @@ class BatchPool:
                 # a memory limit made the pool smaller, or a burst (the writer behind for a
                 # moment) made more batches than steady recording uses: let this one go
                 self.made -= 1
+                self._live.remove(b)
             else:
                 self._free.append(b)
             self._cv.notify()
@@ -146,7 +162,7 @@ class BatchPool:
         with self._cv:
             self.count = max(2, count)
             while self._free and self.made > self.count:
-                self._free.pop(0)
+                self._live.remove(self._free.pop(0))
                 self.made -= 1
 
     def wake_all(self) -> None:

@@ -183,6 +183,7 @@ class MemoryGuard:
         self.source = source
         self.row_group_rows = ROW_GROUP_CAP
         self.buffers = 24  # set by plan()
+        self.pool_bytes = 32 << 20  # batch.POOL_BYTES; less under a limit
         self.degraded = 0  # times check() degraded
         self.base = 0
         self._hinted = False
@@ -208,6 +209,7 @@ class MemoryGuard:
         rg = max(MIN_ROW_GROUP, min(rg, 1 << (fit.bit_length() - 1)))
         pool_room = max(0, room - 3 * ARROW_ROW_BYTES * rg)
         buffers = max(2, min(buffers, pool_room // max(1, 84 * batch_rows)))
+        self.pool_bytes = max(4 << 20, min(self.pool_bytes, pool_room))
         self.row_group_rows, self.buffers = rg, buffers
         if room <= 0:
             log.warning("memory: %s is %d MiB and the recorder already holds %d MiB: recording "

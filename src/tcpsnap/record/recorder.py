@@ -179,7 +179,7 @@ class Recorder:
                 w = self._writer
                 return None if e is None else wrap_error(e, w.last_file, self.path, w.durable_seq)
 
-            pool = BatchPool(guard.buffers, c.batch_rows, 4096, self._tracker is not None, failed)
+            pool = BatchPool(guard.buffers, c.batch_rows, 4096, bool(self._tracker), failed, guard.pool_bytes)
             files = FileOptions(c.compression, c.compression_level, guard.row_group_rows, c.compat,
                                 c.fsync)
             self._writer = Writer(root, schema, encoder, rules, files, pool, self._clock,
