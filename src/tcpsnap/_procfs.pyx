@@ -849,6 +849,7 @@ cdef class PidResolver:
             return True
         e.state = SK_PENDING             # closed, or moved to another process
         e.misses = 0
+        e.born = <uint16_t>self.epoch    # unresolved since now: an older walk could not see it
         self.moved += 1
         return False
 
@@ -935,6 +936,7 @@ cdef class PidResolver:
                     continue
                 e.state = SK_PENDING     # its owner exited; someone else holds it
                 e.misses = 0
+                e.born = <uint16_t>ep
             r.pid = 0
             unresolved += 1
             if e.state == SK_PENDING:
@@ -965,8 +967,11 @@ cdef class PidResolver:
                 if r.pid:
                     continue
                 e.state = SK_PENDING
-            # not found by this walk: unless it appeared during a walk that started
-            # before the dump (the walk may have passed its process already), it is missing
+            # not found by this walk: unless it became unresolved (appeared, lost its
+            # owner) after the walk started (the walk may have passed its holder already:
+            # a walk begun before the dump, or one on background threads), it is missing.
+            # born is 16 bits: an entry unresolved for 2**15 takes may read as new once
+            # (it stays as it is then; no harm)
             if <uint16_t>(e.born - <uint16_t>self.walk_epoch) >= 0x8000:
                 e.state = SK_MISSING
                 if e.misses < 255:
