@@ -111,7 +111,7 @@ print(ok)
 
 
 def recorder_block(seconds: float, pids: bool, workdir: Path, metrics: bool = False,
-                   scrape_every: float = 1.0) -> dict:
+                   scrape_every: float = 1.0, mode: str = "full") -> dict:
     import subprocess
 
     from tcpsnap import Recorder
@@ -120,7 +120,7 @@ def recorder_block(seconds: float, pids: bool, workdir: Path, metrics: bool = Fa
     shutil.rmtree(out, ignore_errors=True)
     c0 = cpu_s()
     scrapes = 0
-    with Recorder(out, interval=0, pids=pids, rotate="1h") as rec:
+    with Recorder(out, interval=0, pids=pids, rotate="1h", mode=mode) as rec:
         exp = scraper = None
         if metrics:  # served by this process, scraped by another (its CPU is not ours)
             from tcpsnap.record.metrics import MetricsExporter
@@ -154,7 +154,8 @@ def recorder_block(seconds: float, pids: bool, workdir: Path, metrics: bool = Fa
 
 
 def run_rate(sizes: list[int], rounds: int, seconds: float, pids_modes: list[bool],
-             metrics_modes: tuple[bool, ...] = (False,), scrape_every: float = 1.0) -> dict:
+             metrics_modes: tuple[bool, ...] = (False,), scrape_every: float = 1.0,
+             mode: str = "full") -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))
     floor = bs.Floor()
     out = {"machine": machine(), "sizes": {}}
@@ -175,7 +176,7 @@ def run_rate(sizes: list[int], rounds: int, seconds: float, pids_modes: list[boo
                             rnd["floor"] = floor_block(floor, seconds, chunk)
                         else:
                             rnd[what] = recorder_block(seconds, "pids_on" in what, workdir,
-                                                       what.endswith("_metrics"), scrape_every)
+                                                       what.endswith("_metrics"), scrape_every, mode)
                     for k in rnd:
                         if k.startswith("rec_"):
                             rnd[k]["x_floor"] = rnd[k]["rate"] / rnd["floor"]["rate"]
@@ -356,6 +357,8 @@ def main(argv: list[str]) -> int:
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--seconds", type=float, default=4.0)
     a.add_argument("--pids", choices=("off", "on", "both"), default="both")
+    a.add_argument("--mode", choices=("full", "changes"), default="full",
+                   help="the recorder's --mode (changes: the destroy feed if permitted)")
     a.add_argument("--metrics", choices=("off", "on", "both"), default="off",
                    help="serve --metrics (scraped by another process) in the recorder blocks")
     a.add_argument("--scrape-every", type=float, default=1.0, metavar="S")
@@ -377,7 +380,8 @@ def main(argv: list[str]) -> int:
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.pids]
         mmodes = {"off": (False,), "on": (True,), "both": (False, True)}[args.metrics]
         res = run_rate([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, modes,
-                       mmodes, args.scrape_every)
+                       mmodes, args.scrape_every, args.mode)
+        res["mode"] = args.mode
         res["summary"] = rate_summary(res)
         md = rate_markdown(res, shown)
     else:

@@ -55,6 +55,7 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "keep": (["--keep", "14d"], 'keep = "14d"'),
     "new-dataset": (["--new-dataset"], "new-dataset = true"),
     "max-bytes": (["--max-bytes", "5GiB"], 'max-bytes = "5GiB"'),
+    "max-rss": (["--max-rss", "100MiB"], 'max-rss = "100MiB"'),
     "metrics": (["--metrics", "127.0.0.1:9464"], 'metrics = "127.0.0.1:9464"'),
     "metrics-textfile": (["--metrics-textfile", "/var/lib/node_exporter/tcpsnap.prom"],
                          'metrics-textfile = "/var/lib/node_exporter/tcpsnap.prom"'),

@@ -23,6 +23,7 @@ from ._cli_args import (
 )
 from ._config import layer as config_layer
 from ._units import format_duration, human_bytes
+from .record.footprint import max_rss_arg
 
 EPILOG_RECORD = """\
 examples:
@@ -120,6 +121,11 @@ def register(sub) -> None:
                           "--family, or a newer tcpsnap's files), record into DIR.2 (or the first "
                           "DIR.N that is new or holds this same recording) instead of refusing; "
                           "nothing is moved")
+    rec.add_argument("--max-rss", type=max_rss_arg, default=None, metavar="SIZE",
+                     help="memory limit (e.g. 100MiB; default: the cgroup's memory.max, "
+                          "systemd's MemoryMax=): near it the recorder uses smaller row groups "
+                          "and flushes earlier, and says once that --mode changes needs less; "
+                          "it never stops for memory")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
@@ -263,6 +269,9 @@ class _Status:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from .record.footprint import lean_process
+
+    lean_process()  # before pyarrow loads: freed memory goes back to the system
     from ._config import ConfigError, resolve
     from .record import Recorder
 
@@ -282,7 +291,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
         new_dataset=args.new_dataset, filter=filter_from_args(args, legacy=False),
-        **_cli_ops.recorder_kwargs(args))
+        **_cli_ops.recorder_kwargs(args),
+        **({"max_rss": args.max_rss} if args.max_rss is not None else {}))
 
     signals = {"n": 0}
     status: _Status | None = None

@@ -81,6 +81,8 @@ cdef struct walk_shared:       # what the workers of one walk share, under lock
     uint32_t big_pid          # a large fd directory being read block by block (0: none)
     uint32_t big_gen          # bumped for each new shared directory
     size_t big_next           # next block of it
+    int done                  # background walk: threads finished (atomic, release/acquire)
+    int background            # its threads run at a lower priority (BG_NICE)
 
 cdef struct walker:
     int procfd                # /proc (shared, read-only)

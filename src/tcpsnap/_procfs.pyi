@@ -14,6 +14,8 @@ class PidResolver:
     """
 
     threads: int
+    background: bool
+    """Walks on background threads only, merged by a later take (see tcpsnap.pids)."""
     block: int
     """Descriptors per block when walk threads share a large fd directory; 0: never."""
     walk_interval: float
@@ -45,6 +47,7 @@ class PidResolver:
         verify_interval: float = 10.0,
         name_ttl: float = 1.0,
         max_pidfds: int = -1,
+        background: bool = False,
     ) -> None: ...
     def begin(self) -> None:
         """Before the dump: start a walk that is already due on background threads."""
@@ -64,5 +67,6 @@ class PidResolver:
     def stats(self) -> dict[str, Any]:
         """takes, walks, walk_seconds, last_walk_seconds, last_walk_procs, last_walk_fds,
         denied, pending, retry, entries, map_slots, processes, pidfds, verified, moved,
-        owner_exits, evicted, skipped_procs (numbers), and phase_seconds ({phase: seconds})."""
+        owner_exits, evicted, skipped_procs (numbers), walking (a background walk is
+        going on), and phase_seconds ({phase: seconds})."""
     def close(self) -> None: ...

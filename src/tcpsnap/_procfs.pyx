@@ -27,7 +27,7 @@ from tcpsnap._system cimport (
     ssize_t, read, readlinkat, lseek, close, SEEK_SET, openat, O_RDONLY, O_DIRECTORY, O_CLOEXEC,
     AT_FDCWD, dirent64, getdents64, pollfd, poll, POLLIN, pthread_t, pthread_mutex_init,
     pthread_mutex_lock, pthread_mutex_unlock, pthread_create, pthread_join, timespec,
-    clock_gettime, CLOCK_MONOTONIC, set_errno, tcpsnap_pidfd_open, raise_syscall)
+    clock_gettime, CLOCK_MONOTONIC, set_errno, tcpsnap_pidfd_open, tcpsnap_nice_thread, raise_syscall)
 
 cdef extern from *:
     # GCC / Clang builtins: atomics for the early-stop state the walk threads share (relaxed
@@ -39,12 +39,16 @@ cdef extern from *:
     static inline int tcpsnap_mark(unsigned char *p) { return __atomic_exchange_n(p, 1, __ATOMIC_RELAXED); }
     static inline size_t tcpsnap_count_down(size_t *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_RELAXED); }
     static inline int tcpsnap_load(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline void tcpsnap_done(int *p) { __atomic_add_fetch(p, 1, __ATOMIC_RELEASE); }
+    static inline int tcpsnap_done_count(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     """
     uint64_t TCPSNAP_GOLDEN
     void prefetch "tcpsnap_prefetch"(const void *p) nogil
     int tcpsnap_mark(unsigned char *p) nogil
     size_t tcpsnap_count_down(size_t *p) nogil
     int tcpsnap_load(int *p) nogil
+    void tcpsnap_done(int *p) nogil
+    int tcpsnap_done_count(int *p) nogil
 
 cdef enum:
     C_0 = 48                   # '0'
@@ -68,6 +72,7 @@ cdef enum:
     VDIR_NONE = -1             # proc_ent.vdir: not opened in this take
     VDIR_GONE = -2             # ...the process is gone
     VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
+    BG_NICE = 10               # nice value of background walk threads
 
 
 cdef inline double mono() noexcept nogil:
@@ -485,7 +490,13 @@ cdef void walk_run(walker *w) noexcept nogil:
 
 
 cdef void *walk_thread(void *arg) noexcept nogil:
-    walk_run(<walker *>arg)
+    cdef walker *w = <walker *>arg
+    if w.sh.background:
+        # a background walk yields to the capture and writer threads on a busy machine:
+        # snapshots on time come first, pids a little later (failure: stays as it is)
+        tcpsnap_nice_thread(BG_NICE)
+    walk_run(w)
+    tcpsnap_done(&w.sh.done)             # release: its results are complete
     return NULL
 
 
@@ -514,6 +525,9 @@ cdef class PidResolver:
     cdef int nthreads                # background threads running
     cdef bint walk_open              # a walk was started and not merged yet
     cdef bint walk_all               # ...recording every socket (started before the dump)
+    cdef bint walk_bg                # ...on background threads only, across takes
+    cdef uint32_t walk_epoch         # first epoch whose new sockets the open walk may miss
+    cdef bint _background            # walks never run on the caller's thread
     cdef uint32_t *pidlist
     cdef size_t npids
     cdef size_t cappids
@@ -568,7 +582,7 @@ cdef class PidResolver:
         pthread_mutex_init(&self.shared.lock, NULL)
 
     def __init__(self, *, threads=2, walk_interval=0.25, walk_share=0.25, retry_interval=1.0,
-                 verify_interval=10.0, name_ttl=1.0, max_pidfds=-1):
+                 verify_interval=10.0, name_ttl=1.0, max_pidfds=-1, background=False):
         """Bad arguments, before anything is allocated: TypeError for a non-integer threads
         or max_pidfds (floats too) or a non-number duration; ValueError for threads outside
         1..MAX_WORKERS, a max_pidfds past 2**32-1 (negative: the default), a duration too
@@ -581,6 +595,7 @@ cdef class PidResolver:
         self.retry_interval = retry_interval
         self.verify_interval = verify_interval
         self.name_ttl = name_ttl
+        self._background = bool(background)
         m = index_arg(max_pidfds, "max_pidfds")
         if m < 0:
             import resource
@@ -834,6 +849,7 @@ cdef class PidResolver:
             return True
         e.state = SK_PENDING             # closed, or moved to another process
         e.misses = 0
+        e.born = <uint16_t>self.epoch    # unresolved since now: an older walk could not see it
         self.moved += 1
         return False
 
@@ -920,6 +936,7 @@ cdef class PidResolver:
                     continue
                 e.state = SK_PENDING     # its owner exited; someone else holds it
                 e.misses = 0
+                e.born = <uint16_t>ep
             r.pid = 0
             unresolved += 1
             if e.state == SK_PENDING:
@@ -950,9 +967,12 @@ cdef class PidResolver:
                 if r.pid:
                     continue
                 e.state = SK_PENDING
-            # not found by this walk: unless it appeared during a walk that started
-            # before the dump (the walk may have passed its process already), it is missing
-            if not (self.walk_all and e.born == <uint16_t>self.epoch):
+            # not found by this walk: unless it became unresolved (appeared, lost its
+            # owner) after the walk started (the walk may have passed its holder already:
+            # a walk begun before the dump, or one on background threads), it is missing.
+            # born is 16 bits: an entry unresolved for 2**15 takes may read as new once
+            # (it stays as it is then; no harm)
+            if <uint16_t>(e.born - <uint16_t>self.walk_epoch) >= 0x8000:
                 e.state = SK_MISSING
                 if e.misses < 255:
                     e.misses += 1
@@ -999,7 +1019,7 @@ cdef class PidResolver:
                 self.pidlist[self.npids] = pid
                 self.npids += 1
 
-    cdef int _start_walk(self, bint record_all) noexcept nogil:
+    cdef int _start_walk(self, bint record_all, bint background=False) noexcept nogil:
         """List /proc, set the workers up and start threads for workers 1..n-1; the
         caller walks as worker 0 in ``_finish_walk`` (after its dump, when the walk was
         started by ``begin``). Returns 0 or an errno."""
@@ -1032,6 +1052,11 @@ cdef class PidResolver:
         else:
             self.shared.marks = NULL
         self.walk_all = record_all
+        self.walk_bg = background
+        # sockets that enter the map from the next take on may have been missed by it
+        self.walk_epoch = self.epoch + 1
+        self.shared.done = 0
+        self.shared.background = background
         self.walk_t0 = mono()
         for k in range(nw):
             w = &self.w[k]
@@ -1048,10 +1073,12 @@ cdef class PidResolver:
             w.err = 0
         self.walk_open = True
         self.nthreads = 0
-        for k in range(1, nw):
+        for k in range(0 if background else 1, nw):
             if pthread_create(&self.tids[self.nthreads], NULL, walk_thread, &self.w[k]) != 0:
                 break                    # fewer threads: the others walk the rest
             self.nthreads += 1
+        if background and self.nthreads == 0:
+            self.walk_bg = False         # no thread at all: the caller walks (_finish_walk)
         return 0
 
     cdef void _join(self) noexcept nogil:
@@ -1064,7 +1091,8 @@ cdef class PidResolver:
         """Walk along with the threads until the list is done; join them."""
         cdef int k
         cdef double dur
-        walk_run(&self.w[0])
+        if not self.walk_bg:
+            walk_run(&self.w[0])
         self._join()
         dur = mono() - self.walk_t0
         self.walks += 1
@@ -1154,6 +1182,19 @@ cdef class PidResolver:
     # ------------------------------------------------------------ the knobs
 
     @property
+    def background(self):
+        """Walks run on background threads only, and a later take merges what they found
+        (``resolve`` never waits for /proc; the first walk, with an empty map, is still
+        done in place). Settable while no walk is going on."""
+        return self._background
+
+    @background.setter
+    def background(self, value):
+        if self.walk_open:
+            raise ValueError("background cannot change while a walk is going on")
+        self._background = bool(value)
+
+    @property
     def threads(self):
         """Walk threads, 1..MAX_WORKERS (the caller walks as one of them)."""
         return self._threads
@@ -1220,7 +1261,7 @@ cdef class PidResolver:
         """Before the dump: when a walk is due already, start it on background threads
         (recording every socket), so that it runs while the kernel dumps."""
         cdef int err = 0
-        if self.walk_open or self._threads < 2:
+        if self.walk_open or self._threads < 2 or self._background:
             return
         with nogil:
             if self._walk_due(mono()):
@@ -1231,7 +1272,7 @@ cdef class PidResolver:
     def abort(self):
         """The dump failed after ``begin()``: finish and drop the background walk."""
         with nogil:
-            if self.walk_open:
+            if self.walk_open and not self.walk_bg:
                 self._finish_walk()
                 self.walk_open = False
 
@@ -1243,7 +1284,7 @@ cdef class PidResolver:
         cdef tcpsnap_row *r
         cdef int err = 0, where = 0
         cdef double now, t
-        cdef bint merged = False
+        cdef bint merged = False, ready = False, bg
         cdef Py_ssize_t cn
         try:
             check_out_array(rows, "rows")
@@ -1266,9 +1307,13 @@ cdef class PidResolver:
                 t = now
                 self.epoch += 1
                 self.takes += 1
-                if self.walk_open:
+                if self.walk_open and (not self.walk_bg
+                                       or tcpsnap_done_count(&self.shared.done) >= self.nthreads):
+                    # begun before the dump, or a background walk that has ended: merge it
+                    # in this take (a background walk still going on is left alone)
                     err = self._finish_walk()
                     where = W_WALK
+                    ready = True
                     t = self._phase(P_WALK, t)
                 if not err:
                     err = self._check_owners()
@@ -1282,13 +1327,17 @@ cdef class PidResolver:
                         where = W_MAP
                     t = self._phase(P_ROWS, t)
                 if not err and not self.walk_open and (self.pending or self.retry) and self._walk_due(now):
-                    err = self._start_walk(False)
+                    # background: the walk threads record every socket (the map changes
+                    # while they run) and a later take merges what they found
+                    bg = self._background and self.walks > 0
+                    err = self._start_walk(bg, bg)
                     where = W_LIST
-                    if not err:
+                    if not err and not self.walk_bg:
                         err = self._finish_walk()
                         where = W_WALK
+                        ready = True
                     t = self._phase(P_WALK, t)
-                if not err and self.walk_open:
+                if not err and ready:
                     err = self._merge(now)
                     where = W_MAP
                     self.walk_open = False
@@ -1302,7 +1351,8 @@ cdef class PidResolver:
                     self._sweep_procs()
                     t = self._phase(P_TIDY, t)
                 self.last_take = now
-                self.walk_open = False
+                if ready or not self.walk_bg:
+                    self.walk_open = False
         finally:
             PyBuffer_Release(&b)
         if err:
@@ -1440,6 +1490,7 @@ cdef class PidResolver:
             "owner_exits": self.owner_exits,
             "evicted": self.evicted,
             "skipped_procs": self.skipped_procs,
+            "walking": bool(self.walk_open and self.walk_bg),
             "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
         }
 

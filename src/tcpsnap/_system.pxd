@@ -122,6 +122,18 @@ cdef extern from *:
     """
     int tcpsnap_pidfd_open(unsigned int pid) nogil
 
+cdef extern from *:
+    # setpriority(2) on the calling thread alone (Linux: a tid is a PRIO_PROCESS target)
+    """
+    #include <sys/resource.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    static inline int tcpsnap_nice_thread(int nice) {
+        return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+    }
+    """
+    int tcpsnap_nice_thread(int nice) nogil
+
 
 # ---------------------------------------------------------------- Linux netlink, sock_diag
 

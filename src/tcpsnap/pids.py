@@ -37,6 +37,28 @@ How late a new connection gets its pid
     (1 s) apart, by at most 3 walks of its own; after that it only rides along walks
     that run anyway.
 
+Off the capture path (``background=True``; what the recorder uses)
+    ``take()`` never walks /proc itself: when a walk is due it starts one on the walk
+    threads (at nice 10, so that capture and writer come first on a busy machine) and
+    returns at once with the rows it could fill from the map; a later ``take()`` that
+    finds the walk ended merges what it found (the lowest pid holding each socket, as
+    above) and fills those rows. Only the very first walk, with an empty map, is done in
+    place (``tcpsnap show`` and the recorder's warm-up snapshot have every pid). A
+    connection first seen without a pid therefore gets it **at most max(walk_interval,
+    D / walk_share) + 2 D + 2 snapshot intervals after it appeared** (a walk may have
+    listed /proc just before it; the next one starts when due and when the previous one
+    was merged, and is merged by the first snapshot after it ends). While it is pending
+    its rows say pid 0 and process null (unknown), never a guess: a walk's finding is
+    keyed by the socket's inode, which no other live socket has, and the owner is pinned
+    by pid + start time when merged (an owner that exited since is not taken; its
+    sockets wait for the next walk). In changes mode a pid that arrives is a ``changed``
+    event of that connection (the rows before it keep pid 0), so the rebuilt snapshots
+    are exactly what was recorded. The recorder sets ``walk_share`` to 0.5 (walks take
+    spare CPU, at nice 10): its bound is max(0.25 s, 2 D) + 2 D + 2 intervals, under 1 s
+    while D stays under 0.25 s. With 100k descriptors on the machine D was 0.17-0.41 s
+    on a quiet 2-core machine, and seconds when every core is busy (nice 10 yields):
+    see benchmarks/RESULTS.md, "Footprint".
+
 Staying right between walks
     * Owner exits: each ``take()`` polls the pidfds of all owners in one ``poll()``
       call; sockets of an owner that exited lose it on that very snapshot and are
@@ -109,7 +131,7 @@ SUPPORTED = sys.platform.startswith("linux")
 def new_resolver(**options) -> PidResolver:
     """A ``PidResolver`` with this machine's defaults (two walk threads where there
     are two cores). Options: ``threads``, ``walk_interval``, ``walk_share``,
-    ``retry_interval``, ``verify_interval``, ``name_ttl``, ``max_pidfds``."""
+    ``retry_interval``, ``verify_interval``, ``name_ttl``, ``max_pidfds``, ``background``."""
     if not SUPPORTED:
         raise BackendUnavailable(f"owning-pid resolution is not implemented for {sys.platform!r}")
     from ._procfs import PidResolver

@@ -22,6 +22,12 @@ __all__ = ["Batch", "BatchPool", "STOP"]
 
 log = logging.getLogger("tcpsnap.recorder")
 
+#: Idle batches a pool keeps for reuse; more are freed as they come back.
+KEEP_IDLE = 4
+#: Bytes of batches a pool makes at most (besides ``count``): a large table's batches are
+#: large, and a writer that falls behind then makes capture wait instead of memory grow.
+POOL_BYTES = 32 << 20
+
 #: Put on the queue after the last batch: the writer finishes its file and exits.
 STOP = object()
 
@@ -69,6 +75,12 @@ class Batch:
         self.file_key = None
         self.overruns = 0
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold."""
+        return (self.rows.nbytes + self.proc.nbytes + 6 * self.ts.nbytes
+                + sum(a.nbytes for a in self.extra or ()))
+
     def fits(self, n: int) -> bool:
         return self.n + n <= len(self.rows) and self.s < len(self.ts)
 
@@ -88,22 +100,37 @@ class Batch:
 
 
 class BatchPool:
-    """A fixed set of batches shared by the two threads.
+    """At most ``count`` batches, and no more than ``max_bytes`` of them once two exist,
+    shared by the two threads.
 
-    ``get`` blocks while every batch is in use (the writer is behind) and counts the
-    wait in ``waits``; ``failed()`` is polled meanwhile so that a dead writer does not
-    block capture forever (its error is raised instead).
+    A batch is made when none is free and fewer than ``count`` exist, and the most
+    recently returned one is handed out first: only the batches capture and writer
+    really have in flight are ever touched (resident), not ``count`` of them.
+    ``get`` blocks while all it may make are in use (the writer is behind) and counts
+    the wait in ``waits``; ``failed()`` is polled meanwhile so that a dead writer does
+    not block capture forever (its error is raised instead).
     """
 
     def __init__(self, count: int, rows: int, snaps: int, changes: bool,
-                 failed: Callable[[], BaseException | None]) -> None:
-        self._free = [Batch(rows, snaps, changes) for _ in range(count)]
+                 failed: Callable[[], BaseException | None], max_bytes: int = POOL_BYTES) -> None:
+        self._free: list[Batch] = []
+        self._live: list[Batch] = []  # every batch made and not let go
+        self.max_bytes = max_bytes
+        self._shape = (rows, snaps, changes)
+        self.count = count
+        self.made = 0
         self._cv = threading.Condition()
         self._failed = failed
         self.waits = 0
 
     def get(self) -> Batch:
         with self._cv:
+            if not self._free and self.made < self.count and (
+                    self.made < 2 or sum(b.nbytes for b in self._live) < self.max_bytes):
+                self.made += 1
+                b = Batch(*self._shape)
+                self._live.append(b)
+                return b
             if not self._free:
                 self.waits += 1
                 t0 = time.monotonic()
@@ -115,15 +142,28 @@ class BatchPool:
                 log.warning("writer behind: capture waited %.0f ms for a free buffer "
                             "(%d times so far; the missed slots count as overruns)",
                             (time.monotonic() - t0) * 1e3, self.waits)
-            # FIFO: every buffer is in use within the first seconds, so memory reaches
-            # its plateau early instead of creeping up when a burst first needs more
-            return self._free.pop(0)
+            # LIFO: the same few batches go round; the others stay untouched
+            return self._free.pop()
 
     def put(self, b: Batch) -> None:
         b.reset()
         with self._cv:
-            self._free.append(b)
+            if self.made > self.count or len(self._free) >= KEEP_IDLE:
+                # a memory limit made the pool smaller, or a burst (the writer behind for a
+                # moment) made more batches than steady recording uses: let this one go
+                self.made -= 1
+                self._live.remove(b)
+            else:
+                self._free.append(b)
             self._cv.notify()
+
+    def shrink(self, count: int) -> None:
+        """At most ``count`` batches from now on (free ones are dropped at once)."""
+        with self._cv:
+            self.count = max(2, count)
+            while self._free and self.made > self.count:
+                self._live.remove(self._free.pop(0))
+                self.made -= 1
 
     def wake_all(self) -> None:
         with self._cv:

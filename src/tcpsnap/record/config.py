@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._filters import parse_ports, parse_states
-from .._units import format_duration, parse_duration
+from .._units import format_duration, parse_duration, parse_size
 from ..filters import Filter, parse_filter
 
 __all__ = ["RecorderConfig", "canonical_filters", "describe_filters", "recording_filter"]
@@ -130,6 +130,7 @@ class RecorderConfig:
     buffers: int
     new_dataset: bool = False
     where: Filter | None = None
+    max_rss: int | None = None
 
     @classmethod
     def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
@@ -139,7 +140,7 @@ class RecorderConfig:
              fsync: bool = False, recover: bool = True, nice: int | None = -10,
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
              batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False,
-             filter: Any = None) -> RecorderConfig:
+             filter: Any = None, max_rss: Any = None) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -156,12 +157,15 @@ class RecorderConfig:
         where = parse_filter(filter) if filter is not None else None
         if where is not None and where.needs_pids and pids is False:
             raise ValueError(f"filter {str(where)!r} tests pids or process names: it needs pids")
+        rss = None if max_rss is None else parse_size(max_rss)
+        if rss is not None and rss <= 0:
+            raise ValueError(f"max_rss must be more than 0, got {max_rss!r}")
         return cls(Path(path), parse_duration(interval), rotate_s, flush_s,
                    None if compression == "none" else compression, compression_level, pids,
                    _int_set(states, parse_states), _int_set(ports, parse_ports), family,
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
                    parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
-                   bool(new_dataset), where if where else None)
+                   bool(new_dataset), where if where else None, rss)
 
     @staticmethod
     def ns(seconds: float) -> int:

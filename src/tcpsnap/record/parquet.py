@@ -182,7 +182,12 @@ class ParquetAppender:
         self.schema = schema
         self.fsync = fsync
         self._kw = writer_kwargs(compression, compression_level, row_group_rows, schema, compat)
-        self._rgs: list[dict] = []
+        # the file's row groups, thrift-encoded (as the footer will hold them; decoded,
+        # each one's metadata is ~60 KiB of Python objects), and each one's rows and seq
+        # range (min, max) or None
+        self._rgs: list[bytes] = []
+        self._rg_info: list[tuple[int, tuple[int, int] | None]] = []
+        self._seq_col = schema.get_field_index("seq")
         self.rows = 0
         self._fd = self._lfd = -1
         try:
@@ -197,8 +202,9 @@ class ParquetAppender:
                 self._log_entry(b"H", th.encode_struct(self._meta))
                 self._sync(dirs=True)
             else:
-                self._meta, self._rgs, self._pos, self._lpos = _resume
-                self.rows = sum(rg_rows(rg) for rg in self._rgs)
+                self._meta, rgs, self._pos, self._lpos = _resume
+                for rg in rgs:
+                    self._keep(rg, th.encode_struct(rg))
                 self._fd = self.dir.open_file(self.tmp.name, write=True)
                 os.ftruncate(self._fd, self._pos)
                 self._lfd = self.dir.open_file(self.rglog.name, write=True)
@@ -258,8 +264,10 @@ class ParquetAppender:
         for i, rg in enumerate(rgs):
             shift_row_group(rg, delta, len(self._rgs) + i)
         payload = bytearray()
+        encoded = []
         for rg in rgs:
             enc = th.encode_struct(rg)
+            encoded.append(enc)
             payload += len(enc).to_bytes(4, "little") + enc
         # data first, then the log entry that vouches for it; a failure in between
         # leaves _pos where it was, so the next attempt writes over the torn bytes
@@ -275,18 +283,23 @@ class ParquetAppender:
             os.fsync(self._lfd)
         self._lpos += len(entry)
         self._pos = end
-        for rg in rgs:
-            self._rgs.append(rg)
-            self.rows += rg_rows(rg)
+        for rg, enc in zip(rgs, encoded, strict=True):
+            self._keep(rg, enc)
+
+    def _keep(self, rg: dict, enc: bytes) -> None:
+        """One more row group of the file: its encoded metadata, rows and seq range."""
+        self._rgs.append(enc)
+        rng = _rg_int_range(rg, self._seq_col) if self._seq_col >= 0 else None
+        self._rg_info.append((rg_rows(rg), rng))
+        self.rows += rg_rows(rg)
 
     def seq_ranges(self) -> list[tuple[int, int]]:
         """(first, last) ``seq`` of each row group so far, from its statistics."""
-        return rg_seq_ranges(self.schema, self._rgs)
+        return [r for _, r in self._rg_info if r is not None]
 
     def seq_range(self) -> tuple[int, int] | None:
         """(first, last) ``seq`` in the file so far, from row-group statistics."""
-        col = self.schema.get_field_index("seq")
-        rs = [r for r in (_rg_int_range(rg, col) for rg in self._rgs) if r is not None]
+        rs = self.seq_ranges()
         if not rs:
             return None
         return min(r[0] for r in rs), max(r[1] for r in rs)

@@ -93,8 +93,8 @@ class Recorder:
         Changes mode: subscribe to the kernel's socket-destroy notifications. None
         (default): if possible (a warning says when not); True: required; False: no.
     batch_rows, buffers
-        Rows per batch buffer and how many buffers capture and writer share: memory is
-        bounded by their product; capture waits when all are in use.
+        Rows per batch buffer and how many buffers capture and writer share at most (and
+        ``max_rss``, a memory limit such as ``"100MiB"``: see ``record.footprint``).
     keep, max_bytes
         Retention (``tcpsnap.record.retention``): delete the oldest finished files once
         their newest snapshot is older than ``keep`` (a duration, e.g. ``"14d"``) and
@@ -136,6 +136,7 @@ class Recorder:
         self._writer: Any = None
         self.recovered: list = []
         self.pids_enabled = False
+        self.memory: Any = None  # record.footprint.MemoryGuard once open
 
     def __enter__(self) -> Recorder:
         self.open()
@@ -148,6 +149,8 @@ class Recorder:
         """Take the folder, recover leftovers, warm the snapshotter up, start the writer."""
         if self._opened:
             return self
+        from .footprint import keep_pandas_out
+        keep_pandas_out()  # before anything calls pyarrow.array (importing _arrow does)
         from .batch import BatchPool
         from .capture import Capture, Waker
         from .writer import FileOptions, Rules, Writer, wrap_error
@@ -170,21 +173,22 @@ class Recorder:
             if self._own_snap and self.pids_enabled:
                 _note_missing_pids(snap, warm)
             schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap)
+            self.memory = guard = _memory_guard(c)
             self._t_open = self._clock.monotonic_ns()
             rules = Rules(c.ns(c.interval), c.ns(c.rotate), c.ns(c.flush), self._t_open,
-                          c.row_group_rows)
+                          guard.row_group_rows)
 
             def failed() -> BaseException | None:
                 e = self._writer.error
                 w = self._writer
                 return None if e is None else wrap_error(e, w.last_file, self.path, w.durable_seq)
 
-            pool = BatchPool(c.buffers, c.batch_rows, 4096, self._tracker is not None, failed)
-            files = FileOptions(c.compression, c.compression_level, c.row_group_rows, c.compat,
+            pool = BatchPool(guard.buffers, c.batch_rows, 4096, bool(self._tracker), failed, guard.pool_bytes)
+            files = FileOptions(c.compression, c.compression_level, guard.row_group_rows, c.compat,
                                 c.fsync)
             self._writer = Writer(root, schema, encoder, rules, files, pool, self._clock,
                                   on_error=self.stop, on_file=None if ret is None else
-                                  lambda p: ret.run(root, busy_part=p.parent.name))
+                                  lambda p: ret.run(root, busy_part=p.parent.name), guard=guard)
             self._capture = Capture(snap, self.pids_enabled, rules, pool, self._writer,
                                     self._clock, Waker(), seq=0 if last is None else last + 1,
                                     where=c.row_filter(), tracker=self._tracker, failed=lambda: self._writer.error)
@@ -331,6 +335,7 @@ class Recorder:
             "recovered": [str(r.path) for r in self.recovered if r.path],
             **(self._tracker.stats if self._tracker is not None else {}),
             **(self.retention.stats if self.retention is not None else {}),
+            **(self.memory.stats if self.memory is not None else {}),
         }
 
 
@@ -407,6 +412,16 @@ def new_dataset_folder(path: Path, mode: str, filters: str) -> Path:
     return sibling(path, 2)
 
 
+def _memory_guard(c: RecorderConfig) -> Any:
+    """The recorder's ``record.footprint.MemoryGuard``, its sizes planned (``row_group_rows``,
+    ``buffers``) from what is resident now."""
+    from .footprint import MemoryGuard
+
+    guard = MemoryGuard.make(c.max_rss)
+    guard.plan(c.row_group_rows, c.buffers, c.batch_rows)
+    return guard
+
+
 def _new_snapshotter(pids: bool | None, where: Any = None) -> tuple[SnapshotSource, bool]:
     """A Snapshotter for ``pids`` (True, False, None: "if possible") and whether it
     fills pids; ``where``, the recording's filter, runs in the kernel where it can."""
@@ -416,6 +431,13 @@ def _new_snapshotter(pids: bool | None, where: Any = None) -> tuple[SnapshotSour
         return Snapshotter(pids=False, filter=where), False
     try:
         s = Snapshotter(pids=True, filter=where)
+        res = s.resolver
+        if res is not None:
+            # /proc walks never delay a snapshot: they run on their own threads (nice 10) and
+            # a later snapshot takes up what they found (tcpsnap.pids, "Off the capture
+            # path"); off the capture path a walk may take half the time, not a quarter
+            res.background = True
+            res.walk_share = 0.5
         return s, bool(getattr(s, "pids", True))
     except (NotImplementedError, PermissionError, OSError) as e:
         if pids:  # asked for explicitly

@@ -172,7 +172,10 @@ def _value(t: int, v, out: bytearray) -> None:
                 _value(kt, k, out)
                 _value(vt, x, out)
     elif t == T_STRUCT:
-        _struct(v, out)
+        if isinstance(v, bytes):  # a struct encoded already (encode_struct)
+            out += v
+        else:
+            _struct(v, out)
     else:
         raise ThriftError(f"unknown thrift type {t}")
 

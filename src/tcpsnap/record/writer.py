@@ -73,8 +73,11 @@ class Rules:
         return rows >= self.row_group_rows
 
     def row_group_on_flush(self, rows: int) -> bool:
-        """At a flush deadline: write a row group rather than a journal append."""
-        return rows >= max(1, self.row_group_rows // 4)
+        """At a flush deadline: write a row group rather than a journal append -- only a
+        full one. Every row group of the file in progress keeps its metadata in memory
+        until the file is finished (about 27 KB each, as Python objects), so row groups
+        are few and full; what waits in between is in the journal, not in memory."""
+        return rows >= self.row_group_rows
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class Writer:
 
     def __init__(self, folder: SafeDir, schema: Any, encoder: Any, rules: Rules, options: FileOptions,
                  pool: BatchPool, clock: Clock, on_error: Callable[[], None],
-                 on_file: Callable[[Path], object] | None = None) -> None:
+                 on_file: Callable[[Path], object] | None = None, guard: Any = None) -> None:
         self.root = folder
         self.folder = folder.path
         self._part: SafeDir | None = None  # the partition folder of the file in progress
@@ -123,6 +126,7 @@ class Writer:
         self._clock = clock
         self._on_error = on_error
         self._on_file = on_file  # called (writer thread) after each file is finished
+        self._guard = guard  # record.footprint.MemoryGuard, or None
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.cpu_ns = 0  # CPU time this thread spent on batches
@@ -238,7 +242,9 @@ class Writer:
         else:
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
-                                  *[a[:n] for a in b.extra], monotonic=b.mono[:s])
+                                  # copies: Arrow would wrap these arrays without copying,
+                                  # and the batch is reused once this returns
+                                  *[a[:n].copy() for a in b.extra], monotonic=b.mono[:s])
         if n:
             self._pending.append(rb)
             self._pending_seq = int(b.seq[s - 1])
@@ -249,8 +255,16 @@ class Writer:
         fm["snapshots"] += s
         fm["last_seq"] = int(b.seq[s - 1])
         fm["overruns"] += b.overruns
-        if self.rules.row_group_full(self._pending_rows + self._journal_rows()):
+        rows = self._pending_rows + self._journal_rows()
+        g = self._guard
+        if self.rules.row_group_full(rows) or (g is not None and rows >= g.row_group_rows):
             self._commit_row_group()
+        elif g is not None and g.check():
+            # near the memory limit: fewer buffers, and the rows held in Arrow go to the
+            # journal (or a row group) now
+            self._pool.shrink(self._pool.count // 2)
+            if self._pending:
+                self._make_durable()
 
     def _journal_rows(self) -> int:
         return self._journal.rows if self._journal is not None else 0

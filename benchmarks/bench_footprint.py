@@ -1,0 +1,402 @@
+"""Footprint benchmark: the recorder's memory (peak RSS, drift) as a separate process.
+
+  rss     peak RSS (VmHWM) of ``tcpsnap record`` at N loopback connections, for each
+          ``--python`` given (e.g. this tree's venv and main's at 71289e7, side by side,
+          alternating), mode and interval.
+  stall   the pid-walk stall: a helper holding --fds descriptors, --n connections and
+          --rate new connections/s (each living 0.2-3 s, both ends in two processes of
+          ours), ``Recorder(interval=10ms, pids=True)`` for --seconds: the share of
+          snapshot slots taken (on time), and of the sockets living >= 1 s the share
+          that carry their own pid in every snapshot from age 1 s on (wrong pids counted).
+          Run it with another interpreter (``--python`` is not used) to measure that
+          interpreter's tcpsnap: e.g. main's at 71289e7.
+  cpu     CPU seconds of ``tcpsnap record --interval 1s --mode changes`` (pids on) for
+          --seconds at --n connections, from 5 s in (start-up apart), against
+          benchmarks/floor.c doing one dump a second for as long (its own CPU, from
+          /proc/<pid>/stat), alternating, --rounds times.
+  drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
+          (connections opened and closed all the time): first/last/peak and the drift
+          (median of the last tenth minus median of the second tenth of the samples).
+
+    python3 benchmarks/bench_footprint.py rss --sizes 1000 10000 \
+        --python /work/venv-footprint/bin/python --python /work/venv-old/bin/python
+    python3 benchmarks/bench_footprint.py drift --minutes 60 --n 1000 --out drift.jsonl
+    python3 benchmarks/bench_footprint.py stall --fds 100000 --n 1000 --rate 200 --seconds 60
+    python3 benchmarks/bench_footprint.py cpu --n 10000 --seconds 60 --rounds 2
+
+Runs (as root) in a private network namespace (bench_snapshot.ensure_netns), so the
+table holds exactly our connections. Each run writes its raw results to a JSON file
+(benchmarks/_results.py; ``--json PATH``) and prints a markdown summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _results  # noqa: E402
+import bench_snapshot as bs  # noqa: E402
+
+
+def status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def record(python: str, out: Path, seconds: float, interval: str, mode: str, pids: bool,
+           every: float = 0.5, samples: list | None = None, extra: list[str] | None = None) -> dict:
+    """Run ``tcpsnap record`` for ``seconds``; its peak RSS (VmHWM) and last RSS, in MiB."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [python, "-m", "tcpsnap", "record", str(out), "--interval", interval,
+           "--duration", f"{seconds}s", "--mode", mode, "-q", *(extra or [])]
+    if not pids:
+        cmd.append("--no-pids")
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    hwm = rss = 0
+    while p.poll() is None:
+        time.sleep(every)
+        h = status_kb(p.pid, "VmHWM")
+        r = status_kb(p.pid, "VmRSS")
+        if h:
+            hwm, rss = max(hwm, h), r
+            if samples is not None:
+                samples.append((round(time.monotonic() - t0, 1), r))
+    err = p.stderr.read() if p.stderr else ""
+    shutil.rmtree(out, ignore_errors=True)
+    return {"rc": p.returncode, "peak_mib": hwm / 1024, "last_mib": rss / 1024,
+            "stderr": err.strip()[-300:]}
+
+
+def run_rss(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-footprint-"))
+    res: dict = {"load_before": os.getloadavg(), "cases": []}
+    try:
+        for n in args.sizes:
+            with bs.Connections(n) as conns:
+                for mode, interval in args.cases:
+                    for r in range(args.rounds):
+                        pys = args.python if r % 2 == 0 else list(reversed(args.python))
+                        for py in pys:
+                            got = record(py, tmp / "rec", args.seconds, interval, mode, not args.no_pids)
+                            got.update({"n": n, "rows": conns.rows, "mode": mode, "interval": interval,
+                                        "python": py, "round": r, "load": os.getloadavg()[0]})
+                            print(json.dumps(got), file=sys.stderr, flush=True)
+                            res["cases"].append(got)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def rss_markdown(res: dict) -> str:
+    lines = ["| connections | mode | interval | python | peak RSS MiB (median) | runs | load |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    keys: dict = {}
+    for c in res["cases"]:
+        keys.setdefault((c["n"], c["mode"], c["interval"], c["python"]), []).append(c)
+    for (n, mode, interval, py), cs in keys.items():
+        lines.append(f"| {n:,} | {mode} | {interval} | `{py}` | "
+                     f"{statistics.median(c['peak_mib'] for c in cs):.1f} | {len(cs)} | "
+                     f"{statistics.median(c['load'] for c in cs):.2f} |")
+    return "\n".join(lines)
+
+
+def churn(stop: threading.Event, rate: float, host: str = "127.3.0.1") -> None:
+    """Open ``rate`` connections a second to a listener of ours, each closed after ~1 s."""
+    lst = socket.socket()
+    lst.bind((host, 0))
+    lst.listen(4096)
+    port = lst.getsockname()[1]
+    live: list = []
+    nxt = time.monotonic()
+    while not stop.is_set():
+        now = time.monotonic()
+        while nxt <= now:
+            c = socket.create_connection((host, port))
+            a, _ = lst.accept()
+            live.append((now + 1.0, c, a))
+            nxt += 1.0 / rate
+        while live and live[0][0] <= now:
+            _, c, a = live.pop(0)
+            c.close()
+            a.close()
+        time.sleep(0.005)
+    for _, c, a in live:
+        c.close()
+        a.close()
+    lst.close()
+
+
+def run_drift(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-drift-"))
+    samples: list = []
+    stop = threading.Event()
+    res: dict = {"load_before": os.getloadavg()}
+    try:
+        with bs.Connections(args.n):
+            t = threading.Thread(target=churn, args=(stop, args.rate), daemon=True)
+            t.start()
+            log = open(args.out, "w") if args.out else None
+
+            class Tee(list):
+                def append(self, x):
+                    super().append(x)
+                    if log:
+                        log.write(json.dumps(x) + "\n")
+                        log.flush()
+
+            samples = Tee()
+            got = record(args.python[0], tmp / "rec", args.minutes * 60, args.interval, args.mode,
+                         not args.no_pids, every=args.every, samples=samples,
+                         extra=["--rotate", args.rotate])
+            stop.set()
+            t.join()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rss = [r for _, r in samples]
+    k = max(1, len(rss) // 10)
+    res.update(got)
+    res.update({"samples": list(samples), "first_mib": rss[0] / 1024 if rss else 0,
+                "early_mib": statistics.median(rss[k:2 * k]) / 1024 if rss else 0,
+                "late_mib": statistics.median(rss[-k:]) / 1024 if rss else 0,
+                "max_mib": max(rss) / 1024 if rss else 0, "load_after": os.getloadavg(),
+                "n": args.n, "rate": args.rate, "minutes": args.minutes, "mode": args.mode,
+                "interval": args.interval, "rotate": args.rotate})
+    res["drift_mib"] = res["late_mib"] - res["early_mib"]
+    return res
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children: none here), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: cpu: seconds of the recorder's run left out (start-up); the floor runs that much less
+WARM = 5.0
+
+
+def run_cpu(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
+    res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds, "rounds": []}
+    floor = bs.Floor()
+    try:
+        with bs.Connections(args.n) as conns:
+            res["rows"] = conns.rows
+            for r in range(args.rounds):
+                rnd: dict = {}
+                for what in (("floor", "recorder") if r % 2 == 0 else ("recorder", "floor")):
+                    if what == "floor":
+                        c0 = proc_cpu_s(floor.proc.pid)
+                        t0 = time.monotonic()
+                        k = 0
+                        while time.monotonic() - t0 < args.seconds - WARM:
+                            floor.dumps(1)
+                            k += 1
+                            time.sleep(max(0.0, t0 + k - time.monotonic()))
+                        rnd["floor_cpu_s"] = proc_cpu_s(floor.proc.pid) - c0
+                        rnd["floor_dumps"] = k
+                    else:
+                        out = tmp / "rec"
+                        shutil.rmtree(out, ignore_errors=True)
+                        p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", str(out), "--interval", "1s",
+                                              "--mode", "changes", "--duration", f"{args.seconds}s", "-q"])
+                        last = 0.0
+                        t0 = time.monotonic()
+                        warm = None  # CPU after WARM s: start-up (imports, first walk) apart
+                        while p.poll() is None:
+                            try:
+                                last = proc_cpu_s(p.pid)  # sampled until it exits
+                            except OSError:
+                                pass
+                            if warm is None and time.monotonic() - t0 >= WARM:
+                                warm = last
+                            time.sleep(0.2)
+                        rnd["recorder_startup_cpu_s"] = warm or 0.0
+                        rnd["recorder_cpu_s"] = last - (warm or 0.0)
+                        shutil.rmtree(out, ignore_errors=True)
+                rnd["ratio"] = rnd["recorder_cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
+                rnd["load"] = os.getloadavg()[0]
+                print(json.dumps(rnd), file=sys.stderr, flush=True)
+                res["rounds"].append(rnd)
+    finally:
+        floor.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["ratio_median"] = statistics.median(r["ratio"] for r in res["rounds"])
+    return res
+
+
+FD_HOLDER = """
+import os, resource, sys
+n = int(sys.argv[1])
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 64), hard))
+fd = os.open("/dev/null", os.O_RDONLY)
+held = [os.dup(fd) for _ in range(n)]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def run_stall(args) -> dict:
+    import pyarrow.dataset as ds
+
+    from tcpsnap import Recorder
+
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-stall-"))
+    res: dict = {"load_before": os.getloadavg(), "fds": args.fds, "n": args.n, "rate": args.rate,
+                 "seconds": args.seconds, "interval": args.interval}
+    # one process holds them all where RLIMIT_NOFILE's hard limit allows (raising it needs
+    # CAP_SYS_RESOURCE); else as few processes as it takes
+    import resource
+
+    per = max(1000, min(args.fds, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 64))
+    counts = [min(per, args.fds - k) for k in range(0, args.fds, per)]
+    holders = [subprocess.Popen([sys.executable, "-c", FD_HOLDER, str(c)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for c in counts]
+    for h in holders:
+        assert h.stdout is not None and h.stdout.readline().strip() == "ready"
+    res["fd_holders"] = counts
+    script = str(HERE / "bench_pids.py")
+    try:
+        with bs.Connections(args.n):
+            srv = subprocess.Popen([sys.executable, script, "--churn-server", str(tmp / "port"),
+                                    str(tmp / "srv.json")], stdin=subprocess.PIPE)
+            while not (tmp / "port").exists() or not (tmp / "port").read_text():
+                time.sleep(0.01)
+            port = int((tmp / "port").read_text())
+            with Recorder(tmp / "rec", interval=args.interval, pids=True, rotate="1h") as rec:
+                res["background"] = bool(getattr(getattr(rec._snap, "resolver", None), "background", False))
+                cli = subprocess.Popen([sys.executable, script, "--churn-client", str(port), str(args.rate),
+                                        str(args.seconds), "0.2", "3.0", str(tmp / "cli.json")],
+                                       stdout=subprocess.PIPE, text=True)
+                assert cli.stdout is not None
+                cli.stdout.readline()
+                c0 = time.process_time()
+                rec.run(duration=args.seconds + 3.5)  # until every churned connection closed
+                cpu = time.process_time() - c0
+                pid_stats = rec._snap.pid_stats
+                res.update({"snapshots": rec.snapshots, "overruns": rec.overruns,
+                            "late_max_ms": rec.late_max_ns / 1e6, "cpu_s": cpu,
+                            "walks": pid_stats.get("walks"), "walk_s": pid_stats.get("walk_seconds"),
+                            "last_walk_s": pid_stats.get("last_walk_seconds"),
+                            "last_walk_fds": pid_stats.get("last_walk_fds")})
+            cli.wait(60)
+            assert srv.stdin is not None
+            srv.stdin.close()
+            srv.wait(30)
+        truth = {}
+        for ino, t_open, t_close in json.loads((tmp / "cli.json").read_text()):
+            truth[ino] = (cli.pid, t_open, t_close)
+        for ino, t_open, t_close in json.loads((tmp / "srv.json").read_text()):
+            truth[ino] = (srv.pid, t_open, t_close if t_close is not None else float("inf"))
+        t = ds.dataset(str(tmp / "rec"), format="parquet", partitioning="hive").to_table(
+            columns=["inode", "pid", "monotonic_ns"])
+        import numpy as np
+
+        ino = t.column("inode").to_numpy()
+        pid = t.column("pid").to_numpy()
+        mono = t.column("monotonic_ns").to_numpy() / 1e9
+        want = np.isin(ino, np.fromiter(truth.keys(), np.uint64))
+        order = np.argsort(ino[want], kind="stable")
+        ino, pid, mono = ino[want][order], pid[want][order], mono[want][order]
+        bounds = np.searchsorted(ino, np.fromiter(truth.keys(), np.uint64), side="left")
+        ends = np.searchsorted(ino, np.fromiter(truth.keys(), np.uint64), side="right")
+        long_lived = ok = wrong = 0
+        delays = []
+        for (p, t_open, t_close), a, b in zip(truth.values(), bounds, ends, strict=True):
+            ps, ts = pid[a:b], mono[a:b]
+            wrong += bool(((ps != 0) & (ps != p)).any())
+            if t_close - t_open < 1.0:
+                continue
+            long_lived += 1
+            judged = ps[ts >= t_open + 1.0]
+            if len(judged) == 0:
+                judged = ps[-1:]
+            right = ts[ps == p]
+            if len(right):
+                delays.append(right[0] - t_open)
+            ok += bool(len(judged) and (judged == p).all())
+        slots = res["snapshots"] + res["overruns"]
+        res.update({"slots": slots, "on_time_share": res["snapshots"] / slots if slots else 0.0,
+                    "long_lived": long_lived, "with_pid": ok,
+                    "pid_share": ok / long_lived if long_lived else float("nan"), "wrong": wrong,
+                    "delay_median_ms": statistics.median(delays) * 1e3 if delays else float("nan"),
+                    "delay_max_ms": max(delays) * 1e3 if delays else float("nan"),
+                    "load_after": os.getloadavg()})
+    finally:
+        for h in holders:
+            if h.stdin is not None:
+                h.stdin.close()
+            h.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("rss", "drift", "stall", "cpu"))
+    ap.add_argument("--python", action="append", default=[],
+                    help="interpreter whose tcpsnap to run (repeatable; default: this one)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--cases", default="full:10ms,full:100ms,changes:100ms",
+                    help="mode:interval,... (rss)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--no-pids", action="store_true")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=50.0, help="drift: new connections/s")
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--interval", default="100ms")
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--every", type=float, default=10.0)
+    ap.add_argument("--fds", type=int, default=100_000, help="stall: descriptors the helper holds")
+    ap.add_argument("--rotate", default="15m", help="drift: the recorder's --rotate")
+    ap.add_argument("--out", help="drift: also append each sample to this JSON-lines file")
+    _results.add_json_argument(ap)
+    args = ap.parse_args(argv)
+    args.python = args.python or [sys.executable]
+    args.cases = [tuple(c.split(":")) for c in args.cases.split(",")]
+    where = bs.ensure_netns(argv, __file__)
+    run = _results.Run(f"bench_footprint-{args.what}", getattr(args, "json", None))
+    if args.what == "stall":
+        args.interval = "10ms" if args.interval == "100ms" else args.interval
+        args.rate = 200.0 if args.rate == 50.0 else args.rate
+        args.seconds = 60.0 if args.seconds == 20 else args.seconds
+    if args.what == "cpu":
+        args.n = 10000 if args.n == 1000 else args.n
+        args.seconds = 60.0 if args.seconds == 20 else args.seconds
+    res = {"rss": run_rss, "drift": run_drift, "stall": run_stall, "cpu": run_cpu}[args.what](args)
+    res["where"] = where
+    run.write(res)
+    if args.what == "rss":
+        print(rss_markdown(res))
+    elif args.what in ("stall", "cpu"):
+        print(json.dumps(res, indent=1))
+    else:
+        print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
