@@ -67,14 +67,17 @@ def _day(t: Any) -> str:
 def dataset(url: str, *, endpoint_url: str | None = None) -> Any:
     """The shipped layout at ``url`` (``s3://bucket/prefix`` or a local folder holding
     ``date=.../host=.../``) as a ``pyarrow.dataset.Dataset`` with hive partitions
-    ``date`` and ``host`` (strings). Filter it with :func:`partition_filter`:
+    ``date`` (string) and ``host`` (dictionary of strings, as in the files). Filter it with :func:`partition_filter`:
     ``dataset(url).to_table(filter=partition_filter(hosts=["web-1"]))`` opens only
     web-1's objects. Raises ``UsageError`` for a bad URL, ``OSError``/``ArrowException``
     when the store cannot be read."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    part = ds.partitioning(pa.schema([("date", pa.string()), ("host", pa.string())]), flavor="hive")
+    # host as the files hold it (dictionary-encoded strings), so that column and key merge
+    part = ds.partitioning(pa.schema([("date", pa.string()),
+                                      ("host", pa.dictionary(pa.int32(), pa.string()))]), flavor="hive",
+                           dictionaries="infer")
     if url.startswith("s3://"):
         bucket, prefix = parse_url(url)
         return ds.dataset(f"{bucket}/{prefix}".rstrip("/"), filesystem=s3_filesystem(endpoint_url),
