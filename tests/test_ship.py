@@ -277,3 +277,32 @@ def test_no_such_bucket_exit_1(tmp_path, moto, s3, monkeypatch, capsys):
     assert ship_cli(tmp_path / "rec", moto, url="s3://no-such-bucket/x") == 1
     err = capsys.readouterr().err
     assert err.startswith("tcpsnap: error: bucket s3://no-such-bucket/") and err.count("\n") == 1
+
+
+def test_record_ship_ships_every_finished_file(tmp_path, moto, s3):
+    """A live recording on this machine with --ship: every file it finished is in the
+    bucket when it exits, the last one too, under this host's name."""
+    r = subprocess.run([sys.executable, "-m", "tcpsnap", "record", str(tmp_path / "rec"), "--duration", "2s",
+                        "--rotate", "500ms", "--interval", "100ms", "--no-pids", "--nice", "0",
+                        "--ship", f"s3://{BUCKET}/live", "--endpoint-url", moto.url,
+                        "--metrics-textfile", str(tmp_path / "m.prom")],
+                       env=_cli_env(**CREDS), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    files = sorted((tmp_path / "rec").glob("date=*/*.parquet"))
+    assert len(files) >= 3
+    host = socket.gethostname()
+    assert versions(s3, "live/") == sorted((f"live/{f.parent.name}/host={host}/{f.name}", f.stat().st_size)
+                                           for f in files)
+    assert f"shipped {len(files)} files to s3://{BUCKET}/live; 0 pending" in r.stderr
+    prom = dict(x.rsplit(" ", 1) for x in (tmp_path / "m.prom").read_text().splitlines()
+                if x and not x.startswith("#"))
+    assert prom["tcpsnap_upload_backlog_files"] == "0.0"
+    assert prom["tcpsnap_uploaded_files_total"] == f"{len(files)}.0"
+    assert prom["tcpsnap_upload_failures_total"] == "0.0"
+    assert float(prom["tcpsnap_upload_last_success_timestamp_seconds"]) > 1.7e9
+
+
+def test_record_ship_bad_url_exit_2_before_recording(tmp_path, capsys):
+    assert main(["record", str(tmp_path / "rec"), "--ship", "http://fleet/x", "--duration", "1s"]) == 2
+    assert capsys.readouterr().err.startswith("tcpsnap record: error: 'http://fleet/x' is not an S3 URL")
+    assert not (tmp_path / "rec").exists()

@@ -327,6 +327,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         ship_thread = None
         if shipper is not None:
             shipper.path = rec.path  # --new-dataset may have chosen DIR.2
+            setattr(rec, "shipper", shipper)  # noqa: B010 - read by the metrics exporter
             ship_thread = threading.Thread(target=shipper.run, name="tcpsnap-ship", daemon=True)
             ship_thread.start()
         if not args.quiet and sys.stderr.isatty():
