@@ -144,6 +144,8 @@ def test_delete_after_ship_deletes_only_confirmed(tmp_path, moto, s3, monkeypatc
     assert [f.exists() for f in files] == [False, False, True]
     assert sh.stats.deleted == 2
     assert len(versions(s3)) == 3
+    # the receipts of deleted files are dropped (they would pile up), the newest's stays
+    assert os.listdir(tmp_path / "rec" / "_tcpsnap_shipped") == [f"date={DATE}__{files[2].name}.json"]
 
 
 def test_symlinks_are_neither_followed_nor_shipped(tmp_path, moto, s3, monkeypatch):
@@ -242,12 +244,15 @@ def test_kill_9_mid_upload_leaves_no_object_and_rerun_completes(tmp_path, moto, 
         p.wait()
     assert versions(s3) == []                   # no object, not even a partial one
     assert len(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])) == 1
+    # another host's upload in progress below the same prefix: not ours to abort
+    theirs = f"tcpsnap/date={DATE}/host=big-2/{big.name}"
+    s3.create_multipart_upload(Bucket=BUCKET, Key=theirs)
     r = subprocess.run([sys.executable, "-m", "tcpsnap", "ship", str(tmp_path / "rec"),
                         f"s3://{BUCKET}/tcpsnap", "--endpoint-url", moto.url, "--part-size", "5MiB"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert versions(s3) == [(key, big.stat().st_size)]
-    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])] == [theirs]
     obj = s3.get_object(Bucket=BUCKET, Key=key)
     assert sha(obj["Body"].read()) == sha(big.read_bytes()) == obj["Metadata"]["tcpsnap-sha256"]
 

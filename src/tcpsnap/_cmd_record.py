@@ -23,6 +23,7 @@ from ._cli_args import (
 )
 from ._cmd_ship import add_ship_args, make_target
 from ._config import layer as config_layer
+from ._errors import ShipError
 from ._units import format_duration, human_bytes
 
 EPILOG_RECORD = """\
@@ -347,7 +348,11 @@ def cmd_record(args: argparse.Namespace) -> int:
             if shipper is not None and ship_thread is not None:
                 shipper.stop()
                 ship_thread.join()
-                left = shipper.finish(give_up=30.0)  # the last file too
+                try:
+                    left = shipper.finish(give_up=30.0)  # the last file too
+                except ShipError as e:   # the recording itself is fine: say it, exit 0
+                    logging.getLogger("tcpsnap.ship").error("ship: %s", e)
+                    left = shipper.stats.pending_files
                 _announce(f"shipped {_plural(shipper.stats.shipped_files, 'file')} to {args.ship}"
                           f"; {left} pending (the next 'tcpsnap ship' or 'record --ship' sends them)")
     finally:

@@ -164,7 +164,7 @@ class Shipper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
-        self._aborted_stale = False
+        self._checked = False
 
     # -- what is there ------------------------------------------------------------------
 
@@ -216,6 +216,8 @@ class Shipper:
                                     f"bytes) than {self.path / f.rel} ({size} bytes): not "
                                     f"overwritten (two recordings of one host into one prefix?)")
                 if head is None:
+                    if size > self.target.part_size:  # a killed run's parts, if any
+                        self.stats.aborted_uploads += self.target.abort_stale(key)
                     self.target.upload(key, fd, size, sha)
                     head = self.target.head(key)
                     if head is None or (head.size, head.sha256_hex) != (size, sha):
@@ -273,10 +275,9 @@ class Shipper:
         """Ship every pending file once. Returns how many are still pending. Raises
         ``Transient`` (retry later) or ``ShipError``."""
         with SafeDir.open(self.path) as root:
-            if not self._aborted_stale:
+            if not self._checked:
                 self.target.check_bucket()
-                self.stats.aborted_uploads += self.target.abort_stale()
-                self._aborted_stale = True
+                self._checked = True
             todo, done = self._split(root)
             files = todo + done
             newest = max(files, key=lambda p: (p.name, p.part)) if files else None
@@ -287,8 +288,21 @@ class Shipper:
             todo, done = self._split(root)
             if self.delete_after:
                 self._delete_shipped(root, done, newest)
-                todo, _ = self._split(root)
+                todo, done = self._split(root)
+            self._prune_receipts(root, done)
             return len(todo)
+
+    def _prune_receipts(self, root: SafeDir, done: list[Pending]) -> None:
+        """Drop the receipts of files no longer in the folder (deleted after shipping or
+        by retention), so that receipts do not pile up over months. A name is never
+        finished twice, so a receipt without its file can never be needed again."""
+        keep = {f.receipt for f in done}
+        if not root.is_dir(RECEIPTS):
+            return
+        with root.subdir(RECEIPTS) as d:
+            for n in d.listdir():
+                if n.endswith(".json") and not n.startswith(".") and n not in keep:
+                    d.unlink(n)
 
     def _pass(self, attempt: int) -> tuple[int | None, int]:
         """One pass with error handling: (pending or None on failure, next attempt)."""
@@ -327,7 +341,14 @@ class Shipper:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         attempt = 0
         while not self._stop.is_set():
-            left, attempt = self._pass(attempt)
+            try:
+                left, attempt = self._pass(attempt)
+            except ShipError as e:  # the recording goes on; say it, wait long, try again
+                self.stats.failures += 1
+                self.stats.last_error = str(e)
+                log.error("ship: %s; retrying in %.0f s", e, self.backoff[1])
+                self._stop.wait(self.backoff[1])
+                continue
             if left is not None:
                 self._stop.wait(poll)
 

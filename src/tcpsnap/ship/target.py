@@ -12,7 +12,8 @@ Objects: one per file, never rewritten; a file of at most ``part_size`` bytes is
 (an object appears whole or not at all), a larger one a multipart upload whose parts each
 carry their SHA-256. A crash mid-upload leaves no object, only an incomplete upload that
 the next run aborts (and that a bucket lifecycle rule ``AbortIncompleteMultipartUpload``
-removes too, if no run comes).
+removes too, if no run comes). Uploads are never aborted below the prefix at large:
+other hosts ship there at the same time.
 """
 
 from __future__ import annotations
@@ -213,15 +214,16 @@ class Target:
         except (self._exc.BotoCoreError, self._exc.ClientError, OSError):
             pass  # found and aborted by the next run (abort_stale), or by a lifecycle rule
 
-    def abort_stale(self) -> int:
-        """Abort every incomplete multipart upload below the prefix (what a killed
-        shipper left: never an object, but billed storage). Returns how many."""
+    def abort_stale(self, key: str) -> int:
+        """Abort the incomplete multipart uploads of ``key`` (what a killed shipper left:
+        never an object, but billed storage). Only that key's: other hosts ship below the
+        same prefix at the same time. Returns how many."""
         n = 0
-        r = self._call("LIST uploads", self.s3.list_multipart_uploads, Bucket=self.bucket,
-                       Prefix=self.prefix)
+        r = self._call("LIST uploads", self.s3.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
         for u in r.get("Uploads") or []:
-            self.abort(u["Key"], u["UploadId"])
-            n += 1
+            if u.get("Key") == key:
+                self.abort(key, u["UploadId"])
+                n += 1
         return n
 
     def _throttle(self, nbytes: int, t0: float) -> None:
