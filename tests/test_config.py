@@ -59,13 +59,20 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "metrics": (["--metrics", "127.0.0.1:9464"], 'metrics = "127.0.0.1:9464"'),
     "metrics-textfile": (["--metrics-textfile", "/var/lib/node_exporter/tcpsnap.prom"],
                          'metrics-textfile = "/var/lib/node_exporter/tcpsnap.prom"'),
+    "ship": (["--ship", "s3://fleet/tcpsnap"], 'ship = "s3://fleet/tcpsnap"'),
+    "endpoint-url": (["--endpoint-url", "http://127.0.0.1:9000"], 'endpoint-url = "http://127.0.0.1:9000"'),
+    "delete-after-ship": (["--delete-after-ship"], "delete-after-ship = true"),
+    "part-size": (["--part-size", "8MiB"], 'part-size = "8MiB"'),
+    "limit-rate": (["--limit-rate", "1MiB"], 'limit-rate = "1MiB"'),
+    "ship-host": (["--ship-host", "web-1"], 'ship-host = "web-1"'),
     "verbose": (["-v", "-v"], "verbose = 2"),
     "quiet": (["-q"], "quiet = true"),  # with quiet and verbose apart (they exclude each other)
 }
 _APART = {"quiet"}
-#: options that start something beside the recorder (a metrics exporter): compared as
+#: options that start something beside the recorder (a metrics exporter, a shipper): compared as
 #: parsed settings, not through a fake recorder
-_EXPORTERS = {"metrics", "metrics-textfile"}
+_EXPORTERS = {"metrics", "metrics-textfile", "ship", "endpoint-url", "delete-after-ship", "part-size",
+              "limit-rate", "ship-host"}
 
 
 def _record_ns(argv: list[str]):
@@ -197,7 +204,7 @@ BAD = [
     ("row_group_rows = 5\n", "1: unknown key 'row_group_rows' (did you mean 'row-group-rows'?)"),
     ("bogus = 1\n", "1: unknown key 'bogus' (not an option of 'tcpsnap record')"),
     ("[metrics]\nlisten = 1\n", "1: metrics: expected a string or a number, not a table"),
-    ("[shipping]\nlisten = 1\n", "1: unknown key 'shipping' (not an option of 'tcpsnap record')"),
+    ("[uploading]\nlisten = 1\n", "1: unknown key 'uploading' (not an option of 'tcpsnap record')"),
     ('interval = "fast"\n', "1: interval: bad duration 'fast': expected e.g. 10ms, 2s, 15m, 1h or 0"),
     ("interval = -1\n", "1: interval: bad duration -1: must be >= 0"),
     ('rotate = "0"\n', "1: rotate: must be more than 0: '0'"),

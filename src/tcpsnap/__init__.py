@@ -10,6 +10,7 @@ from ._errors import (
     FilterError,
     RecorderError,
     RecorderLocked,
+    ShipError,
     TcpsnapError,
     UnsafePath,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "RecorderLocked",
     "UnsafePath",
     "BadRecording",
+    "ShipError",
     "__version__",
 ]
 

@@ -21,7 +21,9 @@ from ._cli_args import (
     positive_duration_arg,
     positive_int_arg,
 )
+from ._cmd_ship import add_ship_args, make_target
 from ._config import layer as config_layer
+from ._errors import ShipError
 from ._units import format_duration, human_bytes
 from .record.footprint import max_rss_arg
 
@@ -130,6 +132,10 @@ def register(sub) -> None:
                      help="fsync at every flush too (survive power loss, not just a crash)")
     add_filter_args(rec)
     _cli_ops.add_args(rec)
+    rec.add_argument("--ship", metavar="URL", default=None,
+                     help="also ship each finished file to s3://BUCKET/PREFIX, in a thread of "
+                          "its own below the capture's priority (see 'tcpsnap ship --help')")
+    add_ship_args(rec, record=True)
     _add_verbosity(rec)
     # last, after every option: each one above is a key of the --config file
     config_layer(rec)
@@ -224,6 +230,7 @@ class _Status:
         self._prev = (time.monotonic(), 0)
         self.thread = threading.Thread(target=self._loop, name="tcpsnap-status", daemon=True)
         self.hung_up = False
+        self.extra: Any = None  # () -> str, said after the counters (the shipper's progress)
 
     def start(self) -> None:
         self.thread.start()
@@ -234,7 +241,8 @@ class _Status:
         rows = self.rec.rows
         rate = (rows - r0) / (now - t0) if now > t0 else 0.0
         self._prev = (now, rows)
-        return fit(_stats_line(self.rec, rate), _width())
+        extra = f"  {self.extra()}" if self.extra is not None else ""
+        return fit(_stats_line(self.rec, rate) + extra, _width())
 
     def hangup(self) -> None:
         """The terminal is gone (SIGHUP): stop drawing, without waiting for a lock (this
@@ -293,6 +301,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         new_dataset=args.new_dataset, filter=filter_from_args(args, legacy=False),
         **_cli_ops.recorder_kwargs(args),
         **({"max_rss": args.max_rss} if args.max_rss is not None else {}))
+    shipper = _make_shipper(args, rec)  # before open: a bad URL or no credentials stop us here
 
     signals = {"n": 0}
     status: _Status | None = None
@@ -326,8 +335,15 @@ def cmd_record(args: argparse.Namespace) -> int:
                       f"{format_duration(args.interval) if args.interval else 'moment (--interval 0)'}"
                       f"{' for ' + format_duration(args.duration) if args.duration is not None else ''}"
                       f" into {rec.path} ({args.mode} mode); stop with Ctrl-C or SIGTERM")
+        ship_thread = None
+        if shipper is not None:
+            shipper.path = rec.path  # --new-dataset may have chosen DIR.2
+            setattr(rec, "shipper", shipper)  # noqa: B010 - read by the metrics exporter
+            ship_thread = threading.Thread(target=shipper.run, name="tcpsnap-ship", daemon=True)
+            ship_thread.start()
         if not args.quiet and sys.stderr.isatty():
             status = _Status(rec)
+            status.extra = shipper.status_text if shipper is not None else None
             _setup_logging(args, status)
             status.start()
         try:
@@ -339,6 +355,16 @@ def cmd_record(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             rec.close()
             logging.getLogger("tcpsnap.recorder").debug("closed in %.3f s", time.monotonic() - t0)
+            if shipper is not None and ship_thread is not None:
+                shipper.stop()
+                ship_thread.join()
+                try:
+                    left = shipper.finish(give_up=30.0)  # the last file too
+                except ShipError as e:   # the recording itself is fine: say it, exit 0
+                    logging.getLogger("tcpsnap.ship").error("ship: %s", e)
+                    left = shipper.stats.pending_files
+                _announce(f"shipped {_plural(shipper.stats.shipped_files, 'file')} to {args.ship}"
+                          f"; {left} pending (the next 'tcpsnap ship' or 'record --ship' sends them)")
     finally:
         _cli_ops.stop(exporter)
         for s, h in old.items():
@@ -351,6 +377,23 @@ def cmd_record(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):  # a terminal that went away meanwhile
             _announce(msg)
     return 0
+
+
+def _make_shipper(args: argparse.Namespace, rec: Any) -> Any:
+    """The shipper of ``record --ship`` (None without it); retention then never deletes an
+    unshipped file for age, and for space only counted and logged."""
+    if not getattr(args, "ship", None):
+        return None
+    from .ship import Shipper, Transient, unshipped
+
+    target = make_target(args, args.ship)
+    try:
+        target.check_bucket()   # a bucket that refuses us: ShipError, exit 1 before recording
+    except Transient as e:      # unreachable now: record anyway, the shipper retries
+        logging.getLogger("tcpsnap.ship").warning("ship: %s; recording anyway, retrying", e)
+    if rec.retention is not None:
+        rec.retention.unshipped = unshipped
+    return Shipper(rec.path, target, host=args.ship_host, delete_after=args.delete_after_ship)
 
 
 def _announce(msg: str) -> None:

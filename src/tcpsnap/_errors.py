@@ -5,7 +5,7 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 """
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
-           "RecorderLocked", "UnsafePath", "BadRecording", "FilterError", "UsageError"]
+           "RecorderLocked", "UnsafePath", "BadRecording", "FilterError", "UsageError", "ShipError"]
 
 
 class TcpsnapError(Exception):
@@ -51,3 +51,9 @@ class UsageError(TcpsnapError, ValueError):
     cannot work, found after parsing (a bin width too small for the range asked, two
     zones for one axis...): the command line exits 2 with one line saying what would
     work."""
+
+
+class ShipError(TcpsnapError):
+    """Shipping a recording to object storage could not go on (no credentials, a bucket
+    that does not exist or refuses us, an object of the same name with other bytes): one
+    line naming what and where. A passing network failure is retried, not raised."""

@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules():
     # One module per subcommand keeps each command's code (and its imports) apart.
-    from . import _cmd_analyse, _cmd_record, _cmd_service, _cmd_show, _cmd_top
+    from . import _cmd_analyse, _cmd_record, _cmd_service, _cmd_ship, _cmd_show, _cmd_top
 
-    return (_cmd_show, _cmd_record, _cmd_analyse, _cmd_service, _cmd_top)
+    return (_cmd_show, _cmd_record, _cmd_analyse, _cmd_service, _cmd_ship, _cmd_top)
 
 
 def _one_line(e: BaseException) -> str:

@@ -32,9 +32,10 @@ The metrics (counters end in ``_total``):
 - with retention: ``tcpsnap_retention_deleted_files_total``,
   ``tcpsnap_retention_deleted_bytes_total``, ``tcpsnap_retention_errors_total``,
   ``tcpsnap_recording_bytes`` (as of the last retention pass);
-- ``tcpsnap_upload_backlog_files``: always 0, and
-  ``tcpsnap_upload_last_success_timestamp_seconds``: always absent, until files are
-  shipped somewhere (placeholders so dashboards and alerts can be written now);
+- ``tcpsnap_upload_backlog_files`` (finished files not shipped yet; always 0 without
+  ``record --ship``); with ``--ship`` also ``tcpsnap_uploaded_files_total``,
+  ``tcpsnap_upload_failures_total`` and ``tcpsnap_upload_last_success_timestamp_seconds``
+  (absent until a first file is shipped: alert on its age);
 - ``tcpsnap_info{version, mode}`` 1; over HTTP also prometheus_client's ``process_*``
   (CPU, memory, open fds). The textfile leaves those out: node_exporter has its own
   ``process_*`` and would reject the duplicates.
@@ -193,9 +194,18 @@ class RecorderCollector:
                           "deleted, a failed pass).", ret.errors)
             yield gauge("recording_bytes", "Bytes of the recording as of the last retention "
                         "pass (finished files and the file in progress).", ret.bytes)
-        # placeholders until files are shipped: 0 files waiting, no success yet (absent)
-        yield gauge("upload_backlog_files", "Finished files not shipped yet (no shipping "
-                    "exists yet: always 0).", 0)
+        # record --ship (tcpsnap.ship.Shipper); without it: 0 files waiting, no success
+        sh = getattr(rec, "shipper", None)
+        st = sh.stats if sh is not None else None
+        yield gauge("upload_backlog_files", "Finished files not shipped yet (record --ship; "
+                    "0 without it).", st.pending_files if st is not None else 0)
+        if st is not None:
+            yield counter("upload_failures", "Failed shipping passes (each retried with "
+                          "backoff).", st.failures)
+            yield counter("uploaded_files", "Files shipped and confirmed.", st.shipped_files)
+            if st.last_success is not None:
+                yield gauge("upload_last_success_timestamp_seconds", "When a file was last "
+                            "shipped and confirmed (UNIX time): alert on its age.", st.last_success)
 
 
 def _go_float(v: float) -> str:
