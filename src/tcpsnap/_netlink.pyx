@@ -22,9 +22,11 @@ lists each socket at most once.
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
+
+import os
 
 import numpy as np
 
@@ -51,8 +53,31 @@ cdef enum:
     MAX_ATTEMPTS = 5               # dumps retried after NLM_F_DUMP_INTR / ENOBUFS
     DEFAULT_RECV = 64 * 1024       # the kernel fills at most ~32 KiB per dump skb
     MAX_RECV = 1 << 30             # a recv_size beyond any datagram (and its doublings)
+    INET_DIAG_CGROUP_ID = 21       # include/uapi/linux/inet_diag.h
     REQ_SIZE = 16 + 56             # nlmsghdr + inet_diag_req_v2, checked at import
     COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
+
+
+cdef inline uint64_t _cgroup_attr(const char *a, Py_ssize_t rem) noexcept nogil:
+    # The attributes after inet_diag_msg (struct rtattr: u16 length, u16 type, 4-aligned).
+    # Full sockets carry INET_DIAG_CGROUP_ID (Linux >= 5.7, no privilege needed), the inode
+    # of their cgroup-v2 directory; TIME_WAIT and request sockets do not: 0 then.
+    cdef uint16_t alen, atype
+    cdef uint64_t v = 0
+    while rem >= 4:
+        memcpy(&alen, a, 2)
+        memcpy(&atype, a + 2, 2)
+        if alen < 4 or alen > rem:
+            return 0
+        if atype == INET_DIAG_CGROUP_ID and alen >= 12:
+            memcpy(&v, a + 4, 8)
+            return v
+        alen = (alen + 3) & ~3
+        if alen >= rem:
+            return 0
+        a += alen
+        rem -= alen
+    return 0
 
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -127,13 +152,16 @@ cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize
             r.tx_queue = m.idiag_wqueue
             r.inode = m.idiag_inode
             r.cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
+            r.cgroup_id = _cgroup_attr(p + HDR + sizeof(inet_diag_msg),
+                                       <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg))
+            r.netns = res.netns
             res.n += 1
         cur.off += step
     return NL_MORE
 
 
 cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
-                                 Py_ssize_t nslots) noexcept nogil:
+                                 Py_ssize_t nslots, uint64_t *vals=NULL) noexcept nogil:
     cdef Py_ssize_t i, w = 0
     cdef uint64_t c, h, mask = <uint64_t>nslots - 1
     cdef bint dup
@@ -151,10 +179,45 @@ cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slot
             if dup:
                 continue
             slots[h] = c
+            if vals != NULL:
+                vals[h] = rows[i].cgroup_id
         if w != i:
             rows[w] = rows[i]
         w += 1
     return w
+
+
+cdef inline Py_ssize_t _slot(const uint64_t *slots, uint64_t mask, uint64_t c) noexcept nogil:
+    # where dedupe_by_cookie put cookie c, or -1
+    cdef uint64_t h = ((c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & mask
+    while slots[h] != 0:
+        if slots[h] == c:
+            return <Py_ssize_t>h
+        h = (h + 1) & mask
+    return -1
+
+
+cdef void inherit_cgroups(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots, uint64_t *vals,
+                          Py_ssize_t nslots, const uint64_t *pslots, const uint64_t *pvals,
+                          Py_ssize_t npslots) noexcept nogil:
+    # A TIME_WAIT socket has no cgroup attribute but keeps its full socket's cookie: take
+    # the cgroup the previous dump saw under that cookie (slots/vals: this dump's cookie ->
+    # cgroup table from dedupe_by_cookie; pslots/pvals: the previous dump's). Cost: one
+    # probe per TIME_WAIT row without a cgroup.
+    cdef Py_ssize_t i, j
+    cdef uint64_t c
+    if npslots == 0:
+        return
+    for i in range(n):
+        if rows[i].state != 11 or rows[i].cgroup_id != 0 or rows[i].cookie == 0:
+            continue
+        c = rows[i].cookie
+        j = _slot(pslots, <uint64_t>npslots - 1, c)
+        if j >= 0 and pvals[j] != 0:
+            rows[i].cgroup_id = pvals[j]
+            j = _slot(slots, <uint64_t>nslots - 1, c)
+            if j >= 0:
+                vals[j] = rows[i].cgroup_id
 
 
 cdef enum pump_status:
@@ -181,8 +244,20 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t cap
     cdef bint want_v6
     cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
-    cdef uint64_t *slots           # dedupe scratch
+    cdef uint64_t *slots           # dedupe scratch: this dump's cookies...
+    cdef uint64_t *vals            # ... and their cgroup ids
     cdef Py_ssize_t nslots
+    cdef uint64_t *pslots          # the previous dump's (TIME_WAIT rows inherit from it)
+    cdef uint64_t *pvals
+    cdef Py_ssize_t npslots
+    # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
+    # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
+    cdef int *tfds
+    cdef uint64_t *tns
+    cdef Py_ssize_t ntargets
+    cdef Py_ssize_t cur_t
+    cdef object _opener            # ino -> a new socket there (after a failed dump)
+    cdef uint64_t own_netns
     cdef bint busy
     cdef bint closed
     cdef readonly unsigned long long dumps
@@ -195,6 +270,11 @@ cdef class NetlinkDumper:
         self.fd = -1
         self.rbuf = NULL
         self.slots = NULL
+        self.vals = NULL
+        self.pslots = NULL
+        self.pvals = NULL
+        self.tfds = NULL
+        self.tns = NULL
 
     def __init__(self, capacity=1024, recv_size=DEFAULT_RECV, *, bint single_walk=True):
         """Bad arguments: TypeError for a non-integer, ValueError for a capacity below 1 row
@@ -213,19 +293,70 @@ cdef class NetlinkDumper:
         self.want_v6 = True
         self.use_compat = single_walk
         self._set_rows(np.zeros(cap, dtype=ROW_DTYPE))
+        try:
+            self.own_netns = os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            self.own_netns = 0         # no /proc: rows say 0 (unknown)
+        self.res.netns = self.own_netns
         self._open()
 
+    def set_targets(self, targets, opener):
+        """Dump these namespaces instead of our own: ``targets`` a sequence of ``(ino, fd)``
+        (sockets opened inside each namespace, lent: the caller closes them, never this
+        dumper), ``opener(ino)`` returns a fresh socket there after a failed dump. An empty
+        sequence goes back to our own namespace."""
+        if self.busy:
+            raise RuntimeError("set_targets during a dump")
+        cdef Py_ssize_t k = len(targets), i
+        cdef int *fds = <int *>malloc((k + 1) * sizeof(int))
+        cdef uint64_t *ns = <uint64_t *>malloc((k + 1) * sizeof(uint64_t))
+        if fds == NULL or ns == NULL:
+            free(fds)
+            free(ns)
+            raise MemoryError()
+        for i, (ino, fd) in enumerate(targets):
+            ns[i] = int_arg(ino, "ino", 0, 0xFFFFFFFFFFFFFFFF)
+            fds[i] = int_arg(fd, "fd", 0, 0x7FFFFFFF)
+        if self.ntargets == 0 and k > 0 and self.fd >= 0:
+            close(self.fd)             # our own socket, unused while targets are set
+            self.fd = -1
+        elif self.ntargets > 0:
+            self.fd = -1               # a lent socket: never ours to close
+        free(self.tfds)
+        free(self.tns)
+        self.tfds, self.tns, self.ntargets = fds, ns, k
+        self._opener = opener
+        if k == 0:
+            self.res.netns = self.own_netns
+
+    @property
+    def netns(self):
+        """The inode of the namespace this process dumps when no targets are set."""
+        return self.own_netns
+
     def __dealloc__(self):
-        if self.fd >= 0:
+        if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
         free(self.rbuf)
         free(self.slots)
+        free(self.vals)
+        free(self.pslots)
+        free(self.pvals)
+        free(self.tfds)
+        free(self.tns)
 
     cdef _set_rows(self, rows):
         self.rowp = rows_pointer(rows, &self.cap)
         self._rows = rows      # keeps the data rowp points into alive
 
     cdef int _open(self) except -1:
+        if self.ntargets > 0:
+            # a lent socket: the namespace thread replaces (and closes) it
+            self.fd = -1
+            fd = self._opener(self.tns[self.cur_t])
+            self.tfds[self.cur_t] = fd
+            self.fd = fd
+            return 0
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1
@@ -234,9 +365,9 @@ cdef class NetlinkDumper:
 
     def close(self):
         self.closed = True
-        if self.fd >= 0:
+        if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
-            self.fd = -1
+        self.fd = -1
 
     @property
     def rows(self):
@@ -375,9 +506,11 @@ cdef class NetlinkDumper:
             raise RuntimeError("NetlinkDumper.dump() is already running (one Snapshotter per thread)")
         self.busy = True
         try:
+            if self.ntargets > 0:
+                return self._dump_targets()
             if self.fd < 0:
                 self._open()    # after a failed reset below
-            return self._dump()
+            return self._dedupe(self._dump(0))
         except BaseException:
             # a half-read dump would make the next request fail with EBUSY: start afresh
             try:
@@ -388,10 +521,21 @@ cdef class NetlinkDumper:
         finally:
             self.busy = False
 
-    cdef Py_ssize_t _dump(self) except -1:
+    cdef Py_ssize_t _dump_targets(self) except -1:
+        # each namespace in turn, appended to the rows of the ones before
+        cdef Py_ssize_t i, n = 0
+        for i in range(self.ntargets):
+            self.cur_t = i
+            self.fd = self.tfds[i]
+            self.res.netns = self.tns[i]
+            n = self._dump(n)
+        return self._dedupe(n)
+
+    cdef Py_ssize_t _dump(self, Py_ssize_t start) except -1:
+        """Dump the current socket's namespace into rows[start:]; return the row count."""
         cdef int attempt, r
         for attempt in range(MAX_ATTEMPTS):
-            self.res.n = 0
+            self.res.n = start
             self.res.error = 0
             self.res.dump_intr = 0
             self.res.skipped = 0
@@ -401,7 +545,7 @@ cdef class NetlinkDumper:
                     self.retries += 1
                     continue
                 if r == 2:
-                    self.res.n = 0
+                    self.res.n = start
                     self.res.skipped = 0
             if not self.use_compat:
                 if self._dump_family(AF_INET):
@@ -412,24 +556,36 @@ cdef class NetlinkDumper:
                     continue
             self.dumps += 1
             self.skipped += self.res.skipped
-            return self._dedupe(self.res.n)
+            return self.res.n
         raise DumpInterrupted(
             f"the TCP table changed during each of {MAX_ATTEMPTS} netlink dumps "
             "(NLM_F_DUMP_INTR or ENOBUFS); no consistent snapshot")
 
     cdef Py_ssize_t _dedupe(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t want = 64, kept
+        cdef uint64_t *t
+        # the previous dump's table becomes pslots; this dump's goes into the other pair
+        t = self.pslots; self.pslots = self.slots; self.slots = t
+        t = self.pvals; self.pvals = self.vals; self.vals = t
+        self.npslots, self.nslots = self.nslots, self.npslots
         while want < 2 * n:
             want *= 2
-        if want > self.nslots:
+        if want > self.nslots or self.slots == NULL:
             free(self.slots)
+            free(self.vals)
             self.slots = <uint64_t *>malloc(want * sizeof(uint64_t))
-            if self.slots == NULL:
+            self.vals = <uint64_t *>malloc(want * sizeof(uint64_t))
+            if self.slots == NULL or self.vals == NULL:
+                free(self.slots)
+                free(self.vals)
+                self.slots = self.vals = NULL
                 self.nslots = 0
                 raise MemoryError()
             self.nslots = want
         with nogil:
-            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots)
+            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals)
+            inherit_cgroups(self.rowp, kept, self.slots, self.vals, self.nslots,
+                            self.pslots, self.pvals, self.npslots)
         self.duplicates += n - kept
         return kept
 
