@@ -19,8 +19,8 @@ __all__ = ["to_pandas", "address_codes", "format_address", "process_column"]
 #: (see ``process_column``).
 COLUMNS = (
     "family", "state", "local_addr", "local_port", "remote_addr", "remote_port", "pid",
-    "process", "uid", "inode", "cookie", "rx_queue", "tx_queue", "local_scope_id", "remote_scope_id",
-    "offload_state",
+    "process", "uid", "inode", "cookie", "cgroup_id", "netns", "rx_queue", "tx_queue",
+    "local_scope_id", "remote_scope_id", "offload_state",
 )
 
 
