@@ -13,6 +13,8 @@ if sys.platform.startswith("linux"):
     # owning processes: /proc/<pid>/fd walks on worker threads
     ext.append(Extension("tcpsnap._procfs", ["src/tcpsnap/_procfs.pyx"], include_dirs=["src/tcpsnap"],
                          extra_compile_args=["-pthread"], extra_link_args=["-pthread"]))
+    # all network namespaces: a sock_diag socket made inside each (setns)
+    ext.append(Extension("tcpsnap._netns", ["src/tcpsnap/_netns.pyx"], include_dirs=["src/tcpsnap"]))
     # changes mode: socket-destroy notifications (ss -E)
     ext.append(Extension("tcpsnap._destroy", ["src/tcpsnap/_destroy.pyx"], include_dirs=["src/tcpsnap"]))
 elif sys.platform == "win32":

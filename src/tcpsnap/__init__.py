@@ -7,6 +7,7 @@ from ._errors import (
     BackendUnavailable,
     BadRecording,
     DumpInterrupted,
+    NamespaceError,
     RecorderError,
     RecorderLocked,
     TcpsnapError,
@@ -48,6 +49,7 @@ __all__ = [
     "RecorderLocked",
     "UnsafePath",
     "BadRecording",
+    "NamespaceError",
     "__version__",
 ]
 

@@ -107,6 +107,12 @@ def register(sub) -> None:
                           "nothing is moved")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
+    rec.add_argument("--all-netns", action="store_true",
+                     help="every network namespace of the machine (containers...), not just "
+                          "this process's; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE (root)")
+    rec.add_argument("--netns", metavar="NAME|PATH|PID", default=None,
+                     help="one other network namespace, as 'ss -N' takes it: a name under "
+                          "/run/netns, a path, or a process's pid")
     add_filter_args(rec)
     _cli_ops.add_args(rec)
     _add_verbosity(rec)
@@ -235,6 +241,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         for p in e.problems:
             print(f"tcpsnap: error: {p}", file=sys.stderr)
         return 1
+    if args.all_netns and args.netns is not None:
+        print("tcpsnap: error: --all-netns and --netns exclude each other", file=sys.stderr)
+        return 2
     _setup_logging(args)
     _cli_ops.check(args)
     rec = Recorder(
@@ -244,7 +253,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
-        new_dataset=args.new_dataset, **_cli_ops.recorder_kwargs(args))
+        new_dataset=args.new_dataset, netns="all" if args.all_netns else args.netns,
+        **_cli_ops.recorder_kwargs(args))
 
     signals = {"n": 0}
     status: _Status | None = None

@@ -5,7 +5,7 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 """
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
-           "RecorderLocked", "UnsafePath", "BadRecording"]
+           "RecorderLocked", "UnsafePath", "BadRecording", "NamespaceError"]
 
 
 class TcpsnapError(Exception):
@@ -38,3 +38,9 @@ class BadRecording(TcpsnapError):
     """A recording's file a reader cannot trust: unreadable or corrupt, not a tcpsnap
     file, a copy of another (a duplicate seq range), or of the other mode. The message
     names the file(s); ``skip_bad=True`` (``--skip-bad``) reads the rest."""
+
+
+class NamespaceError(TcpsnapError):
+    """A network namespace tcpsnap was asked to capture cannot be reached: no such
+    namespace (``--netns NAME|PATH|PID``), or a capability missing (CAP_SYS_ADMIN to enter
+    one, CAP_SYS_PTRACE to open another process's). The message is one line naming it."""

@@ -24,14 +24,35 @@ class Snapshotter:
     it appears; ``tcpsnap.pids`` has the exact rules. ``process_names(rows["pid"])``
     adds the names.
 
+    ``netns`` (Linux) says which network namespaces: None (default) the one this process
+    is in, as ``ss``; ``"all"`` every namespace of the machine; or one namespace, as
+    ``ss -N`` takes it (a name under ``/run/netns``, a path, a pid). Each row's ``netns``
+    is its namespace's inode. ``tcpsnap.netns`` has how (one socket kept per namespace,
+    made on a thread of its own) and what it costs and needs (CAP_SYS_ADMIN and
+    CAP_SYS_PTRACE; :class:`~tcpsnap.NamespaceError` otherwise).
+
     >>> with Snapshotter() as snap:
     ...     rows = snap.take()
     """
 
     backend = BACKEND
 
-    def __init__(self, capacity: int = 1024, *, pids: bool = False) -> None:
+    def __init__(self, capacity: int = 1024, *, pids: bool = False, netns: str | int | None = None) -> None:
         self._impl = backend_class()(capacity)
+        self._ns = None
+        if netns is not None:
+            if BACKEND != "netlink":
+                self._impl.close()
+                raise ValueError(f"netns is Linux-only (this backend: {BACKEND})")
+            from .netns import Namespaces
+
+            try:
+                self._ns = Namespaces(netns)
+            except BaseException:
+                self._impl.close()
+                raise
+        #: What ``netns`` was asked for (None: this process's namespace).
+        self.netns = netns
         #: Whether ``take()`` fills the ``pid`` field (Linux: see ``tcpsnap.pids``).
         self.pids = bool(pids)
         self._resolver = None
@@ -43,6 +64,8 @@ class Snapshotter:
     def take(self) -> np.ndarray:
         impl = self._impl
         res = self._resolver
+        if self._ns is not None:
+            self._ns.apply(impl)
         if res is None:
             n = impl.dump()
             return impl.rows[:n]
@@ -81,6 +104,12 @@ class Snapshotter:
         return dict(self._resolver.stats) if self._resolver is not None else {}
 
     @property
+    def namespaces(self):
+        """The ``tcpsnap.netns.Namespaces`` behind ``netns=`` (None without it): which
+        are dumped (``targets()``), ``stats``."""
+        return self._ns
+
+    @property
     def capacity(self) -> int:
         """Rows the current array holds before it must grow."""
         return self._impl.capacity
@@ -98,6 +127,8 @@ class Snapshotter:
         if self._resolver is not None:
             self._resolver.close()
         self._impl.close()
+        if self._ns is not None:
+            self._ns.close()
 
     def __enter__(self) -> Snapshotter:
         return self
@@ -106,7 +137,8 @@ class Snapshotter:
         self.close()
 
 
-def snapshot(*, pids: bool = False) -> np.ndarray:
-    """The whole TCP table now, as a new array you own (with owning pids if asked)."""
-    with Snapshotter(pids=pids) as s:
+def snapshot(*, pids: bool = False, netns: str | int | None = None) -> np.ndarray:
+    """The whole TCP table now, as a new array you own (with owning pids if asked; of
+    the namespaces ``netns`` names, as ``Snapshotter`` takes it)."""
+    with Snapshotter(pids=pids, netns=netns) as s:
         return s.take().copy()

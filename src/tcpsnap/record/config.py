@@ -109,6 +109,7 @@ class RecorderConfig:
     batch_rows: int
     buffers: int
     new_dataset: bool = False
+    netns: str | None = None
 
     @classmethod
     def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
@@ -117,7 +118,8 @@ class RecorderConfig:
              family: int | None = None, row_group_rows: int = 1 << 20, compat: bool = False,
              fsync: bool = False, recover: bool = True, nice: int | None = -10,
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
-             batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False) -> RecorderConfig:
+             batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False,
+             netns: str | int | None = None) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -136,7 +138,7 @@ class RecorderConfig:
                    _int_set(states, parse_states), _int_set(ports, parse_ports), family,
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
                    parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
-                   bool(new_dataset))
+                   bool(new_dataset), None if netns is None else str(netns))
 
     @staticmethod
     def ns(seconds: float) -> int:
@@ -174,6 +176,8 @@ class RecorderConfig:
             "tcpsnap.rotate": format_duration(self.rotate),
             "tcpsnap.flush": format_duration(self.flush),
             "tcpsnap.pids": "true" if pids_enabled else "false",
+            # which network namespaces: "own" (this process's, as ss), "all", or the one named
+            "tcpsnap.netns": self.netns or "own",
             "tcpsnap.filters": json.dumps(filters),
             "tcpsnap.compression": self.compression or "none",
             "tcpsnap.compression_level": ("default" if self.compression_level is None

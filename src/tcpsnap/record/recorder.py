@@ -156,7 +156,7 @@ class Recorder:
                 log.info("retention: %s", ret.describe())
                 ret.run(root)
             if self._snap is None:
-                self._snap, self.pids_enabled = _new_snapshotter(c.pids)
+                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.netns)
             else:
                 self.pids_enabled = bool(getattr(self._snap, "pids", False))
             snap = self._snap
@@ -402,21 +402,21 @@ def new_dataset_folder(path: Path, mode: str, filters: str) -> Path:
     return sibling(path, 2)
 
 
-def _new_snapshotter(pids: bool | None) -> tuple[SnapshotSource, bool]:
-    """A Snapshotter for ``pids`` (True, False, None: "if possible") and whether it
-    fills pids."""
+def _new_snapshotter(pids: bool | None, netns: str | None = None) -> tuple[SnapshotSource, bool]:
+    """A Snapshotter for ``pids`` (True, False, None: "if possible") of the namespaces
+    ``netns`` names (see Snapshotter) and whether it fills pids."""
     from .._snapshot import Snapshotter
 
     if pids is False:
-        return Snapshotter(pids=False), False
+        return Snapshotter(pids=False, netns=netns), False
     try:
-        s = Snapshotter(pids=True)
+        s = Snapshotter(pids=True, netns=netns)
         return s, bool(getattr(s, "pids", True))
     except (NotImplementedError, PermissionError, OSError) as e:
         if pids:  # asked for explicitly
             raise
         log.warning("recording without pids (%s)", e)
-        return Snapshotter(pids=False), False
+        return Snapshotter(pids=False, netns=netns), False
 
 
 def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, Any]:
