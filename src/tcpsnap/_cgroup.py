@@ -42,7 +42,7 @@ _CONTAINER = re.compile(r"(?:^|/)(?:docker-|cri-containerd-|crio-|libpod-)" + _I
                         r"|(?:^|/)(?:docker|libpod)[-/]" + _ID + r"(?:/|$)"
                         r"|(?:^|/)crio-" + _ID + r"(?:/|$)"
                         r"|/kubepods(?:[^/]*/)*?pod[0-9a-f_-]{36}/" + _ID + r"(?:/|$)")
-_POD = re.compile(r"kubepods[^/]*?[/-]pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
+_POD = re.compile(r"kubepods.*?[/-]pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
                   r"(?:\.slice)?(?:/|$)")
 
 

@@ -244,6 +244,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.all_netns and args.netns is not None:
         print("tcpsnap: error: --all-netns and --netns exclude each other", file=sys.stderr)
         return 2
+    if args.all_netns or args.netns is not None:
+        from .netns import check_capabilities, namespace_path
+
+        # before the folder is touched: NamespaceError, one line naming what is missing
+        check_capabilities() if args.all_netns else namespace_path(args.netns)
     _setup_logging(args)
     _cli_ops.check(args)
     rec = Recorder(

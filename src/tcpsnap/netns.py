@@ -41,7 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from ._errors import NamespaceError
 
-__all__ = ["discover", "namespace_path", "has_capability", "Namespaces", "BIND_DIRS"]
+__all__ = ["discover", "namespace_path", "has_capability", "check_capabilities", "Namespaces", "BIND_DIRS"]
 
 #: Folders of namespace bind mounts, searched by ``discover`` and by ``--netns NAME``.
 BIND_DIRS = ("/run/netns", "/var/run/docker/netns")
@@ -65,6 +65,14 @@ def has_capability(bit: int) -> bool:
     except (OSError, ValueError):
         pass
     return True
+
+
+def check_capabilities() -> None:
+    """NamespaceError (one line) unless this process may capture every namespace:
+    CAP_SYS_ADMIN (``setns``) and CAP_SYS_PTRACE (other processes' ``/proc/PID/ns/net``)."""
+    missing = [need for bit, need in ((21, _NEED_ADMIN), (19, _NEED_PTRACE)) if not has_capability(bit)]
+    if missing:
+        raise NamespaceError("--all-netns needs " + " and ".join(missing))
 
 
 def discover() -> dict[int, str]:
@@ -149,7 +157,7 @@ class Namespaces:
         self.stats = {"opened": 0, "closed": 0, "scans": 0, "errors": 0}
         try:
             if self.all:
-                self._check_caps()
+                check_capabilities()
             self._merge(*self._pool.submit(self._scan, {}).result())
             if not self._socks:
                 raise NamespaceError("no network namespace could be entered")
@@ -157,11 +165,6 @@ class Namespaces:
             self.close()
             raise
 
-    @staticmethod
-    def _check_caps() -> None:
-        missing = [need for bit, need in ((21, _NEED_ADMIN), (19, _NEED_PTRACE)) if not has_capability(bit)]
-        if missing:
-            raise NamespaceError("--all-netns needs " + " and ".join(missing))
 
     def _open(self, path: str) -> tuple[int, int]:
         """On the namespace thread: (ino, socket fd) of the namespace at path."""
