@@ -30,7 +30,9 @@ def main():
         pass
     lst, c, s = pair("127.0.0.1")
     ports = sorted({k.getsockname()[1] for k in keep + [lst, c, s]})
-    print(json.dumps({"pid": os.getpid(), "ports": ports, "tw_port": c.getsockname()[1]}), flush=True)
+    listening = sorted(k.getsockname()[1] for k in keep[::3] + [lst])
+    print(json.dumps({"pid": os.getpid(), "ports": ports, "tw_port": c.getsockname()[1],
+                      "listening": listening, "sockets": len(keep) // 3 * 2 + 2}), flush=True)
     for line in sys.stdin:
         if line.strip() == "close":
             c.close()

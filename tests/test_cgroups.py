@@ -107,6 +107,7 @@ class Tenant:
                                   stdout=subprocess.PIPE, text=True)
         info = json.loads(self.p.stdout.readline())
         self.pid, self.ports, self.tw_port = info["pid"], set(info["ports"]), info["tw_port"]
+        self.listening, self.sockets = info["listening"], info["sockets"]
 
     def close_one(self) -> None:
         self.p.stdin.write("close\n")
@@ -181,6 +182,12 @@ def test_recorded_container_and_pod_without_pids_also_for_time_wait(tenants, tmp
     # connections of no container: the recording's own process tree is not in one
     other = df[~df.local_port.isin(set().union(*(t.ports for t, *_ in tenants)))]
     assert other.container.isna().all()
+    per = tcpsnap.analysis.by_container(df)
+    for t, _path, _ino, cont, pod in tenants:
+        got = per.loc[(cont, pod)]
+        assert got.connections == t.sockets            # each socket of its pairs, TIME_WAIT included
+        assert got.listening == ",".join(map(str, t.listening)) and got.remotes == 2 - (t.sockets == 4)
+        assert got.processes == "" and got.netns == 1
 
 
 @needs_cgroups

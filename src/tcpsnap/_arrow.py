@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 
 from ._cgroup import CgroupResolver, default_resolver
 from ._schema import ROW_DTYPE, STATE_NAMES
-from .frame import COLUMNS, format_address
+from .frame import CGROUP_COLUMNS, COLUMNS, format_address, with_cgroup_columns
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "rows_schema", "KINDS", "KIND_CONNECTION", "KIND_SNAPSHOT",
            "KIND_PARTIAL", "build_schema", "BatchEncoder", "CGROUP_COLUMNS"]
@@ -75,10 +75,7 @@ _ADDR_FIELDS = ("local_addr", "remote_addr")
 # frame.COLUMNS, with ``process`` right after ``pid`` (where frame puts it too)
 _COLUMNS = tuple(c for c in COLUMNS if c != "process")
 _COLUMNS = _COLUMNS[:_COLUMNS.index("pid") + 1] + ("process",) + _COLUMNS[_COLUMNS.index("pid") + 1:]
-#: the attribution columns derived from ``cgroup_id`` (right after it)
-CGROUP_COLUMNS = ("cgroup", "container", "pod_uid")
-_COLUMNS = (_COLUMNS[:_COLUMNS.index("cgroup_id") + 1] + CGROUP_COLUMNS
-            + _COLUMNS[_COLUMNS.index("cgroup_id") + 1:])
+_COLUMNS = with_cgroup_columns(_COLUMNS)
 
 
 _FIELDS: Mapping[str, tuple] = ROW_DTYPE.fields or {}  # name -> (dtype, offset): a structured dtype has them

@@ -45,6 +45,7 @@ import ipaddress
 import numpy as np
 import pandas as pd
 
+from ._containers import by_container
 from ._order import stable_order
 from ._schema import STATE_NAMES
 from ._timeline import (
@@ -62,7 +63,7 @@ from ._timeline import (
 )
 
 __all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "interval_of", "top_remotes", "by_process",
-           "canonical_address", "COLUMNS"]
+           "canonical_address", "COLUMNS", "by_container"]
 
 TUPLE = ["family", "local_addr", "local_port", "remote_addr", "remote_port"]
 #: The columns these functions use: ``tcpsnap.read(path, columns=analysis.COLUMNS)``.
