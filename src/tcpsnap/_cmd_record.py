@@ -248,7 +248,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         from .netns import check_capabilities, namespace_path
 
         # before the folder is touched: NamespaceError, one line naming what is missing
-        check_capabilities() if args.all_netns else namespace_path(args.netns)
+        check_capabilities(args.all_netns)
+        if args.netns is not None:
+            namespace_path(args.netns)
     _setup_logging(args)
     _cli_ops.check(args)
     rec = Recorder(

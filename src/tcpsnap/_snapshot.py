@@ -25,9 +25,9 @@ class Snapshotter:
     adds the names.
 
     ``netns`` (Linux) says which network namespaces: None (default) the one this process
-    is in, as ``ss``; ``"all"`` every namespace of the machine; or one namespace, as
-    ``ss -N`` takes it (a name under ``/run/netns``, a path, a pid). Each row's ``netns``
-    is its namespace's inode. ``tcpsnap.netns`` has how (one socket kept per namespace,
+    is in, as ``ss``; ``"all"`` every namespace of the machine; one namespace, as ``ss -N``
+    takes it (a name under ``/run/netns``, a path, a pid); or a list of them. Each row's
+    ``netns`` is its namespace's inode. ``tcpsnap.netns`` has how (one socket kept per namespace,
     made on a thread of its own) and what it costs and needs (CAP_SYS_ADMIN and
     CAP_SYS_PTRACE; :class:`~tcpsnap.NamespaceError` otherwise).
 
@@ -37,7 +37,7 @@ class Snapshotter:
 
     backend = BACKEND
 
-    def __init__(self, capacity: int = 1024, *, pids: bool = False, netns: str | int | None = None) -> None:
+    def __init__(self, capacity: int = 1024, *, pids: bool = False, netns: str | int | list | None = None) -> None:
         self._impl = backend_class()(capacity)
         self._ns = None
         if netns is not None:
@@ -137,7 +137,7 @@ class Snapshotter:
         self.close()
 
 
-def snapshot(*, pids: bool = False, netns: str | int | None = None) -> np.ndarray:
+def snapshot(*, pids: bool = False, netns: str | int | list | None = None) -> np.ndarray:
     """The whole TCP table now, as a new array you own (with owning pids if asked; of
     the namespaces ``netns`` names, as ``Snapshotter`` takes it)."""
     with Snapshotter(pids=pids, netns=netns) as s:

@@ -67,12 +67,14 @@ def has_capability(bit: int) -> bool:
     return True
 
 
-def check_capabilities() -> None:
+def check_capabilities(all_netns: bool = True) -> None:
     """NamespaceError (one line) unless this process may capture every namespace:
-    CAP_SYS_ADMIN (``setns``) and CAP_SYS_PTRACE (other processes' ``/proc/PID/ns/net``)."""
-    missing = [need for bit, need in ((21, _NEED_ADMIN), (19, _NEED_PTRACE)) if not has_capability(bit)]
+    CAP_SYS_ADMIN (``setns``) and CAP_SYS_PTRACE (other processes' ``/proc/PID/ns/net``);
+    for one namespace (``all_netns=False``, ``--netns``), CAP_SYS_ADMIN."""
+    need = ((21, _NEED_ADMIN), (19, _NEED_PTRACE)) if all_netns else ((21, _NEED_ADMIN),)
+    missing = [text for bit, text in need if not has_capability(bit)]
     if missing:
-        raise NamespaceError("--all-netns needs " + " and ".join(missing))
+        raise NamespaceError(f"{'--all-netns' if all_netns else '--netns'} needs " + " and ".join(missing))
 
 
 def discover() -> dict[int, str]:
@@ -132,18 +134,19 @@ def namespace_path(spec: str | int) -> str:
 class Namespaces:
     """The namespaces a Snapshotter dumps, with one socket in each.
 
-    ``which``: ``"all"`` (re-discovered every ``rescan_interval`` seconds) or one
-    namespace as ``namespace_path`` takes it. ``apply(dumper)`` (on the capture thread,
+    ``which``: ``"all"`` (re-discovered every ``rescan_interval`` seconds), one
+    namespace as ``namespace_path`` takes it, or a list of them (fixed: never re-discovered). ``apply(dumper)`` (on the capture thread,
     before each dump) lends the dumper the current sockets and closes those of namespaces
     found gone. NamespaceError at construction if a capability is missing.
     """
 
-    def __init__(self, which: str | int = "all", *, rescan_interval: float = 1.0,
+    def __init__(self, which: str | int | list | tuple = "all", *, rescan_interval: float = 1.0,
                  _discover: Callable[[], dict[int, str]] = discover) -> None:
         self.all = which == "all"
         self.rescan_interval = rescan_interval
         self._discover = _discover if self.all else None
-        self._fixed = None if self.all else namespace_path(which)
+        specs = which if isinstance(which, (list, tuple)) else [which]
+        self._fixed = None if self.all else [namespace_path(w) for w in specs]
         self._home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tcpsnap-netns")
         self._lock = threading.Lock()
@@ -191,7 +194,7 @@ class Namespaces:
         """On the namespace thread: (present namespaces, sockets opened for new ones)."""
         present = self._discover() if self._discover is not None else None
         if present is None:
-            present = {0: self._fixed} if not have else dict(have)
+            present = dict(have) if have else {-i - 1: p for i, p in enumerate(self._fixed or ())}
         opened: dict[int, int] = {}
         first: NamespaceError | None = None
         for ino, path in present.items():
@@ -214,7 +217,7 @@ class Namespaces:
         if first is not None and not have and not opened:
             raise first       # none at all: a capability is missing, or no such namespace
         if self._fixed is not None:
-            present = {ino: self._fixed for ino in (set(opened) | set(have))}
+            present = {**have, **{ino: self._paths[ino] for ino in opened}}
         self.stats["scans"] += 1
         return present, opened
 
