@@ -122,10 +122,11 @@ def namespaces():
             n.close()
 
 
-def test_record_all_netns_gives_each_namespace_exactly_what_ss_shows(namespaces, tmp_path):
+@pytest.mark.parametrize("mode", ["full", "changes"])
+def test_record_all_netns_gives_each_namespace_exactly_what_ss_shows(namespaces, tmp_path, mode):
     rec = tmp_path / "rec"
     p = _run(sys.executable, "-m", "tcpsnap", "record", str(rec), "--all-netns", "--duration", "1s",
-             "--interval", "200ms", "-q", check=False)
+             "--interval", "200ms", "-q", "--mode", mode, check=False)
     assert p.returncode == 0, p.stderr
     want = {n.ino: n.ss() for n in namespaces}
     df = tcpsnap.read(rec)
