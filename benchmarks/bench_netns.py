@@ -11,7 +11,8 @@ from there), never the host's. Rounds interleave the two methods; the ratio is
 median(take) / median(floor).
 
 ``attribution`` (root): ``take()`` and bytes per row on disk for a steady table of
-``--rows`` loopback rows (in a private namespace of its own), this tree against another
+``--rows`` loopback rows (in a private namespace of its own, with a private TCP hash of
+65,536 buckets), this tree against another
 tcpsnap (``--main-python``: a python whose tcpsnap is main's, before the attribution
 columns), side by side, interleaved: ``take()`` time ratio, and ``Recorder`` bytes per row
 of ``--snapshots`` snapshots of that table.
@@ -151,12 +152,14 @@ for _ in range(5):
 for line in sys.stdin:
     cmd = line.split()
     if cmd[0] == "take":
-        out = []
+        out, cpu = [], []
         for _ in range(int(cmd[1])):
+            c0 = time.process_time_ns()
             t0 = time.perf_counter_ns()
             snap.take()
             out.append(time.perf_counter_ns() - t0)
-        print(json.dumps({"take_ns": out, "rows": len(snap.take())}), flush=True)
+            cpu.append(time.process_time_ns() - c0)
+        print(json.dumps({"take_ns": out, "cpu_ns": cpu, "rows": len(snap.take())}), flush=True)
     elif cmd[0] == "record":
         d = tempfile.mkdtemp(prefix="tcpsnap-bench-attr-")
         with tcpsnap.Recorder(d + "/rec", interval=0, pids=False) as rec:
@@ -165,7 +168,19 @@ for line in sys.stdin:
         files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs if f.endswith(".parquet")]
         rows = sum(pq.read_metadata(f).num_rows for f in files)
         size = sum(os.path.getsize(f) for f in files)
-        print(json.dumps({"rows": rows, "bytes": size, "bytes_per_row": size / rows}), flush=True)
+        cols = {}
+        for f in files:           # column chunks: the data, without the footer
+            md = pq.read_metadata(f)
+            for g in range(md.num_row_groups):
+                rg = md.row_group(g)
+                for c in range(rg.num_columns):
+                    cc = rg.column(c)
+                    cols[cc.path_in_schema] = cols.get(cc.path_in_schema, 0) + cc.total_compressed_size
+        data = sum(cols.values())
+        new = sum(cols.get(c, 0) for c in ("cgroup_id", "cgroup", "container", "pod_uid", "netns"))
+        print(json.dumps({"rows": rows, "bytes": size, "bytes_per_row": size / rows,
+                          "data_bytes_per_row": data / rows, "new_columns_bytes_per_row": new / rows,
+                          "columns": cols}), flush=True)
         import shutil; shutil.rmtree(d)
 """
 
@@ -200,15 +215,18 @@ def run_attribution(main_python: str, rows: int, rounds: int, seconds: float) ->
         return json.loads(workers[w].stdout.readline())
 
     try:
-        take = {"this": [], "main": []}
+        take: dict[str, list] = {"this": [], "main": []}
+        cpu: dict[str, list] = {"this": [], "main": []}
         got_rows = {}
         for _ in range(rounds):
             for w in ("main", "this"):
                 r = ask(w, "take 20")
                 take[w] += r["take_ns"]
+                cpu[w] += r["cpu_ns"]
                 got_rows[w] = r["rows"]
         med = {w: statistics.median(v) for w, v in take.items()}
-        pairs = [a / b for a, b in zip(take["this"], take["main"])]
+        cmed = {w: statistics.median(v) for w, v in cpu.items()}
+        pairs = [a / b for a, b in zip(take["this"], take["main"], strict=False)]
         disk = {w: ask(w, f"record {seconds}") for w in ("main", "this")}
     finally:
         for p in workers.values():
@@ -218,14 +236,19 @@ def run_attribution(main_python: str, rows: int, rounds: int, seconds: float) ->
             s.close()
     res = {"rows": got_rows, "take_median_us": {w: v / 1e3 for w, v in med.items()},
            "take_ratio": med["this"] / med["main"], "take_ratio_of_pairs": statistics.median(pairs),
+           "take_cpu_median_us": {w: v / 1e3 for w, v in cmed.items()}, "take_cpu_ratio": cmed["this"] / cmed["main"],
            "disk": disk, "extra_bytes_per_row": disk["this"]["bytes_per_row"] - disk["main"]["bytes_per_row"],
+           "extra_data_bytes_per_row": disk["this"]["data_bytes_per_row"] - disk["main"]["data_bytes_per_row"],
            "loadavg": loadavg()}
     print(f"take(): this {res['take_median_us']['this']:.0f} us, main {res['take_median_us']['main']:.0f} us, "
-          f"ratio {res['take_ratio']:.3f} (paired {res['take_ratio_of_pairs']:.3f}); rows {got_rows}; "
+          f"ratio {res['take_ratio']:.3f} (paired {res['take_ratio_of_pairs']:.3f}); CPU time: this "
+          f"{res['take_cpu_median_us']['this']:.0f} us, main {res['take_cpu_median_us']['main']:.0f} us, ratio "
+          f"{res['take_cpu_ratio']:.3f}; rows {got_rows}; "
           f"load {res['loadavg']}", flush=True)
     print(f"disk: this {disk['this']['bytes_per_row']:.4f} B/row, main {disk['main']['bytes_per_row']:.4f} B/row "
-          f"({disk['this']['rows']} / {disk['main']['rows']} rows): +{res['extra_bytes_per_row']:.4f} B/row; "
-          f"load {loadavg()}", flush=True)
+          f"({disk['this']['rows']} / {disk['main']['rows']} rows): {res['extra_bytes_per_row']:+.4f} B/row; "
+          f"column data only: {res['extra_data_bytes_per_row']:+.4f} B/row; the new columns' own data: "
+          f"{disk['this']['new_columns_bytes_per_row']:.4f} B/row; load {loadavg()}", flush=True)
     return res
 
 
@@ -242,9 +265,14 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_netns: needs root (unshare -n, setns)", file=sys.stderr)
         return 2
-    if os.environ.get(NETNS_ENV) != "1":
-        # our own namespace: the sysctl is set there, the table is only ours
-        env = dict(os.environ, **{NETNS_ENV: "1"})
+    stage = os.environ.get(NETNS_ENV)
+    if stage is None or (stage == "1" and args.part == "attribution"):
+        # our own namespace: the sysctl is set there, the table is only ours. The attribution
+        # part goes one namespace deeper, with a private hash (as bench_snapshot): only its
+        # own sockets are walked, so what tcpsnap adds per row is not lost in other sockets
+        if stage == "1":
+            sysctl("net.ipv4.tcp_child_ehash_entries", 65536)
+        env = dict(os.environ, **{NETNS_ENV: "2" if stage == "1" else "1"})
         return subprocess.call(["unshare", "-n", sys.executable, *sys.argv], env=env)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     run = _results.Run("bench_netns", args.json)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _sockets import listener, pair  # noqa: E402
+from _sockets import pair
 
 
 def main():

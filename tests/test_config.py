@@ -50,10 +50,12 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "metrics": (["--metrics", "127.0.0.1:9464"], 'metrics = "127.0.0.1:9464"'),
     "metrics-textfile": (["--metrics-textfile", "/var/lib/node_exporter/tcpsnap.prom"],
                          'metrics-textfile = "/var/lib/node_exporter/tcpsnap.prom"'),
+    "all-netns": (["--all-netns"], "all-netns = true"),
+    "netns": (["--netns", "web"], 'netns = "web"'),  # apart: it excludes --all-netns
     "verbose": (["-v", "-v"], "verbose = 2"),
     "quiet": (["-q"], "quiet = true"),  # with quiet and verbose apart (they exclude each other)
 }
-_APART = {"quiet"}
+_APART = {"quiet", "netns"}
 #: options that start something beside the recorder (a metrics exporter): compared as
 #: parsed settings, not through a fake recorder
 _EXPORTERS = {"metrics", "metrics-textfile"}
@@ -154,8 +156,8 @@ def test_defaults_without_a_file_are_unchanged(monkeypatch):
     assert kwargs == dict(
         interval=0.1, rotate=900.0, flush=1.0, compression="zstd", compression_level=None,
         pids=None, states=None, ports=None, family=None, row_group_rows=1 << 20, compat=False,
-        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, new_dataset=False, keep=None,
-        max_bytes=None)
+        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, new_dataset=False, netns=None,
+        keep=None, max_bytes=None)
 
 
 def test_command_line_overrides_the_file(tmp_path):

@@ -9,6 +9,7 @@ import os
 import socket
 
 import pytest
+
 from test_service import NOBODY, _as_nobody, needs_setpriv, nobody_dir, nobody_python  # noqa: F401 - fixtures
 
 ADMIN = "CAP_SYS_ADMIN (setns into another network namespace; run as root)"

@@ -208,7 +208,7 @@ class BatchEncoder:
 
     def _cgroup_columns(self, ids: np.ndarray) -> dict[str, pa.Array]:
         out = {}
-        for name, (codes, strings) in zip(CGROUP_COLUMNS, self._cgroups.resolve(ids)):
+        for name, (codes, strings) in zip(CGROUP_COLUMNS, self._cgroups.resolve(ids), strict=False):
             d = self._cg[name]
             lut = np.empty(len(strings) + 1, dtype=np.int32)
             for i, text in enumerate(strings):

@@ -152,7 +152,7 @@ class CgroupResolver:
         conts: list[str] = []
         pods: list[str] = []
         nonzero = [j for j in range(len(uniq)) if uniq[j] != 0]
-        for j, p in zip(nonzero, found):
+        for j, p in zip(nonzero, found, strict=False):
             if p is None:
                 continue
             lut_path[j] = len(paths)

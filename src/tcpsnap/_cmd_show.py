@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 
+from ._cgroup import default_resolver
 from ._cli_args import add_filter_args, merged
 from ._filters import row_mask
 from ._schema import STATE_NAMES
-from ._cgroup import default_resolver
 from .frame import CGROUP_COLUMNS, COLUMNS, address_codes, with_cgroup_columns
 from .pids import missing_pid_note
 
@@ -65,7 +65,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"tcpsnap: note: {note}", file=sys.stderr)
     lcodes, lstr = address_codes(rows["family"], rows["local_addr"])
     rcodes, rstr = address_codes(rows["family"], rows["remote_addr"])
-    cg = dict(zip(CGROUP_COLUMNS, default_resolver().resolve(rows["cgroup_id"])))
+    cg = dict(zip(CGROUP_COLUMNS, default_resolver().resolve(rows["cgroup_id"]), strict=False))
     out = sys.stdout
 
     def records():

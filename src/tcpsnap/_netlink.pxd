@@ -26,9 +26,3 @@ cdef struct nl_result:
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
                         nl_result *res) noexcept nogil
-
-# Drop repeated sockets (same cookie) from rows[:n] in place, keeping the first; returns
-# the new count. `slots` is scratch of `nslots` (a power of two >= 2n) entries.
-# `vals` (optional, `nslots` entries): each kept cookie's cgroup_id, at its slot.
-cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
-                                 Py_ssize_t nslots, uint64_t *vals=*) noexcept nogil

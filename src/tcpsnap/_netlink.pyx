@@ -38,6 +38,7 @@ from tcpsnap._system cimport (
     NETLINK_SOCK_DIAG, NLMSG_DONE, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR,
     NLMSG_ALIGN, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK, inet_diag_req_v2, inet_diag_req,
     inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag)
+from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
 
@@ -53,31 +54,8 @@ cdef enum:
     MAX_ATTEMPTS = 5               # dumps retried after NLM_F_DUMP_INTR / ENOBUFS
     DEFAULT_RECV = 64 * 1024       # the kernel fills at most ~32 KiB per dump skb
     MAX_RECV = 1 << 30             # a recv_size beyond any datagram (and its doublings)
-    INET_DIAG_CGROUP_ID = 21       # include/uapi/linux/inet_diag.h
     REQ_SIZE = 16 + 56             # nlmsghdr + inet_diag_req_v2, checked at import
     COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
-
-
-cdef inline uint64_t _cgroup_attr(const char *a, Py_ssize_t rem) noexcept nogil:
-    # The attributes after inet_diag_msg (struct rtattr: u16 length, u16 type, 4-aligned).
-    # Full sockets carry INET_DIAG_CGROUP_ID (Linux >= 5.7, no privilege needed), the inode
-    # of their cgroup-v2 directory; TIME_WAIT and request sockets do not: 0 then.
-    cdef uint16_t alen, atype
-    cdef uint64_t v = 0
-    while rem >= 4:
-        memcpy(&alen, a, 2)
-        memcpy(&atype, a + 2, 2)
-        if alen < 4 or alen > rem:
-            return 0
-        if atype == INET_DIAG_CGROUP_ID and alen >= 12:
-            memcpy(&v, a + 4, 8)
-            return v
-        alen = (alen + 3) & ~3
-        if alen >= rem:
-            return 0
-        a += alen
-        rem -= alen
-    return 0
 
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -152,7 +130,7 @@ cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize
             r.tx_queue = m.idiag_wqueue
             r.inode = m.idiag_inode
             r.cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
-            r.cgroup_id = _cgroup_attr(p + HDR + sizeof(inet_diag_msg),
+            r.cgroup_id = cgroup_attr(p + HDR + sizeof(inet_diag_msg),
                                        <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg))
             r.netns = res.netns
             res.n += 1
@@ -160,64 +138,9 @@ cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize
     return NL_MORE
 
 
-cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
-                                 Py_ssize_t nslots, uint64_t *vals=NULL) noexcept nogil:
-    cdef Py_ssize_t i, w = 0
-    cdef uint64_t c, h, mask = <uint64_t>nslots - 1
-    cdef bint dup
-    memset(slots, 0, nslots * sizeof(uint64_t))
-    for i in range(n):
-        c = rows[i].cookie
-        if c != 0:                         # the kernel never reports 0; keep such rows
-            h = ((c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & mask
-            dup = False
-            while slots[h] != 0:
-                if slots[h] == c:
-                    dup = True
-                    break
-                h = (h + 1) & mask
-            if dup:
-                continue
-            slots[h] = c
-            if vals != NULL:
-                vals[h] = rows[i].cgroup_id
-        if w != i:
-            rows[w] = rows[i]
-        w += 1
-    return w
-
-
-cdef inline Py_ssize_t _slot(const uint64_t *slots, uint64_t mask, uint64_t c) noexcept nogil:
-    # where dedupe_by_cookie put cookie c, or -1
-    cdef uint64_t h = ((c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & mask
-    while slots[h] != 0:
-        if slots[h] == c:
-            return <Py_ssize_t>h
-        h = (h + 1) & mask
-    return -1
-
-
-cdef void inherit_cgroups(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots, uint64_t *vals,
-                          Py_ssize_t nslots, const uint64_t *pslots, const uint64_t *pvals,
-                          Py_ssize_t npslots) noexcept nogil:
-    # A TIME_WAIT socket has no cgroup attribute but keeps its full socket's cookie: take
-    # the cgroup the previous dump saw under that cookie (slots/vals: this dump's cookie ->
-    # cgroup table from dedupe_by_cookie; pslots/pvals: the previous dump's). Cost: one
-    # probe per TIME_WAIT row without a cgroup.
-    cdef Py_ssize_t i, j
-    cdef uint64_t c
-    if npslots == 0:
-        return
-    for i in range(n):
-        if rows[i].state != 11 or rows[i].cgroup_id != 0 or rows[i].cookie == 0:
-            continue
-        c = rows[i].cookie
-        j = _slot(pslots, <uint64_t>npslots - 1, c)
-        if j >= 0 and pvals[j] != 0:
-            rows[i].cgroup_id = pvals[j]
-            j = _slot(slots, <uint64_t>nslots - 1, c)
-            if j >= 0:
-                vals[j] = rows[i].cgroup_id
+cdef str _family_name(int family):
+    # for error messages only: a dump per namespace must not build it every time
+    return {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}.get(family, "TCPDIAG_GETSOCK")
 
 
 cdef enum pump_status:
@@ -459,7 +382,6 @@ cdef class NetlinkDumper:
         """Dump one family into rows[res.n:]. Returns 1 if the dump must be redone."""
         cdef int err = 0
         cdef pump_status st
-        name = {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}.get(family, "TCPDIAG_GETSOCK")
         self._request(family)
         while True:
             with nogil:
@@ -474,7 +396,7 @@ cdef class NetlinkDumper:
                 if err == ENOBUFS:
                     self._open()     # the kernel dropped messages: this dump is lost
                     return 1
-                raise_syscall(f"recv(NETLINK_SOCK_DIAG, {name})", err)
+                raise_syscall(f"recv(NETLINK_SOCK_DIAG, {_family_name(family)})", err)
             elif st == PUMP_NLERROR:
                 err = self.res.error
                 if family == AF_UNSPEC:
@@ -483,7 +405,7 @@ cdef class NetlinkDumper:
                 if family == AF_INET6 and err in (ENOENT, EAFNOSUPPORT, EOPNOTSUPP):
                     self.want_v6 = False     # kernel without IPv6: no v6 table to dump
                     return 0
-                raise_syscall(f"SOCK_DIAG_BY_FAMILY dump ({name})", err)
+                raise_syscall(f"SOCK_DIAG_BY_FAMILY dump ({_family_name(family)})", err)
             elif st == PUMP_TRUNC:
                 free(self.rbuf)
                 self.rbuf = NULL
@@ -494,7 +416,7 @@ cdef class NetlinkDumper:
                 self._open()
                 return 1
             else:
-                raise OSError(EPROTO, f"recv(NETLINK_SOCK_DIAG, {name}): malformed netlink message")
+                raise OSError(EPROTO, f"recv(NETLINK_SOCK_DIAG, {_family_name(family)}): malformed netlink message")
 
     def dump(self):
         """Fill ``rows`` with the whole TCP table; return the row count."""
@@ -657,7 +579,7 @@ def dedupe_rows(out, n):
         get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
             with nogil:
-                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want)
+                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want, NULL)
         finally:
             PyBuffer_Release(&outb)
     finally:

@@ -120,7 +120,7 @@ def to_pandas(rows: np.ndarray, names=None, cgroups: bool = True) -> pd.DataFram
     if cgroups:
         from ._cgroup import default_resolver
 
-        cg = dict(zip(CGROUP_COLUMNS, default_resolver().resolve(rows["cgroup_id"])))
+        cg = dict(zip(CGROUP_COLUMNS, default_resolver().resolve(rows["cgroup_id"]), strict=False))
     for name in with_cgroup_columns(COLUMNS):
         if name in CGROUP_COLUMNS:
             codes, strings = cg.get(name, (np.full(len(rows), -1, np.int32), []))

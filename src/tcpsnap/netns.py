@@ -135,9 +135,10 @@ class Namespaces:
     """The namespaces a Snapshotter dumps, with one socket in each.
 
     ``which``: ``"all"`` (re-discovered every ``rescan_interval`` seconds), one
-    namespace as ``namespace_path`` takes it, or a list of them (fixed: never re-discovered). ``apply(dumper)`` (on the capture thread,
-    before each dump) lends the dumper the current sockets and closes those of namespaces
-    found gone. NamespaceError at construction if a capability is missing.
+    namespace as ``namespace_path`` takes it, or a list of them (fixed: never
+    re-discovered). ``apply(dumper)`` (on the capture thread, before each dump) lends
+    the dumper the current sockets and closes those of namespaces found gone.
+    NamespaceError at construction if a capability is missing.
     """
 
     def __init__(self, which: str | int | list | tuple = "all", *, rescan_interval: float = 1.0,

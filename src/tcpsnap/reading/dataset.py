@@ -66,9 +66,8 @@ _NAME_TIME = "%Y%m%dT%H%M%S.%f"          # as in a name, but with microseconds: 
 _MODES = ("full", "changes")
 
 
-#: the columns schema version 2 added (version 1 files have none of them)
+#: the columns schema versions 2 and 3 added (older files have none of them)
 _V2_COLUMNS = ("kind", "monotonic_ns", "host", "boot_id")
-#: the columns schema version 3 added (cgroup attribution and the network namespace)
 _V3_COLUMNS = ("cgroup_id", "cgroup", "container", "pod_uid", "netns")
 
 
@@ -83,10 +82,8 @@ def _expected_schema(mode: str, version: int | None = None):
 
         s = build_schema()
     if version is not None and version < 3:
-        import pyarrow as pa
-
-        drop = _V3_COLUMNS + (_V2_COLUMNS if version == 1 else ())
-        s = pa.schema([f for f in s if f.name not in drop])
+        from pyarrow import schema
+        return schema([f for f in s if f.name not in _V3_COLUMNS + (_V2_COLUMNS if version == 1 else ())])
     return s
 
 
