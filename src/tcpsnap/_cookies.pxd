@@ -1,19 +1,18 @@
 # What the netlink dump does per row besides parsing it, inline (cimporting adds no import):
 # the cgroup attribute of a message, and the table of a dump's cookies -- repeats dropped,
-# and each TIME_WAIT row given the cgroup its connection had in the previous dump.
+# and each timewait row (TIME_WAIT, orphaned FIN_WAIT2) given its connection's cgroup from the previous dump.
 from libc.stdint cimport uint16_t, uint64_t
 from libc.string cimport memcpy, memset
 from tcpsnap._row cimport tcpsnap_row
 
 cdef enum:
     INET_DIAG_CGROUP_ID = 21       # include/uapi/linux/inet_diag.h
-    TCP_TIME_WAIT_MIB = 11         # TcpState.TIME_WAIT
 
 
 cdef inline uint64_t cgroup_attr(const char *a, Py_ssize_t rem) noexcept nogil:
     # The attributes after inet_diag_msg (struct rtattr: u16 length, u16 type, 4-aligned).
     # Full sockets carry INET_DIAG_CGROUP_ID (Linux >= 5.7, no privilege needed), the inode
-    # of their cgroup-v2 directory; TIME_WAIT and request sockets do not: 0 then.
+    # of their cgroup-v2 directory; timewait and request sockets do not: 0 then.
     cdef uint16_t alen, atype
     cdef uint64_t v = 0
     while rem >= 4:
@@ -72,16 +71,17 @@ cdef inline Py_ssize_t _slot(const uint64_t *slots, uint64_t mask, uint64_t c) n
 cdef inline void inherit_cgroups(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots, uint64_t *vals,
                                  Py_ssize_t nslots, const uint64_t *pslots, const uint64_t *pvals,
                                  Py_ssize_t npslots) noexcept nogil:
-    # A TIME_WAIT socket has no cgroup attribute but keeps its full socket's cookie: take
+    # A timewait socket has no cgroup attribute but keeps its full socket's cookie: take
     # the cgroup the previous dump saw under that cookie (slots/vals: this dump's cookie ->
-    # cgroup table from dedupe_by_cookie; pslots/pvals: the previous dump's). Cost: one
-    # probe per TIME_WAIT row without a cgroup.
+    # cgroup table from dedupe_by_cookie; pslots/pvals: the previous dump's). Not only
+    # TIME_WAIT rows: an orphaned FIN_WAIT2 socket becomes a timewait socket too (state
+    # FIN_WAIT2, no attribute). Cost: one probe per row without a cgroup.
     cdef Py_ssize_t i, j
     cdef uint64_t c
     if npslots == 0:
         return
     for i in range(n):
-        if rows[i].state != TCP_TIME_WAIT_MIB or rows[i].cgroup_id != 0 or rows[i].cookie == 0:
+        if rows[i].cgroup_id != 0 or rows[i].cookie == 0:
             continue
         c = rows[i].cookie
         j = _slot(pslots, <uint64_t>npslots - 1, c)
