@@ -207,18 +207,20 @@ class BatchEncoder:
         return pa.DictionaryArray.from_arrays(indices, d.arrow())
 
     def _cgroup_columns(self, ids: np.ndarray) -> dict[str, pa.Array]:
+        # per distinct cgroup id first (few), then one gather per column over the rows
+        inv, columns = self._cgroups.resolve_distinct(ids)
         out = {}
-        for name, (codes, strings) in zip(CGROUP_COLUMNS, self._cgroups.resolve(ids), strict=False):
+        for name, (lut, strings) in zip(CGROUP_COLUMNS, columns, strict=True):
             d = self._cg[name]
-            lut = np.empty(len(strings) + 1, dtype=np.int32)
-            for i, text in enumerate(strings):
-                c = d.codes.get(text)
-                lut[i] = d.add(text, text) if c is None else c
-            lut[-1] = -1
-            idx = np.take(lut, codes, mode="wrap")  # -1 (unknown) -> lut[-1] = -1
-            mask = idx < 0
-            out[name] = pa.DictionaryArray.from_arrays(
-                pa.array(idx, pa.int32(), mask=mask if mask.any() else None), d.arrow())
+            codes = np.array([d.codes[t] if t in d.codes else d.add(t, t) for t in strings] + [-1],
+                             dtype=np.int32)
+            small = codes[lut]                      # lut -1 (unknown) -> codes[-1] = -1
+            if (small < 0).all():
+                out[name] = pa.DictionaryArray.from_arrays(pa.nulls(len(inv), pa.int32()), d.arrow())
+                continue
+            idx = small[inv]
+            mask = idx < 0 if (small < 0).any() else None
+            out[name] = pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32(), mask=mask), d.arrow())
         return out
 
     def encode(self, rows: np.ndarray, counts: np.ndarray, timestamps: np.ndarray,

@@ -131,6 +131,14 @@ class CgroupResolver:
         return strings[codes[0]] if codes[0] >= 0 else None
 
     def resolve(self, ids: np.ndarray) -> tuple[tuple[np.ndarray, list[str]], ...]:
+        inv, columns = self.resolve_distinct(ids)
+        return tuple((lut[inv], strings) for lut, strings in columns)
+
+    def resolve_distinct(self, ids: np.ndarray) -> tuple[np.ndarray, tuple[tuple[np.ndarray, list[str]], ...]]:
+        """What ``resolve`` does, per distinct id: ``(inv, columns)``, ``inv`` the row ->
+        distinct id index (int32), each column ``(lut, strings)`` with ``lut`` the distinct
+        id -> code (-1 unknown); ``lut[inv]`` are the rows' codes. Cost: one hash of the ids,
+        then work per distinct id only."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -163,7 +171,7 @@ class CgroupResolver:
             u = pod_uid_of(p)
             if u is not None:
                 lut_pod[j] = _code(pods, u)
-        return ((lut_path[inv], paths), (lut_cont[inv], conts), (lut_pod[inv], pods))
+        return inv, ((lut_path, paths), (lut_cont, conts), (lut_pod, pods))
 
 
 def _code(strings: list[str], s: str) -> int:
