@@ -307,16 +307,20 @@ def test_a_missing_socket_reported_dead_is_not_asked_about(tmp_path, monkeypatch
     assert feed.asked == []
 
 
-def test_a_socket_that_left_the_recorded_states_is_closed(tmp_path, monkeypatch):
-    """``--state established``: A, now FIN_WAIT1, is not in the filtered table, and the
-    kernel holds it; outside the filter, it is closed for this recording."""
+def test_a_socket_that_left_the_recorded_states_is_followed_until_it_closes(tmp_path, monkeypatch):
+    """``--state established``: A, now FIN_WAIT1, left the filter but not the kernel: it is
+    followed (a ``state`` event), and closed only when it is gone; read() keeps the rows a
+    full recording with the same filter holds (tcpsnap.filters)."""
     now = A.copy()
     now["state"] = S.FIN_WAIT1
-    feed = Feed(alive={2: [now]})
-    record_fed(tmp_path / "r", tables_of([A], [A], [now], [now]), feed, monkeypatch,
+    feed = Feed(alive={})
+    record_fed(tmp_path / "r", tables_of([A], [A], [now], [now], []), feed, monkeypatch,
                states="established")
     ev = events(tmp_path / "r")
-    assert ev == [(0, "keyframe", "ESTABLISHED", 40, True, 0), (2, "closed", "ESTABLISHED", 40, True, 0)]
+    assert ev == [(0, "keyframe", "ESTABLISHED", 40, True, 0), (2, "state", "FIN_WAIT1", 40, True, 0),
+                  (4, "closed", "FIN_WAIT1", 40, True, 0)]
+    df = tcpsnap.read(tmp_path / "r")
+    assert sorted(zip(df["seq"].astype(int), df["state"].astype(str))) == [(0, "ESTABLISHED"), (1, "ESTABLISHED")]
 
 
 def test_at_most_probe_max_sockets_are_asked_about(tmp_path, monkeypatch):

@@ -44,6 +44,14 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
               'state = ["established", "listen,time-wait"]'),
     "port": (["--port", "443,8000-8010"], 'port = "443,8000-8010"'),
     "family": (["--family", "6"], "family = 6"),
+    "sport": (["--sport", "443"], 'sport = "443"'),
+    "dport": (["--dport", "1-1023", "--dport", "8080"], 'dport = ["1-1023", "8080"]'),
+    "src": (["--src", "10.0.0.0/8,[::1]"], 'src = "10.0.0.0/8,[::1]"'),
+    "dst": (["--dst", "192.0.2.1:443"], 'dst = "192.0.2.1:443"'),
+    "pid": (["--pid", "1"], 'pid = "1"'),
+    "process": (["--process", "nginx"], 'process = "nginx"'),
+    "uid": (["--uid", "33"], 'uid = "33"'),
+    "filter": (["--filter", "dport = :443 or sport = :443"], 'filter = "dport = :443 or sport = :443"'),
     "keep": (["--keep", "14d"], 'keep = "14d"'),
     "new-dataset": (["--new-dataset"], "new-dataset = true"),
     "max-bytes": (["--max-bytes", "5GiB"], 'max-bytes = "5GiB"'),
@@ -66,7 +74,7 @@ def _record_ns(argv: list[str]):
     ns = vars(_config.resolve(args))
     ns = {k: v for k, v in ns.items() if k not in ("config", "_config_layer", "func")}
     # repeated --state / --port add up: what counts is their union, as the recorder gets it
-    return {k: merged(v) if k in ("state", "port") else v for k, v in ns.items()}
+    return {k: merged(v) if k in ("state", "port", "sport", "dport") else v for k, v in ns.items()}
 
 
 def _write(tmp_path: Path, text: str, name: str = "tcpsnap.toml") -> Path:
@@ -156,7 +164,8 @@ def test_defaults_without_a_file_are_unchanged(monkeypatch):
     assert kwargs == dict(
         interval=0.1, rotate=900.0, flush=1.0, compression="zstd", compression_level=None,
         pids=None, states=None, ports=None, family=None, row_group_rows=1 << 20, compat=False,
-        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, new_dataset=False, netns=None,
+        fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, new_dataset=False, filter=None,
+        netns=None,
         keep=None, max_bytes=None)
 
 
@@ -205,8 +214,12 @@ BAD = [
     ('compression = "zsdt"\n',
      "1: compression: 'zsdt' is not one of: zstd, lz4, snappy, gzip, brotli, none (did you mean 'zstd'?)"),
     ("family = 5\n", "1: family: 5 is not one of: 4, 6"),
-    ('state = ["listen", "nope"]\n', "1: state: unknown TCP state 'nope' (one of: CLOSED, LISTEN, SYN_SENT, "
-     "SYN_RCVD, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT, DELETE_TCB)"),
+    ('state = ["listen", "nope"]\n', "1: state: unknown TCP state 'nope' (one of: established, syn-sent, "
+     "syn-recv, fin-wait-1, fin-wait-2, time-wait, closed, close-wait, last-ack, listening, closing, "
+     "delete-tcb; groups all, connected, synchronized, bucket, big)"),
+    ('src = "10.0.0.0/33"\n', "1: src: bad address '10.0.0.0/33': '10.0.0.0/33' does not appear to be an "
+     "IPv4 or IPv6 network"),
+    ('filter = "sport ="\n', "1: filter: filter 'sport =' ends where a port was expected"),
     ("state = [true]\n", "1: state: item 1: expected a string, not a boolean"),
     ("port = 70000\n", "1: port: bad port '70000': ports are 0..65535, low to high"),
     ("port = { a = 1 }\n", "1: port: expected a string or an array of strings, not a table"),

@@ -7,6 +7,7 @@ from ._errors import (
     BackendUnavailable,
     BadRecording,
     DumpInterrupted,
+    FilterError,
     NamespaceError,
     RecorderError,
     RecorderLocked,
@@ -22,6 +23,7 @@ from ._mib import (
 from ._schema import ROW_DTYPE, TcpState
 from ._snapshot import Snapshotter, snapshot
 from ._version import __version__
+from .filters import Filter, parse_filter
 from .frame import to_pandas
 from .reading import read, snapshots, table_at
 from .record import Recorder, recover
@@ -32,6 +34,9 @@ __all__ = [
     "Snapshotter",
     "snapshot",
     "to_pandas",
+    "Filter",
+    "parse_filter",
+    "FilterError",
     "Recorder",
     "recover",
     "read",

@@ -4,11 +4,14 @@ never importing ``cli``)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ._filters import parse_ports, parse_states
 from ._units import parse_duration
+from .filters import Filter, parse_filter
 
-__all__ = ["add_filter_args", "merged", "duration_arg", "positive_duration_arg", "freq_arg", "time_arg",
+__all__ = ["add_filter_args", "add_filter_arguments", "filter_from_args", "FILTER_HELP", "merged",
+           "duration_arg", "positive_duration_arg", "freq_arg", "time_arg",
            "TIME_HELP"]
 
 #: What --start/--end say they take.
@@ -16,28 +19,109 @@ TIME_HELP = ("'2026-11-26 10:00' (UTC unless it has a zone, e.g. +01:00 or Z), '
              "'@1795000000' (epoch seconds)")
 
 
+#: What the filter options say they take (every command that selects rows has them).
+FILTER_HELP = """\
+filters (all given must match; a comma list matches any of its values):
+  --state established,listening   ss's states and groups (connected, synchronized,
+                                  bucket, big, all); --sport/--dport/--port 443,8000-8010;
+  --src/--dst 10.0.0.0/8,[::1]    addresses or networks (an IPv4 one also matches
+                                  IPv4-mapped IPv6 peers); --pid, --uid, --process NAME;
+  --family 4|6; --filter EXPR     an ss expression, e.g.
+                                  'dport = :443 or sport = :443', 'not src 10.0.0.0/8'
+"""
+
+
+def _checked(parse: Any):
+    def check(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return check
+
+
 def _states_arg(text: str) -> frozenset[int]:
-    try:
-        return parse_states(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return _checked(parse_states)(text)
 
 
 def _ports_arg(text: str) -> frozenset[int]:
-    try:
-        return parse_ports(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    return _checked(parse_ports)(text)
 
 
-def add_filter_args(p: argparse.ArgumentParser) -> None:
-    """--state / --port / --family, shared by every command that selects rows."""
+def _option_arg(kw: str):
+    """A value of --src/--dst/--pid/--uid/--process, checked now (a usage error) and kept
+    as text for ``filter_from_args``."""
+    def check(text: str) -> str:
+        Filter.from_options(**{kw: text})
+        return text
+    return _checked(check)
+
+
+def _expression_arg(text: str) -> str:
+    _checked(parse_filter)(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty filter")
+    return text
+
+
+def add_filter_arguments(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """Every filter option (``FILTER_HELP``), shared by every command that selects rows;
+    ``positional``: the ss-style expression may also follow the options, unquoted, as in
+    ``ss -tn dport = :443`` (for commands without another trailing argument)."""
     p.add_argument("--state", type=_states_arg, action="append", metavar="STATES",
-                   help="keep rows in these states (comma-separated, repeatable)")
+                   help="keep rows in these states (ss spellings and groups, comma-separated, "
+                        "repeatable)")
     p.add_argument("--port", type=_ports_arg, action="append", metavar="PORTS",
                    help="keep rows whose local or remote port is one of these "
                         "(e.g. 22,8000-8010; repeatable)")
+    p.add_argument("--sport", type=_ports_arg, action="append", metavar="PORTS",
+                   help="keep rows whose local (source) port is one of these")
+    p.add_argument("--dport", type=_ports_arg, action="append", metavar="PORTS",
+                   help="keep rows whose remote (destination) port is one of these")
+    p.add_argument("--src", type=_option_arg("src"), action="append", metavar="ADDRS",
+                   help="keep rows whose local address is one of these (address or CIDR, "
+                        "v4 or v6, [::1]:22 with a port)")
+    p.add_argument("--dst", type=_option_arg("dst"), action="append", metavar="ADDRS",
+                   help="keep rows whose remote address is one of these")
+    p.add_argument("--pid", type=_option_arg("pid"), action="append", metavar="PIDS",
+                   help="keep rows owned by these pids")
+    p.add_argument("--process", type=_option_arg("process"), action="append", metavar="NAMES",
+                   help="keep rows owned by processes of these names (exact)")
+    p.add_argument("--uid", type=_option_arg("uid"), action="append", metavar="UIDS",
+                   help="keep rows of sockets owned by these uids")
     p.add_argument("--family", type=int, choices=(4, 6), help="keep IPv4 or IPv6 rows only")
+    p.add_argument("--filter", type=_expression_arg, action="append", metavar="EXPR",
+                   help="an ss filter expression, e.g. 'dport = :443 or sport = :443'")
+    if positional:
+        p.add_argument("expression", nargs="*", metavar="FILTER",
+                       help="an ss filter expression, as with --filter (e.g. dport = :443)")
+
+
+#: The name the commands used before the filter language: the same options.
+add_filter_args = add_filter_arguments
+
+
+def filter_from_args(args: argparse.Namespace, *, legacy: bool = True) -> Filter | None:
+    """The one ``Filter`` the filter options of ``args`` make (all of them at once), None
+    when none is given. ``legacy=False`` leaves out --state/--port/--family (``record``
+    keeps those as its own settings). FilterError (a ValueError) for a positional
+    expression that does not parse (the options were checked by argparse)."""
+    exprs = list(getattr(args, "filter", None) or [])
+    pos = getattr(args, "expression", None)
+    if pos:
+        exprs.append(" ".join(pos))
+    opts: dict[str, Any] = {}
+    if legacy:
+        opts.update(state=merged(args.state), port=merged(args.port), family=args.family)
+    for kw in ("sport", "dport"):
+        opts[kw] = merged(getattr(args, kw, None))
+    for kw in ("src", "dst", "pid", "process", "uid"):
+        vals = getattr(args, kw, None)
+        opts[kw] = ",".join(vals) if vals else None
+    f = Filter.from_options(None, **opts)
+    for e in exprs:
+        f = f & parse_filter(e)
+    return f if f else None
 
 
 def merged(values: list[frozenset[int]] | None) -> frozenset[int] | None:

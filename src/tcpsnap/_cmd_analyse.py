@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_args import TIME_HELP, freq_arg, time_arg
+from ._cli_args import TIME_HELP, add_filter_arguments, filter_from_args, freq_arg, time_arg
 from ._errors import TcpsnapError
 from ._units import human_bytes
 
@@ -53,6 +53,7 @@ def register(sub) -> None:
     p.add_argument("path", help="a recording folder or one of its .parquet files")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
+    add_filter_arguments(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("plot", help="draw a recording as a PNG/SVG/PDF",
@@ -69,6 +70,7 @@ def register(sub) -> None:
     p.add_argument("--utc", action="store_true", help="time axis in UTC (default: local time)")
     p.add_argument("--tz", help="time axis in this zone, e.g. Europe/Berlin")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
+    add_filter_arguments(p)
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("export", help="write a recording as CSV or JSON lines",
@@ -81,6 +83,7 @@ def register(sub) -> None:
     p.add_argument("--end", type=time_arg, metavar="TIME", help="up to this time (exclusive), as --start")
     p.add_argument("-o", "--output", help="file to write (default: standard output)")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
+    add_filter_arguments(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -113,20 +116,26 @@ def _open(path: str, skip_bad: bool = False, start=None, end=None):
         raise TcpsnapError(f"{path}: not a readable recording ({e})") from None
 
 
-def _read(rec, start=None, end=None, columns=None):
+def _where(args: argparse.Namespace):
+    """The filter options as the pyarrow expression the data functions take (``where``)."""
+    f = filter_from_args(args)
+    return None if f is None else f.expression()
+
+
+def _read(rec, start=None, end=None, columns=None, where=None):
     import pyarrow as pa
 
     from .reading.full import read_recording
 
     try:
-        df = read_recording(rec, start=start, end=end, columns=columns)
+        df = read_recording(rec, start=start, end=end, columns=columns, filters=where)
     except pa.ArrowException as e:
         raise TcpsnapError(f"{rec.path}: not a readable recording ({e})") from None
     rec.report()
     return df
 
 
-def summarize(path: str, skip_bad: bool = False) -> dict:
+def summarize(path: str, skip_bad: bool = False, where=None) -> dict:
     """The numbers ``tcpsnap info`` prints, as a dict (``skipped``: the bad files
     ``skip_bad`` left out, each with what is wrong with it).
 
@@ -153,7 +162,7 @@ def summarize(path: str, skip_bad: bool = False) -> dict:
                 "skipped": [], "recorder": live, "snapshots": 0}
     rec = _open(path, skip_bad)
     cols = [c for c in analysis.COLUMNS if c in rec.schema.names]
-    df = _read(rec, columns=cols)
+    df = _read(rec, columns=cols, where=where)
     snaps = snapshots_of(rec)
     rec.report()
     files = [f for f in rec.files if f.path not in rec.skipped]
@@ -235,7 +244,7 @@ def _s(seconds: float) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    s = summarize(args.path, skip_bad=args.skip_bad)
+    s = summarize(args.path, skip_bad=args.skip_bad, where=_where(args))
     if args.json:
         json.dump(s, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
@@ -299,7 +308,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
     rec = _open(args.path, args.skip_bad, args.start, args.end)
-    df = _read(rec, start=args.start, end=args.end)
+    df = _read(rec, start=args.start, end=args.end, where=_where(args))
     from .reading.snapshots import snapshots_of
 
     snaps = snapshots_of(rec, args.start, args.end)   # empty snapshots count 0, not a gap
@@ -327,6 +336,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     rec = _open(args.path, args.skip_bad, args.start, args.end)
     expr = time_filter(rec, args.start, args.end)
+    where = _where(args)
+    expr = where if expr is None else expr if where is None else expr & where
     columns = [c for c in rec.schema.names if c != "date"]
     sink = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:

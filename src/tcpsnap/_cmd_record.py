@@ -13,7 +13,14 @@ import time
 from typing import Any
 
 from . import _cli_ops
-from ._cli_args import add_filter_args, duration_arg, merged, positive_duration_arg, positive_int_arg
+from ._cli_args import (
+    add_filter_args,
+    duration_arg,
+    filter_from_args,
+    merged,
+    positive_duration_arg,
+    positive_int_arg,
+)
 from ._config import layer as config_layer
 from ._units import human_bytes
 
@@ -261,6 +268,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
         new_dataset=args.new_dataset, netns="all" if args.all_netns else args.netns,
+        filter=filter_from_args(args, legacy=False),
         **_cli_ops.recorder_kwargs(args))
 
     signals = {"n": 0}

@@ -10,8 +10,7 @@ import sys
 import numpy as np
 
 from ._cgroup import default_resolver
-from ._cli_args import add_filter_args, merged
-from ._filters import row_mask
+from ._cli_args import FILTER_HELP, add_filter_arguments, filter_from_args
 from ._schema import STATE_NAMES
 from .frame import CGROUP_COLUMNS, COLUMNS, address_codes, with_cgroup_columns
 from .pids import missing_pid_note
@@ -23,10 +22,11 @@ examples:
   tcpsnap show --port 22,8000-8010      rows whose local or remote port matches
   tcpsnap show --family 6 --format json IPv6 rows as a JSON list
   tcpsnap show --no-pids                skip owning processes (no /proc walk)
+  tcpsnap show dport = :443 or sport = :443      an ss expression (the kernel filters)
 states: CLOSED LISTEN SYN_SENT SYN_RCVD ESTABLISHED FIN_WAIT1 FIN_WAIT2 CLOSE_WAIT
         CLOSING LAST_ACK TIME_WAIT DELETE_TCB (case-insensitive; ss spellings such as
         time-wait or syn-recv work too)
-"""
+""" + FILTER_HELP
 
 
 
@@ -37,7 +37,7 @@ def register(sub) -> None:
                     "owning pid and process name. Reading other users' processes needs root "
                     "(or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH); without it their rows show no pid.",
         epilog=EPILOG_SHOW, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_filter_args(show)
+    add_filter_arguments(show, positional=True)
     show.add_argument("--format", choices=("table", "csv", "json"), default="table",
                       help="output format (default: table)")
     show.add_argument("--no-pids", action="store_true",
@@ -52,11 +52,16 @@ def _endpoint(family: int, addr: str, port: int) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from ._snapshot import Snapshotter
 
-    with Snapshotter(pids=not args.no_pids) as snap:
+    try:
+        where = filter_from_args(args)
+    except ValueError as e:                 # the positional expression: a usage error
+        print(f"tcpsnap show: error: {e} (see 'tcpsnap show --help')", file=sys.stderr)
+        return 2
+    if where is not None and where.needs_pids and args.no_pids:
+        print("tcpsnap show: error: --pid/--process filters need pids: drop --no-pids", file=sys.stderr)
+        return 2
+    with Snapshotter(pids=not args.no_pids, filter=where) as snap:
         rows = snap.take().copy()
-        mask = row_mask(rows, merged(args.state), merged(args.port), args.family)
-        if mask is not None:
-            rows = rows[mask]
         order = np.lexsort((rows["remote_port"], rows["local_port"], rows["state"], rows["family"]))
         rows = rows[order]
         pcodes, pnames = snap.process_names(rows["pid"]) if snap.pids else (np.full(len(rows), -1), [])

@@ -5,7 +5,7 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 """
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
-           "RecorderLocked", "UnsafePath", "BadRecording", "NamespaceError"]
+           "RecorderLocked", "UnsafePath", "BadRecording", "FilterError", "NamespaceError"]
 
 
 class TcpsnapError(Exception):
@@ -38,6 +38,12 @@ class BadRecording(TcpsnapError):
     """A recording's file a reader cannot trust: unreadable or corrupt, not a tcpsnap
     file, a copy of another (a duplicate seq range), or of the other mode. The message
     names the file(s); ``skip_bad=True`` (``--skip-bad``) reads the rest."""
+
+
+class FilterError(ValueError):
+    """A filter (``tcpsnap.parse_filter``, ``where=``, ``filter=``, the filter options of
+    every command) that cannot be read: one line naming the bad part. A ``ValueError``,
+    as every bad argument; the command line prints it and exits 2."""
 
 
 class NamespaceError(TcpsnapError):

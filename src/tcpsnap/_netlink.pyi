@@ -31,6 +31,15 @@ class NetlinkDumper:
     def single_walk(self) -> bool:
         """True while dumps use one TCPDIAG_GETSOCK walk for both families (False: two
         SOCK_DIAG_BY_FAMILY dumps, chosen or fallen back to)."""
+    def set_filter(self, states: int = 0x1FFE, bytecode: Buffer | None = None) -> None:
+        """What the kernel skips from the next dump on: ``states`` (Linux state bits 1..12,
+        sent as idiag_states) and ``bytecode`` (an inet_diag program, INET_DIAG_REQ_BYTECODE;
+        None: none), checked as the kernel's audit would first. ValueError naming what is
+        wrong (the filter in place stays); TypeError for a non-integer or a non-buffer."""
+    @property
+    def states(self) -> int: ...
+    @property
+    def bytecode(self) -> bytes | None: ...
     @property
     def rows(self) -> np.ndarray: ...
     @property
@@ -57,3 +66,7 @@ def dedupe_rows(out: np.ndarray, n: int) -> int:
     """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count.
     ValueError for any wrong kind of out or an n outside 0..len(out); TypeError for a
     non-integer n."""
+
+def audit_bytecode(bytecode: Buffer) -> None:
+    """Check an inet_diag filter program as the kernel's inet_diag_bc_audit does: ValueError
+    saying what is wrong and at which byte; TypeError for what is not a buffer."""

@@ -37,7 +37,9 @@ from tcpsnap._system cimport (
     AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
     NETLINK_SOCK_DIAG, NLMSG_DONE, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR,
     NLMSG_ALIGN, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK, inet_diag_req_v2, inet_diag_req,
-    inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag)
+    inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag, nlattr,
+    INET_DIAG_REQ_BYTECODE)
+from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
 from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
@@ -56,6 +58,23 @@ cdef enum:
     MAX_RECV = 1 << 30             # a recv_size beyond any datagram (and its doublings)
     REQ_SIZE = 16 + 56             # nlmsghdr + inet_diag_req_v2, checked at import
     COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
+    # every Linux state bit idiag_states may hold (TCP_ESTABLISHED 1 .. TCP_NEW_SYN_RECV 12)
+    STATE_BITS = 0x1FFE
+
+
+def audit_bytecode(bytecode):
+    """Check an inet_diag filter program as the kernel's audit does; ValueError saying
+    what is wrong and where, TypeError for what is not a buffer. What ``set_filter`` runs."""
+    cdef Py_buffer b
+    cdef Py_ssize_t where = 0
+    cdef const char *why
+    get_buffer(bytecode, &b, PyBUF_SIMPLE, "bytecode")
+    try:
+        why = bc_audit(<const uint8_t *>b.buf, b.len, &where)
+    finally:
+        PyBuffer_Release(&b)
+    if why != NULL:
+        raise ValueError(f"inet_diag bytecode rejected at byte {where}: {why.decode()}")
 
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -183,6 +202,11 @@ cdef class NetlinkDumper:
     cdef uint64_t own_netns
     cdef bint busy
     cdef bint closed
+    cdef uint32_t states           # idiag_states: Linux state bits to dump
+    cdef char *req                 # the request: header, inet_diag_req(_v2), bytecode
+    cdef char *bc                  # the filter program (MAX_BYTECODE bytes of room)
+    cdef Py_ssize_t bc_len         # its length, 0 for none
+    cdef object _bytecode
     cdef readonly unsigned long long dumps
     cdef readonly unsigned long long retries
     cdef readonly unsigned long long skipped
@@ -198,6 +222,11 @@ cdef class NetlinkDumper:
         self.pvals = NULL
         self.tfds = NULL
         self.tns = NULL
+        self.req = NULL
+        self.bc = NULL
+        self.states = DUMP_STATES
+        self.bc_len = 0
+        self._bytecode = None
 
     def __init__(self, capacity=1024, recv_size=DEFAULT_RECV, *, bint single_walk=True):
         """Bad arguments: TypeError for a non-integer, ValueError for a capacity below 1 row
@@ -213,6 +242,10 @@ cdef class NetlinkDumper:
         if self.rbuf == NULL:
             raise MemoryError()
         self.rbuf_size = rsize
+        self.req = <char *>malloc(COMPAT_REQ_SIZE + 4 + MAX_BYTECODE)
+        self.bc = <char *>malloc(MAX_BYTECODE)
+        if self.req == NULL or self.bc == NULL:
+            raise MemoryError()
         self.want_v6 = True
         self.use_compat = single_walk
         self._set_rows(np.zeros(cap, dtype=ROW_DTYPE))
@@ -267,6 +300,8 @@ cdef class NetlinkDumper:
         free(self.pvals)
         free(self.tfds)
         free(self.tns)
+        free(self.req)
+        free(self.bc)
 
     cdef _set_rows(self, rows):
         self.rowp = rows_pointer(rows, &self.cap)
@@ -301,21 +336,70 @@ cdef class NetlinkDumper:
     def capacity(self):
         return self.cap
 
+    def set_filter(self, states=DUMP_STATES, bytecode=None):
+        """What the kernel itself skips from the next dump on: ``states``, a mask of Linux
+        state bits (``1 << TCP_ESTABLISHED``...; bits 1..12, the dump's default is every
+        one), sent as ``idiag_states``; ``bytecode``, an inet_diag filter program sent as the
+        INET_DIAG_REQ_BYTECODE attribute (``tcpsnap.filters`` compiles one; None or empty:
+        none). The program is checked first as the kernel's audit would
+        (``audit_bytecode``): ValueError naming what is wrong, and the filter in place
+        stays. TypeError for states that is not an integer or bytecode not a buffer."""
+        cdef Py_buffer b
+        cdef Py_ssize_t where = 0
+        cdef const char *why
+        cdef uint32_t st = int_arg(states, "states", 0, 0xFFFFFFFF)
+        if st == 0 or st & ~STATE_BITS:
+            raise ValueError(f"states must be a non-empty mask of bits 1..12, got {st:#x}")
+        if self.busy:
+            raise RuntimeError("set_filter during a dump")
+        if bytecode is None:
+            self.bc_len = 0
+            self._bytecode = None
+            self.states = st
+            return
+        get_buffer(bytecode, &b, PyBUF_SIMPLE, "bytecode")
+        try:
+            if b.len == 0:
+                self.bc_len = 0
+                self._bytecode = None
+                self.states = st
+                return
+            why = bc_audit(<const uint8_t *>b.buf, b.len, &where)
+            if why != NULL:
+                raise ValueError(f"inet_diag bytecode rejected at byte {where}: {why.decode()}")
+            memcpy(self.bc, b.buf, b.len)
+            self.bc_len = b.len
+            self._bytecode = bytes((<const char *>b.buf)[:b.len])
+            self.states = st
+        finally:
+            PyBuffer_Release(&b)
+
+    @property
+    def states(self):
+        """The ``idiag_states`` mask of the dumps (Linux state bits)."""
+        return self.states
+
+    @property
+    def bytecode(self):
+        """The filter program sent with every dump, or None."""
+        return self._bytecode
+
     cdef int _request(self, int family) except -1:
         """Send a dump request: AF_UNSPEC asks for both families in one walk."""
-        cdef char req[COMPAT_REQ_SIZE]
+        cdef char *req = self.req
         cdef nlmsghdr *h = <nlmsghdr *>req
         cdef inet_diag_req_v2 *r2 = <inet_diag_req_v2 *>(req + HDR)
         cdef inet_diag_req *r1 = <inet_diag_req *>(req + HDR)
+        cdef nlattr attr
         cdef ssize_t sent
         cdef size_t size
-        memset(req, 0, sizeof(req))
+        memset(req, 0, COMPAT_REQ_SIZE)
         self.seq += 1
         if family == AF_UNSPEC:
             size = COMPAT_REQ_SIZE
             h.nlmsg_type = TCPDIAG_GETSOCK
             r1.idiag_family = AF_INET          # ignored by the kernel, which dumps AF_UNSPEC
-            r1.idiag_states = DUMP_STATES
+            r1.idiag_states = self.states
             r1.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
             r1.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
         else:
@@ -323,9 +407,16 @@ cdef class NetlinkDumper:
             h.nlmsg_type = SOCK_DIAG_BY_FAMILY
             r2.sdiag_family = family
             r2.sdiag_protocol = IPPROTO_TCP
-            r2.idiag_states = DUMP_STATES
+            r2.idiag_states = self.states
             r2.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
             r2.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
+        if self.bc_len:
+            # both requests are 4-byte multiples (NLMSG_ALIGNed): the attribute follows
+            attr.nla_len = <uint16_t>(4 + self.bc_len)
+            attr.nla_type = INET_DIAG_REQ_BYTECODE
+            memcpy(req + size, &attr, 4)
+            memcpy(req + size + 4, self.bc, self.bc_len)
+            size += 4 + self.bc_len
         h.nlmsg_len = size
         h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
         h.nlmsg_seq = self.seq

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._backend import BACKEND, backend_class
+from .filters import parse_filter
 
 __all__ = ["Snapshotter", "snapshot"]
 
@@ -31,14 +34,28 @@ class Snapshotter:
     made on a thread of its own) and what it costs and needs (CAP_SYS_ADMIN and
     CAP_SYS_PTRACE; :class:`~tcpsnap.NamespaceError` otherwise).
 
+    ``filter`` (a ``tcpsnap.Filter`` or its text, ``"dport = :443"``) keeps only the rows
+    it matches: on Linux the kernel skips what it can (``Filter.kernel``: ports,
+    addresses, family as inet_diag bytecode, states as ``idiag_states``) and a numpy mask
+    does the rest (pid, process, uid). A filter naming pids or processes turns ``pids``
+    on. ``FilterError`` (a ValueError) for a malformed filter.
+
     >>> with Snapshotter() as snap:
     ...     rows = snap.take()
     """
 
     backend = BACKEND
 
-    def __init__(self, capacity: int = 1024, *, pids: bool = False, netns: str | int | list | None = None) -> None:
+    def __init__(self, capacity: int = 1024, *, pids: bool = False, filter: Any = None,
+                 netns: str | int | list | None = None) -> None:
+        where = parse_filter(filter) if filter is not None else None
+        #: The ``Filter`` ``take()`` applies, or None.
+        self.filter = where if where else None
         self._impl = backend_class()(capacity)
+        if self.filter is not None:
+            pids = pids or self.filter.needs_pids
+            if hasattr(self._impl, "set_filter"):
+                self._impl.set_filter(*self.filter.kernel())
         self._ns = None
         if netns is not None:
             if BACKEND != "netlink":
@@ -68,7 +85,7 @@ class Snapshotter:
             self._ns.apply(impl)
         if res is None:
             n = impl.dump()
-            return impl.rows[:n]
+            return self._filtered(impl.rows, n)
         res.begin()                  # a walk that is due already runs during the dump
         try:
             n = impl.dump()
@@ -77,7 +94,18 @@ class Snapshotter:
             raise
         rows = impl.rows
         res.resolve(rows, n)
-        return rows[:n]
+        return self._filtered(rows, n)
+
+    def _filtered(self, rows: np.ndarray, n: int) -> np.ndarray:
+        f = self.filter
+        if f is None:
+            return rows[:n]
+        view = rows[:n]
+        names = self.process_names(view["pid"]) if f.needs_process else None
+        m = f.mask(view, process=names)
+        kept = view[m]               # the kernel's superset narrowed to the filter, in place
+        rows[:len(kept)] = kept
+        return rows[:len(kept)]
 
     def process_names(self, pids: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Dictionary-encode the process (``comm``) name of each pid: ``(codes, names)``

@@ -146,6 +146,9 @@ cdef extern from "<linux/netlink.h>" nogil:
     int NLM_F_DUMP
     int NLM_F_DUMP_INTR
     unsigned int NLMSG_ALIGN(unsigned int)
+    struct nlattr:                # 4 bytes, then the attribute's payload
+        uint16_t nla_len
+        uint16_t nla_type
 
 cdef extern from "<linux/sock_diag.h>" nogil:
     # include/uapi/linux/sock_diag.h
@@ -190,6 +193,31 @@ cdef extern from "<linux/inet_diag.h>" nogil:
         uint32_t idiag_uid
         uint32_t idiag_inode
     uint32_t INET_DIAG_NOCOOKIE
+    # the dump filter (an INET_DIAG_REQ_BYTECODE attribute after the request), run by
+    # net/ipv4/inet_diag.c inet_diag_bc_run after inet_diag_bc_audit accepted it
+    int INET_DIAG_REQ_BYTECODE
+    struct inet_diag_bc_op:       # 4 bytes: one instruction; `yes`/`no` are byte offsets
+        uint8_t code
+        uint8_t yes
+        uint16_t no
+    struct inet_diag_hostcond:    # 8 bytes, then 0, 4 or 16 address bytes
+        uint8_t family
+        uint8_t prefix_len
+        int port                  # -1: any port
+    enum:
+        INET_DIAG_BC_NOP
+        INET_DIAG_BC_JMP
+        INET_DIAG_BC_S_GE
+        INET_DIAG_BC_S_LE
+        INET_DIAG_BC_D_GE
+        INET_DIAG_BC_D_LE
+        INET_DIAG_BC_AUTO
+        INET_DIAG_BC_S_COND
+        INET_DIAG_BC_D_COND
+        INET_DIAG_BC_DEV_COND
+        INET_DIAG_BC_MARK_COND
+        INET_DIAG_BC_S_EQ
+        INET_DIAG_BC_D_EQ
 
 
 # ---------------------------------------------------------------- failed calls

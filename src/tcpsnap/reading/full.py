@@ -7,13 +7,14 @@ from typing import Any
 
 from .changes import is_changes, read_changes
 from .dataset import Recording, filter_expression, in_seq_order, open_recording, time_filter, utc_range
+from .query import where_expression
 
 __all__ = ["read", "read_recording"]
 
 
 def read(path: str | os.PathLike, start: Any = None, end: Any = None,
          columns: list[str] | None = None, filters: Any = None, mode: str = "full", *,
-         skip_bad: bool = False):
+         skip_bad: bool = False, where: Any = None):
     """A recording (folder or file) as a pandas DataFrame, one row per connection per
     snapshot.
 
@@ -30,7 +31,11 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     one minute of a day reads about one minute. ``filters`` is a ``pyarrow.dataset`` expression or a list of
     ``(column, op, value)`` tuples as ``pandas.read_parquet`` takes them, e.g.
     ``[("state", "==", "CLOSE_WAIT"), ("remote_port", "==", 443)]``. ``state``, ``process``
-    and the addresses come back as categoricals.
+    and the addresses come back as categoricals. ``where`` is a filter in the language of
+    every command (``tcpsnap.filters``): ``"dport = :443 or sport = :443"``,
+    ``"state established and not dst 10.0.0.0/8"``, a ``tcpsnap.Filter``, or a ``pyarrow``
+    expression; it is pushed into the scan with ``filters`` (both must hold).
+    ``FilterError`` (a ValueError) for one that does not parse.
 
     Every file's footer is checked and every page's checksum verified: a file that is
     corrupt, not a tcpsnap file, a copy of another (a duplicate ``seq`` range) or of the
@@ -39,6 +44,7 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     it skipped."""
     if mode not in ("full", "changes"):
         raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
+    filters = where_expression(where, filters)
     start, end = utc_range(start, end)
     rec = open_recording(path, skip_bad=skip_bad, start=start, end=end)
     df = read_recording(rec, start, end, columns, filters, mode)
@@ -50,6 +56,14 @@ def read_recording(rec: Recording, start: Any = None, end: Any = None,
                    columns: list[str] | None = None, filters: Any = None, mode: str = "full"):
     """``read`` of an open :class:`~tcpsnap.reading.dataset.Recording` (no report)."""
     if is_changes(rec):
+        if mode == "full" and rec.files:
+            # changes mode follows a connection its filter selected until it closes: the
+            # rebuilt snapshots keep only the rows a full recording would (tcpsnap.filters)
+            from ..record.config import recording_filter
+
+            rf = recording_filter(rec.files[0].filters)
+            if rf is not None and rf.needs_rebuild_filter:
+                filters = where_expression(rf, filters)
         return _read_changes(rec, start, end, columns, filters, mode)
     if mode == "changes":
         raise ValueError(f"{rec.path} is a full recording; mode='changes' needs one made with "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .timeforms import to_utc
 
-__all__ = ["time_filter", "filter_expression", "in_seq_order"]
+__all__ = ["time_filter", "filter_expression", "where_expression", "in_seq_order"]
 
 
 def time_filter(dataset, start, end):
@@ -39,6 +39,21 @@ def filter_expression(filters):
         return pq.filters_to_expression(filters)       # let pyarrow say what is wrong
     clauses = [[_time_value(t) for t in c] for c in filters] if dnf else [_time_value(t) for t in filters]
     return pq.filters_to_expression(clauses)
+
+
+def where_expression(where, filters=None):
+    """``read``'s ``where`` (a ``tcpsnap.Filter``, its text such as ``"dport = :443"``, or
+    a ``pyarrow`` expression) and ``filters`` as one ``pyarrow.dataset`` expression (None
+    when both are None). FilterError (a ValueError) for text that does not parse."""
+    import pyarrow.dataset as ds
+
+    from ..filters import parse_filter
+
+    out = None if filters is None else filter_expression(filters)
+    if where is None:
+        return out
+    w = where if isinstance(where, ds.Expression) else parse_filter(where).expression()
+    return w if out is None else out & w
 
 
 def _time_value(term):

@@ -99,7 +99,7 @@ class Capture:
 
     def __init__(self, snap: SnapshotSource, pids: bool, rules: Rules, pool: BatchPool,
                  writer: Writer, clock: Clock, waker: Waker, *, seq: int, states: Any = None,
-                 ports: Any = None, family: int | None = None, tracker: Any = None,
+                 ports: Any = None, family: int | None = None, where: Any = None, tracker: Any = None,
                  failed: Callable[[], BaseException | None]) -> None:
         self._snap = snap
         self._names = snap.process_names if pids else None
@@ -109,6 +109,7 @@ class Capture:
         self._clock = clock
         self.waker = waker
         self._filter = (states, ports, family) if (states or ports or family) else None
+        self._where = where        # a tcpsnap.Filter (the snapshotter's own applies it too)
         self.tracker = tracker  # record.changes.ChangeTracker in changes mode
         self._failed = failed
         self.stopping = False
@@ -216,6 +217,15 @@ class Capture:
             m = row_mask(rows, *self._filter)
             if m is not None:
                 rows = rows[m]
+        flt = self._where
+        if flt is not None and len(rows):
+            m = flt.mask(rows, process=self._names(rows["pid"]) if flt.needs_process and self._names
+                         else None)
+            if self.tracker is not None:
+                # changes mode follows a connection the filter selected until it closes
+                # (tcpsnap.filters: its later states are events, its close a real one)
+                m |= self.tracker.holds(rows["cookie"])
+            rows = rows[m]
         key = self.rules.file_key(t0, w)
         extra = None
         if self.tracker is not None:

@@ -140,7 +140,8 @@ class ChangeTracker:
       ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
     """
 
-    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None) -> None:
+    def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None,
+                 where=None) -> None:
         from .._diff import Differ
 
         self.keyframe_ns = int(keyframe_ns)
@@ -148,6 +149,7 @@ class ChangeTracker:
         self._ports = ports
         self._family = family
         self._states = states
+        self.where = where            # the recorder's tcpsnap.Filter, or None
         self._differ = Differ()
         self._can_probe = True
         self._gnames: list[str] = []
@@ -243,6 +245,16 @@ class ChangeTracker:
                         "snapshots only", e)
             return None
 
+    def holds(self, cookies: np.ndarray) -> np.ndarray:
+        """Whether each cookie is a connection the last snapshot held (not 0)."""
+        d = self._differ
+        if not d.primed or not len(cookies):
+            return np.zeros(len(cookies), bool)
+        try:
+            return (d.lookup(cookies) >= 0) & (cookies != 0)
+        except RuntimeError:          # rolled back: nothing held for certain
+            return np.zeros(len(cookies), bool)
+
     def _refind(self, closed: np.ndarray) -> np.ndarray | None:
         """The sockets of ``closed`` (missing from this snapshot) that no report declared
         dead and the kernel, asked about each, still holds: as it reports them now, pid
@@ -271,9 +283,12 @@ class ChangeTracker:
         now = now[found]
         same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
         now["pid"] = np.where(same, last["pid"], 0)
-        m = row_mask(now, self._states, self._ports, self._family)
-        if m is not None:
-            now = now[m]
+        if self.where is None:
+            m = row_mask(now, self._states, self._ports, self._family)
+            if m is not None:
+                now = now[m]
+        # with ``where`` (the recorder's filters, one Filter) a socket the last snapshot
+        # held is followed until it closes, inside the filter or not
         if not len(now):
             return None
         self.refound += len(now)
@@ -488,6 +503,11 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
         m = row_mask(ur, None, tr._ports, tr._family)
         if m is not None:
             ur, ut = ur[m], ut[m]
+    if len(ur) and tr.where is not None:
+        # the destroy feed (multicast) carries every socket: the same filter, with what a
+        # dead socket cannot tell (its pid, its process: gone with it) taken as matching
+        m = tr.where.dead_mask(ur)
+        ur, ut = ur[m], ut[m]
     tr.unseen += len(ur)
     return ur, ut
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from .._filters import parse_ports, parse_states
 from .._units import format_duration, parse_duration
+from ..filters import Filter, parse_filter
 
-__all__ = ["RecorderConfig", "canonical_filters", "describe_filters"]
+__all__ = ["RecorderConfig", "canonical_filters", "describe_filters", "recording_filter"]
 
 _COMPRESSIONS = (None, "none", "zstd", "snappy", "gzip", "lz4", "brotli")
 
@@ -75,12 +76,31 @@ def describe_filters(value: Any) -> str:
                                               for v in obj["ports"]))
         if "family" in obj:
             parts.append(f"--family {int(obj['family'])}")
+        if "where" in obj:
+            parts.append(f"--filter {str(obj['where'])!r}")
     except (TypeError, ValueError, IndexError):
         return f"filters {text!r}"
-    other = sorted(set(obj) - {"states", "ports", "family"})
+    other = sorted(set(obj) - {"states", "ports", "family", "where"})
     if other:
         parts.append(f"filters {text!r}")
     return " ".join(parts)
+
+
+def recording_filter(value: Any) -> Filter | None:
+    """A file's ``tcpsnap.filters`` (``canonical_filters``' text) as the one ``Filter`` its
+    rows were kept by, None for none (or a filter set this version cannot read)."""
+    try:
+        obj = json.loads(canonical_filters(value))
+        f = Filter.from_options(state=frozenset(obj["states"]) if obj.get("states") else None,
+                                port=frozenset(p for v in obj.get("ports", ())
+                                               for p in (range(v[0], v[1] + 1) if isinstance(v, list) else (v,)))
+                                or None,
+                                family=obj.get("family"))
+        if obj.get("where"):
+            f = f & parse_filter(obj["where"])
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return None
+    return f if f else None
 
 
 @dataclass
@@ -109,6 +129,7 @@ class RecorderConfig:
     batch_rows: int
     buffers: int
     new_dataset: bool = False
+    where: Filter | None = None
     netns: str | None = None
 
     @classmethod
@@ -119,7 +140,7 @@ class RecorderConfig:
              fsync: bool = False, recover: bool = True, nice: int | None = -10,
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
              batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False,
-             netns: str | int | None = None) -> RecorderConfig:
+             filter: Any = None, netns: str | int | None = None) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -133,12 +154,15 @@ class RecorderConfig:
             raise ValueError("row_group_rows must be >= 1")
         if mode not in ("full", "changes"):
             raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
+        where = parse_filter(filter) if filter is not None else None
+        if where is not None and where.needs_pids and pids is False:
+            raise ValueError(f"filter {str(where)!r} tests pids or process names: it needs pids")
         return cls(Path(path), parse_duration(interval), rotate_s, flush_s,
                    None if compression == "none" else compression, compression_level, pids,
                    _int_set(states, parse_states), _int_set(ports, parse_ports), family,
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
                    parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
-                   bool(new_dataset), None if netns is None else str(netns))
+                   bool(new_dataset), where if where else None, None if netns is None else str(netns))
 
     @staticmethod
     def ns(seconds: float) -> int:
@@ -153,7 +177,29 @@ class RecorderConfig:
             filters["ports"] = _ranges(sorted(self.ports))
         if self.family:
             filters["family"] = self.family
+        if self.where is not None:
+            filters["where"] = str(self.where)     # tcpsnap.filters' canonical spelling
         return filters
+
+    def capture_filter(self) -> Filter | None:
+        """The filter the snapshotter (the kernel, then its mask) applies: ``row_filter``,
+        but in changes mode without what a connection can leave while it lives (state,
+        pid, uid, process): those are applied with the tracker (a connection the filter
+        selected is followed until it closes); ports and addresses never change."""
+        f = self.row_filter()
+        if f is None or self.mode != "changes":
+            return f
+        from ..filters import kernel_safe
+
+        return kernel_safe(f)
+
+    def row_filter(self) -> Filter | None:
+        """Every row filter of this recording as one ``Filter`` (``states``, ``ports``,
+        ``family`` and ``filter``), None without any: what the snapshots keep."""
+        f = Filter.from_options(state=self.states, port=self.ports, family=self.family)
+        if self.where is not None:
+            f = f & self.where
+        return f if f else None
 
     def metadata(self, pids_enabled: bool, destroy_feed: bool | None) -> dict[str, str]:
         """Key-value metadata of every file: how and where it was recorded.

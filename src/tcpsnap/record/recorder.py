@@ -53,6 +53,10 @@ class Recorder:
         and user can" (a warning says when not).
     states, ports, family
         Keep only matching rows (as ``tcpsnap show --state/--port/--family``).
+    filter
+        A ``tcpsnap.Filter`` or its text (``"dport = :443"``): keep only matching rows
+        too; the kernel skips what it can (``tcpsnap.filters``). Written in every file's
+        ``tcpsnap.filters`` (key ``where``) so a reader knows rows are missing by design.
     row_group_rows
         Rows per Parquet row group (the last of a file may be smaller).
     compat
@@ -156,7 +160,7 @@ class Recorder:
                 log.info("retention: %s", ret.describe())
                 ret.run(root)
             if self._snap is None:
-                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.netns)
+                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.capture_filter(), c.netns)
             else:
                 self.pids_enabled = bool(getattr(self._snap, "pids", False))
             snap = self._snap
@@ -183,8 +187,7 @@ class Recorder:
                                   lambda p: ret.run(root, busy_part=p.parent.name))
             self._capture = Capture(snap, self.pids_enabled, rules, pool, self._writer,
                                     self._clock, Waker(), seq=0 if last is None else last + 1,
-                                    states=c.states, ports=c.ports, family=c.family,
-                                    tracker=self._tracker, failed=lambda: self._writer.error)
+                                    where=c.row_filter(), tracker=self._tracker, failed=lambda: self._writer.error)
             self._capture.stopping = self._stop_early
             self._writer.start()
         except BaseException:
@@ -402,21 +405,23 @@ def new_dataset_folder(path: Path, mode: str, filters: str) -> Path:
     return sibling(path, 2)
 
 
-def _new_snapshotter(pids: bool | None, netns: str | None = None) -> tuple[SnapshotSource, bool]:
+def _new_snapshotter(pids: bool | None, where: Any = None,
+                     netns: str | None = None) -> tuple[SnapshotSource, bool]:
     """A Snapshotter for ``pids`` (True, False, None: "if possible") of the namespaces
-    ``netns`` names (see Snapshotter) and whether it fills pids."""
+    ``netns`` names (see Snapshotter) and whether it fills pids; ``where``, the recording's
+    filter, runs in the kernel where it can."""
     from .._snapshot import Snapshotter
 
     if pids is False:
-        return Snapshotter(pids=False, netns=netns), False
+        return Snapshotter(pids=False, filter=where, netns=netns), False
     try:
-        s = Snapshotter(pids=True, netns=netns)
+        s = Snapshotter(pids=True, filter=where, netns=netns)
         return s, bool(getattr(s, "pids", True))
     except (NotImplementedError, PermissionError, OSError) as e:
         if pids:  # asked for explicitly
             raise
         log.warning("recording without pids (%s)", e)
-        return Snapshotter(pids=False, netns=netns), False
+        return Snapshotter(pids=False, filter=where, netns=netns), False
 
 
 def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, Any]:
@@ -430,7 +435,7 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
         feed = None
         if c.destroy or (c.destroy is None and own_snap):
             feed = open_destroy_feed(required=bool(c.destroy))
-        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states)
+        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states, where=c.row_filter())
         schema = build_schema(c.metadata(pids, feed is not None))
         return schema, ChangesEncoder(schema, host_name(), boot_id()), tracker
     from .._arrow import BatchEncoder
