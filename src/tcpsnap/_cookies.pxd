@@ -8,6 +8,15 @@ from tcpsnap._row cimport tcpsnap_row
 cdef enum:
     INET_DIAG_CGROUP_ID = 21       # include/uapi/linux/inet_diag.h
 
+# a table entry carried over from the dump before (its socket missing from this one): kept
+# once more, not twice. Cgroup ids are inode numbers, far below 2**63. (A C constant: a
+# variable here would make a module of this .pxd.)
+cdef extern from *:
+    """
+    #define TCPSNAP_CARRIED (1ULL << 63)
+    """
+    const uint64_t CARRIED "TCPSNAP_CARRIED"
+
 
 cdef inline uint64_t cgroup_attr(const char *a, Py_ssize_t rem) noexcept nogil:
     # The attributes after inet_diag_msg (struct rtattr: u16 length, u16 type, 4-aligned).
@@ -86,7 +95,31 @@ cdef inline void inherit_cgroups(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slot
         c = rows[i].cookie
         j = _slot(pslots, <uint64_t>npslots - 1, c)
         if j >= 0 and pvals[j] != 0:
-            rows[i].cgroup_id = pvals[j]
+            rows[i].cgroup_id = pvals[j] & ~CARRIED
             j = _slot(slots, <uint64_t>nslots - 1, c)
             if j >= 0:
                 vals[j] = rows[i].cgroup_id
+
+
+cdef inline Py_ssize_t carry_over(uint64_t *slots, uint64_t *vals, Py_ssize_t nslots,
+                                  const uint64_t *pslots, const uint64_t *pvals,
+                                  Py_ssize_t npslots) noexcept nogil:
+    # A dump can miss a socket that moves meanwhile (a full socket becoming a timewait one is
+    # removed from the hash and another inserted): keep the previous dump's cookies that this
+    # dump lacks for one more dump, so that the timewait row seen next still finds its
+    # cgroup. Returns the entries added; the caller sizes `slots` for them (at most
+    # half full). Cost: one pass over the previous table.
+    cdef Py_ssize_t j, added = 0
+    cdef uint64_t c, h, mask = <uint64_t>nslots - 1
+    for j in range(npslots):
+        c = pslots[j]
+        if c == 0 or pvals[j] == 0 or (pvals[j] & CARRIED):
+            continue
+        h = ((c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & mask
+        while slots[h] != 0 and slots[h] != c:
+            h = (h + 1) & mask
+        if slots[h] == 0:
+            slots[h] = c
+            vals[h] = pvals[j] | CARRIED
+            added += 1
+    return added

@@ -40,7 +40,7 @@ from tcpsnap._system cimport (
     inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag, nlattr,
     INET_DIAG_REQ_BYTECODE)
 from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
-from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups
+from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups, carry_over
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
 
@@ -192,6 +192,7 @@ cdef class NetlinkDumper:
     cdef uint64_t *pslots          # the previous dump's (TIME_WAIT rows inherit from it)
     cdef uint64_t *pvals
     cdef Py_ssize_t npslots
+    cdef Py_ssize_t entries        # cookies in the last table (rows + carried over)
     # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
     # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
     cdef int *tfds
@@ -581,7 +582,7 @@ cdef class NetlinkDumper:
         t = self.pslots; self.pslots = self.slots; self.slots = t
         t = self.pvals; self.pvals = self.vals; self.vals = t
         self.npslots, self.nslots = self.nslots, self.npslots
-        while want < 2 * n:
+        while want < 2 * (n + self.entries):   # at most half full, carried entries included
             want *= 2
         if want > self.nslots or self.slots == NULL:
             free(self.slots)
@@ -599,6 +600,8 @@ cdef class NetlinkDumper:
             kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals)
             inherit_cgroups(self.rowp, kept, self.slots, self.vals, self.nslots,
                             self.pslots, self.pvals, self.npslots)
+            self.entries = kept + carry_over(self.slots, self.vals, self.nslots,
+                                             self.pslots, self.pvals, self.npslots)
         self.duplicates += n - kept
         return kept
 
