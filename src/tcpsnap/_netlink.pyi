@@ -1,6 +1,5 @@
 import sys
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import numpy as np
 
@@ -45,15 +44,3 @@ class NetlinkDumper:
         Raises DumpInterrupted if the table changed during every retry, OSError naming
         the syscall otherwise."""
     def close(self) -> None: ...
-
-def parse_messages(
-    data: Buffer, out: np.ndarray, seq: int
-) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int, bool]:
-    """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr).
-    TypeError for data that is not a buffer or a seq that is not an integer; ValueError for
-    data that is not C-contiguous, any wrong kind of out, a seq outside 0..2**32-1."""
-
-def dedupe_rows(out: np.ndarray, n: int) -> int:
-    """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count.
-    ValueError for any wrong kind of out or an n outside 0..len(out); TypeError for a
-    non-integer n."""
