@@ -37,8 +37,6 @@ class NetlinkDumper:
     def set_targets(self, targets: Sequence[tuple[int, int]], opener: Callable[[int], int] | None) -> None:
         """Dump these namespaces (``(ino, fd)``: sockets lent by tcpsnap.netns) instead of our
         own; RuntimeError during a dump."""
-    @property
-    def netns(self) -> int: ...
     def dump(self) -> int:
         """Fill ``rows`` with the whole TCP table (IPv4 and IPv6); return the row count.
         Raises DumpInterrupted if the table changed during every retry, OSError naming

@@ -194,11 +194,6 @@ cdef class NetlinkDumper:
         self.fd = -1
         self.rbuf = NULL
         self.slots = NULL
-        self.vals = NULL
-        self.pslots = NULL
-        self.pvals = NULL
-        self.tfds = NULL
-        self.tns = NULL
 
     def __init__(self, capacity=1024, recv_size=DEFAULT_RECV, *, bint single_walk=True):
         """Bad arguments: TypeError for a non-integer, ValueError for a capacity below 1 row
@@ -231,16 +226,16 @@ cdef class NetlinkDumper:
         sequence goes back to our own namespace."""
         if self.busy:
             raise RuntimeError("set_targets during a dump")
-        cdef Py_ssize_t k = len(targets), i
+        pairs = [(int_arg(ino, "ino", 0, 0xFFFFFFFFFFFFFFFF), int_arg(fd, "fd", 0, 0x7FFFFFFF)) for ino, fd in targets]
+        cdef Py_ssize_t k = len(pairs), i
         cdef int *fds = <int *>malloc((k + 1) * sizeof(int))
         cdef uint64_t *ns = <uint64_t *>malloc((k + 1) * sizeof(uint64_t))
         if fds == NULL or ns == NULL:
             free(fds)
             free(ns)
             raise MemoryError()
-        for i, (ino, fd) in enumerate(targets):
-            ns[i] = int_arg(ino, "ino", 0, 0xFFFFFFFFFFFFFFFF)
-            fds[i] = int_arg(fd, "fd", 0, 0x7FFFFFFF)
+        for i in range(k):
+            ns[i], fds[i] = pairs[i]
         if self.ntargets == 0 and k > 0 and self.fd >= 0:
             close(self.fd)             # our own socket, unused while targets are set
             self.fd = -1
@@ -253,19 +248,12 @@ cdef class NetlinkDumper:
         if k == 0:
             self.res.netns = self.own_netns
 
-    @property
-    def netns(self):
-        """The inode of the namespace this process dumps when no targets are set."""
-        return self.own_netns
-
     def __dealloc__(self):
         if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
         free(self.rbuf)
-        free(self.slots)
-        free(self.vals)
+        free(self.slots)           # vals (and pvals) live in the same blocks
         free(self.pslots)
-        free(self.pvals)
         free(self.tfds)
         free(self.tns)
 
@@ -486,24 +474,18 @@ cdef class NetlinkDumper:
 
     cdef Py_ssize_t _dedupe(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t want = 64, kept
-        cdef uint64_t *t
         # the previous dump's table becomes pslots; this dump's goes into the other pair
-        t = self.pslots; self.pslots = self.slots; self.slots = t
-        t = self.pvals; self.pvals = self.vals; self.vals = t
+        self.slots, self.pslots, self.vals, self.pvals = self.pslots, self.slots, self.pvals, self.vals
         self.npslots, self.nslots = self.nslots, self.npslots
         while want < 2 * (n + self.entries):   # at most half full, carried entries included
             want *= 2
         if want > self.nslots or self.slots == NULL:
-            free(self.slots)
-            free(self.vals)
-            self.slots = <uint64_t *>malloc(want * sizeof(uint64_t))
-            self.vals = <uint64_t *>malloc(want * sizeof(uint64_t))
-            if self.slots == NULL or self.vals == NULL:
-                free(self.slots)
-                free(self.vals)
-                self.slots = self.vals = NULL
+            free(self.slots)           # and vals: one block, cookies then cgroup ids
+            self.slots = <uint64_t *>malloc(2 * want * sizeof(uint64_t))
+            if self.slots == NULL:
                 self.nslots = 0
                 raise MemoryError()
+            self.vals = self.slots + want
             self.nslots = want
         with nogil:
             kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals)
