@@ -218,11 +218,6 @@ cdef class NetlinkDumper:
         self.fd = -1
         self.rbuf = NULL
         self.slots = NULL
-        self.vals = NULL
-        self.pslots = NULL
-        self.pvals = NULL
-        self.tfds = NULL
-        self.tns = NULL
         self.req = NULL
         self.bc = NULL
         self.states = DUMP_STATES
@@ -264,16 +259,16 @@ cdef class NetlinkDumper:
         sequence goes back to our own namespace."""
         if self.busy:
             raise RuntimeError("set_targets during a dump")
-        cdef Py_ssize_t k = len(targets), i
+        pairs = [(int_arg(ino, "ino", 0, 0xFFFFFFFFFFFFFFFF), int_arg(fd, "fd", 0, 0x7FFFFFFF)) for ino, fd in targets]
+        cdef Py_ssize_t k = len(pairs), i
         cdef int *fds = <int *>malloc((k + 1) * sizeof(int))
         cdef uint64_t *ns = <uint64_t *>malloc((k + 1) * sizeof(uint64_t))
         if fds == NULL or ns == NULL:
             free(fds)
             free(ns)
             raise MemoryError()
-        for i, (ino, fd) in enumerate(targets):
-            ns[i] = int_arg(ino, "ino", 0, 0xFFFFFFFFFFFFFFFF)
-            fds[i] = int_arg(fd, "fd", 0, 0x7FFFFFFF)
+        for i in range(k):
+            ns[i], fds[i] = pairs[i]
         if self.ntargets == 0 and k > 0 and self.fd >= 0:
             close(self.fd)             # our own socket, unused while targets are set
             self.fd = -1
@@ -286,19 +281,12 @@ cdef class NetlinkDumper:
         if k == 0:
             self.res.netns = self.own_netns
 
-    @property
-    def netns(self):
-        """The inode of the namespace this process dumps when no targets are set."""
-        return self.own_netns
-
     def __dealloc__(self):
         if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
         free(self.rbuf)
-        free(self.slots)
-        free(self.vals)
+        free(self.slots)           # vals (and pvals) live in the same blocks
         free(self.pslots)
-        free(self.pvals)
         free(self.tfds)
         free(self.tns)
         free(self.req)
@@ -577,24 +565,18 @@ cdef class NetlinkDumper:
 
     cdef Py_ssize_t _dedupe(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t want = 64, kept
-        cdef uint64_t *t
         # the previous dump's table becomes pslots; this dump's goes into the other pair
-        t = self.pslots; self.pslots = self.slots; self.slots = t
-        t = self.pvals; self.pvals = self.vals; self.vals = t
+        self.slots, self.pslots, self.vals, self.pvals = self.pslots, self.slots, self.pvals, self.vals
         self.npslots, self.nslots = self.nslots, self.npslots
         while want < 2 * (n + self.entries):   # at most half full, carried entries included
             want *= 2
         if want > self.nslots or self.slots == NULL:
-            free(self.slots)
-            free(self.vals)
-            self.slots = <uint64_t *>malloc(want * sizeof(uint64_t))
-            self.vals = <uint64_t *>malloc(want * sizeof(uint64_t))
-            if self.slots == NULL or self.vals == NULL:
-                free(self.slots)
-                free(self.vals)
-                self.slots = self.vals = NULL
+            free(self.slots)           # and vals: one block, cookies then cgroup ids
+            self.slots = <uint64_t *>malloc(2 * want * sizeof(uint64_t))
+            if self.slots == NULL:
                 self.nslots = 0
                 raise MemoryError()
+            self.vals = self.slots + want
             self.nslots = want
         with nogil:
             kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals)
@@ -614,68 +596,3 @@ cdef class NetlinkDumper:
 if (sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE
         or HDR + sizeof(inet_diag_req) != COMPAT_REQ_SIZE):
     raise ImportError("netlink struct sizes differ from the ones this module was written for")
-
-
-def parse_messages(data, out, seq):
-    """Parse recorded netlink bytes into ``out``; return (rows, status, error, dump_intr).
-
-    For tests and tools: the same parser ``dump()`` runs, on bytes from anywhere.
-    Status is one of "more", "done", "full", "error", "malformed".
-    Bad arguments: TypeError for data that is not a buffer or a seq that is not an integer;
-    ValueError for data that is not C-contiguous, any wrong kind of out (check_out_array),
-    a seq outside 0..2**32-1.
-    """
-    cdef Py_buffer inb, outb
-    cdef nl_cursor cur
-    cdef nl_result res
-    cdef nl_status st
-    cdef uint32_t cseq = int_arg(seq, "seq", 0, 0xFFFFFFFF)
-    check_out_array(out)
-    get_buffer(data, &inb, PyBUF_SIMPLE, "data")
-    try:
-        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
-        try:
-            cur.buf = <const char *>inb.buf
-            cur.len = inb.len
-            cur.off = 0
-            memset(&res, 0, sizeof(res))
-            with nogil:
-                st = nl_parse(&cur, cseq, <tcpsnap_row *>outb.buf,
-                              outb.len // sizeof(tcpsnap_row), &res)
-        finally:
-            PyBuffer_Release(&outb)
-    finally:
-        PyBuffer_Release(&inb)
-    names = {NL_MORE: "more", NL_DONE: "done", NL_FULL: "full", NL_ERROR: "error",
-             NL_MALFORMED: "malformed"}
-    return res.n, names[st], res.error, bool(res.dump_intr)
-
-
-def dedupe_rows(out, n):
-    """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
-    first of each; return the new count. What ``dump()`` does after every dump.
-    Bad arguments: ValueError for any wrong kind of out (check_out_array) or an n outside
-    0..len(out), TypeError for an n that is not an integer."""
-    cdef Py_buffer outb
-    cdef Py_ssize_t want = 64, kept, cn
-    cdef uint64_t *slots
-    check_out_array(out)
-    i = index_arg(n, "n")
-    if i < 0 or i > len(out):
-        raise ValueError(f"n={int_text(i)} outside 0..{len(out)}")
-    cn = i
-    while want < 2 * cn:
-        want *= 2
-    slots = <uint64_t *>malloc(want * sizeof(uint64_t))
-    if slots == NULL:
-        raise MemoryError()
-    try:
-        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
-        try:
-            with nogil:
-                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want, NULL)
-        finally:
-            PyBuffer_Release(&outb)
-    finally:
-        free(slots)
-    return kept
