@@ -10,9 +10,13 @@ ext = [Extension("tcpsnap._mib", ["src/tcpsnap/_mib.pyx"], include_dirs=["src/tc
        Extension("tcpsnap._diff", ["src/tcpsnap/_diff.pyx"], include_dirs=["src/tcpsnap"])]
 if sys.platform.startswith("linux"):
     ext.append(Extension("tcpsnap._netlink", ["src/tcpsnap/_netlink.pyx"], include_dirs=["src/tcpsnap"]))
+    # the same parser on recorded bytes (tests, tools)
+    ext.append(Extension("tcpsnap._nlparse", ["src/tcpsnap/_nlparse.pyx"], include_dirs=["src/tcpsnap"]))
     # owning processes: /proc/<pid>/fd walks on worker threads
     ext.append(Extension("tcpsnap._procfs", ["src/tcpsnap/_procfs.pyx"], include_dirs=["src/tcpsnap"],
                          extra_compile_args=["-pthread"], extra_link_args=["-pthread"]))
+    # all network namespaces: a sock_diag socket made inside each (setns)
+    ext.append(Extension("tcpsnap._netns", ["src/tcpsnap/_netns.pyx"], include_dirs=["src/tcpsnap"]))
     # changes mode: socket-destroy notifications (ss -E)
     ext.append(Extension("tcpsnap._destroy", ["src/tcpsnap/_destroy.pyx"], include_dirs=["src/tcpsnap"]))
 elif sys.platform == "win32":

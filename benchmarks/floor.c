@@ -14,6 +14,11 @@
  *   floor serve    for each line "K" on stdin, K timed dumps as above, then a
  *                  line "."; exits on EOF. Lets a harness interleave the floor
  *                  with other methods while the socket stays open and warm.
+ *   floor netns-serve PATH...
+ *                  one socket made inside each network namespace PATH (setns into
+ *                  it, socket, setns back: what tcpsnap.netns does), then as serve,
+ *                  each timed dump being one dump of every namespace in turn; the
+ *                  line is "<ns> <rows> <dump_intr>" for the whole round.
  *
  * Durations are CLOCK_MONOTONIC nanoseconds around both families' dumps (what
  * one Snapshotter.take() does). Build: gcc -O2 -o floor floor.c
@@ -26,6 +31,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
@@ -166,10 +173,55 @@ static void timed_dumps(int fd, long k, int print)
     }
 }
 
+static int open_diag_in(const char *path, int home)
+{
+    int ns = open(path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0)
+        die(path, errno);
+    if (setns(ns, CLONE_NEWNET) < 0)
+        die("setns", errno);
+    int fd = open_diag();
+    if (setns(home, CLONE_NEWNET) < 0)
+        die("setns back", errno);
+    close(ns);
+    return fd;
+}
+
+static void netns_serve(int n, char **paths)
+{
+    int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int *fds = calloc(n, sizeof(int));
+    char line[64];
+    if (home < 0 || !fds)
+        die("netns-serve", errno);
+    for (int i = 0; i < n; i++)
+        fds[i] = open_diag_in(paths[i], home);
+    for (int i = 0; i < n; i++)     /* warm-up, untimed */
+        timed_dumps(fds[i], 1, 0);
+    while (fgets(line, sizeof(line), stdin)) {
+        long k = strtol(line, NULL, 10);
+        for (long j = 0; j < k; j++) {
+            int intr = 0;
+            long rows = 0;
+            long long t0 = now_ns();
+            for (int i = 0; i < n; i++)
+                rows += dump_family(fds[i], AF_UNSPEC, &intr);
+            long long t1 = now_ns();
+            printf("%lld %ld %d\n", t1 - t0, rows, intr);
+        }
+        printf(".\n");
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "netns-serve") == 0) {
+        netns_serve(argc - 2, argv + 2);
+        return 0;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: floor K | floor serve\n");
+        fprintf(stderr, "usage: floor K | floor serve | floor netns-serve PATH...\n");
         return 2;
     }
     const char *v2 = getenv("FLOOR_V2");

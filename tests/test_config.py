@@ -65,10 +65,12 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "part-size": (["--part-size", "8MiB"], 'part-size = "8MiB"'),
     "limit-rate": (["--limit-rate", "1MiB"], 'limit-rate = "1MiB"'),
     "ship-host": (["--ship-host", "web-1"], 'ship-host = "web-1"'),
+    "all-netns": (["--all-netns"], "all-netns = true"),
+    "netns": (["--netns", "web"], 'netns = "web"'),  # apart: it excludes --all-netns
     "verbose": (["-v", "-v"], "verbose = 2"),
     "quiet": (["-q"], "quiet = true"),  # with quiet and verbose apart (they exclude each other)
 }
-_APART = {"quiet"}
+_APART = {"quiet", "netns"}
 #: options that start something beside the recorder (a metrics exporter, a shipper): compared as
 #: parsed settings, not through a fake recorder
 _EXPORTERS = {"metrics", "metrics-textfile", "ship", "endpoint-url", "delete-after-ship", "part-size",
@@ -171,6 +173,7 @@ def test_defaults_without_a_file_are_unchanged(monkeypatch):
         interval=0.1, rotate=900.0, flush=1.0, compression="zstd", compression_level=None,
         pids=None, states=None, ports=None, family=None, row_group_rows=1 << 20, compat=False,
         fsync=False, nice=-10, mode="full", keyframe=60.0, destroy=None, new_dataset=False, filter=None,
+        netns=None,
         keep=None, max_bytes=None)
 
 

@@ -99,7 +99,7 @@ def test_files_of_schema_version_1_are_an_upgrade(tmp_path):
         assert rows_of(tcpsnap.read(rec)) == V1_ROWS + shifted(V1_ROWS, 8, 1000)
         versions = sorted(pq.read_metadata(f).metadata.get(b"tcpsnap.schema_version", b"-")
                           for f in rec.glob("date=*/*.parquet"))
-        assert versions == [b"-", b"-", b"2", b"2"]
+        assert versions == [b"-", b"-", b"3", b"3"]
     # ... but not as another recording
     rec = copy_v1("full", tmp_path / "other")
     assert refusal(rec, mode="changes") == (
@@ -121,15 +121,15 @@ def _retag(path, **kv):
 def test_a_newer_tcpsnaps_files_are_refused_and_not_read(tmp_path):
     rec = tmp_path / "rec"
     record_at(rec, v1_tables(), 0)
-    _retag(rec / SECOND, schema_version=3)
+    _retag(rec / SECOND, schema_version=4)
     assert refusal(rec) == (
-        f"{rec} holds files of schema version 3 ({rec / SECOND}), written by a newer tcpsnap than this "
-        "one (it writes version 2). A folder holds one recording: upgrade tcpsnap, record into another "
+        f"{rec} holds files of schema version 4 ({rec / SECOND}), written by a newer tcpsnap than this "
+        "one (it writes version 3). A folder holds one recording: upgrade tcpsnap, record into another "
         f"folder, or add --new-dataset (new_dataset=True) to record into {rec}.2")
     with pytest.raises(BadRecording) as e:
         tcpsnap.read(rec)
-    assert str(e.value) == (f"{rec / SECOND}: written by a newer tcpsnap (schema version 3; this one reads 1 "
-                            "to 2): upgrade tcpsnap to read it; skip_bad=True or --skip-bad reads the other files")
+    assert str(e.value) == (f"{rec / SECOND}: written by a newer tcpsnap (schema version 4; this one reads 1 "
+                            "to 3): upgrade tcpsnap to read it; skip_bad=True or --skip-bad reads the other files")
     assert rows_of(tcpsnap.read(rec, skip_bad=True)) == [r for r in V1_ROWS if r[0] < 4]
 
 

@@ -17,7 +17,8 @@ from tcpsnap.frame import format_address
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink parser is built on Linux")
 if sys.platform.startswith("linux"):
     from tcpsnap._destroy import DestroyFeed
-    from tcpsnap._netlink import NetlinkDumper, dedupe_rows, parse_messages
+    from tcpsnap._netlink import NetlinkDumper
+    from tcpsnap._nlparse import dedupe_rows, parse_messages
     from tcpsnap._procfs import PidResolver
 
 SOCK_DIAG_BY_FAMILY, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2

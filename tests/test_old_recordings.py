@@ -22,6 +22,9 @@ from tcpsnap.reading import open_dataset, open_recording
 
 MODES = ("full", "changes")
 NEW = ["monotonic_ns", "host", "boot_id"]
+#: schema version 3's columns: null in a version-1 file too (the new ones' values are the
+#: rows' own, 0 for the made-up tables here)
+V3 = ["cgroup_id", "cgroup", "container", "pod_uid", "netns"]
 
 
 def cli(*args):
@@ -58,14 +61,14 @@ def test_read_every_row_exactly(old):
     df = tcpsnap.read(rec)
     assert rows_of(df) == V1_ROWS
     assert "kind" not in df and "date" not in df
-    for c in NEW:
+    for c in NEW + V3:
         assert df[c].isna().all(), c
     assert str(df["state"].dtype) == "category" and df["timestamp"].dt.tz is not None
     # the rows today's recorder makes of the same tables, column for column but the new ones
     record_at(rec.parent / "today", v1_tables(), 0, mode=mode)
     today = tcpsnap.read(rec.parent / "today")
     assert list(today.columns) == list(df.columns)
-    cols = [c for c in df.columns if c not in NEW]
+    cols = [c for c in df.columns if c not in NEW + V3]
     a = df[cols].sort_values(["seq", "cookie"]).reset_index(drop=True)
     b = today[cols].sort_values(["seq", "cookie"]).reset_index(drop=True)
     for c in cols:
@@ -216,9 +219,10 @@ def test_a_folder_upgraded_midway_reads_as_one_recording(tmp_path, mode):
     df = tcpsnap.read(rec)
     assert rows_of(df) == want
     old, new = df[df.seq < 8], df[df.seq >= 8]
-    assert old[NEW].isna().all().all() and new[NEW].notna().all().all()
+    assert old[NEW + V3].isna().all().all() and new[NEW].notna().all().all()
+    assert (new.cgroup_id == 0).all() and (new.netns == 0).all()
     assert (new.monotonic_ns.to_numpy() == 10**12 + 1_000_000 + (new.seq.to_numpy() + 2) * 100_000_000).all()
-    assert open_recording(rec).versions == [1, 2]
+    assert open_recording(rec).versions == [1, 3]
     # the new version's empty snapshot is a snapshot row; the old one's is missing
     t = open_dataset(rec).to_table(columns=["seq", "kind"])
     kinds = dict(zip(*np.unique(t.filter(ds.field("seq") == 12).column("kind").to_pylist(), return_counts=True)))

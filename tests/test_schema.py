@@ -9,7 +9,7 @@ from tcpsnap._mib import row_layout
 
 def test_dtype_matches_compiled_struct():
     layout = row_layout()
-    assert ROW_DTYPE.itemsize == layout.pop("itemsize") == 80
+    assert ROW_DTYPE.itemsize == layout.pop("itemsize") == 96
     for name, offset in layout.items():
         assert ROW_DTYPE.fields[name][1] == offset, name
     assert set(layout) == set(ROW_DTYPE.names)
@@ -20,7 +20,7 @@ def test_dtype_fields_and_sizes():
     assert f["local_addr"][0].shape == (16,) and f["remote_addr"][0].shape == (16,)
     for name, size in [("family", 1), ("state", 1), ("local_port", 2), ("remote_port", 2),
                        ("pid", 4), ("uid", 4), ("local_scope_id", 4), ("remote_scope_id", 4),
-                       ("rx_queue", 4), ("tx_queue", 4), ("inode", 8), ("cookie", 8),
+                       ("rx_queue", 4), ("tx_queue", 4), ("inode", 8), ("cookie", 8), ("cgroup_id", 8), ("netns", 8),
                        ("offload_state", 1)]:
         assert f[name][0].itemsize == size, name
         assert f[name][0].kind == "u", name

@@ -8,6 +8,7 @@ from ._errors import (
     BadRecording,
     DumpInterrupted,
     FilterError,
+    NamespaceError,
     RecorderError,
     RecorderLocked,
     ShipError,
@@ -55,6 +56,7 @@ __all__ = [
     "UnsafePath",
     "BadRecording",
     "ShipError",
+    "NamespaceError",
     "__version__",
 ]
 

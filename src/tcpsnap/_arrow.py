@@ -21,6 +21,14 @@ local_addr,     dictionary<int32, string>    as ``inet_ntop`` writes them
 remote_addr
 process         dictionary<int32, string>    owning process name, null when unknown
                                              (right after ``pid``)
+cgroup_id       uint64                       Linux: inode of the socket's cgroup-v2
+                                             directory (``INET_DIAG_CGROUP_ID``; a
+                                             TIME_WAIT row: its connection's), 0 unknown
+cgroup          dictionary<int32, string>    that cgroup's path under the v2 mount
+container,      dictionary<int32, string>    the container id / Kubernetes pod uid the
+pod_uid                                      path names (``tcpsnap._cgroup``), else null
+netns           uint64                       Linux: inode of the socket's network
+                                             namespace (``/proc/PID/ns/net``)
 capture_ns      int64                        how long the snapshot took (monotonic ns)
 monotonic_ns    int64                        the monotonic clock when the snapshot started:
                                              durations and gaps within one ``boot_id``
@@ -43,15 +51,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._cgroup import CgroupResolver, default_resolver
 from ._schema import ROW_DTYPE, STATE_NAMES
-from .frame import COLUMNS, format_address
+from .frame import CGROUP_COLUMNS, COLUMNS, format_address, with_cgroup_columns
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "rows_schema", "KINDS", "KIND_CONNECTION", "KIND_SNAPSHOT",
-           "KIND_PARTIAL", "build_schema", "BatchEncoder"]
+           "KIND_PARTIAL", "build_schema", "BatchEncoder", "CGROUP_COLUMNS"]
 
 #: Written as ``tcpsnap.schema_version`` in every file. 1: before ``kind``,
-#: ``monotonic_ns``, ``host``, ``boot_id`` and empty-snapshot rows.
-SCHEMA_VERSION = 2
+#: ``monotonic_ns``, ``host``, ``boot_id`` and empty-snapshot rows; 2: before ``cgroup_id``,
+#: ``cgroup``, ``container``, ``pod_uid`` and ``netns``.
+SCHEMA_VERSION = 3
 #: The ``kind`` column's dictionary, in code order.
 KINDS: tuple[str, ...] = ("connection", "snapshot", "partial")
 KIND_CONNECTION, KIND_SNAPSHOT, KIND_PARTIAL = range(3)
@@ -65,6 +75,7 @@ _ADDR_FIELDS = ("local_addr", "remote_addr")
 # frame.COLUMNS, with ``process`` right after ``pid`` (where frame puts it too)
 _COLUMNS = tuple(c for c in COLUMNS if c != "process")
 _COLUMNS = _COLUMNS[:_COLUMNS.index("pid") + 1] + ("process",) + _COLUMNS[_COLUMNS.index("pid") + 1:]
+_COLUMNS = with_cgroup_columns(_COLUMNS)
 
 
 _FIELDS: Mapping[str, tuple] = ROW_DTYPE.fields or {}  # name -> (dtype, offset): a structured dtype has them
@@ -78,7 +89,7 @@ def _fields() -> list[pa.Field]:
             out.append(pa.field(name, STATE_TYPE, nullable=False))
         elif name in _ADDR_FIELDS:
             out.append(pa.field(name, STRING_DICT, nullable=False))
-        elif name == "process":
+        elif name == "process" or name in CGROUP_COLUMNS:
             out.append(pa.field(name, STRING_DICT, nullable=True))
         else:
             out.append(pa.field(name, pa.from_numpy_dtype(_FIELDS[name][0]), nullable=False))
@@ -135,8 +146,10 @@ class BatchEncoder:
     dictionaries (at each row group, so a dictionary page holds only what it uses).
     """
 
-    def __init__(self, schema: pa.Schema = SCHEMA, host: str = "", boot_id: str = "") -> None:
+    def __init__(self, schema: pa.Schema = SCHEMA, host: str = "", boot_id: str = "",
+                 cgroups: CgroupResolver | None = None) -> None:
         self.schema = schema
+        self._cgroups = cgroups if cgroups is not None else default_resolver()
         self._key = np.empty((0, 17), dtype=np.uint8)
         self._kinds = pa.array(KINDS, pa.string())
         self._host = pa.array([host], pa.string())
@@ -146,6 +159,7 @@ class BatchEncoder:
     def reset(self) -> None:
         self._addr = {name: _Dictionary() for name in _ADDR_FIELDS}
         self._proc = _Dictionary()
+        self._cg = {name: _Dictionary() for name in CGROUP_COLUMNS}
 
     def _addresses(self, name: str, rows: np.ndarray) -> pa.Array:
         n = len(rows)
@@ -192,6 +206,23 @@ class BatchEncoder:
         indices = pa.array(idx, pa.int32(), mask=mask if mask.any() else None)
         return pa.DictionaryArray.from_arrays(indices, d.arrow())
 
+    def _cgroup_columns(self, ids: np.ndarray) -> dict[str, pa.Array]:
+        # per distinct cgroup id first (few), then one gather per column over the rows
+        inv, columns = self._cgroups.resolve_distinct(ids)
+        out = {}
+        for name, (lut, strings) in zip(CGROUP_COLUMNS, columns, strict=True):
+            d = self._cg[name]
+            codes = np.array([d.codes[t] if t in d.codes else d.add(t, t) for t in strings] + [-1],
+                             dtype=np.int32)
+            small = codes[lut]                      # lut -1 (unknown) -> codes[-1] = -1
+            if (small < 0).all():
+                out[name] = pa.DictionaryArray.from_arrays(pa.nulls(len(inv), pa.int32()), d.arrow())
+                continue
+            idx = small[inv]
+            mask = idx < 0 if (small < 0).any() else None
+            out[name] = pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32(), mask=mask), d.arrow())
+        return out
+
     def encode(self, rows: np.ndarray, counts: np.ndarray, timestamps: np.ndarray,
                seqs: np.ndarray, capture_ns: np.ndarray, proc_codes: np.ndarray | None = None,
                proc_names: list[str] | None = None, monotonic: np.ndarray | None = None,
@@ -208,8 +239,11 @@ class BatchEncoder:
         kind_idx = (np.zeros(n, np.int8) if kinds is None
                     else np.ascontiguousarray(kinds, dtype=np.int8))
         cols["kind"] = pa.DictionaryArray.from_arrays(pa.array(kind_idx, pa.int8()), self._kinds)
+        cg = self._cgroup_columns(rows["cgroup_id"])
         for name in _COLUMNS:
-            if name == "state":
+            if name in cg:
+                cols[name] = cg[name]
+            elif name == "state":
                 st = rows["state"].astype(np.int8)
                 st -= 1
                 cols[name] = pa.DictionaryArray.from_arrays(pa.array(st, pa.int8()), _STATE_DICTIONARY)

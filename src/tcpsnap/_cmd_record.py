@@ -130,6 +130,12 @@ def register(sub) -> None:
                           "it never stops for memory")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
+    rec.add_argument("--all-netns", action="store_true",
+                     help="every network namespace of the machine (containers...), not just "
+                          "this process's; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE (root)")
+    rec.add_argument("--netns", metavar="NAME|PATH|PID", default=None,
+                     help="one other network namespace, as 'ss -N' takes it: a name under "
+                          "/run/netns, a path, or a process's pid")
     add_filter_args(rec)
     _cli_ops.add_args(rec)
     rec.add_argument("--ship", metavar="URL", default=None,
@@ -289,6 +295,16 @@ def cmd_record(args: argparse.Namespace) -> int:
         for p in e.problems:
             print(f"tcpsnap: error: {p}", file=sys.stderr)
         return 1
+    if args.all_netns and args.netns is not None:
+        print("tcpsnap: error: --all-netns and --netns exclude each other", file=sys.stderr)
+        return 2
+    if args.all_netns or args.netns is not None:
+        from .netns import check_capabilities, namespace_path
+
+        # before the folder is touched: NamespaceError, one line naming what is missing
+        check_capabilities(args.all_netns)
+        if args.netns is not None:
+            namespace_path(args.netns)
     _setup_logging(args)
     _cli_ops.check(args)
     rec = Recorder(
@@ -298,7 +314,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         family=args.family, row_group_rows=args.row_group_rows, compat=args.compat,
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
-        new_dataset=args.new_dataset, filter=filter_from_args(args, legacy=False),
+        new_dataset=args.new_dataset, netns="all" if args.all_netns else args.netns,
+        filter=filter_from_args(args, legacy=False),
         **_cli_ops.recorder_kwargs(args),
         **({"max_rss": args.max_rss} if args.max_rss is not None else {}))
     shipper = _make_shipper(args, rec)  # before open: a bad URL or no credentials stop us here

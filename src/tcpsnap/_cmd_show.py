@@ -9,9 +9,10 @@ import sys
 
 import numpy as np
 
+from ._cgroup import default_resolver
 from ._cli_args import FILTER_HELP, add_filter_arguments, filter_from_args
 from ._schema import STATE_NAMES
-from .frame import COLUMNS, address_codes
+from .frame import CGROUP_COLUMNS, COLUMNS, address_codes, with_cgroup_columns
 from .pids import missing_pid_note
 
 EPILOG_SHOW = """\
@@ -87,6 +88,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"tcpsnap: note: {note}", file=sys.stderr)
     lcodes, lstr = address_codes(rows["family"], rows["local_addr"])
     rcodes, rstr = address_codes(rows["family"], rows["remote_addr"])
+    cg = dict(zip(CGROUP_COLUMNS, default_resolver().resolve(rows["cgroup_id"]), strict=False))
     out = sys.stdout
 
     def records():
@@ -104,13 +106,14 @@ def cmd_show(args: argparse.Namespace) -> int:
                 **{k: int(r[k]) for k in COLUMNS if k not in (
                     "family", "state", "local_addr", "local_port", "remote_addr",
                     "remote_port", "pid", "process")},
+                **{k: cg[k][1][cg[k][0][i]] if cg[k][0][i] >= 0 else None for k in CGROUP_COLUMNS},
             }
 
     if args.format == "json":
         json.dump(list(records()), out, indent=1)
         out.write("\n")
     elif args.format == "csv":
-        w = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
+        w = csv.DictWriter(out, fieldnames=list(with_cgroup_columns(COLUMNS)), lineterminator="\n")
         w.writeheader()
         w.writerows(records())
     else:

@@ -39,6 +39,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
+import os
+
 import numpy as np
 
 from tcpsnap._row cimport tcpsnap_row, rows_pointer, int_arg, capacity_arg
@@ -51,6 +53,13 @@ from tcpsnap._system cimport (
     SOCK_DIAG_BY_FAMILY, inet_diag_req_v2, INET_DIAG_NOCOOKIE, SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY,
     timespec, clock_gettime, CLOCK_REALTIME, raise_syscall, open_sock_diag)
 from tcpsnap._schema import ROW_DTYPE
+
+# the namespace of the feed's socket (this process's): every report's netns
+cdef uint64_t OWN_NETNS = 0
+try:
+    OWN_NETNS = os.stat("/proc/self/ns/net").st_ino
+except OSError:
+    pass
 
 cdef enum:
     RECV_SIZE = 8192           # one message per datagram: an inet_diag_msg and its attributes
@@ -106,6 +115,7 @@ cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_
         cur.len = got
         cur.off = 0
         memset(&res, 0, sizeof(res))
+        res.netns = OWN_NETNS          # the feed is this process's namespace's
         n0 = n[0]
         # one datagram holds one message, so it always fits the one free row
         st = nl_parse(&cur, 0, out + n0, cap - n0, &res)
@@ -189,6 +199,11 @@ cdef Py_ssize_t probe_batch(int fd, const tcpsnap_row *rows, Py_ssize_t n, bint 
                     nl_parse(&cur, h.nlmsg_seq, out + k, 1, &res)
                     if res.n == 1 and (out[k].cookie == rows[k].cookie or not by_cookie):
                         found[k] = 1
+                        # the same socket: its namespace, and the cgroup a TIME_WAIT
+                        # socket (no cgroup attribute) inherited in the dump
+                        out[k].netns = rows[k].netns
+                        if out[k].cgroup_id == 0 and out[k].cookie == rows[k].cookie:
+                            out[k].cgroup_id = rows[k].cgroup_id
                 # else NLMSG_ERROR: ENOENT (gone), or any other error: not found
             off += step
 

@@ -5,7 +5,8 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 """
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
-           "RecorderLocked", "UnsafePath", "BadRecording", "FilterError", "UsageError", "ShipError"]
+           "RecorderLocked", "UnsafePath", "BadRecording", "FilterError", "UsageError", "ShipError",
+           "NamespaceError"]
 
 
 class TcpsnapError(Exception):
@@ -57,3 +58,9 @@ class ShipError(TcpsnapError):
     """Shipping a recording to object storage could not go on (no credentials, a bucket
     that does not exist or refuses us, an object of the same name with other bytes): one
     line naming what and where. A passing network failure is retried, not raised."""
+
+
+class NamespaceError(TcpsnapError):
+    """A network namespace tcpsnap was asked to capture cannot be reached: no such
+    namespace (``--netns NAME|PATH|PID``), or a capability missing (CAP_SYS_ADMIN to enter
+    one, CAP_SYS_PTRACE to open another process's). The message is one line naming it."""

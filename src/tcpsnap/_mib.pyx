@@ -214,5 +214,7 @@ def row_layout():
         "tx_queue": <char *>&r.tx_queue - b,
         "inode": <char *>&r.inode - b,
         "cookie": <char *>&r.cookie - b,
+        "cgroup_id": <char *>&r.cgroup_id - b,
+        "netns": <char *>&r.netns - b,
         "itemsize": sizeof(tcpsnap_row),
     }

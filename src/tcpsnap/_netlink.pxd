@@ -22,11 +22,7 @@ cdef struct nl_result:
     int error               # errno from NLMSG_ERROR
     int dump_intr           # NLM_F_DUMP_INTR seen: the table changed mid-dump
     Py_ssize_t skipped      # messages of an unknown family or state
+    uint64_t netns          # written into every row's netns (the dumped namespace's inode)
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
                         nl_result *res) noexcept nogil
-
-# Drop repeated sockets (same cookie) from rows[:n] in place, keeping the first; returns
-# the new count. `slots` is scratch of `nslots` (a power of two >= 2n) entries.
-cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
-                                 Py_ssize_t nslots) noexcept nogil

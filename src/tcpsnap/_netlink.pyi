@@ -1,5 +1,5 @@
 import sys
-from typing import Literal
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -43,23 +43,14 @@ class NetlinkDumper:
     def rows(self) -> np.ndarray: ...
     @property
     def capacity(self) -> int: ...
+    def set_targets(self, targets: Sequence[tuple[int, int]], opener: Callable[[int], int] | None) -> None:
+        """Dump these namespaces (``(ino, fd)``: sockets lent by tcpsnap.netns) instead of our
+        own; RuntimeError during a dump."""
     def dump(self) -> int:
         """Fill ``rows`` with the whole TCP table (IPv4 and IPv6); return the row count.
         Raises DumpInterrupted if the table changed during every retry, OSError naming
         the syscall otherwise."""
     def close(self) -> None: ...
-
-def parse_messages(
-    data: Buffer, out: np.ndarray, seq: int
-) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int, bool]:
-    """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr).
-    TypeError for data that is not a buffer or a seq that is not an integer; ValueError for
-    data that is not C-contiguous, any wrong kind of out, a seq outside 0..2**32-1."""
-
-def dedupe_rows(out: np.ndarray, n: int) -> int:
-    """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count.
-    ValueError for any wrong kind of out or an n outside 0..len(out); TypeError for a
-    non-integer n."""
 
 def audit_bytecode(bytecode: Buffer) -> None:
     """Check an inet_diag filter program as the kernel's inet_diag_bc_audit does: ValueError

@@ -26,6 +26,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
+import os
+
 import numpy as np
 
 from tcpsnap._row cimport (tcpsnap_row, rows_pointer, check_out_array, get_buffer, index_arg, int_arg,
@@ -38,6 +40,7 @@ from tcpsnap._system cimport (
     inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag, nlattr,
     INET_DIAG_REQ_BYTECODE)
 from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
+from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups, carry_over
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap._errors import DumpInterrupted
 
@@ -146,34 +149,17 @@ cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize
             r.tx_queue = m.idiag_wqueue
             r.inode = m.idiag_inode
             r.cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
+            r.cgroup_id = cgroup_attr(p + HDR + sizeof(inet_diag_msg),
+                                       <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg))
+            r.netns = res.netns
             res.n += 1
         cur.off += step
     return NL_MORE
 
 
-cdef Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
-                                 Py_ssize_t nslots) noexcept nogil:
-    cdef Py_ssize_t i, w = 0
-    cdef uint64_t c, h, mask = <uint64_t>nslots - 1
-    cdef bint dup
-    memset(slots, 0, nslots * sizeof(uint64_t))
-    for i in range(n):
-        c = rows[i].cookie
-        if c != 0:                         # the kernel never reports 0; keep such rows
-            h = ((c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & mask
-            dup = False
-            while slots[h] != 0:
-                if slots[h] == c:
-                    dup = True
-                    break
-                h = (h + 1) & mask
-            if dup:
-                continue
-            slots[h] = c
-        if w != i:
-            rows[w] = rows[i]
-        w += 1
-    return w
+cdef str _family_name(int family):
+    # for error messages only: a dump per namespace must not build it every time
+    return {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}.get(family, "TCPDIAG_GETSOCK")
 
 
 cdef enum pump_status:
@@ -200,8 +186,21 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t cap
     cdef bint want_v6
     cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
-    cdef uint64_t *slots           # dedupe scratch
+    cdef uint64_t *slots           # dedupe scratch: this dump's cookies...
+    cdef uint64_t *vals            # ... and their cgroup ids
     cdef Py_ssize_t nslots
+    cdef uint64_t *pslots          # the previous dump's (TIME_WAIT rows inherit from it)
+    cdef uint64_t *pvals
+    cdef Py_ssize_t npslots
+    cdef Py_ssize_t entries        # cookies in the last table (rows + carried over)
+    # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
+    # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
+    cdef int *tfds
+    cdef uint64_t *tns
+    cdef Py_ssize_t ntargets
+    cdef Py_ssize_t cur_t
+    cdef object _opener            # ino -> a new socket there (after a failed dump)
+    cdef uint64_t own_netns
     cdef bint busy
     cdef bint closed
     cdef uint32_t states           # idiag_states: Linux state bits to dump
@@ -246,13 +245,50 @@ cdef class NetlinkDumper:
         self.want_v6 = True
         self.use_compat = single_walk
         self._set_rows(np.zeros(cap, dtype=ROW_DTYPE))
+        try:
+            self.own_netns = os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            self.own_netns = 0         # no /proc: rows say 0 (unknown)
+        self.res.netns = self.own_netns
         self._open()
 
+    def set_targets(self, targets, opener):
+        """Dump these namespaces instead of our own: ``targets`` a sequence of ``(ino, fd)``
+        (sockets opened inside each namespace, lent: the caller closes them, never this
+        dumper), ``opener(ino)`` returns a fresh socket there after a failed dump. An empty
+        sequence goes back to our own namespace."""
+        if self.busy:
+            raise RuntimeError("set_targets during a dump")
+        pairs = [(int_arg(ino, "ino", 0, 0xFFFFFFFFFFFFFFFF), int_arg(fd, "fd", 0, 0x7FFFFFFF)) for ino, fd in targets]
+        cdef Py_ssize_t k = len(pairs), i
+        cdef int *fds = <int *>malloc((k + 1) * sizeof(int))
+        cdef uint64_t *ns = <uint64_t *>malloc((k + 1) * sizeof(uint64_t))
+        if fds == NULL or ns == NULL:
+            free(fds)
+            free(ns)
+            raise MemoryError()
+        for i in range(k):
+            ns[i], fds[i] = pairs[i]
+        if self.ntargets == 0 and k > 0 and self.fd >= 0:
+            close(self.fd)             # our own socket, unused while targets are set
+            self.fd = -1
+        elif self.ntargets > 0:
+            self.fd = -1               # a lent socket: never ours to close
+        free(self.tfds)
+        free(self.tns)
+        self.tfds, self.tns, self.ntargets = fds, ns, k
+        self._opener = opener
+        if k == 0:
+            self.res.netns = self.own_netns
+
     def __dealloc__(self):
-        if self.fd >= 0:
+        if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
         free(self.rbuf)
-        free(self.slots)
+        free(self.slots)           # vals (and pvals) live in the same blocks
+        free(self.pslots)
+        free(self.tfds)
+        free(self.tns)
         free(self.req)
         free(self.bc)
 
@@ -261,6 +297,13 @@ cdef class NetlinkDumper:
         self._rows = rows      # keeps the data rowp points into alive
 
     cdef int _open(self) except -1:
+        if self.ntargets > 0:
+            # a lent socket: the namespace thread replaces (and closes) it
+            self.fd = -1
+            fd = self._opener(self.tns[self.cur_t])
+            self.tfds[self.cur_t] = fd
+            self.fd = fd
+            return 0
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1
@@ -269,9 +312,9 @@ cdef class NetlinkDumper:
 
     def close(self):
         self.closed = True
-        if self.fd >= 0:
+        if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
-            self.fd = -1
+        self.fd = -1
 
     @property
     def rows(self):
@@ -419,7 +462,6 @@ cdef class NetlinkDumper:
         """Dump one family into rows[res.n:]. Returns 1 if the dump must be redone."""
         cdef int err = 0
         cdef pump_status st
-        name = {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}.get(family, "TCPDIAG_GETSOCK")
         self._request(family)
         while True:
             with nogil:
@@ -434,7 +476,7 @@ cdef class NetlinkDumper:
                 if err == ENOBUFS:
                     self._open()     # the kernel dropped messages: this dump is lost
                     return 1
-                raise_syscall(f"recv(NETLINK_SOCK_DIAG, {name})", err)
+                raise_syscall(f"recv(NETLINK_SOCK_DIAG, {_family_name(family)})", err)
             elif st == PUMP_NLERROR:
                 err = self.res.error
                 if family == AF_UNSPEC:
@@ -443,7 +485,7 @@ cdef class NetlinkDumper:
                 if family == AF_INET6 and err in (ENOENT, EAFNOSUPPORT, EOPNOTSUPP):
                     self.want_v6 = False     # kernel without IPv6: no v6 table to dump
                     return 0
-                raise_syscall(f"SOCK_DIAG_BY_FAMILY dump ({name})", err)
+                raise_syscall(f"SOCK_DIAG_BY_FAMILY dump ({_family_name(family)})", err)
             elif st == PUMP_TRUNC:
                 free(self.rbuf)
                 self.rbuf = NULL
@@ -454,7 +496,7 @@ cdef class NetlinkDumper:
                 self._open()
                 return 1
             else:
-                raise OSError(EPROTO, f"recv(NETLINK_SOCK_DIAG, {name}): malformed netlink message")
+                raise OSError(EPROTO, f"recv(NETLINK_SOCK_DIAG, {_family_name(family)}): malformed netlink message")
 
     def dump(self):
         """Fill ``rows`` with the whole TCP table; return the row count."""
@@ -466,9 +508,11 @@ cdef class NetlinkDumper:
             raise RuntimeError("NetlinkDumper.dump() is already running (one Snapshotter per thread)")
         self.busy = True
         try:
+            if self.ntargets > 0:
+                return self._dump_targets()
             if self.fd < 0:
                 self._open()    # after a failed reset below
-            return self._dump()
+            return self._dedupe(self._dump(0))
         except BaseException:
             # a half-read dump would make the next request fail with EBUSY: start afresh
             try:
@@ -479,10 +523,21 @@ cdef class NetlinkDumper:
         finally:
             self.busy = False
 
-    cdef Py_ssize_t _dump(self) except -1:
+    cdef Py_ssize_t _dump_targets(self) except -1:
+        # each namespace in turn, appended to the rows of the ones before
+        cdef Py_ssize_t i, n = 0
+        for i in range(self.ntargets):
+            self.cur_t = i
+            self.fd = self.tfds[i]
+            self.res.netns = self.tns[i]
+            n = self._dump(n)
+        return self._dedupe(n)
+
+    cdef Py_ssize_t _dump(self, Py_ssize_t start) except -1:
+        """Dump the current socket's namespace into rows[start:]; return the row count."""
         cdef int attempt, r
         for attempt in range(MAX_ATTEMPTS):
-            self.res.n = 0
+            self.res.n = start
             self.res.error = 0
             self.res.dump_intr = 0
             self.res.skipped = 0
@@ -492,7 +547,7 @@ cdef class NetlinkDumper:
                     self.retries += 1
                     continue
                 if r == 2:
-                    self.res.n = 0
+                    self.res.n = start
                     self.res.skipped = 0
             if not self.use_compat:
                 if self._dump_family(AF_INET):
@@ -503,24 +558,32 @@ cdef class NetlinkDumper:
                     continue
             self.dumps += 1
             self.skipped += self.res.skipped
-            return self._dedupe(self.res.n)
+            return self.res.n
         raise DumpInterrupted(
             f"the TCP table changed during each of {MAX_ATTEMPTS} netlink dumps "
             "(NLM_F_DUMP_INTR or ENOBUFS); no consistent snapshot")
 
     cdef Py_ssize_t _dedupe(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t want = 64, kept
-        while want < 2 * n:
+        # the previous dump's table becomes pslots; this dump's goes into the other pair
+        self.slots, self.pslots, self.vals, self.pvals = self.pslots, self.slots, self.pvals, self.vals
+        self.npslots, self.nslots = self.nslots, self.npslots
+        while want < 2 * (n + self.entries):   # at most half full, carried entries included
             want *= 2
-        if want > self.nslots:
-            free(self.slots)
-            self.slots = <uint64_t *>malloc(want * sizeof(uint64_t))
+        if want > self.nslots or self.slots == NULL:
+            free(self.slots)           # and vals: one block, cookies then cgroup ids
+            self.slots = <uint64_t *>malloc(2 * want * sizeof(uint64_t))
             if self.slots == NULL:
                 self.nslots = 0
                 raise MemoryError()
+            self.vals = self.slots + want
             self.nslots = want
         with nogil:
-            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots)
+            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals)
+            inherit_cgroups(self.rowp, kept, self.slots, self.vals, self.nslots,
+                            self.pslots, self.pvals, self.npslots)
+            self.entries = kept + carry_over(self.slots, self.vals, self.nslots,
+                                             self.pslots, self.pvals, self.npslots)
         self.duplicates += n - kept
         return kept
 
@@ -533,68 +596,3 @@ cdef class NetlinkDumper:
 if (sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE
         or HDR + sizeof(inet_diag_req) != COMPAT_REQ_SIZE):
     raise ImportError("netlink struct sizes differ from the ones this module was written for")
-
-
-def parse_messages(data, out, seq):
-    """Parse recorded netlink bytes into ``out``; return (rows, status, error, dump_intr).
-
-    For tests and tools: the same parser ``dump()`` runs, on bytes from anywhere.
-    Status is one of "more", "done", "full", "error", "malformed".
-    Bad arguments: TypeError for data that is not a buffer or a seq that is not an integer;
-    ValueError for data that is not C-contiguous, any wrong kind of out (check_out_array),
-    a seq outside 0..2**32-1.
-    """
-    cdef Py_buffer inb, outb
-    cdef nl_cursor cur
-    cdef nl_result res
-    cdef nl_status st
-    cdef uint32_t cseq = int_arg(seq, "seq", 0, 0xFFFFFFFF)
-    check_out_array(out)
-    get_buffer(data, &inb, PyBUF_SIMPLE, "data")
-    try:
-        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
-        try:
-            cur.buf = <const char *>inb.buf
-            cur.len = inb.len
-            cur.off = 0
-            memset(&res, 0, sizeof(res))
-            with nogil:
-                st = nl_parse(&cur, cseq, <tcpsnap_row *>outb.buf,
-                              outb.len // sizeof(tcpsnap_row), &res)
-        finally:
-            PyBuffer_Release(&outb)
-    finally:
-        PyBuffer_Release(&inb)
-    names = {NL_MORE: "more", NL_DONE: "done", NL_FULL: "full", NL_ERROR: "error",
-             NL_MALFORMED: "malformed"}
-    return res.n, names[st], res.error, bool(res.dump_intr)
-
-
-def dedupe_rows(out, n):
-    """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
-    first of each; return the new count. What ``dump()`` does after every dump.
-    Bad arguments: ValueError for any wrong kind of out (check_out_array) or an n outside
-    0..len(out), TypeError for an n that is not an integer."""
-    cdef Py_buffer outb
-    cdef Py_ssize_t want = 64, kept, cn
-    cdef uint64_t *slots
-    check_out_array(out)
-    i = index_arg(n, "n")
-    if i < 0 or i > len(out):
-        raise ValueError(f"n={int_text(i)} outside 0..{len(out)}")
-    cn = i
-    while want < 2 * cn:
-        want *= 2
-    slots = <uint64_t *>malloc(want * sizeof(uint64_t))
-    if slots == NULL:
-        raise MemoryError()
-    try:
-        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
-        try:
-            with nogil:
-                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want)
-        finally:
-            PyBuffer_Release(&outb)
-    finally:
-        free(slots)
-    return kept

@@ -1,7 +1,7 @@
 /* The one C layout of a tcpsnap row. tcpsnap/_schema.py builds ROW_DTYPE with the
  * same fields at the same offsets, and tests/test_schema.py proves the two agree.
  * Fields are ordered so that every member is naturally aligned with no padding:
- * the struct is 80 bytes on every ABI we build for. */
+ * the struct is 96 bytes on every ABI we build for. */
 #ifndef TCPSNAP_ROW_H
 #define TCPSNAP_ROW_H
 #include <stdint.h>
@@ -23,6 +23,8 @@ typedef struct tcpsnap_row {
     uint32_t tx_queue;        /* Linux: send-Q (listeners: backlog limit) */
     uint64_t inode;           /* Linux: socket inode, 0 for TIME_WAIT / request socks */
     uint64_t cookie;          /* Linux: socket cookie, unique for the life of the boot */
+    uint64_t cgroup_id;       /* Linux: inode of the socket's cgroup-v2 directory, 0 = none */
+    uint64_t netns;           /* Linux: inode of the socket's network namespace, 0 = unknown */
 } tcpsnap_row;
 
 #endif

@@ -26,6 +26,8 @@ cdef extern from "_row.h":
         uint32_t tx_queue
         uint64_t inode
         uint64_t cookie
+        uint64_t cgroup_id
+        uint64_t netns
 
 
 # --- arguments -------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ ROW_FIELDS: tuple[tuple[str, str | tuple, int], ...] = (
     ("tx_queue", "<u4", 60),
     ("inode", "<u8", 64),
     ("cookie", "<u8", 72),
+    ("cgroup_id", "<u8", 80),
+    ("netns", "<u8", 88),
 )
 
 ROW_DTYPE = np.dtype(
@@ -60,7 +62,7 @@ ROW_DTYPE = np.dtype(
         "names": [f[0] for f in ROW_FIELDS],
         "formats": [f[1] for f in ROW_FIELDS],
         "offsets": [f[2] for f in ROW_FIELDS],
-        "itemsize": 80,
+        "itemsize": 96,
     }
 )
 

@@ -27,6 +27,13 @@ class Snapshotter:
     it appears; ``tcpsnap.pids`` has the exact rules. ``process_names(rows["pid"])``
     adds the names.
 
+    ``netns`` (Linux) says which network namespaces: None (default) the one this process
+    is in, as ``ss``; ``"all"`` every namespace of the machine; one namespace, as ``ss -N``
+    takes it (a name under ``/run/netns``, a path, a pid); or a list of them. Each row's
+    ``netns`` is its namespace's inode. ``tcpsnap.netns`` has how (one socket kept per namespace,
+    made on a thread of its own) and what it costs and needs (CAP_SYS_ADMIN and
+    CAP_SYS_PTRACE; :class:`~tcpsnap.NamespaceError` otherwise).
+
     ``filter`` (a ``tcpsnap.Filter`` or its text, ``"dport = :443"``) keeps only the rows
     it matches: on Linux the kernel skips what it can (``Filter.kernel``: ports,
     addresses, family as inet_diag bytecode, states as ``idiag_states``) and a numpy mask
@@ -39,7 +46,8 @@ class Snapshotter:
 
     backend = BACKEND
 
-    def __init__(self, capacity: int = 1024, *, pids: bool = False, filter: Any = None) -> None:
+    def __init__(self, capacity: int = 1024, *, pids: bool = False, filter: Any = None,
+                 netns: str | int | list | None = None) -> None:
         where = parse_filter(filter) if filter is not None else None
         #: The ``Filter`` ``take()`` applies, or None.
         self.filter = where if where else None
@@ -48,6 +56,20 @@ class Snapshotter:
             pids = pids or self.filter.needs_pids
             if hasattr(self._impl, "set_filter"):
                 self._impl.set_filter(*self.filter.kernel())
+        self._ns = None
+        if netns is not None:
+            if BACKEND != "netlink":
+                self._impl.close()
+                raise ValueError(f"netns is Linux-only (this backend: {BACKEND})")
+            from .netns import Namespaces
+
+            try:
+                self._ns = Namespaces(netns)
+            except BaseException:
+                self._impl.close()
+                raise
+        #: What ``netns`` was asked for (None: this process's namespace).
+        self.netns = netns
         #: Whether ``take()`` fills the ``pid`` field (Linux: see ``tcpsnap.pids``).
         self.pids = bool(pids)
         self._resolver = None
@@ -59,6 +81,8 @@ class Snapshotter:
     def take(self) -> np.ndarray:
         impl = self._impl
         res = self._resolver
+        if self._ns is not None:
+            self._ns.apply(impl)
         if res is None:
             n = impl.dump()
             return self._filtered(impl.rows, n)
@@ -108,6 +132,12 @@ class Snapshotter:
         return dict(self._resolver.stats) if self._resolver is not None else {}
 
     @property
+    def namespaces(self):
+        """The ``tcpsnap.netns.Namespaces`` behind ``netns=`` (None without it): which
+        are dumped (``targets()``), ``stats``."""
+        return self._ns
+
+    @property
     def capacity(self) -> int:
         """Rows the current array holds before it must grow."""
         return self._impl.capacity
@@ -125,6 +155,8 @@ class Snapshotter:
         if self._resolver is not None:
             self._resolver.close()
         self._impl.close()
+        if self._ns is not None:
+            self._ns.close()
 
     def __enter__(self) -> Snapshotter:
         return self
@@ -133,7 +165,8 @@ class Snapshotter:
         self.close()
 
 
-def snapshot(*, pids: bool = False) -> np.ndarray:
-    """The whole TCP table now, as a new array you own (with owning pids if asked)."""
-    with Snapshotter(pids=pids) as s:
+def snapshot(*, pids: bool = False, netns: str | int | list | None = None) -> np.ndarray:
+    """The whole TCP table now, as a new array you own (with owning pids if asked; of
+    the namespaces ``netns`` names, as ``Snapshotter`` takes it)."""
+    with Snapshotter(pids=pids, netns=netns) as s:
         return s.take().copy()

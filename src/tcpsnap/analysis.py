@@ -54,13 +54,15 @@ from typing import Any, TypeAlias
 import pandas as pd
 
 from . import _bounded, _frames
+from ._containers import by_container
 from ._frames import COLUMNS, canonical_address
 from ._timeline import clock_steps, gaps, interval_of
 from .reading.dataset import Recording
 from .reading.scan import Selection
 
 __all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "interval_of", "top_remotes", "by_process",
-           "canonical_address", "COLUMNS", "Selection"]
+           "canonical_address", "COLUMNS", "Selection",
+           "by_container"]
 
 #: What the analysis functions take: rows in memory, or a recording read piece by piece.
 Rows: TypeAlias = "pd.DataFrame | str | os.PathLike | Recording | Selection"

@@ -12,16 +12,28 @@ from ._schema import ROW_DTYPE, STATE_NAMES
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["to_pandas", "address_codes", "format_address", "process_column"]
+__all__ = ["to_pandas", "address_codes", "format_address", "process_column", "CGROUP_COLUMNS",
+           "with_cgroup_columns"]
 
 #: Column order of every DataFrame and table tcpsnap writes from rows. Every name is a
 #: ROW_DTYPE field except ``process``, the owner's name, derived from ``pid``
 #: (see ``process_column``).
 COLUMNS = (
     "family", "state", "local_addr", "local_port", "remote_addr", "remote_port", "pid",
-    "process", "uid", "inode", "cookie", "rx_queue", "tx_queue", "local_scope_id", "remote_scope_id",
-    "offload_state",
+    "process", "uid", "inode", "cookie", "cgroup_id", "netns", "rx_queue", "tx_queue",
+    "local_scope_id", "remote_scope_id", "offload_state",
 )
+
+
+#: The attribution columns derived from ``cgroup_id`` (``tcpsnap._cgroup``): the cgroup's
+#: path, the container id and the Kubernetes pod uid it names; placed right after it.
+CGROUP_COLUMNS = ("cgroup", "container", "pod_uid")
+
+
+def with_cgroup_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """``columns`` with ``CGROUP_COLUMNS`` right after ``cgroup_id``."""
+    i = columns.index("cgroup_id") + 1
+    return columns[:i] + CGROUP_COLUMNS + columns[i:]
 
 
 def format_address(family: int, addr: bytes | np.ndarray) -> str:
@@ -86,7 +98,7 @@ def process_column(pids: np.ndarray, names=None) -> tuple[np.ndarray, list[str]]
     return codes, list(strings)
 
 
-def to_pandas(rows: np.ndarray, names=None) -> pd.DataFrame:
+def to_pandas(rows: np.ndarray, names=None, cgroups: bool = True) -> pd.DataFrame:
     """A DataFrame of ``rows``: ``state`` a categorical of ``TcpState`` names, addresses
     as strings (categorical), ports and pid as integers, ``process`` the owner's
     ``comm`` name (categorical, missing where unknown), plus every other field.
@@ -96,13 +108,24 @@ def to_pandas(rows: np.ndarray, names=None) -> pd.DataFrame:
     rows just captured here: ``to_pandas(snap.take())``); pass
     ``names=snap.process_names`` to use a Snapshotter's own cache, ``names=False`` to
     leave the column empty (rows from another machine or another time), or a ready
-    ``(codes, names)`` pair."""
+    ``(codes, names)`` pair. ``cgroup``, ``container`` and ``pod_uid`` (after
+    ``cgroup_id``) come from this machine's cgroup-v2 tree now (``tcpsnap._cgroup``);
+    ``cgroups=False`` leaves them empty."""
     import pandas as pd
 
     _check(rows)
     rows = np.ascontiguousarray(rows)
     cols: dict[str, object] = {}
-    for name in COLUMNS:
+    cg = {}
+    if cgroups:
+        from ._cgroup import default_resolver
+
+        cg = dict(zip(CGROUP_COLUMNS, default_resolver().resolve(rows["cgroup_id"]), strict=False))
+    for name in with_cgroup_columns(COLUMNS):
+        if name in CGROUP_COLUMNS:
+            codes, strings = cg.get(name, (np.full(len(rows), -1, np.int32), []))
+            cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(strings, dtype=object))
+            continue
         if name == "state":
             cols[name] = pd.Categorical.from_codes(rows["state"].astype(np.int8) - 1,
                                                    categories=list(STATE_NAMES))

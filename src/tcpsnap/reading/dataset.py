@@ -17,8 +17,8 @@ cannot trust:
   (``tcpsnap.filters``: ``record --state/--port/--family``): another recording in the same
   folder. The mode, then the filter set, most files have is kept.
 
-Files of schema versions 1 and 2 in one folder are one recording (upgraded midway), read
-into the newest schema: what a version-1 file lacks is null, but ``kind`` is "connection".
+Files of schema versions 1, 2 and 3 in one folder are one recording (upgraded midway), read
+into the newest schema: what an older file lacks is null, but ``kind`` is "connection".
 
 Each is a :class:`~tcpsnap.BadRecording` naming the file(s), unless ``skip_bad=True``: then
 the bad files are left out and ``report()`` logs what was skipped (logger
@@ -66,8 +66,9 @@ _NAME_TIME = "%Y%m%dT%H%M%S.%f"          # as in a name, but with microseconds: 
 _MODES = ("full", "changes")
 
 
-#: the columns schema version 2 added (version 1 files have none of them)
+#: the columns schema versions 2 and 3 added (older files have none of them)
 _V2_COLUMNS = ("kind", "monotonic_ns", "host", "boot_id")
+_V3_COLUMNS = ("cgroup_id", "cgroup", "container", "pod_uid", "netns")
 
 
 def _expected_schema(mode: str, version: int | None = None):
@@ -80,10 +81,9 @@ def _expected_schema(mode: str, version: int | None = None):
         from .._arrow import build_schema
 
         s = build_schema()
-    if version == 1:
-        import pyarrow as pa
-
-        s = pa.schema([f for f in s if f.name not in _V2_COLUMNS])
+    if version is not None and version < 3:
+        from pyarrow import schema
+        return schema([f for f in s if f.name not in _V3_COLUMNS + (_V2_COLUMNS if version == 1 else ())])
     return s
 
 

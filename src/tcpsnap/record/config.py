@@ -131,6 +131,7 @@ class RecorderConfig:
     new_dataset: bool = False
     where: Filter | None = None
     max_rss: int | None = None
+    netns: str | None = None
 
     @classmethod
     def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
@@ -140,7 +141,8 @@ class RecorderConfig:
              fsync: bool = False, recover: bool = True, nice: int | None = -10,
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
              batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False,
-             filter: Any = None, max_rss: Any = None) -> RecorderConfig:
+             filter: Any = None, max_rss: Any = None,
+             netns: str | int | None = None) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -165,7 +167,8 @@ class RecorderConfig:
                    _int_set(states, parse_states), _int_set(ports, parse_ports), family,
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
                    parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
-                   bool(new_dataset), where if where else None, rss)
+                   bool(new_dataset), where if where else None, rss,
+                   None if netns is None else str(netns))
 
     @staticmethod
     def ns(seconds: float) -> int:
@@ -225,6 +228,8 @@ class RecorderConfig:
             "tcpsnap.rotate": format_duration(self.rotate),
             "tcpsnap.flush": format_duration(self.flush),
             "tcpsnap.pids": "true" if pids_enabled else "false",
+            # which network namespaces: "own" (this process's, as ss), "all", or the one named
+            "tcpsnap.netns": self.netns or "own",
             "tcpsnap.filters": json.dumps(filters),
             "tcpsnap.compression": self.compression or "none",
             "tcpsnap.compression_level": ("default" if self.compression_level is None

@@ -163,7 +163,7 @@ class Recorder:
                 log.info("retention: %s", ret.describe())
                 ret.run(root)
             if self._snap is None:
-                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.capture_filter())
+                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.capture_filter(), c.netns)
             else:
                 self.pids_enabled = bool(getattr(self._snap, "pids", False))
             snap = self._snap
@@ -422,15 +422,17 @@ def _memory_guard(c: RecorderConfig) -> Any:
     return guard
 
 
-def _new_snapshotter(pids: bool | None, where: Any = None) -> tuple[SnapshotSource, bool]:
-    """A Snapshotter for ``pids`` (True, False, None: "if possible") and whether it
-    fills pids; ``where``, the recording's filter, runs in the kernel where it can."""
+def _new_snapshotter(pids: bool | None, where: Any = None,
+                     netns: str | None = None) -> tuple[SnapshotSource, bool]:
+    """A Snapshotter for ``pids`` (True, False, None: "if possible") of the namespaces
+    ``netns`` names (see Snapshotter) and whether it fills pids; ``where``, the recording's
+    filter, runs in the kernel where it can."""
     from .._snapshot import Snapshotter
 
     if pids is False:
-        return Snapshotter(pids=False, filter=where), False
+        return Snapshotter(pids=False, filter=where, netns=netns), False
     try:
-        s = Snapshotter(pids=True, filter=where)
+        s = Snapshotter(pids=True, filter=where, netns=netns)
         res = s.resolver
         if res is not None:
             # /proc walks never delay a snapshot: they run on their own threads (nice 10) and
@@ -443,7 +445,7 @@ def _new_snapshotter(pids: bool | None, where: Any = None) -> tuple[SnapshotSour
         if pids:  # asked for explicitly
             raise
         log.warning("recording without pids (%s)", e)
-        return Snapshotter(pids=False, filter=where), False
+        return Snapshotter(pids=False, filter=where, netns=netns), False
 
 
 def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, Any]:

@@ -1,0 +1,28 @@
+import sys
+from typing import Literal
+
+import numpy as np
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    # collections.abc.Buffer (PEP 688) is new in 3.12: the same protocol, spelled out. numpy's
+    # stubs give ndarray __buffer__ on 3.12+ only, so it is named here.
+    from typing import Protocol, TypeAlias
+
+    class _SupportsBuffer(Protocol):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    Buffer: TypeAlias = _SupportsBuffer | np.ndarray
+
+def parse_messages(
+    data: Buffer, out: np.ndarray, seq: int
+) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int, bool]:
+    """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr).
+    TypeError for data that is not a buffer or a seq that is not an integer; ValueError for
+    data that is not C-contiguous, any wrong kind of out, a seq outside 0..2**32-1."""
+
+def dedupe_rows(out: np.ndarray, n: int) -> int:
+    """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count.
+    ValueError for any wrong kind of out or an n outside 0..len(out); TypeError for a
+    non-integer n."""

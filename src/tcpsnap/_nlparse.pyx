@@ -1,0 +1,77 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The Linux backend's parser and cookie dedupe on bytes from anywhere: what
+``NetlinkDumper.dump()`` runs, for tests and tools (recorded netlink messages in, rows out)."""
+
+from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+from tcpsnap._row cimport tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, int_text
+from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE, NL_FULL, NL_ERROR, NL_MALFORMED
+from tcpsnap._cookies cimport dedupe_by_cookie
+
+
+def parse_messages(data, out, seq):
+    """Parse recorded netlink bytes into ``out``; return (rows, status, error, dump_intr).
+
+    For tests and tools: the same parser ``dump()`` runs, on bytes from anywhere.
+    Status is one of "more", "done", "full", "error", "malformed".
+    Bad arguments: TypeError for data that is not a buffer or a seq that is not an integer;
+    ValueError for data that is not C-contiguous, any wrong kind of out (check_out_array),
+    a seq outside 0..2**32-1.
+    """
+    cdef Py_buffer inb, outb
+    cdef nl_cursor cur
+    cdef nl_result res
+    cdef nl_status st
+    cdef uint32_t cseq = int_arg(seq, "seq", 0, 0xFFFFFFFF)
+    check_out_array(out)
+    get_buffer(data, &inb, PyBUF_SIMPLE, "data")
+    try:
+        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
+        try:
+            cur.buf = <const char *>inb.buf
+            cur.len = inb.len
+            cur.off = 0
+            memset(&res, 0, sizeof(res))
+            with nogil:
+                st = nl_parse(&cur, cseq, <tcpsnap_row *>outb.buf,
+                              outb.len // sizeof(tcpsnap_row), &res)
+        finally:
+            PyBuffer_Release(&outb)
+    finally:
+        PyBuffer_Release(&inb)
+    names = {NL_MORE: "more", NL_DONE: "done", NL_FULL: "full", NL_ERROR: "error",
+             NL_MALFORMED: "malformed"}
+    return res.n, names[st], res.error, bool(res.dump_intr)
+
+
+def dedupe_rows(out, n):
+    """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
+    first of each; return the new count. What ``dump()`` does after every dump.
+    Bad arguments: ValueError for any wrong kind of out (check_out_array) or an n outside
+    0..len(out), TypeError for an n that is not an integer."""
+    cdef Py_buffer outb
+    cdef Py_ssize_t want = 64, kept, cn
+    cdef uint64_t *slots
+    check_out_array(out)
+    i = index_arg(n, "n")
+    if i < 0 or i > len(out):
+        raise ValueError(f"n={int_text(i)} outside 0..{len(out)}")
+    cn = i
+    while want < 2 * cn:
+        want *= 2
+    slots = <uint64_t *>malloc(want * sizeof(uint64_t))
+    if slots == NULL:
+        raise MemoryError()
+    try:
+        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
+        try:
+            with nogil:
+                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want, NULL)
+        finally:
+            PyBuffer_Release(&outb)
+    finally:
+        free(slots)
+    return kept

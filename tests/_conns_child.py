@@ -1,0 +1,47 @@
+"""A process with known loopback connections, for the namespace and cgroup tests.
+
+argv: [CGROUP_DIR or -]. Moves itself into CGROUP_DIR (writing cgroup.procs) if given,
+brings lo up (a new namespace's is down), opens a listener with two ESTABLISHED pairs
+(IPv4, and IPv6 where ::1 exists) plus one more IPv4 pair, prints one JSON line
+{"pid", "ports": [...], "tw_port": client port of the third pair}, then on "close" from
+stdin closes the third pair client first (its client goes to TIME_WAIT), prints "closed",
+and exits at end of input.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _sockets import pair
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] != "-":
+        with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    # a new namespace's lo is down (and /sys may still show another namespace's): up, always
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    keep = list(pair("127.0.0.1"))
+    try:
+        keep += pair("::1")
+    except OSError:
+        pass
+    lst, c, s = pair("127.0.0.1")
+    ports = sorted({k.getsockname()[1] for k in keep + [lst, c, s]})
+    listening = sorted(k.getsockname()[1] for k in keep[::3] + [lst])
+    print(json.dumps({"pid": os.getpid(), "ports": ports, "tw_port": c.getsockname()[1],
+                      "listening": listening, "sockets": len(keep) // 3 * 2 + 2}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "close":
+            c.close()
+            s.close()
+            print("closed", flush=True)
+    for k in keep:
+        k.close()
+    lst.close()
+
+
+if __name__ == "__main__":
+    main()
