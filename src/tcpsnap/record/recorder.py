@@ -49,8 +49,7 @@ class Recorder:
     compression, compression_level
         Parquet codec (default zstd at its default level) and level.
     pids
-        Fill ``pid``/``process``: True, False, or None (default) for "if this platform
-        and user can" (a warning says when not).
+        Fill ``pid``/``process``: True, False, or None (default): if we can (else a warning).
     states, ports, family
         Keep only matching rows (as ``tcpsnap show --state/--port/--family``).
     filter
@@ -60,15 +59,16 @@ class Recorder:
     row_group_rows
         Rows per Parquet row group (the last of a file may be smaller).
     compat
-        Only dictionary/plain Parquet encodings, for old readers (pyarrow < 16,
-        parquet-java < 1.14); larger files. By default ports, inode and cookie are
-        BYTE_STREAM_SPLIT and the per-snapshot columns DELTA_BINARY_PACKED.
+        Only dictionary/plain Parquet encodings, for old readers (pyarrow < 16, parquet-java
+        < 1.14); larger files. Default: ports, inode, cookie BYTE_STREAM_SPLIT, per-snapshot
+        columns DELTA_BINARY_PACKED.
     fsync
-        fsync the journal at every flush too (power-loss safety; every row group and a
-        clean close are always flushed to the OS, and files are fsynced before they are
-        renamed into place).
+        fsync the journal at every flush too (power loss); row groups and a clean close are
+        always flushed to the OS, and files fsynced before they are renamed into place.
     recover
         Recover files a crashed recorder left in the folder before starting.
+    netns
+        ``"all"``, or one namespace's name, path or pid (``tcpsnap.netns``); default: ours.
     new_dataset
         A folder holds one recording: one mode, one filter set (``states``, ``ports``,
         ``family``) and one schema (files of an older tcpsnap are an upgrade, not another
@@ -77,10 +77,9 @@ class Recorder:
         ``new_dataset``: then it records into ``DIR.2`` (or the first ``DIR.N`` that is
         new or holds this same recording; ``path`` says which) and moves nothing.
     nice
-        While ``run`` keeps a schedule (interval > 0), the capture thread's nice value
-        (Linux: per thread), restored when ``run`` returns: -10 (default) lets snapshots
-        start on time on a loaded machine. Needs root or CAP_SYS_NICE; silently skipped
-        otherwise. None: leave it. The writer thread keeps the normal priority.
+        While ``run`` keeps a schedule (interval > 0), the capture thread's nice value,
+        restored when ``run`` returns: -10 (default) keeps snapshots on time on a loaded
+        machine (needs CAP_SYS_NICE, else skipped). None: leave it. Writer: normal.
     mode
         ``"full"`` (default): every row of every snapshot. ``"changes"``: only what
         changed from one snapshot to the next, a keyframe (every row) every ``keyframe``
@@ -92,23 +91,19 @@ class Recorder:
     destroy
         Changes mode: subscribe to the kernel's socket-destroy notifications. None
         (default): if possible (a warning says when not); True: required; False: no.
-    batch_rows, buffers
-        Rows per batch buffer and how many buffers capture and writer share at most (and
-        ``max_rss``, a memory limit such as ``"100MiB"``: see ``record.footprint``).
+    batch_rows, buffers, max_rss
+        Rows per batch buffer, how many buffers capture and writer share at most, and a
+        memory limit such as ``"100MiB"`` (``record.footprint``).
     keep, max_bytes
-        Retention (``tcpsnap.record.retention``): delete the oldest finished files once
-        their newest snapshot is older than ``keep`` (a duration, e.g. ``"14d"``) and
-        while the recording is over ``max_bytes`` (e.g. ``"5GiB"``); never the file in
-        progress. When the recorder opens and after each finished file. Default: neither.
-    snapshotter
-        A :class:`~tcpsnap.record.protocols.SnapshotSource` to take snapshots from
-        instead of a new :class:`tcpsnap.Snapshotter` (never closed by the recorder).
-    clock
-        A :class:`~tcpsnap.record.protocols.Clock` (default: the system's clocks).
+        Retention (``record.retention``): delete the oldest finished files once their newest
+        snapshot is older than ``keep`` (e.g. ``"14d"``) and while the recording is over
+        ``max_bytes`` (e.g. ``"5GiB"``); never the open file. At open and after each file.
+    snapshotter, clock
+        A :class:`~tcpsnap.record.protocols.SnapshotSource` to take snapshots from instead
+        of a new ``Snapshotter`` (never closed here); a ``protocols.Clock`` (default: system).
 
-    Errors: ``RecorderLocked`` when another recorder holds the folder;
-    ``RecorderError`` when the folder cannot be used, holds another recording (see
-    ``new_dataset``), or the writer fails (disk full).
+    Errors: ``RecorderLocked`` when another recorder holds the folder; ``RecorderError``
+    when the folder cannot be used, holds another recording, or the writer fails (disk full).
     """
 
     def __init__(self, path: Any, *, snapshotter: SnapshotSource | None = None,
