@@ -66,12 +66,13 @@ def summary(rec: Recording, start: Any, end: Any, where: Any = None):
     if end is not None:
         cond.append(f"epoch_ns(timestamp) < {int(to_utc(end).value)}")
     wh = ("WHERE " + " AND ".join(cond)) if cond else ""
-    # one row per (host, snapshot, state, kind): a snapshot's rows share its timestamp,
-    # clocks and boot (the recorder writes them together), so min() is each one's value
+    # one row per (host, snapshot, state, kind): the recorder writes a snapshot's timestamp,
+    # clocks and boot on each of its rows (``_arrow``: repeated per snapshot), so any row's
+    # are the snapshot's (any_value: cheaper than min, which costs a compare per row)
     sql = f"""
         SELECT host::VARCHAR AS host, seq, state::VARCHAR AS state, kind::VARCHAR AS kind,
-               epoch_ns(min(timestamp)) AS ts, min(monotonic_ns) AS mono, min(capture_ns) AS cap,
-               min(boot_id::VARCHAR) AS boot_id,
+               epoch_ns(any_value(timestamp)) AS ts, any_value(monotonic_ns) AS mono,
+               any_value(capture_ns) AS cap, any_value(boot_id)::VARCHAR AS boot_id,
                sum(CASE WHEN family = 0 THEN inode ELSE 1 END)::BIGINT AS w,
                count(*)::BIGINT AS n
         FROM read_parquet([{files}], hive_partitioning = false) {wh}
