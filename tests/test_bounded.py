@@ -253,15 +253,29 @@ def test_one_query_path_equals_piece_by_piece(recordings):
                                       analysis.state_counts(df[df["state"] == "LISTEN"], freq="1s", snapshots=snaps))
 
 
-def test_one_query_path_reports_a_corrupt_file(tmp_path):
-    """A page DuckDB cannot decode: the piece-by-piece path (page checksums verified)
-    names the file, as every reader does; nothing is answered from the rest."""
+@pytest.mark.parametrize("column", ["seq", "state", "timestamp", "inode"])
+def test_one_query_path_reports_a_corrupt_page(tmp_path, column):
+    """A flipped byte in a value page of a column the query reads: DuckDB does not check page
+    CRCs, so ``aggregate.bad_pages`` does (as stored, nothing decoded) and the question goes to
+    the piece-by-piece path, which names the file; never an answer from the corrupt page."""
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import aggregate
+
     path = tmp_path / "rec"
     record(path, tables(40, [(EST, range(40)), (LISTEN, range(40))]), "full", Clock())
     f = sorted(path.rglob("*.parquet"))[0]
+    assert aggregate.bad_pages(str(f), aggregate.COLUMNS) is None
+    md = pq.ParquetFile(f).metadata
+    rg = md.row_group(0)
+    c = next(rg.column(k) for k in range(rg.num_columns) if rg.column(k).path_in_schema == column)
     b = bytearray(f.read_bytes())
-    for i in range(100, len(b) // 2, 7):                 # the data pages, not the footer
-        b[i] ^= 0xFF
+    lo = c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else c.data_page_offset
+    size, crc, end = aggregate.page_header(bytes(b[lo:lo + c.total_compressed_size]), 0)
+    assert crc is not None and size > 0                # the recorder writes page CRCs
+    b[lo + end] ^= 0x5A                                # the page's first byte, after its header
     f.write_bytes(bytes(b))
+    assert aggregate.bad_pages(str(f), aggregate.COLUMNS) == f"column {column}: a page whose CRC does not match"
+    assert aggregate.summary(Selection(path).rec, None, None) is None
     with pytest.raises(tcpsnap.BadRecording, match=f.name):
         analysis.state_counts(path, freq="1s")

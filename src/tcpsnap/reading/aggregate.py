@@ -14,28 +14,66 @@ schema version 2 only (a version-1 file has no ``kind``, ``host`` nor ``boot_id`
 ``where`` (a pyarrow Expression, possibly with a Python UDF DuckDB cannot run), no
 ``skip_bad``, no hive partition but ``date=``.
 
-Corruption: DuckDB does not verify Parquet page CRCs. A DuckDB error (a page it cannot
-decode) makes :func:`summary` return None, and the piece-by-piece path, which verifies
-every page's checksum, names the bad file (``BadRecording``), as every reader does.
+Corruption: DuckDB does not verify Parquet page CRCs (a flipped bit in a value page reads as
+another value). So :func:`bad_pages` first checks the CRC of every page of the projected
+columns as stored (no decoding: a read and a CRC-32 of a few MB); a mismatch, or a DuckDB
+error, makes :func:`summary` return None, and the piece-by-piece path, which verifies every
+page's checksum, names the bad file (``BadRecording``), as every reader does.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zlib
 from typing import Any
 
 import numpy as np
 
 from .dataset import Recording
 
-__all__ = ["summary", "DUCKDB_MEMORY", "DUCKDB_THREADS"]
+__all__ = ["summary", "eligible", "bad_pages", "page_header", "COLUMNS", "DUCKDB_MEMORY", "DUCKDB_THREADS"]
 
 #: DuckDB's limits: memory (it spills to its private temp folder beyond) and threads.
-DUCKDB_MEMORY = "512MB"
+DUCKDB_MEMORY = "256MB"
 DUCKDB_THREADS = max(1, min(4, os.cpu_count() or 1))
 
-_COLS = ("seq", "host", "state", "kind", "family", "inode", "timestamp", "monotonic_ns", "capture_ns", "boot_id")
+COLUMNS = ("seq", "host", "state", "kind", "family", "inode", "timestamp", "monotonic_ns", "capture_ns", "boot_id")
+
+
+def bad_pages(path: str, columns: tuple[str, ...]) -> str | None:
+    """What is wrong with the pages of ``columns`` in the Parquet file at ``path`` (None:
+    every page's CRC-32 matches its header's, or the page has none, as pyarrow's
+    ``page_checksum_verification`` treats it). The pages are checked as stored, compressed:
+    nothing is decoded, so this costs a read and a CRC of the columns' bytes. DuckDB, which
+    answers the query, does not check them (a flipped bit in a value page reads as another
+    value), so this is what keeps a corrupt file from answering."""
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.ParquetFile(path).metadata
+        with open(path, "rb") as f:
+            for r in range(md.num_row_groups):
+                rg = md.row_group(r)
+                for k in range(rg.num_columns):
+                    c = rg.column(k)
+                    if c.path_in_schema not in columns:
+                        continue
+                    lo = c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else \
+                        c.data_page_offset
+                    f.seek(lo)
+                    b = f.read(c.total_compressed_size)
+                    i = 0
+                    while i < len(b):
+                        size, crc, i = page_header(b, i)
+                        if size is None or size < 0 or i + size > len(b):
+                            return f"column {c.path_in_schema}: a page header that cannot be read"
+                        if crc is not None and zlib.crc32(b[i:i + size]) != crc:
+                            return f"column {c.path_in_schema}: a page whose CRC does not match"
+                        i += size
+    except (OSError, IndexError, ValueError) as e:
+        return str(e)
+    return None
 
 
 def eligible(rec: Recording, where: Any) -> bool:
@@ -44,7 +82,7 @@ def eligible(rec: Recording, where: Any) -> bool:
 
     return (where is None and not rec.skip_bad and bool(rec.files) and not is_changes(rec)
             and all(f.version >= 2 and not f.keys and f.path not in rec.skipped for f in rec.files)
-            and all(c in rec.schema.names for c in _COLS))
+            and all(c in rec.schema.names for c in COLUMNS))
 
 
 def summary(rec: Recording, start: Any, end: Any, where: Any = None):
@@ -59,6 +97,8 @@ def summary(rec: Recording, start: Any, end: Any, where: Any = None):
 
     from .dataset import to_utc
 
+    if any(bad_pages(f.path, COLUMNS) for f in rec.files):
+        return None            # the piece-by-piece path names the file, its checksums verified
     files = ", ".join("'" + f.path.replace("'", "''") + "'" for f in rec.files)
     cond = []
     if start is not None:
@@ -113,3 +153,85 @@ def _snapshots(g, pd):
 def _counts(g):
     c = g[g["kind"] == "connection"]
     return c[["host", "seq", "state", "n"]].reset_index(drop=True)
+
+
+# Thrift's compact protocol, as much as a PageHeader needs (parquet-format's parquet.thrift)
+def _varint(b, i: int) -> tuple[int, int]:
+    shift = out = 0
+    while True:
+        x = b[i]
+        i += 1
+        out |= (x & 0x7F) << shift
+        if x < 0x80:
+            return out, i
+        shift += 7
+
+
+def _skip(b, i, t):
+    """Skip a compact-protocol value of type t at i."""
+    if t in (1, 2):
+        return i
+    if t == 3:
+        return i + 1
+    if t in (4, 5, 6):
+        return _varint(b, i)[1]
+    if t == 7:
+        return i + 8
+    if t == 8:
+        n, i = _varint(b, i)
+        return i + n
+    if t in (9, 10):
+        h = b[i]
+        i += 1
+        n, et = h >> 4, h & 0x0F
+        if n == 15:
+            n, i = _varint(b, i)
+        for _ in range(n):
+            i = i + 1 if et in (1, 2) else _skip(b, i, et)
+        return i
+    if t == 11:
+        n, i = _varint(b, i)
+        if n:
+            kv = b[i]
+            i += 1
+            for _ in range(n):
+                i = _skip(b, i, kv >> 4)
+                i = _skip(b, i, kv & 0x0F)
+        return i
+    if t == 12:
+        while True:
+            h = b[i]
+            i += 1
+            if h == 0:
+                return i
+            d, ft = h >> 4, h & 0x0F
+            if d == 0:
+                _, i = _varint(b, i)
+            i = _skip(b, i, ft)
+    raise ValueError(f"thrift type {t}")
+
+
+def page_header(b, i):
+    """(compressed size, crc or None, end of header) of the PageHeader at i."""
+    fid = 0
+    size = crc = None
+    while True:
+        h = b[i]
+        i += 1
+        if h == 0:
+            return size, crc, i
+        d, ft = h >> 4, h & 0x0F
+        if d == 0:
+            z, i = _varint(b, i)
+            fid = (z >> 1) ^ -(z & 1)
+        else:
+            fid += d
+        if fid in (3, 4) and ft == 5:
+            z, i = _varint(b, i)
+            v = (z >> 1) ^ -(z & 1)
+            if fid == 3:
+                size = v
+            else:
+                crc = v & 0xFFFFFFFF
+        else:
+            i = _skip(b, i, ft)
