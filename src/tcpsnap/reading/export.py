@@ -182,6 +182,8 @@ def _write(sel: Selection, to: str, path: Path, events: bool) -> int:
 
     with open(path, "wb") as f:
         for b in all_batches():
-            pl.from_arrow(plain(b)).write_ndjson(f)
+            df = pl.from_arrow(plain(b))
+            assert isinstance(df, pl.DataFrame)      # a RecordBatch gives a DataFrame
+            df.write_ndjson(f)
             n += b.num_rows
     return n
