@@ -163,12 +163,23 @@ def state_counts(sel: Selection, freq: str = "1s", agg: str = "mean") -> pd.Data
     from per-snapshot counts summed piece by piece (Arrow columns straight to codes: no
     DataFrame per piece)."""
     snaps = sel.snapshots()
+    import pyarrow as pa
+
     if len(snaps) == 0:
         return pd.DataFrame()
     tl = Timeline(snaps.iloc[:0], snaps)
     ns = _frames.NSTATES
     where = _SnapshotIndex(tl)
     counts = np.zeros(tl.n * ns, np.int64)
+    got = sel.summary()
+    if got is not None:
+        # one DuckDB query's per-(host, snapshot, state) counts: no row read here
+        c = got[1]
+        h = _codes(pa.array(c["host"].to_numpy(object), pa.string()), list(tl.hosts))
+        at = where(h, c["seq"].to_numpy(np.int64), sel.path)
+        st = _codes(pa.array(c["state"].to_numpy(object), pa.string()), list(STATE_NAMES)) + 1
+        np.add.at(counts, at * ns + st, c["n"].to_numpy(np.int64))
+        return _frames.counts_frame(tl, counts.reshape(tl.n, ns)[:, 1:], freq, agg)
     for t in sel.tables(["seq", "host", "state"]):
         h = _codes(t.column("host"), list(tl.hosts)) if "host" in t.column_names else np.full(t.num_rows, -1)
         at = where(h, t.column("seq").to_numpy().astype(np.int64), sel.path)
@@ -216,7 +227,7 @@ def _codes(col, vocab: list[str]) -> np.ndarray:
     import pyarrow.compute as pc
 
     out = []
-    for c in col.chunks:
+    for c in (col.chunks if hasattr(col, "chunks") else [col]):
         if pa.types.is_dictionary(c.type):
             d = c.dictionary.cast(pa.string())
             lut = np.append(pc.index_in(d, value_set=pa.array(vocab, pa.string())).fill_null(-1)

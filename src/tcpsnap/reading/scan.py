@@ -53,6 +53,7 @@ class Selection:
         self.where = where
         self.chunk_rows = max(1, int(chunk_rows))
         self._snaps = None
+        self._summary: Any = None
 
     @property
     def path(self):
@@ -66,8 +67,22 @@ class Selection:
         """``tcpsnap.snapshots`` of the range (every snapshot, empty ones too; ``where``
         does not apply: a snapshot nothing matched counts 0), computed once."""
         if self._snaps is None:
-            self._snaps = snapshots_of(self.rec, self.start, self.end)
+            got = self.summary(any_where=True)
+            self._snaps = got[0] if got is not None else snapshots_of(self.rec, self.start, self.end)
         return self._snaps
+
+    def summary(self, any_where: bool = False):
+        """``(snapshots, counts)`` from one DuckDB query over the projected columns
+        (``tcpsnap.reading.aggregate.summary``), computed once; None where that path does
+        not answer exactly (then read piece by piece). ``any_where``: the snapshots only
+        (``where`` does not apply to them), so a ``where`` does not rule it out."""
+        from .aggregate import summary
+
+        if self._summary is None:
+            self._summary = summary(self.rec, self.start, self.end) or False
+        if self._summary is False or (self.where is not None and not any_where):
+            return None
+        return self._summary
 
     def columns(self, wanted: list[str] | None = None) -> list[str]:
         """The full-mode columns of ``wanted`` (default: all) this recording has."""
