@@ -72,7 +72,7 @@ cdef enum:
     VDIR_NONE = -1             # proc_ent.vdir: not opened in this take
     VDIR_GONE = -2             # ...the process is gone
     VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
-    BG_NICE = 10               # nice value of background walk threads
+    BG_NICE = 0                # nice value of background walk threads (0: as the writer; see below)
 
 
 cdef inline double mono() noexcept nogil:
