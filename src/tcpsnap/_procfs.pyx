@@ -492,8 +492,8 @@ cdef void walk_run(walker *w) noexcept nogil:
 cdef void *walk_thread(void *arg) noexcept nogil:
     cdef walker *w = <walker *>arg
     if w.sh.background:
-        # a background walk yields to the capture and writer threads on a busy machine:
-        # snapshots on time come first, pids a little later (failure: stays as it is)
+        # the capture thread (nice -10) comes first anyway; at nice 10 walks starved on a
+        # busy machine and pids came seconds late (benchmarks/RESULTS.md, "Footprint")
         tcpsnap_nice_thread(BG_NICE)
     walk_run(w)
     tcpsnap_done(&w.sh.done)             # release: its results are complete

@@ -39,7 +39,7 @@ How late a new connection gets its pid
 
 Off the capture path (``background=True``; what the recorder uses)
     ``take()`` never walks /proc itself: when a walk is due it starts one on the walk
-    threads (at nice 10, so that capture and writer come first on a busy machine) and
+    threads (at nice 0; the capture thread runs at nice -10 and comes first) and
     returns at once with the rows it could fill from the map; a later ``take()`` that
     finds the walk ended merges what it found (the lowest pid holding each socket, as
     above) and fills those rows. Only the very first walk, with an empty map, is done in
@@ -54,9 +54,9 @@ Off the capture path (``background=True``; what the recorder uses)
     sockets wait for the next walk). In changes mode a pid that arrives is a ``changed``
     event of that connection (the rows before it keep pid 0), so the rebuilt snapshots
     are exactly what was recorded. The recorder sets ``walk_share`` to 0.5 (walks take
-    spare CPU, at nice 10): its bound is max(0.25 s, 2 D) + 2 D + 2 intervals, under 1 s
+    spare CPU): its bound is max(0.25 s, 2 D) + 2 D + 2 intervals, under 1 s
     while D stays under 0.25 s. With 100k descriptors on the machine D was 0.17-0.41 s
-    on a quiet 2-core machine, and seconds when every core is busy (nice 10 yields):
+    on a quiet 2-core machine (at nice 10 instead of 0, walks starved on a busy one):
     see benchmarks/RESULTS.md, "Footprint".
 
 Staying right between walks

@@ -430,7 +430,7 @@ def _new_snapshotter(pids: bool | None, where: Any = None,
         s = Snapshotter(pids=True, filter=where, netns=netns)
         res = s.resolver
         if res is not None:
-            # /proc walks never delay a snapshot: they run on their own threads (nice 10) and
+            # /proc walks never delay a snapshot: they run on their own threads and
             # a later snapshot takes up what they found (tcpsnap.pids, "Off the capture
             # path"); off the capture path a walk may take half the time, not a quarter
             res.background = True
