@@ -194,7 +194,10 @@ def test_recorded_container_and_pod_without_pids_also_for_time_wait(tenants, tmp
 
 
 @needs_cgroups
-def test_resolver_rewalks_on_a_miss_at_most_once_per_interval(tmp_path):
+def test_resolver_walks_at_once_for_a_new_id_and_rate_limits_ids_not_found(tmp_path):
+    # A cgroup created after the last walk resolves at its first sighting (a changes-mode
+    # recording writes a connection's attribution once: a rate-limited miss would leave it
+    # null for good); an id no walk finds (a removed cgroup) re-walks once per interval.
     top = Path(MOUNT, f"tcpsnap-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     res = CgroupResolver(rewalk_interval=3600)
     try:
@@ -203,9 +206,14 @@ def test_resolver_rewalks_on_a_miss_at_most_once_per_interval(tmp_path):
         assert res.path(a) == "/" + top.name and res.stats["walks"] == 1
         (top / "b").mkdir()
         b = os.stat(top / "b").st_ino
-        assert res.path(b) is None and res.stats["walks"] == 1     # rate-limited: no walk yet
+        assert res.path(b) == f"/{top.name}/b" and res.stats["walks"] == 2   # new id: walked now
+        assert res.path(a) == "/" + top.name and res.stats["walks"] == 2     # a hit: no walk
+        (top / "c").mkdir()
+        c = os.stat(top / "c").st_ino
+        (top / "c").rmdir()                      # removed before it was ever looked up
+        assert res.path(c) is None and res.stats["walks"] == 3               # looked for once
+        assert res.path(c) is None and res.stats["walks"] == 3               # then rate-limited
         res.rewalk_interval = 0
-        assert res.path(b) == f"/{top.name}/b" and res.stats["walks"] == 2
-        assert res.path(a) == "/" + top.name and res.stats["walks"] == 2   # a hit: no walk
+        assert res.path(c) is None and res.stats["walks"] == 4
     finally:
         _remove_tree(top)

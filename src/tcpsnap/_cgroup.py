@@ -4,8 +4,11 @@ A socket's ``cgroup_id`` (``INET_DIAG_CGROUP_ID``, in every full socket's dump m
 the inode number of its cgroup-v2 directory. The cgroup-v2 mount is found in
 ``/proc/self/mountinfo`` (``/sys/fs/cgroup`` on a unified host, ``/sys/fs/cgroup/unified``
 on a hybrid one); walking it gives inode -> path. The walk is cached: a cgroup id not in
-the cache re-walks the mount, at most once per ``rewalk_interval`` seconds, so an unknown
-id costs a dictionary look-up, not a walk per row. The cache holds at most ``max_entries``
+the cache re-walks the mount at once for an id it has never looked for (a cgroup created
+since the last walk: its connections must not go unattributed for a second, which in
+changes mode, where a connection's attribution is written once, would be for good), and
+at most once per ``rewalk_interval`` seconds for ids a walk did not find (removed cgroups),
+so an unknown id costs a dictionary look-up, not a walk per row. The cache holds at most ``max_entries``
 paths (the walk stops there).
 
 No privilege is needed: cgroup directories are world-readable.
@@ -92,6 +95,8 @@ class CgroupResolver:
         self.max_entries = max_entries
         self.rewalk_interval = rewalk_interval
         self._paths: dict[int, str] = {}
+        #: ids a walk looked for and did not find (bounded by ``max_entries``)
+        self._not_found: set[int] = set()
         self._last_walk = -1e18
         self._lock = threading.Lock()
         #: ``walks`` done and ``misses`` (ids found by no walk)
@@ -148,9 +153,13 @@ class CgroupResolver:
         inv = enc.indices.to_numpy(zero_copy_only=False)
         with self._lock:
             want = [int(i) for i in uniq if i != 0]
-            if any(i not in self._paths for i in want) and \
-                    time.monotonic() - self._last_walk >= self.rewalk_interval:
+            unknown = [i for i in want if i not in self._paths]
+            if unknown and (any(i not in self._not_found for i in unknown)
+                            or time.monotonic() - self._last_walk >= self.rewalk_interval):
                 self._walk()
+                if len(self._not_found) > self.max_entries:
+                    self._not_found.clear()
+                self._not_found.update(i for i in unknown if i not in self._paths)
             found = [self._paths.get(i) for i in want]
             self.stats["misses"] += sum(p is None for p in found)
         lut_path = np.full(len(uniq), -1, np.int32)
