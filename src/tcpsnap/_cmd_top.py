@@ -72,7 +72,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         live = LiveSource(args.interval, filter=where, record=args.record, pids=not args.no_pids)
         app = TopApp(live)
     app.run()
-    if app.error is not None:             # the capture thread's: a failure to report
+    if app.error is not None:             # the capture thread's or the view's: cli.main's one line
         raise app.error
     # Textual printed what went wrong in the view itself (a bug): say so in the status too
     return 1 if app.return_code else 0
