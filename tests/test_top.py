@@ -410,3 +410,38 @@ def test_crash_in_the_view_one_line_terminal_restored(capsys, monkeypatch):
         "(a bug; run with TCPSNAP_DEBUG=1 for the traceback)\n")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert src.stopped                         # the app shut down its normal way (on_unmount)
+
+
+@sync
+async def test_netns_column_only_with_more_than_one_namespace():
+    src = Scripted()
+    app = TopApp(src)
+    async with app.run_test(size=(120, 30)) as pilot:
+        t = tables()
+        t[0]["netns"] = 4026531840
+        src.send(t[0])
+        await _settle(pilot, app, 1)
+        assert "netns" not in [c[0] for c in app.model.columns]
+        t[1]["netns"] = [4026531840, 4026531840, 4026532001, 4026532001]    # cookies 1-4
+        src.send(t[1])
+        await _settle(pilot, app, 2)
+        keys = [c[0] for c in app.model.columns]
+        k = keys.index("netns")
+        got = {int(app.model.rows["cookie"][app.model.order[i]]): app.model.cells(i)[k]
+               for i in range(app.model.nrows)}
+        assert got == {1: "4026531840", 2: "4026531840", 3: "4026532001", 4: "4026532001"}
+        app.model.set_sort("netns", reverse=True)
+        assert [int(app.model.rows["cookie"][app.model.order[i]]) for i in range(4)][:2] == [4, 3]
+        await pilot.press("q")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--all-netns", "--netns", "x"], "--all-netns and --netns exclude each other"),
+    (["--replay", "/nonexistent", "--all-netns"], "--all-netns/--netns choose what is captured: "
+                                                  "they cannot go with --replay"),
+])
+def test_netns_usage_errors(capsys, argv, msg):
+    from tcpsnap.cli import main
+
+    assert main(["top", *argv]) == 2
+    assert capsys.readouterr().err == f"tcpsnap top: error: {msg} (see 'tcpsnap top --help')\n"
