@@ -21,6 +21,11 @@ drawing (the scripted run's view - model at 10k rows) per second.
     python3 benchmarks/bench_top.py                          # scripted 1k, 10k, 100k
     python3 benchmarks/bench_top.py --sizes 1000 --live 5000 # quicker; live at 10k rows
 
+Replay (``--replay-step ROWS,SNAPSHOTS``): a recording of SNAPSHOTS tables of ROWS rows (5%
+churn each; full and changes mode) is made in a temporary folder; one replay step
+(``ReplaySource.frame(k)``, which reads through ``tcpsnap.table_at``) is timed at 10
+snapshots spread over it: median and max CPU ms.
+
 Results: a JSON file per run (benchmarks/_results.py; ``--json PATH``).
 """
 
@@ -135,11 +140,61 @@ def live(n: int, refreshes: int) -> dict:
             "overhead_1s_pct_of_core": v / 10}
 
 
+class _Tables:
+    """The Recorder's snapshotter: the scripted tables once, then stop."""
+
+    pids = False
+
+    def __init__(self, tables: list[np.ndarray]) -> None:
+        self.tables, self.i, self.rec = [tables[0], *tables], 0, None
+
+    def take(self) -> np.ndarray:
+        t = self.tables[self.i]
+        self.i += 1
+        if self.i == len(self.tables):
+            self.rec.stop()
+        return t
+
+    def close(self) -> None:
+        pass
+
+
+def replay_step(rows: int, snaps: int) -> list[dict]:
+    import tempfile
+    import time
+
+    from tcpsnap.top.sources import ReplaySource
+
+    tables, t = [], table(rows)
+    for i in range(snaps):
+        tables.append(t)
+        t = churned(t, i)
+    out = []
+    for mode in ("full", "changes"):
+        with tempfile.TemporaryDirectory() as d:
+            snap = _Tables(tables)
+            extra = {"mode": mode, "destroy": False} if mode == "changes" else {}
+            with tcpsnap.Recorder(d, interval=0, snapshotter=snap, nice=None, **extra) as rec:
+                snap.rec = rec
+                rec.run()
+            src = ReplaySource(d)
+            ms = []
+            for k in np.linspace(1, len(src) - 1, 10).astype(int):
+                c0 = time.process_time()
+                src.frame(int(k))
+                ms.append((time.process_time() - c0) * 1e3)
+            out.append({"mode": mode, "rows": rows, "snapshots": len(src), "step_ms": statistics.median(ms),
+                        "step_ms_max": max(ms)})
+    return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10000, 100000])
     ap.add_argument("--refreshes", type=int, default=15)
     ap.add_argument("--live", type=int, default=0, metavar="N", help="also live, with N connections (root)")
+    ap.add_argument("--replay-step", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    metavar="ROWS,SNAPSHOTS", help="also time one replay step in such a recording")
     _results.add_json_argument(ap)
     args = ap.parse_args(argv)
     where = bs.ensure_netns(argv, __file__) if args.live else "scripted rows only"
@@ -159,6 +214,11 @@ def main(argv: list[str]) -> int:
         res["live"] = r
         print(f"live: {r['rows']:,} rows: a refresh {r['view_ms']:.1f} ms CPU, ss -tanp {r['ss_tanp_ms']:.1f} ms "
               f"(ratio {r['view_over_ss']:.2f}); at 1 s refresh {r['overhead_1s_pct_of_core']:.1f}% of a core")
+    if args.replay_step:
+        res["replay"] = replay_step(*args.replay_step)
+        for r in res["replay"]:
+            print(f"replay {r['mode']}: {r['snapshots']} snapshots of {r['rows']:,} rows: a step "
+                  f"{r['step_ms']:.1f} ms CPU (max {r['step_ms_max']:.1f})")
     big = [r for r in res["scripted"] if r["rows"] >= 100000]
     res["target"] = {"view_100k_ms_max": 200, "met": all(r["view_ms"] < 200 for r in big) if big else None}
     if big:

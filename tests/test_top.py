@@ -292,3 +292,156 @@ async def test_record_writes_what_the_view_shows(tmp_path):
     assert recorded[:len(seen) - 1] == seen[1:]
     assert recorded[:4] == [[1, 2, 3, 4], [1, 2, 4], [1, 2, 4], [1, 2, 3]]
     assert set(df["process"].dropna()) == {"sshd", "python3", "curl"}
+
+
+# ---------------------------------------------------------------- containers, crashes
+CID = "ab" * 32          # a container id as runtimes write it (64 hex digits)
+
+
+def _cgroups(tmp_path):
+    """A cgroup-v2 tree in a folder: a Docker container's scope and a plain service.
+    -> (resolver over it, the container's cgroup id, the service's)."""
+    import os
+
+    from tcpsnap._cgroup import CgroupResolver
+
+    cont = tmp_path / "cg" / "system.slice" / f"docker-{CID}.scope"
+    svc = tmp_path / "cg" / "system.slice" / "sshd.service"
+    cont.mkdir(parents=True)
+    svc.mkdir()
+    return CgroupResolver(str(tmp_path / "cg")), os.stat(cont).st_ino, os.stat(svc).st_ino
+
+
+def _with_cgroups(t, cid, sid):
+    """SSH (cookie 2) in the service's cgroup, WEB and CURL (3, 4) in the container's."""
+    for x in t:
+        x["cgroup_id"] = [sid if c == 2 else cid if c in (3, 4) else 0 for c in x["cookie"]]
+    return t
+
+
+class Tables(Cycle):
+    def __init__(self, t):
+        super().__init__()
+        self.t = t
+
+    def take(self):
+        x = self.t[min(self.i, len(self.t) - 1)]
+        self.i += 1
+        return x.copy()
+
+
+@sync
+async def test_live_container_column_from_cgroup_ids(tmp_path):
+    from tcpsnap.top.sources import LiveSource
+
+    res, cid, sid = _cgroups(tmp_path)
+    # the second table (cookies 1-4) again and again
+    src = LiveSource(0.02, snapshotter=Tables(_with_cgroups(tables()[:2], cid, sid)), cgroups=res)
+    app = TopApp(src)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _settle(pilot, app, 2)
+        keys = [c[0] for c in app.model.columns]
+        assert "container" in keys
+        k = keys.index("container")
+        got = {int(app.model.rows["cookie"][app.model.order[i]]): app.model.cells(i)[k]
+               for i in range(app.model.nrows)}
+        assert got == {1: "-", 2: "-", 3: CID, 4: CID}
+        assert sum(f" {CID[:13]}… " in app.model.line(i) for i in range(4)) == 2
+        await pilot.press("q")
+
+
+def test_live_without_containers_no_column(tmp_path):
+    from tcpsnap.top.sources import LiveSource
+
+    res, _, sid = _cgroups(tmp_path)
+    got = []
+    src = LiveSource(1, snapshotter=Tables(_with_cgroups(tables(), sid, sid)), cgroups=res)
+    src._deliver = got.append
+    src._publish(src._snap.take(), 0)
+    assert got[0].container is None and got[0].containers == []
+
+
+@sync
+async def test_replay_shows_the_recorded_container_column(tmp_path, monkeypatch):
+    from _changes_util import record
+    from tcpsnap.top.sources import ReplaySource
+
+    res, cid, sid = _cgroups(tmp_path)
+    monkeypatch.setattr("tcpsnap._cgroup._DEFAULT", res)     # the writer resolves through it
+    record(tmp_path / "rec", _with_cgroups(tables(), cid, sid), mode="changes", names=NAMES)
+    src = ReplaySource(tmp_path / "rec")
+    app = TopApp(src, replay=True, at=1)
+    async with app.run_test(size=(120, 30)) as pilot:
+        keys = [c[0] for c in app.model.columns]
+        k = keys.index("container")
+        got = {int(app.model.rows["cookie"][app.model.order[i]]): app.model.cells(i)[k]
+               for i in range(app.model.nrows)}
+        assert got == {1: "-", 2: "-", 3: CID, 4: CID}
+        await pilot.press("q")
+
+
+class Raising(Scripted):
+    """A source whose second frame breaks the view (a bug's stand-in)."""
+
+    def send_bad(self):
+        self.deliver(Frame(np.zeros(2, ROW_DTYPE), np.zeros(1, np.int32), ["x"]))   # proc too short
+
+
+def test_crash_in_the_view_one_line_terminal_restored(capsys, monkeypatch):
+    from tcpsnap import cli
+
+    src = Raising()
+
+    async def drive(app):
+        async with app.run_test(size=(80, 24)) as pilot:
+            src.send(tables()[0])
+            await _settle(pilot, app, 1)
+            src.send_bad()
+            for _ in range(50):
+                await pilot.pause()
+        app.exited = app.is_running is False
+
+    monkeypatch.setattr("tcpsnap.top.sources.LiveSource", lambda *a, **kw: src)
+    monkeypatch.setattr(TopApp, "run", lambda self: asyncio.run(drive(self)))
+    monkeypatch.delenv("TCPSNAP_DEBUG", raising=False)
+    assert cli.main(["top"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tcpsnap: internal error: ") and err.endswith(
+        "(a bug; run with TCPSNAP_DEBUG=1 for the traceback)\n")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert src.stopped                         # the app shut down its normal way (on_unmount)
+
+
+@sync
+async def test_netns_column_only_with_more_than_one_namespace():
+    src = Scripted()
+    app = TopApp(src)
+    async with app.run_test(size=(120, 30)) as pilot:
+        t = tables()
+        t[0]["netns"] = 4026531840
+        src.send(t[0])
+        await _settle(pilot, app, 1)
+        assert "netns" not in [c[0] for c in app.model.columns]
+        t[1]["netns"] = [4026531840, 4026531840, 4026532001, 4026532001]    # cookies 1-4
+        src.send(t[1])
+        await _settle(pilot, app, 2)
+        keys = [c[0] for c in app.model.columns]
+        k = keys.index("netns")
+        got = {int(app.model.rows["cookie"][app.model.order[i]]): app.model.cells(i)[k]
+               for i in range(app.model.nrows)}
+        assert got == {1: "4026531840", 2: "4026531840", 3: "4026532001", 4: "4026532001"}
+        app.model.set_sort("netns", reverse=True)
+        assert [int(app.model.rows["cookie"][app.model.order[i]]) for i in range(4)][:2] == [4, 3]
+        await pilot.press("q")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--all-netns", "--netns", "x"], "--all-netns and --netns exclude each other"),
+    (["--replay", "/nonexistent", "--all-netns"], "--all-netns/--netns choose what is captured: "
+                                                  "they cannot go with --replay"),
+])
+def test_netns_usage_errors(capsys, argv, msg):
+    from tcpsnap.cli import main
+
+    assert main(["top", *argv]) == 2
+    assert capsys.readouterr().err == f"tcpsnap top: error: {msg} (see 'tcpsnap top --help')\n"

@@ -35,6 +35,11 @@ def register(sub) -> None:
                      help="time between refreshes (default: 1s)")
     top.add_argument("--no-pids", action="store_true",
                      help="do not look up owning processes (pid 0, no process name)")
+    top.add_argument("--all-netns", action="store_true",
+                     help="every network namespace (a Netns column when more than one); needs "
+                          "CAP_SYS_ADMIN and CAP_SYS_PTRACE (root)")
+    top.add_argument("--netns", metavar="NAME|PATH|PID", default=None,
+                     help="this network namespace instead of ours: a name under /run/netns, a path, a pid")
     top.add_argument("--replay", metavar="DIR", help="show a recording instead of the live table")
     top.add_argument("--at", type=time_arg, metavar="TIME",
                      help="with --replay: start at the last snapshot at or before TIME (default: the last)")
@@ -51,6 +56,17 @@ def cmd_top(args: argparse.Namespace) -> int:
         raise UsageError("--at needs --replay DIR")
     if args.replay is not None and args.record is not None:
         raise UsageError("--record records the live table: it cannot go with --replay")
+    if args.all_netns and args.netns is not None:
+        raise UsageError("--all-netns and --netns exclude each other")
+    if args.replay is not None and (args.all_netns or args.netns is not None):
+        raise UsageError("--all-netns/--netns choose what is captured: they cannot go with --replay")
+    if args.all_netns or args.netns is not None:
+        from .netns import check_capabilities, namespace_path
+
+        # before the terminal is taken: NamespaceError, one line naming what is missing
+        check_capabilities(args.all_netns)
+        if args.netns is not None:
+            namespace_path(args.netns)
     try:
         from .top.app import TopApp
     except ImportError as e:
@@ -69,10 +85,11 @@ def cmd_top(args: argparse.Namespace) -> int:
             return 1
         app = TopApp(src, replay=True, at=at)
     else:
-        live = LiveSource(args.interval, filter=where, record=args.record, pids=not args.no_pids)
+        live = LiveSource(args.interval, filter=where, record=args.record, pids=not args.no_pids,
+                          netns="all" if args.all_netns else args.netns)
         app = TopApp(live)
     app.run()
-    if app.error is not None:             # the capture thread's: a failure to report
+    if app.error is not None:             # the capture thread's or the view's: cli.main's one line
         raise app.error
     # Textual printed what went wrong in the view itself (a bug): say so in the status too
     return 1 if app.return_code else 0

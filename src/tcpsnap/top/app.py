@@ -4,6 +4,7 @@ rows, since Textual's ``DataTable`` took 11-14 s per refresh at 10k rows (issue 
 
 from __future__ import annotations
 
+import os
 import signal
 from datetime import UTC, datetime
 from typing import Any
@@ -150,6 +151,19 @@ class TopApp(App):
         else:
             self.source.start(lambda fr: self.post_message(FrameReady(fr)))
         self._draw_head()
+
+    def _handle_exception(self, error: Exception) -> None:
+        # An error in the view (a bug): Textual would print its traceback with locals after
+        # restoring the terminal. Keep it for the command to report in one line as every
+        # command does (cli.main); TCPSNAP_DEBUG keeps Textual's traceback. Overrides a
+        # private Textual hook (textual 0.x..2.x): the only place every handler's error passes.
+        if os.environ.get("TCPSNAP_DEBUG", "") not in ("", "0"):
+            super()._handle_exception(error)
+            return
+        if self.error is None:
+            self.error = error
+        self._return_code = 1
+        self._close_messages_no_wait()    # the normal shutdown: the terminal is restored
 
     def on_unmount(self) -> None:
         if not self.replay:

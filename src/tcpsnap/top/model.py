@@ -25,10 +25,11 @@ MARK_NONE, MARK_NEW, MARK_CHANGED, MARK_CLOSED = range(4)
 #: The mark's character in the first column: the colours' meaning without colours (NO_COLOR).
 MARK_CHARS = (" ", "+", "~", "-")
 
-#: (key, title, width): the table's columns, in order; ``container`` only when a frame has it.
+#: (key, title, width): the table's columns, in order; ``container`` only when a frame has it,
+#: ``netns`` (the namespace's inode) only when the rows come from more than one namespace.
 COLUMNS = (("family", "Prot", 4), ("local", "Local Address", 21), ("remote", "Remote Address", 21),
            ("state", "State", 11), ("pid", "PID", 7), ("process", "Process", 15),
-           ("container", "Container", 14), ("recvq", "Recv-Q", 7), ("sendq", "Send-Q", 7))
+           ("container", "Container", 14), ("netns", "Netns", 10), ("recvq", "Recv-Q", 7), ("sendq", "Send-Q", 7))
 #: The columns of the per-process grouping.
 GROUP_COLUMNS = (("pid", "PID", 7), ("process", "Process", 15), ("conns", "Conns", 6),
                  ("listen", "Listen", 6), ("estab", "Estab", 6), ("other", "Other", 6),
@@ -85,6 +86,7 @@ class TopModel:
         self.containers: list[str] = []
         self._cindex: dict[str, int] = {}
         self.has_container = False
+        self.multi_netns = False
         self.filter: Filter | None = None
         self.sort = "local"
         self.reverse = False
@@ -143,6 +145,8 @@ class TopModel:
         marks[idx[(code == EV_STATE) | (code == EV_CHANGED) | (code == EV_QUEUES)]] = MARK_CHANGED
         marks[n:] = MARK_CLOSED
         self.marks = marks
+        ns = frame.rows["netns"]
+        self.multi_netns = self.multi_netns or bool(n and (ns != ns[0]).any())
         cont = np.full(n + nc, -1, np.int32)
         if frame.container is not None:
             self.has_container = True
@@ -191,8 +195,8 @@ class TopModel:
             main = [r["family"]]
         elif key == "state":
             main = [r["state"]]
-        elif key == "pid":
-            main = [r["pid"]]
+        elif key in ("pid", "netns"):
+            main = [r[key]]
         elif key in ("process", "container"):
             names, codes = (self.names, self.proc) if key == "process" else (self.containers, self.cont)
             rank = np.empty(len(names) + 1, np.int64)
@@ -277,7 +281,8 @@ class TopModel:
     def columns(self) -> tuple[tuple[str, str, int], ...]:
         if self.group:
             return GROUP_COLUMNS
-        return tuple(c for c in COLUMNS if c[0] != "container" or self.has_container)
+        hide = {k for k, shown in (("container", self.has_container), ("netns", self.multi_netns)) if not shown}
+        return tuple(c for c in COLUMNS if c[0] not in hide)
 
     @property
     def nrows(self) -> int:
@@ -333,7 +338,7 @@ class TopModel:
                "pid": str(int(r["pid"])) if r["pid"] else "-",
                "process": self.names[p] if p >= 0 else "-",
                "container": self.containers[int(self.cont[j])] if self.cont[j] >= 0 else "-",
-               "recvq": str(int(r["rx_queue"])), "sendq": str(int(r["tx_queue"]))}
+               "netns": str(int(r["netns"])), "recvq": str(int(r["rx_queue"])), "sendq": str(int(r["tx_queue"]))}
         return [out[k] for k, _, _ in self.columns]
 
     def state_counts(self) -> dict[str, int]:

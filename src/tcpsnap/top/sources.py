@@ -27,11 +27,20 @@ class LiveSource:
     ``process_names()`` (``tcpsnap.Snapshotter`` by default, with ``pids`` and ``filter``).
     With ``record`` (a folder) a :class:`tcpsnap.Recorder` takes the snapshots on its
     schedule and the view is shown each one it records: the recording is the view's.
-    ``error`` holds what stopped the thread (shown, then raised by the command)."""
+    ``error`` holds what stopped the thread (shown, then raised by the command).
+
+    Containers: each row's ``cgroup_id`` is resolved to a container id in this thread
+    (``cgroups``: a ``tcpsnap._cgroup.CgroupResolver``, the process-wide one by default;
+    its cache re-walks the cgroup mount at most once a second), so the UI never waits on
+    it; a frame carries a ``container`` column once a row maps to one. ``netns``: as
+    ``Snapshotter(netns=...)`` takes it (None: this process's namespace)."""
 
     def __init__(self, interval: float, *, filter: Any = None, snapshotter: Any = None, pids: bool = True,
-                 record: str | os.PathLike | None = None, record_options: dict | None = None) -> None:
+                 record: str | os.PathLike | None = None, record_options: dict | None = None,
+                 cgroups: Any = None, netns: str | int | list | None = None) -> None:
         self.interval = interval
+        self._cgroups = cgroups
+        self._netns = netns
         self._filter = filter
         self._snap = snapshotter
         self._pids = pids
@@ -48,7 +57,7 @@ class LiveSource:
         if self._snap is None:
             from .._snapshot import Snapshotter
 
-            self._snap = Snapshotter(pids=self._pids, filter=self._filter)
+            self._snap = Snapshotter(pids=self._pids, filter=self._filter, netns=self._netns)
             self._own = True
         else:
             self._own = False
@@ -67,8 +76,19 @@ class LiveSource:
 
     def _publish(self, rows: np.ndarray, capture_ns: int) -> None:
         codes, names = self._snap.process_names(rows["pid"])
-        self._deliver(Frame(rows.copy(), np.asarray(codes, np.int32), list(names),
-                            wall_ns=time.time_ns(), capture_ns=capture_ns))
+        fr = Frame(rows.copy(), np.asarray(codes, np.int32), list(names),
+                   wall_ns=time.time_ns(), capture_ns=capture_ns)
+        ids = fr.rows["cgroup_id"]
+        if len(ids) and ids.any():             # Windows rows and old kernels have none
+            if self._cgroups is None:
+                from .._cgroup import default_resolver
+
+                self._cgroups = default_resolver()
+            inv, columns = self._cgroups.resolve_distinct(ids)
+            lut, containers = columns[1]
+            if containers:                     # no column of dashes on a host without any
+                fr.container, fr.containers = lut[inv], containers
+        self._deliver(fr)
 
     def _run(self) -> None:
         try:
