@@ -165,6 +165,7 @@ CLI_BAD: list[tuple[str, int, str]] = [
     # top
     ("top --interval 0s", 2, "argument --interval: must be more than 0"),
     ("top --no-pids --process sshd", 2, "--pid/--process filters need pids: drop --no-pids"),
+    ("record {tmp}/r --no-pids --process sshd", 2, "--pid/--process filters need pids: drop --no-pids"),
     ("top --at now", 2, "--at needs --replay DIR"),
     ("top --replay {rec} --record {tmp}/r", 2, "--record records the live table: it cannot go with --replay"),
     ("top 'dport ='", 2, "filter 'dport =' ends where a port was expected"),

@@ -298,6 +298,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.all_netns and args.netns is not None:
         print("tcpsnap: error: --all-netns and --netns exclude each other", file=sys.stderr)
         return 2
+    where = filter_from_args(args, legacy=False)
+    if where is not None and where.needs_pids and args.no_pids:
+        print("tcpsnap: error: --pid/--process filters need pids: drop --no-pids", file=sys.stderr)
+        return 2
     if args.all_netns or args.netns is not None:
         from .netns import check_capabilities, namespace_path
 
@@ -315,7 +319,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         fsync=args.fsync, nice=args.nice if args.nice != 0 else None,
         mode=args.mode, keyframe=args.keyframe, destroy=False if args.no_destroy_feed else None,
         new_dataset=args.new_dataset, netns="all" if args.all_netns else args.netns,
-        filter=filter_from_args(args, legacy=False),
+        filter=where,
         **_cli_ops.recorder_kwargs(args),
         **({"max_rss": args.max_rss} if args.max_rss is not None else {}))
     shipper = _make_shipper(args, rec)  # before open: a bad URL or no credentials stop us here

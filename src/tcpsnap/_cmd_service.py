@@ -29,9 +29,12 @@ is missing, a default {DEFAULT_PATH} (an existing one is never overwritten).
 Then prints the commands that create the user and start the service.
 
 examples:
-  tcpsnap install-service --dry-run         print what would be written, write nothing
-  sudo tcpsnap install-service              install for this tcpsnap ({sys.executable})
-  tcpsnap install-service --prefix pkgroot  stage the files under ./pkgroot (as DESTDIR)
+  tcpsnap install-service --dry-run
+      print what would be written, write nothing
+  sudo tcpsnap install-service
+      install for this tcpsnap ({sys.executable})
+  tcpsnap install-service --prefix pkgroot
+      stage the files under ./pkgroot (as DESTDIR)
 """
 
 EPILOG_CONFIG = f"""\

@@ -205,8 +205,9 @@ class Capture:
             self._pending_overruns += missed
         now = time.monotonic()
         if now - self._last_overrun_log >= 10.0:
-            log.warning("overrun: %d snapshot slot(s) missed (%.1f ms late; %d in all)",
-                        self.overruns - self._overruns_logged, late / 1e6, self.overruns)
+            n = self.overruns - self._overruns_logged
+            log.warning("overrun: %d snapshot %s missed (%.1f ms late; %d in all)",
+                        n, "slot" if n == 1 else "slots", late / 1e6, self.overruns)
             self._overruns_logged = self.overruns
             self._last_overrun_log = now
 
