@@ -219,3 +219,31 @@ def test_resolver_walks_at_once_for_a_new_id_and_rate_limits_ids_not_found(tmp_p
         assert res.path(c) is None and res.stats["walks"] == 4
     finally:
         _remove_tree(top)
+
+
+@needs_cgroups
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_show_gives_cgroup_container_pod_and_netns(tenants, fmt):
+    # `tcpsnap show` as a user runs it: each tenant's rows carry its cgroup path, container
+    # id, pod uid (empty/null outside Kubernetes) and the namespace's inode (the one
+    # `ls -iL /proc/self/ns/net` shows: show dumps the namespace it runs in)
+    import csv
+    import io
+    import json
+
+    netns = os.stat("/proc/self/ns/net").st_ino
+    p = subprocess.run([sys.executable, "-m", "tcpsnap", "show", "--no-pids", "--format", fmt],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    if fmt == "json":
+        rows = json.loads(p.stdout)
+    else:
+        rows = list(csv.DictReader(io.StringIO(p.stdout)))
+        assert {"cgroup", "container", "pod_uid", "netns"} <= set(rows[0])
+    for t, path, ino, cont, pod in tenants:
+        mine = [r for r in rows if int(r["local_port"]) in t.ports and int(r["inode"]) != 0]
+        assert len(mine) == t.sockets + len(t.listening), path
+        for r in mine:
+            assert int(r["cgroup_id"]) == ino and r["cgroup"] == path and r["container"] == cont
+            assert r["pod_uid"] == (pod if pod is not None else (None if fmt == "json" else ""))
+            assert int(r["netns"]) == netns

@@ -7,9 +7,13 @@ class DestroyFeed:
     malformed: int
     received: int
     rcvbuf: int
-    def __init__(self, rcvbuf: int = ..., capacity: int = 4096) -> None:
+    netns: int
+    def __init__(self, rcvbuf: int = ..., capacity: int = 4096, sock: int = -1, query: int = -1,
+                 netns: int | None = None) -> None:
         """TypeError for a non-integer argument; ValueError for an rcvbuf outside
-        0..2**31-1 bytes or a capacity below 1 row (both before any socket is made)."""
+        0..2**31-1 bytes or a capacity below 1 row (both before any socket is made).
+        sock/query: sockets made inside another namespace (owned from the call on), netns
+        its inode (tags every report)."""
     def fileno(self) -> int: ...
     def drain(self) -> int: ...
     def take(self) -> tuple[np.ndarray, np.ndarray]: ...

@@ -82,9 +82,9 @@ cdef enum drain_status:
 
 cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_ssize_t cap,
                            Py_ssize_t *n, unsigned long long *drops,
-                           unsigned long long *malformed, int *err) noexcept nogil:
+                           unsigned long long *malformed, int *err, uint64_t netns) noexcept nogil:
     """Receive every queued datagram into out[n:cap], each row stamped (ts) with the
-    wall clock of its receive."""
+    wall clock of its receive and tagged with ``netns``, the namespace of ``fd``."""
     cdef long got
     cdef nl_cursor cur
     cdef nl_result res
@@ -115,7 +115,7 @@ cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_
         cur.len = got
         cur.off = 0
         memset(&res, 0, sizeof(res))
-        res.netns = OWN_NETNS          # the feed is this process's namespace's
+        res.netns = netns              # the groups deliver only the socket's own namespace
         n0 = n[0]
         # one datagram holds one message, so it always fits the one free row
         st = nl_parse(&cur, 0, out + n0, cap - n0, &res)
@@ -222,32 +222,48 @@ cdef class DestroyFeed:
     cdef readonly unsigned long long malformed
     cdef readonly unsigned long long received
     cdef readonly int rcvbuf                     # the receive buffer the kernel granted
+    cdef readonly unsigned long long netns       # inode of the namespace the socket is in
 
     def __cinit__(self):
         self.fd = -1
         self.qfd = -1
         self.buf = NULL
 
-    def __init__(self, rcvbuf=DEFAULT_RCVBUF, capacity=4096):
+    def __init__(self, rcvbuf=DEFAULT_RCVBUF, capacity=4096, sock=-1, query=-1, netns=None):
         """Raises PermissionError without CAP_NET_ADMIN, OSError naming the call otherwise.
         Bad arguments, before any socket is made: TypeError for a non-integer, ValueError
-        for an rcvbuf outside 0..INT_MAX bytes or a capacity below 1 row."""
+        for an rcvbuf outside 0..INT_MAX bytes or a capacity below 1 row.
+
+        Another namespace's feed: ``sock`` and ``query`` are NETLINK_SOCK_DIAG sockets (fds)
+        made inside it (``tcpsnap._netns.sock_diag_in``), for the subscription and for
+        ``probe``; ``netns`` its inode, the ``netns`` of every report. The kernel delivers
+        the destroy groups, and answers lookups, in the namespace a socket was made in, so
+        the sockets say where, not the thread. The feed owns (closes) both from the call on,
+        also when it raises."""
         cdef sockaddr_nl sa
-        cdef int fd, g, size = int_arg(rcvbuf, "rcvbuf", 0, INT_MAX)
-        cdef Py_ssize_t cap = capacity_arg(capacity)
+        cdef int fd, q, g, size
+        cdef Py_ssize_t cap
         cdef socklen_t optlen = sizeof(int)
+        fd = int_arg(sock, "sock", -1, INT_MAX)
+        self.fd = fd                    # owned from here: closed by __dealloc__ on any error
+        q = int_arg(query, "query", -1, INT_MAX)
+        self.qfd = q
+        size = int_arg(rcvbuf, "rcvbuf", 0, INT_MAX)
+        cap = capacity_arg(capacity)
+        self.netns = OWN_NETNS if netns is None else int_arg(netns, "netns", 1, 0xFFFFFFFFFFFFFFFF)
         self.buf = <char *>malloc(RECV_SIZE)
         if self.buf == NULL:
             raise MemoryError()
         self._set_rows(np.zeros(cap, ROW_DTYPE), np.zeros(cap, np.int64))
-        fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG)
         if fd < 0:
-            raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)
-        self.fd = fd
-        memset(&sa, 0, sizeof(sa))
-        sa.nl_family = AF_NETLINK
-        if bind(fd, <sockaddr *>&sa, sizeof(sa)) < 0:
-            raise_syscall("bind(NETLINK_SOCK_DIAG)", errno)
+            fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG)
+            if fd < 0:
+                raise_syscall("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno)
+            self.fd = fd
+            memset(&sa, 0, sizeof(sa))
+            sa.nl_family = AF_NETLINK
+            if bind(fd, <sockaddr *>&sa, sizeof(sa)) < 0:
+                raise_syscall("bind(NETLINK_SOCK_DIAG)", errno)
         # a burst of deaths between two drains must fit: force past rmem_max as root
         if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(int)) < 0:
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int))
@@ -285,7 +301,7 @@ cdef class DestroyFeed:
             before = self.n
             with nogil:
                 st = drain_fd(self.fd, self.buf, self.rowp, tsp, self.cap, &self.n,
-                              &self.drops, &self.malformed, &err)
+                              &self.drops, &self.malformed, &err, self.netns)
             self.received += self.n - before
             if st == DRAIN_EMPTY:
                 return self.n
