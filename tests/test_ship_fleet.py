@@ -21,6 +21,7 @@ from _s3 import BUCKET, CREDS, Moto
 from tcpsnap.analysis import lifetimes
 from tcpsnap.cli import main
 from tcpsnap.ship.fleet import dataset, partition_filter, s3_filesystem
+from tcpsnap.ship.fleet import read as fleet_read
 
 HOSTS = ("web-1", "web-2", "db-1")
 URL = f"s3://{BUCKET}/tcpsnap"
@@ -33,8 +34,8 @@ def fleet(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     for k, v in CREDS.items():
         mp.setenv(k, v)
-    m = Moto()
     tmp = tmp_path_factory.mktemp("fleet")
+    m = Moto(log=tmp / "moto.log")
     try:
         m.client().create_bucket(Bucket=BUCKET)
         recs = {}
@@ -174,3 +175,60 @@ def test_spark_reads_a_local_copy_and_counts_the_same(fleet, expected):
         h, n, d = line.split()
         got[h] = (int(n), int(d))
     assert got == {h: (len(v), len({c for _, c in v})) for h, v in expected.items()}
+
+
+def _copy(m, dst, host=None):
+    """Download the shipped layout (only ``host``'s objects if given) under ``dst``."""
+    c = m.client()
+    for o in c.list_objects_v2(Bucket=BUCKET, Prefix="tcpsnap/")["Contents"]:
+        if host is None or f"/host={host}/" in o["Key"]:
+            d = dst / o["Key"]
+            d.parent.mkdir(parents=True, exist_ok=True)
+            c.download_file(BUCKET, o["Key"], str(d))
+    return dst / "tcpsnap"
+
+
+def test_fleet_read_is_tcpsnap_read_of_a_local_copy(fleet):
+    import pandas.testing as pdt
+
+    m, _, tmp = fleet
+    local = _copy(m, tmp / "read-all")
+    pdt.assert_frame_equal(fleet_read(URL, endpoint_url=m.url), tcpsnap.read(local))
+    shutil.rmtree(tmp / "read-all")
+
+
+def test_fleet_read_of_one_hosts_hour_fetches_only_that_hosts_objects(fleet):
+    """Counted on the server (moto's request log): reading web-2's hour out of the fleet
+    GETs web-2's objects and no other host's, and gives the frame tcpsnap.read gives for
+    a local copy of web-2's part of the layout."""
+    import pandas as pd
+    import pandas.testing as pdt
+
+    m, recs, tmp = fleet
+    ts = tcpsnap.read(recs["web-2"])["timestamp"]
+    start = ts.min().floor("h")
+    end = start + pd.Timedelta(hours=1)
+    keys = {o["Key"] for o in m.client().list_objects_v2(Bucket=BUCKET, Prefix="tcpsnap/")["Contents"]}
+    web2 = {k for k in keys if "/host=web-2/" in k}
+    assert web2 and len(web2) < len(keys)
+    since = m.log_size()
+    got = fleet_read(URL, hosts=["web-2"], start=start, end=end, endpoint_url=m.url)
+    gets = {p.removeprefix(f"/{BUCKET}/") for meth, p in m.requests(since) if meth == "GET"}
+    objects = gets & keys
+    assert objects == web2
+    local = _copy(m, tmp / "read-web2", host="web-2")
+    pdt.assert_frame_equal(got, tcpsnap.read(local, start=start, end=end))
+    assert set(got["host"].unique()) == {"web-2"}
+    shutil.rmtree(tmp / "read-web2")
+
+
+def test_fleet_read_with_no_matching_file_is_a_usage_error(fleet):
+    m, _, _ = fleet
+    with pytest.raises(ValueError, match="no shipped file"):
+        fleet_read(URL, hosts=["nobody"], endpoint_url=m.url)
+
+
+def test_info_of_a_url_is_a_one_line_usage_error(capsys):
+    assert main(["info", URL]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "URLs are not supported" in err and "Traceback" not in err

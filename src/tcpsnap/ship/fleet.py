@@ -10,11 +10,13 @@ filter on ``host`` or ``date`` opens only that host's or day's objects.
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import tempfile
 from typing import Any
 
 from .target import parse_url
 
-__all__ = ["dataset", "s3_filesystem", "partition_filter"]
+__all__ = ["dataset", "s3_filesystem", "partition_filter", "read"]
 
 
 def s3_filesystem(endpoint_url: str | None = None) -> Any:
@@ -83,3 +85,54 @@ def dataset(url: str, *, endpoint_url: str | None = None) -> Any:
         return ds.dataset(f"{bucket}/{prefix}".rstrip("/"), filesystem=s3_filesystem(endpoint_url),
                           format="parquet", partitioning=part, exclude_invalid_files=False)
     return ds.dataset(url, format="parquet", partitioning=part)
+
+
+def read(url: str, hosts: list[str] | None = None, start: Any = None, end: Any = None, *,
+         endpoint_url: str | None = None, **kwargs: Any):
+    """``tcpsnap.read`` of a shipped fleet: the same pandas DataFrame ``tcpsnap.read`` gives
+    for a local copy of the layout at ``url`` (``s3://bucket/prefix`` or a local folder),
+    restricted to ``hosts`` (names, as in ``host=NAME/``) and to ``start``..``end`` (as
+    ``tcpsnap.read`` takes them; ``end`` exclusive).
+
+    Partition pruning: only the objects under ``date=D/host=H/`` for the asked hosts and
+    the UTC days from ``start`` to ``end`` are fetched (into a temporary folder, removed on
+    return: its size is that of those objects); then ``tcpsnap.read`` picks files and row
+    groups by time as it does locally, so every footer and page checksum is verified.
+    ``kwargs`` (``columns``, ``filters``, ``where``, ``mode``, ``skip_bad``) go to
+    ``tcpsnap.read``. Raises ``UsageError`` for a bad URL or when no shipped file matches,
+    ``OSError``/``ArrowException`` when the store cannot be read, ``BadRecording`` as
+    ``tcpsnap.read``."""
+    from .._errors import UsageError
+    from ..reading.full import read as read_local
+
+    if hosts is not None and isinstance(hosts, str):
+        hosts = [hosts]
+    d = dataset(url, endpoint_url=endpoint_url)
+    paths = [fr.path for fr in d.get_fragments(filter=partition_filter(hosts, start, end))]
+    if not paths:
+        raise UsageError(f"{url}: no shipped file for hosts {hosts or 'any'} from {start or 'the start'} "
+                         f"to {end or 'the end'}")
+    root = url.removeprefix("s3://").rstrip("/") if url.startswith("s3://") else str(url).rstrip("/")
+    if not url.startswith("s3://"):
+        return read_local(root, start, end, **kwargs) if hosts is None and start is None \
+            and end is None else _read_copy(d.filesystem, root, paths, start, end, kwargs)
+    return _read_copy(d.filesystem, root, paths, start, end, kwargs)
+
+
+def _read_copy(fs: Any, root: str, paths: list[str], start: Any, end: Any, kwargs: dict):
+    """Copy ``paths`` (under ``root`` on ``fs``) keeping their ``date=/host=`` folders, and
+    ``tcpsnap.read`` the copy: the reader verifies files, so it wants them local."""
+    from pyarrow import fs as pafs
+
+    from ..reading.full import read as read_local
+
+    with tempfile.TemporaryDirectory(prefix="tcpsnap-fleet-") as tmp:
+        local = pafs.LocalFileSystem()
+        for p in paths:
+            rel = os.path.relpath(p, root)
+            if rel.startswith(".."):
+                raise ValueError(f"{p} is not under {root}")
+            dst = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            pafs.copy_files(p, dst, source_filesystem=fs, destination_filesystem=local)
+        return read_local(tmp, start, end, **kwargs)
