@@ -49,11 +49,12 @@ class Moto:
     def requests(self, since=0):
         """(method, path) of every request logged after byte ``since`` of the log."""
         import re
+        from urllib.parse import unquote
 
         with open(self.log, "rb") as f:
             f.seek(since)
-            text = f.read().decode(errors="replace")
-        return re.findall(r'"([A-Z]+) (/[^ ?"]*)[^ "]* HTTP/', text)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))  # werkzeug's colours
+        return [(meth, unquote(p)) for meth, p in re.findall(r'"([A-Z]+) (/[^ ?"]*)[^ "]* HTTP/', text)]
 
     def log_size(self):
         return os.path.getsize(self.log)

@@ -213,9 +213,9 @@ def test_fleet_read_of_one_hosts_hour_fetches_only_that_hosts_objects(fleet):
     assert web2 and len(web2) < len(keys)
     since = m.log_size()
     got = fleet_read(URL, hosts=["web-2"], start=start, end=end, endpoint_url=m.url)
-    gets = {p.removeprefix(f"/{BUCKET}/") for meth, p in m.requests(since) if meth == "GET"}
-    objects = gets & keys
-    assert objects == web2
+    reqs = [(meth, p.removeprefix(f"/{BUCKET}/")) for meth, p in m.requests(since)]
+    touched = {p for _, p in reqs if p in keys}     # HEAD or GET of an object
+    assert touched == {p for meth, p in reqs if meth == "GET" and p in keys} == web2
     local = _copy(m, tmp / "read-web2", host="web-2")
     pdt.assert_frame_equal(got, tcpsnap.read(local, start=start, end=end))
     assert set(got["host"].unique()) == {"web-2"}
@@ -232,3 +232,36 @@ def test_info_of_a_url_is_a_one_line_usage_error(capsys):
     assert main(["info", URL]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "URLs are not supported" in err and "Traceback" not in err
+
+
+def test_lifetimes_and_state_counts_on_a_dask_local_cluster_equal_pandas(fleet):
+    """The analysis functions, one task per host on a LocalCluster of 2 worker processes,
+    give exactly what they give on the whole fleet's frame in pandas."""
+    distributed = pytest.importorskip("dask.distributed")
+    from functools import partial
+
+    import pandas as pd
+    from tcpsnap.analysis import state_counts
+    from tcpsnap.ship.fleet import host_names, per_host, sum_bins
+
+    m, _, tmp = fleet
+    assert host_names(URL, endpoint_url=m.url) == sorted(HOSTS)
+    whole = fleet_read(URL, endpoint_url=m.url)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as client:
+        life = per_host(URL, lifetimes, client=client, endpoint_url=m.url)
+        counts = per_host(URL, partial(state_counts, freq="100ms"), client=client, endpoint_url=m.url,
+                          combine=sum_bins)
+
+    def norm(df, keys):
+        df = df.astype({c: str for c in df.columns if hasattr(df[c], "cat")})
+        return df.sort_values(keys).reset_index(drop=True).to_dict("list")
+
+    want_life = lifetimes(whole)
+    assert len(life) == len(want_life) == sum(len(lifetimes(tcpsnap.read(p))) for p in fleet[1].values())
+    assert norm(life, ["host", "cookie", "first_seen"]) == norm(want_life, ["host", "cookie", "first_seen"])
+    want_counts = state_counts(whole, freq="100ms")
+    assert len(want_counts) > 3
+    pd.testing.assert_frame_equal(counts[sorted(counts.columns)], want_counts[sorted(want_counts.columns)],
+                                  check_freq=False, check_names=False)
