@@ -29,7 +29,7 @@ class Moto:
         ``"GET /bucket/key HTTP/1.1" 200``), to count what a reader fetched."""
         pytest.importorskip("moto.server")
         self.log = log
-        self._logf = open(log, "ab") if log else None  # noqa: SIM115 - closed in stop()
+        self._logf = open(log, "ab") if log else None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",

@@ -241,6 +241,7 @@ def test_lifetimes_and_state_counts_on_a_dask_local_cluster_equal_pandas(fleet):
     from functools import partial
 
     import pandas as pd
+
     from tcpsnap.analysis import state_counts
     from tcpsnap.ship.fleet import host_names, per_host, sum_bins
 
