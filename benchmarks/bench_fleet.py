@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import Run, add_json_argument  # noqa: E402
+from _results import Run, add_json_argument
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
          "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
@@ -101,15 +101,15 @@ def same(a, b, keys) -> bool:
 
 def generate(data: Path, args) -> None:
     import bench_analysis as ba
-
     import tcpsnap._host
 
     for i in range(args.hosts):
         h = f"host-{i}"
         if (data / h / "manifest.json").exists():
             continue
-        socket.gethostname = lambda h=h: h          # the name the recorder writes in every row
-        tcpsnap._host.boot_id = lambda h=h: f"boot-{h}"
+        # the name and boot the recorder writes in every row: each host its own
+        setattr(socket, "gethostname", lambda h=h: h)  # noqa: B010
+        setattr(tcpsnap._host, "boot_id", lambda h=h: f"boot-{h}")  # noqa: B010
         ba.generate(data / h, {"version": ba.GEN_VERSION, "minutes": args.minutes,
                                "interval_ms": args.interval_ms, "pairs": args.pairs, "seed": 5 + i,
                                "start": ba.T0_ISO})
