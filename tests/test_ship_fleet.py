@@ -194,6 +194,9 @@ def test_fleet_read_is_tcpsnap_read_of_a_local_copy(fleet):
     m, _, tmp = fleet
     local = _copy(m, tmp / "read-all")
     pdt.assert_frame_equal(fleet_read(URL, endpoint_url=m.url), tcpsnap.read(local))
+    pdt.assert_frame_equal(fleet_read(str(local)), tcpsnap.read(local))   # the local layout too
+    one = fleet_read(str(local), hosts="db-1")
+    assert set(one["host"].unique()) == {"db-1"} and len(one) == 18 + 4 * 2
     shutil.rmtree(tmp / "read-all")
 
 
