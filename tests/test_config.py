@@ -70,7 +70,7 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "verbose": (["-v", "-v"], "verbose = 2"),
     "quiet": (["-q"], "quiet = true"),  # with quiet and verbose apart (they exclude each other)
 }
-_APART = {"quiet", "netns"}
+_APART = {"quiet", "netns", "pid", "process"}  # pid and process need pids (no-pids is in the set)
 #: options that start something beside the recorder (a metrics exporter, a shipper): compared as
 #: parsed settings, not through a fake recorder
 _EXPORTERS = {"metrics", "metrics-textfile", "ship", "endpoint-url", "delete-after-ship", "part-size",
