@@ -24,13 +24,17 @@ def free_port():
 
 
 class Moto:
-    def __init__(self):
+    def __init__(self, log=None):
+        """``log``: a file the server writes its request log to (one line per request,
+        ``"GET /bucket/key HTTP/1.1" 200``), to count what a reader fetched."""
         pytest.importorskip("moto.server")
+        self.log = log
+        self._logf = open(log, "ab") if log else None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                                       str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, env={**os.environ, **CREDS})
+                                     stderr=self._logf or subprocess.DEVNULL, env={**os.environ, **CREDS})
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -42,6 +46,19 @@ class Moto:
                     pytest.fail("moto server did not start")
                 time.sleep(0.1)
 
+    def requests(self, since=0):
+        """(method, path) of every request logged after byte ``since`` of the log."""
+        import re
+        from urllib.parse import unquote
+
+        with open(self.log, "rb") as f:
+            f.seek(since)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))  # werkzeug's colours
+        return [(meth, unquote(p)) for meth, p in re.findall(r'"([A-Z]+) (/[^ ?"]*)[^ "]* HTTP/', text)]
+
+    def log_size(self):
+        return os.path.getsize(self.log)
+
     def client(self, url=None):
         import boto3
 
@@ -52,6 +69,8 @@ class Moto:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        if self._logf is not None:
+            self._logf.close()
 
 
 class Relay:

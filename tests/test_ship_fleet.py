@@ -21,6 +21,7 @@ from _s3 import BUCKET, CREDS, Moto
 from tcpsnap.analysis import lifetimes
 from tcpsnap.cli import main
 from tcpsnap.ship.fleet import dataset, partition_filter, s3_filesystem
+from tcpsnap.ship.fleet import read as fleet_read
 
 HOSTS = ("web-1", "web-2", "db-1")
 URL = f"s3://{BUCKET}/tcpsnap"
@@ -33,8 +34,8 @@ def fleet(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     for k, v in CREDS.items():
         mp.setenv(k, v)
-    m = Moto()
     tmp = tmp_path_factory.mktemp("fleet")
+    m = Moto(log=tmp / "moto.log")
     try:
         m.client().create_bucket(Bucket=BUCKET)
         recs = {}
@@ -174,3 +175,97 @@ def test_spark_reads_a_local_copy_and_counts_the_same(fleet, expected):
         h, n, d = line.split()
         got[h] = (int(n), int(d))
     assert got == {h: (len(v), len({c for _, c in v})) for h, v in expected.items()}
+
+
+def _copy(m, dst, host=None):
+    """Download the shipped layout (only ``host``'s objects if given) under ``dst``."""
+    c = m.client()
+    for o in c.list_objects_v2(Bucket=BUCKET, Prefix="tcpsnap/")["Contents"]:
+        if host is None or f"/host={host}/" in o["Key"]:
+            d = dst / o["Key"]
+            d.parent.mkdir(parents=True, exist_ok=True)
+            c.download_file(BUCKET, o["Key"], str(d))
+    return dst / "tcpsnap"
+
+
+def test_fleet_read_is_tcpsnap_read_of_a_local_copy(fleet):
+    import pandas.testing as pdt
+
+    m, _, tmp = fleet
+    local = _copy(m, tmp / "read-all")
+    pdt.assert_frame_equal(fleet_read(URL, endpoint_url=m.url), tcpsnap.read(local))
+    pdt.assert_frame_equal(fleet_read(str(local)), tcpsnap.read(local))   # the local layout too
+    one = fleet_read(str(local), hosts="db-1")
+    assert set(one["host"].unique()) == {"db-1"} and len(one) == 18 + 4 * 2
+    shutil.rmtree(tmp / "read-all")
+
+
+def test_fleet_read_of_one_hosts_hour_fetches_only_that_hosts_objects(fleet):
+    """Counted on the server (moto's request log): reading web-2's hour out of the fleet
+    GETs web-2's objects and no other host's, and gives the frame tcpsnap.read gives for
+    a local copy of web-2's part of the layout."""
+    import pandas as pd
+    import pandas.testing as pdt
+
+    m, recs, tmp = fleet
+    ts = tcpsnap.read(recs["web-2"])["timestamp"]
+    start = ts.min().floor("h")
+    end = start + pd.Timedelta(hours=1)
+    keys = {o["Key"] for o in m.client().list_objects_v2(Bucket=BUCKET, Prefix="tcpsnap/")["Contents"]}
+    web2 = {k for k in keys if "/host=web-2/" in k}
+    assert web2 and len(web2) < len(keys)
+    since = m.log_size()
+    got = fleet_read(URL, hosts=["web-2"], start=start, end=end, endpoint_url=m.url)
+    reqs = [(meth, p.removeprefix(f"/{BUCKET}/")) for meth, p in m.requests(since)]
+    touched = {p for _, p in reqs if p in keys}     # HEAD or GET of an object
+    assert touched == {p for meth, p in reqs if meth == "GET" and p in keys} == web2
+    local = _copy(m, tmp / "read-web2", host="web-2")
+    pdt.assert_frame_equal(got, tcpsnap.read(local, start=start, end=end))
+    assert set(got["host"].unique()) == {"web-2"}
+    shutil.rmtree(tmp / "read-web2")
+
+
+def test_fleet_read_with_no_matching_file_is_a_usage_error(fleet):
+    m, _, _ = fleet
+    with pytest.raises(ValueError, match="no shipped file"):
+        fleet_read(URL, hosts=["nobody"], endpoint_url=m.url)
+
+
+def test_info_of_a_url_is_a_one_line_usage_error(capsys):
+    assert main(["info", URL]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "URLs are not supported" in err and "Traceback" not in err
+
+
+def test_lifetimes_and_state_counts_on_a_dask_local_cluster_equal_pandas(fleet):
+    """The analysis functions, one task per host on a LocalCluster of 2 worker processes,
+    give exactly what they give on the whole fleet's frame in pandas."""
+    distributed = pytest.importorskip("dask.distributed")
+    from functools import partial
+
+    import pandas as pd
+
+    from tcpsnap.analysis import state_counts
+    from tcpsnap.ship.fleet import host_names, per_host, sum_bins
+
+    m, _, tmp = fleet
+    assert host_names(URL, endpoint_url=m.url) == sorted(HOSTS)
+    whole = fleet_read(URL, endpoint_url=m.url)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as client:
+        life = per_host(URL, lifetimes, client=client, endpoint_url=m.url)
+        counts = per_host(URL, partial(state_counts, freq="100ms"), client=client, endpoint_url=m.url,
+                          combine=sum_bins)
+
+    def norm(df, keys):
+        df = df.astype({c: str for c in df.columns if hasattr(df[c], "cat")})
+        return df.sort_values(keys).reset_index(drop=True).to_dict("list")
+
+    want_life = lifetimes(whole)
+    assert len(life) == len(want_life) == sum(len(lifetimes(tcpsnap.read(p))) for p in fleet[1].values())
+    assert norm(life, ["host", "cookie", "first_seen"]) == norm(want_life, ["host", "cookie", "first_seen"])
+    want_counts = state_counts(whole, freq="100ms")
+    assert len(want_counts) > 3
+    pd.testing.assert_frame_equal(counts[sorted(counts.columns)], want_counts[sorted(want_counts.columns)],
+                                  check_freq=False, check_names=False)

@@ -275,6 +275,9 @@ def _s(seconds: float) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if "://" in args.path:
+        raise UsageError(f"info: {args.path} is a URL; URLs are not supported (read a shipped fleet "
+                         "with tcpsnap.ship.fleet.read, or info a local copy of its host=NAME/ folder)")
     s = summarize(args.path, skip_bad=args.skip_bad, where=_where(args))
     if args.json:
         json.dump(s, sys.stdout, indent=1, default=str)
