@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from ._filters import parse_ports, parse_states
-from ._units import parse_duration
+from ._units import parse_duration, parse_size
 from .filters import Filter, parse_filter
 
 __all__ = ["add_filter_args", "add_filter_arguments", "filter_from_args", "FILTER_HELP", "merged",
@@ -173,6 +173,18 @@ def time_arg(text: str):
         return to_utc(text)
     except (ValueError, TypeError):
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (give {TIME_HELP})") from None
+
+
+def positive_size_arg(text: str) -> int:
+    """A size in the one size grammar (``tcpsnap._units.parse_size``: ``100MiB``, ``1G``...),
+    more than 0 (``--max-bytes``, ``--max-rss``)."""
+    try:
+        v = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return v
 
 
 def positive_int_arg(text: str) -> int:

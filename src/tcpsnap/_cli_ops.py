@@ -10,24 +10,13 @@ import logging
 import os
 from typing import Any
 
-from ._cli_args import positive_duration_arg
-from ._units import parse_size
+from ._cli_args import positive_duration_arg, positive_size_arg
 
 __all__ = ["add_args", "recorder_kwargs", "check", "start", "stop", "to_journal",
            "JournalFormatter"]
 
 #: seconds between two writes of --metrics-textfile
 TEXTFILE_INTERVAL = 15.0
-
-
-def _size_arg(text: str) -> int:
-    try:
-        v = parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return v
 
 
 def _listen_arg(text: str) -> tuple[str, int]:
@@ -44,7 +33,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep", type=positive_duration_arg, default=None, metavar="DUR",
                    help="delete finished files once their newest snapshot is older than this "
                         "(e.g. 14d)")
-    g.add_argument("--max-bytes", type=_size_arg, default=None, metavar="SIZE",
+    g.add_argument("--max-bytes", type=positive_size_arg, default=None, metavar="SIZE",
                    help="delete the oldest finished files while the recording is bigger "
                         "(e.g. 5GiB, 500MiB; K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, "
                         "KB/MB/GB/TB of 1000); never the newest file nor the one in progress")

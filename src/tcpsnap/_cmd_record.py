@@ -20,12 +20,12 @@ from ._cli_args import (
     merged,
     positive_duration_arg,
     positive_int_arg,
+    positive_size_arg,
 )
 from ._cmd_ship import add_ship_args, make_target
 from ._config import layer as config_layer
 from ._errors import ShipError
 from ._units import format_duration, human_bytes
-from .record.footprint import max_rss_arg
 
 EPILOG_RECORD = """\
 examples:
@@ -123,7 +123,7 @@ def register(sub) -> None:
                           "--family, or a newer tcpsnap's files), record into DIR.2 (or the first "
                           "DIR.N that is new or holds this same recording) instead of refusing; "
                           "nothing is moved")
-    rec.add_argument("--max-rss", type=max_rss_arg, default=None, metavar="SIZE",
+    rec.add_argument("--max-rss", type=positive_size_arg, default=None, metavar="SIZE",
                      help="memory limit (e.g. 100MiB; default: the cgroup's memory.max, "
                           "systemd's MemoryMax=): near it the recorder uses smaller row groups "
                           "and flushes earlier, and says once that --mode changes needs less; "

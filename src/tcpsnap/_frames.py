@@ -99,32 +99,8 @@ def _tuple_codes(df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
 
 
 def lifetimes(df: pd.DataFrame, snapshots: pd.DataFrame | None = None, parts: bool = False) -> pd.DataFrame:
-    """One row per connection seen in the recording.
-
-    Identity is (``host``, ``boot_id``, socket cookie) where the backend has a cookie
-    (Linux): cookies count per boot, so two hosts, or one host before and after a reboot,
-    can reuse one. Otherwise (cookie 0, e.g. Windows) the 4-tuple (on that host and boot)
-    plus first-seen time: a 4-tuple absent from a snapshot (a ``seq`` it is not in) and
-    seen again later is two connections. A TIME_WAIT socket keeps its connection's
-    cookie, so TIME_WAIT belongs to the connection it ends. Without ``host`` /
-    ``boot_id`` columns (schema version 1), the cookie alone.
-
-    Columns: ``family``, ``local_addr``, ``local_port``, ``remote_addr``, ``remote_port``,
-    ``cookie`` (then ``host`` and ``boot_id`` if the rows have them), ``first_seen``,
-    ``last_seen`` (wall clock), ``duration`` (from the first to the last snapshot it was
-    in, on the monotonic clock -- right even if the wall clock was stepped meanwhile; the
-    wall-clock difference where there is no ``monotonic_ns``; the true lifetime is longer
-    by less than two snapshot intervals), ``snapshots`` (how many it was in), ``states``
-    (the states it went through, in order, ``>``-separated), ``first_state``,
-    ``last_state``, ``pid`` / ``process`` (its last known owner, 0 / None if never known),
-    ``open_at_start`` / ``open_at_end`` (already there in the first snapshot of its host
-    and boot / still there in the last, so its true start / end is outside the recording).
-    ``snapshots``: as ``tcpsnap.snapshots`` returns them, so that the first and last
-    snapshots are known even when they held no connection.
-
-    Connections come out ordered by cookie, then those without one by 4-tuple and time.
-    Only the listed columns are used; ``tcpsnap.read(path, columns=analysis.COLUMNS)``
-    reads just those.
+    """The in-memory form of ``tcpsnap.analysis.lifetimes``: one row per connection of ``df``
+    (identity, columns, order and ``snapshots`` are documented there).
 
     ``parts=True`` (for ``_bounded``, which merges the lifetimes of pieces of a recording)
     adds ``_fseq`` / ``_lseq`` (seq of the first / last row), ``_fmono`` / ``_lmono`` (their

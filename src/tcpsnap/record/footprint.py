@@ -24,13 +24,12 @@ recording.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from pathlib import Path
 
-__all__ = ["max_rss_arg", "ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep_pandas_out", "lean_process",
+__all__ = ["ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep_pandas_out", "lean_process",
            "cgroup_memory_max", "rss_bytes"]
 
 log = logging.getLogger("tcpsnap.recorder")
@@ -46,20 +45,6 @@ MIN_ROW_GROUP = 4096
 ARROW_ROW_BYTES = 128
 #: Degrade when the resident size passes this share of the limit.
 HIGH = 0.85
-
-
-def max_rss_arg(text: str) -> int:
-    """``--max-rss``: a size in the one size grammar (``tcpsnap._units.parse_size``:
-    ``100MiB``, ``1G``...), more than 0."""
-    from .._units import parse_size
-
-    try:
-        v = parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return v
 
 
 class _Refuse:
