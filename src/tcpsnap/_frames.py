@@ -341,17 +341,8 @@ def empty_lifetimes() -> pd.DataFrame:
 
 def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean",
                  snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Connections per state over time: one column per state seen, one row per ``freq``
-    bin (wall clock); within a bin, the ``agg`` (``"mean"``, ``"max"``, ``"min"``,
-    ``"last"``) of the per-snapshot counts, summed over hosts when the rows are of
-    several.
-
-    A snapshot counts 0 for the states it has no row of. Pass ``snapshots`` (as
-    ``tcpsnap.snapshots`` returns them) so that snapshots with no row at all (empty, or
-    none matching what ``df`` was filtered to) count 0 too; without it, the snapshots
-    are those the rows show. A bin in which no snapshot was taken -- the recorder stopped
-    or stalled, a reboot, a missed slot -- is NaN (a gap); a bin whose wall-clock time
-    never happened while recording (the clock was stepped back over it) is left out."""
+    """The in-memory form of ``tcpsnap.analysis.state_counts`` (bins, ``agg``, gaps as
+    NaN and ``snapshots`` are documented there)."""
     df, snapshots = prepare(df, snapshots)
     if len(df) == 0 and (snapshots is None or len(snapshots) == 0):
         return pd.DataFrame()
@@ -388,14 +379,7 @@ def counts_frame(tl: Timeline, counts: np.ndarray, freq: str, agg: str) -> pd.Da
 
 def churn(df: pd.DataFrame, freq: str = "1s", life: pd.DataFrame | None = None,
           snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Connections opened and closed per ``freq`` bin (wall clock), as floats.
-
-    ``opened``: first seen in that bin (connections already in the first snapshot of
-    their host and boot are not counted); ``closed``: last seen in that bin and gone from
-    the next snapshot (still there at the end: not counted). 0 in bins with snapshots
-    and no such connection; NaN in bins with no snapshot (a gap), as ``state_counts``;
-    ``snapshots`` as there. Pass ``life=lifetimes(df, snapshots=...)`` if you already
-    have it."""
+    """The in-memory form of ``tcpsnap.analysis.churn`` (documented there)."""
     df, snapshots = prepare(df, snapshots)
     life = lifetimes(df, snapshots=snapshots) if life is None else life
     if len(df) == 0 and (snapshots is None or len(snapshots) == 0):
@@ -440,11 +424,7 @@ def _canonical(s: pd.Series) -> pd.Series:
 
 
 def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The ``n`` remote addresses with the most connections: ``connections``,
-    ``connection_seconds`` (sum of observed durations), ``ports`` (distinct remote ports),
-    ``processes`` (the local programs that talked to it). Listeners are left out. A peer
-    is its canonical address: ``::ffff:192.0.2.1`` (IPv4 through a dual-stack socket) is
-    192.0.2.1 (``canonical_address``; the rows keep what the kernel reported)."""
+    """The in-memory form of ``tcpsnap.analysis.top_remotes`` (documented there)."""
     df = full_rows(df)
     life = lifetimes(df) if life is None else life
     remote = _canonical(life["remote_addr"]) if len(life) else life["remote_addr"]
@@ -464,10 +444,7 @@ def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None)
 
 
 def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per owning process: ``connections`` (excluding listeners), ``listening`` (ports it
-    listens on), ``remotes`` (distinct remote addresses, canonical: see
-    ``top_remotes``), ``connection_seconds``, ``longest`` (its longest connection).
-    Connections with no known owner group under pid 0."""
+    """The in-memory form of ``tcpsnap.analysis.by_process`` (documented there)."""
     df = full_rows(df)
     life = lifetimes(df) if life is None else life
     if len(life) == 0:
