@@ -33,18 +33,22 @@ walks ``/proc/*/fd`` of all processes).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from ._errors import NamespaceError
 
-__all__ = ["discover", "namespace_path", "has_capability", "check_capabilities", "Namespaces", "BIND_DIRS"]
+__all__ = ["discover", "namespace_path", "has_capability", "check_capabilities", "Namespaces", "Rate", "BIND_DIRS"]
 
 #: Folders of namespace bind mounts, searched by ``discover`` and by ``--netns NAME``.
 BIND_DIRS = ("/run/netns", "/var/run/docker/netns")
+
+log = logging.getLogger("tcpsnap.netns")
 
 _NEED_ADMIN = "CAP_SYS_ADMIN (setns into another network namespace; run as root)"
 _NEED_PTRACE = "CAP_SYS_PTRACE (to open other processes' /proc/PID/ns/net; run as root)"
@@ -154,11 +158,21 @@ class Namespaces:
         self._socks: dict[int, int] = {}       # ino -> fd, ours
         self._paths: dict[int, str] = {}
         self._pending: Future | None = None
-        self._applied: tuple | None = None
+        self._applied: Any = None
+        self._sel: list[tuple[int, int]] = []
+        #: which namespaces each dump walks: see :class:`Rate`
+        self.rate = Rate(os.fstat(self._home).st_ino)
         self._last = 0.0
+        # changes mode (``want_feeds``): a destroy feed per namespace (its sockets made on
+        # the namespace thread too); feeds of gone namespaces wait in ``retired`` for the
+        # multiplexer's last drain (the deaths that came with the namespace's end)
+        self._feeds_on = False
+        self._rcvbuf: int | None = None
+        self.feeds: dict[int, Any] = {}
+        self.retired: list[Any] = []
         #: ``opened`` and ``closed`` sockets, ``scans`` done, ``errors`` (namespaces that
-        #: could not be entered: gone meanwhile)
-        self.stats = {"opened": 0, "closed": 0, "scans": 0, "errors": 0}
+        #: could not be entered: gone meanwhile), ``feed_errors`` (destroy feeds refused)
+        self.stats = {"opened": 0, "closed": 0, "scans": 0, "errors": 0, "feed_errors": 0}
         try:
             if self.all:
                 check_capabilities()
@@ -192,11 +206,13 @@ class Namespaces:
             os.close(nsfd)
 
     def _scan(self, have: dict[int, str]) -> tuple[dict[int, str], dict[int, int]]:
-        """On the namespace thread: (present namespaces, sockets opened for new ones)."""
+        """On the namespace thread: (present namespaces, sockets opened for new ones, their
+        destroy feeds if ``want_feeds``)."""
         present = self._discover() if self._discover is not None else None
         if present is None:
             present = dict(have) if have else {-i - 1: p for i, p in enumerate(self._fixed or ())}
         opened: dict[int, int] = {}
+        feeds: dict[int, Any] = {}
         first: NamespaceError | None = None
         for ino, path in present.items():
             if ino in have:
@@ -215,14 +231,77 @@ class Namespaces:
                 continue
             opened[got] = fd
             self._paths[got] = path
+            if self._feeds_on:
+                feed = self._open_feed(path, got)
+                if feed is not None:
+                    feeds[got] = feed
         if first is not None and not have and not opened:
             raise first       # none at all: a capability is missing, or no such namespace
         if self._fixed is not None:
             present = {**have, **{ino: self._paths[ino] for ino in opened}}
         self.stats["scans"] += 1
-        return present, opened
+        return present, opened, feeds
 
-    def _merge(self, present: dict[int, str], opened: dict[int, int]) -> list[int]:
+    def _open_feed(self, path: str, ino: int) -> Any:
+        """On the namespace thread: a ``DestroyFeed`` over two sockets made inside the
+        namespace at path (subscription, lookups), or None (logged, counted) if the
+        kernel refuses it."""
+        from ._destroy import DestroyFeed
+        from ._netns import sock_diag_in
+
+        socks: list[int] = []
+        try:
+            nsfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if os.fstat(nsfd).st_ino != ino:
+                    raise OSError(errno.ESTALE, "another namespace under this path now")
+                socks.append(sock_diag_in(nsfd, self._home))
+                socks.append(sock_diag_in(nsfd, self._home))
+            finally:
+                os.close(nsfd)
+            sock, query = socks
+            socks.clear()                 # owned by the feed from the call on
+            kw = {} if self._rcvbuf is None else {"rcvbuf": self._rcvbuf}
+            return DestroyFeed(sock=sock, query=query, netns=ino, **kw)
+        except OSError as e:
+            for fd in socks:
+                os.close(fd)
+            self.stats["feed_errors"] += 1
+            log.warning("no socket-destroy feed in network namespace %d (%s): there, connections "
+                        "that live between two snapshots are not recorded", ino, e)
+            return None
+
+    def want_feeds(self, rcvbuf: int | None = None) -> dict[int, Any]:
+        """Changes mode: from now on keep a socket-destroy feed (``tcpsnap._destroy``) in
+        every namespace dumped, made like the dump sockets (on the namespace thread,
+        inside the namespace), one for each namespace found later, and retire a gone
+        namespace's feed with its dump socket. Blocks while the feeds of the current
+        namespaces are made; returns ``feeds`` (``{inode: DestroyFeed}``; a namespace
+        whose feed the kernel refused has none, with a warning). ``rcvbuf``: each feed's
+        receive buffer (bytes; default DestroyFeed's)."""
+        if self._feeds_on:
+            return self.feeds
+        self._rcvbuf = rcvbuf
+        self._feeds_on = True
+
+        def open_all(paths: dict[int, str]) -> dict[int, Any]:
+            got = {}
+            for ino, path in paths.items():
+                feed = self._open_feed(path, ino)
+                if feed is not None:
+                    got[ino] = feed
+            return got
+
+        made = self._pool.submit(open_all, dict(self._paths)).result()
+        for ino, feed in made.items():
+            if ino in self._socks and ino not in self.feeds:
+                self.feeds[ino] = feed
+            else:
+                feed.close()
+        return self.feeds
+
+    def _merge(self, present: dict[int, str], opened: dict[int, int],
+               feeds: dict[int, Any] | None = None) -> list[int]:
         """Fold a scan in; return the fds to close once the dumper no longer has them."""
         drop = []
         for ino, fd in opened.items():
@@ -231,10 +310,18 @@ class Namespaces:
             else:
                 self._socks[ino] = fd
                 self.stats["opened"] += 1
+        for ino, feed in (feeds or {}).items():
+            if ino in self.feeds or not self._feeds_on:
+                feed.close()
+            else:
+                self.feeds[ino] = feed
         for ino in [i for i in self._socks if i not in present]:
             drop.append(self._socks.pop(ino))
             self._paths.pop(ino, None)
             self.stats["closed"] += 1
+            feed = self.feeds.pop(ino, None)
+            if feed is not None:
+                self.retired.append(feed)     # closed by the multiplexer after a last drain
         self._last = time.monotonic()
         return drop
 
@@ -244,22 +331,25 @@ class Namespaces:
 
     def apply(self, dumper) -> None:
         """Before a dump, on the capture thread: fold in a finished re-discovery (lending
-        the dumper the new sockets, closing the ones of gone namespaces) and start the next
-        when due. Costs nothing when neither is due."""
+        the dumper the new sockets, closing the ones of gone namespaces), pick the
+        namespaces this dump walks (``rate``: all of them unless a pass would overrun its
+        budget) and start the next re-discovery when due. Costs nothing when neither is due
+        and every namespace is dumped."""
         p = self._pending
+        drop: list[int] = []
         if p is not None and p.done():
             self._pending = None
             try:
                 drop = self._merge(*p.result())
             except Exception:          # noqa: BLE001 - a failed re-discovery keeps the last set
-                drop = []
                 self._last = time.monotonic()
-            dumper.set_targets(self.targets(), self.reopen)
-            for fd in drop:
-                os.close(fd)
-        elif self._applied is not dumper:
-            dumper.set_targets(self.targets(), self.reopen)
-            self._applied = dumper
+            self._applied = None
+        sel = self.rate.pick(self.targets())
+        if self._applied is not dumper or sel != self._sel:
+            dumper.set_targets(sel, self.reopen)
+            self._applied, self._sel = dumper, sel
+        for fd in drop:
+            os.close(fd)
         if self.all and self._pending is None and time.monotonic() - self._last >= self.rescan_interval:
             self._pending = self._pool.submit(self._scan, dict(self._paths))
 
@@ -280,10 +370,68 @@ class Namespaces:
         if p is not None and p.done() and p.exception() is None:
             for fd in p.result()[1].values():
                 os.close(fd)
+            for feed in p.result()[2].values():
+                feed.close()
         self._pending = None
         for fd in self._socks.values():
             os.close(fd)
         self._socks.clear()
+        for feed in [*self.feeds.values(), *self.retired]:
+            feed.close()
+        self.feeds.clear()
+        self.retired.clear()
         if self._home >= 0:
             os.close(self._home)
             self._home = -1
+
+
+class Rate:
+    """Namespaces at their own rate when a pass over all of them costs more than a budget.
+
+    A dump walks its namespace's whole hash table: with many namespaces on the shared hash
+    a pass costs more than a snapshot interval (100 namespaces: about 18 ms). With
+    ``budget_ns`` set (the recorder sets half its interval; None: every namespace every
+    dump), ``pick`` dumps, per snapshot, this process's own namespace and as many others
+    as the budget pays for at the measured cost per namespace (``observe``), in turn
+    (round robin), so each is dumped at least once every ``ceil(others / per_pass)``
+    snapshots. ``dumped``: the inodes the last ``pick`` chose; ``partial``: whether
+    that was not all. What a reader sees of the others (their rows carried, never
+    closed) is ``record.capture.Carry``'s part, which sets ``warm`` once it keeps each
+    namespace's last rows: never a namespace left out before that."""
+
+    def __init__(self, own: int) -> None:
+        self.own = own
+        self.budget_ns: int | None = None
+        self.cost_ns = 0.0           # per namespace dumped, moving average of observe()
+        self.dumped: list[int] = []
+        self.present: list[int] = []
+        self.partial = False
+        self.warm = False            # the last dump's rows are kept: namespaces may be left out
+        self.passes = 0              # picks that left a namespace out
+        self._next = 0
+
+    def pick(self, targets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The ``(inode, fd)`` of ``targets`` to dump now (see the class)."""
+        self.present = [ino for ino, _ in targets]
+        b = self.budget_ns
+        if (b is None or not self.warm or self.cost_ns <= 0 or len(targets) <= 2
+                or self.cost_ns * len(targets) <= b):
+            self.dumped, self.partial = self.present, False
+            return targets
+        own = [t for t in targets if t[0] == self.own]
+        others = [t for t in targets if t[0] != self.own]
+        k = min(len(others), max(1, int(b // self.cost_ns) - len(own)))
+        i = self._next % len(others)
+        pick = (others + others)[i:i + k]
+        self._next = (i + k) % len(others)
+        sel = sorted(own + pick)
+        self.dumped, self.partial = [ino for ino, _ in sel], len(sel) < len(targets)
+        self.passes += self.partial
+        return sel
+
+    def observe(self, cost_ns: int) -> None:
+        """What the last dump (of ``dumped``) cost, in ns."""
+        n = len(self.dumped)
+        if n:
+            c = cost_ns / n
+            self.cost_ns = c if self.cost_ns <= 0 else 0.8 * self.cost_ns + 0.2 * c

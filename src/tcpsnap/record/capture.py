@@ -111,6 +111,14 @@ class Capture:
         self._filter = (states, ports, family) if (states or ports or family) else None
         self._where = where        # a tcpsnap.Filter (the snapshotter's own applies it too)
         self.tracker = tracker  # record.changes.ChangeTracker in changes mode
+        # other namespaces at their own rate (tcpsnap.netns.Rate): a pass may leave some
+        # out; their rows are carried from their last dump (Carry)
+        ns = getattr(snap, "namespaces", None)
+        self._carry: Carry | None = None
+        if ns is not None and getattr(ns, "rate", None) is not None:
+            if ns.rate.budget_ns is None and rules.interval_ns:
+                ns.rate.budget_ns = rules.interval_ns // 2
+            self._carry = Carry(ns.rate)
         self._failed = failed
         self.stopping = False
         self._cur: Batch | None = None
@@ -184,6 +192,8 @@ class Capture:
                 t0 = mono()
                 rows = take()
                 t1 = mono()
+                if self._carry is not None:
+                    rows = self._carry.complete(rows, t1 - t0)
                 self.add(rows, names, w, t0, t1 - t0)
                 cap_hist[bisect_left(cap_bounds, t1 - t0)] += 1
                 self.cap_sum_ns += t1 - t0
@@ -230,6 +240,9 @@ class Capture:
         key = self.rules.file_key(t0, w)
         extra = None
         if self.tracker is not None:
+            if self._carry is not None:
+                # its destroy reports wait for the namespace's next dump (changes.py)
+                self.tracker.carried_netns = self._carry.carried
             rows, names, extra = self.tracker.step(rows, names, w, t0, key)
         empty = False
         if self.tracker is None and len(rows) == 0:
@@ -292,6 +305,60 @@ class Capture:
                 self._writer.put(b)
             else:
                 self._pool.put(b)
+
+
+class Carry:
+    """The rows of namespaces a snapshot did not dump (``tcpsnap.netns.Rate``: many
+    namespaces, each at its own rate), carried from their last dump, so that a snapshot
+    holds every namespace and nothing looks closed that was not looked at: a connection
+    ends in a recording only at a dump of its namespace that no longer finds it. In
+    changes mode the carried rows are unchanged, so they make no event.
+
+    ``complete(rows, cost_ns)`` (after each ``take()``): ``rows`` plus the carried ones;
+    ``carried``: the namespaces whose rows were carried in the last one; ``rows_carried``
+    counts them all."""
+
+    def __init__(self, rate: Any) -> None:
+        self.rate = rate
+        self.last: dict[int, np.ndarray] = {}        # inode -> its rows at its last dump
+        self.carried: frozenset[int] = frozenset()
+        self.rows_carried = 0
+
+    def complete(self, rows: np.ndarray, cost_ns: int) -> np.ndarray:
+        rate = self.rate
+        rate.observe(cost_ns)
+        b = rate.budget_ns
+        present = rate.present
+        # keep each namespace's last rows once a pass costs half the budget: the rate
+        # leaves namespaces out only after a pass whose rows are kept (``warm``)
+        keep = b is not None and (rate.partial or rate.cost_ns * len(present) > b / 2)
+        rate.warm = keep
+        if not keep:
+            self.last.clear()
+            self.carried = frozenset()
+            return rows
+        dumped = set(rate.dumped)
+        ns = rows["netns"]
+        if len(ns) and (np.diff(ns.astype(np.int64)) != 0).sum() >= len(dumped):
+            # a dump appends namespace after namespace, one run each; else sort first
+            rows = rows[np.argsort(ns, kind="stable")]
+            ns = rows["netns"]
+        cuts = np.flatnonzero(ns[1:] != ns[:-1]) + 1 if len(ns) else np.zeros(0, np.int64)
+        for ino in dumped:
+            self.last.pop(ino, None)             # dumped: now as this dump found it
+        for i, j in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(rows)].tolist(), strict=True):
+            if j > i and int(ns[i]) != rate.own:      # our own is dumped every time
+                self.last[int(ns[i])] = rows[i:j].copy()
+        live = set(present)
+        for ino in [i for i in self.last if i not in live]:
+            del self.last[ino]               # a namespace gone: so are its connections
+        carried = [ino for ino in present if ino not in dumped and ino in self.last]
+        self.carried = frozenset(carried)
+        if not carried:
+            return rows
+        extra = [self.last[i] for i in carried]
+        self.rows_carried += sum(len(e) for e in extra)
+        return np.concatenate([rows, *extra])
 
 
 def boost(nice: int | None) -> Callable[[], None] | None:

@@ -89,16 +89,20 @@ class ChangesEncoder:
 GONE_MAX = 1 << 16
 #: Sockets missing from a dump asked about (at most) per snapshot; more are closed unasked.
 PROBE_MAX = 4096
-_ID_BYTES = 45          # family (byte 0) + ports, addresses, scope ids (bytes 4..47)
+# family (byte 0) + ports, addresses, scope ids (bytes 4..47) + netns: two namespaces'
+# equal 4-tuples are two connections
+_NETNS_OFF = ROW_DTYPE.fields["netns"][1]
+_ID_BYTES = 45 + 8
 
 
 def _id_keys(rows: np.ndarray) -> list[bytes]:
-    """Each row's identity without its cookie (family, ports, addresses, scope ids) as bytes."""
+    """Each row's identity without its cookie (family, ports, addresses, scope ids,
+    network namespace) as bytes."""
     n = len(rows)
     if n == 0:
         return []
     v = np.ascontiguousarray(rows).view(np.uint8).reshape(n, ROW_DTYPE.itemsize)
-    b = np.concatenate([v[:, :1], v[:, 4:48]], axis=1).tobytes()
+    b = np.concatenate([v[:, :1], v[:, 4:48], v[:, _NETNS_OFF:_NETNS_OFF + 8]], axis=1).tobytes()
     return [b[i:i + _ID_BYTES] for i in range(0, n * _ID_BYTES, _ID_BYTES)]
 
 
@@ -163,6 +167,9 @@ class ChangeTracker:
         self._gone: dict[int, None] = {}              # cookies found gone, report not read yet
         self._req_gone: dict[bytes, None] = {}        # request sockets found gone, likewise
         self._minis: dict[bytes, int] = {}            # mini-sockets recorded, no report yet
+        #: namespaces this snapshot did not dump (their rows carried: record.capture.Carry):
+        #: a report of one of their sockets waits for their next dump
+        self.carried_netns: frozenset[int] = frozenset()
         # counters
         self.keyframes = 0
         self.events = 0
@@ -419,6 +426,8 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
         if in_cur.any():
             tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
         keep = in_cur & ~tw & (age < 2)
+        if tr.carried_netns and in_cur.any():
+            keep |= in_cur & ~tw & np.isin(pr["netns"], list(tr.carried_netns))
         gone = np.flatnonzero(~in_cur)
         ask: list[int] = []
         if len(gone):
@@ -512,9 +521,20 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
     return ur, ut
 
 
-def open_destroy_feed(required: bool = False):
+def open_destroy_feed(required: bool = False, namespaces=None):
     """The socket-destroy feed, or None (with a one-line warning) where it cannot be had:
-    not Linux, or the kernel refuses the subscription (EPERM without CAP_NET_ADMIN)."""
+    not Linux, or the kernel refuses the subscription (EPERM without CAP_NET_ADMIN).
+    ``namespaces`` (a ``tcpsnap.netns.Namespaces``: ``--all-netns``, ``--netns``): one feed
+    in each of its namespaces, multiplexed (``record.nsfeed``), instead of this process's."""
+    if namespaces is not None:
+        from .nsfeed import NamespaceFeeds
+
+        if namespaces.want_feeds():
+            return NamespaceFeeds(namespaces)
+        if required:
+            raise PermissionError("no network namespace accepted a socket-destroy subscription")
+        log.warning("no socket-destroy feed in any network namespace: polling only")
+        return None
     try:
         from .._destroy import DestroyFeed
     except ImportError as e:

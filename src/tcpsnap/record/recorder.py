@@ -167,7 +167,7 @@ class Recorder:
             warm = snap.take()
             if self._own_snap and self.pids_enabled:
                 _note_missing_pids(snap, warm)
-            schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap)
+            schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap, snap)
             self.memory = guard = _memory_guard(c)
             self._t_open = self._clock.monotonic_ns()
             rules = Rules(c.ns(c.interval), c.ns(c.rotate), c.ns(c.flush), self._t_open,
@@ -443,9 +443,10 @@ def _new_snapshotter(pids: bool | None, where: Any = None,
         return Snapshotter(pids=False, filter=where, netns=netns), False
 
 
-def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, Any]:
+def _encoding(c: RecorderConfig, pids: bool, own_snap: bool, snap: Any = None) -> tuple[Any, Any, Any]:
     """The Arrow schema with this recording's metadata, its batch encoder, and in
-    changes mode the change tracker (else None)."""
+    changes mode the change tracker (else None), its destroy feed in the namespaces
+    ``snap`` dumps (``snap.namespaces``: one per namespace) or else this process's."""
     from .._host import boot_id, host_name
 
     if c.mode == "changes":
@@ -453,7 +454,7 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
 
         feed = None
         if c.destroy or (c.destroy is None and own_snap):
-            feed = open_destroy_feed(required=bool(c.destroy))
+            feed = open_destroy_feed(required=bool(c.destroy), namespaces=getattr(snap, "namespaces", None))
         tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states, where=c.row_filter())
         schema = build_schema(c.metadata(pids, feed is not None))
         return schema, ChangesEncoder(schema, host_name(), boot_id()), tracker
