@@ -106,6 +106,55 @@ def test_a_connection_that_lived_between_two_snapshots_in_another_namespace_is_c
     assert st["destroyed_unseen"] >= 2 and st["destroy_drops"] == 0
 
 
+# inside a namespace: lo up, one connection from 127.0.0.1:CPORT to 127.0.0.1:SPORT, closed
+# by FIRST ("server" or "client") first: that end goes on as TIME_WAIT
+_FIXED = r"""
+import socket, subprocess, sys
+first, sport, cport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lst.bind(("127.0.0.1", sport)); lst.listen(1)
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+c.bind(("127.0.0.1", cport)); c.connect(("127.0.0.1", sport)); s, _ = lst.accept()
+for k in ((s, c) if first == "server" else (c, s)):
+    k.close()
+lst.close()
+"""
+
+
+def test_equal_4_tuples_in_two_namespaces_are_two_connections(two, tmp_path):
+    """a holds a TIME_WAIT mini-socket on 127.0.0.1:P -> 127.0.0.1:Q (its server closed
+    first). Then in b a connection on the same 4-tuple lives between two snapshots, client
+    first: b's server end (P -> Q) is freed, and its report must not be taken for the
+    predecessor of a's mini-socket (same 4-tuple, another namespace): a closed event in b."""
+    a, b = two
+    sport, cport = 20000 + os.getpid() % 20000, 40000 + os.getpid() % 20000
+    _run("ip", "netns", "exec", a.name, sys.executable, "-c", _FIXED, "server", str(sport), str(cport))
+    rec = tmp_path / "rec"
+    r = tcpsnap.Recorder(rec, mode="changes", netns="all", interval="1s")
+    r.open()
+    if not r.stats.get("destroy_feed"):
+        r.close()
+        pytest.skip("the kernel refuses the socket-destroy subscription")
+    t = threading.Thread(target=r.run)
+    t.start()
+    try:
+        time.sleep(1.5)
+        _run("ip", "netns", "exec", b.name, sys.executable, "-c", _FIXED, "client", str(sport), str(cport))
+        time.sleep(2.5)
+    finally:
+        r.stop()
+        t.join()
+        r.close()
+    ev = tcpsnap.read(rec, mode="changes")
+    mine = ev[(ev.family == 4) & (ev.local_port == sport) & (ev.remote_port == cport)]
+    in_a, in_b = mine[mine.netns == a.ino], mine[mine.netns == b.ino]
+    assert list(in_a.state) == ["TIME_WAIT"] and list(in_a.event) in (["keyframe"], ["opened"])
+    assert list(in_b.event) == ["closed"] and not in_b.seen_in_snapshot.any()
+    client_b = ev[(ev.family == 4) & (ev.local_port == cport) & (ev.remote_port == sport) & (ev.netns == b.ino)]
+    assert list(client_b.event) == ["opened"] and list(client_b.state) == ["TIME_WAIT"]
+
+
 def test_a_deleted_namespaces_feed_is_drained_then_closed():
     """The feed of a namespace found gone reports the deaths of its end, then is closed:
     the kernel frees the namespace (its veth peer, in a namespace that stays, disappears).
