@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -24,9 +23,9 @@ import uuid
 
 import numpy as np
 import pytest
-from test_netns_all import CAN, Ns, _rows, _run, _veth_exists
 
 import tcpsnap
+from test_netns_all import CAN, Ns, _rows, _run, _veth_exists
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(not CAN, reason="needs root, ip netns, ss and nsenter (iproute2, util-linux)")]

@@ -205,7 +205,7 @@ class Namespaces:
         finally:
             os.close(nsfd)
 
-    def _scan(self, have: dict[int, str]) -> tuple[dict[int, str], dict[int, int]]:
+    def _scan(self, have: dict[int, str]) -> tuple[dict[int, str], dict[int, int], dict[int, Any]]:
         """On the namespace thread: (present namespaces, sockets opened for new ones, their
         destroy feeds if ``want_feeds``)."""
         present = self._discover() if self._discover is not None else None

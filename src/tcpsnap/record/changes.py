@@ -16,7 +16,7 @@ import numpy as np
 
 from .._events import EV_CLOSED, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
 from .._filters import row_mask
-from .._schema import ROW_DTYPE, TcpState
+from .._schema import ROW_DTYPE, ROW_FIELDS, TcpState
 from ..frame import merge_names
 
 __all__ = ["build_schema", "ChangesEncoder", "ChangeTracker", "open_destroy_feed"]
@@ -91,7 +91,7 @@ GONE_MAX = 1 << 16
 PROBE_MAX = 4096
 # family (byte 0) + ports, addresses, scope ids (bytes 4..47) + netns: two namespaces'
 # equal 4-tuples are two connections
-_NETNS_OFF = ROW_DTYPE.fields["netns"][1]
+_NETNS_OFF = next(off for name, _, off in ROW_FIELDS if name == "netns")
 _ID_BYTES = 45 + 8
 
 
