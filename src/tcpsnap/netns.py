@@ -409,6 +409,7 @@ class Rate:
         self.warm = False            # the last dump's rows are kept: namespaces may be left out
         self.passes = 0              # picks that left a namespace out
         self._next = 0
+        self._k = 0
 
     def pick(self, targets: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The ``(inode, fd)`` of ``targets`` to dump now (see the class)."""
@@ -416,11 +417,19 @@ class Rate:
         b = self.budget_ns
         if (b is None or not self.warm or self.cost_ns <= 0 or len(targets) <= 2
                 or self.cost_ns * len(targets) <= b):
-            self.dumped, self.partial = self.present, False
+            if self.partial:
+                log.info("network namespaces: all %d dumped every snapshot again", len(targets))
+            self.dumped, self.partial, self._k = self.present, False, 0
             return targets
         own = [t for t in targets if t[0] == self.own]
         others = [t for t in targets if t[0] != self.own]
         k = min(len(others), max(1, int(b // self.cost_ns) - len(own)))
+        if k != self._k:
+            log.info("network namespaces at their own rate: a pass over %d costs %.1f ms, over the "
+                     "budget of %.1f ms: %d of %d others per snapshot (each every %d snapshots at least)",
+                     len(targets), self.cost_ns * len(targets) / 1e6, b / 1e6, k, len(others),
+                     -(-len(others) // k))
+            self._k = k
         i = self._next % len(others)
         pick = (others + others)[i:i + k]
         self._next = (i + k) % len(others)

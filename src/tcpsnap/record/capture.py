@@ -135,6 +135,15 @@ class Capture:
         self._last_overrun_log = 0.0
         self._overruns_logged = 0
 
+    @property
+    def netns_stats(self) -> dict[str, int]:
+        """Other namespaces at their own rate: ``netns_partial`` snapshots that left some
+        out, ``netns_rows_carried`` rows carried for them; empty without namespaces."""
+        c = self._carry
+        if c is None:
+            return {}
+        return {"netns_partial": c.rate.passes, "netns_rows_carried": c.rows_carried}
+
     def stop(self) -> None:
         """Make ``run`` return after the snapshot in progress; signal-handler safe."""
         self.stopping = True

@@ -329,6 +329,7 @@ class Recorder:
             "pids": self.pids_enabled,
             "recovered": [str(r.path) for r in self.recovered if r.path],
             **(self._tracker.stats if self._tracker is not None else {}),
+            **(self._capture.netns_stats if self._capture is not None else {}),
             **(self.retention.stats if self.retention is not None else {}),
             **(self.memory.stats if self.memory is not None else {}),
         }
