@@ -17,11 +17,18 @@ machine, ``Snapshotter(netns=NAME|PATH|PID)`` (``--netns``) one other namespace,
   the capture thread; the socket of a namespace found gone is closed at the next snapshot.
   That matters: a kept sock_diag socket keeps its namespace (and its veth, addresses...)
   alive. A namespace created meanwhile is dumped from the snapshot after the re-discovery.
+- **Destroy feeds** (changes mode, ``want_feeds``): a socket-destroy feed per namespace
+  too, its two sockets made on the same thread inside the namespace (the kernel delivers
+  the destroy groups, and answers lookups, only in the socket's namespace); a gone
+  namespace's feed goes to ``retired``, where ``record.nsfeed`` drains it one last time
+  and closes it.
 - **Cost**: a dump walks its namespace's whole hash table, not just its sockets. Namespaces
   share the global TCP hash by default, so an *empty* namespace costs as much to dump as the
   host's table (milliseconds); set ``sysctl net.ipv4.tcp_child_ehash_entries=1024`` (Linux
   >= 6.1) before containers start and each new namespace gets a private table, tens of
-  microseconds to dump. ``benchmarks/RESULTS.md`` has the numbers.
+  microseconds to dump. ``benchmarks/RESULTS.md`` has the numbers. When a pass over all
+  of them costs more than its budget (the recorder's: half its interval), :class:`Rate`
+  walks the others at their own rate.
 - **Capabilities**: entering a namespace needs CAP_SYS_ADMIN; opening another process's
   ``/proc/PID/ns/net`` needs CAP_SYS_PTRACE (both: root). Without them
   :class:`~tcpsnap.NamespaceError` says which, in one line.
