@@ -10,6 +10,11 @@ one (``=1024``, set before they are made). The script re-executes itself under
 from there), never the host's. Rounds interleave the two methods; the ratio is
 median(take) / median(floor).
 
+``rate`` (root): ``Recorder`` of 100 (``--counts``' last) empty namespaces on the shared hash
+every ``--interval-ms`` (10), every namespace every snapshot against each at its own rate
+(``tcpsnap.netns.Rate``): the share of snapshot slots taken (the rest are overruns) and the
+longest a namespace went undumped, in snapshots.
+
 ``attribution`` (root): ``take()`` and bytes per row on disk for a steady table of
 ``--rows`` loopback rows (in a private namespace of its own, with a private TCP hash of
 65,536 buckets), this tree against another
@@ -18,6 +23,7 @@ columns), side by side, interleaved: ``take()`` time ratio, and ``Recorder`` byt
 of ``--snapshots`` snapshots of that table.
 
     python3 benchmarks/bench_netns.py namespaces
+    python3 benchmarks/bench_netns.py rate --seconds 10
     python3 benchmarks/bench_netns.py attribution --main-python /path/to/main-venv/bin/python
 
 Every run writes a JSON file (benchmarks/_results.py; ``--json PATH``) and prints the
@@ -141,6 +147,73 @@ def run_namespaces(counts: list[int], rounds: int) -> dict:
     return res
 
 
+# ------------------------------------------------------------------ rate
+
+class _Logged:
+    """A Snapshotter noting which namespaces each take() dumped."""
+
+    def __init__(self, snap) -> None:
+        self.snap, self.pids, self.namespaces = snap, False, snap.namespaces
+        self.dumped: list[set[int]] = []
+
+    def take(self):
+        rows = self.snap.take()
+        self.dumped.append(set(self.namespaces.rate.dumped))
+        return rows
+
+    def process_names(self, pids):
+        return self.snap.process_names(pids)
+
+
+def run_rate(n: int, interval_ms: int, seconds: float) -> dict:
+    """``Recorder`` of n empty namespaces on the shared hash plus our own, every
+    ``interval_ms``: every namespace every snapshot (the budget made infinite) against each
+    at its own rate (the default: half the interval), side by side, interleaved."""
+    import tcpsnap
+
+    sysctl("net.ipv4.tcp_child_ehash_entries", 0)
+    kids, paths = _namespaces(n)
+    res: dict = {"namespaces": n, "interval_ms": interval_ms, "seconds": seconds}
+    try:
+        for rnd in range(2):
+            for how in ("all", "own-rate"):
+                with tempfile.TemporaryDirectory(prefix="tcpsnap-bench-rate-") as d, \
+                        tcpsnap.Snapshotter(netns=[*paths, "/proc/self/ns/net"]) as snap:
+                    src = _Logged(snap)
+                    if how == "all":
+                        snap.namespaces.rate.budget_ns = 1 << 62
+                    c0 = time.process_time_ns()
+                    with tcpsnap.Recorder(d + "/rec", snapshotter=src, interval=f"{interval_ms}ms") as rec:
+                        rec.run(duration=seconds)
+                        st = rec.stats
+                    cpu = time.process_time_ns() - c0
+                    gaps = []
+                    for ino in {i for d_ in src.dumped for i in d_}:
+                        at = [k for k, d_ in enumerate(src.dumped) if ino in d_]
+                        gaps.append(max(b - a for a, b in zip([0, *at], [*at, len(src.dumped)], strict=True)))
+                    slots = st["snapshots"] + st["overruns"]
+                    got = {"snapshots": st["snapshots"], "overruns": st["overruns"],
+                           "on_time": st["snapshots"] / slots if slots else 0.0,
+                           "partial": st.get("netns_partial", 0),
+                           "max_gap_snapshots": max(gaps) if gaps else 0,
+                           "cpu_s": cpu / 1e9, "loadavg": loadavg()}
+                    res[f"{how}-{rnd}"] = got
+                    print(f"{how:9} round {rnd}: {got['snapshots']} snapshots, {got['overruns']} overruns "
+                          f"({got['on_time']:.1%} of slots taken), partial {got['partial']}, each namespace "
+                          f"dumped at least every {got['max_gap_snapshots']} snapshots, CPU {got['cpu_s']:.2f} s; "
+                          f"load {got['loadavg']}", flush=True)
+    finally:
+        for kid in kids:
+            kid.kill()
+        for kid in kids:
+            kid.wait()
+    on = {h: statistics.mean(res[f"{h}-{r}"]["on_time"] for r in range(2)) for h in ("all", "own-rate")}
+    res["on_time_ratio"] = on["own-rate"] / on["all"] if on["all"] else float("inf")
+    print(f"slots taken: all {on['all']:.1%}, own rate {on['own-rate']:.1%} "
+          f"(ratio {res['on_time_ratio']:.2f})", flush=True)
+    return res
+
+
 # ------------------------------------------------------------------ attribution
 
 WORKER = r"""
@@ -254,11 +327,12 @@ def run_attribution(main_python: str, rows: int, rounds: int, seconds: float) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("namespaces", "attribution"))
+    ap.add_argument("part", choices=("namespaces", "rate", "attribution"))
     ap.add_argument("--counts", default="1,20,100", help="namespace counts (default: 1,20,100)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rows", type=int, default=10000, help="attribution: rows in the table")
-    ap.add_argument("--seconds", type=float, default=10.0, help="attribution: seconds of recording")
+    ap.add_argument("--seconds", type=float, default=10.0, help="attribution, rate: seconds of recording")
+    ap.add_argument("--interval-ms", type=int, default=10, help="rate: the snapshot interval")
     ap.add_argument("--main-python", default=None, help="attribution: a python with main's tcpsnap")
     _results.add_json_argument(ap)
     args = ap.parse_args()
@@ -279,6 +353,8 @@ def main() -> int:
     print(f"load {loadavg()}", flush=True)
     if args.part == "namespaces":
         res = run_namespaces([int(c) for c in args.counts.split(",")], args.rounds)
+    elif args.part == "rate":
+        res = run_rate(int(args.counts.split(",")[-1]), args.interval_ms, args.seconds)
     else:
         if not args.main_python:
             print("bench_netns: attribution needs --main-python", file=sys.stderr)
