@@ -198,8 +198,8 @@ def test_a_deleted_namespaces_feed_is_drained_then_closed():
                         rows.append(mux.take()[0])
                         time.sleep(0.02)
                     died = np.concatenate(rows)
+                    died = died[died["netns"] == gone]     # (our own namespace's deaths come too)
                     # the connections of the namespace's end, reported by its feed before it closed
-                    assert len(died) and set(died["netns"].tolist()) == {gone}
                     assert ports <= set(died["local_port"].tolist()) | set(died["remote_port"].tolist())
                     assert ns.feeds.keys() == dict(ns.targets()).keys() and not ns.retired
                 finally:

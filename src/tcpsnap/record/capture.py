@@ -26,6 +26,7 @@ import numpy as np
 from .._filters import row_mask
 from .._schema import ROW_DTYPE
 from ..frame import merge_names
+from ..netns import Rate
 from .batch import Batch, BatchPool
 from .metrics import CAPTURE_BUCKETS_NS
 from .protocols import Clock, SnapshotSource
@@ -113,12 +114,12 @@ class Capture:
         self.tracker = tracker  # record.changes.ChangeTracker in changes mode
         # other namespaces at their own rate (tcpsnap.netns.Rate): a pass may leave some
         # out; their rows are carried from their last dump (Carry)
-        ns = getattr(snap, "namespaces", None)
+        rate = getattr(getattr(snap, "namespaces", None), "rate", None)
         self._carry: Carry | None = None
-        if ns is not None and getattr(ns, "rate", None) is not None:
-            if ns.rate.budget_ns is None and rules.interval_ns:
-                ns.rate.budget_ns = rules.interval_ns // 2
-            self._carry = Carry(ns.rate)
+        if isinstance(rate, Rate):
+            if rate.budget_ns is None and rules.interval_ns:
+                rate.budget_ns = rules.interval_ns // 2
+            self._carry = Carry(rate)
         self._failed = failed
         self.stopping = False
         self._cur: Batch | None = None

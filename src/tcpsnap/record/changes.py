@@ -521,20 +521,9 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
     return ur, ut
 
 
-def open_destroy_feed(required: bool = False, namespaces=None):
+def open_destroy_feed(required: bool = False):
     """The socket-destroy feed, or None (with a one-line warning) where it cannot be had:
-    not Linux, or the kernel refuses the subscription (EPERM without CAP_NET_ADMIN).
-    ``namespaces`` (a ``tcpsnap.netns.Namespaces``: ``--all-netns``, ``--netns``): one feed
-    in each of its namespaces, multiplexed (``record.nsfeed``), instead of this process's."""
-    if namespaces is not None:
-        from .nsfeed import NamespaceFeeds
-
-        if namespaces.want_feeds():
-            return NamespaceFeeds(namespaces)
-        if required:
-            raise PermissionError("no network namespace accepted a socket-destroy subscription")
-        log.warning("no socket-destroy feed in any network namespace: polling only")
-        return None
+    not Linux, or the kernel refuses the subscription (EPERM without CAP_NET_ADMIN)."""
     try:
         from .._destroy import DestroyFeed
     except ImportError as e:

@@ -24,6 +24,7 @@ next ``drain()``, then closed: a kept socket would keep the namespace alive.
 
 from __future__ import annotations
 
+import logging
 import select
 from typing import Any
 
@@ -31,7 +32,22 @@ import numpy as np
 
 from .._schema import ROW_DTYPE
 
-__all__ = ["NamespaceFeeds"]
+__all__ = ["NamespaceFeeds", "open_namespace_feeds"]
+
+log = logging.getLogger("tcpsnap.changes")
+
+
+def open_namespace_feeds(namespaces: Any, required: bool = False) -> NamespaceFeeds | None:
+    """Changes mode's destroy feed for a ``tcpsnap.netns.Namespaces`` (``--all-netns``,
+    ``--netns``): one in each of its namespaces, multiplexed; None (with a one-line warning)
+    where no namespace's kernel accepts the subscription, PermissionError if ``required``."""
+    if namespaces.want_feeds():
+        return NamespaceFeeds(namespaces)
+    if required:
+        raise PermissionError("no network namespace accepted a socket-destroy subscription")
+    log.warning("no socket-destroy feed in any network namespace: polling only, connections "
+                "that live between two snapshots are not recorded")
+    return None
 
 
 class NamespaceFeeds:

@@ -328,8 +328,7 @@ class Recorder:
             "last_seq": self._capture.seq - 1 if self.snapshots else None,
             "pids": self.pids_enabled,
             "recovered": [str(r.path) for r in self.recovered if r.path],
-            **(self._tracker.stats if self._tracker is not None else {}),
-            **(self._capture.netns_stats if self._capture is not None else {}),
+            **(self._tracker.stats if self._tracker is not None else {}), **getattr(self._capture, "netns_stats", {}),
             **(self.retention.stats if self.retention is not None else {}),
             **(self.memory.stats if self.memory is not None else {}),
         }
@@ -455,7 +454,13 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool, snap: Any = None) -
 
         feed = None
         if c.destroy or (c.destroy is None and own_snap):
-            feed = open_destroy_feed(required=bool(c.destroy), namespaces=getattr(snap, "namespaces", None))
+            ns = getattr(snap, "namespaces", None)
+            if ns is not None:       # one feed in each namespace recorded
+                from .nsfeed import open_namespace_feeds
+
+                feed = open_namespace_feeds(ns, required=bool(c.destroy))
+            else:
+                feed = open_destroy_feed(required=bool(c.destroy))
         tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states, where=c.row_filter())
         schema = build_schema(c.metadata(pids, feed is not None))
         return schema, ChangesEncoder(schema, host_name(), boot_id()), tracker
