@@ -62,7 +62,7 @@ def test_rate_walks_the_others_in_turn_within_the_budget():
 
 def _rows(netns: int, cookies: list[int]) -> np.ndarray:
     a = np.zeros(len(cookies), ROW_DTYPE)
-    a["family"], a["state"], a["netns"], a["cookie"] = 4, 5, netns, cookies
+    a["family"], a["state"], a["netns"], a["cookie"], a["cgroup_id"] = 4, 5, netns, cookies, 77
     return a
 
 
@@ -77,9 +77,14 @@ def test_carry_completes_a_partial_pass_with_the_last_rows_of_the_others():
     assert np.array_equal(out, full) and r.warm and c.carried == frozenset()
     sel = r.pick(t)
     assert r.partial and [ino for ino, _ in sel] == [OWN, 1001]
-    # 1001's 12 closed meanwhile; 1002 and 1003 not looked at: carried as last dumped
-    out = c.complete(np.concatenate([_rows(OWN, [1]), _rows(1001, [11])]), 2_000_000)
+    # 1001's 12 closed meanwhile and 11 went to TIME_WAIT (no cgroup of its own: it takes its
+    # connection's from 1001's last dump, as the dumper does from the dump before); 1002 and
+    # 1003 not looked at: carried as last dumped
+    tw = _rows(1001, [11])
+    tw["state"], tw["cgroup_id"] = 11, 0
+    out = c.complete(np.concatenate([_rows(OWN, [1]), tw]), 2_000_000)
     assert sorted(out["cookie"].tolist()) == [1, 11, 21, 31]
+    assert out[out["cookie"] == 11]["cgroup_id"].tolist() == [77]
     assert c.carried == {1002, 1003} and c.rows_carried == 2
     sel = r.pick(t)
     assert [ino for ino, _ in sel] == [OWN, 1002]

@@ -354,11 +354,14 @@ class Carry:
             rows = rows[np.argsort(ns, kind="stable")]
             ns = rows["netns"]
         cuts = np.flatnonzero(ns[1:] != ns[:-1]) + 1 if len(ns) else np.zeros(0, np.int64)
-        for ino in dumped:
-            self.last.pop(ino, None)             # dumped: now as this dump found it
+        # dumped: now as this dump found it
+        before = {ino: self.last.pop(ino) for ino in dumped if ino in self.last}
         for i, j in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(rows)].tolist(), strict=True):
-            if j > i and int(ns[i]) != rate.own:      # our own is dumped every time
-                self.last[int(ns[i])] = rows[i:j].copy()
+            ino = int(ns[i])
+            if j > i and ino != rate.own:      # our own is dumped every time
+                if ino in before:
+                    _inherit_cgroups(rows[i:j], before[ino])
+                self.last[ino] = rows[i:j].copy()
         live = set(present)
         for ino in [i for i in self.last if i not in live]:
             del self.last[ino]               # a namespace gone: so are its connections
@@ -369,6 +372,21 @@ class Carry:
         extra = [self.last[i] for i in carried]
         self.rows_carried += sum(len(e) for e in extra)
         return np.concatenate([rows, *extra])
+
+
+def _inherit_cgroups(rows: np.ndarray, last: np.ndarray) -> None:
+    """A TIME_WAIT (or orphaned FIN_WAIT2) row has no cgroup of its own: the dumper gives it
+    its connection's from the dump before, which for a namespace at its own rate may not
+    have held that namespace; take it (same cookie) from the namespace's last dump."""
+    need = np.flatnonzero((rows["cgroup_id"] == 0) & (rows["cookie"] != 0))
+    if not len(need) or not len(last):
+        return
+    order = np.argsort(last["cookie"])
+    lc = last["cookie"][order]
+    ck = rows["cookie"][need]
+    k = np.minimum(np.searchsorted(lc, ck), len(lc) - 1)
+    hit = lc[k] == ck
+    rows["cgroup_id"][need[hit]] = last["cgroup_id"][order][k[hit]]
 
 
 def boost(nice: int | None) -> Callable[[], None] | None:
