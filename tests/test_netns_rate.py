@@ -124,10 +124,13 @@ class Logged:
         self.pids = False
         self.namespaces = snap.namespaces
         self.dumped: list[set[int]] = []
+        self.left_out: list[set[int]] = []
 
     def take(self):
         rows = self.snap.take()
-        self.dumped.append(set(self.namespaces.rate.dumped))
+        rate = self.namespaces.rate
+        self.dumped.append(set(rate.dumped))
+        self.left_out.append(set(rate.present) - set(rate.dumped))
         return rows
 
     def process_names(self, pids):
@@ -195,6 +198,22 @@ def test_a_namespace_not_dumped_in_a_snapshot_keeps_its_connections_there(three,
     assert life.cookie.is_unique and len(life) == len(set(df[df.netns.isin([n.ino for n in three])].cookie))
     # every connection of the three namespaces but the one that ended is open at the end
     assert set(life[~life.open_at_end].cookie) == {ck}
+    # which namespaces each snapshot left out, as the recording says it: full mode, one row
+    # of kind "snapshot" per namespace (family 0, its netns, inode 0); changes mode, none
+    import pyarrow.dataset as ds
+
+    raw = ds.dataset(rec, format="parquet", partitioning="hive").to_table(
+        columns=["seq", "kind", "family", "netns", "inode"]).to_pandas()
+    marks = raw[(raw.family == 0) & (raw.netns != 0)]
+    assert set(marks.kind) <= {"snapshot"} and not marks.inode.any()
+    said = {int(q): set(g.netns.tolist()) for q, g in marks.groupby("seq")}
+    if mode == "full":
+        want = {q: src.left_out[1 + q - first] for q in seqs if src.left_out[1 + q - first]}
+        assert said == want and len(want) > 10
+        snaps = tcpsnap.snapshots(rec)          # the markers count no connection
+        assert snaps.connections.tolist() == [len(df[df.seq == q]) for q in snaps.seq]
+    else:
+        assert said == {}
     if mode == "changes":
         ev = tcpsnap.read(rec, mode="changes")
         closed = ev[(ev.event == "closed") & ev.seen_in_snapshot & (ev.netns != 0)]

@@ -255,6 +255,12 @@ class Capture:
                 self.tracker.carried_netns = self._carry.carried
             rows, names, extra = self.tracker.step(rows, names, w, t0, key)
         empty = False
+        marks = 0
+        if self.tracker is None and self._carry is not None and self._carry.carried:
+            # full mode: which namespaces this snapshot did not dump (their rows carried)
+            m = self._carry.markers()
+            marks = len(m)
+            rows = np.concatenate([rows, m])
         if self.tracker is None and len(rows) == 0:
             # an empty snapshot still leaves a row: a quiet moment reads as 0, not as a gap
             rows, names, empty = _EMPTY_SNAPSHOT, None, True
@@ -302,7 +308,7 @@ class Capture:
             self.first_seq = self.seq
         self.seq += 1
         self.snapshots += 1
-        self.rows += 0 if empty else n
+        self.rows += 0 if empty else n - marks
         if self.rules.hand_off(t0 - b.t_first):
             self.handoff()
 
@@ -326,13 +332,24 @@ class Carry:
 
     ``complete(rows, cost_ns)`` (after each ``take()``): ``rows`` plus the carried ones;
     ``carried``: the namespaces whose rows were carried in the last one; ``rows_carried``
-    counts them all."""
+    counts them all. ``markers()``: full mode's record of it, one row per carried
+    namespace: family 0 (kind "snapshot", as an empty snapshot's row), ``inode`` 0 (it
+    counts no connection), state CLOSED, ``netns`` the namespace's inode, all else 0."""
 
     def __init__(self, rate: Any) -> None:
         self.rate = rate
         self.last: dict[int, np.ndarray] = {}        # inode -> its rows at its last dump
         self.carried: frozenset[int] = frozenset()
         self.rows_carried = 0
+        self._marks = np.zeros(0, ROW_DTYPE)
+
+    def markers(self) -> np.ndarray:
+        m = self._marks
+        if set(m["netns"].tolist()) != self.carried:
+            m = self._marks = np.zeros(len(self.carried), ROW_DTYPE)
+            m["state"] = 1
+            m["netns"] = sorted(self.carried)
+        return m
 
     def complete(self, rows: np.ndarray, cost_ns: int) -> np.ndarray:
         rate = self.rate

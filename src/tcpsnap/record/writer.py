@@ -234,8 +234,9 @@ class Writer:
             self._finish_file(clean=True)
             self._open_file(b)
         s, n = b.s, b.n
-        if b.extra is None:  # full mode: the rows of empty snapshots are kind "snapshot"
-            kinds = np.repeat(b.empty[:s].astype(np.int8), b.counts[:s]) * np.int8(KIND_SNAPSHOT)
+        if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
+            # left out: record.capture.Carry) are kind "snapshot"
+            kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
                                   monotonic=b.mono[:s], kinds=kinds)
