@@ -289,6 +289,18 @@ class Namespaces:
         if self._feeds_on:
             return self.feeds
         self._rcvbuf = rcvbuf
+        p = self._pending
+        if p is not None:
+            # a re-discovery under way opened no feed: fold it in first (the dumper takes the
+            # new set at its next apply(), before any dump), so its namespaces get theirs below
+            self._pending = None
+            try:
+                drop = self._merge(*p.result())
+            except Exception:          # noqa: BLE001 - a failed re-discovery keeps the last set
+                drop = []
+            self._applied = None
+            for fd in drop:
+                os.close(fd)
         self._feeds_on = True
 
         def open_all(paths: dict[int, str]) -> dict[int, Any]:
