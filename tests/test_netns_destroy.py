@@ -3,8 +3,8 @@ made inside an ``ip netns`` namespace (``tcpsnap._netns.sock_diag_in``, on a thr
 own) reports the connections that die there, tagged with that namespace's inode; the feed
 of tcpsnap's own namespace does not see them. Skips where ``ip netns add`` is not permitted.
 
-The wiring into changes mode (one such feed per namespace of ``--all-netns``) is still to
-come (issue 15); this is its building block.
+This is the building block of changes mode across namespaces (one such feed per namespace
+recorded, multiplexed: ``tests/test_netns_changes.py``).
 """
 
 from __future__ import annotations
