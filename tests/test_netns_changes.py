@@ -105,6 +105,45 @@ def test_a_connection_that_lived_between_two_snapshots_in_another_namespace_is_c
     assert st["destroyed_unseen"] >= 2 and st["destroy_drops"] == 0
 
 
+def test_netns_one_namespace_subscribes_there_not_in_ours(two, tmp_path):
+    """``--netns a`` in changes mode: a's short connection is a closed event of a; one that
+    lives and dies meanwhile in tcpsnap's own namespace is not in the recording at all."""
+    import socket
+
+    a, _b = two
+    rec = tmp_path / "rec"
+    r = tcpsnap.Recorder(rec, mode="changes", netns=a.name, interval="1s")
+    r.open()
+    if not r.stats.get("destroy_feed"):
+        r.close()
+        pytest.skip("the kernel refuses the socket-destroy subscription")
+    t = threading.Thread(target=r.run)
+    t.start()
+    try:
+        time.sleep(1.5)
+        short = _churn(a.name, 1)[0]
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        c = socket.create_connection(lst.getsockname())
+        s, _ = lst.accept()
+        ours = (s.getsockname()[1], c.getsockname()[1])      # the server end: (local, remote)
+        c.close()
+        s.close()
+        lst.close()
+        time.sleep(2.5)
+    finally:
+        r.stop()
+        t.join()
+        r.close()
+    ev = tcpsnap.read(rec, mode="changes")
+    ev = ev[ev.family == 4]
+    assert set(ev[ev.event != "keyframe"].netns.tolist()) <= {a.ino}
+    server = ev[(ev.local_port == short[1]) & (ev.remote_port == short[0])]
+    assert list(server.event) == ["closed"] and list(server.netns) == [a.ino]
+    assert not ((ev.local_port == ours[0]) & (ev.remote_port == ours[1])).any()
+
+
 # inside a namespace: lo up, one connection from 127.0.0.1:CPORT to 127.0.0.1:SPORT, closed
 # by FIRST ("server" or "client") first: that end goes on as TIME_WAIT
 _FIXED = r"""
