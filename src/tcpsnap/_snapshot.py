@@ -122,9 +122,13 @@ class Snapshotter:
     def _sample_info(self) -> None:
         # with tcp_info_every, ask the kernel for internals only when a sample is due
         now = time.monotonic_ns()
-        due = now >= self._info_next
+        # 1% early still counts: a schedule's takes jitter around the sample's instant
+        due = now >= self._info_next - self._info_every_ns // 100
         if due and self._info_every_ns:
-            self._info_next = max(self._info_next + self._info_every_ns, now)
+            # on a fixed grid (a sample a little late does not push the next ones back);
+            # one that fell behind by a whole period starts the grid again from now
+            nxt = self._info_next + self._info_every_ns
+            self._info_next = nxt if nxt > now else now + self._info_every_ns
         if due != (self._impl.tcp_info is not None):
             self._impl.set_tcp_info(due)
 
