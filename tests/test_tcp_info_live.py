@@ -4,6 +4,8 @@ receiver's bytes_received), every counter as `ss -ti` prints it, rows and intern
 aligned through filters and array growth; a retransmit forced by an nft drop rule in a
 private namespace."""
 
+import csv
+import io
 import json
 import shutil
 import socket
@@ -74,7 +76,7 @@ def test_exact_byte_counts_syn_and_fin_and_ss_agrees(host):
             li = t[(port, 0)][1]
             assert (li["tcp_info_len"], li["bytes_acked"], li["bytes_received"]) == (ci["tcp_info_len"], 0, 0)
             ss = ss_info(port)
-            for key, (row, info) in t.items():
+            for key, (_row, info) in t.items():
                 want = ss[key]
                 assert info["congestion"].decode() == want["congestion"], key
                 for name in COUNTERS:
@@ -180,3 +182,50 @@ def test_retransmit_forced_by_an_nft_drop_rule():
     # after the rule is gone, the data gets through and the count stays
     assert got["after"]["total_retrans"] >= ours["total_retrans"] and got["after"]["unacked"] == 0
     assert np.uint64(got["after"]["bytes_acked"]) == 1000 + 1
+
+
+def test_show_info_prints_the_internals_ss_prints():
+    lst, c, s = pair("127.0.0.1")
+    port, cport = lst.getsockname()[1], c.getsockname()[1]
+    try:
+        c.sendall(b"x" * N)
+        recv_exactly(s, N)
+        s.sendall(b"y" * M)
+        recv_exactly(c, M)
+        assert wait_for(lambda: quiet(c) and quiet(s))
+        expr = f"sport = :{port} or dport = :{port}"
+        run = [sys.executable, "-m", "tcpsnap", "show", "--info", "--no-pids"]
+        p = subprocess.run(run + ["--format", "json", expr], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        recs = {(r["local_port"], r["remote_port"]): r for r in json.loads(p.stdout)}
+        cl, sv = recs[(cport, port)], recs[(port, cport)]
+        assert (cl["bytes_sent"], cl["bytes_acked"], cl["bytes_received"]) == (N, N + 1, M)
+        assert (sv["bytes_sent"], sv["bytes_acked"], sv["bytes_received"]) == (M, M, N)
+        ss = ss_info(port)
+        for key, rec in recs.items():
+            for name in ("bytes_acked", "bytes_received", "bytes_sent", "segs_in", "segs_out", "snd_cwnd",
+                         "min_rtt", "snd_mss", "pmtu", "rcv_space"):
+                if name in ss[key]:
+                    assert rec[name] == ss[key][name], (key, name)
+            assert rec["congestion"] == ss[key]["congestion"]
+        # the table: one line per connection, ss's spelling of the same numbers
+        p = subprocess.run(run + [expr], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        lines = p.stdout.splitlines()
+        assert lines[0].split()[-1] == "Info" and len(lines) == 4
+        client = next(ln for ln in lines if f"127.0.0.1:{cport}  127.0.0.1:{port}" in ln)
+        tokens = client.split()
+        for tok in (f"bytes_sent:{N}", f"bytes_acked:{N + 1}", f"bytes_received:{M}",
+                    f"segs_out:{ss[(cport, port)]['segs_out']}", f"cwnd:{ss[(cport, port)]['snd_cwnd']}",
+                    f"minrtt:{ss[(cport, port)]['min_rtt'] / 1000:g}", ss[(cport, port)]["congestion"]):
+            assert tok in tokens, (tok, client)
+        # csv: the same keys
+        p = subprocess.run(run + ["--format", "csv", expr], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        rows = list(csv.DictReader(io.StringIO(p.stdout)))
+        assert {"bytes_acked", "rtt", "congestion", "tcp_info_len"} <= set(rows[0])
+        row = next(r for r in rows if r["local_port"] == str(cport))
+        assert (row["bytes_acked"], row["congestion"]) == (str(N + 1), ss[(cport, port)]["congestion"])
+    finally:
+        for x in (c, s, lst):
+            x.close()
