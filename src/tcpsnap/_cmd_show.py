@@ -84,21 +84,28 @@ def cmd_show(args: argparse.Namespace) -> int:
     if where is not None and where.needs_pids and args.no_pids:
         print("tcpsnap show: error: --pid/--process filters need pids: drop --no-pids", file=sys.stderr)
         return 2
+    from ._backend import BACKEND
+
     info_cols: dict = {}
-    try:
-        snap = Snapshotter(pids=not args.no_pids, filter=where, tcp_info=args.info)
-    except ValueError as e:                 # --info on a backend without internals
-        print(f"tcpsnap show: error: {e}", file=sys.stderr)
-        return 1
-    with snap:
+    live_info = args.info and BACKEND == "netlink"
+    if args.info and not live_info:
+        # the columns stay, null; said once, not per row
+        print(f"tcpsnap: note: --info: this backend ({BACKEND}) captures no internals (on Windows "
+              "they need GetPerTcpConnectionEStats, elevation and per-connection collection, "
+              "which this version does not do): the info columns are null", file=sys.stderr)
+    with Snapshotter(pids=not args.no_pids, filter=where, tcp_info=live_info) as snap:
         rows = snap.take().copy()
         order = np.lexsort((rows["remote_port"], rows["local_port"], rows["state"], rows["family"]))
         rows = rows[order]
-        info = snap.tcp_info
-        if info is not None:
+        if args.info:
             from ._arrow import tcp_info_columns
+            from ._schema import TCP_INFO_DTYPE
 
-            info_cols = {k: v.to_pylist() for k, v in tcp_info_columns(info[order]).items()}
+            info = snap.tcp_info
+            none = info is None           # nothing captured: every row null, never 0
+            cols = tcp_info_columns(np.zeros(len(rows), TCP_INFO_DTYPE) if none else info[order],
+                                    sampled=np.zeros(len(rows), bool) if none else None)
+            info_cols = {k: v.to_pylist() for k, v in cols.items()}
         pcodes, pnames = snap.process_names(rows["pid"]) if snap.pids else (np.full(len(rows), -1), [])
         note = missing_pid_note(rows, snap.pid_stats) if snap.resolver is not None else None
     if note:
