@@ -154,13 +154,19 @@ def storage(n: int, seconds: float, interval: str, per_helper: int, log) -> dict
                         cc = rg.column(c)
                         cols[cc.path_in_schema] = cols.get(cc.path_in_schema, 0) + cc.total_compressed_size
             info_bytes = sum(v for k, v in cols.items() if k in TCP_INFO_COLUMNS)
+            st = rec.stats
             out[name] = {"rows": rows, "bytes": size, "bytes_per_row": size / rows,
-                         "snapshots": rec.stats.get("snapshots"),
+                         "snapshots": st.get("snapshots"), "overruns": st.get("overruns"),
+                         "writer_waits": st.get("writer_waits"),
+                         "writer_cpu_ns_per_row": st.get("writer_cpu_s", 0) * 1e9 / max(1, rows),
                          "tcp_info_bytes_per_row": info_bytes / rows if kw else 0.0,
                          "top_columns_bytes_per_row": dict(sorted(
                              ((k, v / rows) for k, v in cols.items()), key=lambda kv: -kv[1])[:12])}
             log(f"  {name}: {rows:,} rows, {size:,} bytes, {size / rows:.3f} bytes/row"
-                + (f" (internals columns {info_bytes / rows:.3f} bytes/row)" if kw else ""))
+                + (f" (internals columns {info_bytes / rows:.3f} bytes/row)" if kw else "")
+                + f"; writer CPU {out[name]['writer_cpu_ns_per_row']:.0f} ns/row, "
+                  f"{st.get('snapshots')} snapshots, {st.get('overruns')} overruns, "
+                  f"{st.get('writer_waits')} waits for the writer")
     return out
 
 

@@ -56,10 +56,11 @@ PER_CONNECTION_COLUMNS = ("local_port", "remote_port", "inode", "cookie")
 #: amount, so the deltas from row to row repeat from one snapshot to the next:
 #: DELTA_BINARY_PACKED keeps them at a third of their dictionary size. The other numeric
 #: internals are per-connection values that rarely change: BYTE_STREAM_SPLIT is as small
-#: as a dictionary there and a fifth cheaper to write (benchmarks/RESULTS.md, "TCP internals").
+#: as a dictionary there and a fifth cheaper to write (benchmarks/RESULTS.md, "TCP internals");
+#: the rates (a few distinct values per connection that come back) stay in a dictionary.
 TIMER_COLUMNS = TCP_INFO_TIMERS
 INFO_SPLIT_COLUMNS = tuple(n for n in TCP_INFO_DTYPE.names or ()
-                           if n not in TCP_INFO_TIMERS + ("congestion", "estats"))
+                           if n not in TCP_INFO_TIMERS + ("congestion", "estats", "pacing_rate", "delivery_rate"))
 
 
 def _pyarrow_major() -> int:
