@@ -7,6 +7,7 @@ private namespace."""
 import csv
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from conftest import CAN_UNSHARE_NET
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink internals are Linux's")
 if sys.platform.startswith("linux"):
     from _tcp_info_ss import ss_info
-    from tcpsnap import Snapshotter
+    from tcpsnap import NamespaceError, Snapshotter
 
 N, M = 100_000, 54_321
 COUNTERS = ("bytes_acked", "bytes_received", "bytes_sent", "segs_in", "segs_out", "data_segs_in",
@@ -229,3 +230,51 @@ def test_show_info_prints_the_internals_ss_prints():
     finally:
         for x in (c, s, lst):
             x.close()
+
+
+_NS_CHILD = r"""
+import json, os, socket, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from _sockets import pair
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+lst, c, s = pair("127.0.0.1")
+c.sendall(b"n" * int(sys.argv[2]))
+got = 0
+while got < int(sys.argv[2]):
+    got += len(s.recv(65536))
+print(json.dumps({"pid": os.getpid(), "port": lst.getsockname()[1], "cport": c.getsockname()[1]}), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not CAN_UNSHARE_NET, reason="needs unshare -n (root) on Linux")
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_internals_of_another_namespace(which):
+    # a connection that sent N bytes inside a namespace of its own: Snapshotter(netns=its pid
+    # or "all", tcp_info=True) sees its internals as ss run inside that namespace does
+    here = str(Path(__file__).resolve().parent)
+    child = subprocess.Popen(["unshare", "-n", sys.executable, "-c", _NS_CHILD, here, str(N)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(child.stdout.readline())
+        pid, port, cport = info["pid"], info["port"], info["cport"]
+        ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+        netns = str(pid) if which == "one" else "all"
+        try:
+            snap = Snapshotter(tcp_info=True, netns=netns, filter=f"sport = :{port} or dport = :{port}")
+        except NamespaceError as e:     # not permitted here
+            pytest.skip(f"cannot enter namespaces here: {e}")
+        with snap:
+            rows = snap.take()
+            ti = snap.tcp_info
+            mine = {(int(r["local_port"]), int(r["remote_port"])): i for r, i in zip(rows, ti, strict=True)
+                    if r["netns"] == ino}
+        ss = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ss", "-tinOH", "state", "all",
+                             f"( sport = :{port} or dport = :{port} )"], capture_output=True, text=True)
+        assert (int(mine[(cport, port)]["bytes_sent"]), int(mine[(cport, port)]["bytes_acked"])) == (N, N + 1)
+        assert int(mine[(port, cport)]["bytes_received"]) == N
+        assert f"bytes_acked:{N + 1}" in ss.stdout.split() and f"bytes_received:{N}" in ss.stdout.split()
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
