@@ -102,9 +102,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             from ._schema import TCP_INFO_DTYPE
 
             info = snap.tcp_info
-            none = info is None           # nothing captured: every row null, never 0
-            cols = tcp_info_columns(np.zeros(len(rows), TCP_INFO_DTYPE) if none else info[order],
-                                    sampled=np.zeros(len(rows), bool) if none else None)
+            if info is None:              # nothing captured: every row null, never 0
+                cols = tcp_info_columns(np.zeros(len(rows), TCP_INFO_DTYPE), sampled=np.zeros(len(rows), bool))
+            else:
+                cols = tcp_info_columns(info[order])
             info_cols = {k: v.to_pylist() for k, v in cols.items()}
         pcodes, pnames = snap.process_names(rows["pid"]) if snap.pids else (np.full(len(rows), -1), [])
         note = missing_pid_note(rows, snap.pid_stats) if snap.resolver is not None else None
