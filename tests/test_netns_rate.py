@@ -97,6 +97,37 @@ def test_carry_completes_a_partial_pass_with_the_last_rows_of_the_others():
     assert 1003 not in c.last and 31 not in out["cookie"].tolist()
 
 
+def test_carry_keeps_each_rows_tcp_info_with_its_row_and_carried_rows_null():
+    """Internals (``Snapshotter.tcp_info``, row i's) follow the dump's rows through the
+    carry's reordering; a carried row was not looked at, so its internals are null
+    (``tcp_info_len`` 0), never its last dump's sample; full mode's marker rows too."""
+    from tcpsnap._schema import TCP_INFO_DTYPE
+
+    def info_for(rows):
+        i = np.zeros(len(rows), TCP_INFO_DTYPE)
+        i["tcp_info_len"], i["bytes_acked"] = 280, rows["cookie"] * 10
+        return i
+
+    r = Rate(OWN)
+    r.budget_ns = 2_000_000
+    c = Carry(r)
+    t = _targets(3)
+    r.pick(t)
+    full = np.concatenate([_rows(OWN, [1]), _rows(1001, [11, 12]), _rows(1002, [21])])
+    out = c.complete(full, 3_000_000)
+    assert np.array_equal(c.align(info_for(full))["bytes_acked"], out["cookie"] * 10)
+    r.pick(t)
+    # a dump whose namespaces are interleaved (sorted by the carry), 1002 left out
+    dump = np.concatenate([_rows(1001, [11]), _rows(OWN, [1]), _rows(1001, [12])])
+    out = c.complete(dump, 2_000_000)
+    info = c.align(info_for(dump))
+    assert c.carried == {1002} and len(info) == len(out) == 4
+    dumped = out["netns"] != 1002
+    assert np.array_equal(info["bytes_acked"][dumped], out["cookie"][dumped] * 10)
+    assert info["tcp_info_len"][~dumped].tolist() == [0]
+    assert info["tcp_info_len"][dumped].tolist() == [280, 280, 280]
+
+
 # ---------------------------------------------------------------- live namespaces
 
 from test_netns_all import CAN, Ns  # noqa: E402

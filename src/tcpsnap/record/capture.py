@@ -101,8 +101,9 @@ class Capture:
     def __init__(self, snap: SnapshotSource, pids: bool, rules: Rules, pool: BatchPool,
                  writer: Writer, clock: Clock, waker: Waker, *, seq: int, states: Any = None,
                  ports: Any = None, family: int | None = None, where: Any = None, tracker: Any = None,
-                 failed: Callable[[], BaseException | None]) -> None:
+                 failed: Callable[[], BaseException | None], tcp_info: bool = False) -> None:
         self._snap = snap
+        self._tcp_info = tcp_info  # the snapshotter's internals go with its rows
         self._names = snap.process_names if pids else None
         self.rules = rules
         self._pool = pool
@@ -234,10 +235,15 @@ class Capture:
     def add(self, rows: np.ndarray, names: Any, w: int, t0: int, cap: int) -> None:
         """One snapshot (taken at wall ``w``, monotonic ``t0``, in ``cap`` ns) into the
         current batch."""
+        # row i's internals (None: this snapshot sampled none); every mask applies to both
+        info = getattr(self._snap, "tcp_info", None) if self._tcp_info else None
+        if info is not None and self._carry is not None:
+            info = self._carry.align(info)
         if self._filter is not None:
             m = row_mask(rows, *self._filter)
             if m is not None:
                 rows = rows[m]
+                info = None if info is None else info[m]
         flt = self._where
         if flt is not None and len(rows):
             m = flt.mask(rows, process=self._names(rows["pid"]) if flt.needs_process and self._names
@@ -247,6 +253,7 @@ class Capture:
                 # (tcpsnap.filters: its later states are events, its close a real one)
                 m |= self.tracker.holds(rows["cookie"])
             rows = rows[m]
+            info = None if info is None else info[m]
         key = self.rules.file_key(t0, w)
         extra = None
         if self.tracker is not None:
@@ -261,9 +268,11 @@ class Capture:
             m = self._carry.markers()
             marks = len(m)
             rows = np.concatenate([rows, m])
+            if info is not None:
+                info = np.concatenate([info, np.zeros(marks, info.dtype)])
         if self.tracker is None and len(rows) == 0:
             # an empty snapshot still leaves a row: a quiet moment reads as 0, not as a gap
-            rows, names, empty = _EMPTY_SNAPSHOT, None, True
+            rows, names, empty, info = _EMPTY_SNAPSHOT, None, True, None
         n = len(rows)
         b = self._cur
         if b is not None and (b.file_key != key or not b.fits(n)):
@@ -283,6 +292,13 @@ class Capture:
             if not rows.flags.c_contiguous:
                 rows = np.ascontiguousarray(rows)
             np.copyto(b.rows[i:i + n].view(np.uint8), rows.view(np.uint8))
+        if b.info is not None and b.sampled is not None:
+            dst = b.info[i:i + n].view(np.uint8)
+            if info is not None and n:
+                np.copyto(dst, np.ascontiguousarray(info).view(np.uint8))
+            else:
+                dst.fill(0)  # null when written: zero, so no stale name reaches a dictionary
+            b.sampled[s] = info is not None
         if extra is not None and b.extra is not None:
             for dst, src in zip(b.extra, extra, strict=True):
                 dst[i:i + n] = src
@@ -342,6 +358,22 @@ class Carry:
         self.carried: frozenset[int] = frozenset()
         self.rows_carried = 0
         self._marks = np.zeros(0, ROW_DTYPE)
+        self._order: np.ndarray | None = None   # the last complete()'s reordering of the dump
+        self._n = 0                              # rows of that dump
+        self._carried_rows = 0                   # rows it carried
+
+    def align(self, info: np.ndarray) -> np.ndarray:
+        """The dump's ``tcp_info`` array (row i's internals, ``Snapshotter.tcp_info``) put
+        in the order of the last ``complete()``'s rows; the carried rows' internals are
+        null (``tcp_info_len`` 0): they were not looked at in this snapshot, and a stale
+        sample must not read as a fresh one."""
+        if len(info) != self._n:
+            raise AssertionError("tcp_info not aligned with the dump's rows")
+        if self._order is not None:
+            info = info[self._order]
+        if self._carried_rows:
+            info = np.concatenate([info, np.zeros(self._carried_rows, info.dtype)])
+        return info
 
     def markers(self) -> np.ndarray:
         m = self._marks
@@ -360,6 +392,7 @@ class Carry:
         # leaves namespaces out only after a pass whose rows are kept (``warm``)
         keep = b is not None and (rate.partial or rate.cost_ns * len(present) > b / 2)
         rate.warm = keep
+        self._order, self._n, self._carried_rows = None, len(rows), 0
         if not keep:
             self.last.clear()
             self.carried = frozenset()
@@ -368,7 +401,8 @@ class Carry:
         ns = rows["netns"]
         if len(ns) and (np.diff(ns.astype(np.int64)) != 0).sum() >= len(dumped):
             # a dump appends namespace after namespace, one run each; else sort first
-            rows = rows[np.argsort(ns, kind="stable")]
+            self._order = np.argsort(ns, kind="stable")
+            rows = rows[self._order]
             ns = rows["netns"]
         cuts = np.flatnonzero(ns[1:] != ns[:-1]) + 1 if len(ns) else np.zeros(0, np.int64)
         # dumped: now as this dump found it
@@ -384,10 +418,12 @@ class Carry:
             del self.last[ino]               # a namespace gone: so are its connections
         carried = [ino for ino in present if ino not in dumped and ino in self.last]
         self.carried = frozenset(carried)
+        self._carried_rows = 0
         if not carried:
             return rows
         extra = [self.last[i] for i in carried]
-        self.rows_carried += sum(len(e) for e in extra)
+        self._carried_rows = sum(len(e) for e in extra)
+        self.rows_carried += self._carried_rows
         return np.concatenate([rows, *extra])
 
 
