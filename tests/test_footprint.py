@@ -282,3 +282,137 @@ def test_changes_mode_records_a_late_pid_as_a_change(tmp_path):
     if first > 0:  # recorded as pending first: the pid came as a change
         changed = ev[ev.event == "changed"]
         assert len(changed) >= 1 and changed.pid.iloc[0] == pid
+
+
+# A child holding one loopback connection (both ends), named by prctl; "name X" on stdin
+# renames it and answers "ok"; EOF ends it.
+NAMED = r"""
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(15, sys.argv[1].encode(), 0, 0, 0)
+lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(1)
+c = socket.create_connection(lst.getsockname()); a, _ = lst.accept()
+print(os.getpid(), lst.getsockname()[1], flush=True)
+for line in sys.stdin:
+    libc.prctl(15, line.split()[1].encode(), 0, 0, 0); print("ok", flush=True)
+"""
+
+
+class Named:
+    def __init__(self, name: str):
+        self.p = subprocess.Popen([sys.executable, "-c", NAMED, name], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert self.p.stdout is not None
+        self.pid, self.port = map(int, self.p.stdout.readline().split())
+
+    def rename(self, name: str) -> None:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(f"name {name}\n")
+        self.p.stdin.flush()
+        assert self.p.stdout.readline().strip() == "ok"
+
+    def close(self) -> None:
+        if self.p.stdin is not None:
+            self.p.stdin.close()
+        self.p.wait(10)
+
+
+def _in_thread(fn, *args):
+    """Run fn in a thread; True if it returned within 120 s (a hang detector, not a
+    timing: what it runs takes well under a second when nothing blocks it)."""
+    import threading
+
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    t.join(120)
+    return not t.is_alive()
+
+
+@linux
+def test_a_blocked_name_lookup_never_delays_take_and_the_new_name_lands_later():
+    ch = Named("tcpsnap-old")
+    r, w = os.pipe()
+    try:
+        with Snapshotter(pids=True) as snap:
+            res = snap.resolver
+            res.background = True
+            res.name_ttl = 0.0         # every name is due for a re-read at once
+            rows = snap.take()
+            mine = rows[(rows["local_port"] == ch.port) | (rows["remote_port"] == ch.port)]
+            assert len(mine) == 3 and (mine["pid"] == ch.pid).all()
+            res._name_block = r        # each lookup waits for a byte on the pipe: blocked
+            codes, names = snap.process_names(mine["pid"])
+            assert [names[c] for c in codes] == ["tcpsnap-old"] * 3  # the walk read it
+            assert res.stats["naming"] and res.stats["name_jobs"] == 1  # a lookup blocked
+            ch.rename("tcpsnap-new")
+            seen: list = []
+
+            def snapshots():
+                for _ in range(50):
+                    rows = snap.take()
+                    m = rows[rows["pid"] == ch.pid]
+                    c, n = snap.process_names(m["pid"])
+                    seen.append({n[x] for x in c})
+
+            assert _in_thread(snapshots)  # 50 snapshots while the lookup stays blocked
+            assert seen == [{"tcpsnap-old"}] * 50  # the cached name, never a gap
+            assert res.stats["name_jobs"] == 1 and res.stats["names_refreshed"] == 0
+            res._name_block = -1
+            os.write(w, b"x" * 64)     # the lookup ends: a later call takes the new name up
+            deadline = time.monotonic() + 60
+            got = None
+            while time.monotonic() < deadline and got != {"tcpsnap-new"}:
+                rows = snap.take()
+                m = rows[rows["pid"] == ch.pid]
+                c, n = snap.process_names(m["pid"])
+                got = {n[x] for x in c}
+                time.sleep(0.005)
+            assert got == {"tcpsnap-new"}
+            assert res.stats["names_refreshed"] >= 1
+    finally:
+        ch.close()
+        os.close(w)
+        os.close(r)
+
+
+@linux
+def test_recording_goes_on_while_a_name_lookup_is_blocked(tmp_path):
+    """The recorder's names come from the cache; a re-read that blocks (here: on a pipe)
+    leaves every snapshot to be taken, with the name it had, and the new name is
+    recorded in a later snapshot once the lookup ends."""
+    import pyarrow.dataset as ds
+
+    ch = Named("tcpsnap-old")
+    r, w = os.pipe()
+    try:
+        with Recorder(tmp_path / "rec", interval="10ms", pids=True, nice=None) as rec:
+            res = rec._snap.resolver
+            res.name_ttl = 0.0
+            res._name_block = r
+            assert _in_thread(rec.run, "0.2s")
+            assert res.stats["naming"] and res.stats["names_refreshed"] == 0
+            ch.rename("tcpsnap-new")
+            before = rec.snapshots
+            assert _in_thread(rec.run, "0.5s")
+            blocked = rec.snapshots - before
+            assert blocked >= 10 and res.stats["name_jobs"] == 1  # still that one lookup
+            last_blocked_seq = rec.stats["last_seq"]
+            res._name_block = -1
+            os.write(w, b"x" * 64)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and res.stats["names_refreshed"] == 0:
+                rec.run(duration="0.1s")
+            rec.run(duration="0.2s")
+    finally:
+        ch.close()
+        os.close(w)
+        os.close(r)
+    t = ds.dataset(str(tmp_path / "rec"), format="parquet", partitioning="hive").to_table(
+        columns=["pid", "seq", "process"]).to_pandas()
+    mine = t[t.pid == ch.pid].sort_values("seq")
+    names = mine.groupby("seq").process.agg(lambda s: set(s.astype(str)))
+    assert (names.loc[:last_blocked_seq] == {"tcpsnap-old"}).all()  # every snapshot, its name
+    assert names.loc[:last_blocked_seq].size >= 10
+    assert names.iloc[-1] == {"tcpsnap-new"}
+    changed = names[names == {"tcpsnap-new"}].index[0]
+    assert (names.loc[changed:] == {"tcpsnap-new"}).all()
