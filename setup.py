@@ -7,7 +7,9 @@ from setuptools import Extension, setup
 
 ext = [Extension("tcpsnap._mib", ["src/tcpsnap/_mib.pyx"], include_dirs=["src/tcpsnap"]),
        # changes mode: the diff of consecutive snapshots
-       Extension("tcpsnap._diff", ["src/tcpsnap/_diff.pyx"], include_dirs=["src/tcpsnap"])]
+       Extension("tcpsnap._diff", ["src/tcpsnap/_diff.pyx"], include_dirs=["src/tcpsnap"]),
+       # the writer: rows into columns in one pass
+       Extension("tcpsnap._encode", ["src/tcpsnap/_encode.pyx"], include_dirs=["src/tcpsnap"])]
 if sys.platform.startswith("linux"):
     ext.append(Extension("tcpsnap._netlink", ["src/tcpsnap/_netlink.pyx"], include_dirs=["src/tcpsnap"]))
     # the same parser on recorded bytes (tests, tools)

@@ -1,0 +1,8 @@
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+def split(rows: np.ndarray, fields: Iterable[tuple[str, int, Any]]) -> dict[str, np.ndarray]:
+    """``{name: array}``: each ``(name, offset, dtype)`` field of every row, one contiguous
+    array per field, in one pass over the rows."""
