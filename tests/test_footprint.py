@@ -6,6 +6,7 @@ thousands of descriptors, and what is checked is the order of events and the pid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from tcpsnap import Recorder, Snapshotter
@@ -294,7 +296,16 @@ lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(1)
 c = socket.create_connection(lst.getsockname()); a, _ = lst.accept()
 print(os.getpid(), lst.getsockname()[1], flush=True)
 for line in sys.stdin:
-    libc.prctl(15, line.split()[1].encode(), 0, 0, 0); print("ok", flush=True)
+    cmd = line.split()
+    if cmd[0] == "name":
+        libc.prctl(15, cmd[1].encode(), 0, 0, 0); print("ok", flush=True)
+    elif cmd[0] == "handoff":  # a child keeps the sockets, this process closes its own
+        kid = os.fork()
+        if kid == 0:
+            import time; libc.prctl(15, b"tcpsnap-kid", 0, 0, 0); time.sleep(300); os._exit(0)
+        for s in (lst, c, a):
+            os.close(s.detach())
+        print(kid, flush=True)
 """
 
 
@@ -311,7 +322,18 @@ class Named:
         self.p.stdin.flush()
         assert self.p.stdout.readline().strip() == "ok"
 
+    def handoff(self) -> int:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write("handoff\n")
+        self.p.stdin.flush()
+        self.kid = int(self.p.stdout.readline())
+        return self.kid
+
     def close(self) -> None:
+        kid = getattr(self, "kid", 0)
+        if kid:
+            with contextlib.suppress(OSError):
+                os.kill(kid, 9)
         if self.p.stdin is not None:
             self.p.stdin.close()
         self.p.wait(10)
@@ -416,3 +438,42 @@ def test_recording_goes_on_while_a_name_lookup_is_blocked(tmp_path):
     assert names.iloc[-1] == {"tcpsnap-new"}
     changed = names[names == {"tcpsnap-new"}].index[0]
     assert (names.loc[changed:] == {"tcpsnap-new"}).all()
+
+
+@linux
+def test_background_owner_rechecks_move_a_handed_off_socket_to_its_holder():
+    """Re-reading owners' links runs on a thread of its own (background resolver): a
+    process that hands its sockets to a child and closes its own descriptors (alive,
+    so no pidfd says anything) loses them when a later take merges that check, and a
+    walk gives them to the child; no row ever names a third process."""
+    ch = Named("tcpsnap-old")
+    try:
+        with Snapshotter(pids=True) as snap:
+            res = snap.resolver
+            res.background = True
+            res.verify_interval = 0.0   # the largest slice per take
+            res.walk_interval = 0.0
+            res.walk_share = 1e6
+            rows = snap.take()
+            mine = rows[(rows["local_port"] == ch.port) | (rows["remote_port"] == ch.port)]
+            inodes = set(mine["inode"].tolist())
+            assert len(inodes) == 3 and (mine["pid"] == ch.pid).all()
+            kid = ch.handoff()
+            checks = res.stats["check_jobs"]
+            deadline = time.monotonic() + 60
+            pids: set = {ch.pid}
+            while time.monotonic() < deadline:
+                rows = snap.take()
+                mine = rows[np.isin(rows["inode"], list(inodes))]
+                pids = set(mine["pid"].tolist())
+                assert pids <= {ch.pid, kid, 0}
+                if pids == {kid}:
+                    break
+                time.sleep(0.002)
+            assert pids == {kid}
+            st = res.stats
+            assert st["check_jobs"] > checks and st["moved"] >= 3
+            codes, names = snap.process_names(mine["pid"])
+            assert {names[c] for c in codes} == {"tcpsnap-kid"}
+    finally:
+        ch.close()

@@ -551,6 +551,63 @@ cdef void *name_thread(void *arg) noexcept nogil:
     return NULL
 
 
+cdef struct check_req:    # one owner's link to re-read off the caller's thread
+    uint64_t inode
+    uint32_t cookie
+    uint32_t pid
+    uint32_t proc
+    uint32_t proc_gen
+    int32_t fd
+    int32_t ok                 # the link still names socket:[inode]
+
+cdef struct check_job:
+    int state                  # as name_job
+    size_t n
+    check_req *reqs
+
+
+cdef void *check_thread(void *arg) noexcept nogil:
+    """Re-read each owner's /proc/<pid>/fd/<fd> link (one directory descriptor per run
+    of the same pid), then hand the job back or free it if the resolver is gone."""
+    cdef check_job *j = <check_job *>arg
+    cdef check_req *r
+    cdef size_t i
+    cdef char path[32]
+    cdef char want[40]
+    cdef char link[64]
+    cdef ssize_t k
+    cdef int wl, dirfd = -1
+    cdef uint32_t dirpid = 0
+    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    tcpsnap_nice_thread(BG_NICE)
+    for i in range(j.n):
+        r = &j.reqs[i]
+        r.ok = 1                 # unreadable /proc: no news (the owner's pidfd says if it exited)
+        if procfd < 0:
+            continue
+        if r.pid != dirpid:
+            if dirfd >= 0:
+                close(dirfd)
+            snprintf(path, sizeof(path), "%u/fd", r.pid)
+            dirfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            dirpid = r.pid
+        if dirfd < 0:
+            r.ok = 0
+            continue
+        snprintf(path, sizeof(path), "%d", r.fd)
+        k = readlinkat(dirfd, path, link, sizeof(link))
+        wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>r.inode)
+        r.ok = k == wl and memcmp(link, want, wl) == 0
+    if dirfd >= 0:
+        close(dirfd)
+    if procfd >= 0:
+        close(procfd)
+    if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
+        free(j.reqs)
+        free(j)
+    return NULL
+
+
 # ---------------------------------------------------------------- the resolver
 
 cdef class PidResolver:
@@ -607,6 +664,11 @@ cdef class PidResolver:
     cdef double _verify_interval
     cdef double _name_ttl
     cdef name_job *njob              # a name refresh going on (background), or NULL
+    cdef check_job *cjob             # owners' links being re-read (background), or NULL
+    cdef check_req *cq               # the next check job, gathered by _verify
+    cdef size_t ncq
+    cdef size_t capcq
+    cdef readonly unsigned long long check_jobs
     cdef int _name_block_fd          # tests: handed to each name job (see name_job)
     cdef readonly unsigned long long name_jobs
     cdef readonly unsigned long long names_refreshed
@@ -630,6 +692,9 @@ cdef class PidResolver:
         self.procfd = -1
         self.nthreads = 0
         self.njob = NULL
+        self.cjob = NULL
+        self.cq = NULL
+        self.ncq = self.capcq = 0
         self._name_block_fd = -1
         self.socks.slots = NULL
         self.pidix.slots = NULL
@@ -682,6 +747,8 @@ cdef class PidResolver:
         cdef int k
         self._join()
         self._release_name_job()
+        self._release_check_job()
+        free(self.cq)
         if self.procfd >= 0:
             close(self.procfd)
         if self.procs != NULL:
@@ -885,6 +952,9 @@ cdef class PidResolver:
         cdef int wl
         if p.gen != e.proc_gen or p.pid == 0 or p.dead:
             return True                  # the row pass re-resolves it
+        if self._background and self.walks > 0:
+            self._queue_check(e, p.pid)  # read on the check thread; a later take merges it
+            return True
         if p.vdir == VDIR_NONE and self.nvdirs < MAX_VDIRS:
             # /proc/<pid>/fd, opened once per take for the owner's links
             snprintf(path, sizeof(path), "%u/fd", p.pid)
@@ -911,15 +981,96 @@ cdef class PidResolver:
         self.moved += 1
         return False
 
+    cdef void _queue_check(self, sock_ent *e, uint32_t pid) noexcept nogil:
+        cdef check_req *r
+        if grow(<void **>&self.cq, &self.capcq, self.ncq + 1, sizeof(check_req)) < 0:
+            return                       # out of memory: this one waits for the next round
+        r = &self.cq[self.ncq]
+        r.inode = e.inode
+        r.cookie = e.cookie
+        r.pid = pid
+        r.proc = e.proc
+        r.proc_gen = e.proc_gen
+        r.fd = e.fd
+        r.ok = 1
+        self.ncq += 1
+
+    cdef void _merge_checks(self) noexcept nogil:
+        """Take up a check job that has ended: each socket whose link no longer names it,
+        if its entry still says the same owner and descriptor, goes back to pending."""
+        cdef check_job *j = self.cjob
+        cdef check_req *r
+        cdef sock_ent *e
+        cdef size_t i
+        if j == NULL or tcpsnap_done_count(&j.state) != NJ_DONE:
+            return
+        for i in range(j.n):
+            r = &j.reqs[i]
+            self.verified += 1
+            if r.ok:
+                continue
+            e = smap_find(&self.socks, r.inode)
+            if (e == NULL or e.state != SK_OWNED or e.cookie != r.cookie or e.proc != r.proc
+                    or e.proc_gen != r.proc_gen or e.fd != r.fd):
+                continue                 # changed since it was asked about: nothing to undo
+            e.state = SK_PENDING         # closed, or moved to another process
+            e.misses = 0
+            e.born = <uint16_t>self.epoch
+            self.moved += 1
+        free(j.reqs)
+        free(j)
+        self.cjob = NULL
+
+    cdef void _start_checks(self) noexcept nogil:
+        """The links _verify queued, to a detached thread of their own."""
+        cdef check_job *j
+        cdef pthread_t tid
+        if self.ncq == 0:
+            return
+        j = <check_job *>calloc(1, sizeof(check_job))
+        if j == NULL:
+            self.ncq = 0
+            return
+        j.reqs = self.cq                 # handed over: the next round gathers anew
+        j.n = self.ncq
+        j.state = NJ_RUNNING
+        self.cq = NULL
+        self.ncq = self.capcq = 0
+        if pthread_create(&tid, NULL, check_thread, j) != 0:
+            free(j.reqs)
+            free(j)
+            return
+        pthread_detach(tid)
+        self.cjob = j
+        self.check_jobs += 1
+
+    cdef void _release_check_job(self) noexcept nogil:
+        cdef check_job *j = self.cjob
+        if j == NULL:
+            return
+        self.cjob = NULL
+        if tcpsnap_swap(&j.state, NJ_ORPHANED) == NJ_DONE:
+            free(j.reqs)
+            free(j)
+
     cdef void _verify(self, double now) noexcept nogil:
         """Re-read owners' links. Sockets that had several holders when resolved (fork,
         hand-off: how an owner usually changes) every take; all others a slice of the
         map per take: (time since the last take) / verify_interval of it, within
-        [1/1024, 1/32], so each is re-checked within max(verify_interval, 32 takes)."""
+        [1/1024, 1/32], so each is re-checked within max(verify_interval, 32 takes).
+        With ``background`` (after the first walk) the links are read on a thread of
+        their own, one round at a time: while a round runs, takes check nothing and the
+        slice waits; the next take after it ended merges it and starts the next round."""
         cdef double f
         cdef size_t quota, i, mask, j
         cdef sock_ent *e
         cdef uint32_t q
+        cdef bint bg = self._background and self.walks > 0
+        if bg:
+            self._merge_checks()
+            if self.cjob != NULL:
+                return                   # a round still runs: the slice waits for it
+            self.ncq = 0
         j = 0
         while j < self.nshared:
             e = smap_find(&self.socks, self.shared_inodes[j])
@@ -948,6 +1099,8 @@ cdef class PidResolver:
                 close(self.procs[q].vdir)
             self.procs[q].vdir = VDIR_NONE
         self.nvdirs = 0
+        if bg:
+            self._start_checks()
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
         """Fill pid from the map; add new inodes as pending. -1 when out of memory."""
@@ -1699,6 +1852,8 @@ cdef class PidResolver:
             "name_jobs": self.name_jobs,
             "names_refreshed": self.names_refreshed,
             "naming": self.njob != NULL,
+            "check_jobs": self.check_jobs,
+            "checking": self.cjob != NULL,
             "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
         }
 
@@ -1706,4 +1861,5 @@ cdef class PidResolver:
         with nogil:
             self._join()
             self._release_name_job()
+            self._release_check_job()
         self.walk_open = False
