@@ -23,7 +23,7 @@ def test_split_equals_numpy_field_by_field(n):
     rows = _random_rows(n)
     got = split(rows, _SPLIT)
     assert list(got) == [f[0] for f in _SPLIT]
-    for name, off, dt in _SPLIT:
+    for name, _off, dt in _SPLIT:
         if name.endswith("4"):  # an address's first 4 bytes as one little-endian uint32
             want = rows[name[:-1]][:, :4].copy().view("<u4").reshape(n)
         else:

@@ -83,8 +83,8 @@ _FIELDS: Mapping[str, tuple] = ROW_DTYPE.fields or {}  # name -> (dtype, offset)
 
 #: What ``_encode.split`` copies out of each row: every row column but the derived ones,
 #: and each address's first 4 bytes (an IPv4 address, hashed as one uint32).
-_SPLIT = tuple((name, _FIELDS[name][1], _FIELDS[name][0]) for name in _COLUMNS
-               if name in _FIELDS) + tuple((name + "4", _FIELDS[name][1], np.uint32) for name in ("local_addr", "remote_addr"))
+_SPLIT = (tuple((name, _FIELDS[name][1], _FIELDS[name][0]) for name in _COLUMNS if name in _FIELDS)
+          + tuple((name + "4", _FIELDS[name][1], np.uint32) for name in _ADDR_FIELDS))
 
 
 def _fields() -> list[pa.Field]:
