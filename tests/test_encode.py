@@ -64,3 +64,34 @@ def test_split_bad_rows():
         split(np.zeros(4, np.uint64), _SPLIT)
     with pytest.raises(ValueError):
         split(np.zeros((2, 2), ROW_DTYPE), _SPLIT)
+
+
+@pytest.mark.parametrize("dtype, n, distinct", [(np.uint32, 100_000, 50), (np.uint64, 50_000, 3),
+                                                (np.uint32, 200_000, 150_000), (np.uint64, 1, 1)])
+def test_dictionary_encode_equals_arrows(dtype, n, distinct):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tcpsnap._encode import dictionary_encode
+
+    keys = np.random.default_rng(3).integers(0, distinct, n).astype(dtype)
+    first, codes = dictionary_encode(keys)
+    want = pc.dictionary_encode(pa.array(keys))
+    assert first.dtype == np.int64 and codes.dtype == np.int32
+    assert np.array_equal(keys[first], want.dictionary.to_numpy())  # first-occurrence order
+    assert np.array_equal(codes, want.indices.to_numpy())
+
+
+def test_dictionary_encode_of_byte_keys():
+    from tcpsnap._encode import dictionary_encode
+
+    keys = np.zeros((5000, 17), np.uint8)
+    keys[:, 0] = 6
+    keys[::3, 16] = 1
+    keys[::5, 1] = 0xFE
+    first, codes = dictionary_encode(keys)
+    assert len(first) == 4 and np.array_equal(keys[first][codes], keys)
+    assert list(first) == [0, 1, 3, 5]
+    assert dictionary_encode(np.zeros(0, np.uint32))[0].size == 0
+    with pytest.raises(ValueError):
+        dictionary_encode(np.zeros(10, np.uint64)[::2])

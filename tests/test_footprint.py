@@ -164,6 +164,24 @@ def test_recorder_never_imports_pandas(tmp_path):
     assert out.stdout.split() == ["True", "False"]
 
 
+@pytest.mark.parametrize("mode", ["full", "changes"])
+def test_recorder_does_without_pyarrow_compute(tmp_path, mode):
+    """pyarrow.compute (its kernels' Python wrappers, ~8 MiB resident) is never loaded
+    by a recording: dictionary encoding is tcpsnap._encode's."""
+    code = textwrap.dedent(f"""
+        import sys
+        from tcpsnap import Recorder
+        with Recorder({str(tmp_path / 'rec')!r}, interval="10ms", nice=None, mode={mode!r},
+                      rotate="0.2s") as rec:
+            rec.run(duration="0.5s")
+        print(len(rec.files) > 1, rec.snapshots > 0, "pyarrow._compute" in sys.modules,
+              "pyarrow.compute" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False", "False"]
+
+
 def test_tcpsnap_record_uses_the_system_arrow_pool(tmp_path):
     code = textwrap.dedent(f"""
         import sys

@@ -49,10 +49,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._cgroup import CgroupResolver, default_resolver
-from ._encode import split
+from ._encode import dictionary_encode, split
 from ._schema import ROW_DTYPE, STATE_NAMES
 from .frame import CGROUP_COLUMNS, COLUMNS, format_address, with_cgroup_columns
 
@@ -176,17 +175,17 @@ class BatchEncoder:
             return pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), d.arrow())
         if (fam == 4).all():
             # IPv4 only (the common case): hash the 4 address bytes as one uint32
-            enc = pc.dictionary_encode(pa.array(col[name + "4"]))
-            uniq = [b"\x04" + int(v).to_bytes(4, "little") + bytes(12)
-                    for v in enc.dictionary.to_numpy(zero_copy_only=False)]
+            words = col[name + "4"]
+            first, inv = dictionary_encode(words)
+            uniq = [b"\x04" + int(v).to_bytes(4, "little") + bytes(12) for v in words[first].tolist()]
         else:
             if len(self._key) < n:
                 self._key = np.empty((max(n, 2 * len(self._key)), 17), dtype=np.uint8)
             key = self._key[:n]
             key[:, 0] = fam
             key[:, 1:] = col[name]
-            enc = pc.dictionary_encode(pa.Array.from_buffers(pa.binary(17), n, [None, pa.py_buffer(key)]))
-            uniq = enc.dictionary.to_pylist()
+            first, inv = dictionary_encode(key)
+            uniq = [bytes(k) for k in key[first]]
         lut = np.empty(len(uniq), dtype=np.int32)
         codes = d.codes
         for i, k in enumerate(uniq):
@@ -194,7 +193,7 @@ class BatchEncoder:
             if c is None:
                 c = d.add(k, format_address(k[0], k[1:]))
             lut[i] = c
-        idx = np.take(lut, enc.indices.to_numpy(zero_copy_only=False))
+        idx = np.take(lut, inv)
         return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), d.arrow())
 
     def _process(self, codes: np.ndarray | None, names: list[str], n: int) -> pa.Array:
