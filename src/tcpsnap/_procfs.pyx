@@ -79,6 +79,8 @@ cdef enum:
     VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
     BG_NICE = 0                # nice value of background walk threads (0: as the writer; see below)
 
+cdef double CHECK_PACE = 0.05    # background re-checks: seconds between rounds at least
+
 
 cdef inline double mono() noexcept nogil:
     cdef timespec ts
@@ -669,6 +671,7 @@ cdef class PidResolver:
     cdef size_t ncq
     cdef size_t capcq
     cdef readonly unsigned long long check_jobs
+    cdef double last_check           # when the last check round started
     cdef int _name_block_fd          # tests: handed to each name job (see name_job)
     cdef readonly unsigned long long name_jobs
     cdef readonly unsigned long long names_refreshed
@@ -1059,20 +1062,24 @@ cdef class PidResolver:
         map per take: (time since the last take) / verify_interval of it, within
         [1/1024, 1/32], so each is re-checked within max(verify_interval, 32 takes).
         With ``background`` (after the first walk) the links are read on a thread of
-        their own, one round at a time: while a round runs, takes check nothing and the
+        their own, one round at a time and at most one per CHECK_PACE (the slices of the
+        takes in between go together): while a round runs, takes check nothing and the
         slice waits; the next take after it ended merges it and starts the next round."""
         cdef double f
         cdef size_t quota, i, mask, j
         cdef sock_ent *e
         cdef uint32_t q
         cdef bint bg = self._background and self.walks > 0
+        cdef bint starting = True
         if bg:
             self._merge_checks()
             if self.cjob != NULL:
                 return                   # a round still runs: the slice waits for it
-            self.ncq = 0
+            # a round (a thread) at most every CHECK_PACE: at --interval 0 the slices of
+            # several takes go together, rather than a thread per take
+            starting = now - self.last_check >= CHECK_PACE
         j = 0
-        while j < self.nshared:
+        while starting and j < self.nshared:
             e = smap_find(&self.socks, self.shared_inodes[j])
             if e == NULL or e.state != SK_OWNED or e.misses < 2:
                 self.nshared -= 1        # gone or no longer shared: drop from the list
@@ -1099,7 +1106,8 @@ cdef class PidResolver:
                 close(self.procs[q].vdir)
             self.procs[q].vdir = VDIR_NONE
         self.nvdirs = 0
-        if bg:
+        if bg and starting:
+            self.last_check = now
             self._start_checks()
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
