@@ -76,12 +76,13 @@ Staying right between walks
     * Owner closes its descriptor while another process keeps the socket (fork then
       close, hand-off): ``take()`` re-reads the owner's ``/proc/<pid>/fd/<fd>`` link.
       Sockets that several processes held when they were resolved -- how an owner
-      usually changes -- are re-checked on every snapshot; all others a slice per
-      snapshot, so that each is re-checked at least once every **max(verify_interval,
-      32 snapshots)** (10 s by default; in the background, plus one round R and one
-      snapshot interval). A link that no longer names the socket puts
-      it back to unresolved (pid 0) until the next walk finds its holder; until the
-      re-check, a row may still show the previous holder.
+      usually changes -- are re-checked on every snapshot (in the background: every
+      round, rounds at least 50 ms apart); all others a slice per snapshot, so that
+      each is re-checked at least once every **max(verify_interval, 32 snapshots)**
+      (10 s by default; in the background, plus 50 ms, one round R and one snapshot
+      interval). A link that no longer names the socket puts it back to unresolved
+      (pid 0) until the next walk finds its holder; until the re-check, a row may
+      still show the previous holder.
     * Inode numbers are reused only after 2**32 allocations; the socket cookie, which
       never is, is checked too.
 
