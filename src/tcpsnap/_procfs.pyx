@@ -1782,16 +1782,17 @@ cdef class PidResolver:
             return
         for i in range(j.n):
             r = &j.reqs[i]
-            if r.rc != 0 or r.got != r.start:
-                continue             # exited (its pidfd says so in the next take)
             k = smap_find(&self.pidix, r.pid)
             if k == NULL:
                 continue
             pe = &self.procs[k.proc]
-            if pe.pid == r.pid and pe.start == r.start and not pe.dead:
-                memcpy(pe.comm, r.comm, COMM_LEN)
-                pe.name_time = r.t
-                self.names_refreshed += 1
+            if pe.pid != r.pid or pe.start != r.start or pe.dead:
+                continue
+            pe.name_time = r.t           # asked again name_ttl from now, read or not
+            if r.rc != 0 or r.got != r.start:
+                continue                 # exited: its pidfd (or start time) says so in a take
+            memcpy(pe.comm, r.comm, COMM_LEN)
+            self.names_refreshed += 1
         free(j.reqs)
         free(j)
         self.njob = NULL
