@@ -82,9 +82,16 @@ def record(python: str, out: Path, seconds: float, interval: str, mode: str, pid
             if samples is not None:
                 samples.append((round(time.monotonic() - t0, 1), r))
     err = p.stderr.read() if p.stderr else ""
+    files = list(out.glob("date=*/*.parquet"))
+    nbytes = sum(f.stat().st_size for f in files)
+    nrows = 0
+    if files:
+        import pyarrow.parquet as pq
+
+        nrows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     shutil.rmtree(out, ignore_errors=True)
     return {"rc": p.returncode, "peak_mib": hwm / 1024, "last_mib": rss / 1024,
-            "stderr": err.strip()[-300:]}
+            "bytes_per_row": nbytes / max(nrows, 1), "rows_written": nrows, "stderr": err.strip()[-300:]}
 
 
 def run_rss(args) -> dict:
@@ -93,13 +100,15 @@ def run_rss(args) -> dict:
     try:
         for n in args.sizes:
             with bs.Connections(n) as conns:
-                for mode, interval in args.cases:
+                for (mode, interval), rg in ((c, g) for c in args.cases for g in args.row_group_rows):
                     for r in range(args.rounds):
                         pys = args.python if r % 2 == 0 else list(reversed(args.python))
                         for py in pys:
-                            got = record(py, tmp / "rec", args.seconds, interval, mode, not args.no_pids)
+                            got = record(py, tmp / "rec", args.seconds, interval, mode, not args.no_pids,
+                                         extra=["--row-group-rows", str(rg)] if rg else None)
                             got.update({"n": n, "rows": conns.rows, "mode": mode, "interval": interval,
-                                        "python": py, "round": r, "load": os.getloadavg()[0]})
+                                        "python": py, "round": r, "load": os.getloadavg()[0],
+                                        "row_group_rows": rg or "default"})
                             print(json.dumps(got), file=sys.stderr, flush=True)
                             res["cases"].append(got)
     finally:
@@ -108,14 +117,16 @@ def run_rss(args) -> dict:
 
 
 def rss_markdown(res: dict) -> str:
-    lines = ["| connections | mode | interval | python | peak RSS MiB (median) | runs | load |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| connections | mode | interval | row groups | python | peak RSS MiB (median) | bytes/row | runs "
+             "| load |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     keys: dict = {}
     for c in res["cases"]:
-        keys.setdefault((c["n"], c["mode"], c["interval"], c["python"]), []).append(c)
-    for (n, mode, interval, py), cs in keys.items():
-        lines.append(f"| {n:,} | {mode} | {interval} | `{py}` | "
-                     f"{statistics.median(c['peak_mib'] for c in cs):.1f} | {len(cs)} | "
+        keys.setdefault((c["n"], c["mode"], c["interval"], c.get("row_group_rows"), c["python"]), []).append(c)
+    for (n, mode, interval, rg, py), cs in keys.items():
+        lines.append(f"| {n:,} | {mode} | {interval} | {rg} | `{py}` | "
+                     f"{statistics.median(c['peak_mib'] for c in cs):.1f} | "
+                     f"{statistics.median(c.get('bytes_per_row', 0) for c in cs):.3f} | {len(cs)} | "
                      f"{statistics.median(c['load'] for c in cs):.2f} |")
     return "\n".join(lines)
 
@@ -361,6 +372,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--cases", default="full:10ms,full:100ms,changes:100ms",
                     help="mode:interval,... (rss)")
+    ap.add_argument("--row-group-rows", default="0",
+                    help="rss: comma-separated --row-group-rows values to record with (0: the default)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--no-pids", action="store_true")
@@ -377,6 +390,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     args.python = args.python or [sys.executable]
     args.cases = [tuple(c.split(":")) for c in args.cases.split(",")]
+    args.row_group_rows = [int(x) for x in args.row_group_rows.split(",")]
     where = bs.ensure_netns(argv, __file__)
     run = _results.Run(f"bench_footprint-{args.what}", getattr(args, "json", None))
     if args.what == "stall":

@@ -6,6 +6,7 @@ thousands of descriptors, and what is checked is the order of events and the pid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from tcpsnap import Recorder, Snapshotter
@@ -162,6 +164,24 @@ def test_recorder_never_imports_pandas(tmp_path):
     assert out.stdout.split() == ["True", "False"]
 
 
+@pytest.mark.parametrize("mode", ["full", "changes"])
+def test_recorder_does_without_pyarrow_compute(tmp_path, mode):
+    """pyarrow.compute (its kernels' Python wrappers, ~8 MiB resident) is never loaded
+    by a recording: dictionary encoding is tcpsnap._encode's."""
+    code = textwrap.dedent(f"""
+        import sys
+        from tcpsnap import Recorder
+        with Recorder({str(tmp_path / 'rec')!r}, interval="10ms", nice=None, mode={mode!r},
+                      rotate="0.2s") as rec:
+            rec.run(duration="0.5s")
+        print(len(rec.files) > 1, rec.snapshots > 0, "pyarrow._compute" in sys.modules,
+              "pyarrow.compute" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False", "False"]
+
+
 def test_tcpsnap_record_uses_the_system_arrow_pool(tmp_path):
     code = textwrap.dedent(f"""
         import sys
@@ -282,3 +302,196 @@ def test_changes_mode_records_a_late_pid_as_a_change(tmp_path):
     if first > 0:  # recorded as pending first: the pid came as a change
         changed = ev[ev.event == "changed"]
         assert len(changed) >= 1 and changed.pid.iloc[0] == pid
+
+
+# A child holding one loopback connection (both ends), named by prctl; "name X" on stdin
+# renames it and answers "ok"; EOF ends it.
+NAMED = r"""
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(15, sys.argv[1].encode(), 0, 0, 0)
+lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(1)
+c = socket.create_connection(lst.getsockname()); a, _ = lst.accept()
+print(os.getpid(), lst.getsockname()[1], flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "name":
+        libc.prctl(15, cmd[1].encode(), 0, 0, 0); print("ok", flush=True)
+    elif cmd[0] == "handoff":  # a child keeps the sockets, this process closes its own
+        kid = os.fork()
+        if kid == 0:
+            import time; libc.prctl(15, b"tcpsnap-kid", 0, 0, 0); time.sleep(300); os._exit(0)
+        for s in (lst, c, a):
+            os.close(s.detach())
+        print(kid, flush=True)
+"""
+
+
+class Named:
+    def __init__(self, name: str):
+        self.p = subprocess.Popen([sys.executable, "-c", NAMED, name], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert self.p.stdout is not None
+        self.pid, self.port = map(int, self.p.stdout.readline().split())
+
+    def rename(self, name: str) -> None:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(f"name {name}\n")
+        self.p.stdin.flush()
+        assert self.p.stdout.readline().strip() == "ok"
+
+    def handoff(self) -> int:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write("handoff\n")
+        self.p.stdin.flush()
+        self.kid = int(self.p.stdout.readline())
+        return self.kid
+
+    def close(self) -> None:
+        kid = getattr(self, "kid", 0)
+        if kid:
+            with contextlib.suppress(OSError):
+                os.kill(kid, 9)
+        if self.p.stdin is not None:
+            self.p.stdin.close()
+        self.p.wait(10)
+
+
+def _in_thread(fn, *args):
+    """Run fn in a thread; True if it returned within 120 s (a hang detector, not a
+    timing: what it runs takes well under a second when nothing blocks it)."""
+    import threading
+
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    t.join(120)
+    return not t.is_alive()
+
+
+@linux
+def test_a_blocked_name_lookup_never_delays_take_and_the_new_name_lands_later():
+    ch = Named("tcpsnap-old")
+    r, w = os.pipe()
+    try:
+        with Snapshotter(pids=True) as snap:
+            res = snap.resolver
+            res.background = True
+            res.name_ttl = 0.0         # every name is due for a re-read at once
+            rows = snap.take()
+            mine = rows[(rows["local_port"] == ch.port) | (rows["remote_port"] == ch.port)]
+            assert len(mine) == 3 and (mine["pid"] == ch.pid).all()
+            res._name_block = r        # each lookup waits for a byte on the pipe: blocked
+            codes, names = snap.process_names(mine["pid"])
+            assert [names[c] for c in codes] == ["tcpsnap-old"] * 3  # the walk read it
+            assert res.stats["naming"] and res.stats["name_jobs"] == 1  # a lookup blocked
+            ch.rename("tcpsnap-new")
+            seen: list = []
+
+            def snapshots():
+                for _ in range(50):
+                    rows = snap.take()
+                    m = rows[rows["pid"] == ch.pid]
+                    c, n = snap.process_names(m["pid"])
+                    seen.append({n[x] for x in c})
+
+            assert _in_thread(snapshots)  # 50 snapshots while the lookup stays blocked
+            assert seen == [{"tcpsnap-old"}] * 50  # the cached name, never a gap
+            assert res.stats["name_jobs"] == 1 and res.stats["names_refreshed"] == 0
+            res._name_block = -1
+            os.write(w, b"x" * 64)     # the lookup ends: a later call takes the new name up
+            deadline = time.monotonic() + 60
+            got = None
+            while time.monotonic() < deadline and got != {"tcpsnap-new"}:
+                rows = snap.take()
+                m = rows[rows["pid"] == ch.pid]
+                c, n = snap.process_names(m["pid"])
+                got = {n[x] for x in c}
+                time.sleep(0.005)
+            assert got == {"tcpsnap-new"}
+            assert res.stats["names_refreshed"] >= 1
+    finally:
+        ch.close()
+        os.close(w)
+        os.close(r)
+
+
+@linux
+def test_recording_goes_on_while_a_name_lookup_is_blocked(tmp_path):
+    """The recorder's names come from the cache; a re-read that blocks (here: on a pipe)
+    leaves every snapshot to be taken, with the name it had, and the new name is
+    recorded in a later snapshot once the lookup ends."""
+    import pyarrow.dataset as ds
+
+    ch = Named("tcpsnap-old")
+    r, w = os.pipe()
+    try:
+        with Recorder(tmp_path / "rec", interval="10ms", pids=True, nice=None) as rec:
+            res = rec._snap.resolver
+            res.name_ttl = 0.0
+            res._name_block = r
+            assert _in_thread(rec.run, "0.2s")
+            assert res.stats["naming"] and res.stats["names_refreshed"] == 0
+            ch.rename("tcpsnap-new")
+            before = rec.snapshots
+            assert _in_thread(rec.run, "0.5s")
+            blocked = rec.snapshots - before
+            assert blocked >= 10 and res.stats["name_jobs"] == 1  # still that one lookup
+            last_blocked_seq = rec.stats["last_seq"]
+            res._name_block = -1
+            os.write(w, b"x" * 64)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and res.stats["names_refreshed"] == 0:
+                rec.run(duration="0.1s")
+            rec.run(duration="0.2s")
+    finally:
+        ch.close()
+        os.close(w)
+        os.close(r)
+    t = ds.dataset(str(tmp_path / "rec"), format="parquet", partitioning="hive").to_table(
+        columns=["pid", "seq", "process"]).to_pandas()
+    mine = t[t.pid == ch.pid].sort_values("seq")
+    names = mine.groupby("seq").process.agg(lambda s: set(s.astype(str)))
+    assert (names.loc[:last_blocked_seq] == {"tcpsnap-old"}).all()  # every snapshot, its name
+    assert names.loc[:last_blocked_seq].size >= 10
+    assert names.iloc[-1] == {"tcpsnap-new"}
+    changed = names[names == {"tcpsnap-new"}].index[0]
+    assert (names.loc[changed:] == {"tcpsnap-new"}).all()
+
+
+@linux
+def test_background_owner_rechecks_move_a_handed_off_socket_to_its_holder():
+    """Re-reading owners' links runs on a thread of its own (background resolver): a
+    process that hands its sockets to a child and closes its own descriptors (alive,
+    so no pidfd says anything) loses them when a later take merges that check, and a
+    walk gives them to the child; no row ever names a third process."""
+    ch = Named("tcpsnap-old")
+    try:
+        with Snapshotter(pids=True) as snap:
+            res = snap.resolver
+            res.background = True
+            res.verify_interval = 0.0   # the largest slice per take
+            res.walk_interval = 0.0
+            res.walk_share = 1e6
+            rows = snap.take()
+            mine = rows[(rows["local_port"] == ch.port) | (rows["remote_port"] == ch.port)]
+            inodes = set(mine["inode"].tolist())
+            assert len(inodes) == 3 and (mine["pid"] == ch.pid).all()
+            kid = ch.handoff()
+            checks = res.stats["check_jobs"]
+            deadline = time.monotonic() + 60
+            pids: set = {ch.pid}
+            while time.monotonic() < deadline:
+                rows = snap.take()
+                mine = rows[np.isin(rows["inode"], list(inodes))]
+                pids = set(mine["pid"].tolist())
+                assert pids <= {ch.pid, kid, 0}
+                if pids == {kid}:
+                    break
+                time.sleep(0.002)
+            assert pids == {kid}
+            st = res.stats
+            assert st["check_jobs"] > checks and st["moved"] >= 3
+            codes, names = snap.process_names(mine["pid"])
+            assert {names[c] for c in codes} == {"tcpsnap-kid"}
+    finally:
+        ch.close()

@@ -57,9 +57,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._cgroup import CgroupResolver, default_resolver
+from ._encode import dictionary_encode, split
 from ._schema import ESTATS_FIELDS, ROW_DTYPE, STATE_NAMES, TCP_INFO_DTYPE, TCP_INFO_KERNEL
 from .frame import CGROUP_COLUMNS, COLUMNS, format_address, with_cgroup_columns
 
@@ -88,6 +88,12 @@ _COLUMNS = with_cgroup_columns(_COLUMNS)
 
 
 _FIELDS: Mapping[str, tuple] = ROW_DTYPE.fields or {}  # name -> (dtype, offset): a structured dtype has them
+
+#: What ``_encode.split`` copies out of each row: every row column but the derived ones,
+#: and each address's first 4 bytes (an IPv4 address, hashed as one uint32).
+_SPLIT = (tuple((name, _FIELDS[name][1], _FIELDS[name][0]) for name in _COLUMNS if name in _FIELDS)
+          + tuple((name + "4", _FIELDS[name][1], np.uint32) for name in _ADDR_FIELDS))
+
 
 def _fields() -> list[pa.Field]:
     out = [pa.field("timestamp", TIMESTAMP, nullable=False),
@@ -172,14 +178,15 @@ class CongestionNames:
         n = len(names)
         d = self._d
         raw = np.ascontiguousarray(names, dtype="S16")
-        enc = pc.dictionary_encode(pa.Array.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw.view(np.uint8))]))
-        lut = np.empty(len(enc.dictionary) + 1, dtype=np.int32)
-        for i, key in enumerate(enc.dictionary.to_pylist()):
+        first, codes = dictionary_encode(raw)
+        lut = np.empty(len(first) + 1, dtype=np.int32)
+        for i, key in enumerate(raw[first].tolist()):
+            key = key.ljust(16, b"\0")  # numpy's S16 strips trailing NULs
             c = d.codes.get(key)
             if c is None:
                 c = -1 if key[0] == 0 else d.add(key, key.rstrip(b"\0").decode("ascii", "replace"))
             lut[i] = c
-        idx = np.take(lut, enc.indices.to_numpy(zero_copy_only=False)) if n else np.empty(0, np.int32)
+        idx = np.take(lut, codes) if n else np.empty(0, np.int32)
         mask = idx < 0
         if null is not None:
             mask |= null
@@ -299,27 +306,25 @@ class BatchEncoder:
         self._cg = {name: _Dictionary() for name in CGROUP_COLUMNS}
         self._cong = CongestionNames()
 
-    def _addresses(self, name: str, rows: np.ndarray) -> pa.Array:
-        n = len(rows)
+    def _addresses(self, name: str, col: dict[str, np.ndarray]) -> pa.Array:
+        fam = col["family"]
+        n = len(fam)
         d = self._addr[name]
         if n == 0:
             return pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), d.arrow())
-        fam = rows["family"]
-        off = _FIELDS[name][1] // 4  # the address's first 32-bit word
-        if rows.flags.c_contiguous and (fam == 4).all():
+        if (fam == 4).all():
             # IPv4 only (the common case): hash the 4 address bytes as one uint32
-            words = rows.view(np.uint32).reshape(n, ROW_DTYPE.itemsize // 4)[:, off]
-            enc = pc.dictionary_encode(pa.array(np.ascontiguousarray(words)))
-            uniq = [b"\x04" + int(v).to_bytes(4, "little") + bytes(12)
-                    for v in enc.dictionary.to_numpy(zero_copy_only=False)]
+            words = col[name + "4"]
+            first, inv = dictionary_encode(words)
+            uniq = [b"\x04" + int(v).to_bytes(4, "little") + bytes(12) for v in words[first].tolist()]
         else:
             if len(self._key) < n:
                 self._key = np.empty((max(n, 2 * len(self._key)), 17), dtype=np.uint8)
             key = self._key[:n]
             key[:, 0] = fam
-            key[:, 1:] = rows[name]
-            enc = pc.dictionary_encode(pa.Array.from_buffers(pa.binary(17), n, [None, pa.py_buffer(key)]))
-            uniq = enc.dictionary.to_pylist()
+            key[:, 1:] = col[name]
+            first, inv = dictionary_encode(key)
+            uniq = [bytes(k) for k in key[first]]
         lut = np.empty(len(uniq), dtype=np.int32)
         codes = d.codes
         for i, k in enumerate(uniq):
@@ -327,7 +332,7 @@ class BatchEncoder:
             if c is None:
                 c = d.add(k, format_address(k[0], k[1:]))
             lut[i] = c
-        idx = np.take(lut, enc.indices.to_numpy(zero_copy_only=False))
+        idx = np.take(lut, inv)
         return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), d.arrow())
 
     def _process(self, codes: np.ndarray | None, names: list[str], n: int) -> pa.Array:
@@ -379,20 +384,21 @@ class BatchEncoder:
         kind_idx = (np.zeros(n, np.int8) if kinds is None
                     else np.ascontiguousarray(kinds, dtype=np.int8))
         cols["kind"] = pa.DictionaryArray.from_arrays(pa.array(kind_idx, pa.int8()), self._kinds)
-        cg = self._cgroup_columns(rows["cgroup_id"])
+        col = split(rows, _SPLIT)  # one pass over the rows, a new array per column
+        cg = self._cgroup_columns(col["cgroup_id"])
         for name in _COLUMNS:
             if name in cg:
                 cols[name] = cg[name]
             elif name == "state":
-                st = rows["state"].astype(np.int8)
+                st = col["state"].view(np.int8)
                 st -= 1
                 cols[name] = pa.DictionaryArray.from_arrays(pa.array(st, pa.int8()), _STATE_DICTIONARY)
             elif name in _ADDR_FIELDS:
-                cols[name] = self._addresses(name, rows)
+                cols[name] = self._addresses(name, col)
             elif name == "process":
                 cols[name] = self._process(proc_codes, proc_names or [], n)
             else:
-                cols[name] = pa.array(np.ascontiguousarray(rows[name]))
+                cols[name] = pa.array(col[name])
         cols["capture_ns"] = pa.array(np.repeat(capture_ns, counts), pa.int64())
         cols["monotonic_ns"] = pa.array(np.zeros(n, np.int64) if monotonic is None
                                         else np.repeat(monotonic, counts), pa.int64())

@@ -144,13 +144,12 @@ class CgroupResolver:
         distinct id index (int32), each column ``(lut, strings)`` with ``lut`` the distinct
         id -> code (-1 unknown); ``lut[inv]`` are the rows' codes. Cost: one hash of the ids,
         then work per distinct id only."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        from ._encode import dictionary_encode
 
-        # hashing, not sorting: few distinct ids in many rows
-        enc = pc.dictionary_encode(pa.array(np.ascontiguousarray(ids, dtype=np.uint64)))
-        uniq = enc.dictionary.to_numpy(zero_copy_only=False)
-        inv = enc.indices.to_numpy(zero_copy_only=False)
+        # hashing, not sorting: few distinct ids in many rows (in C: no pyarrow.compute)
+        ids = np.ascontiguousarray(ids, dtype=np.uint64)
+        first, inv = dictionary_encode(ids)
+        uniq = ids[first]
         with self._lock:
             want = [int(i) for i in uniq if i != 0]
             unknown = [i for i in want if i not in self._paths]

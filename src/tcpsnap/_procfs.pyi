@@ -37,6 +37,11 @@ class PidResolver:
     denied: int
     last_walk_procs: int
     last_walk_fds: int
+    name_jobs: int
+    names_refreshed: int
+    check_jobs: int
+    _name_block: int
+    """Tests: a descriptor each later name round reads a byte from before each lookup."""
     def __init__(
         self,
         *,
@@ -67,6 +72,7 @@ class PidResolver:
     def stats(self) -> dict[str, Any]:
         """takes, walks, walk_seconds, last_walk_seconds, last_walk_procs, last_walk_fds,
         denied, pending, retry, entries, map_slots, processes, pidfds, verified, moved,
-        owner_exits, evicted, skipped_procs (numbers), walking (a background walk is
-        going on), and phase_seconds ({phase: seconds})."""
+        owner_exits, evicted, skipped_procs, name_jobs, names_refreshed, check_jobs
+        (numbers), walking, naming, checking (a background walk, name round, re-check
+        round is going on), and phase_seconds ({phase: seconds})."""
     def close(self) -> None: ...

@@ -41,6 +41,7 @@ cdef extern from *:
     static inline int tcpsnap_load(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static inline void tcpsnap_done(int *p) { __atomic_add_fetch(p, 1, __ATOMIC_RELEASE); }
     static inline int tcpsnap_done_count(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline int tcpsnap_swap(int *p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
     """
     uint64_t TCPSNAP_GOLDEN
     void prefetch "tcpsnap_prefetch"(const void *p) nogil
@@ -49,6 +50,10 @@ cdef extern from *:
     int tcpsnap_load(int *p) nogil
     void tcpsnap_done(int *p) nogil
     int tcpsnap_done_count(int *p) nogil
+    int tcpsnap_swap(int *p, int v) nogil
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_detach(pthread_t t)
 
 cdef enum:
     C_0 = 48                   # '0'
@@ -73,6 +78,8 @@ cdef enum:
     VDIR_GONE = -2             # ...the process is gone
     VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
     BG_NICE = 0                # nice value of background walk threads (0: as the writer; see below)
+
+cdef double CHECK_PACE = 0.05    # background re-checks: seconds between rounds at least
 
 
 cdef inline double mono() noexcept nogil:
@@ -500,6 +507,109 @@ cdef void *walk_thread(void *arg) noexcept nogil:
     return NULL
 
 
+# ---------------------------------------------------------------- names, off the caller's thread
+
+cdef enum:
+    NJ_RUNNING = 0             # name_job.state: its thread is reading
+    NJ_DONE = 1                # ...finished: the resolver merges and frees it
+    NJ_ORPHANED = 2            # ...the resolver was closed first: the thread frees it
+
+cdef struct name_req:
+    uint32_t pid
+    int32_t rc                 # 0: read; -1: gone or unreadable
+    uint64_t start             # the identity the resolver holds
+    uint64_t got               # what /proc/<pid>/stat says now
+    double t                   # when it was read
+    char comm[COMM_LEN]
+
+cdef struct name_job:
+    int state
+    int block_fd               # tests: one byte is read from it before each lookup (-1: none)
+    size_t n
+    name_req *reqs
+
+
+cdef void *name_thread(void *arg) noexcept nogil:
+    """Re-read the comm of each process of the job, then hand the job back (or free it
+    if the resolver is gone). Its own /proc descriptor: the resolver may close its own
+    while this thread is blocked in a read."""
+    cdef name_job *j = <name_job *>arg
+    cdef name_req *r
+    cdef size_t i
+    cdef char one
+    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    tcpsnap_nice_thread(BG_NICE)
+    for i in range(j.n):
+        r = &j.reqs[i]
+        if j.block_fd >= 0:
+            read(j.block_fd, &one, 1)
+        r.rc = -1 if procfd < 0 else read_stat(procfd, r.pid, &r.got, r.comm)
+        r.t = mono()
+    if procfd >= 0:
+        close(procfd)
+    if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
+        free(j.reqs)
+        free(j)
+    return NULL
+
+
+cdef struct check_req:    # one owner's link to re-read off the caller's thread
+    uint64_t inode
+    uint32_t cookie
+    uint32_t pid
+    uint32_t proc
+    uint32_t proc_gen
+    int32_t fd
+    int32_t ok                 # the link still names socket:[inode]
+
+cdef struct check_job:
+    int state                  # as name_job
+    size_t n
+    check_req *reqs
+
+
+cdef void *check_thread(void *arg) noexcept nogil:
+    """Re-read each owner's /proc/<pid>/fd/<fd> link (one directory descriptor per run
+    of the same pid), then hand the job back or free it if the resolver is gone."""
+    cdef check_job *j = <check_job *>arg
+    cdef check_req *r
+    cdef size_t i
+    cdef char path[32]
+    cdef char want[40]
+    cdef char link[64]
+    cdef ssize_t k
+    cdef int wl, dirfd = -1
+    cdef uint32_t dirpid = 0
+    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    tcpsnap_nice_thread(BG_NICE)
+    for i in range(j.n):
+        r = &j.reqs[i]
+        r.ok = 1                 # unreadable /proc: no news (the owner's pidfd says if it exited)
+        if procfd < 0:
+            continue
+        if r.pid != dirpid:
+            if dirfd >= 0:
+                close(dirfd)
+            snprintf(path, sizeof(path), "%u/fd", r.pid)
+            dirfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            dirpid = r.pid
+        if dirfd < 0:
+            r.ok = 0
+            continue
+        snprintf(path, sizeof(path), "%d", r.fd)
+        k = readlinkat(dirfd, path, link, sizeof(link))
+        wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>r.inode)
+        r.ok = k == wl and memcmp(link, want, wl) == 0
+    if dirfd >= 0:
+        close(dirfd)
+    if procfd >= 0:
+        close(procfd)
+    if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
+        free(j.reqs)
+        free(j)
+    return NULL
+
+
 # ---------------------------------------------------------------- the resolver
 
 cdef class PidResolver:
@@ -555,6 +665,16 @@ cdef class PidResolver:
     cdef double _retry_interval
     cdef double _verify_interval
     cdef double _name_ttl
+    cdef name_job *njob              # a name refresh going on (background), or NULL
+    cdef check_job *cjob             # owners' links being re-read (background), or NULL
+    cdef check_req *cq               # the next check job, gathered by _verify
+    cdef size_t ncq
+    cdef size_t capcq
+    cdef readonly unsigned long long check_jobs
+    cdef double last_check           # when the last check round started
+    cdef int _name_block_fd          # tests: handed to each name job (see name_job)
+    cdef readonly unsigned long long name_jobs
+    cdef readonly unsigned long long names_refreshed
     cdef int _threads
     cdef int _block                  # descriptors per shared block; 0: no sharing
     cdef readonly unsigned long long walks
@@ -574,6 +694,11 @@ cdef class PidResolver:
     def __cinit__(self):
         self.procfd = -1
         self.nthreads = 0
+        self.njob = NULL
+        self.cjob = NULL
+        self.cq = NULL
+        self.ncq = self.capcq = 0
+        self._name_block_fd = -1
         self.socks.slots = NULL
         self.pidix.slots = NULL
         memset(self.w, 0, sizeof(self.w))
@@ -624,6 +749,9 @@ cdef class PidResolver:
         cdef uint32_t i
         cdef int k
         self._join()
+        self._release_name_job()
+        self._release_check_job()
+        free(self.cq)
         if self.procfd >= 0:
             close(self.procfd)
         if self.procs != NULL:
@@ -827,6 +955,9 @@ cdef class PidResolver:
         cdef int wl
         if p.gen != e.proc_gen or p.pid == 0 or p.dead:
             return True                  # the row pass re-resolves it
+        if self._background and self.walks > 0:
+            self._queue_check(e, p.pid)  # read on the check thread; a later take merges it
+            return True
         if p.vdir == VDIR_NONE and self.nvdirs < MAX_VDIRS:
             # /proc/<pid>/fd, opened once per take for the owner's links
             snprintf(path, sizeof(path), "%u/fd", p.pid)
@@ -853,17 +984,102 @@ cdef class PidResolver:
         self.moved += 1
         return False
 
+    cdef void _queue_check(self, sock_ent *e, uint32_t pid) noexcept nogil:
+        cdef check_req *r
+        if grow(<void **>&self.cq, &self.capcq, self.ncq + 1, sizeof(check_req)) < 0:
+            return                       # out of memory: this one waits for the next round
+        r = &self.cq[self.ncq]
+        r.inode = e.inode
+        r.cookie = e.cookie
+        r.pid = pid
+        r.proc = e.proc
+        r.proc_gen = e.proc_gen
+        r.fd = e.fd
+        r.ok = 1
+        self.ncq += 1
+
+    cdef void _merge_checks(self) noexcept nogil:
+        """Take up a check job that has ended: each socket whose link no longer names it,
+        if its entry still says the same owner and descriptor, goes back to pending."""
+        cdef check_job *j = self.cjob
+        cdef check_req *r
+        cdef sock_ent *e
+        cdef size_t i
+        if j == NULL or tcpsnap_done_count(&j.state) != NJ_DONE:
+            return
+        for i in range(j.n):
+            r = &j.reqs[i]
+            self.verified += 1
+            if r.ok:
+                continue
+            e = smap_find(&self.socks, r.inode)
+            if (e == NULL or e.state != SK_OWNED or e.cookie != r.cookie or e.proc != r.proc
+                    or e.proc_gen != r.proc_gen or e.fd != r.fd):
+                continue                 # changed since it was asked about: nothing to undo
+            e.state = SK_PENDING         # closed, or moved to another process
+            e.misses = 0
+            e.born = <uint16_t>self.epoch
+            self.moved += 1
+        free(j.reqs)
+        free(j)
+        self.cjob = NULL
+
+    cdef void _start_checks(self) noexcept nogil:
+        """The links _verify queued, to a detached thread of their own."""
+        cdef check_job *j
+        cdef pthread_t tid
+        if self.ncq == 0:
+            return
+        j = <check_job *>calloc(1, sizeof(check_job))
+        if j == NULL:
+            self.ncq = 0
+            return
+        j.reqs = self.cq                 # handed over: the next round gathers anew
+        j.n = self.ncq
+        j.state = NJ_RUNNING
+        self.cq = NULL
+        self.ncq = self.capcq = 0
+        if pthread_create(&tid, NULL, check_thread, j) != 0:
+            free(j.reqs)
+            free(j)
+            return
+        pthread_detach(tid)
+        self.cjob = j
+        self.check_jobs += 1
+
+    cdef void _release_check_job(self) noexcept nogil:
+        cdef check_job *j = self.cjob
+        if j == NULL:
+            return
+        self.cjob = NULL
+        if tcpsnap_swap(&j.state, NJ_ORPHANED) == NJ_DONE:
+            free(j.reqs)
+            free(j)
+
     cdef void _verify(self, double now) noexcept nogil:
         """Re-read owners' links. Sockets that had several holders when resolved (fork,
         hand-off: how an owner usually changes) every take; all others a slice of the
         map per take: (time since the last take) / verify_interval of it, within
-        [1/1024, 1/32], so each is re-checked within max(verify_interval, 32 takes)."""
+        [1/1024, 1/32], so each is re-checked within max(verify_interval, 32 takes).
+        With ``background`` (after the first walk) the links are read on a thread of
+        their own, one round at a time and at most one per CHECK_PACE (the slices of the
+        takes in between go together): while a round runs, takes check nothing and the
+        slice waits; the next take after it ended merges it and starts the next round."""
         cdef double f
         cdef size_t quota, i, mask, j
         cdef sock_ent *e
         cdef uint32_t q
+        cdef bint bg = self._background and self.walks > 0
+        cdef bint starting = True
+        if bg:
+            self._merge_checks()
+            if self.cjob != NULL:
+                return                   # a round still runs: the slice waits for it
+            # a round (a thread) at most every CHECK_PACE: at --interval 0 the slices of
+            # several takes go together, rather than a thread per take
+            starting = now - self.last_check >= CHECK_PACE
         j = 0
-        while j < self.nshared:
+        while starting and j < self.nshared:
             e = smap_find(&self.socks, self.shared_inodes[j])
             if e == NULL or e.state != SK_OWNED or e.misses < 2:
                 self.nshared -= 1        # gone or no longer shared: drop from the list
@@ -890,6 +1106,9 @@ cdef class PidResolver:
                 close(self.procs[q].vdir)
             self.procs[q].vdir = VDIR_NONE
         self.nvdirs = 0
+        if bg and starting:
+            self.last_check = now
+            self._start_checks()
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
         """Fill pid from the map; add new inodes as pending. -1 when out of memory."""
@@ -1415,6 +1634,10 @@ cdef class PidResolver:
         no readable name. A cached name is used while its process is provably the same
         one (pidfd not readable, or start time confirmed in this take) and younger than
         ``name_ttl``; otherwise /proc/<pid>/stat is read again (start time + comm).
+        With ``background`` (and not ``recheck``), /proc is never read here: each pid
+        the last take() resolved gets its cached name (its walk read it), a name older
+        than ``name_ttl`` is re-read on a thread of its own and a later call takes the
+        new one up, and a pid this resolver does not hold gets -1.
         ``pids``: integers, 1-D (pids outside 1..2**32-1 get -1). Bad arguments: ValueError
         for other than one dimension, TypeError for what is not integers."""
         cdef double now = mono()
@@ -1431,6 +1654,8 @@ cdef class PidResolver:
             return np.zeros(0, np.int32), []
         if p.dtype.kind not in "uibO":
             raise TypeError(f"pids must be integers, got dtype {p.dtype!r}")
+        if self._background and not recheck and p.dtype.kind in "ub":
+            return self._cached_names(p, now)
         uniq, inv = np.unique(p, return_inverse=True)
         ucodes = np.full(len(uniq), -1, np.int32)
         names = []
@@ -1448,6 +1673,148 @@ cdef class PidResolver:
                 names.append(name)
             ucodes[j] = code
         return ucodes[inv.ravel()], names
+
+    cdef object _cached_names(self, object p, double now):
+        """process_names off the caller's thread (background): two passes in C over the
+        rows and one Python step per process named."""
+        cdef Py_ssize_t n = len(p), i
+        cdef uint32_t[::1] pv
+        cdef int32_t[::1] slot
+        cdef int32_t[::1] codes
+        cdef int32_t[::1] scode
+        cdef uint8_t[::1] used
+        cdef sock_ent *k
+        cdef uint32_t pid, idx, last = 0, nprocs
+        cdef int32_t lastslot = -1
+        cdef proc_ent *pe
+        cdef size_t nstale = 0
+        self._merge_names()
+        if p.dtype.kind == "u" and p.dtype.itemsize > 4:
+            p = np.where(p > 0xFFFFFFFF, 0, p)      # no such pid: unknown
+        pv = np.ascontiguousarray(p, dtype=np.uint32)
+        nprocs = self.nprocs
+        slot_a = np.empty(n, np.int32)
+        used_a = np.zeros(max(nprocs, 1), np.uint8)
+        scode_a = np.full(max(nprocs, 1) + 1, -1, np.int32)
+        slot = slot_a
+        used = used_a
+        scode = scode_a
+        with nogil:
+            for i in range(n):
+                pid = pv[i]
+                if pid == 0:
+                    slot[i] = -1
+                    continue
+                if pid == last:
+                    slot[i] = lastslot
+                    continue
+                last = pid
+                k = smap_find(&self.pidix, pid)
+                if k == NULL or k.proc >= nprocs or self.procs[k.proc].pid != pid:
+                    lastslot = -1
+                else:
+                    lastslot = <int32_t>k.proc
+                    used[k.proc] = 1
+                slot[i] = lastslot
+        names = []
+        index = {}
+        stale = []
+        for idx in range(nprocs):
+            if not used[idx]:
+                continue
+            pe = &self.procs[idx]
+            pe.seen = self.epoch
+            if pe.comm[0] == 0:
+                continue
+            name = pe.comm.decode("utf-8", "replace")
+            code = index.get(name)
+            if code is None:
+                code = index[name] = len(names)
+                names.append(name)
+            scode[idx] = code
+            if not pe.dead and now - pe.name_time >= self._name_ttl:
+                stale.append(idx)
+        if stale and self.njob == NULL:
+            self._start_name_job(stale)
+        codes_a = np.empty(n, np.int32)
+        codes = codes_a
+        with nogil:
+            for i in range(n):
+                codes[i] = scode[slot[i]] if slot[i] >= 0 else -1
+        return codes_a, names
+
+    cdef _start_name_job(self, list stale):
+        """Re-read the names of these process slots on a detached thread of its own."""
+        cdef name_job *j = <name_job *>calloc(1, sizeof(name_job))
+        cdef size_t i = 0
+        cdef uint32_t idx
+        cdef pthread_t tid
+        if j == NULL:
+            raise MemoryError()
+        j.reqs = <name_req *>calloc(len(stale), sizeof(name_req))
+        if j.reqs == NULL:
+            free(j)
+            raise MemoryError()
+        for idx in stale:
+            j.reqs[i].pid = self.procs[idx].pid
+            j.reqs[i].start = self.procs[idx].start
+            i += 1
+        j.n = i
+        j.state = NJ_RUNNING
+        j.block_fd = self._name_block_fd
+        if pthread_create(&tid, NULL, name_thread, j) != 0:
+            free(j.reqs)
+            free(j)
+            return                   # no thread now: the cached names stay; try next time
+        pthread_detach(tid)
+        self.njob = j
+        self.name_jobs += 1
+
+    cdef void _merge_names(self) noexcept nogil:
+        """Take up what a name job that has ended read: the new comm of each process that
+        is still the one asked about (pid + start time)."""
+        cdef name_job *j = self.njob
+        cdef name_req *r
+        cdef sock_ent *k
+        cdef proc_ent *pe
+        cdef size_t i
+        if j == NULL or tcpsnap_done_count(&j.state) != NJ_DONE:
+            return
+        for i in range(j.n):
+            r = &j.reqs[i]
+            k = smap_find(&self.pidix, r.pid)
+            if k == NULL:
+                continue
+            pe = &self.procs[k.proc]
+            if pe.pid != r.pid or pe.start != r.start or pe.dead:
+                continue
+            pe.name_time = r.t           # asked again name_ttl from now, read or not
+            if r.rc != 0 or r.got != r.start:
+                continue                 # exited: its pidfd (or start time) says so in a take
+            memcpy(pe.comm, r.comm, COMM_LEN)
+            self.names_refreshed += 1
+        free(j.reqs)
+        free(j)
+        self.njob = NULL
+
+    cdef void _release_name_job(self) noexcept nogil:
+        cdef name_job *j = self.njob
+        if j == NULL:
+            return
+        self.njob = NULL
+        if tcpsnap_swap(&j.state, NJ_ORPHANED) == NJ_DONE:
+            free(j.reqs)
+            free(j)
+
+    @property
+    def _name_block(self):
+        """Tests: a descriptor each later name job reads one byte from before each
+        lookup (a name lookup that blocks until the test writes); -1: none."""
+        return self._name_block_fd
+
+    @_name_block.setter
+    def _name_block(self, value):
+        self._name_block_fd = int_arg(value, "_name_block", -1, INT_MAX)
 
     def owner(self, inode):
         """``(pid, fd)`` the cache holds for a socket inode, or None (for tests/tools).
@@ -1491,10 +1858,17 @@ cdef class PidResolver:
             "evicted": self.evicted,
             "skipped_procs": self.skipped_procs,
             "walking": bool(self.walk_open and self.walk_bg),
+            "name_jobs": self.name_jobs,
+            "names_refreshed": self.names_refreshed,
+            "naming": self.njob != NULL,
+            "check_jobs": self.check_jobs,
+            "checking": self.cjob != NULL,
             "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
         }
 
     def close(self):
         with nogil:
             self._join()
+            self._release_name_job()
+            self._release_check_job()
         self.walk_open = False

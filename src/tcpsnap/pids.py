@@ -58,6 +58,12 @@ Off the capture path (``background=True``; what the recorder uses)
     while D stays under 0.25 s. With 100k descriptors on the machine D was 0.17-0.41 s
     on a quiet 2-core machine (at nice 10 instead of 0, walks starved on a busy one):
     see benchmarks/RESULTS.md, "Footprint".
+    The re-checks and name re-reads below run off the capture path too: each round
+    on a detached thread of its own (nice 0), one round at a time, merged by the
+    first ``take()`` / ``process_names()`` after it ended; a round that blocks (a
+    /proc read stuck behind a process's mm lock) delays only the next round, never a
+    snapshot, and a thread still running when the resolver closes frees its own
+    round.
 
 Staying right between walks
     * Owner exits: each ``take()`` polls the pidfds of all owners in one ``poll()``
@@ -70,11 +76,13 @@ Staying right between walks
     * Owner closes its descriptor while another process keeps the socket (fork then
       close, hand-off): ``take()`` re-reads the owner's ``/proc/<pid>/fd/<fd>`` link.
       Sockets that several processes held when they were resolved -- how an owner
-      usually changes -- are re-checked on every snapshot; all others a slice per
-      snapshot, so that each is re-checked at least once every **max(verify_interval,
-      32 snapshots)** (10 s by default). A link that no longer names the socket puts
-      it back to unresolved (pid 0) until the next walk finds its holder; until the
-      re-check, a row may still show the previous holder.
+      usually changes -- are re-checked on every snapshot (in the background: every
+      round, rounds at least 50 ms apart); all others a slice per snapshot, so that
+      each is re-checked at least once every **max(verify_interval, 32 snapshots)**
+      (10 s by default; in the background, plus 50 ms, one round R and one snapshot
+      interval). A link that no longer names the socket puts it back to unresolved
+      (pid 0) until the next walk finds its holder; until the re-check, a row may
+      still show the previous holder.
     * Inode numbers are reused only after 2**32 allocations; the socket cookie, which
       never is, is checked too.
 
@@ -98,7 +106,12 @@ Names
     (1 s) to follow ``exec`` and ``prctl`` renames; a pid that now names another
     process (start time changed) gets the new process's name; a process that exited
     after the snapshot keeps its last name. Call it right after ``take()``, as
-    ``tcpsnap show`` and the recorder do.
+    ``tcpsnap show`` and the recorder do. In the background (the recorder)
+    /proc is never read there: a pid gets the name its walk read, a name older than
+    ``name_ttl`` keeps being used while a thread re-reads it, so a rename (``exec``,
+    ``prctl``) is recorded **at most name_ttl + 2 R + 2 snapshot intervals after it
+    happened** (R: one round of re-reads, a ``stat`` read per process named); a pid
+    the resolver does not hold has no name (-1).
 
 Permissions
     Reading another user's ``/proc/<pid>/fd`` needs root, or ``CAP_DAC_READ_SEARCH``

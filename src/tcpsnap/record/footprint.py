@@ -3,12 +3,15 @@
 Where a recorder's memory goes (``benchmarks/bench_footprint.py`` measures it; README
 "Memory" has the budget per table size):
 
-* the interpreter, numpy and pyarrow (with ``pyarrow.parquet``): about 60 MiB, whatever
-  the table. pandas (about 50 MiB more) is never imported by the recorder:
-  ``keep_pandas_out`` stops pyarrow's lazy pandas check from loading it;
+* the interpreter, numpy and pyarrow (with ``pyarrow.parquet``): about 60 MiB resident
+  (38 MiB of it library pages, shared with other pyarrow processes but counted in RSS),
+  whatever the table; with tcpsnap's modules about 68 MiB. pandas (about 50 MiB more) is
+  never imported by the recorder: ``keep_pandas_out`` stops pyarrow's lazy pandas check
+  from loading it; nor is ``pyarrow.compute`` (about 8 MiB: ``tcpsnap._encode``
+  dictionary-encodes in C);
 * the batch pool (``batch.BatchPool``): batches are made when first needed and reused
   most-recently-returned first, so only as many as capture and writer really have in
-  flight are ever touched (``batch_rows`` x 84 bytes each);
+  flight are ever touched (``batch_rows`` x 100 bytes each);
 * the writer's rows not yet in a row group (Arrow, about 110 bytes a row) and, when a
   row group is written, the same rows once more while Parquet encodes them. A row
   group therefore holds at most ``ROW_GROUP_CAP`` rows (whatever ``row_group_rows``

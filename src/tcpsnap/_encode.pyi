@@ -1,0 +1,11 @@
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+def split(rows: np.ndarray, fields: Iterable[tuple[str, int, Any]]) -> dict[str, np.ndarray]:
+    """``{name: array}``: each ``(name, offset, dtype)`` field of every row, one contiguous
+    array per field, in one pass over the rows."""
+def dictionary_encode(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, codes)``: int64 index of each distinct key's first occurrence (in that
+    order) and int32 code of each key; ``keys[first][codes]`` equals ``keys``."""
