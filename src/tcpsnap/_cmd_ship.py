@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
-from ._cli_args import duration_arg
+from ._cli_args import duration_arg, positive_size_arg
 from ._errors import UsageError
-from ._units import human_bytes, parse_size
+from ._units import human_bytes
 
 EPILOG = """\
 examples:
@@ -30,11 +30,14 @@ A killed upload leaves no object; the next run aborts its incomplete multipart u
 """
 
 
-def _size_arg(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _part_size_arg(text: str) -> int:
+    """``--part-size``: a size (the one grammar) of at least 5 MiB, S3's smallest part."""
+    from .ship.target import MIN_PART_SIZE
+
+    v = positive_size_arg(text)
+    if v < MIN_PART_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least 5MiB (S3's smallest part): {text!r}")
+    return v
 
 
 def add_ship_args(p: argparse.ArgumentParser, *, record: bool = False) -> None:
@@ -45,10 +48,10 @@ def add_ship_args(p: argparse.ArgumentParser, *, record: bool = False) -> None:
     g.add_argument("--delete-after-ship", action="store_true",
                    help="delete each local file once its object is confirmed (the newest "
                         "finished file stays until a newer one is shipped)")
-    g.add_argument("--part-size", type=_size_arg, default=16 << 20, metavar="SIZE",
+    g.add_argument("--part-size", type=_part_size_arg, default=16 << 20, metavar="SIZE",
                    help="files up to SIZE are one PUT, larger ones go in parts of SIZE "
                         "(default: 16MiB; at least 5MiB)")
-    g.add_argument("--limit-rate", type=_size_arg, default=None, metavar="SIZE",
+    g.add_argument("--limit-rate", type=positive_size_arg, default=None, metavar="SIZE",
                    help="upload at most SIZE bytes per second (default: no limit)")
     g.add_argument("--ship-host", dest="ship_host", metavar="NAME", default=None,
                    help="host name for files whose footer has none (0.1.0 recordings)")
