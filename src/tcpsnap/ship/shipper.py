@@ -14,6 +14,12 @@ object returned the file's size and SHA-256. An object already there with the sa
 and SHA-256 is not uploaded again (shipping twice leaves one object); one with other
 bytes is an error (``ShipError``), never overwritten.
 
+One shipper per folder: a shipper holds the flock ``DIR/.tcpsnap-ship.lock`` (the
+recorder's lock mechanism, ``tcpsnap.record.folder.lock``, on its own file: a recorder
+and a shipper work side by side) while it ships; a second one (``tcpsnap ship`` beside
+``record --ship``, or two ``tcpsnap ship``) stops with ``ShipError`` naming the pid that
+holds it, before it reads or writes any receipt.
+
 ``delete_after``: a shipped file is deleted once a HEAD confirms its object again,
 except the folder's newest finished file (the recorder numbers its next snapshots from
 it), which goes once a newer file is shipped.
@@ -32,18 +38,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._errors import ShipError, UnsafePath
-from ..record.folder import finished_files, footer_kv
+from .._errors import RecorderError, RecorderLocked, ShipError, UnsafePath
+from ..record.folder import finished_files, footer_kv, lock, unlock
 from ..record.layout import NAME_RE, PARTITION_RE
 from ..record.safedir import SafeDir
 from .target import Target, Transient, sha256_file
 
-__all__ = ["Shipper", "Pending", "RECEIPTS", "read_receipts", "scan", "pending", "unshipped"]
+__all__ = ["Shipper", "Pending", "RECEIPTS", "LOCK", "read_receipts", "scan", "pending", "unshipped"]
 
 log = logging.getLogger("tcpsnap.ship")
 
 #: The folder of receipts, below the recording folder (``_``: readers skip it).
 RECEIPTS = "_tcpsnap_shipped"
+#: The shipper's lock file in the recording folder (``.``: readers skip it).
+LOCK = ".tcpsnap-ship.lock"
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,56 @@ class Shipper:
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
         self._checked = False
+        self._held: tuple[int, int] | None = None   # (lock fd, depth) while this shipper holds it
+
+    # -- one shipper per folder ---------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the folder's shipper lock (``LOCK``), or ``ShipError`` (another shipper
+        holds it: one line with its pid). Re-entrant; :meth:`release` as many times."""
+        with self._lock:
+            self._acquire()
+
+    def _acquire(self) -> None:
+        if self._held is not None:
+            self._held = (self._held[0], self._held[1] + 1)
+            return
+        try:
+            with SafeDir.open(self.path) as root:
+                fd = lock(root, LOCK, busy="being shipped", one="one shipper per folder")
+        except RecorderLocked as e:
+            raise ShipError(str(e)) from None
+        except (RecorderError, OSError) as e:
+            raise ShipError(f"cannot lock {self.path / LOCK}: {e}") from None
+        self._held = (fd, 1)
+
+    def release(self) -> None:
+        """Give the lock back (once :meth:`acquire`'s count is down to 0)."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        if self._held is None:
+            return
+        fd, depth = self._held
+        if depth > 1:
+            self._held = (fd, depth - 1)
+            return
+        self._held = None
+        try:
+            with SafeDir.open(self.path) as root:
+                unlock(fd, root, LOCK)
+        except (OSError, UnsafePath):
+            unlock(fd)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """``with shipper.locked():`` :meth:`acquire` ... :meth:`release`."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
     # -- what is there ------------------------------------------------------------------
 
@@ -273,8 +331,9 @@ class Shipper:
 
     def ship_once(self) -> int:
         """Ship every pending file once. Returns how many are still pending. Raises
-        ``Transient`` (retry later) or ``ShipError``."""
-        with SafeDir.open(self.path) as root:
+        ``Transient`` (retry later) or ``ShipError`` (also when another shipper holds
+        the folder: see the module)."""
+        with self.locked(), SafeDir.open(self.path) as root:
             if not self._checked:
                 self.target.check_bucket()
                 self._checked = True
@@ -323,18 +382,21 @@ class Shipper:
         """Ship until nothing is pending, retrying with exponential backoff; stop after
         ``give_up`` seconds of failures (None: never). Returns how many are still pending."""
         attempt, t0 = 0, time.monotonic()
-        while not self._stop.is_set():
-            left, attempt = self._pass(attempt)
-            if left == 0:
-                return 0
-            if left is None and give_up is not None and time.monotonic() - t0 > give_up:
-                break
-        todo, _ = self.pending()
-        return len(todo)
+        with self.locked():   # for the whole run: no other shipper between two passes
+            while not self._stop.is_set():
+                left, attempt = self._pass(attempt)
+                if left == 0:
+                    return 0
+                if left is None and give_up is not None and time.monotonic() - t0 > give_up:
+                    break
+            todo, _ = self.pending()
+            return len(todo)
 
     def run(self, poll: float = 5.0) -> None:
         """Ship, then look for newly finished files every ``poll`` seconds, until
-        :meth:`stop`; failures are retried with backoff (for ``record --ship``)."""
+        :meth:`stop`; failures are retried with backoff (for ``record --ship``, which
+        takes the lock (:meth:`acquire`) before it records, so that a second shipper is said
+        at once, not found by this thread)."""
         # below the capture thread: shipping may wait, snapshots may not (Linux: a
         # thread's nice value is its own)
         with contextlib.suppress(OSError, AttributeError):
