@@ -141,6 +141,9 @@ CLI_BAD: list[tuple[str, int, str]] = [
     ("info {garbage}", 1, "not a readable recording file"),
     ("info {seqtype}", 1, "column 'seq' is int32, not int64); skip_bad=True or --skip-bad reads the other files"),
     ("info {rec} --bogus", 2, "unrecognized arguments: --bogus"),
+    ("info gs://fleet/x", 2, "only s3:// URLs are read"),
+    ("info s3://Bad_Bucket/x", 2, "is not an S3 URL"),
+    ("info s3://fleet/x --host a/b", 2, "hosts must be host names"),
     # plot
     ("plot {rec}", 2, "required: -o/--output"),
     ("plot {rec} -o {tmp}/x.png --kind pie", 2, "invalid choice: 'pie'"),
