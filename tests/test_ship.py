@@ -304,6 +304,7 @@ def test_record_ship_ships_every_finished_file(tmp_path, moto, s3):
     assert prom["tcpsnap_upload_backlog_files"] == "0.0"
     assert prom["tcpsnap_uploaded_files_total"] == f"{len(files)}.0"
     assert prom["tcpsnap_upload_failures_total"] == "0.0"
+    assert float(prom["tcpsnap_upload_cpu_seconds_total"]) > 0     # the shipping thread's own CPU
     assert float(prom["tcpsnap_upload_last_success_timestamp_seconds"]) > 1.7e9
 
 
@@ -395,6 +396,16 @@ def test_record_ship_beside_a_running_ship_stops_before_recording(tmp_path, moto
     assert versions(s3) == [(f"tcpsnap/date={DATE}/host={socket.gethostname()}/{big.name}", big.stat().st_size)]
 
 
+def _thread_names(pid):
+    out = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out.append(Path(t, "comm").read_text().strip())
+        except OSError:     # a thread that ended meanwhile
+            pass
+    return out
+
+
 def test_ship_beside_record_ship_is_refused_and_nothing_is_uploaded_twice(tmp_path, moto, s3):
     """'tcpsnap ship DIR' while 'record --ship DIR' records and ships: the second is
     refused (exit 1, one line, the recorder's pid) as often as it is tried; when the
@@ -411,6 +422,11 @@ def test_ship_beside_record_ship_is_refused_and_nothing_is_uploaded_twice(tmp_pa
         while not (rec / ".tcpsnap-ship.lock").exists():
             assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
             time.sleep(0.05)
+        # the shipping thread is named (top -H, and what bench_ship --live measures)
+        names: list[str] = []
+        while "tcpsnap-ship" not in names and p.poll() is None:
+            names = _thread_names(p.pid)
+        assert "tcpsnap-ship" in names
         while p.poll() is None:
             r = subprocess.run([sys.executable, "-m", "tcpsnap", "ship", str(rec), f"s3://{BUCKET}/live",
                                 "--endpoint-url", moto.url], env=_cli_env(**CREDS), capture_output=True,

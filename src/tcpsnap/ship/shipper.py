@@ -146,6 +146,9 @@ class Stats:
     pending_files: int = 0
     pending_bytes: int = 0
     last_success: float | None = None   # wall clock (s) of the last confirmed upload
+    #: CPU seconds the shipping took in the thread that ran it (``run`` and ``finish``:
+    #: ``time.thread_time``), what ``record --ship`` costs beside the recording
+    cpu_s: float = 0.0
     last_error: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -399,18 +402,25 @@ class Shipper:
         at once, not found by this thread)."""
         # below the capture thread: shipping may wait, snapshots may not (Linux: a
         # thread's nice value is its own)
+        tid = threading.get_native_id()
         with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            os.setpriority(os.PRIO_PROCESS, tid, 10)
+        with contextlib.suppress(OSError):  # named in top -H, ps -L, /proc/PID/task/TID/comm
+            with open(f"/proc/self/task/{tid}/comm", "w") as f:
+                f.write("tcpsnap-ship")
         attempt = 0
         while not self._stop.is_set():
+            c0 = time.thread_time()
             try:
                 left, attempt = self._pass(attempt)
             except ShipError as e:  # the recording goes on; say it, wait long, try again
                 self.stats.failures += 1
                 self.stats.last_error = str(e)
                 log.error("ship: %s; retrying in %.0f s", e, self.backoff[1])
+                self.stats.cpu_s += time.thread_time() - c0
                 self._stop.wait(self.backoff[1])
                 continue
+            self.stats.cpu_s += time.thread_time() - c0
             if left is not None:
                 self._stop.wait(poll)
 
@@ -419,7 +429,11 @@ class Shipper:
         file included, for at most ``give_up`` seconds of failures. Returns how many
         are still pending (shipped by the next run)."""
         self._stop.clear()
-        return self.ship_all(give_up=give_up)
+        c0 = time.thread_time()
+        try:
+            return self.ship_all(give_up=give_up)
+        finally:
+            self.stats.cpu_s += time.thread_time() - c0
 
     def stop(self) -> None:
         self._stop.set()
