@@ -135,10 +135,10 @@ def live(args: argparse.Namespace, argv: list[str]) -> int:
         moto.client().create_bucket(Bucket="bench")
         threading.Thread(target=churn, daemon=True).start()
         rec, prom = tmp / "rec", tmp / "m.prom"
+        ship = [] if args.no_ship else ["--ship", "s3://bench/live", "--endpoint-url", moto.url]
         p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", str(rec), "--interval", "100ms",
-                              "--duration", f"{args.seconds}s", "--rotate", args.rotate, "--ship", "s3://bench/live",
-                              "--endpoint-url", moto.url, "--metrics-textfile", str(prom)],
-                             stderr=subprocess.PIPE, text=True)
+                              "--duration", f"{args.seconds}s", "--rotate", args.rotate, *ship,
+                              "--metrics-textfile", str(prom)], stderr=subprocess.PIPE, text=True)
         t0 = time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         thread_stat, ship_ticks, backlog_max = None, 0, 0
@@ -166,17 +166,18 @@ def live(args: argparse.Namespace, argv: list[str]) -> int:
                "rows_per_snapshot": round(float(prom_v["tcpsnap_rows_total"])
                                           / max(1.0, float(prom_v["tcpsnap_snapshots_total"]))),
                "written_bytes_per_s": round(float(prom_v["tcpsnap_written_bytes_total"]) / wall),
-               "files": files, "files_shipped": int(float(prom_v["tcpsnap_uploaded_files_total"])),
+               "shipping": not args.no_ship,
+               "files": files, "files_shipped": int(float(prom_v.get("tcpsnap_uploaded_files_total", 0))),
                "pending_at_end": left, "backlog_max_sampled": backlog_max,
                "ship_thread_cpu_s_proc": round(ship_cpu, 3),
-               "ship_cpu_s_thread_time_metric": round(float(prom_v["tcpsnap_upload_cpu_seconds_total"]), 3),
+               "ship_cpu_s_thread_time_metric": round(float(prom_v.get("tcpsnap_upload_cpu_seconds_total", 0)), 3),
                "process_cpu_s": round(proc_cpu, 2),
                "ship_thread_core_fraction": round(ship_cpu / wall, 5),
-               "ship_core_fraction_metric": round(float(prom_v["tcpsnap_upload_cpu_seconds_total"]) / wall, 5),
+               "ship_core_fraction_metric": round(float(prom_v.get("tcpsnap_upload_cpu_seconds_total", 0)) / wall, 5),
                "process_core_fraction": round(proc_cpu / wall, 4),
                "closing_lines": [x for x in err.splitlines() if "shipped" in x or "recorded" in x],
                "loadavg": [round(x, 2) for x in os.getloadavg()]}
-        res["keeps_up"] = res["pending_at_end"] == 0 and res["files_shipped"] == res["files"]
+        res["keeps_up"] = not args.no_ship and res["pending_at_end"] == 0 and res["files_shipped"] == res["files"]
         for k, v in res.items():
             print(f"{k}: {v}")
         run.write(res)
@@ -194,6 +195,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--churn", type=float, default=20.0, help="--live: pairs closed and reopened per second")
     ap.add_argument("--seconds", type=int, default=120, help="--live: how long to record")
     ap.add_argument("--rotate", default="10s", help="--live: record --rotate")
+    ap.add_argument("--no-ship", action="store_true", help="--live: the same recording without --ship")
     ap.add_argument("--files", type=int, default=6)
     ap.add_argument("--mib", type=int, default=16, help="size of each file (MiB)")
     ap.add_argument("--rounds", type=int, default=3)

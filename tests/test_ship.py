@@ -451,3 +451,27 @@ def test_ship_beside_record_ship_is_refused_and_nothing_is_uploaded_twice(tmp_pa
                                            for f in files)
     assert sorted(os.listdir(rec / "_tcpsnap_shipped")) == sorted(f"{f.parent.name}__{f.name}.json" for f in files)
     assert not (rec / ".tcpsnap-ship.lock").exists()
+
+
+def test_a_folder_shipped_elsewhere_before_is_shipped_again_here(tmp_path, moto, s3, capsys):
+    """Receipts name the object they vouch for: shipping to another prefix (or bucket)
+    uploads every file there too, and the receipts then name the new objects."""
+    import json
+
+    from tcpsnap._units import human_bytes
+
+    rec = tmp_path / "rec"
+    files = [_big_file(rec, mib=1)]
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a") == 0
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a/b") == 0     # a prefix below the first
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a") == 0
+    err = capsys.readouterr().err.splitlines()
+    size = human_bytes(files[0].stat().st_size)
+    assert [x.split(";")[:2] for x in err] == [
+        [f"tcpsnap: shipped 1 file(s) ({size}) to s3://{BUCKET}/a", " 0 already there"],
+        [f"tcpsnap: shipped 1 file(s) ({size}) to s3://{BUCKET}/a/b", " 0 already there"],
+        [f"tcpsnap: shipped 0 file(s) (0 B) to s3://{BUCKET}/a", " 1 already there"]]
+    name = f"date={DATE}/host=big-1/{files[0].name}"
+    assert versions(s3) == sorted([(f"a/{name}", files[0].stat().st_size), (f"a/b/{name}", files[0].stat().st_size)])
+    receipt = json.loads((rec / "_tcpsnap_shipped" / f"date={DATE}__{files[0].name}.json").read_text())
+    assert receipt["url"] == f"s3://{BUCKET}/a/{name}"

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +51,8 @@ log = logging.getLogger("tcpsnap.ship")
 
 #: The folder of receipts, below the recording folder (``_``: readers skip it).
 RECEIPTS = "_tcpsnap_shipped"
+#: A receipt's object URL below the target's ``s3://bucket/prefix/``.
+_BELOW = re.compile(r"date=[^/]+/host=[^/]+/[^/]+")
 #: The shipper's lock file in the recording folder (``.``: readers skip it).
 LOCK = ".tcpsnap-ship.lock"
 
@@ -99,15 +102,20 @@ def _files(root: SafeDir) -> list[Pending]:
     return sorted(out, key=lambda p: (p.name, p.part))
 
 
-def scan(root: SafeDir) -> tuple[list[Pending], list[Pending]]:
+def scan(root: SafeDir, base: str | None = None) -> tuple[list[Pending], list[Pending]]:
     """(finished files of the recording folder ``root`` without a receipt, files with
-    one), in name order. Reads only the folder: no network."""
+    one), in name order; with ``base`` (``s3://bucket/prefix/``) only a receipt of an
+    object below it counts (a folder shipped to another place first is shipped again).
+    Reads only the folder: no network."""
     receipts = read_receipts(root)
     todo: list[Pending] = []
     done: list[Pending] = []
     for f in _files(root):
-        r = receipts.get(f.receipt)
-        (done if r is not None and r.get("size") == f.size else todo).append(f)
+        r = receipts.get(f.receipt) or {}
+        url = str(r.get("url", ""))
+        ok = r.get("size") == f.size and (base is None or (url.startswith(base)
+                                                           and _BELOW.fullmatch(url[len(base):]) is not None))
+        (done if ok else todo).append(f)
     return todo, done
 
 
@@ -235,7 +243,7 @@ class Shipper:
             return self._split(root)
 
     def _split(self, root: SafeDir) -> tuple[list[Pending], list[Pending]]:
-        todo, done = scan(root)
+        todo, done = scan(root, f"s3://{self.target.bucket}/{self.target.prefix}")
         with self._lock:
             self.stats.pending_files = len(todo)
             self.stats.pending_bytes = sum(f.size for f in todo)
@@ -307,8 +315,12 @@ class Shipper:
                 os.close(fd)
             try:
                 d.publish(tmp, f.receipt)
-            except FileExistsError:  # shipped meanwhile by another run: same object
-                d.unlink(tmp)
+            except FileExistsError:
+                # a receipt of another place (the folder was shipped elsewhere before):
+                # this one replaces it (under the shipper lock: no other writer; a crash
+                # between the two leaves no receipt, so the file is checked again by HEAD)
+                d.unlink(f.receipt)
+                d.publish(tmp, f.receipt)
             d.fsync()
 
     def _delete_shipped(self, root: SafeDir, done: list[Pending], newest: Pending | None) -> None:
