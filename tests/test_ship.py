@@ -474,4 +474,15 @@ def test_a_folder_shipped_elsewhere_before_is_shipped_again_here(tmp_path, moto,
     name = f"date={DATE}/host=big-1/{files[0].name}"
     assert versions(s3) == sorted([(f"a/{name}", files[0].stat().st_size), (f"a/b/{name}", files[0].stat().st_size)])
     receipt = json.loads((rec / "_tcpsnap_shipped" / f"date={DATE}__{files[0].name}.json").read_text())
-    assert receipt["url"] == f"s3://{BUCKET}/a/{name}"
+    assert (receipt["url"], receipt["endpoint"]) == (f"s3://{BUCKET}/a/{name}", moto.url)
+    # the same URL on another endpoint (another store: MinIO, then AWS) is another place
+    other = Moto()
+    try:
+        other.client().create_bucket(Bucket=BUCKET)
+        assert main(["ship", str(rec), f"s3://{BUCKET}/a", "--endpoint-url", other.url]) == 0
+        assert [o["Key"] for o in other.client().list_objects_v2(Bucket=BUCKET)["Contents"]] == [f"a/{name}"]
+    finally:
+        other.stop()
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a") == 0     # and back: found there, not uploaded
+    assert "shipped 0 file(s) (0 B) to s3://fleet/a; 1 already there" in capsys.readouterr().err
+    assert len(versions(s3)) == 2

@@ -102,18 +102,18 @@ def _files(root: SafeDir) -> list[Pending]:
     return sorted(out, key=lambda p: (p.name, p.part))
 
 
-def scan(root: SafeDir, base: str | None = None) -> tuple[list[Pending], list[Pending]]:
+def scan(root: SafeDir, base: str | None = None, endpoint: str | None = None) -> tuple[list[Pending], list[Pending]]:
     """(finished files of the recording folder ``root`` without a receipt, files with
     one), in name order; with ``base`` (``s3://bucket/prefix/``) only a receipt of an
-    object below it counts (a folder shipped to another place first is shipped again).
-    Reads only the folder: no network."""
+    object below it on ``endpoint`` (None: AWS) counts (a folder shipped to another place
+    first is shipped again). Reads only the folder: no network."""
     receipts = read_receipts(root)
     todo: list[Pending] = []
     done: list[Pending] = []
     for f in _files(root):
         r = receipts.get(f.receipt) or {}
         url = str(r.get("url", ""))
-        ok = r.get("size") == f.size and (base is None or (url.startswith(base)
+        ok = r.get("size") == f.size and (base is None or (url.startswith(base) and r.get("endpoint") == endpoint
                                                            and _BELOW.fullmatch(url[len(base):]) is not None))
         (done if ok else todo).append(f)
     return todo, done
@@ -243,7 +243,7 @@ class Shipper:
             return self._split(root)
 
     def _split(self, root: SafeDir) -> tuple[list[Pending], list[Pending]]:
-        todo, done = scan(root, f"s3://{self.target.bucket}/{self.target.prefix}")
+        todo, done = scan(root, f"s3://{self.target.bucket}/{self.target.prefix}", self.target.endpoint_url)
         with self._lock:
             self.stats.pending_files = len(todo)
             self.stats.pending_bytes = sum(f.size for f in todo)
@@ -300,7 +300,8 @@ class Shipper:
             finally:
                 os.close(fd)
         self._write_receipt(root, f, {"file": f.rel, "url": self.target.where(key), "size": size,
-                                      "sha256": sha, "shipped_at": time.time()})
+                                      "sha256": sha, "shipped_at": time.time(),
+                                      "endpoint": self.target.endpoint_url})
         self.stats.last_success = time.time()
 
     def _write_receipt(self, root: SafeDir, f: Pending, receipt: dict) -> None:
