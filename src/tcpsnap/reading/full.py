@@ -55,12 +55,12 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     if mode not in ("full", "changes"):
         raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
     start, end = utc_range(start, end)        # once: "now" is one instant, here and remote
+    filters = where_expression(where, filters)  # a filter that does not parse: before any fetch
     if isinstance(path, str) and "://" in path:
         from ..ship.remote import fetched, host_list
 
         with fetched(path, host_list(hosts), start, end, endpoint_url=endpoint_url) as local:
-            return read(local, start, end, columns, filters, mode, skip_bad=skip_bad, where=where, hosts=hosts)
-    filters = where_expression(where, filters)
+            return read(local, start, end, columns, filters, mode, skip_bad=skip_bad, hosts=hosts)
     if hosts is not None:
         from ..ship.remote import host_list
 
