@@ -245,3 +245,22 @@ def test_info_of_another_scheme_is_a_one_line_usage_error(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "only s3:// URLs are read" in err and "Traceback" not in err
 
+
+
+def test_a_changes_mode_fleet_reads_as_its_local_copy(fleet, tmp_path):
+    """Two hosts recorded in changes mode, shipped under another prefix: the URL read
+    (rebuilt per host from its keyframes) is the local copy's, one host's too."""
+    m, _, _, _ = fleet
+    for h in ("edge-1", "edge-2"):
+        with pytest.MonkeyPatch.context() as p:
+            p.setattr(socket, "gethostname", lambda h=h: h)
+            p.setattr(tcpsnap._host, "boot_id", lambda h=h: f"boot-{h}")
+            record_at(tmp_path / h, v1_tables(), mode="changes", rotate="0.3s")
+        assert main(["ship", str(tmp_path / h), f"s3://{BUCKET}/changes", "--endpoint-url", m.url, "-q"]) == 0
+    local = _copy(m, tmp_path / "copy", prefix="changes/")
+    whole = tcpsnap.read(f"s3://{BUCKET}/changes", endpoint_url=m.url)
+    pdt.assert_frame_equal(whole, tcpsnap.read(local))
+    assert len(whole) == 2 * 18 and set(whole["host"]) == {"edge-1", "edge-2"}
+    one = tcpsnap.read(f"s3://{BUCKET}/changes", hosts="edge-2", endpoint_url=m.url)
+    pdt.assert_frame_equal(one, tcpsnap.read(local, hosts="edge-2"))
+    assert set(one["host"]) == {"edge-2"} and len(one) == 18
