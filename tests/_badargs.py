@@ -141,6 +141,9 @@ CLI_BAD: list[tuple[str, int, str]] = [
     ("info {garbage}", 1, "not a readable recording file"),
     ("info {seqtype}", 1, "column 'seq' is int32, not int64); skip_bad=True or --skip-bad reads the other files"),
     ("info {rec} --bogus", 2, "unrecognized arguments: --bogus"),
+    ("info gs://fleet/x", 2, "only s3:// URLs are read"),
+    ("info s3://Bad_Bucket/x", 2, "is not an S3 URL"),
+    ("info s3://fleet/x --host a/b", 2, "hosts must be host names"),
     # plot
     ("plot {rec}", 2, "required: -o/--output"),
     ("plot {rec} -o {tmp}/x.png --kind pie", 2, "invalid choice: 'pie'"),
@@ -172,6 +175,13 @@ CLI_BAD: list[tuple[str, int, str]] = [
     ("top --replay {tmp}/none", 1, "no recording at"),
     ("top --replay {garbage}", 1, "not a readable recording file"),
     ("top --replay {rec} --at 2000-01-01", 1, "no snapshot at or before 2000-01-01 00:00:00+00:00 in"),
+    # ship (issue 16): sizes in the one grammar, 0 refused
+    ("ship {tmp}/r s3://fleet/x --part-size 0", 2, "argument --part-size: must be more than 0: '0'"),
+    ("ship {tmp}/r s3://fleet/x --part-size 4MiB", 2, "argument --part-size: must be at least 5MiB"),
+    ("ship {tmp}/r s3://fleet/x --part-size 5XB", 2, "bad size '5XB'"),
+    ("ship {tmp}/r s3://fleet/x --limit-rate 0", 2, "argument --limit-rate: must be more than 0: '0'"),
+    ("ship {tmp}/r s3://fleet/x --limit-rate -1MiB", 2, "argument --limit-rate"),
+    ("record {tmp}/r --ship s3://fleet/x --limit-rate 0", 2, "argument --limit-rate: must be more than 0"),
     # config, install-service
     ("config", 2, "one of the arguments --check --show is required"),
     ("install-service --bogus", 2, "unrecognized arguments: --bogus"),

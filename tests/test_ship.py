@@ -304,6 +304,7 @@ def test_record_ship_ships_every_finished_file(tmp_path, moto, s3):
     assert prom["tcpsnap_upload_backlog_files"] == "0.0"
     assert prom["tcpsnap_uploaded_files_total"] == f"{len(files)}.0"
     assert prom["tcpsnap_upload_failures_total"] == "0.0"
+    assert float(prom["tcpsnap_upload_cpu_seconds_total"]) > 0     # the shipping thread's own CPU
     assert float(prom["tcpsnap_upload_last_success_timestamp_seconds"]) > 1.7e9
 
 
@@ -311,3 +312,177 @@ def test_record_ship_bad_url_exit_2_before_recording(tmp_path, capsys):
     assert main(["record", str(tmp_path / "rec"), "--ship", "http://fleet/x", "--duration", "1s"]) == 2
     assert capsys.readouterr().err.startswith("tcpsnap record: error: 'http://fleet/x' is not an S3 URL")
     assert not (tmp_path / "rec").exists()
+
+
+def _big_file(rec, host="big-1", mib=20):
+    """One finished file of ``mib`` MiB (incompressible) under ``rec/date=DATE/``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = rec / f"date={DATE}"
+    part.mkdir(parents=True, exist_ok=True)
+    big = part / "tcpsnap-20261118T110640.000Z.parquet"
+    t = pa.table({"x": np.random.default_rng(1).integers(0, 2**63, mib << 17, dtype=np.int64)})
+    pq.write_table(t.replace_schema_metadata({"tcpsnap.host": host}), big, compression="none")
+    return big
+
+
+def _slow_ship(rec, moto, rate="4MiB"):
+    """``tcpsnap ship`` of ``rec`` in a subprocess, uploading at ``rate``: returns it once
+    it holds the folder's shipper lock and has started uploading."""
+    p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "ship", str(rec), f"s3://{BUCKET}/tcpsnap",
+                          "--endpoint-url", moto.url, "--part-size", "5MiB", "--limit-rate", rate],
+                         env=_cli_env(**CREDS), stderr=subprocess.PIPE, text=True)
+    c = moto.client()
+    deadline = time.monotonic() + 60
+    while not ((rec / ".tcpsnap-ship.lock").exists() and c.list_multipart_uploads(Bucket=BUCKET).get("Uploads")):
+        assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+        time.sleep(0.05)
+    return p
+
+
+def test_two_shippers_on_one_folder_the_second_stops_with_one_line(tmp_path, moto, s3, capsys):
+    """A second 'tcpsnap ship' of a folder being shipped: exit 1, one line naming the pid
+    of the first; the first ships every file once (one version of each object, one
+    receipt each), and the lock file is gone after."""
+    rec = tmp_path / "rec"
+    big = _big_file(rec)
+    p = _slow_ship(rec, moto)
+    try:
+        assert ship_cli(rec, moto) == 1
+        err = capsys.readouterr().err
+        assert err == (f"tcpsnap: error: {rec} is already being shipped (pid {p.pid}); "
+                       f"one shipper per folder\n")
+        assert main(["ship", "--status", str(rec)]) == 0      # --status reads, takes no lock
+        assert "0 file(s) shipped, 1 pending" in capsys.readouterr().out
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+    key = f"tcpsnap/date={DATE}/host=big-1/{big.name}"
+    assert versions(s3) == [(key, big.stat().st_size)]
+    assert os.listdir(rec / "_tcpsnap_shipped") == [f"date={DATE}__{big.name}.json"]
+    assert not (rec / ".tcpsnap-ship.lock").exists()
+    assert ship_cli(rec, moto) == 0                           # free again: nothing left to do
+    assert "shipped 0 file(s)" in capsys.readouterr().err
+    assert versions(s3) == [(key, big.stat().st_size)]
+
+
+def test_record_ship_beside_a_running_ship_stops_before_recording(tmp_path, moto, s3):
+    """'record --ship DIR' while 'tcpsnap ship DIR' runs: exit 1, one line, no snapshot
+    recorded, the running shipper undisturbed."""
+    rec = tmp_path / "rec"
+    big = _big_file(rec, host=socket.gethostname())
+    p = _slow_ship(rec, moto)
+    try:
+        r = subprocess.run([sys.executable, "-m", "tcpsnap", "record", str(rec), "--duration", "2s",
+                            "--interval", "100ms", "--no-pids", "--ship", f"s3://{BUCKET}/tcpsnap",
+                            "--endpoint-url", moto.url], env=_cli_env(**CREDS), capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 1
+        assert r.stderr.endswith(f"tcpsnap: error: {rec} is already being shipped (pid {p.pid}); "
+                                 f"one shipper per folder\n"), r.stderr
+        assert "Traceback" not in r.stderr and "recorded" not in r.stderr
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+    assert sorted(rec.glob("date=*/*.parquet")) == [big]      # nothing recorded
+    assert versions(s3) == [(f"tcpsnap/date={DATE}/host={socket.gethostname()}/{big.name}", big.stat().st_size)]
+
+
+def _thread_names(pid):
+    out = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out.append(Path(t, "comm").read_text().strip())
+        except OSError:     # a thread that ended meanwhile
+            pass
+    return out
+
+
+def test_ship_beside_record_ship_is_refused_and_nothing_is_uploaded_twice(tmp_path, moto, s3):
+    """'tcpsnap ship DIR' while 'record --ship DIR' records and ships: the second is
+    refused (exit 1, one line, the recorder's pid) as often as it is tried; when the
+    recording ends every file is in the bucket exactly once (a versioned bucket: one
+    version each) with one receipt each."""
+    rec = tmp_path / "rec"
+    p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", str(rec), "--duration", "4s",
+                          "--rotate", "500ms", "--interval", "100ms", "--no-pids", "--nice", "0",
+                          "--ship", f"s3://{BUCKET}/live", "--endpoint-url", moto.url],
+                         env=_cli_env(**CREDS), stderr=subprocess.PIPE, text=True)
+    refused = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (rec / ".tcpsnap-ship.lock").exists():
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+            time.sleep(0.05)
+        # the shipping thread is named (top -H, and what bench_ship --live measures)
+        names: list[str] = []
+        while "tcpsnap-ship" not in names and p.poll() is None:
+            names = _thread_names(p.pid)
+        assert "tcpsnap-ship" in names
+        while p.poll() is None:
+            r = subprocess.run([sys.executable, "-m", "tcpsnap", "ship", str(rec), f"s3://{BUCKET}/live",
+                                "--endpoint-url", moto.url], env=_cli_env(**CREDS), capture_output=True,
+                               text=True, timeout=120)
+            if p.poll() is not None and r.returncode == 0:
+                break       # the recording ended meanwhile: this one found nothing left
+            assert r.returncode == 1, r.stderr
+            assert r.stderr == (f"tcpsnap: error: {rec} is already being shipped (pid {p.pid}); "
+                                f"one shipper per folder\n")
+            refused += 1
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+    assert refused >= 1
+    files = sorted(rec.glob("date=*/*.parquet"))
+    assert len(files) >= 4
+    host = socket.gethostname()
+    assert versions(s3, "live/") == sorted((f"live/{f.parent.name}/host={host}/{f.name}", f.stat().st_size)
+                                           for f in files)
+    assert sorted(os.listdir(rec / "_tcpsnap_shipped")) == sorted(f"{f.parent.name}__{f.name}.json" for f in files)
+    assert not (rec / ".tcpsnap-ship.lock").exists()
+
+
+def test_a_folder_shipped_elsewhere_before_is_shipped_again_here(tmp_path, moto, s3, capsys):
+    """Receipts name the object they vouch for: shipping to another prefix (or bucket)
+    uploads every file there too, and the receipts then name the new objects."""
+    import json
+
+    from tcpsnap._units import human_bytes
+
+    rec = tmp_path / "rec"
+    files = [_big_file(rec, mib=1)]
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a") == 0
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a/b") == 0     # a prefix below the first
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a") == 0
+    err = capsys.readouterr().err.splitlines()
+    size = human_bytes(files[0].stat().st_size)
+    assert [x.split(";")[:2] for x in err] == [
+        [f"tcpsnap: shipped 1 file(s) ({size}) to s3://{BUCKET}/a", " 0 already there"],
+        [f"tcpsnap: shipped 1 file(s) ({size}) to s3://{BUCKET}/a/b", " 0 already there"],
+        [f"tcpsnap: shipped 0 file(s) (0 B) to s3://{BUCKET}/a", " 1 already there"]]
+    name = f"date={DATE}/host=big-1/{files[0].name}"
+    assert versions(s3) == sorted([(f"a/{name}", files[0].stat().st_size), (f"a/b/{name}", files[0].stat().st_size)])
+    receipt = json.loads((rec / "_tcpsnap_shipped" / f"date={DATE}__{files[0].name}.json").read_text())
+    assert (receipt["url"], receipt["endpoint"]) == (f"s3://{BUCKET}/a/{name}", moto.url)
+    # the same URL on another endpoint (another store: MinIO, then AWS) is another place
+    other = Moto()
+    try:
+        other.client().create_bucket(Bucket=BUCKET)
+        assert main(["ship", str(rec), f"s3://{BUCKET}/a", "--endpoint-url", other.url]) == 0
+        assert [o["Key"] for o in other.client().list_objects_v2(Bucket=BUCKET)["Contents"]] == [f"a/{name}"]
+    finally:
+        other.stop()
+    assert ship_cli(rec, moto, url=f"s3://{BUCKET}/a") == 0     # and back: found there, not uploaded
+    assert "shipped 0 file(s) (0 B) to s3://fleet/a; 1 already there" in capsys.readouterr().err
+    assert len(versions(s3)) == 2

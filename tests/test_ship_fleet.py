@@ -231,12 +231,6 @@ def test_fleet_read_with_no_matching_file_is_a_usage_error(fleet):
         fleet_read(URL, hosts=["nobody"], endpoint_url=m.url)
 
 
-def test_info_of_a_url_is_a_one_line_usage_error(capsys):
-    assert main(["info", URL]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "URLs are not supported" in err and "Traceback" not in err
-
-
 def test_lifetimes_and_state_counts_on_a_dask_local_cluster_equal_pandas(fleet):
     """The analysis functions, one task per host on a LocalCluster of 2 worker processes,
     give exactly what they give on the whole fleet's frame in pandas."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cli_args import TIME_HELP, add_filter_arguments, filter_from_args, freq_arg, time_arg, tz_arg
+from ._cmd_ship import add_fleet_arguments
 from ._errors import TcpsnapError, UsageError
 from ._units import human_bytes
 
@@ -20,6 +21,7 @@ examples:
   tcpsnap info recording/date=2026-11-26/x.parquet
   tcpsnap info recording --skip-bad      leave out corrupt or foreign files
   tcpsnap info recording --json          the same numbers, for a program
+  tcpsnap info s3://fleet/tcpsnap        a shipped fleet: one summary per host
 
 terms: a snapshot is one reading of the whole TCP table; a gap is a time over 1.5
 intervals with no snapshot (the recorder stopped, stalled or the host rebooted: not an
@@ -65,10 +67,12 @@ def register(sub) -> None:
                                    "distinct connections, the busiest processes (with the ports they "
                                    "listen on) and remotes (with their connection-seconds).",
                        epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="a recording folder or one of its .parquet files")
+    p.add_argument("path", help="a recording folder or one of its .parquet files, or a shipped fleet "
+                                "(s3://BUCKET/PREFIX)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     add_filter_arguments(p)
+    add_fleet_arguments(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("plot", help="draw a recording as a PNG/SVG/PDF",
@@ -275,11 +279,16 @@ def _s(seconds: float) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    if "://" in args.path:
-        raise UsageError(f"info: {args.path} is a URL; URLs are not supported (read a shipped fleet "
-                         "with tcpsnap.ship.fleet.read, or info a local copy of its host=NAME/ folder)")
-    s = summarize(args.path, skip_bad=args.skip_bad, where=_where(args))
-    if args.json:
+    if "://" in args.path:  # a shipped fleet: one summary per host (tcpsnap._cmd_ship)
+        from ._cmd_ship import info_url
+
+        return info_url(args, lambda p: summarize(p, skip_bad=args.skip_bad, where=_where(args)), show_info)
+    return show_info(summarize(args.path, skip_bad=args.skip_bad, where=_where(args)), args.json)
+
+
+def show_info(s: dict, as_json: bool = False) -> int:
+    """Print ``summarize``'s dict as ``tcpsnap info`` does (as JSON with ``as_json``)."""
+    if as_json:
         json.dump(s, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
         return 0

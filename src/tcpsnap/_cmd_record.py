@@ -374,6 +374,11 @@ def cmd_record(args: argparse.Namespace) -> int:
         ship_thread = None
         if shipper is not None:
             shipper.path = rec.path  # --new-dataset may have chosen DIR.2
+            try:
+                shipper.acquire()  # one shipper per folder: a 'tcpsnap ship' on it stops us here
+            except ShipError:
+                rec.close()
+                raise
             setattr(rec, "shipper", shipper)  # noqa: B010 - read by the metrics exporter
             ship_thread = threading.Thread(target=shipper.run, name="tcpsnap-ship", daemon=True)
             ship_thread.start()
@@ -399,6 +404,8 @@ def cmd_record(args: argparse.Namespace) -> int:
                 except ShipError as e:   # the recording itself is fine: say it, exit 0
                     logging.getLogger("tcpsnap.ship").error("ship: %s", e)
                     left = shipper.stats.pending_files
+                finally:
+                    shipper.release()
                 _announce(f"shipped {_plural(shipper.stats.shipped_files, 'file')} to {args.ship}"
                           f"; {left} pending (the next 'tcpsnap ship' or 'record --ship' sends them)")
     finally:

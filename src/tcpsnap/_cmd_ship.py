@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from collections.abc import Callable
 
-from ._cli_args import duration_arg
+from ._cli_args import duration_arg, positive_size_arg
 from ._errors import UsageError
-from ._units import human_bytes, parse_size
+from ._units import human_bytes
 
 EPILOG = """\
 examples:
@@ -30,11 +32,14 @@ A killed upload leaves no object; the next run aborts its incomplete multipart u
 """
 
 
-def _size_arg(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _part_size_arg(text: str) -> int:
+    """``--part-size``: a size (the one grammar) of at least 5 MiB, S3's smallest part."""
+    from .ship.target import MIN_PART_SIZE
+
+    v = positive_size_arg(text)
+    if v < MIN_PART_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least 5MiB (S3's smallest part): {text!r}")
+    return v
 
 
 def add_ship_args(p: argparse.ArgumentParser, *, record: bool = False) -> None:
@@ -45,10 +50,10 @@ def add_ship_args(p: argparse.ArgumentParser, *, record: bool = False) -> None:
     g.add_argument("--delete-after-ship", action="store_true",
                    help="delete each local file once its object is confirmed (the newest "
                         "finished file stays until a newer one is shipped)")
-    g.add_argument("--part-size", type=_size_arg, default=16 << 20, metavar="SIZE",
+    g.add_argument("--part-size", type=_part_size_arg, default=16 << 20, metavar="SIZE",
                    help="files up to SIZE are one PUT, larger ones go in parts of SIZE "
                         "(default: 16MiB; at least 5MiB)")
-    g.add_argument("--limit-rate", type=_size_arg, default=None, metavar="SIZE",
+    g.add_argument("--limit-rate", type=positive_size_arg, default=None, metavar="SIZE",
                    help="upload at most SIZE bytes per second (default: no limit)")
     g.add_argument("--ship-host", dest="ship_host", metavar="NAME", default=None,
                    help="host name for files whose footer has none (0.1.0 recordings)")
@@ -119,4 +124,40 @@ def _status(args: argparse.Namespace) -> int:
     print(f"{args.dir}: {len(done)} file(s) shipped, {len(todo)} pending ({human_bytes(size)})")
     for f in todo:
         print(f"  pending  {f.rel}  {human_bytes(f.size)}")
+    return 0
+
+
+def add_fleet_arguments(p: argparse.ArgumentParser) -> None:
+    """``info URL``'s options (a shipped fleet: ``s3://BUCKET/PREFIX``)."""
+    g = p.add_argument_group("a shipped fleet (PATH is s3://BUCKET/PREFIX)")
+    g.add_argument("--endpoint-url", metavar="URL", default=None,
+                   help="an S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+    g.add_argument("--host", action="append", metavar="NAME", default=None,
+                   help="only this host (host=NAME/ in the layout); repeat for more; default: every host")
+
+
+def info_url(args: argparse.Namespace, summarize: Callable[[str], dict], show: Callable[[dict, bool], int]) -> int:
+    """``tcpsnap info s3://BUCKET/PREFIX``: ``summarize`` (``tcpsnap info``'s numbers, in
+    bounded memory) of each host of the shipped fleet, printed by ``show`` one host after
+    the other (``--json``: one document, ``{"url":, "hosts": {NAME: summary}}``). Each
+    host's objects are fetched into a temporary folder, summarized and removed before the
+    next host's (``tcpsnap.ship.remote.each_host``): memory and disk of one host."""
+    from .ship.remote import each_host, host_list
+
+    out: dict[str, dict] = {}
+    for i, (host, folder, objects) in enumerate(each_host(args.path, host_list(args.host),
+                                                          endpoint_url=args.endpoint_url)):
+        s = summarize(folder)
+        s["path"] = f"{args.path.rstrip('/')}/date=*/host={host}/ ({len(objects)} object(s))"
+        for k in s.get("skipped", []):   # the objects, not the temporary copy's files
+            k["file"] = str(k["file"]).replace(folder, args.path.rstrip("/"), 1)
+        if args.json:
+            out[host] = s
+            continue
+        if i:
+            sys.stdout.write("\n")
+        show(s, False)
+    if args.json:
+        json.dump({"url": args.path, "hosts": out}, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
     return 0

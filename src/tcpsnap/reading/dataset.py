@@ -49,9 +49,9 @@ from .live import recorder_state
 from .query import filter_expression, in_seq_order, time_filter
 from .timeforms import TIME_FORMS, one_line, to_utc, utc_range
 
-__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "TIME_FORMS", "FileInfo", "Recording",
-           "open_recording", "to_utc", "utc_range", "open_dataset", "time_filter", "filter_expression",
-           "in_seq_order", "list_files"]
+__all__ = ["IGNORE_PREFIXES", "SKIP_HINT", "TIME_FORMS", "FileInfo", "Recording", "open_recording", "to_utc",
+           "utc_range", "open_dataset", "time_filter", "filter_expression", "in_seq_order", "list_files",
+           "select_files"]
 
 log = logging.getLogger("tcpsnap.reading")
 
@@ -64,7 +64,6 @@ SKIP_HINT = "skip_bad=True or --skip-bad reads the other files"
 # the recorder's file names (tcpsnap.record.layout.file_names), and a name taken: "-N"
 _NAME_TIME = "%Y%m%dT%H%M%S.%f"          # as in a name, but with microseconds: cut to ms
 _MODES = ("full", "changes")
-
 
 #: the columns schema versions 2 and 3 added (older files have none of them)
 _V2_COLUMNS = ("kind", "monotonic_ns", "host", "boot_id")
@@ -268,16 +267,16 @@ class Recording:
     """A recording folder (or one of its files), its files' footers checked once.
 
     ``start``/``end`` (as ``tcpsnap.read`` takes them) keep only the files that may hold
-    snapshots in that range, by the times in the recorder's file names (``_select``);
-    files with other names are always kept. Raises ``FileNotFoundError``
-    when there is nothing to read, :class:`~tcpsnap.BadRecording` for bad files unless
-    ``skip_bad`` (see the module's doc).
+    snapshots in that range, by the times in the recorder's file names (``select_files``);
+    files with other names are always kept. ``hosts`` (names) leaves out the files under
+    other hosts' ``host=NAME/`` folders (a fleet's layout). Raises ``FileNotFoundError`` when
+    there is nothing to read, ``BadRecording`` for bad files unless ``skip_bad`` (see above).
 
     ``to_table`` and ``to_batches`` scan the good files, verifying page checksums.
     """
 
     def __init__(self, path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None,
-                 end: Any = None) -> None:
+                 end: Any = None, hosts: list[str] | None = None) -> None:
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"no recording at {p}")
@@ -298,7 +297,8 @@ class Recording:
         entries = sorted((_entry(f, self.folder) for f in found), key=FileInfo.key)
         for e in entries:
             e.keys = _hive_keys(p, e.path) if self.folder else ()
-        entries = [f for g in _groups(entries) for f in _select(g, start, end)]
+        entries = [f for g in _groups(entries) for f in select_files(g, start, end)
+                   if hosts is None or dict(f.keys).get("host", hosts[0]) in hosts]
         #: the files left out, path -> what is wrong, in the order found
         self.skipped: dict[str, str] = {}
         self._reported = 0
@@ -510,7 +510,7 @@ def _problems(bad: dict[str, str], limit: int = 5) -> str:
     return text
 
 
-def _select(entries: list[FileInfo], start: Any, end: Any) -> list[FileInfo]:
+def select_files(entries: list[FileInfo], start: Any, end: Any) -> list[FileInfo]:
     """The files that may hold snapshots in [start, end), by the times in their names (the
     time of their first snapshot): from the last one that starts at or before ``start``
     (it holds ``start``, or the keyframe before it) to the last one that starts before
@@ -586,9 +586,9 @@ def _no_copies(good: list[FileInfo], bad: dict[str, str]) -> list[FileInfo]:
 
 
 def open_recording(path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None,
-                   end: Any = None) -> Recording:
+                   end: Any = None, hosts: list[str] | None = None) -> Recording:
     """A :class:`Recording`: the folder's (or file's) files, footers checked."""
-    return Recording(path, skip_bad=skip_bad, start=start, end=end)
+    return Recording(path, skip_bad=skip_bad, start=start, end=end, hosts=hosts)
 
 
 def open_dataset(path: str | os.PathLike, *, skip_bad: bool = False, start: Any = None, end: Any = None):

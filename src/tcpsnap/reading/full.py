@@ -14,9 +14,10 @@ __all__ = ["read", "read_recording"]
 
 def read(path: str | os.PathLike, start: Any = None, end: Any = None,
          columns: list[str] | None = None, filters: Any = None, mode: str = "full", *,
-         skip_bad: bool = False, where: Any = None):
-    """A recording (folder or file) as a pandas DataFrame, one row per connection per
-    snapshot.
+         skip_bad: bool = False, where: Any = None, hosts: Any = None, endpoint_url: str | None = None):
+    """A recording (folder or file), a fleet's layout (a local folder of ``host=NAME/``
+    folders, as ``tcpsnap ship`` lays them out or side by side), or a shipped fleet's URL
+    (``s3://bucket/prefix``) as a pandas DataFrame, one row per connection per snapshot.
 
     ``mode="full"`` (default) gives that for both kinds of recording: a changes recording
     (``tcpsnap record --mode changes``) is rebuilt from its nearest keyframe, exactly as a
@@ -41,15 +42,41 @@ def read(path: str | os.PathLike, start: Any = None, end: Any = None,
     corrupt, not a tcpsnap file, a copy of another (a duplicate ``seq`` range) or of the
     other mode raises :class:`tcpsnap.BadRecording` naming it. ``skip_bad=True`` reads the
     other files instead, and logs (logger ``tcpsnap.reading``) a warning listing the ones
-    it skipped."""
+    it skipped.
+
+    ``hosts`` (a name or names): only those hosts' rows; in a fleet's layout the other
+    hosts' ``host=NAME/`` folders are not opened. A URL (``s3://bucket/prefix``; the
+    endpoint ``endpoint_url`` or ``AWS_ENDPOINT_URL``, credentials from the standard AWS
+    chain) is read with partition pruning: only the objects of the asked hosts, UTC days
+    and files (by the times in their names) are listed and fetched, into a temporary
+    folder removed on return (``tcpsnap.ship.remote``); the frame is the one a local copy
+    of the layout gives. ``UsageError`` for a URL that is not ``s3://`` or when no shipped
+    file matches; ``OSError`` when the store cannot be read."""
     if mode not in ("full", "changes"):
         raise ValueError(f"mode must be 'full' or 'changes', got {mode!r}")
-    filters = where_expression(where, filters)
-    start, end = utc_range(start, end)
-    rec = open_recording(path, skip_bad=skip_bad, start=start, end=end)
+    start, end = utc_range(start, end)        # once: "now" is one instant, here and remote
+    filters = where_expression(where, filters)  # a filter that does not parse: before any fetch
+    if isinstance(path, str) and "://" in path:
+        from ..ship.remote import fetched, host_list
+
+        with fetched(path, host_list(hosts), start, end, endpoint_url=endpoint_url) as local:
+            return read(local, start, end, columns, filters, mode, skip_bad=skip_bad, hosts=hosts)
+    if hosts is not None:
+        from ..ship.remote import host_list
+
+        hosts = host_list(hosts)
+        filters = where_expression(_host_in(hosts), filters)
+    rec = open_recording(path, skip_bad=skip_bad, start=start, end=end, hosts=hosts)
     df = read_recording(rec, start, end, columns, filters, mode)
     rec.report()
     return df
+
+
+def _host_in(hosts: list[str]):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    return ds.field("host").isin(pa.array(hosts, pa.string()))
 
 
 def read_recording(rec: Recording, start: Any = None, end: Any = None,

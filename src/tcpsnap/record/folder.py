@@ -36,31 +36,33 @@ log = logging.getLogger("tcpsnap.recorder")
 UNRECOVERED = "_tcpsnap_unrecovered"
 
 
-def lock(root: SafeDir) -> int:
-    """flock ``.tcpsnap.lock`` in ``root`` (created if missing, never through a link),
-    or ``RecorderLocked``. The file is removed again by ``unlock``, so a finished
-    recording folder holds nothing but Parquet files; hence the inode check: a lock
-    taken on a file that was unlinked meanwhile is no lock, so try again."""
+def lock(root: SafeDir, name: str = LOCK_NAME, busy: str = "being recorded",
+         one: str = "one recorder per folder") -> int:
+    """flock ``name`` (``.tcpsnap.lock``) in ``root`` (created if missing, never through a
+    link), or ``RecorderLocked`` saying ``{root} is already {busy} (pid N); {one}``. The
+    file is removed again by ``unlock``, so a finished recording folder holds nothing but
+    Parquet files; hence the inode check: a lock taken on a file that was unlinked
+    meanwhile is no lock, so try again. (``tcpsnap ship`` takes ``.tcpsnap-ship.lock``.)"""
     path = root.path
     for _ in range(100):
         try:
             fd = os.open(flags=os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-                         | getattr(os, "O_CLOEXEC", 0), mode=FILE_MODE, **root._at(LOCK_NAME))
+                         | getattr(os, "O_CLOEXEC", 0), mode=FILE_MODE, **root._at(name))
         except OSError as e:
             # ELOOP from O_NOFOLLOW; EACCES when the kernel's fs.protected_symlinks or
             # protected_regular stops root first: either way, a name we must not use
             with contextlib.suppress(OSError):
-                if e.errno == errno.EACCES and stat.S_ISLNK(root.lstat(LOCK_NAME).st_mode):
+                if e.errno == errno.EACCES and stat.S_ISLNK(root.lstat(name).st_mode):
                     e.errno = errno.ELOOP
             if e.errno == errno.ELOOP:
-                raise UnsafePath(f"{path / LOCK_NAME} is a symbolic link: refusing to use it "
+                raise UnsafePath(f"{path / name} is a symbolic link: refusing to use it "
                                  f"(remove it)") from None
             raise RecorderError(f"cannot write to {path}: {e.strerror or e}") from e
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or (
                     hasattr(os, "geteuid") and st.st_uid not in (0, os.geteuid())):
-                raise UnsafePath(f"{path / LOCK_NAME} is not a lock file of ours (another "
+                raise UnsafePath(f"{path / name} is not a lock file of ours (another "
                                  f"owner, a link or not a file): refusing to use it (remove it)")
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,16 +79,15 @@ def lock(root: SafeDir) -> int:
             except (OSError, AttributeError):
                 owner = "?"
             os.close(fd)
-            raise RecorderLocked(f"{path} is already being recorded (pid {owner}); "
-                                 f"one recorder per folder") from None
+            raise RecorderLocked(f"{path} is already {busy} (pid {owner}); {one}") from None
         except UnsafePath:
             os.close(fd)
             raise
         except OSError as e:
             os.close(fd)
-            raise RecorderError(f"cannot lock {path / LOCK_NAME}: {e.strerror or e}") from e
+            raise RecorderError(f"cannot lock {path / name}: {e.strerror or e}") from e
         try:
-            same = os.fstat(fd).st_ino == root.lstat(LOCK_NAME).st_ino
+            same = os.fstat(fd).st_ino == root.lstat(name).st_ino
         except FileNotFoundError:
             same = False
         if not same:  # the holder removed it between our open and flock
@@ -103,9 +104,9 @@ def lock(root: SafeDir) -> int:
     raise RecorderLocked(f"{path}: could not take the lock")  # pragma: no cover
 
 
-def unlock(fd: int, root: SafeDir | None = None) -> None:
+def unlock(fd: int, root: SafeDir | None = None, name: str = LOCK_NAME) -> None:
     if root is not None and fcntl is not None:
-        root.unlink(LOCK_NAME)  # while still holding it: see lock
+        root.unlink(name)  # while still holding it: see lock
     with contextlib.suppress(OSError):
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)

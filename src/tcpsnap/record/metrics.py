@@ -34,7 +34,8 @@ The metrics (counters end in ``_total``):
   ``tcpsnap_recording_bytes`` (as of the last retention pass);
 - ``tcpsnap_upload_backlog_files`` (finished files not shipped yet; always 0 without
   ``record --ship``); with ``--ship`` also ``tcpsnap_uploaded_files_total``,
-  ``tcpsnap_upload_failures_total`` and ``tcpsnap_upload_last_success_timestamp_seconds``
+  ``tcpsnap_upload_failures_total``, ``tcpsnap_upload_cpu_seconds_total`` and
+  ``tcpsnap_upload_last_success_timestamp_seconds``
   (absent until a first file is shipped: alert on its age);
 - ``tcpsnap_info{version, mode}`` 1; over HTTP also prometheus_client's ``process_*``
   (CPU, memory, open fds). The textfile leaves those out: node_exporter has its own
@@ -203,6 +204,8 @@ class RecorderCollector:
             yield counter("upload_failures", "Failed shipping passes (each retried with "
                           "backoff).", st.failures)
             yield counter("uploaded_files", "Files shipped and confirmed.", st.shipped_files)
+            yield counter("upload_cpu_seconds", "CPU time of the shipping thread (time.thread_time): "
+                          "what shipping costs beside the recording.", st.cpu_s)
             if st.last_success is not None:
                 yield gauge("upload_last_success_timestamp_seconds", "When a file was last "
                             "shipped and confirmed (UNIX time): alert on its age.", st.last_success)

@@ -10,26 +10,13 @@ filter on ``host`` or ``date`` opens only that host's or day's objects.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
-import tempfile
 from typing import Any
 
+from .remote import s3_filesystem
 from .target import parse_url
 
 __all__ = ["dataset", "s3_filesystem", "partition_filter", "read", "host_names", "per_host", "sum_bins"]
-
-
-def s3_filesystem(endpoint_url: str | None = None) -> Any:
-    """A ``pyarrow.fs.S3FileSystem`` on AWS or ``endpoint_url`` (credentials from the
-    standard AWS chain, as boto3)."""
-    from pyarrow import fs
-
-    if endpoint_url is None:
-        return fs.S3FileSystem()
-    scheme, _, rest = endpoint_url.partition("://")
-    return fs.S3FileSystem(endpoint_override=rest.rstrip("/"), scheme=scheme or "https",
-                           region="us-east-1")
 
 
 def partition_filter(hosts: list[str] | None = None, start: Any = None, end: Any = None) -> Any:
@@ -90,68 +77,13 @@ def dataset(url: str, *, endpoint_url: str | None = None) -> Any:
 
 def read(url: str, hosts: list[str] | None = None, start: Any = None, end: Any = None, *,
          endpoint_url: str | None = None, **kwargs: Any):
-    """``tcpsnap.read`` of a shipped fleet: the same pandas DataFrame ``tcpsnap.read`` gives
-    for a local copy of the layout at ``url`` (``s3://bucket/prefix`` or a local folder),
-    restricted to ``hosts`` (names, as in ``host=NAME/``) and to ``start``..``end`` (any
-    form ``tcpsnap.read`` takes; ``end`` exclusive).
+    """``tcpsnap.read(url, start, end, hosts=hosts, endpoint_url=endpoint_url, **kwargs)``:
+    a shipped fleet (``s3://bucket/prefix``) or a local copy of its layout, restricted to
+    ``hosts`` and ``start``..``end``, with partition pruning (see ``tcpsnap.read`` and
+    ``tcpsnap.ship.remote``)."""
+    from ..reading.full import read as read_any
 
-    Partition pruning: one LIST of the prefix, then only the objects under
-    ``date=D/host=H/`` for the asked hosts and the UTC days from ``start`` to ``end`` are
-    fetched (no other object is opened, not even for its schema), into a temporary folder
-    removed on return (its size: those objects'); ``tcpsnap.read`` then picks files and row
-    groups by time as it does locally, and verifies every footer and page checksum.
-    ``kwargs`` (``columns``, ``filters``, ``where``, ``mode``, ``skip_bad``) go to
-    ``tcpsnap.read``. Raises ``UsageError`` for a bad URL or when no shipped file matches,
-    ``OSError``/``ArrowException`` when the store cannot be read, ``BadRecording`` as
-    ``tcpsnap.read``."""
-    from pyarrow import fs as pafs
-
-    from .._errors import UsageError
-    from ..reading import to_utc
-
-    if isinstance(hosts, str):
-        hosts = [hosts]
-    start = None if start is None else to_utc(start)   # once: "now" is one instant
-    end = None if end is None else to_utc(end)
-    if url.startswith("s3://"):
-        bucket, prefix = parse_url(url)
-        root, fs = f"{bucket}/{prefix}".rstrip("/"), s3_filesystem(endpoint_url)
-    else:
-        root, fs = os.path.abspath(url), pafs.LocalFileSystem()
-    first, last = (None if start is None else _day(start)), (None if end is None else _day(end))
-    paths = []
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-        m = _KEY_RE.search(info.path[len(root):])
-        if (info.type == pafs.FileType.File and m and (hosts is None or m.group(2) in hosts)
-                and (first is None or m.group(1) >= first) and (last is None or m.group(1) <= last)):
-            paths.append(info.path)
-    if not paths:
-        raise UsageError(f"{url}: no shipped file for hosts {hosts or 'any'} from {start or 'the start'} "
-                         f"to {end or 'the end'}")
-    return _read_copy(fs, root, sorted(paths), start, end, kwargs)
-
-
-#: a shipped object's key below the prefix: /date=YYYY-MM-DD/host=NAME/FILE.parquet
-_KEY_RE = re.compile(r"^/date=([^/]+)/host=([^/]+)/[^/]+\.parquet$")
-
-
-def _read_copy(fs: Any, root: str, paths: list[str], start: Any, end: Any, kwargs: dict):
-    """Copy ``paths`` (under ``root`` on ``fs``) keeping their ``date=/host=`` folders, and
-    ``tcpsnap.read`` the copy: the reader verifies files, so it wants them local."""
-    from pyarrow import fs as pafs
-
-    from ..reading.full import read as read_local
-
-    with tempfile.TemporaryDirectory(prefix="tcpsnap-fleet-") as tmp:
-        local = pafs.LocalFileSystem()
-        for p in paths:
-            rel = os.path.relpath(p, root)
-            if rel.startswith(".."):
-                raise ValueError(f"{p} is not under {root}")
-            dst = os.path.join(tmp, rel)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            pafs.copy_files(p, dst, source_filesystem=fs, destination_filesystem=local)
-        return read_local(tmp, start, end, **kwargs)
+    return read_any(url, start, end, hosts=hosts, endpoint_url=endpoint_url, **kwargs)
 
 
 def host_names(url: str, *, endpoint_url: str | None = None) -> list[str]:

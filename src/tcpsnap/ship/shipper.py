@@ -14,6 +14,12 @@ object returned the file's size and SHA-256. An object already there with the sa
 and SHA-256 is not uploaded again (shipping twice leaves one object); one with other
 bytes is an error (``ShipError``), never overwritten.
 
+One shipper per folder: a shipper holds the flock ``DIR/.tcpsnap-ship.lock`` (the
+recorder's lock mechanism, ``tcpsnap.record.folder.lock``, on its own file: a recorder
+and a shipper work side by side) while it ships; a second one (``tcpsnap ship`` beside
+``record --ship``, or two ``tcpsnap ship``) stops with ``ShipError`` naming the pid that
+holds it, before it reads or writes any receipt.
+
 ``delete_after``: a shipped file is deleted once a HEAD confirms its object again,
 except the folder's newest finished file (the recorder numbers its next snapshots from
 it), which goes once a newer file is shipped.
@@ -26,24 +32,29 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._errors import ShipError, UnsafePath
-from ..record.folder import finished_files, footer_kv
+from .._errors import RecorderError, RecorderLocked, ShipError, UnsafePath
+from ..record.folder import finished_files, footer_kv, lock, unlock
 from ..record.layout import NAME_RE, PARTITION_RE
 from ..record.safedir import SafeDir
 from .target import Target, Transient, sha256_file
 
-__all__ = ["Shipper", "Pending", "RECEIPTS", "read_receipts", "scan", "pending", "unshipped"]
+__all__ = ["Shipper", "Pending", "RECEIPTS", "LOCK", "read_receipts", "scan", "pending", "unshipped"]
 
 log = logging.getLogger("tcpsnap.ship")
 
 #: The folder of receipts, below the recording folder (``_``: readers skip it).
 RECEIPTS = "_tcpsnap_shipped"
+#: A receipt's object URL below the target's ``s3://bucket/prefix/``.
+_BELOW = re.compile(r"date=[^/]+/host=[^/]+/[^/]+")
+#: The shipper's lock file in the recording folder (``.``: readers skip it).
+LOCK = ".tcpsnap-ship.lock"
 
 
 @dataclass(frozen=True)
@@ -91,15 +102,20 @@ def _files(root: SafeDir) -> list[Pending]:
     return sorted(out, key=lambda p: (p.name, p.part))
 
 
-def scan(root: SafeDir) -> tuple[list[Pending], list[Pending]]:
+def scan(root: SafeDir, base: str | None = None, endpoint: str | None = None) -> tuple[list[Pending], list[Pending]]:
     """(finished files of the recording folder ``root`` without a receipt, files with
-    one), in name order. Reads only the folder: no network."""
+    one), in name order; with ``base`` (``s3://bucket/prefix/``) only a receipt of an
+    object below it on ``endpoint`` (None: AWS) counts (a folder shipped to another place
+    first is shipped again). Reads only the folder: no network."""
     receipts = read_receipts(root)
     todo: list[Pending] = []
     done: list[Pending] = []
     for f in _files(root):
-        r = receipts.get(f.receipt)
-        (done if r is not None and r.get("size") == f.size else todo).append(f)
+        r = receipts.get(f.receipt) or {}
+        url = str(r.get("url", ""))
+        ok = r.get("size") == f.size and (base is None or (url.startswith(base) and r.get("endpoint") == endpoint
+                                                           and _BELOW.fullmatch(url[len(base):]) is not None))
+        (done if ok else todo).append(f)
     return todo, done
 
 
@@ -138,6 +154,9 @@ class Stats:
     pending_files: int = 0
     pending_bytes: int = 0
     last_success: float | None = None   # wall clock (s) of the last confirmed upload
+    #: CPU seconds the shipping took in the thread that ran it (``run`` and ``finish``:
+    #: ``time.thread_time``), what ``record --ship`` costs beside the recording
+    cpu_s: float = 0.0
     last_error: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -165,6 +184,56 @@ class Shipper:
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
         self._checked = False
+        self._held: tuple[int, int] | None = None   # (lock fd, depth) while this shipper holds it
+
+    # -- one shipper per folder ---------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Take the folder's shipper lock (``LOCK``), or ``ShipError`` (another shipper
+        holds it: one line with its pid). Re-entrant; :meth:`release` as many times."""
+        with self._lock:
+            self._acquire()
+
+    def _acquire(self) -> None:
+        if self._held is not None:
+            self._held = (self._held[0], self._held[1] + 1)
+            return
+        try:
+            with SafeDir.open(self.path) as root:
+                fd = lock(root, LOCK, busy="being shipped", one="one shipper per folder")
+        except RecorderLocked as e:
+            raise ShipError(str(e)) from None
+        except (RecorderError, OSError) as e:
+            raise ShipError(f"cannot lock {self.path / LOCK}: {e}") from None
+        self._held = (fd, 1)
+
+    def release(self) -> None:
+        """Give the lock back (once :meth:`acquire`'s count is down to 0)."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        if self._held is None:
+            return
+        fd, depth = self._held
+        if depth > 1:
+            self._held = (fd, depth - 1)
+            return
+        self._held = None
+        try:
+            with SafeDir.open(self.path) as root:
+                unlock(fd, root, LOCK)
+        except (OSError, UnsafePath):
+            unlock(fd)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """``with shipper.locked():`` :meth:`acquire` ... :meth:`release`."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
     # -- what is there ------------------------------------------------------------------
 
@@ -174,7 +243,7 @@ class Shipper:
             return self._split(root)
 
     def _split(self, root: SafeDir) -> tuple[list[Pending], list[Pending]]:
-        todo, done = scan(root)
+        todo, done = scan(root, f"s3://{self.target.bucket}/{self.target.prefix}", self.target.endpoint_url)
         with self._lock:
             self.stats.pending_files = len(todo)
             self.stats.pending_bytes = sum(f.size for f in todo)
@@ -231,7 +300,8 @@ class Shipper:
             finally:
                 os.close(fd)
         self._write_receipt(root, f, {"file": f.rel, "url": self.target.where(key), "size": size,
-                                      "sha256": sha, "shipped_at": time.time()})
+                                      "sha256": sha, "shipped_at": time.time(),
+                                      "endpoint": self.target.endpoint_url})
         self.stats.last_success = time.time()
 
     def _write_receipt(self, root: SafeDir, f: Pending, receipt: dict) -> None:
@@ -246,8 +316,12 @@ class Shipper:
                 os.close(fd)
             try:
                 d.publish(tmp, f.receipt)
-            except FileExistsError:  # shipped meanwhile by another run: same object
-                d.unlink(tmp)
+            except FileExistsError:
+                # a receipt of another place (the folder was shipped elsewhere before):
+                # this one replaces it (under the shipper lock: no other writer; a crash
+                # between the two leaves no receipt, so the file is checked again by HEAD)
+                d.unlink(f.receipt)
+                d.publish(tmp, f.receipt)
             d.fsync()
 
     def _delete_shipped(self, root: SafeDir, done: list[Pending], newest: Pending | None) -> None:
@@ -273,8 +347,9 @@ class Shipper:
 
     def ship_once(self) -> int:
         """Ship every pending file once. Returns how many are still pending. Raises
-        ``Transient`` (retry later) or ``ShipError``."""
-        with SafeDir.open(self.path) as root:
+        ``Transient`` (retry later) or ``ShipError`` (also when another shipper holds
+        the folder: see the module)."""
+        with self.locked(), SafeDir.open(self.path) as root:
             if not self._checked:
                 self.target.check_bucket()
                 self._checked = True
@@ -323,32 +398,42 @@ class Shipper:
         """Ship until nothing is pending, retrying with exponential backoff; stop after
         ``give_up`` seconds of failures (None: never). Returns how many are still pending."""
         attempt, t0 = 0, time.monotonic()
-        while not self._stop.is_set():
-            left, attempt = self._pass(attempt)
-            if left == 0:
-                return 0
-            if left is None and give_up is not None and time.monotonic() - t0 > give_up:
-                break
-        todo, _ = self.pending()
-        return len(todo)
+        with self.locked():   # for the whole run: no other shipper between two passes
+            while not self._stop.is_set():
+                left, attempt = self._pass(attempt)
+                if left == 0:
+                    return 0
+                if left is None and give_up is not None and time.monotonic() - t0 > give_up:
+                    break
+            todo, _ = self.pending()
+            return len(todo)
 
     def run(self, poll: float = 5.0) -> None:
         """Ship, then look for newly finished files every ``poll`` seconds, until
-        :meth:`stop`; failures are retried with backoff (for ``record --ship``)."""
+        :meth:`stop`; failures are retried with backoff (for ``record --ship``, which
+        takes the lock (:meth:`acquire`) before it records, so that a second shipper is said
+        at once, not found by this thread)."""
         # below the capture thread: shipping may wait, snapshots may not (Linux: a
         # thread's nice value is its own)
+        tid = threading.get_native_id()
         with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            os.setpriority(os.PRIO_PROCESS, tid, 10)
+        with contextlib.suppress(OSError):  # named in top -H, ps -L, /proc/PID/task/TID/comm
+            with open(f"/proc/self/task/{tid}/comm", "w") as f:
+                f.write("tcpsnap-ship")
         attempt = 0
         while not self._stop.is_set():
+            c0 = time.thread_time()
             try:
                 left, attempt = self._pass(attempt)
             except ShipError as e:  # the recording goes on; say it, wait long, try again
                 self.stats.failures += 1
                 self.stats.last_error = str(e)
                 log.error("ship: %s; retrying in %.0f s", e, self.backoff[1])
+                self.stats.cpu_s += time.thread_time() - c0
                 self._stop.wait(self.backoff[1])
                 continue
+            self.stats.cpu_s += time.thread_time() - c0
             if left is not None:
                 self._stop.wait(poll)
 
@@ -357,7 +442,11 @@ class Shipper:
         file included, for at most ``give_up`` seconds of failures. Returns how many
         are still pending (shipped by the next run)."""
         self._stop.clear()
-        return self.ship_all(give_up=give_up)
+        c0 = time.thread_time()
+        try:
+            return self.ship_all(give_up=give_up)
+        finally:
+            self.stats.cpu_s += time.thread_time() - c0
 
     def stop(self) -> None:
         self._stop.set()
