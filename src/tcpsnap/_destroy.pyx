@@ -23,6 +23,13 @@ lost; the count of lost messages is not known).
 The socket is non-blocking; ``drain()`` reads everything queued, stamps each receive
 with the wall clock, and appends rows to an array that ``take()`` hands over.
 
+Each message also carries the socket's final ``struct tcp_info`` (attribute 2,
+INET_DIAG_INFO: 280 bytes on Linux 6.18, measured; besides it only INET_DIAG_PROTOCOL --
+no congestion name, uid or inode), filled by the kernel as the socket is freed: its
+final byte counters, retransmits and rtt. ``drain`` keeps its payload's first
+``INFO_RAW`` bytes and length per report (raw, in C, no parse on the receive path);
+``take(info=True)`` hands them over too.
+
 ``probe(rows)`` asks the kernel, on a second (unsubscribed) NETLINK_SOCK_DIAG socket,
 about given sockets one by one: a SOCK_DIAG_BY_FAMILY request without NLM_F_DUMP, for one
 family, addresses, ports, bound interface and cookie, which the kernel answers by a hash
@@ -35,7 +42,7 @@ resumes by position, so it can skip a live socket; this lookup cannot.
 
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
 from libc.limits cimport INT_MAX
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
@@ -51,7 +58,7 @@ from tcpsnap._system cimport (
     SOL_SOCKET, SOL_NETLINK, SO_RCVBUF, SO_RCVBUFFORCE, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
     NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP, NLMSG_ERROR, NLM_F_REQUEST, NLMSG_ALIGN,
     SOCK_DIAG_BY_FAMILY, inet_diag_req_v2, INET_DIAG_NOCOOKIE, SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY,
-    timespec, clock_gettime, CLOCK_REALTIME, raise_syscall, open_sock_diag)
+    timespec, clock_gettime, CLOCK_REALTIME, raise_syscall, open_sock_diag, inet_diag_msg)
 from tcpsnap._schema import ROW_DTYPE
 
 # the namespace of the feed's socket (this process's): every report's netns
@@ -62,6 +69,10 @@ except OSError:
     pass
 
 cdef enum:
+    # bytes of INET_DIAG_INFO kept per report: more than any kernel's struct tcp_info so far
+    # (280 on 6.18); the length the kernel sent is kept too, so a longer one is known
+    INFO_RAW = 320
+    INET_DIAG_INFO_ATTR = 2
     RECV_SIZE = 8192           # one message per datagram: an inet_diag_msg and its attributes
     # The kernel charges each queued message its whole skb, several times the message: room
     # for a burst of deaths between two drains.
@@ -80,11 +91,34 @@ cdef enum drain_status:
     DRAIN_ERRNO = 2      # recv failed; errno in *err
 
 
+cdef void keep_info(const char *msg, Py_ssize_t length, uint8_t *info, uint16_t *ilen) noexcept nogil:
+    """The INET_DIAG_INFO payload of one inet_diag message (``length`` bytes from its
+    inet_diag_msg on): its first INFO_RAW bytes into ``info``, its length (capped at
+    65535; 0: none) into ``ilen``."""
+    cdef Py_ssize_t off = sizeof(inet_diag_msg), alen, plen
+    cdef uint16_t a[2]
+    ilen[0] = 0
+    while off + 4 <= length:
+        memcpy(a, msg + off, 4)
+        alen = a[0]
+        if alen < 4 or off + alen > length:
+            return                     # a malformed attribute: keep none
+        if (a[1] & 0x3FFF) == INET_DIAG_INFO_ATTR:
+            plen = alen - 4
+            memcpy(info, msg + off + 4, plen if plen < INFO_RAW else INFO_RAW)
+            ilen[0] = <uint16_t>(plen if plen < 65535 else 65535)
+            return
+        off += (alen + 3) & ~3
+
+
 cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_ssize_t cap,
                            Py_ssize_t *n, unsigned long long *drops,
-                           unsigned long long *malformed, int *err, uint64_t netns) noexcept nogil:
+                           unsigned long long *malformed, int *err, uint64_t netns,
+                           uint8_t *info, uint16_t *ilen) noexcept nogil:
     """Receive every queued datagram into out[n:cap], each row stamped (ts) with the
-    wall clock of its receive and tagged with ``netns``, the namespace of ``fd``."""
+    wall clock of its receive and tagged with ``netns``, the namespace of ``fd``; its
+    final tcp_info (raw) into info[n * INFO_RAW:], its length into ilen[n]."""
+    cdef nlmsghdr h
     cdef long got
     cdef nl_cursor cur
     cdef nl_result res
@@ -123,6 +157,12 @@ cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_
             malformed[0] += 1
         for i in range(res.n):
             ts[n0 + i] = t
+        if res.n == 1:
+            memcpy(&h, buf, HDR)
+            if h.nlmsg_len <= got and h.nlmsg_len >= HDR + sizeof(inet_diag_msg):
+                keep_info(buf + HDR, h.nlmsg_len - HDR, info + n0 * INFO_RAW, ilen + n0)
+            else:
+                ilen[n0] = 0
         n[0] = n0 + res.n
 
 
@@ -215,7 +255,7 @@ cdef class DestroyFeed:
     cdef int qfd                # probe(): a second, unsubscribed socket, opened on first use
     cdef uint32_t qseq
     cdef char *buf
-    cdef object _rows, _ts
+    cdef object _rows, _ts, _info, _ilen
     cdef tcpsnap_row *rowp
     cdef Py_ssize_t cap, n
     cdef readonly unsigned long long drops      # ENOBUFS: the kernel dropped messages
@@ -254,7 +294,8 @@ cdef class DestroyFeed:
         self.buf = <char *>malloc(RECV_SIZE)
         if self.buf == NULL:
             raise MemoryError()
-        self._set_rows(np.zeros(cap, ROW_DTYPE), np.zeros(cap, np.int64))
+        self._set_rows(np.zeros(cap, ROW_DTYPE), np.zeros(cap, np.int64),
+                       np.zeros((cap, INFO_RAW), np.uint8), np.zeros(cap, np.uint16))
         if fd < 0:
             fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG)
             if fd < 0:
@@ -279,10 +320,12 @@ cdef class DestroyFeed:
             close(self.qfd)
         free(self.buf)
 
-    cdef _set_rows(self, rows, ts):
+    cdef _set_rows(self, rows, ts, info, ilen):
         self.rowp = rows_pointer(rows, &self.cap)
         self._rows = rows      # keeps the data rowp points into alive
         self._ts = ts
+        self._info = info
+        self._ilen = ilen
 
     def fileno(self):
         """The socket, for select/poll: readable when deaths are queued."""
@@ -293,31 +336,45 @@ cdef class DestroyFeed:
         cdef drain_status st
         cdef int err = 0
         cdef int64_t *tsp
+        cdef uint8_t *ip
+        cdef uint16_t *lp
         cdef Py_ssize_t before
         if self.fd < 0:
             raise ValueError("drain on a closed DestroyFeed")
         while True:
             tsp = <int64_t *><size_t>self._ts.ctypes.data
+            ip = <uint8_t *><size_t>self._info.ctypes.data
+            lp = <uint16_t *><size_t>self._ilen.ctypes.data
             before = self.n
             with nogil:
                 st = drain_fd(self.fd, self.buf, self.rowp, tsp, self.cap, &self.n,
-                              &self.drops, &self.malformed, &err, self.netns)
+                              &self.drops, &self.malformed, &err, self.netns, ip, lp)
             self.received += self.n - before
             if st == DRAIN_EMPTY:
                 return self.n
             if st == DRAIN_FULL:
                 rows = np.zeros(2 * self.cap, ROW_DTYPE)
                 ts = np.zeros(2 * self.cap, np.int64)
+                info = np.zeros((2 * self.cap, INFO_RAW), np.uint8)
+                ilen = np.zeros(2 * self.cap, np.uint16)
                 rows[:self.n] = self._rows[:self.n]
                 ts[:self.n] = self._ts[:self.n]
-                self._set_rows(rows, ts)
+                info[:self.n] = self._info[:self.n]
+                ilen[:self.n] = self._ilen[:self.n]
+                self._set_rows(rows, ts, info, ilen)
                 continue
             raise_syscall("recv(NETLINK_SOCK_DIAG destroy groups)", err)
 
-    def take(self):
-        """``(rows, wall_ns)``: copies of the rows drained since the last take."""
+    def take(self, bint info=False):
+        """``(rows, wall_ns)``: copies of the rows drained since the last take. With
+        ``info``: ``(rows, wall_ns, raw, length)``, ``raw`` a (n, INFO_RAW) uint8 array of
+        each report's INET_DIAG_INFO payload (its first INFO_RAW bytes, zeros past
+        ``length``), ``length`` (uint16) the bytes the kernel sent (0: none)."""
         n = self.n
         self.n = 0
+        if info:
+            return (self._rows[:n].copy(), self._ts[:n].copy(), self._info[:n].copy(),
+                    self._ilen[:n].copy())
         return self._rows[:n].copy(), self._ts[:n].copy()
 
     def probe(self, rows, bint by_cookie=True):

@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from .._events import EV_CLOSED, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
+from .._events import EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
 from .._filters import row_mask
 from .._schema import ROW_DTYPE, TcpState
 from ..frame import merge_names
@@ -92,6 +92,20 @@ PROBE_MAX = 4096
 _ID_BYTES = 45          # family (byte 0) + ports, addresses, scope ids (bytes 4..47)
 
 
+def counter_mask() -> np.ndarray:
+    """One uint8 per byte of a ``TCP_INFO_DTYPE`` row: 1 where a difference is a change of
+    the connection's internals, 0 for the timers that move on every sample
+    (``TCP_INFO_TIMERS``: ``last_data_sent``...), which would make every live connection
+    an event at every snapshot."""
+    from .._schema import TCP_INFO_DTYPE, TCP_INFO_TIMERS
+
+    mask = np.ones(TCP_INFO_DTYPE.itemsize, np.uint8)
+    for name in TCP_INFO_TIMERS:
+        dt, off = TCP_INFO_DTYPE.fields[name][:2]
+        mask[off:off + dt.itemsize] = 0
+    return mask
+
+
 def _id_keys(rows: np.ndarray) -> list[bytes]:
     """Each row's identity without its cookie (family, ports, addresses, scope ids) as bytes."""
     n = len(rows)
@@ -138,19 +152,37 @@ class ChangeTracker:
       is late.
     - Any other report is a socket that lived and died between two snapshots: a
       ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
+
+    With tcp_info (``tcp_info=True``; ``step(..., info=)``): a row whose counters moved is
+    an event (``counters`` where nothing but counters and queues did), every event carries
+    its tcp_info row, and a ``closed`` event carries the connection's final tcp_info: the
+    destroy report's (the kernel's ``struct tcp_info`` as the socket was freed) where one
+    was read -- also a report a TIME_WAIT or FIN_WAIT2 successor absorbed, kept (at most
+    ``GONE_MAX``) until that mini-socket's own ``closed`` -- else the last one seen.
     """
 
     def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None,
-                 where=None) -> None:
+                 where=None, tcp_info: bool = False) -> None:
         from .._diff import Differ
 
+        self.tcp_info = bool(tcp_info)
+        self._info_dtype = None
+        mask = None
+        if self.tcp_info:
+            from .._schema import TCP_INFO_DTYPE
+
+            self._info_dtype = TCP_INFO_DTYPE
+            mask = counter_mask()
+        self._pend_info = np.zeros(0, self._info_dtype or np.uint8)
+        self._final: dict[int, np.ndarray] = {}     # cookie -> a report its mini-socket absorbed
+        self.final_totals = 0       # closed events that carry a destroy report's tcp_info
         self.keyframe_ns = int(keyframe_ns)
         self.feed = feed
         self._ports = ports
         self._family = family
         self._states = states
         self.where = where            # the recorder's tcpsnap.Filter, or None
-        self._differ = Differ()
+        self._differ = Differ(mask)
         self._can_probe = True
         self._gnames: list[str] = []
         self._gcodes: dict[str, int] = {}
@@ -212,7 +244,8 @@ class ChangeTracker:
                 "destroyed": self.destroyed, "destroyed_unseen": self.unseen,
                 "destroyed_late": self.late, "destroyed_handover": self.handover,
                 "destroy_drops": f.drops if f is not None else 0,
-                "probed": self.probes, "probed_alive": self.refound, "unprobed": self.unprobed}
+                "probed": self.probes, "probed_alive": self.refound, "unprobed": self.unprobed,
+                "final_totals": self.final_totals}
 
     def _global_codes(self, rows: np.ndarray, names) -> np.ndarray:
         n = len(rows)
@@ -222,7 +255,14 @@ class ChangeTracker:
         return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 
     def _take_reports(self) -> None:
-        r, t = self.feed.take()
+        if self.tcp_info:
+            from .._destroy import tcp_info_rows
+
+            r, t, raw, lens = self.feed.take(info=True)
+            if len(r):
+                self._pend_info = np.concatenate([self._pend_info, tcp_info_rows(raw, lens)])
+        else:
+            r, t = self.feed.take()
         if len(r):
             self.destroyed += len(r)
             self._pend_rows = np.concatenate([self._pend_rows, r])
@@ -255,11 +295,12 @@ class ChangeTracker:
         except RuntimeError:          # rolled back: nothing held for certain
             return np.zeros(len(cookies), bool)
 
-    def _refind(self, closed: np.ndarray) -> np.ndarray | None:
+    def _refind(self, closed: np.ndarray):
         """The sockets of ``closed`` (missing from this snapshot) that no report declared
-        dead and the kernel, asked about each, still holds: as it reports them now, pid
-        carried over where the inode is the same, those that pass the recorder's filters.
-        None when there are none."""
+        dead and the kernel, asked about each, still holds: ``(rows, where)``, as the
+        kernel reports them now, pid carried over where the inode is the same, those that
+        pass the recorder's filters, and their positions in ``closed``. None when there
+        are none."""
         if not len(closed):
             return None
         ck = closed["cookie"]
@@ -279,20 +320,21 @@ class ChangeTracker:
         self.probes += len(idx)
         if not found.any():
             return None
-        last = closed[idx[found]]
+        pos = idx[found]
+        last = closed[pos]
         now = now[found]
         same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
         now["pid"] = np.where(same, last["pid"], 0)
         if self.where is None:
             m = row_mask(now, self._states, self._ports, self._family)
             if m is not None:
-                now = now[m]
+                now, pos = now[m], pos[m]
         # with ``where`` (the recorder's filters, one Filter) a socket the last snapshot
         # held is followed until it closes, inside the filter or not
         if not len(now):
             return None
         self.refound += len(now)
-        return now
+        return now, pos
 
     def _successors(self, reports: np.ndarray) -> np.ndarray | None:
         """For each report (a full socket no snapshot held), the cookie of the TIME_WAIT or
@@ -311,9 +353,12 @@ class ChangeTracker:
         out[mini] = now["cookie"][mini]
         return out
 
-    def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key):
+    def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key, info=None):
         """One snapshot -> ``(event_rows, names, (events, seen, row_ts))``, ``names`` a
-        callable as the recorder's (returning codes for event_rows) or None."""
+        callable as the recorder's (returning codes for event_rows) or None. With
+        ``tcp_info``: ``info`` the snapshot's tcp_info rows (aligned with ``rows``; None:
+        none taken, every row's counters are as before), and the extra tuple ends with
+        the event rows' tcp_info."""
         feed = self.feed
         if feed is not None:
             feed.drain()
@@ -322,15 +367,23 @@ class ChangeTracker:
               or mono_ns - self._last_kf >= self.keyframe_ns)
         first = not self._differ.primed
         gproc = self._global_codes(rows, names)
-        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
+        if self.tcp_info:
+            info = self._carry(rows, info)
+        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
+        closed_info = self._differ.closed_info
         if feed is not None and len(closed):
             back = self._refind(closed)
             if back is not None:
                 # the dump skipped live sockets: diff the table completed with them instead
+                back, bpos = back
                 self._differ.rollback()
                 rows = np.concatenate([rows, back])
                 gproc = self._global_codes(rows, names)
-                ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
+                if info is not None:
+                    # the kernel's lookup reports no tcp_info: as last seen
+                    info = np.concatenate([info, closed_info[bpos]])
+                ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
+                closed_info = self._differ.closed_info
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
@@ -348,9 +401,12 @@ class ChangeTracker:
             st = rows["state"][opened]
             opened = opened[(st == _TIME_WAIT) | (st == _FIN_WAIT2)]
             minis = dict(zip(_id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
-            ur, ut = _place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis)
+            if self.tcp_info and closed_info is None:
+                closed_info = np.zeros(len(closed), self._info_dtype)
+            ur, ut, ui = _place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis,
+                                          closed_info)
         else:
-            ur, ut = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64)
+            ur, ut, ui = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64), None
         ne, nc, nu = len(ev_idx), len(closed), len(ur)
         n = 1 + nc + nu + ne
         out = np.zeros(n, ROW_DTYPE)
@@ -362,7 +418,7 @@ class ChangeTracker:
             out[1 + nc:1 + nc + nu] = ur
         if ne:
             out[1 + nc + nu:].view(np.uint8)[:] = rows[ev_idx].view(np.uint8)
-            q = 1 + nc + nu + np.flatnonzero(ev_code == EV_QUEUES)
+            q = 1 + nc + nu + np.flatnonzero((ev_code == EV_QUEUES) | (ev_code == EV_COUNTERS))
             if len(q):
                 keep = out[q][list(QUEUES_FIELDS)].copy()
                 out[q] = np.zeros(len(q), ROW_DTYPE)
@@ -378,18 +434,45 @@ class ChangeTracker:
         row_ts[1:1 + nc] = closed_ts
         row_ts[1 + nc:1 + nc + nu] = ut
         self.events += n - 1
+        extra: tuple = (events, seen, row_ts)
+        if self.tcp_info:
+            oi = np.zeros(n, self._info_dtype)
+            if nc and closed_info is not None:
+                oi[1:1 + nc] = closed_info
+            if nu and ui is not None:
+                oi[1 + nc:1 + nc + nu] = ui
+            if ne and info is not None:
+                oi[1 + nc + nu:] = info[ev_idx]
+            extra = (*extra, oi)
         if names is None:
-            return out, None, (events, seen, row_ts)
+            return out, None, extra
         g = np.full(n, -1, np.int32)
         g[1:1 + nc] = closed_proc
-        g[1 + nc + nu:] = np.where(ev_code == EV_QUEUES, -1, gproc[ev_idx])
+        g[1 + nc + nu:] = np.where((ev_code == EV_QUEUES) | (ev_code == EV_COUNTERS), -1, gproc[ev_idx])
         used = np.unique(g[g >= 0])
         local = [self._gnames[i] for i in used]
         codes = np.full(n, -1, np.int32)
         if len(used):
             m = g >= 0
             codes[m] = np.searchsorted(used, g[m]).astype(np.int32)
-        return out, (lambda _pids: (codes, local)), (events, seen, row_ts)
+        return out, (lambda _pids: (codes, local)), extra
+
+    def _carry(self, rows: np.ndarray, info):
+        """The snapshot's tcp_info rows; where none were taken (``--tcp-info-every``
+        slower than the table), each row's as the last snapshot holds it (zeros for a
+        row it does not: no tcp_info)."""
+        if info is not None:
+            return np.ascontiguousarray(info)
+        out = np.zeros(len(rows), self._info_dtype)
+        prev = self._differ.info
+        if prev is not None and len(rows) and self._differ.primed:
+            try:
+                at = self._differ.lookup(rows["cookie"])
+            except RuntimeError:
+                return out
+            hit = at >= 0
+            out[hit] = prev[at[hit]]
+        return out
 
     def close(self) -> None:
         if self.feed is not None:
@@ -397,10 +480,23 @@ class ChangeTracker:
 
 
 def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
-                     closed_seen_ts: np.ndarray, minis: dict[bytes, int]):
+                     closed_seen_ts: np.ndarray, minis: dict[bytes, int], closed_info=None):
     """Place the destroy reports (the rules are in ``ChangeTracker``'s docstring), for tracker ``tr``. Returns
-    the unseen closed events' rows and times."""
+    the unseen closed events' rows, times and tcp_info (None without tcp_info); with
+    tcp_info, ``closed_info`` (the closed rows' last seen) gets the final tcp_info of
+    the reports placed."""
     pr, pts, age, succ = tr._pend_rows, tr._pend_ts, tr._pend_age, tr._pend_succ
+    pinfo = tr._pend_info if tr.tcp_info else None
+    final = tr._final
+
+    def absorb(i: int, cookie: int) -> None:
+        # a report a live successor (TIME_WAIT, FIN_WAIT2) absorbed: the connection's
+        # final totals, for that successor's closed event
+        if pinfo is not None and pinfo["tcp_info_len"][i]:
+            final[cookie] = pinfo[i].copy()
+            while len(final) > GONE_MAX:
+                del final[next(iter(final))]
+
     matched = np.zeros(len(closed), bool)
     keep = np.zeros(len(pr), bool)
     unseen = np.zeros(len(pr), bool)
@@ -419,6 +515,8 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
         if in_cur.any():
             tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
         keep = in_cur & ~tw & (age < 2)
+        for i in np.flatnonzero(tw).tolist():
+            absorb(i, int(ck[i]))
         gone = np.flatnonzero(~in_cur)
         ask: list[int] = []
         if len(gone):
@@ -439,6 +537,8 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
                     closed_ts[j] = pts[i]
                     closed_seen_ts[j] = True
                     matched[j] = True
+                    if pinfo is not None and pinfo["tcp_info_len"][i]:
+                        closed_info[j] = pinfo[i]
                 elif c in tr._gone:           # found gone by an earlier one: late
                     del tr._gone[c]
                     tr.late += 1
@@ -448,10 +548,11 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
                 elif key in req_cur and age[i] < 2:
                     keep[i] = True              # its request socket: gone next time
                 elif key in cand:               # the connection of a recorded mini-socket
-                    del cand[key]
+                    absorb(i, cand.pop(key))
                     tr.handover += 1
                 elif succ[i]:                   # its successor: in this snapshot?
                     if tr._differ.lookup(succ[i:i + 1])[0] >= 0:
+                        absorb(i, int(succ[i]))
                         tr.handover += 1
                     else:
                         unseen[i] = True        # it died unseen too
@@ -478,6 +579,16 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
                         unseen[i] = True
     tr._pend_rows, tr._pend_ts = pr[keep], pts[keep]
     tr._pend_age, tr._pend_succ = age[keep] + 1, succ[keep]
+    if pinfo is not None:
+        tr._pend_info = pinfo[keep]
+        if len(closed) and final:
+            # a mini-socket gone: its connection's final totals, from the report it absorbed
+            for j, c in enumerate(closed["cookie"].tolist()):
+                f = final.pop(c, None) if not matched[j] else None
+                if f is not None:
+                    closed_info[j] = f
+        tr.final_totals += int(np.count_nonzero(closed_seen_ts & (closed_info["tcp_info_len"] > 0))) \
+            if len(closed) else 0
     if len(closed):
         # found gone without a report: the report may come later (a socket whose
         # connection ended while a program holds it); TIME_WAIT and request sockets
@@ -499,17 +610,22 @@ def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, clo
             while len(req_map) > GONE_MAX:
                 del req_map[next(iter(req_map))]
     ur, ut = pr[unseen], pts[unseen]
+    ui = pinfo[unseen] if pinfo is not None else None
     if len(ur) and (tr._ports or tr._family):
         m = row_mask(ur, None, tr._ports, tr._family)
         if m is not None:
             ur, ut = ur[m], ut[m]
+            ui = ui[m] if ui is not None else None
     if len(ur) and tr.where is not None:
         # the destroy feed (multicast) carries every socket: the same filter, with what a
         # dead socket cannot tell (its pid, its process: gone with it) taken as matching
         m = tr.where.dead_mask(ur)
         ur, ut = ur[m], ut[m]
+        ui = ui[m] if ui is not None else None
     tr.unseen += len(ur)
-    return ur, ut
+    if ui is not None:
+        tr.final_totals += int(np.count_nonzero(ui["tcp_info_len"] > 0))
+    return ur, ut, ui
 
 
 def open_destroy_feed(required: bool = False):
