@@ -25,7 +25,7 @@ from .._events import EV_CHANGED, EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_QUEUES
 from .._order import stable_order
 from .dataset import Recording, filter_expression, in_seq_order, time_filter
 
-__all__ = ["is_changes", "event_codes", "rebuild", "to_full", "markers", "read_changes"]
+__all__ = ["is_changes", "event_codes", "rebuild", "to_full", "markers", "read_changes", "info_names"]
 
 # the logger of changes mode, capture and rebuild alike
 log = logging.getLogger("tcpsnap.changes")
@@ -176,7 +176,7 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     compact = {name: _used_only(versions.column(name)) for name in ("local_addr", "remote_addr", "process")}
     if (vsrc != vi).any():
         # what a partial event holds itself: the queues, and a counters event's tcp_info
-        own = ["rx_queue", "tx_queue", *(f.name for f in full if f.name in _info_names())]
+        own = ["rx_queue", "tx_queue", *(f.name for f in full if f.name in info_names())]
         for name in own:
             compact[name] = table.column(name).take(pa.array(vi))
     versions = pa.Table.from_arrays([compact.get(f.name, versions.column(f.name)) for f in full], schema=full)
@@ -189,7 +189,7 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     return pa.Table.from_arrays(arrays, schema=full)
 
 
-def _info_names() -> frozenset[str]:
+def info_names() -> frozenset[str]:
     """The tcp_info columns' names (``TCP_INFO_FIELDS``), or none where this tcpsnap has none."""
     try:
         from .._schema import TCP_INFO_FIELDS
@@ -206,7 +206,7 @@ def _rows_schema(table):
     from .._arrow import rows_schema
 
     full = rows_schema()
-    extra = [f for f in table.schema if f.name in _info_names() and f.name not in full.names]
+    extra = [f for f in table.schema if f.name in info_names() and f.name not in full.names]
     return pa.schema(list(full) + extra) if extra else full
 
 
