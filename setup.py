@@ -7,7 +7,10 @@ from setuptools import Extension, setup
 
 ext = [Extension("tcpsnap._mib", ["src/tcpsnap/_mib.pyx"], include_dirs=["src/tcpsnap"]),
        # changes mode: the diff of consecutive snapshots
-       Extension("tcpsnap._diff", ["src/tcpsnap/_diff.pyx"], include_dirs=["src/tcpsnap"])]
+       Extension("tcpsnap._diff", ["src/tcpsnap/_diff.pyx"], include_dirs=["src/tcpsnap"]),
+       # TCP internals: the tcp_info row checked against _schema, its parsers on any bytes
+       Extension("tcpsnap._tcp_info", ["src/tcpsnap/_tcp_info.pyx"], include_dirs=["src/tcpsnap"],
+                 depends=["src/tcpsnap/_tcp_info.h"])]
 if sys.platform.startswith("linux"):
     ext.append(Extension("tcpsnap._netlink", ["src/tcpsnap/_netlink.pyx"], include_dirs=["src/tcpsnap"]))
     # the same parser on recorded bytes (tests, tools)

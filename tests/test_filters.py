@@ -224,7 +224,7 @@ def test_bytecode_keeps_a_superset_exactly_the_mask_where_it_can():
         f = parse_filter(text)
         mask = f.mask(ROWS)
         states, bc = f.kernel()
-        from tcpsnap._netlink import audit_bytecode
+        from tcpsnap._nlparse import audit_bytecode
         if bc is not None:
             audit_bytecode(bc)
         by_kernel = np.array([(bc is None or run_bytecode(bc, r)) and bool(states & linux_states([r["state"]]))
@@ -250,7 +250,8 @@ def test_states_reach_idiag_states_with_both_syn_recv_bits():
 
 
 def test_audit_rejects_malformed_programs_before_the_kernel():
-    from tcpsnap._netlink import NetlinkDumper, audit_bytecode
+    from tcpsnap._netlink import NetlinkDumper
+    from tcpsnap._nlparse import audit_bytecode
 
     good = compile_bytecode(parse_filter("sport = :22 or dst 10.0.0.0/8").node)
     audit_bytecode(good)

@@ -38,6 +38,14 @@ boot_id         dictionary<int32, string>    its boot (``tcpsnap._host.boot_id``
                                              cookies and monotonic times are per boot
 =============== ============================ ==========================================
 
+With internals (``record --tcp-info``, issue 14) every ``TCP_INFO_DTYPE`` field but
+``estats`` follows ``boot_id``, named as in ``struct tcp_info`` without ``tcpi_``
+(``TCP_INFO_COLUMNS``; units in ``tcpsnap._schema``): unsigned integers of the field's
+width, null where the kernel did not send the field (its end in ``struct tcp_info`` past
+``tcp_info_len``: older kernels, TIME_WAIT and request sockets) and in rows of snapshots
+that sampled no internals (``--tcp-info-every``), never 0 for "unknown"; ``tcp_info_len``
+itself is null only there. ``congestion`` is ``dictionary<int32, string>``, null when absent.
+
 A ``snapshot`` row has family 0, no addresses, state CLOSED and ``inode`` = the number of
 connections its snapshot holds. Naive queries keep ``WHERE kind = 'connection'``.
 Recordings made before ``kind`` existed (schema version 1) hold connections only.
@@ -52,11 +60,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._cgroup import CgroupResolver, default_resolver
-from ._schema import ROW_DTYPE, STATE_NAMES
+from ._schema import ESTATS_FIELDS, ROW_DTYPE, STATE_NAMES, TCP_INFO_DTYPE, TCP_INFO_KERNEL
 from .frame import CGROUP_COLUMNS, COLUMNS, format_address, with_cgroup_columns
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "rows_schema", "KINDS", "KIND_CONNECTION", "KIND_SNAPSHOT",
-           "KIND_PARTIAL", "build_schema", "BatchEncoder", "CGROUP_COLUMNS"]
+           "KIND_PARTIAL", "build_schema", "BatchEncoder", "CGROUP_COLUMNS", "TCP_INFO_COLUMNS",
+           "tcp_info_fields", "tcp_info_columns", "CongestionNames"]
 
 #: Written as ``tcpsnap.schema_version`` in every file. 1: before ``kind``,
 #: ``monotonic_ns``, ``host``, ``boot_id`` and empty-snapshot rows; 2: before ``cgroup_id``,
@@ -100,9 +109,21 @@ def _fields() -> list[pa.Field]:
     return out
 
 
-def build_schema(metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The recording schema, with ``metadata`` as its key-value metadata."""
-    return pa.schema(_fields(), metadata=metadata)
+#: The internals columns, in schema order: TCP_INFO_DTYPE's fields but ``estats``.
+TCP_INFO_COLUMNS: tuple[str, ...] = tuple(n for n in TCP_INFO_DTYPE.names or () if n != "estats")
+_INFO_FIELDS: Mapping[str, tuple] = TCP_INFO_DTYPE.fields or {}
+
+
+def tcp_info_fields() -> list[pa.Field]:
+    """The Arrow fields of ``TCP_INFO_COLUMNS`` (all nullable)."""
+    return [pa.field(n, STRING_DICT if n == "congestion" else pa.from_numpy_dtype(_INFO_FIELDS[n][0]))
+            for n in TCP_INFO_COLUMNS]
+
+
+def build_schema(metadata: dict[str, str] | None = None, *, tcp_info: bool = False) -> pa.Schema:
+    """The recording schema, with ``metadata`` as its key-value metadata; ``tcp_info``:
+    with the internals columns after ``boot_id``."""
+    return pa.schema(_fields() + (tcp_info_fields() if tcp_info else []), metadata=metadata)
 
 
 SCHEMA = build_schema()
@@ -136,6 +157,90 @@ class _Dictionary:
         if self._arrow is None:
             self._arrow = pa.array(self.strings, pa.string())
         return self._arrow
+
+
+class CongestionNames:
+    """The ``congestion`` column's dictionary, growing: codes stay valid, so the batches
+    of a row group share the latest one (``BatchEncoder`` keeps one per row group)."""
+
+    def __init__(self) -> None:
+        self._d = _Dictionary()
+
+    def encode(self, names: np.ndarray) -> pa.Array:
+        """``names``: the ``congestion`` field (``S16``) of n rows -> dictionary<int32,
+        string> of n, null where empty."""
+        n = len(names)
+        d = self._d
+        raw = np.ascontiguousarray(names, dtype="S16")
+        enc = pc.dictionary_encode(pa.Array.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw.view(np.uint8))]))
+        lut = np.empty(len(enc.dictionary) + 1, dtype=np.int32)
+        for i, key in enumerate(enc.dictionary.to_pylist()):
+            c = d.codes.get(key)
+            if c is None:
+                c = -1 if key[0] == 0 else d.add(key, key.rstrip(b"\0").decode("ascii", "replace"))
+            lut[i] = c
+        idx = np.take(lut, enc.indices.to_numpy(zero_copy_only=False)) if n else np.empty(0, np.int32)
+        mask = idx < 0
+        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32(), mask=mask if mask.any() else None),
+                                              d.arrow())
+
+
+def _info_validity(info: np.ndarray, sampled: np.ndarray | None) -> dict[str, np.ndarray | None]:
+    # name -> "is null" mask (None: none null). A Linux row has a field when tcp_info_len
+    # covers its end in struct tcp_info; a Windows row (estats != 0) when the struct that
+    # fills it was read. The masks are shared by every field ending at the same offset.
+    lens = info["tcp_info_len"]
+    est = info["estats"]
+    windows = est != 0
+    any_win = bool(windows.any())
+    by_end: dict[int, np.ndarray | None] = {}
+    out: dict[str, np.ndarray | None] = {}
+    for name in TCP_INFO_COLUMNS:
+        if name in ("tcp_info_len", "congestion"):
+            continue
+        koff, ksize = TCP_INFO_KERNEL[name]
+        end = koff + ksize
+        if end not in by_end:
+            short = lens < end
+            if any_win:
+                short &= ~windows
+            by_end[end] = short
+        null = by_end[end]
+        if any_win:
+            bit = ESTATS_FIELDS.get(name, 0)
+            win_null = windows & ((est & bit) == 0) if bit else windows
+            null = win_null | null if null is not None else win_null
+        if sampled is not None:
+            null = null | ~sampled if null is not None else ~sampled
+        out[name] = null if null is not None and null.any() else None
+    return out
+
+
+def tcp_info_columns(info: np.ndarray, sampled: np.ndarray | None = None,
+                     congestion: CongestionNames | None = None) -> dict[str, pa.Array]:
+    """``TCP_INFO_DTYPE`` rows -> ``{column: Arrow array}`` for every ``TCP_INFO_COLUMNS``
+    name, typed as ``tcp_info_fields()``. A field the kernel did not send (its end in
+    struct tcp_info past the row's ``tcp_info_len``; on Windows, its struct not read) is
+    null, never 0. ``sampled`` (bool per row, default all True): False for rows of a
+    snapshot that sampled no internals, null in every column. ``congestion``: the
+    dictionary to extend (a new one by default)."""
+    nulls = _info_validity(info, sampled)
+    cols: dict[str, pa.Array] = {}
+    for name in TCP_INFO_COLUMNS:
+        if name == "congestion":
+            arr = (congestion or CongestionNames()).encode(info["congestion"])
+            if sampled is not None and not sampled.all():
+                idx = arr.indices.to_numpy(zero_copy_only=False)
+                mask = ~sampled | (idx < 0) if arr.indices.null_count else ~sampled
+                arr = pa.DictionaryArray.from_arrays(pa.array(np.where(mask, 0, idx).astype(np.int32),
+                                                              pa.int32(), mask=mask), arr.dictionary)
+            cols[name] = arr
+        elif name == "tcp_info_len":
+            m = None if sampled is None or sampled.all() else ~sampled
+            cols[name] = pa.array(np.ascontiguousarray(info[name]), mask=m)
+        else:
+            cols[name] = pa.array(np.ascontiguousarray(info[name]), mask=nulls[name])
+    return cols
 
 
 class BatchEncoder:

@@ -1,5 +1,5 @@
 # The kernel's check of an inet_diag filter program, done before one is sent (used by
-# _netlink's NetlinkDumper.set_filter and audit_bytecode). Facts from linux
+# _netlink's NetlinkDumper.set_filter and _nlparse.audit_bytecode). Facts from linux
 # net/ipv4/inet_diag.c inet_diag_bc_audit, valid_cc, valid_hostcond, valid_port_comparison.
 from libc.stdint cimport uint8_t
 from libc.string cimport memcpy

@@ -4,6 +4,7 @@
 from libc.stdint cimport uint16_t, uint64_t
 from libc.string cimport memcpy, memset
 from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._tcp_info cimport tcpsnap_tcp_info
 
 cdef enum:
     INET_DIAG_CGROUP_ID = 21       # include/uapi/linux/inet_diag.h
@@ -41,7 +42,9 @@ cdef inline uint64_t cgroup_attr(const char *a, Py_ssize_t rem) noexcept nogil:
 
 
 cdef inline Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_t *slots,
-                                        Py_ssize_t nslots, uint64_t *vals) noexcept nogil:
+                                        Py_ssize_t nslots, uint64_t *vals,
+                                        tcpsnap_tcp_info *info) noexcept nogil:
+    # info (or NULL): the rows' internals, kept aligned with them
     cdef Py_ssize_t i, w = 0
     cdef uint64_t c, h, mask = <uint64_t>nslots - 1
     cdef bint dup
@@ -63,6 +66,8 @@ cdef inline Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_
                 vals[h] = rows[i].cgroup_id
         if w != i:
             rows[w] = rows[i]
+            if info != NULL:
+                info[w] = info[i]
         w += 1
     return w
 

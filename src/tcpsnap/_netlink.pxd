@@ -2,6 +2,7 @@
 # receives the same inet_diag messages. System and kernel declarations are in _system.pxd.
 from libc.stdint cimport uint32_t, uint64_t
 from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_seen
 
 # A cursor over received netlink bytes, resumable: parsing stops when `out` is full
 # and continues from the same message once the caller has grown it.
@@ -23,6 +24,8 @@ cdef struct nl_result:
     int dump_intr           # NLM_F_DUMP_INTR seen: the table changed mid-dump
     Py_ssize_t skipped      # messages of an unknown family or state
     uint64_t netns          # written into every row's netns (the dumped namespace's inode)
+    tcpsnap_tcp_info *info  # NULL: no internals; else row i's INET_DIAG_INFO/CONG go to info[i]
+    info_seen seen          # the INET_DIAG_INFO lengths seen (when info is set)
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
                         nl_result *res) noexcept nogil

@@ -51,7 +51,20 @@ class NetlinkDumper:
         Raises DumpInterrupted if the table changed during every retry, OSError naming
         the syscall otherwise."""
     def close(self) -> None: ...
+    def set_tcp_info(self, enabled: bool) -> None:
+        """Ask the next dumps for each socket's internals (the idiag_ext bits of
+        INET_DIAG_INFO and INET_DIAG_CONG, in the same dump), parsed into ``tcp_info`` row
+        for row; False: stop asking (``tcp_info`` is None meanwhile; the array is kept, so
+        toggling per dump allocates nothing). RuntimeError during a dump."""
+    @property
+    def tcp_info(self) -> np.ndarray | None:
+        """``TCP_INFO_DTYPE`` rows aligned with ``rows`` (row i's internals; grown, reused
+        and deduplicated with them), or None without ``set_tcp_info(True)``. As ``rows``,
+        the first ``dump()`` are valid. A row without internals (TIME_WAIT, request
+        sockets) is all zero (``tcp_info_len`` 0)."""
+    @property
+    def tcp_info_seen(self) -> tuple[int, int]:
+        """``(the longest INET_DIAG_INFO payload seen in bytes, how many were longer than
+        tcpsnap knows)`` over every dump with internals (messages of dumps retried after
+        the table changed included)."""
 
-def audit_bytecode(bytecode: Buffer) -> None:
-    """Check an inet_diag filter program as the kernel's inet_diag_bc_audit does: ValueError
-    saying what is wrong and at which byte; TypeError for what is not a buffer."""

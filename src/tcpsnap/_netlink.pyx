@@ -8,8 +8,8 @@ inet_diag_req_v2 takes one family at a time, so it walks every hash bucket twice
 an idle table that walk is most of a dump's cost. Kernels that refuse the compat request
 get two v2 dumps instead.
 
-The socket, the receive buffer and the row array are owned by one NetlinkDumper and
-reused; rows are written straight from the received bytes into the array. The GIL is
+The socket, receive buffer, row array and internals array (``set_tcp_info``) are owned by
+one NetlinkDumper and reused; rows are written straight from the received bytes. The GIL is
 released while the kernel works and while rows are parsed.
 
 Consistency: the kernel resumes a dump by position inside a hash bucket, so a socket
@@ -19,7 +19,7 @@ here by socket cookie, which is unique per socket for the life of the boot, so a
 lists each socket at most once.
 """
 
-from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
@@ -30,8 +30,7 @@ import os
 
 import numpy as np
 
-from tcpsnap._row cimport (tcpsnap_row, rows_pointer, check_out_array, get_buffer, index_arg, int_arg,
-                           capacity_arg, int_text)
+from tcpsnap._row cimport tcpsnap_row, rows_pointer, get_buffer, index_arg, int_arg, capacity_arg, int_text
 from tcpsnap._system cimport (
     ssize_t, sockaddr, socket, connect, send, recv, close, ntohs, AF_UNSPEC, AF_INET, AF_INET6,
     AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
@@ -41,7 +40,9 @@ from tcpsnap._system cimport (
     INET_DIAG_REQ_BYTECODE)
 from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
 from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups, carry_over
-from tcpsnap._schema import ROW_DTYPE
+from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_attrs, EXT_INFO, EXT_CONG
+from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
+import tcpsnap._tcp_info  # noqa: F401 -- its import checks TCP_INFO_DTYPE against the C struct
 from tcpsnap._errors import DumpInterrupted
 
 # Linux TCP states (include/net/tcp_states.h) -> MIB_TCP_STATE. 0 = not reported.
@@ -60,21 +61,6 @@ cdef enum:
     COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
     # every Linux state bit idiag_states may hold (TCP_ESTABLISHED 1 .. TCP_NEW_SYN_RECV 12)
     STATE_BITS = 0x1FFE
-
-
-def audit_bytecode(bytecode):
-    """Check an inet_diag filter program as the kernel's audit does; ValueError saying
-    what is wrong and where, TypeError for what is not a buffer. What ``set_filter`` runs."""
-    cdef Py_buffer b
-    cdef Py_ssize_t where = 0
-    cdef const char *why
-    get_buffer(bytecode, &b, PyBUF_SIMPLE, "bytecode")
-    try:
-        why = bc_audit(<const uint8_t *>b.buf, b.len, &where)
-    finally:
-        PyBuffer_Release(&b)
-    if why != NULL:
-        raise ValueError(f"inet_diag bytecode rejected at byte {where}: {why.decode()}")
 
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -149,8 +135,9 @@ cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize
             r.tx_queue = m.idiag_wqueue
             r.inode = m.idiag_inode
             r.cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
-            r.cgroup_id = cgroup_attr(p + HDR + sizeof(inet_diag_msg),
-                                       <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg))
+            rem = <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg)
+            r.cgroup_id = (cgroup_attr(p + HDR + sizeof(inet_diag_msg), rem) if res.info == NULL else
+                           info_attrs(p + HDR + sizeof(inet_diag_msg), rem, res.info + res.n, &res.seen))
             r.netns = res.netns
             res.n += 1
         cur.off += step
@@ -208,6 +195,8 @@ cdef class NetlinkDumper:
     cdef char *bc                  # the filter program (MAX_BYTECODE bytes of room)
     cdef Py_ssize_t bc_len         # its length, 0 for none
     cdef object _bytecode
+    cdef object _info              # TCP_INFO_DTYPE rows aligned with _rows, or None
+    cdef uint8_t ext               # idiag_ext: the attributes asked for besides the defaults
     cdef readonly unsigned long long dumps
     cdef readonly unsigned long long retries
     cdef readonly unsigned long long skipped
@@ -215,14 +204,9 @@ cdef class NetlinkDumper:
     cdef readonly unsigned long long duplicates
 
     def __cinit__(self):
+        # C fields start zeroed (pointers NULL, no bytecode, no internals), objects None
         self.fd = -1
-        self.rbuf = NULL
-        self.slots = NULL
-        self.req = NULL
-        self.bc = NULL
         self.states = DUMP_STATES
-        self.bc_len = 0
-        self._bytecode = None
 
     def __init__(self, capacity=1024, recv_size=DEFAULT_RECV, *, bint single_walk=True):
         """Bad arguments: TypeError for a non-integer, ValueError for a capacity below 1 row
@@ -296,6 +280,23 @@ cdef class NetlinkDumper:
         self.rowp = rows_pointer(rows, &self.cap)
         self._rows = rows      # keeps the data rowp points into alive
 
+    def set_tcp_info(self, bint enabled):
+        """Ask the next dumps for internals (INET_DIAG_INFO and _CONG) or stop: the .pyi says more."""
+        if self.busy:
+            raise RuntimeError("set_tcp_info during a dump")
+        if enabled and self._info is None:     # kept while off: toggling allocates nothing
+            self._info = np.zeros(self.cap, TCP_INFO_DTYPE)
+        self.ext = (EXT_INFO | EXT_CONG) if enabled else 0
+        self.res.info = <tcpsnap_tcp_info *><size_t>self._info.ctypes.data if enabled else NULL
+
+    @property
+    def tcp_info(self):
+        return self._info if self.ext else None
+
+    @property
+    def tcp_info_seen(self):
+        return self.res.seen.len_max, self.res.seen.longer
+
     cdef int _open(self) except -1:
         if self.ntargets > 0:
             # a lent socket: the namespace thread replaces (and closes) it
@@ -341,27 +342,21 @@ cdef class NetlinkDumper:
             raise ValueError(f"states must be a non-empty mask of bits 1..12, got {st:#x}")
         if self.busy:
             raise RuntimeError("set_filter during a dump")
-        if bytecode is None:
-            self.bc_len = 0
-            self._bytecode = None
-            self.states = st
-            return
-        get_buffer(bytecode, &b, PyBUF_SIMPLE, "bytecode")
-        try:
-            if b.len == 0:
-                self.bc_len = 0
-                self._bytecode = None
-                self.states = st
-                return
-            why = bc_audit(<const uint8_t *>b.buf, b.len, &where)
-            if why != NULL:
+        bc = None
+        if bytecode is not None:
+            get_buffer(bytecode, &b, PyBUF_SIMPLE, "bytecode")
+            try:
+                bc = bytes((<const char *>b.buf)[:b.len]) or None
+            finally:
+                PyBuffer_Release(&b)
+        if bc is not None:
+            why = bc_audit(<const uint8_t *><const char *>bc, len(bc), &where)
+            if why != NULL:            # the filter in place stays
                 raise ValueError(f"inet_diag bytecode rejected at byte {where}: {why.decode()}")
-            memcpy(self.bc, b.buf, b.len)
-            self.bc_len = b.len
-            self._bytecode = bytes((<const char *>b.buf)[:b.len])
-            self.states = st
-        finally:
-            PyBuffer_Release(&b)
+            memcpy(self.bc, <const char *>bc, len(bc))
+        self.bc_len = len(bc) if bc is not None else 0
+        self._bytecode = bc
+        self.states = st
 
     @property
     def states(self):
@@ -389,6 +384,7 @@ cdef class NetlinkDumper:
             h.nlmsg_type = TCPDIAG_GETSOCK
             r1.idiag_family = AF_INET          # ignored by the kernel, which dumps AF_UNSPEC
             r1.idiag_states = self.states
+            r1.idiag_ext = self.ext
             r1.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
             r1.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
         else:
@@ -397,6 +393,7 @@ cdef class NetlinkDumper:
             r2.sdiag_family = family
             r2.sdiag_protocol = IPPROTO_TCP
             r2.idiag_states = self.states
+            r2.idiag_ext = self.ext
             r2.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE
             r2.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE
         if self.bc_len:
@@ -455,6 +452,9 @@ cdef class NetlinkDumper:
         cdef Py_ssize_t n = self.res.n
         new = np.empty(self.cap * 2, dtype=ROW_DTYPE)
         new[:n] = self._rows[:n]
+        if self._info is not None:     # res.info moves with it (stays NULL while off)
+            self._info = np.concatenate([self._info[:n], np.empty(self.cap * 2 - n, TCP_INFO_DTYPE)])
+            self.res.info = <tcpsnap_tcp_info *><size_t>self._info.ctypes.data if self.ext else NULL
         self._set_rows(new)
         self.grows += 1
 
@@ -579,7 +579,7 @@ cdef class NetlinkDumper:
             self.vals = self.slots + want
             self.nslots = want
         with nogil:
-            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals)
+            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals, self.res.info)
             inherit_cgroups(self.rowp, kept, self.slots, self.vals, self.nslots,
                             self.pslots, self.pvals, self.npslots)
             self.entries = kept + carry_over(self.slots, self.vals, self.nslots,

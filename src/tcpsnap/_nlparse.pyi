@@ -26,3 +26,7 @@ def dedupe_rows(out: np.ndarray, n: int) -> int:
     """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count.
     ValueError for any wrong kind of out or an n outside 0..len(out); TypeError for a
     non-integer n."""
+
+def audit_bytecode(bytecode: Buffer) -> None:
+    """Check an inet_diag filter program as the kernel's inet_diag_bc_audit does: ValueError
+    saying what is wrong and at which byte; TypeError for what is not a buffer."""

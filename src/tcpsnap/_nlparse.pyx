@@ -1,15 +1,31 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The Linux backend's parser and cookie dedupe on bytes from anywhere: what
-``NetlinkDumper.dump()`` runs, for tests and tools (recorded netlink messages in, rows out)."""
+"""The Linux backend's parser, cookie dedupe and filter audit on bytes from anywhere: what
+``NetlinkDumper`` runs, for tests and tools (recorded netlink messages in, rows out)."""
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 from tcpsnap._row cimport tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, int_text
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE, NL_FULL, NL_ERROR, NL_MALFORMED
 from tcpsnap._cookies cimport dedupe_by_cookie
+from tcpsnap._bcaudit cimport bc_audit
+
+
+def audit_bytecode(bytecode):
+    """Check an inet_diag filter program as the kernel's audit does; ValueError saying
+    what is wrong and where, TypeError for what is not a buffer. What ``set_filter`` runs."""
+    cdef Py_buffer b
+    cdef Py_ssize_t where = 0
+    cdef const char *why
+    get_buffer(bytecode, &b, PyBUF_SIMPLE, "bytecode")
+    try:
+        why = bc_audit(<const uint8_t *>b.buf, b.len, &where)
+    finally:
+        PyBuffer_Release(&b)
+    if why != NULL:
+        raise ValueError(f"inet_diag bytecode rejected at byte {where}: {why.decode()}")
 
 
 def parse_messages(data, out, seq):
@@ -69,7 +85,7 @@ def dedupe_rows(out, n):
         get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
             with nogil:
-                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want, NULL)
+                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want, NULL, NULL)
         finally:
             PyBuffer_Release(&outb)
     finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from ._backend import BACKEND, backend_class
+from ._units import parse_duration
 from .filters import parse_filter
 
 __all__ = ["Snapshotter", "snapshot"]
@@ -40,6 +42,16 @@ class Snapshotter:
     does the rest (pid, process, uid). A filter naming pids or processes turns ``pids``
     on. ``FilterError`` (a ValueError) for a malformed filter.
 
+    ``tcp_info=True`` (Linux) asks the same dump for each connection's internals
+    (``INET_DIAG_INFO`` and ``INET_DIAG_CONG``, what ``ss -ti`` shows): after ``take()``,
+    ``tcp_info`` holds one ``TCP_INFO_DTYPE`` row per row returned, row i for row i (units
+    in ``tcpsnap._schema``), valid until the next ``take()`` as the rows are. A field the
+    kernel did not send is 0 there with ``tcp_info_len`` short of its end (``_arrow``
+    makes it null); TIME_WAIT and request sockets have none (``tcp_info_len`` 0).
+    ``tcp_info_every`` (a duration, ``"1s"``) asks for them at most that often: a
+    ``take()`` in between asks for none and leaves ``tcp_info`` None. ValueError for
+    ``tcp_info`` on a backend without it.
+
     >>> with Snapshotter() as snap:
     ...     rows = snap.take()
     """
@@ -47,11 +59,20 @@ class Snapshotter:
     backend = BACKEND
 
     def __init__(self, capacity: int = 1024, *, pids: bool = False, filter: Any = None,
-                 netns: str | int | list | None = None) -> None:
+                 netns: str | int | list | None = None, tcp_info: bool = False,
+                 tcp_info_every: Any = None) -> None:
         where = parse_filter(filter) if filter is not None else None
+        every = parse_duration(tcp_info_every) if tcp_info_every is not None else 0
+        if tcp_info and BACKEND != "netlink":
+            raise ValueError(f"tcp_info is Linux-only (this backend: {BACKEND})")
         #: The ``Filter`` ``take()`` applies, or None.
         self.filter = where if where else None
         self._impl = backend_class()(capacity)
+        #: Whether ``take()`` asks for each connection's internals (``tcp_info``).
+        self.tcp_info_enabled = bool(tcp_info)
+        self._info_every_ns = int(every * 1e9)
+        self._info_next = 0            # monotonic ns from which the next take() samples
+        self._info: np.ndarray | None = None
         if self.filter is not None:
             pids = pids or self.filter.needs_pids
             if hasattr(self._impl, "set_filter"):
@@ -83,6 +104,8 @@ class Snapshotter:
         res = self._resolver
         if self._ns is not None:
             self._ns.apply(impl)
+        if self.tcp_info_enabled:
+            self._sample_info()
         if res is None:
             n = impl.dump()
             return self._filtered(impl.rows, n)
@@ -96,16 +119,52 @@ class Snapshotter:
         res.resolve(rows, n)
         return self._filtered(rows, n)
 
+    def _sample_info(self) -> None:
+        # with tcp_info_every, ask the kernel for internals only when a sample is due
+        now = time.monotonic_ns()
+        # 1% early still counts: a schedule's takes jitter around the sample's instant
+        due = now >= self._info_next - self._info_every_ns // 100
+        if due and self._info_every_ns:
+            # on a fixed grid (a sample a little late does not push the next ones back);
+            # one that fell behind by a whole period starts the grid again from now
+            nxt = self._info_next + self._info_every_ns
+            self._info_next = nxt if nxt > now else now + self._info_every_ns
+        if due != (self._impl.tcp_info is not None):
+            self._impl.set_tcp_info(due)
+
     def _filtered(self, rows: np.ndarray, n: int) -> np.ndarray:
         f = self.filter
+        info = self._impl.tcp_info if self.tcp_info_enabled else None
         if f is None:
+            self._info = None if info is None else info[:n]
             return rows[:n]
         view = rows[:n]
         names = self.process_names(view["pid"]) if f.needs_process else None
         m = f.mask(view, process=names)
         kept = view[m]               # the kernel's superset narrowed to the filter, in place
         rows[:len(kept)] = kept
+        if info is not None:         # the internals follow their rows
+            info[:len(kept)] = info[:n][m]
+            info = info[:len(kept)]
+        self._info = info
         return rows[:len(kept)]
+
+    @property
+    def tcp_info(self) -> np.ndarray | None:
+        """The internals of the last ``take()``'s rows (``TCP_INFO_DTYPE``, row i for row
+        i), or None: without ``tcp_info=True``, or a ``take()`` that sampled none
+        (``tcp_info_every``). Valid until the next ``take()``: copy what you keep."""
+        return self._info
+
+    @property
+    def tcp_info_stats(self) -> dict[str, int]:
+        """``tcp_info_len``: the longest ``struct tcp_info`` the kernel sent (bytes; 0: none
+        yet); ``tcp_info_longer``: how many were longer than tcpsnap knows (parsed up to
+        what it knows). Empty without ``tcp_info=True``."""
+        if not self.tcp_info_enabled:
+            return {}
+        length, longer = self._impl.tcp_info_seen
+        return {"tcp_info_len": int(length), "tcp_info_longer": int(longer)}
 
     def process_names(self, pids: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Dictionary-encode the process (``comm``) name of each pid: ``(codes, names)``

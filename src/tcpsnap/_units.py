@@ -5,7 +5,7 @@ plain number of seconds. Units are lowercase, and ``m`` is always minutes, never
 capital (``1M``, ``10MS``, ``1H``) is refused with a message naming the lowercase spelling,
 because ``M`` is a month to pandas and ISO 8601 and a minute to others. Every option that
 takes a duration or a frequency (``--interval``, ``--rotate``, ``--flush``, ``--keyframe``,
-``--duration``, ``--keep``, ``plot --freq``) goes through :func:`parse_duration`.
+``--duration``, ``--keep``, ``--tcp-info-every``, ``plot --freq``) goes through :func:`parse_duration`.
 
 Sizes: shown in IEC binary units (B, KiB, MiB, GiB, TiB), so one file has one size in every
 command. Read by :func:`parse_size` (``--max-bytes``): ``"5GiB"``, ``"500MiB"``, ``"1.5G"``, or a

@@ -1,0 +1,15 @@
+import numpy as np
+
+def tcp_info_layout() -> dict[str, tuple[int, int, int, int] | int]:
+    """``{field: (offset here, size here, offset in struct tcp_info, size there)}`` as
+    compiled (kernel offset -1 for our own fields), plus ``"itemsize"``."""
+
+def parse_info(info: bytes | bytearray | memoryview | None = None,
+               cong: bytes | bytearray | memoryview | None = None) -> np.ndarray:
+    """One ``TCP_INFO_DTYPE`` row (shape (1,)) from an INET_DIAG_INFO payload (a raw
+    struct tcp_info of any length; None: absent) and an INET_DIAG_CONG one. Fields the
+    payload does not cover whole are 0; ``tcp_info_len`` is its length (capped at 65535)."""
+
+def parse_attributes(attrs: bytes | bytearray | memoryview) -> tuple[np.ndarray, int, int, int]:
+    """The rtattrs after an inet_diag_msg -> ``(row, cgroup_id, longest INET_DIAG_INFO,
+    how many longer than known)``, as the dump parses them."""

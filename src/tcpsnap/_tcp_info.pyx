@@ -1,0 +1,92 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""TCP internals: the C row of ``TCP_INFO_DTYPE`` checked at import, and the parsers of
+``_tcp_info.h`` on bytes from anywhere (tests and tools: recorded attributes in, rows out).
+
+The capture path (``_netlink``, ``_destroy``) cimports the parsers from ``_tcp_info.pxd``;
+this module only proves they agree with ``tcpsnap._schema`` and lets Python call them.
+"""
+
+from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memset
+
+import numpy as np
+
+from tcpsnap._row cimport get_buffer
+from tcpsnap._tcp_info cimport (tcpsnap_tcp_info, tcpsnap_tcp_info_field, tcp_info_from_attr,
+                                tcp_info_cong, tcp_info_fields, info_attrs, info_seen, TCP_INFO_KNOWN)
+from tcpsnap._schema import TCP_INFO_DTYPE, TCP_INFO_KERNEL, TCP_INFO_KNOWN_LEN
+
+
+def tcp_info_layout():
+    """``{field: (offset here, size here, offset in struct tcp_info, size there)}`` of every
+    field the C parser reads from the kernel, as compiled, plus the fields of our own
+    (``congestion``, ``tcp_info_len``, ``estats``: kernel offset -1) and ``"itemsize"``."""
+    cdef size_t n, i
+    cdef const tcpsnap_tcp_info_field *f = tcp_info_fields(&n)
+    cdef tcpsnap_tcp_info t
+    cdef char *b = <char *>&t
+    out = {f[i].name.decode(): (f[i].off, f[i].size, f[i].koff, f[i].ksize) for i in range(n)}
+    out["congestion"] = (<char *>&t.congestion[0] - b, 16, -1, 0)
+    out["tcp_info_len"] = (<char *>&t.tcp_info_len - b, 2, -1, 0)
+    out["estats"] = (<char *>&t.estats - b, 1, -1, 0)
+    out["itemsize"] = sizeof(tcpsnap_tcp_info)
+    return out
+
+
+def _check_layout():
+    layout = tcp_info_layout()
+    fields = TCP_INFO_DTYPE.fields or {}
+    bad = [name for name, (off, size, koff, ksize) in (
+        (k, v) for k, v in layout.items() if k != "itemsize")
+        if name not in fields or fields[name][1] != off or fields[name][0].itemsize != size
+        or (koff >= 0 and TCP_INFO_KERNEL.get(name) != (koff, ksize))]
+    if (bad or layout["itemsize"] != TCP_INFO_DTYPE.itemsize or len(layout) - 1 != len(fields)
+            or TCP_INFO_KNOWN != TCP_INFO_KNOWN_LEN):
+        raise ImportError(f"struct tcpsnap_tcp_info (_tcp_info.h) differs from TCP_INFO_DTYPE "
+                          f"(_schema.py): {', '.join(bad) or 'size or field set'}")
+
+
+_check_layout()
+
+
+def parse_info(info=None, cong=None):
+    """One ``TCP_INFO_DTYPE`` row (an array of shape (1,)) from the payloads of an
+    ``INET_DIAG_INFO`` attribute (``info``: a raw struct tcp_info of any length, or None:
+    absent) and an ``INET_DIAG_CONG`` one (``cong``: the name's bytes, or None). What the
+    dump does per row. TypeError or ValueError for what is not a C-contiguous buffer."""
+    cdef Py_buffer b
+    out = np.zeros(1, dtype=TCP_INFO_DTYPE)
+    cdef tcpsnap_tcp_info *row = <tcpsnap_tcp_info *><size_t>out.ctypes.data
+    if info is not None:
+        get_buffer(info, &b, PyBUF_SIMPLE, "info")
+        try:
+            tcp_info_from_attr(<const uint8_t *>b.buf, b.len, row)
+        finally:
+            PyBuffer_Release(&b)
+    if cong is not None:
+        get_buffer(cong, &b, PyBUF_SIMPLE, "cong")
+        try:
+            tcp_info_cong(<const uint8_t *>b.buf, b.len, row)
+        finally:
+            PyBuffer_Release(&b)
+    return out
+
+
+def parse_attributes(attrs):
+    """The attributes that follow an ``inet_diag_msg`` (netlink rtattrs, 4-aligned) ->
+    ``(row, cgroup_id, len_max, longer)``: the ``TCP_INFO_DTYPE`` row (shape (1,)) the
+    dump writes, the ``INET_DIAG_CGROUP_ID`` (0: none), the longest ``INET_DIAG_INFO``
+    seen and how many were longer than known. A malformed attribute ends the walk (what
+    came before it is kept), as in the dump."""
+    cdef Py_buffer b
+    cdef info_seen seen
+    cdef uint64_t cg
+    memset(&seen, 0, sizeof(seen))
+    out = np.zeros(1, dtype=TCP_INFO_DTYPE)
+    get_buffer(attrs, &b, PyBUF_SIMPLE, "attrs")
+    try:
+        cg = info_attrs(<const char *>b.buf, b.len, <tcpsnap_tcp_info *><size_t>out.ctypes.data, &seen)
+    finally:
+        PyBuffer_Release(&b)
+    return out, cg, seen.len_max, seen.longer

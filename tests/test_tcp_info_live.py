@@ -1,0 +1,182 @@
+"""TCP internals on live loopback connections: exact byte counts (the kernel counts the
+active opener's SYN in its bytes_acked, and each FIN in the sender's bytes_acked and the
+receiver's bytes_received), every counter as `ss -ti` prints it, rows and internals
+aligned through filters and array growth; a retransmit forced by an nft drop rule in a
+private namespace."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _sockets import listener, pair, wait_for
+from conftest import CAN_UNSHARE_NET
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink internals are Linux's")
+if sys.platform.startswith("linux"):
+    from _tcp_info_ss import ss_info
+    from tcpsnap import Snapshotter
+
+N, M = 100_000, 54_321
+COUNTERS = ("bytes_acked", "bytes_received", "bytes_sent", "segs_in", "segs_out", "data_segs_in",
+            "data_segs_out", "delivered", "snd_cwnd", "snd_mss", "rcv_mss", "pmtu", "rcv_space",
+            "unacked", "lost", "snd_wnd", "total_retrans", "retrans", "bytes_retrans")
+
+
+def recv_exactly(s, n):
+    got = 0
+    while got < n:
+        b = s.recv(min(65536, n - got))
+        assert b, "peer closed early"
+        got += len(b)
+
+
+def by_ports(snap, port):
+    rows = snap.take()
+    info = snap.tcp_info
+    assert info is not None and len(info) == len(rows)
+    return {(int(r["local_port"]), int(r["remote_port"])): (r, i) for r, i in zip(rows, info, strict=True)
+            if port in (r["local_port"], r["remote_port"])}
+
+
+def quiet(sock):
+    # every byte sent has been acknowledged (TCP_INFO's tcpi_unacked, offset 24)
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int.from_bytes(raw[24:28], "little") == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_exact_byte_counts_syn_and_fin_and_ss_agrees(host):
+    lst, c, s = pair(host)
+    port = lst.getsockname()[1]
+    cport = c.getsockname()[1]
+    try:
+        c.sendall(b"x" * N)
+        recv_exactly(s, N)
+        s.sendall(b"y" * M)
+        recv_exactly(c, M)
+        assert wait_for(lambda: quiet(c) and quiet(s))
+        with Snapshotter(tcp_info=True, filter=f"sport = :{port} or dport = :{port}") as snap:
+            t = by_ports(snap, port)
+            ci, si = t[(cport, port)][1], t[(port, cport)][1]
+            # the client (active opener) counts its SYN in bytes_acked; the server counts
+            # neither SYN-ACK nor the client's SYN
+            assert (ci["bytes_sent"], ci["bytes_acked"], ci["bytes_received"]) == (N, N + 1, M)
+            assert (si["bytes_sent"], si["bytes_acked"], si["bytes_received"]) == (M, M, N)
+            assert ci["min_rtt"] > 0 and si["min_rtt"] > 0 and ci["rtt"] > 0
+            assert ci["tcp_info_len"] >= 232 and ci["congestion"] != b""
+            # the listener has internals too; nothing on it was sent or received
+            li = t[(port, 0)][1]
+            assert (li["tcp_info_len"], li["bytes_acked"], li["bytes_received"]) == (ci["tcp_info_len"], 0, 0)
+            ss = ss_info(port)
+            for key, (row, info) in t.items():
+                want = ss[key]
+                assert info["congestion"].decode() == want["congestion"], key
+                for name in COUNTERS:
+                    if name in want:
+                        assert int(info[name]) == want[name], (key, name)
+                if key != (port, 0):     # ss prints these for connections, not the listener
+                    assert {"bytes_acked", "segs_out", "snd_cwnd", "min_rtt"} <= set(want), key
+                    assert int(info["min_rtt"]) == want["min_rtt"], key
+            # each side's FIN: counted in the sender's bytes_acked once acknowledged, and
+            # in the receiver's bytes_received
+            c.shutdown(socket.SHUT_WR)
+            assert s.recv(1) == b""
+            assert wait_for(lambda: quiet(c))
+            t = by_ports(snap, port)
+            (cr, ci), (sr, si) = t[(cport, port)], t[(port, cport)]
+            assert (int(cr["state"]), int(sr["state"])) == (7, 8)        # FIN_WAIT2, CLOSE_WAIT
+            assert (ci["bytes_sent"], ci["bytes_acked"], ci["bytes_received"]) == (N, N + 2, M)
+            assert (si["bytes_sent"], si["bytes_acked"], si["bytes_received"]) == (M, M, N + 1)
+            ss = ss_info(port)
+            for key in ((cport, port), (port, cport)):
+                for name in ("bytes_acked", "bytes_received", "bytes_sent"):
+                    assert int(t[key][1][name]) == ss[key][name], (key, name)
+    finally:
+        for x in (c, s, lst):
+            x.close()
+
+
+def test_time_wait_rows_have_no_internals():
+    lst, c, s = pair("127.0.0.1")
+    port = lst.getsockname()[1]
+    cport = c.getsockname()[1]
+    c.close()                    # active close: the client ends in TIME_WAIT
+    s.close()
+    lst.close()
+    with Snapshotter(tcp_info=True, filter=f"sport = :{cport} or dport = :{cport}") as snap:
+        assert wait_for(lambda: len(snap.take()) == 1 and snap.take()["state"][0] == 11)
+        rows = snap.take()
+        assert snap.tcp_info.tobytes() == bytes(snap.tcp_info.dtype.itemsize)
+        assert (int(rows[0]["local_port"]), int(rows[0]["remote_port"])) == (cport, port)
+
+
+def test_rows_and_internals_stay_aligned_through_growth_filters_and_sampling():
+    lst = listener("127.0.0.1")
+    port = lst.getsockname()[1]
+    conns = []
+    for k in range(12):
+        _, c, s = pair("127.0.0.1", lst=lst)
+        c.sendall(b"z" * (1000 + k))             # a distinct byte count per connection
+        recv_exactly(s, 1000 + k)
+        conns.append((c, s))
+    try:
+        assert wait_for(lambda: all(quiet(c) for c, _ in conns))
+        # capacity 1: the dump grows its arrays (rows and internals) several times
+        with Snapshotter(1, tcp_info=True, filter=f"dport = :{port}") as snap:
+            rows = snap.take()
+            info = snap.tcp_info
+            assert snap.stats["grows"] >= 3 and len(rows) == 12
+            sent = {c.getsockname()[1]: 1000 + k for k, (c, _) in enumerate(conns)}
+            assert {int(r["local_port"]): int(i["bytes_sent"]) for r, i in zip(rows, info, strict=True)} == sent
+        # a filter applied by the mask (uid is not a kernel filter) compacts both arrays
+        with Snapshotter(tcp_info=True, filter=f"sport = :{port} and uid = 0") as snap:
+            rows = snap.take()
+            info = snap.tcp_info
+            got = {int(r["remote_port"]): int(i["bytes_received"]) for r, i in zip(rows, info, strict=True)
+                   if r["state"] == 5}
+            assert got == sent
+        # tcp_info_every: the first take samples, the next (within the period) does not
+        with Snapshotter(tcp_info=True, tcp_info_every="1h", filter=f"dport = :{port}") as snap:
+            snap.take()
+            assert snap.tcp_info is not None and len(snap.tcp_info) == 12
+            assert len(snap.take()) == 12 and snap.tcp_info is None
+            assert snap.tcp_info_stats == {"tcp_info_len": int(info["tcp_info_len"].max()),
+                                           "tcp_info_longer": 0}
+    finally:
+        for c, s in conns:
+            c.close()
+            s.close()
+        lst.close()
+
+
+def test_without_tcp_info_nothing_is_asked():
+    with Snapshotter() as snap:
+        snap.take()
+        assert snap.tcp_info is None and snap.tcp_info_stats == {}
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not CAN_UNSHARE_NET, reason="needs unshare -n (root) on Linux")
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft (nftables) for the drop rule")
+def test_retransmit_forced_by_an_nft_drop_rule():
+    child = Path(__file__).with_name("_tcp_info_netns_child.py")
+    p = subprocess.run(["unshare", "-n", sys.executable, str(child)], capture_output=True, text=True,
+                       timeout=60)
+    if p.returncode == 77:
+        pytest.skip(p.stderr.strip())
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    ours, ss = got["ours"], got["ss"]
+    assert ours["total_retrans"] >= 1 and ours["backoff"] > 0 and ours["retransmits"] > 0
+    assert ours["bytes_retrans"] >= 1000
+    # ss, read right after, agrees on the retransmit counters (the rule still drops)
+    assert ss["total_retrans"] >= ours["total_retrans"] and ss["backoff"] >= ours["backoff"]
+    # after the rule is gone, the data gets through and the count stays
+    assert got["after"]["total_retrans"] >= ours["total_retrans"] and got["after"]["unacked"] == 0
+    assert np.uint64(got["after"]["bytes_acked"]) == 1000 + 1
