@@ -1,5 +1,8 @@
 import numpy as np
 
+def tcp_info_rows(raw: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Raw INET_DIAG_INFO payloads (n, 320) and their lengths -> TCP_INFO_DTYPE rows."""
+
 class DestroyFeed:
     """A NETLINK_SOCK_DIAG socket subscribed to TCP socket-destroy notifications."""
 

@@ -59,7 +59,8 @@ from tcpsnap._system cimport (
     NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP, NLMSG_ERROR, NLM_F_REQUEST, NLMSG_ALIGN,
     SOCK_DIAG_BY_FAMILY, inet_diag_req_v2, INET_DIAG_NOCOOKIE, SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY,
     timespec, clock_gettime, CLOCK_REALTIME, raise_syscall, open_sock_diag, inet_diag_msg)
-from tcpsnap._schema import ROW_DTYPE
+from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
+from tcpsnap._tcp_info cimport tcpsnap_tcp_info, tcp_info_from_attr
 
 # the namespace of the feed's socket (this process's): every report's netns
 cdef uint64_t OWN_NETNS = 0
@@ -246,6 +247,38 @@ cdef Py_ssize_t probe_batch(int fd, const tcpsnap_row *rows, Py_ssize_t n, bint 
                             out[k].cgroup_id = rows[k].cgroup_id
                 # else NLMSG_ERROR: ENOENT (gone), or any other error: not found
             off += step
+
+
+def tcp_info_rows(raw, lengths):
+    """``take(info=True)``'s raw INET_DIAG_INFO payloads and lengths -> ``TCP_INFO_DTYPE``
+    rows, parsed by offset and length as a dump's are (``tcp_info_from_attr``: a field the
+    payload does not cover whole is 0, ``tcp_info_len`` says how much came; 0: none).
+    ValueError for arrays of another shape."""
+    cdef Py_ssize_t i, n, ncap
+    cdef const uint8_t *rp
+    cdef const uint16_t *lp
+    cdef tcpsnap_tcp_info *op
+    cdef size_t length
+    raw = np.ascontiguousarray(raw, np.uint8)
+    lengths = np.ascontiguousarray(lengths, np.uint16)
+    if raw.ndim != 2 or raw.shape[1] != INFO_RAW or lengths.ndim != 1 or len(lengths) != len(raw):
+        raise ValueError(f"raw must be (n, {INFO_RAW}) bytes and lengths n values")
+    n = len(raw)
+    out = np.zeros(n, TCP_INFO_DTYPE)
+    if n == 0:
+        return out
+    rp = <const uint8_t *><size_t>raw.ctypes.data
+    lp = <const uint16_t *><size_t>lengths.ctypes.data
+    op = <tcpsnap_tcp_info *><size_t>out.ctypes.data
+    with nogil:
+        for i in range(n):
+            length = lp[i]
+            if length == 0:
+                continue
+            # past INFO_RAW the payload was not kept: parse what was, say what came
+            tcp_info_from_attr(rp + i * INFO_RAW, length if length < INFO_RAW else INFO_RAW, op + i)
+            op[i].tcp_info_len = lp[i]
+    return out
 
 
 cdef class DestroyFeed:

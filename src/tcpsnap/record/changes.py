@@ -18,6 +18,7 @@ from .._events import EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES,
 from .._filters import row_mask
 from .._schema import ROW_DTYPE, TcpState
 from ..frame import merge_names
+from .reports import id_keys, place_destroyed
 
 __all__ = ["build_schema", "ChangesEncoder", "ChangeTracker", "open_destroy_feed"]
 
@@ -26,18 +27,18 @@ log = logging.getLogger("tcpsnap.changes")
 
 _TIME_WAIT = int(TcpState.TIME_WAIT)
 _FIN_WAIT2 = int(TcpState.FIN_WAIT2)
-_SYN_RCVD = int(TcpState.SYN_RCVD)
 
 
 # ---------------------------------------------------------------- schema and encoding
 
-def build_schema(metadata: dict[str, str] | None = None):
-    """The full-mode schema plus ``event`` (after ``seq``) and ``seen_in_snapshot`` (last)."""
+def build_schema(metadata: dict[str, str] | None = None, tcp_info: bool = False):
+    """The full-mode schema (``tcp_info``: with the internals columns) plus ``event``
+    (after ``seq``) and ``seen_in_snapshot`` (last)."""
     import pyarrow as pa
 
     from .._arrow import build_schema as full_schema
 
-    fields = list(full_schema())
+    fields = list(full_schema(tcp_info=tcp_info))
     fields.insert(2, pa.field("event", pa.dictionary(pa.int8(), pa.string()), nullable=False))
     fields.append(pa.field("seen_in_snapshot", pa.bool_(), nullable=False))
     return pa.schema(fields, metadata=metadata)
@@ -45,7 +46,8 @@ def build_schema(metadata: dict[str, str] | None = None):
 
 class ChangesEncoder:
     """``BatchEncoder`` for changes recordings: the full-mode columns (with per-row
-    timestamps: a destroy report carries its own), ``event`` and ``seen_in_snapshot``."""
+    timestamps: a destroy report carries its own), ``event`` and ``seen_in_snapshot``;
+    the internals columns too where ``schema`` has them."""
 
     def __init__(self, schema, host: str = "", boot_id: str = "") -> None:
         import pyarrow as pa
@@ -54,7 +56,8 @@ class ChangesEncoder:
         from .._arrow import build_schema as full_schema
 
         self.schema = schema
-        self._base = BatchEncoder(full_schema(), host, boot_id)
+        self.tcp_info = "tcp_info_len" in schema.names
+        self._base = BatchEncoder(full_schema(tcp_info=self.tcp_info), host, boot_id)
         self._ts_type = TIMESTAMP
         self._events = pa.array(EVENTS, pa.string())
 
@@ -62,7 +65,10 @@ class ChangesEncoder:
         self._base.reset()
 
     def encode(self, rows, counts, timestamps, seqs, capture_ns, proc_codes=None, proc_names=None,
-               events=None, seen=None, row_ts=None, monotonic=None):
+               events=None, seen=None, row_ts=None, info=None, monotonic=None, tcp_info=None):
+        """As ``BatchEncoder.encode``, plus the per-row ``events``, ``seen`` and
+        ``row_ts``; the rows' internals as ``info`` (``TCP_INFO_DTYPE``, the tracker's: a
+        row without any has ``tcp_info_len`` 0) or ``tcp_info`` (``(info, sampled)``)."""
         import pyarrow as pa
 
         from .._arrow import KIND_PARTIAL, KIND_SNAPSHOT
@@ -70,9 +76,13 @@ class ChangesEncoder:
         ev = np.asarray(events)
         kinds = np.zeros(len(rows), np.int8)
         kinds[(rows["family"] == 0) & ((ev == EV_SNAPSHOT) | (ev == EV_KEYFRAME))] = KIND_SNAPSHOT
-        kinds[ev == EV_QUEUES] = KIND_PARTIAL
+        kinds[(ev == EV_QUEUES) | (ev == EV_COUNTERS)] = KIND_PARTIAL
+        if self.tcp_info and tcp_info is None and info is not None:
+            # every event row carries its internals as the tracker gave them: a marker's or
+            # a TIME_WAIT's have none (tcp_info_len 0), so their fields are null
+            tcp_info = (info, np.ones(len(rows), bool))
         rb = self._base.encode(rows, counts, timestamps, seqs, capture_ns, proc_codes, proc_names,
-                               monotonic=monotonic, kinds=kinds)
+                               monotonic=monotonic, kinds=kinds, tcp_info=tcp_info)
         cols = rb.columns
         cols[0] = pa.array(np.ascontiguousarray(row_ts), self._ts_type)
         ev = pa.DictionaryArray.from_arrays(pa.array(np.ascontiguousarray(events).view(np.int8), pa.int8()),
@@ -83,13 +93,8 @@ class ChangesEncoder:
 
 # ---------------------------------------------------------------- capture side
 
-#: Sockets a snapshot found gone remembered (at most) until their destroy report is read,
-#: so that a report read long after (a socket reset while its program kept the file open)
-#: is known as late, not taken for a socket no snapshot held.
-GONE_MAX = 1 << 16
 #: Sockets missing from a dump asked about (at most) per snapshot; more are closed unasked.
 PROBE_MAX = 4096
-_ID_BYTES = 45          # family (byte 0) + ports, addresses, scope ids (bytes 4..47)
 
 
 def counter_mask() -> np.ndarray:
@@ -100,20 +105,12 @@ def counter_mask() -> np.ndarray:
     from .._schema import TCP_INFO_DTYPE, TCP_INFO_TIMERS
 
     mask = np.ones(TCP_INFO_DTYPE.itemsize, np.uint8)
+    fields = TCP_INFO_DTYPE.fields
+    assert fields is not None
     for name in TCP_INFO_TIMERS:
-        dt, off = TCP_INFO_DTYPE.fields[name][:2]
+        dt, off = fields[name][:2]
         mask[off:off + dt.itemsize] = 0
     return mask
-
-
-def _id_keys(rows: np.ndarray) -> list[bytes]:
-    """Each row's identity without its cookie (family, ports, addresses, scope ids) as bytes."""
-    n = len(rows)
-    if n == 0:
-        return []
-    v = np.ascontiguousarray(rows).view(np.uint8).reshape(n, ROW_DTYPE.itemsize)
-    b = np.concatenate([v[:, :1], v[:, 4:48]], axis=1).tobytes()
-    return [b[i:i + _ID_BYTES] for i in range(0, n * _ID_BYTES, _ID_BYTES)]
 
 
 class ChangeTracker:
@@ -158,7 +155,7 @@ class ChangeTracker:
     its tcp_info row, and a ``closed`` event carries the connection's final tcp_info: the
     destroy report's (the kernel's ``struct tcp_info`` as the socket was freed) where one
     was read -- also a report a TIME_WAIT or FIN_WAIT2 successor absorbed, kept (at most
-    ``GONE_MAX``) until that mini-socket's own ``closed`` -- else the last one seen.
+    ``reports.GONE_MAX``) until that mini-socket's own ``closed`` -- else the last one seen.
     """
 
     def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None,
@@ -348,7 +345,7 @@ class ChangeTracker:
         st = now["state"]
         mini = found & ((st == _TIME_WAIT) | (st == _FIN_WAIT2))
         if mini.any():
-            same = np.array([a == b for a, b in zip(_id_keys(reports), _id_keys(now), strict=True)], bool)
+            same = np.array([a == b for a, b in zip(id_keys(reports), id_keys(now), strict=True)], bool)
             mini &= same
         out[mini] = now["cookie"][mini]
         return out
@@ -381,7 +378,8 @@ class ChangeTracker:
                 gproc = self._global_codes(rows, names)
                 if info is not None:
                     # the kernel's lookup reports no tcp_info: as last seen
-                    info = np.concatenate([info, closed_info[bpos]])
+                    last = closed_info[bpos] if closed_info is not None else np.zeros(len(back), info.dtype)
+                    info = np.concatenate([info, last])
                 ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
                 closed_info = self._differ.closed_info
         kf = kf or dup
@@ -400,10 +398,10 @@ class ChangeTracker:
             opened = np.arange(len(rows)) if first else ev_idx[ev_code == EV_OPENED]
             st = rows["state"][opened]
             opened = opened[(st == _TIME_WAIT) | (st == _FIN_WAIT2)]
-            minis = dict(zip(_id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
+            minis = dict(zip(id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
             if self.tcp_info and closed_info is None:
                 closed_info = np.zeros(len(closed), self._info_dtype)
-            ur, ut, ui = _place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis,
+            ur, ut, ui = place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis,
                                           closed_info)
         else:
             ur, ut, ui = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64), None
@@ -477,155 +475,6 @@ class ChangeTracker:
     def close(self) -> None:
         if self.feed is not None:
             self.feed.close()
-
-
-def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
-                     closed_seen_ts: np.ndarray, minis: dict[bytes, int], closed_info=None):
-    """Place the destroy reports (the rules are in ``ChangeTracker``'s docstring), for tracker ``tr``. Returns
-    the unseen closed events' rows, times and tcp_info (None without tcp_info); with
-    tcp_info, ``closed_info`` (the closed rows' last seen) gets the final tcp_info of
-    the reports placed."""
-    pr, pts, age, succ = tr._pend_rows, tr._pend_ts, tr._pend_age, tr._pend_succ
-    pinfo = tr._pend_info if tr.tcp_info else None
-    final = tr._final
-
-    def absorb(i: int, cookie: int) -> None:
-        # a report a live successor (TIME_WAIT, FIN_WAIT2) absorbed: the connection's
-        # final totals, for that successor's closed event
-        if pinfo is not None and pinfo["tcp_info_len"][i]:
-            final[cookie] = pinfo[i].copy()
-            while len(final) > GONE_MAX:
-                del final[next(iter(final))]
-
-    matched = np.zeros(len(closed), bool)
-    keep = np.zeros(len(pr), bool)
-    unseen = np.zeros(len(pr), bool)
-    cand = tr._minis
-    cand.update(minis)
-    if len(closed) and cand:
-        # mini-sockets gone from the table wait for no report any more
-        for key, c in zip(_id_keys(closed), closed["cookie"].tolist(), strict=True):
-            if cand.get(key) == c:
-                del cand[key]
-    if len(pr):
-        ck = pr["cookie"]
-        idx = tr._differ.lookup(ck)
-        in_cur = idx >= 0
-        tw = np.zeros(len(pr), bool)
-        if in_cur.any():
-            tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
-        keep = in_cur & ~tw & (age < 2)
-        for i in np.flatnonzero(tw).tolist():
-            absorb(i, int(ck[i]))
-        gone = np.flatnonzero(~in_cur)
-        ask: list[int] = []
-        if len(gone):
-            pos = {int(c): j for j, c in enumerate(closed["cookie"]) if c} if len(closed) else {}
-            gone = gone[np.argsort(pts[gone], kind="stable")[::-1]]     # latest first
-            keys = _id_keys(pr[gone])
-            rq = np.flatnonzero(closed["state"] == _SYN_RCVD) if len(closed) else np.zeros(0, np.int64)
-            req_closed = dict(zip(_id_keys(closed[rq]), rq.tolist(), strict=True))
-            req_cur = set(_id_keys(cur[cur["state"] == _SYN_RCVD]))
-            for i, key in zip(gone.tolist(), keys, strict=True):
-                c = int(ck[i])
-                j = pos.get(c)
-                if j is None:
-                    j = req_closed.pop(key, None)       # the request socket it was
-                    if j is not None:
-                        tr.handover += 1
-                if j is not None:               # found gone by this snapshot
-                    closed_ts[j] = pts[i]
-                    closed_seen_ts[j] = True
-                    matched[j] = True
-                    if pinfo is not None and pinfo["tcp_info_len"][i]:
-                        closed_info[j] = pinfo[i]
-                elif c in tr._gone:           # found gone by an earlier one: late
-                    del tr._gone[c]
-                    tr.late += 1
-                elif key in tr._req_gone:     # ... as the request socket it was
-                    del tr._req_gone[key]
-                    tr.late += 1
-                elif key in req_cur and age[i] < 2:
-                    keep[i] = True              # its request socket: gone next time
-                elif key in cand:               # the connection of a recorded mini-socket
-                    absorb(i, cand.pop(key))
-                    tr.handover += 1
-                elif succ[i]:                   # its successor: in this snapshot?
-                    if tr._differ.lookup(succ[i:i + 1])[0] >= 0:
-                        absorb(i, int(succ[i]))
-                        tr.handover += 1
-                    else:
-                        unseen[i] = True        # it died unseen too
-                elif age[i] == 0:
-                    ask.append(i)
-                else:
-                    unseen[i] = True
-        if ask:
-            # no recorded successor: does the kernel hold one now? (without the
-            # probe: wait a round for the next snapshot to show it)
-            ia = np.array(ask, np.int64)
-            y = tr._successors(pr[ia])
-            if y is None:
-                keep[ia] = True
-            else:
-                y[tr._differ.lookup(y) >= 0] = 0      # recorded already: not this one's
-                taken: set[int] = set()
-                for i, yc in zip(ia.tolist(), y.tolist(), strict=True):      # latest first
-                    if yc and yc not in taken:
-                        taken.add(yc)
-                        succ[i] = yc
-                        keep[i] = True          # decided by the next snapshot
-                    else:
-                        unseen[i] = True
-    tr._pend_rows, tr._pend_ts = pr[keep], pts[keep]
-    tr._pend_age, tr._pend_succ = age[keep] + 1, succ[keep]
-    if pinfo is not None:
-        tr._pend_info = pinfo[keep]
-        if len(closed) and final:
-            # a mini-socket gone: its connection's final totals, from the report it absorbed
-            for j, c in enumerate(closed["cookie"].tolist()):
-                f = final.pop(c, None) if not matched[j] else None
-                if f is not None:
-                    closed_info[j] = f
-        tr.final_totals += int(np.count_nonzero(closed_seen_ts & (closed_info["tcp_info_len"] > 0))) \
-            if len(closed) else 0
-    if len(closed):
-        # found gone without a report: the report may come later (a socket whose
-        # connection ended while a program holds it); TIME_WAIT and request sockets
-        # send none
-        st, ck = closed["state"], closed["cookie"]
-        rem = ~matched & (ck != 0) & (st != _TIME_WAIT) & ~((st == _SYN_RCVD) & (closed["inode"] == 0))
-        gone_map = tr._gone
-        for c in ck[rem].tolist():
-            gone_map[c] = None
-        while len(gone_map) > GONE_MAX:
-            del gone_map[next(iter(gone_map))]
-        # request sockets found gone: the full socket each became may be reported
-        # later under another cookie
-        rq = ~matched & (st == _SYN_RCVD)
-        if rq.any():
-            req_map = tr._req_gone
-            for key in _id_keys(closed[rq]):
-                req_map[key] = None
-            while len(req_map) > GONE_MAX:
-                del req_map[next(iter(req_map))]
-    ur, ut = pr[unseen], pts[unseen]
-    ui = pinfo[unseen] if pinfo is not None else None
-    if len(ur) and (tr._ports or tr._family):
-        m = row_mask(ur, None, tr._ports, tr._family)
-        if m is not None:
-            ur, ut = ur[m], ut[m]
-            ui = ui[m] if ui is not None else None
-    if len(ur) and tr.where is not None:
-        # the destroy feed (multicast) carries every socket: the same filter, with what a
-        # dead socket cannot tell (its pid, its process: gone with it) taken as matching
-        m = tr.where.dead_mask(ur)
-        ur, ut = ur[m], ut[m]
-        ui = ui[m] if ui is not None else None
-    tr.unseen += len(ur)
-    if ui is not None:
-        tr.final_totals += int(np.count_nonzero(ui["tcp_info_len"] > 0))
-    return ur, ut, ui
 
 
 def open_destroy_feed(required: bool = False):
