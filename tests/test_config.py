@@ -67,10 +67,12 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "ship-host": (["--ship-host", "web-1"], 'ship-host = "web-1"'),
     "all-netns": (["--all-netns"], "all-netns = true"),
     "netns": (["--netns", "web"], 'netns = "web"'),  # apart: it excludes --all-netns
+    "tcp-info": (["--tcp-info"], "tcp-info = true"),  # apart: full mode only (the set has changes)
+    "tcp-info-every": (["--tcp-info-every", "2s"], 'tcp-info-every = "2s"'),
     "verbose": (["-v", "-v"], "verbose = 2"),
     "quiet": (["-q"], "quiet = true"),  # with quiet and verbose apart (they exclude each other)
 }
-_APART = {"quiet", "netns", "pid", "process"}  # pid and process need pids (no-pids is in the set)
+_APART = {"quiet", "netns", "pid", "process", "tcp-info", "tcp-info-every"}  # pid and process need pids (no-pids is in the set)
 #: options that start something beside the recorder (a metrics exporter, a shipper): compared as
 #: parsed settings, not through a fake recorder
 _EXPORTERS = {"metrics", "metrics-textfile", "ship", "endpoint-url", "delete-after-ship", "part-size",

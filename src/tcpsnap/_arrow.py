@@ -166,9 +166,9 @@ class CongestionNames:
     def __init__(self) -> None:
         self._d = _Dictionary()
 
-    def encode(self, names: np.ndarray) -> pa.Array:
+    def encode(self, names: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
         """``names``: the ``congestion`` field (``S16``) of n rows -> dictionary<int32,
-        string> of n, null where empty."""
+        string> of n, null where empty or ``null`` (bool per row) says so."""
         n = len(names)
         d = self._d
         raw = np.ascontiguousarray(names, dtype="S16")
@@ -181,6 +181,9 @@ class CongestionNames:
             lut[i] = c
         idx = np.take(lut, enc.indices.to_numpy(zero_copy_only=False)) if n else np.empty(0, np.int32)
         mask = idx < 0
+        if null is not None:
+            mask |= null
+            idx[mask] = 0
         return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32(), mask=mask if mask.any() else None),
                                               d.arrow())
 
@@ -228,13 +231,8 @@ def tcp_info_columns(info: np.ndarray, sampled: np.ndarray | None = None,
     cols: dict[str, pa.Array] = {}
     for name in TCP_INFO_COLUMNS:
         if name == "congestion":
-            arr = (congestion or CongestionNames()).encode(info["congestion"])
-            if sampled is not None and not sampled.all():
-                idx = arr.indices.to_numpy(zero_copy_only=False)
-                mask = ~sampled | (idx < 0) if arr.indices.null_count else ~sampled
-                arr = pa.DictionaryArray.from_arrays(pa.array(np.where(mask, 0, idx).astype(np.int32),
-                                                              pa.int32(), mask=mask), arr.dictionary)
-            cols[name] = arr
+            null = None if sampled is None or sampled.all() else ~sampled
+            cols[name] = (congestion or CongestionNames()).encode(info["congestion"], null)
         elif name == "tcp_info_len":
             m = None if sampled is None or sampled.all() else ~sampled
             cols[name] = pa.array(np.ascontiguousarray(info[name]), mask=m)
@@ -259,12 +257,14 @@ class BatchEncoder:
         self._kinds = pa.array(KINDS, pa.string())
         self._host = pa.array([host], pa.string())
         self._boot = pa.array([boot_id], pa.string())
+        self._tcp_info = "tcp_info_len" in schema.names
         self.reset()
 
     def reset(self) -> None:
         self._addr = {name: _Dictionary() for name in _ADDR_FIELDS}
         self._proc = _Dictionary()
         self._cg = {name: _Dictionary() for name in CGROUP_COLUMNS}
+        self._cong = CongestionNames()
 
     def _addresses(self, name: str, rows: np.ndarray) -> pa.Array:
         n = len(rows)
@@ -331,12 +331,14 @@ class BatchEncoder:
     def encode(self, rows: np.ndarray, counts: np.ndarray, timestamps: np.ndarray,
                seqs: np.ndarray, capture_ns: np.ndarray, proc_codes: np.ndarray | None = None,
                proc_names: list[str] | None = None, monotonic: np.ndarray | None = None,
-               kinds: np.ndarray | None = None) -> pa.RecordBatch:
+               kinds: np.ndarray | None = None,
+               tcp_info: tuple[np.ndarray, np.ndarray] | None = None) -> pa.RecordBatch:
         """``rows``: the rows of len(counts) snapshots back to back, counts[i] of
         snapshot i; per-snapshot ``timestamps`` (UTC ns), ``seqs``, ``capture_ns`` and
         ``monotonic`` (ns; default: all 0); ``proc_codes``: per-row index into
         ``proc_names`` or -1; ``kinds``: per-row ``KINDS`` codes (default: all
-        ``connection``)."""
+        ``connection``); ``tcp_info``: ``(TCP_INFO_DTYPE rows, bool per row: sampled)``
+        for a schema with the internals columns (None there: all null)."""
         n = len(rows)
         cols: dict[str, pa.Array] = {}
         cols["timestamp"] = pa.array(np.repeat(timestamps, counts), TIMESTAMP)
@@ -364,4 +366,8 @@ class BatchEncoder:
         zero = pa.array(np.zeros(n, np.int32), pa.int32())
         cols["host"] = pa.DictionaryArray.from_arrays(zero, self._host)
         cols["boot_id"] = pa.DictionaryArray.from_arrays(zero, self._boot)
+        if self._tcp_info:
+            info, sampled = tcp_info if tcp_info is not None else (
+                np.zeros(n, TCP_INFO_DTYPE), np.zeros(n, bool))
+            cols.update(tcp_info_columns(info, sampled, self._cong))
         return pa.RecordBatch.from_arrays([cols[f.name] for f in self.schema], schema=self.schema)

@@ -136,6 +136,13 @@ def register(sub) -> None:
     rec.add_argument("--netns", metavar="NAME|PATH|PID", default=None,
                      help="one other network namespace, as 'ss -N' takes it: a name under "
                           "/run/netns, a path, or a process's pid")
+    rec.add_argument("--tcp-info", action="store_true",
+                     help="also record each connection's internals, as 'ss -ti' shows them (Linux: "
+                          "rtt, retransmits, bytes, cwnd...; columns after boot_id, null where the "
+                          "kernel sends none); full mode")
+    rec.add_argument("--tcp-info-every", type=positive_duration_arg, default=None, metavar="DUR",
+                     help="--tcp-info: sample the internals at most this often (default: every "
+                          "snapshot); rows of the snapshots between have them null")
     add_filter_args(rec)
     _cli_ops.add_args(rec)
     rec.add_argument("--ship", metavar="URL", default=None,
@@ -298,6 +305,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.all_netns and args.netns is not None:
         print("tcpsnap: error: --all-netns and --netns exclude each other", file=sys.stderr)
         return 2
+    if args.tcp_info_every is not None and not args.tcp_info:
+        print("tcpsnap: error: --tcp-info-every needs --tcp-info", file=sys.stderr)
+        return 2
+    if args.tcp_info and args.mode == "changes":
+        print("tcpsnap: error: --tcp-info records internals in full mode only for now (not --mode changes)",
+              file=sys.stderr)
+        return 2
     where = filter_from_args(args, legacy=False)
     if where is not None and where.needs_pids and args.no_pids:
         print("tcpsnap: error: --pid/--process filters need pids: drop --no-pids", file=sys.stderr)
@@ -321,6 +335,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         new_dataset=args.new_dataset, netns="all" if args.all_netns else args.netns,
         filter=where,
         **_cli_ops.recorder_kwargs(args),
+        **({"tcp_info": True, "tcp_info_every": args.tcp_info_every} if args.tcp_info else {}),
         **({"max_rss": args.max_rss} if args.max_rss is not None else {}))
     shipper = _make_shipper(args, rec)  # before open: a bad URL or no credentials stop us here
 

@@ -132,6 +132,12 @@ class Snapshotter:
         if due != (self._impl.tcp_info is not None):
             self._impl.set_tcp_info(due)
 
+    def sample_tcp_info_next(self) -> None:
+        """Make the next ``take()`` sample internals, and the ``tcp_info_every`` period
+        count from it (the recorder calls it after its untimed warm-up snapshot, so that a
+        recording's first snapshot has them)."""
+        self._info_next = 0
+
     def _filtered(self, rows: np.ndarray, n: int) -> np.ndarray:
         f = self.filter
         info = self._impl.tcp_info if self.tcp_info_enabled else None

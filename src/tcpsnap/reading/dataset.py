@@ -71,8 +71,9 @@ _V2_COLUMNS = ("kind", "monotonic_ns", "host", "boot_id")
 _V3_COLUMNS = ("cgroup_id", "cgroup", "container", "pod_uid", "netns")
 
 
-def _expected_schema(mode: str, version: int | None = None):
-    """The columns of a file of ``mode`` and schema ``version`` (None: the newest)."""
+def _expected_schema(mode: str, version: int | None = None, tcp_info: bool = False):
+    """The columns of a file of ``mode`` and schema ``version`` (None: the newest);
+    ``tcp_info``: with the internals columns (``record --tcp-info``)."""
     if mode == "changes":
         from ..record.changes import build_schema as changes_schema
 
@@ -80,7 +81,7 @@ def _expected_schema(mode: str, version: int | None = None):
     else:
         from .._arrow import build_schema
 
-        s = build_schema()
+        s = build_schema(tcp_info=tcp_info)
     if version is not None and version < 3:
         from pyarrow import schema
         return schema([f for f in s if f.name not in _V3_COLUMNS + (_V2_COLUMNS if version == 1 else ())])
@@ -186,17 +187,24 @@ class _SchemaCheck:
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, int, bytes | None], str | None] = {}
-        self._expected: dict[tuple[str, int], list] = {}
+        self._expected: dict[tuple[str, int, bool], list] = {}
 
     def problem(self, md, kv: dict, mode: str, version: int) -> str | None:
         k = (mode, version, kv.get(b"ARROW:schema"))
         if k not in self._seen:
-            if k[:2] not in self._expected:
-                self._expected[k[:2]] = [(f.name, f.type) for f in _expected_schema(mode, version)]
-            want = self._expected[k[:2]]
+            info = _has_tcp_info(kv)
+            e = (mode, version, info)
+            if e not in self._expected:
+                self._expected[e] = [(f.name, f.type) for f in _expected_schema(mode, version, info)]
+            want = self._expected[e]
             got = [(f.name, f.type) for f in md.schema.to_arrow_schema()]
             self._seen[k] = None if got == want else _difference(got, want, mode, version)
         return self._seen[k]
+
+
+def _has_tcp_info(kv: dict) -> bool:
+    """Whether a file's footer says it holds the internals columns (``record --tcp-info``)."""
+    return kv.get(b"tcpsnap.tcp_info") == b"true"
 
 
 def _difference(got: list, want: list, mode: str, version: int) -> str:
@@ -365,7 +373,8 @@ class Recording:
         columns they lack null; see ``dataset``), plus ``date`` for a folder."""
         import pyarrow as pa
 
-        s = _expected_schema(self.mode)
+        # internals columns when a file has them (the others read them as null)
+        s = _expected_schema(self.mode, tcp_info=any(_has_tcp_info(f.raw or {}) for f in self.files))
         if not self.folder:
             return s
         for name, f in _partition_fields(self.files, s).items():

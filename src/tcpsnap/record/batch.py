@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._schema import ROW_DTYPE
+from .._schema import ROW_DTYPE, TCP_INFO_DTYPE
 
 __all__ = ["Batch", "BatchPool", "STOP"]
 
@@ -42,15 +42,19 @@ class Batch:
     row). ``file_key`` says which file the batch belongs
     to (see ``writer.Rules.file_key``); ``overruns`` counts the slots missed while it
     filled. In changes mode ``extra`` holds the per-row event code, the
-    seen-in-snapshot flag and the event's timestamp.
+    seen-in-snapshot flag and the event's timestamp. With internals (``tcp_info``),
+    ``info[:n]`` holds each row's (``TCP_INFO_DTYPE``) and ``sampled[:s]`` whether the
+    snapshot sampled them (False: its rows' internals are null, never stale).
     """
 
     __slots__ = ("rows", "proc", "ts", "seq", "cap", "mono", "empty", "counts", "n", "s", "names",
-                 "name_codes", "has_proc", "t_first", "file_key", "overruns", "extra")
+                 "name_codes", "has_proc", "t_first", "file_key", "overruns", "extra", "info", "sampled")
 
-    def __init__(self, rows: int, snaps: int, changes: bool = False) -> None:
+    def __init__(self, rows: int, snaps: int, changes: bool = False, tcp_info: bool = False) -> None:
         self.rows = np.empty(rows, dtype=ROW_DTYPE)
         self.proc = np.empty(rows, dtype=np.int32)
+        self.info = np.empty(rows, dtype=TCP_INFO_DTYPE) if tcp_info else None
+        self.sampled = np.empty(snaps, dtype=bool) if tcp_info else None
         self.extra: tuple[np.ndarray, ...] | None = (
             (np.empty(rows, np.uint8), np.empty(rows, bool), np.empty(rows, np.int64))
             if changes else None)
@@ -79,7 +83,8 @@ class Batch:
     def nbytes(self) -> int:
         """Bytes its arrays hold."""
         return (self.rows.nbytes + self.proc.nbytes + 6 * self.ts.nbytes
-                + sum(a.nbytes for a in self.extra or ()))
+                + sum(a.nbytes for a in self.extra or ())
+                + (0 if self.info is None or self.sampled is None else self.info.nbytes + self.sampled.nbytes))
 
     def fits(self, n: int) -> bool:
         return self.n + n <= len(self.rows) and self.s < len(self.ts)
@@ -92,6 +97,10 @@ class Batch:
         p = np.empty(new, dtype=np.int32)
         p[:self.n] = self.proc[:self.n]
         self.rows, self.proc = r, p
+        if self.info is not None:
+            info = np.empty(new, dtype=TCP_INFO_DTYPE)
+            info[:self.n].view(np.uint8)[:] = self.info[:self.n].view(np.uint8)
+            self.info = info
         if self.extra is not None:
             grown = tuple(np.empty(new, a.dtype) for a in self.extra)
             for a, g in zip(self.extra, grown, strict=True):
@@ -112,11 +121,12 @@ class BatchPool:
     """
 
     def __init__(self, count: int, rows: int, snaps: int, changes: bool,
-                 failed: Callable[[], BaseException | None], max_bytes: int = POOL_BYTES) -> None:
+                 failed: Callable[[], BaseException | None], max_bytes: int = POOL_BYTES,
+                 tcp_info: bool = False) -> None:
         self._free: list[Batch] = []
         self._live: list[Batch] = []  # every batch made and not let go
         self.max_bytes = max_bytes
-        self._shape = (rows, snaps, changes)
+        self._shape = (rows, snaps, changes, tcp_info)
         self.count = count
         self.made = 0
         self._cv = threading.Condition()

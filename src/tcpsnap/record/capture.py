@@ -100,8 +100,9 @@ class Capture:
     def __init__(self, snap: SnapshotSource, pids: bool, rules: Rules, pool: BatchPool,
                  writer: Writer, clock: Clock, waker: Waker, *, seq: int, states: Any = None,
                  ports: Any = None, family: int | None = None, where: Any = None, tracker: Any = None,
-                 failed: Callable[[], BaseException | None]) -> None:
+                 failed: Callable[[], BaseException | None], tcp_info: bool = False) -> None:
         self._snap = snap
+        self._tcp_info = tcp_info  # the snapshotter's internals go with its rows
         self._names = snap.process_names if pids else None
         self.rules = rules
         self._pool = pool
@@ -214,10 +215,13 @@ class Capture:
     def add(self, rows: np.ndarray, names: Any, w: int, t0: int, cap: int) -> None:
         """One snapshot (taken at wall ``w``, monotonic ``t0``, in ``cap`` ns) into the
         current batch."""
+        # row i's internals (None: this snapshot sampled none); every mask applies to both
+        info = getattr(self._snap, "tcp_info", None) if self._tcp_info else None
         if self._filter is not None:
             m = row_mask(rows, *self._filter)
             if m is not None:
                 rows = rows[m]
+                info = None if info is None else info[m]
         flt = self._where
         if flt is not None and len(rows):
             m = flt.mask(rows, process=self._names(rows["pid"]) if flt.needs_process and self._names
@@ -227,6 +231,7 @@ class Capture:
                 # (tcpsnap.filters: its later states are events, its close a real one)
                 m |= self.tracker.holds(rows["cookie"])
             rows = rows[m]
+            info = None if info is None else info[m]
         key = self.rules.file_key(t0, w)
         extra = None
         if self.tracker is not None:
@@ -234,7 +239,7 @@ class Capture:
         empty = False
         if self.tracker is None and len(rows) == 0:
             # an empty snapshot still leaves a row: a quiet moment reads as 0, not as a gap
-            rows, names, empty = _EMPTY_SNAPSHOT, None, True
+            rows, names, empty, info = _EMPTY_SNAPSHOT, None, True, None
         n = len(rows)
         b = self._cur
         if b is not None and (b.file_key != key or not b.fits(n)):
@@ -254,6 +259,13 @@ class Capture:
             if not rows.flags.c_contiguous:
                 rows = np.ascontiguousarray(rows)
             np.copyto(b.rows[i:i + n].view(np.uint8), rows.view(np.uint8))
+        if b.info is not None and b.sampled is not None:
+            dst = b.info[i:i + n].view(np.uint8)
+            if info is not None and n:
+                np.copyto(dst, np.ascontiguousarray(info).view(np.uint8))
+            else:
+                dst.fill(0)  # null when written: zero, so no stale name reaches a dictionary
+            b.sampled[s] = info is not None
         if extra is not None and b.extra is not None:
             for dst, src in zip(b.extra, extra, strict=True):
                 dst[i:i + n] = src

@@ -132,6 +132,8 @@ class RecorderConfig:
     where: Filter | None = None
     max_rss: int | None = None
     netns: str | None = None
+    tcp_info: bool = False
+    tcp_info_every: float = 0.0
 
     @classmethod
     def make(cls, path: Any, *, interval: Any = "100ms", rotate: Any = "15m", flush: Any = "1s",
@@ -142,7 +144,8 @@ class RecorderConfig:
              mode: str = "full", keyframe: Any = "1m", destroy: bool | None = None,
              batch_rows: int = 1 << 14, buffers: int = 24, new_dataset: bool = False,
              filter: Any = None, max_rss: Any = None,
-             netns: str | int | None = None) -> RecorderConfig:
+             netns: str | int | None = None, tcp_info: bool = False,
+             tcp_info_every: Any = None) -> RecorderConfig:
         rotate_s, flush_s = parse_duration(rotate), parse_duration(flush)
         if rotate_s <= 0:
             raise ValueError("rotate must be > 0")
@@ -159,6 +162,13 @@ class RecorderConfig:
         where = parse_filter(filter) if filter is not None else None
         if where is not None and where.needs_pids and pids is False:
             raise ValueError(f"filter {str(where)!r} tests pids or process names: it needs pids")
+        every = 0.0 if tcp_info_every is None else parse_duration(tcp_info_every)
+        if every and not tcp_info:
+            raise ValueError("tcp_info_every (--tcp-info-every) needs tcp_info (--tcp-info)")
+        if tcp_info and mode == "changes":
+            # changes-mode counters events are issue 14's part B
+            raise ValueError("tcp_info (--tcp-info) is recorded in full mode only for now, not with mode "
+                             "'changes'")
         rss = None if max_rss is None else parse_size(max_rss)
         if rss is not None and rss <= 0:
             raise ValueError(f"max_rss must be more than 0, got {max_rss!r}")
@@ -168,7 +178,7 @@ class RecorderConfig:
                    int(row_group_rows), bool(compat), bool(fsync), bool(recover), nice, mode,
                    parse_duration(keyframe), destroy, int(batch_rows), max(2, int(buffers)),
                    bool(new_dataset), where if where else None, rss,
-                   None if netns is None else str(netns))
+                   None if netns is None else str(netns), bool(tcp_info), every)
 
     @staticmethod
     def ns(seconds: float) -> int:
@@ -239,6 +249,10 @@ class RecorderConfig:
             "tcpsnap.mode": self.mode,
             "tcpsnap.schema_version": str(SCHEMA_VERSION),
             "tcpsnap.boot_id": boot_id(),
+            # internals columns (--tcp-info): "true" or "false"; sampled every snapshot
+            # ("0") or at most that often; the lengths seen are added when a file closes
+            "tcpsnap.tcp_info": "true" if self.tcp_info else "false",
+            **({"tcpsnap.tcp_info_every": format_duration(self.tcp_info_every)} if self.tcp_info else {}),
             **({"tcpsnap.keyframe": format_duration(self.keyframe),
                 "tcpsnap.destroy_feed": "true" if destroy_feed else "false"}
                if destroy_feed is not None else {}),

@@ -158,13 +158,19 @@ class Recorder:
                 log.info("retention: %s", ret.describe())
                 ret.run(root)
             if self._snap is None:
-                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.capture_filter(), c.netns)
+                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.capture_filter(), c.netns,
+                                                                 c.tcp_info, c.tcp_info_every)
             else:
                 self.pids_enabled = bool(getattr(self._snap, "pids", False))
+                if c.tcp_info and not getattr(self._snap, "tcp_info_enabled", False):
+                    raise ValueError("tcp_info=True needs a snapshotter that captures it "
+                                     "(Snapshotter(tcp_info=True))")
             snap = self._snap
             # one untimed snapshot: sizes the array to the table and warms the pid
             # resolver (its first /proc walk), so the schedule does not start late
             warm = snap.take()
+            if c.tcp_info and hasattr(snap, "sample_tcp_info_next"):
+                snap.sample_tcp_info_next()  # the first timed snapshot samples internals
             if self._own_snap and self.pids_enabled:
                 _note_missing_pids(snap, warm)
             schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap)
@@ -178,15 +184,18 @@ class Recorder:
                 w = self._writer
                 return None if e is None else wrap_error(e, w.last_file, self.path, w.durable_seq)
 
-            pool = BatchPool(guard.buffers, c.batch_rows, 4096, bool(self._tracker), failed, guard.pool_bytes)
+            pool = BatchPool(guard.buffers, c.batch_rows, 4096, bool(self._tracker), failed, guard.pool_bytes,
+                             tcp_info=c.tcp_info)
             files = FileOptions(c.compression, c.compression_level, guard.row_group_rows, c.compat,
                                 c.fsync)
             self._writer = Writer(root, schema, encoder, rules, files, pool, self._clock,
                                   on_error=self.stop, on_file=None if ret is None else
-                                  lambda p: ret.run(root, busy_part=p.parent.name), guard=guard)
+                                  lambda p: ret.run(root, busy_part=p.parent.name), guard=guard,
+                                  file_kv=_tcp_info_kv(snap) if c.tcp_info else None)
             self._capture = Capture(snap, self.pids_enabled, rules, pool, self._writer,
                                     self._clock, Waker(), seq=0 if last is None else last + 1,
-                                    where=c.row_filter(), tracker=self._tracker, failed=lambda: self._writer.error)
+                                    where=c.row_filter(), tracker=self._tracker, failed=lambda: self._writer.error,
+                                    tcp_info=c.tcp_info)
             self._capture.stopping = self._stop_early
             self._writer.start()
         except BaseException:
@@ -417,17 +426,19 @@ def _memory_guard(c: RecorderConfig) -> Any:
     return guard
 
 
-def _new_snapshotter(pids: bool | None, where: Any = None,
-                     netns: str | None = None) -> tuple[SnapshotSource, bool]:
+def _new_snapshotter(pids: bool | None, where: Any = None, netns: str | None = None,
+                     tcp_info: bool = False, tcp_info_every: float = 0.0) -> tuple[SnapshotSource, bool]:
     """A Snapshotter for ``pids`` (True, False, None: "if possible") of the namespaces
     ``netns`` names (see Snapshotter) and whether it fills pids; ``where``, the recording's
-    filter, runs in the kernel where it can."""
+    filter, runs in the kernel where it can; ``tcp_info``: with internals, sampled at most
+    every ``tcp_info_every`` seconds (0: every snapshot)."""
     from .._snapshot import Snapshotter
 
+    kw = dict(filter=where, netns=netns, tcp_info=tcp_info, tcp_info_every=tcp_info_every or None)
     if pids is False:
-        return Snapshotter(pids=False, filter=where, netns=netns), False
+        return Snapshotter(pids=False, **kw), False
     try:
-        s = Snapshotter(pids=True, filter=where, netns=netns)
+        s = Snapshotter(pids=True, **kw)
         res = s.resolver
         if res is not None:
             # /proc walks never delay a snapshot: they run on their own threads and
@@ -440,7 +451,16 @@ def _new_snapshotter(pids: bool | None, where: Any = None,
         if pids:  # asked for explicitly
             raise
         log.warning("recording without pids (%s)", e)
-        return Snapshotter(pids=False, filter=where, netns=netns), False
+        return Snapshotter(pids=False, **kw), False
+
+
+def _tcp_info_kv(snap: Any) -> Any:
+    """What a file's footer says of the internals it holds, asked when it closes: the
+    longest struct tcp_info the kernel sent (``tcpsnap.tcp_info_len``, bytes) and how many
+    were longer than tcpsnap knows (``tcpsnap.tcp_info_longer``), since recording began."""
+    def kv() -> dict[str, str]:
+        return {f"tcpsnap.{k}": str(v) for k, v in getattr(snap, "tcp_info_stats", {}).items()}
+    return kv
 
 
 def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, Any]:
@@ -460,7 +480,7 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool) -> tuple[Any, Any, 
     from .._arrow import BatchEncoder
     from .._arrow import build_schema as full_schema
 
-    schema = full_schema(c.metadata(pids, None))
+    schema = full_schema(c.metadata(pids, None), tcp_info=c.tcp_info)
     return schema, BatchEncoder(schema, host_name(), boot_id()), None
 
 

@@ -114,7 +114,8 @@ class Writer:
 
     def __init__(self, folder: SafeDir, schema: Any, encoder: Any, rules: Rules, options: FileOptions,
                  pool: BatchPool, clock: Clock, on_error: Callable[[], None],
-                 on_file: Callable[[Path], object] | None = None, guard: Any = None) -> None:
+                 on_file: Callable[[Path], object] | None = None, guard: Any = None,
+                 file_kv: Callable[[], dict[str, str]] | None = None) -> None:
         self.root = folder
         self.folder = folder.path
         self._part: SafeDir | None = None  # the partition folder of the file in progress
@@ -127,6 +128,7 @@ class Writer:
         self._on_error = on_error
         self._on_file = on_file  # called (writer thread) after each file is finished
         self._guard = guard  # record.footprint.MemoryGuard, or None
+        self._file_kv = file_kv  # more key-value metadata, asked as each file closes
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.cpu_ns = 0  # CPU time this thread spent on batches
@@ -236,9 +238,10 @@ class Writer:
         s, n = b.s, b.n
         if b.extra is None:  # full mode: the rows of empty snapshots are kind "snapshot"
             kinds = np.repeat(b.empty[:s].astype(np.int8), b.counts[:s]) * np.int8(KIND_SNAPSHOT)
+            info = None if b.info is None else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s]))
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
-                                  monotonic=b.mono[:s], kinds=kinds)
+                                  monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
         else:
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
@@ -349,6 +352,8 @@ class Writer:
               "tcpsnap.first_seq": str(fm["first_seq"]),
               "tcpsnap.last_seq": str(fm["last_seq"]),
               "tcpsnap.overruns": str(fm["overruns"])}
+        if self._file_kv is not None:
+            kv.update(self._file_kv())
         path = app.finish(kv)
         self._app = None
         if path is not None:
