@@ -235,7 +235,9 @@ class Capture:
         key = self.rules.file_key(t0, w)
         extra = None
         if self.tracker is not None:
-            rows, names, extra = self.tracker.step(rows, names, w, t0, key)
+            rows, names, extra = self.tracker.step(rows, names, w, t0, key, info=info)
+            if self._tcp_info and extra is not None:
+                info, extra = extra[3], extra[:3]    # the event rows' internals
         empty = False
         if self.tracker is None and len(rows) == 0:
             # an empty snapshot still leaves a row: a quiet moment reads as 0, not as a gap
