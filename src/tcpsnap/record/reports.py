@@ -66,7 +66,10 @@ def place_destroyed(tr, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarr
         if in_cur.any():
             tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
         keep = in_cur & ~tw & (age < 2)
-        for i in np.flatnonzero(tw).tolist():
+        # a report whose cookie the table still holds as TIME_WAIT -- or, two rounds on,
+        # as anything (an orphaned FIN_WAIT2 mini-socket keeps its full socket's cookie):
+        # the connection lives on; its final totals wait for that socket's closed event
+        for i in np.flatnonzero(in_cur & ~keep).tolist():
             absorb(i, int(ck[i]))
         gone = np.flatnonzero(~in_cur)
         ask: list[int] = []
@@ -138,6 +141,7 @@ def place_destroyed(tr, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarr
                 f = final.pop(c, None) if not matched[j] else None
                 if f is not None:
                     closed_info[j] = f
+                    tr.final_totals += 1
         tr.final_totals += int(np.count_nonzero(closed_seen_ts & (closed_info["tcp_info_len"] > 0))) \
             if len(closed) else 0
     if len(closed):
