@@ -31,17 +31,25 @@ INFO_COLUMNS: list[str] = list(dict.fromkeys(TOTALS.values()))
 _ID = ("cookie", "host", "boot_id")
 
 
-def _values(s: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint64 values, valid) of a counter column; nulls (pandas NA or NaN: the kernel did
-    not send the field, or the row has no tcp_info) are not valid."""
+#: tcpi_min_rtt before the first rtt sample (the kernel's ~0U): no value.
+NO_RTT = 0xFFFFFFFF
+
+
+def _values(s: pd.Series | None, n: int, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 values, valid) of a counter column ``name``; nulls (pandas NA or NaN: the
+    kernel did not send the field, or the row has no tcp_info) are not valid, nor a
+    ``min_rtt`` of ``NO_RTT``."""
     if s is None:
         return np.zeros(n, np.uint64), np.zeros(n, bool)
-    valid = s.notna().to_numpy(bool)
+    valid = s.notna().to_numpy(bool, copy=True)
     v = s.to_numpy(dtype=np.float64, na_value=0.0) if s.dtype.kind == "f" or not valid.all() \
         else s.to_numpy()
     if np.asarray(v).dtype.kind == "f":
         v = np.where(valid, v, 0).astype(np.uint64)         # exact to 2**53 bytes
-    return np.asarray(v, np.uint64), valid
+    v = np.asarray(v, np.uint64)
+    if name == "min_rtt":
+        valid &= v != NO_RTT
+    return v, valid
 
 
 def nullable(values: np.ndarray, valid: np.ndarray):
@@ -58,7 +66,7 @@ def totals(df: pd.DataFrame, conn: np.ndarray, k: int, order=None) -> dict[str, 
     n = len(conn)
     out = {}
     for name, src in TOTALS.items():
-        v, ok = _values(df[src] if src in df else None, n)
+        v, ok = _values(df[src] if src in df else None, n, src)
         if order is not None:
             v, ok = v[order], ok[order]
         last = np.full(k, -1, np.int64)
@@ -83,7 +91,7 @@ def closed_totals(events: pd.DataFrame) -> pd.DataFrame | None:
     sub = events[m]
     out = sub[[c for c in _ID if c in sub]].reset_index(drop=True)
     for name, src in TOTALS.items():
-        v, ok = _values(sub[src] if src in sub else None, len(sub))
+        v, ok = _values(sub[src] if src in sub else None, len(sub), src)
         out[name] = nullable(v, ok)
     return out
 
