@@ -24,6 +24,8 @@ import pandas as pd
 from . import _frames
 from ._internals import (
     INFO_COLUMNS,
+    RETRANS,
+    RTT_COLUMNS,
     THROUGHPUT_COLUMNS,
     TOTALS,
     apply_closed,
@@ -32,12 +34,16 @@ from ._internals import (
     finish,
     nullable,
     rate_bins,
+    retrans_bins,
+    retrans_frame,
+    rtt_frame,
+    rtt_sums,
 )
 from ._schema import STATE_NAMES
 from ._timeline import Timeline, codes_of, vocabulary
 from .reading.scan import Selection
 
-__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "throughput", "Selection"]
+__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "throughput", "per_bin", "Selection"]
 
 _TUPLE = _frames.TUPLE
 _ORIGIN = ("host", "boot_id")
@@ -320,3 +326,31 @@ def throughput(sel: Selection, freq: str = "1s", by: str = "total") -> pd.DataFr
         parts.append(rate_bins(B, d, freq, by))
         del df, d
     return finish(parts, B, nan, keep, by)
+
+
+def per_bin(sel: Selection, freq: str, what: str) -> pd.DataFrame:
+    """``analysis.rtt`` / ``analysis.retransmits`` of the selection, piece by piece (rtt
+    sums per bin merge; retransmit deltas carry each connection's last row on)."""
+    snaps = sel.snapshots()
+    if len(snaps) == 0:
+        return pd.DataFrame()
+    B, _, nan, keep = Timeline(snaps.iloc[:0], snaps).bins(freq)
+    if what == "rtt":
+        sums = np.zeros((len(B), 4))
+        sums[:, 3] = np.inf
+        for df in sel.frames(RTT_COLUMNS + ["tcp_info_len"]):
+            s = rtt_sums(B, df)
+            sums[:, :2] += s[:, :2]
+            sums[:, 2] = np.maximum(sums[:, 2], s[:, 2])
+            sums[:, 3] = np.minimum(sums[:, 3], s[:, 3])
+        return rtt_frame(B, sums, nan, keep)
+    counts = np.zeros(len(B))
+    carry = None
+    for df in sel.frames(THROUGHPUT_COLUMNS + ["total_retrans"]):
+        carried = 0
+        if carry is not None and len(carry):
+            carried = len(carry)
+            df = pd.concat([_objects(carry), _objects(df)], ignore_index=True)
+        d, carry = deltas(df, carried, RETRANS)
+        counts += retrans_bins(B, d)
+    return retrans_frame(B, counts, nan, keep)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["TOTALS", "INFO_COLUMNS", "TUPLE", "THROUGHPUT_COLUMNS", "totals", "closed_totals", "apply_closed",
-           "throughput", "nullable", "deltas", "rate_bins", "finish"]
+__all__ = ["TOTALS", "INFO_COLUMNS", "TUPLE", "THROUGHPUT_COLUMNS", "RTT_COLUMNS", "BYTES", "RETRANS", "totals",
+           "closed_totals", "apply_closed", "throughput", "nullable", "deltas", "rate_bins", "finish",
+           "rtt_sums", "rtt_frame", "retrans_bins", "retrans_frame", "per_bin"]
 
 #: A connection's addresses: its identity where it has no cookie (Windows).
 TUPLE = ["family", "local_addr", "local_port", "remote_addr", "remote_port"]
@@ -139,12 +140,17 @@ def _connection_codes(df: pd.DataFrame) -> np.ndarray:
     return key.groupby(list(key.columns), sort=False, dropna=False).ngroup().to_numpy(np.int64)
 
 
-def deltas(df: pd.DataFrame, carried: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(each row's byte deltas since its connection's previous row: ``d_out`` from
-    ``bytes_acked``, ``d_in`` from ``bytes_received``, NaN where either row has no value
-    or it is the connection's first; the last row of each connection, to carry into the
-    next piece). A counter lower than before is a reset: counted from 0, never a negative
-    delta. The first ``carried`` rows are the previous piece's carry: they get no delta."""
+BYTES = (("d_out", "bytes_acked"), ("d_in", "bytes_received"))
+RETRANS = (("d_retrans", "total_retrans"),)
+
+
+def deltas(df: pd.DataFrame, carried: int = 0, counters=BYTES) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(each row's counter deltas since its connection's previous row -- ``counters``:
+    (name, column) pairs, by default ``d_out`` from ``bytes_acked`` and ``d_in`` from
+    ``bytes_received`` --, NaN where either row has no value or it is the connection's
+    first; the last row of each connection, to carry into the next piece). A counter
+    lower than before is a reset: counted from 0, never a negative delta. The first
+    ``carried`` rows are the previous piece's carry: they get no delta."""
     n = len(df)
     conn = _connection_codes(df) if n else np.zeros(0, np.int64)
     seq = df["seq"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
@@ -153,7 +159,7 @@ def deltas(df: pd.DataFrame, carried: int = 0) -> tuple[pd.DataFrame, pd.DataFra
     if n > 1:
         same[1:] = conn[o][1:] == conn[o][:-1]
     out = df.iloc[o].reset_index(drop=True)
-    for name, src in (("d_out", "bytes_acked"), ("d_in", "bytes_received")):
+    for name, src in counters:
         v, ok = _values(df[src] if src in df else None, n)
         v, ok = v[o], ok[o]
         pv, pok = np.roll(v, 1), np.roll(ok, 1)
@@ -235,3 +241,74 @@ def throughput(df: pd.DataFrame, freq: str = "1s", by: str = "total",
     B, _, nan, keep = Timeline(df, snapshots).bins(freq)
     d, _ = deltas(df)
     return finish([rate_bins(B, d, freq, by)], B, nan, keep, by)
+
+
+#: What ``rtt_bins`` and ``retrans_bins`` read of the rows.
+RTT_COLUMNS = ["timestamp", "seq", "host", "rtt", "min_rtt"]
+
+
+def rtt_sums(B, df: pd.DataFrame) -> np.ndarray:
+    """Per bin of ``B``: (rows with an rtt, sum of their rtt, max rtt, min of min_rtt) in
+    µs, from ``df``'s rows (a piece: sums merge)."""
+    from ._timeline import ns_values
+
+    out = np.zeros((len(B), 4))
+    out[:, 3] = np.inf
+    if not len(df) or "rtt" not in df:
+        return out
+    at = np.searchsorted(ns_values(B), ns_values(df["timestamp"]), side="right") - 1
+    v, ok = _values(df["rtt"], len(df), "rtt")
+    mv, mok = _values(df["min_rtt"] if "min_rtt" in df else None, len(df), "min_rtt")
+    use = ok & (at >= 0) & (at < len(B)) & (df["tcp_info_len"].fillna(0).to_numpy() > 0
+                                            if "tcp_info_len" in df else True)
+    np.add.at(out[:, 0], at[use], 1)
+    np.add.at(out[:, 1], at[use], v[use].astype(np.float64))
+    np.maximum.at(out[:, 2], at[use], v[use].astype(np.float64))
+    m = use & mok
+    np.minimum.at(out[:, 3], at[m], mv[m].astype(np.float64))
+    return out
+
+
+def rtt_frame(B, sums: np.ndarray, nan: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
+    """``rtt``'s answer from the summed ``rtt_sums``: milliseconds per bin."""
+    n = sums[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, sums[:, 1] / np.maximum(n, 1), np.nan) / 1000
+    out = pd.DataFrame({"rtt_mean_ms": mean,
+                        "rtt_max_ms": np.where(n > 0, sums[:, 2], np.nan) / 1000,
+                        "min_rtt_ms": np.where(np.isfinite(sums[:, 3]), sums[:, 3], np.nan) / 1000,
+                        "connections": n}, index=B)
+    out.loc[nan, :] = np.nan
+    return out[keep]
+
+
+def retrans_bins(B, d: pd.DataFrame) -> np.ndarray:
+    """Retransmitted segments per bin of ``B`` from ``deltas(..., counters=RETRANS)``."""
+    from ._timeline import ns_values
+
+    if not len(d):
+        return np.zeros(len(B))
+    at = np.searchsorted(ns_values(B), ns_values(d["timestamp"]), side="right") - 1
+    v = d["d_retrans"].to_numpy(np.float64)
+    use = (at >= 0) & (at < len(B)) & ~np.isnan(v)
+    return np.bincount(at[use], weights=v[use], minlength=len(B))
+
+
+def per_bin(df: pd.DataFrame, freq: str, what: str, snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The in-memory form of ``analysis.rtt`` (``what="rtt"``) and ``analysis.retransmits``."""
+    from ._timeline import Timeline, prepare
+
+    df, snapshots = prepare(df, snapshots)
+    if len(df) == 0 and (snapshots is None or len(snapshots) == 0):
+        return pd.DataFrame()
+    B, _, nan, keep = Timeline(df, snapshots).bins(freq)
+    if what == "rtt":
+        return rtt_frame(B, rtt_sums(B, df), nan, keep)
+    d, _ = deltas(df, 0, RETRANS)
+    return retrans_frame(B, retrans_bins(B, d), nan, keep)
+
+
+def retrans_frame(B, counts: np.ndarray, nan: np.ndarray, keep: np.ndarray) -> pd.DataFrame:
+    out = pd.DataFrame({"retransmits": np.asarray(counts, np.float64)}, index=B)
+    out.loc[nan, "retransmits"] = np.nan
+    return out[keep]

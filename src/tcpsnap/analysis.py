@@ -61,7 +61,7 @@ from .reading.dataset import Recording
 from .reading.scan import Selection
 
 __all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "interval_of", "top_remotes", "by_process",
-           "canonical_address", "COLUMNS", "Selection", "throughput", "INFO_COLUMNS",
+           "canonical_address", "COLUMNS", "Selection", "throughput", "rtt", "retransmits", "INFO_COLUMNS",
            "by_container"]
 
 #: The tcp_info columns ``lifetimes`` reads besides ``COLUMNS`` (recordings made with ``--tcp-info``).
@@ -218,3 +218,28 @@ def throughput(df: Rows, freq: str = "1s", by: str = "total", snapshots: pd.Data
     if by not in ("total", "connection", "process"):
         raise ValueError(f"by must be one of total, connection, process, not {by!r}")
     return _bounded.throughput(sel, freq, by)
+
+
+def rtt(df: Rows, freq: str = "1s", snapshots: pd.DataFrame | None = None, *, start: Any = None,
+        end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
+    """Round-trip times per ``freq`` bin from the rows' tcp_info (``--tcp-info``), in
+    milliseconds: ``rtt_mean_ms`` / ``rtt_max_ms`` (the kernel's smoothed ``tcpi_rtt``
+    over the rows of the bin that have one), ``min_rtt_ms`` (the least ``tcpi_min_rtt``),
+    ``connections`` (rows counted). NaN where no row had one, and in every column where
+    no snapshot was taken (a gap, as ``state_counts``). ``df`` a recording: in bounded memory."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _internals.per_bin(df, freq, "rtt", snapshots)
+    return _bounded.per_bin(sel, freq, "rtt")
+
+
+def retransmits(df: Rows, freq: str = "1s", snapshots: pd.DataFrame | None = None, *, start: Any = None,
+                end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
+    """Segments retransmitted per ``freq`` bin: the deltas of each connection's
+    ``tcpi_total_retrans`` (as ``throughput`` takes deltas: a counter going back is a
+    reset), in column ``retransmits``; NaN where no snapshot was taken. ``df`` a
+    recording: in bounded memory."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _internals.per_bin(df, freq, "retrans", snapshots)
+    return _bounded.per_bin(sel, freq, "retrans")
