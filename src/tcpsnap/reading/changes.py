@@ -190,12 +190,10 @@ def rebuild(table, snapshots: np.ndarray | None = None):
 
 
 def info_names() -> frozenset[str]:
-    """The tcp_info columns' names (``TCP_INFO_FIELDS``), or none where this tcpsnap has none."""
-    try:
-        from .._schema import TCP_INFO_FIELDS
-    except ImportError:
-        return frozenset()
-    return frozenset(f[0] for f in TCP_INFO_FIELDS)
+    """The tcp_info columns' names (``_arrow.TCP_INFO_COLUMNS``)."""
+    from .._arrow import TCP_INFO_COLUMNS
+
+    return frozenset(TCP_INFO_COLUMNS)
 
 
 def _rows_schema(table):
