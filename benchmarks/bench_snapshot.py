@@ -229,14 +229,16 @@ def ensure_netns(argv: list[str], script: str, allow: bool = True,
 # --------------------------------------------------------------------------- methods
 
 class Floor:
-    """benchmarks/floor.c compiled with gcc -O2 into a temp dir, run in serve mode."""
+    """benchmarks/floor.c compiled with gcc -O2 into a temp dir, run in serve mode;
+    ``info``: its dumps ask for INET_DIAG_INFO and INET_DIAG_CONG (FLOOR_INFO=1)."""
 
-    def __init__(self):
+    def __init__(self, info: bool = False):
         self.dir = tempfile.mkdtemp(prefix="tcpsnap-floor-")
         self.exe = os.path.join(self.dir, "floor")
         subprocess.run(["gcc", "-O2", "-Wall", "-o", self.exe, str(HERE / "floor.c")], check=True)
         self.proc = subprocess.Popen([self.exe, "serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     env=dict(os.environ, FLOOR_INFO="1" if info else "0"))
         atexit.register(self.close)
 
     def dumps(self, k: int) -> list[tuple[int, int, int]]:

@@ -7,6 +7,9 @@
  * idiag_ext = 0, cookie = INET_DIAG_NOCOOKIE, one socket reused across dumps,
  * a 64 KiB receive buffer, recv(..., MSG_TRUNC). It only counts the rows: no
  * parsing, no copying, no Python. Whatever take() spends above this is ours.
+ * With FLOOR_INFO=1 the dumps also ask for INET_DIAG_INFO and INET_DIAG_CONG
+ * (idiag_ext, as Snapshotter(tcp_info=True) does): the kernel then fills struct
+ * tcp_info and the algorithm's name into every message, still only counted here.
  *
  * Usage:
  *   floor K        one untimed warm-up dump, then K timed dumps; one line each:
@@ -46,6 +49,7 @@ static char rbuf[RECV_SIZE] __attribute__((aligned(8)));
 static uint32_t seq;
 static int want_v6 = 1;
 static int single_walk = 1;   /* FLOOR_V2=1 in the environment: two v2 dumps instead */
+static uint8_t ext;           /* FLOOR_INFO=1: idiag_ext asks for INET_DIAG_INFO and _CONG */
 
 static void die(const char *what, int err)
 {
@@ -87,6 +91,7 @@ static long dump_family(int fd, int family, int *intr)
         creq.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
         creq.h.nlmsg_seq = ++seq;
         creq.r.idiag_family = AF_INET;
+        creq.r.idiag_ext = ext;
         creq.r.idiag_states = DUMP_STATES;
         creq.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
         creq.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
@@ -101,7 +106,7 @@ static long dump_family(int fd, int family, int *intr)
         req.h.nlmsg_seq = ++seq;
         req.r.sdiag_family = family;
         req.r.sdiag_protocol = IPPROTO_TCP;
-        req.r.idiag_ext = 0;
+        req.r.idiag_ext = ext;
         req.r.idiag_states = DUMP_STATES;
         req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
         req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
@@ -216,6 +221,9 @@ static void netns_serve(int n, char **paths)
 
 int main(int argc, char **argv)
 {
+    const char *info = getenv("FLOOR_INFO");
+    if (info && *info && strcmp(info, "0") != 0)
+        ext = (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1));
     if (argc >= 3 && strcmp(argv[1], "netns-serve") == 0) {
         netns_serve(argc - 2, argv + 2);
         return 0;

@@ -4,16 +4,13 @@ tcpsnap and by ss, as JSON. Exit 77 (skip) when nft cannot add the rule here."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _sockets import pair, wait_for  # noqa: E402
-from _tcp_info_ss import ss_info  # noqa: E402
-
-from tcpsnap import Snapshotter  # noqa: E402
+from _sockets import pair, wait_for
+from _tcp_info_ss import ss_info
+from tcpsnap import Snapshotter
 
 
 def fields(info):

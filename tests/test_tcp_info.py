@@ -166,3 +166,75 @@ def test_arrow_windows_rows_have_only_their_structs_fields():
     assert cols["rtt"].to_pylist() == [None, 7000, 7000]
     assert cols["snd_cwnd"].to_pylist() == [None, None, None]    # no Windows struct read here
     assert set(ESTATS_FIELDS) <= set(TCP_INFO_COLUMNS)
+
+
+# Windows: GetPerTcpConnectionEStats' read-only dynamic structs, laid out as tcpestats.h
+# documents them (Wine does not export the call: synthetic buffers, as the MIB parser's).
+DATA_ROD = struct.Struct("<6Q5I4xQI4xQ")      # TCP_ESTATS_DATA_ROD_v0, 96 bytes
+PATH_ROD = struct.Struct("<40I")              # TCP_ESTATS_PATH_ROD_v0, 160 bytes
+PATH_NAMES = ("FastRetran Timeouts SubsequentTimeouts CurTimeoutCount AbruptTimeouts PktsRetrans "
+              "BytesRetrans DupAcksIn SacksRcvd SackBlocksRcvd CongSignals PreCongSumCwnd PreCongSumRtt "
+              "PostCongSumRtt PostCongCountRtt EcnSignals EceRcvd SendStall QuenchRcvd RetranThresh "
+              "SndDupAckEpisodes SumBytesReordered NonRecovDa NonRecovDaEpisodes AckAfterFr DsackDups "
+              "SampleRtt SmoothedRtt RttVar MaxRtt MinRtt SumRtt CountRtt CurRto MaxRto MinRto CurMss "
+              "MaxMss MinMss SpuriousRtoDetections").split()
+
+
+def data_rod(**kw):
+    names = ("DataBytesOut DataSegsOut DataBytesIn DataSegsIn SegsOut SegsIn SoftErrors SoftErrorReason "
+             "SndUna SndNxt SndMax ThruBytesAcked RcvNxt ThruBytesReceived").split()
+    return DATA_ROD.pack(*(kw.get(n, 1000 + i) for i, n in enumerate(names)))
+
+
+def path_rod(**kw):
+    return PATH_ROD.pack(*(kw.get(n, 7000 + i) for i, n in enumerate(PATH_NAMES)))
+
+
+def test_estats_struct_sizes():
+    from tcpsnap._tcp_info import ESTATS_SIZES
+
+    assert DATA_ROD.size == 96 and PATH_ROD.size == 160 and ESTATS_SIZES == (96, 160)
+
+
+def test_estats_data_and_path_into_the_tcp_info_row():
+    from tcpsnap._tcp_info import parse_estats
+
+    d = data_rod(DataBytesOut=5_000_000_000, DataSegsOut=40, DataSegsIn=30, SegsOut=55, SegsIn=45,
+                 ThruBytesAcked=4_999_999_000, ThruBytesReceived=123_456, DataBytesIn=999)
+    p = path_rod(Timeouts=2, SubsequentTimeouts=3, CurTimeoutCount=1, PktsRetrans=6, BytesRetrans=7300,
+                 DsackDups=2, SmoothedRtt=12, RttVar=3, MinRtt=9, CurRto=300, CurMss=1460)
+    row = parse_estats(d, p)[0]
+    assert row["estats"] == ESTATS_DATA | ESTATS_PATH and row["tcp_info_len"] == 0
+    got = {n: int(row[n]) for n in ESTATS_FIELDS}
+    assert got == {"bytes_sent": 5_000_000_000, "data_segs_out": 40, "data_segs_in": 30, "segs_out": 55,
+                   "segs_in": 45, "bytes_acked": 4_999_999_000, "bytes_received": 123_456,
+                   "total_rto": 5, "retransmits": 1, "total_retrans": 6, "bytes_retrans": 7300,
+                   "dsack_dups": 2, "rtt": 12_000, "rttvar": 3_000, "min_rtt": 9_000, "rto": 300_000,
+                   "snd_mss": 1460}
+    # what Windows does not give stays 0 in the row and null in Arrow
+    assert row["snd_cwnd"] == 0 and row["congestion"] == b""
+    cols = tcp_info_columns(parse_estats(d, p))
+    assert cols["snd_cwnd"].to_pylist() == [None] and cols["bytes_sent"].to_pylist() == [5_000_000_000]
+    assert cols["tcp_info_len"].to_pylist() == [0]
+
+
+def test_estats_one_struct_or_short_buffers():
+    from tcpsnap._tcp_info import parse_estats
+
+    only_data = parse_estats(data_rod(DataBytesOut=10))
+    assert only_data[0]["estats"] == ESTATS_DATA and only_data[0]["rtt"] == 0
+    cols = tcp_info_columns(only_data)
+    assert cols["bytes_sent"].to_pylist() == [10] and cols["rtt"].to_pylist() == [None]
+    only_path = parse_estats(None, path_rod(SmoothedRtt=1))
+    assert only_path[0]["estats"] == ESTATS_PATH and only_path[0]["rtt"] == 1000
+    assert tcp_info_columns(only_path)["bytes_sent"].to_pylist() == [None]
+    # a buffer shorter than its struct is not read: nothing (estats 0 and all zero)
+    short = parse_estats(data_rod()[:95], path_rod()[:159])
+    assert short.tobytes() == bytes(TCP_INFO_DTYPE.itemsize)
+    # ms beyond what µs in 32 bits hold saturate; so does "no sample" (ULONG_MAX)
+    sat = parse_estats(None, path_rod(MinRtt=0xFFFFFFFF, SmoothedRtt=4_294_967, CurRto=4_294_966,
+                                      Timeouts=70_000, CurTimeoutCount=300))[0]
+    assert (int(sat["min_rtt"]), int(sat["rtt"]), int(sat["rto"])) == (0xFFFFFFFF, 0xFFFFFFFF, 4_294_966_000)
+    assert (int(sat["total_rto"]), int(sat["retransmits"])) == (0xFFFF, 0xFF)
+    with pytest.raises(TypeError):
+        parse_estats(12)

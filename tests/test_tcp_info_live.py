@@ -4,7 +4,10 @@ receiver's bytes_received), every counter as `ss -ti` prints it, rows and intern
 aligned through filters and array growth; a retransmit forced by an nft drop rule in a
 private namespace."""
 
+import csv
+import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +23,7 @@ from conftest import CAN_UNSHARE_NET
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink internals are Linux's")
 if sys.platform.startswith("linux"):
     from _tcp_info_ss import ss_info
-    from tcpsnap import Snapshotter
+    from tcpsnap import NamespaceError, Snapshotter
 
 N, M = 100_000, 54_321
 COUNTERS = ("bytes_acked", "bytes_received", "bytes_sent", "segs_in", "segs_out", "data_segs_in",
@@ -74,7 +77,7 @@ def test_exact_byte_counts_syn_and_fin_and_ss_agrees(host):
             li = t[(port, 0)][1]
             assert (li["tcp_info_len"], li["bytes_acked"], li["bytes_received"]) == (ci["tcp_info_len"], 0, 0)
             ss = ss_info(port)
-            for key, (row, info) in t.items():
+            for key, (_row, info) in t.items():
                 want = ss[key]
                 assert info["congestion"].decode() == want["congestion"], key
                 for name in COUNTERS:
@@ -180,3 +183,118 @@ def test_retransmit_forced_by_an_nft_drop_rule():
     # after the rule is gone, the data gets through and the count stays
     assert got["after"]["total_retrans"] >= ours["total_retrans"] and got["after"]["unacked"] == 0
     assert np.uint64(got["after"]["bytes_acked"]) == 1000 + 1
+
+
+def test_show_info_prints_the_internals_ss_prints():
+    lst, c, s = pair("127.0.0.1")
+    port, cport = lst.getsockname()[1], c.getsockname()[1]
+    try:
+        c.sendall(b"x" * N)
+        recv_exactly(s, N)
+        s.sendall(b"y" * M)
+        recv_exactly(c, M)
+        assert wait_for(lambda: quiet(c) and quiet(s))
+        expr = f"sport = :{port} or dport = :{port}"
+        run = [sys.executable, "-m", "tcpsnap", "show", "--info", "--no-pids"]
+        p = subprocess.run(run + ["--format", "json", expr], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        recs = {(r["local_port"], r["remote_port"]): r for r in json.loads(p.stdout)}
+        cl, sv = recs[(cport, port)], recs[(port, cport)]
+        assert (cl["bytes_sent"], cl["bytes_acked"], cl["bytes_received"]) == (N, N + 1, M)
+        assert (sv["bytes_sent"], sv["bytes_acked"], sv["bytes_received"]) == (M, M, N)
+        ss = ss_info(port)
+        for key, rec in recs.items():
+            for name in ("bytes_acked", "bytes_received", "bytes_sent", "segs_in", "segs_out", "snd_cwnd",
+                         "min_rtt", "snd_mss", "pmtu", "rcv_space"):
+                if name in ss[key]:
+                    assert rec[name] == ss[key][name], (key, name)
+            assert rec["congestion"] == ss[key]["congestion"]
+        # the table: one line per connection, ss's spelling of the same numbers
+        p = subprocess.run(run + [expr], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        lines = p.stdout.splitlines()
+        assert lines[0].split()[-1] == "Info" and len(lines) == 4
+        client = next(ln for ln in lines if f"127.0.0.1:{cport}  127.0.0.1:{port}" in ln)
+        tokens = client.split()
+        for tok in (f"bytes_sent:{N}", f"bytes_acked:{N + 1}", f"bytes_received:{M}",
+                    f"segs_out:{ss[(cport, port)]['segs_out']}", f"cwnd:{ss[(cport, port)]['snd_cwnd']}",
+                    f"minrtt:{ss[(cport, port)]['min_rtt'] / 1000:g}", ss[(cport, port)]["congestion"]):
+            assert tok in tokens, (tok, client)
+        # csv: the same keys
+        p = subprocess.run(run + ["--format", "csv", expr], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        rows = list(csv.DictReader(io.StringIO(p.stdout)))
+        assert {"bytes_acked", "rtt", "congestion", "tcp_info_len"} <= set(rows[0])
+        row = next(r for r in rows if r["local_port"] == str(cport))
+        assert (row["bytes_acked"], row["congestion"]) == (str(N + 1), ss[(cport, port)]["congestion"])
+    finally:
+        for x in (c, s, lst):
+            x.close()
+
+
+_NS_CHILD = r"""
+import json, os, socket, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from _sockets import pair
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+lst, c, s = pair("127.0.0.1")
+c.sendall(b"n" * int(sys.argv[2]))
+got = 0
+while got < int(sys.argv[2]):
+    got += len(s.recv(65536))
+print(json.dumps({"pid": os.getpid(), "port": lst.getsockname()[1], "cport": c.getsockname()[1]}), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not CAN_UNSHARE_NET, reason="needs unshare -n (root) on Linux")
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_internals_of_another_namespace(which):
+    # a connection that sent N bytes inside a namespace of its own: Snapshotter(netns=its pid
+    # or "all", tcp_info=True) sees its internals as ss run inside that namespace does
+    here = str(Path(__file__).resolve().parent)
+    child = subprocess.Popen(["unshare", "-n", sys.executable, "-c", _NS_CHILD, here, str(N)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(child.stdout.readline())
+        pid, port, cport = info["pid"], info["port"], info["cport"]
+        ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+        netns = str(pid) if which == "one" else "all"
+        try:
+            snap = Snapshotter(tcp_info=True, netns=netns, filter=f"sport = :{port} or dport = :{port}")
+        except NamespaceError as e:     # not permitted here
+            pytest.skip(f"cannot enter namespaces here: {e}")
+        with snap:
+            rows = snap.take()
+            ti = snap.tcp_info
+            mine = {(int(r["local_port"]), int(r["remote_port"])): i for r, i in zip(rows, ti, strict=True)
+                    if r["netns"] == ino}
+        ss = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ss", "-tinOH", "state", "all",
+                             f"( sport = :{port} or dport = :{port} )"], capture_output=True, text=True)
+        assert (int(mine[(cport, port)]["bytes_sent"]), int(mine[(cport, port)]["bytes_acked"])) == (N, N + 1)
+        assert int(mine[(port, cport)]["bytes_received"]) == N
+        assert f"bytes_acked:{N + 1}" in ss.stdout.split() and f"bytes_received:{N}" in ss.stdout.split()
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+
+
+def test_show_info_without_internals_says_why_once(monkeypatch, capsys):
+    # a backend without internals (Windows here): the columns stay, null, and one note says why
+    import tcpsnap._backend
+    from tcpsnap.cli import main
+
+    lst, c, s = pair("127.0.0.1")
+    port = lst.getsockname()[1]
+    try:
+        monkeypatch.setattr(tcpsnap._backend, "BACKEND", "windows")
+        assert main(["show", "--info", "--no-pids", "--format", "json", f"sport = :{port} or dport = :{port}"]) == 0
+        out, err = capsys.readouterr()
+        recs = json.loads(out)
+        assert len(recs) == 3 and all(r["bytes_acked"] is None and r["congestion"] is None for r in recs)
+        notes = err.strip().splitlines()
+        assert len(notes) == 1 and notes[0].startswith("tcpsnap: note: --info: this backend (windows)")
+    finally:
+        for x in (c, s, lst):
+            x.close()

@@ -21,7 +21,7 @@ from ._mib import (
     parse_tcptable2,
     parse_tcptable_owner_pid,
 )
-from ._schema import ROW_DTYPE, TcpState
+from ._schema import ROW_DTYPE, TCP_INFO_DTYPE, TcpState
 from ._snapshot import Snapshotter, snapshot
 from ._version import __version__
 from .filters import Filter, parse_filter
@@ -31,6 +31,7 @@ from .record import Recorder, recover
 
 __all__ = [
     "ROW_DTYPE",
+    "TCP_INFO_DTYPE",
     "TcpState",
     "Snapshotter",
     "snapshot",

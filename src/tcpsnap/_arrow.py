@@ -188,34 +188,65 @@ class CongestionNames:
                                               d.arrow())
 
 
-def _info_validity(info: np.ndarray, sampled: np.ndarray | None) -> dict[str, np.ndarray | None]:
-    # name -> "is null" mask (None: none null). A Linux row has a field when tcp_info_len
-    # covers its end in struct tcp_info; a Windows row (estats != 0) when the struct that
-    # fills it was read. The masks are shared by every field ending at the same offset.
-    lens = info["tcp_info_len"]
-    est = info["estats"]
+# each internals column's end in struct tcp_info (Linux) and its ESTATS struct bit (Windows)
+_INFO_ENDS = {n: sum(TCP_INFO_KERNEL[n]) for n in TCP_INFO_COLUMNS if n in TCP_INFO_KERNEL}
+_MAX_END = max(_INFO_ENDS.values())
+
+
+def _field(rows: np.ndarray, name: str) -> np.ndarray:
+    """A copy of one field of C-contiguous structured ``rows`` as a plain array: read through
+    a strided view of the field's own integer type, 6x faster than copying ``rows[name]``
+    (numpy copies a structured field element by element)."""
+    dt, off = _INFO_FIELDS[name][:2]
+    return np.ndarray((len(rows),), dt, buffer=rows, offset=off, strides=(rows.itemsize,)).copy()
+
+
+def _validity(null: np.ndarray | None) -> tuple[pa.Buffer | None, int]:
+    # an Arrow validity bitmap (None: no null) and its null count, made once per mask
+    if null is None:
+        return None, 0
+    nc = int(np.count_nonzero(null))
+    if nc == 0:
+        return None, 0
+    return pa.array(~null).buffers()[1], nc
+
+
+def _info_validity(info: np.ndarray, sampled: np.ndarray | None) -> dict[str, tuple[pa.Buffer | None, int]]:
+    # name -> (validity bitmap, null count). A Linux row has a field when tcp_info_len covers
+    # its end in struct tcp_info; a Windows row (estats != 0) when the struct that fills it
+    # was read; a row of an unsampled snapshot has none. Rows are nearly always whole (the
+    # kernel's length covers every field) or empty (TIME_WAIT): then one bitmap serves every
+    # column; other rows cost one mask per distinct end.
+    lens = np.ascontiguousarray(info["tcp_info_len"])
+    est = np.ascontiguousarray(info["estats"])
+    unsampled = None if sampled is None or sampled.all() else ~sampled
     windows = est != 0
     any_win = bool(windows.any())
-    by_end: dict[int, np.ndarray | None] = {}
-    out: dict[str, np.ndarray | None] = {}
-    for name in TCP_INFO_COLUMNS:
-        if name in ("tcp_info_len", "congestion"):
+    sent = lens[lens > 0]
+    whole = len(sent) == 0 or int(sent.min()) >= _MAX_END
+    base = lens == 0
+    if any_win:
+        base &= ~windows
+    if unsampled is not None:
+        base |= unsampled
+    shared = _validity(base)
+    made: dict[tuple[int, int], tuple[pa.Buffer | None, int]] = {}
+    out: dict[str, tuple[pa.Buffer | None, int]] = {}
+    for name, end in _INFO_ENDS.items():
+        bit = ESTATS_FIELDS.get(name, 0) if any_win else 0
+        if whole and not any_win:
+            out[name] = shared
             continue
-        koff, ksize = TCP_INFO_KERNEL[name]
-        end = koff + ksize
-        if end not in by_end:
-            short = lens < end
+        key = (0 if whole else end, bit)
+        if key not in made:
+            null = (lens < end) if not whole else base.copy()
             if any_win:
-                short &= ~windows
-            by_end[end] = short
-        null = by_end[end]
-        if any_win:
-            bit = ESTATS_FIELDS.get(name, 0)
-            win_null = windows & ((est & bit) == 0) if bit else windows
-            null = win_null | null if null is not None else win_null
-        if sampled is not None:
-            null = null | ~sampled if null is not None else ~sampled
-        out[name] = null if null is not None and null.any() else None
+                null &= ~windows
+                null |= windows & ((est & bit) == 0) if bit else windows
+            if unsampled is not None:
+                null |= unsampled
+            made[key] = _validity(null)
+        out[name] = made[key]
     return out
 
 
@@ -227,17 +258,19 @@ def tcp_info_columns(info: np.ndarray, sampled: np.ndarray | None = None,
     null, never 0. ``sampled`` (bool per row, default all True): False for rows of a
     snapshot that sampled no internals, null in every column. ``congestion``: the
     dictionary to extend (a new one by default)."""
-    nulls = _info_validity(info, sampled)
+    info = np.ascontiguousarray(info)
+    n = len(info)
+    valid = _info_validity(info, sampled)
+    unsampled = None if sampled is None or sampled.all() else ~sampled
     cols: dict[str, pa.Array] = {}
     for name in TCP_INFO_COLUMNS:
         if name == "congestion":
-            null = None if sampled is None or sampled.all() else ~sampled
-            cols[name] = (congestion or CongestionNames()).encode(info["congestion"], null)
-        elif name == "tcp_info_len":
-            m = None if sampled is None or sampled.all() else ~sampled
-            cols[name] = pa.array(np.ascontiguousarray(info[name]), mask=m)
-        else:
-            cols[name] = pa.array(np.ascontiguousarray(info[name]), mask=nulls[name])
+            cols[name] = (congestion or CongestionNames()).encode(_field(info, name), unsampled)
+            continue
+        bitmap, nc = valid[name] if name != "tcp_info_len" else _validity(unsampled)
+        values = _field(info, name)
+        cols[name] = pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), n,
+                                           [bitmap, pa.py_buffer(values)], null_count=nc)
     return cols
 
 

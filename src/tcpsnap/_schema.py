@@ -162,15 +162,15 @@ TCP_INFO_FIELDS: tuple[tuple[str, str | tuple, int], ...] = (
 #: ``estats`` bits (Windows): what filled the row instead of struct tcp_info.
 ESTATS_DATA, ESTATS_PATH = 1, 2
 #: Windows: the fields GetPerTcpConnectionEStats fills, and which struct (``estats`` bit)
-#: fills each (TCP_ESTATS_DATA_ROD_v0, TCP_ESTATS_PATH_ROD_v0; ``_winestats.py``). The
-#: others are null on a Windows row.
+#: fills each (TCP_ESTATS_DATA_ROD_v0, TCP_ESTATS_PATH_ROD_v0; ``_tcp_info.h``,
+#: ``tcp_info_from_estats``). The others are null on a Windows row.
 ESTATS_FIELDS: dict[str, int] = {
     "bytes_sent": ESTATS_DATA, "bytes_received": ESTATS_DATA, "bytes_acked": ESTATS_DATA,
     "segs_out": ESTATS_DATA, "segs_in": ESTATS_DATA, "data_segs_out": ESTATS_DATA,
     "data_segs_in": ESTATS_DATA,
     "total_retrans": ESTATS_PATH, "bytes_retrans": ESTATS_PATH, "total_rto": ESTATS_PATH,
     "dsack_dups": ESTATS_PATH, "rtt": ESTATS_PATH, "rttvar": ESTATS_PATH, "min_rtt": ESTATS_PATH,
-    "rto": ESTATS_PATH, "snd_mss": ESTATS_PATH,
+    "rto": ESTATS_PATH, "snd_mss": ESTATS_PATH, "retransmits": ESTATS_PATH,
 }
 
 TCP_INFO_DTYPE = np.dtype(

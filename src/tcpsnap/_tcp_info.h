@@ -111,6 +111,57 @@ static inline void tcp_info_cong(const uint8_t *data, size_t length, tcpsnap_tcp
     memset(out->congestion + i, 0, sizeof(out->congestion) - i);
 }
 
+/* Windows: GetPerTcpConnectionEStats' read-only dynamic structs (tcpestats.h, Microsoft's
+ * documentation), version 0, little-endian with natural alignment on x86 and x64:
+ * TCP_ESTATS_DATA_ROD_v0 is 96 bytes (six ULONG64, five ULONG, a ULONG64 at 72, a ULONG,
+ * a ULONG64 at 88), TCP_ESTATS_PATH_ROD_v0 forty ULONGs (160 bytes). */
+#define TCPSNAP_ESTATS_DATA_ROD_SIZE 96
+#define TCPSNAP_ESTATS_PATH_ROD_SIZE 160
+#define TCPSNAP_ESTATS_DATA 1
+#define TCPSNAP_ESTATS_PATH 2
+
+static inline uint64_t tcpsnap_le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t tcpsnap_le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+/* ms (ESTATS) -> us (tcp_info), saturating: ULONG_MAX ms ("no sample") stays the maximum */
+static inline uint32_t tcpsnap_ms_us(uint32_t ms) { return ms >= 4294967u ? 0xFFFFFFFFu : ms * 1000u; }
+
+/* One connection's Data and Path structs (either may be NULL or short: then not read)
+ * -> *out, zeroed first; out->estats says which were read, tcp_info_len stays 0. What the
+ * fields mean is as on Linux, but counted since collection was enabled for the connection
+ * (SetPerTcpConnectionEStats), not since it opened. */
+static inline void tcp_info_from_estats(const uint8_t *data, size_t dlen, const uint8_t *path, size_t plen,
+                                        tcpsnap_tcp_info *out)
+{
+    uint32_t rto;
+    memset(out, 0, sizeof(*out));
+    if (data != NULL && dlen >= TCPSNAP_ESTATS_DATA_ROD_SIZE) {
+        out->bytes_sent = tcpsnap_le64(data + 0);                 /* DataBytesOut */
+        out->data_segs_out = (uint32_t)tcpsnap_le64(data + 8);    /* DataSegsOut */
+        out->data_segs_in = (uint32_t)tcpsnap_le64(data + 24);    /* DataSegsIn */
+        out->segs_out = (uint32_t)tcpsnap_le64(data + 32);        /* SegsOut */
+        out->segs_in = (uint32_t)tcpsnap_le64(data + 40);         /* SegsIn */
+        out->bytes_acked = tcpsnap_le64(data + 72);               /* ThruBytesAcked */
+        out->bytes_received = tcpsnap_le64(data + 88);            /* ThruBytesReceived */
+        out->estats |= TCPSNAP_ESTATS_DATA;
+    }
+    if (path != NULL && plen >= TCPSNAP_ESTATS_PATH_ROD_SIZE) {
+        uint32_t timeouts = tcpsnap_le32(path + 4) + tcpsnap_le32(path + 8);  /* Timeouts + Subsequent */
+        uint32_t cur = tcpsnap_le32(path + 12);                   /* CurTimeoutCount */
+        out->total_rto = timeouts > 0xFFFF ? 0xFFFF : (uint16_t)timeouts;
+        out->retransmits = cur > 0xFF ? 0xFF : (uint8_t)cur;
+        out->total_retrans = tcpsnap_le32(path + 20);             /* PktsRetrans */
+        out->bytes_retrans = tcpsnap_le32(path + 24);             /* BytesRetrans */
+        out->dsack_dups = tcpsnap_le32(path + 100);               /* DsackDups */
+        out->rtt = tcpsnap_ms_us(tcpsnap_le32(path + 108));       /* SmoothedRtt, ms */
+        out->rttvar = tcpsnap_ms_us(tcpsnap_le32(path + 112));    /* RttVar, ms */
+        out->min_rtt = tcpsnap_ms_us(tcpsnap_le32(path + 120));   /* MinRtt, ms */
+        rto = tcpsnap_le32(path + 132);                           /* CurRto, ms */
+        out->rto = tcpsnap_ms_us(rto);
+        out->snd_mss = tcpsnap_le32(path + 144);                  /* CurMss */
+        out->estats |= TCPSNAP_ESTATS_PATH;
+    }
+}
+
 /* The layout check: each field read from the kernel, where it is there and here. */
 typedef struct tcpsnap_tcp_info_field {
     const char *name;

@@ -63,6 +63,12 @@ cdef extern from "_tcp_info.h" nogil:
     # an INET_DIAG_CONG payload -> out.congestion (NUL-padded)
     void tcp_info_cong(const uint8_t *data, size_t length, tcpsnap_tcp_info *out) noexcept
     const tcpsnap_tcp_info_field *tcp_info_fields(size_t *n) noexcept
+    # Windows: GetPerTcpConnectionEStats' TCP_ESTATS_DATA_ROD_v0 and _PATH_ROD_v0 (either
+    # NULL or short: not read) -> *out, out.estats saying which were read
+    void tcp_info_from_estats(const uint8_t *data, size_t dlen, const uint8_t *path, size_t plen,
+                              tcpsnap_tcp_info *out) noexcept
+    const size_t ESTATS_DATA_ROD_SIZE "TCPSNAP_ESTATS_DATA_ROD_SIZE"
+    const size_t ESTATS_PATH_ROD_SIZE "TCPSNAP_ESTATS_PATH_ROD_SIZE"
 
 cdef enum:
     INET_DIAG_INFO = 2             # include/uapi/linux/inet_diag.h

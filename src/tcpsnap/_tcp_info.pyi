@@ -13,3 +13,11 @@ def parse_info(info: bytes | bytearray | memoryview | None = None,
 def parse_attributes(attrs: bytes | bytearray | memoryview) -> tuple[np.ndarray, int, int, int]:
     """The rtattrs after an inet_diag_msg -> ``(row, cgroup_id, longest INET_DIAG_INFO,
     how many longer than known)``, as the dump parses them."""
+
+ESTATS_SIZES: tuple[int, int]
+
+def parse_estats(data: bytes | bytearray | memoryview | None = None,
+                 path: bytes | bytearray | memoryview | None = None) -> np.ndarray:
+    """One ``TCP_INFO_DTYPE`` row (shape (1,)) from Windows' TCP_ESTATS_DATA_ROD_v0 (96
+    bytes) and TCP_ESTATS_PATH_ROD_v0 (160 bytes), either None or short: not read;
+    ``estats`` says which were read. Counted since collection was enabled."""

@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """TCP internals: the C row of ``TCP_INFO_DTYPE`` checked at import, and the parsers of
-``_tcp_info.h`` on bytes from anywhere (tests and tools: recorded attributes in, rows out).
+``_tcp_info.h`` on bytes from anywhere (tests and tools: recorded attributes in, rows out),
+Linux's ``struct tcp_info`` and Windows' GetPerTcpConnectionEStats structs alike.
 
 The capture path (``_netlink``, ``_destroy``) cimports the parsers from ``_tcp_info.pxd``;
 this module only proves they agree with ``tcpsnap._schema`` and lets Python call them.
@@ -14,7 +15,8 @@ import numpy as np
 
 from tcpsnap._row cimport get_buffer
 from tcpsnap._tcp_info cimport (tcpsnap_tcp_info, tcpsnap_tcp_info_field, tcp_info_from_attr,
-                                tcp_info_cong, tcp_info_fields, info_attrs, info_seen, TCP_INFO_KNOWN)
+                                tcp_info_cong, tcp_info_fields, info_attrs, info_seen, TCP_INFO_KNOWN,
+                                tcp_info_from_estats, ESTATS_DATA_ROD_SIZE, ESTATS_PATH_ROD_SIZE)
 from tcpsnap._schema import TCP_INFO_DTYPE, TCP_INFO_KERNEL, TCP_INFO_KNOWN_LEN
 
 
@@ -90,3 +92,39 @@ def parse_attributes(attrs):
     finally:
         PyBuffer_Release(&b)
     return out, cg, seen.len_max, seen.longer
+
+
+#: Bytes of TCP_ESTATS_DATA_ROD_v0 and TCP_ESTATS_PATH_ROD_v0 (Windows, tcpestats.h).
+ESTATS_SIZES = (ESTATS_DATA_ROD_SIZE, ESTATS_PATH_ROD_SIZE)
+
+
+def parse_estats(data=None, path=None):
+    """One ``TCP_INFO_DTYPE`` row (shape (1,)) from a connection's Windows extended
+    statistics, as ``GetPerTcpConnectionEStats`` returns its read-only dynamic structs:
+    ``data`` a TCP_ESTATS_DATA_ROD_v0 (96 bytes), ``path`` a TCP_ESTATS_PATH_ROD_v0 (160
+    bytes); None or a shorter buffer: not read. ``estats`` says which were read
+    (``ESTATS_DATA``, ``ESTATS_PATH``); the fields they do not fill are null in Arrow
+    (``_schema.ESTATS_FIELDS``). Times in ms there become µs here. The counts are since
+    collection was enabled for the connection (tcpsnap enables it when it first sees the
+    connection), not since it opened. TypeError or ValueError for a bad buffer."""
+    cdef Py_buffer db, pb
+    cdef const uint8_t *dp = NULL
+    cdef const uint8_t *pp = NULL
+    cdef size_t dl = 0, pl = 0
+    out = np.zeros(1, dtype=TCP_INFO_DTYPE)
+    if data is not None:
+        get_buffer(data, &db, PyBUF_SIMPLE, "data")
+        dp, dl = <const uint8_t *>db.buf, db.len
+    try:
+        if path is not None:
+            get_buffer(path, &pb, PyBUF_SIMPLE, "path")
+            pp, pl = <const uint8_t *>pb.buf, pb.len
+        try:
+            tcp_info_from_estats(dp, dl, pp, pl, <tcpsnap_tcp_info *><size_t>out.ctypes.data)
+        finally:
+            if path is not None:
+                PyBuffer_Release(&pb)
+    finally:
+        if data is not None:
+            PyBuffer_Release(&db)
+    return out

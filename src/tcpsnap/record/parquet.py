@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._schema import TCP_INFO_DTYPE, TCP_INFO_TIMERS
 from . import thrift as th
 from .layout import free_name, pwrite_all, rglog_path, tmp_path
 from .safedir import SafeDir
@@ -50,6 +51,16 @@ PER_SNAPSHOT_COLUMNS = ("timestamp", "seq", "capture_ns", "monotonic_ns")
 #: each snapshot's bytes as they were, so zstd finds the previous snapshot's (measured
 #: in benchmarks/RESULTS.md, recorder section).
 PER_CONNECTION_COLUMNS = ("local_port", "remote_port", "inode", "cookie")
+#: Internals (``--tcp-info``) that move on every snapshot of a live connection: the kernel's
+#: "ms since the last ..." timers. Between two snapshots all of them grow by the same
+#: amount, so the deltas from row to row repeat from one snapshot to the next:
+#: DELTA_BINARY_PACKED keeps them at a third of their dictionary size. The other numeric
+#: internals are per-connection values that rarely change: BYTE_STREAM_SPLIT is as small
+#: as a dictionary there and a fifth cheaper to write (benchmarks/RESULTS.md, "TCP internals");
+#: the rates (a few distinct values per connection that come back) stay in a dictionary.
+TIMER_COLUMNS = TCP_INFO_TIMERS
+INFO_SPLIT_COLUMNS = tuple(n for n in TCP_INFO_DTYPE.names or ()
+                           if n not in TCP_INFO_TIMERS + ("congestion", "estats", "pacing_rate", "delivery_rate"))
 
 
 def _pyarrow_major() -> int:
@@ -76,9 +87,10 @@ def writer_kwargs(compression: str | None, level: int | None, row_group_rows: in
         kw["write_page_checksum"] = True
     if not compat and schema is not None:
         names = set(schema.names)
-        enc = {c: "DELTA_BINARY_PACKED" for c in PER_SNAPSHOT_COLUMNS if c in names}
+        enc = {c: "DELTA_BINARY_PACKED" for c in PER_SNAPSHOT_COLUMNS + TIMER_COLUMNS if c in names}
         if _pyarrow_major() >= 16:  # BYTE_STREAM_SPLIT for integers: Parquet 2.11, Arrow 16
-            enc.update({c: "BYTE_STREAM_SPLIT" for c in PER_CONNECTION_COLUMNS if c in names})
+            enc.update({c: "BYTE_STREAM_SPLIT" for c in PER_CONNECTION_COLUMNS + INFO_SPLIT_COLUMNS
+                        if c in names})
         if enc:
             kw["use_dictionary"] = [c for c in schema.names if c not in enc]
             kw["column_encoding"] = enc

@@ -238,12 +238,14 @@ class Writer:
         s, n = b.s, b.n
         if b.extra is None:  # full mode: the rows of empty snapshots are kind "snapshot"
             kinds = np.repeat(b.empty[:s].astype(np.int8), b.counts[:s]) * np.int8(KIND_SNAPSHOT)
-            info = None if b.info is None or b.sampled is None else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s]))
+            info = (None if b.info is None or b.sampled is None
+                    else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
                                   monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
         else:
-            info = None if b.info is None or b.sampled is None else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s]))
+            info = (None if b.info is None or b.sampled is None
+                    else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
                                   # copies: Arrow would wrap these arrays without copying,
