@@ -15,7 +15,7 @@ from tcpsnap import Snapshotter
 
 def fields(info):
     return {n: int(info[n]) for n in ("total_retrans", "backoff", "retransmits", "bytes_retrans",
-                                      "unacked", "bytes_acked")}
+                                      "unacked", "bytes_acked", "bytes_sent")}
 
 
 def main():

@@ -238,3 +238,23 @@ def test_estats_one_struct_or_short_buffers():
     assert (int(sat["total_rto"]), int(sat["retransmits"])) == (0xFFFF, 0xFF)
     with pytest.raises(TypeError):
         parse_estats(12)
+
+
+def test_dedupe_moves_the_internals_with_their_rows():
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the netlink parser is built on Linux")
+    from tcpsnap import ROW_DTYPE
+    from tcpsnap._nlparse import dedupe_rows
+
+    cookies = [5, 6, 5, 7, 6, 8]                 # rows 2 and 4 repeat sockets seen before
+    rows = np.zeros(6, ROW_DTYPE)
+    rows["cookie"] = cookies
+    info = np.zeros(6, TCP_INFO_DTYPE)
+    info["bytes_sent"] = [c * 100 + i for i, c in enumerate(cookies)]
+    assert dedupe_rows(rows, 6, info) == 4
+    assert rows["cookie"][:4].tolist() == [5, 6, 7, 8]
+    assert info["bytes_sent"][:4].tolist() == [500, 601, 703, 805]   # each row's own, still aligned
+    with pytest.raises(ValueError, match="TCP_INFO_DTYPE"):
+        dedupe_rows(rows, 4, np.zeros(3, TCP_INFO_DTYPE))

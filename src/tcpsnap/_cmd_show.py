@@ -23,7 +23,7 @@ examples:
   tcpsnap show --family 6 --format json IPv6 rows as a JSON list
   tcpsnap show --no-pids                skip owning processes (no /proc walk)
   tcpsnap show --info --state established
-                                        with each connection's internals, as ss -ti
+                                        with the internals, as ss -ti
   tcpsnap show dport = :443 or sport = :443
                                         an ss expression (the kernel filters)
 

@@ -22,10 +22,10 @@ def parse_messages(
     TypeError for data that is not a buffer or a seq that is not an integer; ValueError for
     data that is not C-contiguous, any wrong kind of out, a seq outside 0..2**32-1."""
 
-def dedupe_rows(out: np.ndarray, n: int) -> int:
-    """Remove repeated sockets (same cookie) from ``out[:n]`` in place; return the new count.
-    ValueError for any wrong kind of out or an n outside 0..len(out); TypeError for a
-    non-integer n."""
+def dedupe_rows(out: np.ndarray, n: int, info: np.ndarray | None = None) -> int:
+    """Remove repeated sockets (same cookie) from ``out[:n]`` in place (and their
+    internals from ``info``, moved with them); return the new count. ValueError for any
+    wrong kind of out or info or an n outside 0..len(out); TypeError for a non-integer n."""
 
 def audit_bytecode(bytecode: Buffer) -> None:
     """Check an inet_diag filter program as the kernel's inet_diag_bc_audit does: ValueError

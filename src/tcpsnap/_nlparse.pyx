@@ -11,6 +11,7 @@ from tcpsnap._row cimport tcpsnap_row, check_out_array, get_buffer, index_arg, i
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE, NL_FULL, NL_ERROR, NL_MALFORMED
 from tcpsnap._cookies cimport dedupe_by_cookie
 from tcpsnap._bcaudit cimport bc_audit
+from tcpsnap._tcp_info cimport tcpsnap_tcp_info
 
 
 def audit_bytecode(bytecode):
@@ -63,18 +64,28 @@ def parse_messages(data, out, seq):
     return res.n, names[st], res.error, bool(res.dump_intr)
 
 
-def dedupe_rows(out, n):
+def dedupe_rows(out, n, info=None):
     """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
     first of each; return the new count. What ``dump()`` does after every dump.
-    Bad arguments: ValueError for any wrong kind of out (check_out_array) or an n outside
-    0..len(out), TypeError for an n that is not an integer."""
+    ``info``: the rows' internals (a C-contiguous TCP_INFO_DTYPE array of at least n),
+    moved with them. Bad arguments: ValueError for any wrong kind of out
+    (check_out_array) or info, or an n outside 0..len(out), TypeError for an n that is
+    not an integer."""
     cdef Py_buffer outb
     cdef Py_ssize_t want = 64, kept, cn
     cdef uint64_t *slots
+    cdef tcpsnap_tcp_info *ip = NULL
     check_out_array(out)
     i = index_arg(n, "n")
     if i < 0 or i > len(out):
         raise ValueError(f"n={int_text(i)} outside 0..{len(out)}")
+    if info is not None:
+        from numpy import ndarray
+        from tcpsnap._schema import TCP_INFO_DTYPE
+        if (not isinstance(info, ndarray) or info.dtype != TCP_INFO_DTYPE or info.ndim != 1
+                or not info.flags.c_contiguous or not info.flags.writeable or len(info) < i):
+            raise ValueError(f"info must be a writeable C-contiguous TCP_INFO_DTYPE array of at least {i} rows")
+        ip = <tcpsnap_tcp_info *><size_t>info.ctypes.data
     cn = i
     while want < 2 * cn:
         want *= 2
@@ -85,7 +96,7 @@ def dedupe_rows(out, n):
         get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
             with nogil:
-                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want, NULL, NULL)
+                kept = dedupe_by_cookie(<tcpsnap_row *>outb.buf, cn, slots, want, NULL, ip)
         finally:
             PyBuffer_Release(&outb)
     finally:

@@ -88,26 +88,25 @@ cdef struct info_seen:
 cdef inline uint64_t info_attrs(const char *a, Py_ssize_t rem, tcpsnap_tcp_info *out,
                                 info_seen *seen) noexcept nogil:
     # The attributes after inet_diag_msg (struct rtattr: u16 length, u16 type, 4-aligned),
-    # in one pass: INET_DIAG_INFO and INET_DIAG_CONG into *out (zeroed first: a socket
-    # without them, TIME_WAIT or a request socket, has none), and the INET_DIAG_CGROUP_ID
-    # value returned (0: none), as _cookies.cgroup_attr does when internals are not asked.
+    # in one pass: INET_DIAG_INFO and INET_DIAG_CONG into *out (every field written: a
+    # socket without them, TIME_WAIT or a request socket, gets zeros), and the
+    # INET_DIAG_CGROUP_ID value returned (0: none), as _cookies.cgroup_attr does when
+    # internals are not asked.
     cdef uint16_t alen, atype
     cdef Py_ssize_t step
     cdef uint64_t cg = 0
-    memset(out, 0, sizeof(tcpsnap_tcp_info))
+    cdef const uint8_t *info = NULL
+    cdef const uint8_t *cong = NULL
+    cdef size_t ilen = 0, clen = 0
     while rem >= 4:
         memcpy(&alen, a, 2)
         memcpy(&atype, a + 2, 2)
         if alen < 4 or alen > rem:
             break
         if atype == INET_DIAG_INFO:
-            tcp_info_from_attr(<const uint8_t *>a + 4, alen - 4, out)
-            if alen - 4 > seen.len_max:
-                seen.len_max = alen - 4
-            if alen - 4 > TCP_INFO_KNOWN:
-                seen.longer += 1
+            info, ilen = <const uint8_t *>a + 4, alen - 4
         elif atype == INET_DIAG_CONG:
-            tcp_info_cong(<const uint8_t *>a + 4, alen - 4, out)
+            cong, clen = <const uint8_t *>a + 4, alen - 4
         elif atype == INET_DIAG_CGROUP_ID_ and alen >= 12:
             memcpy(&cg, a + 4, 8)
         step = (<Py_ssize_t>alen + 3) & ~3     # in a Py_ssize_t: 65535 rounds to 65536, not 0
@@ -115,4 +114,18 @@ cdef inline uint64_t info_attrs(const char *a, Py_ssize_t rem, tcpsnap_tcp_info 
             break
         a += step
         rem -= step
+    if info != NULL:
+        # writes every kernel field and tcp_info_len; the rest is ours to set
+        tcp_info_from_attr(info, ilen, out)
+        if ilen > seen.len_max:
+            seen.len_max = ilen
+        if ilen > TCP_INFO_KNOWN:
+            seen.longer += 1
+    else:
+        memset(out, 0, sizeof(tcpsnap_tcp_info))
+    if cong != NULL:
+        tcp_info_cong(cong, clen, out)
+    else:
+        memset(out.congestion, 0, sizeof(out.congestion))
+    out.estats = 0
     return cg

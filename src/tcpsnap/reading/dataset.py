@@ -72,8 +72,7 @@ _V3_COLUMNS = ("cgroup_id", "cgroup", "container", "pod_uid", "netns")
 
 
 def _expected_schema(mode: str, version: int | None = None, tcp_info: bool = False):
-    """The columns of a file of ``mode`` and schema ``version`` (None: the newest);
-    ``tcp_info``: with the internals columns (``record --tcp-info``)."""
+    """The columns of a file of ``mode``, schema ``version`` (None: the newest), ``tcp_info``."""
     if mode == "changes":
         from ..record.changes import build_schema as changes_schema
 
@@ -192,19 +191,11 @@ class _SchemaCheck:
     def problem(self, md, kv: dict, mode: str, version: int) -> str | None:
         k = (mode, version, kv.get(b"ARROW:schema"))
         if k not in self._seen:
-            info = _has_tcp_info(kv)
-            e = (mode, version, info)
-            if e not in self._expected:
-                self._expected[e] = [(f.name, f.type) for f in _expected_schema(mode, version, info)]
-            want = self._expected[e]
+            e = (mode, version, kv.get(b"tcpsnap.tcp_info") == b"true")   # with internals columns?
+            want = self._expected[e] = self._expected.get(e) or [(f.name, f.type) for f in _expected_schema(*e)]
             got = [(f.name, f.type) for f in md.schema.to_arrow_schema()]
             self._seen[k] = None if got == want else _difference(got, want, mode, version)
         return self._seen[k]
-
-
-def _has_tcp_info(kv: dict) -> bool:
-    """Whether a file's footer says it holds the internals columns (``record --tcp-info``)."""
-    return kv.get(b"tcpsnap.tcp_info") == b"true"
 
 
 def _difference(got: list, want: list, mode: str, version: int) -> str:
@@ -373,8 +364,8 @@ class Recording:
         columns they lack null; see ``dataset``), plus ``date`` for a folder."""
         import pyarrow as pa
 
-        # internals columns when a file has them (the others read them as null)
-        s = _expected_schema(self.mode, tcp_info=any(_has_tcp_info(f.raw or {}) for f in self.files))
+        s = _expected_schema(self.mode, tcp_info=any((f.raw or {}).get(b"tcpsnap.tcp_info") == b"true"
+                                                     for f in self.files))     # files without: null
         if not self.folder:
             return s
         for name, f in _partition_fields(self.files, s).items():

@@ -157,20 +157,9 @@ class Recorder:
             if ret is not None:
                 log.info("retention: %s", ret.describe())
                 ret.run(root)
-            if self._snap is None:
-                self._snap, self.pids_enabled = _new_snapshotter(c.pids, c.capture_filter(), c.netns,
-                                                                 c.tcp_info, c.tcp_info_every)
-            else:
-                self.pids_enabled = bool(getattr(self._snap, "pids", False))
-                if c.tcp_info and not getattr(self._snap, "tcp_info_enabled", False):
-                    raise ValueError("tcp_info=True needs a snapshotter that captures it "
-                                     "(Snapshotter(tcp_info=True))")
+            self._snap, self.pids_enabled = _snapshot_source(c, self._snap)
             snap = self._snap
-            # one untimed snapshot: sizes the array to the table and warms the pid
-            # resolver (its first /proc walk), so the schedule does not start late
-            warm = snap.take()
-            if c.tcp_info and hasattr(snap, "sample_tcp_info_next"):
-                snap.sample_tcp_info_next()  # the first timed snapshot samples internals
+            warm = _warm_up(snap, c)
             if self._own_snap and self.pids_enabled:
                 _note_missing_pids(snap, warm)
             schema, encoder, self._tracker = _encoding(c, self.pids_enabled, self._own_snap)
@@ -424,6 +413,26 @@ def _memory_guard(c: RecorderConfig) -> Any:
     guard = MemoryGuard.make(c.max_rss)
     guard.plan(c.row_group_rows, c.buffers, c.batch_rows)
     return guard
+
+
+def _snapshot_source(c: RecorderConfig, given: SnapshotSource | None) -> tuple[SnapshotSource, bool]:
+    """The recording's snapshot source (``given``, or a new Snapshotter for ``c``) and
+    whether it fills pids. ValueError for a given one that lacks internals ``c`` asks for."""
+    if given is None:
+        return _new_snapshotter(c.pids, c.capture_filter(), c.netns, c.tcp_info, c.tcp_info_every)
+    if c.tcp_info and not getattr(given, "tcp_info_enabled", False):
+        raise ValueError("tcp_info=True needs a snapshotter that captures it (Snapshotter(tcp_info=True))")
+    return given, bool(getattr(given, "pids", False))
+
+
+def _warm_up(snap: SnapshotSource, c: RecorderConfig) -> Any:
+    """One untimed snapshot: sizes the array to the table and warms the pid resolver (its
+    first /proc walk), so the schedule does not start late; the first timed snapshot then
+    samples internals, whatever ``tcp_info_every`` says."""
+    warm = snap.take()
+    if c.tcp_info and hasattr(snap, "sample_tcp_info_next"):
+        snap.sample_tcp_info_next()
+    return warm
 
 
 def _new_snapshotter(pids: bool | None, where: Any = None, netns: str | None = None,
