@@ -119,43 +119,10 @@ class ChangeTracker:
     folded in. Keeps the previous table (in the compiled ``Differ``) and a global
     process-name dictionary, so a process renaming counts as a change.
 
-    With a destroy feed, what a disappearance and a report mean (``tcpsnap._events`` has
-    the rules for readers):
-
-    - A socket missing from this snapshot's dump that no report declared dead is asked
-      about (``feed.probe``: the kernel's lookup of that one socket). If the kernel still
-      holds it, the dump skipped it (dumps are not atomic): it stays in this snapshot, as
-      the kernel reports it now (its pid carried over while its inode is the same), if it
-      still passes the recorder's filters. Otherwise it is closed.
-    - A report of a socket in this snapshot: TIME_WAIT -- the connection lives on under
-      the same cookie, drop; else it died after the dump: wait (up to two rounds) for the
-      snapshot that finds it gone.
-    - A report of a socket this snapshot found gone stamps its ``closed`` event with the
-      report's time; one of a socket an earlier snapshot found gone is late: drop.
-    - A report of a socket no snapshot held whose addresses and ports (family, ports,
-      addresses, scope ids) are those of a TIME_WAIT or FIN_WAIT2 socket is the full
-      socket that mini-socket succeeded (the kernel gives a socket its cookie when first
-      asked, so a full socket no dump saw and its successor have different cookies): one
-      connection, the mini-socket's; drop (``handover``). The mini-socket is one recorded
-      as such (it appeared as TIME_WAIT or FIN_WAIT2, not by a state change) and still in
-      the table -- reports can come late: the kernel sends them from a work queue -- or
-      else one the kernel holds now (``feed.probe`` by addresses and ports) that the next
-      snapshot records. A mini-socket absorbs one report, the latest.
-    - Likewise a report of a socket no snapshot held whose addresses and ports are those
-      of a request socket (SYN_RCVD) that a snapshot held is the full socket that request
-      became (the kernel hands the request's cookie on, but not when a dump gives the
-      request its cookie while the full socket is being made): its ``closed`` event gets
-      the report's time, or the report waits while the request is still in the table, or
-      is late.
-    - Any other report is a socket that lived and died between two snapshots: a
-      ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
-
-    With tcp_info (``tcp_info=True``; ``step(..., info=)``): a row whose counters moved is
-    an event (``counters`` where nothing but counters and queues did), every event carries
-    its tcp_info row, and a ``closed`` event carries the connection's final tcp_info: the
-    destroy report's (the kernel's ``struct tcp_info`` as the socket was freed) where one
-    was read -- also a report a TIME_WAIT or FIN_WAIT2 successor absorbed, kept (at most
-    ``reports.GONE_MAX``) until that mini-socket's own ``closed`` -- else the last one seen.
+    What a disappearance and a destroy report mean, and where a report's final tcp_info
+    goes (``tcp_info=True``: then every event carries its tcp_info row, and a row whose
+    counters moved is an event, ``counters`` where nothing else did): ``record.reports``'
+    docstring; ``tcpsnap._events`` has the rules for readers.
     """
 
     def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None,
@@ -333,23 +300,6 @@ class ChangeTracker:
         self.refound += len(now)
         return now, pos
 
-    def _successors(self, reports: np.ndarray) -> np.ndarray | None:
-        """For each report (a full socket no snapshot held), the cookie of the TIME_WAIT or
-        FIN_WAIT2 socket that holds its addresses and ports now (asked of the kernel), 0
-        for none; None where the kernel cannot be asked."""
-        got = self._probe(reports, by_cookie=False)
-        if got is None:
-            return None
-        found, now = got
-        out = np.zeros(len(reports), np.uint64)
-        st = now["state"]
-        mini = found & ((st == _TIME_WAIT) | (st == _FIN_WAIT2))
-        if mini.any():
-            same = np.array([a == b for a, b in zip(id_keys(reports), id_keys(now), strict=True)], bool)
-            mini &= same
-        out[mini] = now["cookie"][mini]
-        return out
-
     def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key, info=None):
         """One snapshot -> ``(event_rows, names, (events, seen, row_ts))``, ``names`` a
         callable as the recorder's (returning codes for event_rows) or None. With
@@ -365,7 +315,7 @@ class ChangeTracker:
         first = not self._differ.primed
         gproc = self._global_codes(rows, names)
         if self.tcp_info:
-            info = self._carry(rows, info)
+            info = carry_info(self._differ, rows, info, self._info_dtype)
         ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
         closed_info = self._differ.closed_info
         if feed is not None and len(closed):
@@ -455,26 +405,23 @@ class ChangeTracker:
             codes[m] = np.searchsorted(used, g[m]).astype(np.int32)
         return out, (lambda _pids: (codes, local)), extra
 
-    def _carry(self, rows: np.ndarray, info):
-        """The snapshot's tcp_info rows; where none were taken (``--tcp-info-every``
-        slower than the table), each row's as the last snapshot holds it (zeros for a
-        row it does not: no tcp_info)."""
-        if info is not None:
-            return np.ascontiguousarray(info)
-        out = np.zeros(len(rows), self._info_dtype)
-        prev = self._differ.info
-        if prev is not None and len(rows) and self._differ.primed:
-            try:
-                at = self._differ.lookup(rows["cookie"])
-            except RuntimeError:
-                return out
-            hit = at >= 0
-            out[hit] = prev[at[hit]]
-        return out
 
-    def close(self) -> None:
-        if self.feed is not None:
-            self.feed.close()
+def carry_info(differ, rows: np.ndarray, info, dtype):
+    """The snapshot's tcp_info rows; where none were taken (``--tcp-info-every``
+    slower than the table), each row's as the last snapshot holds it (``differ``'s; zeros
+    for a row it does not hold: no tcp_info)."""
+    if info is not None:
+        return np.ascontiguousarray(info)
+    out = np.zeros(len(rows), dtype)
+    prev = differ.info
+    if prev is not None and len(rows) and differ.primed:
+        try:
+            at = differ.lookup(rows["cookie"])
+        except RuntimeError:
+            return out
+        hit = at >= 0
+        out[hit] = prev[at[hit]]
+    return out
 
 
 def open_destroy_feed(required: bool = False):

@@ -1,6 +1,45 @@
-"""Changes mode: where the kernel's socket-destroy reports go (``ChangeTracker``'s rules,
-in its docstring): a ``closed`` event's time (and final tcp_info), a mini-socket's
-predecessor, a request socket's successor, or a socket no snapshot held."""
+"""Changes mode: where the kernel's socket-destroy reports go -- a ``closed`` event's time
+(and final tcp_info), a mini-socket's predecessor, a request socket's successor, or a socket
+no snapshot held -- for ``record.changes.ChangeTracker``.
+
+With a destroy feed, what a disappearance and a report mean (``tcpsnap._events`` has
+the rules for readers):
+
+- A socket missing from this snapshot's dump that no report declared dead is asked
+  about (``feed.probe``: the kernel's lookup of that one socket). If the kernel still
+  holds it, the dump skipped it (dumps are not atomic): it stays in this snapshot, as
+  the kernel reports it now (its pid carried over while its inode is the same), if it
+  still passes the recorder's filters. Otherwise it is closed.
+- A report of a socket in this snapshot: TIME_WAIT -- the connection lives on under
+  the same cookie, drop; else it died after the dump: wait (up to two rounds) for the
+  snapshot that finds it gone.
+- A report of a socket this snapshot found gone stamps its ``closed`` event with the
+  report's time; one of a socket an earlier snapshot found gone is late: drop.
+- A report of a socket no snapshot held whose addresses and ports (family, ports,
+  addresses, scope ids) are those of a TIME_WAIT or FIN_WAIT2 socket is the full
+  socket that mini-socket succeeded (the kernel gives a socket its cookie when first
+  asked, so a full socket no dump saw and its successor have different cookies): one
+  connection, the mini-socket's; drop (``handover``). The mini-socket is one recorded
+  as such (it appeared as TIME_WAIT or FIN_WAIT2, not by a state change) and still in
+  the table -- reports can come late: the kernel sends them from a work queue -- or
+  else one the kernel holds now (``feed.probe`` by addresses and ports) that the next
+  snapshot records. A mini-socket absorbs one report, the latest.
+- Likewise a report of a socket no snapshot held whose addresses and ports are those
+  of a request socket (SYN_RCVD) that a snapshot held is the full socket that request
+  became (the kernel hands the request's cookie on, but not when a dump gives the
+  request its cookie while the full socket is being made): its ``closed`` event gets
+  the report's time, or the report waits while the request is still in the table, or
+  is late.
+- Any other report is a socket that lived and died between two snapshots: a
+  ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
+
+With tcp_info (``tcp_info=True``; ``step(..., info=)``): a row whose counters moved is
+an event (``counters`` where nothing but counters and queues did), every event carries
+its tcp_info row, and a ``closed`` event carries the connection's final tcp_info: the
+destroy report's (the kernel's ``struct tcp_info`` as the socket was freed) where one
+was read -- also a report a TIME_WAIT or FIN_WAIT2 successor absorbed, kept (at most
+``GONE_MAX``) until that mini-socket's own ``closed`` -- else the last one seen.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +48,10 @@ import numpy as np
 from .._filters import row_mask
 from .._schema import ROW_DTYPE, TcpState
 
-__all__ = ["GONE_MAX", "id_keys", "place_destroyed"]
+__all__ = ["GONE_MAX", "id_keys", "place_destroyed", "successors"]
 
 _TIME_WAIT = int(TcpState.TIME_WAIT)
+_FIN_WAIT2 = int(TcpState.FIN_WAIT2)
 _SYN_RCVD = int(TcpState.SYN_RCVD)
 _ID_BYTES = 45          # family (byte 0) + ports, addresses, scope ids (bytes 4..47)
 
@@ -28,6 +68,24 @@ def id_keys(rows: np.ndarray) -> list[bytes]:
     v = np.ascontiguousarray(rows).view(np.uint8).reshape(n, ROW_DTYPE.itemsize)
     b = np.concatenate([v[:, :1], v[:, 4:48]], axis=1).tobytes()
     return [b[i:i + _ID_BYTES] for i in range(0, n * _ID_BYTES, _ID_BYTES)]
+
+
+def successors(tr, reports: np.ndarray) -> np.ndarray | None:
+    """For each report (a full socket no snapshot held), the cookie of the TIME_WAIT or
+    FIN_WAIT2 socket that holds its addresses and ports now (asked of the kernel), 0
+    for none; None where the kernel cannot be asked."""
+    got = tr._probe(reports, by_cookie=False)
+    if got is None:
+        return None
+    found, now = got
+    out = np.zeros(len(reports), np.uint64)
+    st = now["state"]
+    mini = found & ((st == _TIME_WAIT) | (st == _FIN_WAIT2))
+    if mini.any():
+        same = np.array([a == b for a, b in zip(id_keys(reports), id_keys(now), strict=True)], bool)
+        mini &= same
+    out[mini] = now["cookie"][mini]
+    return out
 
 
 def place_destroyed(tr, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
@@ -118,7 +176,7 @@ def place_destroyed(tr, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarr
             # no recorded successor: does the kernel hold one now? (without the
             # probe: wait a round for the next snapshot to show it)
             ia = np.array(ask, np.int64)
-            y = tr._successors(pr[ia])
+            y = successors(tr, pr[ia])
             if y is None:
                 keep[ia] = True
             else:
