@@ -36,7 +36,13 @@
    client's lingers as TIME_WAIT and snapshots see it too. Caught = the server socket's
    cookie has a ``closed`` event.
 
+5. info and totals: TCP internals in changes mode (``--tcp-info``): sizes against full mode,
+   and the destroy feed's final totals at 1,000 connections/s (``benchmarks/_changes_info.py``
+   has the method).
+
     python3 benchmarks/bench_changes.py all --results benchmarks/RESULTS.md
+    python3 benchmarks/bench_changes.py info --info-minutes 1 --results benchmarks/RESULTS.md
+    python3 benchmarks/bench_changes.py totals --results benchmarks/RESULTS.md
     python3 benchmarks/bench_changes.py size --minutes 2
     python3 benchmarks/bench_changes.py read
     python3 benchmarks/bench_changes.py diff
@@ -510,9 +516,9 @@ def report(size: dict | None, diff: dict | None, feed: dict | None, cmd: str,
     return "\n".join(L)
 
 
-def write_section(path: Path, body: str) -> None:
+def write_section(path: Path, body: str, name: str = "changes") -> None:
     text = path.read_text() if path.exists() else ""
-    begin, end = "<!-- changes:begin -->", "<!-- changes:end -->"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{body}\n{end}"
     if begin in text and end in text:
         a = text.index(begin)
@@ -527,7 +533,9 @@ def main(argv: list[str]) -> int:
     import _results  # here, not at the top: that import block holds the clock shim's import
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("cmd", choices=["all", "size", "read", "diff", "feed", "_diff", "_feed"])
+    p.add_argument("cmd", choices=["all", "size", "read", "diff", "feed", "info", "totals", "_diff", "_feed"])
+    p.add_argument("--info-minutes", type=float, default=1.0, help="info: simulated minutes per run")
+    p.add_argument("--count", type=int, default=1000, help="totals: connections")
     p.add_argument("--read-minutes", type=float, default=3.0, help="read: simulated minutes recorded")
     p.add_argument("--minutes", type=float, default=15.0,
                    help="size: simulated minutes per run (default: one 15-minute file, the "
@@ -550,6 +558,21 @@ def main(argv: list[str]) -> int:
         json.dump(child_feed(args), sys.stdout)
         return 0
     run = _results.Run(f"bench_changes-{args.cmd}", args.json, argv)
+    if args.cmd in ("info", "totals"):
+        import _changes_info
+
+        info = _changes_info.run_info(args.info_minutes, log) if args.cmd == "info" else None
+        totals = _changes_info.run_totals(args.count, args.rate) if args.cmd == "totals" else None
+        cmd = "python3 benchmarks/bench_changes.py " + " ".join(a for a in argv if a != str(args.results)
+                                                                 and a != "--results")
+        body = _changes_info.report(info, totals, cmd.strip(), machine())
+        print(body)
+        if args.results:
+            write_section(args.results, body, "internals")
+        for r in (info or {}).values():
+            r["full_over_changes"] = r["ratio"]
+        run.write({"info": info, "totals": totals})
+        return 0
     size = run_size(args) if args.cmd in ("all", "size") else None
     read = run_read(args) if args.cmd in ("all", "read") else None
     diff = in_netns("diff", args) if args.cmd in ("all", "diff") else None

@@ -33,7 +33,6 @@ import pandas as pd
 import tcpsnap
 from tcpsnap import analysis
 
-
 # --------------------------------------------------------------------------- demo traffic
 
 def _name(comm: str) -> None:

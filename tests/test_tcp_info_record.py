@@ -137,8 +137,6 @@ def test_kill_9_and_recovery_keep_the_internals(tmp_path, traffic):
 
 @pytest.mark.parametrize("argv, message", [
     (["--tcp-info-every", "1s"], "tcpsnap: error: --tcp-info-every needs --tcp-info"),
-    (["--tcp-info", "--mode", "changes"],
-     "tcpsnap: error: --tcp-info records internals in full mode only for now (not --mode changes)"),
     (["--tcp-info", "--tcp-info-every", "0"], "must be more than 0"),
 ])
 def test_usage_errors(tmp_path, argv, message):

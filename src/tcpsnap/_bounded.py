@@ -22,11 +22,28 @@ import numpy as np
 import pandas as pd
 
 from . import _frames
+from ._internals import (
+    INFO_COLUMNS,
+    RETRANS,
+    RTT_COLUMNS,
+    THROUGHPUT_COLUMNS,
+    TOTALS,
+    apply_closed,
+    closed_totals,
+    deltas,
+    finish,
+    nullable,
+    rate_bins,
+    retrans_bins,
+    retrans_frame,
+    rtt_frame,
+    rtt_sums,
+)
 from ._schema import STATE_NAMES
 from ._timeline import Timeline, codes_of, vocabulary
 from .reading.scan import Selection
 
-__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "Selection"]
+__all__ = ["lifetimes", "state_counts", "churn", "top_remotes", "by_process", "throughput", "per_bin", "Selection"]
 
 _TUPLE = _frames.TUPLE
 _ORIGIN = ("host", "boot_id")
@@ -37,7 +54,7 @@ def lifetimes(sel: Selection) -> pd.DataFrame:
     snapshots, read piece by piece."""
     snaps = sel.snapshots()
     parts = []
-    for i, df in enumerate(sel.frames(_frames.COLUMNS)):
+    for i, df in enumerate(sel.frames(_frames.COLUMNS + INFO_COLUMNS)):
         p = _frames.lifetimes(df, snapshots=snaps, parts=True)
         if len(p):
             p["_chunk"] = i
@@ -45,7 +62,25 @@ def lifetimes(sel: Selection) -> pd.DataFrame:
         del df
     if not parts:
         return _frames.empty_lifetimes()
-    return _merge(parts, snaps)
+    return apply_closed(_merge(parts, snaps), _closed(sel))
+
+
+def _closed(sel: Selection) -> pd.DataFrame | None:
+    """``closed_totals`` of a changes recording's closed events in the selection's range
+    (one row per closed connection: bounded by the connections, not the rows)."""
+    if not sel.changes or not any(c in sel.rec.schema.names for c in INFO_COLUMNS):
+        return None
+    import pyarrow.dataset as ds
+
+    from .reading.query import time_filter
+
+    cols = [c for c in ("cookie", "host", "boot_id", "event", "seen_in_snapshot", *INFO_COLUMNS)
+            if c in sel.rec.schema.names]
+    expr = ds.field("event") == "closed"
+    tf = time_filter(sel.rec, sel.start, sel.end)
+    if tf is not None:
+        expr = expr & tf
+    return closed_totals(sel.rec.to_table(columns=cols, filter=expr).to_pandas())
 
 
 def _objects(p: pd.DataFrame) -> pd.DataFrame:
@@ -111,6 +146,16 @@ def _merge(parts: list[pd.DataFrame], snaps: pd.DataFrame) -> pd.DataFrame:
         out["process"] = pd.Categorical(np.where(known, proc[np.maximum(own, 0)], None))
     out["open_at_start"] = P["open_at_start"].to_numpy(bool)[fi]
     out["open_at_end"] = P["open_at_end"].to_numpy(bool)[li]
+    # the counters: the last piece that had a value
+    for name in TOTALS:
+        vals = P[name].to_numpy(dtype=object)[o]
+        ok = ~pd.isna(vals)
+        at = np.maximum.reduceat(np.where(ok, np.arange(len(o)), -1), starts) if len(o) else np.zeros(0, np.int64)
+        has = at >= 0
+        got = np.zeros(len(at), np.uint64)
+        if has.any():
+            got[has] = vals[at[has]].astype(np.uint64)
+        out[name] = nullable(got, has)
 
     # in-memory order: by cookie, then host and boot (codes in their sorted vocabulary);
     # then the 4-tuples by first appearance in time order (seq, then row order), and time
@@ -251,11 +296,61 @@ def churn(sel: Selection, freq: str = "1s", life: pd.DataFrame | None = None) ->
     return _frames.churn_frame(Timeline(snaps.iloc[:0], snaps), life, freq)
 
 
-def top_remotes(sel: Selection, n: int = 10, life: pd.DataFrame | None = None) -> pd.DataFrame:
+def top_remotes(sel: Selection, n: int = 10, life: pd.DataFrame | None = None,
+                by: str = "connections") -> pd.DataFrame:
     """``analysis.top_remotes`` of the selection."""
-    return _frames.top_remotes(pd.DataFrame(), n=n, life=lifetimes(sel) if life is None else life)
+    return _frames.top_remotes(pd.DataFrame(), n=n, life=lifetimes(sel) if life is None else life, by=by)
 
 
-def by_process(sel: Selection, life: pd.DataFrame | None = None) -> pd.DataFrame:
+def by_process(sel: Selection, life: pd.DataFrame | None = None, by: str = "connections") -> pd.DataFrame:
     """``analysis.by_process`` of the selection."""
-    return _frames.by_process(pd.DataFrame(), life=lifetimes(sel) if life is None else life)
+    return _frames.by_process(pd.DataFrame(), life=lifetimes(sel) if life is None else life, by=by)
+
+
+def throughput(sel: Selection, freq: str = "1s", by: str = "total") -> pd.DataFrame:
+    """``analysis.throughput`` of the selection: each piece's counter deltas, each
+    connection's last row carried into the next piece (so a delta across a cut is
+    counted once), binned per piece and summed."""
+    snaps = sel.snapshots()
+    if len(snaps) == 0:
+        return finish([], pd.DatetimeIndex([]), np.zeros(0, bool), np.zeros(0, bool), by)
+    B, _, nan, keep = Timeline(snaps.iloc[:0], snaps).bins(freq)
+    parts = []
+    carry = None
+    for df in sel.frames(THROUGHPUT_COLUMNS):
+        carried = 0
+        if carry is not None and len(carry):
+            carried = len(carry)
+            df = pd.concat([_objects(carry), _objects(df)], ignore_index=True)
+        d, carry = deltas(df, carried)
+        parts.append(rate_bins(B, d, freq, by))
+        del df, d
+    return finish(parts, B, nan, keep, by)
+
+
+def per_bin(sel: Selection, freq: str, what: str) -> pd.DataFrame:
+    """``analysis.rtt`` / ``analysis.retransmits`` of the selection, piece by piece (rtt
+    sums per bin merge; retransmit deltas carry each connection's last row on)."""
+    snaps = sel.snapshots()
+    if len(snaps) == 0:
+        return pd.DataFrame()
+    B, _, nan, keep = Timeline(snaps.iloc[:0], snaps).bins(freq)
+    if what == "rtt":
+        sums = np.zeros((len(B), 4))
+        sums[:, 3] = np.inf
+        for df in sel.frames(RTT_COLUMNS + ["tcp_info_len"]):
+            s = rtt_sums(B, df)
+            sums[:, :2] += s[:, :2]
+            sums[:, 2] = np.maximum(sums[:, 2], s[:, 2])
+            sums[:, 3] = np.minimum(sums[:, 3], s[:, 3])
+        return rtt_frame(B, sums, nan, keep)
+    counts = np.zeros(len(B))
+    carry = None
+    for df in sel.frames(THROUGHPUT_COLUMNS + ["total_retrans"]):
+        carried = 0
+        if carry is not None and len(carry):
+            carried = len(carry)
+            df = pd.concat([_objects(carry), _objects(df)], ignore_index=True)
+        d, carry = deltas(df, carried, RETRANS)
+        counts += retrans_bins(B, d)
+    return retrans_frame(B, counts, nan, keep)

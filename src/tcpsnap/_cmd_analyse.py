@@ -80,8 +80,9 @@ def register(sub) -> None:
                        epilog=EPILOG_PLOT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a recording folder or file")
     p.add_argument("-o", "--output", required=True, help="image file to write (.png, .svg, .pdf)")
-    p.add_argument("--kind", choices=("states", "churn", "remotes"), default="states",
-                   help="what to draw (default: states)")
+    p.add_argument("--kind", choices=("states", "churn", "remotes", "throughput", "rtt", "retrans"),
+                   default="states", help="what to draw (default: states; throughput, rtt and retrans need a "
+                   "recording made with --tcp-info)")
     p.add_argument("--freq", type=freq_arg, metavar="DUR",
                    help="bin width, e.g. 1s, 10s, 15m (default: chosen from the span)")
     p.add_argument("--start", type=time_arg, metavar="TIME", help=f"from this time (inclusive): {TIME_HELP}")
@@ -383,6 +384,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     tz = "UTC" if args.utc else args.tz
     if args.kind == "remotes":
         fig = _scan(sel, plot.plot_remotes, source=args.path, snapshots=snaps, tz=tz)
+    elif args.kind in plot.INTERNALS:
+        fig = _scan(sel, plot.plot_internals, kind=args.kind, freq=args.freq, tz=tz, snapshots=snaps,
+                    source=args.path)
     else:
         fn = plot.plot_states if args.kind == "states" else plot.plot_churn
         fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps, source=args.path)

@@ -308,10 +308,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.tcp_info_every is not None and not args.tcp_info:
         print("tcpsnap: error: --tcp-info-every needs --tcp-info", file=sys.stderr)
         return 2
-    if args.tcp_info and args.mode == "changes":
-        print("tcpsnap: error: --tcp-info records internals in full mode only for now (not --mode changes)",
-              file=sys.stderr)
-        return 2
     where = filter_from_args(args, legacy=False)
     if where is not None and where.needs_pids and args.no_pids:
         print("tcpsnap: error: --pid/--process filters need pids: drop --no-pids", file=sys.stderr)

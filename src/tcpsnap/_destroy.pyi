@@ -1,5 +1,8 @@
 import numpy as np
 
+def tcp_info_rows(raw: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Raw INET_DIAG_INFO payloads (n, 320) and their lengths -> TCP_INFO_DTYPE rows."""
+
 class DestroyFeed:
     """A NETLINK_SOCK_DIAG socket subscribed to TCP socket-destroy notifications."""
 
@@ -16,7 +19,8 @@ class DestroyFeed:
         its inode (tags every report)."""
     def fileno(self) -> int: ...
     def drain(self) -> int: ...
-    def take(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def take(self, info: bool = False) -> tuple[np.ndarray, ...]:
+        """(rows, wall_ns), or with info (rows, wall_ns, raw INET_DIAG_INFO bytes (n, 320), their lengths)."""
     def probe(self, rows: np.ndarray, by_cookie: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(found, now): whether the kernel still holds each socket of rows (by its
         addresses, ports, bound interface and cookie; by_cookie false: any socket those

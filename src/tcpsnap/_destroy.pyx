@@ -23,6 +23,13 @@ lost; the count of lost messages is not known).
 The socket is non-blocking; ``drain()`` reads everything queued, stamps each receive
 with the wall clock, and appends rows to an array that ``take()`` hands over.
 
+Each message also carries the socket's final ``struct tcp_info`` (attribute 2,
+INET_DIAG_INFO: 280 bytes on Linux 6.18, measured; besides it only INET_DIAG_PROTOCOL --
+no congestion name, uid or inode), filled by the kernel as the socket is freed: its
+final byte counters, retransmits and rtt. ``drain`` keeps its payload's first
+``INFO_RAW`` bytes and length per report (raw, in C, no parse on the receive path);
+``take(info=True)`` hands them over too.
+
 ``probe(rows)`` asks the kernel, on a second (unsubscribed) NETLINK_SOCK_DIAG socket,
 about given sockets one by one: a SOCK_DIAG_BY_FAMILY request without NLM_F_DUMP, for one
 family, addresses, ports, bound interface and cookie, which the kernel answers by a hash
@@ -35,7 +42,7 @@ resumes by position, so it can skip a live socket; this lookup cannot.
 
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
 from libc.limits cimport INT_MAX
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
@@ -51,8 +58,9 @@ from tcpsnap._system cimport (
     SOL_SOCKET, SOL_NETLINK, SO_RCVBUF, SO_RCVBUFFORCE, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
     NETLINK_SOCK_DIAG, NETLINK_ADD_MEMBERSHIP, NLMSG_ERROR, NLM_F_REQUEST, NLMSG_ALIGN,
     SOCK_DIAG_BY_FAMILY, inet_diag_req_v2, INET_DIAG_NOCOOKIE, SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY,
-    timespec, clock_gettime, CLOCK_REALTIME, raise_syscall, open_sock_diag)
-from tcpsnap._schema import ROW_DTYPE
+    timespec, clock_gettime, CLOCK_REALTIME, raise_syscall, open_sock_diag, inet_diag_msg)
+from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
+from tcpsnap._tcp_info cimport tcpsnap_tcp_info, tcp_info_from_attr
 
 # the namespace of the feed's socket (this process's): every report's netns
 cdef uint64_t OWN_NETNS = 0
@@ -62,6 +70,10 @@ except OSError:
     pass
 
 cdef enum:
+    # bytes of INET_DIAG_INFO kept per report: more than any kernel's struct tcp_info so far
+    # (280 on 6.18); the length the kernel sent is kept too, so a longer one is known
+    INFO_RAW = 320
+    INET_DIAG_INFO_ATTR = 2
     RECV_SIZE = 8192           # one message per datagram: an inet_diag_msg and its attributes
     # The kernel charges each queued message its whole skb, several times the message: room
     # for a burst of deaths between two drains.
@@ -80,11 +92,34 @@ cdef enum drain_status:
     DRAIN_ERRNO = 2      # recv failed; errno in *err
 
 
+cdef void keep_info(const char *msg, Py_ssize_t length, uint8_t *info, uint16_t *ilen) noexcept nogil:
+    """The INET_DIAG_INFO payload of one inet_diag message (``length`` bytes from its
+    inet_diag_msg on): its first INFO_RAW bytes into ``info``, its length (capped at
+    65535; 0: none) into ``ilen``."""
+    cdef Py_ssize_t off = sizeof(inet_diag_msg), alen, plen
+    cdef uint16_t a[2]
+    ilen[0] = 0
+    while off + 4 <= length:
+        memcpy(a, msg + off, 4)
+        alen = a[0]
+        if alen < 4 or off + alen > length:
+            return                     # a malformed attribute: keep none
+        if (a[1] & 0x3FFF) == INET_DIAG_INFO_ATTR:
+            plen = alen - 4
+            memcpy(info, msg + off + 4, plen if plen < INFO_RAW else INFO_RAW)
+            ilen[0] = <uint16_t>(plen if plen < 65535 else 65535)
+            return
+        off += (alen + 3) & ~3
+
+
 cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_ssize_t cap,
                            Py_ssize_t *n, unsigned long long *drops,
-                           unsigned long long *malformed, int *err, uint64_t netns) noexcept nogil:
+                           unsigned long long *malformed, int *err, uint64_t netns,
+                           uint8_t *info, uint16_t *ilen) noexcept nogil:
     """Receive every queued datagram into out[n:cap], each row stamped (ts) with the
-    wall clock of its receive and tagged with ``netns``, the namespace of ``fd``."""
+    wall clock of its receive and tagged with ``netns``, the namespace of ``fd``; its
+    final tcp_info (raw) into info[n * INFO_RAW:], its length into ilen[n]."""
+    cdef nlmsghdr h
     cdef long got
     cdef nl_cursor cur
     cdef nl_result res
@@ -123,6 +158,12 @@ cdef drain_status drain_fd(int fd, char *buf, tcpsnap_row *out, int64_t *ts, Py_
             malformed[0] += 1
         for i in range(res.n):
             ts[n0 + i] = t
+        if res.n == 1:
+            memcpy(&h, buf, HDR)
+            if h.nlmsg_len <= got and h.nlmsg_len >= HDR + sizeof(inet_diag_msg):
+                keep_info(buf + HDR, h.nlmsg_len - HDR, info + n0 * INFO_RAW, ilen + n0)
+            else:
+                ilen[n0] = 0
         n[0] = n0 + res.n
 
 
@@ -208,6 +249,38 @@ cdef Py_ssize_t probe_batch(int fd, const tcpsnap_row *rows, Py_ssize_t n, bint 
             off += step
 
 
+def tcp_info_rows(raw, lengths):
+    """``take(info=True)``'s raw INET_DIAG_INFO payloads and lengths -> ``TCP_INFO_DTYPE``
+    rows, parsed by offset and length as a dump's are (``tcp_info_from_attr``: a field the
+    payload does not cover whole is 0, ``tcp_info_len`` says how much came; 0: none).
+    ValueError for arrays of another shape."""
+    cdef Py_ssize_t i, n, ncap
+    cdef const uint8_t *rp
+    cdef const uint16_t *lp
+    cdef tcpsnap_tcp_info *op
+    cdef size_t length
+    raw = np.ascontiguousarray(raw, np.uint8)
+    lengths = np.ascontiguousarray(lengths, np.uint16)
+    if raw.ndim != 2 or raw.shape[1] != INFO_RAW or lengths.ndim != 1 or len(lengths) != len(raw):
+        raise ValueError(f"raw must be (n, {INFO_RAW}) bytes and lengths n values")
+    n = len(raw)
+    out = np.zeros(n, TCP_INFO_DTYPE)
+    if n == 0:
+        return out
+    rp = <const uint8_t *><size_t>raw.ctypes.data
+    lp = <const uint16_t *><size_t>lengths.ctypes.data
+    op = <tcpsnap_tcp_info *><size_t>out.ctypes.data
+    with nogil:
+        for i in range(n):
+            length = lp[i]
+            if length == 0:
+                continue
+            # past INFO_RAW the payload was not kept: parse what was, say what came
+            tcp_info_from_attr(rp + i * INFO_RAW, length if length < INFO_RAW else INFO_RAW, op + i)
+            op[i].tcp_info_len = lp[i]
+    return out
+
+
 cdef class DestroyFeed:
     """One subscribed NETLINK_SOCK_DIAG socket; ``drain()`` then ``take()``."""
 
@@ -215,7 +288,7 @@ cdef class DestroyFeed:
     cdef int qfd                # probe(): a second, unsubscribed socket, opened on first use
     cdef uint32_t qseq
     cdef char *buf
-    cdef object _rows, _ts
+    cdef object _rows, _ts, _info, _ilen
     cdef tcpsnap_row *rowp
     cdef Py_ssize_t cap, n
     cdef readonly unsigned long long drops      # ENOBUFS: the kernel dropped messages
@@ -254,7 +327,8 @@ cdef class DestroyFeed:
         self.buf = <char *>malloc(RECV_SIZE)
         if self.buf == NULL:
             raise MemoryError()
-        self._set_rows(np.zeros(cap, ROW_DTYPE), np.zeros(cap, np.int64))
+        self._set_rows(np.zeros(cap, ROW_DTYPE), np.zeros(cap, np.int64),
+                       np.zeros((cap, INFO_RAW), np.uint8), np.zeros(cap, np.uint16))
         if fd < 0:
             fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG)
             if fd < 0:
@@ -279,10 +353,12 @@ cdef class DestroyFeed:
             close(self.qfd)
         free(self.buf)
 
-    cdef _set_rows(self, rows, ts):
+    cdef _set_rows(self, rows, ts, info, ilen):
         self.rowp = rows_pointer(rows, &self.cap)
         self._rows = rows      # keeps the data rowp points into alive
         self._ts = ts
+        self._info = info
+        self._ilen = ilen
 
     def fileno(self):
         """The socket, for select/poll: readable when deaths are queued."""
@@ -293,31 +369,45 @@ cdef class DestroyFeed:
         cdef drain_status st
         cdef int err = 0
         cdef int64_t *tsp
+        cdef uint8_t *ip
+        cdef uint16_t *lp
         cdef Py_ssize_t before
         if self.fd < 0:
             raise ValueError("drain on a closed DestroyFeed")
         while True:
             tsp = <int64_t *><size_t>self._ts.ctypes.data
+            ip = <uint8_t *><size_t>self._info.ctypes.data
+            lp = <uint16_t *><size_t>self._ilen.ctypes.data
             before = self.n
             with nogil:
                 st = drain_fd(self.fd, self.buf, self.rowp, tsp, self.cap, &self.n,
-                              &self.drops, &self.malformed, &err, self.netns)
+                              &self.drops, &self.malformed, &err, self.netns, ip, lp)
             self.received += self.n - before
             if st == DRAIN_EMPTY:
                 return self.n
             if st == DRAIN_FULL:
                 rows = np.zeros(2 * self.cap, ROW_DTYPE)
                 ts = np.zeros(2 * self.cap, np.int64)
+                info = np.zeros((2 * self.cap, INFO_RAW), np.uint8)
+                ilen = np.zeros(2 * self.cap, np.uint16)
                 rows[:self.n] = self._rows[:self.n]
                 ts[:self.n] = self._ts[:self.n]
-                self._set_rows(rows, ts)
+                info[:self.n] = self._info[:self.n]
+                ilen[:self.n] = self._ilen[:self.n]
+                self._set_rows(rows, ts, info, ilen)
                 continue
             raise_syscall("recv(NETLINK_SOCK_DIAG destroy groups)", err)
 
-    def take(self):
-        """``(rows, wall_ns)``: copies of the rows drained since the last take."""
+    def take(self, bint info=False):
+        """``(rows, wall_ns)``: copies of the rows drained since the last take. With
+        ``info``: ``(rows, wall_ns, raw, length)``, ``raw`` a (n, INFO_RAW) uint8 array of
+        each report's INET_DIAG_INFO payload (its first INFO_RAW bytes, zeros past
+        ``length``), ``length`` (uint16) the bytes the kernel sent (0: none)."""
         n = self.n
         self.n = 0
+        if info:
+            return (self._rows[:n].copy(), self._ts[:n].copy(), self._info[:n].copy(),
+                    self._ilen[:n].copy())
         return self._rows[:n].copy(), self._ts[:n].copy()
 
     def probe(self, rows, bint by_cookie=True):

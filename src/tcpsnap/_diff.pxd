@@ -12,6 +12,16 @@ cdef enum event_code:
     EV_CLOSED = 5
     EV_QUEUES = 6      # only rx_queue / tx_queue changed (a connection with a cookie):
                        # recorded as cookie, family, state and the queues, all else 0
+    EV_COUNTERS = 7    # with tcp_info: only its counters (and maybe the queues) moved:
+                       # recorded as a queues event plus the whole tcp_info
+
+# The tcp_info rows aligned with prev and cur (both NULL: no tcp_info), their width and
+# which of their bytes count as a change (mask[k] != 0: timers such as last_data_sent do not).
+cdef struct info_args:
+    const uint8_t *prev
+    const uint8_t *cur
+    const uint8_t *mask
+    Py_ssize_t width
 
 cdef struct diff_result:
     Py_ssize_t n_events     # cur rows written to ev_idx / ev_code
@@ -26,7 +36,8 @@ cdef struct diff_result:
 cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
                              int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
-                             int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx) noexcept nogil
+                             int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx,
+                             const info_args *info) noexcept nogil
 
 # Index into cur of the row with this cookie, after diff_tables (-1: none).
 cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,

@@ -4,7 +4,8 @@ class Differ:
     """The previous snapshot and the diff's scratch, reused from call to call."""
 
     primed: bool
-    def __init__(self) -> None: ...
+    closed_info: np.ndarray | None
+    def __init__(self, info_mask: np.ndarray | None = None) -> None: ...
     def reset(self) -> None: ...
     def rollback(self) -> None:
         """Undo the last diff; RuntimeError when there is none to undo."""
@@ -12,8 +13,10 @@ class Differ:
     def rows(self) -> np.ndarray: ...
     @property
     def proc(self) -> np.ndarray: ...
+    @property
+    def info(self) -> np.ndarray | None: ...
     def diff(
-        self, cur: np.ndarray, cproc: np.ndarray, keyframe: bool
+        self, cur: np.ndarray, cproc: np.ndarray, keyframe: bool, info: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
         """TypeError when cur or cproc is not a numpy array; ValueError for a wrong dtype,
         other than 1-D, or lengths that differ."""

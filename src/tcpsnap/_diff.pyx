@@ -15,6 +15,12 @@ the sockets a dump missed) can diff the table it completed instead.
 A row "changed" when any of its 80 bytes or its process name differs: the recording must
 rebuild every field a full recording holds (``tcpsnap.changes`` has the contract); when only
 its queues did (and it has a cookie), the event is the narrower "queues".
+
+With tcp_info (``diff(..., info=)``: one tcp_info row per table row, any fixed-width
+dtype), a row whose table fields are unchanged but whose counters moved -- any byte of its
+tcp_info row that ``info_mask`` marks, so timers that move on every sample do not count --
+or whose queues alone changed is a "counters" event (the queues event's fields plus the
+whole tcp_info row); every other event carries the whole tcp_info row anyway.
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS
@@ -64,11 +70,23 @@ cdef inline bint _same_id(const tcpsnap_row *a, const tcpsnap_row *b) noexcept n
     return a.family == b.family and memcmp((<const char *>a) + ID_OFF, (<const char *>b) + ID_OFF, ID_LEN) == 0
 
 
+cdef inline bint _moved(const uint8_t *a, const uint8_t *b, const uint8_t *mask,
+                        Py_ssize_t width) noexcept nogil:
+    """Whether a byte ``mask`` marks differs between two tcp_info rows."""
+    cdef Py_ssize_t k
+    for k in range(width):
+        if mask[k] and a[k] != b[k]:
+            return True
+    return False
+
+
 cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
                              int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
-                             int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx) noexcept nogil:
+                             int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx,
+                             const info_args *info) noexcept nogil:
     cdef diff_result res
+    cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
     cdef Py_ssize_t i, j
     cdef uint64_t mask = <uint64_t>nslots - 1, h
     cdef int32_t s
@@ -119,9 +137,12 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
                     and memcmp(&cur[j], &prev[i], Q_OFF) == 0
                     and memcmp((<const char *>&cur[j]) + Q_END, (<const char *>&prev[i]) + Q_END,
                                sizeof(tcpsnap_row) - Q_END) == 0):
-                matched[j] = EV_QUEUES
+                matched[j] = EV_COUNTERS if with_info else EV_QUEUES
             else:
                 matched[j] = EV_CHANGED
+        elif with_info and _moved(info.prev + i * info.width, info.cur + j * info.width,
+                                  info.mask, info.width):
+            matched[j] = EV_COUNTERS
         else:
             matched[j] = 1
     # 3. the events, in cur's order; a keyframe lists every row
@@ -135,7 +156,7 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
             if not keyframe:
                 continue
             code = EV_KEYFRAME
-        elif code == EV_QUEUES and keyframe:
+        elif (code == EV_QUEUES or code == EV_COUNTERS) and keyframe:
             code = EV_CHANGED          # a keyframe holds whole rows
         ev_idx[res.n_events] = j
         ev_code[res.n_events] = code
@@ -202,8 +223,17 @@ cdef class Differ:
     cdef object _slots, _matched, _ev_idx, _ev_code, _closed_idx
     cdef Py_ssize_t nslots
     cdef readonly bint primed    # a previous snapshot exists
+    cdef object _pinfo, _oldinfo # tcp_info rows of _prev / _old (None: none given)
+    cdef object _mask            # uint8 per tcp_info byte: 1 = a change counts
+    cdef readonly object closed_info   # the last diff's closed rows' tcp_info, or None
 
-    def __init__(self):
+    def __init__(self, info_mask=None):
+        """``info_mask``: for ``diff(..., info=)``, one uint8 per byte of a tcp_info row,
+        nonzero where a difference is a change (counters), 0 where it is not (timers)."""
+        self._pinfo = None
+        self._oldinfo = None
+        self.closed_info = None
+        self._mask = None if info_mask is None else np.ascontiguousarray(info_mask, np.uint8).ravel()
         self._prev = np.zeros(0, ROW_DTYPE)
         self._pproc = np.zeros(0, np.int32)
         self.n_prev = 0
@@ -236,6 +266,7 @@ cdef class Differ:
             raise RuntimeError("rollback: no diff to undo")
         self._prev, self._old = self._old, self._prev
         self._pproc, self._oldproc = self._oldproc, self._pproc
+        self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
         self.n_prev = self.n_old
         self.primed = self.old_primed
         self.can_rollback = False
@@ -250,13 +281,22 @@ cdef class Differ:
     def proc(self):
         return self._pproc[:self.n_prev]
 
-    def diff(self, cur, cproc, bint keyframe):
+    @property
+    def info(self):
+        """The tcp_info rows of ``rows`` (None when the last diff was given none)."""
+        return None if self._pinfo is None else self._pinfo[:self.n_prev]
+
+    def diff(self, cur, cproc, bint keyframe, info=None):
         """Diff ``cur`` (ROW_DTYPE) and its int32 process codes ``cproc`` against the
         previous call's; ``cur`` becomes the previous. Returns ``(ev_idx, ev_code,
         closed_rows, closed_proc, duplicate)``: indices into cur and their event codes,
         copies of the rows gone since (with their process codes), and whether an
         identity repeated (the events are then a keyframe). The index arrays are views
-        valid until the next call. Bad arguments, before anything changes: TypeError when
+        valid until the next call. ``info``: the tcp_info rows of ``cur`` (one per row, a
+        1-D array of any fixed-width dtype as wide as ``info_mask``): a row whose counters
+        moved is then an event (``EV_COUNTERS`` where nothing else did), compared with the
+        previous call's info (none there: not compared); ValueError for another length or
+        width, or no ``info_mask``. Bad arguments, before anything changes: TypeError when
         cur or cproc is not a numpy array, ValueError when it is one of the wrong dtype or
         dimensions, or cproc's length is not cur's (any strides and read-only are fine)."""
         cdef Py_ssize_t nc, npv = self.n_prev, n2, want
@@ -272,6 +312,18 @@ cdef class Differ:
         if len(cproc) != len(cur):
             raise ValueError(f"cproc holds {len(cproc)} process codes for {len(cur)} rows of cur: "
                              "diff needs as many")
+        cdef info_args ia
+        cdef const info_args *iap = NULL
+        cdef Py_ssize_t w = 0
+        if info is not None:
+            if self._mask is None:
+                raise ValueError("diff with info needs a Differ made with info_mask")
+            if not isinstance(info, np.ndarray) or info.ndim != 1 or len(info) != len(cur) \
+                    or info.dtype.itemsize != len(self._mask):
+                raise ValueError(f"info must be a 1-dimensional array of {len(self._mask)}-byte rows, "
+                                 f"one per row of cur ({len(cur)})")
+            info = np.ascontiguousarray(info)
+            w = info.dtype.itemsize
         cur = np.ascontiguousarray(cur)
         cproc = np.ascontiguousarray(cproc)
         nc = len(cur)
@@ -303,19 +355,29 @@ cdef class Differ:
         cdef int64_t *ei = <int64_t *>_ptr(self._ev_idx, 8, &n2)
         cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
         cdef int64_t *ci = <int64_t *>_ptr(self._closed_idx, 8, &n2)
+        if info is not None and self._pinfo is not None and self._pinfo.dtype.itemsize == w \
+                and nc and npv:
+            ia.prev = <const uint8_t *>_ptr(self._pinfo, w, &n2)
+            ia.cur = <const uint8_t *>_ptr(info, w, &n2)
+            ia.mask = <const uint8_t *>_ptr(self._mask, 1, &n2)
+            ia.width = w
+            iap = &ia
         with nogil:
             res = diff_tables(pp, ppp, npv, cp, cpp, nc, keyframe or not self.primed,
-                              sl, self.nslots, mt, ei, ec, ci)
+                              sl, self.nslots, mt, ei, ec, ci, iap)
         if not self.primed:
             # the first table: its rows were there before the recording, not opened now
             self._ev_code[:res.n_events] = EV_KEYFRAME
         closed_idx = self._closed_idx[:res.n_closed]
         closed = self._prev[closed_idx]
         closed_proc = self._pproc[closed_idx]
+        # (closed rows' tcp_info: closed_info, until the next call)
+        self.closed_info = None if self._pinfo is None else self._pinfo[closed_idx]
         # cur becomes prev (as bytes: a structured copy goes field by field); the old prev
         # is kept, in the other buffer, for rollback()
         self._prev, self._old = self._old, self._prev
         self._pproc, self._oldproc = self._oldproc, self._pproc
+        self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
         self.n_old = npv
         self.old_primed = self.primed
         if len(self._prev) < nc:
@@ -324,6 +386,13 @@ cdef class Differ:
         if nc:
             self._prev[:nc].view(np.uint8)[:] = cur.view(np.uint8)
             self._pproc[:nc] = cproc
+        if info is None:
+            self._pinfo = None
+        else:
+            if self._pinfo is None or self._pinfo.dtype != info.dtype or len(self._pinfo) < nc:
+                self._pinfo = np.zeros(max(nc, len(self._prev)), info.dtype)
+            if nc:
+                self._pinfo[:nc].view(np.uint8)[:] = info.view(np.uint8)
         self.n_prev = nc
         self.primed = True
         self.can_rollback = True

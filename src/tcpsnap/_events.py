@@ -20,17 +20,26 @@ queues      a connection (with a cookie) of which only ``rx_queue`` / ``tx_queue
             is 0 (addresses ``0.0.0.0`` / ``::``, ``process`` null) and means "as before".
             Busy connections change their queues snapshot after snapshot; leaving out the
             fields that did not change keeps such events small. Never in a keyframe.
+counters    (recorded with ``--tcp-info``) a connection of which only the tcp_info counters
+            and/or the queues moved: a ``queues`` event plus the whole tcp_info columns, as
+            now. Timer-like fields that move on every sample (``TCP_INFO_TIMERS``:
+            ``last_data_sent``...) are not a change. With tcp_info, ``queues`` is not used;
+            every other connection event carries its tcp_info columns whole. Never in a
+            keyframe.
 closed      a connection gone since the previous snapshot, as last seen (its last snapshot
             row), at the snapshot that found it gone or, when the kernel's socket-destroy
             feed reported it, at the wall time the report was read. ``seen_in_snapshot``
             false: a socket that lived and died between two snapshots, known only from the
             destroy feed (state as the kernel reports it then, normally CLOSED; no pid, no
-            inode), of a connection the recording holds nothing else of (the rules below)
+            inode), of a connection the recording holds nothing else of (the rules below).
+            With ``--tcp-info``: its tcp_info columns are the kernel's final ``struct
+            tcp_info`` from the destroy report (its final byte counts, retransmits, rtt)
+            where the feed reported it, else as last seen
 =========== =================================================================================
 
 The ``kind`` column (``tcpsnap._arrow``) names what a row is for readers that know none
 of this: ``snapshot`` for the markers (``snapshot`` and ``keyframe`` rows of family 0),
-``partial`` for ``queues`` events, ``connection`` for every other event. The README has the
+``partial`` for ``queues`` and ``counters`` events, ``connection`` for every other event. The README has the
 DuckDB query that rebuilds the table at a moment from them (tested against ``table_at``).
 
 A connection's identity is its cookie, or where the cookie is 0 (Windows) its family,
@@ -69,10 +78,11 @@ about one connection in ten thousand at thousands a second), as in full mode.
 from __future__ import annotations
 
 __all__ = ["EVENTS", "EV_SNAPSHOT", "EV_KEYFRAME", "EV_OPENED", "EV_STATE", "EV_CHANGED",
-           "EV_CLOSED", "EV_QUEUES", "QUEUES_FIELDS"]
+           "EV_CLOSED", "EV_QUEUES", "EV_COUNTERS", "QUEUES_FIELDS"]
 
 #: The ``event`` column's dictionary, in code order (= ``_diff.event_code``).
-EVENTS: tuple[str, ...] = ("snapshot", "keyframe", "opened", "state", "changed", "closed", "queues")
-EV_SNAPSHOT, EV_KEYFRAME, EV_OPENED, EV_STATE, EV_CHANGED, EV_CLOSED, EV_QUEUES = range(7)
+EVENTS: tuple[str, ...] = ("snapshot", "keyframe", "opened", "state", "changed", "closed", "queues",
+                           "counters")
+EV_SNAPSHOT, EV_KEYFRAME, EV_OPENED, EV_STATE, EV_CHANGED, EV_CLOSED, EV_QUEUES, EV_COUNTERS = range(8)
 #: What a ``queues`` event keeps of its row; every other field is 0 (``process`` null).
 QUEUES_FIELDS = ("family", "state", "rx_queue", "tx_queue", "cookie")

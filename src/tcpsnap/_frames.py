@@ -10,6 +10,7 @@ import ipaddress
 import numpy as np
 import pandas as pd
 
+from ._internals import TOTALS, TUPLE, apply_closed, closed_totals, nullable, totals
 from ._order import stable_order
 from ._schema import STATE_NAMES
 from ._timeline import (
@@ -30,7 +31,6 @@ __all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "interva
            "canonical_address", "COLUMNS", "TUPLE", "NSTATES", "state_codes", "counts_frame", "churn_frame",
            "empty_lifetimes"]
 
-TUPLE = ["family", "local_addr", "local_port", "remote_addr", "remote_port"]
 #: The columns these functions use: ``tcpsnap.read(path, columns=analysis.COLUMNS)``.
 COLUMNS = ["timestamp", "seq", "monotonic_ns", "host", "boot_id", "family", "state", "local_addr",
            "local_port", "remote_addr", "remote_port", "pid", "process", "cookie"]
@@ -106,6 +106,7 @@ def lifetimes(df: pd.DataFrame, snapshots: pd.DataFrame | None = None, parts: bo
     adds ``_fseq`` / ``_lseq`` (seq of the first / last row), ``_fmono`` / ``_lmono`` (their
     monotonic times, -1 where unknown) and ``_frow`` (the first row's position in ``df``).
     """
+    finals = closed_totals(df)       # a changes recording's closed events: final totals
     df, snapshots = prepare(df, snapshots)
     # How, in time linear in the rows: rows are put in time order (a no-op for
     # tcpsnap.read, which returns them so), every row gets a dense connection code
@@ -195,6 +196,7 @@ def lifetimes(df: pd.DataFrame, snapshots: pd.DataFrame | None = None, parts: bo
         np.maximum.at(owner, conn, np.where(pid > 0, pos, -1).astype(pos.dtype, copy=False))
         del pid
     del pos
+    tot = totals(df, conn, k, time_order)
 
     # ---- states
     state = col(state_codes(df["state"]))
@@ -258,13 +260,16 @@ def lifetimes(df: pd.DataFrame, snapshots: pd.DataFrame | None = None, parts: bo
         out["process"] = pd.Categorical(proc)
     out["open_at_start"] = seq[first] == gmin[origin[first]]
     out["open_at_end"] = seq[last] == gmax[origin[last]]
+    for name, (val, has) in tot.items():
+        out[name] = nullable(val[rank], has[rank])
     if parts:
         out["_fseq"], out["_lseq"], out["_frow"] = seq[first], seq[last], orig(first)
         if "monotonic_ns" in df:
             out["_fmono"], out["_lmono"] = np.where(okf, mf, -1), np.where(okl, ml, -1)
         else:
             out["_fmono"] = out["_lmono"] = np.full(k, -1, np.int64)
-    return out
+        return out
+    return apply_closed(out, finals)
 
 
 def _utc(s: pd.Series) -> pd.DatetimeIndex:
@@ -336,7 +341,10 @@ def _paths(conn: np.ndarray, state: np.ndarray, k: int, n: int, first: np.ndarra
 def empty_lifetimes() -> pd.DataFrame:
     cols = TUPLE + ["cookie", "first_seen", "last_seen", "duration", "snapshots", "states",
                     "first_state", "last_state", "pid", "process", "open_at_start", "open_at_end"]
-    return pd.DataFrame({c: [] for c in cols})
+    out = pd.DataFrame({c: [] for c in cols})
+    for name in TOTALS:
+        out[name] = pd.array([], dtype="UInt64")
+    return out
 
 
 def state_counts(df: pd.DataFrame, freq: str = "1s", agg: str = "mean",
@@ -423,14 +431,31 @@ def _canonical(s: pd.Series) -> pd.Series:
     return s.astype(str).map(canonical_address)
 
 
-def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None) -> pd.DataFrame:
+def _bytes_sums(g, life: pd.DataFrame) -> dict:
+    """``bytes_out`` / ``bytes_in`` summed per group (null where none of it was recorded)."""
+    return {name: g[name].sum(min_count=1) if name in life else pd.NA for name in ("bytes_out", "bytes_in")}
+
+
+def _by_bytes(out: pd.DataFrame, by: str, first: list[str]) -> pd.DataFrame:
+    """``out`` sorted by ``first`` (``by="connections"``) or by bytes moved (``"bytes"``)."""
+    if by == "bytes":
+        moved = out["bytes_out"].fillna(0).astype("float64") + out["bytes_in"].fillna(0).astype("float64")
+        return out.assign(_b=moved).sort_values(["_b", *first], ascending=False).drop(columns="_b")
+    if by != "connections":
+        raise ValueError(f"by must be 'connections' or 'bytes', not {by!r}")
+    return out.sort_values(first, ascending=False)
+
+
+def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None,
+                by: str = "connections") -> pd.DataFrame:
     """The in-memory form of ``tcpsnap.analysis.top_remotes`` (documented there)."""
     df = full_rows(df)
     life = lifetimes(df) if life is None else life
     remote = _canonical(life["remote_addr"]) if len(life) else life["remote_addr"]
     life = life.assign(remote_addr=remote)[~remote.isin(_UNSPECIFIED)]
     if len(life) == 0:
-        return pd.DataFrame(columns=["connections", "connection_seconds", "ports", "processes"])
+        return pd.DataFrame(columns=["connections", "connection_seconds", "ports", "processes",
+                                     "bytes_out", "bytes_in"])
     life = life.assign(secs=life["duration"].dt.total_seconds())
     procs = life["process"].astype(object) if "process" in life else pd.Series(None, index=life.index)
     g = life.assign(_proc=procs).groupby("remote_addr", observed=True)
@@ -439,17 +464,18 @@ def top_remotes(df: pd.DataFrame, n: int = 10, life: pd.DataFrame | None = None)
         "connection_seconds": g["secs"].sum(),
         "ports": g["remote_port"].nunique(),
         "processes": g["_proc"].agg(lambda s: ",".join(sorted({str(x) for x in s.dropna()}))),
+        **_bytes_sums(g, life),
     })
-    return out.sort_values(["connections", "connection_seconds"], ascending=False).head(n)
+    return _by_bytes(out, by, ["connections", "connection_seconds"]).head(n)
 
 
-def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None) -> pd.DataFrame:
+def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None, by: str = "connections") -> pd.DataFrame:
     """The in-memory form of ``tcpsnap.analysis.by_process`` (documented there)."""
     df = full_rows(df)
     life = lifetimes(df) if life is None else life
     if len(life) == 0:
         return pd.DataFrame(columns=["process", "connections", "listening", "remotes",
-                                     "connection_seconds", "longest"])
+                                     "connection_seconds", "longest", "bytes_out", "bytes_in"])
     proc = life["process"].astype(object) if "process" in life else pd.Series(None, index=life.index)
     life = life.assign(process=proc.fillna(""), secs=life["duration"].dt.total_seconds(),
                        remote_addr=_canonical(life["remote_addr"]),
@@ -464,5 +490,9 @@ def by_process(df: pd.DataFrame, life: pd.DataFrame | None = None) -> pd.DataFra
             "remotes": conns.loc[~conns["remote_addr"].isin(_UNSPECIFIED), "remote_addr"].nunique(),
             "connection_seconds": float(conns["secs"].sum()),
             "longest": conns["duration"].max() if len(conns) else pd.Timedelta(0),
+            **{k: (v if v is pd.NA else int(v)) for k, v in _bytes_sums(conns, life).items()},
         })
-    return pd.DataFrame(rows).set_index("pid").sort_values("connections", ascending=False)
+    out = pd.DataFrame(rows).set_index("pid")
+    for name in ("bytes_out", "bytes_in"):
+        out[name] = out[name].astype("UInt64")
+    return _by_bytes(out, by, ["connections"])

@@ -53,7 +53,7 @@ from typing import Any, TypeAlias
 
 import pandas as pd
 
-from . import _bounded, _frames
+from . import _bounded, _frames, _internals
 from ._containers import by_container
 from ._frames import COLUMNS, canonical_address
 from ._timeline import clock_steps, gaps, interval_of
@@ -61,8 +61,11 @@ from .reading.dataset import Recording
 from .reading.scan import Selection
 
 __all__ = ["lifetimes", "state_counts", "churn", "gaps", "clock_steps", "interval_of", "top_remotes", "by_process",
-           "canonical_address", "COLUMNS", "Selection",
+           "canonical_address", "COLUMNS", "Selection", "throughput", "rtt", "retransmits", "INFO_COLUMNS",
            "by_container"]
+
+#: The tcp_info columns ``lifetimes`` reads besides ``COLUMNS`` (recordings made with ``--tcp-info``).
+INFO_COLUMNS = _internals.INFO_COLUMNS
 
 #: What the analysis functions take: rows in memory, or a recording read piece by piece.
 Rows: TypeAlias = "pd.DataFrame | str | os.PathLike | Recording | Selection"
@@ -104,7 +107,13 @@ def lifetimes(df: Rows, snapshots: pd.DataFrame | None = None, *, start: Any = N
     (the states it went through, in order, ``>``-separated), ``first_state``,
     ``last_state``, ``pid`` / ``process`` (its last known owner, 0 / None if never known),
     ``open_at_start`` / ``open_at_end`` (already there in the first snapshot of its host
-    and boot / still there in the last, so its true start / end is outside the recording).
+    and boot / still there in the last, so its true start / end is outside the recording);
+    from a recording made with ``--tcp-info``, as bcc's tcplife: ``bytes_out`` /
+    ``bytes_in`` (the kernel's ``tcpi_bytes_acked`` / ``tcpi_bytes_received``, which count
+    the SYN and FIN: ``tcpsnap._internals``), ``retrans`` (``tcpi_total_retrans``) and
+    ``min_rtt`` (µs): nullable UInt64, the connection's last known values -- in a changes
+    recording its ``closed`` event's, the kernel's final ``struct tcp_info`` from the
+    socket-destroy report --, null where none was recorded.
     ``snapshots``: as ``tcpsnap.snapshots`` returns them, so that the first and last
     snapshots are known even when they held no connection.
 
@@ -158,27 +167,79 @@ def churn(df: Rows, freq: str = "1s", life: pd.DataFrame | None = None, snapshot
     return _bounded.churn(sel, freq, life)
 
 
-def top_remotes(df: Rows, n: int = 10, life: pd.DataFrame | None = None, *, start: Any = None, end: Any = None,
-                where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
-    """The ``n`` remote addresses with the most connections: ``connections``,
+def top_remotes(df: Rows, n: int = 10, life: pd.DataFrame | None = None, *, by: str = "connections",
+                start: Any = None, end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
+    """The ``n`` remote addresses with the most connections (``by="bytes"``: the most
+    bytes, out plus in): ``connections``,
     ``connection_seconds`` (sum of observed durations), ``ports`` (distinct remote ports),
-    ``processes`` (the local programs that talked to it). Listeners are left out. A peer
+    ``processes`` (the local programs that talked to it), ``bytes_out`` / ``bytes_in``
+    (sums of ``lifetimes``' totals; null where not recorded). Listeners are left out. A peer
     is its canonical address: ``::ffff:192.0.2.1`` (IPv4 through a dual-stack socket) is
-    192.0.2.1 (``canonical_address``; the rows keep what the kernel reported). ``df`` a recording: in bounded memory."""
+    192.0.2.1 (``canonical_address``; the rows keep what the kernel reported). ``df`` a
+    recording: in bounded memory. ValueError for another ``by``."""
     sel = _selection(df, start, end, where, skip_bad)
     if sel is None:
-        return _frames.top_remotes(df, n, life)
-    return _bounded.top_remotes(sel, n, life)
+        return _frames.top_remotes(df, n, life, by=by)
+    return _bounded.top_remotes(sel, n, life, by=by)
 
 
-def by_process(df: Rows, life: pd.DataFrame | None = None, *, start: Any = None, end: Any = None,
-               where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
+def by_process(df: Rows, life: pd.DataFrame | None = None, *, by: str = "connections", start: Any = None,
+               end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
     """Per owning process: ``connections`` (excluding listeners), ``listening`` (ports it
     listens on), ``remotes`` (distinct remote addresses, canonical: see
-    ``top_remotes``), ``connection_seconds``, ``longest`` (its longest connection).
-    Connections with no known owner group under pid 0. ``df`` a recording: in
-    bounded memory."""
+    ``top_remotes``), ``connection_seconds``, ``longest`` (its longest connection),
+    ``bytes_out`` / ``bytes_in`` (as ``top_remotes``). Sorted by connections, or with
+    ``by="bytes"`` by bytes moved. Connections with no known owner group under pid 0.
+    ``df`` a recording: in bounded memory."""
     sel = _selection(df, start, end, where, skip_bad)
     if sel is None:
-        return _frames.by_process(df, life)
-    return _bounded.by_process(sel, life)
+        return _frames.by_process(df, life, by=by)
+    return _bounded.by_process(sel, life, by=by)
+
+
+def throughput(df: Rows, freq: str = "1s", by: str = "total", snapshots: pd.DataFrame | None = None, *,
+               start: Any = None, end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
+    """Bytes per second from the tcp_info counters (a recording made with ``--tcp-info``):
+    ``bytes_out`` from ``bytes_acked``, ``bytes_in`` from ``bytes_received``.
+
+    Each row's delta is its counter minus the connection's previous row's (identity as
+    ``lifetimes``); a counter lower than before is a reset, counted from 0, never a
+    negative rate; a row or its predecessor without the value (no tcp_info) gives no
+    delta. A delta falls in the ``freq`` bin (wall clock) of its later row and is divided
+    by the bin's length. ``by="total"``: one row per bin, NaN where no snapshot was taken
+    (a gap, as ``state_counts``; ``snapshots`` as there); ``"connection"``: one row per
+    (bin, connection) that moved bytes, with its identity, pid and process;
+    ``"process"``: per (bin, host, pid, process). ``df`` a recording: in bounded memory
+    (each piece's last row per connection carried into the next). ValueError for another
+    ``by``."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _internals.throughput(df, freq, by, snapshots)
+    if by not in ("total", "connection", "process"):
+        raise ValueError(f"by must be one of total, connection, process, not {by!r}")
+    return _bounded.throughput(sel, freq, by)
+
+
+def rtt(df: Rows, freq: str = "1s", snapshots: pd.DataFrame | None = None, *, start: Any = None,
+        end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
+    """Round-trip times per ``freq`` bin from the rows' tcp_info (``--tcp-info``), in
+    milliseconds: ``rtt_mean_ms`` / ``rtt_max_ms`` (the kernel's smoothed ``tcpi_rtt``
+    over the rows of the bin that have one), ``min_rtt_ms`` (the least ``tcpi_min_rtt``),
+    ``connections`` (rows counted). NaN where no row had one, and in every column where
+    no snapshot was taken (a gap, as ``state_counts``). ``df`` a recording: in bounded memory."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _internals.per_bin(df, freq, "rtt", snapshots)
+    return _bounded.per_bin(sel, freq, "rtt")
+
+
+def retransmits(df: Rows, freq: str = "1s", snapshots: pd.DataFrame | None = None, *, start: Any = None,
+                end: Any = None, where: Any = None, skip_bad: bool = False) -> pd.DataFrame:
+    """Segments retransmitted per ``freq`` bin: the deltas of each connection's
+    ``tcpi_total_retrans`` (as ``throughput`` takes deltas: a counter going back is a
+    reset), in column ``retransmits``; NaN where no snapshot was taken. ``df`` a
+    recording: in bounded memory."""
+    sel = _selection(df, start, end, where, skip_bad)
+    if sel is None:
+        return _internals.per_bin(df, freq, "retrans", snapshots)
+    return _bounded.per_bin(sel, freq, "retrans")

@@ -1,4 +1,5 @@
-"""Figures a person can read at a glance: states over time, churn, busiest remotes.
+"""Figures a person can read at a glance: states over time, churn, busiest remotes, and
+from a recording made with ``--tcp-info`` throughput, round-trip times and retransmits.
 
 Needs matplotlib (``pip install 'tcpsnap[plot]'``; :func:`require` says so in one line).
 Each function draws on an Axes (a new figure if none is given) and returns the Figure.
@@ -23,8 +24,8 @@ import pandas as pd
 
 from . import analysis
 
-__all__ = ["plot_states", "plot_churn", "plot_remotes", "auto_freq", "require", "local_zone",
-           "MAX_BINS", "check_bins"]
+__all__ = ["plot_states", "plot_churn", "plot_remotes", "plot_internals", "INTERNALS", "auto_freq", "require",
+           "local_zone", "MAX_BINS", "check_bins"]
 
 #: The most bins a plot draws (a 1 ns bin over 6 s would be 6e9 of them, 44 GiB).
 MAX_BINS = 100_000
@@ -296,5 +297,60 @@ def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, source: Any = No
     tzinfo, zone_name = _zone(tz)
     _title(ax, f"Top {n} remote addresses by connections", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+#: ``plot_internals``' kinds: (title, y label, the analysis function, its columns and labels).
+INTERNALS: dict[str, tuple[str, str, str, tuple[tuple[str, str], ...]]] = {
+    "throughput": ("Throughput (from tcp_info byte counters)", "bytes per second", "throughput",
+                   (("bytes_out", "out (bytes_acked)"), ("bytes_in", "in (bytes_received)"))),
+    "rtt": ("Round-trip time (tcp_info)", "milliseconds", "rtt",
+            (("rtt_mean_ms", "rtt, mean"), ("rtt_max_ms", "rtt, max"), ("min_rtt_ms", "min_rtt, least"))),
+    "retrans": ("Retransmitted segments (tcp_info total_retrans)", "segments per bin", "retransmits",
+                (("retransmits", "retransmitted"),)),
+}
+
+
+def plot_internals(df: Any, kind: str = "throughput", freq: str | None = None, tz: str | None = None,
+                   ax: Any = None, snapshots: pd.DataFrame | None = None, source: Any = None):
+    """``kind`` ``"throughput"`` (``analysis.throughput``: bytes out and in per second),
+    ``"rtt"`` (``analysis.rtt``: mean and max smoothed rtt, least min_rtt, ms) or
+    ``"retrans"`` (``analysis.retransmits``) per ``freq`` bin, each bin's value drawn flat
+    across its bin; bins with no snapshot break every line and are shaded, as
+    :func:`plot_states`. ``df``: rows, or a recording (``analysis.Selection``: read piece
+    by piece). Arguments and errors as :func:`plot_states`; ``ValueError`` for another
+    ``kind``."""
+    if kind not in INTERNALS:
+        raise ValueError(f"kind must be one of {', '.join(INTERNALS)}, not {kind!r}")
+    title, ylabel, fn, series = INTERNALS[kind]
+    if snapshots is None and hasattr(df, "snapshots"):
+        snapshots = df.snapshots()          # a recording: every snapshot of its range
+    span_df = _span(df if isinstance(df, pd.DataFrame) else pd.DataFrame(), snapshots)
+    freq = freq or auto_freq(span_df, target_points=300)
+    if len(span_df):
+        check_bins(span_df["timestamp"].max() - span_df["timestamp"].min(), freq)
+    fig, ax = _axes(ax)
+    tzinfo, zone_name = _zone(tz)
+    kw = {"snapshots": snapshots} if isinstance(df, pd.DataFrame) else {}
+    got = getattr(analysis, fn)(df, freq=freq, **kw)
+    cols = [c for c, _ in series if c in got]
+    if got.empty or not cols or got[cols].isna().all().all():
+        ax.text(0.5, 0.5, "no tcp_info recorded (record with --tcp-info)", ha="center", va="center",
+                transform=ax.transAxes)
+    else:
+        starts = _local(got.index, tzinfo)
+        x = np.column_stack([starts, starts + pd.Timedelta(freq)]).ravel()
+        for col, label in series:
+            ax.plot(x, np.repeat(got[col].to_numpy(np.float64), 2), linewidth=1.4, label=label)
+        gap = got[cols].isna().all(axis=1).to_numpy()
+        if "connections" in got:       # rtt: a bin with snapshots but no rtt is not a gap
+            gap = got["connections"].isna().to_numpy()
+        _shade_gaps(ax, got.index, gap, freq, tzinfo)
+        ax.legend(loc="upper left", frameon=False)
+        _time_axis(ax, zone_name)
+    ax.set_ylabel(f"{ylabel} (per {_freq_text(freq)} bin)")
+    _title(ax, title, span_df, snapshots, source, tzinfo, zone_name)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

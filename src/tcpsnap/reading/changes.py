@@ -8,7 +8,8 @@ kernel's dump order carries no meaning; rows come in the order they were first r
 
 The rebuild is vectorized: each non-closed event starts a "version" of its connection's row
 that lasts until the next event of that connection or the next keyframe, whichever comes
-first (a ``queues`` version takes its other fields from the connection's last whole row);
+first (a ``queues`` version takes its other fields from the connection's last whole row, a
+``counters`` version too, but for its tcp_info columns);
 versions are repeated over the snapshot markers they span (``numpy.repeat``, an int32 radix
 order by snapshot) and taken from the Arrow table in one ``take``. The events themselves are
 described in ``tcpsnap._events``.
@@ -20,11 +21,11 @@ import logging
 
 import numpy as np
 
-from .._events import EV_CHANGED, EV_CLOSED, EV_KEYFRAME, EV_QUEUES, EVENTS
+from .._events import EV_CHANGED, EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_QUEUES, EVENTS
 from .._order import stable_order
 from .dataset import Recording, filter_expression, in_seq_order, time_filter
 
-__all__ = ["is_changes", "event_codes", "rebuild", "to_full", "markers", "read_changes"]
+__all__ = ["is_changes", "event_codes", "rebuild", "to_full", "markers", "read_changes", "info_names"]
 
 # the logger of changes mode, capture and rebuild alike
 log = logging.getLogger("tcpsnap.changes")
@@ -83,9 +84,7 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     those seqs in ``snapshots``), grouped by snapshot in seq order."""
     import pyarrow as pa
 
-    from .._arrow import rows_schema
-
-    full = rows_schema()
+    full = _rows_schema(table)
     n = table.num_rows
     if n == 0:
         return full.empty_table()
@@ -104,7 +103,8 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     K = S[is_kf]
     # versions and the events that end them
     conn = ~marker
-    starts = conn & (((ev >= EV_KEYFRAME) & (ev <= EV_CHANGED)) | (ev == EV_QUEUES))
+    partial = (ev == EV_QUEUES) | (ev == EV_COUNTERS)
+    starts = conn & (((ev >= EV_KEYFRAME) & (ev <= EV_CHANGED)) | partial)
     enders = conn & ((ev != EV_CLOSED) | seen)
     ei = np.flatnonzero(enders)
     if len(ei) == 0:
@@ -123,8 +123,8 @@ def rebuild(table, snapshots: np.ndarray | None = None):
         nxt[:-1] = np.where(same, ss[gfirst[1:]], _INF)
     end_ev = np.empty(len(ei), np.int64)
     end_ev[o] = nxt[gid]
-    # a queues event takes every other field from its connection's last whole row
-    whole = (starts & (ev != EV_QUEUES))[ei[o]]
+    # a queues (counters) event takes every other field from its connection's last whole row
+    whole = (starts & ~partial)[ei[o]]
     pos = np.arange(len(o))
     last = np.maximum.accumulate(np.where(whole, pos, -1)) if len(o) else pos
     lost = (last < 0) | (ks[np.maximum(last, 0)] != ks)
@@ -175,7 +175,9 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     versions = table.select([f.name for f in full]).take(pa.array(vsrc))
     compact = {name: _used_only(versions.column(name)) for name in ("local_addr", "remote_addr", "process")}
     if (vsrc != vi).any():
-        for name in ("rx_queue", "tx_queue"):
+        # what a partial event holds itself: the queues, and a counters event's tcp_info
+        own = ["rx_queue", "tx_queue", *(f.name for f in full if f.name in info_names())]
+        for name in own:
             compact[name] = table.column(name).take(pa.array(vi))
     versions = pa.Table.from_arrays([compact.get(f.name, versions.column(f.name)) for f in full], schema=full)
     out = versions.take(pa.array(rep))
@@ -185,6 +187,25 @@ def rebuild(table, snapshots: np.ndarray | None = None):
     per_snap = {name: mk.column(name).take(idx) for name in snap_cols}
     arrays = [per_snap[f.name] if f.name in per_snap else out.column(f.name) for f in full]
     return pa.Table.from_arrays(arrays, schema=full)
+
+
+def info_names() -> frozenset[str]:
+    """The tcp_info columns' names (``_arrow.TCP_INFO_COLUMNS``)."""
+    from .._arrow import TCP_INFO_COLUMNS
+
+    return frozenset(TCP_INFO_COLUMNS)
+
+
+def _rows_schema(table):
+    """The rows ``read`` returns of ``table``: ``rows_schema()``, plus the tcp_info
+    columns the recording has (``--tcp-info``)."""
+    import pyarrow as pa
+
+    from .._arrow import rows_schema
+
+    full = rows_schema()
+    extra = [f for f in table.schema if f.name in info_names() and f.name not in full.names]
+    return pa.schema(list(full) + extra) if extra else full
 
 
 def _used_only(col):

@@ -75,7 +75,7 @@ def _expected_schema(mode: str, version: int | None = None, tcp_info: bool = Fal
     if mode == "changes":
         from ..record.changes import build_schema as changes_schema
 
-        s = changes_schema()
+        s = changes_schema(tcp_info=tcp_info)
     else:
         from .._arrow import build_schema
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._events import EV_CLOSED, EV_KEYFRAME
-from .changes import event_codes, is_changes, rebuild
+from .changes import event_codes, info_names, is_changes, rebuild
 from .dataset import Recording, open_recording
 from .query import in_seq_order, time_filter
 from .rowgroups import row_groups
@@ -90,6 +90,8 @@ class Selection:
 
         names = [c for c in rows_schema().names] if self.changes else \
             [c for c in self.rec.schema.names if c not in ("date", "kind")]
+        if self.changes:       # the tcp_info columns of a --tcp-info recording, rebuilt too
+            names += [c for c in self.rec.schema.names if c in info_names() and c not in names]
         keys = {k for f in self.rec.files for k, _ in f.keys}
         names += [k for k in sorted(keys) if k not in names and k != "date"]
         return names if wanted is None else [c for c in wanted if c in names]

@@ -258,9 +258,11 @@ class Capture:
         extra = None
         if self.tracker is not None:
             if self._carry is not None:
-                # its destroy reports wait for the namespace's next dump (changes.py)
+                # its destroy reports wait for the namespace's next dump (reports.py)
                 self.tracker.carried_netns = self._carry.carried
-            rows, names, extra = self.tracker.step(rows, names, w, t0, key)
+            rows, names, extra = self.tracker.step(rows, names, w, t0, key, info=info)
+            if self._tcp_info and extra is not None:
+                info, extra = extra[3], extra[:3]    # the event rows' internals
         empty = False
         marks = 0
         if self.tracker is None and self._carry is not None and self._carry.carried:

@@ -14,10 +14,11 @@ import logging
 
 import numpy as np
 
-from .._events import EV_CLOSED, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
+from .._events import EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
 from .._filters import row_mask
 from .._schema import ROW_DTYPE, ROW_FIELDS, TcpState
 from ..frame import merge_names
+from .reports import id_keys, place_destroyed
 
 __all__ = ["build_schema", "ChangesEncoder", "ChangeTracker", "open_destroy_feed"]
 
@@ -26,18 +27,18 @@ log = logging.getLogger("tcpsnap.changes")
 
 _TIME_WAIT = int(TcpState.TIME_WAIT)
 _FIN_WAIT2 = int(TcpState.FIN_WAIT2)
-_SYN_RCVD = int(TcpState.SYN_RCVD)
 
 
 # ---------------------------------------------------------------- schema and encoding
 
-def build_schema(metadata: dict[str, str] | None = None):
-    """The full-mode schema plus ``event`` (after ``seq``) and ``seen_in_snapshot`` (last)."""
+def build_schema(metadata: dict[str, str] | None = None, tcp_info: bool = False):
+    """The full-mode schema (``tcp_info``: with the internals columns) plus ``event``
+    (after ``seq``) and ``seen_in_snapshot`` (last)."""
     import pyarrow as pa
 
     from .._arrow import build_schema as full_schema
 
-    fields = list(full_schema())
+    fields = list(full_schema(tcp_info=tcp_info))
     fields.insert(2, pa.field("event", pa.dictionary(pa.int8(), pa.string()), nullable=False))
     fields.append(pa.field("seen_in_snapshot", pa.bool_(), nullable=False))
     return pa.schema(fields, metadata=metadata)
@@ -45,7 +46,8 @@ def build_schema(metadata: dict[str, str] | None = None):
 
 class ChangesEncoder:
     """``BatchEncoder`` for changes recordings: the full-mode columns (with per-row
-    timestamps: a destroy report carries its own), ``event`` and ``seen_in_snapshot``."""
+    timestamps: a destroy report carries its own), ``event`` and ``seen_in_snapshot``;
+    the internals columns too where ``schema`` has them."""
 
     def __init__(self, schema, host: str = "", boot_id: str = "") -> None:
         import pyarrow as pa
@@ -54,7 +56,8 @@ class ChangesEncoder:
         from .._arrow import build_schema as full_schema
 
         self.schema = schema
-        self._base = BatchEncoder(full_schema(), host, boot_id)
+        self.tcp_info = "tcp_info_len" in schema.names
+        self._base = BatchEncoder(full_schema(tcp_info=self.tcp_info), host, boot_id)
         self._ts_type = TIMESTAMP
         self._events = pa.array(EVENTS, pa.string())
 
@@ -62,7 +65,10 @@ class ChangesEncoder:
         self._base.reset()
 
     def encode(self, rows, counts, timestamps, seqs, capture_ns, proc_codes=None, proc_names=None,
-               events=None, seen=None, row_ts=None, monotonic=None):
+               events=None, seen=None, row_ts=None, info=None, monotonic=None, tcp_info=None):
+        """As ``BatchEncoder.encode``, plus the per-row ``events``, ``seen`` and
+        ``row_ts``; the rows' internals as ``info`` (``TCP_INFO_DTYPE``, the tracker's: a
+        row without any has ``tcp_info_len`` 0) or ``tcp_info`` (``(info, sampled)``)."""
         import pyarrow as pa
 
         from .._arrow import KIND_PARTIAL, KIND_SNAPSHOT
@@ -70,9 +76,13 @@ class ChangesEncoder:
         ev = np.asarray(events)
         kinds = np.zeros(len(rows), np.int8)
         kinds[(rows["family"] == 0) & ((ev == EV_SNAPSHOT) | (ev == EV_KEYFRAME))] = KIND_SNAPSHOT
-        kinds[ev == EV_QUEUES] = KIND_PARTIAL
+        kinds[(ev == EV_QUEUES) | (ev == EV_COUNTERS)] = KIND_PARTIAL
+        if self.tcp_info and tcp_info is None and info is not None:
+            # every event row carries its internals as the tracker gave them: a marker's or
+            # a TIME_WAIT's have none (tcp_info_len 0), so their fields are null
+            tcp_info = (info, np.ones(len(rows), bool))
         rb = self._base.encode(rows, counts, timestamps, seqs, capture_ns, proc_codes, proc_names,
-                               monotonic=monotonic, kinds=kinds)
+                               monotonic=monotonic, kinds=kinds, tcp_info=tcp_info)
         cols = rb.columns
         cols[0] = pa.array(np.ascontiguousarray(row_ts), self._ts_type)
         ev = pa.DictionaryArray.from_arrays(pa.array(np.ascontiguousarray(events).view(np.int8), pa.int8()),
@@ -83,27 +93,24 @@ class ChangesEncoder:
 
 # ---------------------------------------------------------------- capture side
 
-#: Sockets a snapshot found gone remembered (at most) until their destroy report is read,
-#: so that a report read long after (a socket reset while its program kept the file open)
-#: is known as late, not taken for a socket no snapshot held.
-GONE_MAX = 1 << 16
 #: Sockets missing from a dump asked about (at most) per snapshot; more are closed unasked.
 PROBE_MAX = 4096
-# family (byte 0) + ports, addresses, scope ids (bytes 4..47) + netns: two namespaces'
-# equal 4-tuples are two connections
-_NETNS_OFF = next(off for name, _, off in ROW_FIELDS if name == "netns")
-_ID_BYTES = 45 + 8
 
 
-def _id_keys(rows: np.ndarray) -> list[bytes]:
-    """Each row's identity without its cookie (family, ports, addresses, scope ids,
-    network namespace) as bytes."""
-    n = len(rows)
-    if n == 0:
-        return []
-    v = np.ascontiguousarray(rows).view(np.uint8).reshape(n, ROW_DTYPE.itemsize)
-    b = np.concatenate([v[:, :1], v[:, 4:48], v[:, _NETNS_OFF:_NETNS_OFF + 8]], axis=1).tobytes()
-    return [b[i:i + _ID_BYTES] for i in range(0, n * _ID_BYTES, _ID_BYTES)]
+def counter_mask() -> np.ndarray:
+    """One uint8 per byte of a ``TCP_INFO_DTYPE`` row: 1 where a difference is a change of
+    the connection's internals, 0 for the timers that move on every sample
+    (``TCP_INFO_TIMERS``: ``last_data_sent``...), which would make every live connection
+    an event at every snapshot."""
+    from .._schema import TCP_INFO_DTYPE, TCP_INFO_TIMERS
+
+    mask = np.ones(TCP_INFO_DTYPE.itemsize, np.uint8)
+    fields = TCP_INFO_DTYPE.fields
+    assert fields is not None
+    for name in TCP_INFO_TIMERS:
+        dt, off = fields[name][:2]
+        mask[off:off + dt.itemsize] = 0
+    return mask
 
 
 class ChangeTracker:
@@ -112,49 +119,34 @@ class ChangeTracker:
     folded in. Keeps the previous table (in the compiled ``Differ``) and a global
     process-name dictionary, so a process renaming counts as a change.
 
-    With a destroy feed, what a disappearance and a report mean (``tcpsnap._events`` has
-    the rules for readers):
-
-    - A socket missing from this snapshot's dump that no report declared dead is asked
-      about (``feed.probe``: the kernel's lookup of that one socket). If the kernel still
-      holds it, the dump skipped it (dumps are not atomic): it stays in this snapshot, as
-      the kernel reports it now (its pid carried over while its inode is the same), if it
-      still passes the recorder's filters. Otherwise it is closed.
-    - A report of a socket in this snapshot: TIME_WAIT -- the connection lives on under
-      the same cookie, drop; else it died after the dump: wait (up to two rounds) for the
-      snapshot that finds it gone.
-    - A report of a socket this snapshot found gone stamps its ``closed`` event with the
-      report's time; one of a socket an earlier snapshot found gone is late: drop.
-    - A report of a socket no snapshot held whose addresses and ports (family, ports,
-      addresses, scope ids) are those of a TIME_WAIT or FIN_WAIT2 socket is the full
-      socket that mini-socket succeeded (the kernel gives a socket its cookie when first
-      asked, so a full socket no dump saw and its successor have different cookies): one
-      connection, the mini-socket's; drop (``handover``). The mini-socket is one recorded
-      as such (it appeared as TIME_WAIT or FIN_WAIT2, not by a state change) and still in
-      the table -- reports can come late: the kernel sends them from a work queue -- or
-      else one the kernel holds now (``feed.probe`` by addresses and ports) that the next
-      snapshot records. A mini-socket absorbs one report, the latest.
-    - Likewise a report of a socket no snapshot held whose addresses and ports are those
-      of a request socket (SYN_RCVD) that a snapshot held is the full socket that request
-      became (the kernel hands the request's cookie on, but not when a dump gives the
-      request its cookie while the full socket is being made): its ``closed`` event gets
-      the report's time, or the report waits while the request is still in the table, or
-      is late.
-    - Any other report is a socket that lived and died between two snapshots: a
-      ``closed`` event with ``seen_in_snapshot`` false, at the report's time.
+    What a disappearance and a destroy report mean, and where a report's final tcp_info
+    goes (``tcp_info=True``: then every event carries its tcp_info row, and a row whose
+    counters moved is an event, ``counters`` where nothing else did): ``record.reports``'
+    docstring; ``tcpsnap._events`` has the rules for readers.
     """
 
     def __init__(self, keyframe_ns: int, feed=None, ports=None, family=None, states=None,
-                 where=None) -> None:
+                 where=None, tcp_info: bool = False) -> None:
         from .._diff import Differ
 
+        self.tcp_info = bool(tcp_info)
+        self._info_dtype = None
+        mask = None
+        if self.tcp_info:
+            from .._schema import TCP_INFO_DTYPE
+
+            self._info_dtype = TCP_INFO_DTYPE
+            mask = counter_mask()
+        self._pend_info = np.zeros(0, self._info_dtype or np.uint8)
+        self._final: dict[int, np.ndarray] = {}     # cookie -> a report its mini-socket absorbed
+        self.final_totals = 0       # closed events that carry a destroy report's tcp_info
         self.keyframe_ns = int(keyframe_ns)
         self.feed = feed
         self._ports = ports
         self._family = family
         self._states = states
         self.where = where            # the recorder's tcpsnap.Filter, or None
-        self._differ = Differ()
+        self._differ = Differ(mask)
         self._can_probe = True
         self._gnames: list[str] = []
         self._gcodes: dict[str, int] = {}
@@ -219,7 +211,8 @@ class ChangeTracker:
                 "destroyed": self.destroyed, "destroyed_unseen": self.unseen,
                 "destroyed_late": self.late, "destroyed_handover": self.handover,
                 "destroy_drops": f.drops if f is not None else 0,
-                "probed": self.probes, "probed_alive": self.refound, "unprobed": self.unprobed}
+                "probed": self.probes, "probed_alive": self.refound, "unprobed": self.unprobed,
+                "final_totals": self.final_totals}
 
     def _global_codes(self, rows: np.ndarray, names) -> np.ndarray:
         n = len(rows)
@@ -229,7 +222,14 @@ class ChangeTracker:
         return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 
     def _take_reports(self) -> None:
-        r, t = self.feed.take()
+        if self.tcp_info:
+            from .._destroy import tcp_info_rows
+
+            r, t, raw, lens = self.feed.take(info=True)
+            if len(r):
+                self._pend_info = np.concatenate([self._pend_info, tcp_info_rows(raw, lens)])
+        else:
+            r, t = self.feed.take()
         if len(r):
             self.destroyed += len(r)
             self._pend_rows = np.concatenate([self._pend_rows, r])
@@ -262,11 +262,12 @@ class ChangeTracker:
         except RuntimeError:          # rolled back: nothing held for certain
             return np.zeros(len(cookies), bool)
 
-    def _refind(self, closed: np.ndarray) -> np.ndarray | None:
+    def _refind(self, closed: np.ndarray):
         """The sockets of ``closed`` (missing from this snapshot) that no report declared
-        dead and the kernel, asked about each, still holds: as it reports them now, pid
-        carried over where the inode is the same, those that pass the recorder's filters.
-        None when there are none."""
+        dead and the kernel, asked about each, still holds: ``(rows, where)``, as the
+        kernel reports them now, pid carried over where the inode is the same, those that
+        pass the recorder's filters, and their positions in ``closed``. None when there
+        are none."""
         if not len(closed):
             return None
         ck = closed["cookie"]
@@ -286,41 +287,28 @@ class ChangeTracker:
         self.probes += len(idx)
         if not found.any():
             return None
-        last = closed[idx[found]]
+        pos = idx[found]
+        last = closed[pos]
         now = now[found]
         same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
         now["pid"] = np.where(same, last["pid"], 0)
         if self.where is None:
             m = row_mask(now, self._states, self._ports, self._family)
             if m is not None:
-                now = now[m]
+                now, pos = now[m], pos[m]
         # with ``where`` (the recorder's filters, one Filter) a socket the last snapshot
         # held is followed until it closes, inside the filter or not
         if not len(now):
             return None
         self.refound += len(now)
-        return now
+        return now, pos
 
-    def _successors(self, reports: np.ndarray) -> np.ndarray | None:
-        """For each report (a full socket no snapshot held), the cookie of the TIME_WAIT or
-        FIN_WAIT2 socket that holds its addresses and ports now (asked of the kernel), 0
-        for none; None where the kernel cannot be asked."""
-        got = self._probe(reports, by_cookie=False)
-        if got is None:
-            return None
-        found, now = got
-        out = np.zeros(len(reports), np.uint64)
-        st = now["state"]
-        mini = found & ((st == _TIME_WAIT) | (st == _FIN_WAIT2))
-        if mini.any():
-            same = np.array([a == b for a, b in zip(_id_keys(reports), _id_keys(now), strict=True)], bool)
-            mini &= same
-        out[mini] = now["cookie"][mini]
-        return out
-
-    def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key):
+    def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key, info=None):
         """One snapshot -> ``(event_rows, names, (events, seen, row_ts))``, ``names`` a
-        callable as the recorder's (returning codes for event_rows) or None."""
+        callable as the recorder's (returning codes for event_rows) or None. With
+        ``tcp_info``: ``info`` the snapshot's tcp_info rows (aligned with ``rows``; None:
+        none taken, every row's counters are as before), and the extra tuple ends with
+        the event rows' tcp_info."""
         feed = self.feed
         if feed is not None:
             feed.drain()
@@ -329,15 +317,24 @@ class ChangeTracker:
               or mono_ns - self._last_kf >= self.keyframe_ns)
         first = not self._differ.primed
         gproc = self._global_codes(rows, names)
-        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
+        if self.tcp_info:
+            info = carry_info(self._differ, rows, info, self._info_dtype)
+        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
+        closed_info = self._differ.closed_info
         if feed is not None and len(closed):
             back = self._refind(closed)
             if back is not None:
                 # the dump skipped live sockets: diff the table completed with them instead
+                back, bpos = back
                 self._differ.rollback()
                 rows = np.concatenate([rows, back])
                 gproc = self._global_codes(rows, names)
-                ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf)
+                if info is not None:
+                    # the kernel's lookup reports no tcp_info: as last seen
+                    last = closed_info[bpos] if closed_info is not None else np.zeros(len(back), info.dtype)
+                    info = np.concatenate([info, last])
+                ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
+                closed_info = self._differ.closed_info
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
@@ -354,10 +351,13 @@ class ChangeTracker:
             opened = np.arange(len(rows)) if first else ev_idx[ev_code == EV_OPENED]
             st = rows["state"][opened]
             opened = opened[(st == _TIME_WAIT) | (st == _FIN_WAIT2)]
-            minis = dict(zip(_id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
-            ur, ut = _place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis)
+            minis = dict(zip(id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
+            if self.tcp_info and closed_info is None:
+                closed_info = np.zeros(len(closed), self._info_dtype)
+            ur, ut, ui = place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis,
+                                          closed_info)
         else:
-            ur, ut = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64)
+            ur, ut, ui = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64), None
         ne, nc, nu = len(ev_idx), len(closed), len(ur)
         n = 1 + nc + nu + ne
         out = np.zeros(n, ROW_DTYPE)
@@ -369,7 +369,7 @@ class ChangeTracker:
             out[1 + nc:1 + nc + nu] = ur
         if ne:
             out[1 + nc + nu:].view(np.uint8)[:] = rows[ev_idx].view(np.uint8)
-            q = 1 + nc + nu + np.flatnonzero(ev_code == EV_QUEUES)
+            q = 1 + nc + nu + np.flatnonzero((ev_code == EV_QUEUES) | (ev_code == EV_COUNTERS))
             if len(q):
                 keep = out[q][list(QUEUES_FIELDS)].copy()
                 out[q] = np.zeros(len(q), ROW_DTYPE)
@@ -385,140 +385,46 @@ class ChangeTracker:
         row_ts[1:1 + nc] = closed_ts
         row_ts[1 + nc:1 + nc + nu] = ut
         self.events += n - 1
+        extra: tuple = (events, seen, row_ts)
+        if self.tcp_info:
+            oi = np.zeros(n, self._info_dtype)
+            if nc and closed_info is not None:
+                oi[1:1 + nc] = closed_info
+            if nu and ui is not None:
+                oi[1 + nc:1 + nc + nu] = ui
+            if ne and info is not None:
+                oi[1 + nc + nu:] = info[ev_idx]
+            extra = (*extra, oi)
         if names is None:
-            return out, None, (events, seen, row_ts)
+            return out, None, extra
         g = np.full(n, -1, np.int32)
         g[1:1 + nc] = closed_proc
-        g[1 + nc + nu:] = np.where(ev_code == EV_QUEUES, -1, gproc[ev_idx])
+        g[1 + nc + nu:] = np.where((ev_code == EV_QUEUES) | (ev_code == EV_COUNTERS), -1, gproc[ev_idx])
         used = np.unique(g[g >= 0])
         local = [self._gnames[i] for i in used]
         codes = np.full(n, -1, np.int32)
         if len(used):
             m = g >= 0
             codes[m] = np.searchsorted(used, g[m]).astype(np.int32)
-        return out, (lambda _pids: (codes, local)), (events, seen, row_ts)
-
-    def close(self) -> None:
-        if self.feed is not None:
-            self.feed.close()
+        return out, (lambda _pids: (codes, local)), extra
 
 
-def _place_destroyed(tr: ChangeTracker, cur: np.ndarray, closed: np.ndarray, closed_ts: np.ndarray,
-                     closed_seen_ts: np.ndarray, minis: dict[bytes, int]):
-    """Place the destroy reports (the rules are in ``ChangeTracker``'s docstring), for tracker ``tr``. Returns
-    the unseen closed events' rows and times."""
-    pr, pts, age, succ = tr._pend_rows, tr._pend_ts, tr._pend_age, tr._pend_succ
-    matched = np.zeros(len(closed), bool)
-    keep = np.zeros(len(pr), bool)
-    unseen = np.zeros(len(pr), bool)
-    cand = tr._minis
-    cand.update(minis)
-    if len(closed) and cand:
-        # mini-sockets gone from the table wait for no report any more
-        for key, c in zip(_id_keys(closed), closed["cookie"].tolist(), strict=True):
-            if cand.get(key) == c:
-                del cand[key]
-    if len(pr):
-        ck = pr["cookie"]
-        idx = tr._differ.lookup(ck)
-        in_cur = idx >= 0
-        tw = np.zeros(len(pr), bool)
-        if in_cur.any():
-            tw[in_cur] = cur["state"][idx[in_cur]] == _TIME_WAIT
-        keep = in_cur & ~tw & (age < 2)
-        if tr.carried_netns and in_cur.any():
-            keep |= in_cur & ~tw & np.isin(pr["netns"], list(tr.carried_netns))
-        gone = np.flatnonzero(~in_cur)
-        ask: list[int] = []
-        if len(gone):
-            pos = {int(c): j for j, c in enumerate(closed["cookie"]) if c} if len(closed) else {}
-            gone = gone[np.argsort(pts[gone], kind="stable")[::-1]]     # latest first
-            keys = _id_keys(pr[gone])
-            rq = np.flatnonzero(closed["state"] == _SYN_RCVD) if len(closed) else np.zeros(0, np.int64)
-            req_closed = dict(zip(_id_keys(closed[rq]), rq.tolist(), strict=True))
-            req_cur = set(_id_keys(cur[cur["state"] == _SYN_RCVD]))
-            for i, key in zip(gone.tolist(), keys, strict=True):
-                c = int(ck[i])
-                j = pos.get(c)
-                if j is None:
-                    j = req_closed.pop(key, None)       # the request socket it was
-                    if j is not None:
-                        tr.handover += 1
-                if j is not None:               # found gone by this snapshot
-                    closed_ts[j] = pts[i]
-                    closed_seen_ts[j] = True
-                    matched[j] = True
-                elif c in tr._gone:           # found gone by an earlier one: late
-                    del tr._gone[c]
-                    tr.late += 1
-                elif key in tr._req_gone:     # ... as the request socket it was
-                    del tr._req_gone[key]
-                    tr.late += 1
-                elif key in req_cur and age[i] < 2:
-                    keep[i] = True              # its request socket: gone next time
-                elif key in cand:               # the connection of a recorded mini-socket
-                    del cand[key]
-                    tr.handover += 1
-                elif succ[i]:                   # its successor: in this snapshot?
-                    if tr._differ.lookup(succ[i:i + 1])[0] >= 0:
-                        tr.handover += 1
-                    else:
-                        unseen[i] = True        # it died unseen too
-                elif age[i] == 0:
-                    ask.append(i)
-                else:
-                    unseen[i] = True
-        if ask:
-            # no recorded successor: does the kernel hold one now? (without the
-            # probe: wait a round for the next snapshot to show it)
-            ia = np.array(ask, np.int64)
-            y = tr._successors(pr[ia])
-            if y is None:
-                keep[ia] = True
-            else:
-                y[tr._differ.lookup(y) >= 0] = 0      # recorded already: not this one's
-                taken: set[int] = set()
-                for i, yc in zip(ia.tolist(), y.tolist(), strict=True):      # latest first
-                    if yc and yc not in taken:
-                        taken.add(yc)
-                        succ[i] = yc
-                        keep[i] = True          # decided by the next snapshot
-                    else:
-                        unseen[i] = True
-    tr._pend_rows, tr._pend_ts = pr[keep], pts[keep]
-    tr._pend_age, tr._pend_succ = age[keep] + 1, succ[keep]
-    if len(closed):
-        # found gone without a report: the report may come later (a socket whose
-        # connection ended while a program holds it); TIME_WAIT and request sockets
-        # send none
-        st, ck = closed["state"], closed["cookie"]
-        rem = ~matched & (ck != 0) & (st != _TIME_WAIT) & ~((st == _SYN_RCVD) & (closed["inode"] == 0))
-        gone_map = tr._gone
-        for c in ck[rem].tolist():
-            gone_map[c] = None
-        while len(gone_map) > GONE_MAX:
-            del gone_map[next(iter(gone_map))]
-        # request sockets found gone: the full socket each became may be reported
-        # later under another cookie
-        rq = ~matched & (st == _SYN_RCVD)
-        if rq.any():
-            req_map = tr._req_gone
-            for key in _id_keys(closed[rq]):
-                req_map[key] = None
-            while len(req_map) > GONE_MAX:
-                del req_map[next(iter(req_map))]
-    ur, ut = pr[unseen], pts[unseen]
-    if len(ur) and (tr._ports or tr._family):
-        m = row_mask(ur, None, tr._ports, tr._family)
-        if m is not None:
-            ur, ut = ur[m], ut[m]
-    if len(ur) and tr.where is not None:
-        # the destroy feed (multicast) carries every socket: the same filter, with what a
-        # dead socket cannot tell (its pid, its process: gone with it) taken as matching
-        m = tr.where.dead_mask(ur)
-        ur, ut = ur[m], ut[m]
-    tr.unseen += len(ur)
-    return ur, ut
+def carry_info(differ, rows: np.ndarray, info, dtype):
+    """The snapshot's tcp_info rows; where none were taken (``--tcp-info-every``
+    slower than the table), each row's as the last snapshot holds it (``differ``'s; zeros
+    for a row it does not hold: no tcp_info)."""
+    if info is not None:
+        return np.ascontiguousarray(info)
+    out = np.zeros(len(rows), dtype)
+    prev = differ.info
+    if prev is not None and len(rows) and differ.primed:
+        try:
+            at = differ.lookup(rows["cookie"])
+        except RuntimeError:
+            return out
+        hit = at >= 0
+        out[hit] = prev[at[hit]]
+    return out
 
 
 def open_destroy_feed(required: bool = False):

@@ -165,10 +165,6 @@ class RecorderConfig:
         every = 0.0 if tcp_info_every is None else parse_duration(tcp_info_every)
         if every and not tcp_info:
             raise ValueError("tcp_info_every (--tcp-info-every) needs tcp_info (--tcp-info)")
-        if tcp_info and mode == "changes":
-            # changes-mode counters events are issue 14's part B
-            raise ValueError("tcp_info (--tcp-info) is recorded in full mode only for now, not with mode "
-                             "'changes'")
         rss = None if max_rss is None else parse_size(max_rss)
         if rss is not None and rss <= 0:
             raise ValueError(f"max_rss must be more than 0, got {max_rss!r}")

@@ -490,8 +490,9 @@ def _encoding(c: RecorderConfig, pids: bool, own_snap: bool, snap: Any = None) -
                 feed = open_namespace_feeds(ns, required=bool(c.destroy))
             else:
                 feed = open_destroy_feed(required=bool(c.destroy))
-        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states, where=c.row_filter())
-        schema = build_schema(c.metadata(pids, feed is not None))
+        tracker = ChangeTracker(c.ns(c.keyframe), feed, c.ports, c.family, c.states, where=c.row_filter(),
+                                tcp_info=c.tcp_info)
+        schema = build_schema(c.metadata(pids, feed is not None), tcp_info=c.tcp_info)
         return schema, ChangesEncoder(schema, host_name(), boot_id()), tracker
     from .._arrow import BatchEncoder
     from .._arrow import build_schema as full_schema

@@ -245,11 +245,13 @@ class Writer:
                                   b.proc[:n] if b.has_proc else None, b.names,
                                   monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
         else:
+            info = (None if b.info is None or b.sampled is None
+                    else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
             rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                                   b.proc[:n] if b.has_proc else None, b.names,
                                   # copies: Arrow would wrap these arrays without copying,
                                   # and the batch is reused once this returns
-                                  *[a[:n].copy() for a in b.extra], monotonic=b.mono[:s])
+                                  *[a[:n].copy() for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
         if n:
             self._pending.append(rb)
             self._pending_seq = int(b.seq[s - 1])

@@ -1,0 +1,241 @@
+"""TCP internals in changes mode (bench_changes.py ``info`` and ``totals``).
+
+info: bytes on disk, ``--mode full --tcp-info`` vs ``--mode changes --tcp-info``, written by
+the real Recorder fed by a scripted table with internals on simulated clocks (10 snapshots a
+second), as bench_changes' ``size``: 10,000 ESTABLISHED connections, each with a 280-byte
+struct tcp_info's worth of fields; the timers (``last_data_sent``, ``last_data_recv``,
+``last_ack_recv``) move on every snapshot for every connection, as the kernel's do. Scenarios:
+
+* steady: nothing else moves (bytes per row per snapshot: the target is under 1 byte);
+* traffic: 10% of the connections (a fixed 1,000) carry traffic: every snapshot their byte
+  and segment counters, rtt, rttvar, delivery and pacing rates, unacked and not-sent bytes
+  and queues move.
+
+totals: tests/_closetotals_child.py ``burst`` in a private network namespace: 1,000
+connections opened and closed at 1,000/s (each moves 100 + i bytes out and 3 x that back)
+while changes mode records with the destroy feed at a 1 s interval; every side of every
+connection must have a closed event with its exact byte counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+INTERVAL_NS = 100_000_000
+WALL0 = 1_795_000_000 * 10**9
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.k = -1
+
+    def time_ns(self) -> int:
+        self.k += 1
+        return WALL0 + self.k * INTERVAL_NS
+
+    def monotonic_ns(self) -> int:
+        return 10**12 + self.k * INTERVAL_NS + 3_000_000
+
+
+class InfoWorld:
+    """``stable`` ESTABLISHED connections with internals; ``active`` of them move."""
+
+    tcp_info_enabled = True
+    tcp_info_stats = {"tcp_info_len": 280, "tcp_info_longer": 0}
+    pids = False
+
+    def __init__(self, snapshots: int, stable: int = 10_000, active: int = 0, seed: int = 1) -> None:
+        from tcpsnap import ROW_DTYPE, TcpState
+        from tcpsnap._schema import TCP_INFO_DTYPE
+
+        self.snapshots, self.k, self.rec = snapshots, -1, None
+        rng = self.rng = np.random.default_rng(seed)
+        t = np.zeros(stable, ROW_DTYPE)
+        t["family"] = 4
+        t["state"] = TcpState.ESTABLISHED
+        t["local_addr"][:, :4] = [10, 0, 0, 1]
+        t["remote_addr"][:, :2] = [10, 1]
+        t["remote_addr"][:, 2] = (np.arange(stable) // 250) % 256
+        t["remote_addr"][:, 3] = np.arange(stable) % 250 + 1
+        t["local_port"] = 20_000 + np.arange(stable) % 40_000
+        t["remote_port"] = np.where(np.arange(stable) % 3 == 0, 443, 5432)
+        t["uid"] = 1000
+        t["inode"] = 5_000_000 + np.arange(stable)
+        t["cookie"] = 1 + np.arange(stable)
+        order = rng.permutation(stable)          # the kernel's bucket order
+        self.rows = t[order]
+        i = np.zeros(stable, TCP_INFO_DTYPE)
+        i["tcp_info_len"] = 280
+        i["congestion"] = b"cubic"
+        i["rtt"] = rng.integers(50, 5000, stable)
+        i["rttvar"] = i["rtt"] // 4
+        i["min_rtt"] = i["rtt"] * 3 // 4
+        i["rto"] = 204_000
+        i["snd_mss"] = i["rcv_mss"] = 1448
+        i["pmtu"] = 1500
+        i["snd_cwnd"] = 10
+        i["snd_ssthresh"] = 2**31 - 1
+        i["rcv_space"] = 14_480
+        i["snd_wnd"] = i["rcv_wnd"] = 65_483
+        i["bytes_acked"] = rng.integers(0, 10**9, stable)
+        i["bytes_sent"] = i["bytes_acked"]
+        i["bytes_received"] = rng.integers(0, 10**9, stable)
+        i["segs_out"] = i["bytes_acked"] // 1448 + 3
+        i["segs_in"] = i["bytes_received"] // 1448 + 3
+        i["data_segs_out"] = i["segs_out"] - 2
+        i["data_segs_in"] = i["segs_in"] - 2
+        i["delivery_rate"] = rng.integers(10**5, 10**9, stable)
+        i["pacing_rate"] = i["delivery_rate"] * 2
+        i["busy_time"] = rng.integers(0, 10**7, stable)
+        i["delivered"] = i["segs_out"]
+        self.info = i[order]
+        self.active = rng.choice(stable, active, replace=False) if active else np.zeros(0, np.int64)
+        self.tcp_info = self.info
+
+    def take(self) -> np.ndarray:
+        warmup = self.k < 0
+        i, a, rng = self.info, self.active, self.rng
+        # the timers move for everyone, every snapshot (ms since the last data / ack)
+        for f in ("last_data_sent", "last_data_recv", "last_ack_recv"):
+            i[f] += np.uint32(100)
+        if len(a):
+            n = len(a)
+            sent = rng.integers(1, 200_000, n).astype(np.uint64)
+            got = rng.integers(1, 20_000, n).astype(np.uint64)
+            i["bytes_acked"][a] += sent
+            i["bytes_sent"][a] += sent
+            i["bytes_received"][a] += got
+            so, si = (sent // 1448 + 1).astype(np.uint32), (got // 1448 + 1).astype(np.uint32)
+            i["segs_out"][a] += so
+            i["segs_in"][a] += si
+            i["data_segs_out"][a] += so
+            i["data_segs_in"][a] += si
+            i["delivered"][a] += so
+            i["rtt"][a] = rng.integers(50, 5000, n)
+            i["rttvar"][a] = i["rtt"][a] // 4
+            i["delivery_rate"][a] = rng.integers(10**5, 10**9, n)
+            i["pacing_rate"][a] = i["delivery_rate"][a] * 2
+            i["busy_time"][a] += np.uint64(100_000)
+            i["unacked"][a] = rng.integers(0, 100, n)
+            i["notsent_bytes"][a] = rng.integers(0, 65536, n)
+            i["snd_cwnd"][a] = rng.integers(10, 400, n)
+            for f in ("last_data_sent", "last_data_recv", "last_ack_recv"):
+                i[f][a] = rng.integers(0, 100, n)
+            self.rows["rx_queue"][a] = rng.integers(0, 65536, n)
+            self.rows["tx_queue"][a] = rng.integers(0, 65536, n)
+        self.tcp_info = i
+        if not warmup:
+            self.k += 1
+            if self.k >= self.snapshots:
+                self.rec.stop()
+        return self.rows
+
+    def sample_tcp_info_next(self) -> None:
+        pass
+
+    def process_names(self, pids):
+        return np.full(len(pids), -1, np.int32), []
+
+    def close(self) -> None:
+        pass
+
+
+def record(folder: Path, mode: str, minutes: float, **world) -> dict:
+    from tcpsnap import Recorder
+
+    snapshots = int(minutes * 600)
+    w = InfoWorld(snapshots, **world)
+    logging.getLogger("tcpsnap.recorder").setLevel(logging.ERROR)
+    t0 = time.perf_counter()
+    kw = {"mode": "changes", "keyframe": "1m", "destroy": False} if mode == "changes" else {}
+    with Recorder(folder, interval=0, rotate="15m", snapshotter=w, clock=Clock(), nice=None, pids=False,
+                  tcp_info=True, **kw) as rec:
+        w.rec = rec
+        w.k = 0
+        rec.run()
+        stats = dict(rec.stats)
+    size = sum(f.stat().st_size for f in folder.rglob("*.parquet"))
+    rows = len(w.rows) * stats["snapshots"]
+    return {"mode": mode, "snapshots": stats["snapshots"], "table_rows": rows, "bytes": size,
+            "bytes_per_hour": size * 60 / minutes, "bytes_per_row": size / rows,
+            "events": stats.get("events"), "seconds": time.perf_counter() - t0}
+
+
+def run_info(minutes: float, log) -> dict:
+    out = {}
+    base = Path(tempfile.mkdtemp(prefix="tcpsnap-bench-info-"))
+    try:
+        for name, world in (("steady", {"active": 0}), ("traffic", {"active": 1000})):
+            res = {}
+            for mode in ("full", "changes"):
+                res[mode] = record(base / f"{name}-{mode}", mode, minutes, **world)
+                log(f"info {name:7s} {mode:7s}: {res[mode]['bytes'] / 1e6:8.2f} MB in {minutes} min, "
+                    f"{res[mode]['bytes_per_row']:.3f} B/row, {res[mode]['seconds']:.1f} s")
+                shutil.rmtree(base / f"{name}-{mode}", ignore_errors=True)
+            res["ratio"] = res["full"]["bytes"] / res["changes"]["bytes"]
+            out[name] = res
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def run_totals(count: int, rate: float) -> dict:
+    child = HERE.parent / "tests" / "_closetotals_child.py"
+    p = subprocess.run(["unshare", "-n", sys.executable, str(child), "burst", str(count), str(rate)],
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "PYTHONPATH": str(child.parent)})
+    if p.returncode != 0:
+        raise SystemExit(f"totals child failed:\n{p.stderr}")
+    d = json.loads(p.stdout)
+    by: dict = {}
+    for e in d["closed"]:
+        by.setdefault((e["local_port"], e["remote_port"]), []).append(e)
+    exact = {"server": 0, "client": 0}
+    for i, (cport, sport) in enumerate(d["ports"]):
+        a, b = 100 + i, 3 * (100 + i)
+        s, c = by.get((sport, cport), []), by.get((cport, sport), [])
+        exact["server"] += len(s) == 1 and (s[0]["bytes_acked"], s[0]["bytes_received"]) == (b + 1, a + 1)
+        exact["client"] += len(c) == 1 and (c[0]["bytes_acked"], c[0]["bytes_received"]) == (a + 2, b)
+    st = d["stats"]
+    return {"connections": count, "rate_achieved": count / d["took"], "errors": len(d["errors"]),
+            "server_exact": exact["server"], "client_exact": exact["client"], "closed_events": len(d["closed"]),
+            "unseen": sum(not e["seen_in_snapshot"] for e in d["closed"]), "snapshots": st["snapshots"],
+            "drops": st["destroy_drops"], "destroyed": st["destroyed"], "final_totals": st["final_totals"]}
+
+
+def report(info: dict | None, totals: dict | None, cmd: str, machine: str) -> str:
+    L = ["## TCP internals in changes mode", "",
+         f"`{cmd}` on {machine}. Method: docstring of `benchmarks/_changes_info.py`.", ""]
+    if info:
+        L += ["| 10k connections with `--tcp-info`, 10 snapshots/s | full mode | changes mode | full / changes "
+              "| changes: bytes per row |", "|---|---:|---:|---:|---:|"]
+        names = {"steady": "steady (only the timers move)", "traffic": "10% carry traffic"}
+        for k, r in info.items():
+            L.append(f"| {names[k]} | {r['full']['bytes_per_hour'] / 1e6:,.1f} MB/h | "
+                     f"{r['changes']['bytes_per_hour'] / 1e6:,.2f} MB/h | **{r['ratio']:.1f}x** | "
+                     f"{r['changes']['bytes_per_row']:.3f} |")
+        m = next(iter(info.values()))["full"]["snapshots"]
+        L += ["", f"Each run: {m:,} snapshots ({m / 600:g} simulated minutes), scaled to an hour. Targets: "
+              "changes at least 4x smaller than full with 10% carrying traffic; a steady table under 1 "
+              "byte per row.", ""]
+    if totals:
+        t = totals
+        L += [f"Final totals: {t['connections']:,} connections at {t['rate_achieved']:,.0f}/s between "
+              f"snapshots (1 s interval, {t['snapshots']} snapshots; {t['unseen']:,} of the "
+              f"{t['closed_events']:,} closed events are of sockets no snapshot held): closed events with the "
+              f"exact byte counts: server sides **{t['server_exact']:,} / {t['connections']:,}**, client "
+              f"sides **{t['client_exact']:,} / {t['connections']:,}**; destroy reports {t['destroyed']:,}, "
+              f"ENOBUFS drops {t['drops']}, closed events carrying a report's tcp_info {t['final_totals']:,}.",
+              ""]
+    return "\n".join(L)
