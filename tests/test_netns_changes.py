@@ -63,10 +63,12 @@ def two():
             n.close()
 
 
-def test_a_connection_that_lived_between_two_snapshots_in_another_namespace_is_closed_there(two, tmp_path):
+@pytest.mark.parametrize("tcp_info", [False, True], ids=["plain", "tcp_info"])
+def test_a_connection_that_lived_between_two_snapshots_in_another_namespace_is_closed_there(
+        two, tmp_path, tcp_info):
     a, b = two
     rec = tmp_path / "rec"
-    r = tcpsnap.Recorder(rec, mode="changes", netns="all", interval="1s")
+    r = tcpsnap.Recorder(rec, mode="changes", netns="all", interval="1s", tcp_info=tcp_info)
     r.open()
     if not r.stats.get("destroy_feed"):
         r.close()
@@ -94,6 +96,10 @@ def test_a_connection_that_lived_between_two_snapshots_in_another_namespace_is_c
     client = mine[mine.local_port == short[0]]
     assert list(server.event) == ["closed"] and not server.seen_in_snapshot.any()
     assert list(server.remote_port) == [short[0]]
+    if tcp_info:
+        # its final tcp_info, from a's destroy feed: no payload; the client's FIN received
+        # and its own FIN acked, one byte each (the kernel counts FINs, tests/test_closetotals.py)
+        assert server.bytes_received.tolist() == [1] and server.bytes_acked.tolist() == [1]
     assert list(client.event) == ["opened"] and list(client.state) == ["TIME_WAIT"]
     # the long-lived connections, rebuilt, are what ss shows inside each namespace
     df = tcpsnap.read(rec)

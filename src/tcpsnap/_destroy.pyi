@@ -1,5 +1,7 @@
 import numpy as np
 
+INFO_RAW_BYTES: int
+
 def tcp_info_rows(raw: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Raw INET_DIAG_INFO payloads (n, 320) and their lengths -> TCP_INFO_DTYPE rows."""
 

@@ -79,6 +79,9 @@ cdef enum:
     # for a burst of deaths between two drains.
     DEFAULT_RCVBUF = 32 << 20
 
+#: ``INFO_RAW``: the width of ``take(info=True)``'s ``raw`` rows (bytes per report).
+INFO_RAW_BYTES = INFO_RAW
+
 
 cdef enum:
     HDR = 16                   # sizeof(struct nlmsghdr)

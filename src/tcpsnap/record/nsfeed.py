@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .._destroy import INFO_RAW_BYTES
 from .._schema import ROW_DTYPE
 
 __all__ = ["NamespaceFeeds", "open_namespace_feeds"]
@@ -62,6 +63,8 @@ class NamespaceFeeds:
         self._reg: dict[int, Any] = {}          # ino -> feed registered in the epoll set
         self._rows: list[np.ndarray] = []
         self._ts: list[np.ndarray] = []
+        self._raw: list[np.ndarray] = []        # each report's final tcp_info (take(info=True))
+        self._ilen: list[np.ndarray] = []
         self._gone_drops = 0                     # drops of feeds closed since
         self._gone_received = 0
         self._gone_malformed = 0
@@ -99,9 +102,11 @@ class NamespaceFeeds:
 
     def _collect(self, feed: Any) -> None:
         if feed.drain():
-            r, t = feed.take()
+            r, t, raw, ilen = feed.take(info=True)
             self._rows.append(r)
             self._ts.append(t)
+            self._raw.append(raw)
+            self._ilen.append(ilen)
 
     def drain(self) -> int:
         """Read every namespace's queued reports; return how many rows are held now."""
@@ -115,15 +120,19 @@ class NamespaceFeeds:
                 self.drops_by_netns[ino] = int(feed.drops)
         return sum(len(r) for r in self._rows)
 
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
+    def take(self, info: bool = False) -> tuple[np.ndarray, ...]:
         """``(rows, wall_ns)`` drained since the last take, every namespace's, in the order
-        they were received per namespace."""
+        they were received per namespace; with ``info`` also ``(raw, length)``, each
+        report's final tcp_info as ``DestroyFeed.take(info=True)`` gives it."""
         if not self._rows:
-            return np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64)
-        rows, ts = np.concatenate(self._rows), np.concatenate(self._ts)
-        self._rows.clear()
-        self._ts.clear()
-        return rows, ts
+            rows, ts = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64)
+            raw, ilen = np.zeros((0, INFO_RAW_BYTES), np.uint8), np.zeros(0, np.uint16)
+        else:
+            rows, ts = np.concatenate(self._rows), np.concatenate(self._ts)
+            raw, ilen = np.concatenate(self._raw), np.concatenate(self._ilen)
+        for held in (self._rows, self._ts, self._raw, self._ilen):
+            held.clear()
+        return (rows, ts, raw, ilen) if info else (rows, ts)
 
     def probe(self, rows: np.ndarray, by_cookie: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """``DestroyFeed.probe`` of each row in the namespace its ``netns`` names: ``(found,
