@@ -160,6 +160,9 @@ def test_bounded_reads_piece_by_piece(tmp_path, monkeypatch):
         return real(df, *a, **kw)
 
     monkeypatch.setattr(_frames, "lifetimes", spy)
+    from tcpsnap.reading import aggregate
+
+    monkeypatch.setattr(aggregate, "connections", lambda *a, **kw: None)    # not the one-query path
     life = analysis.lifetimes(Selection(path, chunk_rows=10))
     assert sum(sizes) == 100 and len(sizes) >= 5 and max(sizes) <= 40
     assert life["snapshots"].tolist() == [50, 50]
@@ -235,6 +238,14 @@ def test_one_query_path_equals_piece_by_piece(recordings):
             raise AssertionError("read the rows piece by piece")
 
         sel.tables = no_rows                          # type: ignore[method-assign]
+        # the connections from one query too (history has cookie-less rows: piece by piece)
+        assert (aggregate.connections(sel.rec, None, None) is not None) == (name != "history"), name
+        if name == "history":
+            sel = Selection(path)
+        life = analysis.lifetimes(df, snapshots=snaps)
+        pd.testing.assert_frame_equal(_plain(analysis.lifetimes(sel)), _plain(life), obj=f"{name} lifetimes")
+        pd.testing.assert_frame_equal(_plain(analysis.by_process(sel)), _plain(analysis.by_process(df, life=life)))
+        pd.testing.assert_frame_equal(_plain(analysis.top_remotes(sel)), _plain(analysis.top_remotes(df, life=life)))
         for freq in ("100ms", "1s", "7s"):
             pd.testing.assert_frame_equal(analysis.state_counts(sel, freq=freq),
                                           analysis.state_counts(df, freq=freq, snapshots=snaps), obj=name)
@@ -246,6 +257,9 @@ def test_one_query_path_equals_piece_by_piece(recordings):
         pd.testing.assert_frame_equal(part.snapshots(), snp, obj=f"{name} snapshots in range")
         pd.testing.assert_frame_equal(analysis.state_counts(part, freq="1s"),
                                       analysis.state_counts(dfp, freq="1s", snapshots=snp), obj=f"{name} range")
+        if name != "history":
+            pd.testing.assert_frame_equal(_plain(analysis.lifetimes(part)),
+                                          _plain(analysis.lifetimes(dfp, snapshots=snp)), obj=f"{name} range lifetimes")
         # a where: the counts are read piece by piece (the snapshots still from the query)
         w = Selection(path, where=ds.field("state") == "LISTEN")
         assert w.summary() is None and w.summary(any_where=True) is not None
@@ -279,3 +293,66 @@ def test_one_query_path_reports_a_corrupt_page(tmp_path, column):
     assert aggregate.summary(Selection(path).rec, None, None) is None
     with pytest.raises(tcpsnap.BadRecording, match=f.name):
         analysis.state_counts(path, freq="1s")
+
+
+def test_connections_query_declines_what_only_the_rows_tell(tmp_path):
+    """``aggregate.connections`` answers from a few groups per connection; where the rows'
+    order decides (a cookie-less row, two rows of a connection in one snapshot at its
+    first row, a connection back in an earlier state) it declines and the rows are read
+    piece by piece: the same lifetimes as in memory either way."""
+    from _changes_util import row
+    from tcpsnap.reading import aggregate
+
+    S = TcpState
+
+    def conn(state, port=5000, pid=0, cookie=7):
+        return row(S[state], "10.0.0.1", port, "10.0.0.2", 443, cookie=cookie, pid=pid)
+
+    cases = {   # name -> (rows, whether the query answers)
+        "owner known late, then TIME_WAIT": ([(conn("SYN_SENT"), range(0, 2)), (conn("ESTABLISHED", pid=100), range(2, 5)),
+                                              (conn("TIME_WAIT"), range(5, 8)), (LISTEN, range(8))], True),
+        "two rows of one connection, not at its ends": ([(conn("ESTABLISHED"), range(6)),
+                                                         (conn("ESTABLISHED", port=5001), range(3, 8))], True),
+        "cookie-less": ([(conn("ESTABLISHED", cookie=0), range(3)), (LISTEN, range(8))], False),
+        "two rows of one connection at its first": ([(conn("ESTABLISHED"), range(5)),
+                                                     (conn("ESTABLISHED", port=5001), range(0, 2))], False),
+        "back to a state": ([(conn("ESTABLISHED"), range(0, 3)), (conn("CLOSE_WAIT"), range(3, 5)),
+                             (conn("ESTABLISHED"), range(5, 8))], False),
+    }
+    for name, (live, answers) in cases.items():
+        path = tmp_path / name.replace(" ", "-").replace(",", "")
+        record(path, tables(8, live), "full", Clock())
+        sel = Selection(path)
+        assert (aggregate.connections(sel.rec, None, None) is not None) == answers, name
+        df, snaps = _both(path)
+        life = analysis.lifetimes(df, snapshots=snaps)
+        pd.testing.assert_frame_equal(_plain(analysis.lifetimes(sel)), _plain(life), obj=name)
+    assert life["states"].tolist() == ["ESTABLISHED>CLOSE_WAIT>ESTABLISHED"]
+
+
+@pytest.mark.parametrize("column", ["cookie", "local_addr", "pid"])
+def test_connections_query_reports_a_corrupt_page(tmp_path, column):
+    """A flipped byte in a page of a column only the connections' query reads: never an
+    answer from it; the rows are read piece by piece and the file is named."""
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import aggregate
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(40)), (LISTEN, range(40))]), "full", Clock())
+    f = sorted(path.rglob("*.parquet"))[0]
+    assert aggregate.bad_pages(str(f), aggregate.CONN_COLUMNS) is None
+    rg = pq.ParquetFile(f).metadata.row_group(0)
+    c = next(rg.column(k) for k in range(rg.num_columns) if rg.column(k).path_in_schema == column)
+    b = bytearray(f.read_bytes())
+    lo = c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else c.data_page_offset
+    size, crc, end = aggregate.page_header(bytes(b[lo:lo + c.total_compressed_size]), 0)
+    b[lo + end] ^= 0x5A
+    f.write_bytes(bytes(b))
+    assert aggregate.connections(Selection(path).rec, None, None) is None
+    with pytest.raises(tcpsnap.BadRecording, match=f.name):
+        analysis.lifetimes(path)
+    from tcpsnap._cmd_analyse import summarize
+
+    with pytest.raises(tcpsnap.BadRecording, match=f.name):
+        summarize(str(path))

@@ -1,6 +1,8 @@
-"""A full recording's snapshot list and per-snapshot state counts from one DuckDB query:
-what ``state_counts``, ``plot --kind states`` and ``info``'s snapshot list read when the
-rows themselves are not needed.
+"""A full recording's snapshot list and per-snapshot state counts from one DuckDB query
+(:func:`summary`: what ``state_counts``, ``plot --kind states`` and ``info``'s snapshot list
+read when the rows themselves are not needed), and its connections from another
+(:func:`connections`: what ``lifetimes``, ``info``, ``top_remotes`` and ``by_process``
+merge, a few rows per connection).
 
 DuckDB reads only the projected columns (``seq``, ``host``, ``state``, ``kind``,
 ``family``, ``inode``, ``timestamp``, ``monotonic_ns``, ``capture_ns``, ``boot_id``) of the
@@ -32,13 +34,68 @@ import numpy as np
 
 from .dataset import Recording
 
-__all__ = ["summary", "eligible", "bad_pages", "page_header", "COLUMNS", "DUCKDB_MEMORY", "DUCKDB_THREADS"]
+__all__ = ["summary", "connections", "eligible", "bad_pages", "page_header", "COLUMNS", "CONN_COLUMNS",
+           "DUCKDB_MEMORY", "DUCKDB_THREADS"]
 
 #: DuckDB's limits: memory (it spills to its private temp folder beyond) and threads.
 DUCKDB_MEMORY = "256MB"
 DUCKDB_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 COLUMNS = ("seq", "host", "state", "kind", "family", "inode", "timestamp", "monotonic_ns", "capture_ns", "boot_id")
+#: The columns :func:`connections` reads (``timestamp`` for the time range only).
+CONN_COLUMNS = ("seq", "host", "boot_id", "cookie", "state", "kind", "family", "local_addr", "local_port",
+                "remote_addr", "remote_port", "pid", "process", "timestamp")
+
+# (path, size, mtime_ns, column) whose pages were found sound in this process: a question
+# that reads a column checked already does not read its pages again
+_SOUND: set[tuple[str, int, int, str]] = set()
+
+
+def _pages_ok(rec: Recording, columns: tuple[str, ...]) -> bool:
+    """Whether every page of ``columns`` in ``rec``'s files has the CRC its header gives
+    (:func:`bad_pages`), each (file, column) read once per process."""
+    for f in rec.files:
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            return False
+        todo = tuple(c for c in columns if (f.path, st.st_size, st.st_mtime_ns, c) not in _SOUND)
+        if not todo:
+            continue
+        if bad_pages(f.path, todo) is not None:
+            return False
+        _SOUND.update((f.path, st.st_size, st.st_mtime_ns, c) for c in todo)
+    return True
+
+
+def _query(rec: Recording, select: str, start: Any, end: Any, extra: str = ""):
+    """``select`` (with ``{src}``, the files, and ``{where}``, the time range and
+    ``extra``) on DuckDB, as a pyarrow Table; None if DuckDB fails (the caller then reads
+    piece by piece, which names a bad file)."""
+    import duckdb
+
+    from .dataset import to_utc
+
+    files = ", ".join("'" + f.path.replace("'", "''") + "'" for f in rec.files)
+    cond = [extra] if extra else []
+    if start is not None:
+        cond.append(f"epoch_ns(timestamp) >= {int(to_utc(start).value)}")
+    if end is not None:
+        cond.append(f"epoch_ns(timestamp) < {int(to_utc(end).value)}")
+    sql = select.format(src=f"read_parquet([{files}], hive_partitioning = false)",
+                        where=("WHERE " + " AND ".join(cond)) if cond else "")
+    with tempfile.TemporaryDirectory(prefix="tcpsnap-duckdb-") as private:
+        con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS,
+                                     "temp_directory": os.path.join(private, "duckdb")})
+        try:
+            con.execute("SET enable_progress_bar = false")
+            got = con.sql(sql).arrow()
+            # a reader in newer DuckDB, a Table in older
+            return got.read_all() if hasattr(got, "read_all") else got
+        except duckdb.Error:
+            return None
+        finally:
+            con.close()
 
 
 def bad_pages(path: str, columns: tuple[str, ...]) -> str | None:
@@ -90,46 +147,141 @@ def summary(rec: Recording, start: Any, end: Any, where: Any = None):
     ``tcpsnap.snapshots`` gives them (same columns, order and dtypes); ``counts`` a
     DataFrame of ``host``, ``seq``, ``state`` (str), ``n`` (int64): the connections of each
     snapshot in each state. None when not :func:`eligible` or DuckDB fails."""
-    if not eligible(rec, where):
-        return None
-    import duckdb
+    if not eligible(rec, where) or not _pages_ok(rec, COLUMNS):
+        return None            # the piece-by-piece path names a bad file, its checksums verified
     import pandas as pd
 
-    from .dataset import to_utc
-
-    if any(bad_pages(f.path, COLUMNS) for f in rec.files):
-        return None            # the piece-by-piece path names the file, its checksums verified
-    files = ", ".join("'" + f.path.replace("'", "''") + "'" for f in rec.files)
-    cond = []
-    if start is not None:
-        cond.append(f"epoch_ns(timestamp) >= {int(to_utc(start).value)}")
-    if end is not None:
-        cond.append(f"epoch_ns(timestamp) < {int(to_utc(end).value)}")
-    wh = ("WHERE " + " AND ".join(cond)) if cond else ""
     # one row per (host, snapshot, state, kind): the recorder writes a snapshot's timestamp,
     # clocks and boot on each of its rows (``_arrow``: repeated per snapshot), so any row's
-    # are the snapshot's (any_value: cheaper than min, which costs a compare per row)
-    sql = f"""
-        SELECT host::VARCHAR AS host, seq, state::VARCHAR AS state, kind::VARCHAR AS kind,
-               epoch_ns(any_value(timestamp)) AS ts, any_value(monotonic_ns) AS mono,
-               any_value(capture_ns) AS cap, any_value(boot_id)::VARCHAR AS boot_id,
-               sum(CASE WHEN family = 0 THEN inode ELSE 1 END)::BIGINT AS w,
-               count(*)::BIGINT AS n
-        FROM read_parquet([{files}], hive_partitioning = false) {wh}
-        GROUP BY ALL"""
-    with tempfile.TemporaryDirectory(prefix="tcpsnap-duckdb-") as private:
-        con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS,
-                                     "temp_directory": os.path.join(private, "duckdb")})
-        try:
-            con.execute("SET enable_progress_bar = false")
-            g = con.sql(sql).df()
-        except duckdb.Error:
-            return None        # the piece-by-piece path names the bad file
-        finally:
-            con.close()
+    # are the snapshot's (any_value: cheaper than min, which costs a compare per row).
+    # Grouped by the columns as stored, cast after: a cast per row costs more than the group
+    t = _query(rec, """
+        SELECT host::VARCHAR AS host, seq, state::VARCHAR AS state, kind::VARCHAR AS kind, ts, mono, cap,
+               boot_id::VARCHAR AS boot_id, w, n
+        FROM (SELECT host, seq, state, kind, epoch_ns(any_value(timestamp)) AS ts,
+                     any_value(monotonic_ns) AS mono, any_value(capture_ns) AS cap, any_value(boot_id) AS boot_id,
+                     sum(CASE WHEN family = 0 THEN inode ELSE 1 END)::BIGINT AS w, count(*)::BIGINT AS n
+              FROM {src} {where} GROUP BY ALL)""", start, end)
+    if t is None:
+        return None
+    g = t.to_pandas()
     if len(g) == 0:
         return None            # nothing in the range: the other path says so its own way
     return _snapshots(g, pd), _counts(g)
+
+
+def connections(rec: Recording, start: Any, end: Any, where: Any = None):
+    """The connections of ``rec`` in ``[start, end)``, one row each, from one DuckDB query
+    grouped by (host, boot, cookie, state, 4-tuple, owner): a few groups per connection,
+    merged here. A DataFrame: ``host``, ``boot_id`` (object, None where missing),
+    ``cookie`` (uint64), ``family``, ``local_addr``, ``local_port``, ``remote_addr``,
+    ``remote_port`` (its first row's), ``fseq`` / ``lseq`` (int64: the seq of its first /
+    last row), ``snapshots`` (int64: its rows), ``states`` (its states in time order,
+    ``>``-joined), ``first_state``, ``last_state``, ``pid`` (int64, 0: never known) and
+    ``process`` (the last row with a pid's; None). Its time comes from the snapshot list
+    (the rows carry their snapshot's). No row in the range: an empty DataFrame.
+
+    None where that is not exactly what the rows give, row by row (then read piece by
+    piece): not :func:`eligible`, a page whose CRC does not match, a DuckDB error, a row
+    without a cookie (its identity is its 4-tuple split at gaps), two rows of one
+    connection in one snapshot at its first, last or last-owned row (which comes first is
+    the rows' order), or a connection that went back to an earlier state (its path needs
+    its rows in order)."""
+    if not eligible(rec, where) or not _pages_ok(rec, CONN_COLUMNS):
+        return None
+    import pandas as pd
+
+    t = _query(rec, """
+        SELECT host::VARCHAR AS host, boot_id::VARCHAR AS boot_id, cookie, state::VARCHAR AS state, family,
+               local_addr::VARCHAR AS local_addr, local_port, remote_addr::VARCHAR AS remote_addr, remote_port,
+               pid, process::VARCHAR AS process, n, fs, ls
+        FROM (SELECT host, boot_id, cookie, state, family, local_addr, local_port, remote_addr, remote_port,
+                     pid, process, count(*)::BIGINT AS n, min(seq) AS fs, max(seq) AS ls
+              FROM {src} {where} GROUP BY ALL)""", start, end, extra="kind = 'connection'")
+    if t is None:
+        return None
+    if t.num_rows == 0:
+        return pd.DataFrame()          # no connection in the range
+    cookie = t.column("cookie").to_numpy().astype(np.uint64)
+    if (cookie == 0).any():
+        return None
+    host = _objects(t.column("host"))
+    boot = _objects(t.column("boot_id"))
+    # a dense code per connection: (host, boot, cookie)
+    conn = _conn_codes(host, boot, cookie, pd)
+    k = int(conn.max()) + 1
+    fs = t.column("fs").to_numpy().astype(np.int64)
+    ls = t.column("ls").to_numpy().astype(np.int64)
+    n = t.column("n").to_numpy().astype(np.int64)
+    pid = t.column("pid").to_numpy().astype(np.int64)
+    big = np.iinfo(np.int64).max
+    cfs = np.full(k, big, np.int64)
+    np.minimum.at(cfs, conn, fs)
+    cls = np.full(k, -big, np.int64)
+    np.maximum.at(cls, conn, ls)
+    own = np.full(k, -big, np.int64)
+    np.maximum.at(own, conn, np.where(pid > 0, ls, -big))
+
+    def only(mask: np.ndarray) -> np.ndarray | None:
+        """Each connection's one group where mask holds (None: two, a tie in seq)."""
+        at = np.flatnonzero(mask)
+        if np.bincount(conn[at], minlength=k).max(initial=0) > 1:
+            return None
+        out = np.full(k, -1, np.int64)
+        out[conn[at]] = at
+        return out
+
+    first, last, owner = only(fs == cfs[conn]), only(ls == cls[conn]), only((pid > 0) & (ls == own[conn]))
+    if first is None or last is None or owner is None:
+        return None
+    # states: each state's stretch [first seq, last seq] per connection; in time order
+    # they must not overlap (else it went back to a state, or two rows share a seq)
+    st = _objects(t.column("state"))
+    sc, sv = pd.factorize(pd.Index(st, dtype=object))
+    pair = conn * (len(sv) + 1) + sc
+    pk, pu = pd.factorize(pair)
+    pfs = np.full(len(pu), big, np.int64)
+    np.minimum.at(pfs, pk, fs)
+    pls = np.full(len(pu), -big, np.int64)
+    np.maximum.at(pls, pk, ls)
+    pconn, pstate = np.asarray(pu) // (len(sv) + 1), np.asarray(pu) % (len(sv) + 1)
+    o = np.lexsort((pfs, pconn))
+    pconn, pstate, pfs, pls = pconn[o], pstate[o], pfs[o], pls[o]
+    same = pconn[1:] == pconn[:-1]
+    if (same & (pls[:-1] >= pfs[1:])).any():
+        return None
+    names = np.asarray(sv, dtype=object)[pstate]
+    per = np.bincount(pconn, minlength=k)
+    paths = names[np.cumsum(per) - 1].copy()             # one state: the common case
+    starts = np.cumsum(per) - per
+    for c in np.flatnonzero(per > 1):
+        paths[c] = ">".join(names[starts[c]:starts[c] + per[c]])
+    out = pd.DataFrame({"host": host[first], "boot_id": boot[first], "cookie": cookie[first]})
+    for c in ("family", "local_port", "remote_port"):
+        out[c] = t.column(c).to_numpy()[first]
+    for c in ("local_addr", "remote_addr"):
+        out[c] = _objects(t.column(c))[first]
+    out["fseq"], out["lseq"] = cfs, cls
+    out["snapshots"] = np.bincount(conn, weights=n, minlength=k).astype(np.int64)
+    out["states"] = paths
+    out["first_state"], out["last_state"] = st[first], st[last]
+    known = owner >= 0
+    out["pid"] = np.where(known, pid[np.maximum(owner, 0)], 0)
+    out["process"] = np.where(known, _objects(t.column("process"))[np.maximum(owner, 0)], None)
+    return out
+
+
+def _objects(col) -> np.ndarray:
+    """An Arrow string column as an object array (None where missing)."""
+    return np.asarray(col.to_pylist(), dtype=object)
+
+
+def _conn_codes(host: np.ndarray, boot: np.ndarray, cookie: np.ndarray, pd) -> np.ndarray:
+    """A dense code per (host, boot, cookie), missing host or boot a value of its own."""
+    h = pd.factorize(pd.Index(host, dtype=object), use_na_sentinel=False)[0].astype(np.int64)
+    b = pd.factorize(pd.Index(boot, dtype=object), use_na_sentinel=False)[0].astype(np.int64)
+    c = pd.factorize(cookie)[0].astype(np.int64)
+    return pd.factorize((h * (int(b.max()) + 1) + b) * (int(c.max()) + 1) + c)[0].astype(np.int64)
 
 
 def _snapshots(g, pd):
