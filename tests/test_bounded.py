@@ -356,3 +356,23 @@ def test_connections_query_reports_a_corrupt_page(tmp_path, column):
 
     with pytest.raises(tcpsnap.BadRecording, match=f.name):
         summarize(str(path))
+
+
+def test_connections_query_two_boots_in_one_folder(tmp_path, monkeypatch):
+    """A reboot in the folder (no host= partition): the boots are group keys of the
+    query (the statistics do not show one), and a cookie reused after the reboot is
+    another connection, as in memory."""
+    from _changes_util import WALL0
+    from tcpsnap.reading import aggregate
+
+    path = tmp_path / "rec"
+    for boot, clock in (("boot-1", Clock()), ("boot-2", Clock(wall0=WALL0 + 61 * SEC, mono0=5 * SEC))):
+        monkeypatch.setattr(tcpsnap._host, "boot_id", lambda boot=boot: boot)
+        record(path, tables(10, [(EST, range(2, 10)), (LISTEN, range(10))]), "full", clock)
+    sel = Selection(path)
+    assert aggregate._one_origin(sel.rec) is None
+    assert len(aggregate.connections(sel.rec, None, None)) == 4
+    df, snaps = _both(path)
+    life = analysis.lifetimes(df, snapshots=snaps)
+    pd.testing.assert_frame_equal(_plain(analysis.lifetimes(sel)), _plain(life))
+    assert life["boot_id"].astype(str).tolist() == ["boot-1", "boot-2", "boot-1", "boot-2"]

@@ -191,17 +191,27 @@ def connections(rec: Recording, start: Any, end: Any, where: Any = None):
         return None
     import pandas as pd
 
+    one = _one_origin(rec)
+    # (host, boot) as keys only when the row groups' statistics do not show them constant:
+    # hashing two more strings per row costs about a quarter of the query
+    origin = "host, boot_id, " if one is None else ""
+    cast = "host::VARCHAR AS host, boot_id::VARCHAR AS boot_id, " if one is None else ""
     t = _query(rec, """
-        SELECT host::VARCHAR AS host, boot_id::VARCHAR AS boot_id, cookie, state::VARCHAR AS state, family,
+        SELECT """ + cast + """cookie, state::VARCHAR AS state, family,
                local_addr::VARCHAR AS local_addr, local_port, remote_addr::VARCHAR AS remote_addr, remote_port,
                pid, process::VARCHAR AS process, n, fs, ls
-        FROM (SELECT host, boot_id, cookie, state, family, local_addr, local_port, remote_addr, remote_port,
+        FROM (SELECT """ + origin + """cookie, state, family, local_addr, local_port, remote_addr, remote_port,
                      pid, process, count(*)::BIGINT AS n, min(seq) AS fs, max(seq) AS ls
               FROM {src} {where} GROUP BY ALL)""", start, end, extra="kind = 'connection'")
     if t is None:
         return None
     if t.num_rows == 0:
         return pd.DataFrame()          # no connection in the range
+    if one is not None:
+        import pyarrow as pa
+
+        t = t.append_column("host", pa.array([one[0]] * t.num_rows, pa.string()))
+        t = t.append_column("boot_id", pa.array([one[1]] * t.num_rows, pa.string()))
     cookie = t.column("cookie").to_numpy().astype(np.uint64)
     if (cookie == 0).any():
         return None
@@ -254,13 +264,13 @@ def connections(rec: Recording, start: Any, end: Any, where: Any = None):
     per = np.bincount(pconn, minlength=k)
     paths = names[np.cumsum(per) - 1].copy()             # one state: the common case
     starts = np.cumsum(per) - per
-    for c in np.flatnonzero(per > 1):
-        paths[c] = ">".join(names[starts[c]:starts[c] + per[c]])
+    for i in np.flatnonzero(per > 1):
+        paths[i] = ">".join(names[starts[i]:starts[i] + per[i]])
     out = pd.DataFrame({"host": host[first], "boot_id": boot[first], "cookie": cookie[first]})
-    for c in ("family", "local_port", "remote_port"):
-        out[c] = t.column(c).to_numpy()[first]
-    for c in ("local_addr", "remote_addr"):
-        out[c] = _objects(t.column(c))[first]
+    for name in ("family", "local_port", "remote_port"):
+        out[name] = t.column(name).to_numpy()[first]
+    for name in ("local_addr", "remote_addr"):
+        out[name] = _objects(t.column(name))[first]
     out["fseq"], out["lseq"] = cfs, cls
     out["snapshots"] = np.bincount(conn, weights=n, minlength=k).astype(np.int64)
     out["states"] = paths
@@ -269,6 +279,33 @@ def connections(rec: Recording, start: Any, end: Any, where: Any = None):
     out["pid"] = np.where(known, pid[np.maximum(owner, 0)], 0)
     out["process"] = np.where(known, _objects(t.column("process"))[np.maximum(owner, 0)], None)
     return out
+
+
+def _one_origin(rec: Recording) -> tuple[str, str] | None:
+    """(host, boot_id) when every row group's statistics show both columns one value, the
+    same in every file, never null (then every row has them); else None."""
+    import pyarrow.parquet as pq
+
+    seen = set()
+    try:
+        for f in rec.files:
+            md = pq.ParquetFile(f.path).metadata
+            names = [md.schema.column(k).path for k in range(md.num_columns)]
+            at = [names.index(c) for c in ("host", "boot_id")]
+            for r in range(md.num_row_groups):
+                vals = []
+                for k in at:
+                    st = md.row_group(r).column(k).statistics
+                    if st is None or not st.has_min_max or st.null_count != 0 or st.min != st.max:
+                        return None
+                    vals.append(st.min)
+                seen.add(tuple(vals))
+    except (OSError, ValueError):
+        return None
+    if len(seen) != 1:
+        return None
+    h, b = next(iter(seen))
+    return (h.decode() if isinstance(h, bytes) else str(h)), (b.decode() if isinstance(b, bytes) else str(b))
 
 
 def _objects(col) -> np.ndarray:
