@@ -376,3 +376,15 @@ def test_connections_query_two_boots_in_one_folder(tmp_path, monkeypatch):
     life = analysis.lifetimes(df, snapshots=snaps)
     pd.testing.assert_frame_equal(_plain(analysis.lifetimes(sel)), _plain(life))
     assert life["boot_id"].astype(str).tolist() == ["boot-1", "boot-2", "boot-1", "boot-2"]
+
+
+def test_one_query_path_counts_empty_snapshots_zero(tmp_path):
+    """An empty snapshot is one family-0 row that counts its inode (0), not 1: the one-host
+    query path's snapshot list says so, as ``tcpsnap.snapshots`` does."""
+    path = tmp_path / "rec"
+    record(path, tables(10, [(EST, range(2, 5))]), "full", Clock())
+    sel = Selection(path)
+    assert sel.summary() is not None
+    snaps = tcpsnap.snapshots(path)
+    assert snaps["connections"].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    pd.testing.assert_frame_equal(sel.snapshots(), snaps)

@@ -155,19 +155,43 @@ def summary(rec: Recording, start: Any, end: Any, where: Any = None):
     # clocks and boot on each of its rows (``_arrow``: repeated per snapshot), so any row's
     # are the snapshot's (any_value: cheaper than min, which costs a compare per row).
     # Grouped by the columns as stored, cast after: a cast per row costs more than the group
-    t = _query(rec, """
-        SELECT host::VARCHAR AS host, seq, state::VARCHAR AS state, kind::VARCHAR AS kind, ts, mono, cap,
-               boot_id::VARCHAR AS boot_id, w, n
-        FROM (SELECT host, seq, state, kind, epoch_ns(any_value(timestamp)) AS ts,
-                     any_value(monotonic_ns) AS mono, any_value(capture_ns) AS cap, any_value(boot_id) AS boot_id,
-                     sum(CASE WHEN family = 0 THEN inode ELSE 1 END)::BIGINT AS w, count(*)::BIGINT AS n
-              FROM {src} {where} GROUP BY ALL)""", start, end)
-    if t is None:
+    one = _one_origin(rec)
+    if one is None:
+        t = _query(rec, """
+            SELECT host::VARCHAR AS host, seq, state::VARCHAR AS state, kind::VARCHAR AS kind, ts, mono, cap,
+                   boot_id::VARCHAR AS boot_id, w, n
+            FROM (SELECT host, seq, state, kind, epoch_ns(any_value(timestamp)) AS ts,
+                         any_value(monotonic_ns) AS mono, any_value(capture_ns) AS cap, any_value(boot_id) AS boot_id,
+                         sum(CASE WHEN family = 0 THEN inode ELSE 1 END)::BIGINT AS w, count(*)::BIGINT AS n
+                  FROM {src} {where} GROUP BY ALL)
+            ORDER BY host NULLS FIRST, seq""", start, end)
+        fam0 = None
+    else:
+        # one host and boot (the row groups' statistics say so): neither is read per row,
+        # and an empty snapshot's count (the inode of its family-0 row) comes from a
+        # second query that decodes only those few rows: together about what DuckDB
+        # takes to count connections per snapshot and state alone
+        t = _query(rec, """
+            SELECT seq, state::VARCHAR AS state, kind::VARCHAR AS kind, ts, mono, cap, n, n AS w
+            FROM (SELECT seq, state, kind, epoch_ns(any_value(timestamp)) AS ts, any_value(monotonic_ns) AS mono,
+                         any_value(capture_ns) AS cap, count(*)::BIGINT AS n FROM {src} {where} GROUP BY ALL)
+            ORDER BY seq""", start, end)
+        fam0 = _query(rec, """SELECT seq, count(*)::BIGINT AS z, sum(inode)::BIGINT AS s FROM {src} {where}
+                              GROUP BY seq ORDER BY seq""", start, end, extra="family = 0")
+    if t is None or (one is not None and fam0 is None):
         return None
     g = t.to_pandas()
     if len(g) == 0:
         return None            # nothing in the range: the other path says so its own way
-    return _snapshots(g, pd), _counts(g)
+    if one is not None:
+        g["host"], g["boot_id"] = one
+    snaps = _snapshots(g, pd)
+    if fam0 is not None and fam0.num_rows:
+        # a family-0 row (an empty snapshot's) counts its inode, not 1
+        at = np.searchsorted(snaps["seq"].to_numpy(), fam0.column("seq").to_numpy())
+        fix = fam0.column("s").to_numpy().astype(np.int64) - fam0.column("z").to_numpy().astype(np.int64)
+        snaps["connections"] = snaps["connections"].to_numpy() + np.bincount(at, fix, len(snaps)).astype(np.int64)
+    return snaps, _counts(g)
 
 
 def connections(rec: Recording, start: Any, end: Any, where: Any = None):
@@ -322,19 +346,24 @@ def _conn_codes(host: np.ndarray, boot: np.ndarray, cookie: np.ndarray, pd) -> n
 
 
 def _snapshots(g, pd):
+    """One row per (host, seq) of ``g`` (ordered by host, nulls first, then seq): a
+    snapshot's time, clocks and boot are any of its groups' (the same on each of its
+    rows), its connections their sum."""
     from .snapshots import SNAPSHOT_COLUMNS
 
-    s = g.groupby(["host", "seq"], sort=False, dropna=False).agg(
-        timestamp=("ts", "min"), monotonic_ns=("mono", "min"), capture_ns=("cap", "min"),
-        boot_id=("boot_id", "min"), connections=("w", "sum")).reset_index()
-    s = s.sort_values(["host", "seq"], kind="stable", na_position="first").reset_index(drop=True)
-    df = pd.DataFrame({"seq": s["seq"].to_numpy(np.int64)})
-    df["timestamp"] = pd.to_datetime(s["timestamp"].to_numpy(np.int64), unit="ns", utc=True)
-    df["monotonic_ns"] = s["monotonic_ns"].to_numpy(np.int64)
-    df["capture_ns"] = s["capture_ns"].to_numpy(np.int64)
-    df["connections"] = s["connections"].to_numpy(np.int64)
+    host = g["host"].to_numpy(dtype=object)
+    seq = g["seq"].to_numpy(np.int64)
+    new = np.ones(len(g), bool)
+    new[1:] = (seq[1:] != seq[:-1]) | (pd.isna(host[1:]) != pd.isna(host[:-1])) | \
+        (pd.Series(host[1:]).fillna("").to_numpy() != pd.Series(host[:-1]).fillna("").to_numpy())
+    at = np.flatnonzero(new)
+    df = pd.DataFrame({"seq": seq[at]})
+    df["timestamp"] = pd.to_datetime(g["ts"].to_numpy(np.int64)[at], unit="ns", utc=True)
+    df["monotonic_ns"] = g["mono"].to_numpy(np.int64)[at]
+    df["capture_ns"] = g["cap"].to_numpy(np.int64)[at]
+    df["connections"] = np.add.reduceat(g["w"].to_numpy(np.int64), at) if len(at) else np.zeros(0, np.int64)
     for c in ("host", "boot_id"):
-        df[c] = s[c].to_numpy(dtype=object)
+        df[c] = g[c].to_numpy(dtype=object)[at]
         df[c] = df[c].astype("category")
     return df[list(SNAPSHOT_COLUMNS)]
 
