@@ -149,8 +149,6 @@ def summary(rec: Recording, start: Any, end: Any, where: Any = None):
     snapshot in each state. None when not :func:`eligible` or DuckDB fails."""
     if not eligible(rec, where) or not _pages_ok(rec, COLUMNS):
         return None            # the piece-by-piece path names a bad file, its checksums verified
-    import pandas as pd
-
     # one row per (host, snapshot, state, kind): the recorder writes a snapshot's timestamp,
     # clocks and boot on each of its rows (``_arrow``: repeated per snapshot), so any row's
     # are the snapshot's (any_value: cheaper than min, which costs a compare per row).
@@ -180,6 +178,8 @@ def summary(rec: Recording, start: Any, end: Any, where: Any = None):
                               GROUP BY seq ORDER BY seq""", start, end, extra="family = 0")
     if t is None or (one is not None and fam0 is None):
         return None
+    import pandas as pd
+
     g = t.to_pandas()
     if len(g) == 0:
         return None            # nothing in the range: the other path says so its own way
