@@ -3,6 +3,7 @@
 both modes with gaps, clock steps, two hosts, a reboot, cookie-less rows, the schema-1
 fixtures, cut into pieces of a few rows (so every connection spans pieces)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -388,3 +389,65 @@ def test_one_query_path_counts_empty_snapshots_zero(tmp_path):
     snaps = tcpsnap.snapshots(path)
     assert snaps["connections"].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
     pd.testing.assert_frame_equal(sel.snapshots(), snaps)
+
+
+def _batch_jsonl(sel, out, monkeypatch):
+    """JSON lines written batch by batch (the sink declined)."""
+    from tcpsnap.reading import export
+
+    with monkeypatch.context() as m:
+        m.setattr(export, "_sink_jsonl", lambda *a: None)
+        return export.export(sel, "jsonl", out)
+
+
+def test_jsonl_export_by_the_sink_is_the_batches_bytes(tmp_path, monkeypatch):
+    """A full recording's JSON lines go through polars' lazy sink (the time range pushed
+    down): the same bytes, byte for byte, as batch by batch, with and without a range;
+    a where, a changes recording or schema-1 files: batch by batch."""
+    from tcpsnap.reading import export
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(5, 30)), (LISTEN, range(40))]), "full", Clock(), rotate="1s")
+    snaps = tcpsnap.snapshots(path)
+    t = snaps["timestamp"]
+    for start, end in ((None, None), (t.iloc[7], t.iloc[22])):
+        sel = Selection(path, start, end)
+        assert export._sink_jsonl(sel, tmp_path / "sink.jsonl") is not None
+        n = export.export(Selection(path, start, end), "jsonl", tmp_path / "a.jsonl")
+        m = _batch_jsonl(Selection(path, start, end), tmp_path / "b.jsonl", monkeypatch)
+        assert n == m == (65 if start is None else 30)
+        assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+        assert (tmp_path / "sink.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+        first = json.loads((tmp_path / "a.jsonl").read_text().splitlines()[0])
+        assert first["timestamp"] == t.iloc[0 if start is None else 7].strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    assert export._sink_jsonl(Selection(path, where=ds.field("local_port") == 80), tmp_path / "w.jsonl") is None
+    assert export._sink_jsonl(Selection(copy_v1("full", tmp_path / "v1")), tmp_path / "v.jsonl") is None
+    ch = tmp_path / "changes"
+    record(ch, tables(10, [(EST, range(5))]), "changes", Clock())
+    assert export._sink_jsonl(Selection(ch), tmp_path / "c.jsonl") is None
+
+
+def test_jsonl_export_reports_a_corrupt_page_in_its_range(tmp_path):
+    """A flipped byte in a page the range needs: polars would read it as another value, so
+    the sink declines and the batch path names the file; a corrupt row group outside the
+    range does not stop the sink (it is not read)."""
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import aggregate, export
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(40)), (LISTEN, range(40))]), "full", Clock(), rotate="1s")
+    files = sorted(path.rglob("*.parquet"))
+    f = files[0]
+    rg = pq.ParquetFile(f).metadata.row_group(0)
+    c = next(rg.column(k) for k in range(rg.num_columns) if rg.column(k).path_in_schema == "remote_port")
+    b = bytearray(f.read_bytes())
+    lo = c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else c.data_page_offset
+    size, crc, end = aggregate.page_header(bytes(b[lo:lo + c.total_compressed_size]), 0)
+    b[lo + end] ^= 0x5A
+    f.write_bytes(bytes(b))
+    later = tcpsnap.snapshots(files[-1])["timestamp"].iloc[0]
+    assert export._sink_jsonl(Selection(path, start=later), tmp_path / "late.jsonl") is not None
+    assert export._sink_jsonl(Selection(path), tmp_path / "all.jsonl") is None
+    with pytest.raises(tcpsnap.BadRecording, match=f.name):
+        export.export(Selection(path), "jsonl", tmp_path / "x.jsonl")

@@ -98,19 +98,20 @@ def _query(rec: Recording, select: str, start: Any, end: Any, extra: str = ""):
             con.close()
 
 
-def bad_pages(path: str, columns: tuple[str, ...]) -> str | None:
+def bad_pages(path: str, columns: tuple[str, ...], row_groups: Any = None) -> str | None:
     """What is wrong with the pages of ``columns`` in the Parquet file at ``path`` (None:
     every page's CRC-32 matches its header's, or the page has none, as pyarrow's
     ``page_checksum_verification`` treats it). The pages are checked as stored, compressed:
     nothing is decoded, so this costs a read and a CRC of the columns' bytes. DuckDB, which
     answers the query, does not check them (a flipped bit in a value page reads as another
-    value), so this is what keeps a corrupt file from answering."""
+    value), so this is what keeps a corrupt file from answering. ``row_groups``: the
+    indices of the row groups to check (default: every one)."""
     import pyarrow.parquet as pq
 
     try:
         md = pq.ParquetFile(path).metadata
         with open(path, "rb") as f:
-            for r in range(md.num_row_groups):
+            for r in range(md.num_row_groups) if row_groups is None else row_groups:
                 rg = md.row_group(r)
                 for k in range(rg.num_columns):
                     c = rg.column(k)
