@@ -20,9 +20,10 @@ What is written (field names and value forms, stable):
 
 JSON lines of a full recording (schema 2 or later, one schema in every file, no ``where``)
 go through polars' lazy NDJSON sink: it reads only the row groups the time range needs
-(their statistics) with its own parallel reader, after the CRCs of those row groups' pages
-are checked (polars does not check them: ``aggregate.bad_pages``; a mismatch sends the
-export to the batch-by-batch path, which verifies every page and names the file).
+(their statistics) with its own parallel reader, while the CRCs of those row groups' pages
+are checked (polars does not check them: ``aggregate.bad_pages``): the output is published
+only when they match, else thrown away and the export goes the batch-by-batch way, which
+verifies every page and names the file.
 Elsewhere, and for CSV, a batch at a time through pyarrow's verified scan.
 
 Nothing is written to the recording's folder: temporaries go to a private temporary folder
@@ -204,7 +205,9 @@ def _sink_jsonl(sel: Selection, path: Path) -> int | None:
     """JSON lines of ``sel`` through polars' lazy scan and NDJSON sink, the time range
     pushed down to its reader (row groups outside it are not read); the bytes
     :func:`plain` batches give. Returns the rows written, or None where it does not
-    apply (see the module docstring) or a page's CRC does not match."""
+    apply (see the module docstring) or a page's CRC does not match. ``path``: a
+    temporary file, published by the caller only when a count is returned (it may hold
+    unverified rows otherwise)."""
     from .aggregate import bad_pages, eligible
     from .timeforms import to_utc
 
@@ -218,6 +221,7 @@ def _sink_jsonl(sel: Selection, path: Path) -> int | None:
     hi = None if sel.end is None else int(to_utc(sel.end).value)
     files = [f.path for f in rec.files]
     schema = None
+    todo = []
     for f in files:
         pf = pq.ParquetFile(f)
         s = pf.schema_arrow.remove_metadata()
@@ -234,9 +238,13 @@ def _sink_jsonl(sel: Selection, path: Path) -> int | None:
                     (hi is not None and st.min_raw >= hi) or (lo is not None and st.max_raw < lo)):
                 continue                 # outside the range: polars skips it by the same statistics
             rgs.append(r)
-        if bad_pages(f, tuple(schema.names), rgs) is not None:
-            return None
+        todo.append((f, rgs))
     assert schema is not None
+    names = tuple(schema.names)
+
+    def sound() -> bool:
+        return all(bad_pages(f, names, rgs) is None for f, rgs in todo)
+
     import polars as pl
 
     lf = pl.scan_parquet(files, hive_partitioning=False)
@@ -253,5 +261,14 @@ def _sink_jsonl(sel: Selection, path: Path) -> int | None:
     # timestamps as plain() writes them: ISO 8601, nanoseconds, Z for UTC
     times = [pl.col(f.name).dt.to_string("%Y-%m-%dT%H:%M:%S%.9f" + ("Z" if f.type.tz else ""))
              for f in schema if pa.types.is_timestamp(f.type)]
-    lf.with_columns(times).sink_ndjson(path)
+    # the pages' CRCs are checked on a thread while polars writes (it lets go of the GIL):
+    # what it wrote is only a temporary file, published (renamed, or copied out) by
+    # export() after this returns, so a mismatch throws it away before anyone reads it
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(sound)
+        lf.with_columns(times).sink_ndjson(path)
+        if not checked.result():
+            return None
     return n
