@@ -257,7 +257,6 @@ def _sink_jsonl(sel: Selection, path: Path) -> int | None:
     # what the batch-by-batch path writes
     lf = lf.select([pl.col(c) if c in schema.names else pl.lit(None).alias(c)
                     for c in rec.schema.names if c != "date"])
-    n = int(lf.select(pl.len()).collect().item())
     # timestamps as plain() writes them: ISO 8601, nanoseconds, Z for UTC
     times = [pl.col(f.name).dt.to_string("%Y-%m-%dT%H:%M:%S%.9f" + ("Z" if f.type.tz else ""))
              for f in schema if pa.types.is_timestamp(f.type)]
@@ -268,7 +267,11 @@ def _sink_jsonl(sel: Selection, path: Path) -> int | None:
 
     with ThreadPoolExecutor(1) as pool:
         checked = pool.submit(sound)
-        lf.with_columns(times).sink_ndjson(path)
+        try:
+            n = int(lf.select(pl.len()).collect().item())
+            lf.with_columns(times).sink_ndjson(path)
+        except pl.exceptions.PolarsError:
+            n = None             # a page polars cannot decode: the batch path names its file
         if not checked.result():
             return None
     return n
