@@ -451,3 +451,22 @@ def test_jsonl_export_reports_a_corrupt_page_in_its_range(tmp_path):
     assert export._sink_jsonl(Selection(path), tmp_path / "all.jsonl") is None
     with pytest.raises(tcpsnap.BadRecording, match=f.name):
         export.export(Selection(path), "jsonl", tmp_path / "x.jsonl")
+
+
+def test_parquet_export_of_an_older_schema(tmp_path):
+    """A schema-2 full recording (before cgroup_id, netns...) exported to one Parquet file:
+    the newer columns are null, not an error ("Casting field 'cgroup_id' with null values
+    to non-nullable"); every row is there."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from tcpsnap.cli import main
+
+    src = Path(__file__).parent / "fixtures" / "v2" / "full"
+    out = tmp_path / "x.parquet"
+    assert main(["export", str(src), "--format", "parquet", "-o", str(out)]) == 0
+    t = pq.read_table(out)
+    assert t.num_rows == sum(pq.ParquetFile(f).metadata.num_rows for f in src.rglob("*.parquet"))
+    assert t.column("cgroup_id").null_count == t.num_rows and t.schema.field("cgroup_id").nullable
+    assert t.column("seq").to_pylist() == sorted(t.column("seq").to_pylist())

@@ -161,6 +161,10 @@ def _write(sel: Selection, to: str, path: Path, events: bool) -> int:
         schema = first.schema
         if rebuilt:     # rebuilt rows of schema-1 files hold nulls the full schema declares not
             schema = pa.schema([f.with_nullable(True) for f in schema])
+        else:           # a column older files lack (schema 3's cgroup_id in schema-2 files): null there
+            every = set.intersection(*(set(pq.read_schema(f.path).names) for f in sel.rec.files)) \
+                if sel.rec.files else set(schema.names)
+            schema = pa.schema([f if f.name in every else f.with_nullable(True) for f in schema])
         schema = schema.with_metadata(_metadata(sel, rebuilt))
         with pq.ParquetWriter(path, schema, compression="zstd") as w:
             buf: list = []
