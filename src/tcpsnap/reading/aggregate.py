@@ -4,23 +4,25 @@ read when the rows themselves are not needed), and its connections from another
 (:func:`connections`: what ``lifetimes``, ``info``, ``top_remotes`` and ``by_process``
 merge, a few rows per connection).
 
-DuckDB reads only the projected columns (``seq``, ``host``, ``state``, ``kind``,
-``family``, ``inode``, ``timestamp``, ``monotonic_ns``, ``capture_ns``, ``boot_id``) of the
+DuckDB reads only the projected columns (:data:`COLUMNS`, :data:`CONN_COLUMNS`) of the
 files ``Recording`` kept (their footers checked, copies and foreign files sorted out) with
 its own parallel reader, out of core (``memory_limit``, a private temp folder), and
-returns one row per (host, snapshot, state): a few rows per snapshot, never per row.
+returns a few rows per snapshot (per host, snapshot, state) or per connection, never per
+row. Where every row group's statistics show one host and one boot, neither column is read
+per row (hashing strings per row is most of such a query's cost).
 
-Used only where it answers exactly what the piece-by-piece path answers (else
-:func:`summary` returns None and the caller reads piece by piece): a full recording of
-schema version 2 only (a version-1 file has no ``kind``, ``host`` nor ``boot_id``), no
-``where`` (a pyarrow Expression, possibly with a Python UDF DuckDB cannot run), no
-``skip_bad``, no hive partition but ``date=``.
+Used only where it answers exactly what the piece-by-piece path answers (else None and the
+caller reads piece by piece): a full recording of schema version 2 or later (a version-1
+file has no ``kind``, ``host`` nor ``boot_id``), no ``where`` (a pyarrow Expression,
+possibly with a Python UDF DuckDB cannot run), no ``skip_bad``, no hive partition but
+``date=``; for :func:`connections` also what its docstring lists.
 
 Corruption: DuckDB does not verify Parquet page CRCs (a flipped bit in a value page reads as
 another value). So :func:`bad_pages` first checks the CRC of every page of the projected
-columns as stored (no decoding: a read and a CRC-32 of a few MB); a mismatch, or a DuckDB
-error, makes :func:`summary` return None, and the piece-by-piece path, which verifies every
-page's checksum, names the bad file (``BadRecording``), as every reader does.
+columns as stored (no decoding: a read and a CRC-32 of a few MB; each file's column once per
+process); a mismatch, or a DuckDB error, makes the function return None, and the
+piece-by-piece path, which verifies every page's checksum, names the bad file
+(``BadRecording``), as every reader does.
 """
 
 from __future__ import annotations
