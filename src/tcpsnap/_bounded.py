@@ -93,7 +93,9 @@ def _from_query(sel: Selection, snaps: pd.DataFrame) -> pd.DataFrame | None:
     that path does not answer."""
     from .reading.aggregate import connections
 
-    if len(snaps) == 0:
+    if len(snaps) == 0 or any(c in sel.rec.schema.names for c in INFO_COLUMNS):
+        # a recording with internals: each connection's last counters are the rows' (in
+        # order), which the query's groups do not keep
         return None
     c = connections(sel.rec, sel.start, sel.end, sel.where)
     if c is None:
@@ -126,6 +128,8 @@ def _from_query(sel: Selection, snaps: pd.DataFrame) -> pd.DataFrame | None:
     P["_fseq"], P["_lseq"] = c["fseq"].to_numpy(), c["lseq"].to_numpy()
     P["_fmono"], P["_lmono"] = mono[fi], mono[li]
     P["_frow"] = P["_chunk"] = 0
+    for name in TOTALS:                  # no internals recorded: null, as the pieces give
+        P[name] = None
     return _merge([P], snaps)
 
 
