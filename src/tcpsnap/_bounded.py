@@ -93,8 +93,8 @@ def _from_query(sel: Selection, snaps: pd.DataFrame) -> pd.DataFrame | None:
     that path does not answer."""
     from .reading.aggregate import connections
 
-    if len(snaps) == 0:
-        return None
+    if len(snaps) == 0 or any(c in sel.rec.schema.names for c in INFO_COLUMNS):
+        return None          # the query has no counters: their last values are the pieces'
     c = connections(sel.rec, sel.start, sel.end, sel.where)
     if c is None:
         return None
@@ -126,6 +126,8 @@ def _from_query(sel: Selection, snaps: pd.DataFrame) -> pd.DataFrame | None:
     P["_fseq"], P["_lseq"] = c["fseq"].to_numpy(), c["lseq"].to_numpy()
     P["_fmono"], P["_lmono"] = mono[fi], mono[li]
     P["_frow"] = P["_chunk"] = 0
+    for name in TOTALS:           # no tcp_info columns in this recording: null, as the pieces give
+        P[name] = None
     return _merge([P], snaps)
 
 
