@@ -714,27 +714,55 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+BALLAST_MIB = 1600          # a little more than the jsonl export's 1.2-1.4 GB
+
+
+def _ballast(tmp: str) -> None:
+    """Write and remove BALLAST_MIB of page cache. On this VM, the first write into guest
+    pages the host has taken back costs ~4x the write into pages just freed (1.3 GB: 4.8 s
+    of system time after 30 s idle, 0.4-1.1 s right after another such file was removed):
+    whichever jsonl export runs second would inherit the first's freed pages. Done before
+    each export, so both sides start from pages just freed."""
+    buf = os.urandom(8 << 20)
+    path = Path(tmp) / ".ballast"
+    with open(path, "wb") as f:
+        for _ in range(BALLAST_MIB // 8):
+            f.write(buf)
+    path.unlink()
+
+
 def run_bounded(args, man: dict) -> dict:
     """Each kind in a child of its own, ``--rounds`` times, interleaved (every kind once per
-    round, each next to what it is compared with): per kind the runs, the median time and
-    the highest peak; the load average before each run."""
+    round, each next to what it is compared with; every other round in the reverse order,
+    so neither side of a pair always goes first): per kind the runs (wall and the child's
+    CPU seconds, user + system), the median time and the highest peak; the load average
+    before each run."""
     kinds = [k for k in BOUNDED if not args.only or k in args.only.split(",")]
     runs: dict = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="bench-bounded-") as tmp:
         for rnd in range(args.rounds):
-            for kind in kinds:
+            for kind in (kinds if rnd % 2 == 0 else kinds[::-1]):
                 cmd = [sys.executable, __file__, "--child", "bounded", "--kind", kind, "--data", str(args.data),
                        "--out", tmp]
+                if "export-jsonl" in kind:
+                    _ballast(tmp)
                 load = _load()
-                p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+                with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as p:
+                    stdout = p.stdout.read() if p.stdout else ""
+                    _, status, usage = os.wait4(p.pid, 0)
+                    p.returncode = os.waitstatus_to_exitcode(status)
                 if p.returncode != 0:
                     runs[kind].append({"failed": p.returncode, "load": load})
                     log(f"  round {rnd + 1} {kind}: failed ({p.returncode})")
                     continue
-                r = json.loads(p.stdout.strip().splitlines()[-1])
+                r = json.loads(stdout.strip().splitlines()[-1])
                 r["load"] = load
+                r["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
+                r["user_seconds"], r["system_seconds"] = round(usage.ru_utime, 3), round(usage.ru_stime, 3)
                 runs[kind].append(r)
-                log(f"  round {rnd + 1} {kind}: {r['seconds']:.1f} s, peak {r['peak_rss_mib']:.0f} MiB, load {load[0]}")
+                log(f"  round {rnd + 1} {kind}: {r['seconds']:.1f} s (cpu {r['cpu_seconds']:.1f} s: user "
+                    f"{r['user_seconds']:.1f}, sys {r['system_seconds']:.1f}), peak {r['peak_rss_mib']:.0f} MiB, "
+                    f"load {load[0]}")
                 for f in Path(tmp).iterdir():
                     f.unlink()
     out: dict = {}
@@ -747,10 +775,11 @@ def run_bounded(args, man: dict) -> dict:
     return out
 
 
-def paired(res: dict, a: str, b: str) -> float | None:
-    """The median over rounds of a's time / b's (run back to back in each round)."""
+def paired(res: dict, a: str, b: str, what: str = "seconds") -> float | None:
+    """The median over rounds of a's time / b's (run back to back in each round); ``what``:
+    "seconds" (wall, from the call) or "cpu_seconds" (the whole child's user + system)."""
     ra, rb = res.get(a, {}).get("runs", []), res.get(b, {}).get("runs", [])
-    xs = [x["seconds"] / y["seconds"] for x, y in zip(ra, rb, strict=False) if "seconds" in x and "seconds" in y]
+    xs = [x[what] / y[what] for x, y in zip(ra, rb, strict=False) if what in x and what in y]
     return statistics.median(xs) if xs else None
 
 
@@ -759,8 +788,8 @@ def report_bounded(man: dict, res: dict, cmd: str) -> str:
         r = res.get(k, {})
         return "failed" if "seconds" not in r else f"{r['seconds']:.1f} s, {r['peak_rss_mib']:.0f} MiB"
 
-    def ratio(a, b):
-        x = paired(res, a, b)
+    def ratio(a, b, what="seconds"):
+        x = paired(res, a, b, what)
         return "-" if x is None else f"{x:.2f}x"
 
     gib = 1024
@@ -781,19 +810,24 @@ def report_bounded(man: dict, res: dict, cmd: str) -> str:
          "(time from the call, peak RSS = the child's VmHWM, imports included). DuckDB: 2 threads, "
          f"memory_limit 1GB. {nr} interleaved round(s): each round runs every question once, each next "
          "to what it is compared with; times are medians, the ratio is the median of the rounds' "
-         "ratios (the two runs of a round back to back), the peak the highest of the rounds. "
+         "ratios (the two runs of a round back to back; every other round in the reverse order), the "
+         "CPU ratio the same of the children's user + system seconds (imports included), the peak the "
+         "highest of the rounds. Before each jsonl export, 1.6 GB is written and removed (`_ballast`: "
+         "on this VM a write into guest pages the host took back costs ~4x one into pages just freed, "
+         "which the second of two back-to-back exports inherits from the first). "
          f"Load average (1 min) before the runs: {min(loads, default=0):.1f} to {max(loads, default=0):.1f}.", "",
-         "| question | tcpsnap | reference | ratio | peak target | peak met | time target | time met |",
-         "|---|---|---|---|---|---|---|---|"]
+         "| question | tcpsnap | reference | ratio | CPU ratio | peak target | peak met | time target | time met |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for name, ours, theirs, cap, most in rows:
         r = res.get(ours, {})
-        if "seconds" not in r and "seconds" not in res.get(theirs, {}):
-            continue
+        if ours not in res or theirs not in res:
+            continue                  # not run (--only)
         met = "seconds" in r and r["peak_rss_mib"] <= cap
         x = paired(res, ours, theirs)
         fast = "-" if most is None or x is None else ("yes" if x <= most else "NO")
         who = "polars" if theirs.startswith("polars") else "DuckDB"
-        L.append(f"| {name} | {cell(ours)} | {who} {cell(theirs)} | {ratio(ours, theirs)} | {cap // gib} GiB | "
+        L.append(f"| {name} | {cell(ours)} | {who} {cell(theirs)} | {ratio(ours, theirs)} | "
+                 f"{ratio(ours, theirs, 'cpu_seconds')} | {cap // gib} GiB | "
                  f"{'yes' if met else 'NO'} | {'-' if most is None else f'{most}x'} | {fast} |")
     L += ["", f"Machine: {machine()}; `uptime` at the end: {os.popen('uptime').read().strip()}.", "",
           "    " + cmd, "",

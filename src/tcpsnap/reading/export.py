@@ -139,6 +139,12 @@ def export(sel: Selection, to: str, output: str | os.PathLike | None, *, force: 
 def _write(sel: Selection, to: str, path: Path, events: bool) -> int:
     import pyarrow as pa
 
+    if to == "jsonl" and not events:
+        # polars' lazy NDJSON sink where it applies (_sink_jsonl), before any batch is
+        # read: it does not need them
+        got = _sink_jsonl(sel, path)
+        if got is not None:
+            return got
     batches = _batches(sel, events)
     first = next(batches, None)
     rebuilt = sel.changes and not events
@@ -188,12 +194,8 @@ def _write(sel: Selection, to: str, path: Path, events: bool) -> int:
                 w.write_batch(plain(b))
                 n += b.num_rows
         return n
-    # polars' NDJSON writer: the same bytes as DuckDB's COPY (FORMAT JSON) on these plain
-    # batches; its lazy sink where it can (_sink_jsonl), else a batch at a time
-    if not events:
-        got = _sink_jsonl(sel, path)
-        if got is not None:
-            return got
+    # polars' NDJSON writer, a batch at a time: the same bytes as DuckDB's COPY (FORMAT
+    # JSON) on these plain batches, and as its lazy sink (tried above)
     import polars as pl
 
     with open(path, "wb") as f:
