@@ -48,7 +48,7 @@ def register(sub) -> None:
     show.add_argument("--no-pids", action="store_true",
                       help="do not look up owning processes (pid 0, no process name)")
     show.add_argument("--info", action="store_true",
-                      help="each connection's internals too (Linux), as 'ss -ti' prints them: on "
+                      help="each connection's internals too (Linux; Windows: elevated), as 'ss -ti' prints them: on "
                            "the same line in a table, as more keys (null where the kernel sends "
                            "none) in csv and json")
     show.set_defaults(func=cmd_show)
