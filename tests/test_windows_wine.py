@@ -349,6 +349,21 @@ def test_estats_under_wine_is_the_missing_export_not_a_load_failure(run):
                                         enable=50, read=50, got=0)
 
 
+def test_estats_sdk_layout_is_the_synthetic_buffers(run):
+    """The Windows SDK's TCP_ESTATS_DATA_ROD_v0 / _PATH_ROD_v0 (mingw-w64's tcpestats.h, offsetof
+    in the driver) put every field _tcp_info.h reads where tests/test_tcp_info.py's synthetic
+    buffers (DATA_ROD, PATH_ROD) put it: the parser tested there reads real structs."""
+    from test_tcp_info import DATA_ROD, PATH_NAMES, PATH_ROD
+
+    lay = run.result["estats_layout"]
+    assert (lay["data_size"], lay["path_size"]) == (DATA_ROD.size, PATH_ROD.size) == (96, 160)
+    data_fmt = dict(DataBytesOut="<", DataSegsOut="<Q", DataSegsIn="<3Q", SegsOut="<4Q", SegsIn="<5Q",
+                    ThruBytesAcked="<6Q5I4x", ThruBytesReceived="<6Q5I4xQI4x")    # what precedes each
+    assert lay["data"] == {k: struct.calcsize(f) for k, f in data_fmt.items()}
+    assert lay["path"] == {k: 4 * PATH_NAMES.index(k) for k in lay["path"]}
+    assert len(lay["path"]) == 11
+
+
 def _wine_tables(lib, run):
     _serve(lib, TCP4, run.raw["tcp4"])
     _serve(lib, TCP6, run.raw["tcp6"])
@@ -426,7 +441,7 @@ def test_elevated_take_enables_each_connection_once_and_reads_at_most_the_cap(re
     d.estats_cap = 3
     assert d.tcp_info_unavailable is None
     seen = collections.Counter()
-    for i in range(3):                                   # 7 connections, 3 a dump: ceil(7/3) = 3 dumps
+    for _ in range(3):                                   # 7 connections, 3 a dump: ceil(7/3) = 3 dumps
         n = d.dump()
         rows, info = d.rows[:n], d.tcp_info[:n]
         read = info["estats"] == 3

@@ -26,6 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <iphlpapi.h>
+#include <tcpestats.h>
+#include <stddef.h>
+
 #include "tcpfetch.h"
 #include "estats.h"
 
@@ -591,6 +595,22 @@ int main(int argc, char **argv)
     ec.local_addr[3] = ec.remote_addr[3] = 1;
     ec.local_port = 1;
     ec.remote_port = 2;
+    /* where the SDK (mingw-w64's tcpestats.h) puts the fields _tcp_info.h reads */
+#define DOFF(f) (int)offsetof(TCP_ESTATS_DATA_ROD_v0, f)
+#define POFF(f) (int)offsetof(TCP_ESTATS_PATH_ROD_v0, f)
+    char elay[1024];
+    snprintf(elay, sizeof(elay),
+             "{\"data_size\":%d,\"path_size\":%d,\"data\":{\"DataBytesOut\":%d,\"DataSegsOut\":%d,"
+             "\"DataSegsIn\":%d,\"SegsOut\":%d,\"SegsIn\":%d,\"ThruBytesAcked\":%d,\"ThruBytesReceived\":%d},"
+             "\"path\":{\"Timeouts\":%d,\"SubsequentTimeouts\":%d,\"CurTimeoutCount\":%d,\"PktsRetrans\":%d,"
+             "\"BytesRetrans\":%d,\"DsackDups\":%d,\"SmoothedRtt\":%d,\"RttVar\":%d,\"MinRtt\":%d,"
+             "\"CurRto\":%d,\"CurMss\":%d}}",
+             (int)sizeof(TCP_ESTATS_DATA_ROD_v0), (int)sizeof(TCP_ESTATS_PATH_ROD_v0),
+             DOFF(DataBytesOut), DOFF(DataSegsOut), DOFF(DataSegsIn), DOFF(SegsOut), DOFF(SegsIn),
+             DOFF(ThruBytesAcked), DOFF(ThruBytesReceived),
+             POFF(Timeouts), POFF(SubsequentTimeouts), POFF(CurTimeoutCount), POFF(PktsRetrans),
+             POFF(BytesRetrans), POFF(DsackDups), POFF(SmoothedRtt), POFF(RttVar), POFF(MinRtt),
+             POFF(CurRto), POFF(CurMss));
     een = tcpestats_enable(&es, &ec);
     erd = tcpestats_read(&es, &ec, erod, sizeof(erod), eprod, sizeof(eprod), &egot);
 
@@ -611,7 +631,8 @@ int main(int argc, char **argv)
              "\"not_supported\":{\"status\":%d,\"winerr\":%lu,\"call\":\"%s\",\"name\":\"%s\",\"message\":\"%s\"},"
              "\"short_always\":{\"status\":%d,\"winerr\":%lu,\"calls\":%d},"
              "\"max_attempts\":%u},\n"
-             "\"estats\":{\"state\":%d,\"missing\":\"%s\",\"enable\":%lu,\"read\":%lu,\"got\":%d}}\n",
+             "\"estats\":{\"state\":%d,\"missing\":\"%s\",\"enable\":%lu,\"read\":%lu,\"got\":%d},\n"
+             "\"estats_layout\":%s}\n",
              (unsigned long)GetCurrentProcessId(), socks_json,
              lay[0], lay[1], lay[2], lay[3], prodstats,
              growstats[0], gctx[0].opened, (unsigned long)gctx[0].needed[0],
@@ -624,7 +645,7 @@ int main(int argc, char **argv)
              notsup_st, (unsigned long)notsup_err, tcpfetch_call_name(TCPFETCH_TCP6),
              tcpfetch_error_name(notsup_err) ? tcpfetch_error_name(notsup_err) : "?", notsup_msg,
              short_st, (unsigned long)short_err, short_calls, TCPFETCH_DEFAULT_ATTEMPTS,
-             es.state, es.missing ? es.missing : "", (unsigned long)een, (unsigned long)erd, egot);
+             es.state, es.missing ? es.missing : "", (unsigned long)een, (unsigned long)erd, egot, elay);
     write_file("result.json", json, strlen(json));
 
     printf("READY\n");
