@@ -49,7 +49,9 @@ def tcp_info_unavailable() -> str | None:
     if BACKEND == "netlink" and _CLASS is not None:
         return None
     if BACKEND == "windows" and _CLASS is not None:
-        from ._windows import estats_unavailable
-
+        try:
+            from ._windows import estats_unavailable
+        except ImportError as e:  # pragma: no cover - a broken install
+            return f"tcpsnap._windows failed to import: {e}"
         return estats_unavailable()
     return f"this backend ({BACKEND}) captures no internals" + (f": {_WHY}" if _WHY else "")
