@@ -3,6 +3,7 @@
 both modes with gaps, clock steps, two hosts, a reboot, cookie-less rows, the schema-1
 fixtures, cut into pieces of a few rows (so every connection spans pieces)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -160,6 +161,9 @@ def test_bounded_reads_piece_by_piece(tmp_path, monkeypatch):
         return real(df, *a, **kw)
 
     monkeypatch.setattr(_frames, "lifetimes", spy)
+    from tcpsnap.reading import aggregate
+
+    monkeypatch.setattr(aggregate, "connections", lambda *a, **kw: None)    # not the one-query path
     life = analysis.lifetimes(Selection(path, chunk_rows=10))
     assert sum(sizes) == 100 and len(sizes) >= 5 and max(sizes) <= 40
     assert life["snapshots"].tolist() == [50, 50]
@@ -235,6 +239,14 @@ def test_one_query_path_equals_piece_by_piece(recordings):
             raise AssertionError("read the rows piece by piece")
 
         sel.tables = no_rows                          # type: ignore[method-assign]
+        # the connections from one query too (history has cookie-less rows: piece by piece)
+        assert (aggregate.connections(sel.rec, None, None) is not None) == (name != "history"), name
+        if name == "history":
+            sel = Selection(path)
+        life = analysis.lifetimes(df, snapshots=snaps)
+        pd.testing.assert_frame_equal(_plain(analysis.lifetimes(sel)), _plain(life), obj=f"{name} lifetimes")
+        pd.testing.assert_frame_equal(_plain(analysis.by_process(sel)), _plain(analysis.by_process(df, life=life)))
+        pd.testing.assert_frame_equal(_plain(analysis.top_remotes(sel)), _plain(analysis.top_remotes(df, life=life)))
         for freq in ("100ms", "1s", "7s"):
             pd.testing.assert_frame_equal(analysis.state_counts(sel, freq=freq),
                                           analysis.state_counts(df, freq=freq, snapshots=snaps), obj=name)
@@ -246,6 +258,9 @@ def test_one_query_path_equals_piece_by_piece(recordings):
         pd.testing.assert_frame_equal(part.snapshots(), snp, obj=f"{name} snapshots in range")
         pd.testing.assert_frame_equal(analysis.state_counts(part, freq="1s"),
                                       analysis.state_counts(dfp, freq="1s", snapshots=snp), obj=f"{name} range")
+        if name != "history":
+            pd.testing.assert_frame_equal(_plain(analysis.lifetimes(part)),
+                                          _plain(analysis.lifetimes(dfp, snapshots=snp)), obj=f"{name} range lifetimes")
         # a where: the counts are read piece by piece (the snapshots still from the query)
         w = Selection(path, where=ds.field("state") == "LISTEN")
         assert w.summary() is None and w.summary(any_where=True) is not None
@@ -279,3 +294,179 @@ def test_one_query_path_reports_a_corrupt_page(tmp_path, column):
     assert aggregate.summary(Selection(path).rec, None, None) is None
     with pytest.raises(tcpsnap.BadRecording, match=f.name):
         analysis.state_counts(path, freq="1s")
+
+
+def test_connections_query_declines_what_only_the_rows_tell(tmp_path):
+    """``aggregate.connections`` answers from a few groups per connection; where the rows'
+    order decides (a cookie-less row, two rows of a connection in one snapshot at its
+    first row, a connection back in an earlier state) it declines and the rows are read
+    piece by piece: the same lifetimes as in memory either way."""
+    from _changes_util import row
+    from tcpsnap.reading import aggregate
+
+    S = TcpState
+
+    def conn(state, port=5000, pid=0, cookie=7):
+        return row(S[state], "10.0.0.1", port, "10.0.0.2", 443, cookie=cookie, pid=pid)
+
+    cases = {   # name -> (rows, whether the query answers)
+        "owner known late, then TIME_WAIT": ([(conn("SYN_SENT"), range(0, 2)), (conn("ESTABLISHED", pid=100), range(2, 5)),
+                                              (conn("TIME_WAIT"), range(5, 8)), (LISTEN, range(8))], True),
+        "two rows of one connection, not at its ends": ([(conn("ESTABLISHED"), range(6)),
+                                                         (conn("ESTABLISHED", port=5001), range(3, 8))], True),
+        "cookie-less": ([(conn("ESTABLISHED", cookie=0), range(3)), (LISTEN, range(8))], False),
+        "two rows of one connection at its first": ([(conn("ESTABLISHED"), range(5)),
+                                                     (conn("ESTABLISHED", port=5001), range(0, 2))], False),
+        "back to a state": ([(conn("ESTABLISHED"), range(0, 3)), (conn("CLOSE_WAIT"), range(3, 5)),
+                             (conn("ESTABLISHED"), range(5, 8))], False),
+    }
+    for name, (live, answers) in cases.items():
+        path = tmp_path / name.replace(" ", "-").replace(",", "")
+        record(path, tables(8, live), "full", Clock())
+        sel = Selection(path)
+        assert (aggregate.connections(sel.rec, None, None) is not None) == answers, name
+        df, snaps = _both(path)
+        life = analysis.lifetimes(df, snapshots=snaps)
+        pd.testing.assert_frame_equal(_plain(analysis.lifetimes(sel)), _plain(life), obj=name)
+    assert life["states"].tolist() == ["ESTABLISHED>CLOSE_WAIT>ESTABLISHED"]
+
+
+@pytest.mark.parametrize("column", ["cookie", "local_addr", "pid"])
+def test_connections_query_reports_a_corrupt_page(tmp_path, column):
+    """A flipped byte in a page of a column only the connections' query reads: never an
+    answer from it; the rows are read piece by piece and the file is named."""
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import aggregate
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(40)), (LISTEN, range(40))]), "full", Clock())
+    f = sorted(path.rglob("*.parquet"))[0]
+    assert aggregate.bad_pages(str(f), aggregate.CONN_COLUMNS) is None
+    rg = pq.ParquetFile(f).metadata.row_group(0)
+    c = next(rg.column(k) for k in range(rg.num_columns) if rg.column(k).path_in_schema == column)
+    b = bytearray(f.read_bytes())
+    lo = c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else c.data_page_offset
+    size, crc, end = aggregate.page_header(bytes(b[lo:lo + c.total_compressed_size]), 0)
+    b[lo + end] ^= 0x5A
+    f.write_bytes(bytes(b))
+    assert aggregate.connections(Selection(path).rec, None, None) is None
+    with pytest.raises(tcpsnap.BadRecording, match=f.name):
+        analysis.lifetimes(path)
+    from tcpsnap._cmd_analyse import summarize
+
+    with pytest.raises(tcpsnap.BadRecording, match=f.name):
+        summarize(str(path))
+
+
+def test_connections_query_two_boots_in_one_folder(tmp_path, monkeypatch):
+    """A reboot in the folder (no host= partition): the boots are group keys of the
+    query (the statistics do not show one), and a cookie reused after the reboot is
+    another connection, as in memory."""
+    from _changes_util import WALL0
+    from tcpsnap.reading import aggregate
+
+    path = tmp_path / "rec"
+    for boot, clock in (("boot-1", Clock()), ("boot-2", Clock(wall0=WALL0 + 61 * SEC, mono0=5 * SEC))):
+        monkeypatch.setattr(tcpsnap._host, "boot_id", lambda boot=boot: boot)
+        record(path, tables(10, [(EST, range(2, 10)), (LISTEN, range(10))]), "full", clock)
+    sel = Selection(path)
+    assert aggregate._one_origin(sel.rec) is None
+    assert len(aggregate.connections(sel.rec, None, None)) == 4
+    df, snaps = _both(path)
+    life = analysis.lifetimes(df, snapshots=snaps)
+    pd.testing.assert_frame_equal(_plain(analysis.lifetimes(sel)), _plain(life))
+    assert life["boot_id"].astype(str).tolist() == ["boot-1", "boot-2", "boot-1", "boot-2"]
+
+
+def test_one_query_path_counts_empty_snapshots_zero(tmp_path):
+    """An empty snapshot is one family-0 row that counts its inode (0), not 1: the one-host
+    query path's snapshot list says so, as ``tcpsnap.snapshots`` does."""
+    path = tmp_path / "rec"
+    record(path, tables(10, [(EST, range(2, 5))]), "full", Clock())
+    sel = Selection(path)
+    assert sel.summary() is not None
+    snaps = tcpsnap.snapshots(path)
+    assert snaps["connections"].tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    pd.testing.assert_frame_equal(sel.snapshots(), snaps)
+
+
+def _batch_jsonl(sel, out, monkeypatch):
+    """JSON lines written batch by batch (the sink declined)."""
+    from tcpsnap.reading import export
+
+    with monkeypatch.context() as m:
+        m.setattr(export, "_sink_jsonl", lambda *a: None)
+        return export.export(sel, "jsonl", out)
+
+
+def test_jsonl_export_by_the_sink_is_the_batches_bytes(tmp_path, monkeypatch):
+    """A full recording's JSON lines go through polars' lazy sink (the time range pushed
+    down): the same bytes, byte for byte, as batch by batch, with and without a range;
+    a where, a changes recording or schema-1 files: batch by batch."""
+    from tcpsnap.reading import export
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(5, 30)), (LISTEN, range(40))]), "full", Clock(), rotate="1s")
+    snaps = tcpsnap.snapshots(path)
+    t = snaps["timestamp"]
+    for start, end in ((None, None), (t.iloc[7], t.iloc[22])):
+        sel = Selection(path, start, end)
+        assert export._sink_jsonl(sel, tmp_path / "sink.jsonl") is not None
+        n = export.export(Selection(path, start, end), "jsonl", tmp_path / "a.jsonl")
+        m = _batch_jsonl(Selection(path, start, end), tmp_path / "b.jsonl", monkeypatch)
+        assert n == m == (65 if start is None else 30)
+        assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+        assert (tmp_path / "sink.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+        first = json.loads((tmp_path / "a.jsonl").read_text().splitlines()[0])
+        assert first["timestamp"] == t.iloc[0 if start is None else 7].strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    assert export._sink_jsonl(Selection(path, where=ds.field("local_port") == 80), tmp_path / "w.jsonl") is None
+    assert export._sink_jsonl(Selection(copy_v1("full", tmp_path / "v1")), tmp_path / "v.jsonl") is None
+    ch = tmp_path / "changes"
+    record(ch, tables(10, [(EST, range(5))]), "changes", Clock())
+    assert export._sink_jsonl(Selection(ch), tmp_path / "c.jsonl") is None
+
+
+def test_jsonl_export_reports_a_corrupt_page_in_its_range(tmp_path):
+    """A flipped byte in a page the range needs: polars would read it as another value, so
+    the sink declines and the batch path names the file; a corrupt row group outside the
+    range does not stop the sink (it is not read)."""
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import aggregate, export
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(40)), (LISTEN, range(40))]), "full", Clock(), rotate="1s")
+    files = sorted(path.rglob("*.parquet"))
+    f = files[0]
+    rg = pq.ParquetFile(f).metadata.row_group(0)
+    c = next(rg.column(k) for k in range(rg.num_columns) if rg.column(k).path_in_schema == "remote_port")
+    b = bytearray(f.read_bytes())
+    lo = c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else c.data_page_offset
+    size, crc, end = aggregate.page_header(bytes(b[lo:lo + c.total_compressed_size]), 0)
+    b[lo + end] ^= 0x5A
+    f.write_bytes(bytes(b))
+    later = tcpsnap.snapshots(files[-1])["timestamp"].iloc[0]
+    assert export._sink_jsonl(Selection(path, start=later), tmp_path / "late.jsonl") is not None
+    assert export._sink_jsonl(Selection(path), tmp_path / "all.jsonl") is None
+    with pytest.raises(tcpsnap.BadRecording, match=f.name):
+        export.export(Selection(path), "jsonl", tmp_path / "x.jsonl")
+
+
+def test_parquet_export_of_an_older_schema(tmp_path):
+    """A schema-2 full recording (before cgroup_id, netns...) exported to one Parquet file:
+    the newer columns are null, not an error ("Casting field 'cgroup_id' with null values
+    to non-nullable"); every row is there."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from tcpsnap.cli import main
+
+    src = Path(__file__).parent / "fixtures" / "v2" / "full"
+    out = tmp_path / "x.parquet"
+    assert main(["export", str(src), "--format", "parquet", "-o", str(out)]) == 0
+    t = pq.read_table(out)
+    assert t.num_rows == sum(pq.ParquetFile(f).metadata.num_rows for f in src.rglob("*.parquet"))
+    assert t.column("cgroup_id").null_count == t.num_rows and t.schema.field("cgroup_id").nullable
+    assert t.column("seq").to_pylist() == sorted(t.column("seq").to_pylist())

@@ -51,8 +51,12 @@ _ORIGIN = ("host", "boot_id")
 
 def lifetimes(sel: Selection) -> pd.DataFrame:
     """``analysis.lifetimes(df, snapshots=snapshots)`` of the selection's rows and
-    snapshots, read piece by piece."""
+    snapshots: from one DuckDB query's per-connection groups where that answers exactly
+    (``reading.aggregate.connections``), else read piece by piece."""
     snaps = sel.snapshots()
+    fast = _from_query(sel, snaps)
+    if fast is not None:
+        return fast
     parts = []
     for i, df in enumerate(sel.frames(_frames.COLUMNS + INFO_COLUMNS)):
         p = _frames.lifetimes(df, snapshots=snaps, parts=True)
@@ -81,6 +85,52 @@ def _closed(sel: Selection) -> pd.DataFrame | None:
     if tf is not None:
         expr = expr & tf
     return closed_totals(sel.rec.to_table(columns=cols, filter=expr).to_pandas())
+
+
+def _from_query(sel: Selection, snaps: pd.DataFrame) -> pd.DataFrame | None:
+    """The lifetimes from ``aggregate.connections`` (one row per connection), their
+    times from the snapshot list, through the same merge as the pieces'; None where
+    that path does not answer."""
+    from .reading.aggregate import connections
+
+    if len(snaps) == 0 or any(c in sel.rec.schema.names for c in INFO_COLUMNS):
+        # a recording with internals: each connection's last counters are the rows' (in
+        # order), which the query's groups do not keep
+        return None
+    c = connections(sel.rec, sel.start, sel.end, sel.where)
+    if c is None:
+        return None
+    if len(c) == 0:
+        return _frames.empty_lifetimes()
+
+    def key(host, *rest) -> pd.MultiIndex:        # a missing host or boot: a value of its own
+        return pd.MultiIndex.from_arrays([pd.Index(np.asarray(host, dtype=object)).fillna("\0"),
+                                          *(pd.Index(np.asarray(r, dtype=object)).fillna("\0")
+                                            if r.dtype == object else r for r in rest)])
+
+    sh, sb = snaps["host"].astype(object).to_numpy(), snaps["boot_id"].astype(object).to_numpy()
+    sk = key(sh, snaps["seq"].to_numpy(np.int64))
+    fi, li = sk.get_indexer(key(c["host"], c["fseq"].to_numpy())), sk.get_indexer(key(c["host"], c["lseq"].to_numpy()))
+    # the first and last snapshot of each (host, boot): open at start / at end
+    ends = pd.DataFrame({"h": sh, "b": sb, "s": snaps["seq"].to_numpy(np.int64)}).fillna("\0") \
+        .groupby(["h", "b"])["s"].agg(["min", "max"])
+    gi = ends.index.get_indexer(key(c["host"].to_numpy(), c["boot_id"].to_numpy()))
+    if (fi < 0).any() or (li < 0).any() or (gi < 0).any():
+        return None                      # rows of a snapshot not listed: the pieces' way
+    ts, mono = snaps["timestamp"], snaps["monotonic_ns"].to_numpy(np.int64)
+    P = c[[*_TUPLE, "cookie", *_ORIGIN]].copy()
+    P["first_seen"] = ts.iloc[fi].to_numpy()
+    P["last_seen"] = ts.iloc[li].to_numpy()
+    for name in ("snapshots", "states", "first_state", "last_state", "pid", "process"):
+        P[name] = c[name].to_numpy()
+    P["open_at_start"] = c["fseq"].to_numpy() == ends["min"].to_numpy()[gi]
+    P["open_at_end"] = c["lseq"].to_numpy() == ends["max"].to_numpy()[gi]
+    P["_fseq"], P["_lseq"] = c["fseq"].to_numpy(), c["lseq"].to_numpy()
+    P["_fmono"], P["_lmono"] = mono[fi], mono[li]
+    P["_frow"] = P["_chunk"] = 0
+    for name in TOTALS:                  # no internals recorded: null, as the pieces give
+        P[name] = None
+    return _merge([P], snaps)
 
 
 def _objects(p: pd.DataFrame) -> pd.DataFrame:

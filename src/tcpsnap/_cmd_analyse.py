@@ -350,24 +350,43 @@ def show_info(s: dict, as_json: bool = False) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from . import plot
+    import importlib.util
 
-    plot.require()                  # before reading anything: no matplotlib, one line
+    if importlib.util.find_spec("matplotlib") is None:
+        from . import plot
+
+        plot.require()              # before reading anything: no matplotlib, one line
     if args.utc and args.tz and args.tz != "UTC":
         raise UsageError(f"--utc and --tz {args.tz} name two zones: give one")
     out = Path(args.output)
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
-    from matplotlib.backend_bases import FigureCanvasBase
+    from concurrent.futures import ThreadPoolExecutor
 
-    from . import analysis
+    def read():
+        # the snapshots (and, cached, the state counts: one DuckDB query, which lets go
+        # of the GIL) are read on a thread while this one imports pandas and matplotlib
+        # (~1 s of Python): the two overlap. Errors come out of .result(), after the
+        # checks below
+        from .reading.scan import Selection
 
-    if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
-        raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
-    rec = _open(args.path, args.skip_bad, args.start, args.end)
-    # the rows are read piece by piece by the analysis functions the plot calls
-    sel = analysis.Selection(rec, args.start, args.end, where=_where(args))
-    snaps = sel.snapshots()      # empty snapshots count 0, not a gap
+        rec = _open(args.path, args.skip_bad, args.start, args.end)
+        # the rows are read piece by piece by the analysis functions the plot calls
+        sel = Selection(rec, args.start, args.end, where=_where(args))
+        sel.snapshots()          # empty snapshots count 0, not a gap
+        return rec, sel
+
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        from . import analysis, plot
+
+        if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+            raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
+        plot.pyplot()
+        rec, sel = reading.result()
+    snaps = sel.snapshots()
     rec.report()
     if len(snaps) == 0:
         # the files were picked for the range asked: the whole recording's span, opened again

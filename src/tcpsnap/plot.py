@@ -25,7 +25,7 @@ import pandas as pd
 from . import analysis
 
 __all__ = ["plot_states", "plot_churn", "plot_remotes", "plot_internals", "INTERNALS", "auto_freq", "require",
-           "local_zone", "MAX_BINS", "check_bins"]
+           "pyplot", "local_zone", "MAX_BINS", "check_bins"]
 
 #: The most bins a plot draws (a 1 ns bin over 6 s would be 6e9 of them, 44 GiB).
 MAX_BINS = 100_000
@@ -50,7 +50,9 @@ def require() -> None:
         raise ImportError("plots need matplotlib: pip install 'tcpsnap[plot]'")
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot``, on the Agg backend unless an interactive one is in use
+    (``ImportError`` without matplotlib): what the plot functions draw with."""
     require()
     import matplotlib
 
@@ -131,7 +133,7 @@ def _freq_text(freq: str) -> str:
 
 
 def _axes(ax):
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         fig, ax = plt.subplots(figsize=(11, 5), dpi=100)
     return ax.figure, ax

@@ -9,7 +9,7 @@ What is written (field names and value forms, stable):
   recording: the table rebuilt for every snapshot of the range (the columns of a full
   recording, one row per connection per snapshot); ``events=True`` writes its events as
   recorded instead (markers included);
-- CSV (pyarrow's writer) and JSON lines (polars' ``write_ndjson``, a batch at a time): one object
+- CSV (pyarrow's writer) and JSON lines (polars' NDJSON writer): one object
   per row with every column; numbers as numbers (``cookie`` as an exact integer), missing
   values as empty / ``null``, strings decoded from their dictionaries, timestamps as ISO
   8601 strings in UTC with nanoseconds (``2026-11-18T11:06:40.000000000Z``); UTF-8;
@@ -17,6 +17,14 @@ What is written (field names and value forms, stable):
   metadata (``tcpsnap.mode`` "full" for a rebuilt changes recording), zstd, row groups of
   about a million rows; written to a temporary file in the output's folder and renamed
   over the name only when complete (an existing file only with ``force``).
+
+JSON lines of a full recording (schema 2 or later, one schema in every file, no ``where``)
+go through polars' lazy NDJSON sink: it reads only the row groups the time range needs
+(their statistics) with its own parallel reader, while the CRCs of those row groups' pages
+are checked (polars does not check them: ``aggregate.bad_pages``): the output is published
+only when they match, else thrown away and the export goes the batch-by-batch way, which
+verifies every page and names the file.
+Elsewhere, and for CSV, a batch at a time through pyarrow's verified scan.
 
 Nothing is written to the recording's folder: temporaries go to a private temporary folder
 or next to the output.
@@ -153,6 +161,10 @@ def _write(sel: Selection, to: str, path: Path, events: bool) -> int:
         schema = first.schema
         if rebuilt:     # rebuilt rows of schema-1 files hold nulls the full schema declares not
             schema = pa.schema([f.with_nullable(True) for f in schema])
+        else:           # a column older files lack (schema 3's cgroup_id in schema-2 files): null there
+            every = set.intersection(*(set(pq.read_schema(f.path).names) for f in sel.rec.files)) \
+                if sel.rec.files else set(schema.names)
+            schema = pa.schema([f if f.name in every else f.with_nullable(True) for f in schema])
         schema = schema.with_metadata(_metadata(sel, rebuilt))
         with pq.ParquetWriter(path, schema, compression="zstd") as w:
             buf: list = []
@@ -177,7 +189,11 @@ def _write(sel: Selection, to: str, path: Path, events: bool) -> int:
                 n += b.num_rows
         return n
     # polars' NDJSON writer: the same bytes as DuckDB's COPY (FORMAT JSON) on these plain
-    # batches, 1.3x faster on the benchmark (benchmarks/RESULTS.md); a batch at a time
+    # batches; its lazy sink where it can (_sink_jsonl), else a batch at a time
+    if not events:
+        got = _sink_jsonl(sel, path)
+        if got is not None:
+            return got
     import polars as pl
 
     with open(path, "wb") as f:
@@ -186,4 +202,80 @@ def _write(sel: Selection, to: str, path: Path, events: bool) -> int:
             assert isinstance(df, pl.DataFrame)      # a RecordBatch gives a DataFrame
             df.write_ndjson(f)
             n += b.num_rows
+    return n
+
+
+def _sink_jsonl(sel: Selection, path: Path) -> int | None:
+    """JSON lines of ``sel`` through polars' lazy scan and NDJSON sink, the time range
+    pushed down to its reader (row groups outside it are not read); the bytes
+    :func:`plain` batches give. Returns the rows written, or None where it does not
+    apply (see the module docstring) or a page's CRC does not match. ``path``: a
+    temporary file, published by the caller only when a count is returned (it may hold
+    unverified rows otherwise)."""
+    from .aggregate import bad_pages, eligible
+    from .timeforms import to_utc
+
+    rec = sel.rec
+    if sel.changes or not eligible(rec, sel.where):
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lo = None if sel.start is None else int(to_utc(sel.start).value)
+    hi = None if sel.end is None else int(to_utc(sel.end).value)
+    files = [f.path for f in rec.files]
+    schema = None
+    todo = []
+    for f in files:
+        pf = pq.ParquetFile(f)
+        s = pf.schema_arrow.remove_metadata()
+        if schema is None:
+            schema = s
+        elif not s.equals(schema):
+            return None                  # files of two schemas: the dataset unifies them
+        md = pf.metadata
+        at = schema.get_field_index("timestamp")        # ns since the epoch, as stored
+        rgs = []
+        for r in range(md.num_row_groups):
+            st = md.row_group(r).column(at).statistics
+            if st is not None and st.has_min_max and st.physical_type == "INT64" and (
+                    (hi is not None and st.min_raw >= hi) or (lo is not None and st.max_raw < lo)):
+                continue                 # outside the range: polars skips it by the same statistics
+            rgs.append(r)
+        todo.append((f, rgs))
+    assert schema is not None
+    names = tuple(schema.names)
+
+    def sound() -> bool:
+        return all(bad_pages(f, names, rgs) is None for f, rgs in todo)
+
+    import polars as pl
+
+    lf = pl.scan_parquet(files, hive_partitioning=False)
+    ts = pl.col("timestamp")
+    if lo is not None:
+        lf = lf.filter(ts >= pl.lit(lo).cast(pl.Datetime("ns", "UTC")))
+    if hi is not None:
+        lf = lf.filter(ts < pl.lit(hi).cast(pl.Datetime("ns", "UTC")))
+    # the recording's columns (the newest schema's), null where these files have none:
+    # what the batch-by-batch path writes
+    lf = lf.select([pl.col(c) if c in schema.names else pl.lit(None).alias(c)
+                    for c in rec.schema.names if c != "date"])
+    # timestamps as plain() writes them: ISO 8601, nanoseconds, Z for UTC
+    times = [pl.col(f.name).dt.to_string("%Y-%m-%dT%H:%M:%S%.9f" + ("Z" if f.type.tz else ""))
+             for f in schema if pa.types.is_timestamp(f.type)]
+    # the pages' CRCs are checked on a thread while polars writes (it lets go of the GIL):
+    # what it wrote is only a temporary file, published (renamed, or copied out) by
+    # export() after this returns, so a mismatch throws it away before anyone reads it
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(sound)
+        try:
+            n = int(lf.select(pl.len()).collect().item())
+            lf.with_columns(times).sink_ndjson(path)
+        except pl.exceptions.PolarsError:
+            n = None             # a page polars cannot decode: the batch path names its file
+        if not checked.result():
+            return None
     return n
