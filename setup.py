@@ -10,7 +10,7 @@ ext = [Extension("tcpsnap._mib", ["src/tcpsnap/_mib.pyx"], include_dirs=["src/tc
        Extension("tcpsnap._diff", ["src/tcpsnap/_diff.pyx"], include_dirs=["src/tcpsnap"]),
        # TCP internals: the tcp_info row checked against _schema, its parsers on any bytes
        Extension("tcpsnap._tcp_info", ["src/tcpsnap/_tcp_info.pyx"], include_dirs=["src/tcpsnap"],
-                 depends=["src/tcpsnap/_tcp_info.h"]),
+                 depends=["src/tcpsnap/_tcp_info.h", "src/tcpsnap/_win/estats_plan.h"]),
        # the writer: rows into columns in one pass
        Extension("tcpsnap._encode", ["src/tcpsnap/_encode.pyx"], include_dirs=["src/tcpsnap"])]
 if sys.platform.startswith("linux"):
@@ -27,10 +27,12 @@ if sys.platform.startswith("linux"):
 elif sys.platform == "win32":
     # GetTcpTable2 / GetTcp6Table2 through the plain-C fetch layer; iphlpapi.lib has the calls,
     # ws2_32.lib what the Winsock headers pull in.
-    ext.append(Extension("tcpsnap._windows", ["src/tcpsnap/_windows.pyx", "src/tcpsnap/_win/tcpfetch.c"],
+    ext.append(Extension("tcpsnap._windows", ["src/tcpsnap/_windows.pyx", "src/tcpsnap/_win/tcpfetch.c",
+                                              "src/tcpsnap/_win/estats.c"],
                          include_dirs=["src/tcpsnap", "src/tcpsnap/_win"],
-                         depends=["src/tcpsnap/_win/tcpfetch.h"],
-                         libraries=["iphlpapi", "ws2_32"]))
+                         depends=["src/tcpsnap/_win/tcpfetch.h", "src/tcpsnap/_win/estats.h",
+                                  "src/tcpsnap/_win/estats_plan.h"],
+                         libraries=["iphlpapi", "ws2_32", "advapi32"]))
 
 setup(
     ext_modules=cythonize(

@@ -258,3 +258,105 @@ def test_dedupe_moves_the_internals_with_their_rows():
     assert info["bytes_sent"][:4].tolist() == [500, 601, 703, 805]   # each row's own, still aligned
     with pytest.raises(ValueError, match="TCP_INFO_DTYPE"):
         dedupe_rows(rows, 4, np.zeros(3, TCP_INFO_DTYPE))
+
+
+# Windows, live: which connections a snapshot enables and reads (tcpsnap._tcp_info.EstatsPlan,
+# the C plan the Windows backend runs, _win/estats_plan.h).
+
+def estab_rows(ports, state=5, family=4):
+    from tcpsnap import ROW_DTYPE
+
+    rows = np.zeros(len(ports), ROW_DTYPE)
+    rows["family"] = family
+    rows["state"] = state
+    rows["local_addr"][:, 0], rows["local_addr"][:, 3] = 127, 1
+    rows["remote_addr"][:, 0], rows["remote_addr"][:, 3] = 127, 1
+    rows["local_port"] = ports
+    rows["remote_port"] = 443
+    return rows
+
+
+def test_estats_plan_caps_each_snapshot_and_covers_every_connection_round_robin():
+    from tcpsnap._tcp_info import EstatsPlan
+
+    rows = np.concatenate([estab_rows(range(1000, 1010)), estab_rows([80, 81], state=2)])   # + 2 listeners
+    plan = EstatsPlan(3)
+    picks, fresh0 = [], None
+    for i in range(8):
+        fresh, pick = plan.step(rows)
+        if i == 0:
+            fresh0 = fresh
+        else:
+            assert len(fresh) == 0                      # enabled once, when first seen
+        assert len(pick) == 3 and len(set(pick)) == 3 and (pick < 10).all()   # never a listener
+        picks.append(rows["local_port"][pick].tolist())
+    assert sorted(rows["local_port"][fresh0].tolist()) == list(range(1000, 1010))
+    # 10 connections, 3 a snapshot: all 10 read within ceil(10/3) = 4 snapshots, and every one
+    # again within the next 4 (the order is the key order, so it repeats with period 10)
+    assert sorted(set(sum(picks[:3], []))) != list(range(1000, 1010))
+    assert sorted(set(sum(picks[:4], []))) == list(range(1000, 1010))
+    flat = sum(picks, [])
+    assert len(set(flat[:9])) == 9 and flat[10:20] == flat[:10]          # round-robin, no repeat in a turn
+
+
+def test_estats_plan_fresh_is_first_seen_whatever_the_row_order():
+    from tcpsnap._tcp_info import EstatsPlan
+
+    plan = EstatsPlan(100)
+    rows = estab_rows([1, 2, 3, 4])
+    fresh, pick = plan.step(rows)
+    assert sorted(fresh.tolist()) == [0, 1, 2, 3] and sorted(pick.tolist()) == [0, 1, 2, 3]
+    # 2 closed, 5 opened, the table in another order: only 5 is fresh; all are read (<= cap)
+    rows = estab_rows([5, 4, 1, 3])
+    fresh, pick = plan.step(rows)
+    assert rows["local_port"][fresh].tolist() == [5]
+    assert sorted(pick.tolist()) == [0, 1, 2, 3]
+    # a connection that left the ESTABLISHED state is not read; one coming back is fresh again
+    rows["state"][1] = 8                                  # 4: CLOSE_WAIT
+    fresh, pick = plan.step(rows)
+    assert len(fresh) == 0 and sorted(rows["local_port"][pick].tolist()) == [1, 3, 5]
+    rows["state"][1] = 5
+    fresh, _ = plan.step(rows)
+    assert rows["local_port"][fresh].tolist() == [4]
+
+
+def test_estats_plan_goes_on_after_the_connection_at_the_cursor_closed():
+    from tcpsnap._tcp_info import EstatsPlan, estats_keys
+
+    rows = estab_rows(range(2000, 2006))
+    order = rows["local_port"][np.argsort(estats_keys(rows))].tolist()    # the read order
+    plan = EstatsPlan(2)
+    _, pick = plan.step(rows)
+    assert rows["local_port"][pick].tolist() == order[:2]
+    assert plan.cursor == int(estats_keys(rows[pick[-1:]])[0])
+    gone = rows[rows["local_port"] != order[1]]          # the last one read closed
+    _, pick = plan.step(gone)
+    assert gone["local_port"][pick].tolist() == order[2:4]
+
+
+def test_estats_keys_are_the_connection_not_its_state_or_owner():
+    from tcpsnap._tcp_info import estats_keys
+
+    a = estab_rows([1000, 1000, 1001])
+    a["pid"] = [1, 2, 1]
+    a["state"][1] = 8
+    k = estats_keys(a)
+    assert k.dtype == np.uint64 and k[0] == k[1] != k[2]
+    v6 = estab_rows([1000, 1000], family=6)
+    v6["local_scope_id"][1] = 3                           # scope ids tell IPv6 connections apart
+    k6 = estats_keys(v6)
+    assert k6[0] != k6[1] and k6[0] != k[0]
+
+
+def test_estats_plan_bad_arguments():
+    from tcpsnap._tcp_info import ESTATS_CAP, EstatsPlan, estats_keys
+
+    assert ESTATS_CAP == 1000 and EstatsPlan().cap == 1000
+    with pytest.raises(ValueError, match="cap must be at least 1"):
+        EstatsPlan(0)
+    with pytest.raises(TypeError, match="ROW_DTYPE"):
+        EstatsPlan(1).step(np.zeros(3, TCP_INFO_DTYPE))
+    with pytest.raises(TypeError, match="ROW_DTYPE"):
+        estats_keys([1, 2])
+    fresh, pick = EstatsPlan(1).step(estab_rows([]))
+    assert len(fresh) == len(pick) == 0

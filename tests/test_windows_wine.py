@@ -44,12 +44,13 @@ def _keys(rows):
 
 # --- the build ---------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("src", ["tcpfetch.c", "estats.c"])
 @pytest.mark.parametrize("std", ["c99", "c11"])
-def test_tcpfetch_compiles_without_warnings(tmp_path, std):
+def test_tcpfetch_compiles_without_warnings(tmp_path, std, src):
     if not harness.shutil.which(harness.MINGW_CC):
         pytest.skip(f"{harness.MINGW_CC} not found")
     p = subprocess.run([harness.MINGW_CC, f"-std={std}", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
-                        "-c", str(harness.WIN_SRC / "tcpfetch.c"), "-o", str(tmp_path / "tcpfetch.o")],
+                        "-c", str(harness.WIN_SRC / src), "-o", str(tmp_path / "out.o")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
 
@@ -329,3 +330,151 @@ def test_backend_bad_capacity_is_value_or_type_error(replay, capacity, exc):
     with pytest.raises((ValueError, TypeError), match="^capacity ") as info:
         mod.WindowsDumper(capacity)
     assert type(info.value) is exc
+
+
+# --- TCP internals: GetPerTcpConnectionEStats ---------------------------------------------------------
+# Under Wine (the real estats.c in the driver) the call is not exported; through the replay module
+# (fake_tcpfetch.c's tcpestats_* in place of estats.c) every state of the live path.
+
+READY, NO_DLL, NO_EXPORT, NOT_ELEVATED = 0, 1, 2, 3
+WINE_REASON = ("iphlpapi.dll does not export GetPerTcpConnectionEStats (Wine does not have it; "
+               "Windows has it since Vista)")
+
+
+def test_estats_under_wine_is_the_missing_export_not_a_load_failure(run):
+    """The driver linked estats.c and ran (resolution is GetProcAddress, not the import table);
+    tcpestats_open() says which export is missing, and enable/read fail with
+    ERROR_NOT_SUPPORTED instead of calling through a NULL pointer."""
+    assert run.result["estats"] == dict(state=NO_EXPORT, missing="GetPerTcpConnectionEStats",
+                                        enable=50, read=50, got=0)
+
+
+def test_estats_sdk_layout_is_the_synthetic_buffers(run):
+    """The Windows SDK's TCP_ESTATS_DATA_ROD_v0 / _PATH_ROD_v0 (mingw-w64's tcpestats.h, offsetof
+    in the driver) put every field _tcp_info.h reads where tests/test_tcp_info.py's synthetic
+    buffers (DATA_ROD, PATH_ROD) put it: the parser tested there reads real structs."""
+    from test_tcp_info import DATA_ROD, PATH_NAMES, PATH_ROD
+
+    lay = run.result["estats_layout"]
+    assert (lay["data_size"], lay["path_size"]) == (DATA_ROD.size, PATH_ROD.size) == (96, 160)
+    data_fmt = dict(DataBytesOut="<", DataSegsOut="<Q", DataSegsIn="<3Q", SegsOut="<4Q", SegsIn="<5Q",
+                    ThruBytesAcked="<6Q5I4x", ThruBytesReceived="<6Q5I4xQI4x")    # what precedes each
+    assert lay["data"] == {k: struct.calcsize(f) for k, f in data_fmt.items()}
+    assert lay["path"] == {k: 4 * PATH_NAMES.index(k) for k in lay["path"]}
+    assert len(lay["path"]) == 11
+
+
+def _wine_tables(lib, run):
+    _serve(lib, TCP4, run.raw["tcp4"])
+    _serve(lib, TCP6, run.raw["tcp6"])
+
+
+def test_take_with_tcp_info_under_a_missing_export_is_null_with_the_reason(run, replay, monkeypatch):
+    import tcpsnap._backend
+    from tcpsnap._arrow import TCP_INFO_COLUMNS, tcp_info_columns
+
+    mod, lib = replay
+    _wine_tables(lib, run)
+    lib.tcpestats_fake_state(NO_EXPORT, -1)
+    monkeypatch.setattr(tcpsnap._backend, "_CLASS", mod.WindowsDumper)
+    with tcpsnap.Snapshotter(capacity=8, tcp_info=True) as snap:
+        rows = snap.take()
+        info = snap.tcp_info
+        assert len(rows) == len(run.table2_rows()) and (rows["state"] == TcpState.ESTABLISHED).sum() >= 4
+        assert info is not None and len(info) == len(rows)
+        assert not info["estats"].any() and not info["bytes_sent"].any()
+        cols = tcp_info_columns(info)
+        for name in TCP_INFO_COLUMNS:
+            if name != "tcp_info_len":
+                assert cols[name].null_count == len(rows), name
+        assert snap._impl.tcp_info_unavailable == WINE_REASON
+        assert snap.tcp_info_stats == {"tcp_info_len": 0, "tcp_info_longer": 0}
+    assert (lib.tcpestats_fake_calls(0), lib.tcpestats_fake_calls(1)) == (0, 0)   # nothing called
+    assert mod.estats_unavailable() == WINE_REASON
+
+
+def test_show_info_says_the_reason_once(run, replay, monkeypatch, capsys):
+    import sys
+
+    import tcpsnap._backend
+    from tcpsnap.cli import main
+
+    mod, lib = replay
+    _wine_tables(lib, run)
+    lib.tcpestats_fake_state(NO_EXPORT, -1)
+    monkeypatch.setattr(tcpsnap._backend, "_CLASS", mod.WindowsDumper)
+    monkeypatch.setattr(tcpsnap._backend, "BACKEND", "windows")
+    monkeypatch.setitem(sys.modules, "tcpsnap._windows", mod)
+    assert main(["show", "--info", "--no-pids", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("tcpsnap: note:") == 1
+    assert err == f"tcpsnap: note: --info: no TCP internals: {WINE_REASON}; the info columns are null\n"
+    recs = json.loads(out)
+    assert len(recs) == len(run.table2_rows())
+    assert all(r["rtt"] is None and r["bytes_sent"] is None for r in recs)
+
+
+def _table(*rows4, rows6=()):
+    return (struct.pack("<I", len(rows4)) + b"".join(rows4), struct.pack("<I", len(rows6)) + b"".join(rows6))
+
+
+def _row6(state, lp, rp, scope=0):
+    port = lambda p: int.from_bytes(p.to_bytes(2, "big"), "little")
+    return struct.pack("<16sII16sIIIII", ipaddress.IPv6Address("::1").packed, scope, port(lp),
+                       ipaddress.IPv6Address("::1").packed, scope, port(rp), state, 0, 0)
+
+
+def test_elevated_take_enables_each_connection_once_and_reads_at_most_the_cap(replay):
+    """READY (the calls there, elevated): each ESTABLISHED connection, IPv4 and IPv6, is enabled
+    the first dump that sees it, and the reads go round-robin, ``estats_cap`` a dump: the fake's
+    Data says DataBytesOut = local port, ThruBytesReceived = remote port, Path SmoothedRtt =
+    (1 + times enabled) ms."""
+    mod, lib = replay
+    v4 = [_row4(5, "127.0.0.1", p, "127.0.0.1", 443) for p in range(3000, 3005)]
+    v6 = [_row6(5, p, 8443) for p in (4000, 4001)]
+    t4, t6 = _table(*v4, _row4(2, "0.0.0.0", 445, "0.0.0.0", 0), rows6=v6)
+    _serve(lib, TCP4, t4)
+    _serve(lib, TCP6, t6)
+    lib.tcpestats_fake_state(READY, -1)
+    d = mod.WindowsDumper()
+    d.set_tcp_info(True)
+    d.estats_cap = 3
+    assert d.tcp_info_unavailable is None
+    seen = collections.Counter()
+    for _ in range(3):                                   # 7 connections, 3 a dump: ceil(7/3) = 3 dumps
+        n = d.dump()
+        rows, info = d.rows[:n], d.tcp_info[:n]
+        read = info["estats"] == 3
+        assert read.sum() == 3 and not read[rows["state"] != 5].any()
+        assert (info["bytes_sent"][read] == rows["local_port"][read]).all()
+        assert (info["bytes_received"][read] == rows["remote_port"][read]).all()
+        assert (info["rtt"][read] == 2000).all() and not info["rtt"][~read].any()
+        seen.update(rows["local_port"][read].tolist())
+    assert set(seen) == set(range(3000, 3005)) | {4000, 4001} and max(seen.values()) <= 2
+    assert lib.tcpestats_fake_calls(0) == 7 and lib.tcpestats_fake_calls(1) == 9
+    assert all(lib.tcpestats_fake_conn(p, 0) == 1 for p in seen)       # enabled once each
+    assert d.estats_stats == dict(enabled=7, reads=9, failures=0)
+    # a new connection: enabled at once (its counts start when first seen), whatever the cap
+    t4, t6 = _table(*v4, _row4(5, "127.0.0.1", 3999, "127.0.0.1", 443), rows6=v6)
+    _serve(lib, TCP4, t4)
+    d.dump()
+    assert lib.tcpestats_fake_calls(0) == 8 and lib.tcpestats_fake_conn(3999, 0) == 1
+    d.set_tcp_info(False)
+    assert d.tcp_info is None and d.dump() == 8 and lib.tcpestats_fake_calls(1) == 12
+
+
+def test_enabling_denied_means_not_elevated_and_null(replay):
+    mod, lib = replay
+    t4, t6 = _table(*[_row4(5, "127.0.0.1", p, "127.0.0.1", 443) for p in range(3000, 3004)])
+    _serve(lib, TCP4, t4)
+    _serve(lib, TCP6, t6)
+    lib.tcpestats_fake_state(READY, 2)                   # ERROR_ACCESS_DENIED from the third enable
+    d = mod.WindowsDumper()
+    d.set_tcp_info(True)
+    assert d.dump() == 4
+    assert not any(d.tcp_info[:4].tobytes()) and lib.tcpestats_fake_calls(1) == 0
+    assert d.tcp_info_unavailable.startswith("tcpsnap is not elevated: Windows enables per-connection")
+    lib.tcpestats_fake_state(NOT_ELEVATED, -1)
+    assert mod.estats_unavailable() == d.tcp_info_unavailable
+    with pytest.raises(ValueError, match="estats_cap must be at least 1"):
+        d.estats_cap = 0

@@ -12,7 +12,7 @@ import sys
 
 from ._errors import BackendUnavailable
 
-__all__ = ["BACKEND", "backend_class"]
+__all__ = ["BACKEND", "backend_class", "tcp_info_unavailable"]
 
 
 def _select() -> tuple[str, type | None, str]:
@@ -39,3 +39,19 @@ def backend_class() -> type:
     if _CLASS is None:
         raise BackendUnavailable(_WHY)
     return _CLASS
+
+
+def tcp_info_unavailable() -> str | None:
+    """Why ``Snapshotter(tcp_info=True)`` gets no internals here (one sentence), or None where
+    it gets them: Linux always; Windows where iphlpapi.dll exports GetPerTcpConnectionEStats
+    (resolved at run time) and the process is elevated (``tcpsnap._windows.estats_unavailable``);
+    any other backend never."""
+    if BACKEND == "netlink" and _CLASS is not None:
+        return None
+    if BACKEND == "windows" and _CLASS is not None:
+        try:
+            from ._windows import estats_unavailable
+        except ImportError as e:  # pragma: no cover - a broken install
+            return f"tcpsnap._windows failed to import: {e}"
+        return estats_unavailable()
+    return f"this backend ({BACKEND}) captures no internals" + (f": {_WHY}" if _WHY else "")

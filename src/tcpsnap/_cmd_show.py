@@ -48,7 +48,7 @@ def register(sub) -> None:
     show.add_argument("--no-pids", action="store_true",
                       help="do not look up owning processes (pid 0, no process name)")
     show.add_argument("--info", action="store_true",
-                      help="each connection's internals too (Linux), as 'ss -ti' prints them: on "
+                      help="each connection's internals too (Linux; Windows: elevated), as 'ss -ti' prints them: on "
                            "the same line in a table, as more keys (null where the kernel sends "
                            "none) in csv and json")
     show.set_defaults(func=cmd_show)
@@ -84,15 +84,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     if where is not None and where.needs_pids and args.no_pids:
         print("tcpsnap show: error: --pid/--process filters need pids: drop --no-pids", file=sys.stderr)
         return 2
-    from ._backend import BACKEND
+    from ._backend import BACKEND, tcp_info_unavailable
 
     info_cols: dict = {}
-    live_info = args.info and BACKEND == "netlink"
-    if args.info and not live_info:
+    live_info = args.info and BACKEND in ("netlink", "windows")
+    why = tcp_info_unavailable() if args.info else None
+    if why:
         # the columns stay, null; said once, not per row
-        print(f"tcpsnap: note: --info: this backend ({BACKEND}) captures no internals (on Windows "
-              "they need GetPerTcpConnectionEStats, elevation and per-connection collection, "
-              "which this version does not do): the info columns are null", file=sys.stderr)
+        print(f"tcpsnap: note: --info: no TCP internals: {why}; the info columns are null", file=sys.stderr)
     with Snapshotter(pids=not args.no_pids, filter=where, tcp_info=live_info) as snap:
         rows = snap.take().copy()
         order = np.lexsort((rows["remote_port"], rows["local_port"], rows["state"], rows["family"]))

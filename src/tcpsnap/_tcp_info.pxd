@@ -70,6 +70,29 @@ cdef extern from "_tcp_info.h" nogil:
     const size_t ESTATS_DATA_ROD_SIZE "TCPSNAP_ESTATS_DATA_ROD_SIZE"
     const size_t ESTATS_PATH_ROD_SIZE "TCPSNAP_ESTATS_PATH_ROD_SIZE"
 
+# Windows: which connections a snapshot reads GetPerTcpConnectionEStats for (at most cap, in
+# round-robin) and enables collection for (first seen); plain C on rows (_win/estats_plan.h),
+# used by _windows and, through EstatsPlan, by tests on any platform.
+from tcpsnap._row cimport tcpsnap_row
+
+cdef extern from "_win/estats_plan.h" nogil:
+    ctypedef struct estats_plan:
+        size_t cap
+        uint64_t cursor
+        int has_cursor
+        size_t ncur
+        size_t nseen
+        uint32_t *fresh
+        size_t nfresh
+        uint32_t *pick
+        size_t npick
+    const size_t ESTATS_DEFAULT_CAP "TCPSNAP_ESTATS_DEFAULT_CAP"
+    uint64_t estats_key(const tcpsnap_row *r) noexcept
+    void estats_plan_init(estats_plan *p, size_t cap) noexcept
+    void estats_plan_free(estats_plan *p) noexcept
+    int estats_plan_run(estats_plan *p, const tcpsnap_row *rows, size_t n) noexcept
+
+
 cdef enum:
     INET_DIAG_INFO = 2             # include/uapi/linux/inet_diag.h
     INET_DIAG_CONG = 4

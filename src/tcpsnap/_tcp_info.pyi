@@ -21,3 +21,19 @@ def parse_estats(data: bytes | bytearray | memoryview | None = None,
     """One ``TCP_INFO_DTYPE`` row (shape (1,)) from Windows' TCP_ESTATS_DATA_ROD_v0 (96
     bytes) and TCP_ESTATS_PATH_ROD_v0 (160 bytes), either None or short: not read;
     ``estats`` says which were read. Counted since collection was enabled."""
+
+ESTATS_CAP: int
+
+def estats_keys(rows: np.ndarray) -> np.ndarray:
+    """The uint64 key of each ROW_DTYPE row in EstatsPlan (its 4-tuple and scope ids)."""
+
+class EstatsPlan:
+    """Which ESTABLISHED rows a Windows snapshot enables EStats for (``fresh``: not in the
+    previous snapshot) and reads (``pick``: at most ``cap``, round-robin by key)."""
+
+    def __init__(self, cap: int = 1000) -> None: ...
+    @property
+    def cap(self) -> int: ...
+    @property
+    def cursor(self) -> int | None: ...
+    def step(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...

@@ -8,7 +8,7 @@ this module only proves they agree with ``tcpsnap._schema`` and lets Python call
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 import numpy as np
@@ -16,8 +16,11 @@ import numpy as np
 from tcpsnap._row cimport get_buffer
 from tcpsnap._tcp_info cimport (tcpsnap_tcp_info, tcpsnap_tcp_info_field, tcp_info_from_attr,
                                 tcp_info_cong, tcp_info_fields, info_attrs, info_seen, TCP_INFO_KNOWN,
-                                tcp_info_from_estats, ESTATS_DATA_ROD_SIZE, ESTATS_PATH_ROD_SIZE)
-from tcpsnap._schema import TCP_INFO_DTYPE, TCP_INFO_KERNEL, TCP_INFO_KNOWN_LEN
+                                tcp_info_from_estats, ESTATS_DATA_ROD_SIZE, ESTATS_PATH_ROD_SIZE,
+                                estats_plan, estats_key, estats_plan_init, estats_plan_free,
+                                estats_plan_run, ESTATS_DEFAULT_CAP)
+from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE, TCP_INFO_KERNEL, TCP_INFO_KNOWN_LEN
 
 
 def tcp_info_layout():
@@ -128,3 +131,65 @@ def parse_estats(data=None, path=None):
         if data is not None:
             PyBuffer_Release(&db)
     return out
+
+
+#: Connections whose EStats a Windows snapshot reads at most (``WindowsDumper.estats_cap``).
+ESTATS_CAP = ESTATS_DEFAULT_CAP
+
+
+def _rows_arg(rows):
+    if not isinstance(rows, np.ndarray) or rows.dtype != ROW_DTYPE or rows.ndim != 1:
+        raise TypeError("rows: a one-dimensional ROW_DTYPE numpy array")
+    return np.ascontiguousarray(rows)
+
+
+def estats_keys(rows):
+    """The key each ``ROW_DTYPE`` row has in ``EstatsPlan`` (uint64 array, shape (n,)): a
+    64-bit FNV-1a hash of family, addresses, ports and scope ids; state, pid and the rest do
+    not count. TypeError for anything but ROW_DTYPE rows."""
+    rows = _rows_arg(rows)
+    cdef Py_ssize_t i, n = len(rows)
+    out = np.empty(n, np.uint64)
+    cdef uint64_t[::1] o = out
+    cdef const tcpsnap_row *r = <const tcpsnap_row *><size_t>rows.ctypes.data
+    for i in range(n):
+        o[i] = estats_key(&r[i])
+    return out
+
+
+cdef class EstatsPlan:
+    """Which rows a Windows snapshot asks ``GetPerTcpConnectionEStats`` about, snapshot after
+    snapshot: the C plan the Windows backend runs (``_win/estats_plan.h``), here for any
+    platform. Only ESTABLISHED rows count. ``step(rows)`` returns ``(fresh, pick)``, row
+    indices (int64 arrays): ``fresh`` the connections not in the previous snapshot (collection
+    is enabled for them now: their counts start when tcpsnap first saw them), ``pick`` at most
+    ``cap`` connections to read, in key order from the one after the last read, wrapping:
+    every connection is read within ceil(n / cap) snapshots. ValueError for a cap < 1,
+    MemoryError when the plan's arrays cannot grow."""
+
+    cdef estats_plan p
+
+    def __cinit__(self, cap=ESTATS_DEFAULT_CAP):
+        if int(cap) < 1:
+            raise ValueError(f"cap must be at least 1 connection, not {cap}")
+        estats_plan_init(&self.p, int(cap))
+
+    def __dealloc__(self):
+        estats_plan_free(&self.p)
+
+    @property
+    def cap(self):
+        return self.p.cap
+
+    @property
+    def cursor(self):
+        """The key of the last connection read (None before any)."""
+        return self.p.cursor if self.p.has_cursor else None
+
+    def step(self, rows):
+        rows = _rows_arg(rows)
+        if estats_plan_run(&self.p, <const tcpsnap_row *><size_t>rows.ctypes.data, len(rows)) < 0:
+            raise MemoryError("EstatsPlan: cannot grow its arrays")
+        fresh = np.array(<uint32_t[:self.p.nfresh]>self.p.fresh, np.int64) if self.p.nfresh else np.empty(0, np.int64)
+        pick = np.array(<uint32_t[:self.p.npick]>self.p.pick, np.int64) if self.p.npick else np.empty(0, np.int64)
+        return fresh, pick

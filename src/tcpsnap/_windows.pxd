@@ -1,5 +1,5 @@
 # Declarations for the Windows backend: the native fetch layer, one extern block per header.
-from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "_win/tcpfetch.h" nogil:
     enum:
@@ -49,3 +49,28 @@ cdef extern from "_win/tcpfetch.h" nogil:
     const char *tcpfetch_call_name(int table)
     const char *tcpfetch_error_name(uint32_t winerr)
     void tcpfetch_error_message(uint32_t winerr, char *out, size_t n)
+
+cdef extern from "_win/estats.h" nogil:
+    enum:
+        TCPESTATS_READY
+        TCPESTATS_NO_DLL
+        TCPESTATS_NO_EXPORT
+        TCPESTATS_NOT_ELEVATED
+        TCPESTATS_NOT_OPENED
+    ctypedef struct tcpestats_conn:
+        uint8_t family
+        uint8_t local_addr[16]
+        uint8_t remote_addr[16]
+        uint16_t local_port, remote_port
+        uint32_t local_scope_id, remote_scope_id
+    ctypedef struct tcpestats_t:
+        int state
+        const char *missing
+        int v6
+        uint64_t enabled
+        uint64_t reads
+        uint64_t failures
+    int tcpestats_open(tcpestats_t *e)
+    uint32_t tcpestats_enable(tcpestats_t *e, const tcpestats_conn *c)
+    uint32_t tcpestats_read(tcpestats_t *e, const tcpestats_conn *c, uint8_t *data, size_t dlen,
+                            uint8_t *path, size_t plen, int *got)

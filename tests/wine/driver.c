@@ -7,7 +7,8 @@
  * sockets that Wine processes own), fetches the tables with tcpfetch, and writes to OUTDIR:
  *   tcptable2.bin, tcp6table2.bin, tcpext4_ownerpid.bin, tcpext6_ownerpid.bin  (raw buffers)
  *   grow4.bin, grow6.bin     (the grown-table fetches, see below)
- *   result.json              (its pid, the sockets it made, layouts, counters, fault checks)
+ *   result.json              (its pid, the sockets it made, layouts, counters, fault checks,
+ *                             and what tcpestats_open() found: Wine exports no GetPerTcpConnectionEStats)
  * then prints READY, keeps every socket open until OUTDIR\release exists (so that ss can be run
  * meanwhile), and exits.
  *
@@ -25,7 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <iphlpapi.h>
+#include <tcpestats.h>
+#include <stddef.h>
+
 #include "tcpfetch.h"
+#include "estats.h"
 
 #define MAX_SOCKS 1024
 #define GROW_PAIRS 100      /* per family: 200 rows, more than the 4 KiB + 25% headroom */
@@ -575,6 +581,39 @@ int main(int argc, char **argv)
     short_calls = fl.calls;
     tcpfetch_free(&tf);
 
+    /* EStats (estats.c): resolved at run time; enabling and reading a connection in a state
+     * other than READY must fail cleanly (ERROR_NOT_SUPPORTED), never call through NULL */
+    tcpestats_t es;
+    tcpestats_conn ec;
+    uint8_t erod[96], eprod[160];
+    int egot = -1;
+    uint32_t een, erd;
+    tcpestats_open(&es);
+    memset(&ec, 0, sizeof(ec));
+    ec.family = 4;
+    ec.local_addr[0] = ec.remote_addr[0] = 127;
+    ec.local_addr[3] = ec.remote_addr[3] = 1;
+    ec.local_port = 1;
+    ec.remote_port = 2;
+    /* where the SDK (mingw-w64's tcpestats.h) puts the fields _tcp_info.h reads */
+#define DOFF(f) (int)offsetof(TCP_ESTATS_DATA_ROD_v0, f)
+#define POFF(f) (int)offsetof(TCP_ESTATS_PATH_ROD_v0, f)
+    char elay[1024];
+    snprintf(elay, sizeof(elay),
+             "{\"data_size\":%d,\"path_size\":%d,\"data\":{\"DataBytesOut\":%d,\"DataSegsOut\":%d,"
+             "\"DataSegsIn\":%d,\"SegsOut\":%d,\"SegsIn\":%d,\"ThruBytesAcked\":%d,\"ThruBytesReceived\":%d},"
+             "\"path\":{\"Timeouts\":%d,\"SubsequentTimeouts\":%d,\"CurTimeoutCount\":%d,\"PktsRetrans\":%d,"
+             "\"BytesRetrans\":%d,\"DsackDups\":%d,\"SmoothedRtt\":%d,\"RttVar\":%d,\"MinRtt\":%d,"
+             "\"CurRto\":%d,\"CurMss\":%d}}",
+             (int)sizeof(TCP_ESTATS_DATA_ROD_v0), (int)sizeof(TCP_ESTATS_PATH_ROD_v0),
+             DOFF(DataBytesOut), DOFF(DataSegsOut), DOFF(DataSegsIn), DOFF(SegsOut), DOFF(SegsIn),
+             DOFF(ThruBytesAcked), DOFF(ThruBytesReceived),
+             POFF(Timeouts), POFF(SubsequentTimeouts), POFF(CurTimeoutCount), POFF(PktsRetrans),
+             POFF(BytesRetrans), POFF(DsackDups), POFF(SmoothedRtt), POFF(RttVar), POFF(MinRtt),
+             POFF(CurRto), POFF(CurMss));
+    een = tcpestats_enable(&es, &ec);
+    erd = tcpestats_read(&es, &ec, erod, sizeof(erod), eprod, sizeof(eprod), &egot);
+
     jappend("]");
     jcap = socks_len + 8192;
     json = malloc(jcap);
@@ -591,7 +630,9 @@ int main(int argc, char **argv)
              "\"busy_always\":{\"status\":%d,\"winerr\":%lu,\"calls\":%d},"
              "\"not_supported\":{\"status\":%d,\"winerr\":%lu,\"call\":\"%s\",\"name\":\"%s\",\"message\":\"%s\"},"
              "\"short_always\":{\"status\":%d,\"winerr\":%lu,\"calls\":%d},"
-             "\"max_attempts\":%u}}\n",
+             "\"max_attempts\":%u},\n"
+             "\"estats\":{\"state\":%d,\"missing\":\"%s\",\"enable\":%lu,\"read\":%lu,\"got\":%d},\n"
+             "\"estats_layout\":%s}\n",
              (unsigned long)GetCurrentProcessId(), socks_json,
              lay[0], lay[1], lay[2], lay[3], prodstats,
              growstats[0], gctx[0].opened, (unsigned long)gctx[0].needed[0],
@@ -603,7 +644,8 @@ int main(int argc, char **argv)
              busy_all_st, (unsigned long)busy_all_err, busy_all_calls,
              notsup_st, (unsigned long)notsup_err, tcpfetch_call_name(TCPFETCH_TCP6),
              tcpfetch_error_name(notsup_err) ? tcpfetch_error_name(notsup_err) : "?", notsup_msg,
-             short_st, (unsigned long)short_err, short_calls, TCPFETCH_DEFAULT_ATTEMPTS);
+             short_st, (unsigned long)short_err, short_calls, TCPFETCH_DEFAULT_ATTEMPTS,
+             es.state, es.missing ? es.missing : "", (unsigned long)een, (unsigned long)erd, egot, elay);
     write_file("result.json", json, strlen(json));
 
     printf("READY\n");

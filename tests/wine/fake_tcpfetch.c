@@ -120,3 +120,107 @@ void tcpfetch_error_message(uint32_t winerr, char *out, size_t n)
     if (n)
         out[0] = 0;       /* FormatMessage's text exists on Windows only */
 }
+
+/* --- tcpestats (src/tcpsnap/_win/estats.c) ------------------------------------------------------
+ * The state tcpestats_open() reports is the test's (tcpestats_fake_state); when READY, enabling
+ * records the connection and reading hands out a TCP_ESTATS_DATA_ROD_v0 / _PATH_ROD_v0 made from
+ * it: DataBytesOut = local port, ThruBytesReceived = remote port, DataSegsOut = the times it was
+ * read, SmoothedRtt = 1 + the times it was enabled (ms). A connection never enabled fails to read
+ * (ERROR_NOT_FOUND-like), as Windows gives no Rod for it. */
+#include "estats.h"
+
+#define FAKE_CONNS 4096
+static int fake_state = TCPESTATS_NO_EXPORT;
+static const char *fake_missing = "GetPerTcpConnectionEStats";
+static int fake_deny_after = -1;          /* enables allowed before ERROR_ACCESS_DENIED (-1: never) */
+static struct { tcpestats_conn c; int enabled, reads; } fake_conn[FAKE_CONNS];
+static int fake_nconn, fake_enables, fake_reads;
+
+void tcpestats_fake_state(int state, int deny_after)
+{
+    fake_state = state;
+    fake_deny_after = deny_after;
+    fake_nconn = fake_enables = fake_reads = 0;
+    memset(fake_conn, 0, sizeof(fake_conn));
+}
+
+int tcpestats_fake_calls(int reads) { return reads ? fake_reads : fake_enables; }
+
+/* how often the connection with this local port was enabled (what=0) or read (what=1) */
+int tcpestats_fake_conn(uint16_t lport, int what)
+{
+    int i;
+    for (i = 0; i < fake_nconn; i++)
+        if (fake_conn[i].c.local_port == lport)
+            return what ? fake_conn[i].reads : fake_conn[i].enabled;
+    return 0;
+}
+
+static int fake_find(const tcpestats_conn *c)
+{
+    int i;
+    for (i = 0; i < fake_nconn; i++)
+        if (memcmp(&fake_conn[i].c, c, sizeof(*c)) == 0)
+            return i;
+    return -1;
+}
+
+int tcpestats_open(tcpestats_t *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->state = fake_state;
+    e->missing = fake_state == TCPESTATS_NO_EXPORT ? fake_missing : NULL;
+    e->v6 = 1;
+    return e->state;
+}
+
+uint32_t tcpestats_enable(tcpestats_t *e, const tcpestats_conn *c)
+{
+    int i;
+    if (e->state != TCPESTATS_READY)
+        return 50;
+    if (fake_deny_after >= 0 && fake_enables >= fake_deny_after) {
+        e->state = TCPESTATS_NOT_ELEVATED;
+        return TCPESTATS_ERROR_ACCESS_DENIED;
+    }
+    fake_enables++;
+    i = fake_find(c);
+    if (i < 0 && fake_nconn < FAKE_CONNS) {
+        i = fake_nconn++;
+        fake_conn[i].c = *c;
+    }
+    if (i >= 0)
+        fake_conn[i].enabled++;
+    e->enabled++;
+    return 0;
+}
+
+uint32_t tcpestats_read(tcpestats_t *e, const tcpestats_conn *c, uint8_t *data, size_t dlen,
+                        uint8_t *path, size_t plen, int *got)
+{
+    int i = fake_find(c);
+    uint64_t v;
+    uint32_t rtt;
+    *got = 0;
+    if (e->state != TCPESTATS_READY)
+        return 50;
+    fake_reads++;
+    if (i < 0 || !fake_conn[i].enabled) {
+        e->failures++;
+        return TCPESTATS_ERROR_NOT_FOUND;
+    }
+    fake_conn[i].reads++;
+    memset(data, 0, dlen);
+    memset(path, 0, plen);
+    v = c->local_port;
+    memcpy(data + 0, &v, 8);              /* DataBytesOut */
+    v = (uint64_t)fake_conn[i].reads;
+    memcpy(data + 8, &v, 8);              /* DataSegsOut */
+    v = c->remote_port;
+    memcpy(data + 88, &v, 8);             /* ThruBytesReceived */
+    rtt = 1 + (uint32_t)fake_conn[i].enabled;
+    memcpy(path + 108, &rtt, 4);          /* SmoothedRtt, ms */
+    *got = 3;
+    e->reads++;
+    return 0;
+}

@@ -62,7 +62,7 @@ def mingw_compile(out: Path, sources: list[Path], extra: list[str] = (), link: b
 
 def build_driver(dest: Path) -> Path:
     exe = dest / "driver.exe"
-    p = mingw_compile(exe, [HERE / "driver.c", WIN_SRC / "tcpfetch.c"])
+    p = mingw_compile(exe, [HERE / "driver.c", WIN_SRC / "tcpfetch.c", WIN_SRC / "estats.c"])
     if p.returncode != 0:
         pytest.fail(f"mingw build of the driver failed:\n{p.stderr}")
     return exe
@@ -194,7 +194,7 @@ import sys
 from setuptools import setup, Extension
 from Cython.Build import cythonize
 src, fake, out = sys.argv[1:4]
-ext = Extension("tcpsnap._windows", [src + "/tcpsnap/_windows.pyx", fake],
+ext = Extension("tcpsnap._windows", [src + "/tcpsnap/_windows.pyx", fake],  # fake: tcpfetch.c and estats.c
                 include_dirs=[src + "/tcpsnap", src + "/tcpsnap/_win"])
 setup(name="tcpsnap-windows-replay", script_args=["build_ext", "--build-lib", out, "--build-temp", out + "/tmp"],
       ext_modules=cythonize([ext], include_path=[src], build_dir=out + "/c", quiet=True,
@@ -251,5 +251,9 @@ def windows_replay_module(tmp_root: Path):
     lib.tcpfetch_fake_set.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_uint32]
     lib.tcpfetch_fake_set.restype = None
     lib.tcpfetch_fake_calls.argtypes = [ctypes.c_int]
+    lib.tcpestats_fake_state.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.tcpestats_fake_state.restype = None
+    lib.tcpestats_fake_calls.argtypes = [ctypes.c_int]
+    lib.tcpestats_fake_conn.argtypes = [ctypes.c_uint16, ctypes.c_int]
     _REPLAY = (mod, lib)
     return _REPLAY
