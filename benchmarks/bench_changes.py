@@ -535,6 +535,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("cmd", choices=["all", "size", "read", "diff", "feed", "info", "totals", "_diff", "_feed"])
     p.add_argument("--info-minutes", type=float, default=1.0, help="info: simulated minutes per run")
+    p.add_argument("--live-seconds", type=float, default=60.0, help="info: seconds of the live run (0: none)")
     p.add_argument("--count", type=int, default=1000, help="totals: connections")
     p.add_argument("--read-minutes", type=float, default=3.0, help="read: simulated minutes recorded")
     p.add_argument("--minutes", type=float, default=15.0,
@@ -562,6 +563,8 @@ def main(argv: list[str]) -> int:
         import _changes_info
 
         info = _changes_info.run_info(args.info_minutes, log) if args.cmd == "info" else None
+        if info is not None and args.live_seconds:
+            info["live"] = _changes_info.run_live(args.live_seconds, log)
         totals = _changes_info.run_totals(args.count, args.rate) if args.cmd == "totals" else None
         cmd = "python3 benchmarks/bench_changes.py " + " ".join(a for a in argv if a != str(args.results)
                                                                  and a != "--results")
