@@ -377,6 +377,8 @@ def child_live(sockets: int, busy: int, seconds: float, rate: float, chunk: int)
     finally:
         if traffic.poll() is None:
             traffic.kill()
+        if os.environ.get("TCPSNAP_BENCH_KEEP"):        # keep the recordings for a closer look
+            shutil.copytree(base, os.environ["TCPSNAP_BENCH_KEEP"], dirs_exist_ok=True)
         shutil.rmtree(base, ignore_errors=True)
     return res
 
