@@ -385,10 +385,11 @@ def child_live(sockets: int, busy: int, seconds: float, rate: float, chunk: int)
 
 def run_live(seconds: float, log, sockets: int = 10_000, busy: int = 1_000, rate: float = 20.0,
              chunk: int = 1000) -> dict:
+    path = os.environ.get("PYTHONPATH")
     p = subprocess.run(["unshare", "-n", sys.executable, str(Path(__file__).resolve()), "live", str(sockets),
                         str(busy), str(seconds), str(rate), str(chunk)],
                        capture_output=True, text=True, timeout=seconds * 10 + 600,
-                       env={**os.environ, "PYTHONPATH": str(HERE)})
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE), path)))})
     if p.returncode != 0:
         raise SystemExit(f"live child failed:\n{p.stderr}")
     d = json.loads(p.stdout)
