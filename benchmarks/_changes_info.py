@@ -239,7 +239,8 @@ def report(info: dict | None, totals: dict | None, cmd: str, machine: str) -> st
                   f"({lv['full']['snapshots']} and {lv['changes']['snapshots']} snapshots taken, "
                   f"{lv['full']['overruns']} and {lv['changes']['overruns']} overruns), bytes per snapshot "
                   f"scaled to an hour; {t['busy_sockets']:,} of {t['sockets']:,} sockets moved "
-                  f"{t['bytes'] / t['seconds'] / 1e6:,.1f} MB/s in {t['rounds'] / t['seconds']:.1f} rounds/s."]
+                  f"{t['bytes'] / t['traffic_seconds'] / 1e6:,.1f} MB/s in {t['rounds'] / t['traffic_seconds']:.1f} "
+                  "rounds/s."]
         L += ["Targets: changes at least 4x smaller than full with 10% carrying traffic; a steady table under 1 "
               "byte per row.", ""]
         for k, r in info.items():
@@ -372,7 +373,8 @@ def child_live(sockets: int, busy: int, seconds: float, rate: float, chunk: int)
                          "columns": column_sizes(folder)}
         out = traffic.communicate(timeout=60)[0].split()
         res["traffic"] = {"rounds": int(out[0]), "bytes": int(out[1]), "busy_sockets": len(fds),
-                          "sockets": sockets, "rate": rate, "chunk": chunk, "seconds": seconds}
+                          "sockets": sockets, "rate": rate, "chunk": chunk, "seconds": seconds,
+                          "traffic_seconds": seconds + 4}     # 2 s before the recorders, 2 s after
         res["ratio"] = res["full"]["bytes_per_snapshot"] / res["changes"]["bytes_per_snapshot"]
     finally:
         if traffic.poll() is None:
