@@ -11,6 +11,16 @@ struct tcp_info's worth of fields; the timers (``last_data_sent``, ``last_data_r
   and segment counters, rtt, rttvar, delivery and pacing rates, unacked and not-sent bytes
   and queues move.
 
+live (``info``, unless ``--live-seconds 0``): the same comparison on a real kernel table, in a
+private network namespace (``unshare -n``, as root): 10,000 loopback sockets (5,000 pairs),
+1,000 of them (500 pairs) carrying steady traffic from another process (20 rounds a second: the
+client side sends 1,000 bytes, the server side answers 100; both drain), so counters grow by
+deltas and the estimators move as the kernel moves them. ``Recorder(tcp_info=True)`` full and
+``mode="changes"`` (destroy feed on, 1-minute keyframes) record side by side, each every 100 ms,
+for the same ``--live-seconds`` (default 60); bytes per snapshot taken are compared (a loaded
+machine makes both skip snapshots, counted as overruns). Every run also lists each column's
+compressed bytes (the Parquet footers). ``TCPSNAP_BENCH_KEEP=DIR`` keeps the live recordings.
+
 totals: tests/_closetotals_child.py ``burst`` in a private network namespace: 1,000
 connections opened and closed at 1,000/s (each moves 100 + i bytes out and 3 x that back)
 while changes mode records with the destroy feed at a 1 s interval; every side of every

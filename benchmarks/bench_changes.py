@@ -36,9 +36,10 @@
    client's lingers as TIME_WAIT and snapshots see it too. Caught = the server socket's
    cookie has a ``closed`` event.
 
-5. info and totals: TCP internals in changes mode (``--tcp-info``): sizes against full mode,
-   and the destroy feed's final totals at 1,000 connections/s (``benchmarks/_changes_info.py``
-   has the method).
+5. info and totals: TCP internals in changes mode (``--tcp-info``): sizes against full mode, on
+   scripted tables and on a live table in a private namespace (``--live-seconds``), and the
+   destroy feed's final totals at 1,000 connections/s (``benchmarks/_changes_info.py`` has the
+   method).
 
     python3 benchmarks/bench_changes.py all --results benchmarks/RESULTS.md
     python3 benchmarks/bench_changes.py info --info-minutes 1 --results benchmarks/RESULTS.md
