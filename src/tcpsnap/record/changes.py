@@ -16,7 +16,7 @@ import numpy as np
 
 from .._events import EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_SNAPSHOT, EVENTS, QUEUES_FIELDS
 from .._filters import row_mask
-from .._schema import ROW_DTYPE, ROW_FIELDS, TcpState
+from .._schema import ROW_DTYPE, TcpState
 from ..frame import merge_names
 from .reports import id_keys, place_destroyed
 
