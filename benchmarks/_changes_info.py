@@ -11,6 +11,16 @@ struct tcp_info's worth of fields; the timers (``last_data_sent``, ``last_data_r
   and segment counters, rtt, rttvar, delivery and pacing rates, unacked and not-sent bytes
   and queues move.
 
+live (``info``, unless ``--live-seconds 0``): the same comparison on a real kernel table, in a
+private network namespace (``unshare -n``, as root): 10,000 loopback sockets (5,000 pairs),
+1,000 of them (500 pairs) carrying steady traffic from another process (20 rounds a second: the
+client side sends 1,000 bytes, the server side answers 100; both drain), so counters grow by
+deltas and the estimators move as the kernel moves them. ``Recorder(tcp_info=True)`` full and
+``mode="changes"`` (destroy feed on, 1-minute keyframes) record side by side, each every 100 ms,
+for the same ``--live-seconds`` (default 60); bytes per snapshot taken are compared (a loaded
+machine makes both skip snapshots, counted as overruns). Every run also lists each column's
+compressed bytes (the Parquet footers). ``TCPSNAP_BENCH_KEEP=DIR`` keeps the live recordings.
+
 totals: tests/_closetotals_child.py ``burst`` in a private network namespace: 1,000
 connections opened and closed at 1,000/s (each moves 100 + i bytes out and 3 x that back)
 while changes mode records with the destroy feed at a 1 s interval; every side of every
@@ -169,7 +179,8 @@ def record(folder: Path, mode: str, minutes: float, **world) -> dict:
     rows = len(w.rows) * stats["snapshots"]
     return {"mode": mode, "snapshots": stats["snapshots"], "table_rows": rows, "bytes": size,
             "bytes_per_hour": size * 60 / minutes, "bytes_per_row": size / rows,
-            "events": stats.get("events"), "seconds": time.perf_counter() - t0}
+            "events": stats.get("events"), "seconds": time.perf_counter() - t0,
+            "columns": column_sizes(folder)}
 
 
 def run_info(minutes: float, log) -> dict:
@@ -220,15 +231,36 @@ def report(info: dict | None, totals: dict | None, cmd: str, machine: str) -> st
     if info:
         L += ["| 10k connections with `--tcp-info`, 10 snapshots/s | full mode | changes mode | full / changes "
               "| changes: bytes per row |", "|---|---:|---:|---:|---:|"]
-        names = {"steady": "steady (only the timers move)", "traffic": "10% carry traffic"}
+        names = {"steady": "synthetic, steady (only the timers move)",
+                 "traffic": "synthetic, 10% carry traffic (random values)",
+                 "live": "live (netns, loopback), 10% carry steady traffic"}
         for k, r in info.items():
             L.append(f"| {names[k]} | {r['full']['bytes_per_hour'] / 1e6:,.1f} MB/h | "
                      f"{r['changes']['bytes_per_hour'] / 1e6:,.2f} MB/h | **{r['ratio']:.1f}x** | "
                      f"{r['changes']['bytes_per_row']:.3f} |")
-        m = next(iter(info.values()))["full"]["snapshots"]
-        L += ["", f"Each run: {m:,} snapshots ({m / 600:g} simulated minutes), scaled to an hour. Targets: "
-              "changes at least 4x smaller than full with 10% carrying traffic; a steady table under 1 "
+        syn = [r for k, r in info.items() if k != "live"]
+        if syn:
+            m = syn[0]["full"]["snapshots"]
+            L += ["", f"Synthetic runs: {m:,} snapshots ({m / 600:g} simulated minutes), scaled to an hour."]
+        if "live" in info:
+            lv = info["live"]
+            t = lv["traffic"]
+            L += [f"Live run: {t['seconds']:g} s, both recorders side by side on the same table "
+                  f"({lv['full']['snapshots']} and {lv['changes']['snapshots']} snapshots taken, "
+                  f"{lv['full']['overruns']} and {lv['changes']['overruns']} overruns), bytes per snapshot "
+                  f"scaled to an hour; {t['busy_sockets']:,} of {t['sockets']:,} sockets moved "
+                  f"{t['bytes'] / t['traffic_seconds'] / 1e6:,.1f} MB/s in {t['rounds'] / t['traffic_seconds']:.1f} "
+                  "rounds/s."]
+        L += ["Targets: changes at least 4x smaller than full with 10% carrying traffic; a steady table under 1 "
               "byte per row.", ""]
+        for k, r in info.items():
+            if k == "steady":
+                continue
+            top = list(r["changes"]["columns"].items())[:8]
+            tot = r["changes"]["bytes"]
+            L.append(f"Largest columns of the changes recording, {names[k]}: "
+                     + ", ".join(f"{c} {100 * v / tot:.0f}%" for c, v in top) + ".")
+        L.append("")
     if totals:
         t = totals
         L += [f"Final totals: {t['connections']:,} connections at {t['rate_achieved']:,.0f}/s between "
@@ -239,3 +271,146 @@ def report(info: dict | None, totals: dict | None, cmd: str, machine: str) -> st
               f"ENOBUFS drops {t['drops']}, closed events carrying a report's tcp_info {t['final_totals']:,}.",
               ""]
     return "\n".join(L)
+
+
+# --------------------------------------------------------------------------- live (netns)
+
+def column_sizes(folder: Path) -> dict[str, int]:
+    """Compressed bytes per column (the Parquet footers' ``total_compressed_size``, every
+    row group of every file), largest first."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, int] = {}
+    for f in sorted(folder.rglob("*.parquet")):
+        md = pq.ParquetFile(f).metadata
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                out[col.path_in_schema] = out.get(col.path_in_schema, 0) + col.total_compressed_size
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+TRAFFIC = r"""
+import os, socket, sys, time
+# the busy pairs' fds (inherited), each round: the client side sends CHUNK bytes, the server
+# side answers a tenth; both drain what they received. Rounds at a fixed rate.
+fds = [int(x) for x in sys.argv[1].split(",")]
+rate, seconds, chunk = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+socks = [socket.socket(fileno=fd) for fd in fds]
+for s in socks:
+    s.setblocking(False)
+pairs = list(zip(socks[0::2], socks[1::2]))
+out, back = b"x" * chunk, b"y" * max(1, chunk // 10)
+t0 = time.monotonic(); n = 0; moved = 0
+while time.monotonic() - t0 < seconds:
+    for c, s in pairs:
+        try:
+            moved += c.send(out) + s.send(back)
+        except BlockingIOError:
+            pass
+    for c, s in pairs:
+        for x in (c, s):
+            try:
+                while x.recv(1 << 16):
+                    pass
+            except BlockingIOError:
+                pass
+    n += 1
+    due = t0 + n / rate
+    if due > time.monotonic():
+        time.sleep(due - time.monotonic())
+print(n, moved, flush=True)
+"""
+
+
+def child_live(sockets: int, busy: int, seconds: float, rate: float, chunk: int) -> dict:
+    """In a private network namespace (the caller's ``unshare -n``): ``sockets`` loopback
+    sockets (``sockets // 2`` pairs), ``busy`` of them (``busy // 2`` pairs) carrying steady
+    traffic from another process (``rate`` rounds a second, ``chunk`` bytes one way and a
+    tenth back per pair and round); ``Recorder(tcp_info=True)`` full and changes, both at
+    100 ms, side by side over the same ``seconds``."""
+    import resource
+    import threading
+
+    from tcpsnap import Recorder
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    import socket
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4096)
+    addr = lst.getsockname()
+    keep = []
+    for _ in range(sockets // 2):
+        c = socket.create_connection(addr)
+        s, _ = lst.accept()
+        keep += [c, s]
+    rng = np.random.default_rng(1)
+    pick = rng.choice(len(keep) // 2, busy // 2, replace=False)
+    fds = [keep[2 * p + j].fileno() for p in pick for j in (0, 1)]
+    traffic = subprocess.Popen([sys.executable, "-c", TRAFFIC, ",".join(map(str, fds)), str(rate),
+                                str(seconds + 4), str(chunk)], pass_fds=fds, stdout=subprocess.PIPE, text=True)
+    time.sleep(2)             # the traffic is steady before the recorders start
+    base = Path(tempfile.mkdtemp(prefix="tcpsnap-bench-live-"))
+    logging.getLogger("tcpsnap.recorder").setLevel(logging.ERROR)
+    res: dict = {}
+    try:
+        recs = {"full": Recorder(base / "full", interval="100ms", rotate="15m", pids=False, nice=None,
+                                 tcp_info=True),
+                "changes": Recorder(base / "changes", interval="100ms", rotate="15m", pids=False, nice=None,
+                                    tcp_info=True, mode="changes", keyframe="1m")}
+        for r in recs.values():
+            r.open()
+        ths = [threading.Thread(target=r.run, kwargs={"duration": seconds}) for r in recs.values()]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        for mode, r in recs.items():
+            stats = dict(r.stats)
+            r.close()
+            folder = base / mode
+            size = sum(f.stat().st_size for f in folder.rglob("*.parquet"))
+            snaps = stats["snapshots"]
+            res[mode] = {"mode": mode, "snapshots": snaps, "overruns": stats.get("overruns"),
+                         "bytes": size, "bytes_per_snapshot": size / max(1, snaps),
+                         "bytes_per_hour": size / max(1, snaps) * 36_000,
+                         "bytes_per_row": size / max(1, snaps * sockets), "events": stats.get("events"),
+                         "columns": column_sizes(folder)}
+        out = traffic.communicate(timeout=60)[0].split()
+        res["traffic"] = {"rounds": int(out[0]), "bytes": int(out[1]), "busy_sockets": len(fds),
+                          "sockets": sockets, "rate": rate, "chunk": chunk, "seconds": seconds,
+                          "traffic_seconds": seconds + 4}     # 2 s before the recorders, 2 s after
+        res["ratio"] = res["full"]["bytes_per_snapshot"] / res["changes"]["bytes_per_snapshot"]
+    finally:
+        if traffic.poll() is None:
+            traffic.kill()
+        if os.environ.get("TCPSNAP_BENCH_KEEP"):        # keep the recordings for a closer look
+            shutil.copytree(base, os.environ["TCPSNAP_BENCH_KEEP"], dirs_exist_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
+    return res
+
+
+def run_live(seconds: float, log, sockets: int = 10_000, busy: int = 1_000, rate: float = 20.0,
+             chunk: int = 1000) -> dict:
+    path = os.environ.get("PYTHONPATH")
+    p = subprocess.run(["unshare", "-n", sys.executable, str(Path(__file__).resolve()), "live", str(sockets),
+                        str(busy), str(seconds), str(rate), str(chunk)],
+                       capture_output=True, text=True, timeout=seconds * 10 + 600,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE), path)))})
+    if p.returncode != 0:
+        raise SystemExit(f"live child failed:\n{p.stderr}")
+    d = json.loads(p.stdout)
+    for mode in ("full", "changes"):
+        log(f"live {mode:7s}: {d[mode]['bytes'] / 1e6:8.2f} MB in {d[mode]['snapshots']} snapshots, "
+            f"{d[mode]['bytes_per_row']:.3f} B/row")
+    return d
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "live":
+    a = sys.argv[2:]
+    json.dump(child_live(int(a[0]), int(a[1]), float(a[2]), float(a[3]), int(a[4])), sys.stdout)

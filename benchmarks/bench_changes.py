@@ -36,9 +36,10 @@
    client's lingers as TIME_WAIT and snapshots see it too. Caught = the server socket's
    cookie has a ``closed`` event.
 
-5. info and totals: TCP internals in changes mode (``--tcp-info``): sizes against full mode,
-   and the destroy feed's final totals at 1,000 connections/s (``benchmarks/_changes_info.py``
-   has the method).
+5. info and totals: TCP internals in changes mode (``--tcp-info``): sizes against full mode, on
+   scripted tables and on a live table in a private namespace (``--live-seconds``), and the
+   destroy feed's final totals at 1,000 connections/s (``benchmarks/_changes_info.py`` has the
+   method).
 
     python3 benchmarks/bench_changes.py all --results benchmarks/RESULTS.md
     python3 benchmarks/bench_changes.py info --info-minutes 1 --results benchmarks/RESULTS.md
@@ -535,6 +536,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("cmd", choices=["all", "size", "read", "diff", "feed", "info", "totals", "_diff", "_feed"])
     p.add_argument("--info-minutes", type=float, default=1.0, help="info: simulated minutes per run")
+    p.add_argument("--live-seconds", type=float, default=60.0, help="info: seconds of the live run (0: none)")
     p.add_argument("--count", type=int, default=1000, help="totals: connections")
     p.add_argument("--read-minutes", type=float, default=3.0, help="read: simulated minutes recorded")
     p.add_argument("--minutes", type=float, default=15.0,
@@ -562,6 +564,8 @@ def main(argv: list[str]) -> int:
         import _changes_info
 
         info = _changes_info.run_info(args.info_minutes, log) if args.cmd == "info" else None
+        if info is not None and args.live_seconds:
+            info["live"] = _changes_info.run_live(args.live_seconds, log)
         totals = _changes_info.run_totals(args.count, args.rate) if args.cmd == "totals" else None
         cmd = "python3 benchmarks/bench_changes.py " + " ".join(a for a in argv if a != str(args.results)
                                                                  and a != "--results")

@@ -186,3 +186,57 @@ def test_differ_info_arguments():
         d.diff(rows, np.zeros(2, np.int32), False, np.zeros(3, TCP_INFO_DTYPE))
     with pytest.raises(ValueError, match="info_mask"):
         Differ().diff(rows, np.zeros(2, np.int32), False, np.zeros(2, TCP_INFO_DTYPE))
+
+
+def _encodings(folder):
+    """column -> the set of Parquet encodings its chunks use, over every file and row group."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, set] = {}
+    for f in sorted(folder.rglob("*.parquet")):
+        md = pq.ParquetFile(f).metadata
+        for g in range(md.num_row_groups):
+            for c in range(md.num_columns):
+                col = md.row_group(g).column(c)
+                out.setdefault(col.path_in_schema, set()).update(col.encodings)
+    return out
+
+
+def _moving_history(n=6):
+    tables, infos = [], []
+    for k in range(n):
+        tables.append(np.array([row(TcpState.ESTABLISHED, "10.0.0.1", 1000 + c, "10.0.0.2", 443, 77 + c,
+                                    pid=100, rxq=k * 7 + c, txq=k * 3) for c in range(3)], ROW_DTYPE))
+        i = np.array([info_row(acked=1448 * k * (c + 1), received=100 * k, rtt=50 + k, timer=k * 100)
+                      for c in range(3)], TCP_INFO_DTYPE)
+        i["delivery_rate"] = 10**6 + 1000 * k
+        i["pacing_rate"] = 2 * i["delivery_rate"]
+        infos.append(i)
+    return tables, infos
+
+
+@pytest.mark.skipif(int(__import__("pyarrow").__version__.split(".")[0]) < 16,
+                    reason="BYTE_STREAM_SPLIT for integers needs pyarrow 16")
+def test_changes_mode_splits_rates_queues_and_timers(tmp_path):
+    """Changes mode writes the rates, the queues and the timers BYTE_STREAM_SPLIT with no
+    dictionary (events: values used once); full mode keeps its encodings for a steady table
+    (rates in a dictionary, timers DELTA_BINARY_PACKED); ``compat`` splits nothing. The
+    values read back are what was recorded (the rebuild equals full mode's)."""
+    tables, infos = _moving_history()
+    record_info(tmp_path / "full", tables, infos, "full")
+    record_info(tmp_path / "chg", tables, infos, "changes")
+    record_info(tmp_path / "compat", tables, infos, "changes", compat=True)
+    cols = ("rx_queue", "tx_queue", "pacing_rate", "delivery_rate", *TCP_INFO_TIMERS)
+    chg, full, compat = (_encodings(tmp_path / x) for x in ("chg", "full", "compat"))
+    for c in cols:
+        assert "BYTE_STREAM_SPLIT" in chg[c] and "RLE_DICTIONARY" not in chg[c], (c, chg[c])
+        assert "BYTE_STREAM_SPLIT" not in compat[c], (c, compat[c])
+    for c in ("rx_queue", "tx_queue", "pacing_rate", "delivery_rate"):
+        assert "RLE_DICTIONARY" in full[c], (c, full[c])
+    for c in TCP_INFO_TIMERS:
+        assert "DELTA_BINARY_PACKED" in full[c], (c, full[c])
+    got, want = tcpsnap.read(tmp_path / "chg"), tcpsnap.read(tmp_path / "full")
+    assert len(want) == 18
+    pd.testing.assert_frame_equal(_no_timers(canon(got)), _no_timers(canon(want)))
+    assert sorted(got["pacing_rate"].unique().tolist()) == [2 * (10**6 + 1000 * k) for k in range(6)]
+    assert sorted(got["rx_queue"].unique().tolist()) == sorted({k * 7 + c for k in range(6) for c in range(3)})

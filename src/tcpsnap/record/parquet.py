@@ -61,6 +61,15 @@ PER_CONNECTION_COLUMNS = ("local_port", "remote_port", "inode", "cookie")
 TIMER_COLUMNS = TCP_INFO_TIMERS
 INFO_SPLIT_COLUMNS = tuple(n for n in TCP_INFO_DTYPE.names or ()
                            if n not in TCP_INFO_TIMERS + ("congestion", "estats", "pacing_rate", "delivery_rate"))
+#: Changes mode (a schema with ``event``): its rows are events, mostly of connections whose
+#: counters just moved, so the columns above that assume a steady table do not hold there:
+#: a moving connection's rates and queues take a new value at almost every event (a
+#: dictionary page of values used once, plus the indices: 1.7x their BYTE_STREAM_SPLIT
+#: size), and neighbouring rows are other connections, whose timers do not grow together
+#: (DELTA_BINARY_PACKED finds no common step). BYTE_STREAM_SPLIT keeps each value's high
+#: bytes, which repeat for a connection from one event to its next, where zstd finds them
+#: (benchmarks/RESULTS.md, "TCP internals in changes mode": 16% fewer bytes).
+CHANGES_SPLIT_COLUMNS = ("rx_queue", "tx_queue", "pacing_rate", "delivery_rate") + TCP_INFO_TIMERS
 
 
 def _pyarrow_major() -> int:
@@ -73,8 +82,9 @@ def _pyarrow_major() -> int:
 def writer_kwargs(compression: str | None, level: int | None, row_group_rows: int,
                   schema: pa.Schema | None = None, compat: bool = False) -> dict:
     """Parquet writer options. One data page holds many snapshots (max_rows_per_page)
-    so that zstd sees the repeats between them. ``compat``: dictionary/plain encodings
-    only, for readers older than pyarrow 16 / parquet-java 1.14 (larger files)."""
+    so that zstd sees the repeats between them. A changes-mode ``schema`` (with ``event``)
+    also splits ``CHANGES_SPLIT_COLUMNS``. ``compat``: dictionary/plain encodings only, for
+    readers older than pyarrow 16 / parquet-java 1.14 (larger files)."""
     kw: dict = dict(compression=compression or "none", use_dictionary=True, write_statistics=True,
                     data_page_size=8 << 20, dictionary_pagesize_limit=4 << 20)
     if level is not None:
@@ -89,8 +99,10 @@ def writer_kwargs(compression: str | None, level: int | None, row_group_rows: in
         names = set(schema.names)
         enc = {c: "DELTA_BINARY_PACKED" for c in PER_SNAPSHOT_COLUMNS + TIMER_COLUMNS if c in names}
         if _pyarrow_major() >= 16:  # BYTE_STREAM_SPLIT for integers: Parquet 2.11, Arrow 16
-            enc.update({c: "BYTE_STREAM_SPLIT" for c in PER_CONNECTION_COLUMNS + INFO_SPLIT_COLUMNS
-                        if c in names})
+            split = PER_CONNECTION_COLUMNS + INFO_SPLIT_COLUMNS
+            if "event" in names:
+                split += CHANGES_SPLIT_COLUMNS
+            enc.update({c: "BYTE_STREAM_SPLIT" for c in split if c in names})
         if enc:
             kw["use_dictionary"] = [c for c in schema.names if c not in enc]
             kw["column_encoding"] = enc
