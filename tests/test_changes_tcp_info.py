@@ -87,11 +87,14 @@ def histories(draw):
             infos[k].append(info_row(0 if tw else length, acked, received, retrans, 50 + c,
                                      timer=draw(st.integers(0, 10**6)),
                                      cong=b"" if tw else draw(st.sampled_from([b"cubic", b"bbr"]))))
+    # --tcp-info-every slower than the table: some snapshots sample no internals (None)
+    sampled = draw(st.one_of(st.just([True] * n), st.lists(st.booleans(), min_size=n, max_size=n)))
     out_t, out_i = [], []
-    for t, i in zip(tables, infos, strict=True):
+    for t, i, smp in zip(tables, infos, sampled, strict=True):
         order = draw(st.permutations(range(len(t))))
         out_t.append(np.array([t[j] for j in order], ROW_DTYPE) if t else np.zeros(0, ROW_DTYPE))
-        out_i.append(np.array([i[j] for j in order], TCP_INFO_DTYPE) if i else np.zeros(0, TCP_INFO_DTYPE))
+        out_i.append(None if not smp else
+                     np.array([i[j] for j in order], TCP_INFO_DTYPE) if i else np.zeros(0, TCP_INFO_DTYPE))
     keyframe = draw(st.sampled_from(["300ms", "1m"]))
     return out_t, out_i, keyframe
 
@@ -130,6 +133,54 @@ def test_changes_counters_rebuild_equals_full(tmp_path_factory, h):
     # (one snapshot's frame has nulls or not as its own rows have: dtypes may differ)
     pd.testing.assert_frame_equal(_no_timers(canon(at)), _no_timers(canon(want)), check_dtype=False,
                                   check_index_type=False)
+
+
+def _every_history():
+    """Two connections over 6 snapshots, internals sampled at snapshots 0 and 3 only (as
+    ``--tcp-info-every 300ms --interval 100ms``); connection 78 changes state at the
+    unsampled snapshot 1, and 79 opens at the unsampled snapshot 4."""
+    tables, infos = [], []
+    for k in range(6):
+        st1 = TcpState.ESTABLISHED if k == 0 else TcpState.CLOSE_WAIT
+        t = [row(TcpState.ESTABLISHED, "10.0.0.1", 1000, "10.0.0.2", 443, 77, pid=100),
+             row(st1, "10.0.0.1", 1001, "10.0.0.2", 443, 78, pid=100)]
+        i = [info_row(acked=1448 * (k + 1), rtt=50), info_row(acked=10 * (k + 1), rtt=60)]
+        if k >= 4:
+            t.append(row(TcpState.ESTABLISHED, "10.0.0.1", 1002, "10.0.0.2", 443, 79, pid=200))
+            i.append(info_row(acked=5, rtt=70))
+        tables.append(np.array(t, ROW_DTYPE))
+        infos.append(np.array(i, TCP_INFO_DTYPE) if k in (0, 3) else None)
+    return tables, infos
+
+
+def test_changes_every_unsampled_snapshots_are_null(tmp_path):
+    """With internals sampled slower than the table, a changes recording's snapshots that
+    sampled none have null internals (every tcp_info column), as full mode's; the sampled
+    ones the sample's values, also where the connection's last event came between."""
+    tables, infos = _every_history()
+    record_info(tmp_path / "full", tables, infos, "full")
+    record_info(tmp_path / "chg", tables, infos, "changes")
+    full, chg = tcpsnap.read(tmp_path / "full"), tcpsnap.read(tmp_path / "chg")
+    assert len(full) == len(chg) == 14
+    pd.testing.assert_frame_equal(_no_timers(canon(chg)), _no_timers(canon(full)))
+    info_cols = [c for c in full.columns if c in TCP_INFO_DTYPE.names]
+    assert "tcp_info_len" in info_cols and "congestion" in info_cols
+    for seq, g in chg.groupby("seq"):
+        if seq in (0, 3):
+            assert g[info_cols].notna().all().all(), seq
+        else:
+            assert g[info_cols].isna().all().all(), seq
+    acked = chg[chg["seq"] == 3].set_index("cookie")["bytes_acked"].to_dict()
+    assert acked == {77: 1448 * 4, 78: 40}
+    at = table_at(tmp_path / "chg", seq=2)
+    assert len(at) == 2 and at["bytes_acked"].isna().all() and at["tcp_info_len"].isna().all()
+    # the events stay as recorded: the state change at the unsampled snapshot 1 carries the
+    # last sample's counters; only the markers say which snapshots sampled
+    ev = tcpsnap.read(tmp_path / "chg", mode="changes")
+    m = ev[ev["family"] == 0].set_index("seq")["tcp_info_len"]
+    assert m.isna().tolist() == [False, True, True, False, True, True]
+    st = ev[(ev["event"] == "state") & (ev["cookie"] == 78)]
+    assert st["seq"].tolist() == [1] and st["bytes_acked"].tolist() == [10]
 
 
 def _tracker_events(infos, rows=None):

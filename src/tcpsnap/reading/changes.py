@@ -181,12 +181,32 @@ def rebuild(table, snapshots: np.ndarray | None = None):
             compact[name] = table.column(name).take(pa.array(vi))
     versions = pa.Table.from_arrays([compact.get(f.name, versions.column(f.name)) for f in full], schema=full)
     out = versions.take(pa.array(rep))
+    unsampled = _unsampled(table, mik)
+    if unsampled is not None and unsampled[snap].any():
+        # a snapshot that sampled no internals (--tcp-info-every): its rows' are null, as
+        # in full mode, not the last sample's (which its events carry for later snapshots)
+        names = [f.name for f in full if f.name in info_names()]
+        nulled = versions.select(names).take(pa.array(rep, mask=unsampled[snap]))
+        out = pa.Table.from_arrays([nulled.column(f.name) if f.name in names else out.column(f.name)
+                                    for f in full], schema=full)
     snap_cols = [c for c in ("timestamp", "seq", "capture_ns", "monotonic_ns") if c in table.column_names]
     mk = table.select(snap_cols).take(pa.array(mik))
     idx = pa.array(snap)
     per_snap = {name: mk.column(name).take(idx) for name in snap_cols}
     arrays = [per_snap[f.name] if f.name in per_snap else out.column(f.name) for f in full]
     return pa.Table.from_arrays(arrays, schema=full)
+
+
+def _unsampled(table, mik: np.ndarray) -> np.ndarray | None:
+    """Per marker row ``mik`` of ``table``: whether its snapshot sampled no internals
+    (the marker's ``tcp_info_len`` null; a marker without the flag sampled). None: no
+    internals recorded."""
+    import pyarrow as pa
+
+    if "tcp_info_len" not in table.column_names:
+        return None
+    col = table.column("tcp_info_len").take(pa.array(mik))
+    return np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
 
 
 def info_names() -> frozenset[str]:

@@ -256,10 +256,12 @@ class Capture:
             info = None if info is None else info[m]
         key = self.rules.file_key(t0, w)
         extra = None
+        sampled = False
         if self.tracker is not None:
             if self._carry is not None:
                 # its destroy reports wait for the namespace's next dump (reports.py)
                 self.tracker.carried_netns = self._carry.carried
+            sampled = info is not None
             rows, names, extra = self.tracker.step(rows, names, w, t0, key, info=info)
             if self._tcp_info and extra is not None:
                 info, extra = extra[3], extra[:3]    # the event rows' internals
@@ -300,7 +302,9 @@ class Capture:
                 np.copyto(dst, np.ascontiguousarray(info).view(np.uint8))
             else:
                 dst.fill(0)  # null when written: zero, so no stale name reaches a dictionary
-            b.sampled[s] = info is not None
+            # changes mode: whether the snapshot sampled (its events always carry their
+            # internals; ChangesEncoder nulls the marker's tcp_info_len where it did not)
+            b.sampled[s] = info is not None if self.tracker is None else sampled
         if extra is not None and b.extra is not None:
             for dst, src in zip(b.extra, extra, strict=True):
                 dst[i:i + n] = src

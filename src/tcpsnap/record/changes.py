@@ -81,6 +81,12 @@ class ChangesEncoder:
             # every event row carries its internals as the tracker gave them: a marker's or
             # a TIME_WAIT's have none (tcp_info_len 0), so their fields are null
             tcp_info = (info, np.ones(len(rows), bool))
+        if tcp_info is not None:
+            # an event keeps its internals whether its snapshot sampled or not (they are
+            # the last sample's, which later snapshots' rebuilt rows hold); only a marker's
+            # tcp_info_len says "not sampled" (null), so the rebuild nulls that snapshot's
+            # internals as full mode does (reading.changes)
+            tcp_info = (tcp_info[0], np.asarray(tcp_info[1], bool) | (kinds != KIND_SNAPSHOT))
         rb = self._base.encode(rows, counts, timestamps, seqs, capture_ns, proc_codes, proc_names,
                                monotonic=monotonic, kinds=kinds, tcp_info=tcp_info)
         cols = rb.columns
