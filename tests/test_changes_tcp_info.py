@@ -291,3 +291,36 @@ def test_changes_mode_splits_rates_queues_and_timers(tmp_path):
     pd.testing.assert_frame_equal(_no_timers(canon(got)), _no_timers(canon(want)))
     assert sorted(got["pacing_rate"].unique().tolist()) == [2 * (10**6 + 1000 * k) for k in range(6)]
     assert sorted(got["rx_queue"].unique().tolist()) == sorted({k * 7 + c for k in range(6) for c in range(3)})
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="internals are Linux's")
+def test_changes_every_live(tmp_path):
+    """Live, in changes mode on loopback: internals sampled once an hour, the table every
+    20 ms; the first snapshot has the connection's bytes, every later one null internals
+    (not the first sample's carried), and only the first marker says "sampled"."""
+    from _sockets import pair
+
+    n = 12_345
+    lst, c, s = pair("127.0.0.1")
+    try:
+        c.sendall(b"q" * n)
+        got = 0
+        while got < n:
+            got += len(s.recv(65536))
+        d = tmp_path / "rec"
+        with Recorder(d, mode="changes", destroy=False, interval="20ms", tcp_info=True,
+                      tcp_info_every="1h", pids=False) as rec:
+            rec.run(duration="0.3s")
+        cport, port = c.getsockname()[1], lst.getsockname()[1]
+    finally:
+        for x in (c, s, lst):
+            x.close()
+    df = tcpsnap.read(d)
+    mine = df[(df["local_port"] == cport) & (df["remote_port"] == port)].sort_values("seq")
+    assert len(mine) >= 3
+    assert mine["bytes_sent"].iloc[0] == n
+    info_cols = [k for k in df.columns if k in TCP_INFO_DTYPE.names]
+    assert mine[info_cols].iloc[1:].isna().all().all()
+    ev = tcpsnap.read(d, mode="changes")
+    marks = ev[ev["family"] == 0].sort_values("seq")["tcp_info_len"]
+    assert marks.isna().tolist() == [False] + [True] * (len(marks) - 1)
