@@ -46,7 +46,11 @@ INTERVAL_NS = 100_000_000
 WALL0 = 1_795_000_000 * 10**9
 
 
-class Clock:
+class SimClock:
+    """Every ``time_ns()`` (one per snapshot, just before ``take()``) starts the next
+    100 ms slot; ``monotonic_ns()`` is that slot's start plus a 3 ms capture (also
+    bench_changes.py's clock)."""
+
     def __init__(self) -> None:
         self.k = -1
 
@@ -169,7 +173,7 @@ def record(folder: Path, mode: str, minutes: float, **world) -> dict:
     logging.getLogger("tcpsnap.recorder").setLevel(logging.ERROR)
     t0 = time.perf_counter()
     kw = {"mode": "changes", "keyframe": "1m", "destroy": False} if mode == "changes" else {}
-    with Recorder(folder, interval=0, rotate="15m", snapshotter=w, clock=Clock(), nice=None, pids=False,
+    with Recorder(folder, interval=0, rotate="15m", snapshotter=w, clock=SimClock(), nice=None, pids=False,
                   tcp_info=True, **kw) as rec:
         w.rec = rec
         w.k = 0

@@ -74,9 +74,9 @@ from pathlib import Path
 
 import numpy as np
 
+from _changes_info import INTERVAL_NS, SimClock  # the one simulated clock
+
 HERE = Path(__file__).resolve().parent
-INTERVAL_NS = 100_000_000
-WALL0 = 1_795_000_000 * 10**9
 
 
 def log(msg: str) -> None:
@@ -84,21 +84,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- 1. size
-
-class SimClock:
-    """Every ``time_ns()`` (one per snapshot, just before ``take()``) starts the next
-    100 ms slot; ``monotonic_ns()`` is that slot's start plus a 3 ms capture."""
-
-    def __init__(self) -> None:
-        self.k = -1
-
-    def time_ns(self) -> int:
-        self.k += 1
-        return WALL0 + self.k * INTERVAL_NS
-
-    def monotonic_ns(self) -> int:
-        return 10**12 + self.k * INTERVAL_NS + 3_000_000
-
 
 class World:
     """The scripted table: ``stable`` ESTABLISHED rows, optionally ``busy`` of them with
