@@ -129,3 +129,29 @@ def test_too_many_bins_is_refused_with_a_freq_that_works(gapped):
     with pytest.raises(ValueError, match=r"--freq 1ns cuts 4.9 s into 4,900,000,000 bins, over the "
                                          r"100,000 a plot draws; try --freq 1ms or more"):
         plot.plot_states(df, freq="1ns", snapshots=snaps)
+
+
+def test_cli_plot_draws_without_pyplot(gapped, tmp_path):
+    """``tcpsnap plot`` writes its PNG from a plain Figure on the Agg canvas: pyplot (its
+    import, its figure manager) is never loaded; in a session that uses pyplot, the plot
+    functions draw through it (the figure shows there)."""
+    import subprocess
+    import sys
+
+    path = gapped[0]
+    png = tmp_path / "s.png"
+    code = f"""
+import sys
+from tcpsnap.cli import main
+assert main(["plot", {str(path)!r}, "-o", {str(png)!r}, "--utc"]) == 0
+print("matplotlib.pyplot" in sys.modules, "matplotlib.figure" in sys.modules)
+import matplotlib.pyplot as plt
+import tcpsnap
+from tcpsnap import plot
+fig = plot.plot_states(tcpsnap.read({str(path)!r}), freq="1s", tz="UTC")
+print(fig in [plt.figure(n) for n in plt.get_fignums()])
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["False", "True", "True"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

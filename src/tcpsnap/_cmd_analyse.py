@@ -378,13 +378,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     with ThreadPoolExecutor(1) as pool:
         reading = pool.submit(read)
-        from matplotlib.backend_bases import FigureCanvasBase
-
+        # pandas (the reading thread's answer becomes a DataFrame) before matplotlib, which
+        # only this thread needs; no pyplot (plot.new_figure: a Figure on the Agg canvas)
         from . import analysis, plot
+
+        plot.require()
+        from matplotlib.backend_bases import FigureCanvasBase
 
         if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
             raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
-        plot.pyplot()
+        import matplotlib.figure  # noqa: F401  (what drawing needs, imported while the data is read)
         rec, sel = reading.result()
     snaps = sel.snapshots()
     rec.report()
@@ -411,9 +414,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps, source=args.path)
     rec.report()
     fig.savefig(out)
-    import matplotlib.pyplot as plt
+    if "matplotlib.pyplot" in sys.modules:       # a figure pyplot keeps (plot.new_figure)
+        import matplotlib.pyplot as plt
 
-    plt.close(fig)
+        plt.close(fig)
     return 0
 
 

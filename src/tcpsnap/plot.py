@@ -25,7 +25,7 @@ import pandas as pd
 from . import analysis
 
 __all__ = ["plot_states", "plot_churn", "plot_remotes", "plot_internals", "INTERNALS", "auto_freq", "require",
-           "pyplot", "local_zone", "MAX_BINS", "check_bins"]
+           "pyplot", "new_figure", "local_zone", "MAX_BINS", "check_bins"]
 
 #: The most bins a plot draws (a 1 ns bin over 6 s would be 6e9 of them, 44 GiB).
 MAX_BINS = 100_000
@@ -133,10 +133,28 @@ def _freq_text(freq: str) -> str:
 
 
 def _axes(ax):
-    plt = pyplot()
     if ax is None:
-        fig, ax = plt.subplots(figsize=(11, 5), dpi=100)
+        fig = new_figure()
+        ax = fig.add_subplot()
     return ax.figure, ax
+
+
+def new_figure():
+    """An 11 x 5 in figure at 100 dpi: through ``pyplot`` where it is in use (imported, or
+    an interactive session: the figure shows there), else a plain ``Figure`` on the Agg
+    canvas, which ``savefig`` writes (importing pyplot and its backend machinery is time
+    a command that only writes a file does not need)."""
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules or _interactive():
+        return pyplot().figure(figsize=(11, 5), dpi=100)
+    require()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _time_axis(ax, zone_name: str) -> None:
