@@ -387,7 +387,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
         if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
             raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
-        import matplotlib.figure  # noqa: F401  (what drawing needs, imported while the data is read)
+        # the figure and its axes while the data is read: the wait is this thread's idle time
+        ax = plot.new_figure().add_subplot()
         rec, sel = reading.result()
     snaps = sel.snapshots()
     rec.report()
@@ -405,13 +406,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
     tz = "UTC" if args.utc else args.tz
     if args.kind == "remotes":
-        fig = _scan(sel, plot.plot_remotes, source=args.path, snapshots=snaps, tz=tz)
+        fig = _scan(sel, plot.plot_remotes, source=args.path, snapshots=snaps, tz=tz, ax=ax)
     elif args.kind in plot.INTERNALS:
         fig = _scan(sel, plot.plot_internals, kind=args.kind, freq=args.freq, tz=tz, snapshots=snaps,
-                    source=args.path)
+                    source=args.path, ax=ax)
     else:
         fn = plot.plot_states if args.kind == "states" else plot.plot_churn
-        fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps, source=args.path)
+        fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps, source=args.path, ax=ax)
     rec.report()
     fig.savefig(out)
     if "matplotlib.pyplot" in sys.modules:       # a figure pyplot keeps (plot.new_figure)
