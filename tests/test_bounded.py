@@ -478,3 +478,28 @@ def test_parquet_export_of_an_older_schema(tmp_path):
     assert t.num_rows == sum(pq.ParquetFile(f).metadata.num_rows for f in src.rglob("*.parquet"))
     assert t.column("cgroup_id").null_count == t.num_rows and t.schema.field("cgroup_id").nullable
     assert t.column("seq").to_pylist() == sorted(t.column("seq").to_pylist())
+
+
+def test_tally_joins_a_snapshot_split_over_row_groups(tmp_path):
+    """``reading.tally`` counts each row group on its own: a snapshot whose rows sit in two
+    row groups (here, row groups of 3 rows over snapshots of 2 to 4 rows, empty ones
+    among them) is one snapshot, its rows and state counts summed, as in memory."""
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import tally
+
+    path = tmp_path / "rec"
+    record(path, tables(12, [(EST, range(2, 9)), (LISTEN, range(4, 12)), (EST, range(6, 10))]), "full", Clock())
+    for f in path.rglob("*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t, f, row_group_size=3, write_page_checksum=True)
+        assert pq.ParquetFile(f).metadata.num_row_groups > 3
+    sel = Selection(path)
+    got = tally.tally(sel.rec, None, None)
+    assert got is not None
+    df, snaps = _both(path)
+    assert snaps["connections"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3, 2, 1, 1]
+    pd.testing.assert_frame_equal(sel.snapshots(), snaps)
+    for freq in ("100ms", "300ms"):
+        pd.testing.assert_frame_equal(analysis.state_counts(sel, freq=freq),
+                                      analysis.state_counts(df, freq=freq, snapshots=snaps))
