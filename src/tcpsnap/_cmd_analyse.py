@@ -361,23 +361,33 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    def read():
-        # the snapshots (and, cached, the state counts: one DuckDB query, which lets go
-        # of the GIL) are read on a thread while this one imports pandas and matplotlib
-        # (~1 s of Python): the two overlap. Errors come out of .result(), after the
-        # checks below
-        from .reading.scan import Selection
+    opened = threading.Event()
 
-        rec = _open(args.path, args.skip_bad, args.start, args.end)
-        # the rows are read piece by piece by the analysis functions the plot calls
-        sel = Selection(rec, args.start, args.end, where=_where(args))
+    def read():
+        # the snapshots (and, cached, the state counts: counted by reading.tally or one
+        # DuckDB query, both mostly without the GIL) are read on a thread while this one
+        # imports pandas and matplotlib (~0.5 s of Python): the two overlap. Errors come
+        # out of .result(), after the checks below
+        try:
+            from .reading.scan import Selection
+
+            rec = _open(args.path, args.skip_bad, args.start, args.end)
+            # the rows are read piece by piece by the analysis functions the plot calls
+            sel = Selection(rec, args.start, args.end, where=_where(args))
+        finally:
+            opened.set()
         sel.snapshots()          # empty snapshots count 0, not a gap
         return rec, sel
 
     with ThreadPoolExecutor(1) as pool:
         reading = pool.submit(read)
+        # the reading thread's own imports and footers first (Python, holding the GIL):
+        # imported side by side, both would take as long as one after the other, and
+        # the count (the longest part) would start later
+        opened.wait()
         # pandas (the reading thread's answer becomes a DataFrame) before matplotlib, which
         # only this thread needs; no pyplot (plot.new_figure: a Figure on the Agg canvas)
         from . import analysis, plot
