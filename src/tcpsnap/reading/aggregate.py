@@ -1,6 +1,7 @@
-"""A full recording's snapshot list and per-snapshot state counts from one DuckDB query
-(:func:`summary`: what ``state_counts``, ``plot --kind states`` and ``info``'s snapshot list
-read when the rows themselves are not needed), and its connections from another
+"""A full recording's snapshot list and per-snapshot state counts (:func:`summary`: what
+``state_counts``, ``plot --kind states`` and ``info``'s snapshot list read when the rows
+themselves are not needed; counted in numpy by ``reading.tally`` for one host and boot, else
+from one DuckDB query), and its connections from another
 (:func:`connections`: what ``lifetimes``, ``info``, ``top_remotes`` and ``by_process``
 merge, a few rows per connection).
 

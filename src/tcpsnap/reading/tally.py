@@ -4,11 +4,12 @@ with, before it asks DuckDB.
 
 Why not DuckDB here: its hash aggregate over (seq, state, kind) with the snapshot's clocks
 costs ~1.4 s of CPU on the benchmarks' 76M-row hour, most of it hashing rows into 113k
-groups. The rows of a snapshot are consecutive and its ``seq`` counts up, so a row's group
-is ``(seq - first seq) * states + state``, a ``bincount`` away, and the clocks are those of
-each run's first row: ~0.7 s of CPU, on two threads (pyarrow decodes and most numpy
-passes run without the GIL). Page CRCs are verified by pyarrow as it reads
-(``page_checksum_verification``), as the piece-by-piece path does.
+groups. Within a row group a row's group is ``(seq - least seq) * states + state`` (the
+state's dictionary index), a ``bincount`` away, and a snapshot's clocks are any of its
+rows' (the recorder writes them on each): ~0.9-1.0 s of CPU there, on two threads (pyarrow
+decodes and the numpy passes run without the GIL), half of it decoding the five columns.
+Page CRCs are verified by pyarrow as it reads (``page_checksum_verification``), as the
+piece-by-piece path does.
 
 :func:`tally` returns None where it does not answer exactly (a null in a column it reads,
 a timestamp not in ns, seqs spread too thin, an unreadable file): the caller then asks
