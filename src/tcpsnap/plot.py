@@ -143,7 +143,7 @@ def new_figure():
     """An 11 x 5 in figure at 100 dpi: through ``pyplot`` where it is in use (imported, or
     an interactive session: the figure shows there), else a plain ``Figure`` on the Agg
     canvas, which ``savefig`` writes (importing pyplot and its backend machinery is time
-    a command that only writes a file does not need)."""
+    a command that only writes a file does not need). ``ImportError`` without matplotlib."""
     import sys
 
     if "matplotlib.pyplot" in sys.modules or _interactive():
