@@ -203,6 +203,30 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads_cpu_s(pid: int) -> dict[int, float]:
+    """utime + stime of each live thread of a process, seconds, by thread id."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(t)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def split_cpu(pid: int, t0: dict, t1: dict, total: float) -> dict:
+    """A recorder's CPU between two samples, by thread: ``capture`` (the main thread, which
+    runs ``Recorder.run``), ``other_threads`` (those alive at the end: the writer, the
+    journal's...), ``exited_threads`` (short-lived: the resolver's check rounds, name
+    re-reads and walks; their time is only in the process total)."""
+    cap = t1.get(pid, 0.0) - t0.get(pid, 0.0)
+    other = sum(v - t0.get(k, 0.0) for k, v in t1.items() if k != pid)
+    return {"capture": cap, "other_threads": other, "exited_threads": max(0.0, total - cap - other)}
+
+
 #: cpu: seconds of the recorder's run left out (start-up); the floor runs that much less
 WARM = 5.0
 
@@ -235,18 +259,27 @@ def run_cpu(args) -> dict:
                         last = 0.0
                         t0 = time.monotonic()
                         warm = None  # CPU after WARM s: start-up (imports, first walk) apart
+                        th_warm: dict = {}
+                        th_last: dict = {}
                         while p.poll() is None:
                             try:
+                                th = threads_cpu_s(p.pid)
                                 last = proc_cpu_s(p.pid)  # sampled until it exits
+                                th_last = th
                             except OSError:
                                 pass
                             if warm is None and time.monotonic() - t0 >= WARM:
-                                warm = last
+                                warm, th_warm = last, th_last
                             time.sleep(0.2)
                         rnd["recorder_startup_cpu_s"] = warm or 0.0
                         rnd["recorder_cpu_s"] = last - (warm or 0.0)
+                        rnd["recorder_threads_s"] = split_cpu(p.pid, th_warm, th_last, rnd["recorder_cpu_s"])
                         shutil.rmtree(out, ignore_errors=True)
                 rnd["ratio"] = rnd["recorder_cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
+                k = max(rnd["floor_dumps"], 1)
+                rnd["floor_ms_per_dump"] = rnd["floor_cpu_s"] / k * 1e3
+                # the recorder takes one snapshot a second for as long as the floor dumps
+                rnd["recorder_ms_per_snapshot"] = rnd["recorder_cpu_s"] / k * 1e3
                 rnd["load"] = os.getloadavg()[0]
                 print(json.dumps(rnd), file=sys.stderr, flush=True)
                 res["rounds"].append(rnd)
