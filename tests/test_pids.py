@@ -318,6 +318,32 @@ def _fd_count():
     return os.stat("/proc/self/fd").st_size
 
 
+@pytest.mark.skipif(sys.platform.startswith("linux") and os.stat("/proc/self/fd").st_size == 0,
+                    reason="Linux < 6.2: /proc/<pid>/fd gives no descriptor count")
+def test_background_rounds_skip_the_links_of_an_owner_whose_count_stays():
+    """Off the capture path (the recorder's resolver): an idle owner's links are looked
+    at round after round but read only by the backstop; its rows keep their pid."""
+    ch = Child("tcpsnap-idle")
+    try:
+        with Snapshotter(pids=True) as snap:
+            res = fast(snap).resolver
+            res.background = True
+            res.verify_interval = 0.0
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            assert len(rows) == 3 and (rows["pid"] == ch.pid).all()
+            # a lap is 32 slices: within a few laps each of the child's 3 sockets is looked
+            # at and (its count unchanged) not read, unless by the backstop
+            for _ in range(8 * 32):
+                rows = port_rows(snap.take(), ch.lport, ch.cport)
+                assert (rows["pid"] == ch.pid).all()
+                if res.stats["verify_skipped"] >= 3:
+                    break
+                time.sleep(0.06)                   # a round at most every 50 ms
+            assert res.stats["verify_skipped"] >= 3
+    finally:
+        ch.close()
+
+
 def test_owner_exits_and_the_socket_lives_on_in_its_child():
     ch = Child("tcpsnap-parent")
     try:
