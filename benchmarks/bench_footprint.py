@@ -11,9 +11,12 @@
           Run it with another interpreter (``--python`` is not used) to measure that
           interpreter's tcpsnap: e.g. main's at 71289e7.
   cpu     CPU seconds of ``tcpsnap record --interval 1s --mode changes`` (pids on) for
-          --seconds at --n connections, from 5 s in (start-up apart), against
+          --seconds at --n connections, from 5 s in to 2 s before its end (start-up
+          and stop apart), against
           benchmarks/floor.c doing one dump a second for as long (its own CPU, from
-          /proc/<pid>/stat), alternating, --rounds times.
+          /proc/<pid>/stat), alternating, --rounds times; each ``--python`` given (e.g.
+          this tree's venv and main's) in every round; CPU per snapshot split by thread
+          (capture, the other live threads, short-lived threads).
   drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
           (connections opened and closed all the time): first/last/peak and the drift
           (median of the last tenth minus median of the second tenth of the samples).
@@ -22,7 +25,8 @@
         --python /work/venv-footprint/bin/python --python /work/venv-old/bin/python
     python3 benchmarks/bench_footprint.py drift --minutes 60 --n 1000 --out drift.jsonl
     python3 benchmarks/bench_footprint.py stall --fds 100000 --n 1000 --rate 200 --seconds 60
-    python3 benchmarks/bench_footprint.py cpu --n 10000 --seconds 60 --rounds 2
+    python3 benchmarks/bench_footprint.py cpu --n 10000 --seconds 30 --rounds 3 \
+        --python /work/venv-cpu1s/bin/python --python /work/venv/bin/python
 
 Runs (as root) in a private network namespace (bench_snapshot.ensure_netns), so the
 table holds exactly our connections. Each run writes its raw results to a JSON file
@@ -203,58 +207,118 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-#: cpu: seconds of the recorder's run left out (start-up); the floor runs that much less
+def threads_cpu_s(pid: int) -> dict[int, float]:
+    """utime + stime of each live thread of a process, seconds, by thread id."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(t)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def split_cpu(pid: int, t0: dict, t1: dict, total: float) -> dict:
+    """A recorder's CPU between two samples, by thread: ``capture`` (the main thread, which
+    runs ``Recorder.run``), ``other_threads`` (those alive at the end: the writer, the
+    journal's...), ``exited_threads`` (short-lived: the resolver's check rounds, name
+    re-reads and walks; their time is only in the process total)."""
+    cap = t1.get(pid, 0.0) - t0.get(pid, 0.0)
+    other = sum(v - t0.get(k, 0.0) for k, v in t1.items() if k != pid)
+    return {"capture": cap, "other_threads": other, "exited_threads": max(0.0, total - cap - other)}
+
+
+#: cpu: seconds of the recorder's run left out at the start (start-up) and at the end (its
+#: stop: the last file's row group and footer); the floor runs for what is left
 WARM = 5.0
+TAIL = 2.0
+
+
+def cpu_floor(floor, seconds: float) -> tuple[float, int]:
+    """The floor's CPU seconds for one dump a second for ``seconds``, and its dumps."""
+    c0 = proc_cpu_s(floor.proc.pid)
+    t0 = time.monotonic()
+    k = 0
+    while time.monotonic() - t0 < seconds:
+        floor.dumps(1)
+        k += 1
+        time.sleep(max(0.0, t0 + k - time.monotonic()))
+    return proc_cpu_s(floor.proc.pid) - c0, k
+
+
+def cpu_recorder(python: str, out: Path, seconds: float) -> dict:
+    """CPU of ``tcpsnap record --interval 1s --mode changes`` (pids on) run by ``python``
+    for ``seconds`` + WARM + TAIL: from WARM s in (start-up apart) for ``seconds`` (its
+    stop and last file apart), in all and by thread (``split_cpu``)."""
+    shutil.rmtree(out, ignore_errors=True)
+    p = subprocess.Popen([python, "-m", "tcpsnap", "record", str(out), "--interval", "1s",
+                          "--mode", "changes", "--duration", f"{seconds + WARM + TAIL}s", "-q"])
+    t0 = time.monotonic()
+    samples = []
+    for at in (WARM, WARM + seconds):
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        samples.append((proc_cpu_s(p.pid), threads_cpu_s(p.pid)))
+    p.wait()
+    shutil.rmtree(out, ignore_errors=True)
+    cpu = samples[1][0] - samples[0][0]
+    return {"rc": p.returncode, "startup_cpu_s": samples[0][0], "cpu_s": cpu,
+            "threads_s": split_cpu(p.pid, samples[0][1], samples[1][1], cpu)}
 
 
 def run_cpu(args) -> dict:
+    """Per round: the floor, then each ``--python``'s recorder (the order reversed every
+    other round); each recorder's ratio to that round's floor."""
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
-    res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds, "rounds": []}
+    res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds,
+                 "python": args.python, "rounds": []}
     floor = bs.Floor()
     try:
         with bs.Connections(args.n) as conns:
             res["rows"] = conns.rows
             for r in range(args.rounds):
-                rnd: dict = {}
-                for what in (("floor", "recorder") if r % 2 == 0 else ("recorder", "floor")):
+                rnd: dict = {"recorders": {}}
+                order = ["floor", *args.python]
+                for what in (order if r % 2 == 0 else order[::-1]):
                     if what == "floor":
-                        c0 = proc_cpu_s(floor.proc.pid)
-                        t0 = time.monotonic()
-                        k = 0
-                        while time.monotonic() - t0 < args.seconds - WARM:
-                            floor.dumps(1)
-                            k += 1
-                            time.sleep(max(0.0, t0 + k - time.monotonic()))
-                        rnd["floor_cpu_s"] = proc_cpu_s(floor.proc.pid) - c0
-                        rnd["floor_dumps"] = k
+                        rnd["floor_cpu_s"], rnd["floor_dumps"] = cpu_floor(floor, args.seconds - WARM - TAIL)
                     else:
-                        out = tmp / "rec"
-                        shutil.rmtree(out, ignore_errors=True)
-                        p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", str(out), "--interval", "1s",
-                                              "--mode", "changes", "--duration", f"{args.seconds}s", "-q"])
-                        last = 0.0
-                        t0 = time.monotonic()
-                        warm = None  # CPU after WARM s: start-up (imports, first walk) apart
-                        while p.poll() is None:
-                            try:
-                                last = proc_cpu_s(p.pid)  # sampled until it exits
-                            except OSError:
-                                pass
-                            if warm is None and time.monotonic() - t0 >= WARM:
-                                warm = last
-                            time.sleep(0.2)
-                        rnd["recorder_startup_cpu_s"] = warm or 0.0
-                        rnd["recorder_cpu_s"] = last - (warm or 0.0)
-                        shutil.rmtree(out, ignore_errors=True)
-                rnd["ratio"] = rnd["recorder_cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
+                        rnd["recorders"][what] = cpu_recorder(what, tmp / "rec", args.seconds - WARM - TAIL)
+                k = max(rnd["floor_dumps"], 1)
+                rnd["floor_ms_per_dump"] = rnd["floor_cpu_s"] / k * 1e3
+                for got in rnd["recorders"].values():
+                    got["ratio"] = got["cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
+                    # one snapshot a second for as long as the floor dumps
+                    got["ms_per_snapshot"] = got["cpu_s"] / k * 1e3
+                    got["ms_per_snapshot_by_thread"] = {t: v / k * 1e3 for t, v in got["threads_s"].items()}
+                first = rnd["recorders"][args.python[0]]
+                rnd["recorder_cpu_s"], rnd["ratio"] = first["cpu_s"], first["ratio"]
                 rnd["load"] = os.getloadavg()[0]
                 print(json.dumps(rnd), file=sys.stderr, flush=True)
                 res["rounds"].append(rnd)
     finally:
         floor.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    res["ratio_median"] = statistics.median(r["ratio"] for r in res["rounds"])
+    res["ratio_median"] = {py: statistics.median(r["recorders"][py]["ratio"] for r in res["rounds"])
+                           for py in args.python}
     return res
+
+
+def cpu_markdown(res: dict) -> str:
+    lines = ["| round | load | floor ms/dump | python | ms/snapshot (capture + other + exited threads) | x floor |",
+             "| --- | ---: | ---: | --- | --- | ---: |"]
+    for i, r in enumerate(res["rounds"]):
+        for py, g in r["recorders"].items():
+            t = g["ms_per_snapshot_by_thread"]
+            lines.append(f"| {i} | {r['load']:.2f} | {r['floor_ms_per_dump']:.1f} | `{py}` "
+                         f"| {g['ms_per_snapshot']:.1f} "
+                         f"({t['capture']:.1f} + {t['other_threads']:.1f} + {t['exited_threads']:.1f}) "
+                         f"| {g['ratio']:.2f} |")
+    lines.append("")
+    lines.append("median x floor: " + ", ".join(f"`{py}` {v:.2f}" for py, v in res["ratio_median"].items()))
+    return "\n".join(lines)
 
 
 FD_HOLDER = """
@@ -405,7 +469,9 @@ def main(argv: list[str]) -> int:
     run.write(res)
     if args.what == "rss":
         print(rss_markdown(res))
-    elif args.what in ("stall", "cpu"):
+    elif args.what == "cpu":
+        print(cpu_markdown(res))
+    elif args.what == "stall":
         print(json.dumps(res, indent=1))
     else:
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=1))

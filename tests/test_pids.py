@@ -237,24 +237,111 @@ def test_forked_pair_shares_one_socket():
         c.close()
 
 
+def _fork_keeping(r, w):
+    """As _fork_holding, with a pipe made before (so that forking opens no descriptor
+    in this process): the child keeps every descriptor until ``w`` closes."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return pid
+
+
+#: tcpsnap._procfs: the slower re-check cursor reads every owned link once per this many
+#: laps of the fast one (32 takes each at verify_interval 0)
+BACKSTOP = 4
+
+
 def test_owner_that_forks_then_closes_is_noticed_within_the_bound():
-    """Resolved with one holder; then fork, and the parent closes its copy. Only the
-    periodic re-check can see that: within max(verify_interval, 32 takes)."""
+    """Resolved with one holder; then fork, and the parent closes its copy (one
+    descriptor fewer). Only the periodic re-check can see that: the owner's descriptor
+    count moved, so within max(verify_interval, 32 takes)."""
     lst, c, s = pair("127.0.0.1")
     ino_s = inode(s)
+    r, w = os.pipe()
     with closing_all(lst, c), Snapshotter(pids=True) as snap:
         fast(snap).resolver.verify_interval = 0.0     # the 32-take bound alone
         assert _pid_of(snap, ino_s) == os.getpid()
-        pid, w = _fork_holding()
+        pid = _fork_keeping(r, w)
         try:
             s.close()
-            got = [_pid_of(snap, ino_s) for _ in range(40)]
+            got = [_pid_of(snap, ino_s) for _ in range(34)]
             assert all(g in (os.getpid(), pid, 0) for g in got)
             assert got[-1] == pid, got
             assert snap.pid_stats["moved"] >= 1
         finally:
             os.close(w)
             os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(sys.platform.startswith("linux") and os.stat("/proc/self/fd").st_size == 0,
+                    reason="Linux < 6.2: /proc/<pid>/fd gives no descriptor count")
+def test_hand_off_that_keeps_the_descriptor_count_is_noticed_by_the_backstop():
+    """As above, but the parent opens a descriptor as it closes the socket (the count
+    stays): the count says nothing, so the links the fast cursor looks at are not
+    read (counted as skipped) and the backstop finds it: within 4 x max(verify_interval,
+    32 takes)."""
+    lst, c, s = pair("127.0.0.1")
+    ino_s = inode(s)
+    r, w = os.pipe()
+    with closing_all(lst, c), Snapshotter(pids=True) as snap:
+        res = fast(snap).resolver
+        res.verify_interval = 0.0
+        assert _pid_of(snap, ino_s) == os.getpid()
+        for _ in range(40):                            # a baseline count, then looks
+            snap.take()
+        before = _fd_count()
+        pid = _fork_keeping(r, w)
+        others = []
+        try:
+            skipped = res.stats["verify_skipped"]
+            s.close()
+            while _fd_count() < before:                # the same count as before the close
+                others.append(os.open("/dev/null", os.O_RDONLY))
+            assert _fd_count() == before
+            got = [_pid_of(snap, ino_s) for _ in range(BACKSTOP * 32 + 2)]
+            assert all(g in (os.getpid(), pid, 0) for g in got)
+            assert got[-1] == pid, got
+            assert res.stats["verify_skipped"] > skipped
+        finally:
+            for fd in others:
+                os.close(fd)
+            os.close(w)
+            os.waitpid(pid, 0)
+
+
+def _fd_count():
+    return os.stat("/proc/self/fd").st_size
+
+
+@pytest.mark.skipif(sys.platform.startswith("linux") and os.stat("/proc/self/fd").st_size == 0,
+                    reason="Linux < 6.2: /proc/<pid>/fd gives no descriptor count")
+def test_background_rounds_skip_the_links_of_an_owner_whose_count_stays():
+    """Off the capture path (the recorder's resolver): an idle owner's links are looked
+    at round after round but read only by the backstop; its rows keep their pid."""
+    ch = Child("tcpsnap-idle")
+    try:
+        with Snapshotter(pids=True) as snap:
+            res = fast(snap).resolver
+            res.background = True
+            res.verify_interval = 0.0
+            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            assert len(rows) == 3 and (rows["pid"] == ch.pid).all()
+            # a lap is 32 slices: within a few laps each of the child's 3 sockets is looked
+            # at and (its count unchanged) not read, unless by the backstop
+            for _ in range(8 * 32):
+                rows = port_rows(snap.take(), ch.lport, ch.cport)
+                assert (rows["pid"] == ch.pid).all()
+                if res.stats["verify_skipped"] >= 3:
+                    break
+                time.sleep(0.06)                   # a round at most every 50 ms
+            assert res.stats["verify_skipped"] >= 3
+    finally:
+        ch.close()
 
 
 def test_owner_exits_and_the_socket_lives_on_in_its_child():

@@ -42,6 +42,9 @@ cdef struct proc_ent:
     uint64_t start        # /proc/<pid>/stat starttime: with pid, the process identity
     double name_time      # when comm was read
     uint8_t dead          # exited, or its pid now names another process
+    uint8_t vchg          # this take's re-checks: its descriptor count moved, or is unknown
+    uint32_t nfds         # its descriptors at the last look (st_size of /proc/<pid>/fd); 0: unknown
+    uint64_t hot_until    # its links are re-read until the fast re-check cursor visited this many slots
     char comm[64]
 
 cdef struct pid_slot:     # pid -> index into procs; pid 0 = empty
@@ -65,6 +68,7 @@ cdef struct found_rec:    # a socket descriptor seen in a walk
 
 cdef struct proc_info:    # a process that held wanted sockets, as read during the walk
     uint32_t pid
+    uint32_t nfds         # its descriptor count right after they were read (0: unknown)
     uint64_t start
     char comm[64]
 

@@ -13,9 +13,9 @@ late a new one gets its pid, how stale entries are noticed) are written out in
 from cpython.buffer cimport PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR, EMFILE, ENFILE
 from libc.limits cimport INT_MAX
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, UINT32_MAX
 from libc.stdio cimport snprintf
-from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcpy, memset, memcmp
 from posix.stat cimport struct_stat, fstat
 
@@ -55,6 +55,9 @@ cdef extern from *:
 cdef extern from "<pthread.h>" nogil:
     int pthread_detach(pthread_t t)
 
+cdef extern from "<sys/stat.h>" nogil:
+    int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
+
 cdef enum:
     C_0 = 48                   # '0'
     C_1 = 49
@@ -71,6 +74,7 @@ cdef enum:
     POLL_CHUNK = 1024          # pidfds per poll() call (stays under any RLIMIT_NOFILE)
     VERIFY_MIN_DIV = 1024      # every take re-checks at least 1/1024 of the owners...
     VERIFY_MAX_DIV = 32        # ...and at most 1/32
+    VERIFY_BACKSTOP = 4        # every owned socket re-read at least once per this many laps
     PREFETCH = 12              # rows ahead whose map slot the row pass prefetches
     FD_BLOCK = 1024            # descriptors per block when workers share a directory
     MAX_VDIRS = 64             # fd directories a take keeps open while re-checking links
@@ -362,6 +366,24 @@ cdef walk_status walk_fds(walker *w, int fdd, uint32_t pid, int lo, int hi) noex
             w.nfound += 1
 
 
+cdef inline uint32_t count_of(const struct_stat *sb) noexcept nogil:
+    """A /proc/<pid>/fd directory's st_size: Linux >= 6.2 makes it the number of open
+    descriptors (0 before: not known)."""
+    cdef long long n = sb.st_size
+    return <uint32_t>n if 0 < n < <long long>UINT32_MAX else 0
+
+
+cdef uint32_t fd_count(int procfd, uint32_t pid) noexcept nogil:
+    """How many descriptors ``pid`` has open, without reading the links (``count_of``).
+    0: not known (older kernel, gone, denied)."""
+    cdef char path[32]
+    cdef struct_stat sb
+    snprintf(path, sizeof(path), "%u/fd", pid)
+    if fstatat(procfd, path, &sb, 0) != 0:
+        return 0
+    return count_of(&sb)
+
+
 cdef void pin_identity(walker *w, int fdd, uint32_t pid, size_t first) noexcept nogil:
     """After sockets were recorded from fdd (found[first:]): the start time of the
     process, read while its fd directory is still open, then proof that the directory's
@@ -369,6 +391,7 @@ cdef void pin_identity(walker *w, int fdd, uint32_t pid, size_t first) noexcept 
     Without that proof the records are dropped."""
     cdef uint64_t tiny[16]
     cdef proc_info *pi
+    cdef struct_stat sb
     if w.nfound == first:
         return
     if grow(<void **>&w.infos, &w.capinfo, w.ninfo + 1, sizeof(proc_info)) < 0:
@@ -382,6 +405,9 @@ cdef void pin_identity(walker *w, int fdd, uint32_t pid, size_t first) noexcept 
         w.nfound = first
         w.gone += 1
     else:
+        # the first look at its descriptor count (see PidResolver._saw_count), taken
+        # right after its sockets were read
+        pi.nfds = count_of(&sb) if fstat(fdd, &sb) == 0 else 0
         w.ninfo += 1
 
 
@@ -561,6 +587,11 @@ cdef struct check_req:    # one owner's link to re-read off the caller's thread
     uint32_t proc_gen
     int32_t fd
     int32_t ok                 # the link still names socket:[inode]
+    uint32_t nfds              # in: the owner's descriptor count at the last look (0: none);
+                               # out: now (0: unknown: kernel < 6.2, or unreadable)
+    uint8_t must               # read the link whatever the count says (backstop, shared)
+    uint8_t hot                # the owner's count moved less than a lap ago: read it
+    uint8_t read               # out: the link was read (else the unchanged count spared it)
 
 cdef struct check_job:
     int state                  # as name_job
@@ -568,40 +599,62 @@ cdef struct check_job:
     check_req *reqs
 
 
+cdef int by_pid(const void *a, const void *b) noexcept nogil:
+    cdef uint32_t x = (<const check_req *>a).pid, y = (<const check_req *>b).pid
+    return (x > y) - (x < y)
+
+
 cdef void *check_thread(void *arg) noexcept nogil:
-    """Re-read each owner's /proc/<pid>/fd/<fd> link (one directory descriptor per run
-    of the same pid), then hand the job back or free it if the resolver is gone."""
+    """Re-read owners' /proc/<pid>/fd/<fd> links, one process at a time (requests
+    sorted by pid: one directory descriptor each). A process's count of descriptors is
+    looked at first: unchanged since the last look (and not ``hot``), only the links
+    that ``must`` be read are; else all of them. Then hand the job back or free it if
+    the resolver is gone."""
     cdef check_job *j = <check_job *>arg
     cdef check_req *r
-    cdef size_t i
+    cdef size_t i, a = 0, b
     cdef char path[32]
     cdef char want[40]
     cdef char link[64]
     cdef ssize_t k
-    cdef int wl, dirfd = -1
-    cdef uint32_t dirpid = 0
+    cdef int wl, dirfd
+    cdef uint32_t n
+    cdef bint moved, opened
     cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     tcpsnap_nice_thread(BG_NICE)
-    for i in range(j.n):
-        r = &j.reqs[i]
-        r.ok = 1                 # unreadable /proc: no news (the owner's pidfd says if it exited)
-        if procfd < 0:
-            continue
-        if r.pid != dirpid:
-            if dirfd >= 0:
-                close(dirfd)
-            snprintf(path, sizeof(path), "%u/fd", r.pid)
-            dirfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            dirpid = r.pid
-        if dirfd < 0:
-            r.ok = 0
-            continue
-        snprintf(path, sizeof(path), "%d", r.fd)
-        k = readlinkat(dirfd, path, link, sizeof(link))
-        wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>r.inode)
-        r.ok = k == wl and memcmp(link, want, wl) == 0
-    if dirfd >= 0:
-        close(dirfd)
+    qsort(j.reqs, j.n, sizeof(check_req), by_pid)
+    while a < j.n:
+        b = a + 1
+        while b < j.n and j.reqs[b].pid == j.reqs[a].pid:
+            b += 1
+        # the count, looked at before any link: a descriptor closed after this look is
+        # a change the next look sees
+        n = 0 if procfd < 0 else fd_count(procfd, j.reqs[a].pid)
+        moved = n == 0 or n != j.reqs[a].nfds or j.reqs[a].hot
+        dirfd = -1
+        opened = False
+        for i in range(a, b):
+            r = &j.reqs[i]
+            r.nfds = n
+            r.ok = 1             # unreadable /proc: no news (the owner's pidfd says if it exited)
+            r.read = 0
+            if procfd < 0 or not (moved or r.must):
+                continue
+            if not opened:
+                snprintf(path, sizeof(path), "%u/fd", r.pid)
+                dirfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                opened = True
+            r.read = 1
+            if dirfd < 0:
+                r.ok = 0
+                continue
+            snprintf(path, sizeof(path), "%d", r.fd)
+            k = readlinkat(dirfd, path, link, sizeof(link))
+            wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>r.inode)
+            r.ok = k == wl and memcmp(link, want, wl) == 0
+        if dirfd >= 0:
+            close(dirfd)
+        a = b
     if procfd >= 0:
         close(procfd)
     if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
@@ -649,6 +702,8 @@ cdef class PidResolver:
     cdef double last_take
     cdef double last_walk_t0
     cdef size_t verify_cursor
+    cdef size_t backstop_cursor      # the slower cursor that re-reads every owned link
+    cdef uint64_t vvisits            # slots the fast cursor has visited (proc_ent.hot_until)
     cdef int nvdirs                  # fd directories open for this take's re-checks
     cdef uint64_t *shared_inodes     # owned sockets that had several holders
     cdef size_t nshared
@@ -681,6 +736,7 @@ cdef class PidResolver:
     cdef readonly double walk_seconds
     cdef readonly double last_walk_seconds
     cdef readonly unsigned long long verified
+    cdef readonly unsigned long long verify_skipped
     cdef readonly unsigned long long moved
     cdef readonly unsigned long long owner_exits
     cdef readonly unsigned long long evicted
@@ -883,6 +939,9 @@ cdef class PidResolver:
         p.pidfd = -1
         p.vdir = VDIR_NONE
         p.dead = 0
+        p.nfds = 0
+        p.hot_until = 0
+        p.vchg = 1
         p.seen = self.epoch
         p.checked = self.epoch
         p.name_time = now
@@ -945,27 +1004,46 @@ cdef class PidResolver:
 
     # ------------------------------------------------------------ per-take passes
 
-    cdef bint _verify_one(self, sock_ent *e) noexcept nogil:
-        """Is the owner's descriptor still this socket? If not, back to pending."""
+    cdef bint _saw_count(self, proc_ent *p, uint32_t n) noexcept nogil:
+        """A look at a process's descriptor count ``n`` (0: unknown). Whether its links
+        must be read now: the count moved since the last look, is unknown, or moved less
+        than a lap of the fast cursor ago (``hot``: so that each of its sockets is read
+        once after the move, whichever round looked)."""
+        cdef bint moved = n == 0 or p.nfds == 0 or n != p.nfds or p.hot_until > self.vvisits
+        if n != 0 and n != p.nfds:       # moved, or the first look (no walk's look before)
+            # a lap is cap slots; twice that, as the map may double meanwhile
+            p.hot_until = self.vvisits + 2 * self.socks.cap
+        p.nfds = n
+        return moved
+
+    cdef bint _verify_one(self, sock_ent *e, bint must=True) noexcept nogil:
+        """Is the owner's descriptor still this socket? If not, back to pending. Unless
+        ``must``, the link is read only when the owner's descriptor count says it may
+        have changed (``_saw_count``)."""
         cdef proc_ent *p = &self.procs[e.proc]
         cdef char path[32]
         cdef char want[40]
         cdef char link[64]
         cdef ssize_t k
         cdef int wl
+        cdef struct_stat sb
         if p.gen != e.proc_gen or p.pid == 0 or p.dead:
             return True                  # the row pass re-resolves it
         if self._background and self.walks > 0:
-            self._queue_check(e, p.pid)  # read on the check thread; a later take merges it
+            self._queue_check(e, p, must)    # read on the check thread; a later take merges it
             return True
         if p.vdir == VDIR_NONE and self.nvdirs < MAX_VDIRS:
-            # /proc/<pid>/fd, opened once per take for the owner's links
+            # /proc/<pid>/fd, opened once per take for the owner's links; its count first
             snprintf(path, sizeof(path), "%u/fd", p.pid)
             p.vdir = openat(self.procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if p.vdir >= 0:
                 self.nvdirs += 1
+                p.vchg = self._saw_count(p, count_of(&sb) if fstat(p.vdir, &sb) == 0 else 0)
             else:
                 p.vdir = VDIR_GONE if errno == ENOENT or errno == ESRCH else VDIR_PATH
+        if not must and p.vdir >= 0 and not p.vchg:
+            self.verify_skipped += 1     # its owner's count has not moved
+            return True
         if p.vdir >= 0:
             snprintf(path, sizeof(path), "%d", e.fd)
             k = readlinkat(p.vdir, path, link, sizeof(link))
@@ -984,18 +1062,22 @@ cdef class PidResolver:
         self.moved += 1
         return False
 
-    cdef void _queue_check(self, sock_ent *e, uint32_t pid) noexcept nogil:
+    cdef void _queue_check(self, sock_ent *e, proc_ent *p, bint must) noexcept nogil:
         cdef check_req *r
         if grow(<void **>&self.cq, &self.capcq, self.ncq + 1, sizeof(check_req)) < 0:
             return                       # out of memory: this one waits for the next round
         r = &self.cq[self.ncq]
         r.inode = e.inode
         r.cookie = e.cookie
-        r.pid = pid
+        r.pid = p.pid
         r.proc = e.proc
         r.proc_gen = e.proc_gen
         r.fd = e.fd
         r.ok = 1
+        r.nfds = p.nfds
+        r.must = must
+        r.hot = p.hot_until > self.vvisits
+        r.read = 0
         self.ncq += 1
 
     cdef void _merge_checks(self) noexcept nogil:
@@ -1004,12 +1086,22 @@ cdef class PidResolver:
         cdef check_job *j = self.cjob
         cdef check_req *r
         cdef sock_ent *e
+        cdef proc_ent *p
         cdef size_t i
+        cdef uint32_t last = 0
         if j == NULL or tcpsnap_done_count(&j.state) != NJ_DONE:
             return
         for i in range(j.n):
             r = &j.reqs[i]
-            self.verified += 1
+            if r.pid != last:            # the requests come sorted by pid: one look each
+                last = r.pid
+                p = &self.procs[r.proc]
+                if r.proc < self.nprocs and p.pid == r.pid and p.gen == r.proc_gen and not p.dead:
+                    self._saw_count(p, r.nfds)
+            if r.read:
+                self.verified += 1
+            else:
+                self.verify_skipped += 1
             if r.ok:
                 continue
             e = smap_find(&self.socks, r.inode)
@@ -1060,7 +1152,10 @@ cdef class PidResolver:
         """Re-read owners' links. Sockets that had several holders when resolved (fork,
         hand-off: how an owner usually changes) every take; all others a slice of the
         map per take: (time since the last take) / verify_interval of it, within
-        [1/1024, 1/32], so each is re-checked within max(verify_interval, 32 takes).
+        [1/1024, 1/32], so each is looked at within max(verify_interval, 32 takes) -- and
+        its link read if its owner's descriptor count moved since the last look
+        (``_saw_count``) --, and a slice VERIFY_BACKSTOP times thinner whose links are
+        read whatever the count says, so each is read within VERIFY_BACKSTOP times that.
         With ``background`` (after the first walk) the links are read on a thread of
         their own, one round at a time and at most one per CHECK_PACE (the slices of the
         takes in between go together): while a round runs, takes check nothing and the
@@ -1098,9 +1193,18 @@ cdef class PidResolver:
             for _ in range(quota):
                 i = self.verify_cursor & mask
                 self.verify_cursor = (i + 1) & mask
+                self.vvisits += 1
                 e = &self.socks.slots[i]
                 if e.inode != 0 and e.state == SK_OWNED:
-                    self._verify_one(e)
+                    self._verify_one(e, False)
+            # the backstop: a change that left the count as it was (a descriptor closed and
+            # another opened between two looks) is found by this one
+            for _ in range(quota // VERIFY_BACKSTOP + 1):
+                i = self.backstop_cursor & mask
+                self.backstop_cursor = (i + 1) & mask
+                e = &self.socks.slots[i]
+                if e.inode != 0 and e.state == SK_OWNED:
+                    self._verify_one(e, True)
         for q in range(self.nprocs):
             if self.procs[q].vdir >= 0:
                 close(self.procs[q].vdir)
@@ -1367,6 +1471,8 @@ cdef class PidResolver:
                     idx = self._proc_add(pi.pid, pi.start, pi.comm, now)
                     if idx == -1:
                         return ENOMEM
+                    if idx >= 0 and self.procs[idx].nfds == 0:
+                        self.procs[idx].nfds = pi.nfds   # a new process: the walk's look
                     last = pi
                 if idx < 0:              # gone since the walk: it stays unresolved
                     e.state = SK_PENDING
@@ -1853,6 +1959,7 @@ cdef class PidResolver:
             "processes": self.nprocs - self.nfree,
             "pidfds": self.npidfd,
             "verified": self.verified,
+            "verify_skipped": self.verify_skipped,
             "moved": self.moved,
             "owner_exits": self.owner_exits,
             "evicted": self.evicted,

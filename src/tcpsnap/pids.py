@@ -76,19 +76,33 @@ Staying right between walks
     * Owner closes its descriptor while another process keeps the socket (fork then
       close, hand-off): ``take()`` re-reads the owner's ``/proc/<pid>/fd/<fd>`` link.
       Sockets that several processes held when they were resolved -- how an owner
-      usually changes -- are re-checked on every snapshot (in the background: every
-      round, rounds at least 50 ms apart); all others a slice per snapshot, so that
-      each is re-checked at least once every **max(verify_interval, 32 snapshots)**
+      usually changes -- are re-read on every snapshot (in the background: every
+      round, rounds at least 50 ms apart). All others are looked at a slice per
+      snapshot, each at least once every F = **max(verify_interval, 32 snapshots)**
       (10 s by default; in the background, plus 50 ms, one round R and one snapshot
-      interval). A link that no longer names the socket puts it back to unresolved
-      (pid 0) until the next walk finds its holder; until the re-check, a row may
-      still show the previous holder.
+      interval), but their links are read only when the owner's count of open
+      descriptors (Linux >= 6.2: the ``st_size`` of ``/proc/<pid>/fd``, one ``stat``
+      per owner per round, taken first for a new owner by the walk that resolved it)
+      moved since the previous look at that owner; then each of its links is read
+      within the next F. A slower slice reads every link whatever the count says, each
+      at least once every **4 F** (the backstop). So a change that moves the owner's
+      count between two looks at it (one per round that reaches one of its sockets) is
+      noticed within F of the look that sees it, as before; one that leaves the count
+      as it was (a descriptor closed and another opened between two looks: 1 s apart
+      in a 1 s recording) within 4 F. An idle owner of 10k sockets thus costs one
+      ``stat`` a round and 1/4 of the links it used to (at 1 s: ~160 ``readlinkat`` a
+      second instead of ~625; benchmarks/RESULTS.md, "Footprint"); a busy one whose
+      count moves all the time, what it used to plus the ``stat``. Before Linux 6.2
+      (no count) every link looked at is read. A link that no longer names the
+      socket puts it back to unresolved (pid 0) until the next walk finds its
+      holder; until the re-read, a row may still show the previous holder.
     * Inode numbers are reused only after 2**32 allocations; the socket cookie, which
       never is, is checked too.
 
 What a snapshot costs
     In steady state: one hash lookup per row (32-byte entries, prefetched), one
-    ``poll()`` over the owners' pidfds, and a few owners' links re-read. A walk costs
+    ``poll()`` over the owners' pidfds, a ``stat`` per owner looked at and a few
+    owners' links re-read. A walk costs
     what ``ss -p`` pays (getdents64 and a ``readlinkat`` per descriptor of every
     process), spread over ``threads`` threads (a large fd directory is shared block by
     block); a walk that is due before the dump runs during it; a walk for known
