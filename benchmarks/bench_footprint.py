@@ -131,26 +131,30 @@ class MemCgroup:
                     time.sleep(0.1)
 
 
-def lateness(files: list[Path], interval: str) -> dict:
-    """From the recording: the first second's snapshots, each one's start against the
-    schedule the first one set (monotonic_ns, one per seq): max lateness (ms) and slots
-    missed."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    ns = {"10ms": 10_000_000, "100ms": 100_000_000, "1s": 1_000_000_000}.get(interval)
-    if not files or ns is None:
-        return {}
-    t = pq.read_table(sorted(files)[0], columns=["seq", "monotonic_ns"])
-    seq = t.column("seq").to_numpy()
-    mono = t.column("monotonic_ns").to_numpy()
-    _, first = np.unique(seq, return_index=True)
-    m = mono[first].astype(np.int64)
+#: Run by the recorder's own interpreter once it has exited, so that this harness never
+#: loads pyarrow: a process of ours mapping the same library files would keep the pages
+#: it shares with the recorder resident in both (MADV_PAGEOUT skips shared pages).
+ANALYSE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import pyarrow.parquet as pq
+files = sorted(Path(sys.argv[1]).glob("date=*/*.parquet"))
+ns = {"10ms": 10_000_000, "100ms": 100_000_000, "1s": 1_000_000_000}.get(sys.argv[2])
+out = {"bytes": sum(f.stat().st_size for f in files),
+       "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in files)}
+if files and ns:
+    # the first second's snapshots (monotonic_ns, one per seq) against the schedule the
+    # first one set: max lateness and slots missed
+    t = pq.read_table(files[0], columns=["seq", "monotonic_ns"])
+    _, first = np.unique(t.column("seq").to_numpy(), return_index=True)
+    m = t.column("monotonic_ns").to_numpy()[first].astype(np.int64)
     m = m[m - m[0] < 1_000_000_000]
     slot = np.round((m - m[0]) / ns).astype(np.int64)
-    late = (m - m[0]) - slot * ns
-    return {"first_s_late_max_ms": float(late.max()) / 1e6,
-            "first_s_missed": int(slot[-1] + 1 - len(m))}
+    out["first_s_late_max_ms"] = float(((m - m[0]) - slot * ns).max()) / 1e6
+    out["first_s_missed"] = int(slot[-1] + 1 - len(m))
+print(json.dumps(out))
+"""
 
 
 def record(python: str, out: Path, seconds: float, interval: str, mode: str, pids: bool,
@@ -184,14 +188,10 @@ def record(python: str, out: Path, seconds: float, interval: str, mode: str, pid
     got: dict = cg.read() if cg else {}
     if cg:
         cg.remove()
-    files = list(out.glob("date=*/*.parquet"))
-    nbytes = sum(f.stat().st_size for f in files)
-    nrows = 0
-    if files:
-        import pyarrow.parquet as pq
-
-        nrows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        got.update(lateness(files, interval))
+    a = subprocess.run([python, "-c", ANALYSE, str(out), interval], capture_output=True, text=True)
+    res = json.loads(a.stdout) if a.returncode == 0 else {"bytes": 0, "rows": 0}
+    nbytes, nrows = res.pop("bytes"), res.pop("rows")
+    got.update(res)
     shutil.rmtree(out, ignore_errors=True)
     got.update({"rc": p.returncode, "peak_mib": hwm / 1024, "last_mib": rss / 1024,
                 "last_file_mib": rfile / 1024, "last_anon_mib": ranon / 1024, "major_faults": faults,
