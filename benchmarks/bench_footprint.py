@@ -157,19 +157,44 @@ print(json.dumps(out))
 """
 
 
+def evict_libraries(python: str) -> int:
+    """``posix_fadvise(DONTNEED)`` every shared library under the interpreter's prefix
+    (its venv: pyarrow, numpy...): their pages leave the page cache, but for those some
+    process maps (the system's libpython, libc...). Returns the files advised."""
+    prefix = subprocess.run([python.partition("::")[0], "-c", "import sys; print(sys.prefix)"],
+                            capture_output=True, text=True).stdout.strip()
+    n = 0
+    for f in Path(prefix).rglob("*.so*"):
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            n += 1
+        finally:
+            os.close(fd)
+    return n
+
+
 def record(python: str, out: Path, seconds: float, interval: str, mode: str, pids: bool,
            every: float = 0.5, samples: list | None = None, extra: list[str] | None = None,
-           cgroup: bool = False) -> dict:
+           cgroup: bool = False, cold: bool = False) -> dict:
     """Run ``tcpsnap record`` for ``seconds``; its peak RSS (VmHWM), last RSS, RssFile
     and RssAnon at the last sample (MiB), major faults, the first second's lateness and,
     with ``cgroup``, its own memory cgroup's current and peak charge. ``python`` may
-    carry more record options after ``::`` (``/venv/bin/python::--no-page-out``)."""
+    carry more record options after ``::`` (``/venv/bin/python::--no-page-out``). ``cold``:
+    the interpreter's libraries are evicted from the page cache first (``evict_libraries``),
+    so that the recorder's cgroup is charged for the library pages it loads, as a service's
+    is when it starts first."""
     shutil.rmtree(out, ignore_errors=True)
     python, _, more = python.partition("::")
     cmd = [python, "-m", "tcpsnap", "record", str(out), "--interval", interval,
            "--duration", f"{seconds}s", "--mode", mode, "-q", *(extra or []), *more.split()]
     if not pids:
         cmd.append("--no-pids")
+    if cold:
+        evict_libraries(python)
     cg = MemCgroup(f"tcpsnap-bench-{os.getpid()}-{time.monotonic_ns()}") if cgroup else None
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=cg.join if cg else None)
@@ -212,7 +237,7 @@ def run_rss(args) -> dict:
                         for py in pys:
                             got = record(py, tmp / "rec", args.seconds, interval, mode, not args.no_pids,
                                          extra=["--row-group-rows", str(rg)] if rg else None,
-                                         cgroup=args.cgroup)
+                                         cgroup=args.cgroup, cold=args.cold)
                             got.update({"n": n, "rows": conns.rows, "mode": mode, "interval": interval,
                                         "python": py, "round": r, "load": os.getloadavg()[0],
                                         "row_group_rows": rg or "default"})
@@ -495,6 +520,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cgroup", action="store_true",
                     help="rss, drift: run each recorder in a memory cgroup of its own and report its "
                          "current and peak charge")
+    ap.add_argument("--cold", action="store_true",
+                    help="rss: evict the interpreter's libraries from the page cache before each run "
+                         "(with --cgroup: its cgroup is charged for the library pages it loads)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=50.0, help="drift: new connections/s")
     ap.add_argument("--minutes", type=float, default=60)
