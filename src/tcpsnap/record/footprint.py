@@ -5,7 +5,9 @@ Where a recorder's memory goes (``benchmarks/bench_footprint.py`` measures it; R
 
 * the interpreter, numpy and pyarrow (with ``pyarrow.parquet``): about 60 MiB resident
   (38 MiB of it library pages, shared with other pyarrow processes but counted in RSS),
-  whatever the table; with tcpsnap's modules about 68 MiB. pandas (about 50 MiB more) is
+  whatever the table; with tcpsnap's modules about 64 MiB, of which ``page_out`` gives
+  the library pages back once the recorder is open (~29 MiB of them are resident again
+  in steady state: what the recording uses, and what other processes map). pandas (about 50 MiB more) is
   never imported by the recorder: ``keep_pandas_out`` stops pyarrow's lazy pandas check
   from loading it; nor is ``pyarrow.compute`` (about 8 MiB: ``tcpsnap._encode``
   dictionary-encodes in C);
@@ -143,7 +145,9 @@ def page_out(maps: str = "/proc/self/maps") -> dict | None:
     out loses nothing: they are clean copies of files, and a page the recorder does use
     faults back in from the page cache or the file (a major fault, counted in
     ``/proc/PID/stat``; the mappings are marked ``MADV_RANDOM`` so that a fault reads
-    its page, not the pages around it). The kernel reclaims only pages no other process maps (another
+    its page, not the pages around it). Each file's pages that no process maps (read
+    ahead when it was loaded) leave the page cache too (``posix_fadvise(DONTNEED)``).
+    The kernel reclaims only pages no other process maps (another
     pyarrow process keeps the ones it shares resident), and frees them, also from the
     cgroup's ``memory.current`` when it was charged for them. ``tcpsnap record`` does it
     once, after the recorder is open (its first snapshot taken) and before the schedule
@@ -172,6 +176,7 @@ def page_out(maps: str = "/proc/self/maps") -> dict | None:
         return None
     before, fb = rss_bytes(), _status_bytes("RssFile")
     done = failed = err = 0
+    files: set[str] = set()
     for line in lines:
         parts = line.split(None, 5)
         # "start-end perms offset dev inode path": files only, never written through
@@ -181,12 +186,26 @@ def page_out(maps: str = "/proc/self/maps") -> dict | None:
         a, b = int(start, 16), int(end, 16)
         if madvise(a, b - a, MADV_PAGEOUT) == 0:
             done += 1
+            files.add(parts[5])
             # no read-around on the faults that follow: only the pages the recorder
             # touches come back (with it, ~5 MiB more of their neighbours did)
             madvise(a, b - a, MADV_RANDOM)
         else:  # a mapping that cannot be paged out (locked...); the others still can
             failed += 1
             err = ctypes.get_errno()
+    for path in files:
+        # and what read-ahead brought into the page cache around them, mapped by nobody
+        # (charged to this cgroup when it read them first: ~100 MiB on a cold start)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     if done == 0:  # EINVAL on every one: a kernel before 5.4; EPERM: a seccomp filter
         if failed:
             log.debug("memory: MADV_PAGEOUT refused (%s): library pages stay resident",
