@@ -130,7 +130,7 @@ def register(sub) -> None:
                           "it never stops for memory")
     rec.add_argument("--no-page-out", action="store_true",
                      help="keep the library pages start-up touched resident (by default they are "
-                          "paged out once the recorder is open: ~25-40 MiB less RSS; also "
+                          "paged out once the recorder is open: ~20 MiB less peak RSS; also "
                           "TCPSNAP_NO_PAGE_OUT=1)")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
