@@ -2,7 +2,9 @@
 
   rss     peak RSS (VmHWM) of ``tcpsnap record`` at N loopback connections, for each
           ``--python`` given (e.g. this tree's venv and main's at 71289e7, side by side,
-          alternating), mode and interval.
+          alternating; ``PATH::OPTIONS`` adds record options, e.g. ``::--no-page-out``),
+          mode and interval; also RssFile/RssAnon at the end, major faults, the first
+          second's lateness and (``--cgroup``) its own memory cgroup's current and peak.
   stall   the pid-walk stall: a helper holding --fds descriptors, --n connections and
           --rate new connections/s (each living 0.2-3 s, both ends in two processes of
           ours), ``Recorder(interval=10ms, pids=True)`` for --seconds: the share of
@@ -66,36 +68,165 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def proc_faults(pid: int) -> int:
+    """Major page faults of a process so far (/proc/PID/stat field 12)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[9])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class MemCgroup:
+    """A memory cgroup of our own for one child: cgroup v2 (``memory.current``,
+    ``memory.peak``) where the v2 mount has the memory controller, else v1's
+    (``memory.usage_in_bytes``, ``memory.max_usage_in_bytes``) under this process's own
+    v1 memory cgroup. ``path`` is None where neither can be made (not root...)."""
+
+    def __init__(self, name: str) -> None:
+        self.path: Path | None = None
+        self.v2 = False
+        cands = []
+        try:
+            for line in Path("/proc/self/cgroup").read_text().splitlines():
+                hid, ctrls, where = line.split(":", 2)
+                if hid == "0":
+                    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                        ctl = Path(root, "cgroup.controllers")
+                        if ctl.exists() and "memory" in ctl.read_text().split():
+                            cands.append((Path(root) / where.lstrip("/"), True))
+                elif "memory" in ctrls.split(","):
+                    cands.append((Path("/sys/fs/cgroup/memory") / where.lstrip("/"), False))
+        except (OSError, ValueError):
+            return
+        for parent, v2 in cands:
+            try:
+                (parent / name).mkdir()
+            except OSError:
+                continue
+            self.path, self.v2 = parent / name, v2
+            return
+
+    def join(self) -> None:
+        """preexec_fn: the child moves itself in before it execs."""
+        if self.path is not None:
+            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def read(self) -> dict:
+        if self.path is None:
+            return {}
+        cur, peak = (("memory.current", "memory.peak") if self.v2 else
+                     ("memory.usage_in_bytes", "memory.max_usage_in_bytes"))
+        out = {"cgroup": "v2" if self.v2 else "v1"}
+        for key, f in (("cg_current_mib", cur), ("cg_peak_mib", peak)):
+            try:
+                out[key] = int((self.path / f).read_text()) / 2**20
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def remove(self) -> None:
+        if self.path is not None:
+            for _ in range(50):
+                try:
+                    self.path.rmdir()
+                    return
+                except OSError:
+                    time.sleep(0.1)
+
+
+#: Run by the recorder's own interpreter once it has exited, so that this harness never
+#: loads pyarrow: a process of ours mapping the same library files would keep the pages
+#: it shares with the recorder resident in both (MADV_PAGEOUT skips shared pages).
+ANALYSE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import pyarrow.parquet as pq
+files = sorted(Path(sys.argv[1]).glob("date=*/*.parquet"))
+ns = {"10ms": 10_000_000, "100ms": 100_000_000, "1s": 1_000_000_000}.get(sys.argv[2])
+out = {"bytes": sum(f.stat().st_size for f in files),
+       "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in files)}
+if files and ns:
+    # the first second's snapshots (monotonic_ns, one per seq) against the schedule the
+    # first one set: max lateness and slots missed
+    t = pq.read_table(files[0], columns=["seq", "monotonic_ns"])
+    _, first = np.unique(t.column("seq").to_numpy(), return_index=True)
+    m = t.column("monotonic_ns").to_numpy()[first].astype(np.int64)
+    m = m[m - m[0] < 1_000_000_000]
+    slot = np.round((m - m[0]) / ns).astype(np.int64)
+    out["first_s_late_max_ms"] = float(((m - m[0]) - slot * ns).max()) / 1e6
+    out["first_s_missed"] = int(slot[-1] + 1 - len(m))
+print(json.dumps(out))
+"""
+
+
+def evict_libraries(python: str) -> int:
+    """``posix_fadvise(DONTNEED)`` every shared library under the interpreter's prefix
+    (its venv: pyarrow, numpy...): their pages leave the page cache, but for those some
+    process maps (the system's libpython, libc...). Returns the files advised."""
+    prefix = subprocess.run([python.partition("::")[0], "-c", "import sys; print(sys.prefix)"],
+                            capture_output=True, text=True).stdout.strip()
+    n = 0
+    for f in Path(prefix).rglob("*.so*"):
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            n += 1
+        finally:
+            os.close(fd)
+    return n
+
+
 def record(python: str, out: Path, seconds: float, interval: str, mode: str, pids: bool,
-           every: float = 0.5, samples: list | None = None, extra: list[str] | None = None) -> dict:
-    """Run ``tcpsnap record`` for ``seconds``; its peak RSS (VmHWM) and last RSS, in MiB."""
+           every: float = 0.5, samples: list | None = None, extra: list[str] | None = None,
+           cgroup: bool = False, cold: bool = False) -> dict:
+    """Run ``tcpsnap record`` for ``seconds``; its peak RSS (VmHWM), last RSS, RssFile
+    and RssAnon at the last sample (MiB), major faults, the first second's lateness and,
+    with ``cgroup``, its own memory cgroup's current and peak charge. ``python`` may
+    carry more record options after ``::`` (``/venv/bin/python::--no-page-out``). ``cold``:
+    the interpreter's libraries are evicted from the page cache first (``evict_libraries``),
+    so that the recorder's cgroup is charged for the library pages it loads, as a service's
+    is when it starts first."""
     shutil.rmtree(out, ignore_errors=True)
+    python, _, more = python.partition("::")
     cmd = [python, "-m", "tcpsnap", "record", str(out), "--interval", interval,
-           "--duration", f"{seconds}s", "--mode", mode, "-q", *(extra or [])]
+           "--duration", f"{seconds}s", "--mode", mode, "-q", *(extra or []), *more.split()]
     if not pids:
         cmd.append("--no-pids")
+    if cold:
+        evict_libraries(python)
+    cg = MemCgroup(f"tcpsnap-bench-{os.getpid()}-{time.monotonic_ns()}") if cgroup else None
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    hwm = rss = 0
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=cg.join if cg else None)
+    hwm = rss = rfile = ranon = faults = 0
     while p.poll() is None:
         time.sleep(every)
         h = status_kb(p.pid, "VmHWM")
         r = status_kb(p.pid, "VmRSS")
         if h:
             hwm, rss = max(hwm, h), r
+            rfile, ranon = status_kb(p.pid, "RssFile"), status_kb(p.pid, "RssAnon")
+            faults = max(faults, proc_faults(p.pid))
             if samples is not None:
                 samples.append((round(time.monotonic() - t0, 1), r))
     err = p.stderr.read() if p.stderr else ""
-    files = list(out.glob("date=*/*.parquet"))
-    nbytes = sum(f.stat().st_size for f in files)
-    nrows = 0
-    if files:
-        import pyarrow.parquet as pq
-
-        nrows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    got: dict = cg.read() if cg else {}
+    if cg:
+        cg.remove()
+    a = subprocess.run([python, "-c", ANALYSE, str(out), interval], capture_output=True, text=True)
+    res = json.loads(a.stdout) if a.returncode == 0 else {"bytes": 0, "rows": 0}
+    nbytes, nrows = res.pop("bytes"), res.pop("rows")
+    got.update(res)
     shutil.rmtree(out, ignore_errors=True)
-    return {"rc": p.returncode, "peak_mib": hwm / 1024, "last_mib": rss / 1024,
-            "bytes_per_row": nbytes / max(nrows, 1), "rows_written": nrows, "stderr": err.strip()[-300:]}
+    got.update({"rc": p.returncode, "peak_mib": hwm / 1024, "last_mib": rss / 1024,
+                "last_file_mib": rfile / 1024, "last_anon_mib": ranon / 1024, "major_faults": faults,
+                "bytes_per_row": nbytes / max(nrows, 1), "rows_written": nrows,
+                "stderr": err.strip()[-300:]})
+    return got
 
 
 def run_rss(args) -> dict:
@@ -109,7 +240,8 @@ def run_rss(args) -> dict:
                         pys = args.python if r % 2 == 0 else list(reversed(args.python))
                         for py in pys:
                             got = record(py, tmp / "rec", args.seconds, interval, mode, not args.no_pids,
-                                         extra=["--row-group-rows", str(rg)] if rg else None)
+                                         extra=["--row-group-rows", str(rg)] if rg else None,
+                                         cgroup=args.cgroup, cold=args.cold)
                             got.update({"n": n, "rows": conns.rows, "mode": mode, "interval": interval,
                                         "python": py, "round": r, "load": os.getloadavg()[0],
                                         "row_group_rows": rg or "default"})
@@ -121,15 +253,23 @@ def run_rss(args) -> dict:
 
 
 def rss_markdown(res: dict) -> str:
-    lines = ["| connections | mode | interval | row groups | python | peak RSS MiB (median) | bytes/row | runs "
-             "| load |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| connections | mode | interval | row groups | python | peak RSS MiB (median) | MB | RssFile "
+             "/ RssAnon at end | major faults | cgroup now / peak MiB | first 1 s: late max ms, missed "
+             "| bytes/row | runs | load |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     keys: dict = {}
     for c in res["cases"]:
         keys.setdefault((c["n"], c["mode"], c["interval"], c.get("row_group_rows"), c["python"]), []).append(c)
     for (n, mode, interval, rg, py), cs in keys.items():
+        def med(key: str, cs: list = cs) -> float:
+            v = [c[key] for c in cs if key in c]
+            return statistics.median(v) if v else float("nan")
+
         lines.append(f"| {n:,} | {mode} | {interval} | {rg} | `{py}` | "
-                     f"{statistics.median(c['peak_mib'] for c in cs):.1f} | "
+                     f"{med('peak_mib'):.1f} | {med('peak_mib') * 1.048576:.1f} | "
+                     f"{med('last_file_mib'):.1f} / {med('last_anon_mib'):.1f} | {med('major_faults'):.0f} | "
+                     f"{med('cg_current_mib'):.1f} / {med('cg_peak_mib'):.1f} | "
+                     f"{med('first_s_late_max_ms'):.2f}, {med('first_s_missed'):.0f} | "
                      f"{statistics.median(c.get('bytes_per_row', 0) for c in cs):.3f} | {len(cs)} | "
                      f"{statistics.median(c['load'] for c in cs):.2f} |")
     return "\n".join(lines)
@@ -182,7 +322,7 @@ def run_drift(args) -> dict:
             samples = Tee()
             got = record(args.python[0], tmp / "rec", args.minutes * 60, args.interval, args.mode,
                          not args.no_pids, every=args.every, samples=samples,
-                         extra=["--rotate", args.rotate])
+                         extra=["--rotate", args.rotate], cgroup=args.cgroup)
             stop.set()
             t.join()
     finally:
@@ -441,6 +581,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--no-pids", action="store_true")
+    ap.add_argument("--cgroup", action="store_true",
+                    help="rss, drift: run each recorder in a memory cgroup of its own and report its "
+                         "current and peak charge")
+    ap.add_argument("--cold", action="store_true",
+                    help="rss: evict the interpreter's libraries from the page cache before each run "
+                         "(with --cgroup: its cgroup is charged for the library pages it loads)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=50.0, help="drift: new connections/s")
     ap.add_argument("--minutes", type=float, default=60)

@@ -40,6 +40,7 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "keyframe": (["--keyframe", "30s"], 'keyframe = "30s"'),
     "no-destroy-feed": (["--no-destroy-feed"], "no-destroy-feed = true"),
     "fsync": (["--fsync"], "fsync = true"),
+    "no-page-out": (["--no-page-out"], "no-page-out = true"),
     "state": (["--state", "established", "--state", "listen,time-wait"],
               'state = ["established", "listen,time-wait"]'),
     "port": (["--port", "443,8000-8010"], 'port = "443,8000-8010"'),

@@ -128,6 +128,10 @@ def register(sub) -> None:
                           "systemd's MemoryMax=): near it the recorder uses smaller row groups "
                           "and flushes earlier, and says once that --mode changes needs less; "
                           "it never stops for memory")
+    rec.add_argument("--no-page-out", action="store_true",
+                     help="keep the library pages start-up touched resident (by default they are "
+                          "paged out once the recorder is open: ~20 MiB less peak RSS; also "
+                          "TCPSNAP_NO_PAGE_OUT=1)")
     rec.add_argument("--fsync", action="store_true",
                      help="fsync at every flush too (survive power loss, not just a crash)")
     rec.add_argument("--all-netns", action="store_true",
@@ -362,6 +366,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         rec.open()
         exporter = _cli_ops.start(args, rec)
+        if not args.no_page_out:  # before the schedule starts: README "Memory"
+            from .record.footprint import page_out
+            page_out()
         if not args.quiet:  # one start line, as daemons do (on a terminal, piped, in the journal)
             _announce(f"recording the TCP table every "
                       f"{format_duration(args.interval) if args.interval else 'moment (--interval 0)'}"

@@ -5,7 +5,9 @@ Where a recorder's memory goes (``benchmarks/bench_footprint.py`` measures it; R
 
 * the interpreter, numpy and pyarrow (with ``pyarrow.parquet``): about 60 MiB resident
   (38 MiB of it library pages, shared with other pyarrow processes but counted in RSS),
-  whatever the table; with tcpsnap's modules about 68 MiB. pandas (about 50 MiB more) is
+  whatever the table; with tcpsnap's modules about 64 MiB, of which ``page_out`` gives
+  the library pages back once the recorder is open (~29 MiB of them are resident again
+  in steady state: what the recording uses, and what other processes map). pandas (about 50 MiB more) is
   never imported by the recorder: ``keep_pandas_out`` stops pyarrow's lazy pandas check
   from loading it; nor is ``pyarrow.compute`` (about 8 MiB: ``tcpsnap._encode``
   dictionary-encodes in C);
@@ -27,13 +29,15 @@ recording.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep_pandas_out", "lean_process",
-           "cgroup_memory_max", "rss_bytes"]
+           "cgroup_memory_max", "rss_bytes", "page_out", "NO_PAGE_OUT_ENV", "heap_trimmer"]
 
 log = logging.getLogger("tcpsnap.recorder")
 
@@ -121,6 +125,128 @@ def lean_process() -> bool:
     finally:
         sys.meta_path.remove(finder)
     return set_pool
+
+
+#: madvise(2) advice (Linux >= 5.4): reclaim these pages now.
+MADV_PAGEOUT = 21
+MADV_RANDOM = 1
+#: Set (to anything but "" or "0") to keep ``tcpsnap record`` from paging out (as ``--no-page-out``).
+NO_PAGE_OUT_ENV = "TCPSNAP_NO_PAGE_OUT"
+
+
+def page_out(maps: str = "/proc/self/maps") -> dict | None:
+    """Give back the library pages start-up touched: ``madvise(MADV_PAGEOUT)`` over every
+    read-only file-backed mapping of this process (shared libraries, extension modules;
+    the writable ones are skipped: their written pages are anonymous copies).
+
+    Importing Python, numpy and ``pyarrow.parquet`` touches ~40 MiB of library pages
+    (libarrow, libparquet, libpython, openblas...) that a recording never uses again
+    (initialisers, code for other types and formats), and RSS counts them. Paging them
+    out loses nothing: they are clean copies of files, and a page the recorder does use
+    faults back in from the page cache or the file (a major fault, counted in
+    ``/proc/PID/stat``; the mappings are marked ``MADV_RANDOM`` so that a fault reads
+    its page, not the pages around it). Each file's pages that no process maps (read
+    ahead when it was loaded) leave the page cache too (``posix_fadvise(DONTNEED)``).
+    The kernel reclaims only pages no other process maps (another
+    pyarrow process keeps the ones it shares resident), and frees them, also from the
+    cgroup's ``memory.current`` when it was charged for them. ``tcpsnap record`` does it
+    once, after the recorder is open (its first snapshot taken) and before the schedule
+    starts; ``--no-page-out``, ``no-page-out = true`` or ``TCPSNAP_NO_PAGE_OUT=1`` turn it
+    off. Measured: benchmarks/RESULTS.md, "Footprint".
+
+    Returns ``{"mappings", "failed", "rss_before", "rss_after", "file_before",
+    "file_after"}`` (bytes; ``file_*`` is ``RssFile``), or None where it does not apply:
+    not Linux, the environment variable set, or a kernel (< 5.4) or a seccomp filter that
+    refuses the advice (then nothing changed)."""
+    if not sys.platform.startswith("linux") or os.environ.get(NO_PAGE_OUT_ENV, "") not in ("", "0"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    try:
+        with open(maps) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    before, fb = rss_bytes(), _status_bytes("RssFile")
+    done = failed = err = 0
+    files: set[str] = set()
+    for line in lines:
+        parts = line.split(None, 5)
+        # "start-end perms offset dev inode path": files only, never written through
+        if len(parts) < 6 or not parts[5].startswith("/") or "w" in parts[1]:
+            continue
+        start, _, end = parts[0].partition("-")
+        a, b = int(start, 16), int(end, 16)
+        if madvise(a, b - a, MADV_PAGEOUT) == 0:
+            done += 1
+            files.add(parts[5])
+            # no read-around on the faults that follow: only the pages the recorder
+            # touches come back (with it, ~5 MiB more of their neighbours did)
+            madvise(a, b - a, MADV_RANDOM)
+        else:  # a mapping that cannot be paged out (locked...); the others still can
+            failed += 1
+            err = ctypes.get_errno()
+    for path in files:
+        # and what read-ahead brought into the page cache around them, mapped by nobody
+        # (charged to this cgroup when it read them first: ~100 MiB on a cold start)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    if done == 0:  # EINVAL on every one: a kernel before 5.4; EPERM: a seccomp filter
+        if failed:
+            log.debug("memory: MADV_PAGEOUT refused (%s): library pages stay resident",
+                      os.strerror(err))
+        return None
+    out = {"mappings": done, "failed": failed, "rss_before": before, "rss_after": rss_bytes(),
+           "file_before": fb, "file_after": _status_bytes("RssFile")}
+    log.info("memory: paged out %d MiB of library pages (RSS %d -> %d MiB; --no-page-out keeps them)",
+             (fb - out["file_after"]) >> 20, before >> 20, out["rss_after"] >> 20)
+    return out
+
+
+def heap_trimmer() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)`` (None where the C library has none): gives the free
+    memory inside the malloc heaps back to the system (``madvise(MADV_DONTNEED)`` of free
+    pages, all arenas), not only what lies at a heap's top. The writer calls it after
+    each row group: a row group's Arrow rows are freed in pieces (its record batches,
+    each under the mmap threshold at 1k connections) between blocks still in use, so
+    without it they stay resident as holes the next row group fills."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has none)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return functools.partial(trim, 0)
+
+
+def _status_bytes(key: str) -> int:
+    """A ``kB`` line of /proc/self/status in bytes (0 when absent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def rss_bytes() -> int:

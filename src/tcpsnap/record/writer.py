@@ -26,6 +26,7 @@ import numpy as np
 from .._arrow import KIND_SNAPSHOT
 from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
+from .footprint import heap_trimmer
 from .protocols import Clock
 from .safedir import SafeDir
 
@@ -129,6 +130,7 @@ class Writer:
         self._on_file = on_file  # called (writer thread) after each file is finished
         self._guard = guard  # record.footprint.MemoryGuard, or None
         self._file_kv = file_kv  # more key-value metadata, asked as each file closes
+        self._trim = heap_trimmer()  # after each row group: its freed rows leave RSS
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.cpu_ns = 0  # CPU time this thread spent on batches
@@ -344,6 +346,8 @@ class Writer:
         self._pending_rows = 0
         self._oldest = None
         self._enc.reset()
+        if self._trim is not None:
+            self._trim()
 
     def _finish_file(self, clean: bool) -> None:
         app = self._app
