@@ -53,6 +53,7 @@ Recordings made before ``kind`` existed (schema version 1) hold connections only
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -79,7 +80,16 @@ TIMESTAMP = pa.timestamp("ns", tz="UTC")
 STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 STATE_TYPE = pa.dictionary(pa.int8(), pa.string())
 KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
-_STATE_DICTIONARY = pa.array(STATE_NAMES, pa.string())
+
+
+@functools.cache
+def _state_dictionary() -> pa.Array:
+    # made on first use, not at import: pyarrow's first ``pa.array`` call imports pandas
+    # (~0.2-0.7 s) when it is installed, which a reader (``tcpsnap plot``) wants on
+    # another thread than the one opening the recording, and the recorder not at all
+    return pa.array(STATE_NAMES, pa.string())
+
+
 _ADDR_FIELDS = ("local_addr", "remote_addr")
 # frame.COLUMNS, with ``process`` right after ``pid`` (where frame puts it too)
 _COLUMNS = tuple(c for c in COLUMNS if c != "process")
@@ -392,7 +402,7 @@ class BatchEncoder:
             elif name == "state":
                 st = col["state"].view(np.int8)
                 st -= 1
-                cols[name] = pa.DictionaryArray.from_arrays(pa.array(st, pa.int8()), _STATE_DICTIONARY)
+                cols[name] = pa.DictionaryArray.from_arrays(pa.array(st, pa.int8()), _state_dictionary())
             elif name in _ADDR_FIELDS:
                 cols[name] = self._addresses(name, col)
             elif name == "process":
