@@ -147,3 +147,22 @@ def test_statistics_only_where_readers_prune_and_time_filters_still_prune(tmp_pa
     df = tcpsnap.read(tmp_path / "rec", start=pd.Timestamp(cut))
     whole = pd.read_parquet(tmp_path / "rec")
     assert len(df) == int((whole["timestamp"] >= pd.Timestamp(cut)).sum()) > 0
+
+
+@linux
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+@pytest.mark.parametrize("mode", ["full", "changes"])
+def test_recorded_process_names_are_ss_owners_in_both_modes(tmp_path, named_child, mode):
+    """The recorder writes the names through ``names_into`` (full mode: into the batch;
+    changes mode: into the tracker's dictionary): each of the child's rows recorded with
+    the pid and name ``ss -p`` gives, every snapshot."""
+    import tcpsnap
+
+    pid, port = named_child
+    with Recorder(tmp_path / "rec", interval="5ms", pids=True, mode=mode, nice=None) as rec:
+        rec.run(duration="0.3s")
+    df = tcpsnap.read(tmp_path / "rec")
+    mine = df[(df.local_port == port) | (df.remote_port == port)]
+    assert mine.seq.nunique() == rec.snapshots and len(mine) == 3 * rec.snapshots
+    got = set(zip(mine.process.astype(str), mine.pid.astype(int), strict=True))
+    assert got == _ss_owners(port) == {("tcpsnap-rate", pid)}

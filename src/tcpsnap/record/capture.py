@@ -117,6 +117,8 @@ class Capture:
         self._filter = (states, ports, family) if (states or ports or family) else None
         self._where = where        # a tcpsnap.Filter (the snapshotter's own applies it too)
         self.tracker = tracker  # record.changes.ChangeTracker in changes mode
+        if tracker is not None and self._names_into is not None:
+            tracker.names_into = self._names_into
         # other namespaces at their own rate (tcpsnap.netns.Rate): a pass may leave some
         # out; their rows are carried from their last dump (Carry)
         rate = getattr(getattr(snap, "namespaces", None), "rate", None)
