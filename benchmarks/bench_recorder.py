@@ -322,19 +322,50 @@ def phases_block(seconds: float, workdir: Path, mode: str, batch_rows: int | Non
             "involuntary_switches_per_snapshot": (x1[1] - x0[1]) / n}
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` (clock ticks: 10 ms; read over seconds)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def floor_cpu_block(floor: bs.Floor, seconds: float, chunk: int) -> dict:
+    """The floor's dumps for ``seconds``: its CPU per dump (the process's own), and its rate."""
+    c0 = _proc_cpu_s(floor.proc.pid)
+    r = floor_block(floor, seconds, chunk)
+    r["cpu_ms_per_dump"] = (_proc_cpu_s(floor.proc.pid) - c0) / max(r["dumps"], 1) * 1e3
+    return r
+
+
 def run_phases(sizes: list[int], rounds: int, seconds: float, mode: str, batch_rows: int | None = None) -> dict:
+    """Per size and round, the floor's dumps then the recorder's phases (the order swapped
+    every other round): the capture thread's CPU per snapshot over the floor's CPU per dump
+    is the load-robust form of the rate target."""
     workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))
+    floor = bs.Floor()
     out: dict = {"machine": machine(), "mode": mode, "sizes": {}}
     try:
         for n in sizes:
             with bs.Connections(n) as conns:
+                floor.dumps(5)
                 rs = []
                 for r in range(rounds):
-                    rs.append(phases_block(seconds, workdir, mode, batch_rows))
-                    print(json.dumps({"n": n, "round": r, "rate": round(rs[-1]["rate"], 1),
+                    fl = None
+                    if r % 2 == 0:
+                        fl = floor_cpu_block(floor, seconds, 50 if n <= 2000 else 8)
+                    ph = phases_block(seconds, workdir, mode, batch_rows)
+                    if fl is None:
+                        fl = floor_cpu_block(floor, seconds, 50 if n <= 2000 else 8)
+                    ph["floor"] = fl
+                    ph["cpu_x_floor"] = ph["ms_per_snapshot"]["capture_thread"]["cpu"] / fl["cpu_ms_per_dump"]
+                    rs.append(ph)
+                    print(json.dumps({"n": n, "round": r, "rate": round(ph["rate"], 1),
+                                      "floor_rate": round(fl["rate"], 1),
+                                      "capture_cpu_x_floor_cpu": round(ph["cpu_x_floor"], 3),
                                       "loadavg": os.getloadavg()[0]}), file=sys.stderr, flush=True)
                 out["sizes"][n] = {"rows": conns.rows, "rounds": rs}
     finally:
+        floor.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return out
 
@@ -356,6 +387,9 @@ def phases_markdown(res: dict, argv: str) -> str:
             c = statistics.median(x["ms_per_snapshot"][ph]["cpu"] for x in rounds)
             w = statistics.median(x["ms_per_snapshot"][ph]["wall"] for x in rounds)
             lines.append(f"| {int(n):,} | {ph} | {c:.3f} | {w:.3f} |")
+        over = statistics.median(x["ms_per_snapshot"]["capture_thread"]["cpu"] - x["ms_per_snapshot"]["dump"]["cpu"]
+                                 for x in rounds)
+        lines.append(f"| {int(n):,} | capture thread beyond the dump (pids, names, batch, loop) | {over:.3f} | |")
         c = statistics.median(x["ms_per_snapshot"]["writer_thread"]["cpu"] for x in rounds)
         lines.append(f"| {int(n):,} | writer thread | {c:.3f} | |")
         for k in rounds[0]["ms_per_snapshot"]["resolver_phases"]:
@@ -366,6 +400,12 @@ def phases_markdown(res: dict, argv: str) -> str:
             lines.append(f"| {int(n):,} | capture thread {k} context switches per snapshot | {v:.2f} | |")
         rate = statistics.median(x["rate"] for x in rounds)
         lines.append(f"| {int(n):,} | snapshots/s | | {rate:,.0f} |")
+        fc = statistics.median(x["floor"]["cpu_ms_per_dump"] for x in rounds)
+        fr = statistics.median(x["floor"]["rate"] for x in rounds)
+        lines.append(f"| {int(n):,} | floor: CPU per dump, dumps/s | {fc:.3f} | {fr:,.0f}/s |")
+        xs = " ".join(f"{x['cpu_x_floor']:.3f}" for x in rounds)
+        lines.append(f"| {int(n):,} | capture thread CPU / floor CPU (rounds) | "
+                     f"{statistics.median(x['cpu_x_floor'] for x in rounds):.3f} ({xs}) | |")
     return "\n".join(lines)
 
 
