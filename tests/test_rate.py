@@ -125,7 +125,10 @@ def test_statistics_only_where_readers_prune_and_time_filters_still_prune(tmp_pa
     try:
         with Recorder(tmp_path / "rec", interval="2ms", pids=True, row_group_rows=4096,
                       nice=None) as rec:
-            rec.run(duration="0.6s")
+            for _ in range(150):               # several row groups, however loaded the machine
+                rec.run(duration="0.2s")
+                if rec.rows >= 5 * 4096:
+                    break
     finally:
         for s in [lst] + [x for p in socks for x in p]:
             s.close()

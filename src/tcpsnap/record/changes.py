@@ -156,9 +156,7 @@ class ChangeTracker:
         self._can_probe = True
         self._gnames: list[str] = []
         self._gcodes: dict[str, int] = {}
-        #: ``PidResolver.names_into`` (set by the recorder's capture): names straight into
-        #: the running dictionary above, no array per snapshot
-        self.names_into = None
+        self.names_into = None  # PidResolver.names_into (set by the capture): into the above
         self._last_kf: int | None = None
         self._key = None
         self._pend_rows = np.zeros(0, ROW_DTYPE)      # destroy reports not yet placed
