@@ -4,11 +4,15 @@
            dumps/s (benchmarks/floor.c), with 1k and 10k loopback connections, in
            interleaved blocks; checks that every snapshot was written (read back);
            (c) bytes per row on disk for that steady table.
+  phases   at --interval 0, the capture thread's CPU and wall time per snapshot by phase
+           (dump, pids, names, into the batch, changes mode's step), its context
+           switches, and the writer thread's CPU: load-robust where rates are not.
   ontime   (b) at 10 ms with 1k connections: share of snapshot slots taken on
            time, start lateness, the recorder's CPU per snapshot against a loop of
            take() alone at the same rate; (d) RSS every 10 s of a 10-minute run.
 
     python3 benchmarks/bench_recorder.py rate
+    python3 benchmarks/bench_recorder.py phases --sizes 1000,10000 --rounds 3 --seconds 4
     python3 benchmarks/bench_recorder.py ontime --minutes 10      # ~11 minutes
     python3 benchmarks/bench_recorder.py rate --sizes 100 --rounds 1 --seconds 1 --pids off   # quick
     python3 benchmarks/bench_recorder.py rate --pids off --metrics both   # the cost of --metrics
@@ -226,6 +230,185 @@ def rate_markdown(res: dict, argv: str) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- phases
+
+class _Timed:
+    """Forwards every attribute to ``obj``; the methods named in ``timed`` are timed into
+    ``acc[name]`` = [wall ns, thread CPU ns, calls] (a Cython object takes no attribute,
+    so it is wrapped rather than patched)."""
+
+    def __init__(self, obj, acc: dict, timed: tuple[str, ...]) -> None:
+        object.__setattr__(self, "_obj", obj)
+        for name in timed:
+            object.__setattr__(self, name, _timer(getattr(obj, name), acc, name))
+
+    def __getattr__(self, name):
+        return getattr(self._obj, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._obj, name, value)
+
+
+def _timer(fn, acc: dict, name: str):
+    slot = acc.setdefault(name, [0, 0, 0])
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+
+    def timed(*a, **kw):
+        w0, c0 = wall(), cpu()
+        try:
+            return fn(*a, **kw)
+        finally:
+            slot[0] += wall() - w0
+            slot[1] += cpu() - c0
+            slot[2] += 1
+    return timed
+
+
+def _ctx_switches() -> tuple[int, int]:
+    """This thread's (voluntary, involuntary) context switches: a voluntary one is mostly a
+    wait for the GIL (netlink dumps are made in recv itself, and nothing else blocks)."""
+    v = i = 0
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                v = int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                i = int(line.split()[1])
+    return v, i
+
+
+def phases_block(seconds: float, workdir: Path, mode: str, batch_rows: int | None = None) -> dict:
+    """One recording at --interval 0 with pids, the capture thread's time split by phase:
+    ``dump`` (the netlink dump and parse, Snapshotter's backend), ``resolve`` (pids),
+    ``names`` (process-name codes), ``step`` (changes mode: diff and events), ``add``
+    (into the batch, names and step included), ``take`` (dump + resolve + filter);
+    ``other`` = the capture thread's total minus take and add (the schedule loop, hand-offs,
+    waits for a free batch). Wall and thread-CPU ms per snapshot (the wrappers cost ~1 us
+    a call, the same for every build)."""
+    from tcpsnap import Recorder
+
+    out = workdir / "rec"
+    shutil.rmtree(out, ignore_errors=True)
+    acc: dict = {}
+    kw = {"batch_rows": batch_rows} if batch_rows else {}
+    with Recorder(out, interval=0, pids=True, rotate="1h", mode=mode, **kw) as rec:
+        snap = rec._snap
+        snap._impl = _Timed(snap._impl, acc, ("dump",))
+        if snap._resolver is not None:
+            snap._resolver = _Timed(snap._resolver, acc, ("resolve", "process_names"))
+        cap = rec._capture
+        snap.take = _timer(snap.take, acc, "take")
+        cap.add = _timer(cap.add, acc, "add")
+        if rec._tracker is not None:
+            rec._tracker.step = _timer(rec._tracker.step, acc, "step")
+        res0 = dict(snap.pid_stats.get("phase_seconds", {}))
+        wcpu0 = rec._writer.cpu_ns
+        x0 = _ctx_switches()
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+        rec.run(duration=seconds)
+        c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+        x1 = _ctx_switches()
+        n = rec.snapshots
+        wcpu = rec._writer.cpu_ns - wcpu0
+        res1 = dict(snap.pid_stats.get("phase_seconds", {}))
+    shutil.rmtree(out, ignore_errors=True)
+    ms = {k: {"wall": v[0] / n / 1e6, "cpu": v[1] / n / 1e6, "calls": v[2]} for k, v in acc.items()}
+    ms["capture_thread"] = {"wall": (w1 - w0) / n / 1e6, "cpu": (c1 - c0) / n / 1e6, "calls": n}
+    ms["other"] = {x: ms["capture_thread"][x] - ms["take"][x] - ms["add"][x] for x in ("wall", "cpu")}
+    ms["writer_thread"] = {"cpu": wcpu / n / 1e6}
+    ms["resolver_phases"] = {k: (res1.get(k, 0) - res0.get(k, 0)) / n * 1e3 for k in res1}
+    return {"snapshots": n, "rate": n / ((w1 - w0) / 1e9), "ms_per_snapshot": ms,
+            "voluntary_switches_per_snapshot": (x1[0] - x0[0]) / n,
+            "involuntary_switches_per_snapshot": (x1[1] - x0[1]) / n}
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` (clock ticks: 10 ms; read over seconds)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def floor_cpu_block(floor: bs.Floor, seconds: float, chunk: int) -> dict:
+    """The floor's dumps for ``seconds``: its CPU per dump (the process's own), and its rate."""
+    c0 = _proc_cpu_s(floor.proc.pid)
+    r = floor_block(floor, seconds, chunk)
+    r["cpu_ms_per_dump"] = (_proc_cpu_s(floor.proc.pid) - c0) / max(r["dumps"], 1) * 1e3
+    return r
+
+
+def run_phases(sizes: list[int], rounds: int, seconds: float, mode: str, batch_rows: int | None = None) -> dict:
+    """Per size and round, the floor's dumps then the recorder's phases (the order swapped
+    every other round): the capture thread's CPU per snapshot over the floor's CPU per dump
+    is the load-robust form of the rate target."""
+    workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))
+    floor = bs.Floor()
+    out: dict = {"machine": machine(), "mode": mode, "sizes": {}}
+    try:
+        for n in sizes:
+            with bs.Connections(n) as conns:
+                floor.dumps(5)
+                rs = []
+                for r in range(rounds):
+                    fl = None
+                    if r % 2 == 0:
+                        fl = floor_cpu_block(floor, seconds, 50 if n <= 2000 else 8)
+                    ph = phases_block(seconds, workdir, mode, batch_rows)
+                    if fl is None:
+                        fl = floor_cpu_block(floor, seconds, 50 if n <= 2000 else 8)
+                    ph["floor"] = fl
+                    ph["cpu_x_floor"] = ph["ms_per_snapshot"]["capture_thread"]["cpu"] / fl["cpu_ms_per_dump"]
+                    rs.append(ph)
+                    print(json.dumps({"n": n, "round": r, "rate": round(ph["rate"], 1),
+                                      "floor_rate": round(fl["rate"], 1),
+                                      "capture_cpu_x_floor_cpu": round(ph["cpu_x_floor"], 3),
+                                      "loadavg": os.getloadavg()[0]}), file=sys.stderr, flush=True)
+                out["sizes"][n] = {"rows": conns.rows, "rounds": rs}
+    finally:
+        floor.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+PHASE_ORDER = ("capture_thread", "take", "dump", "resolve", "add", "process_names", "step", "other")
+
+
+def phases_markdown(res: dict, argv: str) -> str:
+    lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
+             f"Machine: {res['machine']}", "",
+             "Capture thread, ms per snapshot (median of rounds), thread CPU / wall; "
+             "writer thread CPU ms per snapshot:", "",
+             "| connections | phase | CPU ms | wall ms |", "|---|---|---:|---:|"]
+    for n, r in res["sizes"].items():
+        rounds = r["rounds"]
+        for ph in PHASE_ORDER:
+            if ph not in rounds[0]["ms_per_snapshot"]:
+                continue
+            c = statistics.median(x["ms_per_snapshot"][ph]["cpu"] for x in rounds)
+            w = statistics.median(x["ms_per_snapshot"][ph]["wall"] for x in rounds)
+            lines.append(f"| {int(n):,} | {ph} | {c:.3f} | {w:.3f} |")
+        over = statistics.median(x["ms_per_snapshot"]["capture_thread"]["cpu"] - x["ms_per_snapshot"]["dump"]["cpu"]
+                                 for x in rounds)
+        lines.append(f"| {int(n):,} | capture thread beyond the dump (pids, names, batch, loop) | {over:.3f} | |")
+        c = statistics.median(x["ms_per_snapshot"]["writer_thread"]["cpu"] for x in rounds)
+        lines.append(f"| {int(n):,} | writer thread | {c:.3f} | |")
+        for k in rounds[0]["ms_per_snapshot"]["resolver_phases"]:
+            v = statistics.median(x["ms_per_snapshot"]["resolver_phases"][k] for x in rounds)
+            lines.append(f"| {int(n):,} | resolve: {k} (wall) | | {v:.3f} |")
+        for k in ("voluntary", "involuntary"):
+            v = statistics.median(x[f"{k}_switches_per_snapshot"] for x in rounds)
+            lines.append(f"| {int(n):,} | capture thread {k} context switches per snapshot | {v:.2f} | |")
+        rate = statistics.median(x["rate"] for x in rounds)
+        lines.append(f"| {int(n):,} | snapshots/s | | {rate:,.0f} |")
+        fc = statistics.median(x["floor"]["cpu_ms_per_dump"] for x in rounds)
+        fr = statistics.median(x["floor"]["rate"] for x in rounds)
+        lines.append(f"| {int(n):,} | floor: CPU per dump, dumps/s | {fc:.3f} | {fr:,.0f}/s |")
+        xs = " ".join(f"{x['cpu_x_floor']:.3f}" for x in rounds)
+        lines.append(f"| {int(n):,} | capture thread CPU / floor CPU (rounds) | "
+                     f"{statistics.median(x['cpu_x_floor'] for x in rounds):.3f} ({xs}) | |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- (b) + (d)
 
 def take_alone(seconds: float, interval_ns: int, pids: bool) -> dict:
@@ -362,6 +545,12 @@ def main(argv: list[str]) -> int:
     a.add_argument("--metrics", choices=("off", "on", "both"), default="off",
                    help="serve --metrics (scraped by another process) in the recorder blocks")
     a.add_argument("--scrape-every", type=float, default=1.0, metavar="S")
+    ph = sub.add_parser("phases", help="the capture thread's time per snapshot by phase")
+    ph.add_argument("--sizes", default="1000,10000")
+    ph.add_argument("--rounds", type=int, default=3)
+    ph.add_argument("--seconds", type=float, default=4.0)
+    ph.add_argument("--mode", choices=("full", "changes"), default="full")
+    ph.add_argument("--batch-rows", type=int, default=None, help="the recorder's batch_rows (default: its own)")
     b = sub.add_parser("ontime")
     b.add_argument("--n", type=int, default=1000)
     b.add_argument("--interval", default="10ms")
@@ -369,7 +558,7 @@ def main(argv: list[str]) -> int:
     b.add_argument("--rotate", default="15m")
     b.add_argument("--pids", choices=("auto", "off", "on"), default="auto")
     b.add_argument("--take-seconds", type=float, default=60.0)
-    for p in (a, b):
+    for p in (a, ph, b):
         _results.add_json_argument(p)
         p.add_argument("--no-netns", action="store_true")
     args = ap.parse_args(argv)
@@ -384,6 +573,10 @@ def main(argv: list[str]) -> int:
         res["mode"] = args.mode
         res["summary"] = rate_summary(res)
         md = rate_markdown(res, shown)
+    elif args.cmd == "phases":
+        res = run_phases([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, args.mode,
+                         args.batch_rows)
+        md = phases_markdown(res, shown)
     else:
         pids = {"auto": None, "off": False, "on": True}[args.pids]
         res = run_ontime(args.n, args.interval, args.minutes, args.rotate, pids, args.take_seconds)

@@ -11,10 +11,12 @@ wraps without copying. Built on every platform (no system call here).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t, int32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp, memset
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 
 import numpy as np
 
 cdef enum:
+    NOGIL_BYTES = 16 << 20  # put_rows: smaller copies keep the GIL (see there)
     MAX_FIELDS = 64
     BLOCK = 256            # rows per block: 24 KiB of 96-byte rows
 
@@ -211,3 +213,37 @@ def dictionary_encode(keys):
     if oom:
         raise MemoryError()
     return first_a[:ndist], codes_a
+
+
+def put_rows(dst, Py_ssize_t at, src):
+    """Copy the rows of ``src`` into ``dst[at:at + len(src)]``: both C-contiguous 1-D arrays
+    of one dtype (``ROW_DTYPE``...), as one ``memcpy`` of bytes (numpy copies a structured
+    array field by field). Below 16 MiB the GIL is kept: numpy would let it go, and the
+    capture thread that copies a snapshot into its batch then waits to get it back until
+    the writer's Python lets go (benchmarks/RESULTS.md, "Rate at --interval 0"). ValueError
+    for other dtypes or shapes, or rows that do not fit."""
+    cdef Py_buffer bd, bs
+    cdef Py_ssize_t item, n
+    if not isinstance(dst, np.ndarray) or not isinstance(src, np.ndarray) or dst.dtype != src.dtype:
+        raise ValueError("put_rows: dst and src must be numpy arrays of one dtype")
+    if dst.ndim != 1 or src.ndim != 1:
+        raise ValueError("put_rows: dst and src must be 1-dimensional")
+    n = len(src)
+    if at < 0 or at + n > len(dst):
+        raise ValueError(f"put_rows: {n} rows at {at} do not fit in {len(dst)}")
+    if n == 0:
+        return
+    item = dst.dtype.itemsize
+    PyObject_GetBuffer(dst, &bd, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    try:
+        PyObject_GetBuffer(src, &bs, PyBUF_C_CONTIGUOUS)
+        try:
+            if n * item >= NOGIL_BYTES:
+                with nogil:
+                    memcpy(<char *>bd.buf + at * item, bs.buf, n * item)
+            else:
+                memcpy(<char *>bd.buf + at * item, bs.buf, n * item)
+        finally:
+            PyBuffer_Release(&bs)
+    finally:
+        PyBuffer_Release(&bd)

@@ -65,6 +65,9 @@ class PidResolver:
         non-integer n (each of them aborts a walk begun)."""
     def process_names(self, pids: np.ndarray, recheck: bool = False) -> tuple[np.ndarray, list[str]]:
         """``(codes, names)``: int32 codes into names, -1 where unknown (pid 0, unreadable)."""
+    def names_into(self, pids: np.ndarray, out: np.ndarray, index: dict[str, int], names: list[str]) -> None:
+        """``process_names(pids)`` folded into a running dictionary: ``out[i]`` the code in
+        ``names`` (``index``: name -> code; both grow) of row i's name, -1 unknown."""
     def owner(self, inode: int) -> tuple[int, int] | None:
         """``(pid, fd)`` cached for a socket inode, or None."""
     def _forge_start(self, pid: int, start: int) -> None: ...

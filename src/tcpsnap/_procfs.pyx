@@ -58,6 +58,13 @@ cdef extern from "<pthread.h>" nogil:
 cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
 
+cdef extern from "Python.h":
+    # resolve() lets the GIL go only where worth it (Cython's nogil takes no runtime flag)
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState *PyEval_SaveThread()
+    void PyEval_RestoreThread(PyThreadState *)
+
 cdef enum:
     C_0 = 48                   # '0'
     C_1 = 49
@@ -76,6 +83,11 @@ cdef enum:
     VERIFY_MAX_DIV = 32        # ...and at most 1/32
     VERIFY_BACKSTOP = 4        # every owned socket re-read at least once per this many laps
     PREFETCH = 12              # rows ahead whose map slot the row pass prefetches
+    # A background resolver's per-take passes (and name codes) keep the GIL below this many
+    # rows: they take well under a millisecond there, and a capture thread that lets the
+    # GIL go waits to get it back until the writer's Python lets go (the recorder at
+    # --interval 0: benchmarks/RESULTS.md, "Rate at --interval 0"). Walks always let it go.
+    NOGIL_ROWS = 1 << 15
     FD_BLOCK = 1024            # descriptors per block when workers share a directory
     MAX_VDIRS = 64             # fd directories a take keeps open while re-checking links
     VDIR_NONE = -1             # proc_ent.vdir: not opened in this take
@@ -721,6 +733,8 @@ cdef class PidResolver:
     cdef double _verify_interval
     cdef double _name_ttl
     cdef name_job *njob              # a name refresh going on (background), or NULL
+    cdef int32_t *slotcode           # names_into: per process slot, its code (scratch)
+    cdef size_t capslot
     cdef check_job *cjob             # owners' links being re-read (background), or NULL
     cdef check_req *cq               # the next check job, gathered by _verify
     cdef size_t ncq
@@ -751,6 +765,8 @@ cdef class PidResolver:
         self.procfd = -1
         self.nthreads = 0
         self.njob = NULL
+        self.slotcode = NULL
+        self.capslot = 0
         self.cjob = NULL
         self.cq = NULL
         self.ncq = self.capcq = 0
@@ -808,6 +824,7 @@ cdef class PidResolver:
         self._release_name_job()
         self._release_check_job()
         free(self.cq)
+        free(self.slotcode)
         if self.procfd >= 0:
             close(self.procfd)
         if self.procs != NULL:
@@ -1609,8 +1626,9 @@ cdef class PidResolver:
         cdef tcpsnap_row *r
         cdef int err = 0, where = 0
         cdef double now, t
-        cdef bint merged = False, ready = False, bg
+        cdef bint merged = False, ready = False, bg, release
         cdef Py_ssize_t cn
+        cdef PyThreadState *ts
         try:
             check_out_array(rows, "rows")
             i = index_arg(n, "n")
@@ -1627,7 +1645,12 @@ cdef class PidResolver:
                 raise ValueError(f"n is larger than the row array ({int_text(i)} > {b.len // sizeof(tcpsnap_row)} rows)")
             cn = i
             r = <tcpsnap_row *>b.buf
-            with nogil:
+            # a walk in place (not background, or the first) always lets the GIL go
+            release = not self._background or self.walks == 0 or cn >= NOGIL_ROWS
+            ts = NULL
+            if release:
+                ts = PyEval_SaveThread()
+            if True:                     # without the GIL where released (C only)
                 now = mono()
                 t = now
                 self.epoch += 1
@@ -1678,6 +1701,8 @@ cdef class PidResolver:
                 self.last_take = now
                 if ready or not self.walk_bg:
                     self.walk_open = False
+            if ts != NULL:
+                PyEval_RestoreThread(ts)
         finally:
             PyBuffer_Release(&b)
         if err:
@@ -1848,6 +1873,102 @@ cdef class PidResolver:
             for i in range(n):
                 codes[i] = scode[slot[i]] if slot[i] >= 0 else -1
         return codes_a, names
+
+    def names_into(self, pids, int32_t[::1] out, dict index, list names):
+        """``process_names(pids)`` folded into a running dictionary (the recorder's batch):
+        ``out[i]`` becomes the code in ``names`` of row i's process name, -1 where it is
+        unknown; ``index`` maps name -> code, and both grow by the names not in them yet.
+        The names are exactly ``process_names``'. In the background (the recorder) no array
+        is made: one C pass finds each row's process slot (a pid repeated from the row
+        before is not looked up again), one Python step per process named (its code,
+        and a re-read on the name thread when older than ``name_ttl``), one C pass writes
+        the codes. ``pids``: 1-D integers (``rows["pid"]``, strided, is fine); ``out`` as
+        long (ValueError otherwise)."""
+        cdef const uint32_t[:] pv
+        cdef Py_ssize_t n
+        cdef uint32_t nprocs, idx
+        cdef proc_ent *pe
+        cdef double now
+        if len(pids) != out.shape[0]:
+            raise ValueError(f"pids and out differ in length ({len(pids)} != {out.shape[0]})")
+        if not self._background or getattr(pids, "dtype", None) != np.uint32 or pids.ndim != 1:
+            codes, pnames = self.process_names(pids)
+            lut = np.empty(len(pnames) + 1, np.int32)
+            for j, name in enumerate(pnames):
+                c = index.get(name)
+                if c is None:
+                    c = index[name] = len(names)
+                    names.append(name)
+                lut[j] = c
+            lut[len(pnames)] = -1
+            np.take(lut, codes, out=np.asarray(out), mode="wrap")
+            return
+        pv = pids
+        n = pv.shape[0]
+        now = mono()
+        self._merge_names()
+        nprocs = self.nprocs
+        if grow(<void **>&self.slotcode, &self.capslot, nprocs + 1, sizeof(int32_t)) < 0:
+            raise MemoryError()
+        memset(self.slotcode, 0, nprocs * sizeof(int32_t))   # 1: some row's owner
+        if n >= NOGIL_ROWS:
+            with nogil:
+                self._slots_of(pv, out, nprocs)
+        else:
+            self._slots_of(pv, out, nprocs)
+        stale = []
+        for idx in range(nprocs):
+            if self.slotcode[idx] != 1:
+                continue
+            self.slotcode[idx] = -1
+            pe = &self.procs[idx]
+            pe.seen = self.epoch
+            if pe.comm[0] == 0:
+                continue
+            name = pe.comm.decode("utf-8", "replace")
+            code = index.get(name)
+            if code is None:
+                code = index[name] = len(names)
+                names.append(name)
+            self.slotcode[idx] = code
+            if not pe.dead and now - pe.name_time >= self._name_ttl:
+                stale.append(idx)
+        if stale and self.njob == NULL:
+            self._start_name_job(stale)
+        if n >= NOGIL_ROWS:
+            with nogil:
+                self._codes_of(out)
+        else:
+            self._codes_of(out)
+
+    cdef void _slots_of(self, const uint32_t[:] pv, int32_t[::1] out, uint32_t nprocs) noexcept nogil:
+        """names_into: each row's process slot (-1: none), and slotcode[slot] = 1 where used."""
+        cdef Py_ssize_t i
+        cdef uint32_t pid, last = 0
+        cdef int32_t lastslot = -1
+        cdef sock_ent *k
+        for i in range(pv.shape[0]):
+            pid = pv[i]
+            if pid == 0:
+                out[i] = -1
+                continue
+            if pid != last:
+                last = pid
+                k = smap_find(&self.pidix, pid)
+                if k == NULL or k.proc >= nprocs or self.procs[k.proc].pid != pid:
+                    lastslot = -1
+                else:
+                    lastslot = <int32_t>k.proc
+                    self.slotcode[k.proc] = 1
+            out[i] = lastslot
+
+    cdef void _codes_of(self, int32_t[::1] out) noexcept nogil:
+        """names_into: each row's slot -> its code (slotcode)."""
+        cdef Py_ssize_t i
+        cdef int32_t sl
+        for i in range(out.shape[0]):
+            sl = out[i]
+            out[i] = self.slotcode[sl] if sl >= 0 else -1
 
     cdef _start_name_job(self, list stale):
         """Re-read the names of these process slots on a detached thread of its own."""

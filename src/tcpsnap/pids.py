@@ -125,7 +125,9 @@ Names
     ``name_ttl`` keeps being used while a thread re-reads it, so a rename (``exec``,
     ``prctl``) is recorded **at most name_ttl + 2 R + 2 snapshot intervals after it
     happened** (R: one round of re-reads, a ``stat`` read per process named); a pid
-    the resolver does not hold has no name (-1).
+    the resolver does not hold has no name (-1). The recorder asks
+    ``names_into(pids, out, index, names)``: the same names, their codes written in C
+    straight into its batch's running dictionary (no array per snapshot).
 
 Permissions
     Reading another user's ``/proc/<pid>/fd`` needs root, or ``CAP_DAC_READ_SEARCH``

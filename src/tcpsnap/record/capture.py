@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._encode import put_rows
 from .._filters import row_mask
 from .._schema import ROW_DTYPE
 from ..frame import merge_names
@@ -105,6 +106,9 @@ class Capture:
         self._snap = snap
         self._tcp_info = tcp_info  # the snapshotter's internals go with its rows
         self._names = snap.process_names if pids else None
+        # the resolver's one-call form of names + the batch's dictionary (tcpsnap.pids),
+        # where the source has one: no array made per snapshot (full mode)
+        self._names_into = getattr(getattr(snap, "resolver", None), "names_into", None) if pids else None
         self.rules = rules
         self._pool = pool
         self._writer = writer
@@ -113,6 +117,8 @@ class Capture:
         self._filter = (states, ports, family) if (states or ports or family) else None
         self._where = where        # a tcpsnap.Filter (the snapshotter's own applies it too)
         self.tracker = tracker  # record.changes.ChangeTracker in changes mode
+        if tracker is not None and self._names_into is not None:
+            tracker.names_into = self._names_into
         # other namespaces at their own rate (tcpsnap.netns.Rate): a pass may leave some
         # out; their rows are carried from their last dump (Carry)
         rate = getattr(getattr(snap, "namespaces", None), "rate", None)
@@ -292,10 +298,10 @@ class Capture:
                 b.grow(n)
         i, s = b.n, b.s
         if n:
-            # as bytes: numpy copies a structured array field by field, much slower
+            # one memcpy (numpy copies a structured array field by field), GIL kept
             if not rows.flags.c_contiguous:
                 rows = np.ascontiguousarray(rows)
-            np.copyto(b.rows[i:i + n].view(np.uint8), rows.view(np.uint8))
+            put_rows(b.rows, i, rows)
         if b.info is not None and b.sampled is not None:
             dst = b.info[i:i + n].view(np.uint8)
             if info is not None and n:
@@ -308,7 +314,10 @@ class Capture:
         if extra is not None and b.extra is not None:
             for dst, src in zip(b.extra, extra, strict=True):
                 dst[i:i + n] = src
-        if names is not None and n:
+        if names is not None and n and self._names_into is not None and self.tracker is None:
+            self._names_into(rows["pid"], b.proc[i:i + n], b.name_codes, b.names)
+            b.has_proc = True
+        elif names is not None and n:
             codes, pnames = names(rows["pid"])
             if pnames:
                 np.take(merge_names(pnames, b.name_codes, b.names), codes, out=b.proc[i:i + n],

@@ -156,6 +156,7 @@ class ChangeTracker:
         self._can_probe = True
         self._gnames: list[str] = []
         self._gcodes: dict[str, int] = {}
+        self.names_into = None  # PidResolver.names_into (set by the capture): into the above
         self._last_kf: int | None = None
         self._key = None
         self._pend_rows = np.zeros(0, ROW_DTYPE)      # destroy reports not yet placed
@@ -224,6 +225,10 @@ class ChangeTracker:
         n = len(rows)
         if names is None or n == 0:
             return np.full(n, -1, np.int32)
+        if self.names_into is not None:
+            g = np.empty(n, np.int32)
+            self.names_into(rows["pid"], g, self._gcodes, self._gnames)
+            return g
         codes, pnames = names(rows["pid"])
         return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 

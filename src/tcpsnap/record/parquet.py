@@ -70,6 +70,16 @@ INFO_SPLIT_COLUMNS = tuple(n for n in TCP_INFO_DTYPE.names or ()
 #: bytes, which repeat for a connection from one event to its next, where zstd finds them
 #: (benchmarks/RESULTS.md, "TCP internals in changes mode": 16% fewer bytes).
 CHANGES_SPLIT_COLUMNS = ("rx_queue", "tx_queue", "pacing_rate", "delivery_rate") + TCP_INFO_TIMERS
+#: The columns with row-group statistics (min, max, nulls): the ones readers skip row
+#: groups by. The time range (``tcpsnap.read(start=, end=)``, ``export``, retention, and
+#: DuckDB / pyarrow / polars filters on ``timestamp``), ``seq`` (recovery, the files'
+#: ranges), the per-snapshot clocks, ``kind``, and ``host`` / ``boot_id`` (one value per
+#: file: fleet reads and aggregation by host). A row group holds whole snapshots of the
+#: table, so every other column's min and max span nearly its whole range (all ports,
+#: addresses, states, pids of the table) and rule no row group out; computing them was
+#: about a third of ``ParquetWriter.write_table``'s time (benchmarks/RESULTS.md, "Rate at
+#: ``--interval 0``"). A ``where=`` on such a column still filters rows, as before.
+STATS_COLUMNS = PER_SNAPSHOT_COLUMNS + ("kind", "host", "boot_id")
 
 
 def _pyarrow_major() -> int:
@@ -82,11 +92,14 @@ def _pyarrow_major() -> int:
 def writer_kwargs(compression: str | None, level: int | None, row_group_rows: int,
                   schema: pa.Schema | None = None, compat: bool = False) -> dict:
     """Parquet writer options. One data page holds many snapshots (max_rows_per_page)
-    so that zstd sees the repeats between them. A changes-mode ``schema`` (with ``event``)
+    so that zstd sees the repeats between them. Statistics only for ``STATS_COLUMNS`` (all
+    columns without a ``schema``). A changes-mode ``schema`` (with ``event``)
     also splits ``CHANGES_SPLIT_COLUMNS``. ``compat``: dictionary/plain encodings only, for
     readers older than pyarrow 16 / parquet-java 1.14 (larger files)."""
     kw: dict = dict(compression=compression or "none", use_dictionary=True, write_statistics=True,
                     data_page_size=8 << 20, dictionary_pagesize_limit=4 << 20)
+    if schema is not None:
+        kw["write_statistics"] = [c for c in STATS_COLUMNS if c in schema.names]
     if level is not None:
         kw["compression_level"] = level
     if _HAS_MAX_ROWS_PER_PAGE:
