@@ -1853,18 +1853,7 @@ cdef class PidResolver:
         for idx in range(nprocs):
             if not used[idx]:
                 continue
-            pe = &self.procs[idx]
-            pe.seen = self.epoch
-            if pe.comm[0] == 0:
-                continue
-            name = pe.comm.decode("utf-8", "replace")
-            code = index.get(name)
-            if code is None:
-                code = index[name] = len(names)
-                names.append(name)
-            scode[idx] = code
-            if not pe.dead and now - pe.name_time >= self._name_ttl:
-                stale.append(idx)
+            scode[idx] = self._name_code(idx, now, index, names, stale)
         if stale and self.njob == NULL:
             self._start_name_job(stale)
         codes_a = np.empty(n, np.int32)
@@ -1920,19 +1909,7 @@ cdef class PidResolver:
         for idx in range(nprocs):
             if self.slotcode[idx] != 1:
                 continue
-            self.slotcode[idx] = -1
-            pe = &self.procs[idx]
-            pe.seen = self.epoch
-            if pe.comm[0] == 0:
-                continue
-            name = pe.comm.decode("utf-8", "replace")
-            code = index.get(name)
-            if code is None:
-                code = index[name] = len(names)
-                names.append(name)
-            self.slotcode[idx] = code
-            if not pe.dead and now - pe.name_time >= self._name_ttl:
-                stale.append(idx)
+            self.slotcode[idx] = self._name_code(idx, now, index, names, stale)
         if stale and self.njob == NULL:
             self._start_name_job(stale)
         if n >= NOGIL_ROWS:
@@ -1969,6 +1946,24 @@ cdef class PidResolver:
         for i in range(out.shape[0]):
             sl = out[i]
             out[i] = self.slotcode[sl] if sl >= 0 else -1
+
+    cdef int32_t _name_code(self, Py_ssize_t idx, double now, dict index, list names,
+                            list stale) except? -2:
+        """Process ``idx``'s name as a code into ``names`` (added there and to ``index``
+        when new), -1 for none; marks it seen, and notes it in ``stale`` when its name is
+        older than ``name_ttl`` (re-read in the background)."""
+        cdef proc_ent *pe = &self.procs[idx]
+        pe.seen = self.epoch
+        if pe.comm[0] == 0:
+            return -1
+        name = pe.comm.decode("utf-8", "replace")
+        code = index.get(name)
+        if code is None:
+            code = index[name] = len(names)
+            names.append(name)
+        if not pe.dead and now - pe.name_time >= self._name_ttl:
+            stale.append(idx)
+        return code
 
     cdef _start_name_job(self, list stale):
         """Re-read the names of these process slots on a detached thread of its own."""
