@@ -189,15 +189,7 @@ def test_time_wait_and_orphans_have_no_owner():
 def _fork_holding(*socks):
     """Fork a child that keeps every descriptor until the returned pipe end closes."""
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(w)
-            os.read(r, 1)
-        finally:
-            os._exit(0)
-    os.close(r)
-    return pid, w
+    return _fork_keeping(r, w), w
 
 
 def _pid_of(snap, ino):
