@@ -36,6 +36,7 @@ def traffic():
     _, c2, s2 = pair("127.0.0.1", lst=lst)
     tw_port = c2.getsockname()[1]
     c2.close()                       # active close: TIME_WAIT
+    assert s2.recv(1) == b""         # its FIN read first: no simultaneous close (two TIME_WAITs)
     s2.close()
     assert wait_for(lambda: subprocess.run(["ss", "-tanH", "state", "time-wait", f"( sport = :{tw_port} )"],
                                            capture_output=True).stdout)
@@ -60,7 +61,8 @@ def test_recorded_values_nulls_and_footer(tmp_path, traffic):
     assert set(mine.bytes_sent) == {N} and set(mine.bytes_acked) == {N + 1} and set(mine.bytes_received) == {0}
     assert (mine.min_rtt > 0).all() and mine.congestion.notna().all()
     # TIME_WAIT: no internals at all -- null, never 0
-    tw = df[(df.local_port == tw_port) & (df.state == "TIME_WAIT")]
+    # this connection's end only: another socket on the host may reuse the port
+    tw = df[(df.local_port == tw_port) & (df.remote_port == port) & (df.state == "TIME_WAIT")]
     assert len(tw) == len(mine)
     assert (tw.tcp_info_len == 0).all()
     for name in TCP_INFO_COLUMNS:
