@@ -177,11 +177,13 @@ def test_time_wait_and_orphans_have_no_owner():
     lst, c, s = pair("127.0.0.1")
     lport, cport = lst.getsockname()[1], c.getsockname()[1]
     c.close()                           # active close: the client end goes to TIME_WAIT
-    time.sleep(0.05)
+    assert s.recv(1) == b""             # its FIN read first: no simultaneous close
     s.close()
     with closing_all(lst), Snapshotter(pids=True) as snap:
         rows = port_rows(snap.take(), cport, time_wait=True)
-        tw = rows[rows["state"] == TcpState.TIME_WAIT]
+        # this connection's end only: another socket on the host may reuse the port
+        tw = rows[(rows["state"] == TcpState.TIME_WAIT) & (rows["local_port"] == cport)
+                  & (rows["remote_port"] == lport)]
         assert len(tw) == 1 and tw["inode"][0] == 0 and tw["pid"][0] == 0
         assert (port_rows(snap.take(), lport)["state"] == TcpState.LISTEN).sum() == 1
 
