@@ -4,7 +4,8 @@ argv: [CGROUP_DIR or -]. Moves itself into CGROUP_DIR (writing cgroup.procs) if 
 brings lo up (a new namespace's is down), opens a listener with two ESTABLISHED pairs
 (IPv4, and IPv6 where ::1 exists) plus one more IPv4 pair, prints one JSON line
 {"pid", "ports": [...], "tw_port": client port of the third pair}, then on "close" from
-stdin closes the third pair client first (its client goes to TIME_WAIT), prints "closed",
+stdin closes the third pair's client, reads its FIN on the server side, then closes that
+(only the client goes to TIME_WAIT), prints "closed",
 and exits at end of input.
 """
 
@@ -36,6 +37,10 @@ def main():
     for line in sys.stdin:
         if line.strip() == "close":
             c.close()
+            # read the FIN before the passive close: closing both at once can cross the
+            # FINs, and a simultaneous close leaves the server's side in TIME_WAIT too
+            s.settimeout(10)
+            s.recv(1)
             s.close()
             print("closed", flush=True)
     for k in keep:
