@@ -39,7 +39,7 @@ from tcpsnap._system cimport (
     inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag, nlattr,
     INET_DIAG_REQ_BYTECODE)
 from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
-from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups, carry_over
+from tcpsnap._cookies cimport cgroup_attr, cookie_state, cookie_dedupe, cookie_reset, cookie_free
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_attrs, EXT_INFO, EXT_CONG
 from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
 import tcpsnap._tcp_info  # noqa: F401 -- its import checks TCP_INFO_DTYPE against the C struct
@@ -61,6 +61,7 @@ cdef enum:
     COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
     # every Linux state bit idiag_states may hold (TCP_ESTABLISHED 1 .. TCP_NEW_SYN_RECV 12)
     STATE_BITS = 0x1FFE
+    NOGIL_ROWS = 1 << 15           # fewer rows are deduped with the GIL kept (see _dedupe)
 
 
 cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -173,13 +174,7 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t cap
     cdef bint want_v6
     cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
-    cdef uint64_t *slots           # dedupe scratch: this dump's cookies...
-    cdef uint64_t *vals            # ... and their cgroup ids
-    cdef Py_ssize_t nslots
-    cdef uint64_t *pslots          # the previous dump's (TIME_WAIT rows inherit from it)
-    cdef uint64_t *pvals
-    cdef Py_ssize_t npslots
-    cdef Py_ssize_t entries        # cookies in the last table (rows + carried over)
+    cdef cookie_state ck           # the dumps before, by cookie (_cookies.pxd): repeats, cgroups
     # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
     # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
     cdef int *tfds
@@ -269,8 +264,7 @@ cdef class NetlinkDumper:
         if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
         free(self.rbuf)
-        free(self.slots)           # vals (and pvals) live in the same blocks
-        free(self.pslots)
+        cookie_free(&self.ck)
         free(self.tfds)
         free(self.tns)
         free(self.req)
@@ -564,26 +558,16 @@ cdef class NetlinkDumper:
             "(NLM_F_DUMP_INTR or ENOBUFS); no consistent snapshot")
 
     cdef Py_ssize_t _dedupe(self, Py_ssize_t n) except -1:
-        cdef Py_ssize_t want = 64, kept
-        # the previous dump's table becomes pslots; this dump's goes into the other pair
-        self.slots, self.pslots, self.vals, self.pvals = self.pslots, self.slots, self.pvals, self.vals
-        self.npslots, self.nslots = self.nslots, self.npslots
-        while want < 2 * (n + self.entries):   # at most half full, carried entries included
-            want *= 2
-        if want > self.nslots or self.slots == NULL:
-            free(self.slots)           # and vals: one block, cookies then cgroup ids
-            self.slots = <uint64_t *>malloc(2 * want * sizeof(uint64_t))
-            if self.slots == NULL:
-                self.nslots = 0
-                raise MemoryError()
-            self.vals = self.slots + want
-            self.nslots = want
-        with nogil:
-            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals, self.res.info)
-            inherit_cgroups(self.rowp, kept, self.slots, self.vals, self.nslots,
-                            self.pslots, self.pvals, self.npslots)
-            self.entries = kept + carry_over(self.slots, self.vals, self.nslots,
-                                             self.pslots, self.pvals, self.npslots)
+        cdef Py_ssize_t kept
+        if n >= NOGIL_ROWS:
+            with nogil:
+                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
+        else:
+            # a pass over the rows (hashing only what changed): a capture thread that let
+            # the GIL go for it would wait to get it back while the writer's Python runs
+            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
+        if kept < 0:
+            raise MemoryError()
         self.duplicates += n - kept
         return kept
 
