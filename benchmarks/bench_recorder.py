@@ -4,6 +4,8 @@
            dumps/s (benchmarks/floor.c), with 1k and 10k loopback connections, in
            interleaved blocks; checks that every snapshot was written (read back);
            (c) bytes per row on disk for that steady table.
+  dumps    NetlinkDumper.dump() and Snapshotter(pids=True).take() in a loop, their
+           thread CPU per call against the floor's CPU per dump, in turn.
   phases   at --interval 0, the capture thread's CPU and wall time per snapshot by phase
            (dump, pids, names, into the batch, changes mode's step), its context
            switches, and the writer thread's CPU: load-robust where rates are not.
@@ -409,6 +411,79 @@ def phases_markdown(res: dict, argv: str) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- dumps
+
+def _loop_cpu(fn, k: int) -> float:
+    """This thread's CPU ms per call of fn over k calls (one warm-up call first)."""
+    fn()
+    c0 = time.thread_time_ns()
+    for _ in range(k):
+        fn()
+    return (time.thread_time_ns() - c0) / k / 1e6
+
+
+def _sched_ns(pid: int) -> int:
+    """CPU time of process ``pid`` in ns (/proc/PID/schedstat: finer than utime's ticks)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def run_dumps(sizes: list[int], rounds: int, count: int) -> dict:
+    """Per size and round, in turn (order rotated each round): the floor's CPU per dump
+    (its process, /proc), ``NetlinkDumper.dump()`` (dump, parse, dedupe and cgroups) and
+    ``Snapshotter(pids=True).take()`` (plus pids), each ``count`` times per 1,000
+    connections back to back on this thread: the capture path's C cost over the floor without the recorder around it."""
+    from tcpsnap import Snapshotter
+    from tcpsnap._netlink import NetlinkDumper
+
+    floor = bs.Floor()
+    out: dict = {"machine": machine(), "sizes": {}}
+    try:
+        for n in sizes:
+            with bs.Connections(n) as conns, Snapshotter(pids=True) as snap:
+                d = NetlinkDumper()
+                snap.take()                       # the first walk, in place
+                floor.dumps(5)
+                rs = []
+                k = max(30, count * 1000 // n)    # calls per block: about as long at every size
+                what = ["floor", "dump", "take"]
+                for r in range(rounds):
+                    res: dict = {}
+                    for w in what[r % 3:] + what[:r % 3]:
+                        if w == "floor":
+                            c0 = _sched_ns(floor.proc.pid)
+                            floor.dumps(k)
+                            res[w] = (_sched_ns(floor.proc.pid) - c0) / k / 1e6
+                        else:
+                            res[w] = _loop_cpu(d.dump if w == "dump" else snap.take, k)
+                    res["dump_x_floor"] = res["dump"] / res["floor"]
+                    res["take_x_floor"] = res["take"] / res["floor"]
+                    res["loadavg"] = os.getloadavg()[0]
+                    rs.append(res)
+                    print(json.dumps({"n": n, "round": r, **{k: round(v, 4) for k, v in res.items()}}),
+                          file=sys.stderr, flush=True)
+                d.close()
+                out["sizes"][n] = {"rows": conns.rows, "rounds": rs, "duplicates": d.duplicates}
+    finally:
+        floor.close()
+    return out
+
+
+def dumps_markdown(res: dict, argv: str) -> str:
+    lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
+             f"Machine: {res['machine']}", "",
+             "| connections (rows) | floor CPU ms/dump | dump() ms | take(pids) ms | dump x floor (rounds) | "
+             "take x floor (rounds) |", "|---|---:|---:|---:|---|---|"]
+    for n, r in res["sizes"].items():
+        rs = r["rounds"]
+        med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+        dx = " ".join(f"{x['dump_x_floor']:.3f}" for x in rs)
+        tx = " ".join(f"{x['take_x_floor']:.3f}" for x in rs)
+        lines.append(f"| {int(n):,} ({r['rows']:,}) | {med['floor']:.3f} | {med['dump']:.3f} | {med['take']:.3f} | "
+                     f"**{med['dump_x_floor']:.3f}** ({dx}) | **{med['take_x_floor']:.3f}** ({tx}) |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- (b) + (d)
 
 def take_alone(seconds: float, interval_ns: int, pids: bool) -> dict:
@@ -551,6 +626,10 @@ def main(argv: list[str]) -> int:
     ph.add_argument("--seconds", type=float, default=4.0)
     ph.add_argument("--mode", choices=("full", "changes"), default="full")
     ph.add_argument("--batch-rows", type=int, default=None, help="the recorder's batch_rows (default: its own)")
+    du = sub.add_parser("dumps", help="dump() and take(pids) CPU per call against the floor's")
+    du.add_argument("--sizes", default="1000,10000")
+    du.add_argument("--rounds", type=int, default=6)
+    du.add_argument("--count", type=int, default=600, help="calls per block at 1,000 connections (fewer at more)")
     b = sub.add_parser("ontime")
     b.add_argument("--n", type=int, default=1000)
     b.add_argument("--interval", default="10ms")
@@ -558,7 +637,7 @@ def main(argv: list[str]) -> int:
     b.add_argument("--rotate", default="15m")
     b.add_argument("--pids", choices=("auto", "off", "on"), default="auto")
     b.add_argument("--take-seconds", type=float, default=60.0)
-    for p in (a, ph, b):
+    for p in (a, ph, du, b):
         _results.add_json_argument(p)
         p.add_argument("--no-netns", action="store_true")
     args = ap.parse_args(argv)
@@ -577,6 +656,9 @@ def main(argv: list[str]) -> int:
         res = run_phases([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, args.mode,
                          args.batch_rows)
         md = phases_markdown(res, shown)
+    elif args.cmd == "dumps":
+        res = run_dumps([int(x) for x in args.sizes.split(",")], args.rounds, args.count)
+        md = dumps_markdown(res, shown)
     else:
         pids = {"auto": None, "off": False, "on": True}[args.pids]
         res = run_ontime(args.n, args.interval, args.minutes, args.rotate, pids, args.take_seconds)

@@ -45,15 +45,9 @@ from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
 import tcpsnap._tcp_info  # noqa: F401 -- its import checks TCP_INFO_DTYPE against the C struct
 from tcpsnap._errors import DumpInterrupted
 
-# Linux TCP states (include/net/tcp_states.h) -> MIB_TCP_STATE. 0 = not reported.
-# TCP_NEW_SYN_RECV (12) is a request socket of a listener: the SYN_RCVD that ss shows.
-cdef uint8_t LINUX_TO_MIB[16]
-LINUX_TO_MIB[:] = [0, 5, 3, 4, 6, 7, 11, 1, 8, 10, 2, 9, 4, 0, 0, 0]
-
 cdef enum:
     # The states `ss -ta` asks for: 1..12 (TCP_BOUND_INACTIVE, 13, is only listed on request).
     DUMP_STATES = 0x1FFE
-    HDR = 16                       # sizeof(struct nlmsghdr)
     MAX_ATTEMPTS = 5               # dumps retried after NLM_F_DUMP_INTR / ENOBUFS
     DEFAULT_RECV = 64 * 1024       # the kernel fills at most ~32 KiB per dump skb
     MAX_RECV = 1 << 30             # a recv_size beyond any datagram (and its doublings)
@@ -62,87 +56,6 @@ cdef enum:
     # every Linux state bit idiag_states may hold (TCP_ESTABLISHED 1 .. TCP_NEW_SYN_RECV 12)
     STATE_BITS = 0x1FFE
     NOGIL_ROWS = 1 << 15           # fewer rows are deduped with the GIL kept (see _dedupe)
-
-
-cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
-                        nl_result *res) noexcept nogil:
-    cdef nlmsghdr h
-    cdef const inet_diag_msg *m
-    cdef const char *p
-    cdef Py_ssize_t rem, step
-    cdef tcpsnap_row *r
-    cdef uint8_t state
-    cdef int err
-    while cur.off < cur.len:
-        rem = cur.len - cur.off
-        p = cur.buf + cur.off
-        if rem < HDR:
-            return NL_MALFORMED
-        memcpy(&h, p, HDR)
-        if h.nlmsg_len < HDR or h.nlmsg_len > rem:
-            return NL_MALFORMED
-        step = NLMSG_ALIGN(h.nlmsg_len)
-        if step > rem:
-            step = rem
-        if h.nlmsg_seq != seq:
-            # left over from a dump that was abandoned; never ours to count
-            cur.off += step
-            continue
-        if h.nlmsg_flags & NLM_F_DUMP_INTR:
-            res.dump_intr = 1
-        if h.nlmsg_type == NLMSG_DONE:
-            cur.off += step
-            return NL_DONE
-        if h.nlmsg_type == NLMSG_ERROR:
-            if h.nlmsg_len < HDR + 4:
-                return NL_MALFORMED
-            memcpy(&err, p + HDR, 4)
-            cur.off += step
-            if err == 0:
-                continue           # an ACK, not an error
-            res.error = -err
-            return NL_ERROR
-        if h.nlmsg_type == SOCK_DIAG_BY_FAMILY or h.nlmsg_type == TCPDIAG_GETSOCK:
-            if h.nlmsg_len < HDR + sizeof(inet_diag_msg):
-                return NL_MALFORMED
-            m = <const inet_diag_msg *>(p + HDR)
-            state = LINUX_TO_MIB[m.idiag_state & 15] if m.idiag_state < 16 else 0
-            if state == 0 or (m.idiag_family != AF_INET and m.idiag_family != AF_INET6):
-                res.skipped += 1
-                cur.off += step
-                continue
-            if res.n >= cap:
-                return NL_FULL     # cursor stays on this message
-            r = out + res.n
-            r.state = state
-            r.offload_state = 0
-            r._reserved = 0
-            r.local_port = ntohs(m.id.idiag_sport)
-            r.remote_port = ntohs(m.id.idiag_dport)
-            if m.idiag_family == AF_INET:
-                r.family = 4
-                memset(r.local_addr, 0, 32)        # both addresses
-                memcpy(r.local_addr, &m.id.idiag_src[0], 4)
-                memcpy(r.remote_addr, &m.id.idiag_dst[0], 4)
-            else:
-                r.family = 6
-                memcpy(r.local_addr, &m.id.idiag_src[0], 16)
-                memcpy(r.remote_addr, &m.id.idiag_dst[0], 16)
-            r.local_scope_id = m.id.idiag_if
-            r.remote_scope_id = m.id.idiag_if
-            r.pid = 0
-            r.uid = m.idiag_uid
-            r.rx_queue = m.idiag_rqueue
-            r.tx_queue = m.idiag_wqueue
-            r.inode = m.idiag_inode
-            r.cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
-            rem = <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg)
-            r.cgroup_id = (cgroup_attr(p + HDR + sizeof(inet_diag_msg), rem) if res.info == NULL else
-                           info_attrs(p + HDR + sizeof(inet_diag_msg), rem, res.info + res.n, &res.seen))
-            r.netns = res.netns
-            res.n += 1
-        cur.off += step
-    return NL_MORE
 
 
 cdef str _family_name(int family):
