@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row, rows_pointer, get_buffer, index_arg, int_arg, capacity_arg, int_text
+from tcpsnap._row cimport (tcpsnap_row, rows_pointer, get_buffer, index_arg, int_arg, capacity_arg, int_text,
+                           check_out_array)
 from tcpsnap._system cimport (
     ssize_t, sockaddr, socket, connect, send, recv, close, ntohs, AF_UNSPEC, AF_INET, AF_INET6,
     AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
@@ -104,6 +105,8 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t bc_len         # its length, 0 for none
     cdef object _bytecode
     cdef object _info              # TCP_INFO_DTYPE rows aligned with _rows, or None
+    cdef bint _into                # rowp points into dump_into's array
+    cdef object _out_ok            # the last array dump_into checked (a recorder reuses a few)
     cdef uint8_t ext               # idiag_ext: the attributes asked for besides the defaults
     cdef readonly unsigned long long dumps
     cdef readonly unsigned long long retries
@@ -357,6 +360,16 @@ cdef class NetlinkDumper:
 
     cdef _grow(self):
         cdef Py_ssize_t n = self.res.n
+        cdef const tcpsnap_row *src = self.rowp
+        if self._into:
+            # dump_into's array is full: the dump goes on in our own (no internals: see there)
+            self._into = False
+            if self._rows.shape[0] <= n:
+                self._rows = np.empty(2 * n, dtype=ROW_DTYPE)
+                self.grows += 1
+            self._set_rows(self._rows)
+            memcpy(self.rowp, src, n * sizeof(tcpsnap_row))
+            return
         new = np.empty(self.cap * 2, dtype=ROW_DTYPE)
         new[:n] = self._rows[:n]
         if self._info is not None:     # res.info moves with it (stays NULL while off)
@@ -429,6 +442,33 @@ cdef class NetlinkDumper:
             raise
         finally:
             self.busy = False
+
+    def dump_into(self, out, Py_ssize_t start):
+        """``dump()`` with the rows written straight into ``out[start:]`` (what a recorder's
+        batch saves a copy of) while they fit: ``(n, True)``, the rows in ``out[start:start +
+        n]``; otherwise (a table larger than the room, or internals asked for) ``(n, False)``,
+        the rows in ``rows``. ``out`` as ``PidResolver.resolve`` takes rows (ValueError
+        otherwise); ValueError for a start outside 0..len(out)."""
+        cdef Py_ssize_t cap
+        cdef tcpsnap_row *own = self.rowp
+        cdef Py_ssize_t own_cap = self.cap
+        if out is not self._out_ok:
+            check_out_array(out)
+            self._out_ok = out
+        if start < 0 or start > out.shape[0]:
+            raise ValueError(f"start={start} outside 0..{out.shape[0]}")
+        if self.ext or start == out.shape[0] or self.busy:
+            return self.dump(), False
+        self.rowp = rows_pointer(out, &cap) + start
+        self.cap = cap - start
+        self._into = True
+        try:
+            n = self.dump()
+        finally:
+            placed = self._into
+            if placed:
+                self.rowp, self.cap, self._into = own, own_cap, False
+        return n, placed
 
     cdef Py_ssize_t _dump_targets(self) except -1:
         # each namespace in turn, appended to the rows of the ones before
