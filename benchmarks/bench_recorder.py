@@ -431,9 +431,13 @@ def _sched_ns(pid: int) -> int:
 def run_dumps(sizes: list[int], rounds: int, count: int) -> dict:
     """Per size and round, in turn (order rotated each round): the floor's CPU per dump
     (its process, /proc), ``NetlinkDumper.dump()`` (dump, parse, dedupe and cgroups) and
-    ``Snapshotter(pids=True).take()`` (plus pids), each ``count`` times per 1,000
-    connections back to back on this thread: the capture path's C cost over the floor without the recorder around it."""
-    from tcpsnap import Snapshotter
+    ``Snapshotter(pids=True).take()`` (plus pids), that take copied into a 128Ki-row
+    batch (``take_copy``: what a recorder did) and ``take_into`` that batch (what it does
+    now), each ``count`` times per 1,000 connections back to back on this thread: the capture path's C cost over the floor without the recorder around it."""
+    import numpy as np
+
+    from tcpsnap import ROW_DTYPE, Snapshotter
+    from tcpsnap._encode import put_rows
     from tcpsnap._netlink import NetlinkDumper
 
     floor = bs.Floor()
@@ -443,21 +447,42 @@ def run_dumps(sizes: list[int], rounds: int, count: int) -> dict:
             with bs.Connections(n) as conns, Snapshotter(pids=True) as snap:
                 d = NetlinkDumper()
                 snap.take()                       # the first walk, in place
+                # a recorder's batch: 128Ki rows, snapshots written one after the other
+                batch = np.zeros(1 << 17, ROW_DTYPE)
+                at = [0]
+
+                def slot(m: int) -> int:
+                    i = at[0] if at[0] + m <= len(batch) else 0
+                    at[0] = i + m
+                    return i
+
+                def take_copy() -> None:
+                    rows = snap.take()
+                    put_rows(batch, slot(len(rows)), rows)
+
+                def take_into() -> None:
+                    i = slot(conns.rows + 64)
+                    rows, placed = snap.take_into(batch, i)
+                    at[0] = i + len(rows)
+                    if not placed:
+                        raise AssertionError("the batch had room")
+
+                calls = {"dump": d.dump, "take": snap.take, "take_copy": take_copy, "take_into": take_into}
                 floor.dumps(5)
                 rs = []
                 k = max(30, count * 1000 // n)    # calls per block: about as long at every size
-                what = ["floor", "dump", "take"]
+                what = ["floor", "dump", "take", "take_copy", "take_into"]
                 for r in range(rounds):
                     res: dict = {}
-                    for w in what[r % 3:] + what[:r % 3]:
+                    for w in what[r % 5:] + what[:r % 5]:
                         if w == "floor":
                             c0 = _sched_ns(floor.proc.pid)
                             floor.dumps(k)
                             res[w] = (_sched_ns(floor.proc.pid) - c0) / k / 1e6
                         else:
-                            res[w] = _loop_cpu(d.dump if w == "dump" else snap.take, k)
-                    res["dump_x_floor"] = res["dump"] / res["floor"]
-                    res["take_x_floor"] = res["take"] / res["floor"]
+                            res[w] = _loop_cpu(calls[w], k)
+                    for w in what[1:]:
+                        res[f"{w}_x_floor"] = res[w] / res["floor"]
                     res["loadavg"] = os.getloadavg()[0]
                     rs.append(res)
                     print(json.dumps({"n": n, "round": r, **{k: round(v, 4) for k, v in res.items()}}),
@@ -472,15 +497,20 @@ def run_dumps(sizes: list[int], rounds: int, count: int) -> dict:
 def dumps_markdown(res: dict, argv: str) -> str:
     lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
              f"Machine: {res['machine']}", "",
-             "| connections (rows) | floor CPU ms/dump | dump() ms | take(pids) ms | dump x floor (rounds) | "
-             "take x floor (rounds) |", "|---|---:|---:|---:|---|---|"]
+             "CPU ms per call (median of rounds) and x the floor's CPU per dump (each round's ratio):", "",
+             "| connections (rows) | what | CPU ms | x floor | rounds |", "|---|---|---:|---:|---|"]
     for n, r in res["sizes"].items():
         rs = r["rounds"]
-        med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
-        dx = " ".join(f"{x['dump_x_floor']:.3f}" for x in rs)
-        tx = " ".join(f"{x['take_x_floor']:.3f}" for x in rs)
-        lines.append(f"| {int(n):,} ({r['rows']:,}) | {med['floor']:.3f} | {med['dump']:.3f} | {med['take']:.3f} | "
-                     f"**{med['dump_x_floor']:.3f}** ({dx}) | **{med['take_x_floor']:.3f}** ({tx}) |")
+        for w in ("floor", "dump", "take", "take_copy", "take_into"):
+            if w not in rs[0]:
+                continue
+            c = statistics.median(x[w] for x in rs)
+            if w == "floor":
+                lines.append(f"| {int(n):,} ({r['rows']:,}) | floor | {c:.3f} | | |")
+                continue
+            xs = [x[f"{w}_x_floor"] for x in rs]
+            lines.append(f"| {int(n):,} | {w} | {c:.3f} | **{statistics.median(xs):.3f}** | "
+                         f"{' '.join(f'{x:.3f}' for x in xs)} |")
     return "\n".join(lines)
 
 

@@ -21,6 +21,12 @@ cdef extern from *:
     """
     const uint8_t LINUX_TO_MIB "tcpsnap_linux_to_mib"[16]
 
+cdef extern from *:
+    """
+    static inline void tcpsnap_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
+    """
+    void prefetch_w "tcpsnap_prefetch_w"(const void *p) noexcept nogil
+
 # A cursor over received netlink bytes, resumable: parsing stops when `out` is full
 # and continues from the same message once the caller has grown it.
 cdef struct nl_cursor:
@@ -95,6 +101,11 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
             if res.n >= cap:
                 return NL_FULL     # cursor stays on this message
             r = out + res.n
+            if res.n + 4 < cap:
+                # rows may go to memory not in cache (a recorder's batch): ask for the lines
+                # a few rows ahead so that the stores below do not wait for them
+                prefetch_w(<const char *>(r + 4))
+                prefetch_w(<const char *>(r + 4) + 64)
             r.state = state
             r.offload_state = 0
             r._reserved = 0
