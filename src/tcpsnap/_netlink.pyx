@@ -12,11 +12,17 @@ The socket, receive buffer, row array and internals array (``set_tcp_info``) are
 one NetlinkDumper and reused; rows are written straight from the received bytes. The GIL is
 released while the kernel works and while rows are parsed.
 
-Consistency: the kernel resumes a dump by position inside a hash bucket, so a socket
-created or destroyed while the dump runs can shift the others and be missed or reported
-twice (ss has the same limit; TCP dumps never set NLM_F_DUMP_INTR). Repeats are removed
-here by socket cookie, which is unique per socket for the life of the boot, so a snapshot
-lists each socket at most once.
+Consistency: the kernel resumes a dump by position inside a hash bucket (between two
+datagrams, and every 16 sockets of a bucket: net/ipv4/tcp_diag.c, inet_diag.c), so a
+socket created or destroyed while the dump runs can shift the others and be missed or
+reported twice; so can a socket rehashed meanwhile (a timewait socket replacing its full
+socket keeps its cookie; a connect() retried elsewhere moves buckets). ss has the same
+limit; TCP dumps never set NLM_F_DUMP_INTR. Repeats are removed here by socket cookie,
+which is unique per socket for the life of the boot, so a snapshot lists each socket at
+most once; a dump is compared with the previous one in order and only what changed is
+hashed (_cookies.pxd), which costs one pass when the table did not change.
+
+``dump_into`` writes the rows straight into a caller's array (the recorder's batch).
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
