@@ -428,16 +428,45 @@ def _sched_ns(pid: int) -> int:
         return int(f.read().split()[0])
 
 
+class _Batch:
+    """A recorder's batch (128Ki rows) that snapshots fill one after the other, from the
+    start again when the next would not fit."""
+
+    def __init__(self, snap, rows: int) -> None:
+        import numpy as np
+
+        from tcpsnap import ROW_DTYPE
+        from tcpsnap._encode import put_rows
+
+        self.snap, self.rows, self.put = snap, rows, put_rows
+        self.batch = np.zeros(1 << 17, ROW_DTYPE)
+        self.at = 0
+
+    def slot(self, m: int) -> int:
+        i = self.at if self.at + m <= len(self.batch) else 0
+        self.at = i + m
+        return i
+
+    def take_copy(self) -> None:
+        rows = self.snap.take()
+        self.put(self.batch, self.slot(len(rows)), rows)
+
+    def take_into(self) -> None:
+        i = self.slot(self.rows + 64)
+        rows, placed = self.snap.take_into(self.batch, i)
+        self.at = i + len(rows)
+        if not placed:
+            raise AssertionError("the batch had room")
+
+
 def run_dumps(sizes: list[int], rounds: int, count: int) -> dict:
     """Per size and round, in turn (order rotated each round): the floor's CPU per dump
     (its process, /proc), ``NetlinkDumper.dump()`` (dump, parse, dedupe and cgroups) and
     ``Snapshotter(pids=True).take()`` (plus pids), that take copied into a 128Ki-row
     batch (``take_copy``: what a recorder did) and ``take_into`` that batch (what it does
-    now), each ``count`` times per 1,000 connections back to back on this thread: the capture path's C cost over the floor without the recorder around it."""
-    import numpy as np
-
-    from tcpsnap import ROW_DTYPE, Snapshotter
-    from tcpsnap._encode import put_rows
+    now), each ``count`` times per 1,000 connections back to back on this thread: the
+    capture path's C cost over the floor without the recorder around it."""
+    from tcpsnap import Snapshotter
     from tcpsnap._netlink import NetlinkDumper
 
     floor = bs.Floor()
@@ -447,27 +476,8 @@ def run_dumps(sizes: list[int], rounds: int, count: int) -> dict:
             with bs.Connections(n) as conns, Snapshotter(pids=True) as snap:
                 d = NetlinkDumper()
                 snap.take()                       # the first walk, in place
-                # a recorder's batch: 128Ki rows, snapshots written one after the other
-                batch = np.zeros(1 << 17, ROW_DTYPE)
-                at = [0]
-
-                def slot(m: int) -> int:
-                    i = at[0] if at[0] + m <= len(batch) else 0
-                    at[0] = i + m
-                    return i
-
-                def take_copy() -> None:
-                    rows = snap.take()
-                    put_rows(batch, slot(len(rows)), rows)
-
-                def take_into() -> None:
-                    i = slot(conns.rows + 64)
-                    rows, placed = snap.take_into(batch, i)
-                    at[0] = i + len(rows)
-                    if not placed:
-                        raise AssertionError("the batch had room")
-
-                calls = {"dump": d.dump, "take": snap.take, "take_copy": take_copy, "take_into": take_into}
+                b = _Batch(snap, conns.rows)
+                calls = {"dump": d.dump, "take": snap.take, "take_copy": b.take_copy, "take_into": b.take_into}
                 floor.dumps(5)
                 rs = []
                 k = max(30, count * 1000 // n)    # calls per block: about as long at every size
