@@ -131,6 +131,8 @@ class Capture:
         # into the current batch (Snapshotter.take_into), not copied there
         self._take_into = (getattr(snap, "take_into", None) if tracker is None and self._filter is None
                            and where is None and self._carry is None and not tcp_info else None)
+        self._last_n = 0  # rows of the last snapshot dumped into a batch (take_into)
+        self.copied = 0   # snapshots copied into their batch (the others were dumped there)
         self._failed = failed
         self.stopping = False
         self._cur: Batch | None = None
@@ -211,11 +213,23 @@ class Capture:
                         late = now - t_sched
                 elif end is not None and mono() >= end:
                     break
+                b = self._cur
+                if into is not None:
+                    # a batch with room for this snapshot (as large as the last one, and an
+                    # eighth), ready before the clock is read: a full one goes to the writer now
+                    need = self._last_n + (self._last_n >> 3) + 64
+                    if b is not None and b.s and (len(b.rows) - b.n < need or b.s >= len(b.ts)):
+                        self.handoff()
+                        b = None
+                    if b is None:
+                        b = self._cur = self._pool.get()
+                    if not b.s and len(b.rows) < need:
+                        b.grow(need)
                 w = wall()
                 t0 = mono()
-                b = self._cur
-                if into is not None and b is not None and b.s < len(b.ts) and b.file_key == file_key(t0, w):
+                if b is not None and into is not None and (not b.s or b.file_key == file_key(t0, w)):
                     rows, placed = into(b.rows, b.n)
+                    self._last_n = len(rows)
                 else:
                     rows, placed = take(), False
                 t1 = mono()
@@ -296,13 +310,14 @@ class Capture:
             rows, names, empty, info, placed = _EMPTY_SNAPSHOT, None, True, None, False
         n = len(rows)
         b = self._cur
-        if b is not None and (b.file_key != key or not b.fits(n)):
+        if b is not None and b.s and (b.file_key != key or not b.fits(n)):
             # never for placed rows: run() placed them only in a batch of this key with room
             assert not placed, "rows placed in a batch that is handed off"
             self.handoff()
             b = None
         if b is None:
             b = self._cur = self._pool.get()
+        if not b.s:            # its first snapshot (run() may have taken it from the pool)
             b.file_key = key
             b.t_first = t0
             b.overruns += self._pending_overruns
@@ -311,6 +326,7 @@ class Capture:
                 b.grow(n)
         i, s = b.n, b.s
         if n and not placed:
+            self.copied += 1
             # one memcpy (numpy copies a structured array field by field), GIL kept
             if not rows.flags.c_contiguous:
                 rows = np.ascontiguousarray(rows)
