@@ -217,11 +217,11 @@ cdef inline hent *_h_find(hent *h, uint64_t mask, uint64_t c) noexcept nogil:
     return &h[i]
 
 
-cdef inline bint _ahead(const tcpsnap_row *rows, Py_ssize_t i, Py_ssize_t n, uint64_t c) noexcept nogil:
+cdef inline bint _ahead(const uint64_t *ck, Py_ssize_t i, Py_ssize_t n, uint64_t c) noexcept nogil:
     # whether cookie c is among the LOOK rows after row i
     cdef Py_ssize_t d
     for d in range(i + 1, i + 1 + LOOK if i + 1 + LOOK < n else n):
-        if rows[d].cookie == c:
+        if ck[2 * d] == c:
             return True
     return False
 
@@ -266,13 +266,15 @@ cdef inline void cookie_free(cookie_state *s) noexcept nogil:
 
 
 cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssize_t n,
-                                     tcpsnap_tcp_info *info) noexcept nogil:
+                                     tcpsnap_tcp_info *info, const uint64_t *ck) noexcept nogil:
     """Drop repeated sockets from rows[:n] (the first row of each cookie stays; info, or
     NULL: the rows' internals, moved with them), give each row without a cgroup the one its
     cookie had in the previous dump or, carried, the one before; remember this dump for the
-    next. Returns the rows kept, -1 when out of memory (then cookie_reset)."""
+    next. ck: row i's cookie and cgroup id as the parser wrote them (ck[2i], ck[2i + 1]),
+    read instead of the rows, which a large table has pushed out of the cache by now (the
+    rows are written only where a cgroup is given or a row moves). Returns the rows kept, -1 when out of memory (then cookie_reset)."""
     cdef Py_ssize_t i, j = 0, f, d, t, k, nx = 0, ny = 0, nn = 0, w, steps, hn = 0, last
-    cdef uint64_t c, hmask = 0
+    cdef uint64_t c, g, hmask = 0
     cdef uint64_t *tmp
     cdef hent *e
     cdef bint drops = False, used
@@ -283,7 +285,8 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
         return -1
     # 1. In order against the previous dump (row i against pc[j], LOOK on either side).
     for i in range(n):
-        c = rows[i].cookie
+        c = ck[2 * i]
+        g = ck[2 * i + 1]
         if c == 0:                     # the kernel never reports 0; such rows are kept as they are
             continue
         steps = 0
@@ -300,13 +303,13 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
                     ny += 1
                     j += 1
                 j = f + 1
-                if rows[i].cgroup_id == 0:
-                    rows[i].cgroup_id = s.pg[f]
+                if g == 0 and s.pg[f] != 0:
+                    g = rows[i].cgroup_id = s.pg[f]
                 s.nc[nn] = c
-                s.ng[nn] = rows[i].cgroup_id
+                s.ng[nn] = g
                 nn += 1
                 break
-            if j < s.np and steps < LOOK and not _ahead(rows, i, n, s.pc[j]):
+            if j < s.np and steps < LOOK and not _ahead(ck, i, n, s.pc[j]):
                 s.ys[ny] = j           # pc[j] is not coming soon: pass over it
                 ny += 1
                 j += 1
@@ -315,7 +318,7 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
             s.xs[nx] = i               # new, moved or repeated: looked up below
             nx += 1
             s.nc[nn] = c
-            s.ng[nn] = rows[i].cgroup_id
+            s.ng[nn] = g
             nn += 1
             break
     while j < s.np:

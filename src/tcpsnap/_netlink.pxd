@@ -49,6 +49,8 @@ cdef struct nl_result:
     uint64_t netns          # written into every row's netns (the dumped namespace's inode)
     tcpsnap_tcp_info *info  # NULL: no internals; else row i's INET_DIAG_INFO/CONG go to info[i]
     info_seen seen          # the INET_DIAG_INFO lengths seen (when info is set)
+    uint64_t *ck            # NULL, or row i's cookie and cgroup id go to ck[2i], ck[2i + 1]:
+                            # the dedupe reads them there, not from rows gone out of cache
 
 
 cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -132,6 +134,9 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
             r.cgroup_id = (cgroup_attr(p + HDR + sizeof(inet_diag_msg), rem) if res.info == NULL else
                            info_attrs(p + HDR + sizeof(inet_diag_msg), rem, res.info + res.n, &res.seen))
             r.netns = res.netns
+            if res.ck != NULL:
+                res.ck[2 * res.n] = r.cookie
+                res.ck[2 * res.n + 1] = r.cgroup_id
             res.n += 1
         cur.off += step
     return NL_MORE

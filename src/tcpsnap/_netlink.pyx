@@ -29,7 +29,7 @@ from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 
 import os
@@ -95,6 +95,7 @@ cdef class NetlinkDumper:
     cdef bint want_v6
     cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
     cdef cookie_state ck           # the dumps before, by cookie (_cookies.pxd): repeats, cgroups
+    cdef Py_ssize_t ckcap          # rows res.ck has room for
     # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
     # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
     cdef int *tfds
@@ -187,6 +188,7 @@ cdef class NetlinkDumper:
             close(self.fd)
         free(self.rbuf)
         cookie_free(&self.ck)
+        free(self.res.ck)
         free(self.tfds)
         free(self.tns)
         free(self.req)
@@ -195,6 +197,17 @@ cdef class NetlinkDumper:
     cdef _set_rows(self, rows):
         self.rowp = rows_pointer(rows, &self.cap)
         self._rows = rows      # keeps the data rowp points into alive
+        self._ck_fit()
+
+    cdef int _ck_fit(self) except -1:
+        # res.ck holds a (cookie, cgroup) pair for every row the parser may write (cap)
+        cdef uint64_t *q
+        if self.ckcap < self.cap:
+            q = <uint64_t *>realloc(self.res.ck, 2 * self.cap * sizeof(uint64_t))
+            if q == NULL:
+                raise MemoryError()
+            self.res.ck, self.ckcap = q, self.cap
+        return 0
 
     def set_tcp_info(self, bint enabled):
         """Ask the next dumps for internals (INET_DIAG_INFO and _CONG) or stop: the .pyi says more."""
@@ -469,6 +482,11 @@ cdef class NetlinkDumper:
         self.cap = cap - start
         self._into = True
         try:
+            self._ck_fit()
+        except MemoryError:
+            self.rowp, self.cap, self._into = own, own_cap, False
+            raise
+        try:
             n = self.dump()
         finally:
             placed = self._into
@@ -520,11 +538,11 @@ cdef class NetlinkDumper:
         cdef Py_ssize_t kept
         if n >= NOGIL_ROWS:
             with nogil:
-                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
+                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
         else:
             # a pass over the rows (hashing only what changed): a capture thread that let
             # the GIL go for it would wait to get it back while the writer's Python runs
-            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
+            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
         if kept < 0:
             raise MemoryError()
         self.duplicates += n - kept

@@ -125,15 +125,27 @@ cdef class CookieTable:
 
     def dedupe(self, out, n, info=None):
         cdef Py_buffer outb
-        cdef Py_ssize_t kept
+        cdef Py_ssize_t kept, i
         cdef tcpsnap_tcp_info *ip = NULL
         cdef Py_ssize_t cn = _rows_arg(out, n, info, &ip)
-        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
+        cdef tcpsnap_row *rows
+        # what the parser writes beside the rows (nl_result.ck), from the rows here
+        cdef uint64_t *ck = <uint64_t *>malloc((2 * cn + 2) * sizeof(uint64_t))
+        if ck == NULL:
+            raise MemoryError()
         try:
-            with nogil:
-                kept = cookie_dedupe(&self.st, <tcpsnap_row *>outb.buf, cn, ip)
+            get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
+            try:
+                rows = <tcpsnap_row *>outb.buf
+                with nogil:
+                    for i in range(cn):
+                        ck[2 * i] = rows[i].cookie
+                        ck[2 * i + 1] = rows[i].cgroup_id
+                    kept = cookie_dedupe(&self.st, rows, cn, ip, ck)
+            finally:
+                PyBuffer_Release(&outb)
         finally:
-            PyBuffer_Release(&outb)
+            free(ck)
         if kept < 0:
             raise MemoryError()
         return kept
