@@ -4,6 +4,8 @@
            dumps/s (benchmarks/floor.c), with 1k and 10k loopback connections, in
            interleaved blocks; checks that every snapshot was written (read back);
            (c) bytes per row on disk for that steady table.
+  dumps    NetlinkDumper.dump() and Snapshotter(pids=True).take() in a loop, their
+           thread CPU per call against the floor's CPU per dump, in turn.
   phases   at --interval 0, the capture thread's CPU and wall time per snapshot by phase
            (dump, pids, names, into the batch, changes mode's step), its context
            switches, and the writer thread's CPU: load-robust where rates are not.
@@ -293,11 +295,16 @@ def phases_block(seconds: float, workdir: Path, mode: str, batch_rows: int | Non
     kw = {"batch_rows": batch_rows} if batch_rows else {}
     with Recorder(out, interval=0, pids=True, rotate="1h", mode=mode, **kw) as rec:
         snap = rec._snap
-        snap._impl = _Timed(snap._impl, acc, ("dump",))
+        impl = snap._impl
+        snap._impl = _Timed(impl, acc, ("dump",))
+        if hasattr(impl, "dump_into"):        # full mode dumps into the batch: timed as "dump"
+            object.__setattr__(snap._impl, "dump_into", _timer(impl.dump_into, acc, "dump"))
         if snap._resolver is not None:
             snap._resolver = _Timed(snap._resolver, acc, ("resolve", "process_names"))
         cap = rec._capture
         snap.take = _timer(snap.take, acc, "take")
+        if getattr(cap, "_take_into", None) is not None:    # ... and takes into it: "take"
+            cap._take_into = _timer(snap.take_into, acc, "take")
         cap.add = _timer(cap.add, acc, "add")
         if rec._tracker is not None:
             rec._tracker.step = _timer(rec._tracker.step, acc, "step")
@@ -406,6 +413,119 @@ def phases_markdown(res: dict, argv: str) -> str:
         xs = " ".join(f"{x['cpu_x_floor']:.3f}" for x in rounds)
         lines.append(f"| {int(n):,} | capture thread CPU / floor CPU (rounds) | "
                      f"{statistics.median(x['cpu_x_floor'] for x in rounds):.3f} ({xs}) | |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- dumps
+
+def _loop_cpu(fn, k: int) -> float:
+    """This thread's CPU ms per call of fn over k calls (one warm-up call first)."""
+    fn()
+    c0 = time.thread_time_ns()
+    for _ in range(k):
+        fn()
+    return (time.thread_time_ns() - c0) / k / 1e6
+
+
+def _sched_ns(pid: int) -> int:
+    """CPU time of process ``pid`` in ns (/proc/PID/schedstat: finer than utime's ticks)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+class _Batch:
+    """A recorder's batch (128Ki rows) that snapshots fill one after the other, from the
+    start again when the next would not fit."""
+
+    def __init__(self, snap, rows: int) -> None:
+        import numpy as np
+
+        from tcpsnap import ROW_DTYPE
+        from tcpsnap._encode import put_rows
+
+        self.snap, self.rows, self.put = snap, rows, put_rows
+        self.batch = np.zeros(1 << 17, ROW_DTYPE)
+        self.at = 0
+
+    def slot(self, m: int) -> int:
+        i = self.at if self.at + m <= len(self.batch) else 0
+        self.at = i + m
+        return i
+
+    def take_copy(self) -> None:
+        rows = self.snap.take()
+        self.put(self.batch, self.slot(len(rows)), rows)
+
+    def take_into(self) -> None:
+        i = self.slot(self.rows + 64)
+        rows, placed = self.snap.take_into(self.batch, i)
+        self.at = i + len(rows)
+        if not placed:
+            raise AssertionError("the batch had room")
+
+
+def run_dumps(sizes: list[int], rounds: int, count: int) -> dict:
+    """Per size and round, in turn (order rotated each round): the floor's CPU per dump
+    (its process, /proc), ``NetlinkDumper.dump()`` (dump, parse, dedupe and cgroups) and
+    ``Snapshotter(pids=True).take()`` (plus pids), that take copied into a 128Ki-row
+    batch (``take_copy``: what a recorder did) and ``take_into`` that batch (what it does
+    now), each ``count`` times per 1,000 connections back to back on this thread: the
+    capture path's C cost over the floor without the recorder around it."""
+    from tcpsnap import Snapshotter
+    from tcpsnap._netlink import NetlinkDumper
+
+    floor = bs.Floor()
+    out: dict = {"machine": machine(), "sizes": {}}
+    try:
+        for n in sizes:
+            with bs.Connections(n) as conns, Snapshotter(pids=True) as snap:
+                d = NetlinkDumper()
+                snap.take()                       # the first walk, in place
+                b = _Batch(snap, conns.rows)
+                calls = {"dump": d.dump, "take": snap.take, "take_copy": b.take_copy, "take_into": b.take_into}
+                floor.dumps(5)
+                rs = []
+                k = max(30, count * 1000 // n)    # calls per block: about as long at every size
+                what = ["floor", "dump", "take", "take_copy", "take_into"][:5 if hasattr(snap, "take_into") else 4]
+                for r in range(rounds):
+                    res: dict = {}
+                    for w in what[r % len(what):] + what[:r % len(what)]:
+                        if w == "floor":
+                            c0 = _sched_ns(floor.proc.pid)
+                            floor.dumps(k)
+                            res[w] = (_sched_ns(floor.proc.pid) - c0) / k / 1e6
+                        else:
+                            res[w] = _loop_cpu(calls[w], k)
+                    for w in what[1:]:
+                        res[f"{w}_x_floor"] = res[w] / res["floor"]
+                    res["loadavg"] = os.getloadavg()[0]
+                    rs.append(res)
+                    print(json.dumps({"n": n, "round": r, **{k: round(v, 4) for k, v in res.items()}}),
+                          file=sys.stderr, flush=True)
+                d.close()
+                out["sizes"][n] = {"rows": conns.rows, "rounds": rs, "duplicates": d.duplicates}
+    finally:
+        floor.close()
+    return out
+
+
+def dumps_markdown(res: dict, argv: str) -> str:
+    lines = [f"Command: `python3 benchmarks/bench_recorder.py {argv}`  ",
+             f"Machine: {res['machine']}", "",
+             "CPU ms per call (median of rounds) and x the floor's CPU per dump (each round's ratio):", "",
+             "| connections (rows) | what | CPU ms | x floor | rounds |", "|---|---|---:|---:|---|"]
+    for n, r in res["sizes"].items():
+        rs = r["rounds"]
+        for w in ("floor", "dump", "take", "take_copy", "take_into"):
+            if w not in rs[0]:
+                continue
+            c = statistics.median(x[w] for x in rs)
+            if w == "floor":
+                lines.append(f"| {int(n):,} ({r['rows']:,}) | floor | {c:.3f} | | |")
+                continue
+            xs = [x[f"{w}_x_floor"] for x in rs]
+            lines.append(f"| {int(n):,} | {w} | {c:.3f} | **{statistics.median(xs):.3f}** | "
+                         f"{' '.join(f'{x:.3f}' for x in xs)} |")
     return "\n".join(lines)
 
 
@@ -551,6 +671,10 @@ def main(argv: list[str]) -> int:
     ph.add_argument("--seconds", type=float, default=4.0)
     ph.add_argument("--mode", choices=("full", "changes"), default="full")
     ph.add_argument("--batch-rows", type=int, default=None, help="the recorder's batch_rows (default: its own)")
+    du = sub.add_parser("dumps", help="dump() and take(pids) CPU per call against the floor's")
+    du.add_argument("--sizes", default="1000,10000")
+    du.add_argument("--rounds", type=int, default=6)
+    du.add_argument("--count", type=int, default=600, help="calls per block at 1,000 connections (fewer at more)")
     b = sub.add_parser("ontime")
     b.add_argument("--n", type=int, default=1000)
     b.add_argument("--interval", default="10ms")
@@ -558,7 +682,7 @@ def main(argv: list[str]) -> int:
     b.add_argument("--rotate", default="15m")
     b.add_argument("--pids", choices=("auto", "off", "on"), default="auto")
     b.add_argument("--take-seconds", type=float, default=60.0)
-    for p in (a, ph, b):
+    for p in (a, ph, du, b):
         _results.add_json_argument(p)
         p.add_argument("--no-netns", action="store_true")
     args = ap.parse_args(argv)
@@ -577,6 +701,9 @@ def main(argv: list[str]) -> int:
         res = run_phases([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, args.mode,
                          args.batch_rows)
         md = phases_markdown(res, shown)
+    elif args.cmd == "dumps":
+        res = run_dumps([int(x) for x in args.sizes.split(",")], args.rounds, args.count)
+        md = dumps_markdown(res, shown)
     else:
         pids = {"auto": None, "off": False, "on": True}[args.pids]
         res = run_ontime(args.n, args.interval, args.minutes, args.rotate, pids, args.take_seconds)

@@ -224,3 +224,56 @@ def test_one_snapshotter_shared_by_threads_never_corrupts():
         assert all("already running" in e for e in errors)
         ports = {s.getsockname()[1] for s in socks}
         assert ports <= set(snap.take()["local_port"].tolist())
+
+
+def _ss_socks(ports):
+    """(local port, remote port, inode, cookie) of the sockets on these ports, as ``ss -tane``
+    shows them."""
+    import re
+    import subprocess
+
+    expr = " or ".join(f"sport = :{p} or dport = :{p}" for p in ports)
+    out = subprocess.run(["ss", "-tanHe", f"( {expr} )"], capture_output=True, text=True, check=True).stdout
+    got = set()
+    for line in out.splitlines():
+        f = line.split()
+        m = re.search(r"ino:(\d+) sk:([0-9a-f]+)", line)
+        got.add((int(f[3].rsplit(":", 1)[1]), int(f[4].rsplit(":", 1)[1]) if not f[4].endswith("*") else 0,
+                 int(m.group(1)), int(m.group(2), 16)))
+    return got
+
+
+def _ours(rows, ports):
+    m = np.isin(rows["local_port"], list(ports)) | np.isin(rows["remote_port"], list(ports))
+    return set(zip(rows["local_port"][m].tolist(), rows["remote_port"][m].tolist(), rows["inode"][m].tolist(),
+                   rows["cookie"][m].tolist(), strict=True))
+
+
+@pytest.mark.skipif(__import__("shutil").which("ss") is None, reason="needs ss (iproute2)")
+def test_take_into_writes_the_table_into_the_array_or_says_it_did_not():
+    lst, c, s = pair("127.0.0.1")
+    lst6, c6, s6 = pair("::1")
+    ports = {lst.getsockname()[1], lst6.getsockname()[1]}
+    with closing_all(lst, c, s, lst6, c6, s6), Snapshotter(pids=True) as snap:
+        out = np.zeros(len(snap.take()) + 4096, ROW_DTYPE)
+        out["inode"] = 77
+        rows, placed = snap.take_into(out, 10)
+        n = len(rows)
+        assert placed and rows.ctypes.data == out[10:].ctypes.data and n > 6
+        assert (out["inode"][:10] == 77).all() and (out["inode"][10 + n:] == 77).all()   # only its room
+        assert _ours(rows, ports) == _ss_socks(ports) and len(_ours(rows, ports)) == 6
+        assert set(rows["pid"][rows["inode"] == inode(c)].tolist()) == {os.getpid()}
+        # less room than the table: the rows are in the snapshotter's own array, all of them
+        small = np.zeros(13, ROW_DTYPE)
+        rows, placed = snap.take_into(small, 10)
+        assert not placed and not np.shares_memory(rows, small) and len(rows) > 3
+        assert _ours(rows, ports) == _ss_socks(ports)
+        assert set(rows["pid"][rows["inode"] == inode(s6)].tolist()) == {os.getpid()}
+        rows, placed = snap.take_into(out, len(out))                         # no room at all
+        assert not placed and _ours(rows, ports) == _ss_socks(ports)
+        with pytest.raises(ValueError, match="start"):
+            snap.take_into(out, len(out) + 1)
+        with pytest.raises(ValueError, match="ROW_DTYPE"):
+            snap.take_into(np.zeros(100, np.int64), 0)
+    with Snapshotter(filter="sport = :1") as snap:                           # a filter: never placed
+        assert snap.take_into(out, 0)[1] is False

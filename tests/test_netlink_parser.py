@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 if sys.platform.startswith("linux"):
     from tcpsnap._destroy import DestroyFeed
     from tcpsnap._netlink import NetlinkDumper
-    from tcpsnap._nlparse import dedupe_rows, parse_messages
+    from tcpsnap._nlparse import CookieTable, dedupe_rows, parse_messages
     from tcpsnap._procfs import PidResolver
 
 SOCK_DIAG_BY_FAMILY, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2
@@ -192,6 +192,144 @@ def test_dedupe_matches_a_python_model(cookies):
     assert out["inode"][:n].tolist() == want
 
 
+# --- the dumper's dedupe across dumps (CookieTable: what NetlinkDumper.dump() runs) ---
+
+def _model(dumps):
+    """The rule, written plainly: in each dump the first row of each cookie stays (cookie 0
+    always); a kept row without a cgroup takes the one its cookie had in the table of the
+    dump before: that dump's kept rows, plus the sockets of the dump before it that it
+    lacked (carried once, those with a cgroup)."""
+    prev, outs = {}, []
+    for rows in dumps:
+        seen, kept = set(), []
+        for c, g, tag in rows:
+            if c and c in seen:
+                continue
+            seen.add(c)
+            kept.append([c, g, tag])
+        table = {}
+        for r in kept:
+            if r[0] == 0:
+                continue
+            if r[1] == 0 and prev.get(r[0], (0, False))[0]:
+                r[1] = prev[r[0]][0]
+            table[r[0]] = (r[1], False)
+        for c, (g, carried) in prev.items():
+            if c not in table and g and not carried:
+                table[c] = (g, True)
+        prev = table
+        outs.append([tuple(r) for r in kept])
+    return outs
+
+
+def _through_table(dumps, info=False):
+    t, outs = CookieTable(), []
+    for rows in dumps:
+        a = np.zeros(len(rows) + 3, ROW_DTYPE)        # room after the rows: left alone
+        a["cookie"][:len(rows)] = [r[0] for r in rows]
+        a["cgroup_id"][:len(rows)] = [r[1] for r in rows]
+        a["inode"][:len(rows)] = [r[2] for r in rows]
+        a["inode"][len(rows):] = 99
+        inf = None
+        if info:
+            from tcpsnap._schema import TCP_INFO_DTYPE
+            inf = np.zeros(len(rows), TCP_INFO_DTYPE)
+            inf["bytes_sent"] = a["inode"][:len(rows)]
+        n = t.dedupe(a, len(rows), inf)
+        assert (a["inode"][len(rows):] == 99).all()
+        if info:
+            assert inf["bytes_sent"][:n].tolist() == a["inode"][:n].tolist()   # moved with their rows
+        outs.append(list(zip(a["cookie"][:n].tolist(), a["cgroup_id"][:n].tolist(), a["inode"][:n].tolist(),
+                             strict=True)))
+    return outs
+
+
+def _edited_dumps(rnd, count=10):
+    """Dumps as a churned table gives them: mostly the dump before in the same order, with
+    sockets gone, new ones (some inserted in runs longer than the look-ahead), moved ones,
+    TIME_WAIT successors (same cookie, no cgroup), repeats next to or far from the first
+    row, sometimes a whole reshuffle."""
+    table = [[c, rnd.choice([0, 0, 1, 2, 3])] for c in rnd.sample(range(1, 60), rnd.randint(0, 25))]
+    nxt, dumps = 100, []
+    for _ in range(count):
+        for _ in range(rnd.randint(0, 4)):
+            op = rnd.random()
+            if op < 0.25 and table:
+                del table[rnd.randrange(len(table))]
+            elif op < 0.5:
+                k = rnd.choice([1, 1, 2, 12])
+                i = rnd.randint(0, len(table))
+                table[i:i] = [[nxt + j, rnd.choice([0, 5, 6])] for j in range(k)]
+                nxt += k
+            elif op < 0.6 and table:
+                table.insert(rnd.randint(0, len(table)), table.pop(rnd.randrange(len(table))))
+            elif op < 0.75 and table:
+                table[rnd.randrange(len(table))][1] = 0        # now a timewait socket
+            elif op < 0.8:
+                rnd.shuffle(table)
+            elif op < 0.85 and len(table) > 12:
+                i = rnd.randrange(len(table) - 12)
+                del table[i:i + rnd.randint(9, 12)]            # gone: a run past the look-ahead
+        rows = [(c, g) for c, g in table]
+        for _ in range(rnd.choice([0, 0, 0, 1, 2])):          # the kernel repeats one
+            if rows:
+                c, g = rows[rnd.randrange(len(rows))]
+                rows.insert(rnd.randint(0, len(rows)), (c, rnd.choice([g, 0])))
+        if rnd.random() < 0.2:
+            rows.insert(rnd.randint(0, len(rows)), (0, rnd.choice([0, 4])))
+        if rnd.random() < 0.1:
+            rows.append((rnd.randint(1, 30), rnd.choice([0, 7])))   # an old cookie back, maybe carried
+        dumps.append([(c, g, i + 1) for i, (c, g) in enumerate(rows)])
+    return dumps
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_cookie_table_matches_the_model_over_churned_dumps(rnd):
+    dumps = _edited_dumps(rnd)
+    assert _through_table(dumps, info=rnd.random() < 0.3) == _model(dumps)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 30), st.sampled_from([0, 0, 1, 2])), max_size=40),
+                min_size=1, max_size=6))
+def test_cookie_table_matches_the_model_over_arbitrary_dumps(dumps):
+    dumps = [[(c, g, i + 1) for i, (c, g) in enumerate(d)] for d in dumps]
+    assert _through_table(dumps) == _model(dumps)
+
+
+def test_a_repeated_socket_in_a_crafted_dump_is_dropped_after_a_dump_without_it():
+    # The second dump repeats socket 0x22 (one row in order, as the first dump had it, and
+    # one the kernel gave again after a resumed bucket shifted): the first row stays, and
+    # the timewait row of 0x33 (no cgroup attribute) takes 0x33's cgroup from dump one.
+    def dump(*socks, seq):
+        body = b"".join(nlmsg(SOCK_DIAG_BY_FAMILY, diag(4, st_, "10.0.0.1", port, "10.0.0.2", 80,
+                                                        cookie=(ck, 0), inode=ino, attrs=cg), seq=seq)
+                        for st_, port, ck, ino, cg in socks)
+        return body + nlmsg(NLMSG_DONE, b"\0\0\0\0", seq=seq)
+
+    cgroup = lambda v: struct.pack("=HHQ", 12, 21, v)          # INET_DIAG_CGROUP_ID
+    est, tw = LINUX["ESTABLISHED"], LINUX["TIME_WAIT"]
+    t, out = CookieTable(), np.zeros(8, ROW_DTYPE)
+    one = dump((est, 1, 0x11, 1, cgroup(7)), (est, 2, 0x22, 2, cgroup(7)), (est, 3, 0x33, 3, cgroup(8)), seq=1)
+    assert parse_messages(one, out, 1)[:2] == (3, "done")
+    assert t.dedupe(out, 3) == 3
+    two = dump((est, 1, 0x11, 1, cgroup(7)), (est, 2, 0x22, 2, cgroup(7)), (tw, 3, 0x33, 0, b""),
+               (est, 2, 0x22, 2, cgroup(7)), (est, 4, 0x44, 4, cgroup(9)), seq=2)
+    assert parse_messages(two, out, 2)[:2] == (5, "done")
+    assert t.dedupe(out, 5) == 4
+    assert out["cookie"][:4].tolist() == [0x11, 0x22, 0x33, 0x44]
+    assert out["cgroup_id"][:4].tolist() == [7, 7, 8, 9]
+    assert out["state"][2] == TcpState.TIME_WAIT and out["inode"][2] == 0
+    # the repeat before the row in order: still the first row that stays
+    three = dump((est, 2, 0x22, 20, cgroup(7)), (est, 1, 0x11, 1, cgroup(7)), (est, 2, 0x22, 2, cgroup(7)),
+                 (tw, 3, 0x33, 0, b""), (est, 4, 0x44, 4, cgroup(9)), seq=3)
+    assert parse_messages(three, out, 3)[:2] == (5, "done")
+    assert t.dedupe(out, 5) == 4
+    assert out["inode"][:4].tolist() == [20, 1, 0, 4]
+    assert out["cgroup_id"][:4].tolist() == [7, 7, 8, 9]
+
+
 # --- every bad argument of every Linux entry point: exactly ValueError or TypeError, naming it ---
 
 def _rows(n=4):
@@ -214,6 +352,8 @@ BAD_ARGS = {
     "parse_messages.seq": (lambda v: parse_messages(b"", _rows(), v), set()),
     "dedupe_rows.out": (lambda v: dedupe_rows(v, 0), set()),
     "dedupe_rows.n": (lambda v: dedupe_rows(_rows(), v), set()),
+    "CookieTable.dedupe.out": (lambda v: CookieTable().dedupe(v, 0), set()),
+    "CookieTable.dedupe.n": (lambda v: CookieTable().dedupe(_rows(), v), set()),
     "NetlinkDumper.capacity": (lambda v: NetlinkDumper(v), set()),
     "NetlinkDumper.recv_size": (lambda v: NetlinkDumper(recv_size=v), set()),
     "DestroyFeed.rcvbuf": (lambda v: DestroyFeed(rcvbuf=v), set()),

@@ -50,6 +50,10 @@ class NetlinkDumper:
         """Fill ``rows`` with the whole TCP table (IPv4 and IPv6); return the row count.
         Raises DumpInterrupted if the table changed during every retry, OSError naming
         the syscall otherwise."""
+    def dump_into(self, out: np.ndarray, start: int) -> tuple[int, bool]:
+        """``dump()`` writing the rows straight into ``out[start:]`` while they fit: ``(n,
+        True)`` with the rows there, else (more rows than room, or internals asked for)
+        ``(n, False)`` with them in ``rows``. ValueError for a wrong out or start."""
     def close(self) -> None: ...
     def set_tcp_info(self, enabled: bool) -> None:
         """Ask the next dumps for each socket's internals (the idiag_ext bits of

@@ -12,25 +12,32 @@ The socket, receive buffer, row array and internals array (``set_tcp_info``) are
 one NetlinkDumper and reused; rows are written straight from the received bytes. The GIL is
 released while the kernel works and while rows are parsed.
 
-Consistency: the kernel resumes a dump by position inside a hash bucket, so a socket
-created or destroyed while the dump runs can shift the others and be missed or reported
-twice (ss has the same limit; TCP dumps never set NLM_F_DUMP_INTR). Repeats are removed
-here by socket cookie, which is unique per socket for the life of the boot, so a snapshot
-lists each socket at most once.
+Consistency: the kernel resumes a dump by position inside a hash bucket (between two
+datagrams, and every 16 sockets of a bucket: net/ipv4/tcp_diag.c, inet_diag.c), so a
+socket created or destroyed while the dump runs can shift the others and be missed or
+reported twice; so can a socket rehashed meanwhile (a timewait socket replacing its full
+socket keeps its cookie; a connect() retried elsewhere moves buckets). ss has the same
+limit; TCP dumps never set NLM_F_DUMP_INTR. Repeats are removed here by socket cookie,
+which is unique per socket for the life of the boot, so a snapshot lists each socket at
+most once; a dump is compared with the previous one in order and only what changed is
+hashed (_cookies.pxd), which costs one pass when the table did not change.
+
+``dump_into`` writes the rows straight into a caller's array (the recorder's batch).
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 
 import os
 
 import numpy as np
 
-from tcpsnap._row cimport tcpsnap_row, rows_pointer, get_buffer, index_arg, int_arg, capacity_arg, int_text
+from tcpsnap._row cimport (tcpsnap_row, rows_pointer, get_buffer, index_arg, int_arg, capacity_arg, int_text,
+                           check_out_array)
 from tcpsnap._system cimport (
     ssize_t, sockaddr, socket, connect, send, recv, close, ntohs, AF_UNSPEC, AF_INET, AF_INET6,
     AF_NETLINK, SOCK_RAW, SOCK_CLOEXEC, MSG_TRUNC, IPPROTO_TCP, sockaddr_nl, nlmsghdr,
@@ -39,21 +46,15 @@ from tcpsnap._system cimport (
     inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag, nlattr,
     INET_DIAG_REQ_BYTECODE)
 from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
-from tcpsnap._cookies cimport cgroup_attr, dedupe_by_cookie, inherit_cgroups, carry_over
+from tcpsnap._cookies cimport cgroup_attr, cookie_state, cookie_dedupe, cookie_reset, cookie_free
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_attrs, EXT_INFO, EXT_CONG
 from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
 import tcpsnap._tcp_info  # noqa: F401 -- its import checks TCP_INFO_DTYPE against the C struct
 from tcpsnap._errors import DumpInterrupted
 
-# Linux TCP states (include/net/tcp_states.h) -> MIB_TCP_STATE. 0 = not reported.
-# TCP_NEW_SYN_RECV (12) is a request socket of a listener: the SYN_RCVD that ss shows.
-cdef uint8_t LINUX_TO_MIB[16]
-LINUX_TO_MIB[:] = [0, 5, 3, 4, 6, 7, 11, 1, 8, 10, 2, 9, 4, 0, 0, 0]
-
 cdef enum:
     # The states `ss -ta` asks for: 1..12 (TCP_BOUND_INACTIVE, 13, is only listed on request).
     DUMP_STATES = 0x1FFE
-    HDR = 16                       # sizeof(struct nlmsghdr)
     MAX_ATTEMPTS = 5               # dumps retried after NLM_F_DUMP_INTR / ENOBUFS
     DEFAULT_RECV = 64 * 1024       # the kernel fills at most ~32 KiB per dump skb
     MAX_RECV = 1 << 30             # a recv_size beyond any datagram (and its doublings)
@@ -61,87 +62,7 @@ cdef enum:
     COMPAT_REQ_SIZE = 16 + 60      # nlmsghdr + inet_diag_req
     # every Linux state bit idiag_states may hold (TCP_ESTABLISHED 1 .. TCP_NEW_SYN_RECV 12)
     STATE_BITS = 0x1FFE
-
-
-cdef nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
-                        nl_result *res) noexcept nogil:
-    cdef nlmsghdr h
-    cdef const inet_diag_msg *m
-    cdef const char *p
-    cdef Py_ssize_t rem, step
-    cdef tcpsnap_row *r
-    cdef uint8_t state
-    cdef int err
-    while cur.off < cur.len:
-        rem = cur.len - cur.off
-        p = cur.buf + cur.off
-        if rem < HDR:
-            return NL_MALFORMED
-        memcpy(&h, p, HDR)
-        if h.nlmsg_len < HDR or h.nlmsg_len > rem:
-            return NL_MALFORMED
-        step = NLMSG_ALIGN(h.nlmsg_len)
-        if step > rem:
-            step = rem
-        if h.nlmsg_seq != seq:
-            # left over from a dump that was abandoned; never ours to count
-            cur.off += step
-            continue
-        if h.nlmsg_flags & NLM_F_DUMP_INTR:
-            res.dump_intr = 1
-        if h.nlmsg_type == NLMSG_DONE:
-            cur.off += step
-            return NL_DONE
-        if h.nlmsg_type == NLMSG_ERROR:
-            if h.nlmsg_len < HDR + 4:
-                return NL_MALFORMED
-            memcpy(&err, p + HDR, 4)
-            cur.off += step
-            if err == 0:
-                continue           # an ACK, not an error
-            res.error = -err
-            return NL_ERROR
-        if h.nlmsg_type == SOCK_DIAG_BY_FAMILY or h.nlmsg_type == TCPDIAG_GETSOCK:
-            if h.nlmsg_len < HDR + sizeof(inet_diag_msg):
-                return NL_MALFORMED
-            m = <const inet_diag_msg *>(p + HDR)
-            state = LINUX_TO_MIB[m.idiag_state & 15] if m.idiag_state < 16 else 0
-            if state == 0 or (m.idiag_family != AF_INET and m.idiag_family != AF_INET6):
-                res.skipped += 1
-                cur.off += step
-                continue
-            if res.n >= cap:
-                return NL_FULL     # cursor stays on this message
-            r = out + res.n
-            r.state = state
-            r.offload_state = 0
-            r._reserved = 0
-            r.local_port = ntohs(m.id.idiag_sport)
-            r.remote_port = ntohs(m.id.idiag_dport)
-            if m.idiag_family == AF_INET:
-                r.family = 4
-                memset(r.local_addr, 0, 32)        # both addresses
-                memcpy(r.local_addr, &m.id.idiag_src[0], 4)
-                memcpy(r.remote_addr, &m.id.idiag_dst[0], 4)
-            else:
-                r.family = 6
-                memcpy(r.local_addr, &m.id.idiag_src[0], 16)
-                memcpy(r.remote_addr, &m.id.idiag_dst[0], 16)
-            r.local_scope_id = m.id.idiag_if
-            r.remote_scope_id = m.id.idiag_if
-            r.pid = 0
-            r.uid = m.idiag_uid
-            r.rx_queue = m.idiag_rqueue
-            r.tx_queue = m.idiag_wqueue
-            r.inode = m.idiag_inode
-            r.cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
-            rem = <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg)
-            r.cgroup_id = (cgroup_attr(p + HDR + sizeof(inet_diag_msg), rem) if res.info == NULL else
-                           info_attrs(p + HDR + sizeof(inet_diag_msg), rem, res.info + res.n, &res.seen))
-            r.netns = res.netns
-            res.n += 1
-        cur.off += step
-    return NL_MORE
+    NOGIL_ROWS = 1 << 15           # fewer rows are deduped with the GIL kept (see _dedupe)
 
 
 cdef str _family_name(int family):
@@ -173,13 +94,8 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t cap
     cdef bint want_v6
     cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
-    cdef uint64_t *slots           # dedupe scratch: this dump's cookies...
-    cdef uint64_t *vals            # ... and their cgroup ids
-    cdef Py_ssize_t nslots
-    cdef uint64_t *pslots          # the previous dump's (TIME_WAIT rows inherit from it)
-    cdef uint64_t *pvals
-    cdef Py_ssize_t npslots
-    cdef Py_ssize_t entries        # cookies in the last table (rows + carried over)
+    cdef cookie_state ck           # the dumps before, by cookie (_cookies.pxd): repeats, cgroups
+    cdef Py_ssize_t ckcap          # rows res.ck has room for
     # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
     # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
     cdef int *tfds
@@ -196,6 +112,8 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t bc_len         # its length, 0 for none
     cdef object _bytecode
     cdef object _info              # TCP_INFO_DTYPE rows aligned with _rows, or None
+    cdef bint _into                # rowp points into dump_into's array
+    cdef object _out_ok            # the last array dump_into checked (a recorder reuses a few)
     cdef uint8_t ext               # idiag_ext: the attributes asked for besides the defaults
     cdef readonly unsigned long long dumps
     cdef readonly unsigned long long retries
@@ -269,8 +187,8 @@ cdef class NetlinkDumper:
         if self.fd >= 0 and self.ntargets == 0:
             close(self.fd)
         free(self.rbuf)
-        free(self.slots)           # vals (and pvals) live in the same blocks
-        free(self.pslots)
+        cookie_free(&self.ck)
+        free(self.res.ck)
         free(self.tfds)
         free(self.tns)
         free(self.req)
@@ -279,6 +197,17 @@ cdef class NetlinkDumper:
     cdef _set_rows(self, rows):
         self.rowp = rows_pointer(rows, &self.cap)
         self._rows = rows      # keeps the data rowp points into alive
+        self._ck_fit()
+
+    cdef int _ck_fit(self) except -1:
+        # res.ck holds a (cookie, cgroup) pair for every row the parser may write (cap)
+        cdef uint64_t *q
+        if self.ckcap < self.cap:
+            q = <uint64_t *>realloc(self.res.ck, 2 * self.cap * sizeof(uint64_t))
+            if q == NULL:
+                raise MemoryError()
+            self.res.ck, self.ckcap = q, self.cap
+        return 0
 
     def set_tcp_info(self, bint enabled):
         """Ask the next dumps for internals (INET_DIAG_INFO and _CONG) or stop: the .pyi says more."""
@@ -450,6 +379,16 @@ cdef class NetlinkDumper:
 
     cdef _grow(self):
         cdef Py_ssize_t n = self.res.n
+        cdef const tcpsnap_row *src = self.rowp
+        if self._into:
+            # dump_into's array is full: the dump goes on in our own (no internals: see there)
+            self._into = False
+            if self._rows.shape[0] <= n:
+                self._rows = np.empty(2 * n, dtype=ROW_DTYPE)
+                self.grows += 1
+            self._set_rows(self._rows)
+            memcpy(self.rowp, src, n * sizeof(tcpsnap_row))
+            return
         new = np.empty(self.cap * 2, dtype=ROW_DTYPE)
         new[:n] = self._rows[:n]
         if self._info is not None:     # res.info moves with it (stays NULL while off)
@@ -523,6 +462,38 @@ cdef class NetlinkDumper:
         finally:
             self.busy = False
 
+    def dump_into(self, out, Py_ssize_t start):
+        """``dump()`` with the rows written straight into ``out[start:]`` (what a recorder's
+        batch saves a copy of) while they fit: ``(n, True)``, the rows in ``out[start:start +
+        n]``; otherwise (a table larger than the room, or internals asked for) ``(n, False)``,
+        the rows in ``rows``. ``out`` as ``PidResolver.resolve`` takes rows (ValueError
+        otherwise); ValueError for a start outside 0..len(out)."""
+        cdef Py_ssize_t cap
+        cdef tcpsnap_row *own = self.rowp
+        cdef Py_ssize_t own_cap = self.cap
+        if out is not self._out_ok:
+            check_out_array(out)
+            self._out_ok = out
+        if start < 0 or start > out.shape[0]:
+            raise ValueError(f"start={start} outside 0..{out.shape[0]}")
+        if self.ext or start == out.shape[0] or self.busy:
+            return self.dump(), False
+        self.rowp = rows_pointer(out, &cap) + start
+        self.cap = cap - start
+        self._into = True
+        try:
+            self._ck_fit()
+        except MemoryError:
+            self.rowp, self.cap, self._into = own, own_cap, False
+            raise
+        try:
+            n = self.dump()
+        finally:
+            placed = self._into
+            if placed:
+                self.rowp, self.cap, self._into = own, own_cap, False
+        return n, placed
+
     cdef Py_ssize_t _dump_targets(self) except -1:
         # each namespace in turn, appended to the rows of the ones before
         cdef Py_ssize_t i, n = 0
@@ -564,26 +535,16 @@ cdef class NetlinkDumper:
             "(NLM_F_DUMP_INTR or ENOBUFS); no consistent snapshot")
 
     cdef Py_ssize_t _dedupe(self, Py_ssize_t n) except -1:
-        cdef Py_ssize_t want = 64, kept
-        # the previous dump's table becomes pslots; this dump's goes into the other pair
-        self.slots, self.pslots, self.vals, self.pvals = self.pslots, self.slots, self.pvals, self.vals
-        self.npslots, self.nslots = self.nslots, self.npslots
-        while want < 2 * (n + self.entries):   # at most half full, carried entries included
-            want *= 2
-        if want > self.nslots or self.slots == NULL:
-            free(self.slots)           # and vals: one block, cookies then cgroup ids
-            self.slots = <uint64_t *>malloc(2 * want * sizeof(uint64_t))
-            if self.slots == NULL:
-                self.nslots = 0
-                raise MemoryError()
-            self.vals = self.slots + want
-            self.nslots = want
-        with nogil:
-            kept = dedupe_by_cookie(self.rowp, n, self.slots, self.nslots, self.vals, self.res.info)
-            inherit_cgroups(self.rowp, kept, self.slots, self.vals, self.nslots,
-                            self.pslots, self.pvals, self.npslots)
-            self.entries = kept + carry_over(self.slots, self.vals, self.nslots,
-                                             self.pslots, self.pvals, self.npslots)
+        cdef Py_ssize_t kept
+        if n >= NOGIL_ROWS:
+            with nogil:
+                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
+        else:
+            # a pass over the rows (hashing only what changed): a capture thread that let
+            # the GIL go for it would wait to get it back while the writer's Python runs
+            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
+        if kept < 0:
+            raise MemoryError()
         self.duplicates += n - kept
         return kept
 

@@ -27,6 +27,15 @@ def dedupe_rows(out: np.ndarray, n: int, info: np.ndarray | None = None) -> int:
     internals from ``info``, moved with them); return the new count. ValueError for any
     wrong kind of out or info or an n outside 0..len(out); TypeError for a non-integer n."""
 
+class CookieTable:
+    """The dumper's per-dump dedupe and cgroup memory on rows from anywhere: ``dedupe``
+    drops repeated cookies (first row kept) and gives a row without a cgroup the one its
+    cookie had in the previous call or, carried, the one before; returns the rows kept."""
+
+    def dedupe(self, out: np.ndarray, n: int, info: np.ndarray | None = None) -> int: ...
+    @property
+    def carried(self) -> int: ...
+
 def audit_bytecode(bytecode: Buffer) -> None:
     """Check an inet_diag filter program as the kernel's inet_diag_bc_audit does: ValueError
     saying what is wrong and at which byte; TypeError for what is not a buffer."""

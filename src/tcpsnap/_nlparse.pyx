@@ -9,7 +9,7 @@ from libc.string cimport memset
 
 from tcpsnap._row cimport tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, int_text
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE, NL_FULL, NL_ERROR, NL_MALFORMED
-from tcpsnap._cookies cimport dedupe_by_cookie
+from tcpsnap._cookies cimport dedupe_by_cookie, cookie_state, cookie_dedupe, cookie_free
 from tcpsnap._bcaudit cimport bc_audit
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info
 
@@ -64,17 +64,8 @@ def parse_messages(data, out, seq):
     return res.n, names[st], res.error, bool(res.dump_intr)
 
 
-def dedupe_rows(out, n, info=None):
-    """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
-    first of each; return the new count. What ``dump()`` does after every dump.
-    ``info``: the rows' internals (a C-contiguous TCP_INFO_DTYPE array of at least n),
-    moved with them. Bad arguments: ValueError for any wrong kind of out
-    (check_out_array) or info, or an n outside 0..len(out), TypeError for an n that is
-    not an integer."""
-    cdef Py_buffer outb
-    cdef Py_ssize_t want = 64, kept, cn
-    cdef uint64_t *slots
-    cdef tcpsnap_tcp_info *ip = NULL
+cdef Py_ssize_t _rows_arg(out, n, info, tcpsnap_tcp_info **ip) except -1:
+    # dedupe_rows' and CookieTable.dedupe's arguments, checked; the row count
     check_out_array(out)
     i = index_arg(n, "n")
     if i < 0 or i > len(out):
@@ -85,8 +76,23 @@ def dedupe_rows(out, n, info=None):
         if (not isinstance(info, ndarray) or info.dtype != TCP_INFO_DTYPE or info.ndim != 1
                 or not info.flags.c_contiguous or not info.flags.writeable or len(info) < i):
             raise ValueError(f"info must be a writeable C-contiguous TCP_INFO_DTYPE array of at least {i} rows")
-        ip = <tcpsnap_tcp_info *><size_t>info.ctypes.data
-    cn = i
+        ip[0] = <tcpsnap_tcp_info *><size_t>info.ctypes.data
+    return i
+
+
+def dedupe_rows(out, n, info=None):
+    """Remove repeated sockets (same cookie) from ``out[:n]`` in place, keeping the
+    first of each; return the new count. What ``dump()`` does after every dump (which
+    also gives cgroups from the dumps before: ``CookieTable``).
+    ``info``: the rows' internals (a C-contiguous TCP_INFO_DTYPE array of at least n),
+    moved with them. Bad arguments: ValueError for any wrong kind of out
+    (check_out_array) or info, or an n outside 0..len(out), TypeError for an n that is
+    not an integer."""
+    cdef Py_buffer outb
+    cdef Py_ssize_t want = 64, kept
+    cdef uint64_t *slots
+    cdef tcpsnap_tcp_info *ip = NULL
+    cdef Py_ssize_t cn = _rows_arg(out, n, info, &ip)
     while want < 2 * cn:
         want *= 2
     slots = <uint64_t *>malloc(want * sizeof(uint64_t))
@@ -102,3 +108,49 @@ def dedupe_rows(out, n, info=None):
     finally:
         free(slots)
     return kept
+
+
+cdef class CookieTable:
+    """What ``NetlinkDumper.dump()`` does to each dump's rows after parsing them, on rows
+    from anywhere (tests, tools): ``dedupe(out, n, info=None)`` removes repeated sockets
+    from ``out[:n]`` in place (the first row of each cookie stays; cookie 0 is never a
+    repeat), gives each row whose ``cgroup_id`` is 0 the one its cookie had in the previous
+    call's rows or, if that one lacked the socket, in the call before (a TIME_WAIT row has
+    no cgroup of its own), and returns the rows kept. Arguments as ``dedupe_rows``'."""
+
+    cdef cookie_state st
+
+    def __dealloc__(self):
+        cookie_free(&self.st)
+
+    def dedupe(self, out, n, info=None):
+        cdef Py_buffer outb
+        cdef Py_ssize_t kept, i
+        cdef tcpsnap_tcp_info *ip = NULL
+        cdef Py_ssize_t cn = _rows_arg(out, n, info, &ip)
+        cdef tcpsnap_row *rows
+        # what the parser writes beside the rows (nl_result.ck), from the rows here
+        cdef uint64_t *ck = <uint64_t *>malloc((2 * cn + 2) * sizeof(uint64_t))
+        if ck == NULL:
+            raise MemoryError()
+        try:
+            get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
+            try:
+                rows = <tcpsnap_row *>outb.buf
+                with nogil:
+                    for i in range(cn):
+                        ck[2 * i] = rows[i].cookie
+                        ck[2 * i + 1] = rows[i].cgroup_id
+                    kept = cookie_dedupe(&self.st, rows, cn, ip, ck)
+            finally:
+                PyBuffer_Release(&outb)
+        finally:
+            free(ck)
+        if kept < 0:
+            raise MemoryError()
+        return kept
+
+    @property
+    def carried(self):
+        """Sockets remembered from the call before the last one (which lacked them)."""
+        return self.st.ncar

@@ -123,6 +123,32 @@ class Snapshotter:
         res.resolve(rows, n)
         return self._filtered(rows, n)
 
+    def take_into(self, out: np.ndarray, start: int) -> tuple[np.ndarray, bool]:
+        """``take()``, with the rows written straight into ``out[start:]`` (a C-contiguous,
+        writeable ``ROW_DTYPE`` array: a recorder's batch, which saves copying them) where
+        this snapshotter can: Linux, no ``filter``, no ``netns``, no ``tcp_info``, and the
+        table fits in the room. Returns ``(rows, placed)``: ``placed`` True when ``rows`` is
+        ``out[start:start + len(rows)]``, else ``rows`` is what ``take()`` returns (valid
+        until the next take). ValueError for a wrong ``out`` or a start outside it."""
+        impl = self._impl
+        into = getattr(impl, "dump_into", None)
+        if into is None or self.filter is not None or self._ns is not None or self.tcp_info_enabled:
+            return self.take(), False
+        res = self._resolver
+        if res is not None:
+            res.begin()
+        try:
+            n, placed = into(out, start)
+        except BaseException:
+            if res is not None:
+                res.abort()
+            raise
+        rows = out[start:start + n] if placed else impl.rows[:n]
+        if res is not None:
+            res.resolve(rows, n)
+        self._info = None
+        return rows, placed
+
     def _sample_info(self) -> None:
         # with tcp_info_every, ask the kernel for internals only when a sample is due
         now = time.monotonic_ns()

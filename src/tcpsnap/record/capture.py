@@ -127,6 +127,12 @@ class Capture:
             if rate.budget_ns is None and rules.interval_ns:
                 rate.budget_ns = rules.interval_ns // 2
             self._carry = Carry(rate)
+        # full mode with nothing between the dump and the batch: the dump is written straight
+        # into the current batch (Snapshotter.take_into), not copied there
+        self._take_into = (getattr(snap, "take_into", None) if tracker is None and self._filter is None
+                           and where is None and self._carry is None and not tcp_info else None)
+        self._last_n = 0  # rows of the last snapshot dumped into a batch (take_into)
+        self.copied = 0   # snapshots copied into their batch (the others were dumped there)
         self._failed = failed
         self.stopping = False
         self._cur: Batch | None = None
@@ -168,6 +174,8 @@ class Capture:
         """The schedule loop, until ``duration_ns`` passed, ``stop()`` or a writer error.
         Returns the nanoseconds it ran."""
         take = self._snap.take
+        into = self._take_into
+        file_key = self.rules.file_key
         names = self._names
         mono = self._clock.monotonic_ns
         wall = self._clock.time_ns
@@ -205,13 +213,29 @@ class Capture:
                         late = now - t_sched
                 elif end is not None and mono() >= end:
                     break
+                b = self._cur
+                if into is not None:
+                    # a batch with room for this snapshot (as large as the last one, and an
+                    # eighth), ready before the clock is read: a full one goes to the writer now
+                    need = self._last_n + (self._last_n >> 3) + 64
+                    if b is not None and b.s and (len(b.rows) - b.n < need or b.s >= len(b.ts)):
+                        self.handoff()
+                        b = None
+                    if b is None:
+                        b = self._cur = self._pool.get()
+                    if not b.s and len(b.rows) < need:
+                        b.grow(need)
                 w = wall()
                 t0 = mono()
-                rows = take()
+                if b is not None and into is not None and (not b.s or b.file_key == file_key(t0, w)):
+                    rows, placed = into(b.rows, b.n)
+                    self._last_n = len(rows)
+                else:
+                    rows, placed = take(), False
                 t1 = mono()
                 if self._carry is not None:
                     rows = self._carry.complete(rows, t1 - t0)
-                self.add(rows, names, w, t0, t1 - t0)
+                self.add(rows, names, w, t0, t1 - t0, placed)
                 cap_hist[bisect_left(cap_bounds, t1 - t0)] += 1
                 self.cap_sum_ns += t1 - t0
                 k += 1
@@ -238,9 +262,10 @@ class Capture:
             self._overruns_logged = self.overruns
             self._last_overrun_log = now
 
-    def add(self, rows: np.ndarray, names: Any, w: int, t0: int, cap: int) -> None:
+    def add(self, rows: np.ndarray, names: Any, w: int, t0: int, cap: int, placed: bool = False) -> None:
         """One snapshot (taken at wall ``w``, monotonic ``t0``, in ``cap`` ns) into the
-        current batch."""
+        current batch; ``placed``: the rows are already where they go in it (``take_into``
+        into the current batch at its end, which fits them)."""
         # row i's internals (None: this snapshot sampled none); every mask applies to both
         info = getattr(self._snap, "tcp_info", None) if self._tcp_info else None
         if info is not None and self._carry is not None:
@@ -282,14 +307,17 @@ class Capture:
                 info = np.concatenate([info, np.zeros(marks, info.dtype)])
         if self.tracker is None and len(rows) == 0:
             # an empty snapshot still leaves a row: a quiet moment reads as 0, not as a gap
-            rows, names, empty, info = _EMPTY_SNAPSHOT, None, True, None
+            rows, names, empty, info, placed = _EMPTY_SNAPSHOT, None, True, None, False
         n = len(rows)
         b = self._cur
-        if b is not None and (b.file_key != key or not b.fits(n)):
+        if b is not None and b.s and (b.file_key != key or not b.fits(n)):
+            # never for placed rows: run() placed them only in a batch of this key with room
+            assert not placed, "rows placed in a batch that is handed off"
             self.handoff()
             b = None
         if b is None:
             b = self._cur = self._pool.get()
+        if not b.s:            # its first snapshot (run() may have taken it from the pool)
             b.file_key = key
             b.t_first = t0
             b.overruns += self._pending_overruns
@@ -297,7 +325,8 @@ class Capture:
             if not b.fits(n):
                 b.grow(n)
         i, s = b.n, b.s
-        if n:
+        if n and not placed:
+            self.copied += 1
             # one memcpy (numpy copies a structured array field by field), GIL kept
             if not rows.flags.c_contiguous:
                 rows = np.ascontiguousarray(rows)
