@@ -190,6 +190,16 @@ def new_figure():
     return fig
 
 
+def _tight(fig) -> None:
+    """``fig.tight_layout()``'s margins, set once by its engine (``TightLayoutEngine``,
+    the same ``subplots_adjust``) without leaving a layout engine on the figure:
+    ``savefig`` draws a figure that has one twice (a dry run for the layout, then the
+    picture), ~0.05 s more for the same pixels."""
+    from matplotlib.layout_engine import TightLayoutEngine
+
+    TightLayoutEngine().execute(fig)
+
+
 def _time_axis(ax, zone_name: str) -> None:
     import matplotlib.dates as mdates
 
@@ -320,7 +330,7 @@ def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None
         start, states, mean = ns_values(counts.index), list(counts.columns), counts.to_numpy(np.float64)
     _draw_states(ax, start, freq, states, mean, tz)
     _title(ax, "TCP connections by state", df, snapshots, source, *_zone(tz))
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -333,7 +343,7 @@ def draw_state_bins(bins: StateBins, freq: str, host: str, rng: tuple[int, int],
     fig, ax = _axes(ax)
     _draw_states(ax, bins.start, freq, bins.states, bins.mean, tz)
     _title_ns(ax, "TCP connections by state", [host], source, rng, *_zone(tz))
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -406,7 +416,7 @@ def plot_churn(df: pd.DataFrame, freq: str | None = None, tz: str | None = None,
     ax.set_ylabel(f"connections per {_freq_text(freq)} (closed below zero)")
     _title(ax, "Connection churn: opened and closed", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -431,7 +441,7 @@ def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, source: Any = No
     tzinfo, zone_name = _zone(tz)
     _title(ax, f"Top {n} remote addresses by connections", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -490,5 +500,5 @@ def plot_internals(df: Any, kind: str = "throughput", freq: str | None = None, t
     ax.set_ylabel(f"{ylabel} (per {_freq_text(freq)} bin)")
     _title(ax, title, span_df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _tight(fig)
     return fig

@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .._schema import STATE_NAMES
 from .dataset import Recording
 
 __all__ = ["Tally", "tally", "THREADS", "StateBins", "state_bins"]
 
 #: Threads decoding row groups (each holds one row group's five to eight columns).
 THREADS = max(1, min(2, os.cpu_count() or 1))
+_CODE = {name: i for i, name in enumerate(STATE_NAMES)}
 #: Row groups per job (a job opens its file once).
 GROUPS_PER_JOB = 8
 # the widest (seq span x states) table one row group may count into; beyond it, DuckDB
@@ -40,7 +42,8 @@ _MAX_CELLS = 1 << 24
 class Tally:
     """The snapshots (``seq`` ascending, each once: ``ts`` wall ns UTC, ``mono``, ``cap``,
     ``rows``: its connections, a family-0 row counting its ``inode``) and the
-    ``kind`` "connection" rows per (``c_seq``, ``c_state``: a name): ``c_n``."""
+    ``kind`` "connection" rows per (``c_seq``, ``c_state``: a name, ``c_code``: its
+    place in ``STATE_NAMES``): ``c_n``."""
 
     seq: np.ndarray
     ts: np.ndarray
@@ -50,6 +53,7 @@ class Tally:
     c_seq: np.ndarray
     c_state: np.ndarray
     c_n: np.ndarray
+    c_code: np.ndarray
 
 
 class _Unfit(Exception):
@@ -206,12 +210,16 @@ def _job(path: str, md, groups: list[int], lo_ns: int | None, hi_ns: int | None,
                 np.add.at(fix, seq[f] - lo, kept(_np(ino.fill_null(0))).astype(np.int64)[f] - 1)
                 rows += fix[present]            # a family-0 row counts its inode, not 1
         nz = np.flatnonzero(cnt)
+        # the states as their place in STATE_NAMES (a dozen labels a row group): no string
+        # per (snapshot, state) pair is sorted or looked up
+        code = np.array([_CODE.get(str(x), -1) for x in labels] or [-1], np.int64)[nz % k]
+        if (code < 0).any():
+            raise _Unfit("a state tcpsnap does not name")
         if clocks:
             mono, cap = kept(_ints(t.column("monotonic_ns")))[at], kept(_ints(t.column("capture_ns")))[at]
         else:
             mono = cap = rows = np.zeros(len(present), np.int64)
-        out.append((lo + present, ts[at], mono, cap, rows, lo + nz // k,
-                    labels[nz % k], cnt[nz].astype(np.int64)))
+        out.append((lo + present, ts[at], mono, cap, rows, lo + nz // k, code, cnt[nz].astype(np.int64)))
     return out
 
 
@@ -256,13 +264,12 @@ def tally(rec: Recording, start_ns: int | None, end_ns: int | None, clocks: bool
     rows = np.zeros(len(seq), np.int64)
     np.add.at(rows, np.searchsorted(seq, pseq), prow)
     # the (seq, state) counts of all row groups, each pair once, by seq
-    names, sc = np.unique(cstate.astype(str), return_inverse=True)
-    k = max(1, len(names))
+    k = len(STATE_NAMES)
     lo = int(seq[0])
-    uk, inv = np.unique((cseq - lo) * k + sc.reshape(-1), return_inverse=True)
+    uk, inv = np.unique((cseq - lo) * k + cstate, return_inverse=True)
     n = np.zeros(len(uk), np.int64)
     np.add.at(n, inv.reshape(-1), cn)
-    return Tally(seq, ts, mono, cap, rows, uk // k + lo, names.astype(object)[uk % k], n)
+    return Tally(seq, ts, mono, cap, rows, uk // k + lo, np.asarray(STATE_NAMES, object)[uk % k], n, uk % k)
 
 
 #: UTC days (ns): pandas' ``resample`` cuts bins from the first timestamp's midnight.
@@ -288,8 +295,6 @@ def state_bins(t: Tally, width: int) -> StateBins:
     bins of ``_timeline.Timeline.bins`` (one host) and the per-bin means of
     ``_frames.counts_frame`` (integer sums, so the same floats), without pandas: what
     ``tcpsnap plot --kind states`` draws. ``ValueError`` if ``width`` <= 0."""
-    from .._schema import STATE_NAMES
-
     if width <= 0:
         raise ValueError(f"bin width must be more than 0 ns, not {width}")
     ts = t.ts
@@ -309,15 +314,13 @@ def state_bins(t: Tally, width: int) -> StateBins:
     d = np.bincount(sbin[:-1][fwd], minlength=nb + 1) - np.bincount(sbin[1:][fwd] + 1, minlength=nb + 1)
     covered = (np.cumsum(d)[:nb] > 0) | has
     nan = ~has
-    code = {s: i for i, s in enumerate(STATE_NAMES)}
-    sc = np.array([code.get(str(s), -1) for s in t.c_state], np.int64)
-    ok = sc >= 0
-    present = np.unique(sc[ok])
+    sc = t.c_code
+    present = np.flatnonzero(np.bincount(sc, minlength=len(STATE_NAMES)))
     col = np.full(len(STATE_NAMES), -1, np.int64)
     col[present] = np.arange(len(present))
-    at = sbin[np.searchsorted(t.seq, t.c_seq[ok])]
+    at = sbin[np.searchsorted(t.seq, t.c_seq)]
     k = max(1, len(present))
-    sums = np.bincount(at * k + col[sc[ok]], weights=t.c_n[ok].astype(np.float64), minlength=nb * k)
+    sums = np.bincount(at * k + col[sc], weights=t.c_n.astype(np.float64), minlength=nb * k)
     snaps = np.bincount(sbin, minlength=nb)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums.reshape(nb, k)[:, :len(present)] / snaps[:, None]
