@@ -365,6 +365,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     opened = threading.Event()
+    # set once this thread is done with its imports: until then one thread counts
+    # (reading.tally's ``wait``), the other core is this thread's
+    idle = threading.Event()
 
     def read():
         # the data is read on a thread while this one imports matplotlib (~0.3 s of
@@ -383,7 +386,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             # reading.tally, binned and drawn from numpy (no pandas on this path)
             from .reading.aggregate import state_tally
 
-            fast = state_tally(rec, args.start, args.end, sel.where)
+            fast = state_tally(rec, args.start, args.end, sel.where, wait=idle)
             if fast is not None:
                 return rec, sel, fast
         sel.snapshots()          # empty snapshots count 0, not a gap
@@ -395,16 +398,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
         # imported side by side, both would take as long as one after the other, and
         # the count (the longest part) would start later
         opened.wait()
-        # no pyplot (plot.new_figure: a Figure on the Agg canvas)
-        from . import plot
+        try:
+            # no pyplot (plot.new_figure: a Figure on the Agg canvas)
+            from . import plot
 
-        plot.require()
-        from matplotlib.backend_bases import FigureCanvasBase
+            plot.require()
+            from matplotlib.backend_bases import FigureCanvasBase
 
-        if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
-            raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
-        # the figure and its axes while the data is read: the wait is this thread's idle time
-        ax = plot.new_figure().add_subplot()
+            if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+                raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
+            # the figure and its axes while the data is read
+            ax = plot.new_figure().add_subplot()
+        finally:
+            idle.set()
         rec, sel, fast = reading.result()
     tz = "UTC" if args.utc else args.tz
     if fast is not None:

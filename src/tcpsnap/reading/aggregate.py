@@ -231,13 +231,13 @@ def _tallied(rec: Recording, start: Any, end: Any, one: tuple[str, str]):
     return df[list(SNAPSHOT_COLUMNS)], counts
 
 
-def state_tally(rec: Recording, start: Any, end: Any, where: Any = None):
+def state_tally(rec: Recording, start: Any, end: Any, where: Any = None, wait: Any = None):
     """``(host, tally)`` of ``rec`` in ``[start, end)``: ``reading.tally.tally`` without the
     clocks (its ``seq``, ``ts`` and per-(seq, state) connection counts, what
     ``state_counts`` and the states plot read), for a one-host, one-boot recording that
     :func:`summary` counts in numpy; None where it does not answer (another recording, no
     row in the range: the caller then asks ``summary`` or reads piece by piece). Imports
-    no pandas when ``start`` and ``end`` are None."""
+    no pandas when ``start`` and ``end`` are None. ``wait``: as ``tally``'s."""
     if not eligible(rec, where):
         return None
     one = _one_origin(rec)
@@ -252,7 +252,7 @@ def state_tally(rec: Recording, start: Any, end: Any, where: Any = None):
 
         return int(to_utc(x).value)
 
-    got = tally(rec, ns(start), ns(end), clocks=False)
+    got = tally(rec, ns(start), ns(end), clocks=False, wait=wait)
     return None if got is None else (one[0], got)
 
 
