@@ -548,3 +548,52 @@ def test_tally_joins_a_snapshot_split_over_row_groups(tmp_path):
         pd.testing.assert_frame_equal(analysis.state_counts(sel, freq=freq),
                                       analysis.state_counts(df, freq=freq, snapshots=snaps))
         _same(_binned(sel, freq), analysis.state_counts(df, freq=freq, snapshots=snaps), freq)
+
+
+def test_tally_threads_wait_for_the_caller_and_stop_on_a_bad_piece(tmp_path, monkeypatch):
+    """``tally(wait=event)`` (what ``plot`` passes while it imports matplotlib): one thread
+    counts until the event is set, then two; never set, the first does every job; the
+    same answer either way. A piece it cannot count exactly stops every thread: None."""
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import tally
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(2, 30)), (LISTEN, range(40))]), "full", Clock())
+    for f in path.rglob("*.parquet"):
+        pq.write_table(pq.read_table(f), f, row_group_size=2, write_page_checksum=True)
+    monkeypatch.setattr(tally, "THREADS", 2)
+    monkeypatch.setattr(tally, "GROUPS_PER_JOB", 1)
+    rec = Selection(path).rec
+    jobs = sum(pq.ParquetFile(f.path).metadata.num_row_groups for f in rec.files)
+    want = tally.tally(rec, None, None)
+    assert want is not None and len(want.seq) == 40
+    names = []
+    job = tally._job
+
+    def seen(*a, **kw):
+        names.append(threading.current_thread().name)
+        return job(*a, **kw)
+
+    monkeypatch.setattr(tally, "_job", seen)
+    for gate in (threading.Event(), None):
+        names.clear()
+        got = tally.tally(rec, None, None, wait=gate)
+        for k in ("seq", "ts", "mono", "cap", "rows", "c_seq", "c_state", "c_n", "c_code"):
+            np.testing.assert_array_equal(getattr(got, k), getattr(want, k), err_msg=k)
+        assert len(names) == jobs > 10
+        if gate is not None:
+            assert len(set(names)) == 1           # the event never set: the first thread did all
+    calls = []
+
+    def bad(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise tally._Unfit("a bad piece")
+        return job(*a, **kw)
+
+    monkeypatch.setattr(tally, "_job", bad)
+    assert tally.tally(rec, None, None, wait=threading.Event()) is None
+    assert len(calls) == 3                        # the one thread stopped at the bad piece
