@@ -398,6 +398,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         # imported side by side, both would take as long as one after the other, and
         # the count (the longest part) would start later
         opened.wait()
+        # while this thread imports (Python, holding the GIL), the counting thread wants the
+        # GIL back after each of its C calls (a few dozen a row group): at the default 5 ms
+        # switch interval each of those waits up to 5 ms and the count all but stops
+        # until the imports are done; 0.5 ms lets both go on
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.0005))
         try:
             # no pyplot (plot.new_figure: a Figure on the Agg canvas)
             from . import plot
@@ -410,6 +416,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             # the figure and its axes while the data is read
             ax = plot.new_figure().add_subplot()
         finally:
+            sys.setswitchinterval(switch)
             idle.set()
         rec, sel, fast = reading.result()
     tz = "UTC" if args.utc else args.tz
