@@ -399,9 +399,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
         # the count (the longest part) would start later
         opened.wait()
         # while this thread imports (Python, holding the GIL), the counting thread wants the
-        # GIL back after each of its C calls (a few dozen a row group): at the default 5 ms
-        # switch interval each of those waits up to 5 ms and the count all but stops
-        # until the imports are done; 0.5 ms lets both go on
+        # GIL back after each of its C calls (a few dozen a row group) and waits up to a
+        # switch interval each time: 0.5 ms instead of 5 lets the count go on beside the
+        # imports (benchmarks/RESULTS.md, "plot, session 6")
         switch = sys.getswitchinterval()
         sys.setswitchinterval(min(switch, 0.0005))
         try:
