@@ -628,8 +628,33 @@ def _glob(rec: Path) -> str:
     return f"read_parquet('{rec}/**/*.parquet', hive_partitioning=true)"
 
 
+# ``plot``, ``state_counts`` and DuckDB's answer to the plot's question run as the
+# commands a user runs (``python -m tcpsnap plot ...``, ``python -c ...``), timed by the
+# parent from their start to their exit, peak RSS from wait4: every import counted on
+# both sides (the in-child timer imported numpy and pandas before it started)
+DUCKDB_PLOT_SQL = """SELECT time_bucket(INTERVAL '10 seconds', ts) AS b, state, avg(n) FROM
+    (SELECT seq, any_value(timestamp) AS ts, state, count(*) AS n FROM {src}
+     WHERE kind = 'connection' GROUP BY seq, state) GROUP BY ALL ORDER BY b"""
+COMMANDS = ("plot", "duckdb-plot", "state-counts")
+
+
+def command(kind: str, rec: Path, out_dir: Path) -> list[str]:
+    """The command line of a ``COMMANDS`` kind."""
+    if kind == "plot":
+        return [sys.executable, "-m", "tcpsnap", "plot", str(rec), "-o", str(out_dir / "states.png"),
+                "--kind", "states", "--utc"]
+    if kind == "state-counts":
+        return [sys.executable, "-c", "import sys\nfrom tcpsnap import analysis\n"
+                f"sc = analysis.state_counts({str(rec)!r}, freq='10s')\nprint(len(sc), list(sc.columns))"]
+    sql = DUCKDB_PLOT_SQL.format(src=_glob(rec))
+    return [sys.executable, "-c", "import tempfile\nimport duckdb\n"
+            "con = duckdb.connect(config={'threads': 2, 'memory_limit': '1GB', "
+            "'temp_directory': tempfile.mkdtemp(prefix='bench-duckdb-')})\n"
+            f"print(len(con.execute({sql!r}).fetchall()))"]
+
+
 def child_bounded(kind: str, rec: Path, man: dict, out_dir: Path) -> dict:
-    start, end = _range(man)
+    start, end = _range(man) if "export" in kind else (None, None)
     res: dict = {}
     t = time.perf_counter()
     if kind == "info":
@@ -639,11 +664,6 @@ def child_bounded(kind: str, rec: Path, man: dict, out_dir: Path) -> dict:
         res = {"connections": s["connections"], "rows": s["rows"], "snapshots": s["snapshots"],
                "top_remote": s["top_remotes"][0]}
         assert s["connections"] == man["sockets"] and s["rows"] == man["rows"], res
-    elif kind == "plot":
-        from tcpsnap.cli import main as cli
-
-        assert cli(["plot", str(rec), "-o", str(out_dir / "states.png"), "--kind", "states", "--utc"]) == 0
-        res = {"png_bytes": (out_dir / "states.png").stat().st_size}
     elif kind.startswith("export-"):
         from tcpsnap.cli import main as cli
 
@@ -660,11 +680,6 @@ def child_bounded(kind: str, rec: Path, man: dict, out_dir: Path) -> dict:
         life = analysis.lifetimes(rec)
         assert len(life) == man["sockets"] and int(life["snapshots"].sum()) == man["rows"]
         res = {"connections": len(life)}
-    elif kind == "state-counts":
-        from tcpsnap import analysis
-
-        sc = analysis.state_counts(rec, freq="10s")
-        res = {"bins": len(sc), "states": list(sc.columns)}
     elif kind == "duckdb-info" or kind == "duckdb-lifetimes":
         con = _duck()
         con.execute(f"""CREATE TEMP TABLE life AS SELECT host, boot_id, cookie,
@@ -683,12 +698,6 @@ def child_bounded(kind: str, rec: Path, man: dict, out_dir: Path) -> dict:
             res["top_remote"] = con.execute("SELECT remote_addr, count(*) c, sum(dur) / 1e9 FROM life WHERE "
                                             "remote_addr NOT IN ('0.0.0.0', '::', '') GROUP BY 1 ORDER BY c DESC, "
                                             "3 DESC LIMIT 5").fetchall()[0]
-    elif kind == "duckdb-plot":
-        con = _duck()
-        r = con.execute(f"""SELECT time_bucket(INTERVAL '10 seconds', ts) AS b, state, avg(n) FROM
-            (SELECT seq, any_value(timestamp) AS ts, state, count(*) AS n FROM {_glob(rec)}
-             WHERE kind = 'connection' GROUP BY seq, state) GROUP BY ALL ORDER BY b""").fetchall()
-        res = {"cells": len(r)}
     elif kind.startswith("duckdb-export-"):
         con = _duck()
         to = kind.rsplit("-", 1)[1]
@@ -742,20 +751,28 @@ def run_bounded(args, man: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-bounded-") as tmp:
         for rnd in range(args.rounds):
             for kind in (kinds if rnd % 2 == 0 else kinds[::-1]):
-                cmd = [sys.executable, __file__, "--child", "bounded", "--kind", kind, "--data", str(args.data),
-                       "--out", tmp]
+                whole = kind in COMMANDS
+                cmd = command(kind, args.data / "recording", Path(tmp)) if whole else \
+                    [sys.executable, __file__, "--child", "bounded", "--kind", kind, "--data", str(args.data),
+                     "--out", tmp]
                 if "export-jsonl" in kind:
                     _ballast(tmp)
                 load = _load()
+                t0 = time.perf_counter()
                 with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as p:
                     stdout = p.stdout.read() if p.stdout else ""
                     _, status, usage = os.wait4(p.pid, 0)
                     p.returncode = os.waitstatus_to_exitcode(status)
+                wall = time.perf_counter() - t0
                 if p.returncode != 0:
                     runs[kind].append({"failed": p.returncode, "load": load})
                     log(f"  round {rnd + 1} {kind}: failed ({p.returncode})")
                     continue
-                r = json.loads(stdout.strip().splitlines()[-1])
+                if whole:
+                    r = {"seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "out": stdout.strip()[-200:],
+                         "command": True}
+                else:
+                    r = json.loads(stdout.strip().splitlines()[-1])
                 r["load"] = load
                 r["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
                 r["user_seconds"], r["system_seconds"] = round(usage.ru_utime, 3), round(usage.ru_stime, 3)
@@ -807,7 +824,9 @@ def report_bounded(man: dict, res: dict, cmd: str) -> str:
     L = ["## Analysis in bounded memory", "",
          f"The one-hour recording ({man['rows']:,} rows, {man['snapshots']:,} snapshots, {man['sockets']:,} "
          "connections, made by the Recorder of this tree); each answer in a child process of its own "
-         "(time from the call, peak RSS = the child's VmHWM, imports included). DuckDB: 2 threads, "
+         "(time from the call, peak RSS = the child's VmHWM, imports included; `plot`, `state_counts` "
+         "and DuckDB's answer to the plot's question are the whole commands, `python -m tcpsnap plot ...` "
+         "and `python -c ...`, timed from their start to their exit, peak RSS from `wait4`). DuckDB: 2 threads, "
          f"memory_limit 1GB. {nr} interleaved round(s): each round runs every question once, each next "
          "to what it is compared with; times are medians, the ratio is the median of the rounds' "
          "ratios (the two runs of a round back to back; every other round in the reverse order), the "
@@ -840,8 +859,9 @@ def report_bounded(man: dict, res: dict, cmd: str) -> str:
           "empty snapshot's count from a second query that decodes only its rows; the connections "
           "(`lifetimes`, `info`, `top_remotes`, `by_process`) from one query grouped by connection, "
           "state, 4-tuple and owner, a few rows per connection merged in numpy "
-          "(`reading.aggregate.connections`); `plot` counts on a thread while it imports "
-          "matplotlib, and draws on a plain Figure (no pyplot); jsonl export is polars' lazy "
+          "(`reading.aggregate.connections`); `plot --kind states` counts on a thread (seq, state and "
+          "timestamp only) while it imports matplotlib, bins in numpy and draws on a plain Figure (no "
+          "pyplot, no pandas); jsonl export is polars' lazy "
           "NDJSON sink with the time range pushed down, "
           "the same bytes as before. Page CRCs: DuckDB and polars do not verify them, so the pages of "
           "the columns (and, for the export, row groups) a question reads are CRC-checked as stored "

@@ -10,7 +10,11 @@ phases run one after the other on one thread (the CLI overlaps the imports with 
 data): importing ``tcpsnap.cli``, then ``tcpsnap.analysis`` and ``tcpsnap.plot``
 (pandas), then matplotlib's figure and Agg canvas; opening the recording; the snapshot
 list with its state counts (``Selection.snapshots()``, which the CLI runs on a thread);
-``analysis.state_counts``; ``plot.plot_states``; ``savefig``. Per phase: wall seconds and
+``analysis.state_counts``; ``plot.plot_states``; ``savefig``. A tree that draws the states
+plot from numpy (``plot.draw_state_bins``: no pandas) has its own phases: importing
+``tcpsnap.cli``; opening the recording; ``aggregate.state_tally`` (the data: seq, state and
+timestamp counted, on two threads); matplotlib's figure and Agg canvas; ``tally.state_bins``;
+``plot.draw_state_bins``; ``savefig``. Per phase: wall seconds and
 the process's CPU seconds (user + system, all threads), medians over the rounds; the
 load average before each child.
 
@@ -34,6 +38,9 @@ PHASES = ("import tcpsnap.cli", "import analysis, plot (pandas)", "import matplo
           "open the recording", "snapshots + state counts (the data)", "analysis.state_counts",
           "plot_states", "savefig")
 DUCK = ("import duckdb", "query")
+#: a tree that draws the states plot from numpy (``plot.draw_state_bins``)
+NUMPY_PHASES = ("import tcpsnap.cli", "open the recording", "state_tally (seq, state, timestamp)",
+                "import matplotlib figure + agg", "state_bins (numpy)", "draw_state_bins", "savefig")
 
 
 def _cpu() -> float:
@@ -51,6 +58,12 @@ def child_plot(rec: str, out: str) -> dict:
         return got
 
     ph(PHASES[0], lambda: __import__("tcpsnap.cli"))
+    import importlib.util
+
+    # which tree, without importing tcpsnap.plot (an older one imports pandas with it)
+    spec = importlib.util.find_spec("tcpsnap.plot")
+    if spec is not None and spec.origin and "def draw_state_bins" in open(spec.origin).read():
+        return _numpy_phases(rec, out, ph, rows)
     ph(PHASES[1], lambda: (__import__("tcpsnap.analysis"), __import__("tcpsnap.plot")))
     ph(PHASES[2], lambda: (__import__("matplotlib.figure"), __import__("matplotlib.backends.backend_agg")))
     from tcpsnap import analysis, plot
@@ -60,6 +73,26 @@ def child_plot(rec: str, out: str) -> dict:
     ph(PHASES[5], lambda: analysis.state_counts(sel, freq="10s"))
     fig = ph(PHASES[6], lambda: plot.plot_states(sel, tz="UTC", snapshots=snaps, source=rec))
     ph(PHASES[7], lambda: fig.savefig(out))
+    return rows
+
+
+def _numpy_phases(rec: str, out: str, ph, rows: dict) -> dict:
+    """The phases of a tree whose ``plot --kind states`` counts, bins and draws from numpy
+    (``aggregate.state_tally``, ``tally.state_bins``, ``plot.draw_state_bins``; no pandas)."""
+    from tcpsnap import plot
+    from tcpsnap._cmd_analyse import _open
+    from tcpsnap.reading import aggregate
+    from tcpsnap.reading.tally import state_bins
+
+    recording = ph(NUMPY_PHASES[1], lambda: _open(rec))
+    host, t = ph(NUMPY_PHASES[2], lambda: aggregate.state_tally(recording, None, None))
+    ph(NUMPY_PHASES[3], lambda: (__import__("matplotlib.figure"), __import__("matplotlib.backends.backend_agg")))
+    rng = (int(t.ts.min()), int(t.ts.max()))
+    freq = "10s"
+    bins = ph(NUMPY_PHASES[4], lambda: state_bins(t, plot.freq_ns(freq)))
+    fig = ph(NUMPY_PHASES[5], lambda: plot.draw_state_bins(bins, freq, host, rng, tz="UTC", source=rec))
+    ph(NUMPY_PHASES[6], lambda: fig.savefig(out))
+    rows["pandas imported"] = [float("pandas" in sys.modules), 0.0]
     return rows
 
 
@@ -105,11 +138,11 @@ def main(argv: list[str]) -> int:
             r = json.loads(p.stdout.strip().splitlines()[-1])
             r["load"] = round(load, 2)
             got[f"{kind}:{py}"].append(r)
-            total = sum(v[0] for k, v in r.items() if k != "load")
+            total = sum(v[0] for k, v in r.items() if k not in ("load", "pandas imported"))
             print(f"round {rnd + 1} {kind} {py}: {total:.2f} s, load {load:.2f}", file=sys.stderr)
     out: dict = {}
     for key, rs in got.items():
-        names = [n for n in (PHASES if key.startswith("plot:") else DUCK)]
+        names = [n for n in rs[0] if n not in ("load", "pandas imported")]
         out[key] = {n: {"seconds": statistics.median(r[n][0] for r in rs),
                         "cpu_seconds": statistics.median(r[n][1] for r in rs)} for n in names}
         out[key]["total"] = {"seconds": statistics.median(sum(r[n][0] for n in names) for r in rs),

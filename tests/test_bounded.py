@@ -480,6 +480,50 @@ def test_parquet_export_of_an_older_schema(tmp_path):
     assert t.column("seq").to_pylist() == sorted(t.column("seq").to_pylist())
 
 
+def _binned(sel, freq, start=None, end=None):
+    """``reading.tally.state_bins`` of the selection's ``aggregate.state_tally`` (None
+    where it declines) as the DataFrame ``analysis.state_counts`` gives."""
+    from tcpsnap.plot import freq_ns
+    from tcpsnap.reading import aggregate, tally
+
+    got = aggregate.state_tally(sel.rec, start, end)
+    if got is None:
+        return None
+    b = tally.state_bins(got[1], freq_ns(freq))
+    idx = pd.DatetimeIndex(pd.to_datetime(b.start, unit="ns", utc=True), name="timestamp")
+    return pd.DataFrame(b.mean, index=idx, columns=b.states)
+
+
+def _same(got, want, obj):
+    want = want.astype(np.float64)
+    want.index.freq = None
+    pd.testing.assert_frame_equal(got, want, check_exact=True, obj=obj)
+
+
+def test_state_bins_equal_state_counts(recordings):
+    """What ``plot --kind states`` draws (``state_tally`` then ``state_bins``: numpy, no
+    pandas) is ``analysis.state_counts`` of the same rows: the same bins (a clock stepped
+    back leaves bins out), the same gaps (NaN rows), the same means to the last bit, in a
+    time range too; it declines where the tally does (changes mode, schema 1, two hosts)."""
+    mode, recs = recordings
+    for name, path in recs.items():
+        sel = Selection(path)
+        fast = mode == "full" and name in ("history", "gap", "step")
+        assert (_binned(sel, "1s") is not None) == fast, name
+        if not fast:
+            continue
+        df, snaps = _both(path)
+        for freq in ("100ms", "300ms", "1s", "7s", "1min"):
+            want = analysis.state_counts(df, freq=freq, snapshots=snaps)
+            got = _binned(sel, freq)
+            _same(got, want, f"{name} {freq}")
+        t0 = snaps["timestamp"].iloc[0]
+        start, end = t0 + pd.Timedelta("0.45s"), t0 + pd.Timedelta("2.05s")
+        rdf, rsnaps = _both(path, start, end)
+        got = _binned(Selection(path, start, end), "300ms", start, end)
+        _same(got, analysis.state_counts(rdf, freq="300ms", snapshots=rsnaps), f"{name} range")
+
+
 def test_tally_joins_a_snapshot_split_over_row_groups(tmp_path):
     """``reading.tally`` counts each row group on its own: a snapshot whose rows sit in two
     row groups (here, row groups of 3 rows over snapshots of 2 to 4 rows, empty ones
@@ -503,3 +547,53 @@ def test_tally_joins_a_snapshot_split_over_row_groups(tmp_path):
     for freq in ("100ms", "300ms"):
         pd.testing.assert_frame_equal(analysis.state_counts(sel, freq=freq),
                                       analysis.state_counts(df, freq=freq, snapshots=snaps))
+        _same(_binned(sel, freq), analysis.state_counts(df, freq=freq, snapshots=snaps), freq)
+
+
+def test_tally_threads_wait_for_the_caller_and_stop_on_a_bad_piece(tmp_path, monkeypatch):
+    """``tally(wait=event)`` (what ``plot`` passes while it imports matplotlib): one thread
+    counts until the event is set, then two; never set, the first does every job; the
+    same answer either way. A piece it cannot count exactly stops every thread: None."""
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from tcpsnap.reading import tally
+
+    path = tmp_path / "rec"
+    record(path, tables(40, [(EST, range(2, 30)), (LISTEN, range(40))]), "full", Clock())
+    for f in path.rglob("*.parquet"):
+        pq.write_table(pq.read_table(f), f, row_group_size=2, write_page_checksum=True)
+    monkeypatch.setattr(tally, "THREADS", 2)
+    monkeypatch.setattr(tally, "GROUPS_PER_JOB", 1)
+    rec = Selection(path).rec
+    jobs = sum(pq.ParquetFile(f.path).metadata.num_row_groups for f in rec.files)
+    want = tally.tally(rec, None, None)
+    assert want is not None and len(want.seq) == 40
+    names = []
+    job = tally._job
+
+    def seen(*a, **kw):
+        names.append(threading.current_thread().name)
+        return job(*a, **kw)
+
+    monkeypatch.setattr(tally, "_job", seen)
+    for gate in (threading.Event(), None):
+        names.clear()
+        got = tally.tally(rec, None, None, wait=gate)
+        for k in ("seq", "ts", "mono", "cap", "rows", "c_seq", "c_state", "c_n", "c_code"):
+            np.testing.assert_array_equal(getattr(got, k), getattr(want, k), err_msg=k)
+        assert len(names) == jobs > 10
+        if gate is not None:
+            assert len(set(names)) == 1           # the event never set: the first thread did all
+    calls = []
+
+    def bad(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise tally._Unfit("a bad piece")
+        return job(*a, **kw)
+
+    monkeypatch.setattr(tally, "_job", bad)
+    assert tally.tally(rec, None, None, wait=threading.Event()) is None
+    assert len(calls) == 3                        # the one thread stopped at the bad piece

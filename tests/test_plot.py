@@ -133,8 +133,9 @@ def test_too_many_bins_is_refused_with_a_freq_that_works(gapped):
 
 def test_cli_plot_draws_without_pyplot(gapped, tmp_path):
     """``tcpsnap plot`` writes its PNG from a plain Figure on the Agg canvas: pyplot (its
-    import, its figure manager) is never loaded; in a session that uses pyplot, the plot
-    functions draw through it (the figure shows there)."""
+    import, its figure manager) is never loaded, nor pandas (the states plot is counted,
+    binned and drawn from numpy); in a session that uses pyplot, the plot functions draw
+    through it (the figure shows there)."""
     import subprocess
     import sys
 
@@ -144,7 +145,7 @@ def test_cli_plot_draws_without_pyplot(gapped, tmp_path):
 import sys
 from tcpsnap.cli import main
 assert main(["plot", {str(path)!r}, "-o", {str(png)!r}, "--utc"]) == 0
-print("matplotlib.pyplot" in sys.modules, "matplotlib.figure" in sys.modules)
+print("matplotlib.pyplot" in sys.modules, "pandas" in sys.modules, "matplotlib.figure" in sys.modules)
 import matplotlib.pyplot as plt
 import tcpsnap
 from tcpsnap import plot
@@ -153,5 +154,49 @@ print(fig in [plt.figure(n) for n in plt.get_fignums()])
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["False", "True", "True"]
+    assert p.stdout.split() == ["False", "False", "True", "True"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("tz", "freq", "start", "end"), [
+    ("UTC", None, None, None), ("Europe/Paris", "300ms", None, None), ("UTC", "7s", None, None),
+    ("UTC", None, "2026-11-18T11:06:40.45Z", "2026-11-18T11:06:44.05Z")])
+def test_cli_states_draws_what_plot_states_draws(gapped, tmp_path, tz, freq, start, end, monkeypatch):
+    """``tcpsnap plot --kind states`` counts, bins and draws from numpy
+    (``aggregate.state_tally``, ``tally.state_bins``, ``plot.draw_state_bins``): its
+    picture is ``plot_states`` of the rows in memory, pixel for pixel and byte for byte
+    (gaps, bins, zone, title, legend)."""
+    from tcpsnap.cli import main
+
+    path = gapped[0]
+    opts = ["--tz", tz] + (["--freq", freq] if freq else []) + (["--start", start, "--end", end] if start else [])
+    with monkeypatch.context() as m:
+        m.setattr(plot, "plot_states", None)         # the command draws from numpy, not through it
+        assert main(["plot", str(path), "-o", str(tmp_path / "cli.png"), *opts]) == 0
+    df, snaps = tcpsnap.read(path, start, end), tcpsnap.snapshots(path, start, end)
+    fig = plot.plot_states(df, freq=freq, tz=tz, snapshots=snaps, source=str(path))
+    fig.savefig(tmp_path / "mem.png")
+    assert (tmp_path / "cli.png").read_bytes() == (tmp_path / "mem.png").read_bytes()
+
+
+def test_draw_state_bins_draws_the_gap(gapped):
+    """The numpy path's artists: a gap is a break and a shaded span, the bins' means drawn
+    flat across their bins, the zone and the range named."""
+    from tcpsnap.reading import aggregate, open_recording, tally
+
+    path = gapped[0]
+    host, t = aggregate.state_tally(open_recording(path), None, None)
+    fig = plot.draw_state_bins(tally.state_bins(t, SEC), "1s", host, (int(t.ts.min()), int(t.ts.max())), tz="UTC",
+                               source=path)
+    ax = fig.axes[0]
+    ln = lines(ax)
+    edges = [num(T0 + pd.Timedelta(j * SEC)) for j in range(5) for j in (j, j + 1)]
+    np.testing.assert_allclose(mdates.date2num(ln["ESTABLISHED"].get_xdata()), edges)
+    np.testing.assert_array_equal(np.asarray(ln["LISTEN"].get_ydata(), float), np.repeat([1, 1, np.nan, 1, 1], 2))
+    np.testing.assert_allclose(np.asarray(ln["ESTABLISHED"].get_ydata(), float),
+                               np.repeat([1.5, 1.2, np.nan, 1, 1], 2))
+    assert spans(ax) == [pytest.approx((num(T0 + pd.Timedelta(2 * SEC)), num(T0 + pd.Timedelta(3 * SEC))))]
+    assert ax.get_xlabel() == "time (UTC)"
+    assert ax.get_ylabel() == "connections (mean per 1s)"
+    assert ax.get_title() == (f"TCP connections by state\nhost {host} · {path} · "
+                              f"{T0.tz_localize(None)} .. {(T0 + pd.Timedelta(4_900 * MS)).strftime('%H:%M:%S')} UTC")

@@ -365,12 +365,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     opened = threading.Event()
+    # set once this thread is done with its imports: until then one thread counts
+    # (reading.tally's ``wait``), the other core is this thread's
+    idle = threading.Event()
 
     def read():
-        # the snapshots (and, cached, the state counts: counted by reading.tally or one
-        # DuckDB query, both mostly without the GIL) are read on a thread while this one
-        # imports pandas and matplotlib (~0.5 s of Python): the two overlap. Errors come
-        # out of .result(), after the checks below
+        # the data is read on a thread while this one imports matplotlib (~0.3 s of
+        # Python): the count runs mostly without the GIL (pyarrow decoding, numpy), so the
+        # two overlap. Errors come out of .result(), after the checks below
         try:
             from .reading.scan import Selection
 
@@ -379,8 +381,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
             sel = Selection(rec, args.start, args.end, where=_where(args))
         finally:
             opened.set()
+        if args.kind == "states":
+            # one host and boot, full mode: the per-snapshot state counts from
+            # reading.tally, binned and drawn from numpy (no pandas on this path)
+            from .reading.aggregate import state_tally
+
+            fast = state_tally(rec, args.start, args.end, sel.where, wait=idle)
+            if fast is not None:
+                return rec, sel, fast
         sel.snapshots()          # empty snapshots count 0, not a gap
-        return rec, sel
+        return rec, sel, None
 
     with ThreadPoolExecutor(1) as pool:
         reading = pool.submit(read)
@@ -388,18 +398,61 @@ def cmd_plot(args: argparse.Namespace) -> int:
         # imported side by side, both would take as long as one after the other, and
         # the count (the longest part) would start later
         opened.wait()
-        # pandas (the reading thread's answer becomes a DataFrame) before matplotlib, which
-        # only this thread needs; no pyplot (plot.new_figure: a Figure on the Agg canvas)
-        from . import analysis, plot
+        # while this thread imports (Python, holding the GIL), the counting thread wants the
+        # GIL back after each of its C calls (a few dozen a row group) and waits up to a
+        # switch interval each time: 0.5 ms instead of 5 lets the count go on beside the
+        # imports (benchmarks/RESULTS.md, "plot, session 6")
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.0005))
+        try:
+            # no pyplot (plot.new_figure: a Figure on the Agg canvas)
+            from . import plot
 
-        plot.require()
-        from matplotlib.backend_bases import FigureCanvasBase
+            plot.require()
+            from matplotlib.backend_bases import FigureCanvasBase
 
-        if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
-            raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
-        # the figure and its axes while the data is read: the wait is this thread's idle time
-        ax = plot.new_figure().add_subplot()
-        rec, sel = reading.result()
+            if out.suffix.lower().lstrip(".") not in FigureCanvasBase.get_supported_filetypes():
+                raise UsageError(f"cannot tell the image type of {out}: name it .png, .svg or .pdf")
+            # the figure and its axes while the data is read
+            ax = plot.new_figure().add_subplot()
+        finally:
+            sys.setswitchinterval(switch)
+            idle.set()
+        rec, sel, fast = reading.result()
+    tz = "UTC" if args.utc else args.tz
+    if fast is not None:
+        fig = _plot_tallied(args, fast, tz, ax)
+    else:
+        fig = _plot_scanned(args, rec, sel, tz, ax)
+    rec.report()
+    fig.savefig(out)
+    if "matplotlib.pyplot" in sys.modules:       # a figure pyplot keeps (plot.new_figure)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return 0
+
+
+def _plot_tallied(args: argparse.Namespace, fast, tz, ax):
+    """``plot --kind states`` from ``aggregate.state_tally``'s ``(host, tally)``."""
+    from . import plot
+    from .reading.tally import state_bins
+
+    host, t = fast
+    rng = (int(t.ts.min()), int(t.ts.max()))
+    freq = args.freq or plot.auto_freq_ns(rng[1] - rng[0])
+    try:
+        plot.check_bins_ns(rng[1] - rng[0], freq)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return plot.draw_state_bins(state_bins(t, plot.freq_ns(freq)), freq, host, rng, tz=tz, ax=ax,
+                                source=args.path)
+
+
+def _plot_scanned(args: argparse.Namespace, rec, sel, tz, ax):
+    """``plot`` from the recording read piece by piece (``analysis``' path form)."""
+    from . import analysis, plot
+
     snaps = sel.snapshots()
     rec.report()
     if len(snaps) == 0:
@@ -414,22 +467,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
             plot.check_bins(snaps["timestamp"].max() - snaps["timestamp"].min(), args.freq)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    tz = "UTC" if args.utc else args.tz
     if args.kind == "remotes":
-        fig = _scan(sel, plot.plot_remotes, source=args.path, snapshots=snaps, tz=tz, ax=ax)
-    elif args.kind in plot.INTERNALS:
-        fig = _scan(sel, plot.plot_internals, kind=args.kind, freq=args.freq, tz=tz, snapshots=snaps,
-                    source=args.path, ax=ax)
-    else:
-        fn = plot.plot_states if args.kind == "states" else plot.plot_churn
-        fig = _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps, source=args.path, ax=ax)
-    rec.report()
-    fig.savefig(out)
-    if "matplotlib.pyplot" in sys.modules:       # a figure pyplot keeps (plot.new_figure)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return 0
+        return _scan(sel, plot.plot_remotes, source=args.path, snapshots=snaps, tz=tz, ax=ax)
+    if args.kind in plot.INTERNALS:
+        return _scan(sel, plot.plot_internals, kind=args.kind, freq=args.freq, tz=tz, snapshots=snaps,
+                     source=args.path, ax=ax)
+    fn = plot.plot_states if args.kind == "states" else plot.plot_churn
+    return _scan(sel, fn, freq=args.freq, tz=tz, snapshots=snaps, source=args.path, ax=ax)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from . import analysis
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .reading.tally import StateBins
+
+# pandas and tcpsnap.analysis are imported where a function takes or makes a DataFrame:
+# ``tcpsnap plot --kind states`` draws from numpy arrays (``draw_state_bins``) without them
 
 __all__ = ["plot_states", "plot_churn", "plot_remotes", "plot_internals", "INTERNALS", "auto_freq", "require",
-           "pyplot", "new_figure", "local_zone", "MAX_BINS", "check_bins"]
+           "pyplot", "new_figure", "local_zone", "MAX_BINS", "check_bins", "check_bins_ns", "freq_ns",
+           "auto_freq_ns", "local_times", "draw_state_bins"]
 
 #: The most bins a plot draws (a 1 ns bin over 6 s would be 6e9 of them, 44 GiB).
 MAX_BINS = 100_000
@@ -102,34 +109,60 @@ def auto_freq(df: pd.DataFrame, target_points: int = 600) -> str:
     """A bin width giving about ``target_points`` points over the recording's span."""
     if len(df) == 0:
         return "1s"
-    span = (df["timestamp"].max() - df["timestamp"].min()).total_seconds()
+    return auto_freq_ns(int((df["timestamp"].max() - df["timestamp"].min()).value), target_points)
+
+
+def auto_freq_ns(span_ns: int, target_points: int = 600) -> str:
+    """:func:`auto_freq` of a span given in ns."""
+    span = span_ns / 1e9
     for f, secs in (("100ms", 0.1), ("1s", 1), ("10s", 10), ("1min", 60), ("10min", 600), ("1h", 3600)):
         if span / secs <= target_points:
             return f
     return "1D"
 
 
+_UNIT_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "min": 60 * 10**9, "h": 3600 * 10**9,
+            "D": 86_400 * 10**9}
+
+
+def freq_ns(freq: str) -> int:
+    """A pandas frequency of fixed length (``100ms``, ``15min``, ``1D``: what
+    ``tcpsnap plot --freq`` and :func:`auto_freq` give) in ns; other spellings through
+    ``pandas.Timedelta`` (``ValueError`` where it cannot tell)."""
+    m = re.fullmatch(r"(\d+)(ns|us|ms|s|min|h|D)", freq)
+    if m:
+        return int(m.group(1)) * _UNIT_NS[m.group(2)]
+    import pandas as pd
+
+    return int(pd.Timedelta(freq).value)
+
+
 def check_bins(span: pd.Timedelta, freq: str) -> None:
     """Raise ``ValueError`` if ``freq`` cuts ``span`` into more than :data:`MAX_BINS`
     bins; the message names the smallest bin width of the usual series that would do."""
-    width = pd.Timedelta(freq)
-    if width <= pd.Timedelta(0):
+    check_bins_ns(int(span.value), freq)
+
+
+def check_bins_ns(span_ns: int, freq: str) -> None:
+    """:func:`check_bins` of a span given in ns."""
+    width = freq_ns(freq)
+    if width <= 0:
         raise ValueError(f"bin width must be more than 0, not {freq}")
-    if span / width + 1 <= MAX_BINS:
+    if span_ns / width + 1 <= MAX_BINS:
         return
     from ._units import format_duration
 
     ok = next((s for s in (1e-3, 1e-2, 0.1, 1, 10, 60, 600, 3600, 86400, 7 * 86400)
-               if span.total_seconds() / s + 1 <= MAX_BINS), None)
+               if span_ns / 1e9 / s + 1 <= MAX_BINS), None)
     hint = f"; try --freq {format_duration(ok)} or more" if ok else ""
-    raise ValueError(f"--freq {_freq_text(freq)} cuts {span.total_seconds():g} s into "
-                     f"{span / width:,.0f} bins, over the {MAX_BINS:,} a plot draws{hint}")
+    raise ValueError(f"--freq {_freq_text(freq)} cuts {span_ns / 1e9:g} s into "
+                     f"{span_ns / width:,.0f} bins, over the {MAX_BINS:,} a plot draws{hint}")
 
 
 def _freq_text(freq: str) -> str:
     from ._units import format_duration
 
-    return format_duration(pd.Timedelta(freq).total_seconds())
+    return format_duration(freq_ns(freq) / 1e9)
 
 
 def _axes(ax):
@@ -157,6 +190,16 @@ def new_figure():
     return fig
 
 
+def _tight(fig) -> None:
+    """``fig.tight_layout()``'s margins, set once by its engine (``TightLayoutEngine``,
+    the same ``subplots_adjust``) without leaving a layout engine on the figure:
+    ``savefig`` draws a figure that has one twice (a dry run for the layout, then the
+    picture), ~0.05 s more for the same pixels."""
+    from matplotlib.layout_engine import TightLayoutEngine
+
+    TightLayoutEngine().execute(fig)
+
+
 def _time_axis(ax, zone_name: str) -> None:
     import matplotlib.dates as mdates
 
@@ -172,6 +215,29 @@ def _local(index: pd.DatetimeIndex, tzinfo: Any) -> pd.DatetimeIndex:
     return index.tz_convert(tzinfo).tz_localize(None)
 
 
+def local_times(ns: np.ndarray, tzinfo: Any) -> np.ndarray:
+    """UTC ns (int64) as wall-clock times in ``tzinfo`` (a ``tzinfo`` or an IANA name),
+    ``datetime64[ns]`` without a zone, what matplotlib draws as given: the values
+    ``DatetimeIndex.tz_convert(tzinfo).tz_localize(None)`` gives, from the zone's offset
+    at each second (zoneinfo)."""
+    ns = np.asarray(ns, np.int64)
+    if isinstance(tzinfo, str):
+        from zoneinfo import ZoneInfo
+
+        tzinfo = ZoneInfo(tzinfo)
+    sec = np.floor_divide(ns, 10**9)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    off: dict[int, int] = {}
+    shift = np.empty(len(ns), np.int64)
+    for i, s in enumerate(sec.tolist()):
+        o = off.get(s)
+        if o is None:
+            u = (epoch + dt.timedelta(seconds=s)).astimezone(tzinfo).utcoffset()
+            o = off[s] = 0 if u is None else (u // dt.timedelta(microseconds=1)) * 1000
+        shift[i] = o
+    return (ns + shift).view("datetime64[ns]")
+
+
 def _span(df: pd.DataFrame, snapshots: pd.DataFrame | None) -> pd.DataFrame:
     return snapshots if snapshots is not None and len(snapshots) else df
 
@@ -181,38 +247,58 @@ def _title(ax, what: str, df: pd.DataFrame, snapshots: pd.DataFrame | None, sour
     """``what``, then a line naming the host(s), the recording and the range drawn: a
     shared PNG says what it shows."""
     src = _span(df, snapshots)
+    hosts = sorted({str(h) for h in src["host"].dropna().unique()}) if "host" in src.columns else []
+    rng = None
+    if len(src):
+        from ._timeline import ns_values
+
+        t = ns_values(src["timestamp"])
+        rng = (int(t.min()), int(t.max()))
+    _title_ns(ax, what, hosts, source, rng, tzinfo, zone_name)
+
+
+def _title_ns(ax, what: str, hosts: list[str], source: Any, rng: tuple[int, int] | None, tzinfo: Any,
+              zone_name: str) -> None:
+    """:func:`_title` from the hosts and the (first, last) snapshot times in UTC ns."""
     parts = []
-    if "host" in src.columns:
-        hosts = sorted({str(h) for h in src["host"].dropna().unique()})
-        if hosts:
-            parts.append("host " + ", ".join(hosts[:3]) + (" ..." if len(hosts) > 3 else ""))
+    if hosts:
+        parts.append("host " + ", ".join(hosts[:3]) + (" ..." if len(hosts) > 3 else ""))
     if source is not None:
         parts.append(str(Path(source)))
-    if len(src):
-        t = pd.DatetimeIndex(src["timestamp"])
-        a, b = _local(pd.DatetimeIndex([t.min(), t.max()]), tzinfo)
-        b_text = b.strftime("%H:%M:%S") if a.date() == b.date() else str(b.floor("s"))
-        parts.append(f"{a.floor('s')} .. {b_text} {zone_name}")
+    if rng is not None:
+        a, b = (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(x) // 10**9)
+                for x in local_times(np.array(rng, np.int64), tzinfo).view(np.int64))
+        b_text = b.strftime("%H:%M:%S") if a.date() == b.date() else str(b)
+        parts.append(f"{a} .. {b_text} {zone_name}")
     ax.set_title(what + ("\n" + " · ".join(parts) if parts else ""))
 
 
 def _centres(index: pd.DatetimeIndex, freq: str, tzinfo: Any) -> pd.DatetimeIndex:
+    import pandas as pd
+
     return _local(index + pd.Timedelta(freq) / 2, tzinfo)
 
 
 def _shade_gaps(ax, index: pd.DatetimeIndex, nan: np.ndarray, freq: str, tzinfo: Any) -> int:
     """Grey spans over each run of bins with no snapshot; the number of spans."""
-    width = pd.Timedelta(freq)
-    starts = _local(index, tzinfo)
+    from ._timeline import ns_values
+
+    return _shade_gaps_ns(ax, ns_values(index), nan, freq_ns(freq), tzinfo)
+
+
+def _shade_gaps_ns(ax, start: np.ndarray, nan: np.ndarray, width: int, tzinfo: Any) -> int:
+    """:func:`_shade_gaps` of bins starting at ``start`` (UTC ns), ``width`` ns wide."""
+    starts = local_times(start, tzinfo)
+    w = np.timedelta64(width, "ns")
     n, i = 0, 0
     while i < len(nan):
         if not nan[i]:
             i += 1
             continue
         j = i
-        while j + 1 < len(nan) and nan[j + 1] and index[j + 1] - index[j] == width:
+        while j + 1 < len(nan) and nan[j + 1] and start[j + 1] - start[j] == width:
             j += 1
-        ax.axvspan(starts[i], starts[j] + width, color=GAP_COLOR, alpha=0.25, linewidth=0,
+        ax.axvspan(starts[i], starts[j] + w, color=GAP_COLOR, alpha=0.25, linewidth=0,
                    label="no snapshot taken" if n == 0 else None)
         n += 1
         i = j + 1
@@ -229,40 +315,72 @@ def plot_states(df: pd.DataFrame, freq: str | None = None, tz: str | None = None
     and are shaded. ``source``: the recording, named in the title. Raises ``ValueError``
     if ``freq`` would make over :data:`MAX_BINS` bins, ``ImportError`` without
     matplotlib."""
+    from . import analysis
+    from ._timeline import ns_values
+
     freq = freq or auto_freq(_span(df, snapshots))
     span_df = _span(df, snapshots)
     if len(span_df):
         check_bins(span_df["timestamp"].max() - span_df["timestamp"].min(), freq)
     fig, ax = _axes(ax)
-    tzinfo, zone_name = _zone(tz)
     counts = analysis.state_counts(df, freq=freq, snapshots=snapshots)
     if counts.empty or not len(counts.columns):
+        start, states, mean = np.zeros(0, np.int64), [], np.zeros((0, 0))
+    else:
+        start, states, mean = ns_values(counts.index), list(counts.columns), counts.to_numpy(np.float64)
+    _draw_states(ax, start, freq, states, mean, tz)
+    _title(ax, "TCP connections by state", df, snapshots, source, *_zone(tz))
+    _tight(fig)
+    return fig
+
+
+def draw_state_bins(bins: StateBins, freq: str, host: str, rng: tuple[int, int], tz: str | None = None,
+                    ax: Any = None, source: Any = None):
+    """:func:`plot_states` from a ``reading.tally.StateBins`` (``freq``: its width as a
+    pandas frequency; ``host``, ``rng``: the recording's host and its first and last
+    snapshot, UTC ns, for the title): the same figure, drawn from numpy arrays without
+    pandas (``tcpsnap plot --kind states``). ``ImportError`` without matplotlib."""
+    fig, ax = _axes(ax)
+    _draw_states(ax, bins.start, freq, bins.states, bins.mean, tz)
+    _title_ns(ax, "TCP connections by state", [host], source, rng, *_zone(tz))
+    _tight(fig)
+    return fig
+
+
+def _draw_states(ax, start: np.ndarray, freq: str, states: list[str], mean: np.ndarray, tz: str | None) -> None:
+    """The states plot on ``ax``: bins starting at ``start`` (UTC ns), ``mean`` (bins x
+    ``states``, a NaN row where no snapshot was taken)."""
+    tzinfo, zone_name = _zone(tz)
+    if not len(states) or not len(start):
         ax.text(0.5, 0.5, "no connections recorded", ha="center", va="center", transform=ax.transAxes)
     else:
-        order = sorted(counts.columns, key=lambda c: -counts[c].mean())
-        vals = counts[order].to_numpy(np.float64)
+        # the largest mean first (pandas' Series.mean: NaN skipped, each column summed
+        # contiguous), ties in STATE_NAMES order
+        nan = np.isnan(mean).all(axis=1)
+        ok = max(1, int((~nan).sum()))
+        avg = [np.ascontiguousarray(np.where(np.isnan(mean[:, i]), 0.0, mean[:, i])).sum() / ok
+               for i in range(len(states))]
+        order = sorted(range(len(states)), key=lambda i: -avg[i])
+        vals = mean[:, order]
         # a gap row is all NaN, and stays NaN in the running sum: a break, never a fall to 0
         tops = np.cumsum(vals, axis=1)
-        nan = np.isnan(vals).all(axis=1)
         # each bin's mean holds for the whole bin: two points per bin, at its edges
-        starts = _local(counts.index, tzinfo)
-        x = np.column_stack([starts, starts + pd.Timedelta(freq)]).ravel()
+        starts = local_times(start, tzinfo)
+        width = freq_ns(freq)
+        x = np.column_stack([starts, starts + np.timedelta64(width, "ns")]).ravel()
         lower = np.zeros(len(x))
         lower[np.repeat(nan, 2)] = np.nan
-        for k, state in enumerate(order):
-            color = _COLORS.get(state)
+        for k, i in enumerate(order):
+            color = _COLORS.get(states[i])
             top = np.repeat(tops[:, k], 2)
             ax.fill_between(x, lower, top, color=color, alpha=0.6, linewidth=0)
-            ax.plot(x, top, color=color, linewidth=1.2, label=state)
+            ax.plot(x, top, color=color, linewidth=1.2, label=states[i])
             lower = top
-        _shade_gaps(ax, counts.index, nan, freq, tzinfo)
+        _shade_gaps_ns(ax, start, nan, width, tzinfo)
         ax.legend(loc="upper left", fontsize="small", ncol=2, frameon=False)
         _time_axis(ax, zone_name)
     ax.set_ylabel(f"connections (mean per {_freq_text(freq)})")
-    _title(ax, "TCP connections by state", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
 
 
 def plot_churn(df: pd.DataFrame, freq: str | None = None, tz: str | None = None, ax: Any = None,
@@ -270,6 +388,10 @@ def plot_churn(df: pd.DataFrame, freq: str | None = None, tz: str | None = None,
     """Connections opened (up) and closed (down) per ``freq`` bin, each bar centred on
     its bin; bins with no snapshot (NaN in ``analysis.churn``) have no bar and are
     shaded. Arguments and errors as :func:`plot_states`."""
+    import pandas as pd
+
+    from . import analysis
+
     freq = freq or auto_freq(_span(df, snapshots), target_points=200)
     span_df = _span(df, snapshots)
     if len(span_df):
@@ -294,7 +416,7 @@ def plot_churn(df: pd.DataFrame, freq: str | None = None, tz: str | None = None,
     ax.set_ylabel(f"connections per {_freq_text(freq)} (closed below zero)")
     _title(ax, "Connection churn: opened and closed", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -303,6 +425,8 @@ def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, source: Any = No
     """Horizontal bars: the ``n`` remote addresses with the most distinct connections,
     each labelled with its connection-seconds (the connections' lifetimes summed: 3
     connections open 10 s each are 30 conn-s)."""
+    from . import analysis
+
     top = analysis.top_remotes(df, n=n)
     fig, ax = _axes(ax)
     if top.empty:
@@ -317,7 +441,7 @@ def plot_remotes(df: pd.DataFrame, n: int = 15, ax: Any = None, source: Any = No
     tzinfo, zone_name = _zone(tz)
     _title(ax, f"Top {n} remote addresses by connections", df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -341,6 +465,10 @@ def plot_internals(df: Any, kind: str = "throughput", freq: str | None = None, t
     :func:`plot_states`. ``df``: rows, or a recording (``analysis.Selection``: read piece
     by piece). Arguments and errors as :func:`plot_states`; ``ValueError`` for another
     ``kind``."""
+    import pandas as pd
+
+    from . import analysis
+
     if kind not in INTERNALS:
         raise ValueError(f"kind must be one of {', '.join(INTERNALS)}, not {kind!r}")
     title, ylabel, fn, series = INTERNALS[kind]
@@ -372,5 +500,5 @@ def plot_internals(df: Any, kind: str = "throughput", freq: str | None = None, t
     ax.set_ylabel(f"{ylabel} (per {_freq_text(freq)} bin)")
     _title(ax, title, span_df, snapshots, source, tzinfo, zone_name)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _tight(fig)
     return fig

@@ -37,7 +37,7 @@ import numpy as np
 
 from .dataset import Recording
 
-__all__ = ["summary", "connections", "eligible", "bad_pages", "page_header", "COLUMNS", "CONN_COLUMNS",
+__all__ = ["summary", "state_tally", "connections", "eligible", "bad_pages", "page_header", "COLUMNS", "CONN_COLUMNS",
            "DUCKDB_MEMORY", "DUCKDB_THREADS"]
 
 #: DuckDB's limits: memory (it spills to its private temp folder beyond) and threads.
@@ -229,6 +229,31 @@ def _tallied(rec: Recording, start: Any, end: Any, one: tuple[str, str]):
     counts = pd.DataFrame({"host": np.full(len(got.c_seq), one[0], object), "seq": got.c_seq,
                            "state": got.c_state, "n": got.c_n})
     return df[list(SNAPSHOT_COLUMNS)], counts
+
+
+def state_tally(rec: Recording, start: Any, end: Any, where: Any = None, wait: Any = None):
+    """``(host, tally)`` of ``rec`` in ``[start, end)``: ``reading.tally.tally`` without the
+    clocks (its ``seq``, ``ts`` and per-(seq, state) connection counts, what
+    ``state_counts`` and the states plot read), for a one-host, one-boot recording that
+    :func:`summary` counts in numpy; None where it does not answer (another recording, no
+    row in the range: the caller then asks ``summary`` or reads piece by piece). Imports
+    no pandas when ``start`` and ``end`` are None. ``wait``: as ``tally``'s."""
+    if not eligible(rec, where):
+        return None
+    one = _one_origin(rec)
+    if one is None:
+        return None
+    from .tally import tally
+
+    def ns(x: Any) -> int | None:
+        if x is None:
+            return None
+        from .dataset import to_utc
+
+        return int(to_utc(x).value)
+
+    got = tally(rec, ns(start), ns(end), clocks=False, wait=wait)
+    return None if got is None else (one[0], got)
 
 
 def connections(rec: Recording, start: Any, end: Any, where: Any = None):
