@@ -133,6 +133,11 @@ class BatchPool:
         self._failed = failed
         self.waits = 0
 
+    @property
+    def batch_rows(self) -> int:
+        """Rows a batch of this pool holds (one grows past it for a bigger snapshot)."""
+        return self._shape[0]
+
     def get(self) -> Batch:
         with self._cv:
             if not self._free and self.made < self.count and (
