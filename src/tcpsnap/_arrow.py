@@ -305,14 +305,18 @@ def _bits(mask: np.ndarray) -> pa.Buffer:
 
 
 def wrap_part(typ: pa.DataType, values: np.ndarray, null: np.ndarray | None,
-              dictionary: pa.Array | None) -> pa.Array:
+              dictionary: pa.Array | None, valid: np.ndarray | None = None) -> pa.Array:
     """A :data:`Part` as an Arrow array of ``typ`` (n = ``len(values)``): the values wrapped
     without copying (C-contiguous; a boolean column's are bit-packed), a validity bitmap
-    from ``null`` where it holds a True. ValueError (from pyarrow) for a dictionary
-    column's code outside its dictionary."""
+    from ``null`` (or ``valid``, its inverse) where a row is null. ValueError (from
+    pyarrow) for a dictionary column's code outside its dictionary."""
     n = len(values)
     validity, nc = None, 0
-    if null is not None:
+    if valid is not None:
+        nc = n - int(np.count_nonzero(valid))
+        if nc:
+            validity = _bits(valid)
+    elif null is not None:
         nc = int(np.count_nonzero(null))
         if nc:
             validity = _bits(~null)

@@ -6,7 +6,7 @@ the rows not yet durable for a journal append, all of them for the row group. Be
 every batch became Arrow arrays of its own, kept in a list and, for the row group, read
 back from the journal: a row group of per-batch allocations freed in pieces, held twice
 while it was assembled (benchmarks/RESULTS.md, "The writer's memory and small batches").
-Here the memory a row group needs is allocated once, when first touched, and stays put.
+Here the memory a row group needs is allocated once, resident where written, and reused.
 """
 
 from __future__ import annotations
@@ -35,14 +35,21 @@ def _values_dtype(typ: pa.DataType) -> np.dtype:
 class RowGroupStore:
     """The rows of one row group, column by column (``schema``'s), ``rows`` of them so far.
 
-    ``capacity`` rows are allocated at once (``np.empty``: pages become resident as rows
-    fill them, and stay so for the next row group); a batch that does not fit grows every
-    column to what it needs (a row group ends after the batch that fills it, so it holds
-    up to a batch more than the writer's row-group size). ``append`` copies a batch's parts
-    in; ``batch(start, stop)`` is a record batch of those rows that *shares* this memory: use
-    it before the next ``append`` or ``reset``. A column's null mask is allocated the first
-    time one of its rows is null; its dictionary is the latest batch's (a column's codes
-    stay valid as its dictionary grows: ``BatchEncoder``)."""
+    ``capacity`` rows are allocated at once, as zeros (``np.zeros``: fresh pages that
+    become resident only when written), and reused for the next row group; a batch that
+    does not fit grows every column to what it needs (a row group ends after the batch
+    that fills it, so it holds up to a batch more than the writer's row-group size).
+    ``append`` copies a batch's parts in; ``batch(start, stop)`` is a record batch of those
+    rows that *shares* this memory: use it before the next ``append`` or ``reset``. A
+    column's dictionary is the latest batch's (a column's codes stay valid as its
+    dictionary grows: ``BatchEncoder``).
+
+    Rows of 0 are not written where the column still holds 0 there (never written since
+    it was allocated): a column that is always 0 or always null (host and boot codes,
+    scope ids, container and pod columns on a host without containers) never becomes
+    resident, whatever its type. A column's validity (False: null) is allocated the first
+    time one of its rows is null, by the same rule.
+    """
 
     def __init__(self, schema: pa.Schema, capacity: int) -> None:
         self.schema = schema
@@ -50,32 +57,51 @@ class RowGroupStore:
         self.capacity = 0
         self._types = [f.type for f in schema]
         self._dtypes = [_values_dtype(t) for t in self._types]
-        self._values: list[np.ndarray] = [np.empty(0, dt) for dt in self._dtypes]
-        self._null: list[np.ndarray | None] = [None] * len(schema)
-        self._dict: list[pa.Array | None] = [None] * len(schema)
+        k = len(schema)
+        self._values: list[np.ndarray] = [np.zeros(0, dt) for dt in self._dtypes]
+        self._valid: list[np.ndarray | None] = [None] * k
+        # rows [0, dirty) of a column's values (validity) may hold other than 0 (False)
+        self._dirty = [0] * k
+        self._vdirty = [0] * k
+        self._dict: list[pa.Array | None] = [None] * k
+        self._marks: list[tuple[int, int]] = []  # (end row, its last seq) of each batch appended
         self._reserve(max(1, int(capacity)))
 
     @property
     def nbytes(self) -> int:
-        """Bytes allocated for the columns (resident once rows touched them)."""
-        return sum(v.nbytes for v in self._values) + sum(m.nbytes for m in self._null if m is not None)
+        """Bytes allocated for the columns (resident only where written)."""
+        return sum(v.nbytes for v in self._values) + sum(m.nbytes for m in self._valid if m is not None)
 
     def _reserve(self, capacity: int) -> None:
         r = self.rows
         for i, old in enumerate(self._values):
-            new = np.empty(capacity, self._dtypes[i])
+            new = np.zeros(capacity, self._dtypes[i])
             new[:r] = old[:r]
             self._values[i] = new
-            m = self._null[i]
+            self._dirty[i] = r
+            m = self._valid[i]
             if m is not None:
                 grown = np.zeros(capacity, bool)
                 grown[:r] = m[:r]
-                self._null[i] = grown
+                self._valid[i] = grown
+                self._vdirty[i] = r
         self.capacity = capacity
 
-    def append(self, parts: Mapping[str, Part], n: int) -> None:
+    @staticmethod
+    def _put(dst: np.ndarray, r: int, end: int, src: np.ndarray | bool, dirty: int) -> int:
+        # write src (an array, or True for all) into dst[r:end] unless it is all 0 and
+        # dst holds 0 there already; the new dirty mark
+        if src is True or src.any():
+            dst[r:end] = src
+            return max(dirty, end)
+        if r < dirty:
+            dst[r:min(end, dirty)] = 0
+        return dirty
+
+    def append(self, parts: Mapping[str, Part], n: int, last_seq: int = -1) -> None:
         """Copy one batch of ``n`` rows (a ``Part`` per column of the schema) after the
-        rows held. KeyError for a missing column, ValueError for a part of another length."""
+        rows held; ``last_seq``: the seq of its last snapshot (``spans``). KeyError for a
+        missing column, ValueError for a part of another length."""
         r = self.rows
         if r + n > self.capacity:
             self._reserve(max(r + n, self.capacity + self.capacity // 2))
@@ -84,35 +110,57 @@ class RowGroupStore:
             values, null, dictionary = parts[f.name]
             if len(values) != n:
                 raise ValueError(f"column {f.name!r}: {len(values)} values for {n} rows")
-            self._values[i][r:end] = values
-            m = self._null[i]
-            if null is not None:
-                if m is None:
-                    m = self._null[i] = np.zeros(self.capacity, bool)
-                m[r:end] = null
-            elif m is not None:
-                m[r:end] = False
+            self._dirty[i] = self._put(self._values[i], r, end, values, self._dirty[i])
+            m = self._valid[i]
+            if null is not None and m is None and null.any():
+                m = self._valid[i] = np.zeros(self.capacity, bool)
+                if r:
+                    m[:r] = True  # the rows before were all valid
+                self._vdirty[i] = r
+            if m is not None:
+                self._vdirty[i] = self._put(m, r, end, True if null is None else ~null, self._vdirty[i])
             if dictionary is not None:
                 self._dict[i] = dictionary
         self.rows = end
+        self._marks.append((end, last_seq))
+
+    def spans(self, start: int, rows: int) -> list[tuple[int, int, int]]:
+        """``(start, stop, last seq)`` of consecutive groups of whole batches from row
+        ``start`` (a batch's end) to the end, each of at most ``rows`` rows unless one
+        batch alone holds more: a journal frame each, so that encoding one never holds
+        much more than a batch (a frame is kept or lost whole, and holds whole snapshots)."""
+        out: list[tuple[int, int, int]] = []
+        a = start
+        prev = (start, -1)
+        for end, seq in self._marks:
+            if end <= start:
+                continue
+            if end - a > rows and prev[0] > a:
+                out.append((a, prev[0], prev[1]))
+                a = prev[0]
+            prev = (end, seq)
+        if prev[0] > a:
+            out.append((a, prev[0], prev[1]))
+        return out
 
     def batch(self, start: int = 0, stop: int | None = None) -> pa.RecordBatch:
         """Rows ``start:stop`` (default: all held) as a record batch of the schema, sharing
-        this store's memory (boolean columns and null masks are packed into new bitmaps)."""
+        this store's memory (boolean columns and validities are packed into new bitmaps)."""
         stop = self.rows if stop is None else stop
         arrays = []
         for i, typ in enumerate(self._types):
-            m = self._null[i]
-            arrays.append(wrap_part(typ, self._values[i][start:stop],
-                                    None if m is None else m[start:stop], self._dict[i]))
+            m = self._valid[i]
+            arrays.append(wrap_part(typ, self._values[i][start:stop], None, self._dict[i],
+                                    valid=None if m is None else m[start:stop]))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def reset(self, capacity: int | None = None) -> None:
         """Empty, for the next row group (its dictionaries start afresh too). With
         ``capacity`` smaller than now (a memory limit), the columns are made that small."""
         self.rows = 0
+        self._marks.clear()
         self._dict = [None] * len(self.schema)
         if capacity is not None and capacity < self.capacity:
-            self._values = [np.empty(0, dt) for dt in self._dtypes]
-            self._null = [None] * len(self.schema)
+            self._values = [np.zeros(0, dt) for dt in self._dtypes]
+            self._valid = [None] * len(self.schema)
             self._reserve(max(1, int(capacity)))

@@ -39,6 +39,10 @@ __all__ = ["Rules", "Writer", "wrap_error"]
 log = logging.getLogger("tcpsnap.recorder")
 
 _DAY_NS = 86_400_000_000_000
+#: Rows a journal frame holds at most (unless one batch holds more): encoding a frame
+#: holds its Arrow IPC bytes about twice (~250 bytes a row), so a flush of 100k rows at
+#: once (1k connections every 10 ms, a 1-s flush) raised the peak by ~20 MiB.
+JOURNAL_FRAME_ROWS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,7 @@ class Writer:
                                     b.proc[:n] if b.has_proc else None, b.names,
                                     *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
         if n:
-            self._store.append(parts, n)  # copies: the batch is reused once this returns
+            self._store.append(parts, n, int(b.seq[s - 1]))  # copies: the batch is reused after
             self._pending_seq = int(b.seq[s - 1])
             if self._oldest is None:
                 self._oldest = b.t_first
@@ -294,10 +298,10 @@ class Writer:
             app = self._app
             self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
                                     self.options.fsync, folder=self._part)
-        if self._pending_rows:
-            self._journal.append(self._store.batch(self._journaled))
-            self._journaled = self._store.rows
-            self.durable_seq = self._pending_seq
+        for a, b, seq in self._store.spans(self._journaled, JOURNAL_FRAME_ROWS):
+            self._journal.append(self._store.batch(a, b))
+            self._journaled = b
+            self.durable_seq = seq
         self._oldest = None
 
     def _open_file(self, b: Batch) -> None:
