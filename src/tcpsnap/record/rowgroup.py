@@ -64,7 +64,7 @@ class RowGroupStore:
         self._dirty = [0] * k
         self._vdirty = [0] * k
         self._dict: list[pa.Array | None] = [None] * k
-        self._marks: list[tuple[int, int]] = []  # (end row, its last seq) of each batch appended
+        self._marks: list[tuple[int, int]] = []  # (end row, seq) of each snapshot appended
         self._reserve(max(1, int(capacity)))
 
     @property
@@ -98,10 +98,12 @@ class RowGroupStore:
             dst[r:min(end, dirty)] = 0
         return dirty
 
-    def append(self, parts: Mapping[str, Part], n: int, last_seq: int = -1) -> None:
+    def append(self, parts: Mapping[str, Part], n: int, counts: np.ndarray | None = None,
+               seqs: np.ndarray | None = None) -> None:
         """Copy one batch of ``n`` rows (a ``Part`` per column of the schema) after the
-        rows held; ``last_seq``: the seq of its last snapshot (``spans``). KeyError for a
-        missing column, ValueError for a part of another length."""
+        rows held; ``counts`` and ``seqs``: its snapshots' rows and seq (for ``spans``;
+        default: one snapshot, seq -1). KeyError for a missing column, ValueError for a
+        part of another length."""
         r = self.rows
         if r + n > self.capacity:
             self._reserve(max(r + n, self.capacity + self.capacity // 2))
@@ -122,13 +124,16 @@ class RowGroupStore:
             if dictionary is not None:
                 self._dict[i] = dictionary
         self.rows = end
-        self._marks.append((end, last_seq))
+        if counts is None or seqs is None:
+            self._marks.append((end, -1))
+        else:
+            self._marks.extend(zip((r + np.cumsum(counts)).tolist(), np.asarray(seqs).tolist(), strict=True))
 
     def spans(self, start: int, rows: int) -> list[tuple[int, int, int]]:
-        """``(start, stop, last seq)`` of consecutive groups of whole batches from row
-        ``start`` (a batch's end) to the end, each of at most ``rows`` rows unless one
-        batch alone holds more: a journal frame each, so that encoding one never holds
-        much more than a batch (a frame is kept or lost whole, and holds whole snapshots)."""
+        """``(start, stop, last seq)`` of consecutive groups of whole snapshots from row
+        ``start`` (a snapshot's end) to the end, each of at most ``rows`` rows unless one
+        snapshot alone holds more: a journal frame each (a frame is kept or lost whole, so
+        it must hold whole snapshots), so that encoding one holds little memory."""
         out: list[tuple[int, int, int]] = []
         a = start
         prev = (start, -1)

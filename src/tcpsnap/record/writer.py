@@ -39,10 +39,10 @@ __all__ = ["Rules", "Writer", "wrap_error"]
 log = logging.getLogger("tcpsnap.recorder")
 
 _DAY_NS = 86_400_000_000_000
-#: Rows a journal frame holds at most (unless one batch holds more): encoding a frame
-#: holds its Arrow IPC bytes about twice (~250 bytes a row), so a flush of 100k rows at
-#: once (1k connections every 10 ms, a 1-s flush) raised the peak by ~20 MiB.
-JOURNAL_FRAME_ROWS = 1 << 14
+#: Rows a journal frame holds at most (unless one snapshot holds more): encoding a frame
+#: holds its Arrow IPC bytes (~120 bytes a row) and their compressed copy, so a flush of
+#: 100k rows at once (1k connections every 10 ms, a 1-s flush) raised the peak by ~20 MiB.
+JOURNAL_FRAME_ROWS = 1 << 13
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,14 @@ class Writer:
             try:
                 if self.error is None:
                     if item is not None:
-                        self._write(item)
+                        b, item = item, None
+                        try:
+                            self._write(b)
+                        finally:
+                            # its rows are copied (or it failed): capture may reuse it now,
+                            # also while the row group it may fill is written
+                            self._pool.put(b)
+                        self._after_write()
                     if self._oldest is not None and mono() >= self.rules.deadline(self._oldest):
                         self._make_durable()
             except BaseException as e:  # noqa: BLE001 - reported by run()/close()
@@ -247,9 +254,9 @@ class Writer:
         return self._store.rows - self._journaled
 
     def _write(self, b: Batch) -> None:
-        """Copy a batch's columns into the row group being formed; its rows wait there for
-        the flush deadline, or become a row group at once when enough rows wait (no
-        journal write at high rates)."""
+        """Copy a batch's columns into the row group being formed, where its rows wait
+        for the flush deadline (``_after_write`` makes them a row group at once when
+        enough rows wait: no journal write at high rates)."""
         if self._app is None or b.file_key != self._file_key:
             self._finish_file(clean=True)
             self._open_file(b)
@@ -267,7 +274,7 @@ class Writer:
                                     b.proc[:n] if b.has_proc else None, b.names,
                                     *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
         if n:
-            self._store.append(parts, n, int(b.seq[s - 1]))  # copies: the batch is reused after
+            self._store.append(parts, n, b.counts[:s], b.seq[:s])  # copies: the batch is reused after
             self._pending_seq = int(b.seq[s - 1])
             if self._oldest is None:
                 self._oldest = b.t_first
@@ -276,6 +283,10 @@ class Writer:
         fm["snapshots"] += s
         fm["last_seq"] = int(b.seq[s - 1])
         fm["overruns"] += b.overruns
+
+    def _after_write(self) -> None:
+        """After a batch: a row group when enough rows wait, or near a memory limit, the
+        rows made durable now."""
         rows = self._store.rows
         g = self._guard
         if self.rules.row_group_full(rows) or (g is not None and rows >= g.row_group_rows):
