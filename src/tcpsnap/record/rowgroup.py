@@ -11,6 +11,7 @@ Here the memory a row group needs is allocated once, resident where written, and
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Mapping
 
 import numpy as np
@@ -32,10 +33,20 @@ def _values_dtype(typ: pa.DataType) -> np.dtype:
     return np.dtype(typ.to_pandas_dtype())
 
 
+def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    """``n`` zeros of ``dtype`` on fresh pages: an anonymous mapping of its own (the kernel's
+    zero page until written), not the C heap, whose calloc may hand back (and clear) pages
+    freed earlier, whatever the mmap threshold."""
+    nbytes = n * dtype.itemsize
+    if nbytes < 1 << 16:
+        return np.zeros(n, dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype, count=n)
+
+
 class RowGroupStore:
     """The rows of one row group, column by column (``schema``'s), ``rows`` of them so far.
 
-    ``capacity`` rows are allocated at once, as zeros (``np.zeros``: fresh pages that
+    ``capacity`` rows are allocated at once, as zeros (anonymous mappings: fresh pages that
     become resident only when written), and reused for the next row group; a batch that
     does not fit grows every column to what it needs (a row group ends after the batch
     that fills it, so it holds up to a batch more than the writer's row-group size).
@@ -75,13 +86,13 @@ class RowGroupStore:
     def _reserve(self, capacity: int) -> None:
         r = self.rows
         for i, old in enumerate(self._values):
-            new = np.zeros(capacity, self._dtypes[i])
+            new = _zeros(capacity, self._dtypes[i])
             new[:r] = old[:r]
             self._values[i] = new
             self._dirty[i] = r
             m = self._valid[i]
             if m is not None:
-                grown = np.zeros(capacity, bool)
+                grown = _zeros(capacity, np.dtype(bool))
                 grown[:r] = m[:r]
                 self._valid[i] = grown
                 self._vdirty[i] = r
@@ -115,7 +126,7 @@ class RowGroupStore:
             self._dirty[i] = self._put(self._values[i], r, end, values, self._dirty[i])
             m = self._valid[i]
             if null is not None and m is None and null.any():
-                m = self._valid[i] = np.zeros(self.capacity, bool)
+                m = self._valid[i] = _zeros(self.capacity, np.dtype(bool))
                 if r:
                     m[:r] = True  # the rows before were all valid
                 self._vdirty[i] = r
