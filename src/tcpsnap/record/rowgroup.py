@@ -40,7 +40,8 @@ def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
     nbytes = n * dtype.itemsize
     if nbytes < 1 << 16:
         return np.zeros(n, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype, count=n)
+    # private: a shared anonymous mapping (mmap's default) is shmem, charged as RssShmem
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype, count=n)
 
 
 class RowGroupStore:
