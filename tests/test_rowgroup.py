@@ -168,3 +168,60 @@ def test_encode_is_wrap_of_parts():
     enc = BatchEncoder(SCHEMA)
     a = args(rows_of(50, 9), 2, 0)
     assert enc.encode(*a).to_pylist() == wrap_parts(SCHEMA, BatchEncoder(SCHEMA).parts(*a)).to_pylist()
+
+
+PER_SNAPSHOT = ("timestamp", "seq", "capture_ns", "monotonic_ns")
+
+
+def test_per_snapshot_columns_are_kept_per_snapshot_and_made_rows_exactly():
+    enc, ref = BatchEncoder(SCHEMA), BatchEncoder(SCHEMA)
+    st = RowGroupStore(SCHEMA, 256, PER_SNAPSHOT)
+    want = []
+    for i, counts in enumerate([[3, 0, 4], [5], [1, 1, 1, 2]]):
+        rows = rows_of(sum(counts), i)
+        seqs = np.arange(10 * i, 10 * i + len(counts), dtype=np.int64)
+        a = (rows, np.array(counts), 1_700_000_000_000_000_000 + seqs * 10**7, seqs, seqs * 7 + 1,
+             None, None, seqs * 3 + 2)
+        st.append(enc.parts(*a), len(rows), a[1], a[3])
+        want.append(ref.encode(*a))
+    assert st.snapshots == 8 and st.rows == 17
+    expect = pa.Table.from_batches(want).combine_chunks()
+    assert st.batch().to_pylist() == expect.to_pylist()
+    # any slice, also one that cuts snapshots
+    for a, b in [(0, 3), (2, 9), (7, 8), (12, 17), (3, 3)]:
+        assert st.batch(a, b).to_pylist() == expect.slice(a, b - a).to_pylist(), (a, b)
+    # the row group from its tables: the per-row columns, then each per-snapshot one
+    tables = list(st.tables())
+    assert [t.schema.names for t in tables[1:]] == [[n] for n in PER_SNAPSHOT]
+    assert tables[0].num_columns == len(SCHEMA) - 4
+
+
+def test_a_row_group_encoded_a_table_at_a_time_reads_back_as_one(tmp_path):
+    from tcpsnap.record.parquet import ParquetAppender
+    from tcpsnap.record.rowgroup import encode_row_group
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    enc, ref = BatchEncoder(SCHEMA), BatchEncoder(SCHEMA)
+    app = ParquetAppender(tmp_path / "f.parquet", SCHEMA, row_group_rows=4096)
+    expect = []
+    for g in range(3):  # three row groups, each of two batches
+        st = RowGroupStore(SCHEMA, 4096, PER_SNAPSHOT)
+        for j in range(2):
+            a = args(rows_of(1500, 10 * g + j), 5, 100 * g + 10 * j)
+            st.append(enc.parts(*a), 1500, a[1], a[3])
+            expect.append(ref.encode(*a))
+        data, rg = encode_row_group(app.kw, SCHEMA.names, st.tables())
+        app.append_encoded(data, [rg])
+        enc.reset()
+        ref.reset()
+    path = app.finish()
+    md = pq.read_metadata(path)
+    assert md.num_row_groups == 3 and md.num_rows == 9000
+    got = pq.read_table(path)
+    assert got.to_pylist() == pa.Table.from_batches(expect).to_pylist()
+    # statistics where the writer keeps them: seq's range per row group (recovery, retention)
+    assert [(md.row_group(i).column(1).statistics.min, md.row_group(i).column(1).statistics.max)
+            for i in range(3)] == [(0, 14), (100, 114), (200, 214)]
+    assert [md.row_group(0).column(i).path_in_schema for i in range(md.num_columns)] == SCHEMA.names
+    # the column chunks' encodings are the file's: DELTA_BINARY_PACKED for seq
+    assert "DELTA_BINARY_PACKED" in md.row_group(0).column(1).encodings
