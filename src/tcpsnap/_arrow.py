@@ -421,7 +421,7 @@ class BatchEncoder:
     def _cgroup_columns(self, ids: np.ndarray) -> dict[str, Part]:
         # per distinct cgroup id first (few), then one gather per column over the rows
         inv, columns = self._cgroups.resolve_distinct(ids)
-        out = {}
+        out: dict[str, Part] = {}
         for name, (lut, strings) in zip(CGROUP_COLUMNS, columns, strict=True):
             d = self._cg[name]
             codes = np.array([d.codes[t] if t in d.codes else d.add(t, t) for t in strings] + [-1],

@@ -218,7 +218,7 @@ class ParquetAppender:
         self.rglog = rglog_path(self.final)
         self.schema = schema
         self.fsync = fsync
-        self.kw = writer_kwargs(compression, compression_level, row_group_rows, schema, compat)  # Parquet writer options
+        self.kw = writer_kwargs(compression, compression_level, row_group_rows, schema, compat)  # writer options
         # the file's row groups, thrift-encoded (as the footer will hold them; decoded,
         # each one's metadata is ~60 KiB of Python objects), and each one's rows and seq
         # range (min, max) or None

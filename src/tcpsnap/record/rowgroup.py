@@ -112,10 +112,13 @@ class RowGroupStore:
         self.capacity = capacity
 
     @staticmethod
-    def _put(dst: np.ndarray, r: int, end: int, src: np.ndarray | bool, dirty: int) -> int:
-        # write src (an array, or True for all) into dst[r:end] unless it is all 0 and
+    def _put(dst: np.ndarray, r: int, end: int, src: np.ndarray | None, dirty: int) -> int:
+        # write src (an array, or None: all True) into dst[r:end] unless it is all 0 and
         # dst holds 0 there already; the new dirty mark
-        if src is True or src.any():
+        if src is None:
+            dst[r:end] = True
+            return max(dirty, end)
+        if src.any():
             dst[r:end] = src
             return max(dirty, end)
         if r < dirty:
@@ -147,7 +150,7 @@ class RowGroupStore:
                     m[:r] = True  # the rows before were all valid
                 self._vdirty[i] = r
             if m is not None:
-                self._vdirty[i] = self._put(m, r, end, True if null is None else ~null, self._vdirty[i])
+                self._vdirty[i] = self._put(m, r, end, None if null is None else ~null, self._vdirty[i])
             if dictionary is not None:
                 self._dict[i] = dictionary
         self.rows = end
@@ -203,9 +206,7 @@ class RowGroupStore:
         """Rows ``start:stop`` (default: all held) as a record batch of the schema, sharing
         this store's memory (boolean columns and validities are packed into new bitmaps)."""
         stop = self.rows if stop is None else stop
-        arrays = []
-        for i, typ in enumerate(self._types):
-            arrays.append(self._array(i, start, stop))
+        arrays = [self._array(i, start, stop) for i in range(len(self._types))]
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _array(self, i: int, start: int, stop: int) -> pa.Array:

@@ -152,7 +152,8 @@ class Writer:
         # one value per snapshot: the snapshot's clocks and seq (changes mode: each event has
         # its own timestamp)
         per_snapshot = ("seq", "capture_ns", "monotonic_ns") + (() if "event" in schema.names else ("timestamp",))
-        self._store = RowGroupStore(schema, rules.row_group_rows + pool.batch_rows, per_snapshot)
+        self._store_rows = rules.row_group_rows + pool.batch_rows  # what the store is sized for
+        self._store = RowGroupStore(schema, self._store_rows, per_snapshot)
         self._journaled = 0
         self._pending_seq = -1  # the last seq they hold
         #: the last seq on disk (journal frame or row group): what a crash now keeps
@@ -358,7 +359,12 @@ class Writer:
             self._part.unlink(j.path.name)
         self._journal = None
         g = self._guard
-        st.reset(None if g is None else g.row_group_rows + self._pool.batch_rows)
+        if g is not None and g.row_group_rows + self._pool.batch_rows < self._store_rows:
+            # a memory limit made row groups smaller: so is the store, from now on
+            self._store_rows = g.row_group_rows + self._pool.batch_rows
+            st.reset(self._store_rows)
+        else:
+            st.reset()
         self._journaled = 0
         self._oldest = None
         self._enc.reset()
