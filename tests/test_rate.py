@@ -123,8 +123,11 @@ def test_statistics_only_where_readers_prune_and_time_filters_still_prune(tmp_pa
     lst = listener()
     socks = [pair(lst=lst)[1:] for _ in range(20)]
     try:
+        # batches of 1Ki rows: a row group holds 4096-5119 rows, so the 5 x 4096 rows below
+        # make at least 4 (with 16Ki-row batches, one batch could be a row group, and a
+        # loaded machine's 20k rows made 2: the check below failed on main and branch alike)
         with Recorder(tmp_path / "rec", interval="2ms", pids=True, row_group_rows=4096,
-                      nice=None) as rec:
+                      batch_rows=1024, nice=None) as rec:
             for _ in range(150):               # several row groups, however loaded the machine
                 rec.run(duration="0.2s")
                 if rec.rows >= 5 * 4096:
