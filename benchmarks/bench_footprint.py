@@ -19,6 +19,8 @@
           /proc/<pid>/stat), alternating, --rounds times; each ``--python`` given (e.g.
           this tree's venv and main's) in every round; CPU per snapshot split by thread
           (capture, the other live threads, short-lived threads).
+  writer  the writer thread's own CPU per snapshot (``Recorder.stats["writer_cpu_s"]``) of
+          ``Recorder(interval=--interval, mode=--mode)`` at --n connections, each --python.
   drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
           (connections opened and closed all the time): first/last/peak and the drift
           (median of the last tenth minus median of the second tenth of the samples).
@@ -568,9 +570,42 @@ def run_stall(args) -> dict:
     return res
 
 
+#: writer: run by each --python in the private namespace; prints the writer thread's own CPU
+#: (thread_time_ns, not /proc ticks: ~1 ms a snapshot is a tenth of a tick) per snapshot
+WRITER = """
+import json, sys, tempfile
+from tcpsnap import Recorder
+from tcpsnap.record.footprint import lean_process
+lean_process()
+with Recorder(tempfile.mkdtemp(prefix="tcpsnap-writer-"), interval=sys.argv[1], mode=sys.argv[2]) as rec:
+    rec.run(duration=float(sys.argv[3]))
+    st = rec.stats
+print(json.dumps({"writer_cpu_s": st["writer_cpu_s"], "snapshots": st["snapshots"], "rows": rec.rows}))
+"""
+
+
+def run_writer(args) -> dict:
+    """The writer thread's CPU per snapshot of ``Recorder(interval, mode)`` at --n connections
+    for --seconds, each --python in turn (order reversed every other round), --rounds times."""
+    res: dict = {"load_before": os.getloadavg(), "runs": []}
+    with bs.Connections(args.n):
+        for r in range(args.rounds):
+            for py in (args.python if r % 2 == 0 else list(reversed(args.python))):
+                p = subprocess.run([py, "-c", WRITER, args.interval, args.mode, str(args.seconds)],
+                                   capture_output=True, text=True)
+                got = json.loads(p.stdout) if p.returncode == 0 else {"error": p.stderr.strip()[-300:]}
+                got.update({"python": py, "round": r, "load": os.getloadavg()[0]})
+                if "snapshots" in got:
+                    got["writer_ms_per_snapshot"] = got["writer_cpu_s"] * 1e3 / max(got["snapshots"], 1)
+                print(json.dumps(got), file=sys.stderr, flush=True)
+                res["runs"].append(got)
+    res.update({"n": args.n, "interval": args.interval, "mode": args.mode, "seconds": args.seconds})
+    return res
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("rss", "drift", "stall", "cpu"))
+    ap.add_argument("what", choices=("rss", "drift", "stall", "cpu", "writer"))
     ap.add_argument("--python", action="append", default=[],
                     help="interpreter whose tcpsnap to run (repeatable; default: this one)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -610,7 +645,8 @@ def main(argv: list[str]) -> int:
     if args.what == "cpu":
         args.n = 10000 if args.n == 1000 else args.n
         args.seconds = 60.0 if args.seconds == 20 else args.seconds
-    res = {"rss": run_rss, "drift": run_drift, "stall": run_stall, "cpu": run_cpu}[args.what](args)
+    res = {"rss": run_rss, "drift": run_drift, "stall": run_stall, "cpu": run_cpu,
+           "writer": run_writer}[args.what](args)
     res["where"] = where
     run.write(res)
     if args.what == "rss":

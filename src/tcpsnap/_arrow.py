@@ -66,7 +66,8 @@ from .frame import CGROUP_COLUMNS, COLUMNS, format_address, with_cgroup_columns
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "rows_schema", "KINDS", "KIND_CONNECTION", "KIND_SNAPSHOT",
            "KIND_PARTIAL", "build_schema", "BatchEncoder", "CGROUP_COLUMNS", "TCP_INFO_COLUMNS",
-           "tcp_info_fields", "tcp_info_columns", "CongestionNames"]
+           "tcp_info_fields", "tcp_info_columns", "CongestionNames", "Part", "wrap_part", "wrap_parts",
+           "array_part"]
 
 #: Written as ``tcpsnap.schema_version`` in every file. 1: before ``kind``,
 #: ``monotonic_ns``, ``host``, ``boot_id`` and empty-snapshot rows; 2: before ``cgroup_id``,
@@ -291,12 +292,72 @@ def tcp_info_columns(info: np.ndarray, sampled: np.ndarray | None = None,
     return cols
 
 
-class BatchEncoder:
-    """Captured rows of many snapshots -> one Arrow record batch of ``schema``.
+#: One column of a batch before it is Arrow: ``(values, null, dictionary)``: the values (a
+#: dictionary column's int codes, a boolean column's bytes), a bool mask True where null (None:
+#: no null) and a dictionary column's dictionary (None for the others). ``wrap_part`` makes it
+#: the Arrow array without copying; ``record.rowgroup`` copies it into its row group's columns.
+Part = tuple
 
-    Addresses are hashed in Arrow (17-byte keys: family + 16 address bytes) and only
-    keys not seen before in this row group are formatted. ``reset()`` starts fresh
-    dictionaries (at each row group, so a dictionary page holds only what it uses).
+
+def _bits(mask: np.ndarray) -> pa.Buffer:
+    # an Arrow bitmap (LSB first) of a numpy bool mask
+    return pa.py_buffer(np.packbits(mask, bitorder="little"))
+
+
+def wrap_part(typ: pa.DataType, values: np.ndarray, null: np.ndarray | None,
+              dictionary: pa.Array | None, valid: np.ndarray | None = None) -> pa.Array:
+    """A :data:`Part` as an Arrow array of ``typ`` (n = ``len(values)``): the values wrapped
+    without copying (C-contiguous; a boolean column's are bit-packed), a validity bitmap
+    from ``null`` (or ``valid``, its inverse) where a row is null. ValueError (from
+    pyarrow) for a dictionary column's code outside its dictionary."""
+    n = len(values)
+    validity, nc = None, 0
+    if valid is not None:
+        nc = n - int(np.count_nonzero(valid))
+        if nc:
+            validity = _bits(valid)
+    elif null is not None:
+        nc = int(np.count_nonzero(null))
+        if nc:
+            validity = _bits(~null)
+    if pa.types.is_boolean(typ):
+        return pa.Array.from_buffers(typ, n, [validity, _bits(values)], null_count=nc)
+    if pa.types.is_dictionary(typ):
+        idx = pa.Array.from_buffers(typ.index_type, n, [validity, pa.py_buffer(values)], null_count=nc)
+        return pa.DictionaryArray.from_arrays(idx, dictionary)
+    return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(values)], null_count=nc)
+
+
+def array_part(a: pa.Array) -> Part:
+    """An Arrow array of a fixed-width or dictionary type (not boolean) as a :data:`Part`
+    (the values are a view of its buffer, the null mask a new array)."""
+    n, off = len(a), a.offset
+    dictionary = None
+    if pa.types.is_dictionary(a.type):
+        dictionary = a.dictionary
+        a = a.indices
+    bufs = a.buffers()
+    dt = np.dtype(a.type.to_pandas_dtype()) if not pa.types.is_timestamp(a.type) else np.dtype(np.int64)
+    values = np.frombuffer(bufs[1], dt, count=n + off)[off:] if n else np.empty(0, dt)
+    null = None
+    if a.null_count and bufs[0] is not None:
+        null = np.unpackbits(np.frombuffer(bufs[0], np.uint8), count=n + off, bitorder="little")[off:] == 0
+    return values, null, dictionary
+
+
+def wrap_parts(schema: pa.Schema, parts: Mapping[str, Part]) -> pa.RecordBatch:
+    """A record batch of ``schema`` from one :data:`Part` per field (``wrap_part``)."""
+    return pa.RecordBatch.from_arrays([wrap_part(f.type, *parts[f.name]) for f in schema], schema=schema)
+
+
+class BatchEncoder:
+    """Captured rows of many snapshots -> one :data:`Part` per column of ``schema``
+    (``parts``), or one Arrow record batch (``encode``).
+
+    Addresses are hashed in C (17-byte keys: family + 16 address bytes) and only keys not
+    seen before in this row group are formatted. ``reset()`` starts fresh dictionaries (at
+    each row group, so a dictionary page holds only what it uses); until then a column's
+    codes stay valid, and its latest dictionary serves every batch of the row group.
     """
 
     def __init__(self, schema: pa.Schema = SCHEMA, host: str = "", boot_id: str = "",
@@ -316,12 +377,12 @@ class BatchEncoder:
         self._cg = {name: _Dictionary() for name in CGROUP_COLUMNS}
         self._cong = CongestionNames()
 
-    def _addresses(self, name: str, col: dict[str, np.ndarray]) -> pa.Array:
+    def _addresses(self, name: str, col: dict[str, np.ndarray]) -> Part:
         fam = col["family"]
         n = len(fam)
         d = self._addr[name]
         if n == 0:
-            return pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), d.arrow())
+            return np.empty(0, np.int32), None, d.arrow()
         if (fam == 4).all():
             # IPv4 only (the common case): hash the 4 address bytes as one uint32
             words = col[name + "4"]
@@ -342,13 +403,12 @@ class BatchEncoder:
             if c is None:
                 c = d.add(k, format_address(k[0], k[1:]))
             lut[i] = c
-        idx = np.take(lut, inv)
-        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), d.arrow())
+        return np.take(lut, inv), None, d.arrow()
 
-    def _process(self, codes: np.ndarray | None, names: list[str], n: int) -> pa.Array:
+    def _process(self, codes: np.ndarray | None, names: list[str], n: int) -> Part:
         d = self._proc
         if codes is None or n == 0 or not names:
-            return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), d.arrow())
+            return np.zeros(n, np.int32), np.ones(n, bool), d.arrow()
         lut = np.empty(len(names) + 1, dtype=np.int32)
         for i, name in enumerate(names):
             c = d.codes.get(name)
@@ -356,25 +416,65 @@ class BatchEncoder:
         lut[-1] = -1
         idx = np.take(lut, codes, mode="wrap")  # -1 (unknown) -> lut[-1] = -1
         mask = idx < 0
-        indices = pa.array(idx, pa.int32(), mask=mask if mask.any() else None)
-        return pa.DictionaryArray.from_arrays(indices, d.arrow())
+        return idx, mask if mask.any() else None, d.arrow()
 
-    def _cgroup_columns(self, ids: np.ndarray) -> dict[str, pa.Array]:
+    def _cgroup_columns(self, ids: np.ndarray) -> dict[str, Part]:
         # per distinct cgroup id first (few), then one gather per column over the rows
         inv, columns = self._cgroups.resolve_distinct(ids)
-        out = {}
+        out: dict[str, Part] = {}
         for name, (lut, strings) in zip(CGROUP_COLUMNS, columns, strict=True):
             d = self._cg[name]
             codes = np.array([d.codes[t] if t in d.codes else d.add(t, t) for t in strings] + [-1],
                              dtype=np.int32)
             small = codes[lut]                      # lut -1 (unknown) -> codes[-1] = -1
             if (small < 0).all():
-                out[name] = pa.DictionaryArray.from_arrays(pa.nulls(len(inv), pa.int32()), d.arrow())
+                out[name] = np.zeros(len(inv), np.int32), np.ones(len(inv), bool), d.arrow()
                 continue
             idx = small[inv]
-            mask = idx < 0 if (small < 0).any() else None
-            out[name] = pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32(), mask=mask), d.arrow())
+            out[name] = idx, (idx < 0 if (small < 0).any() else None), d.arrow()
         return out
+
+    def parts(self, rows: np.ndarray, counts: np.ndarray, timestamps: np.ndarray,
+              seqs: np.ndarray, capture_ns: np.ndarray, proc_codes: np.ndarray | None = None,
+              proc_names: list[str] | None = None, monotonic: np.ndarray | None = None,
+              kinds: np.ndarray | None = None,
+              tcp_info: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Part]:
+        """``{column: Part}`` for every column of ``schema`` (the arguments: ``encode``).
+        The values are new arrays, not views of ``rows``."""
+        n = len(rows)
+        cols: dict[str, Part] = {}
+        cols["timestamp"] = np.repeat(np.asarray(timestamps, np.int64), counts), None, None
+        cols["seq"] = np.repeat(np.asarray(seqs, np.int64), counts), None, None
+        kind_idx = (np.zeros(n, np.int8) if kinds is None
+                    else np.ascontiguousarray(kinds, dtype=np.int8))
+        cols["kind"] = kind_idx, None, self._kinds
+        col = split(rows, _SPLIT)  # one pass over the rows, a new array per column
+        cg = self._cgroup_columns(col["cgroup_id"])
+        for name in _COLUMNS:
+            if name in cg:
+                cols[name] = cg[name]
+            elif name == "state":
+                st = col["state"].view(np.int8)
+                st -= 1
+                cols[name] = st, None, _state_dictionary()
+            elif name in _ADDR_FIELDS:
+                cols[name] = self._addresses(name, col)
+            elif name == "process":
+                cols[name] = self._process(proc_codes, proc_names or [], n)
+            else:
+                cols[name] = col[name], None, None
+        cols["capture_ns"] = np.repeat(np.asarray(capture_ns, np.int64), counts), None, None
+        cols["monotonic_ns"] = (np.zeros(n, np.int64) if monotonic is None
+                                else np.repeat(np.asarray(monotonic, np.int64), counts)), None, None
+        zero = np.zeros(n, np.int32)
+        cols["host"] = zero, None, self._host
+        cols["boot_id"] = zero, None, self._boot
+        if self._tcp_info:
+            info, sampled = tcp_info if tcp_info is not None else (
+                np.zeros(n, TCP_INFO_DTYPE), np.zeros(n, bool))
+            for name, a in tcp_info_columns(info, sampled, self._cong).items():
+                cols[name] = array_part(a)
+        return cols
 
     def encode(self, rows: np.ndarray, counts: np.ndarray, timestamps: np.ndarray,
                seqs: np.ndarray, capture_ns: np.ndarray, proc_codes: np.ndarray | None = None,
@@ -387,36 +487,5 @@ class BatchEncoder:
         ``proc_names`` or -1; ``kinds``: per-row ``KINDS`` codes (default: all
         ``connection``); ``tcp_info``: ``(TCP_INFO_DTYPE rows, bool per row: sampled)``
         for a schema with the internals columns (None there: all null)."""
-        n = len(rows)
-        cols: dict[str, pa.Array] = {}
-        cols["timestamp"] = pa.array(np.repeat(timestamps, counts), TIMESTAMP)
-        cols["seq"] = pa.array(np.repeat(seqs, counts), pa.int64())
-        kind_idx = (np.zeros(n, np.int8) if kinds is None
-                    else np.ascontiguousarray(kinds, dtype=np.int8))
-        cols["kind"] = pa.DictionaryArray.from_arrays(pa.array(kind_idx, pa.int8()), self._kinds)
-        col = split(rows, _SPLIT)  # one pass over the rows, a new array per column
-        cg = self._cgroup_columns(col["cgroup_id"])
-        for name in _COLUMNS:
-            if name in cg:
-                cols[name] = cg[name]
-            elif name == "state":
-                st = col["state"].view(np.int8)
-                st -= 1
-                cols[name] = pa.DictionaryArray.from_arrays(pa.array(st, pa.int8()), _state_dictionary())
-            elif name in _ADDR_FIELDS:
-                cols[name] = self._addresses(name, col)
-            elif name == "process":
-                cols[name] = self._process(proc_codes, proc_names or [], n)
-            else:
-                cols[name] = pa.array(col[name])
-        cols["capture_ns"] = pa.array(np.repeat(capture_ns, counts), pa.int64())
-        cols["monotonic_ns"] = pa.array(np.zeros(n, np.int64) if monotonic is None
-                                        else np.repeat(monotonic, counts), pa.int64())
-        zero = pa.array(np.zeros(n, np.int32), pa.int32())
-        cols["host"] = pa.DictionaryArray.from_arrays(zero, self._host)
-        cols["boot_id"] = pa.DictionaryArray.from_arrays(zero, self._boot)
-        if self._tcp_info:
-            info, sampled = tcp_info if tcp_info is not None else (
-                np.zeros(n, TCP_INFO_DTYPE), np.zeros(n, bool))
-            cols.update(tcp_info_columns(info, sampled, self._cong))
-        return pa.RecordBatch.from_arrays([cols[f.name] for f in self.schema], schema=self.schema)
+        return wrap_parts(self.schema, self.parts(rows, counts, timestamps, seqs, capture_ns, proc_codes,
+                                                  proc_names, monotonic, kinds, tcp_info))

@@ -22,8 +22,10 @@ __all__ = ["Batch", "BatchPool", "STOP"]
 
 log = logging.getLogger("tcpsnap.recorder")
 
-#: Idle batches a pool keeps for reuse; more are freed as they come back.
-KEEP_IDLE = 4
+#: Idle batches a pool keeps for reuse; more are freed as they come back (a burst -- the
+#: writer slow for a moment, as at start-up while paged-out code faults back in -- would
+#: otherwise leave its batches resident for good: 1.6 MiB each at 1k connections).
+KEEP_IDLE = 2
 #: Bytes of batches a pool makes at most (besides ``count``): a large table's batches are
 #: large, and a writer that falls behind then makes capture wait instead of memory grow.
 POOL_BYTES = 32 << 20
@@ -132,6 +134,11 @@ class BatchPool:
         self._cv = threading.Condition()
         self._failed = failed
         self.waits = 0
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows a batch of this pool holds (one grows past it for a bigger snapshot)."""
+        return self._shape[0]
 
     def get(self) -> Batch:
         with self._cv:

@@ -47,30 +47,27 @@ def build_schema(metadata: dict[str, str] | None = None, tcp_info: bool = False)
 class ChangesEncoder:
     """``BatchEncoder`` for changes recordings: the full-mode columns (with per-row
     timestamps: a destroy report carries its own), ``event`` and ``seen_in_snapshot``;
-    the internals columns too where ``schema`` has them."""
+    the internals columns too where ``schema`` has them. ``parts`` gives one
+    ``tcpsnap._arrow.Part`` per column (what the writer copies into its row group),
+    ``encode`` a record batch."""
 
     def __init__(self, schema, host: str = "", boot_id: str = "") -> None:
         import pyarrow as pa
 
-        from .._arrow import TIMESTAMP, BatchEncoder
+        from .._arrow import BatchEncoder
         from .._arrow import build_schema as full_schema
 
         self.schema = schema
         self.tcp_info = "tcp_info_len" in schema.names
         self._base = BatchEncoder(full_schema(tcp_info=self.tcp_info), host, boot_id)
-        self._ts_type = TIMESTAMP
         self._events = pa.array(EVENTS, pa.string())
 
     def reset(self) -> None:
         self._base.reset()
 
-    def encode(self, rows, counts, timestamps, seqs, capture_ns, proc_codes=None, proc_names=None,
-               events=None, seen=None, row_ts=None, info=None, monotonic=None, tcp_info=None):
-        """As ``BatchEncoder.encode``, plus the per-row ``events``, ``seen`` and
-        ``row_ts``; the rows' internals as ``info`` (``TCP_INFO_DTYPE``, the tracker's: a
-        row without any has ``tcp_info_len`` 0) or ``tcp_info`` (``(info, sampled)``)."""
-        import pyarrow as pa
-
+    def parts(self, rows, counts, timestamps, seqs, capture_ns, proc_codes=None, proc_names=None,
+              events=None, seen=None, row_ts=None, info=None, monotonic=None, tcp_info=None) -> dict:
+        """As ``encode``, one ``Part`` per column (new arrays, not views of the arguments)."""
         from .._arrow import KIND_PARTIAL, KIND_SNAPSHOT
 
         ev = np.asarray(events)
@@ -87,14 +84,22 @@ class ChangesEncoder:
             # tcp_info_len says "not sampled" (null), so the rebuild nulls that snapshot's
             # internals as full mode does (reading.changes)
             tcp_info = (tcp_info[0], np.asarray(tcp_info[1], bool) | (kinds != KIND_SNAPSHOT))
-        rb = self._base.encode(rows, counts, timestamps, seqs, capture_ns, proc_codes, proc_names,
-                               monotonic=monotonic, kinds=kinds, tcp_info=tcp_info)
-        cols = rb.columns
-        cols[0] = pa.array(np.ascontiguousarray(row_ts), self._ts_type)
-        ev = pa.DictionaryArray.from_arrays(pa.array(np.ascontiguousarray(events).view(np.int8), pa.int8()),
-                                            self._events)
-        cols = cols[:2] + [ev] + cols[2:] + [pa.array(np.ascontiguousarray(seen), pa.bool_())]
-        return pa.RecordBatch.from_arrays(cols, schema=self.schema)
+        parts = self._base.parts(rows, counts, timestamps, seqs, capture_ns, proc_codes, proc_names,
+                                 monotonic=monotonic, kinds=kinds, tcp_info=tcp_info)
+        parts["timestamp"] = np.array(row_ts, np.int64), None, None
+        parts["event"] = np.array(events, np.uint8).view(np.int8), None, self._events
+        parts["seen_in_snapshot"] = np.array(seen, bool), None, None
+        return parts
+
+    def encode(self, rows, counts, timestamps, seqs, capture_ns, proc_codes=None, proc_names=None,
+               events=None, seen=None, row_ts=None, info=None, monotonic=None, tcp_info=None):
+        """As ``BatchEncoder.encode``, plus the per-row ``events``, ``seen`` and
+        ``row_ts``; the rows' internals as ``info`` (``TCP_INFO_DTYPE``, the tracker's: a
+        row without any has ``tcp_info_len`` 0) or ``tcp_info`` (``(info, sampled)``)."""
+        from .._arrow import wrap_parts
+
+        return wrap_parts(self.schema, self.parts(rows, counts, timestamps, seqs, capture_ns, proc_codes,
+                                                  proc_names, events, seen, row_ts, info, monotonic, tcp_info))
 
 
 # ---------------------------------------------------------------- capture side

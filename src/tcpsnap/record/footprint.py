@@ -13,11 +13,14 @@ Where a recorder's memory goes (``benchmarks/bench_footprint.py`` measures it; R
   dictionary-encodes in C);
 * the batch pool (``batch.BatchPool``): batches are made when first needed and reused
   most-recently-returned first, so only as many as capture and writer really have in
-  flight are ever touched (``batch_rows`` x 100 bytes each);
-* the writer's rows not yet in a row group (Arrow, about 110 bytes a row) and, when a
-  row group is written, the same rows once more while Parquet encodes them. A row
-  group therefore holds at most ``ROW_GROUP_CAP`` rows (whatever ``row_group_rows``
-  asks), fewer under a memory limit.
+  flight are ever touched (``batch_rows`` x 100 bytes each); the writer gives a batch
+  back as soon as its rows are copied, and the pool keeps 2 idle ones;
+* the row group being formed (``rowgroup.RowGroupStore``): one array per column,
+  allocated once and reused, resident only where written (a column that stays 0 or
+  null never is; per-snapshot values are kept per snapshot): about 90-100 bytes a row
+  of a full recording; Parquet encodes it a few columns at a time (about 3 MiB more).
+  A row group therefore holds at most ``ROW_GROUP_CAP`` rows (whatever
+  ``row_group_rows`` asks) and a batch, fewer under a memory limit.
 
 ``MemoryGuard`` applies a limit: ``--max-rss SIZE`` (``Recorder(max_rss=...)``) or else
 the cgroup's ``memory.max`` (systemd's ``MemoryMax=``). It sizes the row groups and the
@@ -42,7 +45,7 @@ __all__ = ["ROW_GROUP_CAP", "MIN_ROW_GROUP", "MemoryGuard", "keep_pandas_out", "
 log = logging.getLogger("tcpsnap.recorder")
 
 #: Rows a row group holds at most, whatever ``row_group_rows`` asks: the writer holds
-#: them (Arrow, read back from the journal) while Parquet encodes them: ~15 MiB;
+#: them (``rowgroup.RowGroupStore``) while Parquet encodes them: ~12 MiB at 1k connections;
 #: each row group of the file in progress also keeps its metadata in memory until the
 #: file is finished (~27 KB as Python objects), so smaller groups cost that instead.
 ROW_GROUP_CAP = 1 << 17
@@ -318,7 +321,8 @@ class MemoryGuard:
             return rg, buffers
         self.base = rss_bytes()
         room = int(self.limit * HIGH) - self.base
-        # the writer holds a row group twice; the pool's buffers are 84 bytes a row
+        # the writer's row group and Parquet's encoding of it (3 x 128 bytes a row: more
+        # than measured, ~100 + ~25, kept as the margin); the pool's buffers are 84 bytes a row
         fit = max(MIN_ROW_GROUP, room // (3 * ARROW_ROW_BYTES)) if room > 0 else MIN_ROW_GROUP
         rg = max(MIN_ROW_GROUP, min(rg, 1 << (fit.bit_length() - 1)))
         pool_room = max(0, room - 3 * ARROW_ROW_BYTES * rg)

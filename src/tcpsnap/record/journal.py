@@ -47,23 +47,22 @@ class _Collect(io.RawIOBase):
     """The IPC writer's sink: keeps what each write_batch produced, for one frame."""
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.buf = bytearray()  # one copy of what was written (not pieces, then a join)
         self.n = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, b) -> int:
-        self.parts.append(bytes(b))
+        self.buf += b
         self.n += len(b)
         return len(b)
 
     def tell(self) -> int:
         return self.n
 
-    def take(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
+    def take(self) -> bytearray:
+        out, self.buf = self.buf, bytearray()
         return out
 
 

@@ -218,7 +218,7 @@ class ParquetAppender:
         self.rglog = rglog_path(self.final)
         self.schema = schema
         self.fsync = fsync
-        self._kw = writer_kwargs(compression, compression_level, row_group_rows, schema, compat)
+        self.kw = writer_kwargs(compression, compression_level, row_group_rows, schema, compat)  # writer options
         # the file's row groups, thrift-encoded (as the footer will hold them; decoded,
         # each one's metadata is ~60 KiB of Python objects), and each one's rows and seq
         # range (min, max) or None
@@ -250,17 +250,13 @@ class ParquetAppender:
             self.close_files()
             raise
 
-    @property
-    def bytes_written(self) -> int:
-        return self._pos
+    bytes_written = property(lambda self: self._pos)
 
-    @property
-    def row_groups(self) -> int:
-        return len(self._rgs)
+    row_groups = property(lambda self: len(self._rgs))
 
     def _header(self) -> dict:
         sink = pa.BufferOutputStream()
-        w = pq.ParquetWriter(sink, self.schema, **self._kw)
+        w = pq.ParquetWriter(sink, self.schema, **self.kw)
         w.close()
         _, footer = split_parquet(sink.getvalue())
         meta = th.decode_struct(footer)
@@ -289,14 +285,17 @@ class ParquetAppender:
         if table.num_rows == 0:
             return
         sink = pa.BufferOutputStream()
-        w = pq.ParquetWriter(sink, self.schema, **self._kw)
+        w = pq.ParquetWriter(sink, self.schema, **self.kw)
         try:
             w.write_table(table, row_group_size=table.num_rows)
         finally:
             w.close()
         data, footer = split_parquet(sink.getvalue())
-        meta = th.decode_struct(footer)
-        rgs = meta[_FMD_ROW_GROUPS][1][1]
+        self.append_encoded(data, th.decode_struct(footer)[_FMD_ROW_GROUPS][1][1])
+
+    def append_encoded(self, data: bytes | bytearray | memoryview, rgs: list[dict]) -> None:
+        """Append encoded row groups: their data bytes and RowGroup structs (offsets as if
+        ``data`` followed a file's leading magic), durable once this returns."""
         delta = self._pos - len(MAGIC)
         for i, rg in enumerate(rgs):
             shift_row_group(rg, delta, len(self._rgs) + i)

@@ -1,9 +1,11 @@
 """The writer thread: everything about files (m-lab/tcp-info calls it the saver).
 
-It takes :class:`~tcpsnap.record.batch.Batch` es off a queue, encodes them to Arrow and
-keeps them in memory until the flush deadline makes them durable: as a Parquet row
-group when enough rows wait, else appended to the file's journal, which becomes the next
-row group once it holds enough. It starts a new file when a batch's file key changes
+It takes :class:`~tcpsnap.record.batch.Batch` es off a queue and copies their columns into
+the row group being formed (:class:`~tcpsnap.record.rowgroup.RowGroupStore`, one
+preallocated array per column), where they wait for the flush deadline to make them
+durable: as a Parquet row group when enough rows wait, else appended to the file's
+journal; the row group is written from the same arrays once it holds enough rows (the
+journal, which then holds its rows too, is only read by recovery). It starts a new file when a batch's file key changes
 (rotation) and finishes the last one at the end. :class:`Rules` is the one place the
 flush and rotation rules live; the capture thread asks it when to hand a batch off.
 """
@@ -28,6 +30,7 @@ from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
 from .footprint import heap_trimmer
 from .protocols import Clock
+from .rowgroup import RowGroupStore, encode_row_group
 from .safedir import SafeDir
 
 __all__ = ["Rules", "Writer", "wrap_error"]
@@ -35,6 +38,10 @@ __all__ = ["Rules", "Writer", "wrap_error"]
 log = logging.getLogger("tcpsnap.recorder")
 
 _DAY_NS = 86_400_000_000_000
+#: Rows a journal frame holds at most (unless one snapshot holds more): encoding a frame
+#: holds its Arrow IPC bytes (~120 bytes a row) and their compressed copy, so a flush of
+#: 100k rows at once (1k connections every 10 ms, a 1-s flush) raised the peak by ~20 MiB.
+JOURNAL_FRAME_ROWS = 1 << 13
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,17 @@ class Writer:
         self._bytes_done = 0
         self._app: Any = None  # parquet.ParquetAppender of the file in progress
         self._journal: Any = None  # journal.Journal of its next row group
-        self._pending: list = []  # encoded record batches, not yet durable
+        # the row group being formed: its first _journaled rows are in the journal, the
+        # others (up to _pending_seq) not yet durable
+        # one value per snapshot: the snapshot's clocks and seq (changes mode: each event has
+        # its own timestamp)
+        per_snapshot = ("seq", "capture_ns", "monotonic_ns") + (() if "event" in schema.names else ("timestamp",))
+        self._store_rows = rules.row_group_rows + pool.batch_rows  # what the store is sized for
+        self._store = RowGroupStore(schema, self._store_rows, per_snapshot)
+        self._journaled = 0
         self._pending_seq = -1  # the last seq they hold
         #: the last seq on disk (journal frame or row group): what a crash now keeps
         self.durable_seq: int | None = None
-        self._pending_rows = 0
         self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
         self._file_key: tuple[int, int] | None = None
         self._file_meta: dict[str, int] = {}
@@ -203,7 +216,14 @@ class Writer:
             try:
                 if self.error is None:
                     if item is not None:
-                        self._write(item)
+                        b, item = item, None
+                        try:
+                            self._write(b)
+                        finally:
+                            # its rows are copied (or it failed): capture may reuse it now,
+                            # also while the row group it may fill is written
+                            self._pool.put(b)
+                        self._after_write()
                     if self._oldest is not None and mono() >= self.rules.deadline(self._oldest):
                         self._make_durable()
             except BaseException as e:  # noqa: BLE001 - reported by run()/close()
@@ -231,55 +251,58 @@ class Writer:
 
     # ------------------------------------------------------------ batches to disk
 
+    @property
+    def _pending_rows(self) -> int:
+        """Rows of the row group not yet durable (neither in the journal nor on disk)."""
+        return self._store.rows - self._journaled
+
     def _write(self, b: Batch) -> None:
-        """Encode a batch; its rows wait in memory for the flush deadline, or become a
-        row group at once when enough rows wait (no journal write at high rates)."""
+        """Copy a batch's columns into the row group being formed, where its rows wait
+        for the flush deadline (``_after_write`` makes them a row group at once when
+        enough rows wait: no journal write at high rates)."""
         if self._app is None or b.file_key != self._file_key:
             self._finish_file(clean=True)
             self._open_file(b)
         s, n = b.s, b.n
+        info = (None if b.info is None or b.sampled is None
+                else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
         if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
             # left out: record.capture.Carry) are kind "snapshot"
             kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
-            info = (None if b.info is None or b.sampled is None
-                    else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
-            rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                                  b.proc[:n] if b.has_proc else None, b.names,
-                                  monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
+            parts = self._enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                                    b.proc[:n] if b.has_proc else None, b.names,
+                                    monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
         else:
-            info = (None if b.info is None or b.sampled is None
-                    else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
-            rb = self._enc.encode(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                                  b.proc[:n] if b.has_proc else None, b.names,
-                                  # copies: Arrow would wrap these arrays without copying,
-                                  # and the batch is reused once this returns
-                                  *[a[:n].copy() for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
+            parts = self._enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                                    b.proc[:n] if b.has_proc else None, b.names,
+                                    *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
         if n:
-            self._pending.append(rb)
+            self._store.append(parts, n, b.counts[:s], b.seq[:s])  # copies: the batch is reused after
             self._pending_seq = int(b.seq[s - 1])
-            self._pending_rows += n
             if self._oldest is None:
                 self._oldest = b.t_first
+        del parts
         fm = self._file_meta
         fm["snapshots"] += s
         fm["last_seq"] = int(b.seq[s - 1])
         fm["overruns"] += b.overruns
-        rows = self._pending_rows + self._journal_rows()
+
+    def _after_write(self) -> None:
+        """After a batch: a row group when enough rows wait, or near a memory limit, the
+        rows made durable now."""
+        rows = self._store.rows
         g = self._guard
         if self.rules.row_group_full(rows) or (g is not None and rows >= g.row_group_rows):
             self._commit_row_group()
         elif g is not None and g.check():
-            # near the memory limit: fewer buffers, and the rows held in Arrow go to the
-            # journal (or a row group) now
+            # near the memory limit: fewer buffers, and the rows go to the journal (or a
+            # row group) now
             self._pool.shrink(self._pool.count // 2)
-            if self._pending:
+            if self._pending_rows:
                 self._make_durable()
 
-    def _journal_rows(self) -> int:
-        return self._journal.rows if self._journal is not None else 0
-
     def _make_durable(self) -> None:
-        if self.rules.row_group_on_flush(self._pending_rows + self._journal_rows()):
+        if self.rules.row_group_on_flush(self._store.rows):
             self._commit_row_group()
             return
         from .journal import Journal
@@ -289,12 +312,10 @@ class Writer:
             app = self._app
             self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
                                     self.options.fsync, folder=self._part)
-        for rb in self._pending:
-            self._journal.append(rb)
-        if self._pending:
-            self.durable_seq = self._pending_seq
-        self._pending.clear()
-        self._pending_rows = 0
+        for a, b, seq in self._store.spans(self._journaled, JOURNAL_FRAME_ROWS):
+            self._journal.append(self._store.batch(a, b))
+            self._journaled = b
+            self.durable_seq = seq
         self._oldest = None
 
     def _open_file(self, b: Batch) -> None:
@@ -320,30 +341,31 @@ class Writer:
         log.info("recording to %s", final)
 
     def _commit_row_group(self) -> None:
-        """The journal's rows and the pending ones -> one row group."""
-        from .journal import read_journal, unify_table
-
+        """The rows of the row group being formed (the journal's and the pending ones) ->
+        one row group, written from the store's arrays; then the journal goes."""
         j = self._journal
-        batches: list = []
         if j is not None:
             j.close()
-            if j.rows:
-                _, batches, complete = read_journal(j.path, self._part)
-                if not complete or sum(x.num_rows for x in batches) != j.rows:
-                    raise RecorderError(f"journal {j.path} did not read back")
-        batches += self._pending
-        if batches:
-            table = unify_table(self.schema, batches)
-            del batches
-            self._app.write_row_group(table)
-            del table
-            if self._pending:
+        st = self._store
+        if st.rows:
+            # its columns encoded a table at a time: the per-snapshot ones are made rows
+            # one after the other, not all four beside the rest (~4 MiB at 128Ki rows)
+            data, rg = encode_row_group(self._app.kw, self.schema.names, st.tables())
+            self._app.append_encoded(data, [rg])
+            del data
+            if self._pending_rows:
                 self.durable_seq = self._pending_seq
         if j is not None and self._part is not None:
             self._part.unlink(j.path.name)
         self._journal = None
-        self._pending.clear()
-        self._pending_rows = 0
+        g = self._guard
+        if g is not None and g.row_group_rows + self._pool.batch_rows < self._store_rows:
+            # a memory limit made row groups smaller: so is the store, from now on
+            self._store_rows = g.row_group_rows + self._pool.batch_rows
+            st.reset(self._store_rows)
+        else:
+            st.reset()
+        self._journaled = 0
         self._oldest = None
         self._enc.reset()
         if self._trim is not None:

@@ -1,0 +1,293 @@
+"""The row group being formed: one preallocated array per column, reused row group after row group.
+
+The writer copies each batch's columns (``tcpsnap._arrow.Part``: values, null mask,
+dictionary) into place here, and wraps slices of these arrays as Arrow without copying:
+the rows not yet durable for a journal append, all of them for the row group. Before,
+every batch became Arrow arrays of its own, kept in a list and, for the row group, read
+back from the journal: a row group of per-batch allocations freed in pieces, held twice
+while it was assembled (benchmarks/RESULTS.md, "The writer's memory and small batches").
+Here the memory a row group needs is allocated once, resident where written, and reused.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._arrow import Part, wrap_part
+from . import thrift as th
+from .parquet import shift_row_group, split_parquet
+
+__all__ = ["RowGroupStore", "encode_row_group"]
+
+# FileMetaData.row_groups, RowGroup.columns / total_byte_size / total_compressed_size (parquet.thrift)
+_ROW_GROUPS, _COLUMNS, _TOTAL_BYTES, _TOTAL_COMPRESSED = 4, 1, 2, 6
+
+
+def _values_dtype(typ: pa.DataType) -> np.dtype:
+    # what a column's Part values are: a dictionary's codes, a boolean's bytes, int64 times
+    if pa.types.is_dictionary(typ):
+        typ = typ.index_type
+    if pa.types.is_boolean(typ):
+        return np.dtype(bool)
+    if pa.types.is_timestamp(typ):
+        return np.dtype(np.int64)
+    return np.dtype(typ.to_pandas_dtype())
+
+
+def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    """``n`` zeros of ``dtype`` on fresh pages: an anonymous mapping of its own (the kernel's
+    zero page until written), not the C heap, whose calloc may hand back (and clear) pages
+    freed earlier, whatever the mmap threshold."""
+    nbytes = n * dtype.itemsize
+    if nbytes < 1 << 16:
+        return np.zeros(n, dtype)
+    # private: a shared anonymous mapping (mmap's default) is shmem, charged as RssShmem
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype, count=n)
+
+
+class RowGroupStore:
+    """The rows of one row group, column by column (``schema``'s), ``rows`` of them so far.
+
+    ``capacity`` rows are allocated at once, as zeros (anonymous mappings: fresh pages that
+    become resident only when written), and reused for the next row group; a batch that
+    does not fit grows every column to what it needs (a row group ends after the batch
+    that fills it, so it holds up to a batch more than the writer's row-group size).
+    ``append`` copies a batch's parts in; ``batch(start, stop)`` is a record batch of those
+    rows that *shares* this memory: use it before the next ``append`` or ``reset``. A
+    column's dictionary is the latest batch's (a column's codes stay valid as its
+    dictionary grows: ``BatchEncoder``).
+
+    Rows of 0 are not written where the column still holds 0 there (never written since
+    it was allocated): a column that is always 0 or always null (host and boot codes,
+    scope ids, container and pod columns on a host without containers) never becomes
+    resident, whatever its type. A column's validity (False: null) is allocated the first
+    time one of its rows is null, by the same rule.
+    """
+
+    def __init__(self, schema: pa.Schema, capacity: int, per_snapshot: tuple[str, ...] = ()) -> None:
+        self.schema = schema
+        self.rows = 0
+        self.capacity = 0
+        # columns with one value per snapshot (``per_snapshot``): kept per snapshot, made
+        # rows only when wrapped (``batch``), one at a time for the row group (``tables``)
+        self._snap = [f.name in per_snapshot for f in schema]
+        self._svals: list[np.ndarray] = [np.zeros(64, _values_dtype(f.type)) for f in schema]
+        self._ends = np.zeros(64, np.int64)  # each snapshot's end row
+        self.snapshots = 0
+        self._types = [f.type for f in schema]
+        self._dtypes = [_values_dtype(t) for t in self._types]
+        k = len(schema)
+        self._values: list[np.ndarray] = [np.zeros(0, dt) for dt in self._dtypes]
+        self._valid: list[np.ndarray | None] = [None] * k
+        # rows [0, dirty) of a column's values (validity) may hold other than 0 (False)
+        self._dirty = [0] * k
+        self._vdirty = [0] * k
+        self._dict: list[pa.Array | None] = [None] * k
+        self._marks: list[tuple[int, int]] = []  # (end row, seq) of each snapshot appended
+        self._reserve(max(1, int(capacity)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated for the columns (resident only where written)."""
+        return sum(v.nbytes for v in self._values) + sum(m.nbytes for m in self._valid if m is not None)
+
+    def _reserve(self, capacity: int) -> None:
+        r = self.rows
+        for i, old in enumerate(self._values):
+            new = _zeros(capacity, self._dtypes[i])
+            new[:r] = old[:r]
+            self._values[i] = new
+            self._dirty[i] = r
+            m = self._valid[i]
+            if m is not None:
+                grown = _zeros(capacity, np.dtype(bool))
+                grown[:r] = m[:r]
+                self._valid[i] = grown
+                self._vdirty[i] = r
+        self.capacity = capacity
+
+    @staticmethod
+    def _put(dst: np.ndarray, r: int, end: int, src: np.ndarray | None, dirty: int) -> int:
+        # write src (an array, or None: all True) into dst[r:end] unless it is all 0 and
+        # dst holds 0 there already; the new dirty mark
+        if src is None:
+            dst[r:end] = True
+            return max(dirty, end)
+        if src.any():
+            dst[r:end] = src
+            return max(dirty, end)
+        if r < dirty:
+            dst[r:min(end, dirty)] = 0
+        return dirty
+
+    def append(self, parts: Mapping[str, Part], n: int, counts: np.ndarray | None = None,
+               seqs: np.ndarray | None = None) -> None:
+        """Copy one batch of ``n`` rows (a ``Part`` per column of the schema) after the
+        rows held; ``counts`` and ``seqs``: its snapshots' rows and seq (for ``spans``;
+        default: one snapshot, seq -1). KeyError for a missing column, ValueError for a
+        part of another length."""
+        r = self.rows
+        if r + n > self.capacity:
+            self._reserve(max(r + n, self.capacity + self.capacity // 2))
+        end = r + n
+        for i, f in enumerate(self.schema):
+            values, null, dictionary = parts[f.name]
+            if len(values) != n:
+                raise ValueError(f"column {f.name!r}: {len(values)} values for {n} rows")
+            if self._snap[i]:
+                self._put_snapshots(i, values, counts, n)
+                continue
+            self._dirty[i] = self._put(self._values[i], r, end, values, self._dirty[i])
+            m = self._valid[i]
+            if null is not None and m is None and null.any():
+                m = self._valid[i] = _zeros(self.capacity, np.dtype(bool))
+                if r:
+                    m[:r] = True  # the rows before were all valid
+                self._vdirty[i] = r
+            if m is not None:
+                self._vdirty[i] = self._put(m, r, end, None if null is None else ~null, self._vdirty[i])
+            if dictionary is not None:
+                self._dict[i] = dictionary
+        self.rows = end
+        ends = r + np.cumsum(counts) if counts is not None else np.array([end], np.int64)
+        k = self.snapshots
+        if k + len(ends) > len(self._ends):
+            self._ends = np.concatenate([self._ends, np.zeros(max(len(ends), len(self._ends)), np.int64)])
+        self._ends[k:k + len(ends)] = ends
+        self.snapshots = k + len(ends)
+        self._marks.extend(zip(ends.tolist(), (np.asarray(seqs).tolist() if seqs is not None
+                                               else [-1] * len(ends)), strict=True))
+
+    def _put_snapshots(self, i: int, values: np.ndarray, counts: np.ndarray | None, n: int) -> None:
+        # a per-snapshot column: the value of each snapshot's first row (an empty
+        # snapshot's is any: it has no row to show it)
+        first = (np.cumsum(counts) - counts) if counts is not None else np.zeros(1, np.int64)
+        v = values[np.minimum(first, n - 1)]
+        k = self.snapshots
+        sv = self._svals[i]
+        if k + len(v) > len(sv):
+            sv = self._svals[i] = np.concatenate([sv, np.zeros(max(len(v), len(sv)), sv.dtype)])
+        sv[k:k + len(v)] = v
+
+    def _rows_of(self, i: int, start: int, stop: int) -> np.ndarray:
+        # a per-snapshot column's values for rows start:stop
+        ends = self._ends[:self.snapshots]
+        a = int(np.searchsorted(ends, start, side="right"))
+        b = int(np.searchsorted(ends, stop, side="left"))
+        hi = np.minimum(ends[a:b + 1], stop)
+        lo = np.maximum(np.concatenate([ends[a - 1:a] if a else np.zeros(1, np.int64), ends[a:b]]), start)
+        return np.repeat(self._svals[i][a:b + 1], np.maximum(hi - lo, 0))
+
+    def spans(self, start: int, rows: int) -> list[tuple[int, int, int]]:
+        """``(start, stop, last seq)`` of consecutive groups of whole snapshots from row
+        ``start`` (a snapshot's end) to the end, each of at most ``rows`` rows unless one
+        snapshot alone holds more: a journal frame each (a frame is kept or lost whole, so
+        it must hold whole snapshots), so that encoding one holds little memory."""
+        out: list[tuple[int, int, int]] = []
+        a = start
+        prev = (start, -1)
+        for end, seq in self._marks:
+            if end <= start:
+                continue
+            if end - a > rows and prev[0] > a:
+                out.append((a, prev[0], prev[1]))
+                a = prev[0]
+            prev = (end, seq)
+        if prev[0] > a:
+            out.append((a, prev[0], prev[1]))
+        return out
+
+    def batch(self, start: int = 0, stop: int | None = None) -> pa.RecordBatch:
+        """Rows ``start:stop`` (default: all held) as a record batch of the schema, sharing
+        this store's memory (boolean columns and validities are packed into new bitmaps)."""
+        stop = self.rows if stop is None else stop
+        arrays = [self._array(i, start, stop) for i in range(len(self._types))]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _array(self, i: int, start: int, stop: int) -> pa.Array:
+        if self._snap[i]:
+            return wrap_part(self._types[i], self._rows_of(i, start, stop), None, self._dict[i])
+        m = self._valid[i]
+        return wrap_part(self._types[i], self._values[i][start:stop], None, self._dict[i],
+                         valid=None if m is None else m[start:stop])
+
+    def tables(self) -> Iterator[pa.Table]:
+        """All rows held, as tables that hold the schema's columns between them: the
+        columns kept per row (sharing this memory), then each per-snapshot column alone,
+        made rows as it is asked for (``encode_row_group`` encodes one at a time)."""
+        rows = [i for i, snap in enumerate(self._snap) if not snap]
+        yield pa.Table.from_arrays([self._array(i, 0, self.rows) for i in rows],
+                                   schema=pa.schema([self.schema.field(i) for i in rows]))
+        for i, snap in enumerate(self._snap):
+            if snap:
+                yield pa.Table.from_arrays([self._array(i, 0, self.rows)],
+                                           schema=pa.schema([self.schema.field(i)]))
+
+    def reset(self, capacity: int | None = None) -> None:
+        """Empty, for the next row group (its dictionaries start afresh too). With
+        ``capacity`` smaller than now (a memory limit), the columns are made that small."""
+        self.rows = 0
+        self.snapshots = 0
+        self._marks.clear()
+        self._dict = [None] * len(self.schema)
+        if capacity is not None and capacity < self.capacity:
+            self._values = [np.zeros(0, dt) for dt in self._dtypes]
+            self._valid = [None] * len(self.schema)
+            self._reserve(max(1, int(capacity)))
+
+
+def _sub_kwargs(kw: dict, names: list[str]) -> dict:
+    # the file's Parquet writer options for a table of some of its columns
+    out = dict(kw)
+    for key in ("use_dictionary", "write_statistics"):
+        if isinstance(kw.get(key), list):
+            out[key] = [c for c in kw[key] if c in names]
+    if "column_encoding" in kw:
+        enc = {c: e for c, e in kw["column_encoding"].items() if c in names}
+        if enc:
+            out["column_encoding"] = enc
+        else:
+            del out["column_encoding"]
+    return out
+
+
+def encode_row_group(kw: dict, names: list[str], tables: Iterable[pa.Table]) -> tuple[bytearray, dict]:
+    """One Parquet row group from ``tables`` that hold its columns between them (each one
+    encoded on its own, so that only one table's Arrow data need exist at a time), with
+    the Parquet writer options ``kw`` of the whole schema (``parquet.writer_kwargs``):
+    ``(data, row group)``, the row group's offsets as if ``data`` followed the file's
+    leading magic (``ParquetAppender.append_encoded`` moves them). Its columns are listed
+    in ``names``' order, whatever the order of their bytes."""
+    data = bytearray()
+    chunks: dict[str, dict] = {}
+    merged: dict | None = None
+    total = compressed = 0
+    for t in tables:
+        sink = pa.BufferOutputStream()
+        w = pq.ParquetWriter(sink, t.schema, **_sub_kwargs(kw, t.schema.names))
+        try:
+            w.write_table(t, row_group_size=max(t.num_rows, 1))
+        finally:
+            w.close()
+        body, footer = split_parquet(sink.getvalue())
+        (rg,) = th.decode_struct(footer)[_ROW_GROUPS][1][1]
+        shift_row_group(rg, len(data), 0)
+        data += body
+        del body, sink
+        chunks.update(zip(t.schema.names, rg[_COLUMNS][1][1], strict=True))
+        total += rg[_TOTAL_BYTES][1]
+        compressed += rg.get(_TOTAL_COMPRESSED, (th.T_I64, 0))[1]
+        if merged is None:
+            merged = rg
+    if merged is None or set(chunks) != set(names):
+        raise ValueError(f"columns {sorted(set(names) - set(chunks))} missing from the row group")
+    merged[_COLUMNS] = (th.T_LIST, (th.T_STRUCT, [chunks[n] for n in names]))
+    merged[_TOTAL_BYTES] = (th.T_I64, total)
+    if _TOTAL_COMPRESSED in merged:
+        merged[_TOTAL_COMPRESSED] = (th.T_I64, compressed)
+    return data, merged
