@@ -27,6 +27,7 @@ log = logging.getLogger("tcpsnap.changes")
 
 _TIME_WAIT = int(TcpState.TIME_WAIT)
 _FIN_WAIT2 = int(TcpState.FIN_WAIT2)
+_CLOSED = int(TcpState.CLOSED)
 
 
 # ---------------------------------------------------------------- schema and encoding
@@ -321,8 +322,7 @@ class ChangeTracker:
         none taken, every row's counters are as before), and the extra tuple ends with
         the event rows' tcp_info."""
         feed = self.feed
-        if feed is not None:
-            feed.drain()
+        if feed is not None and feed.drain():       # reports held (also read while asleep)
             self._take_reports()
         kf = (self._last_kf is None or file_key != self._key
               or mono_ns - self._last_kf >= self.keyframe_ns)
@@ -356,20 +356,24 @@ class ChangeTracker:
             self._last_kf = mono_ns
             self._key = file_key
             self.keyframes += 1
-        closed_ts = np.full(len(closed), wall_ns, np.int64)
-        closed_dts = np.zeros(len(closed), bool)
+        ne, nc = len(ev_idx), len(closed)
+        if not (ne or nc or len(self._pend_rows)):
+            # nothing opened, changed or closed, no report waiting: only the marker
+            return self._marker(len(rows), kf, wall_ns, names)
+        closed_ts = np.full(nc, wall_ns, np.int64)
+        closed_dts = np.zeros(nc, bool)
         if feed is not None:
             opened = np.arange(len(rows)) if first else ev_idx[ev_code == EV_OPENED]
             st = rows["state"][opened]
             opened = opened[(st == _TIME_WAIT) | (st == _FIN_WAIT2)]
             minis = dict(zip(id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
             if self.tcp_info and closed_info is None:
-                closed_info = np.zeros(len(closed), self._info_dtype)
+                closed_info = np.zeros(nc, self._info_dtype)
             ur, ut, ui = place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis,
                                           closed_info)
         else:
             ur, ut, ui = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64), None
-        ne, nc, nu = len(ev_idx), len(closed), len(ur)
+        nu = len(ur)
         n = 1 + nc + nu + ne
         out = np.zeros(n, ROW_DTYPE)
         out[0]["inode"] = len(rows)              # the marker: family 0, the table's size,
@@ -418,6 +422,22 @@ class ChangeTracker:
             m = g >= 0
             codes[m] = np.searchsorted(used, g[m]).astype(np.int32)
         return out, (lambda _pids: (codes, local)), extra
+
+
+    def _marker(self, n: int, kf: bool, wall_ns: int, names):
+        """``step``'s result for a snapshot with no event: its marker row alone (what the
+        general case gives then, without its arrays of events)."""
+        out = np.zeros(1, ROW_DTYPE)
+        out["inode"] = n
+        out["state"] = _CLOSED
+        extra: tuple = (np.array([EV_KEYFRAME if kf else EV_SNAPSHOT], np.uint8), np.ones(1, bool),
+                        np.array([wall_ns], np.int64))
+        if self.tcp_info:
+            extra = (*extra, np.zeros(1, self._info_dtype))
+        if names is None:
+            return out, None, extra
+        codes = np.full(1, -1, np.int32)
+        return out, (lambda _pids: (codes, [])), extra
 
 
 def carry_info(differ, rows: np.ndarray, info, dtype):
