@@ -277,9 +277,9 @@ cdef class Differ:
     cdef object _pinfo, _oldinfo # tcp_info rows of _prev / _old (None: none given)
     cdef object _mask            # uint8 per tcp_info byte: 1 = a change counts
     cdef readonly object closed_info   # the last diff's closed rows' tcp_info, or None
-    # the last diff was made in place (diff_in_place): rollback() puts back the n_undo rows
-    # _old / _oldproc hold at the positions _undo_idx holds
-    cdef bint in_place
+    # after a diff in place, rollback() puts back the n_undo rows _old / _oldproc hold at
+    # the positions _undo_idx holds
+    cdef readonly bint in_place  # the last diff was made in place (diff_in_place)
     cdef Py_ssize_t n_undo
     cdef object _undo_idx
     cdef bint prev_dup           # an identity repeats within _prev: no diff in place
