@@ -9,7 +9,7 @@ table). For each ``--python`` given (e.g. this tree's venv and main's), in every
 the order reversed every other round, a child process of that interpreter builds what the
 recorder's capture thread has in changes mode -- ``Snapshotter(pids=True)``, the
 socket-destroy feed, ``ChangeTracker`` with the resolver's ``names_into`` -- and times
-``--snapshots`` calls of ``step`` on consecutive ``take()`` tables (``take`` itself is not
+``--snapshots`` calls of ``step`` (scaled down for larger tables) on consecutive ``take()`` tables (``take`` itself is not
 timed): thread CPU and wall per call, medians over the rounds; then as many again with
 each part of ``step`` wrapped (the wrappers cost ~1 us a call, alike for every build):
 
@@ -22,7 +22,7 @@ each part of ``step`` wrapped (the wrappers cost ~1 us a call, alike for every b
 
 A part a build does not have (merged into another) is absent from its row.
 
-    python3 benchmarks/bench_step.py --sizes 1000,10000 --rounds 3 --snapshots 2000 \\
+    python3 benchmarks/bench_step.py --sizes 1000,10000 --rounds 2 \\
         --python /work/venv-changes/bin/python --python /work/venv/bin/python
 
 Writes its results to a JSON file (benchmarks/_results.py; ``--json PATH``) and prints a
@@ -128,8 +128,22 @@ def child(args) -> dict:
             nev.append(len(out) - 1)
         return cpu, wl, nev
 
-    run(50)                                   # the first table (a keyframe), caches warm
-    cpu, wl, nev = run(args.snapshots)
+    # as many snapshots at 1,000 connections; fewer for a larger table (about as long)
+    k_all = max(50, int(args.snapshots * min(1.0, 2001 / max(len(snap.take()), 1))))
+    run(20)                                   # the first table (a keyframe), caches warm
+    cpu, wl, nev = run(k_all)
+    # what step adds to the capture thread, caches included: take() alone against take()
+    # and step(), alternating, thread CPU per snapshot
+    loops: dict = {"take": [], "take_step": []}
+    for r in range(4):
+        for what in (("take", "take_step") if r % 2 == 0 else ("take_step", "take")):
+            k = k_all // 4
+            c0 = clock()
+            for _ in range(k):
+                rows = snap.take()
+                if what == "take_step":
+                    tr.step(rows, names, time.time_ns(), time.monotonic_ns(), "key")
+            loops[what].append((clock() - c0) / k / 1e3)
     # again with the parts wrapped
     acc: dict = {}
     orig_step = tr.step
@@ -145,13 +159,15 @@ def child(args) -> dict:
     if hasattr(changes, "place_destroyed"):
         changes.place_destroyed = _wrap(changes.place_destroyed, "place", acc)
     tr.step = _wrap(orig_step, "step", acc)
-    run(args.snapshots)
-    k = args.snapshots
+    k = k_all // 2
+    run(k)
     parts = {p: acc[p] / k / 1e3 for p in PARTS if p in acc}
     parts["rest"] = acc["step"] / k / 1e3 - sum(parts.values())
     parts["step_wrapped"] = acc["step"] / k / 1e3
     st = tr.stats
+    take_us = statistics.median(loops["take"])
     return {"rows": int(len(snap.take())), "cpu_us": statistics.mean(cpu) / 1e3,
+            "take_us": take_us, "added_us": statistics.median(loops["take_step"]) - take_us,
             "cpu_us_median": statistics.median(cpu) / 1e3, "wall_us_median": statistics.median(wl) / 1e3,
             "events_per_snapshot": statistics.mean(nev), "parts_us": parts,
             "destroyed": st.get("destroyed"), "probed": st.get("probed"), "feed": feed is not None}
@@ -201,6 +217,8 @@ def run(args) -> dict:
 def summarize(rs: list[dict]) -> dict:
     parts = {p: statistics.median(r["parts_us"].get(p, 0.0) for r in rs) for p in rs[0]["parts_us"]}
     return {"cpu_us": statistics.median(r["cpu_us"] for r in rs),
+            "take_us": statistics.median(r["take_us"] for r in rs),
+            "added_us": statistics.median(r["added_us"] for r in rs),
             "cpu_us_rounds": [round(r["cpu_us"], 1) for r in rs],
             "wall_us_median": statistics.median(r["wall_us_median"] for r in rs),
             "events_per_snapshot": statistics.median(r["events_per_snapshot"] for r in rs),
@@ -210,8 +228,8 @@ def summarize(rs: list[dict]) -> dict:
 def markdown(res: dict) -> str:
     pys = res["pythons"]
     lines = ["| scenario | connections (rows) | python | step CPU us (rounds) | "
-             + " | ".join(PARTS) + " | rest | events/snapshot | load |",
-             "| --- | --- | --- | --- | " + " | ".join("---:" for _ in PARTS) + " | ---: | ---: | ---: |"]
+             + " | ".join(PARTS) + " | rest | events/snapshot | take() us | take()+step() - take() us | load |",
+             "| --- | --- | --- | --- | " + " | ".join("---:" for _ in PARTS) + " | ---: | ---: | ---: | ---: | ---: |"]
     for c in res["cases"]:
         load = "-".join(f"{r['load']:.1f}" for r in c["rounds"][:1] + c["rounds"][-1:])
         for py in pys:
@@ -220,11 +238,11 @@ def markdown(res: dict) -> str:
             cells = " | ".join(f"{p[x]:.1f}" if x in p else "-" for x in PARTS)
             lines.append(f"| {c['scenario']} | {c['n']:,} ({c['rows']:,}) | `{py}` | **{m['cpu_us']:.1f}** "
                          f"({' '.join(str(x) for x in m['cpu_us_rounds'])}) | {cells} | {p['rest']:.1f} "
-                         f"| {m['events_per_snapshot']:.1f} | {load} |")
+                         f"| {m['events_per_snapshot']:.1f} | {m['take_us']:.0f} | {m['added_us']:.1f} | {load} |")
         if len(pys) == 2:
             a = [r[pys[0]]["cpu_us"] / r[pys[1]]["cpu_us"] for r in c["rounds"]]
             lines.append(f"| | | paired {pys[0]} / {pys[1]} | {statistics.median(a):.2f} "
-                         f"({' '.join(f'{x:.2f}' for x in a)}) | | | | | | | | |")
+                         f"({' '.join(f'{x:.2f}' for x in a)}) | | | | | | | | | | |")
     return "\n".join(lines)
 
 
@@ -234,7 +252,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--scenarios", default="steady,churn", help="steady, churn (comma-separated)")
     ap.add_argument("--churn", type=float, default=200.0, help="churn: new connections a second")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--snapshots", type=int, default=2000, help="timed step() calls per child and pass")
+    ap.add_argument("--snapshots", type=int, default=1000,
+                    help="timed step() calls per child at 1,000 connections (fewer at larger sizes)")
     ap.add_argument("--python", action="append", default=None,
                     help="an interpreter whose tcpsnap to measure (repeat; default: this one)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

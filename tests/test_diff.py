@@ -163,6 +163,11 @@ def sequences(draw):
 @settings(max_examples=400, deadline=None)
 @given(ops=sequences())
 def test_differ_equals_the_model(ops):
+    check(ops)
+
+
+def check(ops):
+    """Each op on a Differ and on the Model: the same results, table and lookups."""
     d, m = Differ(INFO_MASK), Model()
     cookies = [0, 1] + [7000 + c for c in range(6)]
     for op in ops:
@@ -217,3 +222,35 @@ def test_an_unchanged_table_is_diffed_in_place_and_another_order_is_not():
     assert d.rows["rx_queue"][1] == 0 and d.rows["pid"][2] == 0
     ev_idx, _, _, _, _ = d.diff(busy[::-1].copy(), proc[::-1].copy(), False)
     assert not d.in_place and sorted(ev_idx.tolist()) == [1, 2]
+
+
+@st.composite
+def large_sequences(draw):
+    """Tables of 30-140 rows (the in-place diff compares them 32 rows at a time), each the
+    previous one with a few rows changed, a row gone or a row added."""
+    n = draw(st.integers(30, 140))
+    rows = np.concatenate([_conn(c, c % 7 == 3, 4 if c % 2 else 6) for c in range(n)])
+    proc = np.zeros(n, np.int32)
+    ops = []
+    for _ in range(draw(st.integers(2, 6))):
+        rows, proc = rows.copy(), proc.copy()
+        for _ in range(draw(st.integers(0, 3))):
+            i = draw(st.integers(0, len(rows) - 1))
+            f = draw(st.sampled_from(["state", "rx_queue", "pid", "proc", "gone", "new"]))
+            if f == "proc":
+                proc[i] += 1
+            elif f == "gone" and len(rows) > 1:
+                rows, proc = np.delete(rows, i), np.delete(proc, i)
+            elif f == "new":
+                rows = np.insert(rows, i, _conn(500 + i, False, 4))
+                proc = np.insert(proc, i, 0)
+            elif f in ("state", "rx_queue", "pid"):
+                rows[f][i] += 1
+        ops.append(("diff", rows, proc, None, draw(st.integers(0, 4)) == 0))
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=large_sequences())
+def test_differ_equals_the_model_on_larger_tables(ops):
+    check(ops)

@@ -160,6 +160,7 @@ class ChangeTracker:
         self.names_into = None  # PidResolver.names_into (set by the capture): into the above
         self._last_kf: int | None = None
         self._key = None
+        self._quiet: tuple | None = None              # _marker's arrays
         self._pend_rows = np.zeros(0, ROW_DTYPE)      # destroy reports not yet placed
         self._pend_ts = np.zeros(0, np.int64)
         self._pend_age = np.zeros(0, np.int8)
@@ -320,7 +321,8 @@ class ChangeTracker:
         callable as the recorder's (returning codes for event_rows) or None. With
         ``tcp_info``: ``info`` the snapshot's tcp_info rows (aligned with ``rows``; None:
         none taken, every row's counters are as before), and the extra tuple ends with
-        the event rows' tcp_info."""
+        the event rows' tcp_info. The arrays are valid until the next call (a snapshot
+        with no event reuses its marker's)."""
         feed = self.feed
         if feed is not None and feed.drain():       # reports held (also read while asleep)
             self._take_reports()
@@ -426,18 +428,24 @@ class ChangeTracker:
 
     def _marker(self, n: int, kf: bool, wall_ns: int, names):
         """``step``'s result for a snapshot with no event: its marker row alone (what the
-        general case gives then, without its arrays of events)."""
-        out = np.zeros(1, ROW_DTYPE)
-        out["inode"] = n
-        out["state"] = _CLOSED
-        extra: tuple = (np.array([EV_KEYFRAME if kf else EV_SNAPSHOT], np.uint8), np.ones(1, bool),
-                        np.array([wall_ns], np.int64))
-        if self.tcp_info:
-            extra = (*extra, np.zeros(1, self._info_dtype))
-        if names is None:
-            return out, None, extra
-        codes = np.full(1, -1, np.int32)
-        return out, (lambda _pids: (codes, [])), extra
+        general case gives then), in arrays made once and rewritten (the capture copies
+        them into its batch before the next snapshot)."""
+        m = self._quiet
+        if m is None:
+            out = np.zeros(1, ROW_DTYPE)
+            out["state"] = _CLOSED
+            codes = np.full(1, -1, np.int32)
+            m = self._quiet = (out, out["inode"], np.array([EV_SNAPSHOT], np.uint8),
+                               np.array([EV_KEYFRAME], np.uint8), np.ones(1, bool), np.zeros(1, np.int64),
+                               np.zeros(1, self._info_dtype) if self.tcp_info else None,
+                               lambda _pids: (codes, []))
+        out, inode, ev_snap, ev_kf, seen, ts, oi, codes_of = m
+        inode[0] = n
+        ts[0] = wall_ns
+        extra: tuple = (ev_kf if kf else ev_snap, seen, ts)
+        if oi is not None:
+            extra = (*extra, oi)
+        return out, (None if names is None else codes_of), extra
 
 
 def carry_info(differ, rows: np.ndarray, info, dtype):
