@@ -9,9 +9,12 @@ table). For each ``--python`` given (e.g. this tree's venv and main's), in every
 the order reversed every other round, a child process of that interpreter builds what the
 recorder's capture thread has in changes mode -- ``Snapshotter(pids=True)``, the
 socket-destroy feed, ``ChangeTracker`` with the resolver's ``names_into`` -- and times
-``--snapshots`` calls of ``step`` (scaled down for larger tables) on consecutive ``take()`` tables (``take`` itself is not
-timed): thread CPU and wall per call, medians over the rounds; then as many again with
-each part of ``step`` wrapped (the wrappers cost ~1 us a call, alike for every build):
+``--snapshots`` calls of ``step`` (fewer for larger tables: as long as at 1,000
+connections) on consecutive ``take()`` tables (``take`` itself is not timed): thread CPU
+and wall per call, medians over the rounds. Then what step adds to the capture thread with
+the caches it disturbs: take() alone against take() and step(), alternating, thread CPU
+per snapshot (right after a dump whatever runs first pays for cold caches). Then half as
+many again with each part of ``step`` wrapped (~1 us a call more, alike for every build):
 
   drain    the destroy feed read (``feed.drain`` and ``_take_reports``)
   names    ``_global_codes`` (process-name codes of the table, the resolver's C)

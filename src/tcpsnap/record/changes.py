@@ -286,7 +286,9 @@ class ChangeTracker:
         ck = closed["cookie"]
         ask = ck != 0
         if len(self._pend_rows):
-            ask &= ~np.isin(ck, self._pend_rows["cookie"])
+            # a few against a few: a set, not np.isin's sort or table
+            pend = set(self._pend_rows["cookie"].tolist())
+            ask &= np.array([c not in pend for c in ck.tolist()], bool)
         idx = np.flatnonzero(ask)
         if not len(idx):
             return None
