@@ -293,6 +293,9 @@ cdef class DestroyFeed:
     cdef char *buf
     cdef object _rows, _ts, _info, _ilen
     cdef tcpsnap_row *rowp
+    cdef int64_t *tsp            # the data of _ts, _info, _ilen (kept alive by them)
+    cdef uint8_t *infop
+    cdef uint16_t *ilenp
     cdef Py_ssize_t cap, n
     cdef readonly unsigned long long drops      # ENOBUFS: the kernel dropped messages
     cdef readonly unsigned long long malformed
@@ -362,6 +365,10 @@ cdef class DestroyFeed:
         self._ts = ts
         self._info = info
         self._ilen = ilen
+        # once here, not per drain: numpy's .ctypes makes an object at every access
+        self.tsp = <int64_t *><size_t>ts.ctypes.data
+        self.infop = <uint8_t *><size_t>info.ctypes.data
+        self.ilenp = <uint16_t *><size_t>ilen.ctypes.data
 
     def fileno(self):
         """The socket, for select/poll: readable when deaths are queued."""
@@ -371,20 +378,14 @@ cdef class DestroyFeed:
         """Read every queued notification; return how many rows are held now."""
         cdef drain_status st
         cdef int err = 0
-        cdef int64_t *tsp
-        cdef uint8_t *ip
-        cdef uint16_t *lp
         cdef Py_ssize_t before
         if self.fd < 0:
             raise ValueError("drain on a closed DestroyFeed")
         while True:
-            tsp = <int64_t *><size_t>self._ts.ctypes.data
-            ip = <uint8_t *><size_t>self._info.ctypes.data
-            lp = <uint16_t *><size_t>self._ilen.ctypes.data
             before = self.n
             with nogil:
-                st = drain_fd(self.fd, self.buf, self.rowp, tsp, self.cap, &self.n,
-                              &self.drops, &self.malformed, &err, self.netns, ip, lp)
+                st = drain_fd(self.fd, self.buf, self.rowp, self.tsp, self.cap, &self.n,
+                              &self.drops, &self.malformed, &err, self.netns, self.infop, self.ilenp)
             self.received += self.n - before
             if st == DRAIN_EMPTY:
                 return self.n

@@ -4,6 +4,7 @@ class Differ:
     """The previous snapshot and the diff's scratch, reused from call to call."""
 
     primed: bool
+    in_place: bool
     closed_info: np.ndarray | None
     def __init__(self, info_mask: np.ndarray | None = None) -> None: ...
     def reset(self) -> None: ...

@@ -6,13 +6,20 @@ the boot, and kept by its TIME_WAIT successor if the kernel had given it one by 
 ``tcpsnap._events`` has how changes mode joins the two otherwise), or, where the cookie is 0
 (Windows), the family, addresses, ports and scope ids. One open-addressing hash table holds the current
 snapshot's identities; the previous snapshot's rows probe it. Cost: one hash and one
-80-byte compare per row, no allocation (the Differ reuses its buffers), no GIL.
+96-byte compare per row, no allocation (the Differ reuses its buffers), no GIL.
+
+The common case costs less: a table with the previous one's identities in the same
+order (the kernel lists an unchanged table alike, dump after dump, so at ``--interval 0``
+most snapshots) is compared in place, 32 rows per ``memcmp`` where nothing changed, and
+only the rows that changed are copied; the hash table still indexes it (same identities,
+same places). The first identity out of place puts those rows back and hashes instead.
+The results are the same either way (``tests/test_diff.py`` holds both to a model).
 
 The Differ keeps the table before the last diff too: ``rollback`` undoes a diff, so a
 caller that learns more about a table after diffing it (changes mode asks the kernel about
 the sockets a dump missed) can diff the table it completed instead.
 
-A row "changed" when any of its 80 bytes or its process name differs: the recording must
+A row "changed" when any of its 96 bytes or its process name differs: the recording must
 rebuild every field a full recording holds (``tcpsnap.changes`` has the contract); when only
 its queues did (and it has a cookie), the event is the narrower "queues".
 
@@ -80,6 +87,91 @@ cdef inline bint _moved(const uint8_t *a, const uint8_t *b, const uint8_t *mask,
     return False
 
 
+cdef enum:
+    NO_EVENT = 255    # _event: the row is not written
+    BLOCK = 32        # diff_in_place: rows compared with one memcmp (3 KiB)
+
+
+cdef inline uint8_t _classify(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t i,
+                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t j,
+                              bint with_info, const info_args *info) noexcept nogil:
+    """How prev[i] became cur[j] (one identity): 1 = unchanged, else its event code."""
+    cdef const tcpsnap_row *p = &prev[i]
+    cdef const tcpsnap_row *c = &cur[j]
+    if c.state != p.state:
+        return EV_STATE
+    if memcmp(c, p, sizeof(tcpsnap_row)) != 0 or cproc[j] != pproc[i]:
+        # busy connections change only their queues, snapshot after snapshot: such an
+        # event needs the cookie and the queues, not the whole row
+        if (cproc[j] == pproc[i] and c.cookie != 0
+                and memcmp(c, p, Q_OFF) == 0
+                and memcmp((<const char *>c) + Q_END, (<const char *>p) + Q_END,
+                           sizeof(tcpsnap_row) - Q_END) == 0):
+            return EV_COUNTERS if with_info else EV_QUEUES
+        return EV_CHANGED
+    if with_info and _moved(info.prev + i * info.width, info.cur + j * info.width,
+                            info.mask, info.width):
+        return EV_COUNTERS
+    return 1
+
+
+cdef inline uint8_t _event(uint8_t matched, int keyframe) noexcept nogil:
+    """A row's event code from _classify's (0: not in the previous table), or NO_EVENT."""
+    if matched == 0:
+        return EV_OPENED
+    if matched == 1:
+        return EV_KEYFRAME if keyframe else NO_EVENT
+    if (matched == EV_QUEUES or matched == EV_COUNTERS) and keyframe:
+        return EV_CHANGED          # a keyframe holds whole rows
+    return matched
+
+
+cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
+                              const int32_t *cproc, Py_ssize_t n, int keyframe,
+                              int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
+                              int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
+                              const info_args *info) noexcept nogil:
+    cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
+    cdef Py_ssize_t i = 0, k, ne = 0, nu = 0, end
+    cdef uint8_t m, code
+    while i < n:
+        if not with_info and i + BLOCK <= n and memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0 \
+                and memcmp(&cproc[i], &pproc[i], BLOCK * sizeof(int32_t)) == 0:
+            # a block of rows alike, byte for byte (one memcmp, not one a row): unchanged
+            if keyframe:
+                for k in range(i, i + BLOCK):
+                    ev_idx[ne] = k
+                    ev_code[ne] = EV_KEYFRAME
+                    ne += 1
+            i += BLOCK
+            continue
+        end = min(i + BLOCK, n)
+        while i < end:
+            if not _same_id(&cur[i], &prev[i]):
+                # another table: put back what was written and let the hash diff do it
+                for k in range(nu):
+                    memcpy(&prev[undo_idx[k]], &undo_rows[k], sizeof(tcpsnap_row))
+                    pproc[undo_idx[k]] = undo_proc[k]
+                n_undo[0] = 0
+                return -1
+            m = _classify(prev, pproc, i, cur, cproc, i, with_info, info)
+            if m != 1 and (memcmp(&cur[i], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[i] != pproc[i]):
+                memcpy(&undo_rows[nu], &prev[i], sizeof(tcpsnap_row))
+                undo_proc[nu] = pproc[i]
+                undo_idx[nu] = i
+                nu += 1
+                memcpy(&prev[i], &cur[i], sizeof(tcpsnap_row))
+                pproc[i] = cproc[i]
+            code = _event(m, keyframe)
+            if code != NO_EVENT:
+                ev_idx[ne] = i
+                ev_code[ne] = code
+                ne += 1
+            i += 1
+    n_undo[0] = nu
+    return ne
+
+
 cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
                              int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
@@ -94,6 +186,7 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
     res.n_events = 0
     res.n_closed = 0
     res.duplicate = 0
+    res.cur_duplicate = 0
     memset(slots, 0, nslots * sizeof(int32_t))
     memset(matched, 0, nc)
     # 1. cur's identities -> slots (index + 1; 0 = empty)
@@ -106,6 +199,7 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
                 break
             if _same_id(&cur[s - 1], &cur[i]):
                 res.duplicate = 1          # the second copy is not in the table
+                res.cur_duplicate = 1
                 break
             h = (h + 1) & mask
     # 2. each prev row: still there (and how it changed), or closed.
@@ -128,36 +222,14 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
         if matched[j]:
             res.duplicate = 1              # prev repeats an identity
             continue
-        if cur[j].state != prev[i].state:
-            matched[j] = EV_STATE
-        elif memcmp(&cur[j], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[j] != pproc[i]:
-            # busy connections change only their queues, snapshot after snapshot: such an
-            # event needs the cookie and the queues, not the whole row
-            if (cproc[j] == pproc[i] and cur[j].cookie != 0
-                    and memcmp(&cur[j], &prev[i], Q_OFF) == 0
-                    and memcmp((<const char *>&cur[j]) + Q_END, (<const char *>&prev[i]) + Q_END,
-                               sizeof(tcpsnap_row) - Q_END) == 0):
-                matched[j] = EV_COUNTERS if with_info else EV_QUEUES
-            else:
-                matched[j] = EV_CHANGED
-        elif with_info and _moved(info.prev + i * info.width, info.cur + j * info.width,
-                                  info.mask, info.width):
-            matched[j] = EV_COUNTERS
-        else:
-            matched[j] = 1
+        matched[j] = _classify(prev, pproc, i, cur, cproc, j, with_info, info)
     # 3. the events, in cur's order; a keyframe lists every row
     if res.duplicate:
         keyframe = 1
     for j in range(nc):
-        code = matched[j]
-        if code == 0:
-            code = EV_OPENED
-        elif code == 1:
-            if not keyframe:
-                continue
-            code = EV_KEYFRAME
-        elif (code == EV_QUEUES or code == EV_COUNTERS) and keyframe:
-            code = EV_CHANGED          # a keyframe holds whole rows
+        code = _event(matched[j], keyframe)
+        if code == NO_EVENT:
+            continue
         ev_idx[res.n_events] = j
         ev_code[res.n_events] = code
         res.n_events += 1
@@ -226,6 +298,13 @@ cdef class Differ:
     cdef object _pinfo, _oldinfo # tcp_info rows of _prev / _old (None: none given)
     cdef object _mask            # uint8 per tcp_info byte: 1 = a change counts
     cdef readonly object closed_info   # the last diff's closed rows' tcp_info, or None
+    # after a diff in place, rollback() puts back the n_undo rows _old / _oldproc hold at
+    # the positions _undo_idx holds
+    cdef readonly bint in_place  # the last diff was made in place (diff_in_place)
+    cdef Py_ssize_t n_undo
+    cdef object _undo_idx
+    cdef bint prev_dup           # an identity repeats within _prev: no diff in place
+    cdef object _no_rows, _no_proc
 
     def __init__(self, info_mask=None):
         """``info_mask``: for ``diff(..., info=)``, one uint8 per byte of a tcp_info row,
@@ -250,6 +329,13 @@ cdef class Differ:
         self._ev_code = np.zeros(0, np.uint8)
         self._closed_idx = np.zeros(0, np.int64)
         self.primed = False
+        self.in_place = False
+        self.n_undo = 0
+        self._undo_idx = np.zeros(0, np.int64)
+        self.prev_dup = False
+        # what a diff that closed nothing returns (empty: nothing can be written into them)
+        self._no_rows = np.zeros(0, ROW_DTYPE)
+        self._no_proc = np.zeros(0, np.int32)
 
     def reset(self):
         """Forget the previous snapshot: the next diff opens every row."""
@@ -262,13 +348,21 @@ cdef class Differ:
         """Undo the last ``diff``: the table before it is the previous one again, as if
         that diff had not been made (its results are void; ``lookup`` needs a new diff).
         Once per diff: RuntimeError when there is nothing to undo."""
+        cdef Py_ssize_t k
         if not self.can_rollback:
             raise RuntimeError("rollback: no diff to undo")
-        self._prev, self._old = self._old, self._prev
-        self._pproc, self._oldproc = self._oldproc, self._pproc
+        if self.in_place:
+            # the rows that diff wrote over, back in their places
+            for k in range(self.n_undo):
+                at = self._undo_idx[k]
+                self._prev[at:at + 1].view(np.uint8)[:] = self._old[k:k + 1].view(np.uint8)
+                self._pproc[at] = self._oldproc[k]
+        else:
+            self._prev, self._old = self._old, self._prev
+            self._pproc, self._oldproc = self._oldproc, self._pproc
+            self.n_prev = self.n_old
+            self.primed = self.old_primed
         self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
-        self.n_prev = self.n_old
-        self.primed = self.old_primed
         self.can_rollback = False
         self.slots_valid = False
 
@@ -299,8 +393,13 @@ cdef class Differ:
         width, or no ``info_mask``. Bad arguments, before anything changes: TypeError when
         cur or cproc is not a numpy array, ValueError when it is one of the wrong dtype or
         dimensions, or cproc's length is not cur's (any strides and read-only are fine)."""
-        cdef Py_ssize_t nc, npv = self.n_prev, n2, want
+        cdef Py_ssize_t nc, npv = self.n_prev, n2, want, ne, nu = 0
         cdef const tcpsnap_row *cp
+        cdef tcpsnap_row *pw
+        cdef tcpsnap_row *uw
+        cdef int32_t *ppw
+        cdef int32_t *upw
+        cdef int64_t *uiw
         cdef const int32_t *cpp
         cdef diff_result res
         for name, arr, dtype, dtype_name in (("cur", cur, ROW_DTYPE, "ROW_DTYPE"), ("cproc", cproc, np.int32, "int32")):
@@ -327,34 +426,18 @@ cdef class Differ:
         cur = np.ascontiguousarray(cur)
         cproc = np.ascontiguousarray(cproc)
         nc = len(cur)
-        want = 64
-        while want < 2 * nc:
-            want *= 2
-        if want > self.nslots:
-            self._slots = np.zeros(want, np.int32)
-            self.nslots = want
         if len(self._matched) < nc:
             k = max(nc, 2 * len(self._matched))
             self._matched = np.zeros(k, np.uint8)
             self._ev_idx = np.zeros(k, np.int64)
             self._ev_code = np.zeros(k, np.uint8)
-        if len(self._closed_idx) < max(npv, 1):
-            self._closed_idx = np.zeros(max(npv, 2 * len(self._closed_idx), 1), np.int64)
         cp = NULL
         cpp = NULL
         if nc:
             cp = <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
             cpp = <const int32_t *>_ptr(cproc, 4, &n2)
-        cdef const tcpsnap_row *pp = NULL
-        cdef const int32_t *ppp = NULL
-        if npv:
-            pp = <const tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
-            ppp = <const int32_t *>_ptr(self._pproc, 4, &n2)
-        cdef int32_t *sl = <int32_t *>_ptr(self._slots, 4, &n2)
-        cdef uint8_t *mt = <uint8_t *>_ptr(self._matched, 1, &n2)
         cdef int64_t *ei = <int64_t *>_ptr(self._ev_idx, 8, &n2)
         cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
-        cdef int64_t *ci = <int64_t *>_ptr(self._closed_idx, 8, &n2)
         if info is not None and self._pinfo is not None and self._pinfo.dtype.itemsize == w \
                 and nc and npv:
             ia.prev = <const uint8_t *>_ptr(self._pinfo, w, &n2)
@@ -362,15 +445,58 @@ cdef class Differ:
             ia.mask = <const uint8_t *>_ptr(self._mask, 1, &n2)
             ia.width = w
             iap = &ia
+        if self.primed and self.slots_valid and not self.prev_dup and nc == npv and nc:
+            # the common case: the same connections in the same order (the kernel lists
+            # an unchanged table alike, dump after dump): compared row by row in place,
+            # no hash, only the rows that changed copied
+            if len(self._old) < nc:
+                self._old = np.zeros(max(nc, len(self._prev)), ROW_DTYPE)
+                self._oldproc = np.zeros(len(self._old), np.int32)
+            if len(self._undo_idx) < nc:
+                self._undo_idx = np.zeros(max(nc, len(self._prev)), np.int64)
+            pw = <tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
+            ppw = <int32_t *>_ptr(self._pproc, 4, &n2)
+            uw = <tcpsnap_row *>_ptr(self._old, sizeof(tcpsnap_row), &n2)
+            upw = <int32_t *>_ptr(self._oldproc, 4, &n2)
+            uiw = <int64_t *>_ptr(self._undo_idx, 8, &n2)
+            with nogil:
+                ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap)
+            if ne >= 0:
+                self.in_place = True
+                self.n_undo = nu
+                self.closed_info = None if self._pinfo is None else self._pinfo[:0]
+                self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
+                self._keep_info(info, nc)
+                self.can_rollback = True
+                return self._ev_idx[:ne], self._ev_code[:ne], self._no_rows, self._no_proc, False
+        want = 64
+        while want < 2 * nc:
+            want *= 2
+        if want > self.nslots:
+            self._slots = np.zeros(want, np.int32)
+            self.nslots = want
+        if len(self._closed_idx) < max(npv, 1):
+            self._closed_idx = np.zeros(max(npv, 2 * len(self._closed_idx), 1), np.int64)
+        cdef const tcpsnap_row *pp = NULL
+        cdef const int32_t *ppp = NULL
+        if npv:
+            pp = <const tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
+            ppp = <const int32_t *>_ptr(self._pproc, 4, &n2)
+        cdef int32_t *sl = <int32_t *>_ptr(self._slots, 4, &n2)
+        cdef uint8_t *mt = <uint8_t *>_ptr(self._matched, 1, &n2)
+        cdef int64_t *ci = <int64_t *>_ptr(self._closed_idx, 8, &n2)
         with nogil:
             res = diff_tables(pp, ppp, npv, cp, cpp, nc, keyframe or not self.primed,
                               sl, self.nslots, mt, ei, ec, ci, iap)
         if not self.primed:
             # the first table: its rows were there before the recording, not opened now
             self._ev_code[:res.n_events] = EV_KEYFRAME
-        closed_idx = self._closed_idx[:res.n_closed]
-        closed = self._prev[closed_idx]
-        closed_proc = self._pproc[closed_idx]
+        if res.n_closed:
+            closed_idx = self._closed_idx[:res.n_closed]
+            closed = self._prev[closed_idx]
+            closed_proc = self._pproc[closed_idx]
+        else:
+            closed_idx, closed, closed_proc = self._closed_idx[:0], self._no_rows, self._no_proc
         # (closed rows' tcp_info: closed_info, until the next call)
         self.closed_info = None if self._pinfo is None else self._pinfo[closed_idx]
         # cur becomes prev (as bytes: a structured copy goes field by field); the old prev
@@ -386,19 +512,26 @@ cdef class Differ:
         if nc:
             self._prev[:nc].view(np.uint8)[:] = cur.view(np.uint8)
             self._pproc[:nc] = cproc
-        if info is None:
-            self._pinfo = None
-        else:
-            if self._pinfo is None or self._pinfo.dtype != info.dtype or len(self._pinfo) < nc:
-                self._pinfo = np.zeros(max(nc, len(self._prev)), info.dtype)
-            if nc:
-                self._pinfo[:nc].view(np.uint8)[:] = info.view(np.uint8)
+        self._keep_info(info, nc)
         self.n_prev = nc
         self.primed = True
+        self.in_place = False
+        self.prev_dup = res.cur_duplicate != 0
         self.can_rollback = True
         self.slots_valid = True
         return (self._ev_idx[:res.n_events], self._ev_code[:res.n_events], closed, closed_proc,
                 bool(res.duplicate))
+
+    cdef _keep_info(self, info, Py_ssize_t nc):
+        """``info`` (cur's tcp_info rows, or None) into _pinfo, the buffer rollback() does
+        not need."""
+        if info is None:
+            self._pinfo = None
+            return
+        if self._pinfo is None or self._pinfo.dtype != info.dtype or len(self._pinfo) < nc:
+            self._pinfo = np.zeros(max(nc, len(self._prev)), info.dtype)
+        if nc:
+            self._pinfo[:nc].view(np.uint8)[:] = info.view(np.uint8)
 
     def lookup(self, cookies):
         """Index into the last diffed table of each cookie (uint64), -1 where absent.

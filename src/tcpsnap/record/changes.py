@@ -27,6 +27,7 @@ log = logging.getLogger("tcpsnap.changes")
 
 _TIME_WAIT = int(TcpState.TIME_WAIT)
 _FIN_WAIT2 = int(TcpState.FIN_WAIT2)
+_CLOSED = int(TcpState.CLOSED)
 
 
 # ---------------------------------------------------------------- schema and encoding
@@ -164,6 +165,7 @@ class ChangeTracker:
         self.names_into = None  # PidResolver.names_into (set by the capture): into the above
         self._last_kf: int | None = None
         self._key = None
+        self._quiet: tuple | None = None              # _marker's arrays
         self._pend_rows = np.zeros(0, ROW_DTYPE)      # destroy reports not yet placed
         self._pend_ts = np.zeros(0, np.int64)
         self._pend_age = np.zeros(0, np.int8)
@@ -279,55 +281,17 @@ class ChangeTracker:
             return np.zeros(len(cookies), bool)
 
     def _refind(self, closed: np.ndarray):
-        """The sockets of ``closed`` (missing from this snapshot) that no report declared
-        dead and the kernel, asked about each, still holds: ``(rows, where)``, as the
-        kernel reports them now, pid carried over where the inode is the same, those that
-        pass the recorder's filters, and their positions in ``closed``. None when there
-        are none."""
-        if not len(closed):
-            return None
-        ck = closed["cookie"]
-        ask = ck != 0
-        if len(self._pend_rows):
-            ask &= ~np.isin(ck, self._pend_rows["cookie"])
-        idx = np.flatnonzero(ask)
-        if not len(idx):
-            return None
-        if len(idx) > PROBE_MAX:
-            self.unprobed += len(idx) - PROBE_MAX
-            idx = idx[:PROBE_MAX]
-        got = self._probe(closed[idx])
-        if got is None:
-            return None
-        found, now = got
-        self.probes += len(idx)
-        if not found.any():
-            return None
-        pos = idx[found]
-        last = closed[pos]
-        now = now[found]
-        same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
-        now["pid"] = np.where(same, last["pid"], 0)
-        if self.where is None:
-            m = row_mask(now, self._states, self._ports, self._family)
-            if m is not None:
-                now, pos = now[m], pos[m]
-        # with ``where`` (the recorder's filters, one Filter) a socket the last snapshot
-        # held is followed until it closes, inside the filter or not
-        if not len(now):
-            return None
-        self.refound += len(now)
-        return now, pos
+        return refind(self, closed)
 
     def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key, info=None):
         """One snapshot -> ``(event_rows, names, (events, seen, row_ts))``, ``names`` a
         callable as the recorder's (returning codes for event_rows) or None. With
         ``tcp_info``: ``info`` the snapshot's tcp_info rows (aligned with ``rows``; None:
         none taken, every row's counters are as before), and the extra tuple ends with
-        the event rows' tcp_info."""
+        the event rows' tcp_info. The arrays are valid until the next call (a snapshot
+        with no event reuses its marker's)."""
         feed = self.feed
-        if feed is not None:
-            feed.drain()
+        if feed is not None and feed.drain():       # reports held (also read while asleep)
             self._take_reports()
         kf = (self._last_kf is None or file_key != self._key
               or mono_ns - self._last_kf >= self.keyframe_ns)
@@ -361,20 +325,24 @@ class ChangeTracker:
             self._last_kf = mono_ns
             self._key = file_key
             self.keyframes += 1
-        closed_ts = np.full(len(closed), wall_ns, np.int64)
-        closed_dts = np.zeros(len(closed), bool)
+        ne, nc = len(ev_idx), len(closed)
+        if not (ne or nc or len(self._pend_rows)):
+            # nothing opened, changed or closed, no report waiting: only the marker
+            return _marker(self, len(rows), kf, wall_ns, names)
+        closed_ts = np.full(nc, wall_ns, np.int64)
+        closed_dts = np.zeros(nc, bool)
         if feed is not None:
             opened = np.arange(len(rows)) if first else ev_idx[ev_code == EV_OPENED]
             st = rows["state"][opened]
             opened = opened[(st == _TIME_WAIT) | (st == _FIN_WAIT2)]
             minis = dict(zip(id_keys(rows[opened]), rows["cookie"][opened].tolist(), strict=True))
             if self.tcp_info and closed_info is None:
-                closed_info = np.zeros(len(closed), self._info_dtype)
+                closed_info = np.zeros(nc, self._info_dtype)
             ur, ut, ui = place_destroyed(self, self._differ.rows, closed, closed_ts, closed_dts, minis,
                                           closed_info)
         else:
             ur, ut, ui = np.zeros(0, ROW_DTYPE), np.zeros(0, np.int64), None
-        ne, nc, nu = len(ev_idx), len(closed), len(ur)
+        nu = len(ur)
         n = 1 + nc + nu + ne
         out = np.zeros(n, ROW_DTYPE)
         out[0]["inode"] = len(rows)              # the marker: family 0, the table's size,
@@ -423,6 +391,72 @@ class ChangeTracker:
             m = g >= 0
             codes[m] = np.searchsorted(used, g[m]).astype(np.int32)
         return out, (lambda _pids: (codes, local)), extra
+
+
+def _marker(tr: ChangeTracker, n: int, kf: bool, wall_ns: int, names):
+    """``ChangeTracker.step``'s result for a snapshot with no event: its marker row alone
+    (what the general case gives then), in arrays made once and rewritten (the capture
+    copies them into its batch before the next snapshot)."""
+    m = tr._quiet
+    if m is None:
+        out = np.zeros(1, ROW_DTYPE)
+        out["state"] = _CLOSED
+        codes = np.full(1, -1, np.int32)
+        m = tr._quiet = (out, out["inode"], np.array([EV_SNAPSHOT], np.uint8),
+                         np.array([EV_KEYFRAME], np.uint8), np.ones(1, bool), np.zeros(1, np.int64),
+                         np.zeros(1, tr._info_dtype) if tr.tcp_info else None,
+                         lambda _pids: (codes, []))
+    out, inode, ev_snap, ev_kf, seen, ts, oi, codes_of = m
+    inode[0] = n
+    ts[0] = wall_ns
+    extra: tuple = (ev_kf if kf else ev_snap, seen, ts)
+    if oi is not None:
+        extra = (*extra, oi)
+    return out, (None if names is None else codes_of), extra
+
+
+def refind(tr: ChangeTracker, closed: np.ndarray):
+    """The sockets of ``closed`` (missing from this snapshot) that no report declared
+    dead and the kernel, asked about each, still holds: ``(rows, where)``, as the
+    kernel reports them now, pid carried over where the inode is the same, those that
+    pass the recorder's filters, and their positions in ``closed``. None when there
+    are none."""
+    if not len(closed):
+        return None
+    ck = closed["cookie"]
+    ask = ck != 0
+    if len(tr._pend_rows):
+        # a few against a few: a set, not np.isin's sort or table
+        pend = set(tr._pend_rows["cookie"].tolist())
+        ask &= np.array([c not in pend for c in ck.tolist()], bool)
+    idx = np.flatnonzero(ask)
+    if not len(idx):
+        return None
+    if len(idx) > PROBE_MAX:
+        tr.unprobed += len(idx) - PROBE_MAX
+        idx = idx[:PROBE_MAX]
+    got = tr._probe(closed[idx])
+    if got is None:
+        return None
+    found, now = got
+    tr.probes += len(idx)
+    if not found.any():
+        return None
+    pos = idx[found]
+    last = closed[pos]
+    now = now[found]
+    same = (now["inode"] == last["inode"]) & (last["inode"] != 0)
+    now["pid"] = np.where(same, last["pid"], 0)
+    if tr.where is None:
+        m = row_mask(now, tr._states, tr._ports, tr._family)
+        if m is not None:
+            now, pos = now[m], pos[m]
+    # with ``where`` (the recorder's filters, one Filter) a socket the last snapshot
+    # held is followed until it closes, inside the filter or not
+    if not len(now):
+        return None
+    tr.refound += len(now)
+    return now, pos
 
 
 def carry_info(differ, rows: np.ndarray, info, dtype):
