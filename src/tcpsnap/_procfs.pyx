@@ -21,6 +21,8 @@ from posix.stat cimport struct_stat, fstat
 
 import numpy as np
 
+from tcpsnap.frame import merge_names
+
 from tcpsnap._row cimport (tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, float_arg,
                            int_text)
 from tcpsnap._system cimport (
@@ -1882,15 +1884,7 @@ cdef class PidResolver:
             raise ValueError(f"pids and out differ in length ({len(pids)} != {out.shape[0]})")
         if not self._background or getattr(pids, "dtype", None) != np.uint32 or pids.ndim != 1:
             codes, pnames = self.process_names(pids)
-            lut = np.empty(len(pnames) + 1, np.int32)
-            for j, name in enumerate(pnames):
-                c = index.get(name)
-                if c is None:
-                    c = index[name] = len(names)
-                    names.append(name)
-                lut[j] = c
-            lut[len(pnames)] = -1
-            np.take(lut, codes, out=np.asarray(out), mode="wrap")
+            np.take(merge_names(pnames, index, names), codes, out=np.asarray(out), mode="wrap")
             return
         pv = pids
         n = pv.shape[0]
