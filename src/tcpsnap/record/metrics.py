@@ -217,10 +217,91 @@ def _go_float(v: float) -> str:
     return str(floatToGoString(v))
 
 
+#: Seconds an idle kept-alive HTTP connection stays open (Prometheus' own idle timeout is
+#: 5 minutes; its scrape interval rarely more than 1 minute).
+HTTP_IDLE_TIMEOUT_S = 300.0
+
+
+def _http_server(host: str, port: int, registry: Any) -> Any:
+    """An HTTP/1.1 server on (host, port), bound (``OSError`` if not), not yet serving,
+    answering every request with prometheus_client's WSGI app for ``registry`` (its
+    content negotiation, OpenMetrics, gzip, ``name[]``, OPTIONS and 405).
+
+    Why not prometheus_client's ``start_http_server``: wsgiref answers HTTP/1.0 and closes
+    the connection, so each scrape is a new TCP connection, a new thread, and a socket
+    that the recorder, recording its own host, must attribute to a process: a /proc walk
+    per scrape, ~5x the scrape itself. Prometheus keeps its connection open between
+    scrapes (HTTP keep-alive); served as HTTP/1.1 with a Content-Length, one connection
+    and one thread serve every scrape. ``close_connections()`` ends the kept ones."""
+    import socket
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prometheus_client import make_wsgi_app
+
+    app = make_wsgi_app(registry)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = HTTP_IDLE_TIMEOUT_S
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._answer("GET")
+
+        def do_OPTIONS(self) -> None:  # noqa: N802
+            self._answer("OPTIONS")
+
+        def _answer(self, method: str) -> None:
+            path, _, query = self.path.partition("?")
+            environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+                       "HTTP_ACCEPT": self.headers.get("Accept"),
+                       "HTTP_ACCEPT_ENCODING": self.headers.get("Accept-Encoding")}
+            got: list = []
+            body = b"".join(app(environ, lambda status, headers, exc=None: got.extend(
+                (status, headers))))
+            self.send_response(int(got[0].split()[0]))
+            for k, v in got[1]:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # a scrape is not news
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def __init__(self) -> None:
+            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            self.address_family = info[0][0]
+            self.conns: set[socket.socket] = set()
+            self.conns_lock = threading.Lock()
+            super().__init__(info[0][4][:2], Handler)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            with self.conns_lock:
+                self.conns.add(request)
+            super().process_request(request, client_address)
+
+        def shutdown_request(self, request: Any) -> None:
+            with self.conns_lock:
+                self.conns.discard(request)
+            super().shutdown_request(request)
+
+        def close_connections(self) -> None:
+            with self.conns_lock:
+                conns = list(self.conns)
+            for c in conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)  # its thread's read ends, it closes it
+
+    return Server()
+
+
 class MetricsExporter:
     """Publishes a recorder's metrics while it runs: over HTTP on ``listen``
-    (``"host:port"`` or ``(host, port)``; prometheus_client's own server on a daemon
-    thread) and/or into the node_exporter textfile ``textfile`` (rewritten atomically,
+    (``"host:port"`` or ``(host, port)``; HTTP/1.1 with keep-alive, prometheus_client's
+    app, on daemon threads: see ``_http_server``) and/or into the node_exporter textfile ``textfile`` (rewritten atomically,
     temp file and rename, every ``textfile_interval`` seconds and at ``close``).
 
     ``start()`` binds (``OSError`` when it cannot, e.g. the port is taken; ``port``
@@ -296,18 +377,14 @@ class MetricsExporter:
         return self
 
     def _start_http(self, host: str, port: int) -> None:
-        from prometheus_client import start_http_server
-
         try:
-            res = start_http_server(port, addr=host, registry=self._http_registry)
+            self._server = _http_server(host, port, self._http_registry)
         except OSError as e:
             self.close()
             raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
-        if isinstance(res, tuple):  # prometheus_client >= 0.17: (server, thread)
-            self._server = res[0]
-            self.port = int(self._server.server_port)
-        else:  # pragma: no cover - older: no handle, so no port 0 and no shutdown
-            self.port = port
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, name="tcpsnap-metrics-http",
+                         daemon=True).start()
         level = logging.WARNING if port == 0 else logging.INFO  # port 0: say which one
         log.log(level, "metrics: serving %s%s", self.url,
                 "" if _is_loopback(host) else " (not loopback: no authentication)")
@@ -367,4 +444,5 @@ class MetricsExporter:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()
             self._server = None
