@@ -225,7 +225,7 @@ HTTP_IDLE_TIMEOUT_S = 300.0
 def _http_server(host: str, port: int, registry: Any) -> Any:
     """An HTTP/1.1 server on (host, port), bound (``OSError`` if not), not yet serving,
     answering every request with prometheus_client's WSGI app for ``registry`` (its
-    content negotiation, OpenMetrics, gzip, ``name[]``, OPTIONS and 405).
+    content negotiation, OpenMetrics, gzip, OPTIONS).
 
     Why not prometheus_client's ``start_http_server``: wsgiref answers HTTP/1.0 and closes
     the connection, so each scrape is a new TCP connection, a new thread, and a socket
@@ -249,6 +249,12 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
 
         def do_OPTIONS(self) -> None:  # noqa: N802
             self._answer("OPTIONS")
+
+        def do_POST(self) -> None:  # noqa: N802 - the app's 405 (HEAD: http.server's 501)
+            self._answer(self.command)
+            self.close_connection = True  # a body we did not read would be the next request
+
+        do_PUT = do_DELETE = do_PATCH = do_POST
 
         def _answer(self, method: str) -> None:
             path, _, query = self.path.partition("?")
@@ -287,6 +293,11 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
             with self.conns_lock:
                 self.conns.discard(request)
             super().shutdown_request(request)
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # a scraper that went away mid-request: nothing to print (socketserver would
+            # print a traceback on stderr)
+            log.debug("metrics: request from %s failed", client_address, exc_info=True)
 
         def close_connections(self) -> None:
             with self.conns_lock:
