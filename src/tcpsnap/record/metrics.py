@@ -251,12 +251,12 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
             self._answer("OPTIONS")
 
         def do_POST(self) -> None:  # noqa: N802 - the app's 405 (HEAD: http.server's 501)
-            self._answer(self.command)
-            self.close_connection = True  # a body we did not read would be the next request
+            # and close: a body we did not read would be taken for the next request
+            self._answer(self.command, close=True)
 
         do_PUT = do_DELETE = do_PATCH = do_POST
 
-        def _answer(self, method: str) -> None:
+        def _answer(self, method: str, close: bool = False) -> None:
             path, _, query = self.path.partition("?")
             environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
                        "HTTP_ACCEPT": self.headers.get("Accept"),
@@ -268,6 +268,8 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
             for k, v in got[1]:
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
+            if close:
+                self.send_header("Connection", "close")  # http.server then closes it
             self.end_headers()
             self.wfile.write(body)
 
