@@ -18,9 +18,9 @@ prom_parser = pytest.importorskip("prometheus_client.parser")
 om_parser = pytest.importorskip("prometheus_client.openmetrics.parser")
 
 from _changes_util import Scripted, SimClock  # noqa: E402
-from test_metrics import rows_of, scripted, tables, values  # noqa: E402
 from tcpsnap import Recorder  # noqa: E402
 from tcpsnap.record.metrics import MetricsExporter  # noqa: E402
+from test_metrics import rows_of, scripted, tables, values  # noqa: E402
 
 LINUX = sys.platform.startswith("linux")
 

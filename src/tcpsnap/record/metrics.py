@@ -244,13 +244,13 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
         protocol_version = "HTTP/1.1"
         timeout = HTTP_IDLE_TIMEOUT_S
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self._answer("GET")
 
-        def do_OPTIONS(self) -> None:  # noqa: N802
+        def do_OPTIONS(self) -> None:
             self._answer("OPTIONS")
 
-        def do_POST(self) -> None:  # noqa: N802 - the app's 405 (HEAD: http.server's 501)
+        def do_POST(self) -> None:
             # and close: a body we did not read would be taken for the next request
             self._answer(self.command, close=True)
 
@@ -273,7 +273,7 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # a scrape is not news
 
     class Server(ThreadingHTTPServer):
@@ -284,7 +284,7 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
             self.address_family = info[0][0]
             self.conns: set[socket.socket] = set()
             self.conns_lock = threading.Lock()
-            super().__init__(info[0][4][:2], Handler)
+            super().__init__((str(info[0][4][0]), int(info[0][4][1])), Handler)
 
         def process_request(self, request: Any, client_address: Any) -> None:
             with self.conns_lock:
@@ -314,8 +314,9 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
 class MetricsExporter:
     """Publishes a recorder's metrics while it runs: over HTTP on ``listen``
     (``"host:port"`` or ``(host, port)``; HTTP/1.1 with keep-alive, prometheus_client's
-    app, on daemon threads: see ``_http_server``) and/or into the node_exporter textfile ``textfile`` (rewritten atomically,
-    temp file and rename, every ``textfile_interval`` seconds and at ``close``).
+    app, on daemon threads: see ``_http_server``) and/or into the node_exporter textfile
+    ``textfile`` (rewritten atomically, temp file and rename, every ``textfile_interval``
+    seconds and at ``close``).
 
     ``start()`` binds (``OSError`` when it cannot, e.g. the port is taken; ``port``
     then says which port, useful with port 0). Use it as a context manager or call
