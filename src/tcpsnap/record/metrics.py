@@ -13,7 +13,12 @@ Cost: nothing is counted for the metrics' sake on the capture path but the captu
 histogram's bucket (a ``bisect`` over 13 bounds and two additions per snapshot, done by
 the capture thread whether metrics are served or not). Every other value is read from
 the recorder's own counters when Prometheus scrapes (or the textfile is written), by
-:class:`RecorderCollector`.
+:class:`RecorderCollector`. A scrape costs ~1 ms of CPU on the serving thread (most of it
+prometheus_client's OpenMetrics rendering and http.server), a textfile write ~0.8 ms:
+at Prometheus' 15 s period under 0.01% of the recorder's CPU
+(``benchmarks/bench_metrics.py``; RESULTS.md "Metrics cost (session 7)"). The HTTP
+server keeps a scraper's connection open (see ``_http_server``): a new connection per
+scrape would be a new socket for the recorder to attribute, a /proc walk each time.
 
 The metrics (counters end in ``_total``):
 
