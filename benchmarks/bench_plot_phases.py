@@ -97,7 +97,8 @@ def _numpy_phases(rec: str, out: str, ph, rows: dict) -> dict:
 
 
 #: what ``--timeline`` times in the command itself: (module, function, phase name)
-HOOKS = (("tcpsnap._cmd_analyse", "_open", "open the recording (footers)"),
+HOOKS = (("tcpsnap._cmd_analyse", "cmd_plot", "cmd_plot"),
+         ("tcpsnap._cmd_analyse", "_open", "open the recording (footers)"),
          ("tcpsnap.reading.aggregate", "state_tally", "count (state_tally)"),
          ("tcpsnap.reading.tally", "_job", "count job"),
          ("tcpsnap.reading.tally", "state_bins", "state_bins"),
@@ -117,9 +118,12 @@ def child_timeline(rec: str, out: str, t0: float, log: str) -> dict:
 
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def event(name, w0, w1, c):
+    def event(name, w0, w1, c, c0=None):
+        # c0: the thread's CPU (since it started: a forked child's thread, since the fork)
+        # when the phase began; cpu1: when it ended
         os.write(fd, (json.dumps({"pid": os.getpid(), "thread": threading.current_thread().name, "phase": name,
-                                  "start": w0 - t0, "end": w1 - t0, "cpu": c}) + "\n").encode())
+                                  "start": w0 - t0, "end": w1 - t0, "cpu": c, "cpu0": c0,
+                                  "cpu1": time.thread_time()}) + "\n").encode())
 
     event("interpreter start (+ this script)", t0, time.perf_counter(), _cpu())
 
@@ -134,7 +138,7 @@ def child_timeline(rec: str, out: str, t0: float, log: str) -> dict:
                 try:
                     return _f(*a, **kw)
                 finally:
-                    event(_name, w, time.perf_counter(), time.thread_time() - c)
+                    event(_name, w, time.perf_counter(), time.thread_time() - c, c)
                     if _name.startswith("child"):
                         event("child process CPU", t0, time.perf_counter(), _cpu())
             setattr(m, fn, wrapped)
@@ -215,7 +219,49 @@ def timeline(pythons: list[str], rec: str, rounds: int) -> dict:
             out[py]["phases"][name] = row
             calls = "" if row["calls"] == 1 else f"  ({row['calls']:.0f} calls)"
             print(f"  {name:62s} {row['start']:6.3f} .. {row['end']:6.3f} s  cpu {row['cpu']:6.3f} s{calls}")
+        paths = [critical_path(r["events"]) for r in runs]
+        out[py]["critical_path"] = {k: statistics.median(x[k] for x in paths) for k in paths[0]}
+        print("  CPU seconds, medians: " + ", ".join(f"{k} {v:.3f}" for k, v in out[py]["critical_path"].items()))
     return {"timeline": out, "runs": got}
+
+
+def critical_path(events: list[dict]) -> dict:
+    """The CPU critical path of one command from its events, in CPU seconds: ``start``
+    (the main thread's CPU when ``cmd_plot`` begins: interpreter, imports, the parser),
+    then two chains side by side: ``matplotlib`` (importing it and making the figure: the
+    forked child's CPU until it waits for the bins, or the main thread's from
+    ``cmd_plot`` to the end of ``new_figure``) and ``count`` (opening the recording, the
+    counting call's own thread, and the busier of the two counting threads), then
+    ``tail`` (binning, drawing and writing the file, on one thread). ``path``: start +
+    the longer chain + tail, the least wall time on enough cores without a GIL;
+    ``two_cores``: the same with the middle at least half the chains' CPU, the least
+    on two cores."""
+    p0 = events[0]["pid"]
+
+    def one(phase, child=None):
+        es = [e for e in events if e["phase"] == phase and (child is None or (e["pid"] != p0) == child)]
+        return es[0] if es else None
+
+    cmd = one("cmd_plot")
+    start = cmd["cpu0"]
+    jobs: dict = {}
+    for e in events:
+        if e["phase"] == "count job":
+            jobs[e["thread"]] = jobs.get(e["thread"], 0.0) + e["cpu"]
+    opened, counted = one("open the recording (footers)"), one("count (state_tally)")
+    count = opened["cpu"] + counted["cpu"] + max(jobs.values())
+    count_all = opened["cpu"] + counted["cpu"] + sum(jobs.values())
+    ready = one("receive", child=True)
+    if ready is not None:           # forked: the child's CPU until it waits for the bins
+        mpl = ready["cpu0"]
+        child_end = one("child: all (import matplotlib .. savefig)")
+        tail = one("state_bins")["cpu"] + child_end["cpu1"] - ready["cpu1"]
+    else:                           # one process: the main thread's import and figure
+        mpl = one("new_figure", child=False)["cpu1"] - start
+        tail = one("cli.main")["cpu1"] - one("state_bins")["cpu0"]
+    middle = max(mpl, count)
+    return {"start": start, "matplotlib": mpl, "count": count, "count_all_threads": count_all, "tail": tail,
+            "path": start + middle + tail, "two_cores": start + max(middle, (mpl + count_all) / 2) + tail}
 
 
 def child_duckdb(rec: str) -> dict:
