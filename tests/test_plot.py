@@ -292,3 +292,23 @@ def test_cli_states_other_recordings_fall_back_to_threads(gapped, tmp_path, monk
     fig = plot.plot_states(df[df["state"] == "LISTEN"], tz="UTC", snapshots=tcpsnap.snapshots(path), source=str(path))
     fig.savefig(tmp_path / "mem.png")
     assert (tmp_path / "cli.png").read_bytes() == (tmp_path / "mem.png").read_bytes()
+
+
+def test_cli_plot_imports_its_own_command_module_only():
+    """``tcpsnap plot`` builds a parser of its own command (``cli.COMMANDS``): the other
+    commands' modules (and their imports) are start-up time it does not use. Every
+    command of the whole parser is in ``COMMANDS``, with the module that registers it."""
+    import subprocess
+
+    from tcpsnap import cli
+
+    full = cli.build_parser()
+    choices = next(a for a in full._actions if a.dest == "command").choices
+    assert sorted(choices) == sorted(cli.COMMANDS)
+    for name, module in cli.COMMANDS.items():
+        only = next(a for a in cli.build_parser(name)._actions if a.dest == "command").choices
+        assert name in only and all(cli.COMMANDS[c] == module for c in only)
+    code = ("import sys\nfrom tcpsnap import cli\ncli.build_parser('plot')\n"
+            "print(sorted(m for m in sys.modules if m.startswith('tcpsnap._cmd_')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.split() == ["['tcpsnap._cmd_analyse',", "'tcpsnap._cmd_ship']"]
