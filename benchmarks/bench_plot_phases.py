@@ -108,6 +108,12 @@ HOOKS = (("tcpsnap._cmd_analyse", "cmd_plot", "cmd_plot"),
          ("tcpsnap.plot", "draw_state_bins", "draw_state_bins"))
 
 
+def _hwm() -> float:
+    """This process's peak RSS in MiB (``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
+
+
 def child_timeline(rec: str, out: str, t0: float, log: str) -> dict:
     """``tcpsnap plot --kind states`` as the CLI runs it (``cli.main``), each hooked
     function's calls logged as (pid, thread, phase, wall start and end from ``t0``, the
@@ -141,6 +147,7 @@ def child_timeline(rec: str, out: str, t0: float, log: str) -> dict:
                     event(_name, w, time.perf_counter(), time.thread_time() - c, c)
                     if _name.startswith("child"):
                         event("child process CPU", t0, time.perf_counter(), _cpu())
+                        event("child peak RSS (MiB, as cpu)", t0, time.perf_counter(), _hwm())
             setattr(m, fn, wrapped)
 
     class Finder(importlib.abc.MetaPathFinder):
@@ -174,6 +181,7 @@ def child_timeline(rec: str, out: str, t0: float, log: str) -> dict:
     event("cli.main", w, time.perf_counter(), _cpu())
     event("process CPU (waited-for children included)", t0, time.perf_counter(),
           _cpu() + os.times().children_user + os.times().children_system)
+    event("peak RSS (MiB, as cpu)", t0, time.perf_counter(), _hwm())
     os.close(fd)
     return {"code": code}
 
