@@ -63,7 +63,7 @@ def _command_modules(command: str | None = None):
     # One module per subcommand keeps each command's code (and its imports) apart.
     import importlib
 
-    names = ("_cmd_show", "_cmd_record", "_cmd_analyse", "_cmd_service", "_cmd_ship", "_cmd_top")
+    names: tuple[str, ...] = ("_cmd_show", "_cmd_record", "_cmd_analyse", "_cmd_service", "_cmd_ship", "_cmd_top")
     if command in COMMANDS:
         names = (COMMANDS[command],)
     return tuple(importlib.import_module(f".{n}", __package__) for n in names)
