@@ -239,11 +239,14 @@ def critical_path(events: list[dict]) -> dict:
     then two chains side by side: ``matplotlib`` (importing it and making the figure: the
     forked child's CPU until it waits for the bins, or the main thread's from
     ``cmd_plot`` to the end of ``new_figure``) and ``count`` (opening the recording, the
-    counting call's own thread, and the busier of the two counting threads), then
-    ``tail`` (binning, drawing and writing the file, on one thread). ``path``: start +
-    the longer chain + tail, the least wall time on enough cores without a GIL;
-    ``two_cores``: the same with the middle at least half the chains' CPU, the least
-    on two cores."""
+    counting call's own thread, and the busier of the two counting threads, as the
+    scheduler shared them out), then ``tail`` (binning, drawing and writing the file, on
+    one thread). ``path``: start + the longer chain + tail, as this run went.
+    ``two_cores``: the least wall time on two idle cores without a GIL: start, then
+    matplotlib beside the count (one counting thread while matplotlib runs, two after, so
+    the middle is the longest of matplotlib, half of all the middle's CPU, and the count
+    on two threads), then the tail. One process can reach it only where its threads do
+    not wait for each other's GIL; interpreter exit is not in it."""
     p0 = events[0]["pid"]
 
     def one(phase, child=None):
@@ -267,9 +270,10 @@ def critical_path(events: list[dict]) -> dict:
     else:                           # one process: the main thread's import and figure
         mpl = one("new_figure", child=False)["cpu1"] - start
         tail = one("cli.main")["cpu1"] - one("state_bins")["cpu0"]
-    middle = max(mpl, count)
+    fixed = opened["cpu"] + counted["cpu"]
+    ideal = max(mpl, (mpl + count_all) / 2, fixed + (count_all - fixed) / 2)
     return {"start": start, "matplotlib": mpl, "count": count, "count_all_threads": count_all, "tail": tail,
-            "path": start + middle + tail, "two_cores": start + max(middle, (mpl + count_all) / 2) + tail}
+            "path": start + max(mpl, count) + tail, "two_cores": start + ideal + tail}
 
 
 def child_duckdb(rec: str) -> dict:
