@@ -312,3 +312,23 @@ def test_cli_plot_imports_its_own_command_module_only():
             "print(sorted(m for m in sys.modules if m.startswith('tcpsnap._cmd_')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.split() == ["['tcpsnap._cmd_analyse',", "'tcpsnap._cmd_ship']"]
+
+
+def test_cli_plot_freezes_the_collector_at_exit_only(gapped, tmp_path):
+    """``tcpsnap plot`` (forked) has the interpreter's exit skip the cyclic collections of
+    the module teardown (``gc.freeze`` at exit): nothing is frozen while the caller's
+    process goes on, everything once it exits."""
+    import subprocess
+
+    if sys.platform != "linux":
+        pytest.skip("the drawing is forked on Linux only")
+    code = f"""
+import atexit, gc
+atexit.register(lambda: print("at exit", gc.get_freeze_count() > 0))
+from tcpsnap.cli import main
+assert main(["plot", {str(gapped[0])!r}, "-o", {str(tmp_path / "s.png")!r}]) == 0
+print("after main", gc.get_freeze_count())
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["after main 0", "at exit True"]
