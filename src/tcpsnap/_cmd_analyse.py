@@ -361,6 +361,95 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if not out.parent.exists():
         raise TcpsnapError(f"cannot write {out}: folder {out.parent} does not exist")
+    if args.kind == "states" and _plot_forked(args, out):
+        return 0
+    return _plot_threads(args, out)
+
+
+def _plot_forked(args: argparse.Namespace, out: Path) -> bool:
+    """``plot --kind states`` with the drawing in a forked child (``_plotfork``: it imports
+    matplotlib on the other core while this process counts); False where it cannot (not
+    Linux, or a recording ``aggregate.state_tally`` does not count: read piece by piece
+    on threads then)."""
+    from . import _plotfork
+
+    drawer = _plotfork.start(str(out))
+    if drawer is None:
+        return False
+    _keep_heap()
+    try:
+        from .reading.aggregate import state_tally
+
+        rec = _open(args.path, args.skip_bad, args.start, args.end)
+        fast = state_tally(rec, args.start, args.end, _where(args), wait=drawer.ready)
+        if fast is None:
+            drawer.cancel()
+            return False
+        host, t = fast
+        rng, freq = _bins_freq(args, t)
+        from .reading.tally import state_bins
+
+        bins = state_bins(t, _freq_ns(freq))
+        rec.report()
+        drawer.draw(bins, freq, host, rng, "UTC" if args.utc else args.tz, args.path)
+    finally:
+        drawer.cancel()
+    _quick_exit()
+    return True
+
+
+def _quick_exit() -> None:
+    """At interpreter exit, ``gc.freeze()`` before the modules are torn down: the cyclic
+    collections of that teardown then skip every object this command made (pyarrow's,
+    numpy's, the count's), ~0.01 s to exit instead of ~0.035-0.075 s after the plot is
+    written (strace, benchmarks/RESULTS.md "plot, session 7"). Objects are still freed
+    as their references go, and the std streams and logging are flushed as always; only
+    an object kept alive by a cycle is left to the process's end. Registered at exit, so
+    a caller of ``cli.main`` in a longer process keeps its collections until then."""
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)
+
+
+def _keep_heap() -> None:
+    """Let glibc keep 64 MiB at the top of each heap it trims (``mallopt(M_TOP_PAD)``;
+    nothing where the C library has no ``mallopt``): the count's threads free and
+    allocate the same few MB of numpy temporaries a row group, which glibc otherwise hands
+    back to the kernel and faults in again (~40,000 page faults, 0.1-0.2 s of system time
+    over the hour; ~9,000 with it). For this command's own process only: a library
+    function does not change its caller's allocator."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-2, 64 << 20)        # M_TOP_PAD
+    except (OSError, AttributeError):
+        pass
+
+
+def _freq_ns(freq: str) -> int:
+    from .plot import freq_ns
+
+    return freq_ns(freq)
+
+
+def _bins_freq(args: argparse.Namespace, t) -> tuple[tuple[int, int], str]:
+    """The (first, last) snapshot times (UTC ns) of tally ``t`` and the bin width
+    (``--freq`` or one chosen from the span); ``UsageError`` for too many bins."""
+    from . import plot
+
+    rng = (int(t.ts.min()), int(t.ts.max()))
+    freq = args.freq or plot.auto_freq_ns(rng[1] - rng[0])
+    try:
+        plot.check_bins_ns(rng[1] - rng[0], freq)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return rng, freq
+
+
+def _plot_threads(args: argparse.Namespace, out: Path) -> int:
+    """``plot`` in this process: the data read on a thread while this one imports
+    matplotlib."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -439,12 +528,7 @@ def _plot_tallied(args: argparse.Namespace, fast, tz, ax):
     from .reading.tally import state_bins
 
     host, t = fast
-    rng = (int(t.ts.min()), int(t.ts.max()))
-    freq = args.freq or plot.auto_freq_ns(rng[1] - rng[0])
-    try:
-        plot.check_bins_ns(rng[1] - rng[0], freq)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    rng, freq = _bins_freq(args, t)
     return plot.draw_state_bins(state_bins(t, plot.freq_ns(freq)), freq, host, rng, tz=tz, ax=ax,
                                 source=args.path)
 

@@ -18,7 +18,7 @@ from ._cli_args import HelpFormatter
 from ._errors import FilterError, TcpsnapError, UsageError
 from ._version import __version__
 
-__all__ = ["main", "build_parser", "DEBUG_ENV"]
+__all__ = ["main", "build_parser", "DEBUG_ENV", "COMMANDS"]
 
 #: Set to 1 for the traceback of an unexpected error.
 DEBUG_ENV = "TCPSNAP_DEBUG"
@@ -31,7 +31,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The module that registers each command: ``tcpsnap plot ...`` imports its own only (the
+#: others' imports are start-up time a command does not use; ``--help`` imports them all).
+COMMANDS = {"show": "_cmd_show", "record": "_cmd_record", "recover": "_cmd_record", "info": "_cmd_analyse",
+            "plot": "_cmd_analyse", "export": "_cmd_analyse", "install-service": "_cmd_service",
+            "config": "_cmd_service", "ship": "_cmd_ship", "top": "_cmd_top"}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``command`` (a key of :data:`COMMANDS`), one that
+    knows that command only."""
     parser = _Parser(
         prog="tcpsnap",
         description="Record a machine's TCP connection table (IPv4 and IPv6) over time.",
@@ -42,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for mod in _command_modules():
+    for mod in _command_modules(command):
         mod.register(sub)
     for p in sub.choices.values():
         # every command's help wrapped to the terminal, its examples kept as written
@@ -50,11 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_modules():
+def _command_modules(command: str | None = None):
     # One module per subcommand keeps each command's code (and its imports) apart.
-    from . import _cmd_analyse, _cmd_record, _cmd_service, _cmd_ship, _cmd_show, _cmd_top
+    import importlib
 
-    return (_cmd_show, _cmd_record, _cmd_analyse, _cmd_service, _cmd_ship, _cmd_top)
+    names: tuple[str, ...] = ("_cmd_show", "_cmd_record", "_cmd_analyse", "_cmd_service", "_cmd_ship", "_cmd_top")
+    if command in COMMANDS:
+        names = (COMMANDS[command],)
+    return tuple(importlib.import_module(f".{n}", __package__) for n in names)
 
 
 def _one_line(e: BaseException) -> str:
@@ -79,7 +91,8 @@ def _bad_input() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     prog = f"tcpsnap {args.command}"
     try:
