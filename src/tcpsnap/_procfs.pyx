@@ -85,8 +85,6 @@ cdef enum:
     VERIFY_MAX_DIV = 32        # ...and at most 1/32
     VERIFY_BACKSTOP = 4        # every owned socket re-read at least once per this many laps
     PREFETCH = 12              # rows ahead whose map slot the row pass prefetches
-    PREFETCH_SLOTS = 1 << 13   # ...once the map has more slots than this (256 KiB, a quarter
-                               # of L2: the rows streaming past take the rest)
     # A background resolver's per-take passes (and name codes) keep the GIL below this many
     # rows: they take well under a millisecond there, and a capture thread that lets the
     # GIL go waits to get it back until the writer's Python lets go (the recorder at
@@ -1250,14 +1248,13 @@ cdef class PidResolver:
         cdef uint32_t pending = 0, retry = 0, unresolved = 0
         cdef size_t touched = 0
         cdef uint32_t last_proc = UINT32_MAX, last_gen = 0, last_pid = 0
-        # the slots a few rows ahead are asked for only where the map is too large to stay
-        # cached (32-byte entries; 1k connections: 4,096 slots, 10k: 32,768): below that
-        # the probes hit anyway, and the prefetch's own hashing costs more than it saves
-        cdef Py_ssize_t ahead = PREFETCH if self.socks.cap > PREFETCH_SLOTS else n
         for i in range(n):
             r = rows + i
-            if i + ahead < n and rows[i + ahead].inode:
-                prefetch(&self.socks.slots[slot_of(rows[i + ahead].inode, self.socks.shift)])
+            if i + PREFETCH < n and rows[i + PREFETCH].inode:
+                # the map is cold here (the dump, the kernel's walk of its hash, and the
+                # writer on the other core evict it between takes, even at 1k connections):
+                # ask for the slot a few rows ahead
+                prefetch(&self.socks.slots[slot_of(rows[i + PREFETCH].inode, self.socks.shift)])
             if r.inode == 0:
                 r.pid = 0                # TIME_WAIT, orphans, request socks: no owner
                 continue
