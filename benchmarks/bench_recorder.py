@@ -279,14 +279,26 @@ def _ctx_switches() -> tuple[int, int]:
     return v, i
 
 
-def phases_block(seconds: float, workdir: Path, mode: str, batch_rows: int | None = None) -> dict:
+def _schedstat() -> tuple[int, int]:
+    """This thread's (CPU ns, ns waiting on a run queue) from /proc/self/task/TID/schedstat:
+    wall minus both is the time it was blocked (on a busy 2-core machine, mostly waits for
+    the GIL: a dump is made inside recv itself, and nothing else of capture blocks)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+        cpu, wait, _ = f.read().split()
+    return int(cpu), int(wait)
+
+
+def phases_block(seconds: float, workdir: Path, mode: str, batch_rows: int | None = None,
+                 stub_writer: bool = False) -> dict:
     """One recording at --interval 0 with pids, the capture thread's time split by phase:
     ``dump`` (the netlink dump and parse, Snapshotter's backend), ``resolve`` (pids),
     ``names`` (process-name codes), ``step`` (changes mode: diff and events), ``add``
     (into the batch, names and step included), ``take`` (dump + resolve + filter);
     ``other`` = the capture thread's total minus take and add (the schedule loop, hand-offs,
     waits for a free batch). Wall and thread-CPU ms per snapshot (the wrappers cost ~1 us
-    a call, the same for every build)."""
+    a call, the same for every build). ``blocked``: wall minus CPU minus run-queue wait
+    (/proc schedstat), the capture thread's waits for the GIL. ``stub_writer``: batches go
+    straight back to the pool, unwritten (what the writer thread costs capture)."""
     from tcpsnap import Recorder
 
     out = workdir / "rec"
@@ -308,12 +320,16 @@ def phases_block(seconds: float, workdir: Path, mode: str, batch_rows: int | Non
         cap.add = _timer(cap.add, acc, "add")
         if rec._tracker is not None:
             rec._tracker.step = _timer(rec._tracker.step, acc, "step")
+        if stub_writer:
+            cap._writer = _Stub(cap._pool)
         res0 = dict(snap.pid_stats.get("phase_seconds", {}))
         wcpu0 = rec._writer.cpu_ns
         x0 = _ctx_switches()
+        s0 = _schedstat()
         c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         rec.run(duration=seconds)
         c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+        s1 = _schedstat()
         x1 = _ctx_switches()
         n = rec.snapshots
         wcpu = rec._writer.cpu_ns - wcpu0
@@ -323,10 +339,23 @@ def phases_block(seconds: float, workdir: Path, mode: str, batch_rows: int | Non
     ms["capture_thread"] = {"wall": (w1 - w0) / n / 1e6, "cpu": (c1 - c0) / n / 1e6, "calls": n}
     ms["other"] = {x: ms["capture_thread"][x] - ms["take"][x] - ms["add"][x] for x in ("wall", "cpu")}
     ms["writer_thread"] = {"cpu": wcpu / n / 1e6}
+    ms["run_queue"] = {"wall": (s1[1] - s0[1]) / n / 1e6}
+    ms["blocked"] = {"wall": ((w1 - w0) - (s1[0] - s0[0]) - (s1[1] - s0[1])) / n / 1e6}
     ms["resolver_phases"] = {k: (res1.get(k, 0) - res0.get(k, 0)) / n * 1e3 for k in res1}
     return {"snapshots": n, "rate": n / ((w1 - w0) / 1e9), "ms_per_snapshot": ms,
             "voluntary_switches_per_snapshot": (x1[0] - x0[0]) / n,
             "involuntary_switches_per_snapshot": (x1[1] - x0[1]) / n}
+
+
+class _Stub:
+    """A writer that writes nothing: each batch goes straight back to the pool."""
+
+    def __init__(self, pool) -> None:
+        self._pool = pool
+        self.cpu_ns = 0
+
+    def put(self, b) -> None:
+        self._pool.put(b)
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -344,13 +373,14 @@ def floor_cpu_block(floor: bs.Floor, seconds: float, chunk: int) -> dict:
     return r
 
 
-def run_phases(sizes: list[int], rounds: int, seconds: float, mode: str, batch_rows: int | None = None) -> dict:
+def run_phases(sizes: list[int], rounds: int, seconds: float, mode: str, batch_rows: int | None = None,
+               stub_writer: bool = False) -> dict:
     """Per size and round, the floor's dumps then the recorder's phases (the order swapped
     every other round): the capture thread's CPU per snapshot over the floor's CPU per dump
     is the load-robust form of the rate target."""
     workdir = Path(tempfile.mkdtemp(prefix="tcpsnap-benchrec-"))
     floor = bs.Floor()
-    out: dict = {"machine": machine(), "mode": mode, "sizes": {}}
+    out: dict = {"machine": machine(), "mode": mode, "stub_writer": stub_writer, "sizes": {}}
     try:
         for n in sizes:
             with bs.Connections(n) as conns:
@@ -360,7 +390,7 @@ def run_phases(sizes: list[int], rounds: int, seconds: float, mode: str, batch_r
                     fl = None
                     if r % 2 == 0:
                         fl = floor_cpu_block(floor, seconds, 50 if n <= 2000 else 8)
-                    ph = phases_block(seconds, workdir, mode, batch_rows)
+                    ph = phases_block(seconds, workdir, mode, batch_rows, stub_writer)
                     if fl is None:
                         fl = floor_cpu_block(floor, seconds, 50 if n <= 2000 else 8)
                     ph["floor"] = fl
@@ -377,7 +407,8 @@ def run_phases(sizes: list[int], rounds: int, seconds: float, mode: str, batch_r
     return out
 
 
-PHASE_ORDER = ("capture_thread", "take", "dump", "resolve", "add", "process_names", "step", "other")
+PHASE_ORDER = ("capture_thread", "take", "dump", "resolve", "add", "process_names", "step", "other",
+               "run_queue", "blocked")
 
 
 def phases_markdown(res: dict, argv: str) -> str:
@@ -391,7 +422,7 @@ def phases_markdown(res: dict, argv: str) -> str:
         for ph in PHASE_ORDER:
             if ph not in rounds[0]["ms_per_snapshot"]:
                 continue
-            c = statistics.median(x["ms_per_snapshot"][ph]["cpu"] for x in rounds)
+            c = statistics.median(x["ms_per_snapshot"][ph].get("cpu", 0) for x in rounds)
             w = statistics.median(x["ms_per_snapshot"][ph]["wall"] for x in rounds)
             lines.append(f"| {int(n):,} | {ph} | {c:.3f} | {w:.3f} |")
         over = statistics.median(x["ms_per_snapshot"]["capture_thread"]["cpu"] - x["ms_per_snapshot"]["dump"]["cpu"]
@@ -671,6 +702,9 @@ def main(argv: list[str]) -> int:
     ph.add_argument("--seconds", type=float, default=4.0)
     ph.add_argument("--mode", choices=("full", "changes"), default="full")
     ph.add_argument("--batch-rows", type=int, default=None, help="the recorder's batch_rows (default: its own)")
+    ph.add_argument("--stub-writer", action="store_true", help="batches go back to the pool unwritten")
+    ph.add_argument("--switch-interval", type=float, default=None, metavar="S",
+                    help="sys.setswitchinterval(S) for the whole run (default: Python's)")
     du = sub.add_parser("dumps", help="dump() and take(pids) CPU per call against the floor's")
     du.add_argument("--sizes", default="1000,10000")
     du.add_argument("--rounds", type=int, default=6)
@@ -698,8 +732,11 @@ def main(argv: list[str]) -> int:
         res["summary"] = rate_summary(res)
         md = rate_markdown(res, shown)
     elif args.cmd == "phases":
+        if args.switch_interval is not None:
+            sys.setswitchinterval(args.switch_interval)
         res = run_phases([int(x) for x in args.sizes.split(",")], args.rounds, args.seconds, args.mode,
-                         args.batch_rows)
+                         args.batch_rows, args.stub_writer)
+        res["switch_interval"] = sys.getswitchinterval()
         md = phases_markdown(res, shown)
     elif args.cmd == "dumps":
         res = run_dumps([int(x) for x in args.sizes.split(",")], args.rounds, args.count)

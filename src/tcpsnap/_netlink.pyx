@@ -78,6 +78,7 @@ cdef enum pump_status:
     PUMP_NLERROR = 4     # NLMSG_ERROR; errno in res.error
     PUMP_MALFORMED = 5
     PUMP_TRUNC = 6       # a datagram larger than the receive buffer
+    PUMP_SEND = 7        # sending the request failed; errno in *err (EINTR: send again)
 
 
 cdef class NetlinkDumper:
@@ -108,6 +109,7 @@ cdef class NetlinkDumper:
     cdef bint closed
     cdef uint32_t states           # idiag_states: Linux state bits to dump
     cdef char *req                 # the request: header, inet_diag_req(_v2), bytecode
+    cdef size_t unsent             # its size until _pump has sent it, then 0
     cdef char *bc                  # the filter program (MAX_BYTECODE bytes of room)
     cdef Py_ssize_t bc_len         # its length, 0 for none
     cdef object _bytecode
@@ -304,7 +306,6 @@ cdef class NetlinkDumper:
         cdef inet_diag_req_v2 *r2 = <inet_diag_req_v2 *>(req + HDR)
         cdef inet_diag_req *r1 = <inet_diag_req *>(req + HDR)
         cdef nlattr attr
-        cdef ssize_t sent
         cdef size_t size
         memset(req, 0, COMPAT_REQ_SIZE)
         self.seq += 1
@@ -335,14 +336,10 @@ cdef class NetlinkDumper:
         h.nlmsg_len = size
         h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
         h.nlmsg_seq = self.seq
-        while True:
-            with nogil:
-                sent = send(self.fd, req, size, 0)
-            if sent >= 0:
-                break
-            if errno != EINTR:
-                raise_syscall("send(NETLINK_SOCK_DIAG)", errno)
-            PyErr_CheckSignals()
+        # sent by _pump, in the same stretch without the GIL as the replies: a capture
+        # thread that takes the GIL back once per dump rather than twice waits half as
+        # often for the writer's Python to let it go
+        self.unsent = size
         self.cur.buf = self.rbuf
         self.cur.len = 0
         self.cur.off = 0
@@ -351,6 +348,12 @@ cdef class NetlinkDumper:
     cdef pump_status _pump(self, int *err) noexcept nogil:
         cdef ssize_t got
         cdef nl_status st
+        if self.unsent:
+            got = send(self.fd, self.req, self.unsent, 0)
+            if got < 0:
+                err[0] = errno
+                return PUMP_SEND
+            self.unsent = 0
         while True:
             if self.cur.off >= self.cur.len:
                 # MSG_TRUNC makes recv report a datagram's full length, so truncation shows
@@ -411,6 +414,10 @@ cdef class NetlinkDumper:
                 self._grow()
             elif st == PUMP_EINTR:
                 PyErr_CheckSignals()     # a handler that raises ends the dump (see dump())
+            elif st == PUMP_SEND:
+                if err != EINTR:
+                    raise_syscall("send(NETLINK_SOCK_DIAG)", err)
+                PyErr_CheckSignals()     # then sent again by the next _pump
             elif st == PUMP_ERRNO:
                 if err == ENOBUFS:
                     self._open()     # the kernel dropped messages: this dump is lost

@@ -1234,17 +1234,26 @@ cdef class PidResolver:
             self._start_checks()
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
-        """Fill pid from the map; add new inodes as pending. -1 when out of memory."""
+        """Fill pid from the map; add new inodes as pending. -1 when out of memory.
+
+        Rows of one owner mostly come in runs (a process's sockets, both ends of its
+        loopback connections), so the last owner confirmed in this pass is remembered: a
+        row whose entry names the same process slot and generation takes its pid without
+        looking at the process again (``_owner_pid`` confirmed it, and marks it dead only
+        from inside itself: nothing between two rows of one pass changes that answer)."""
         cdef Py_ssize_t i
         cdef tcpsnap_row *r
         cdef sock_ent *e
         cdef uint32_t pid, ep = self.epoch
         cdef uint32_t pending = 0, retry = 0, unresolved = 0
         cdef size_t touched = 0
+        cdef uint32_t last_proc = UINT32_MAX, last_gen = 0, last_pid = 0
         for i in range(n):
             r = rows + i
             if i + PREFETCH < n and rows[i + PREFETCH].inode:
-                # the map outgrows the caches: ask for the slot a few rows ahead
+                # the map is cold here (the dump, the kernel's walk of its hash, and the
+                # writer on the other core evict it between takes, even at 1k connections):
+                # ask for the slot a few rows ahead
                 prefetch(&self.socks.slots[slot_of(rows[i + PREFETCH].inode, self.socks.shift)])
             if r.inode == 0:
                 r.pid = 0                # TIME_WAIT, orphans, request socks: no owner
@@ -1272,8 +1281,12 @@ cdef class PidResolver:
                 e.born = <uint16_t>ep
                 e.misses = 0
             if e.state == SK_OWNED:
+                if e.proc == last_proc and e.proc_gen == last_gen:
+                    r.pid = last_pid
+                    continue
                 pid = self._owner_pid(e)
                 if pid:
+                    last_proc, last_gen, last_pid = e.proc, e.proc_gen, pid
                     r.pid = pid
                     continue
                 e.state = SK_PENDING     # its owner exited; someone else holds it

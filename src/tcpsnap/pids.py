@@ -100,7 +100,8 @@ Staying right between walks
       never is, is checked too.
 
 What a snapshot costs
-    In steady state: one hash lookup per row (32-byte entries, prefetched), one
+    In steady state: one hash lookup per row (32-byte entries, prefetched; a run of
+    rows of one owner confirms that owner once), one
     ``poll()`` over the owners' pidfds, a ``stat`` per owner looked at and a few
     owners' links re-read. A walk costs
     what ``ss -p`` pays (getdents64 and a ``readlinkat`` per descriptor of every
