@@ -554,6 +554,27 @@ cdef enum:
     NJ_DONE = 1                # ...finished: the resolver merges and frees it
     NJ_ORPHANED = 2            # ...the resolver was closed first: the thread frees it
 
+# A background job (a name job, a check job) is handed to a detached thread; whoever of the
+# thread (ending) and the resolver (merging, or closing) comes second frees it: its state
+# is swapped to NJ_DONE by the one, NJ_ORPHANED by the other.
+
+cdef int spawn_job(void *(*run)(void *) noexcept nogil, void *job) noexcept nogil:
+    """``run(job)`` on a detached thread of its own: 0, or -1 (no thread: nothing runs)."""
+    cdef pthread_t tid
+    if pthread_create(&tid, NULL, run, job) != 0:
+        return -1
+    pthread_detach(tid)
+    return 0
+
+
+cdef void end_job(int *state, void *reqs, void *job, int mine) noexcept nogil:
+    """One side is done with a job: ``mine`` NJ_DONE (its thread) or NJ_ORPHANED (the
+    resolver); the job and its requests are freed if the other side was done first."""
+    if tcpsnap_swap(state, mine) == (NJ_ORPHANED if mine == NJ_DONE else NJ_DONE):
+        free(reqs)
+        free(job)
+
+
 cdef struct name_req:
     uint32_t pid
     int32_t rc                 # 0: read; -1: gone or unreadable
@@ -587,9 +608,7 @@ cdef void *name_thread(void *arg) noexcept nogil:
         r.t = mono()
     if procfd >= 0:
         close(procfd)
-    if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
-        free(j.reqs)
-        free(j)
+    end_job(&j.state, j.reqs, j, NJ_DONE)
     return NULL
 
 
@@ -671,9 +690,7 @@ cdef void *check_thread(void *arg) noexcept nogil:
         a = b
     if procfd >= 0:
         close(procfd)
-    if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
-        free(j.reqs)
-        free(j)
+    end_job(&j.state, j.reqs, j, NJ_DONE)
     return NULL
 
 
@@ -823,8 +840,7 @@ cdef class PidResolver:
         cdef uint32_t i
         cdef int k
         self._join()
-        self._release_name_job()
-        self._release_check_job()
+        self._release_jobs()
         free(self.cq)
         free(self.slotcode)
         if self.procfd >= 0:
@@ -1138,7 +1154,6 @@ cdef class PidResolver:
     cdef void _start_checks(self) noexcept nogil:
         """The links _verify queued, to a detached thread of their own."""
         cdef check_job *j
-        cdef pthread_t tid
         if self.ncq == 0:
             return
         j = <check_job *>calloc(1, sizeof(check_job))
@@ -1150,22 +1165,22 @@ cdef class PidResolver:
         j.state = NJ_RUNNING
         self.cq = NULL
         self.ncq = self.capcq = 0
-        if pthread_create(&tid, NULL, check_thread, j) != 0:
+        if spawn_job(check_thread, j) != 0:
             free(j.reqs)
             free(j)
             return
-        pthread_detach(tid)
         self.cjob = j
         self.check_jobs += 1
 
-    cdef void _release_check_job(self) noexcept nogil:
-        cdef check_job *j = self.cjob
-        if j == NULL:
-            return
-        self.cjob = NULL
-        if tcpsnap_swap(&j.state, NJ_ORPHANED) == NJ_DONE:
-            free(j.reqs)
-            free(j)
+    cdef void _release_jobs(self) noexcept nogil:
+        """The resolver is done with its name and check jobs (closing): each is freed
+        now if its thread ended, else by its thread when it does."""
+        if self.njob != NULL:
+            end_job(&self.njob.state, self.njob.reqs, self.njob, NJ_ORPHANED)
+            self.njob = NULL
+        if self.cjob != NULL:
+            end_job(&self.cjob.state, self.cjob.reqs, self.cjob, NJ_ORPHANED)
+            self.cjob = NULL
 
     cdef void _verify(self, double now) noexcept nogil:
         """Re-read owners' links. Sockets that had several holders when resolved (fork,
@@ -1964,7 +1979,6 @@ cdef class PidResolver:
         cdef name_job *j = <name_job *>calloc(1, sizeof(name_job))
         cdef size_t i = 0
         cdef uint32_t idx
-        cdef pthread_t tid
         if j == NULL:
             raise MemoryError()
         j.reqs = <name_req *>calloc(len(stale), sizeof(name_req))
@@ -1978,11 +1992,10 @@ cdef class PidResolver:
         j.n = i
         j.state = NJ_RUNNING
         j.block_fd = self._name_block_fd
-        if pthread_create(&tid, NULL, name_thread, j) != 0:
+        if spawn_job(name_thread, j) != 0:
             free(j.reqs)
             free(j)
             return                   # no thread now: the cached names stay; try next time
-        pthread_detach(tid)
         self.njob = j
         self.name_jobs += 1
 
@@ -2012,15 +2025,6 @@ cdef class PidResolver:
         free(j.reqs)
         free(j)
         self.njob = NULL
-
-    cdef void _release_name_job(self) noexcept nogil:
-        cdef name_job *j = self.njob
-        if j == NULL:
-            return
-        self.njob = NULL
-        if tcpsnap_swap(&j.state, NJ_ORPHANED) == NJ_DONE:
-            free(j.reqs)
-            free(j)
 
     @property
     def _name_block(self):
@@ -2086,6 +2090,5 @@ cdef class PidResolver:
     def close(self):
         with nogil:
             self._join()
-            self._release_name_job()
-            self._release_check_job()
+            self._release_jobs()
         self.walk_open = False
