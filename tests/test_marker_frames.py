@@ -238,3 +238,45 @@ def test_kill_9_with_repeat_frames_keeps_every_durable_marker(tmp_path):
         have = got[got["seq"] == k]
         assert sorted(zip(have["cookie"], have["state"].astype(str))) == \
             sorted((int(r["cookie"]), S(r["state"]).name) for r in tables[k]), k
+
+
+def test_repeat_row_is_the_row_appended_again_with_its_own_clocks():
+    """``RowGroupStore.repeat_row`` (the writer's lone markers after the first): what
+    appending that row's parts again with the new seq and clocks gives, also for a column
+    with nulls, a per-snapshot column and one that had only zeros."""
+    from tcpsnap.record.changes import ChangesEncoder, build_schema
+    from tcpsnap.record.rowgroup import RowGroupStore
+
+    schema = build_schema()
+    per = ("seq", "capture_ns", "monotonic_ns")
+    enc, ref = ChangesEncoder(schema, "h", "b"), ChangesEncoder(schema, "h", "b")
+    st = RowGroupStore(schema, 4, per)  # small: repeat_row grows it
+    rows = np.zeros(3, ROW_DTYPE)
+    rows["family"] = [4, 0, 4]
+    rows["cookie"] = [7, 0, 8]
+    rows["pid"] = [5, 0, 6]
+    rows["state"] = [1, 7, 1]
+    ev = np.array([1, 0, 1], np.uint8)  # opened, the marker, opened
+    seen = np.array([True, False, True])
+    codes = np.array([0, -1, 1], np.int32)  # the marker's process: null
+    want = []
+
+    def add(r, n, seq, ts, cap, mono, c, e, s):
+        a = (r, np.array([n]), np.array([ts]), np.array([seq]), np.array([cap]), c, ["x", "y"])
+        kw = dict(events=e, seen=s, row_ts=np.full(n, ts, np.int64), monotonic=np.array([mono]))
+        want.append(ref.encode(*a, **kw))
+        return a, kw
+
+    a, kw = add(rows[:2], 2, 0, 1000, 11, 21, codes[:2], ev[:2], seen[:2])
+    st.append(enc.parts(*a, **kw), 2, a[1], a[3])
+    for k in range(1, 6):
+        st.repeat_row(1, {"timestamp": 1000 + k, "seq": k, "capture_ns": 11 + k, "monotonic_ns": 21 + 2 * k}, k)
+        add(rows[1:2], 1, k, 1000 + k, 11 + k, 21 + 2 * k, codes[1:2], ev[1:2], seen[1:2])
+    a, kw = add(rows[2:], 1, 6, 2000, 30, 40, codes[2:], ev[2:], seen[2:])
+    st.append(enc.parts(*a, **kw), 1, a[1], a[3])
+    assert st.rows == 8 and st.snapshots == 7
+    expect = pa.Table.from_batches(want).combine_chunks()
+    assert st.batch().to_pylist() == expect.to_pylist()
+    assert st.spans(0, 2) == [(0, 2, 0), (2, 4, 2), (4, 6, 4), (6, 8, 6)]
+    with pytest.raises(IndexError):
+        st.repeat_row(8, {}, 7)
