@@ -352,17 +352,25 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def threads_cpu_s(pid: int) -> dict[int, float]:
-    """utime + stime of each live thread of a process, seconds, by thread id."""
+    """utime + stime of each live thread of a process, seconds, by thread id; its name
+    (``comm``: the resolver's workers are ``tcpsnap-check`` and ``tcpsnap-names``) in
+    ``THREAD_NAMES``."""
     out = {}
     tick = os.sysconf("SC_CLK_TCK")
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{t}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
+                comm, rest = f.read().split(" (", 1)[1].rsplit(")", 1)
+                fields = rest.split()
+        except (OSError, ValueError, IndexError):
             continue
         out[int(t)] = (int(fields[11]) + int(fields[12])) / tick
+        THREAD_NAMES[int(t)] = comm
     return out
+
+
+#: threads_cpu_s: each thread id's name, as last seen
+THREAD_NAMES: dict[int, str] = {}
 
 
 def split_cpu(pid: int, t0: dict, t1: dict, total: float) -> dict:
@@ -375,7 +383,7 @@ def split_cpu(pid: int, t0: dict, t1: dict, total: float) -> dict:
     live = sorted(((k, v - t0.get(k, 0.0)) for k, v in t1.items() if k != pid), key=lambda kv: -kv[1])
     other = sum(v for _, v in live)
     return {"capture": cap, "other_threads": other, "exited_threads": max(0.0, total - cap - other),
-            "live": {str(k): v for k, v in live}}
+            "live": {f"{k} {THREAD_NAMES.get(k, '?')}": v for k, v in live}}
 
 
 #: cpu: seconds of the recorder's run left out at the start (start-up) and at the end (its
