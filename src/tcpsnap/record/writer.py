@@ -27,9 +27,9 @@ import numpy as np
 
 from .._arrow import KIND_SNAPSHOT
 from .._errors import RecorderError
-from .._events import EV_SNAPSHOT
 from .batch import STOP, Batch, BatchPool
 from .footprint import heap_trimmer
+from .markers import LoneMarkers
 from .protocols import Clock
 from .rowgroup import RowGroupStore, encode_row_group
 from .safedir import SafeDir
@@ -43,9 +43,6 @@ _DAY_NS = 86_400_000_000_000
 #: holds its Arrow IPC bytes (~120 bytes a row) and their compressed copy, so a flush of
 #: 100k rows at once (1k connections every 10 ms, a 1-s flush) raised the peak by ~20 MiB.
 JOURNAL_FRAME_ROWS = 1 << 13
-#: changes mode's columns that differ between two markers of the same content: a repeat
-#: frame (``Journal.append_repeat``) carries only these
-_PER_SNAPSHOT = ("timestamp", "seq", "capture_ns", "monotonic_ns")
 
 
 @dataclass(frozen=True)
@@ -128,6 +125,22 @@ def wrap_error(e: BaseException, where: Path | None, folder: Path,
     return RecorderError(f"writer failed: {type(e).__name__}: {e}; {kept}")
 
 
+def batch_parts(enc: Any, b: Batch) -> dict:
+    """A batch's rows as ``enc.parts`` (one ``tcpsnap._arrow.Part`` per column)."""
+    s, n = b.s, b.n
+    info = (None if b.info is None or b.sampled is None
+            else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
+    if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
+        # left out: record.capture.Carry) are kind "snapshot"
+        kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
+        return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                         b.proc[:n] if b.has_proc else None, b.names,
+                         monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
+    return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                     b.proc[:n] if b.has_proc else None, b.names,
+                     *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
+
+
 class Writer:
     """The writer thread. ``put(batch)`` from capture; ``STOP`` ends it (``join``)."""
 
@@ -172,16 +185,7 @@ class Writer:
         self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
         self._file_key: tuple[int, int] | None = None
         self._file_meta: dict[str, int] = {}
-        # changes mode's lone snapshot markers (a slow interval: one per flush), see
-        # _marker_key: the last one encoded into the row group, (key, its row), which the
-        # next ones like it copy; the pending rows that are such markers, (row, key,
-        # per-snapshot values); the key of the journal's last frame when it is one such
-        # marker (the next ones go as repeat frames of it)
-        self._marker_row: tuple[bytes, int] | None = None
-        self._pend_marks: list[tuple[int, bytes, tuple[int, int, int, int]]] = []
-        self._jkey: bytes | None = None
-        self._repeat_cols = ([schema.get_field_index(c) for c in _PER_SNAPSHOT]
-                             if "event" in schema.names else None)
+        self._markers = LoneMarkers(schema)  # changes mode's lone markers (record.markers)
         self._thread = threading.Thread(target=self._main, name="tcpsnap-writer", daemon=True)
 
     # ------------------------------------------------------------ the thread
@@ -285,71 +289,19 @@ class Writer:
             self._finish_file(clean=True)
             self._open_file(b)
         s = b.s
-        key = self._marker_key(b)
+        key = LoneMarkers.key(b)
         if key is not None:
-            self._write_marker(b, key)
-        else:
-            self._write_rows(b)
+            self._markers.write(self._store, self._enc, b, key)
+        elif b.n:  # copies: the batch is reused after
+            self._store.append(batch_parts(self._enc, b), b.n, b.counts[:s], b.seq[:s])
+        if b.n:
+            self._pending_seq = int(b.seq[s - 1])
+            if self._oldest is None:
+                self._oldest = b.t_first
         fm = self._file_meta
         fm["snapshots"] += s
         fm["last_seq"] = int(b.seq[s - 1])
         fm["overruns"] += b.overruns
-
-    def _write_rows(self, b: Batch) -> None:
-        s, n = b.s, b.n
-        info = (None if b.info is None or b.sampled is None
-                else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
-        if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
-            # left out: record.capture.Carry) are kind "snapshot"
-            kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
-            parts = self._enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                                    b.proc[:n] if b.has_proc else None, b.names,
-                                    monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
-        else:
-            parts = self._enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                                    b.proc[:n] if b.has_proc else None, b.names,
-                                    *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
-        if n:
-            self._store.append(parts, n, b.counts[:s], b.seq[:s])  # copies: the batch is reused after
-            self._pending_seq = int(b.seq[s - 1])
-            if self._oldest is None:
-                self._oldest = b.t_first
-
-    def _marker_key(self, b: Batch) -> bytes | None:
-        """A changes-mode batch of one snapshot holding only its marker row: what its row
-        holds besides its clocks and seq (everything the encoder reads), so that two with
-        the same key encode alike but for those (``_PER_SNAPSHOT``). None for any other."""
-        if b.extra is None or b.n != 1 or b.s != 1 or b.extra[0][0] != EV_SNAPSHOT or b.rows["family"][0] != 0:
-            return None
-        parts = [b.rows[:1].tobytes(), b.extra[0][:1].tobytes(), b.extra[1][:1].tobytes()]
-        if b.has_proc:
-            parts += [b.proc[:1].tobytes(), "\0".join(b.names).encode()]
-        if b.info is not None and b.sampled is not None:
-            parts += [b.info[:1].tobytes(), b.sampled[:1].tobytes()]
-        return b"|%d|" % b.has_proc + b"".join(parts)
-
-    def _write_marker(self, b: Batch, key: bytes) -> None:
-        """A lone marker into the row group: encoded once, then the row copied with its
-        own clocks and seq (encoding ~35 columns and copying them in cost 0.8 ms of Python
-        a snapshot at a 1-s interval, cold)."""
-        vals = (int(b.extra[2][0]), int(b.seq[0]), int(b.cap[0]), int(b.mono[0]))  # type: ignore[index]
-        row = self._store.rows
-        cached = self._marker_row
-        if cached is not None and cached[0] == key:
-            self._store.repeat_row(cached[1], dict(zip(_PER_SNAPSHOT, vals, strict=True)), vals[1])
-        else:
-            info = (None if b.info is None or b.sampled is None
-                    else (b.info[:1], np.repeat(b.sampled[:1], b.counts[:1])))
-            parts = self._enc.parts(b.rows[:1], b.counts[:1], b.ts[:1], b.seq[:1], b.cap[:1],
-                                    b.proc[:1] if b.has_proc else None, b.names,
-                                    *[a[:1] for a in b.extra], monotonic=b.mono[:1],  # type: ignore[union-attr]
-                                    tcp_info=info)
-            self._store.append(parts, 1, b.counts[:1], b.seq[:1])
-            self._marker_row = key, row  # until the row group's end (_forget_markers)
-        self._pend_marks.append((row, key, vals))
-        self._pending_seq = int(b.seq[0])
-        if self._oldest is None:
-            self._oldest = b.t_first
 
     def _after_write(self) -> None:
         """After a batch: a row group when enough rows wait, or near a memory limit, the
@@ -376,12 +328,9 @@ class Writer:
             app = self._app
             self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
                                     self.options.fsync, folder=self._part)
-            self._jkey = None
-        marks, pending = self._pend_marks, self._pending_rows
-        if (pending and self._jkey is not None and self._repeat_cols is not None and len(marks) == pending
-                and all(k == self._jkey for _, k, _ in marks)):
+            self._markers.jkey = None
+        if self._markers.repeat(self._journal, self._pending_rows):
             # only markers like the journal's last frame: their clocks and seq are enough
-            self._journal.append_repeat(self._repeat_cols, np.array([v for *_, v in marks], np.int64))
             self._journaled = self._store.rows
             self.durable_seq = self._pending_seq
         else:
@@ -391,10 +340,7 @@ class Writer:
                 self._journaled = b
                 self.durable_seq = seq
                 last = (a, b)
-            # the last frame is a lone marker: the next ones like it can repeat it
-            self._jkey = (marks[-1][1] if marks and last[1] - last[0] == 1 and marks[-1][0] == last[0]
-                          else None)
-        marks.clear()
+            self._markers.framed(last)
         self._oldest = None
 
     def _open_file(self, b: Batch) -> None:
@@ -413,7 +359,7 @@ class Writer:
                                     folder=self._part)
         self._enc.reset()
         self._journal = None
-        self._forget_markers()
+        self._markers.forget()
         self._file_key = b.file_key
         self.last_file = final
         self._file_meta = {"snapshots": 0, "first_seq": int(b.seq[0]), "last_seq": int(b.seq[0]),
@@ -438,7 +384,7 @@ class Writer:
         if j is not None and self._part is not None:
             self._part.unlink(j.path.name)
         self._journal = None
-        self._forget_markers()
+        self._markers.forget()
         g = self._guard
         if g is not None and g.row_group_rows + self._pool.batch_rows < self._store_rows:
             # a memory limit made row groups smaller: so is the store, from now on
@@ -451,12 +397,6 @@ class Writer:
         self._enc.reset()
         if self._trim is not None:
             self._trim()
-
-    def _forget_markers(self) -> None:
-        # a new row group (the encoder's dictionaries start afresh) or a new journal
-        self._marker_row = None
-        self._pend_marks.clear()
-        self._jkey = None
 
     def _finish_file(self, clean: bool) -> None:
         app = self._app
