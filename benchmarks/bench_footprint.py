@@ -18,7 +18,9 @@
           benchmarks/floor.c doing one dump a second for as long (its own CPU, from
           /proc/<pid>/stat), alternating, --rounds times; each ``--python`` given (e.g.
           this tree's venv and main's) in every round; CPU per snapshot split by thread
-          (capture, the other live threads, short-lived threads).
+          (capture, the other live threads, short-lived threads). ``--together``: the
+          floor dumps during each recorder's run instead (half a second after its
+          snapshots), each ratio against the floor's CPU of the same seconds.
   writer  the writer thread's own CPU per snapshot (``Recorder.stats["writer_cpu_s"]``) of
           ``Recorder(interval=--interval, mode=--mode)`` at --n connections, each --python.
   drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
@@ -350,27 +352,38 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def threads_cpu_s(pid: int) -> dict[int, float]:
-    """utime + stime of each live thread of a process, seconds, by thread id."""
+    """utime + stime of each live thread of a process, seconds, by thread id; its name
+    (``comm``: the resolver's workers are ``tcpsnap-check`` and ``tcpsnap-names``) in
+    ``THREAD_NAMES``."""
     out = {}
     tick = os.sysconf("SC_CLK_TCK")
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{t}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
+                comm, rest = f.read().split(" (", 1)[1].rsplit(")", 1)
+                fields = rest.split()
+        except (OSError, ValueError, IndexError):
             continue
         out[int(t)] = (int(fields[11]) + int(fields[12])) / tick
+        THREAD_NAMES[int(t)] = comm
     return out
+
+
+#: threads_cpu_s: each thread id's name, as last seen
+THREAD_NAMES: dict[int, str] = {}
 
 
 def split_cpu(pid: int, t0: dict, t1: dict, total: float) -> dict:
     """A recorder's CPU between two samples, by thread: ``capture`` (the main thread, which
     runs ``Recorder.run``), ``other_threads`` (those alive at the end: the writer, the
-    journal's...), ``exited_threads`` (short-lived: the resolver's check rounds, name
-    re-reads and walks; their time is only in the process total)."""
+    status thread...), ``exited_threads`` (short-lived: the resolver's check rounds, name
+    re-reads and walks; their time is only in the process total); ``live`` each live
+    thread's own, by thread id, largest first (the writer is the largest but capture)."""
     cap = t1.get(pid, 0.0) - t0.get(pid, 0.0)
-    other = sum(v - t0.get(k, 0.0) for k, v in t1.items() if k != pid)
-    return {"capture": cap, "other_threads": other, "exited_threads": max(0.0, total - cap - other)}
+    live = sorted(((k, v - t0.get(k, 0.0)) for k, v in t1.items() if k != pid), key=lambda kv: -kv[1])
+    other = sum(v for _, v in live)
+    return {"capture": cap, "other_threads": other, "exited_threads": max(0.0, total - cap - other),
+            "live": {f"{k} {THREAD_NAMES.get(k, '?')}": v for k, v in live}}
 
 
 #: cpu: seconds of the recorder's run left out at the start (start-up) and at the end (its
@@ -410,9 +423,87 @@ def cpu_recorder(python: str, out: Path, seconds: float) -> dict:
             "threads_s": split_cpu(p.pid, samples[0][1], samples[1][1], cpu)}
 
 
+def cpu_together(python: str, out: Path, seconds: float, floor) -> dict:
+    """As ``cpu_recorder``, with the floor dumping once a second at the same time, half a
+    second after each of the recorder's snapshots would start (about: its phase is only
+    known to within its start-up): both are measured over the same seconds, so that each
+    round's ratio sees the same kernel state (the floor's dump alone varied +-10% between
+    rounds). The floor's CPU and dumps of that window are returned beside."""
+    shutil.rmtree(out, ignore_errors=True)
+    p = subprocess.Popen([python, "-m", "tcpsnap", "record", str(out), "--interval", "1s",
+                          "--mode", "changes", "--duration", f"{seconds + WARM + TAIL}s", "-q"])
+    t0 = time.monotonic()
+    stop = threading.Event()
+    starts: list[float] = []
+
+    def dumps() -> None:
+        k = 0
+        while not stop.is_set():
+            stop.wait(max(0.0, t0 + 0.5 + k - time.monotonic()))
+            if stop.is_set():
+                break
+            starts.append(time.monotonic() - t0)
+            floor.dumps(1)
+            k += 1
+
+    th = threading.Thread(target=dumps, daemon=True)
+    th.start()
+    samples = []
+    for at in (WARM, WARM + seconds):
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        samples.append((proc_cpu_s(p.pid), threads_cpu_s(p.pid), proc_cpu_s(floor.proc.pid)))
+    stop.set()
+    th.join()
+    p.wait()
+    shutil.rmtree(out, ignore_errors=True)
+    cpu = samples[1][0] - samples[0][0]
+    return {"rc": p.returncode, "startup_cpu_s": samples[0][0], "cpu_s": cpu,
+            "threads_s": split_cpu(p.pid, samples[0][1], samples[1][1], cpu),
+            "floor_cpu_s": samples[1][2] - samples[0][2],
+            "floor_dumps": sum(1 for t in starts if WARM <= t < WARM + seconds)}
+
+
+def run_cpu_together(args) -> dict:
+    """``--together``: per round, each ``--python``'s recorder beside the floor (order
+    reversed every other round); each ratio against the floor's dumps of the same window."""
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
+    res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds,
+                 "python": args.python, "together": True, "rounds": []}
+    floor = bs.Floor()
+    secs = args.seconds - WARM - TAIL
+    try:
+        with bs.Connections(args.n) as conns:
+            res["rows"] = conns.rows
+            for r in range(args.rounds):
+                rnd: dict = {"recorders": {}}
+                for py in (args.python if r % 2 == 0 else args.python[::-1]):
+                    got = cpu_together(py, tmp / "rec", secs, floor)
+                    k = max(got["floor_dumps"], 1)
+                    got["floor_ms_per_dump"] = got["floor_cpu_s"] / k * 1e3
+                    got["ratio"] = got["cpu_s"] / max(got["floor_cpu_s"], 1e-9) * k / secs
+                    got["ms_per_snapshot"] = got["cpu_s"] / secs * 1e3
+                    got["ms_per_snapshot_by_thread"] = {t: v / secs * 1e3 for t, v in got["threads_s"].items()
+                                                        if t != "live"}
+                    got["load"] = os.getloadavg()[0]
+                    rnd["recorders"][py] = got
+                first = rnd["recorders"][args.python[0]]
+                rnd["floor_ms_per_dump"] = first["floor_ms_per_dump"]
+                rnd["load"] = os.getloadavg()[0]
+                print(json.dumps(rnd), file=sys.stderr, flush=True)
+                res["rounds"].append(rnd)
+    finally:
+        floor.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["ratio_median"] = {py: statistics.median(r["recorders"][py]["ratio"] for r in res["rounds"])
+                           for py in args.python}
+    return res
+
+
 def run_cpu(args) -> dict:
     """Per round: the floor, then each ``--python``'s recorder (the order reversed every
     other round); each recorder's ratio to that round's floor."""
+    if args.together:
+        return run_cpu_together(args)
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
     res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds,
                  "python": args.python, "rounds": []}
@@ -434,7 +525,8 @@ def run_cpu(args) -> dict:
                     got["ratio"] = got["cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
                     # one snapshot a second for as long as the floor dumps
                     got["ms_per_snapshot"] = got["cpu_s"] / k * 1e3
-                    got["ms_per_snapshot_by_thread"] = {t: v / k * 1e3 for t, v in got["threads_s"].items()}
+                    got["ms_per_snapshot_by_thread"] = {t: v / k * 1e3 for t, v in got["threads_s"].items()
+                                                        if t != "live"}
                 first = rnd["recorders"][args.python[0]]
                 rnd["recorder_cpu_s"], rnd["ratio"] = first["cpu_s"], first["ratio"]
                 rnd["load"] = os.getloadavg()[0]
@@ -454,7 +546,8 @@ def cpu_markdown(res: dict) -> str:
     for i, r in enumerate(res["rounds"]):
         for py, g in r["recorders"].items():
             t = g["ms_per_snapshot_by_thread"]
-            lines.append(f"| {i} | {r['load']:.2f} | {r['floor_ms_per_dump']:.1f} | `{py}` "
+            fl = g.get("floor_ms_per_dump", r["floor_ms_per_dump"])
+            lines.append(f"| {i} | {g.get('load', r['load']):.2f} | {fl:.1f} | `{py}` "
                          f"| {g['ms_per_snapshot']:.1f} "
                          f"({t['capture']:.1f} + {t['other_threads']:.1f} + {t['exited_threads']:.1f}) "
                          f"| {g['ratio']:.2f} |")
@@ -616,6 +709,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--no-pids", action="store_true")
+    ap.add_argument("--together", action="store_true",
+                    help="cpu: run the floor (one dump a second, half a second after the recorder's) "
+                         "while each recorder runs, and compare each with the floor of the same seconds")
     ap.add_argument("--cgroup", action="store_true",
                     help="rss, drift: run each recorder in a memory cgroup of its own and report its "
                          "current and peak charge")

@@ -27,7 +27,7 @@ from tcpsnap._row cimport (tcpsnap_row, check_out_array, get_buffer, index_arg, 
                            int_text)
 from tcpsnap._system cimport (
     ssize_t, read, readlinkat, lseek, close, SEEK_SET, openat, O_RDONLY, O_DIRECTORY, O_CLOEXEC,
-    AT_FDCWD, dirent64, getdents64, pollfd, poll, POLLIN, pthread_t, pthread_mutex_init,
+    AT_FDCWD, dirent64, getdents64, pollfd, poll, POLLIN, pthread_t, pthread_mutex_t, pthread_mutex_init,
     pthread_mutex_lock, pthread_mutex_unlock, pthread_create, pthread_join, timespec,
     clock_gettime, CLOCK_MONOTONIC, set_errno, tcpsnap_pidfd_open, tcpsnap_nice_thread, raise_syscall)
 
@@ -56,6 +56,19 @@ cdef extern from *:
 
 cdef extern from "<pthread.h>" nogil:
     int pthread_detach(pthread_t t)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    ctypedef struct pthread_cond_t:
+        pass
+    int pthread_cond_init(pthread_cond_t *c, const void *attr)
+    int pthread_cond_destroy(pthread_cond_t *c)
+    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+    int pthread_cond_signal(pthread_cond_t *c)
+
+cdef extern from "<unistd.h>" nogil:
+    int getpid()
+
+cdef extern from "<pthread.h>" nogil:
+    int pthread_setname_np(pthread_t t, const char *name)   # _GNU_SOURCE: Python.h's
 
 cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
@@ -554,6 +567,109 @@ cdef enum:
     NJ_DONE = 1                # ...finished: the resolver merges and frees it
     NJ_ORPHANED = 2            # ...the resolver was closed first: the thread frees it
 
+# A background job (a name job, a check job) is handed to a worker thread; whoever of the
+# worker (ending the job) and the resolver (merging, or closing) comes second frees it: its
+# state is swapped to NJ_DONE by the one, NJ_ORPHANED by the other.
+
+ctypedef void (*job_fn)(void *job, int procfd) noexcept nogil
+
+cdef struct bg_worker:
+    # A long-lived thread that runs one kind of job, one at a time (a thread of their own
+    # for each job cost a clone, its stack's faults and /proc opened anew: a check round
+    # and a name re-read a second at --interval 1s). One per kind, so that a name
+    # lookup stuck in the kernel never holds the check rounds up (nor these it).
+    pthread_mutex_t lock
+    pthread_cond_t cond
+    void *job                  # handed over, not taken yet (NULL: none)
+    job_fn run
+    int stop                   # its resolver is gone: end (a job not taken is ended unrun)
+    int pid                    # the process it was started in (a fork's child has no thread)
+
+
+cdef void *worker_main(void *arg) noexcept nogil:
+    """A worker's thread: runs each job handed to it with its own /proc descriptor (the
+    resolver may close its own meanwhile), until stopped; then frees the worker."""
+    cdef bg_worker *w = <bg_worker *>arg
+    cdef void *j
+    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    tcpsnap_nice_thread(BG_NICE)
+    pthread_mutex_lock(&w.lock)
+    while True:
+        while w.job == NULL and not w.stop:
+            pthread_cond_wait(&w.cond, &w.lock)
+        j = w.job
+        w.job = NULL
+        if w.stop:
+            break
+        pthread_mutex_unlock(&w.lock)
+        w.run(j, procfd)
+        pthread_mutex_lock(&w.lock)
+    pthread_mutex_unlock(&w.lock)
+    if j != NULL:
+        w.run(j, -2)                 # ended unrun: freed (its resolver is gone)
+    if procfd >= 0:
+        close(procfd)
+    pthread_cond_destroy(&w.cond)
+    pthread_mutex_destroy(&w.lock)
+    free(w)
+    return NULL
+
+
+cdef int hand_job(bg_worker **slot, job_fn run, void *job, const char *name) noexcept nogil:
+    """``job`` to the worker in ``*slot`` (started on first use as a thread called
+    ``name``, or anew in a fork's child): 0, or -1 (no thread: nothing runs, the job is
+    still the caller's). The worker's previous job must have been taken (the resolver
+    hands one at a time, after the last one ended)."""
+    cdef bg_worker *w = slot[0]
+    cdef pthread_t tid
+    if w != NULL and w.pid != getpid():
+        w = slot[0] = NULL               # its thread is the parent's: leave it to it
+    if w == NULL:
+        w = <bg_worker *>calloc(1, sizeof(bg_worker))
+        if w == NULL:
+            return -1
+        pthread_mutex_init(&w.lock, NULL)
+        pthread_cond_init(&w.cond, NULL)
+        w.run = run
+        w.pid = getpid()
+        if pthread_create(&tid, NULL, worker_main, w) != 0:
+            pthread_cond_destroy(&w.cond)
+            pthread_mutex_destroy(&w.lock)
+            free(w)
+            return -1
+        pthread_setname_np(tid, name)    # top -H, perf: where the CPU goes
+        pthread_detach(tid)
+        slot[0] = w
+    pthread_mutex_lock(&w.lock)
+    w.job = job
+    pthread_cond_signal(&w.cond)
+    pthread_mutex_unlock(&w.lock)
+    return 0
+
+
+cdef void stop_worker(bg_worker **slot) noexcept nogil:
+    """The resolver is gone: its worker ends (after the job it runs, if any) and frees
+    itself."""
+    cdef bg_worker *w = slot[0]
+    if w == NULL:
+        return
+    slot[0] = NULL
+    if w.pid != getpid():
+        return
+    pthread_mutex_lock(&w.lock)
+    w.stop = 1
+    pthread_cond_signal(&w.cond)
+    pthread_mutex_unlock(&w.lock)
+
+
+cdef void end_job(int *state, void *reqs, void *job, int mine) noexcept nogil:
+    """One side is done with a job: ``mine`` NJ_DONE (its thread) or NJ_ORPHANED (the
+    resolver); the job and its requests are freed if the other side was done first."""
+    if tcpsnap_swap(state, mine) == (NJ_ORPHANED if mine == NJ_DONE else NJ_DONE):
+        free(reqs)
+        free(job)
+
+
 cdef struct name_req:
     uint32_t pid
     int32_t rc                 # 0: read; -1: gone or unreadable
@@ -569,28 +685,20 @@ cdef struct name_job:
     name_req *reqs
 
 
-cdef void *name_thread(void *arg) noexcept nogil:
-    """Re-read the comm of each process of the job, then hand the job back (or free it
-    if the resolver is gone). Its own /proc descriptor: the resolver may close its own
-    while this thread is blocked in a read."""
+cdef void name_work(void *arg, int procfd) noexcept nogil:
+    """Re-read the comm of each process of the job (on the name worker, ``procfd`` its
+    /proc; -2: ended unrun), then hand the job back (or free it if the resolver is gone)."""
     cdef name_job *j = <name_job *>arg
     cdef name_req *r
     cdef size_t i
     cdef char one
-    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    tcpsnap_nice_thread(BG_NICE)
-    for i in range(j.n):
+    for i in range(j.n if procfd != -2 else 0):
         r = &j.reqs[i]
         if j.block_fd >= 0:
             read(j.block_fd, &one, 1)
         r.rc = -1 if procfd < 0 else read_stat(procfd, r.pid, &r.got, r.comm)
         r.t = mono()
-    if procfd >= 0:
-        close(procfd)
-    if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
-        free(j.reqs)
-        free(j)
-    return NULL
+    end_job(&j.state, j.reqs, j, NJ_DONE)
 
 
 cdef struct check_req:    # one owner's link to re-read off the caller's thread
@@ -618,12 +726,13 @@ cdef int by_pid(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-cdef void *check_thread(void *arg) noexcept nogil:
+cdef void check_work(void *arg, int procfd) noexcept nogil:
     """Re-read owners' /proc/<pid>/fd/<fd> links, one process at a time (requests
-    sorted by pid: one directory descriptor each). A process's count of descriptors is
-    looked at first: unchanged since the last look (and not ``hot``), only the links
-    that ``must`` be read are; else all of them. Then hand the job back or free it if
-    the resolver is gone."""
+    sorted by pid: one directory descriptor each), on the check worker (``procfd`` its
+    /proc; -2: ended unrun). A process's count of descriptors is looked at first:
+    unchanged since the last look (and not ``hot``), only the links that ``must`` be
+    read are; else all of them. Then hand the job back or free it if the resolver is
+    gone."""
     cdef check_job *j = <check_job *>arg
     cdef check_req *r
     cdef size_t i, a = 0, b
@@ -634,8 +743,9 @@ cdef void *check_thread(void *arg) noexcept nogil:
     cdef int wl, dirfd
     cdef uint32_t n
     cdef bint moved, opened
-    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    tcpsnap_nice_thread(BG_NICE)
+    if procfd == -2:
+        end_job(&j.state, j.reqs, j, NJ_DONE)
+        return
     qsort(j.reqs, j.n, sizeof(check_req), by_pid)
     while a < j.n:
         b = a + 1
@@ -669,12 +779,7 @@ cdef void *check_thread(void *arg) noexcept nogil:
         if dirfd >= 0:
             close(dirfd)
         a = b
-    if procfd >= 0:
-        close(procfd)
-    if tcpsnap_swap(&j.state, NJ_DONE) == NJ_ORPHANED:
-        free(j.reqs)
-        free(j)
-    return NULL
+    end_job(&j.state, j.reqs, j, NJ_DONE)
 
 
 # ---------------------------------------------------------------- the resolver
@@ -735,6 +840,8 @@ cdef class PidResolver:
     cdef double _verify_interval
     cdef double _name_ttl
     cdef name_job *njob              # a name refresh going on (background), or NULL
+    cdef bg_worker *nworker          # the thread that runs name jobs (started on first use)
+    cdef bg_worker *cworker          # ... check jobs
     cdef int32_t *slotcode           # names_into: per process slot, its code (scratch)
     cdef size_t capslot
     cdef check_job *cjob             # owners' links being re-read (background), or NULL
@@ -823,8 +930,7 @@ cdef class PidResolver:
         cdef uint32_t i
         cdef int k
         self._join()
-        self._release_name_job()
-        self._release_check_job()
+        self._release_jobs()
         free(self.cq)
         free(self.slotcode)
         if self.procfd >= 0:
@@ -1136,9 +1242,8 @@ cdef class PidResolver:
         self.cjob = NULL
 
     cdef void _start_checks(self) noexcept nogil:
-        """The links _verify queued, to a detached thread of their own."""
+        """The links _verify queued, to the check worker."""
         cdef check_job *j
-        cdef pthread_t tid
         if self.ncq == 0:
             return
         j = <check_job *>calloc(1, sizeof(check_job))
@@ -1150,22 +1255,24 @@ cdef class PidResolver:
         j.state = NJ_RUNNING
         self.cq = NULL
         self.ncq = self.capcq = 0
-        if pthread_create(&tid, NULL, check_thread, j) != 0:
+        if hand_job(&self.cworker, check_work, j, b"tcpsnap-check") != 0:
             free(j.reqs)
             free(j)
             return
-        pthread_detach(tid)
         self.cjob = j
         self.check_jobs += 1
 
-    cdef void _release_check_job(self) noexcept nogil:
-        cdef check_job *j = self.cjob
-        if j == NULL:
-            return
-        self.cjob = NULL
-        if tcpsnap_swap(&j.state, NJ_ORPHANED) == NJ_DONE:
-            free(j.reqs)
-            free(j)
+    cdef void _release_jobs(self) noexcept nogil:
+        """The resolver is done with its name and check jobs (closing): each is freed
+        now if its thread ended, else by its thread when it does."""
+        if self.njob != NULL:
+            end_job(&self.njob.state, self.njob.reqs, self.njob, NJ_ORPHANED)
+            self.njob = NULL
+        if self.cjob != NULL:
+            end_job(&self.cjob.state, self.cjob.reqs, self.cjob, NJ_ORPHANED)
+            self.cjob = NULL
+        stop_worker(&self.nworker)
+        stop_worker(&self.cworker)
 
     cdef void _verify(self, double now) noexcept nogil:
         """Re-read owners' links. Sockets that had several holders when resolved (fork,
@@ -1973,11 +2080,10 @@ cdef class PidResolver:
         return code
 
     cdef _start_name_job(self, list stale):
-        """Re-read the names of these process slots on a detached thread of its own."""
+        """Re-read the names of these process slots on the name worker."""
         cdef name_job *j = <name_job *>calloc(1, sizeof(name_job))
         cdef size_t i = 0
         cdef uint32_t idx
-        cdef pthread_t tid
         if j == NULL:
             raise MemoryError()
         j.reqs = <name_req *>calloc(len(stale), sizeof(name_req))
@@ -1991,11 +2097,10 @@ cdef class PidResolver:
         j.n = i
         j.state = NJ_RUNNING
         j.block_fd = self._name_block_fd
-        if pthread_create(&tid, NULL, name_thread, j) != 0:
+        if hand_job(&self.nworker, name_work, j, b"tcpsnap-names") != 0:
             free(j.reqs)
             free(j)
             return                   # no thread now: the cached names stay; try next time
-        pthread_detach(tid)
         self.njob = j
         self.name_jobs += 1
 
@@ -2025,15 +2130,6 @@ cdef class PidResolver:
         free(j.reqs)
         free(j)
         self.njob = NULL
-
-    cdef void _release_name_job(self) noexcept nogil:
-        cdef name_job *j = self.njob
-        if j == NULL:
-            return
-        self.njob = NULL
-        if tcpsnap_swap(&j.state, NJ_ORPHANED) == NJ_DONE:
-            free(j.reqs)
-            free(j)
 
     @property
     def _name_block(self):
@@ -2099,6 +2195,5 @@ cdef class PidResolver:
     def close(self):
         with nogil:
             self._join()
-            self._release_name_job()
-            self._release_check_job()
+            self._release_jobs()
         self.walk_open = False

@@ -58,12 +58,12 @@ Off the capture path (``background=True``; what the recorder uses)
     while D stays under 0.25 s. With 100k descriptors on the machine D was 0.17-0.41 s
     on a quiet 2-core machine (at nice 10 instead of 0, walks starved on a busy one):
     see benchmarks/RESULTS.md, "Footprint".
-    The re-checks and name re-reads below run off the capture path too: each round
-    on a detached thread of its own (nice 0), one round at a time, merged by the
-    first ``take()`` / ``process_names()`` after it ended; a round that blocks (a
-    /proc read stuck behind a process's mm lock) delays only the next round, never a
-    snapshot, and a thread still running when the resolver closes frees its own
-    round.
+    The re-checks and name re-reads below run off the capture path too: on two
+    long-lived worker threads, ``tcpsnap-check`` and ``tcpsnap-names`` (nice 0), one
+    round at a time each, merged by the first ``take()`` / ``process_names()`` after it
+    ended; a round that blocks (a /proc read stuck behind a process's mm lock) delays
+    only the next round of its kind, never a snapshot, and a worker still running a
+    round when the resolver closes frees that round and ends.
 
 Staying right between walks
     * Owner exits: each ``take()`` polls the pidfds of all owners in one ``poll()``

@@ -163,6 +163,42 @@ class RowGroupStore:
         self._marks.extend(zip(ends.tolist(), (np.asarray(seqs).tolist() if seqs is not None
                                                else [-1] * len(ends)), strict=True))
 
+    def repeat_row(self, row: int, values: Mapping[str, int], seq: int) -> None:
+        """One more row, a copy of row ``row`` (held) but for the int columns in
+        ``values`` (a timestamp's int64 ns): one snapshot of one row, ``seq`` its seq.
+        What ``append`` of that row's parts again would do, without them (a lone marker a
+        second: ~30 columns of numpy calls, 0.25 ms cold, against a few us here)."""
+        if not 0 <= row < self.rows:
+            raise IndexError(f"row {row} of {self.rows}")
+        r = self.rows
+        if r + 1 > self.capacity:
+            self._reserve(self.capacity + self.capacity // 2 + 1)
+        k = self.snapshots
+        for i, f in enumerate(self.schema):
+            v = values.get(f.name)
+            if self._snap[i]:
+                sv = self._svals[i]
+                if k + 1 > len(sv):
+                    sv = self._svals[i] = np.concatenate([sv, np.zeros(len(sv), sv.dtype)])
+                # the snapshot holding ``row``: its value (a column kept per snapshot)
+                sv[k] = v if v is not None else sv[int(np.searchsorted(self._ends[:k], row, side="right"))]
+                continue
+            col = self._values[i]
+            x = col[row] if v is None else v
+            if x or r < self._dirty[i]:
+                col[r] = x
+                self._dirty[i] = max(self._dirty[i], r + 1)
+            m = self._valid[i]
+            if m is not None:
+                m[r] = m[row]
+                self._vdirty[i] = max(self._vdirty[i], r + 1)
+        self.rows = r + 1
+        if k + 1 > len(self._ends):
+            self._ends = np.concatenate([self._ends, np.zeros(len(self._ends), np.int64)])
+        self._ends[k] = r + 1
+        self.snapshots = k + 1
+        self._marks.append((r + 1, seq))
+
     def _put_snapshots(self, i: int, values: np.ndarray, counts: np.ndarray | None, n: int) -> None:
         # a per-snapshot column: the value of each snapshot's first row (an empty
         # snapshot's is any: it has no row to show it)

@@ -29,6 +29,7 @@ from .._arrow import KIND_SNAPSHOT
 from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
 from .footprint import heap_trimmer
+from .markers import LoneMarkers
 from .protocols import Clock
 from .rowgroup import RowGroupStore, encode_row_group
 from .safedir import SafeDir
@@ -73,6 +74,13 @@ class Rules:
         h = self.handoff_ns
         return age_ns >= h or bool(self.interval_ns and age_ns + self.interval_ns > h)
 
+    @property
+    def alone(self) -> bool:
+        """Every batch is alone until its deadline: the next one comes an interval after
+        its last snapshot, which is past half a flush. The writer then makes a batch
+        durable as it comes (sooner than the bound, and one wake-up a batch, not two)."""
+        return self.interval_ns >= self.handoff_ns
+
     def deadline(self, oldest_ns: int) -> int:
         """Writer: when rows captured at ``oldest_ns`` must be on disk."""
         return oldest_ns + self.handoff_ns
@@ -115,6 +123,22 @@ def wrap_error(e: BaseException, where: Path | None, folder: Path,
         return RecorderError(f"writing {at}: {what}; {kept} (finish the file in progress "
                              f"with 'tcpsnap recover {folder}')")
     return RecorderError(f"writer failed: {type(e).__name__}: {e}; {kept}")
+
+
+def batch_parts(enc: Any, b: Batch) -> dict:
+    """A batch's rows as ``enc.parts`` (one ``tcpsnap._arrow.Part`` per column)."""
+    s, n = b.s, b.n
+    info = (None if b.info is None or b.sampled is None
+            else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
+    if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
+        # left out: record.capture.Carry) are kind "snapshot"
+        kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
+        return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                         b.proc[:n] if b.has_proc else None, b.names,
+                         monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
+    return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
+                     b.proc[:n] if b.has_proc else None, b.names,
+                     *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
 
 
 class Writer:
@@ -161,6 +185,7 @@ class Writer:
         self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
         self._file_key: tuple[int, int] | None = None
         self._file_meta: dict[str, int] = {}
+        self._markers = LoneMarkers(schema)  # changes mode's lone markers (record.markers)
         self._thread = threading.Thread(target=self._main, name="tcpsnap-writer", daemon=True)
 
     # ------------------------------------------------------------ the thread
@@ -224,7 +249,7 @@ class Writer:
                             # also while the row group it may fill is written
                             self._pool.put(b)
                         self._after_write()
-                    if self._oldest is not None and mono() >= self.rules.deadline(self._oldest):
+                    if self._oldest is not None and (self.rules.alone or mono() >= self.rules.deadline(self._oldest)):
                         self._make_durable()
             except BaseException as e:  # noqa: BLE001 - reported by run()/close()
                 self._fail(e)
@@ -263,25 +288,16 @@ class Writer:
         if self._app is None or b.file_key != self._file_key:
             self._finish_file(clean=True)
             self._open_file(b)
-        s, n = b.s, b.n
-        info = (None if b.info is None or b.sampled is None
-                else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
-        if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
-            # left out: record.capture.Carry) are kind "snapshot"
-            kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
-            parts = self._enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                                    b.proc[:n] if b.has_proc else None, b.names,
-                                    monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
-        else:
-            parts = self._enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
-                                    b.proc[:n] if b.has_proc else None, b.names,
-                                    *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
-        if n:
-            self._store.append(parts, n, b.counts[:s], b.seq[:s])  # copies: the batch is reused after
+        s = b.s
+        key = LoneMarkers.key(b)
+        if key is not None:
+            self._markers.write(self._store, self._enc, b, key)
+        elif b.n:  # copies: the batch is reused after
+            self._store.append(batch_parts(self._enc, b), b.n, b.counts[:s], b.seq[:s])
+        if b.n:
             self._pending_seq = int(b.seq[s - 1])
             if self._oldest is None:
                 self._oldest = b.t_first
-        del parts
         fm = self._file_meta
         fm["snapshots"] += s
         fm["last_seq"] = int(b.seq[s - 1])
@@ -312,10 +328,19 @@ class Writer:
             app = self._app
             self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
                                     self.options.fsync, folder=self._part)
-        for a, b, seq in self._store.spans(self._journaled, JOURNAL_FRAME_ROWS):
-            self._journal.append(self._store.batch(a, b))
-            self._journaled = b
-            self.durable_seq = seq
+            self._markers.jkey = None
+        if self._markers.repeat(self._journal, self._pending_rows):
+            # only markers like the journal's last frame: their clocks and seq are enough
+            self._journaled = self._store.rows
+            self.durable_seq = self._pending_seq
+        else:
+            last = (0, 0)
+            for a, b, seq in self._store.spans(self._journaled, JOURNAL_FRAME_ROWS):
+                self._journal.append(self._store.batch(a, b))
+                self._journaled = b
+                self.durable_seq = seq
+                last = (a, b)
+            self._markers.framed(last)
         self._oldest = None
 
     def _open_file(self, b: Batch) -> None:
@@ -334,6 +359,7 @@ class Writer:
                                     folder=self._part)
         self._enc.reset()
         self._journal = None
+        self._markers.forget()
         self._file_key = b.file_key
         self.last_file = final
         self._file_meta = {"snapshots": 0, "first_seq": int(b.seq[0]), "last_seq": int(b.seq[0]),
@@ -358,6 +384,7 @@ class Writer:
         if j is not None and self._part is not None:
             self._part.unlink(j.path.name)
         self._journal = None
+        self._markers.forget()
         g = self._guard
         if g is not None and g.row_group_rows + self._pool.batch_rows < self._store_rows:
             # a memory limit made row groups smaller: so is the store, from now on
