@@ -707,7 +707,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--row-group-rows", default="0",
                     help="rss: comma-separated --row-group-rows values to record with (0: the default)")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--seconds", type=float, default=None, help="default 20 (stall, cpu: 60)")
     ap.add_argument("--no-pids", action="store_true")
     ap.add_argument("--together", action="store_true",
                     help="cpu: run the floor (one dump a second, half a second after the recorder's) "
@@ -718,10 +718,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cold", action="store_true",
                     help="rss: evict the interpreter's libraries from the page cache before each run "
                          "(with --cgroup: its cgroup is charged for the library pages it loads)")
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--rate", type=float, default=50.0, help="drift: new connections/s")
+    ap.add_argument("--n", type=int, default=None, help="connections (default 1000; cpu: 10000)")
+    ap.add_argument("--rate", type=float, default=None, help="drift, stall: new connections/s (default 50; stall: 200)")
     ap.add_argument("--minutes", type=float, default=60)
-    ap.add_argument("--interval", default="100ms")
+    ap.add_argument("--interval", default=None, help="drift, writer: the recorder's --interval (default 100ms; stall: 10ms)")
     ap.add_argument("--mode", default="full")
     ap.add_argument("--every", type=float, default=10.0)
     ap.add_argument("--fds", type=int, default=100_000, help="stall: descriptors the helper holds")
@@ -734,13 +734,17 @@ def main(argv: list[str]) -> int:
     args.row_group_rows = [int(x) for x in args.row_group_rows.split(",")]
     where = bs.ensure_netns(argv, __file__)
     run = _results.Run(f"bench_footprint-{args.what}", getattr(args, "json", None))
-    if args.what == "stall":
-        args.interval = "10ms" if args.interval == "100ms" else args.interval
-        args.rate = 200.0 if args.rate == 50.0 else args.rate
-        args.seconds = 60.0 if args.seconds == 20 else args.seconds
-    if args.what == "cpu":
-        args.n = 10000 if args.n == 1000 else args.n
-        args.seconds = 60.0 if args.seconds == 20 else args.seconds
+    # per-command defaults, applied only where the option was not given (an explicit
+    # ``--seconds 20`` is 20, not the default's stand-in)
+    stall, cpu = args.what == "stall", args.what == "cpu"
+    if args.interval is None:
+        args.interval = "10ms" if stall else "100ms"
+    if args.rate is None:
+        args.rate = 200.0 if stall else 50.0
+    if args.seconds is None:
+        args.seconds = 60.0 if stall or cpu else 20.0
+    if args.n is None:
+        args.n = 10000 if cpu else 1000
     res = {"rss": run_rss, "drift": run_drift, "stall": run_stall, "cpu": run_cpu,
            "writer": run_writer}[args.what](args)
     res["where"] = where
