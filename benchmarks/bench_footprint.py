@@ -721,7 +721,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--n", type=int, default=None, help="connections (default 1000; cpu: 10000)")
     ap.add_argument("--rate", type=float, default=None, help="drift, stall: new connections/s (default 50; stall: 200)")
     ap.add_argument("--minutes", type=float, default=60)
-    ap.add_argument("--interval", default=None, help="drift, writer: the recorder's --interval (default 100ms; stall: 10ms)")
+    ap.add_argument("--interval", default=None, help="the recorder's --interval (default 100ms; stall: 10ms)")
     ap.add_argument("--mode", default="full")
     ap.add_argument("--every", type=float, default=10.0)
     ap.add_argument("--fds", type=int, default=100_000, help="stall: descriptors the helper holds")
