@@ -463,72 +463,69 @@ def cpu_together(python: str, out: Path, seconds: float, floor) -> dict:
             "floor_dumps": sum(1 for t in starts if WARM <= t < WARM + seconds)}
 
 
-def run_cpu_together(args) -> dict:
-    """``--together``: per round, each ``--python``'s recorder beside the floor (order
-    reversed every other round); each ratio against the floor's dumps of the same window."""
+def _round_together(pythons: list[str], floor, out: Path, secs: float) -> dict:
+    """``--together``: each recorder beside the floor, each ratio against the floor's dumps
+    of the same window."""
+    rnd: dict = {"recorders": {}}
+    for py in pythons:
+        got = cpu_together(py, out, secs, floor)
+        k = max(got["floor_dumps"], 1)
+        got["floor_ms_per_dump"] = got["floor_cpu_s"] / k * 1e3
+        got["ratio"] = got["cpu_s"] / max(got["floor_cpu_s"], 1e-9) * k / secs
+        got["ms_per_snapshot"] = got["cpu_s"] / secs * 1e3
+        got["ms_per_snapshot_by_thread"] = {t: v / secs * 1e3 for t, v in got["threads_s"].items()
+                                            if t != "live"}
+        got["load"] = os.getloadavg()[0]
+        rnd["recorders"][py] = got
+    return rnd
+
+
+def _round_apart(order: list[str], floor, out: Path, secs: float) -> dict:
+    """The floor alone and each recorder one after the other, in ``order`` ("floor" or a
+    python); each recorder's ratio to that floor."""
+    rnd: dict = {"recorders": {}}
+    for what in order:
+        if what == "floor":
+            rnd["floor_cpu_s"], rnd["floor_dumps"] = cpu_floor(floor, secs)
+        else:
+            rnd["recorders"][what] = cpu_recorder(what, out, secs)
+    k = max(rnd["floor_dumps"], 1)
+    rnd["floor_ms_per_dump"] = rnd["floor_cpu_s"] / k * 1e3
+    for got in rnd["recorders"].values():
+        got["ratio"] = got["cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
+        # one snapshot a second for as long as the floor dumps
+        got["ms_per_snapshot"] = got["cpu_s"] / k * 1e3
+        got["ms_per_snapshot_by_thread"] = {t: v / k * 1e3 for t, v in got["threads_s"].items()
+                                            if t != "live"}
+    return rnd
+
+
+def run_cpu(args) -> dict:
+    """Per round: the floor, then each ``--python``'s recorder, each recorder's ratio to
+    that round's floor; with ``--together`` each recorder beside the floor instead
+    (``cpu_together``). The order is reversed every other round."""
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
     res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds,
-                 "python": args.python, "together": True, "rounds": []}
+                 "python": args.python, "rounds": []}
+    if args.together:
+        res["together"] = True
     floor = bs.Floor()
     secs = args.seconds - WARM - TAIL
     try:
         with bs.Connections(args.n) as conns:
             res["rows"] = conns.rows
             for r in range(args.rounds):
-                rnd: dict = {"recorders": {}}
-                for py in (args.python if r % 2 == 0 else args.python[::-1]):
-                    got = cpu_together(py, tmp / "rec", secs, floor)
-                    k = max(got["floor_dumps"], 1)
-                    got["floor_ms_per_dump"] = got["floor_cpu_s"] / k * 1e3
-                    got["ratio"] = got["cpu_s"] / max(got["floor_cpu_s"], 1e-9) * k / secs
-                    got["ms_per_snapshot"] = got["cpu_s"] / secs * 1e3
-                    got["ms_per_snapshot_by_thread"] = {t: v / secs * 1e3 for t, v in got["threads_s"].items()
-                                                        if t != "live"}
-                    got["load"] = os.getloadavg()[0]
-                    rnd["recorders"][py] = got
+                if args.together:
+                    rnd = _round_together(args.python if r % 2 == 0 else args.python[::-1], floor,
+                                          tmp / "rec", secs)
+                else:
+                    order = ["floor", *args.python]
+                    rnd = _round_apart(order if r % 2 == 0 else order[::-1], floor, tmp / "rec", secs)
                 first = rnd["recorders"][args.python[0]]
-                rnd["floor_ms_per_dump"] = first["floor_ms_per_dump"]
-                rnd["load"] = os.getloadavg()[0]
-                print(json.dumps(rnd), file=sys.stderr, flush=True)
-                res["rounds"].append(rnd)
-    finally:
-        floor.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-    res["ratio_median"] = {py: statistics.median(r["recorders"][py]["ratio"] for r in res["rounds"])
-                           for py in args.python}
-    return res
-
-
-def run_cpu(args) -> dict:
-    """Per round: the floor, then each ``--python``'s recorder (the order reversed every
-    other round); each recorder's ratio to that round's floor."""
-    if args.together:
-        return run_cpu_together(args)
-    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
-    res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds,
-                 "python": args.python, "rounds": []}
-    floor = bs.Floor()
-    try:
-        with bs.Connections(args.n) as conns:
-            res["rows"] = conns.rows
-            for r in range(args.rounds):
-                rnd: dict = {"recorders": {}}
-                order = ["floor", *args.python]
-                for what in (order if r % 2 == 0 else order[::-1]):
-                    if what == "floor":
-                        rnd["floor_cpu_s"], rnd["floor_dumps"] = cpu_floor(floor, args.seconds - WARM - TAIL)
-                    else:
-                        rnd["recorders"][what] = cpu_recorder(what, tmp / "rec", args.seconds - WARM - TAIL)
-                k = max(rnd["floor_dumps"], 1)
-                rnd["floor_ms_per_dump"] = rnd["floor_cpu_s"] / k * 1e3
-                for got in rnd["recorders"].values():
-                    got["ratio"] = got["cpu_s"] / max(rnd["floor_cpu_s"], 1e-9)
-                    # one snapshot a second for as long as the floor dumps
-                    got["ms_per_snapshot"] = got["cpu_s"] / k * 1e3
-                    got["ms_per_snapshot_by_thread"] = {t: v / k * 1e3 for t, v in got["threads_s"].items()
-                                                        if t != "live"}
-                first = rnd["recorders"][args.python[0]]
-                rnd["recorder_cpu_s"], rnd["ratio"] = first["cpu_s"], first["ratio"]
+                if args.together:
+                    rnd["floor_ms_per_dump"] = first["floor_ms_per_dump"]
+                else:
+                    rnd["recorder_cpu_s"], rnd["ratio"] = first["cpu_s"], first["ratio"]
                 rnd["load"] = os.getloadavg()[0]
                 print(json.dumps(rnd), file=sys.stderr, flush=True)
                 res["rounds"].append(rnd)
