@@ -2,6 +2,8 @@
 on simulated clocks (one snapshot every 100 ms of simulated time), both ways."""
 
 import ipaddress
+import os
+import signal
 
 import numpy as np
 
@@ -55,6 +57,17 @@ class Scripted:
 
     def close(self):
         pass
+
+
+def crash_replay(tables, k):
+    """``Scripted(tables)`` without pids that kills its own process (SIGKILL) just before
+    it would hand over snapshot ``k``: the snapshotter of the kill -9 children."""
+
+    def kill(i, rec):
+        if i - 1 == k:          # take i > 0 is snapshot i - 1 (take 0: the warm-up)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return Scripted(tables, pids=False, on_take=kill)
 
 
 def record(path, tables, mode="full", names=None, **kw):

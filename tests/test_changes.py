@@ -104,27 +104,15 @@ CRASH_CHILD = r"""
 import os, signal, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-from _changes_util import row
+from _changes_util import crash_replay, row
 from tcpsnap import ROW_DTYPE, TcpState
 from tcpsnap import Recorder
 from test_changes import crash_tables
 tables = crash_tables()
-class Snap:
-    pids = False
-    def __init__(self):
-        self.i = -1
-    def take(self):
-        self.i += 1
-        k = max(self.i - 1, 0)          # the warm-up take gets table 0 too
-        if k == int(sys.argv[3]):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return tables[k]
-    def process_names(self, pids):
-        return np.full(len(pids), -1, np.int32), []
-    def close(self):
-        pass
+snap = crash_replay(tables, int(sys.argv[3]))
 rec = Recorder(sys.argv[1], interval="10ms", mode="changes", keyframe="100ms", flush="60ms",
-               row_group_rows=40, snapshotter=Snap(), nice=None, destroy=False)
+               row_group_rows=40, snapshotter=snap, nice=None, destroy=False)
+snap.rec = rec
 rec.open()
 rec.run()
 """

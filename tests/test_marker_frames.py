@@ -176,6 +176,7 @@ import os, signal, sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from test_marker_frames import _steady_tables
+from _changes_util import crash_replay
 from tcpsnap import Recorder
 from tcpsnap.record.writer import Writer
 tables = _steady_tables(200)
@@ -188,22 +189,10 @@ def noting(self, b):
         print(int(b.seq[i]), int(b.extra[2][first]), int(b.cap[i]), int(b.mono[i]), file=log, flush=True)
     return write(self, b)
 Writer._write = noting
-class Snap:
-    pids = False
-    def __init__(self):
-        self.i = -1
-    def take(self):
-        self.i += 1
-        k = max(self.i - 1, 0)
-        if k == int(sys.argv[3]):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return tables[k]
-    def process_names(self, pids):
-        return np.full(len(pids), -1, np.int32), []
-    def close(self):
-        pass
+snap = crash_replay(tables, int(sys.argv[3]))
 rec = Recorder(sys.argv[1], interval="20ms", mode="changes", keyframe="1h", flush="30ms",
-               row_group_rows=1 << 16, snapshotter=Snap(), nice=None, destroy=False)
+               row_group_rows=1 << 16, snapshotter=snap, nice=None, destroy=False)
+snap.rec = rec
 rec.open()
 rec.run()
 """
