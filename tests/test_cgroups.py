@@ -167,9 +167,11 @@ def test_recorded_container_and_pod_without_pids_also_for_time_wait(tenants, tmp
     df = tcpsnap.read(tmp_path / "rec")
     assert (df["pid"] == 0).all()
     for t, path, ino, cont, pod in tenants:
-        # the tenant's sockets: its full sockets (a TIME_WAIT row of an earlier connection
-        # may hold one of its port numbers) and the TIME_WAIT rows they became
-        cookies = set(df[df.local_port.isin(t.ports) & (df.inode != 0)].cookie)
+        # the tenant's sockets: its full sockets with both ends its own (a TIME_WAIT row of
+        # an earlier connection, or another socket on the host, may hold one of its port
+        # numbers) and the TIME_WAIT rows they became
+        cookies = set(df[df.local_port.isin(t.ports) & (df.inode != 0)
+                         & (df.remote_port.isin(t.ports) | (df.state == "LISTEN"))].cookie)
         mine = df[df.cookie.isin(cookies)]
         assert len(cookies) == t.sockets + len(t.listening)
         assert set(mine.cgroup_id) == {ino}, path
@@ -241,7 +243,10 @@ def test_show_gives_cgroup_container_pod_and_netns(tenants, fmt):
         rows = list(csv.DictReader(io.StringIO(p.stdout)))
         assert {"cgroup", "container", "pod_uid", "netns"} <= set(rows[0])
     for t, path, ino, cont, pod in tenants:
-        mine = [r for r in rows if int(r["local_port"]) in t.ports and int(r["inode"]) != 0]
+        # both ends its own (or its listener): the host's table may hold another socket
+        # with one of its port numbers
+        mine = [r for r in rows if int(r["local_port"]) in t.ports and int(r["inode"]) != 0
+                and (int(r["remote_port"]) in t.ports or r["state"] == "LISTEN")]
         assert len(mine) == t.sockets + len(t.listening), path
         for r in mine:
             assert int(r["cgroup_id"]) == ino and r["cgroup"] == path and r["container"] == cont
