@@ -38,10 +38,11 @@ def rows_of(ts: list[np.ndarray]) -> int:
     return sum(len(t) for t in ts)
 
 
-def values(text: str) -> dict[str, float]:
-    """sample name{labels} -> value, from the Prometheus text format."""
+def values(text: str, parser=prom_parser) -> dict[str, float]:
+    """sample name{labels} -> value, from the Prometheus text format (``parser``:
+    ``prometheus_client.openmetrics.parser`` for OpenMetrics)."""
     out = {}
-    for fam in prom_parser.text_string_to_metric_families(text):
+    for fam in parser.text_string_to_metric_families(text):
         for s in fam.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
             out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value

@@ -39,15 +39,6 @@ def get(conn: http.client.HTTPConnection, path: str = "/metrics", method: str = 
     return r, r.read()
 
 
-def om_values(text: str) -> dict[str, float]:
-    out = {}
-    for fam in om_parser.text_string_to_metric_families(text):
-        for s in fam.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
-
-
 def test_scrapes_share_one_connection_and_are_exact(tmp_path):
     """Five scrapes during a recording on one connection, as Prometheus keeps it: each
     answer is exact, has a Content-Length, and no scrape opened another connection."""
@@ -62,7 +53,7 @@ def test_scrapes_share_one_connection_and_are_exact(tmp_path):
             assert int(r.getheader("Content-Length")) == len(body)
             assert r.getheader("Content-Type").startswith("application/openmetrics-text; version=1.0.0")
             assert not r.will_close  # HTTP/1.1, kept open
-            seen[i] = om_values(gzip.decompress(body).decode())
+            seen[i] = values(gzip.decompress(body).decode(), om_parser)
             assert conn.sock is not None
             socks.add(id(conn.sock))
 
