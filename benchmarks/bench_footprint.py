@@ -279,12 +279,16 @@ def rss_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def churn(stop: threading.Event, rate: float, host: str = "127.3.0.1") -> None:
-    """Open ``rate`` connections a second to a listener of ours, each closed after ~1 s."""
+def churn(stop: threading.Event, rate: float, host: str = "127.3.0.1", tick: float = 0.005,
+          ready=None) -> None:
+    """Open ``rate`` connections a second to a listener of ours, each closed after ~1 s,
+    looking every ``tick`` seconds; ``ready()`` is called once the listener listens."""
     lst = socket.socket()
     lst.bind((host, 0))
     lst.listen(4096)
     port = lst.getsockname()[1]
+    if ready is not None:
+        ready()
     live: list = []
     nxt = time.monotonic()
     while not stop.is_set():
@@ -298,7 +302,7 @@ def churn(stop: threading.Event, rate: float, host: str = "127.3.0.1") -> None:
             _, c, a = live.pop(0)
             c.close()
             a.close()
-        time.sleep(0.005)
+        time.sleep(tick)
     for _, c, a in live:
         c.close()
         a.close()

@@ -49,28 +49,14 @@ import bench_snapshot as bs
 HERE = Path(__file__).resolve().parent
 PARTS = ("drain", "names", "diff", "refind", "place")
 
-CHURN = """
-import socket, sys, time
-rate, host = float(sys.argv[1]), sys.argv[2]
-lst = socket.socket()
-lst.bind((host, 0))
-lst.listen(4096)
-port = lst.getsockname()[1]
-live = []
-nxt = time.monotonic()
-print("ready", flush=True)
-while True:
-    now = time.monotonic()
-    while nxt <= now:
-        c = socket.create_connection((host, port))
-        a, _ = lst.accept()
-        live.append((now + 1.0, c, a))
-        nxt += 1.0 / rate
-    while live and live[0][0] <= now:
-        _, c, a = live.pop(0)
-        c.close()
-        a.close()
-    time.sleep(0.002)
+#: the churn process: bench_footprint's churn, in a process of its own (not a thread of the
+#: measuring process, whose GIL it would take); "ready" once it listens; ends when killed
+CHURN = f"""
+import sys, threading
+sys.path.insert(0, {str(HERE)!r})
+from bench_footprint import churn
+churn(threading.Event(), float(sys.argv[1]), sys.argv[2], tick=0.002,
+      ready=lambda: print("ready", flush=True))
 """
 
 
