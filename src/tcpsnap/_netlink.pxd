@@ -2,7 +2,7 @@
 # receives the same inet_diag messages, and _nlparse (recorded bytes); inline, so each
 # module that cimports it has its own copy. System and kernel declarations are in _system.pxd.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from tcpsnap._row cimport tcpsnap_row
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_seen, info_attrs
 from tcpsnap._cookies cimport cgroup_attr
@@ -12,6 +12,8 @@ from tcpsnap._system cimport (
 
 cdef enum:
     HDR = 16                       # sizeof(struct nlmsghdr), checked at _netlink's import
+    PID_OFF = 48                   # tcpsnap_row.pid: bytes 48..51 (_row.h; checked at import)
+    PID_END = 52
 
 # Linux TCP states (include/net/tcp_states.h) -> MIB_TCP_STATE. 0 = not reported.
 # TCP_NEW_SYN_RECV (12) is a request socket of a listener: the SYN_RCVD that ss shows.
@@ -51,6 +53,9 @@ cdef struct nl_result:
     info_seen seen          # the INET_DIAG_INFO lengths seen (when info is set)
     uint64_t *ck            # NULL, or row i's cookie and cgroup id go to ck[2i], ck[2i + 1]:
                             # the dedupe reads them there, not from rows gone out of cache
+    uint8_t *same           # NULL, or (changes mode's hints) same[i] = 1 where row i, as
+    uint32_t *opid          # parsed, equals the row that was at out[i] before but its pid,
+    Py_ssize_t same_n       # which goes to opid[i]; rows past same_n (the rows out held) are 0
 
 
 cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -60,6 +65,7 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
     cdef const char *p
     cdef Py_ssize_t rem, step
     cdef tcpsnap_row *r
+    cdef tcpsnap_row tmp
     cdef uint8_t state
     cdef int err
     while cur.off < cur.len:
@@ -108,6 +114,11 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
                 # a few rows ahead so that the stores below do not wait for them
                 prefetch_w(<const char *>(r + 4))
                 prefetch_w(<const char *>(r + 4) + 64)
+            if res.same != NULL:
+                # changes mode: the row is made aside and compared with the one it replaces,
+                # whose lines the stores bring into the cache anyway (write-allocate), so the
+                # diff need not read the previous table's rows (cold by then) where they match
+                r = &tmp
             r.state = state
             r.offload_state = 0
             r._reserved = 0
@@ -137,6 +148,13 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
             if res.ck != NULL:
                 res.ck[2 * res.n] = r.cookie
                 res.ck[2 * res.n + 1] = r.cgroup_id
+            if res.same != NULL:
+                r = out + res.n
+                res.opid[res.n] = r.pid
+                res.same[res.n] = (res.n < res.same_n and memcmp(&tmp, r, PID_OFF) == 0
+                                   and memcmp((<const char *>&tmp) + PID_END, (<const char *>r) + PID_END,
+                                              sizeof(tcpsnap_row) - PID_END) == 0)
+                memcpy(r, &tmp, sizeof(tcpsnap_row))
             res.n += 1
         cur.off += step
     return NL_MORE
