@@ -4,7 +4,7 @@
 from libc.stdint cimport uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport realloc, free
 from libc.string cimport memcpy, memset
-from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._row cimport tcpsnap_row, room
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info
 
 cdef enum:
@@ -103,50 +103,40 @@ cdef struct hent:
 cdef struct cookie_state:
     uint64_t *pc                   # the previous dump's cookies, in dump order (never 0)...
     uint64_t *pg                   # ...and their cgroup ids (after inheritance)
-    Py_ssize_t np, pcap
+    Py_ssize_t np
+    size_t pcap
     uint64_t *nc                   # this dump's, being written (then swapped with pc/pg)
     uint64_t *ng
-    Py_ssize_t ncap
+    size_t ncap
     uint64_t *cc                   # carried: sockets of the dump before the previous one
     uint64_t *cg                   # that the previous one missed, with a cgroup
-    Py_ssize_t ncar, ccap
+    Py_ssize_t ncar
+    size_t ccap
     uint64_t *set                  # pc's cookies: open addressing, 0 empty, at most half full
-    Py_ssize_t setcap, setn
+    size_t setcap
+    Py_ssize_t setn
     Py_ssize_t *xs                 # scratch: this dump's rows not met in order
-    Py_ssize_t xcap
+    size_t xcap
     Py_ssize_t *ys                 # ...the previous rows not met in order
-    Py_ssize_t ycap
+    size_t ycap
     unsigned char *drop            # ...rows dropped as repeats
-    Py_ssize_t dcap
+    size_t dcap
     hent *h                        # ...ys, cc and the new cookies by cookie
-    Py_ssize_t hcap
+    size_t hcap
 
 
 cdef inline uint64_t _mix(uint64_t c) noexcept nogil:
     return (c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20
 
 
-cdef inline int _room(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t item) noexcept nogil:
-    # p holds at least need items (contents kept); -1 when out of memory
-    cdef Py_ssize_t c = cap[0]
-    cdef void *q
-    if need <= c and p[0] != NULL:
-        return 0
-    if c < 64:
-        c = 64
-    while c < need:
-        c *= 2
-    q = realloc(p[0], c * item)
-    if q == NULL:
-        return -1
-    p[0] = q
-    cap[0] = c
-    return 0
+cdef inline int _room(void **p, size_t *cap, Py_ssize_t need, size_t item) noexcept nogil:
+    # p holds at least need items (contents kept), from 64; -1 when out of memory
+    return room(p, cap, <size_t>need, item, 64)
 
 
-cdef inline int _room2(uint64_t **a, uint64_t **b, Py_ssize_t *cap, Py_ssize_t need) noexcept nogil:
+cdef inline int _room2(uint64_t **a, uint64_t **b, size_t *cap, Py_ssize_t need) noexcept nogil:
     # two arrays of the same room (cookies and their cgroups), contents kept
-    cdef Py_ssize_t ca = cap[0], cb = cap[0]
+    cdef size_t ca = cap[0], cb = cap[0]
     if _room(<void **>a, &ca, need, sizeof(uint64_t)) < 0 or _room(<void **>b, &cb, need, sizeof(uint64_t)) < 0:
         return -1
     cap[0] = ca if ca < cb else cb

@@ -23,7 +23,7 @@ import numpy as np
 
 from tcpsnap.frame import merge_names
 
-from tcpsnap._row cimport (tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, float_arg,
+from tcpsnap._row cimport (tcpsnap_row, room, check_out_array, get_buffer, index_arg, int_arg, float_arg,
                            int_text)
 from tcpsnap._system cimport (
     ssize_t, read, readlinkat, lseek, close, SEEK_SET, openat, O_RDONLY, O_DIRECTORY, O_CLOEXEC,
@@ -300,21 +300,9 @@ cdef int read_stat(int procfd, uint32_t pid, uint64_t *start, char *comm) noexce
     return 0
 
 
-cdef int grow(void **p, size_t *cap, size_t need, size_t item) noexcept nogil:
-    cdef size_t c = cap[0]
-    cdef void *q
-    if need <= c:
-        return 0
-    if c == 0:
-        c = 256
-    while c < need:
-        c *= 2
-    q = realloc(p[0], c * item)
-    if q == NULL:
-        return -1
-    p[0] = q
-    cap[0] = c
-    return 0
+cdef inline int grow(void **p, size_t *cap, size_t need, size_t item) noexcept nogil:
+    # the one growth rule (_row.pxd's room, as _cookies.pxd's buffers use it), from 256 items
+    return room(p, cap, need, item, 256)
 
 
 cdef enum walk_status:

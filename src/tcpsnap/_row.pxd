@@ -7,6 +7,7 @@ from cpython.float cimport PyFloat_AsDouble
 from cpython.number cimport PyNumber_Index
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport realloc
 
 cdef extern from "_row.h":
     ctypedef struct tcpsnap_row:
@@ -131,3 +132,25 @@ cdef inline object check_out_array(object out, str name="out"):
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writeable")
     return out
+
+
+# --- C memory --------------------------------------------------------------------------------
+
+cdef inline int room(void **p, size_t *cap, size_t need, size_t item, size_t first) noexcept nogil:
+    """``*p`` (``realloc``'s, or NULL) made to hold at least ``need`` items of ``item``
+    bytes, contents kept: at least ``first`` items, doubling; ``*cap`` its room in items.
+    0, or -1 when out of memory (``*p`` and ``*cap`` as they were)."""
+    cdef size_t c = cap[0]
+    cdef void *q
+    if need <= c and p[0] != NULL:
+        return 0
+    if c < first:
+        c = first
+    while c < need:
+        c *= 2
+    q = realloc(p[0], c * item)
+    if q == NULL:
+        return -1
+    p[0] = q
+    cap[0] = c
+    return 0
