@@ -2,7 +2,7 @@
 # receives the same inet_diag messages, and _nlparse (recorded bytes); inline, so each
 # module that cimports it has its own copy. System and kernel declarations are in _system.pxd.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcpy, memset
 from tcpsnap._row cimport tcpsnap_row
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_seen, info_attrs
 from tcpsnap._cookies cimport cgroup_attr
@@ -12,8 +12,8 @@ from tcpsnap._system cimport (
 
 cdef enum:
     HDR = 16                       # sizeof(struct nlmsghdr), checked at _netlink's import
+    AHEAD = 16                     # rows ahead the compare of change hints asks for
     PID_OFF = 48                   # tcpsnap_row.pid: bytes 48..51 (_row.h; checked at import)
-    PID_END = 52
 
 # Linux TCP states (include/net/tcp_states.h) -> MIB_TCP_STATE. 0 = not reported.
 # TCP_NEW_SYN_RECV (12) is a request socket of a listener: the SYN_RCVD that ss shows.
@@ -25,9 +25,37 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    #include <endian.h>
+    #if __BYTE_ORDER == __LITTLE_ENDIAN
+    #define TCPSNAP_PID_WORD_MASK 0xFFFFFFFF00000000ULL
+    #else
+    #define TCPSNAP_PID_WORD_MASK 0x00000000FFFFFFFFULL
+    #endif
+    """
+    const uint64_t PID_WORD_MASK "TCPSNAP_PID_WORD_MASK"
+
+cdef extern from *:
+    """
     static inline void tcpsnap_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
     """
     void prefetch_w "tcpsnap_prefetch_w"(const void *p) noexcept nogil
+
+cdef inline bint swap_row(tcpsnap_row *r, const tcpsnap_row *new) noexcept nogil:
+    # r becomes new; whether they were equal in every byte but the pid's (bytes 48..51, the
+    # low half of word 6 on a little-endian machine, the high half on a big-endian one):
+    # word by word, inline (two memcmp calls and a memcpy a row cost more than the row)
+    cdef uint64_t *w = <uint64_t *>r
+    cdef const uint64_t *v = <const uint64_t *>new
+    cdef uint64_t acc = 0, x
+    cdef int k
+    for k in range(12):
+        x = w[k] ^ v[k]
+        if k == 6:
+            x &= PID_WORD_MASK
+        acc |= x
+        w[k] = v[k]
+    return acc == 0
+
 
 # A cursor over received netlink bytes, resumable: parsing stops when `out` is full
 # and continues from the same message once the caller has grown it.
@@ -117,7 +145,11 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
             if res.same != NULL:
                 # changes mode: the row is made aside and compared with the one it replaces,
                 # whose lines the stores bring into the cache anyway (write-allocate), so the
-                # diff need not read the previous table's rows (cold by then) where they match
+                # diff need not read the previous table's rows (cold by then) where they match.
+                # A load waits for its line where a store would not: ask for it further ahead
+                if res.n + AHEAD < cap:
+                    prefetch_w(<const char *>(r + AHEAD))
+                    prefetch_w(<const char *>(r + AHEAD) + 64)
                 r = &tmp
             r.state = state
             r.offload_state = 0
@@ -151,10 +183,7 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
             if res.same != NULL:
                 r = out + res.n
                 res.opid[res.n] = r.pid
-                res.same[res.n] = (res.n < res.same_n and memcmp(&tmp, r, PID_OFF) == 0
-                                   and memcmp((<const char *>&tmp) + PID_END, (<const char *>r) + PID_END,
-                                              sizeof(tcpsnap_row) - PID_END) == 0)
-                memcpy(r, &tmp, sizeof(tcpsnap_row))
+                res.same[res.n] = swap_row(r, &tmp) and res.n < res.same_n
             res.n += 1
         cur.off += step
     return NL_MORE

@@ -637,5 +637,6 @@ cdef class NetlinkDumper:
 
 
 if (sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE
-        or HDR + sizeof(inet_diag_req) != COMPAT_REQ_SIZE):
+        or HDR + sizeof(inet_diag_req) != COMPAT_REQ_SIZE
+        or sizeof(tcpsnap_row) != 96 or ROW_DTYPE.fields["pid"][1] != PID_OFF):   # swap_row's words
     raise ImportError("netlink struct sizes differ from the ones this module was written for")
