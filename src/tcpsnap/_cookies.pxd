@@ -1,8 +1,8 @@
 # What the netlink dump does per row besides parsing it, inline (cimporting adds no import):
 # the cgroup attribute of a message, and each dump's cookies -- repeats dropped, and each
 # timewait row (TIME_WAIT, orphaned FIN_WAIT2) given its connection's cgroup from the dumps before.
-from libc.stdint cimport uint8_t, uint16_t, uint64_t
-from libc.stdlib cimport realloc, free
+from libc.stdint cimport uint16_t, uint64_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 from tcpsnap._row cimport tcpsnap_row, room
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info
@@ -256,17 +256,13 @@ cdef inline void cookie_free(cookie_state *s) noexcept nogil:
 
 
 cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssize_t n,
-                                     tcpsnap_tcp_info *info, const uint64_t *ck,
-                                     uint8_t *same=NULL) noexcept nogil:
+                                     tcpsnap_tcp_info *info, const uint64_t *ck) noexcept nogil:
     """Drop repeated sockets from rows[:n] (the first row of each cookie stays; info, or
     NULL: the rows' internals, moved with them), give each row without a cgroup the one its
     cookie had in the previous dump or, carried, the one before; remember this dump for the
     next. ck: row i's cookie and cgroup id as the parser wrote them (ck[2i], ck[2i + 1]),
     read instead of the rows, which a large table has pushed out of the cache by now (the
-    rows are written only where a cgroup is given or a row moves). same (or NULL): the
-    parser's hints (nl_result.same), 0 where a row is given a cgroup; when a row moves
-    (a repeat dropped) they no longer say anything: the caller drops them all (returned
-    count < n). Returns the rows kept, -1 when out of memory (then cookie_reset)."""
+    rows are written only where a cgroup is given or a row moves). Returns the rows kept, -1 when out of memory (then cookie_reset)."""
     cdef Py_ssize_t i, j = 0, f, d, t, k, nx = 0, ny = 0, nn = 0, w, steps, hn = 0, last
     cdef uint64_t c, g, hmask = 0
     cdef uint64_t *tmp
@@ -299,8 +295,6 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
                 j = f + 1
                 if g == 0 and s.pg[f] != 0:
                     g = rows[i].cgroup_id = s.pg[f]
-                    if same != NULL:
-                        same[i] = 0
                 s.nc[nn] = c
                 s.ng[nn] = g
                 nn += 1
@@ -357,8 +351,6 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
                 if rows[i].cgroup_id == 0:
                     rows[i].cgroup_id = s.pg[s.ys[e.idx]] if e.kind == HK_Y else (
                         s.cg[e.idx] if e.kind == HK_CARRIED else 0)
-                    if same != NULL:
-                        same[i] = 0
                 continue
             if _set_has(s.set, s.setcap, c):
                 _first_only(s, rows, n, c)   # also met in order: the kernel repeated it

@@ -1,5 +1,5 @@
 # The compiled diff of two consecutive snapshots (changes mode): declarations.
-from libc.stdint cimport uint8_t, int32_t, uint32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
 from tcpsnap._row cimport tcpsnap_row
 
 # Event codes: the index of each name in changes.EVENTS (the `event` column's dictionary).
@@ -50,12 +50,8 @@ cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssi
 # bytes into undo_rows/undo_proc/undo_idx (capacity n; *n_undo of them). Returns the number
 # of events, or -1 (prev as it was, *n_undo 0) at the first position whose identity differs.
 # The slots diff_tables left for prev stay valid for diff_lookup.
-# same/opid (both NULL, or n each; not with info): the dump's hints (NetlinkDumper.change_hints),
-# which the caller vouches for: where same[i] is 1 and cur[i].pid is opid[i], cur[i] equals
-# prev[i] byte for byte, and prev[i] is not read.
 cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
                               const int32_t *cproc, Py_ssize_t n, int keyframe,
                               int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
                               int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info, const uint8_t *same=*,
-                              const uint32_t *opid=*) noexcept nogil
+                              const info_args *info) noexcept nogil

@@ -4,7 +4,6 @@ class Differ:
     """The previous snapshot and the diff's scratch, reused from call to call."""
 
     primed: bool
-    hinted: int  # diffs made with the dump's hints
     in_place: bool
     closed_info: np.ndarray | None
     def __init__(self, info_mask: np.ndarray | None = None) -> None: ...
@@ -18,8 +17,7 @@ class Differ:
     @property
     def info(self) -> np.ndarray | None: ...
     def diff(
-        self, cur: np.ndarray, cproc: np.ndarray, keyframe: bool, info: np.ndarray | None = None,
-        hints: tuple[np.ndarray, np.ndarray, int] | None = None,
+        self, cur: np.ndarray, cproc: np.ndarray, keyframe: bool, info: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
         """TypeError when cur or cproc is not a numpy array; ValueError for a wrong dtype,
         other than 1-D, or lengths that differ."""

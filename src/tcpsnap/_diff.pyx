@@ -126,30 +126,16 @@ cdef inline uint8_t _event(uint8_t matched, int keyframe) noexcept nogil:
     return matched
 
 
-cdef inline bint _hinted(const uint8_t *same, const uint32_t *opid, const tcpsnap_row *cur,
-                         Py_ssize_t i, Py_ssize_t k) noexcept nogil:
-    """Whether the hints say cur[i:k] are the previous rows, byte for byte (pids too)."""
-    cdef Py_ssize_t j
-    for j in range(i, k):
-        if not same[j] or cur[j].pid != opid[j]:
-            return False
-    return True
-
-
 cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
                               const int32_t *cproc, Py_ssize_t n, int keyframe,
                               int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
                               int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info, const uint8_t *same=NULL,
-                              const uint32_t *opid=NULL) noexcept nogil:
+                              const info_args *info) noexcept nogil:
     cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
-    cdef bint hints = same != NULL and opid != NULL and not with_info
     cdef Py_ssize_t i = 0, k, ne = 0, nu = 0, end
     cdef uint8_t m, code
     while i < n:
-        if not with_info and i + BLOCK <= n \
-                and (_hinted(same, opid, cur, i, i + BLOCK) if hints else
-                     memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0) \
+        if not with_info and i + BLOCK <= n and memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0 \
                 and memcmp(&cproc[i], &pproc[i], BLOCK * sizeof(int32_t)) == 0:
             # a block of rows alike, byte for byte (one memcmp, not one a row): unchanged
             if keyframe:
@@ -161,14 +147,6 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
             continue
         end = min(i + BLOCK, n)
         while i < end:
-            if hints and same[i] and cur[i].pid == opid[i] and cproc[i] == pproc[i]:
-                # the dump found the row as it was (its hints): unchanged, prev not read
-                if keyframe:
-                    ev_idx[ne] = i
-                    ev_code[ne] = EV_KEYFRAME
-                    ne += 1
-                i += 1
-                continue
             if not _same_id(&cur[i], &prev[i]):
                 # another table: put back what was written and let the hash diff do it
                 for k in range(nu):
@@ -327,11 +305,6 @@ cdef class Differ:
     cdef object _undo_idx
     cdef bint prev_dup           # an identity repeats within _prev: no diff in place
     cdef object _no_rows, _no_proc
-    # the last diff's cur, as the dump's hints name it: its data pointer and the dump's
-    # seq (hint_seq -1: none); a diff given hints of the next dump of that array trusts them
-    cdef size_t hint_ptr
-    cdef long long hint_seq
-    cdef readonly unsigned long long hinted   # diffs made with the dump's hints
 
     def __init__(self, info_mask=None):
         """``info_mask``: for ``diff(..., info=)``, one uint8 per byte of a tcp_info row,
@@ -363,11 +336,9 @@ cdef class Differ:
         # what a diff that closed nothing returns (empty: nothing can be written into them)
         self._no_rows = np.zeros(0, ROW_DTYPE)
         self._no_proc = np.zeros(0, np.int32)
-        self.hint_seq = -1
 
     def reset(self):
         """Forget the previous snapshot: the next diff opens every row."""
-        self.hint_seq = -1
         self.n_prev = 0
         self.primed = False
         self.can_rollback = False
@@ -380,7 +351,6 @@ cdef class Differ:
         cdef Py_ssize_t k
         if not self.can_rollback:
             raise RuntimeError("rollback: no diff to undo")
-        self.hint_seq = -1
         if self.in_place:
             # the rows that diff wrote over, back in their places
             for k in range(self.n_undo):
@@ -410,7 +380,7 @@ cdef class Differ:
         """The tcp_info rows of ``rows`` (None when the last diff was given none)."""
         return None if self._pinfo is None else self._pinfo[:self.n_prev]
 
-    def diff(self, cur, cproc, bint keyframe, info=None, hints=None):
+    def diff(self, cur, cproc, bint keyframe, info=None):
         """Diff ``cur`` (ROW_DTYPE) and its int32 process codes ``cproc`` against the
         previous call's; ``cur`` becomes the previous. Returns ``(ev_idx, ev_code,
         closed_rows, closed_proc, duplicate)``: indices into cur and their event codes,
@@ -422,16 +392,7 @@ cdef class Differ:
         previous call's info (none there: not compared); ValueError for another length or
         width, or no ``info_mask``. Bad arguments, before anything changes: TypeError when
         cur or cproc is not a numpy array, ValueError when it is one of the wrong dtype or
-        dimensions, or cproc's length is not cur's (any strides and read-only are fine).
-
-        ``hints``: ``NetlinkDumper.change_hints`` of the dump ``cur`` is (``(same, opid,
-        seq)``), or None. They are used only for the dump right after the one the last
-        diff was given, in the same array (its data pointer), unrolled back, without
-        ``info``: then the rows they vouch for (every field as the row at their position
-        before the dump, pid as ``opid``) are not compared with the previous table's, which
-        by then holds exactly those rows. The caller vouches that nothing wrote into that
-        array between the two diffs but the dump and its pid lookup. The events are the
-        same either way (``tests/test_change_hints.py``)."""
+        dimensions, or cproc's length is not cur's (any strides and read-only are fine)."""
         cdef Py_ssize_t nc, npv = self.n_prev, n2, want, ne, nu = 0
         cdef const tcpsnap_row *cp
         cdef tcpsnap_row *pw
@@ -462,21 +423,6 @@ cdef class Differ:
                                  f"one per row of cur ({len(cur)})")
             info = np.ascontiguousarray(info)
             w = info.dtype.itemsize
-        cdef size_t ptr = 0
-        cdef long long seq = -1
-        cdef const uint8_t *hs = NULL
-        cdef const uint32_t *ho = NULL
-        if hints is not None and cur.flags.c_contiguous:
-            hsame, hopid, seq = hints
-            ptr = cur.ctypes.data
-            if (info is None and self.hint_seq >= 0 and seq == self.hint_seq + 1 and ptr == self.hint_ptr
-                    and len(hsame) == len(cur) and len(hopid) == len(cur)
-                    and hsame.dtype == np.uint8 and hopid.dtype == np.uint32
-                    and hsame.flags.c_contiguous and hopid.flags.c_contiguous and len(cur)):
-                hs = <const uint8_t *>_ptr(hsame, 1, &n2)
-                ho = <const uint32_t *>_ptr(hopid, 4, &n2)
-        # this diff's cur is the previous table for the next one's hints
-        self.hint_ptr, self.hint_seq = ptr, seq
         cur = np.ascontiguousarray(cur)
         cproc = np.ascontiguousarray(cproc)
         nc = len(cur)
@@ -514,9 +460,8 @@ cdef class Differ:
             upw = <int32_t *>_ptr(self._oldproc, 4, &n2)
             uiw = <int64_t *>_ptr(self._undo_idx, 8, &n2)
             with nogil:
-                ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap, hs, ho)
+                ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap)
             if ne >= 0:
-                self.hinted += hs != NULL
                 self.in_place = True
                 self.n_undo = nu
                 self.closed_info = None if self._pinfo is None else self._pinfo[:0]

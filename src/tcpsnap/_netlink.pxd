@@ -12,8 +12,6 @@ from tcpsnap._system cimport (
 
 cdef enum:
     HDR = 16                       # sizeof(struct nlmsghdr), checked at _netlink's import
-    AHEAD = 16                     # rows ahead the compare of change hints asks for
-    PID_OFF = 48                   # tcpsnap_row.pid: bytes 48..51 (_row.h; checked at import)
 
 # Linux TCP states (include/net/tcp_states.h) -> MIB_TCP_STATE. 0 = not reported.
 # TCP_NEW_SYN_RECV (12) is a request socket of a listener: the SYN_RCVD that ss shows.
@@ -25,37 +23,9 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    #include <endian.h>
-    #if __BYTE_ORDER == __LITTLE_ENDIAN
-    #define TCPSNAP_PID_WORD_MASK 0xFFFFFFFF00000000ULL
-    #else
-    #define TCPSNAP_PID_WORD_MASK 0x00000000FFFFFFFFULL
-    #endif
-    """
-    const uint64_t PID_WORD_MASK "TCPSNAP_PID_WORD_MASK"
-
-cdef extern from *:
-    """
     static inline void tcpsnap_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
     """
     void prefetch_w "tcpsnap_prefetch_w"(const void *p) noexcept nogil
-
-cdef inline bint swap_row(tcpsnap_row *r, const tcpsnap_row *new) noexcept nogil:
-    # r becomes new; whether they were equal in every byte but the pid's (bytes 48..51, the
-    # low half of word 6 on a little-endian machine, the high half on a big-endian one):
-    # word by word, inline (two memcmp calls and a memcpy a row cost more than the row)
-    cdef uint64_t *w = <uint64_t *>r
-    cdef const uint64_t *v = <const uint64_t *>new
-    cdef uint64_t acc = 0, x
-    cdef int k
-    for k in range(12):
-        x = w[k] ^ v[k]
-        if k == 6:
-            x &= PID_WORD_MASK
-        acc |= x
-        w[k] = v[k]
-    return acc == 0
-
 
 # A cursor over received netlink bytes, resumable: parsing stops when `out` is full
 # and continues from the same message once the caller has grown it.
@@ -81,9 +51,6 @@ cdef struct nl_result:
     info_seen seen          # the INET_DIAG_INFO lengths seen (when info is set)
     uint64_t *ck            # NULL, or row i's cookie and cgroup id go to ck[2i], ck[2i + 1]:
                             # the dedupe reads them there, not from rows gone out of cache
-    uint8_t *same           # NULL, or (changes mode's hints) same[i] = 1 where row i, as
-    uint32_t *opid          # parsed, equals the row that was at out[i] before but its pid,
-    Py_ssize_t same_n       # which goes to opid[i]; rows past same_n (the rows out held) are 0
 
 
 cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -93,7 +60,6 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
     cdef const char *p
     cdef Py_ssize_t rem, step
     cdef tcpsnap_row *r
-    cdef tcpsnap_row tmp
     cdef uint8_t state
     cdef int err
     while cur.off < cur.len:
@@ -142,15 +108,6 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
                 # a few rows ahead so that the stores below do not wait for them
                 prefetch_w(<const char *>(r + 4))
                 prefetch_w(<const char *>(r + 4) + 64)
-            if res.same != NULL:
-                # changes mode: the row is made aside and compared with the one it replaces,
-                # whose lines the stores bring into the cache anyway (write-allocate), so the
-                # diff need not read the previous table's rows (cold by then) where they match.
-                # A load waits for its line where a store would not: ask for it further ahead
-                if res.n + AHEAD < cap:
-                    prefetch_w(<const char *>(r + AHEAD))
-                    prefetch_w(<const char *>(r + AHEAD) + 64)
-                r = &tmp
             r.state = state
             r.offload_state = 0
             r._reserved = 0
@@ -180,10 +137,6 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
             if res.ck != NULL:
                 res.ck[2 * res.n] = r.cookie
                 res.ck[2 * res.n + 1] = r.cgroup_id
-            if res.same != NULL:
-                r = out + res.n
-                res.opid[res.n] = r.pid
-                res.same[res.n] = swap_row(r, &tmp) and res.n < res.same_n
             res.n += 1
         cur.off += step
     return NL_MORE

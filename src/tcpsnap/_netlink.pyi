@@ -55,11 +55,6 @@ class NetlinkDumper:
         True)`` with the rows there, else (more rows than room, or internals asked for)
         ``(n, False)`` with them in ``rows``. ValueError for a wrong out or start."""
     def close(self) -> None: ...
-    hint_seq: int
-    def set_change_hints(self, enabled: bool) -> None: ...
-    @property
-    def change_hints(self) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """(same, opid, seq) of the last dump, or None; see the .pyx."""
     def set_tcp_info(self, enabled: bool) -> None:
         """Ask the next dumps for each socket's internals (the idiag_ext bits of
         INET_DIAG_INFO and INET_DIAG_CONG, in the same dump), parsed into ``tcp_info`` row

@@ -122,13 +122,6 @@ cdef class NetlinkDumper:
     cdef readonly unsigned long long skipped
     cdef readonly unsigned long long grows
     cdef readonly unsigned long long duplicates
-    # changes mode's hints (set_change_hints): the parser's same/opid arrays (cap rows),
-    # whether rows[:hint_n] are still what the last dump left there, and whether the last
-    # dump's hints hold; hint_seq counts the dumps they were made for
-    cdef object _hsame, _hopid
-    cdef bint hints_on, hint_clean, hint_valid
-    cdef Py_ssize_t hint_n
-    cdef readonly unsigned long long hint_seq
 
     def __cinit__(self):
         # C fields start zeroed (pointers NULL, no bytecode, no internals), objects None
@@ -207,49 +200,6 @@ cdef class NetlinkDumper:
         self.rowp = rows_pointer(rows, &self.cap)
         self._rows = rows      # keeps the data rowp points into alive
         self._ck_fit()
-        if self.hints_on and not self._into:
-            self._hints_fit()
-
-    cdef _hints_fit(self):
-        # the hint arrays as long as the row array (contents kept: a grow mid-dump)
-        if self._hsame is None or len(self._hsame) < self.cap:
-            same = np.zeros(self.cap, np.uint8)
-            opid = np.zeros(self.cap, np.uint32)
-            if self._hsame is not None:
-                same[:len(self._hsame)] = self._hsame
-                opid[:len(self._hopid)] = self._hopid
-            self._hsame, self._hopid = same, opid
-        self.res.same = <uint8_t *><size_t>self._hsame.ctypes.data
-        self.res.opid = <uint32_t *><size_t>self._hopid.ctypes.data
-
-    def set_change_hints(self, bint enabled):
-        """Make each ``dump()`` into this dumper's own rows compare every row, as it is
-        parsed, with the row it replaces (``change_hints``), or stop. RuntimeError during a
-        dump."""
-        if self.busy:
-            raise RuntimeError("set_change_hints during a dump")
-        self.hints_on = enabled
-        self.hint_valid = False
-        self.hint_clean = False
-        if enabled:
-            self._hints_fit()
-        self.res.same = NULL
-        self.res.opid = NULL
-
-    @property
-    def change_hints(self):
-        """After a ``dump()`` with ``set_change_hints(True)``: ``(same, opid, seq)``, where
-        ``same[i]`` (uint8) is 1 when ``rows[i]`` equals byte for byte the row that was at
-        ``rows[i]`` when the dump began (the previous dump's, as its caller left it) in every
-        field but ``pid``, and ``opid[i]`` (uint32) is that row's pid; ``seq`` numbers the
-        dumps (consecutive dumps differ by 1). Valid until the next dump. None when the last
-        dump could not compare (hints off, the first dump, a dump redone or interrupted
-        before, the array grown, a repeated socket dropped, namespaces, ``dump_into``).
-        Rows past the previous dump's count, and rows the cookie dedupe gave a cgroup, are 0."""
-        if not self.hint_valid:
-            return None
-        n = self.hint_n
-        return self._hsame[:n], self._hopid[:n], self.hint_seq
 
     cdef int _ck_fit(self) except -1:
         # res.ck holds a (cookie, cgroup) pair for every row the parser may write (cap)
@@ -433,7 +383,6 @@ cdef class NetlinkDumper:
     cdef _grow(self):
         cdef Py_ssize_t n = self.res.n
         cdef const tcpsnap_row *src = self.rowp
-        self.res.same_n = 0            # the new array holds no previous rows to compare with
         if self._into:
             # dump_into's array is full: the dump goes on in our own (no internals: see there)
             self._into = False
@@ -504,32 +453,12 @@ cdef class NetlinkDumper:
             # cursor and could see the row array replaced under it
             raise RuntimeError("NetlinkDumper.dump() is already running (one Snapshotter per thread)")
         self.busy = True
-        hints = self.hints_on and not self._into and self.ntargets == 0
-        self.hint_valid = False
         try:
             if self.ntargets > 0:
-                self.hint_clean = False
                 return self._dump_targets()
             if self.fd < 0:
                 self._open()    # after a failed reset below
-            if not hints:
-                self.hint_clean = False
-                self.res.same = NULL
-                return self._dedupe(self._dump(0))
-            self._hints_fit()
-            # the rows there are the last dump's only if nothing dumped into them since
-            self.res.same_n = self.hint_n if self.hint_clean else 0
-            self.hint_clean = False
-            grows = self.grows
-            n = self._dump(0)
-            kept = self._dedupe(n)
-            self.res.same = NULL
-            self.hint_clean = True
-            self.hint_n = kept
-            self.hint_seq += 1
-            # a repeat dropped moved the rows after it: their hints say nothing now
-            self.hint_valid = kept == n and grows == self.grows
-            return kept
+            return self._dedupe(self._dump(0))
         except BaseException:
             # a half-read dump would make the next request fail with EBUSY: start afresh
             try:
@@ -538,7 +467,6 @@ cdef class NetlinkDumper:
                 pass            # no socket now (e.g. EMFILE); the next dump opens one
             raise
         finally:
-            self.res.same = NULL
             self.busy = False
 
     def dump_into(self, out, Py_ssize_t start):
@@ -587,8 +515,6 @@ cdef class NetlinkDumper:
         """Dump the current socket's namespace into rows[start:]; return the row count."""
         cdef int attempt, r
         for attempt in range(MAX_ATTEMPTS):
-            if attempt:
-                self.res.same_n = 0    # the rows there are the failed attempt's now
             self.res.n = start
             self.res.error = 0
             self.res.dump_intr = 0
@@ -601,7 +527,6 @@ cdef class NetlinkDumper:
                 if r == 2:
                     self.res.n = start
                     self.res.skipped = 0
-                    self.res.same_n = 0
             if not self.use_compat:
                 if self._dump_family(AF_INET):
                     self.retries += 1
@@ -620,11 +545,11 @@ cdef class NetlinkDumper:
         cdef Py_ssize_t kept
         if n >= NOGIL_ROWS:
             with nogil:
-                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck, self.res.same)
+                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
         else:
             # a pass over the rows (hashing only what changed): a capture thread that let
             # the GIL go for it would wait to get it back while the writer's Python runs
-            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck, self.res.same)
+            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
         if kept < 0:
             raise MemoryError()
         self.duplicates += n - kept
@@ -637,6 +562,5 @@ cdef class NetlinkDumper:
 
 
 if (sizeof(nlmsghdr) != HDR or HDR + sizeof(inet_diag_req_v2) != REQ_SIZE
-        or HDR + sizeof(inet_diag_req) != COMPAT_REQ_SIZE
-        or sizeof(tcpsnap_row) != 96 or ROW_DTYPE.fields["pid"][1] != PID_OFF):   # swap_row's words
+        or HDR + sizeof(inet_diag_req) != COMPAT_REQ_SIZE):
     raise ImportError("netlink struct sizes differ from the ones this module was written for")

@@ -16,7 +16,7 @@ else:
     Buffer: TypeAlias = _SupportsBuffer | np.ndarray
 
 def parse_messages(
-    data: Buffer, out: np.ndarray, seq: int, hints: tuple[np.ndarray, np.ndarray, int] | None = None
+    data: Buffer, out: np.ndarray, seq: int
 ) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int, bool]:
     """Parse recorded netlink bytes into ``out``: (rows, status, errno, dump_intr).
     TypeError for data that is not a buffer or a seq that is not an integer; ValueError for

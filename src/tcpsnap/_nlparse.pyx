@@ -29,39 +29,21 @@ def audit_bytecode(bytecode):
         raise ValueError(f"inet_diag bytecode rejected at byte {where}: {why.decode()}")
 
 
-def parse_messages(data, out, seq, hints=None):
+def parse_messages(data, out, seq):
     """Parse recorded netlink bytes into ``out``; return (rows, status, error, dump_intr).
 
     For tests and tools: the same parser ``dump()`` runs, on bytes from anywhere.
     Status is one of "more", "done", "full", "error", "malformed".
-    ``hints``: ``(same, opid, same_n)``, a writeable C-contiguous uint8 and uint32 array as
-    long as ``out`` and the count of rows ``out`` holds: the parser then compares each row
-    with the one it replaces, as ``NetlinkDumper.set_change_hints`` makes it do.
     Bad arguments: TypeError for data that is not a buffer or a seq that is not an integer;
     ValueError for data that is not C-contiguous, any wrong kind of out (check_out_array),
-    a seq outside 0..2**32-1, hints of another kind or length.
+    a seq outside 0..2**32-1.
     """
     cdef Py_buffer inb, outb
     cdef nl_cursor cur
     cdef nl_result res
     cdef nl_status st
     cdef uint32_t cseq = int_arg(seq, "seq", 0, 0xFFFFFFFF)
-    cdef uint8_t *hs = NULL
-    cdef uint32_t *ho = NULL
-    cdef Py_ssize_t hn = 0
     check_out_array(out)
-    if hints is not None:
-        from numpy import ndarray, uint8, uint32
-        same, opid, same_n = hints
-        for a, dt in ((same, uint8), (opid, uint32)):
-            if (not isinstance(a, ndarray) or a.dtype != dt or a.ndim != 1 or len(a) != len(out)
-                    or not a.flags.c_contiguous or not a.flags.writeable):
-                raise ValueError("hints must be writeable C-contiguous uint8 and uint32 arrays as long as out")
-        hn = index_arg(same_n, "same_n")
-        if hn < 0 or hn > len(out):
-            raise ValueError(f"same_n={int_text(hn)} outside 0..{len(out)}")
-        hs = <uint8_t *><size_t>same.ctypes.data
-        ho = <uint32_t *><size_t>opid.ctypes.data
     get_buffer(data, &inb, PyBUF_SIMPLE, "data")
     try:
         get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
@@ -70,7 +52,6 @@ def parse_messages(data, out, seq, hints=None):
             cur.len = inb.len
             cur.off = 0
             memset(&res, 0, sizeof(res))
-            res.same, res.opid, res.same_n = hs, ho, hn
             with nogil:
                 st = nl_parse(&cur, cseq, <tcpsnap_row *>outb.buf,
                               outb.len // sizeof(tcpsnap_row), &res)

@@ -98,7 +98,6 @@ class Snapshotter:
         #: Whether ``take()`` fills the ``pid`` field (Linux: see ``tcpsnap.pids``).
         self.pids = bool(pids)
         self._resolver = None
-        self._hints = False            # set_change_hints
         if self.pids and BACKEND == "netlink":
             from .pids import new_resolver
 
@@ -149,25 +148,6 @@ class Snapshotter:
             res.resolve(rows, n)
         self._info = None
         return rows, placed
-
-    def set_change_hints(self, enabled: bool) -> bool:
-        """Have each ``take()`` compare every row, as the kernel's reply is parsed, with the
-        one the previous ``take()`` left at its position (changes mode: ``change_hints``).
-        False where this backend cannot."""
-        f = getattr(self._impl, "set_change_hints", None)
-        if f is None:
-            return False
-        f(enabled)
-        self._hints = bool(enabled)
-        return True
-
-    @property
-    def change_hints(self) -> Any:
-        """The last ``take()``'s ``NetlinkDumper.change_hints`` (for ``_diff.Differ.diff``),
-        or None: off, or rows that ``take()`` filtered or gathered from namespaces."""
-        if not self._hints or self.filter is not None or self._ns is not None:
-            return None
-        return self._impl.change_hints
 
     def _sample_info(self) -> None:
         # with tcp_info_every, ask the kernel for internals only when a sample is due

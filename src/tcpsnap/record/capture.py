@@ -131,12 +131,6 @@ class Capture:
         # into the current batch (Snapshotter.take_into), not copied there
         self._take_into = (getattr(snap, "take_into", None) if tracker is None and self._filter is None
                            and where is None and self._carry is None and not tcp_info else None)
-        # changes mode with nothing between the dump and the diff: the dump compares each
-        # row with the one before at its position as it parses it (Snapshotter.change_hints),
-        # so the diff need not read the previous table where nothing changed
-        self._hints = (tracker is not None and self._filter is None and where is None and self._carry is None
-                       and not tcp_info and getattr(snap, "set_change_hints", None) is not None
-                       and snap.set_change_hints(True))
         self._last_n = 0  # rows of the last snapshot dumped into a batch (take_into)
         self.copied = 0   # snapshots copied into their batch (the others were dumped there)
         self._failed = failed
@@ -299,8 +293,7 @@ class Capture:
                 # its destroy reports wait for the namespace's next dump (reports.py)
                 self.tracker.carried_netns = self._carry.carried
             sampled = info is not None
-            rows, names, extra = self.tracker.step(rows, names, w, t0, key, info=info,
-                                                   hints=self._snap.change_hints if self._hints else None)
+            rows, names, extra = self.tracker.step(rows, names, w, t0, key, info=info)
             if self._tcp_info and extra is not None:
                 info, extra = extra[3], extra[:3]    # the event rows' internals
         empty = False

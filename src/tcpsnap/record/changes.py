@@ -283,11 +283,9 @@ class ChangeTracker:
     def _refind(self, closed: np.ndarray):
         return refind(self, closed)
 
-    def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key, info=None, hints=None):
+    def step(self, rows: np.ndarray, names, wall_ns: int, mono_ns: int, file_key, info=None):
         """One snapshot -> ``(event_rows, names, (events, seen, row_ts))``, ``names`` a
-        callable as the recorder's (returning codes for event_rows) or None. ``hints``:
-        the dump's ``Snapshotter.change_hints`` for ``rows`` as ``take()`` returned them
-        (``Differ.diff``: the same events, fewer bytes read), or None. With
+        callable as the recorder's (returning codes for event_rows) or None. With
         ``tcp_info``: ``info`` the snapshot's tcp_info rows (aligned with ``rows``; None:
         none taken, every row's counters are as before), and the extra tuple ends with
         the event rows' tcp_info. The arrays are valid until the next call (a snapshot
@@ -301,7 +299,7 @@ class ChangeTracker:
         gproc = self._global_codes(rows, names)
         if self.tcp_info:
             info = carry_info(self._differ, rows, info, self._info_dtype)
-        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info, hints)
+        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
         closed_info = self._differ.closed_info
         if feed is not None and len(closed):
             back = self._refind(closed)
