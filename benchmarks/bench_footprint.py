@@ -21,6 +21,9 @@
           (capture, the other live threads, short-lived threads). ``--together``: the
           floor dumps during each recorder's run instead (half a second after its
           snapshots), each ratio against the floor's CPU of the same seconds.
+          ``--phases``: instead, the capture thread's work by phase (``run_phases``): the
+          dump, the pid lookup, ``ChangeTracker.step``, each --python in its own process,
+          one snapshot a second, beside the floor's dump in the same seconds.
   writer  the writer thread's own CPU per snapshot (``Recorder.stats["writer_cpu_s"]``) of
           ``Recorder(interval=--interval, mode=--mode)`` at --n connections, each --python.
   drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
@@ -521,10 +524,101 @@ def _round_apart(order: list[str], floor, out: Path, secs: float) -> dict:
     return rnd
 
 
+#: cpu --phases: a changes-mode capture thread's work, one phase at a time, on stdin's cue
+PHASES = r"""
+import sys, time, json
+import tcpsnap
+from tcpsnap.record.changes import ChangeTracker
+snap = tcpsnap.Snapshotter(pids=True)
+snap.take()                                   # the first walk, in place (as the recorder's warm-up)
+res = snap.resolver
+res.background = True
+dumper = snap._impl
+tr = ChangeTracker(60 * 10**9)
+tr.names_into = res.names_into                # as record.capture sets it
+names = snap.process_names
+print("ready", flush=True)
+for line in sys.stdin:
+    c0 = time.thread_time_ns()
+    res.begin()
+    n = dumper.dump()
+    c1 = time.thread_time_ns()
+    res.resolve(dumper.rows, n)
+    c2 = time.thread_time_ns()
+    tr.step(dumper.rows[:n], names, time.time_ns(), time.monotonic_ns(), 0)
+    c3 = time.thread_time_ns()
+    print(json.dumps([(c1 - c0) / 1e3, (c2 - c1) / 1e3, (c3 - c2) / 1e3]), flush=True)
+"""
+
+
+def run_phases(args) -> dict:
+    """``cpu --phases``: each ``--python`` runs what a changes-mode recorder's capture thread
+    runs per snapshot (``PHASES``: the dump -- kernel, parse, dedupe --, the pid lookup,
+    ``ChangeTracker.step`` with process names), one snapshot a second (caches as cold as in
+    a 1 s recording), timed by the thread's own CPU clock; the floor dumps once in each
+    second too, its CPU from its process clock. Medians per phase (the first two snapshots
+    left out), in microseconds."""
+    res: dict = {"load_before": os.getloadavg(), "n": args.n, "python": args.python, "phases": True}
+    floor = bs.Floor()
+    count = int(args.seconds)
+    try:
+        with bs.Connections(args.n) as conns:
+            res["rows"] = conns.rows
+            kids = {}
+            for py in args.python:
+                p = subprocess.Popen([py, "-c", PHASES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+                kids[py] = p
+            got: dict = {py: [] for py in kids}
+            fl = []
+            for _ in range(count):
+                gap = 1.0 / (len(kids) + 1)
+                time.sleep(gap)
+                c = proc_cpu_s(floor.proc.pid)
+                floor.dumps(1)
+                fl.append((proc_cpu_s(floor.proc.pid) - c) * 1e6)
+                for py, p in kids.items():
+                    time.sleep(gap)
+                    assert p.stdin is not None and p.stdout is not None
+                    p.stdin.write("x\n")
+                    p.stdin.flush()
+                    got[py].append(json.loads(p.stdout.readline()))
+            for p in kids.values():
+                assert p.stdin is not None
+                p.stdin.close()
+                p.wait(10)
+    finally:
+        floor.close()
+    res["floor_dump_us"] = statistics.median(fl[2:])
+    res["samples"] = {"floor": fl, **got}
+    res["median_us"] = {py: dict(zip(("dump", "resolve", "step"),
+                                     (statistics.median(x[i] for x in v[2:]) for i in range(3)), strict=True))
+                        for py, v in got.items()}
+    for py, m in res["median_us"].items():
+        m["sum"] = sum(m.values())
+        m["x_floor_dump"] = m["sum"] / res["floor_dump_us"]
+        print(py, json.dumps({k: round(v, 3) for k, v in m.items()}), file=sys.stderr, flush=True)
+    res["load_after"] = os.getloadavg()
+    return res
+
+
+def phases_markdown(res: dict) -> str:
+    lines = [f"floor's dump: {res['floor_dump_us']:.0f} µs (median)", "",
+             "| python | dump | pid lookup | step | sum | x floor's dump |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for py, m in res["median_us"].items():
+        lines.append(f"| `{py}` | {m['dump']:.0f} | {m['resolve']:.0f} | {m['step']:.0f} | {m['sum']:.0f} "
+                     f"| {m['x_floor_dump']:.3f} |")
+    return "\n".join(lines)
+
+
 def run_cpu(args) -> dict:
     """Per round: the floor, then each ``--python``'s recorder, each recorder's ratio to
     that round's floor; with ``--together`` each recorder beside the floor instead
-    (``cpu_together``). The order is reversed every other round."""
+    (``cpu_together``). The order is reversed every other round. ``--phases``: ``run_phases``."""
+    if args.phases:
+        return run_phases(args)
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-cpu-"))
     res: dict = {"load_before": os.getloadavg(), "n": args.n, "seconds": args.seconds,
                  "python": args.python, "rounds": []}
@@ -738,6 +832,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--together", action="store_true",
                     help="cpu: run the floor (one dump a second, half a second after the recorder's) "
                          "while each recorder runs, and compare each with the floor of the same seconds")
+    ap.add_argument("--phases", action="store_true",
+                    help="cpu: the capture thread's work by phase in one process per --python, one snapshot "
+                         "a second for --seconds, beside the floor's dump of the same seconds (µs, medians)")
     ap.add_argument("--cgroup", action="store_true",
                     help="rss, drift: run each recorder in a memory cgroup of its own and report its "
                          "current and peak charge")
@@ -778,7 +875,7 @@ def main(argv: list[str]) -> int:
     if args.what == "rss":
         print(rss_markdown(res))
     elif args.what == "cpu":
-        print(cpu_markdown(res))
+        print(phases_markdown(res) if args.phases else cpu_markdown(res))
     elif args.what == "stall":
         print(json.dumps(res, indent=1))
     else:
