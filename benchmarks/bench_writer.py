@@ -1,0 +1,236 @@
+"""The writer thread alone: CPU seconds per million full-mode rows, and bytes per row.
+
+One live snapshot of ``--sizes`` loopback connections (pids on, taken once in a private
+network namespace, bench_snapshot) is repeated as a recording at ``--interval 0``
+would repeat it, in the recorder's batches (its default ``batch_rows``; each
+snapshot's clocks advancing 1 ms a snapshot per 1,000 connections, about the floor's
+rate), and handed to a real ``tcpsnap.record.writer.Writer`` thread (zstd, 1 MiRow
+row groups, 1 s flush: the recorder's defaults) on a clock that follows the batches, so
+that its journal appends and row groups come as in such a recording. Each ``--python``
+(a venv's interpreter; default this one) encodes the same rows (saved once, loaded by
+each) in its own process, in turn (the order swapped every round): the writer thread's
+CPU (``time.thread_time`` of the thread, start to finish, the last row group and
+footer included) per million rows, its share in Parquet encoding (``encode_row_group``)
+when the build has it, and the finished file's bytes per row; paired ratios per round
+against the first ``--python``.
+
+    python3 benchmarks/bench_writer.py --sizes 1000,10000 --rounds 3 --python /work/venv/bin/python --python .venv/bin/python
+
+Runs as root in a private network namespace (for the snapshot; the writing needs none).
+Writes its JSON with benchmarks/_results.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _results  # noqa: E402
+
+#: Rows each child encodes at each size (about 4 row groups at 1k connections).
+ROWS = 4_000_000
+
+
+def _snapshot(n: int, out: Path) -> int:
+    """One live snapshot of ``n`` loopback connections with pids, saved as ``out``
+    (rows, process codes, names). Its row count."""
+    import numpy as np
+
+    import bench_snapshot as bs
+    from tcpsnap import Snapshotter
+
+    with bs.Connections(n), Snapshotter(pids=True) as snap:
+        snap.take()
+        rows = snap.take().copy()
+    pids = sorted(set(rows["pid"].tolist()) - {0})
+    code = {p: i for i, p in enumerate(pids)}
+    proc = np.array([code.get(int(p), -1) for p in rows["pid"]], np.int32)
+    names = []
+    for p in pids:
+        try:
+            names.append(Path(f"/proc/{p}/comm").read_text().strip())
+        except OSError:
+            names.append("?")
+    np.savez(out, rows=rows, proc=proc, names=np.array(names or ["?"]))
+    return len(rows)
+
+
+class _Clock:
+    """The recorder's clocks as the batches say: the last batch handed over."""
+
+    def __init__(self) -> None:
+        self.mono = self.wall = 0
+
+    def monotonic_ns(self) -> int:
+        return self.mono
+
+    def time_ns(self) -> int:
+        return self.wall
+
+
+def child(data: Path, rows_total: int, workdir: Path) -> dict:
+    """Encode ``rows_total`` rows of the saved snapshot in a Writer thread: its CPU."""
+    import numpy as np
+
+    from tcpsnap._arrow import BatchEncoder, build_schema
+    from tcpsnap.record import rowgroup
+    from tcpsnap.record.batch import STOP, BatchPool
+    from tcpsnap.record.safedir import SafeDir
+    from tcpsnap.record.writer import FileOptions, Rules, Writer
+
+    z = np.load(data)
+    snap, proc, names = z["rows"], z["proc"], [str(x) for x in z["names"]]
+    n = len(snap)
+    batch_rows = 1 << 14
+    per_batch = max(1, batch_rows // n)
+    step = max(1, n // 2) * 1000  # ns per snapshot: ~1 ms per 1,000 connections
+    clock = _Clock()
+    t0 = 1_764_460_800_000_000_000  # 2025-11-30 00:00 UTC
+    rules = Rules(0, 3600 * 10**9, 10**9, 0, 1 << 20)
+    schema = build_schema({"tcpsnap.mode": "full"})
+    enc = BatchEncoder(schema, "benchhost", "00000000-0000-0000-0000-000000000000")
+    pool = BatchPool(2, batch_rows, 4096, False, lambda: None)
+    out = workdir / "rec"
+    shutil.rmtree(out, ignore_errors=True)
+    root = SafeDir.open(out, create=True)
+    w = Writer(root, schema, enc, rules, FileOptions("zstd", None, 1 << 20, False, False), pool, clock,
+               on_error=lambda: None)
+    encode_ns = [0]
+    real = rowgroup.encode_row_group
+
+    def timed(*a, **kw):  # the Parquet encoding's share (same thread)
+        c = time.thread_time_ns()
+        try:
+            return real(*a, **kw)
+        finally:
+            encode_ns[0] += time.thread_time_ns() - c
+
+    import tcpsnap.record.writer as wmod
+
+    wmod.encode_row_group = timed
+    cpu = [0]
+    main = w._main
+
+    def run() -> None:
+        c = time.thread_time_ns()
+        main()
+        cpu[0] = time.thread_time_ns() - c
+
+    w._thread = threading.Thread(target=run, name="tcpsnap-writer", daemon=True)
+    w.start()
+    seq = rows = 0
+    while rows < rows_total:
+        b = pool.get()
+        k = per_batch
+        if not b.fits(n):
+            b.grow(n)
+        for _ in range(k):
+            mono = seq * step
+            b.rows[b.n:b.n + n] = snap
+            b.proc[b.n:b.n + n] = proc
+            s = b.s
+            b.ts[s], b.seq[s], b.cap[s], b.mono[s], b.counts[s], b.empty[s] = t0 + mono, seq, 900_000 + seq % 977, mono, n, False
+            if s == 0:
+                b.t_first, b.file_key = mono, (0, 0)
+            b.n += n
+            b.s += 1
+            seq += 1
+        b.names[:] = names
+        b.has_proc = True
+        clock.mono, clock.wall = mono, t0 + mono
+        w.put(b)
+        rows += n * k
+    w.put(STOP)
+    w.join()
+    if w.error is not None:
+        raise w.error
+    files = sorted(out.glob("date=*/*.parquet"))
+    nbytes = sum(p.stat().st_size for p in files)
+    import pyarrow.parquet as pq
+
+    written = sum(pq.read_metadata(p).num_rows for p in files)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"rows": rows, "written_rows": written, "snapshot_rows": n, "cpu_s": cpu[0] / 1e9,
+            "cpu_s_per_mrow": cpu[0] / 1e9 / rows * 1e6, "encode_s_per_mrow": encode_ns[0] / 1e9 / rows * 1e6,
+            "bytes_per_row": nbytes / max(written, 1), "files": len(files)}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=ROWS, help="rows each child encodes")
+    ap.add_argument("--python", action="append", default=None, help="an interpreter (repeat: compared)")
+    ap.add_argument("--child", nargs=2, metavar=("DATA", "ROWS"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-netns", action="store_true")
+    _results.add_json_argument(ap)
+    args = ap.parse_args(argv)
+    if args.child:
+        work = Path(tempfile.mkdtemp(prefix="tcpsnap-benchwriter-"))
+        try:
+            print(json.dumps(child(Path(args.child[0]), int(args.child[1]), work)))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
+    import bench_snapshot as bs
+
+    where = bs.ensure_netns(argv, str(Path(__file__).resolve()), allow=not args.no_netns)
+    pythons = args.python or [sys.executable]
+    run = _results.Run("bench_writer", args.json, argv)
+    tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-benchwriter-"))
+    res: dict = {"pythons": pythons, "rows": args.rows, "sizes": {}, "loadavg": [os.getloadavg()[0]]}
+    try:
+        for n in [int(x) for x in args.sizes.split(",")]:
+            data = tmp / f"snap-{n}.npz"
+            rows = _snapshot(n, data)
+            rounds = []
+            for r in range(args.rounds):
+                order = list(range(len(pythons)))
+                if r % 2:
+                    order.reverse()
+                got: dict[int, dict] = {}
+                for i in order:
+                    p = subprocess.run([pythons[i], str(Path(__file__).resolve()), "--child", str(data),
+                                        str(args.rows)], capture_output=True, text=True, check=True)
+                    got[i] = json.loads(p.stdout.strip().splitlines()[-1])
+                rnd = {"loadavg": os.getloadavg()[0], "by_python": [got[i] for i in range(len(pythons))]}
+                base = got[0]["cpu_s_per_mrow"]
+                rnd["cpu_x_first"] = [got[i]["cpu_s_per_mrow"] / base for i in range(len(pythons))]
+                rounds.append(rnd)
+                print(json.dumps({"n": n, "round": r, "cpu_s_per_mrow": [round(g["cpu_s_per_mrow"], 3)
+                                                                         for g in rnd["by_python"]],
+                                  "x_first": [round(x, 3) for x in rnd["cpu_x_first"]]}), file=sys.stderr, flush=True)
+            res["sizes"][n] = {"snapshot_rows": rows, "rounds": rounds}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["loadavg"].append(os.getloadavg()[0])
+    lines = [f"Command: `python3 benchmarks/bench_writer.py {' '.join(argv)}`  ", f"where: {where}", "",
+             "| connections (rows) | python | writer CPU s / M rows (rounds) | of it Parquet encoding | bytes/row | x first (paired, median) |",
+             "|---|---|---|---|---|---|"]
+    for n, s in res["sizes"].items():
+        for i, p in enumerate(pythons):
+            cpus = [r["by_python"][i]["cpu_s_per_mrow"] for r in s["rounds"]]
+            enc = [r["by_python"][i]["encode_s_per_mrow"] for r in s["rounds"]]
+            bpr = s["rounds"][-1]["by_python"][i]["bytes_per_row"]
+            x = statistics.median(r["cpu_x_first"][i] for r in s["rounds"])
+            lines.append(f"| {n} ({s['snapshot_rows']}) | {p} | {statistics.median(cpus):.3f} "
+                         f"({' '.join(f'{c:.3f}' for c in cpus)}) | {statistics.median(enc):.3f} | {bpr:.4f} | {x:.3f} |")
+    print("\n".join(lines))
+    run.write(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
