@@ -4,7 +4,7 @@ One live snapshot of ``--sizes`` loopback connections (pids on, taken once in a 
 network namespace, bench_snapshot) is repeated as a recording at ``--interval 0``
 would repeat it, in the recorder's batches (its default ``batch_rows``; each
 snapshot's clocks advancing 1 ms a snapshot per 1,000 connections, about the floor's
-rate), and handed to a real ``tcpsnap.record.writer.Writer`` thread (zstd, 1 MiRow
+rate, with jitter; 2% of the queues moving each snapshot), and handed to a real ``tcpsnap.record.writer.Writer`` thread (zstd, 1 MiRow
 row groups, 1 s flush: the recorder's defaults) on a clock that follows the batches, so
 that its journal appends and row groups come as in such a recording. Each ``--python``
 (a venv's interpreter; default this one) encodes the same rows (saved once, loaded by
@@ -14,7 +14,8 @@ footer included) per million rows, its share in Parquet encoding (``encode_row_g
 when the build has it, and the finished file's bytes per row; paired ratios per round
 against the first ``--python``.
 
-    python3 benchmarks/bench_writer.py --sizes 1000,10000 --rounds 3 --python /work/venv/bin/python --python .venv/bin/python
+    python3 benchmarks/bench_writer.py --sizes 1000,10000 --rounds 3 \
+        --python /work/venv/bin/python --python .venv/bin/python
 
 Runs as root in a private network namespace (for the snapshot; the writing needs none).
 Writes its JSON with benchmarks/_results.py.
@@ -82,6 +83,8 @@ class _Clock:
 
 def child(data: Path, rows_total: int, workdir: Path) -> dict:
     """Encode ``rows_total`` rows of the saved snapshot in a Writer thread: its CPU."""
+    import logging
+
     import numpy as np
 
     from tcpsnap._arrow import BatchEncoder, build_schema
@@ -90,12 +93,13 @@ def child(data: Path, rows_total: int, workdir: Path) -> dict:
     from tcpsnap.record.safedir import SafeDir
     from tcpsnap.record.writer import FileOptions, Rules, Writer
 
+    logging.getLogger("tcpsnap").setLevel(logging.ERROR)  # "writer behind": by design here
     z = np.load(data)
     snap, proc, names = z["rows"], z["proc"], [str(x) for x in z["names"]]
     n = len(snap)
     batch_rows = 1 << 14
     per_batch = max(1, batch_rows // n)
-    step = max(1, n // 2) * 1000  # ns per snapshot: ~1 ms per 1,000 connections
+    step = max(1, n // 2) * 1000  # ns per snapshot: ~1 ms per 1,000 connections, jittered
     clock = _Clock()
     t0 = 1_764_460_800_000_000_000  # 2025-11-30 00:00 UTC
     rules = Rules(0, 3600 * 10**9, 10**9, 0, 1 << 20)
@@ -130,18 +134,25 @@ def child(data: Path, rows_total: int, workdir: Path) -> dict:
 
     w._thread = threading.Thread(target=run, name="tcpsnap-writer", daemon=True)
     w.start()
-    seq = rows = 0
+    rng = np.random.default_rng(18)
+    seq = rows = mono = 0
     while rows < rows_total:
         b = pool.get()
         k = per_batch
         if not b.fits(n):
             b.grow(n)
         for _ in range(k):
-            mono = seq * step
-            b.rows[b.n:b.n + n] = snap
+            cap = int(rng.integers(step * 8 // 10, step * 11 // 10))
+            mono += cap + int(rng.integers(1_000, 50_000))
+            here = b.rows[b.n:b.n + n]
+            here[:] = snap
+            moved = np.flatnonzero(rng.random(n) < 0.02)  # 2% of the queues move
+            here["rx_queue"][moved] = rng.integers(0, 3000, len(moved))
+            here["tx_queue"][moved] = rng.integers(0, 3000, len(moved))
             b.proc[b.n:b.n + n] = proc
             s = b.s
-            b.ts[s], b.seq[s], b.cap[s], b.mono[s], b.counts[s], b.empty[s] = t0 + mono, seq, 900_000 + seq % 977, mono, n, False
+            b.ts[s], b.seq[s], b.cap[s] = t0 + mono, seq, cap
+            b.mono[s], b.counts[s], b.empty[s] = mono, n, False
             if s == 0:
                 b.t_first, b.file_key = mono, (0, 0)
             b.n += n
@@ -217,7 +228,8 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     res["loadavg"].append(os.getloadavg()[0])
     lines = [f"Command: `python3 benchmarks/bench_writer.py {' '.join(argv)}`  ", f"where: {where}", "",
-             "| connections (rows) | python | writer CPU s / M rows (rounds) | of it Parquet encoding | bytes/row | x first (paired, median) |",
+             "| connections (rows) | python | writer CPU s / M rows (rounds) | of it Parquet encoding | bytes/row "
+             "| x first (paired, median) |",
              "|---|---|---|---|---|---|"]
     for n, s in res["sizes"].items():
         for i, p in enumerate(pythons):
@@ -226,7 +238,8 @@ def main(argv: list[str]) -> int:
             bpr = s["rounds"][-1]["by_python"][i]["bytes_per_row"]
             x = statistics.median(r["cpu_x_first"][i] for r in s["rounds"])
             lines.append(f"| {n} ({s['snapshot_rows']}) | {p} | {statistics.median(cpus):.3f} "
-                         f"({' '.join(f'{c:.3f}' for c in cpus)}) | {statistics.median(enc):.3f} | {bpr:.4f} | {x:.3f} |")
+                         f"({' '.join(f'{c:.3f}' for c in cpus)}) | {statistics.median(enc):.3f} "
+                         f"| {bpr:.4f} | {x:.3f} |")
     print("\n".join(lines))
     run.write(res)
     return 0

@@ -126,17 +126,24 @@ class RowGroupStore:
         return dirty
 
     def append(self, parts: Mapping[str, Part], n: int, counts: np.ndarray | None = None,
-               seqs: np.ndarray | None = None) -> None:
+               seqs: np.ndarray | None = None, snapshot_values: bool = False) -> None:
         """Copy one batch of ``n`` rows (a ``Part`` per column of the schema) after the
         rows held; ``counts`` and ``seqs``: its snapshots' rows and seq (for ``spans``;
-        default: one snapshot, seq -1). KeyError for a missing column, ValueError for a
-        part of another length."""
+        default: one snapshot, seq -1); ``snapshot_values``: the per-snapshot columns'
+        parts hold one value per snapshot (``len(counts)``), not per row. KeyError for a
+        missing column, ValueError for a part of another length."""
         r = self.rows
         if r + n > self.capacity:
             self._reserve(max(r + n, self.capacity + self.capacity // 2))
         end = r + n
         for i, f in enumerate(self.schema):
             values, null, dictionary = parts[f.name]
+            if self._snap[i] and snapshot_values:
+                if counts is None or len(values) != len(counts):
+                    raise ValueError(f"column {f.name!r}: {len(values)} values for "
+                                     f"{0 if counts is None else len(counts)} snapshots")
+                self._put_snapshots(i, values, None, n)
+                continue
             if len(values) != n:
                 raise ValueError(f"column {f.name!r}: {len(values)} values for {n} rows")
             if self._snap[i]:
@@ -201,9 +208,13 @@ class RowGroupStore:
 
     def _put_snapshots(self, i: int, values: np.ndarray, counts: np.ndarray | None, n: int) -> None:
         # a per-snapshot column: the value of each snapshot's first row (an empty
-        # snapshot's is any: it has no row to show it)
-        first = (np.cumsum(counts) - counts) if counts is not None else np.zeros(1, np.int64)
-        v = values[np.minimum(first, n - 1)]
+        # snapshot's is any: it has no row to show it); counts None: ``values`` are
+        # those already
+        if counts is None:
+            v = values
+        else:
+            first = np.cumsum(counts) - counts
+            v = values[np.minimum(first, n - 1)]
         k = self.snapshots
         sv = self._svals[i]
         if k + len(v) > len(sv):

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .._arrow import KIND_SNAPSHOT
 from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
 from .footprint import heap_trimmer
 from .markers import LoneMarkers
+from .parquet import SNAPSHOT_PLAIN_ROWS, snapshot_plain_kwargs
 from .protocols import Clock
 from .rowgroup import RowGroupStore, encode_row_group
 from .safedir import SafeDir
@@ -89,11 +89,15 @@ class Rules:
         return rows >= self.row_group_rows
 
     def row_group_on_flush(self, rows: int) -> bool:
-        """At a flush deadline: write a row group rather than a journal append -- only a
-        full one. Every row group of the file in progress keeps its metadata in memory
-        until the file is finished (about 27 KB each, as Python objects), so row groups
-        are few and full; what waits in between is in the journal, not in memory."""
-        return rows >= self.row_group_rows
+        """At a flush deadline: write a row group rather than a journal append once at
+        least half a row group waits. Every row group of the file in progress keeps its
+        metadata in memory until the file is finished (a few KB each, thrift-encoded), so
+        row groups stay few and large; what waits in between is in the journal. Half, not
+        full: at ~2M rows/s (1k connections at ``--interval 0``) a row group fills in
+        about a flush, so with "full" most rows were journaled (Arrow IPC + zstd, ~120 ns
+        a row) and then encoded again (benchmarks/RESULTS.md, "Writer cost in full mode
+        (session 8)")."""
+        return rows >= max(1, self.row_group_rows // 2)
 
 
 @dataclass(frozen=True)
@@ -131,11 +135,11 @@ def batch_parts(enc: Any, b: Batch) -> dict:
     info = (None if b.info is None or b.sampled is None
             else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
     if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
-        # left out: record.capture.Carry) are kind "snapshot"
-        kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
+        # left out: record.capture.Carry) are kind "snapshot"; the per-snapshot columns
+        # as the store keeps them, one value a snapshot
         return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                          b.proc[:n] if b.has_proc else None, b.names,
-                         monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
+                         monotonic=b.mono[:s], tcp_info=info, per_snapshot=True, family0_snapshot=True)
     return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                      b.proc[:n] if b.has_proc else None, b.names,
                      *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
@@ -293,7 +297,8 @@ class Writer:
         if key is not None:
             self._markers.write(self._store, self._enc, b, key)
         elif b.n:  # copies: the batch is reused after
-            self._store.append(batch_parts(self._enc, b), b.n, b.counts[:s], b.seq[:s])
+            self._store.append(batch_parts(self._enc, b), b.n, b.counts[:s], b.seq[:s],
+                               snapshot_values=b.extra is None)
         if b.n:
             self._pending_seq = int(b.seq[s - 1])
             if self._oldest is None:
@@ -376,7 +381,10 @@ class Writer:
         if st.rows:
             # its columns encoded a table at a time: the per-snapshot ones are made rows
             # one after the other, not all four beside the rest (~4 MiB at 128Ki rows)
-            data, rg = encode_row_group(self._app.kw, self.schema.names, st.tables())
+            kw = self._app.kw
+            if st.rows >= SNAPSHOT_PLAIN_ROWS * st.snapshots:
+                kw = snapshot_plain_kwargs(kw)
+            data, rg = encode_row_group(kw, self.schema.names, st.tables())
             self._app.append_encoded(data, [rg])
             del data
             if self._pending_rows:
