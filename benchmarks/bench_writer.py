@@ -4,8 +4,9 @@ One live snapshot of ``--sizes`` loopback connections (pids on, taken once in a 
 network namespace, bench_snapshot) is repeated as a recording at ``--interval 0``
 would repeat it, in the recorder's batches (its default ``batch_rows``; each
 snapshot's clocks advancing 1 ms a snapshot per 1,000 connections, about the floor's
-rate, with jitter; 2% of the queues moving each snapshot), and handed to a real ``tcpsnap.record.writer.Writer`` thread (zstd, 1 MiRow
-row groups, 1 s flush: the recorder's defaults) on a clock that follows the batches, so
+rate, with jitter; 2% of the queues moving each snapshot), and handed to a real
+``tcpsnap.record.writer.Writer`` thread (zstd, 1 MiRow row groups, 1 s flush: the
+recorder's defaults) on a clock that follows the batches, so
 that its journal appends and row groups come as in such a recording. Each ``--python``
 (a venv's interpreter; default this one) encodes the same rows (saved once, loaded by
 each) in its own process, in turn (the order swapped every round): the writer thread's
