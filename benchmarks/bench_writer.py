@@ -3,8 +3,8 @@
 One live snapshot of ``--sizes`` loopback connections (pids on, taken once in a private
 network namespace, bench_snapshot) is repeated as a recording at ``--interval 0``
 would repeat it, in the recorder's batches (its default ``batch_rows``; each
-snapshot's clocks advancing 1 ms a snapshot per 1,000 connections, about the floor's
-rate, with jitter; 2% of the queues moving each snapshot), and handed to a real
+snapshot's clocks advancing at ``--rate`` rows a second: 2M, 1k connections at about
+the floor's rate, with jitter; 2% of the queues moving each snapshot), and handed to a real
 ``tcpsnap.record.writer.Writer`` thread (zstd, 1 MiRow row groups, 1 s flush: the
 recorder's defaults) on a clock that follows the batches, so
 that its journal appends and row groups come as in such a recording. Each ``--python``
@@ -82,7 +82,7 @@ class _Clock:
         return self.wall
 
 
-def child(data: Path, rows_total: int, workdir: Path) -> dict:
+def child(data: Path, rows_total: int, workdir: Path, rate: float = 2e6) -> dict:
     """Encode ``rows_total`` rows of the saved snapshot in a Writer thread: its CPU."""
     import logging
 
@@ -100,7 +100,7 @@ def child(data: Path, rows_total: int, workdir: Path) -> dict:
     n = len(snap)
     batch_rows = 1 << 14
     per_batch = max(1, batch_rows // n)
-    step = max(1, n // 2) * 1000  # ns per snapshot: ~1 ms per 1,000 connections, jittered
+    step = int(n / rate * 1e9)  # ns per snapshot at ``rate`` rows/s (jittered)
     clock = _Clock()
     t0 = 1_764_460_800_000_000_000  # 2025-11-30 00:00 UTC
     rules = Rules(0, 3600 * 10**9, 10**9, 0, 1 << 20)
@@ -185,6 +185,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rows", type=int, default=ROWS, help="rows each child encodes")
     ap.add_argument("--python", action="append", default=None, help="an interpreter (repeat: compared)")
+    ap.add_argument("--rate", type=float, default=2e6,
+                    help="rows a second the clocks say (default 2e6: 1k connections at ~1,000 snapshots/s)")
     ap.add_argument("--child", nargs=2, metavar=("DATA", "ROWS"), help=argparse.SUPPRESS)
     ap.add_argument("--no-netns", action="store_true")
     _results.add_json_argument(ap)
@@ -192,7 +194,7 @@ def main(argv: list[str]) -> int:
     if args.child:
         work = Path(tempfile.mkdtemp(prefix="tcpsnap-benchwriter-"))
         try:
-            print(json.dumps(child(Path(args.child[0]), int(args.child[1]), work)))
+            print(json.dumps(child(Path(args.child[0]), int(args.child[1]), work, args.rate)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return 0
@@ -202,7 +204,7 @@ def main(argv: list[str]) -> int:
     pythons = args.python or [sys.executable]
     run = _results.Run("bench_writer", args.json, argv)
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-benchwriter-"))
-    res: dict = {"pythons": pythons, "rows": args.rows, "sizes": {}, "loadavg": [os.getloadavg()[0]]}
+    res: dict = {"pythons": pythons, "rows": args.rows, "rate": args.rate, "sizes": {}, "loadavg": [os.getloadavg()[0]]}
     try:
         for n in [int(x) for x in args.sizes.split(",")]:
             data = tmp / f"snap-{n}.npz"
@@ -215,7 +217,8 @@ def main(argv: list[str]) -> int:
                 got: dict[int, dict] = {}
                 for i in order:
                     p = subprocess.run([pythons[i], str(Path(__file__).resolve()), "--child", str(data),
-                                        str(args.rows)], capture_output=True, text=True, check=True)
+                                        str(args.rows), "--rate", str(args.rate)],
+                                       capture_output=True, text=True, check=True)
                     got[i] = json.loads(p.stdout.strip().splitlines()[-1])
                 rnd = {"loadavg": os.getloadavg()[0], "by_python": [got[i] for i in range(len(pythons))]}
                 base = got[0]["cpu_s_per_mrow"]

@@ -24,8 +24,10 @@ from .parquet import shift_row_group, split_parquet
 
 __all__ = ["RowGroupStore", "encode_row_group"]
 
-# FileMetaData.row_groups, RowGroup.columns / total_byte_size / total_compressed_size (parquet.thrift)
+# FileMetaData.row_groups, RowGroup.columns / total_byte_size / total_compressed_size,
+# ColumnChunk.meta_data, ColumnMetaData.statistics (parquet.thrift)
 _ROW_GROUPS, _COLUMNS, _TOTAL_BYTES, _TOTAL_COMPRESSED = 4, 1, 2, 6
+_CC_META, _CMD_STATS = 3, 12
 
 
 def _values_dtype(typ: pa.DataType) -> np.dtype:
@@ -303,6 +305,59 @@ def _sub_kwargs(kw: dict, names: list[str]) -> dict:
     return out
 
 
+def _encode_one(t: pa.Table, kw: dict) -> dict:
+    # ``t`` as one row group by a Parquet writer of its own: its RowGroup struct, its data
+    # bytes under "body"
+    sink = pa.BufferOutputStream()
+    w = pq.ParquetWriter(sink, t.schema, **kw)
+    try:
+        w.write_table(t, row_group_size=max(t.num_rows, 1))
+    finally:
+        w.close()
+    body, footer = split_parquet(sink.getvalue())
+    (rg,) = th.decode_struct(footer)[_ROW_GROUPS][1][1]
+    rg["body"] = body
+    return rg
+
+
+def _statistics_of_codes(kw: dict, t: pa.Table) -> dict[str, tuple]:
+    """``{column: Statistics struct}`` for the dictionary columns of ``t`` with statistics
+    in ``kw`` (``kind``, ``host``, ``boot_id``) whose codes are found cheaply: one code
+    (host, boot: min = max) or int8 codes (kind: counted). The statistics are those of a
+    table of the values the codes use, each once: what the writer computes from every
+    row's code (a hash of each row: a quarter of the row group's encoding time for three
+    small columns), as it writes them (same min, max, flags), null count 0 (only columns
+    without nulls). Columns not taken here keep the writer's own."""
+    want = kw.get("write_statistics")
+    if not isinstance(want, list):
+        return {}
+    out: dict[str, tuple] = {}
+    for name in want:
+        typ = t.schema.field(name).type
+        col = t.column(name)
+        if not pa.types.is_dictionary(typ) or col.num_chunks != 1 or col.null_count or not len(col):
+            continue
+        a = col.chunk(0)
+        codes = np.frombuffer(a.indices.buffers()[1], _values_dtype(typ), count=len(a) + a.offset)[a.offset:]
+        if codes.dtype == np.int8:
+            used = np.flatnonzero(np.bincount(codes.view(np.uint8), minlength=256))
+        else:
+            lo, hi = int(codes.min()), int(codes.max())
+            if lo != hi:
+                continue
+            used = np.array([lo])
+        if not len(used) or int(used.max()) >= len(a.dictionary):
+            continue
+        tiny = pa.table({name: pa.DictionaryArray.from_arrays(pa.array(used, typ.index_type), a.dictionary)})
+        one = {**_sub_kwargs(kw, [name]), "write_statistics": [name]}
+        rg = _encode_one(tiny, one)
+        try:
+            out[name] = rg[_COLUMNS][1][1][0][_CC_META][1][_CMD_STATS]
+        except KeyError:
+            continue
+    return out
+
+
 def encode_row_group(kw: dict, names: list[str], tables: Iterable[pa.Table]) -> tuple[bytearray, dict]:
     """One Parquet row group from ``tables`` that hold its columns between them (each one
     encoded on its own, so that only one table's Arrow data need exist at a time), with
@@ -315,18 +370,18 @@ def encode_row_group(kw: dict, names: list[str], tables: Iterable[pa.Table]) -> 
     merged: dict | None = None
     total = compressed = 0
     for t in tables:
-        sink = pa.BufferOutputStream()
-        w = pq.ParquetWriter(sink, t.schema, **_sub_kwargs(kw, t.schema.names))
-        try:
-            w.write_table(t, row_group_size=max(t.num_rows, 1))
-        finally:
-            w.close()
-        body, footer = split_parquet(sink.getvalue())
-        (rg,) = th.decode_struct(footer)[_ROW_GROUPS][1][1]
+        sub = _sub_kwargs(kw, t.schema.names)
+        own = _statistics_of_codes(sub, t)
+        if own:
+            sub["write_statistics"] = [c for c in sub["write_statistics"] if c not in own]
+        rg = _encode_one(t, sub)
+        body = rg.pop("body")
         shift_row_group(rg, len(data), 0)
         data += body
-        del body, sink
+        del body
         chunks.update(zip(t.schema.names, rg[_COLUMNS][1][1], strict=True))
+        for name, stats in own.items():
+            chunks[name][_CC_META][1][_CMD_STATS] = stats
         total += rg[_TOTAL_BYTES][1]
         compressed += rg.get(_TOTAL_COMPRESSED, (th.T_I64, 0))[1]
         if merged is None:
