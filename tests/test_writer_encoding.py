@@ -229,3 +229,32 @@ def test_a_flush_makes_a_row_group_once_half_a_row_group_of_many_snapshots_waits
         assert w.error is None
         (path,) = w.files
         assert pq.read_table(path).num_rows == rows
+
+
+def test_journal_frames_are_lz4_and_zstd_frames_still_read(tmp_path):
+    """A journal's frames are LZ4 (flagged in the raw length); a journal of zstd frames (as
+    earlier releases wrote) reads back the same."""
+    import struct
+
+    from tcpsnap.record import journal
+
+    enc = BatchEncoder(SCHEMA, "h1", "boot-1")
+    rows = table_rows(500, 3)
+    batch = enc.encode(rows, np.array([250, 250]), np.array([T0, T0 + 5]), np.array([7, 8]), np.array([1, 2]),
+                       monotonic=np.array([10, 15]))
+    got = {}
+    for name in ("lz4", "zstd"):
+        j = journal.Journal(tmp_path / f"j-{name}", SCHEMA)
+        if name == "zstd":
+            j._codec, j._flag = pa.Codec("zstd", 1), 0
+        j.append(batch)
+        j.append(batch.slice(100, 50))
+        j.close()
+        raw = (tmp_path / f"j-{name}").read_bytes()
+        (_, raw_len, _, _) = struct.unpack_from("<IQII", raw, len(journal.MAGIC))
+        assert bool(raw_len & (1 << 62)) == (name == "lz4")
+        schema, batches, complete = journal.read_journal(tmp_path / f"j-{name}")
+        assert complete and schema.names == SCHEMA.names
+        got[name] = pa.Table.from_batches(batches).to_pylist()
+    want = pa.Table.from_batches([batch, batch.slice(100, 50)]).to_pylist()
+    assert got["lz4"] == got["zstd"] == want
