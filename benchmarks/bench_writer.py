@@ -5,8 +5,8 @@ network namespace, bench_snapshot) is repeated as a recording at ``--interval 0`
 would repeat it, in the recorder's batches (its default ``batch_rows``; each
 snapshot's clocks advancing at ``--rate`` rows a second: 2M, 1k connections at about
 the floor's rate, with jitter; 2% of the queues moving each snapshot), and handed to a real
-``tcpsnap.record.writer.Writer`` thread (zstd, 1 MiRow row groups, 1 s flush: the
-recorder's defaults) on a clock that follows the batches, so
+``tcpsnap.record.writer.Writer`` thread (zstd, 1 s flush, row groups of the recorder's
+size: ``footprint.ROW_GROUP_CAP``, 128Ki rows) on a clock that follows the batches, so
 that its journal appends and row groups come as in such a recording. Each ``--python``
 (a venv's interpreter; default this one) encodes the same rows (saved once, loaded by
 each) in its own process, in turn (the order swapped every round): the writer thread's
@@ -103,14 +103,19 @@ def child(data: Path, rows_total: int, workdir: Path, rate: float = 2e6) -> dict
     step = int(n / rate * 1e9)  # ns per snapshot at ``rate`` rows/s (jittered)
     clock = _Clock()
     t0 = 1_764_460_800_000_000_000  # 2025-11-30 00:00 UTC
-    rules = Rules(0, 3600 * 10**9, 10**9, 0, 1 << 20)
+    try:  # the recorder's row groups: its default 1 MiRow, capped by its memory plan
+        from tcpsnap.record.footprint import ROW_GROUP_CAP
+    except ImportError:  # pragma: no cover - a build before the cap
+        ROW_GROUP_CAP = 1 << 20
+    rg_rows = min(1 << 20, ROW_GROUP_CAP)
+    rules = Rules(0, 3600 * 10**9, 10**9, 0, rg_rows)
     schema = build_schema({"tcpsnap.mode": "full"})
     enc = BatchEncoder(schema, "benchhost", "00000000-0000-0000-0000-000000000000")
     pool = BatchPool(2, batch_rows, 4096, False, lambda: None)
     out = workdir / "rec"
     shutil.rmtree(out, ignore_errors=True)
     root = SafeDir.open(out, create=True)
-    w = Writer(root, schema, enc, rules, FileOptions("zstd", None, 1 << 20, False, False), pool, clock,
+    w = Writer(root, schema, enc, rules, FileOptions("zstd", None, rg_rows, False, False), pool, clock,
                on_error=lambda: None)
     encode_ns = [0]
     real = rowgroup.encode_row_group
@@ -176,7 +181,7 @@ def child(data: Path, rows_total: int, workdir: Path, rate: float = 2e6) -> dict
     shutil.rmtree(out, ignore_errors=True)
     return {"rows": rows, "written_rows": written, "snapshot_rows": n, "cpu_s": cpu[0] / 1e9,
             "cpu_s_per_mrow": cpu[0] / 1e9 / rows * 1e6, "encode_s_per_mrow": encode_ns[0] / 1e9 / rows * 1e6,
-            "bytes_per_row": nbytes / max(written, 1), "files": len(files)}
+            "bytes_per_row": nbytes / max(written, 1), "files": len(files), "row_group_rows": rg_rows}
 
 
 def main(argv: list[str]) -> int:

@@ -2,14 +2,13 @@
 ``pq.write_table`` of the same rows writes it, value by value, with the same statistics.
 
 The writer thread is driven as a recording at ``--interval 0`` drives it (batches of
-whole snapshots, a clock that moves with them): row groups made at a flush once half a
-row group waits, clocks PLAIN in row groups of large snapshots, scope ids and offload
-state BYTE_STREAM_SPLIT, per-snapshot columns handed over one value a snapshot.
+whole snapshots, a clock that moves with them): clocks PLAIN in row groups of large
+snapshots, scope ids and offload state BYTE_STREAM_SPLIT, per-snapshot columns handed over
+one value a snapshot and encoded together, ``kind``/``host``/``boot_id`` statistics from
+the values their codes use; the journal's LZ4 frames.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -191,44 +190,6 @@ def test_the_writers_file_reads_back_as_pq_write_table_writes_the_same_rows(tmp_
     q = ("SELECT count(*), sum(seq), min(timestamp), max(monotonic_ns), sum(rx_queue), sum(local_scope_id), "
          "count(DISTINCT local_addr), sum(CASE WHEN kind = 'snapshot' THEN 1 ELSE 0 END) FROM read_parquet('{}')")
     assert duckdb.sql(q.format(path)).fetchall() == duckdb.sql(q.format(tmp_path / "ref.parquet")).fetchall()
-
-
-def test_a_flush_makes_a_row_group_once_half_a_row_group_of_many_snapshots_waits(tmp_path):
-    """At the flush deadline, half a row group or more of at least 200 snapshots becomes a
-    row group (no journal: at ~2M rows/s it held most rows, encoded twice); fewer rows,
-    or fewer and larger snapshots, go to the journal."""
-    rules = Rules(0, 3600 * 10**9, 10**9, 0, 1000)
-    assert [rules.row_group_on_flush(r, 200) for r in (1, 499, 500, 999, 1000)] == [False, False, True, True, True]
-    assert [rules.row_group_on_flush(r, 199) for r in (500, 999, 1000)] == [False, False, True]
-    for rows, snaps, journaled in ((600, 200, False), (300, 200, True), (600, 1, True)):
-        clock = Clock()
-        pool = BatchPool(4, 2048, 256, False, lambda: None)
-        root = SafeDir.open(tmp_path / f"rec{rows}-{snaps}", create=True)
-        w = Writer(root, SCHEMA, BatchEncoder(SCHEMA), rules, FileOptions("zstd", None, 1000, False, False),
-                   pool, clock, on_error=lambda: None)
-        w.start()
-        b = pool.get()
-        b.rows[:rows] = table_rows(rows, 7)
-        b.counts[:snaps] = rows // snaps
-        b.counts[snaps - 1] += rows - b.counts[:snaps].sum()
-        b.ts[:snaps], b.seq[:snaps], b.cap[:snaps], b.mono[:snaps] = T0, np.arange(snaps), 1, 0
-        b.empty[:snaps] = False
-        b.t_first, b.file_key, b.n, b.s = 0, (0, 0), rows, snaps
-        w.put(b)
-        clock.mono = 2 * 10**9  # past the deadline: the writer's wait ends within half a second
-        deadline = time.monotonic() + 30
-        while w.durable_seq is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        part = next((tmp_path / f"rec{rows}-{snaps}").glob("date=*"))
-        assert w.durable_seq == snaps - 1
-        assert bool(list(part.glob(".*.parquet.j*"))) == journaled
-        assert (w._app.row_groups == 1) != journaled
-        w.put(STOP)
-        w.join()
-        root.close()
-        assert w.error is None
-        (path,) = w.files
-        assert pq.read_table(path).num_rows == rows
 
 
 def test_journal_frames_are_lz4_and_zstd_frames_still_read(tmp_path):

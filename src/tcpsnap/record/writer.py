@@ -43,9 +43,6 @@ _DAY_NS = 86_400_000_000_000
 #: holds its Arrow IPC bytes (~120 bytes a row) and their compressed copy, so a flush of
 #: 100k rows at once (1k connections every 10 ms, a 1-s flush) raised the peak by ~20 MiB.
 JOURNAL_FRAME_ROWS = 1 << 13
-#: Snapshots a row group holds at least to be written at a flush before it is full
-#: (``Rules.row_group_on_flush``).
-EARLY_ROW_GROUP_SNAPSHOTS = 200
 
 
 @dataclass(frozen=True)
@@ -91,20 +88,12 @@ class Rules:
     def row_group_full(self, rows: int) -> bool:
         return rows >= self.row_group_rows
 
-    def row_group_on_flush(self, rows: int, snapshots: int = 0) -> bool:
-        """At a flush deadline: write a row group rather than a journal append -- a full
-        one, or one of at least half a row group and ``EARLY_ROW_GROUP_SNAPSHOTS``
-        snapshots. Every row group of the file in progress keeps its metadata in memory
-        until the file is finished (a few KB each, thrift-encoded), so row groups stay few
-        and large; what waits in between is in the journal. At ~2M rows/s (1k connections
-        at ``--interval 0``) a row group fills in about a flush, so with "full" only most
-        rows were journaled (Arrow IPC + zstd, ~120 ns a row) and then encoded again. Not
-        with few snapshots: a row group's first snapshot finds no earlier one to repeat
-        in its pages, so row groups of few large snapshots cost bytes (10k connections at
-        1M rows/s: +16% in half row groups; benchmarks/RESULTS.md, "Writer cost in full
-        mode (session 8)")."""
-        g = self.row_group_rows
-        return rows >= g or (rows >= max(1, g // 2) and snapshots >= EARLY_ROW_GROUP_SNAPSHOTS)
+    def row_group_on_flush(self, rows: int) -> bool:
+        """At a flush deadline: write a row group rather than a journal append -- only a
+        full one. Every row group of the file in progress keeps its metadata in memory
+        until the file is finished (about 27 KB each, as Python objects), so row groups
+        are few and full; what waits in between is in the journal, not in memory."""
+        return rows >= self.row_group_rows
 
 
 @dataclass(frozen=True)
@@ -330,7 +319,7 @@ class Writer:
                 self._make_durable()
 
     def _make_durable(self) -> None:
-        if self.rules.row_group_on_flush(self._store.rows, self._store.snapshots):
+        if self.rules.row_group_on_flush(self._store.rows):
             self._commit_row_group()
             return
         from .journal import Journal
