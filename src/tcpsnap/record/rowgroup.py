@@ -42,9 +42,10 @@ def _values_dtype(typ: pa.DataType) -> np.dtype:
     return np.dtype(typ.to_pandas_dtype())
 
 
-#: Rows up to which ``RowGroupStore.tables`` makes the per-snapshot columns one table (the
-#: recorder's row groups: ``footprint.ROW_GROUP_CAP``).
-SNAPSHOT_TABLE_ROWS = 1 << 17
+#: Rows up to which ``RowGroupStore.tables`` makes the per-snapshot columns one table: the
+#: recorder's row groups (``footprint.ROW_GROUP_CAP``, 128Ki rows, plus the batch that
+#: filled it), 8 MiB at most.
+SNAPSHOT_TABLE_ROWS = 1 << 18
 #: ``_statistics_of_codes``: (column, type, the values used) -> Statistics struct
 _STATS_CACHE: dict[tuple, tuple] = {}
 
@@ -279,7 +280,7 @@ class RowGroupStore:
         rows when asked for (``encode_row_group`` encodes one table at a time). Those are
         one table, not one each, while they hold at most ``SNAPSHOT_TABLE_ROWS`` rows: a
         Parquet writer and its footer to decode cost ~0.5 ms, ~4 ns a row of a row
-        group of the recorder's 128Ki rows, against 4 MiB held at once there."""
+        group of the recorder's 128Ki rows, against ~4.5 MiB held at once there."""
         rows = [i for i, snap in enumerate(self._snap) if not snap]
         yield pa.Table.from_arrays([self._array(i, 0, self.rows) for i in rows],
                                    schema=pa.schema([self.schema.field(i) for i in rows]))
@@ -361,7 +362,8 @@ def _statistics_of_codes(kw: dict, t: pa.Table) -> dict[str, tuple]:
             used = np.array([lo])
         if not len(used) or int(used.max()) >= len(a.dictionary):
             continue
-        key = (name, str(typ), tuple(a.dictionary.take(pa.array(used)).to_pylist()))
+        d = a.dictionary  # a few values (kinds, the host, the boot): no pyarrow.compute
+        key = (name, str(typ), tuple(d[int(i)].as_py() for i in used))
         stats = _STATS_CACHE.get(key)
         if stats is None:  # once per value set: a tiny writer's footer is ~0.8 ms
             tiny = pa.table({name: pa.DictionaryArray.from_arrays(pa.array(used, typ.index_type), a.dictionary)})
