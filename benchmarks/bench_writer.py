@@ -18,6 +18,12 @@ against the first ``--python``.
     python3 benchmarks/bench_writer.py --sizes 1000,10000 --rounds 3 \
         --python /work/venv/bin/python --python .venv/bin/python
 
+``--columns``: instead, each integer column of one such row group encoded alone with
+each encoding (dictionary, PLAIN, BYTE_STREAM_SPLIT, DELTA_BINARY_PACKED): CPU and bytes a
+row, what the encodings in ``record.parquet`` were chosen by.
+
+    python3 benchmarks/bench_writer.py --columns --sizes 1000,10000
+
 Runs as root in a private network namespace (for the snapshot; the writing needs none).
 Writes its JSON with benchmarks/_results.py.
 """
@@ -184,6 +190,55 @@ def child(data: Path, rows_total: int, workdir: Path, rate: float = 2e6) -> dict
             "bytes_per_row": nbytes / max(written, 1), "files": len(files), "row_group_rows": rg_rows}
 
 
+def columns(data: Path, rounds: int = 3) -> dict:
+    """Each integer column of one row group of the saved snapshot (128Ki rows, queues and
+    clocks moving as in ``child``) encoded alone with each encoding: thread CPU ns a row
+    (best of ``rounds``) and bytes a row (zstd, the recorder's page settings)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tcpsnap._arrow import BatchEncoder, build_schema
+
+    z = np.load(data)
+    snap, proc, names = z["rows"], z["proc"], [str(x) for x in z["names"]]
+    n = len(snap)
+    rng = np.random.default_rng(18)
+    k = max(1, (1 << 17) // n)
+    rows = np.tile(snap, k)
+    moved = np.flatnonzero(rng.random(len(rows)) < 0.02)
+    rows["rx_queue"][moved] = rng.integers(0, 3000, len(moved))
+    rows["tx_queue"][moved] = rng.integers(0, 3000, len(moved))
+    cap = rng.integers(800_000, 1_100_000, k)
+    mono = np.cumsum(cap + rng.integers(1_000, 50_000, k))
+    schema = build_schema({"tcpsnap.mode": "full"})
+    t = pa.Table.from_batches([BatchEncoder(schema).encode(rows, np.full(k, n), 1_764_460_800_000_000_000 + mono,
+                                                           np.arange(k), cap, np.tile(proc, k), names,
+                                                           monotonic=mono)])
+    out: dict = {"rows": t.num_rows}
+    for f in schema:
+        if pa.types.is_dictionary(f.type):
+            continue
+        col = pa.table({f.name: t.column(f.name)})
+        res = {}
+        for enc in ("dictionary", "PLAIN", "BYTE_STREAM_SPLIT", "DELTA_BINARY_PACKED"):
+            kw = dict(compression="zstd", write_statistics=False, data_page_size=8 << 20,
+                      max_rows_per_page=1 << 20, use_dictionary=enc == "dictionary")
+            if enc != "dictionary":
+                kw["column_encoding"] = {f.name: enc}
+            best, size = float("inf"), 0
+            for _ in range(rounds):
+                sink = pa.BufferOutputStream()
+                c = time.thread_time_ns()
+                with pq.ParquetWriter(sink, col.schema, **kw) as w:
+                    w.write_table(col, row_group_size=col.num_rows)
+                best = min(best, time.thread_time_ns() - c)
+                size = sink.getvalue().size
+            res[enc] = {"ns_per_row": best / col.num_rows, "bytes_per_row": size / col.num_rows}
+        out[f.name] = res
+    return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000")
@@ -193,6 +248,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rate", type=float, default=2e6,
                     help="rows a second the clocks say (default 2e6: 1k connections at ~1,000 snapshots/s)")
     ap.add_argument("--child", nargs=2, metavar=("DATA", "ROWS"), help=argparse.SUPPRESS)
+    ap.add_argument("--columns", action="store_true",
+                    help="instead: each integer column encoded alone with each encoding (this python)")
     ap.add_argument("--no-netns", action="store_true")
     _results.add_json_argument(ap)
     args = ap.parse_args(argv)
@@ -206,6 +263,23 @@ def main(argv: list[str]) -> int:
     import bench_snapshot as bs
 
     where = bs.ensure_netns(argv, str(Path(__file__).resolve()), allow=not args.no_netns)
+    if args.columns:
+        run = _results.Run("bench_writer-columns", args.json, argv)
+        tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-benchwriter-"))
+        res = {"sizes": {}}
+        try:
+            for n in [int(x) for x in args.sizes.split(",")]:
+                _snapshot(n, tmp / "snap.npz")
+                res["sizes"][n] = got = columns(tmp / "snap.npz")
+                print(f"{n} connections, {got['rows']} rows: ns/row, bytes/row (zstd)")
+                for name, r in got.items():
+                    if name != "rows":
+                        print(f"  {name:16s} " + " | ".join(f"{e[:6]} {v['ns_per_row']:5.2f} {v['bytes_per_row']:.4f}"
+                                                           for e, v in r.items()))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        run.write(res)
+        return 0
     pythons = args.python or [sys.executable]
     run = _results.Run("bench_writer", args.json, argv)
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-benchwriter-"))
