@@ -190,23 +190,10 @@ def test_per_snapshot_columns_are_kept_per_snapshot_and_made_rows_exactly():
     # any slice, also one that cuts snapshots
     for a, b in [(0, 3), (2, 9), (7, 8), (12, 17), (3, 3)]:
         assert st.batch(a, b).to_pylist() == expect.slice(a, b - a).to_pylist(), (a, b)
-    # the row group from its tables: the per-row columns, then the per-snapshot ones
-    # together (one Parquet writer), or each alone past SNAPSHOT_TABLE_ROWS
-    import tcpsnap.record.rowgroup as rowgroup
-
+    # the row group from its tables: the per-row columns, then each per-snapshot one
     tables = list(st.tables())
-    assert [t.schema.names for t in tables[1:]] == [[n for n in SCHEMA.names if n in PER_SNAPSHOT]]
+    assert [t.schema.names for t in tables[1:]] == [[n] for n in PER_SNAPSHOT]
     assert tables[0].num_columns == len(SCHEMA) - 4
-    assert pa.concat_tables([t.select([n]) for t in tables[1:] for n in t.schema.names][:1]).num_rows == 17
-    keep = rowgroup.SNAPSHOT_TABLE_ROWS
-    rowgroup.SNAPSHOT_TABLE_ROWS = 16
-    try:
-        alone = list(st.tables())
-    finally:
-        rowgroup.SNAPSHOT_TABLE_ROWS = keep
-    assert [t.schema.names for t in alone[1:]] == [[n] for n in SCHEMA.names if n in PER_SNAPSHOT]
-    assert [t.column(0).to_pylist() for t in alone[1:]] == [tables[1].column(n).to_pylist()
-                                                            for n in tables[1].schema.names]
 
 
 def test_a_row_group_encoded_a_table_at_a_time_reads_back_as_one(tmp_path):

@@ -4,7 +4,7 @@
 The writer thread is driven as a recording at ``--interval 0`` drives it (batches of
 whole snapshots, a clock that moves with them): clocks PLAIN in row groups of large
 snapshots, scope ids and offload state BYTE_STREAM_SPLIT, per-snapshot columns handed over
-one value a snapshot and encoded together, ``kind``/``host``/``boot_id`` statistics from
+one value a snapshot, ``kind``/``host``/``boot_id`` statistics from
 the values their codes use; the journal's LZ4 frames.
 """
 
