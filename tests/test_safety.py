@@ -462,7 +462,7 @@ def test_recording_in_a_process_with_more_than_1024_fds(tmp_path):
 
 
 def test_journal_is_compressed(tmp_path):
-    """The journal is compressed frames (LZ4): a steady table's rows take a fraction of their Arrow
+    """The journal is zstd frames: a steady table's rows take a fraction of their Arrow
     size (it once needed hundreds of times the Parquet's space)."""
     rows = fake_rows(2000, seed=1)
     enc = BatchEncoder()

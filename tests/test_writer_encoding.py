@@ -5,7 +5,7 @@ The writer thread is driven as a recording at ``--interval 0`` drives it (batche
 whole snapshots, a clock that moves with them): clocks PLAIN in row groups of large
 snapshots, scope ids and offload state BYTE_STREAM_SPLIT, per-snapshot columns handed over
 one value a snapshot, ``kind``/``host``/``boot_id`` statistics from
-the values their codes use; the journal's LZ4 frames.
+the values their codes use.
 """
 
 from __future__ import annotations
@@ -191,31 +191,3 @@ def test_the_writers_file_reads_back_as_pq_write_table_writes_the_same_rows(tmp_
          "count(DISTINCT local_addr), sum(CASE WHEN kind = 'snapshot' THEN 1 ELSE 0 END) FROM read_parquet('{}')")
     assert duckdb.sql(q.format(path)).fetchall() == duckdb.sql(q.format(tmp_path / "ref.parquet")).fetchall()
 
-
-def test_journal_frames_are_lz4_and_zstd_frames_still_read(tmp_path):
-    """A journal's frames are LZ4 (flagged in the raw length); a journal of zstd frames (as
-    earlier releases wrote) reads back the same."""
-    import struct
-
-    from tcpsnap.record import journal
-
-    enc = BatchEncoder(SCHEMA, "h1", "boot-1")
-    rows = table_rows(500, 3)
-    batch = enc.encode(rows, np.array([250, 250]), np.array([T0, T0 + 5]), np.array([7, 8]), np.array([1, 2]),
-                       monotonic=np.array([10, 15]))
-    got = {}
-    for name in ("lz4", "zstd"):
-        j = journal.Journal(tmp_path / f"j-{name}", SCHEMA)
-        if name == "zstd":
-            j._codec, j._flag = pa.Codec("zstd", 1), 0
-        j.append(batch)
-        j.append(batch.slice(100, 50))
-        j.close()
-        raw = (tmp_path / f"j-{name}").read_bytes()
-        (_, raw_len, _, _) = struct.unpack_from("<IQII", raw, len(journal.MAGIC))
-        assert bool(raw_len & (1 << 62)) == (name == "lz4")
-        schema, batches, complete = journal.read_journal(tmp_path / f"j-{name}")
-        assert complete and schema.names == SCHEMA.names
-        got[name] = pa.Table.from_batches(batches).to_pylist()
-    want = pa.Table.from_batches([batch, batch.slice(100, 50)]).to_pylist()
-    assert got["lz4"] == got["zstd"] == want

@@ -1,16 +1,10 @@
 """The journal: rows not yet in a row group.
 
 It is an Arrow IPC stream (schema, dictionary deltas, one record batch per flush) cut
-into frames, one per append, each compressed (LZ4, below) and checked by a CRC::
+into frames, one per append, each compressed with zstd and checked by a CRC::
 
     b"TSNPJRN1"  then per append:
     <u32 payload length> <u64 raw length> <u32 crc32 of those 12 bytes> <u32 crc32 of payload> payload
-
-A frame's payload is LZ4-compressed (frame format) when its raw length has bit 62 set, else
-zstd (the journal of earlier releases; still read). LZ4 because a journal is short-lived
-and, at full mode's rates, most rows went through it: zstd-1 cost ~53 ns a row of ~128 raw
-bytes, LZ4 ~15, for ~13% more journal bytes (benchmarks/RESULTS.md, "Writer cost in full
-mode (session 8)").
 
 A *repeat* frame (``append_repeat``; raw length with bit 63 set, the low bits its row count
 k) is not Arrow: it says "the last record batch's one row again, k times, with these int64
@@ -44,8 +38,8 @@ __all__ = ["Journal", "read_journal", "unify_table", "MAGIC", "max_raw_bytes"]
 
 MAGIC = b"TSNPJRN1"
 _FRAME = struct.Struct("<IQII")  # payload length, raw length, header crc32, payload crc32
-_CODEC = "zstd"  # frames without the _LZ4 flag (earlier releases, or no LZ4 in this pyarrow)
-_LZ4 = 1 << 62  # raw length's flag: an LZ4 frame
+_CODEC = "zstd"
+_LEVEL = 1  # the journal is short-lived: speed over ratio
 _IPC_CONTINUATION = b"\xff\xff\xff\xff"
 _REPEAT = 1 << 63  # raw length's flag: a repeat frame (see the module doc)
 #: what a repeat frame's row counts for against ``max_raw`` (as an Arrow row: recovery
@@ -104,9 +98,7 @@ class Journal:
             self.abandon()
             raise
         self.nbytes = self._pos
-        lz4 = pa.Codec.is_available("lz4")
-        self._codec = pa.Codec("lz4") if lz4 else pa.Codec(_CODEC, 1)
-        self._flag = _LZ4 if lz4 else 0
+        self._codec = pa.Codec(_CODEC, _LEVEL)
         self._full = False  # a record batch was appended: repeat frames have one to repeat
 
     def _write(self, data: bytes) -> None:
@@ -124,7 +116,7 @@ class Journal:
             raise OSError(errno.EIO, "journal unusable after a failed write", str(self.path))
         self._writer.write_batch(batch)
         raw = self._sink.take()
-        self._frame(self._codec.compress(raw, asbytes=True), len(raw) | self._flag)
+        self._frame(self._codec.compress(raw, asbytes=True), len(raw))
         self.rows += batch.num_rows
         self.batches += 1
         self._full = batch.num_rows == 1
@@ -189,7 +181,6 @@ class _Frames(io.RawIOBase):
         self._cur = b""
         self._pos = 0
         self._codec = pa.Codec(_CODEC)
-        self._lz4: pa.Codec | None = None
         self.status = "ok"
         self.frames = 0
         #: repeat frames read: (Arrow frames before it, column indices, int64 values (k, m))
@@ -234,16 +225,12 @@ class _Frames(io.RawIOBase):
             self.repeats.append((self.frames, *rep))
             self._i = i + _FRAME.size + n
             return None
-        codec = self._codec
-        if raw_len & _LZ4:
-            raw_len &= ~_LZ4
-            codec = self._lz4 = self._lz4 or pa.Codec("lz4")
         self._total += raw_len
         if self._total > self._max:
             self.status = "corrupt"
             return False
         try:
-            self._cur = codec.decompress(payload, decompressed_size=raw_len, asbytes=True)
+            self._cur = self._codec.decompress(payload, decompressed_size=raw_len, asbytes=True)
         except (pa.ArrowException, ValueError, OSError):
             self.status = "corrupt"
             return False
