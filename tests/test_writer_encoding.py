@@ -2,10 +2,8 @@
 ``pq.write_table`` of the same rows writes it, value by value, with the same statistics.
 
 The writer thread is driven as a recording at ``--interval 0`` drives it (batches of
-whole snapshots, a clock that moves with them): clocks PLAIN in row groups of large
-snapshots, scope ids and offload state BYTE_STREAM_SPLIT, per-snapshot columns handed over
-one value a snapshot, ``kind``/``host``/``boot_id`` statistics from
-the values their codes use.
+whole snapshots, a clock that moves with them): per-snapshot columns handed over one value
+a snapshot, ``kind``/``host``/``boot_id`` statistics from the values their codes use.
 """
 
 from __future__ import annotations
@@ -179,15 +177,54 @@ def test_the_writers_file_reads_back_as_pq_write_table_writes_the_same_rows(tmp_
                 continue
             assert st.has_min_max and st.null_count == st2.null_count == 0, name
             assert (st.min, st.max) == (st2.min, st2.max), (g, name)
-    # the encodings this test is about were used
-    enc = {name: set(md.row_group(0).column(c).encodings) for c, name in enumerate(SCHEMA.names)}
-    assert "BYTE_STREAM_SPLIT" in enc["local_scope_id"] and "BYTE_STREAM_SPLIT" in enc["offload_state"]
-    clocks = "PLAIN" if per_snapshot >= 64 else "DELTA_BINARY_PACKED"
-    for name in ("timestamp", "capture_ns", "monotonic_ns"):
-        assert clocks in enc[name] and "RLE_DICTIONARY" not in enc[name], name
-    assert "DELTA_BINARY_PACKED" in enc["seq"]
     duckdb = pytest.importorskip("duckdb")
     q = ("SELECT count(*), sum(seq), min(timestamp), max(monotonic_ns), sum(rx_queue), sum(local_scope_id), "
          "count(DISTINCT local_addr), sum(CASE WHEN kind = 'snapshot' THEN 1 ELSE 0 END) FROM read_parquet('{}')")
     assert duckdb.sql(q.format(path)).fetchall() == duckdb.sql(q.format(tmp_path / "ref.parquet")).fetchall()
 
+
+
+def test_kind_host_boot_statistics_are_taken_from_the_codes_not_asked_of_the_writer(monkeypatch):
+    """``encode_row_group`` asks the Parquet writer for no statistics of ``kind``, ``host``
+    and ``boot_id`` (it would hash every row's code) and puts in the chunk the statistics
+    of the values their codes use: those pyarrow writes (min, max, null count)."""
+    from tcpsnap.record import rowgroup
+    from tcpsnap.record.parquet import writer_kwargs
+
+    rowgroup._STATS_CACHE.clear()
+    enc = BatchEncoder(SCHEMA, "host-b", "boot-9")
+    snaps = list(snapshots(30, 50, seed=4))
+    rows = np.concatenate(snaps)
+    counts = np.array([len(x) for x in snaps])
+    kinds = (rows["family"] == 0).astype(np.int8)
+    t = pa.Table.from_batches([enc.encode(rows, counts, T0 + np.arange(30), np.arange(30), np.arange(30) + 5,
+                                          kinds=kinds)])
+    asked = []
+    real = rowgroup._encode_one
+
+    def spy(table, kw):
+        asked.append((table.num_rows, list(kw.get("write_statistics", []))))
+        return real(table, kw)
+
+    monkeypatch.setattr(rowgroup, "_encode_one", spy)
+    kw = writer_kwargs("zstd", None, 1 << 17, SCHEMA)
+    data, rg = rowgroup.encode_row_group(kw, SCHEMA.names, [t])
+    big = [w for n, w in asked if n == t.num_rows]
+    assert big == [[c for c in kw["write_statistics"] if c not in ("kind", "host", "boot_id")]]
+    assert sorted(n for n, _ in asked if n != t.num_rows) == [1, 1, 2]  # host, boot; kind's two values
+    import io
+
+    sink = io.BytesIO()
+    pq.write_table(t, sink, write_statistics=["kind", "host", "boot_id"])
+    ref = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata.row_group(0)
+    for name in ("kind", "host", "boot_id"):
+        c = SCHEMA.names.index(name)
+        stats = rg[1][1][1][c][3][1][12][1]  # RowGroup.columns[c].meta_data.statistics
+        want = ref.column(c).statistics
+        assert stats[6][1] == str(want.min).encode() and stats[5][1] == str(want.max).encode(), name
+        assert stats[3][1] == 0 == want.null_count, name
+    assert len(data) > 0
+    # a second row group with the same values: no more tiny writers (cached)
+    asked.clear()
+    rowgroup.encode_row_group(kw, SCHEMA.names, [t])
+    assert [n for n, _ in asked] == [t.num_rows]

@@ -11,6 +11,8 @@ file, fsyncs it and renames it into place. The folder layout and crash model:
 from __future__ import annotations
 
 import contextlib
+import io
+import mmap
 import os
 import struct
 import zlib
@@ -25,9 +27,8 @@ from . import thrift as th
 from .layout import free_name, pwrite_all, rglog_path, tmp_path
 from .safedir import SafeDir
 
-__all__ = ["ParquetAppender", "writer_kwargs", "snapshot_plain_kwargs", "SNAPSHOT_PLAIN_ROWS", "read_rglog",
-           "RglogScan", "rg_seq_ranges", "split_parquet", "rg_rows", "kv_of", "schema_from_header", "MAGIC",
-           "LOG_MAGIC", "FMD_NUM_ROWS", "FMD_ROW_GROUPS"]
+__all__ = ["ParquetAppender", "writer_kwargs", "read_rglog", "RglogScan", "rg_seq_ranges", "split_parquet", "rg_rows",
+           "kv_of", "schema_from_header", "verify_row_groups", "MAGIC", "LOG_MAGIC"]
 
 MAGIC = b"PAR1"
 LOG_MAGIC = b"TSNPRGL1"
@@ -35,7 +36,6 @@ _ENTRY = struct.Struct("<cIIQ")  # kind, payload length, crc32, data end
 
 # FileMetaData / RowGroup / ColumnChunk / ColumnMetaData field ids (parquet.thrift)
 _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_KV = 3, 4, 5
-FMD_NUM_ROWS, FMD_ROW_GROUPS = _FMD_NUM_ROWS, _FMD_ROW_GROUPS
 _RG_COLUMNS, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_ORDINAL = 1, 3, 5, 7
 _CC_FILE_OFFSET, _CC_META, _CC_OFFSET_INDEX, _CC_COLUMN_INDEX = 2, 3, 4, 6
 _CMD_DATA_PAGE, _CMD_INDEX_PAGE, _CMD_DICT_PAGE, _CMD_STATS, _CMD_BLOOM = 9, 10, 11, 12, 14
@@ -70,20 +70,6 @@ INFO_SPLIT_COLUMNS = tuple(n for n in TCP_INFO_DTYPE.names or ()
 #: bytes, which repeat for a connection from one event to its next, where zstd finds them
 #: (benchmarks/RESULTS.md, "TCP internals in changes mode": 16% fewer bytes).
 CHANGES_SPLIT_COLUMNS = ("rx_queue", "tx_queue", "pacing_rate", "delivery_rate") + TCP_INFO_TIMERS
-#: Columns that are one value nearly always (0 on Linux; a scope id per link-local
-#: IPv6 address): BYTE_STREAM_SPLIT, at about half the CPU of a dictionary's hash of every
-#: row and as small. Not PLAIN: two values interleaved made its 4-byte values 200x larger
-#: at zstd's fast levels. Not the columns of a few values per connection (family, pid,
-#: uid, queues: the same trap for some orders of rows; benchmarks/RESULTS.md, "Writer cost
-#: in full mode (session 8)").
-NEAR_CONSTANT_COLUMNS = ("offload_state", "local_scope_id", "remote_scope_id")
-#: Per-snapshot clocks written PLAIN (``snapshot_plain_kwargs``) when snapshots hold many
-#: rows: runs of one value, which zstd takes as cheaply and as small as DELTA_BINARY_PACKED
-#: does (``capture_ns``, which jumps at every snapshot: smaller), at two thirds of its CPU.
-#: ``seq`` stays DELTA_BINARY_PACKED (its plain runs compress badly at zstd's fast levels).
-SNAPSHOT_PLAIN_COLUMNS = ("timestamp", "capture_ns", "monotonic_ns")
-#: Rows a snapshot holds on average at least for ``snapshot_plain_kwargs`` to pay.
-SNAPSHOT_PLAIN_ROWS = 64
 #: The columns with row-group statistics (min, max, nulls): the ones readers skip row
 #: groups by. The time range (``tcpsnap.read(start=, end=)``, ``export``, retention, and
 #: DuckDB / pyarrow / polars filters on ``timestamp``), ``seq`` (recovery, the files'
@@ -126,7 +112,7 @@ def writer_kwargs(compression: str | None, level: int | None, row_group_rows: in
         names = set(schema.names)
         enc = {c: "DELTA_BINARY_PACKED" for c in PER_SNAPSHOT_COLUMNS + TIMER_COLUMNS if c in names}
         if _pyarrow_major() >= 16:  # BYTE_STREAM_SPLIT for integers: Parquet 2.11, Arrow 16
-            split = PER_CONNECTION_COLUMNS + INFO_SPLIT_COLUMNS + NEAR_CONSTANT_COLUMNS
+            split = PER_CONNECTION_COLUMNS + INFO_SPLIT_COLUMNS
             if "event" in names:
                 split += CHANGES_SPLIT_COLUMNS
             enc.update({c: "BYTE_STREAM_SPLIT" for c in split if c in names})
@@ -134,18 +120,6 @@ def writer_kwargs(compression: str | None, level: int | None, row_group_rows: in
             kw["use_dictionary"] = [c for c in schema.names if c not in enc]
             kw["column_encoding"] = enc
     return kw
-
-
-def snapshot_plain_kwargs(kw: dict) -> dict:
-    """``kw`` (``writer_kwargs``) with ``SNAPSHOT_PLAIN_COLUMNS`` written PLAIN where it
-    writes them DELTA_BINARY_PACKED: for a row group whose snapshots hold at least
-    ``SNAPSHOT_PLAIN_ROWS`` rows on average (the writer's choice per row group)."""
-    enc = dict(kw.get("column_encoding") or {})
-    moved = [c for c in SNAPSHOT_PLAIN_COLUMNS if enc.get(c) == "DELTA_BINARY_PACKED"]
-    if not moved:
-        return kw
-    enc.update({c: "PLAIN" for c in moved})
-    return {**kw, "column_encoding": enc}
 
 
 def _has_kw(name: str) -> bool:
@@ -557,3 +531,69 @@ def schema_from_header(header: dict) -> pa.Schema:
     footer = th.encode_struct(header)
     buf = MAGIC + footer + len(footer).to_bytes(4, "little") + MAGIC
     return pq.read_schema(pa.BufferReader(buf))
+
+
+class _WithFooter(io.RawIOBase):
+    """A read-only file: the first ``size`` bytes of ``data`` (an mmap), then ``tail``."""
+
+    def __init__(self, data: mmap.mmap | bytes, size: int, tail: bytes) -> None:
+        self._data, self._size, self._tail = data, size, tail
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        end = self._size + len(self._tail)
+        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else end + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, b) -> int:
+        mv = memoryview(b).cast("B")
+        n = 0
+        while n < len(mv):
+            p = self._pos
+            if p < self._size:
+                k = min(len(mv) - n, self._size - p)
+                mv[n:n + k] = self._data[p:p + k]
+            elif p < self._size + len(self._tail):
+                k = min(len(mv) - n, self._size + len(self._tail) - p)
+                mv[n:n + k] = self._tail[p - self._size:p - self._size + k]
+            else:
+                break
+            n += k
+            self._pos += k
+        return n
+
+
+def verify_row_groups(fd: int, header: dict, rgs: list[dict], end: int) -> list[int]:
+    """Indices of the row groups in ``rgs`` whose data (the first ``end`` bytes of the
+    file open as ``fd``) does not read back: page checksums where the writer wrote them,
+    else decoding. Reads one row group at a time."""
+    meta = dict(header)
+    meta[_FMD_ROW_GROUPS] = (th.T_LIST, (th.T_STRUCT, rgs))
+    meta[_FMD_NUM_ROWS] = (th.T_I64, sum(rg_rows(rg) for rg in rgs))
+    footer = th.encode_struct(meta)
+    tail = footer + len(footer).to_bytes(4, "little") + MAGIC
+    if end <= len(MAGIC):
+        return []
+    bad = []
+    with mmap.mmap(fd, end, access=mmap.ACCESS_READ) as mm:
+        try:
+            f = pq.ParquetFile(pa.PythonFile(_WithFooter(mm, end, tail), mode="r"),
+                               page_checksum_verification=True)
+        except (OSError, ValueError, pa.ArrowException):
+            return list(range(len(rgs)))
+        for i in range(len(rgs)):
+            try:
+                f.read_row_group(i)
+            except (OSError, ValueError, pa.ArrowException):
+                bad.append(i)
+        f.close()
+    return bad

@@ -114,8 +114,7 @@ def recover_file(final: Path, row_group_rows: int = 1 << 20, *, folder: SafeDir 
     also where suspect files are kept aside).
     """
     from .journal import max_raw_bytes, read_journal, unify_table
-    from .parquet import ParquetAppender, kv_of, read_rglog, rg_seq_ranges, schema_from_header
-    from .verify import verify_row_groups
+    from .parquet import ParquetAppender, kv_of, read_rglog, rg_seq_ranges, schema_from_header, verify_row_groups
 
     final = Path(final)
     own = folder is None

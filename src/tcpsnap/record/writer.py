@@ -29,7 +29,6 @@ from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
 from .footprint import heap_trimmer
 from .markers import LoneMarkers
-from .parquet import SNAPSHOT_PLAIN_ROWS, snapshot_plain_kwargs
 from .protocols import Clock
 from .rowgroup import RowGroupStore, encode_row_group
 from .safedir import SafeDir
@@ -377,10 +376,7 @@ class Writer:
         if st.rows:
             # its columns encoded a table at a time: the per-snapshot ones are made rows
             # one after the other, not all four beside the rest (~4 MiB at 128Ki rows)
-            kw = self._app.kw
-            if st.rows >= SNAPSHOT_PLAIN_ROWS * st.snapshots:
-                kw = snapshot_plain_kwargs(kw)
-            data, rg = encode_row_group(kw, self.schema.names, st.tables())
+            data, rg = encode_row_group(self._app.kw, self.schema.names, st.tables())
             self._app.append_encoded(data, [rg])
             del data
             if self._pending_rows:
