@@ -11,7 +11,6 @@ Here the memory a row group needs is allocated once, resident where written, and
 
 from __future__ import annotations
 
-import copy
 import mmap
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -347,20 +346,23 @@ def _statistics_of_codes(kw: dict, t: pa.Table) -> dict[str, tuple]:
             continue
         a = col.chunk(0)
         codes = np.frombuffer(a.indices.buffers()[1], _values_dtype(typ), count=len(a) + a.offset)[a.offset:]
-        if codes.dtype == np.int8:
-            used = np.flatnonzero(np.bincount(codes.view(np.uint8), minlength=256))
+        d = a.dictionary
+        if codes.dtype == np.int8 and len(d) <= 8:  # kind: a few codes, a pass each
+            used = [c for c in range(len(d)) if bool((codes == c).any())]
         else:
             lo, hi = int(codes.min()), int(codes.max())
-            if lo != hi:
+            if lo != hi or not 0 <= lo < len(d):
                 continue
-            used = np.array([lo])
-        if not len(used) or int(used.max()) >= len(a.dictionary):
+            used = [lo]
+        if not used:
             continue
-        d = a.dictionary  # a few values (kinds, the host, the boot): no pyarrow.compute
-        key = (name, str(typ), tuple(d[int(i)].as_py() for i in used))
+        # the dictionary's own bytes, not its values as Python objects (no pyarrow
+        # scalars: code pages and objects a recorder otherwise never touches)
+        key = (name, str(typ), tuple(used), d.offset, len(d),
+               tuple(b"" if b is None else b.to_pybytes() for b in d.buffers()))
         stats = _STATS_CACHE.get(key)
         if stats is None:  # once per value set: a tiny writer's footer is ~0.8 ms
-            tiny = pa.table({name: pa.DictionaryArray.from_arrays(pa.array(used, typ.index_type), a.dictionary)})
+            tiny = pa.table({name: pa.DictionaryArray.from_arrays(pa.array(np.array(used), typ.index_type), d)})
             rg = _encode_one(tiny, {**_sub_kwargs(kw, [name]), "write_statistics": [name]})
             try:
                 stats = rg[_COLUMNS][1][1][0][_CC_META][1][_CMD_STATS]
@@ -369,7 +371,7 @@ def _statistics_of_codes(kw: dict, t: pa.Table) -> dict[str, tuple]:
             if len(_STATS_CACHE) >= 256:
                 _STATS_CACHE.clear()
             _STATS_CACHE[key] = stats
-        out[name] = copy.deepcopy(stats)
+        out[name] = (stats[0], dict(stats[1]))  # its fields are bytes and ints: nothing shared changes
     return out
 
 
