@@ -273,9 +273,10 @@ class RowGroupStore:
         """All rows held, as tables that hold the schema's columns between them: the
         columns kept per row (sharing this memory), then each per-snapshot column alone,
         made rows as it is asked for (``encode_row_group`` encodes one at a time). Alone:
-        the four together would hold ~4.5 MiB more at once in a row group of the
-        recorder's 128Ki rows (+4.3 MiB of peak RSS at 1k connections, 10 ms, measured),
-        against ~1 ms of CPU a row group for three more Parquet writers."""
+        the four together would save ~1 ms of CPU a row group (three Parquet writers fewer)
+        but hold ~4.5 MiB more at once in a row group of the recorder's 128Ki rows (not
+        measured apart from another change: benchmarks/RESULTS.md, "Writer cost in full
+        mode (session 8)")."""
         rows = [i for i, snap in enumerate(self._snap) if not snap]
         yield pa.Table.from_arrays([self._array(i, 0, self.rows) for i in rows],
                                    schema=pa.schema([self.schema.field(i) for i in rows]))
@@ -312,9 +313,8 @@ def _sub_kwargs(kw: dict, names: list[str]) -> dict:
     return out
 
 
-def _encode_one(t: pa.Table, kw: dict) -> dict:
-    # ``t`` as one row group by a Parquet writer of its own: its RowGroup struct, its data
-    # bytes under "body"
+def _encode_one(t: pa.Table, kw: dict) -> tuple[memoryview, dict]:
+    # ``t`` as one row group by a Parquet writer of its own: its data bytes and RowGroup struct
     sink = pa.BufferOutputStream()
     w = pq.ParquetWriter(sink, t.schema, **kw)
     try:
@@ -323,8 +323,7 @@ def _encode_one(t: pa.Table, kw: dict) -> dict:
         w.close()
     body, footer = split_parquet(sink.getvalue())
     (rg,) = th.decode_struct(footer)[_ROW_GROUPS][1][1]
-    rg["body"] = body
-    return rg
+    return body, rg
 
 
 def _statistics_of_codes(kw: dict, t: pa.Table) -> dict[str, tuple]:
@@ -363,7 +362,7 @@ def _statistics_of_codes(kw: dict, t: pa.Table) -> dict[str, tuple]:
         stats = _STATS_CACHE.get(key)
         if stats is None:  # once per value set: a tiny writer's footer is ~0.8 ms
             tiny = pa.table({name: pa.DictionaryArray.from_arrays(pa.array(np.array(used), typ.index_type), d)})
-            rg = _encode_one(tiny, {**_sub_kwargs(kw, [name]), "write_statistics": [name]})
+            _, rg = _encode_one(tiny, {**_sub_kwargs(kw, [name]), "write_statistics": [name]})
             try:
                 stats = rg[_COLUMNS][1][1][0][_CC_META][1][_CMD_STATS]
             except KeyError:
@@ -391,8 +390,7 @@ def encode_row_group(kw: dict, names: list[str], tables: Iterable[pa.Table]) -> 
         own = _statistics_of_codes(sub, t)
         if own:
             sub["write_statistics"] = [c for c in sub["write_statistics"] if c not in own]
-        rg = _encode_one(t, sub)
-        body = rg.pop("body")
+        body, rg = _encode_one(t, sub)
         shift_row_group(rg, len(data), 0)
         data += body
         del body
