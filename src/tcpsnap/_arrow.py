@@ -65,7 +65,7 @@ from ._schema import ESTATS_FIELDS, ROW_DTYPE, STATE_NAMES, TCP_INFO_DTYPE, TCP_
 from .frame import CGROUP_COLUMNS, COLUMNS, format_address, with_cgroup_columns
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "rows_schema", "KINDS", "KIND_CONNECTION", "KIND_SNAPSHOT",
-           "KIND_PARTIAL", "build_schema", "BatchEncoder", "CGROUP_COLUMNS", "TCP_INFO_COLUMNS",
+           "KIND_PARTIAL", "PER_SNAPSHOT", "build_schema", "BatchEncoder", "CGROUP_COLUMNS", "TCP_INFO_COLUMNS",
            "tcp_info_fields", "tcp_info_columns", "CongestionNames", "Part", "wrap_part", "wrap_parts",
            "array_part"]
 
@@ -76,6 +76,8 @@ SCHEMA_VERSION = 3
 #: The ``kind`` column's dictionary, in code order.
 KINDS: tuple[str, ...] = ("connection", "snapshot", "partial")
 KIND_CONNECTION, KIND_SNAPSHOT, KIND_PARTIAL = range(3)
+#: The columns with one value per snapshot in a full-mode recording (``BatchEncoder.parts``).
+PER_SNAPSHOT: tuple[str, ...] = ("timestamp", "seq", "capture_ns", "monotonic_ns")
 
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
 STRING_DICT = pa.dictionary(pa.int32(), pa.string())
@@ -438,17 +440,29 @@ class BatchEncoder:
               seqs: np.ndarray, capture_ns: np.ndarray, proc_codes: np.ndarray | None = None,
               proc_names: list[str] | None = None, monotonic: np.ndarray | None = None,
               kinds: np.ndarray | None = None,
-              tcp_info: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Part]:
+              tcp_info: tuple[np.ndarray, np.ndarray] | None = None, *,
+              per_snapshot: bool = False, family0_snapshot: bool = False) -> dict[str, Part]:
         """``{column: Part}`` for every column of ``schema`` (the arguments: ``encode``).
-        The values are new arrays, not views of ``rows``."""
+        The values are new arrays, not views of ``rows``. ``per_snapshot``: the columns of
+        ``PER_SNAPSHOT`` hold one value per snapshot (``len(counts)``), not per row (what
+        ``record.rowgroup.RowGroupStore`` keeps of them: no row-long copies made and
+        dropped). ``family0_snapshot`` (with ``kinds`` None): a row of family 0 is of kind
+        ``snapshot`` (full mode's empty-snapshot and left-out-namespace rows), read from
+        the column copied out anyway rather than from the 96-byte rows again."""
         n = len(rows)
         cols: dict[str, Part] = {}
-        cols["timestamp"] = np.repeat(np.asarray(timestamps, np.int64), counts), None, None
-        cols["seq"] = np.repeat(np.asarray(seqs, np.int64), counts), None, None
-        kind_idx = (np.zeros(n, np.int8) if kinds is None
-                    else np.ascontiguousarray(kinds, dtype=np.int8))
-        cols["kind"] = kind_idx, None, self._kinds
+        spread = (lambda v: np.asarray(v, np.int64)) if per_snapshot else (
+            lambda v: np.repeat(np.asarray(v, np.int64), counts))
+        cols["timestamp"] = spread(timestamps), None, None
+        cols["seq"] = spread(seqs), None, None
         col = split(rows, _SPLIT)  # one pass over the rows, a new array per column
+        if kinds is not None:
+            kind_idx = np.ascontiguousarray(kinds, dtype=np.int8)
+        elif family0_snapshot:
+            kind_idx = (col["family"] == 0).view(np.int8) * np.int8(KIND_SNAPSHOT)
+        else:
+            kind_idx = np.zeros(n, np.int8)
+        cols["kind"] = kind_idx, None, self._kinds
         cg = self._cgroup_columns(col["cgroup_id"])
         for name in _COLUMNS:
             if name in cg:
@@ -463,9 +477,8 @@ class BatchEncoder:
                 cols[name] = self._process(proc_codes, proc_names or [], n)
             else:
                 cols[name] = col[name], None, None
-        cols["capture_ns"] = np.repeat(np.asarray(capture_ns, np.int64), counts), None, None
-        cols["monotonic_ns"] = (np.zeros(n, np.int64) if monotonic is None
-                                else np.repeat(np.asarray(monotonic, np.int64), counts)), None, None
+        cols["capture_ns"] = spread(capture_ns), None, None
+        cols["monotonic_ns"] = spread(np.zeros(len(counts), np.int64) if monotonic is None else monotonic), None, None
         zero = np.zeros(n, np.int32)
         cols["host"] = zero, None, self._host
         cols["boot_id"] = zero, None, self._boot

@@ -24,8 +24,10 @@ from .parquet import shift_row_group, split_parquet
 
 __all__ = ["RowGroupStore", "encode_row_group"]
 
-# FileMetaData.row_groups, RowGroup.columns / total_byte_size / total_compressed_size (parquet.thrift)
+# FileMetaData.row_groups, RowGroup.columns / total_byte_size / total_compressed_size,
+# ColumnChunk.meta_data, ColumnMetaData.statistics (parquet.thrift)
 _ROW_GROUPS, _COLUMNS, _TOTAL_BYTES, _TOTAL_COMPRESSED = 4, 1, 2, 6
+_CC_META, _CMD_STATS = 3, 12
 
 
 def _values_dtype(typ: pa.DataType) -> np.dtype:
@@ -37,6 +39,10 @@ def _values_dtype(typ: pa.DataType) -> np.dtype:
     if pa.types.is_timestamp(typ):
         return np.dtype(np.int64)
     return np.dtype(typ.to_pandas_dtype())
+
+
+#: ``_statistics_of_codes``: (column, type, the values used) -> Statistics struct
+_STATS_CACHE: dict[tuple, tuple] = {}
 
 
 def _zeros(n: int, dtype: np.dtype) -> np.ndarray:
@@ -126,17 +132,24 @@ class RowGroupStore:
         return dirty
 
     def append(self, parts: Mapping[str, Part], n: int, counts: np.ndarray | None = None,
-               seqs: np.ndarray | None = None) -> None:
+               seqs: np.ndarray | None = None, snapshot_values: bool = False) -> None:
         """Copy one batch of ``n`` rows (a ``Part`` per column of the schema) after the
         rows held; ``counts`` and ``seqs``: its snapshots' rows and seq (for ``spans``;
-        default: one snapshot, seq -1). KeyError for a missing column, ValueError for a
-        part of another length."""
+        default: one snapshot, seq -1); ``snapshot_values``: the per-snapshot columns'
+        parts hold one value per snapshot (``len(counts)``), not per row. KeyError for a
+        missing column, ValueError for a part of another length."""
         r = self.rows
         if r + n > self.capacity:
             self._reserve(max(r + n, self.capacity + self.capacity // 2))
         end = r + n
         for i, f in enumerate(self.schema):
             values, null, dictionary = parts[f.name]
+            if self._snap[i] and snapshot_values:
+                if counts is None or len(values) != len(counts):
+                    raise ValueError(f"column {f.name!r}: {len(values)} values for "
+                                     f"{0 if counts is None else len(counts)} snapshots")
+                self._put_snapshots(i, values, None, n)
+                continue
             if len(values) != n:
                 raise ValueError(f"column {f.name!r}: {len(values)} values for {n} rows")
             if self._snap[i]:
@@ -201,9 +214,13 @@ class RowGroupStore:
 
     def _put_snapshots(self, i: int, values: np.ndarray, counts: np.ndarray | None, n: int) -> None:
         # a per-snapshot column: the value of each snapshot's first row (an empty
-        # snapshot's is any: it has no row to show it)
-        first = (np.cumsum(counts) - counts) if counts is not None else np.zeros(1, np.int64)
-        v = values[np.minimum(first, n - 1)]
+        # snapshot's is any: it has no row to show it); counts None: ``values`` are
+        # those already
+        if counts is None:
+            v = values
+        else:
+            first = np.cumsum(counts) - counts
+            v = values[np.minimum(first, n - 1)]
         k = self.snapshots
         sv = self._svals[i]
         if k + len(v) > len(sv):
@@ -255,7 +272,11 @@ class RowGroupStore:
     def tables(self) -> Iterator[pa.Table]:
         """All rows held, as tables that hold the schema's columns between them: the
         columns kept per row (sharing this memory), then each per-snapshot column alone,
-        made rows as it is asked for (``encode_row_group`` encodes one at a time)."""
+        made rows as it is asked for (``encode_row_group`` encodes one at a time). Alone:
+        the four together would save ~1 ms of CPU a row group (three Parquet writers fewer)
+        but hold ~4.5 MiB more at once in a row group of the recorder's 128Ki rows (not
+        measured apart from another change: benchmarks/RESULTS.md, "Writer cost in full
+        mode (session 8)")."""
         rows = [i for i, snap in enumerate(self._snap) if not snap]
         yield pa.Table.from_arrays([self._array(i, 0, self.rows) for i in rows],
                                    schema=pa.schema([self.schema.field(i) for i in rows]))
@@ -292,6 +313,67 @@ def _sub_kwargs(kw: dict, names: list[str]) -> dict:
     return out
 
 
+def _encode_one(t: pa.Table, kw: dict) -> tuple[memoryview, dict]:
+    # ``t`` as one row group by a Parquet writer of its own: its data bytes and RowGroup struct
+    sink = pa.BufferOutputStream()
+    w = pq.ParquetWriter(sink, t.schema, **kw)
+    try:
+        w.write_table(t, row_group_size=max(t.num_rows, 1))
+    finally:
+        w.close()
+    body, footer = split_parquet(sink.getvalue())
+    (rg,) = th.decode_struct(footer)[_ROW_GROUPS][1][1]
+    return body, rg
+
+
+def _statistics_of_codes(kw: dict, t: pa.Table) -> dict[str, tuple]:
+    """``{column: Statistics struct}`` for the dictionary columns of ``t`` with statistics
+    in ``kw`` (``kind``, ``host``, ``boot_id``) whose codes are found cheaply: one code
+    (host, boot: min = max) or int8 codes (kind: counted). The statistics are those of a
+    table of the values the codes use, each once: what the writer computes from every
+    row's code (a hash of each row: a quarter of the row group's encoding time for three
+    small columns), as it writes them (same min, max, flags), null count 0 (only columns
+    without nulls). Columns not taken here keep the writer's own."""
+    want = kw.get("write_statistics")
+    if not isinstance(want, list):
+        return {}
+    out: dict[str, tuple] = {}
+    for name in want:
+        typ = t.schema.field(name).type
+        col = t.column(name)
+        if not pa.types.is_dictionary(typ) or col.num_chunks != 1 or col.null_count or not len(col):
+            continue
+        a = col.chunk(0)
+        codes = np.frombuffer(a.indices.buffers()[1], _values_dtype(typ), count=len(a) + a.offset)[a.offset:]
+        d = a.dictionary
+        if codes.dtype == np.int8 and len(d) <= 8:  # kind: a few codes, a pass each
+            used = [c for c in range(len(d)) if bool((codes == c).any())]
+        else:
+            lo, hi = int(codes.min()), int(codes.max())
+            if lo != hi or not 0 <= lo < len(d):
+                continue
+            used = [lo]
+        if not used:
+            continue
+        # the dictionary's own bytes, not its values as Python objects (no pyarrow
+        # scalars: code pages and objects a recorder otherwise never touches)
+        key = (name, str(typ), tuple(used), d.offset, len(d),
+               tuple(b"" if b is None else b.to_pybytes() for b in d.buffers()))
+        stats = _STATS_CACHE.get(key)
+        if stats is None:  # once per value set: a tiny writer's footer is ~0.8 ms
+            tiny = pa.table({name: pa.DictionaryArray.from_arrays(pa.array(np.array(used), typ.index_type), d)})
+            _, rg = _encode_one(tiny, {**_sub_kwargs(kw, [name]), "write_statistics": [name]})
+            try:
+                stats = rg[_COLUMNS][1][1][0][_CC_META][1][_CMD_STATS]
+            except KeyError:
+                continue
+            if len(_STATS_CACHE) >= 256:
+                _STATS_CACHE.clear()
+            _STATS_CACHE[key] = stats
+        out[name] = (stats[0], dict(stats[1]))  # its fields are bytes and ints: nothing shared changes
+    return out
+
+
 def encode_row_group(kw: dict, names: list[str], tables: Iterable[pa.Table]) -> tuple[bytearray, dict]:
     """One Parquet row group from ``tables`` that hold its columns between them (each one
     encoded on its own, so that only one table's Arrow data need exist at a time), with
@@ -304,18 +386,17 @@ def encode_row_group(kw: dict, names: list[str], tables: Iterable[pa.Table]) -> 
     merged: dict | None = None
     total = compressed = 0
     for t in tables:
-        sink = pa.BufferOutputStream()
-        w = pq.ParquetWriter(sink, t.schema, **_sub_kwargs(kw, t.schema.names))
-        try:
-            w.write_table(t, row_group_size=max(t.num_rows, 1))
-        finally:
-            w.close()
-        body, footer = split_parquet(sink.getvalue())
-        (rg,) = th.decode_struct(footer)[_ROW_GROUPS][1][1]
+        sub = _sub_kwargs(kw, t.schema.names)
+        own = _statistics_of_codes(sub, t)
+        if own:
+            sub["write_statistics"] = [c for c in sub["write_statistics"] if c not in own]
+        body, rg = _encode_one(t, sub)
         shift_row_group(rg, len(data), 0)
         data += body
-        del body, sink
+        del body
         chunks.update(zip(t.schema.names, rg[_COLUMNS][1][1], strict=True))
+        for name, stats in own.items():
+            chunks[name][_CC_META][1][_CMD_STATS] = stats
         total += rg[_TOTAL_BYTES][1]
         compressed += rg.get(_TOTAL_COMPRESSED, (th.T_I64, 0))[1]
         if merged is None:

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from .._arrow import KIND_SNAPSHOT
 from .._errors import RecorderError
 from .batch import STOP, Batch, BatchPool
 from .footprint import heap_trimmer
@@ -131,11 +130,11 @@ def batch_parts(enc: Any, b: Batch) -> dict:
     info = (None if b.info is None or b.sampled is None
             else (b.info[:n], np.repeat(b.sampled[:s], b.counts[:s])))
     if b.extra is None:  # full mode: rows of family 0 (an empty snapshot's, a namespace
-        # left out: record.capture.Carry) are kind "snapshot"
-        kinds = (b.rows["family"][:n] == 0).astype(np.int8) * np.int8(KIND_SNAPSHOT)
+        # left out: record.capture.Carry) are kind "snapshot"; the per-snapshot columns
+        # as the store keeps them, one value a snapshot
         return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                          b.proc[:n] if b.has_proc else None, b.names,
-                         monotonic=b.mono[:s], kinds=kinds, tcp_info=info)
+                         monotonic=b.mono[:s], tcp_info=info, per_snapshot=True, family0_snapshot=True)
     return enc.parts(b.rows[:n], b.counts[:s], b.ts[:s], b.seq[:s], b.cap[:s],
                      b.proc[:n] if b.has_proc else None, b.names,
                      *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
@@ -293,7 +292,8 @@ class Writer:
         if key is not None:
             self._markers.write(self._store, self._enc, b, key)
         elif b.n:  # copies: the batch is reused after
-            self._store.append(batch_parts(self._enc, b), b.n, b.counts[:s], b.seq[:s])
+            self._store.append(batch_parts(self._enc, b), b.n, b.counts[:s], b.seq[:s],
+                               snapshot_values=b.extra is None)
         if b.n:
             self._pending_seq = int(b.seq[s - 1])
             if self._oldest is None:
