@@ -203,8 +203,8 @@ def record(tmp_path, ports: set[int], act, want) -> tuple:
         res.name_ttl = VERIFY
         rec.run(duration="0.5s")
         run_until(rec, lambda: len(ss_owners(ports)) > 0)
-        t_act = time.time_ns()
         act()
+        t_act = time.time_ns()      # the change has happened (the child answered)
         run_until(rec, lambda: {p for _, p in ss_owners(ports).values()} <= want()
                   and len(ss_owners(ports)) > 0)
         bound = delay_bound(res)
