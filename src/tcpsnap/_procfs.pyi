@@ -63,6 +63,10 @@ class PidResolver:
         the call if /proc cannot be listed; MemoryError if the map cannot grow; ValueError
         for any wrong kind of rows or an n outside 0..len(rows), TypeError for a
         non-integer n (each of them aborts a walk begun)."""
+    def claim(self, fd: int) -> bool:
+        """This process holds the socket on ``fd``: its row gets our pid at the next
+        resolve() without a walk (proven by its /proc link first). Thread-safe. False
+        when not queued (not a socket, no proof, too many waiting)."""
     def process_names(self, pids: np.ndarray, recheck: bool = False) -> tuple[np.ndarray, list[str]]:
         """``(codes, names)``: int32 codes into names, -1 where unknown (pid 0, unreadable)."""
     def names_into(self, pids: np.ndarray, out: np.ndarray, index: dict[str, int], names: list[str]) -> None:

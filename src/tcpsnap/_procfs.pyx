@@ -72,6 +72,12 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
+    bint S_ISSOCK(unsigned int mode)
+
+cdef extern from "<sys/socket.h>" nogil:
+    int SOL_SOCKET
+    int getsockopt(int fd, int level, int name, void *val, unsigned int *len)
+    enum: SO_COOKIE_OPT "57"     # SO_COOKIE (Linux >= 4.12; older headers lack the name)
 
 cdef extern from "Python.h":
     # resolve() lets the GIL go only where worth it (Cython's nogil takes no runtime flag)
@@ -782,6 +788,19 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
     end_job(&j.state, j.reqs, j, NJ_DONE)
 
 
+# ---------------------------------------------------------------- sockets this process holds
+
+cdef enum:
+    MAX_CLAIMS = 64            # own sockets waiting for the next take (more: a walk finds them)
+
+cdef struct own_claim:     # a socket of ours (claim()), proven by its link, not merged yet
+    uint64_t inode
+    uint32_t cookie
+    int32_t fd
+    uint64_t start             # our start time and comm, read when it was claimed
+    char comm[COMM_LEN]
+
+
 # ---------------------------------------------------------------- the resolver
 
 cdef class PidResolver:
@@ -869,6 +888,10 @@ cdef class PidResolver:
     cdef double phase_seconds[P_COUNT]
     cdef readonly uint32_t last_walk_procs
     cdef readonly unsigned long long last_walk_fds
+    cdef pthread_mutex_t claim_lock  # claims come from other threads (the metrics server)
+    cdef own_claim claims[MAX_CLAIMS]
+    cdef int nclaims
+    cdef readonly unsigned long long claimed
 
     def __cinit__(self):
         self.procfd = -1
@@ -886,6 +909,8 @@ cdef class PidResolver:
         memset(self.phase_seconds, 0, sizeof(self.phase_seconds))
         memset(&self.shared, 0, sizeof(self.shared))
         pthread_mutex_init(&self.shared.lock, NULL)
+        pthread_mutex_init(&self.claim_lock, NULL)
+        self.nclaims = 0
 
     def __init__(self, *, threads=2, walk_interval=0.25, walk_share=0.25, retry_interval=1.0,
                  verify_interval=10.0, name_ttl=1.0, max_pidfds=-1, background=False):
@@ -1719,6 +1744,87 @@ cdef class PidResolver:
     def name_ttl(self, value):
         self._name_ttl = float_arg(value, "name_ttl")
 
+    # ------------------------------------------------------------ sockets of our own
+
+    def claim(self, int fd):
+        """Say that this process holds the socket on descriptor ``fd`` (e.g. a connection
+        the recorder's metrics server accepted), so that its row gets our pid at the next
+        ``resolve()`` without a /proc walk. Thread-safe (any thread, while another runs
+        ``resolve``). The claim is proven first, here, on the caller's thread: /proc's
+        ``<our pid>/fd/<fd>`` must name the socket's inode (so a /proc of another pid
+        namespace never gets a wrong pid), and the cookie (``SO_COOKIE``) is kept as for
+        any row. Returns True when queued; False when not (not a socket, no cookie, no
+        proof, or MAX_CLAIMS waiting already): then a walk finds it as any other."""
+        cdef struct_stat sb
+        cdef uint64_t cookie = 0
+        cdef unsigned int clen = sizeof(cookie)
+        cdef own_claim c
+        cdef char path[48]
+        cdef char want[40]
+        cdef char link[64]
+        cdef ssize_t k
+        cdef int wl
+        cdef bint ok = False
+        with nogil:
+            if (self.procfd >= 0 and fstat(fd, &sb) == 0 and S_ISSOCK(sb.st_mode)
+                    and getsockopt(fd, SOL_SOCKET, SO_COOKIE_OPT, &cookie, &clen) == 0):
+                c.inode = <uint64_t>sb.st_ino
+                c.cookie = <uint32_t>cookie
+                c.fd = fd
+                snprintf(path, sizeof(path), "%u/fd/%d", <uint32_t>getpid(), fd)
+                k = readlinkat(self.procfd, path, link, sizeof(link))
+                wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>c.inode)
+                ok = (k == wl and memcmp(link, want, wl) == 0
+                      and read_stat(self.procfd, <uint32_t>getpid(), &c.start, c.comm) == 0)
+            if ok:
+                pthread_mutex_lock(&self.claim_lock)
+                ok = self.nclaims < MAX_CLAIMS
+                if ok:
+                    self.claims[self.nclaims] = c
+                    self.nclaims += 1
+                pthread_mutex_unlock(&self.claim_lock)
+        return ok
+
+    cdef size_t _take_claims(self, double now) noexcept nogil:
+        """At the start of a take: the claimed sockets become ours (owned by this
+        process, by the descriptor claimed) unless a walk or an earlier take gave them an
+        owner already. Each is marked seen in this take, so that it is kept until the
+        next dump (which began after the accept) has its row. Returns how many entries
+        it marked seen that were not (the rows pass's ``touched`` counts the others)."""
+        cdef own_claim got[MAX_CLAIMS]
+        cdef int n, i, idx
+        cdef sock_ent *e
+        cdef size_t touched = 0
+        pthread_mutex_lock(&self.claim_lock)
+        n = self.nclaims
+        if n:
+            memcpy(got, self.claims, n * sizeof(own_claim))
+        self.nclaims = 0
+        pthread_mutex_unlock(&self.claim_lock)
+        for i in range(n):
+            e = smap_find(&self.socks, got[i].inode)
+            if e != NULL and e.state == SK_OWNED and e.cookie == got[i].cookie:
+                continue                 # resolved already (a walk found it)
+            idx = self._proc_add(<uint32_t>getpid(), got[i].start, got[i].comm, now)
+            if idx < 0:
+                continue                 # no memory: a walk finds it
+            if e == NULL:
+                e = smap_insert(&self.socks, got[i].inode)
+                if e == NULL:
+                    continue
+            e.cookie = got[i].cookie
+            e.state = SK_OWNED
+            e.proc = idx
+            e.proc_gen = self.procs[idx].gen
+            e.fd = got[i].fd
+            e.misses = 1
+            e.born = <uint16_t>self.epoch
+            if e.seen != self.epoch:
+                e.seen = self.epoch
+                touched += 1
+            self.claimed += 1
+        return touched
+
     # ------------------------------------------------------------ Python entry points
 
     def begin(self):
@@ -1750,6 +1856,7 @@ cdef class PidResolver:
         cdef double now, t
         cdef bint merged = False, ready = False, bg, release
         cdef Py_ssize_t cn
+        cdef size_t claimed
         cdef PyThreadState *ts
         try:
             check_out_array(rows, "rows")
@@ -1792,9 +1899,12 @@ cdef class PidResolver:
                 if not err:
                     self._verify(now)
                     t = self._phase(P_VERIFY, t)
+                    # an unlocked peek (a claim that lands just after waits for the next take)
+                    claimed = self._take_claims(now) if self.nclaims else 0
                     if self._rows_pass(r, cn) < 0:
                         err = ENOMEM
                         where = W_MAP
+                    self.touched += claimed
                     t = self._phase(P_ROWS, t)
                 if not err and not self.walk_open and (self.pending or self.retry) and self._walk_due(now):
                     # background: the walk threads record every socket (the map changes
@@ -2189,6 +2299,7 @@ cdef class PidResolver:
             "naming": self.njob != NULL,
             "check_jobs": self.check_jobs,
             "checking": self.cjob != NULL,
+            "claimed": self.claimed,
             "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
         }
 

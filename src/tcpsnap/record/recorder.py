@@ -275,6 +275,15 @@ class Recorder:
         self._raise_writer_error()
         return self
 
+    def claim_socket(self, fd: int) -> bool:
+        """A socket this process holds on descriptor ``fd`` (the metrics server's
+        accepted connections): with pids, its rows get this process's pid at the next
+        snapshot without a /proc walk (``PidResolver.claim``: proven by its /proc link).
+        Thread-safe. False when not claimed (no pids, not open): a walk finds it then."""
+        res = getattr(self._snap, "resolver", None) if self.pids_enabled else None
+        claim = getattr(res, "claim", None)
+        return bool(claim(fd)) if claim is not None else False
+
     # ------------------------------------------------------------ status
 
     def _count(self, name: str, default: Any = 0) -> Any:
