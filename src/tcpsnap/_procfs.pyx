@@ -63,6 +63,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_destroy(pthread_cond_t *c)
     int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
     int pthread_cond_signal(pthread_cond_t *c)
+    int pthread_cond_broadcast(pthread_cond_t *c)
 
 cdef extern from "<unistd.h>" nogil:
     int getpid()
@@ -115,6 +116,12 @@ cdef enum:
     VDIR_GONE = -2             # ...the process is gone
     VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
     BG_NICE = 0                # nice value of background walk threads (0: as the writer; see below)
+    FP_MAX_THREADS = 64        # run_fingerprint: more threads than this, not worth it (read the links)
+    FP_MIN_LINKS = 4           # ...nor for fewer backstop links of a process in one round
+    FP_DIRBUF = 4096
+    FP_NEW = 0x4000            # an owned entry's born, rounds back: "not known right since its fingerprint"
+    FP_SLIDE = 0x2000          # a quiet owner's fp_round is moved up when this old...
+    FP_KEEP = 0x1000           # ...to this many rounds back (over a backstop lap's rounds)
 
 cdef double CHECK_PACE = 0.05    # background re-checks: seconds between rounds at least
 
@@ -417,6 +424,78 @@ cdef uint32_t fd_count(int procfd, uint32_t pid) noexcept nogil:
     return count_of(&sb)
 
 
+cdef inline uint64_t fp_mix(uint64_t h, uint64_t v) noexcept nogil:
+    h ^= v + TCPSNAP_GOLDEN + (h << 6) + (h >> 2)
+    h ^= h >> 33
+    h *= 0xff51afd7ed558ccdULL
+    return h ^ (h >> 33)
+
+
+cdef uint64_t run_fingerprint(int procfd, uint32_t pid) noexcept nogil:
+    """How much the threads of ``pid`` have run, as one number: its thread ids and each
+    one's CPU time in ns, run-queue wait and times scheduled in
+    (``/proc/<pid>/task/<tid>/schedstat``). Equal at two looks: no thread of it ran in
+    between, so it changed nothing of its own descriptor table (see
+    ``PidResolver._verify``). 0: not known (gone, unreadable, more than FP_MAX_THREADS
+    threads, or a kernel without schedstats, whose file says "0 0 0")."""
+    cdef char path[48]
+    cdef char buf[FP_DIRBUF]
+    cdef char st[96]
+    cdef int tdir, f, nthr = 0
+    cdef ssize_t got, off, k, i
+    cdef dirent64 *d
+    cdef uint64_t h = pid, v, tid
+    cdef int field
+    snprintf(path, sizeof(path), "%u/task", pid)
+    tdir = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if tdir < 0:
+        return 0
+    while True:
+        got = getdents64(tdir, buf, sizeof(buf))
+        if got <= 0:
+            break
+        off = 0
+        while off < got:
+            d = <dirent64 *>(buf + off)
+            off += d.d_reclen
+            if d.d_name[0] < C_0 or d.d_name[0] > C_9:
+                continue
+            nthr += 1
+            if nthr > FP_MAX_THREADS:
+                close(tdir)
+                return 0
+            tid = 0
+            i = 0
+            while d.d_name[i]:
+                tid = tid * 10 + <uint64_t>(d.d_name[i] - C_0)
+                i += 1
+            snprintf(path, sizeof(path), "%s/schedstat", d.d_name)
+            f = openat(tdir, path, O_RDONLY | O_CLOEXEC)
+            if f < 0:
+                continue                 # a thread that just ended: the others say enough
+            k = read(f, st, sizeof(st) - 1)
+            close(f)
+            if k <= 0:
+                continue
+            h = fp_mix(h, tid)
+            v = 0
+            field = 0
+            for i in range(k):
+                if C_0 <= st[i] <= C_9:
+                    v = v * 10 + <uint64_t>(st[i] - C_0)
+                elif st[i] == C_SPACE or st[i] == 10:
+                    if field == 0 and v == 0:
+                        close(tdir)
+                        return 0         # no schedstats in this kernel: not known
+                    h = fp_mix(h, v)
+                    v = 0
+                    field += 1
+    close(tdir)
+    if got < 0 or nthr == 0:
+        return 0
+    return h | 1
+
+
 cdef void pin_identity(walker *w, int fdd, uint32_t pid, size_t first) noexcept nogil:
     """After sockets were recorded from fdd (found[first:]): the start time of the
     process, read while its fd directory is still open, then proof that the directory's
@@ -555,15 +634,17 @@ cdef void walk_run(walker *w) noexcept nogil:
         w.big_fdd = -1
 
 
-cdef void *walk_thread(void *arg) noexcept nogil:
+cdef void walk_job(void *arg, int procfd) noexcept nogil:
+    """One worker's part of a walk, on a walk worker (``tcpsnap-walk``: long-lived, at
+    BG_NICE: the capture thread (nice -10) comes first anyway; at nice 10 walks starved
+    on a busy machine and pids came seconds late, benchmarks/RESULTS.md "Footprint").
+    The walker's own /proc descriptor is used (the resolver's); -2: ended unrun, which
+    cannot happen to a walk (the resolver waits for its walk before stopping them)."""
     cdef walker *w = <walker *>arg
-    if w.sh.background:
-        # the capture thread (nice -10) comes first anyway; at nice 10 walks starved on a
-        # busy machine and pids came seconds late (benchmarks/RESULTS.md, "Footprint")
-        tcpsnap_nice_thread(BG_NICE)
+    if procfd == -2:
+        return
     walk_run(w)
     tcpsnap_done(&w.sh.done)             # release: its results are complete
-    return NULL
 
 
 # ---------------------------------------------------------------- names, off the caller's thread
@@ -588,6 +669,8 @@ cdef struct bg_worker:
     pthread_cond_t cond
     void *job                  # handed over, not taken yet (NULL: none)
     job_fn run
+    pthread_cond_t idle        # signalled when a job has been run (busy back to 0)
+    int busy                   # a job handed over and not run to its end yet
     int stop                   # its resolver is gone: end (a job not taken is ended unrun)
     int pid                    # the process it was started in (a fork's child has no thread)
 
@@ -610,11 +693,14 @@ cdef void *worker_main(void *arg) noexcept nogil:
         pthread_mutex_unlock(&w.lock)
         w.run(j, procfd)
         pthread_mutex_lock(&w.lock)
+        w.busy = 0
+        pthread_cond_broadcast(&w.idle)
     pthread_mutex_unlock(&w.lock)
     if j != NULL:
         w.run(j, -2)                 # ended unrun: freed (its resolver is gone)
     if procfd >= 0:
         close(procfd)
+    pthread_cond_destroy(&w.idle)
     pthread_cond_destroy(&w.cond)
     pthread_mutex_destroy(&w.lock)
     free(w)
@@ -636,9 +722,11 @@ cdef int hand_job(bg_worker **slot, job_fn run, void *job, const char *name) noe
             return -1
         pthread_mutex_init(&w.lock, NULL)
         pthread_cond_init(&w.cond, NULL)
+        pthread_cond_init(&w.idle, NULL)
         w.run = run
         w.pid = getpid()
         if pthread_create(&tid, NULL, worker_main, w) != 0:
+            pthread_cond_destroy(&w.idle)
             pthread_cond_destroy(&w.cond)
             pthread_mutex_destroy(&w.lock)
             free(w)
@@ -648,9 +736,21 @@ cdef int hand_job(bg_worker **slot, job_fn run, void *job, const char *name) noe
         slot[0] = w
     pthread_mutex_lock(&w.lock)
     w.job = job
+    w.busy = 1
     pthread_cond_signal(&w.cond)
     pthread_mutex_unlock(&w.lock)
     return 0
+
+
+cdef void wait_idle(bg_worker *w) noexcept nogil:
+    """Until the worker has run the job handed to it (none: at once). Not after
+    ``stop_worker`` (the worker frees itself)."""
+    if w == NULL or w.pid != getpid():
+        return
+    pthread_mutex_lock(&w.lock)
+    while w.busy:
+        pthread_cond_wait(&w.idle, &w.lock)
+    pthread_mutex_unlock(&w.lock)
 
 
 cdef void stop_worker(bg_worker **slot) noexcept nogil:
@@ -720,9 +820,15 @@ cdef struct check_req:    # one owner's link to re-read off the caller's thread
     uint8_t must               # read the link whatever the count says (backstop, shared)
     uint8_t hot                # the owner's count moved less than a lap ago: read it
     uint8_t read               # out: the link was read (else the unchanged count spared it)
+    uint8_t quiet              # out: a backstop read spared: its owner has not run (fp)
+    uint16_t born              # in: the round its link was last known right
+    uint16_t fp_round          # in: the round that first saw the owner's fingerprint fp
+    uint64_t fp                # in: the owner's fingerprint when last seen quiet (0: none);
+                               # out: now (0: not looked at, or not known)
 
 cdef struct check_job:
     int state                  # as name_job
+    uint16_t round             # this round's number (low 16 bits)
     size_t n
     check_req *reqs
 
@@ -747,8 +853,9 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
     cdef char link[64]
     cdef ssize_t k
     cdef int wl, dirfd
-    cdef uint32_t n
-    cdef bint moved, opened
+    cdef uint32_t n, musts
+    cdef uint64_t fp
+    cdef bint moved, opened, quiet
     if procfd == -2:
         end_job(&j.state, j.reqs, j, NJ_DONE)
         return
@@ -761,6 +868,17 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
         # a change the next look sees
         n = 0 if procfd < 0 else fd_count(procfd, j.reqs[a].pid)
         moved = n == 0 or n != j.reqs[a].nfds or j.reqs[a].hot
+        # the backstop's links of an owner whose count stayed: spared when none of its
+        # threads ran since a round that saw the same fingerprint, and each link was
+        # known right at or after that round (PidResolver._verify). Looked at after the
+        # count, before any link: a run after this look is a change the next look sees
+        fp = 0
+        if not moved and procfd >= 0:
+            musts = 0
+            for i in range(a, b):
+                musts += j.reqs[i].must
+            if musts >= FP_MIN_LINKS:
+                fp = run_fingerprint(procfd, j.reqs[a].pid)
         dirfd = -1
         opened = False
         for i in range(a, b):
@@ -768,7 +886,11 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
             r.nfds = n
             r.ok = 1             # unreadable /proc: no news (the owner's pidfd says if it exited)
             r.read = 0
-            if procfd < 0 or not (moved or r.must):
+            quiet = (fp != 0 and fp == r.fp
+                     and <uint16_t>(r.born - r.fp_round) < 0x8000)
+            r.fp = fp
+            r.quiet = quiet and r.must
+            if procfd < 0 or not (moved or r.must) or quiet:
                 continue
             if not opened:
                 snprintf(path, sizeof(path), "%u/fd", r.pid)
@@ -822,8 +944,9 @@ cdef class PidResolver:
     cdef uint32_t epoch
     cdef walker w[MAX_WORKERS]
     cdef int nworkers                # workers of the current / last walk
-    cdef pthread_t tids[MAX_WORKERS]
-    cdef int nthreads                # background threads running
+    cdef bg_worker *wworkers[MAX_WORKERS]   # long-lived walk threads (started on first use)
+    cdef int wfirst                  # walkers wfirst .. wfirst + nthreads - 1 run on them
+    cdef int nthreads                # walk workers running the current walk
     cdef bint walk_open              # a walk was started and not merged yet
     cdef bint walk_all               # ...recording every socket (started before the dump)
     cdef bint walk_bg                # ...on background threads only, across takes
@@ -868,7 +991,10 @@ cdef class PidResolver:
     cdef size_t ncq
     cdef size_t capcq
     cdef readonly unsigned long long check_jobs
+    cdef readonly unsigned long long backstop_quiet   # backstop reads its owner's fingerprint spared
     cdef double last_check           # when the last check round started
+    cdef uint32_t check_round        # check rounds handed out
+    cdef uint32_t ncatchup           # processes whose links the next round reads all at once
     cdef int _name_block_fd          # tests: handed to each name job (see name_job)
     cdef readonly unsigned long long name_jobs
     cdef readonly unsigned long long names_refreshed
@@ -906,6 +1032,7 @@ cdef class PidResolver:
         self.socks.slots = NULL
         self.pidix.slots = NULL
         memset(self.w, 0, sizeof(self.w))
+        memset(self.wworkers, 0, sizeof(self.wworkers))
         memset(self.phase_seconds, 0, sizeof(self.phase_seconds))
         memset(&self.shared, 0, sizeof(self.shared))
         pthread_mutex_init(&self.shared.lock, NULL)
@@ -1091,6 +1218,10 @@ cdef class PidResolver:
         p.dead = 0
         p.nfds = 0
         p.hot_until = 0
+        p.fp = 0
+        p.fp_round = 0
+        p.catchup = 0
+        p.catch_t = -1e300
         p.vchg = 1
         p.seen = self.epoch
         p.checked = self.epoch
@@ -1228,9 +1359,13 @@ cdef class PidResolver:
         r.must = must
         r.hot = p.hot_until > self.vvisits
         r.read = 0
+        r.quiet = 0
+        r.born = e.born
+        r.fp = p.fp
+        r.fp_round = p.fp_round
         self.ncq += 1
 
-    cdef void _merge_checks(self) noexcept nogil:
+    cdef void _merge_checks(self, double now, double lap) noexcept nogil:
         """Take up a check job that has ended: each socket whose link no longer names it,
         if its entry still says the same owner and descriptor, goes back to pending."""
         cdef check_job *j = self.cjob
@@ -1248,16 +1383,37 @@ cdef class PidResolver:
                 p = &self.procs[r.proc]
                 if r.proc < self.nprocs and p.pid == r.pid and p.gen == r.proc_gen and not p.dead:
                     self._saw_count(p, r.nfds)
+                    if r.fp != 0 and r.fp != p.fp:
+                        p.fp = r.fp      # it ran since: quiet from this round on, if it stays
+                        p.fp_round = j.round
+                    elif r.fp != 0:
+                        if <uint16_t>(j.round - p.fp_round) >= FP_SLIDE:
+                            # quiet for long: its round moves up (stricter, never wrong) so
+                            # that 16-bit rounds never wrap between it and its links' (each
+                            # known right within a lap)
+                            p.fp_round = <uint16_t>(j.round - FP_KEEP)
+                        if now - p.catch_t >= lap:
+                            # quiet since an earlier round: its links read all at once in
+                            # the next one, rather than a lap of backstop slices, and spared
+                            # from then on while it stays quiet. At most once a lap: an owner
+                            # that keeps waking costs what the backstop did (each link read
+                            # once a lap), plus a look at the map
+                            p.catchup = 1
+                            self.ncatchup += 1
             if r.read:
                 self.verified += 1
             else:
                 self.verify_skipped += 1
-            if r.ok:
+                self.backstop_quiet += r.quiet
+            if r.ok and not (r.read or r.quiet):
                 continue
             e = smap_find(&self.socks, r.inode)
             if (e == NULL or e.state != SK_OWNED or e.cookie != r.cookie or e.proc != r.proc
                     or e.proc_gen != r.proc_gen or e.fd != r.fd):
                 continue                 # changed since it was asked about: nothing to undo
+            if r.ok:
+                e.born = j.round         # its link is known right as of this round
+                continue
             e.state = SK_PENDING         # closed, or moved to another process
             e.misses = 0
             e.born = <uint16_t>self.epoch
@@ -1265,6 +1421,26 @@ cdef class PidResolver:
         free(j.reqs)
         free(j)
         self.cjob = NULL
+
+    cdef void _queue_catchup(self, double now) noexcept nogil:
+        """The links of every owner flagged ``catchup``, queued for this round (one pass
+        over the map), each at most once more by the slices of this same round."""
+        cdef size_t i
+        cdef sock_ent *e
+        cdef proc_ent *p
+        cdef uint32_t q
+        for i in range(self.socks.cap):
+            e = &self.socks.slots[i]
+            if e.inode == 0 or e.state != SK_OWNED or e.proc >= self.nprocs:
+                continue
+            p = &self.procs[e.proc]
+            if p.catchup and p.gen == e.proc_gen and p.pid != 0 and not p.dead:
+                self._queue_check(e, p, True)
+        for q in range(self.nprocs):
+            if self.procs[q].catchup:
+                self.procs[q].catchup = 0
+                self.procs[q].catch_t = now
+        self.ncatchup = 0
 
     cdef void _start_checks(self) noexcept nogil:
         """The links _verify queued, to the check worker."""
@@ -1278,6 +1454,8 @@ cdef class PidResolver:
         j.reqs = self.cq                 # handed over: the next round gathers anew
         j.n = self.ncq
         j.state = NJ_RUNNING
+        self.check_round += 1
+        j.round = <uint16_t>self.check_round
         self.cq = NULL
         self.ncq = self.capcq = 0
         if hand_job(&self.cworker, check_work, j, b"tcpsnap-check") != 0:
@@ -1289,7 +1467,9 @@ cdef class PidResolver:
 
     cdef void _release_jobs(self) noexcept nogil:
         """The resolver is done with its name and check jobs (closing): each is freed
-        now if its thread ended, else by its thread when it does."""
+        now if its thread ended, else by its thread when it does. Its workers end (the
+        walk workers' last walk was waited for: ``_join`` first)."""
+        cdef int k
         if self.njob != NULL:
             end_job(&self.njob.state, self.njob.reqs, self.njob, NJ_ORPHANED)
             self.njob = NULL
@@ -1298,6 +1478,8 @@ cdef class PidResolver:
             self.cjob = NULL
         stop_worker(&self.nworker)
         stop_worker(&self.cworker)
+        for k in range(MAX_WORKERS):     # after _join: none of them runs a walk
+            stop_worker(&self.wworkers[k])
 
     cdef void _verify(self, double now) noexcept nogil:
         """Re-read owners' links. Sockets that had several holders when resolved (fork,
@@ -1318,12 +1500,15 @@ cdef class PidResolver:
         cdef bint bg = self._background and self.walks > 0
         cdef bint starting = True
         if bg:
-            self._merge_checks()
+            self._merge_checks(now, VERIFY_BACKSTOP * max(self._verify_interval,
+                                                          VERIFY_MAX_DIV * (now - self.last_take)))
             if self.cjob != NULL:
                 return                   # a round still runs: the slice waits for it
             # a round (a thread) at most every CHECK_PACE: at --interval 0 the slices of
             # several takes go together, rather than a thread per take
             starting = now - self.last_check >= CHECK_PACE
+        if starting and self.ncatchup:
+            self._queue_catchup(now)
         j = 0
         while starting and j < self.nshared:
             e = smap_find(&self.socks, self.shared_inodes[j])
@@ -1454,6 +1639,7 @@ cdef class PidResolver:
                 if r.pid:
                     continue
                 e.state = SK_PENDING
+                e.born = <uint16_t>(self.walk_epoch - 1)   # as before: known before the walk
             # not found by this walk: unless it became unresolved (appeared, lost its
             # owner) after the walk started (the walk may have passed its holder already:
             # a walk begun before the dump, or one on background threads), it is missing.
@@ -1560,8 +1746,11 @@ cdef class PidResolver:
             w.err = 0
         self.walk_open = True
         self.nthreads = 0
-        for k in range(0 if background else 1, nw):
-            if pthread_create(&self.tids[self.nthreads], NULL, walk_thread, &self.w[k]) != 0:
+        self.wfirst = 0 if background else 1
+        for k in range(self.wfirst, nw):
+            # long-lived walk threads (one per walker): a thread per walk cost a clone, its
+            # stack's faults and an exit, every walk
+            if hand_job(&self.wworkers[k], walk_job, &self.w[k], b"tcpsnap-walk") != 0:
                 break                    # fewer threads: the others walk the rest
             self.nthreads += 1
         if background and self.nthreads == 0:
@@ -1569,9 +1758,10 @@ cdef class PidResolver:
         return 0
 
     cdef void _join(self) noexcept nogil:
+        """Until the walk workers have finished their part of the walk."""
         cdef int k
-        for k in range(self.nthreads):
-            pthread_join(self.tids[k], NULL)
+        for k in range(self.wfirst, self.wfirst + self.nthreads):
+            wait_idle(self.wworkers[k])
         self.nthreads = 0
 
     cdef int _finish_walk(self) noexcept nogil:
@@ -1645,6 +1835,7 @@ cdef class PidResolver:
                 e.state = SK_OWNED           # misses stays: 2 = shared, re-checked every take
                 e.proc = idx
                 e.proc_gen = self.procs[idx].gen
+                e.born = <uint16_t>(self.check_round - FP_NEW)   # read by the next backstop look
                 if e.misses >= 2:
                     if grow(<void **>&self.shared_inodes, &self.capshared, self.nshared + 1, sizeof(uint64_t)) < 0:
                         return ENOMEM
@@ -1818,7 +2009,7 @@ cdef class PidResolver:
             e.proc_gen = self.procs[idx].gen
             e.fd = got[i].fd
             e.misses = 1
-            e.born = <uint16_t>self.epoch
+            e.born = <uint16_t>(self.check_round - FP_NEW)
             if e.seen != self.epoch:
                 e.seen = self.epoch
                 touched += 1
@@ -2298,6 +2489,7 @@ cdef class PidResolver:
             "names_refreshed": self.names_refreshed,
             "naming": self.njob != NULL,
             "check_jobs": self.check_jobs,
+            "backstop_quiet": self.backstop_quiet,
             "checking": self.cjob != NULL,
             "claimed": self.claimed,
             "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
