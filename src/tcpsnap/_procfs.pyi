@@ -23,6 +23,9 @@ class PidResolver:
     retry_interval: float
     verify_interval: float
     name_ttl: float
+    backstop_min_links: int
+    """Background: the backstop looks at an owner's run fingerprint instead of reading
+    its links when a round has at least this many of them (default 4)."""
     pending: int
     retry: int
     walks: int
@@ -40,6 +43,8 @@ class PidResolver:
     name_jobs: int
     names_refreshed: int
     check_jobs: int
+    backstop_quiet: int
+    claimed: int
     _name_block: int
     """Tests: a descriptor each later name round reads a byte from before each lookup."""
     def __init__(

@@ -829,6 +829,7 @@ cdef struct check_req:    # one owner's link to re-read off the caller's thread
 cdef struct check_job:
     int state                  # as name_job
     uint16_t round             # this round's number (low 16 bits)
+    uint32_t fp_min            # PidResolver.backstop_min_links
     size_t n
     check_req *reqs
 
@@ -877,7 +878,7 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
             musts = 0
             for i in range(a, b):
                 musts += j.reqs[i].must
-            if musts >= FP_MIN_LINKS:
+            if musts >= j.fp_min:
                 fp = run_fingerprint(procfd, j.reqs[a].pid)
         dirfd = -1
         opened = False
@@ -995,6 +996,7 @@ cdef class PidResolver:
     cdef double last_check           # when the last check round started
     cdef uint32_t check_round        # check rounds handed out
     cdef uint32_t ncatchup           # processes whose links the next round reads all at once
+    cdef uint32_t _fp_min            # backstop_min_links
     cdef int _name_block_fd          # tests: handed to each name job (see name_job)
     cdef readonly unsigned long long name_jobs
     cdef readonly unsigned long long names_refreshed
@@ -1053,6 +1055,7 @@ cdef class PidResolver:
         self.retry_interval = retry_interval
         self.verify_interval = verify_interval
         self.name_ttl = name_ttl
+        self._fp_min = FP_MIN_LINKS
         self._background = bool(background)
         m = index_arg(max_pidfds, "max_pidfds")
         if m < 0:
@@ -1456,6 +1459,7 @@ cdef class PidResolver:
         j.state = NJ_RUNNING
         self.check_round += 1
         j.round = <uint16_t>self.check_round
+        j.fp_min = self._fp_min
         self.cq = NULL
         self.ncq = self.capcq = 0
         if hand_job(&self.cworker, check_work, j, b"tcpsnap-check") != 0:
@@ -1926,6 +1930,17 @@ cdef class PidResolver:
     @verify_interval.setter
     def verify_interval(self, value):
         self._verify_interval = float_arg(value, "verify_interval")
+
+    @property
+    def backstop_min_links(self):
+        """In the background, the backstop looks at an owner's fingerprint (has any of
+        its threads run?) instead of reading its links when a round has at least this
+        many of its links to read (default 4: under that, reading them costs less)."""
+        return self._fp_min
+
+    @backstop_min_links.setter
+    def backstop_min_links(self, value):
+        self._fp_min = int_arg(value, "backstop_min_links", 1, 0xFFFFFFFF)
 
     @property
     def name_ttl(self):
