@@ -212,3 +212,33 @@ def test_scrapes_on_new_connections_set_off_no_walk(tmp_path: Path):
         assert lines[0].split()[3].endswith(f":{cport}") and f"pid={pid}," in lines[0], lines[0]
     assert got["server"] == [[cp, pid] for cp in sorted(got["client_ports"])]
     assert got["client"] == [[cp, pid] for cp in sorted(got["client_ports"])]
+
+
+def test_the_idle_server_thread_sleeps(tmp_path):
+    """Between scrapes the serving thread does not wake (socketserver's serve_forever woke
+    every 0.5 s to look for a shutdown); close() still ends it at once."""
+    import threading
+
+    from _changes_util import Scripted, SimClock
+    from tcpsnap import Recorder
+    from tcpsnap.record.metrics import MetricsExporter
+    from test_metrics import tables
+
+    rec = Recorder(tmp_path / "rec", interval=0, snapshotter=Scripted(tables(2), pids=False),
+                   clock=SimClock(), nice=None)
+    exp = MetricsExporter(rec, listen="127.0.0.1:0").start()
+    try:
+        (th,) = [t for t in threading.enumerate() if t.name == "tcpsnap-metrics-http"]
+
+        def switches() -> int:
+            with open(f"/proc/self/task/{th.native_id}/status") as f:
+                return sum(int(ln.split()[1]) for ln in f if "ctxt_switches" in ln)
+
+        time.sleep(0.2)
+        before = switches()
+        time.sleep(1.6)
+        assert switches() == before
+    finally:
+        exp.close()
+    th.join(timeout=10)
+    assert not th.is_alive()

@@ -320,7 +320,38 @@ def _http_server(host: str, port: int, registry: Any,
             self.conns: dict[socket.socket, list] = {}
             self.conns_lock = threading.Lock()
             self.stats = {"closed_idle": 0, "refused": 0}
+            self.stopping, self.stopped = threading.Event(), threading.Event()
+            self.wake_w: int | None = None
             super().__init__((str(info[0][4][0]), int(info[0][4][1])), Handler)
+            self.timeout = 0.0  # handle_request: never waits (the selector said it is readable)
+
+        def serve_until_stopped(self) -> None:
+            """Accept until ``stop()``, asleep in between (socketserver's
+            ``serve_forever`` wakes every half second to look for a shutdown: two
+            wake-ups a second for as long as the recorder runs)."""
+            import selectors
+
+            self.wake_r, self.wake_w = os.pipe()
+            with selectors.DefaultSelector() as sel:
+                sel.register(self, selectors.EVENT_READ)
+                sel.register(self.wake_r, selectors.EVENT_READ)
+                while not self.stopping.is_set():
+                    ready = sel.select()
+                    if self.stopping.is_set():
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self.handle_request()  # readable: accepts without waiting
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.stopped.set()
+
+        def stop(self) -> None:
+            """Make ``serve_until_stopped`` return, and wait for it."""
+            self.stopping.set()
+            if self.wake_w is not None and not self.stopped.is_set():
+                with contextlib.suppress(OSError):
+                    os.write(self.wake_w, b"x")
+            self.stopped.wait()
 
         def mark(self, conn: socket.socket, busy: bool) -> None:
             with self.conns_lock:
@@ -463,7 +494,7 @@ class MetricsExporter:
             self.close()
             raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
         self.port = int(self._server.server_address[1])
-        threading.Thread(target=self._server.serve_forever, name="tcpsnap-metrics-http",
+        threading.Thread(target=self._server.serve_until_stopped, name="tcpsnap-metrics-http",
                          daemon=True).start()
         level = logging.WARNING if port == 0 else logging.INFO  # port 0: say which one
         log.log(level, "metrics: serving %s%s", self.url,
@@ -522,7 +553,7 @@ class MetricsExporter:
                 self._dir.close()
                 self._dir = None
         if self._server is not None:
-            self._server.shutdown()
+            self._server.stop()
             self._server.server_close()
             self._server.close_connections()
             self._server = None
