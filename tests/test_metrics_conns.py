@@ -242,3 +242,31 @@ def test_the_idle_server_thread_sleeps(tmp_path):
         exp.close()
     th.join(timeout=10)
     assert not th.is_alive()
+
+
+def test_claimed_sockets_have_our_pid_on_the_first_take():
+    """``PidResolver.claim``: a socket of ours, claimed, has our pid on the first take that
+    sees it, in the background (where an unclaimed one waits for a walk: pid 0 first);
+    what is not a socket of ours is refused."""
+    from _sockets import closing_all, pair
+    from tcpsnap import Snapshotter
+    from test_pids import fast, port_rows
+
+    with Snapshotter(pids=True) as snap:
+        res = fast(snap).resolver
+        res.background = True
+        snap.take()                                   # the first walk, in place
+        lst, c, s = pair("127.0.0.1")
+        lst2, c2, s2 = pair("127.0.0.1")
+        with closing_all(lst, c, s, lst2, c2, s2):
+            assert res.claim(s.fileno()) and res.claim(c.fileno()) and res.claim(lst.fileno())
+            r, w = os.pipe()
+            assert not res.claim(r)                   # not a socket
+            os.close(r)
+            os.close(w)
+            rows = snap.take()
+            assert res.stats["claimed"] == 3
+            mine = port_rows(rows, lst.getsockname()[1])
+            assert len(mine) == 3 and (mine["pid"] == os.getpid()).all()
+            other = port_rows(rows, lst2.getsockname()[1])
+            assert len(other) == 3 and (other["pid"] == 0).all()   # waits for its walk

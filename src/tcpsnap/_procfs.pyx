@@ -124,6 +124,7 @@ cdef enum:
     FP_KEEP = 0x1000           # ...to this many rounds back (over a backstop lap's rounds)
 
 cdef double CHECK_PACE = 0.05    # background re-checks: seconds between rounds at least
+cdef double CATCHUP_PACE = 1.0   # ...between passes over the map for quiet owners' links
 
 
 cdef inline double mono() noexcept nogil:
@@ -996,6 +997,7 @@ cdef class PidResolver:
     cdef double last_check           # when the last check round started
     cdef uint32_t check_round        # check rounds handed out
     cdef uint32_t ncatchup           # processes whose links the next round reads all at once
+    cdef double last_catchup         # when the map was last gone over for them
     cdef uint32_t _fp_min            # backstop_min_links
     cdef int _name_block_fd          # tests: handed to each name job (see name_job)
     cdef readonly unsigned long long name_jobs
@@ -1056,6 +1058,7 @@ cdef class PidResolver:
         self.verify_interval = verify_interval
         self.name_ttl = name_ttl
         self._fp_min = FP_MIN_LINKS
+        self.last_catchup = -1e300
         self._background = bool(background)
         m = index_arg(max_pidfds, "max_pidfds")
         if m < 0:
@@ -1511,7 +1514,9 @@ cdef class PidResolver:
             # a round (a thread) at most every CHECK_PACE: at --interval 0 the slices of
             # several takes go together, rather than a thread per take
             starting = now - self.last_check >= CHECK_PACE
-        if starting and self.ncatchup:
+        if starting and self.ncatchup and now - self.last_catchup >= CATCHUP_PACE:
+            # one pass over the map for every owner flagged since: at most one a second
+            self.last_catchup = now
             self._queue_catchup(now)
         j = 0
         while starting and j < self.nshared:
