@@ -36,6 +36,21 @@ import _results
 import bench_snapshot as bs
 
 WARM = 5.0
+INTERVAL = "1s"
+
+#: --churn: a process that opens (and accepts) a loopback connection and closes it, RATE
+#: times a second: new sockets, so walks
+CHURN = r"""
+import socket, sys, time
+rate = float(sys.argv[1])
+lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(64)
+t0, k = time.monotonic(), 0
+while True:
+    c = socket.create_connection(lst.getsockname()); a, _ = lst.accept()
+    time.sleep(max(0.0, t0 + k / rate - time.monotonic()))
+    k += 1
+    c.close(); a.close()
+"""
 CG_ROOT = Path("/sys/fs/cgroup/cpuacct")
 
 
@@ -56,7 +71,7 @@ def threads(pid: int) -> dict[int, tuple[str, int, int]]:
 
 
 def record_cmd(python: str, out: Path, seconds: float) -> list[str]:
-    return [python, "-m", "tcpsnap", "record", str(out), "--interval", "1s", "--mode", "changes",
+    return [python, "-m", "tcpsnap", "record", str(out), "--interval", INTERVAL, "--mode", "changes",
             "--duration", f"{seconds + WARM + 2}s", "-q"]
 
 
@@ -147,14 +162,22 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--strace", action="store_true")
+    ap.add_argument("--interval", default="1s", help="the recorder's --interval (default 1s)")
+    ap.add_argument("--churn", type=float, default=0.0,
+                    help="new loopback connections a second (each lives 1/RATE s): walks")
     _results.add_json_argument(ap)
     args = ap.parse_args()
     pythons = args.python or [sys.executable]
     where = bs.ensure_netns(sys.argv[1:], __file__)
+    global INTERVAL
+    INTERVAL = args.interval
     run = _results.Run("bench_bgthreads", args.json)
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-bg-"))
     res: dict = {"n": args.n, "seconds": args.seconds, "python": pythons, "rounds": [],
-                 "load_before": os.getloadavg(), "where": where}
+                 "load_before": os.getloadavg(), "where": where, "interval": args.interval,
+                 "churn": args.churn}
+    churn = (subprocess.Popen([sys.executable, "-c", CHURN, str(args.churn)])
+             if args.churn > 0 else None)
     try:
         with bs.Connections(args.n) as conns:
             res["rows"] = conns.rows
@@ -169,6 +192,9 @@ def main() -> None:
                 res["strace"] = {py: run_strace(py, tmp / "rec", args.seconds, tmp) for py in pythons}
                 print(json.dumps(res["strace"]), file=sys.stderr, flush=True)
     finally:
+        if churn is not None:
+            churn.kill()  # ours, by pid
+            churn.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     res["load_after"] = os.getloadavg()
     for py in pythons:

@@ -18,7 +18,10 @@ prometheus_client's OpenMetrics rendering and http.server), a textfile write ~0.
 at Prometheus' 15 s period under 0.01% of the recorder's CPU
 (``benchmarks/bench_metrics.py``; RESULTS.md "Metrics cost (session 7)"). The HTTP
 server keeps a scraper's connection open (see ``_http_server``): a new connection per
-scrape would be a new socket for the recorder to attribute, a /proc walk each time.
+scrape would be a new socket for the recorder to attribute, a /proc walk each time (each
+accepted connection is claimed as the recorder's own, ``Recorder.claim_socket``, so the
+server's end of one never is). At most ``HTTP_MAX_CONNECTIONS`` (8) are open at once, one
+idle for ``HTTP_IDLE_TIMEOUT_S`` (90 s) is closed: a thread each, bounded.
 
 The metrics (counters end in ``_total``):
 
