@@ -125,11 +125,17 @@ def run_strace(python: str, out: Path, seconds: float, tmp: Path) -> dict:
     while p.poll() is None:
         # the recorder is strace's child: its threads' names, sampled as they come
         if child is None:
-            kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+            try:
+                kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+            except FileNotFoundError:
+                kids = []
             child = int(kids[0]) if kids else None
         if child is not None:
-            for tid, (comm, _, _) in threads(child).items():
-                names[tid] = "capture (main)" if tid == child else comm
+            try:
+                for tid, (comm, _, _) in threads(child).items():
+                    names[tid] = "capture (main)" if tid == child else comm
+            except FileNotFoundError:
+                pass  # it has just ended
         time.sleep(0.05)
     shutil.rmtree(out, ignore_errors=True)
     counts: collections.Counter = collections.Counter()
