@@ -149,14 +149,22 @@ subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 from tcpsnap import Recorder, read
 from tcpsnap.record.metrics import MetricsExporter
 
-rec = Recorder(sys.argv[1], interval="100ms", pids=True, nice=None)
+rec = Recorder(sys.argv[1], interval="500ms", pids=True, nice=None)
 exp = MetricsExporter(rec, listen="127.0.0.1:0").start()  # its listener: in the first walk
 rec.open()
 t = threading.Thread(target=rec.run)
 t.start()
 time.sleep(0.5)
 ss, client_ports = [], []
+def after_a_snapshot():
+    # connected well before the next snapshot: a snapshot taken between the accept and
+    # the claim would see the socket without an owner (pid 0, as any new socket)
+    n = rec.snapshots
+    while rec.snapshots == n:
+        time.sleep(0.005)
+    time.sleep(0.05)
 for i in range(6):
+    after_a_snapshot()
     c = http.client.HTTPConnection("127.0.0.1", exp.port, timeout=10)
     c.connect()
     # the client end is ours too (this test's scaffolding): claimed, so that the only
@@ -165,7 +173,7 @@ for i in range(6):
     client_ports.append(c.sock.getsockname()[1])
     c.request("GET", "/metrics")
     c.getresponse().read()
-    time.sleep(0.4)              # four snapshots and over a walk interval (0.25 s)
+    time.sleep(1.1)              # two snapshots and over a walk interval (0.25 s)
     ss.append(subprocess.run(["ss", "-tanpH", "state", "established", f"( sport = :{exp.port} )"],
                              capture_output=True, text=True, check=True).stdout)
     c.close()
@@ -177,18 +185,20 @@ rec.close()
 exp.close()
 df = read(sys.argv[1])
 port = exp.port
+def pids(rows, key):  # each connection's pids, snapshot by snapshot
+    rows = rows.sort_values("seq")
+    return {str(k): g.pid.tolist() for k, g in rows.groupby(key)}
 server = df[(df.local_port == port) & (df.state == "ESTABLISHED")]
 client = df[(df.remote_port == port) & (df.state == "ESTABLISHED")]
 print(json.dumps({"pid": os.getpid(), "walks": pstats["walks"], "claimed": pstats["claimed"],
-                  "ss": ss, "server": sorted(set(zip(server.remote_port.tolist(), server.pid.tolist()))),
-                  "client": sorted(set(zip(client.local_port.tolist(), client.pid.tolist()))),
+                  "ss": ss, "server": pids(server, "remote_port"), "client": pids(client, "local_port"),
                   "client_ports": client_ports}))
 """
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss")
 def test_scrapes_on_new_connections_set_off_no_walk(tmp_path: Path):
-    """Six scrapes, each on a new connection (curl in a loop), during a 100 ms recording
+    """Six scrapes, each on a new connection (curl in a loop), during a 500 ms recording
     with pids in a private network namespace: the server's accepted sockets are claimed
     by the recorder (``Recorder.claim_socket``), so no /proc walk runs after the first
     (before, one per scrape), and every recorded row of those connections carries the
@@ -210,8 +220,10 @@ def test_scrapes_on_new_connections_set_off_no_walk(tmp_path: Path):
         lines = [ln for ln in ss_out.splitlines() if ln.strip()]
         assert len(lines) == 1, ss_out
         assert lines[0].split()[3].endswith(f":{cport}") and f"pid={pid}," in lines[0], lines[0]
-    assert got["server"] == [[cp, pid] for cp in sorted(got["client_ports"])]
-    assert got["client"] == [[cp, pid] for cp in sorted(got["client_ports"])]
+    for side in ("server", "client"):
+        assert sorted(got[side]) == sorted(str(cp) for cp in got["client_ports"])
+        for cp, seen in got[side].items():
+            assert len(seen) >= 2 and set(seen) == {pid}, (side, cp, seen)
 
 
 def test_the_idle_server_thread_sleeps(tmp_path):

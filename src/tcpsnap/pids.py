@@ -119,7 +119,9 @@ Staying right between walks
       our pid without a walk. The recorder's metrics server claims each connection it
       accepts (``Recorder.claim_socket``), so a scraper that opens a connection per
       scrape sets off no walk for the server's end (its own end, on this host, is
-      another process's socket and is walked for as any other).
+      another process's socket and is walked for as any other). A snapshot taken
+      between the accept and the claim sees the socket as any new one (pid 0; a walk
+      if one is due then).
 
 What a snapshot costs
     In steady state: one hash lookup per row (32-byte entries, prefetched; a run of

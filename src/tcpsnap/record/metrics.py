@@ -383,12 +383,19 @@ def _http_server(host: str, port: int, registry: Any,
                          HTTP_MAX_CONNECTIONS, client_address)
                 self.shutdown_request(request)
                 return
+            super().process_request(request, client_address)
+
+        def get_request(self) -> Any:
+            got = super().get_request()
+            # claimed as soon as accepted: a snapshot taken before the claim lands sees
+            # the socket without an owner (pid 0, as any new socket) and the next one
+            # has our pid, with no walk unless one was due at that very snapshot
             if on_accept is not None:
                 try:
-                    on_accept(request.fileno())
+                    on_accept(got[0].fileno())
                 except Exception:  # the claim is an optimisation: never a reason to drop a scrape
                     log.debug("metrics: claiming a connection failed", exc_info=True)
-            super().process_request(request, client_address)
+            return got
 
         def shutdown_request(self, request: Any) -> None:
             with self.conns_lock:
