@@ -119,6 +119,7 @@ cdef enum:
     FP_MAX_THREADS = 64        # run_fingerprint: more threads than this, not worth it (read the links)
     FP_MIN_LINKS = 4           # ...nor for fewer backstop links of a process in one round
     FP_DIRBUF = 4096
+    CATCHUP_MAX = 4096         # quiet owners' links read at once: at most this many a round
     FP_NEW = 0x4000            # an owned entry's born, rounds back: "not known right since its fingerprint"
     FP_SLIDE = 0x2000          # a quiet owner's fp_round is moved up when this old...
     FP_KEEP = 0x1000           # ...to this many rounds back (over a backstop lap's rounds)
@@ -998,6 +999,7 @@ cdef class PidResolver:
     cdef uint32_t check_round        # check rounds handed out
     cdef uint32_t ncatchup           # processes whose links the next round reads all at once
     cdef double last_catchup         # when the map was last gone over for them
+    cdef size_t catchup_pos          # the next map slot of a pass going on (0: none)
     cdef uint32_t _fp_min            # backstop_min_links
     cdef int _name_block_fd          # tests: handed to each name job (see name_job)
     cdef readonly unsigned long long name_jobs
@@ -1429,19 +1431,25 @@ cdef class PidResolver:
         self.cjob = NULL
 
     cdef void _queue_catchup(self, double now) noexcept nogil:
-        """The links of every owner flagged ``catchup``, queued for this round (one pass
-        over the map), each at most once more by the slices of this same round."""
-        cdef size_t i
+        """The links of every owner flagged ``catchup``, queued, CATCHUP_MAX a round at
+        most (a pass over the map, resumed round after round: a round of reads stays
+        short, and with it the delay of every other check)."""
+        cdef size_t n = 0
         cdef sock_ent *e
         cdef proc_ent *p
         cdef uint32_t q
-        for i in range(self.socks.cap):
-            e = &self.socks.slots[i]
+        while self.catchup_pos < self.socks.cap and n < CATCHUP_MAX:
+            e = &self.socks.slots[self.catchup_pos]
+            self.catchup_pos += 1
             if e.inode == 0 or e.state != SK_OWNED or e.proc >= self.nprocs:
                 continue
             p = &self.procs[e.proc]
             if p.catchup and p.gen == e.proc_gen and p.pid != 0 and not p.dead:
                 self._queue_check(e, p, True)
+                n += 1
+        if self.catchup_pos < self.socks.cap:
+            return                       # the rest in the next rounds
+        self.catchup_pos = 0
         for q in range(self.nprocs):
             if self.procs[q].catchup:
                 self.procs[q].catchup = 0
@@ -1514,9 +1522,11 @@ cdef class PidResolver:
             # a round (a thread) at most every CHECK_PACE: at --interval 0 the slices of
             # several takes go together, rather than a thread per take
             starting = now - self.last_check >= CHECK_PACE
-        if starting and self.ncatchup and now - self.last_catchup >= CATCHUP_PACE:
-            # one pass over the map for every owner flagged since: at most one a second
-            self.last_catchup = now
+        if starting and self.ncatchup and (self.catchup_pos or now - self.last_catchup >= CATCHUP_PACE):
+            # a pass over the map for every owner flagged since (at most one started a
+            # second), CATCHUP_MAX links a round, so that a round stays short
+            if not self.catchup_pos:
+                self.last_catchup = now
             self._queue_catchup(now)
         j = 0
         while starting and j < self.nshared:
