@@ -168,6 +168,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--strace", action="store_true")
+    ap.add_argument("--warm", type=float, default=15.0,
+                    help="seconds left out at the start (default 15: start-up, and the resolver's "
+                         "one catch-up read of quiet owners' links, 4096 a round)")
     ap.add_argument("--interval", default="1s", help="the recorder's --interval (default 1s)")
     ap.add_argument("--churn", type=float, default=0.0,
                     help="new loopback connections a second (each lives 1/RATE s): walks")
@@ -175,13 +178,13 @@ def main() -> None:
     args = ap.parse_args()
     pythons = args.python or [sys.executable]
     where = bs.ensure_netns(sys.argv[1:], __file__)
-    global INTERVAL
-    INTERVAL = args.interval
+    global INTERVAL, WARM
+    INTERVAL, WARM = args.interval, args.warm
     run = _results.Run("bench_bgthreads", args.json)
     tmp = Path(tempfile.mkdtemp(prefix="tcpsnap-bg-"))
     res: dict = {"n": args.n, "seconds": args.seconds, "python": pythons, "rounds": [],
                  "load_before": os.getloadavg(), "where": where, "interval": args.interval,
-                 "churn": args.churn}
+                 "churn": args.churn, "warm": args.warm}
     churn = (subprocess.Popen([sys.executable, "-c", CHURN, str(args.churn)])
              if args.churn > 0 else None)
     try:

@@ -119,7 +119,7 @@ cdef enum:
     FP_MAX_THREADS = 64        # run_fingerprint: more threads than this, not worth it (read the links)
     FP_MIN_LINKS = 4           # ...nor for fewer backstop links of a process in one round
     FP_DIRBUF = 4096
-    CATCHUP_MAX = 4096         # quiet owners' links read at once: at most this many a round
+    CATCHUP_MAX = 4096         # quiet owners' links read at once: at most this many a round (~20 ms)
     FP_NEW = 0x4000            # an owned entry's born, rounds back: "not known right since its fingerprint"
     FP_SLIDE = 0x2000          # a quiet owner's fp_round is moved up when this old...
     FP_KEEP = 0x1000           # ...to this many rounds back (over a backstop lap's rounds)
