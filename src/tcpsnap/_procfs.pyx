@@ -119,7 +119,7 @@ cdef enum:
     FP_MAX_THREADS = 64        # run_fingerprint: more threads than this, not worth it (read the links)
     FP_MIN_LINKS = 4           # ...nor for fewer backstop links of a process in one round
     FP_DIRBUF = 4096
-    CATCHUP_MAX = 4096         # quiet owners' links read at once: at most this many a round (~20 ms)
+    CATCHUP_MAX = 1024         # quiet owners' links read at once: at most this many a round (~5 ms)
     FP_NEW = 0x4000            # an owned entry's born, rounds back: "not known right since its fingerprint"
     FP_SLIDE = 0x2000          # a quiet owner's fp_round is moved up when this old...
     FP_KEEP = 0x1000           # ...to this many rounds back (over a backstop lap's rounds)
@@ -675,6 +675,8 @@ cdef struct bg_worker:
     int busy                   # a job handed over and not run to its end yet
     int stop                   # its resolver is gone: end (a job not taken is ended unrun)
     int pid                    # the process it was started in (a fork's child has no thread)
+    int own_proc               # opens /proc for its jobs (walks use the resolver's: no descriptor
+                               # of its own, which would move this process's count as it starts)
 
 
 cdef void *worker_main(void *arg) noexcept nogil:
@@ -682,7 +684,7 @@ cdef void *worker_main(void *arg) noexcept nogil:
     resolver may close its own meanwhile), until stopped; then frees the worker."""
     cdef bg_worker *w = <bg_worker *>arg
     cdef void *j
-    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC) if w.own_proc else -3
     tcpsnap_nice_thread(BG_NICE)
     pthread_mutex_lock(&w.lock)
     while True:
@@ -727,6 +729,7 @@ cdef int hand_job(bg_worker **slot, job_fn run, void *job, const char *name) noe
         pthread_cond_init(&w.idle, NULL)
         w.run = run
         w.pid = getpid()
+        w.own_proc = run != walk_job
         if pthread_create(&tid, NULL, worker_main, w) != 0:
             pthread_cond_destroy(&w.idle)
             pthread_cond_destroy(&w.cond)
