@@ -170,7 +170,7 @@ def main() -> None:
     ap.add_argument("--strace", action="store_true")
     ap.add_argument("--warm", type=float, default=15.0,
                     help="seconds left out at the start (default 15: start-up, and the resolver's "
-                         "one catch-up read of quiet owners' links, 4096 a round)")
+                         "one catch-up read of quiet owners' links, 1024 a round)")
     ap.add_argument("--interval", default="1s", help="the recorder's --interval (default 1s)")
     ap.add_argument("--churn", type=float, default=0.0,
                     help="new loopback connections a second (each lives 1/RATE s): walks")

@@ -97,7 +97,7 @@ Staying right between walks
       scheduled, from ``/proc/<pid>/task/<tid>/schedstat``); a process that did not run
       changed nothing in its descriptor table, so a link known right at or after the
       round that first saw that fingerprint is still right and is not read. An owner
-      first seen quiet has all its links read in the next rounds (4,096 a round at
+      first seen quiet has all its links read in the next rounds (1,024 a round at
       most; at most once per 4 F: one that keeps waking costs what the backstop did),
       and none after while it stays quiet; one that ran is read as before, so the bounds above hold. An idle
       owner of 10k sockets thus costs a ``stat`` and a fingerprint (~7 system calls) a
