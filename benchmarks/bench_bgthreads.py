@@ -168,8 +168,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--strace", action="store_true")
-    ap.add_argument("--warm", type=float, default=15.0,
-                    help="seconds left out at the start (default 15: start-up, and the resolver's "
+    ap.add_argument("--warm", type=float, default=30.0,
+                    help="seconds left out at the start (default 30: start-up, and the resolver's "
                          "one catch-up read of quiet owners' links, 1024 a round)")
     ap.add_argument("--interval", default="1s", help="the recorder's --interval (default 1s)")
     ap.add_argument("--churn", type=float, default=0.0,
