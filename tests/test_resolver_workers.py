@@ -92,3 +92,32 @@ def test_an_owner_that_forks_then_closes_is_noticed_by_the_worker_within_the_bou
         finally:
             os.close(w)
             os.waitpid(pid, 0)
+
+
+def test_walks_run_on_long_lived_walk_workers():
+    """Walk after walk (a new connection before each take), in the background as the
+    recorder has it: every walk ran on the same ``tcpsnap-walk`` threads (no thread per
+    walk), each new socket got its pid, and closing the resolver ends them."""
+    with Snapshotter(pids=True) as snap:
+        res = fast(snap).resolver
+        res.background = True
+        snap.take()                                    # the first walk, in place
+        seen: set[int] = set()
+        walks = res.stats["walks"]
+        for _ in range(6):
+            lst, c, s = pair("127.0.0.1")
+            with closing_all(lst, c, s):
+                for _ in range(200):
+                    rows = port_rows(snap.take(), lst.getsockname()[1])
+                    seen.update(_threads("tcpsnap-walk"))
+                    if len(rows) == 3 and (rows["pid"] == os.getpid()).all():
+                        break
+                    time.sleep(0.01)
+                assert (rows["pid"] == os.getpid()).all()
+        assert res.stats["walks"] >= walks + 6
+        assert len(seen) == res.threads and _threads("tcpsnap-walk") == sorted(seen)
+    for _ in range(200):
+        if not _threads("tcpsnap-walk"):
+            break
+        time.sleep(0.01)
+    assert not _threads("tcpsnap-walk")

@@ -237,7 +237,8 @@ def fit(line: str, width: int) -> str:
 
 
 class _Status:
-    """The live status line on a terminal (stderr), redrawn twice a second."""
+    """The live status line on a terminal (stderr), redrawn twice a second (once at an
+    interval of 1 s or more)."""
 
     def __init__(self, rec) -> None:
         self.rec = rec
@@ -279,7 +280,10 @@ class _Status:
             sys.stderr.flush()
 
     def _loop(self) -> None:
-        while not self.stopped.wait(0.5):
+        # twice a second, or once when snapshots come once a second or slower (the
+        # counters move once a snapshot: a redraw between says nothing new)
+        period = 1.0 if (self.rec.interval or 0) >= 1.0 else 0.5
+        while not self.stopped.wait(period):
             with self.lock:
                 self.clear()
                 self.line = self.text()

@@ -19,7 +19,8 @@ cdef struct sock_ent:     # 32 bytes: the row pass touches one per row
     uint32_t proc         # owner: slot in PidResolver.procs   (SK_CAND: candidate pid)
     uint32_t proc_gen     # ...and that slot's generation       (SK_CAND: worker << 24 | info)
     int32_t fd            # the owner's descriptor for it
-    uint16_t born         # low 16 bits of the epoch it (re)appeared
+    uint16_t born         # low 16 bits of the epoch it (re)appeared; SK_OWNED: of the check
+                          # round its link was last known right (see PidResolver._verify)
     uint8_t state
     uint8_t misses        # walks that did not find it (SK_OWNED: 2 if several processes held it)
 
@@ -45,6 +46,10 @@ cdef struct proc_ent:
     uint8_t vchg          # this take's re-checks: its descriptor count moved, or is unknown
     uint32_t nfds         # its descriptors at the last look (st_size of /proc/<pid>/fd); 0: unknown
     uint64_t hot_until    # its links are re-read until the fast re-check cursor visited this many slots
+    uint64_t fp           # how much its threads had run when it was last seen quiet (0: unknown)
+    uint16_t fp_round     # ...the check round that first saw that fingerprint (low 16 bits)
+    uint8_t catchup       # quiet: read all its links in the next round (PidResolver._verify)
+    double catch_t        # when that was last done
     char comm[64]
 
 cdef struct pid_slot:     # pid -> index into procs; pid 0 = empty

@@ -23,6 +23,9 @@ class PidResolver:
     retry_interval: float
     verify_interval: float
     name_ttl: float
+    backstop_min_links: int
+    """Background: the backstop looks at an owner's run fingerprint instead of reading
+    its links when a round has at least this many of them (default 4)."""
     pending: int
     retry: int
     walks: int
@@ -40,6 +43,8 @@ class PidResolver:
     name_jobs: int
     names_refreshed: int
     check_jobs: int
+    backstop_quiet: int
+    claimed: int
     _name_block: int
     """Tests: a descriptor each later name round reads a byte from before each lookup."""
     def __init__(
@@ -63,6 +68,10 @@ class PidResolver:
         the call if /proc cannot be listed; MemoryError if the map cannot grow; ValueError
         for any wrong kind of rows or an n outside 0..len(rows), TypeError for a
         non-integer n (each of them aborts a walk begun)."""
+    def claim(self, fd: int) -> bool:
+        """This process holds the socket on ``fd``: its row gets our pid at the next
+        resolve() without a walk (proven by its /proc link first). Thread-safe. False
+        when not queued (not a socket, no proof, too many waiting)."""
     def process_names(self, pids: np.ndarray, recheck: bool = False) -> tuple[np.ndarray, list[str]]:
         """``(codes, names)``: int32 codes into names, -1 where unknown (pid 0, unreadable)."""
     def names_into(self, pids: np.ndarray, out: np.ndarray, index: dict[str, int], names: list[str]) -> None:

@@ -63,6 +63,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_destroy(pthread_cond_t *c)
     int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
     int pthread_cond_signal(pthread_cond_t *c)
+    int pthread_cond_broadcast(pthread_cond_t *c)
 
 cdef extern from "<unistd.h>" nogil:
     int getpid()
@@ -72,6 +73,12 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
+    bint S_ISSOCK(unsigned int mode)
+
+cdef extern from "<sys/socket.h>" nogil:
+    int SOL_SOCKET
+    int getsockopt(int fd, int level, int name, void *val, unsigned int *len)
+    enum: SO_COOKIE_OPT "57"     # SO_COOKIE (Linux >= 4.12; older headers lack the name)
 
 cdef extern from "Python.h":
     # resolve() lets the GIL go only where worth it (Cython's nogil takes no runtime flag)
@@ -109,8 +116,16 @@ cdef enum:
     VDIR_GONE = -2             # ...the process is gone
     VDIR_PATH = -3             # ...use /proc/<pid>/fd/<fd> from /proc instead
     BG_NICE = 0                # nice value of background walk threads (0: as the writer; see below)
+    FP_MAX_THREADS = 64        # run_fingerprint: more threads than this, not worth it (read the links)
+    FP_MIN_LINKS = 4           # ...nor for fewer backstop links of a process in one round
+    FP_DIRBUF = 4096
+    CATCHUP_MAX = 1024         # quiet owners' links read at once: at most this many a round (~5 ms)
+    FP_NEW = 0x4000            # an owned entry's born, rounds back: "not known right since its fingerprint"
+    FP_SLIDE = 0x2000          # a quiet owner's fp_round is moved up when this old...
+    FP_KEEP = 0x1000           # ...to this many rounds back (over a backstop lap's rounds)
 
 cdef double CHECK_PACE = 0.05    # background re-checks: seconds between rounds at least
+cdef double CATCHUP_PACE = 1.0   # ...between passes over the map for quiet owners' links
 
 
 cdef inline double mono() noexcept nogil:
@@ -399,6 +414,78 @@ cdef uint32_t fd_count(int procfd, uint32_t pid) noexcept nogil:
     return count_of(&sb)
 
 
+cdef inline uint64_t fp_mix(uint64_t h, uint64_t v) noexcept nogil:
+    h ^= v + TCPSNAP_GOLDEN + (h << 6) + (h >> 2)
+    h ^= h >> 33
+    h *= 0xff51afd7ed558ccdULL
+    return h ^ (h >> 33)
+
+
+cdef uint64_t run_fingerprint(int procfd, uint32_t pid) noexcept nogil:
+    """How much the threads of ``pid`` have run, as one number: its thread ids and each
+    one's CPU time in ns, run-queue wait and times scheduled in
+    (``/proc/<pid>/task/<tid>/schedstat``). Equal at two looks: no thread of it ran in
+    between, so it changed nothing of its own descriptor table (see
+    ``PidResolver._verify``). 0: not known (gone, unreadable, more than FP_MAX_THREADS
+    threads, or a kernel without schedstats, whose file says "0 0 0")."""
+    cdef char path[48]
+    cdef char buf[FP_DIRBUF]
+    cdef char st[96]
+    cdef int tdir, f, nthr = 0
+    cdef ssize_t got, off, k, i
+    cdef dirent64 *d
+    cdef uint64_t h = pid, v, tid
+    cdef int field
+    snprintf(path, sizeof(path), "%u/task", pid)
+    tdir = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if tdir < 0:
+        return 0
+    while True:
+        got = getdents64(tdir, buf, sizeof(buf))
+        if got <= 0:
+            break
+        off = 0
+        while off < got:
+            d = <dirent64 *>(buf + off)
+            off += d.d_reclen
+            if d.d_name[0] < C_0 or d.d_name[0] > C_9:
+                continue
+            nthr += 1
+            if nthr > FP_MAX_THREADS:
+                close(tdir)
+                return 0
+            tid = 0
+            i = 0
+            while d.d_name[i]:
+                tid = tid * 10 + <uint64_t>(d.d_name[i] - C_0)
+                i += 1
+            snprintf(path, sizeof(path), "%s/schedstat", d.d_name)
+            f = openat(tdir, path, O_RDONLY | O_CLOEXEC)
+            if f < 0:
+                continue                 # a thread that just ended: the others say enough
+            k = read(f, st, sizeof(st) - 1)
+            close(f)
+            if k <= 0:
+                continue
+            h = fp_mix(h, tid)
+            v = 0
+            field = 0
+            for i in range(k):
+                if C_0 <= st[i] <= C_9:
+                    v = v * 10 + <uint64_t>(st[i] - C_0)
+                elif st[i] == C_SPACE or st[i] == 10:
+                    if field == 0 and v == 0:
+                        close(tdir)
+                        return 0         # no schedstats in this kernel: not known
+                    h = fp_mix(h, v)
+                    v = 0
+                    field += 1
+    close(tdir)
+    if got < 0 or nthr == 0:
+        return 0
+    return h | 1
+
+
 cdef void pin_identity(walker *w, int fdd, uint32_t pid, size_t first) noexcept nogil:
     """After sockets were recorded from fdd (found[first:]): the start time of the
     process, read while its fd directory is still open, then proof that the directory's
@@ -537,15 +624,17 @@ cdef void walk_run(walker *w) noexcept nogil:
         w.big_fdd = -1
 
 
-cdef void *walk_thread(void *arg) noexcept nogil:
+cdef void walk_job(void *arg, int procfd) noexcept nogil:
+    """One worker's part of a walk, on a walk worker (``tcpsnap-walk``: long-lived, at
+    BG_NICE: the capture thread (nice -10) comes first anyway; at nice 10 walks starved
+    on a busy machine and pids came seconds late, benchmarks/RESULTS.md "Footprint").
+    The walker's own /proc descriptor is used (the resolver's); -2: ended unrun, which
+    cannot happen to a walk (the resolver waits for its walk before stopping them)."""
     cdef walker *w = <walker *>arg
-    if w.sh.background:
-        # the capture thread (nice -10) comes first anyway; at nice 10 walks starved on a
-        # busy machine and pids came seconds late (benchmarks/RESULTS.md, "Footprint")
-        tcpsnap_nice_thread(BG_NICE)
+    if procfd == -2:
+        return
     walk_run(w)
     tcpsnap_done(&w.sh.done)             # release: its results are complete
-    return NULL
 
 
 # ---------------------------------------------------------------- names, off the caller's thread
@@ -570,8 +659,12 @@ cdef struct bg_worker:
     pthread_cond_t cond
     void *job                  # handed over, not taken yet (NULL: none)
     job_fn run
+    pthread_cond_t idle        # signalled when a job has been run (busy back to 0)
+    int busy                   # a job handed over and not run to its end yet
     int stop                   # its resolver is gone: end (a job not taken is ended unrun)
     int pid                    # the process it was started in (a fork's child has no thread)
+    int own_proc               # opens /proc for its jobs (walks use the resolver's: no descriptor
+                               # of its own, which would move this process's count as it starts)
 
 
 cdef void *worker_main(void *arg) noexcept nogil:
@@ -579,7 +672,7 @@ cdef void *worker_main(void *arg) noexcept nogil:
     resolver may close its own meanwhile), until stopped; then frees the worker."""
     cdef bg_worker *w = <bg_worker *>arg
     cdef void *j
-    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    cdef int procfd = openat(AT_FDCWD, b"/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC) if w.own_proc else -3
     tcpsnap_nice_thread(BG_NICE)
     pthread_mutex_lock(&w.lock)
     while True:
@@ -592,11 +685,14 @@ cdef void *worker_main(void *arg) noexcept nogil:
         pthread_mutex_unlock(&w.lock)
         w.run(j, procfd)
         pthread_mutex_lock(&w.lock)
+        w.busy = 0
+        pthread_cond_broadcast(&w.idle)
     pthread_mutex_unlock(&w.lock)
     if j != NULL:
         w.run(j, -2)                 # ended unrun: freed (its resolver is gone)
     if procfd >= 0:
         close(procfd)
+    pthread_cond_destroy(&w.idle)
     pthread_cond_destroy(&w.cond)
     pthread_mutex_destroy(&w.lock)
     free(w)
@@ -618,9 +714,12 @@ cdef int hand_job(bg_worker **slot, job_fn run, void *job, const char *name) noe
             return -1
         pthread_mutex_init(&w.lock, NULL)
         pthread_cond_init(&w.cond, NULL)
+        pthread_cond_init(&w.idle, NULL)
         w.run = run
         w.pid = getpid()
+        w.own_proc = run != walk_job
         if pthread_create(&tid, NULL, worker_main, w) != 0:
+            pthread_cond_destroy(&w.idle)
             pthread_cond_destroy(&w.cond)
             pthread_mutex_destroy(&w.lock)
             free(w)
@@ -630,9 +729,21 @@ cdef int hand_job(bg_worker **slot, job_fn run, void *job, const char *name) noe
         slot[0] = w
     pthread_mutex_lock(&w.lock)
     w.job = job
+    w.busy = 1
     pthread_cond_signal(&w.cond)
     pthread_mutex_unlock(&w.lock)
     return 0
+
+
+cdef void wait_idle(bg_worker *w) noexcept nogil:
+    """Until the worker has run the job handed to it (none: at once). Not after
+    ``stop_worker`` (the worker frees itself)."""
+    if w == NULL or w.pid != getpid():
+        return
+    pthread_mutex_lock(&w.lock)
+    while w.busy:
+        pthread_cond_wait(&w.idle, &w.lock)
+    pthread_mutex_unlock(&w.lock)
 
 
 cdef void stop_worker(bg_worker **slot) noexcept nogil:
@@ -702,9 +813,16 @@ cdef struct check_req:    # one owner's link to re-read off the caller's thread
     uint8_t must               # read the link whatever the count says (backstop, shared)
     uint8_t hot                # the owner's count moved less than a lap ago: read it
     uint8_t read               # out: the link was read (else the unchanged count spared it)
+    uint8_t quiet              # out: a backstop read spared: its owner has not run (fp)
+    uint16_t born              # in: the round its link was last known right
+    uint16_t fp_round          # in: the round that first saw the owner's fingerprint fp
+    uint64_t fp                # in: the owner's fingerprint when last seen quiet (0: none);
+                               # out: now (0: not looked at, or not known)
 
 cdef struct check_job:
     int state                  # as name_job
+    uint16_t round             # this round's number (low 16 bits)
+    uint32_t fp_min            # PidResolver.backstop_min_links
     size_t n
     check_req *reqs
 
@@ -729,8 +847,9 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
     cdef char link[64]
     cdef ssize_t k
     cdef int wl, dirfd
-    cdef uint32_t n
-    cdef bint moved, opened
+    cdef uint32_t n, musts
+    cdef uint64_t fp
+    cdef bint moved, opened, quiet
     if procfd == -2:
         end_job(&j.state, j.reqs, j, NJ_DONE)
         return
@@ -743,6 +862,17 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
         # a change the next look sees
         n = 0 if procfd < 0 else fd_count(procfd, j.reqs[a].pid)
         moved = n == 0 or n != j.reqs[a].nfds or j.reqs[a].hot
+        # the backstop's links of an owner whose count stayed: spared when none of its
+        # threads ran since a round that saw the same fingerprint, and each link was
+        # known right at or after that round (PidResolver._verify). Looked at after the
+        # count, before any link: a run after this look is a change the next look sees
+        fp = 0
+        if not moved and procfd >= 0:
+            musts = 0
+            for i in range(a, b):
+                musts += j.reqs[i].must
+            if musts >= j.fp_min:
+                fp = run_fingerprint(procfd, j.reqs[a].pid)
         dirfd = -1
         opened = False
         for i in range(a, b):
@@ -750,7 +880,11 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
             r.nfds = n
             r.ok = 1             # unreadable /proc: no news (the owner's pidfd says if it exited)
             r.read = 0
-            if procfd < 0 or not (moved or r.must):
+            quiet = (fp != 0 and fp == r.fp
+                     and <uint16_t>(r.born - r.fp_round) < 0x8000)
+            r.fp = fp
+            r.quiet = quiet and r.must
+            if procfd < 0 or not (moved or r.must) or quiet:
                 continue
             if not opened:
                 snprintf(path, sizeof(path), "%u/fd", r.pid)
@@ -768,6 +902,19 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
             close(dirfd)
         a = b
     end_job(&j.state, j.reqs, j, NJ_DONE)
+
+
+# ---------------------------------------------------------------- sockets this process holds
+
+cdef enum:
+    MAX_CLAIMS = 64            # own sockets waiting for the next take (more: a walk finds them)
+
+cdef struct own_claim:     # a socket of ours (claim()), proven by its link, not merged yet
+    uint64_t inode
+    uint32_t cookie
+    int32_t fd
+    uint64_t start             # our start time and comm, read when it was claimed
+    char comm[COMM_LEN]
 
 
 # ---------------------------------------------------------------- the resolver
@@ -791,8 +938,9 @@ cdef class PidResolver:
     cdef uint32_t epoch
     cdef walker w[MAX_WORKERS]
     cdef int nworkers                # workers of the current / last walk
-    cdef pthread_t tids[MAX_WORKERS]
-    cdef int nthreads                # background threads running
+    cdef bg_worker *wworkers[MAX_WORKERS]   # long-lived walk threads (started on first use)
+    cdef int wfirst                  # walkers wfirst .. wfirst + nthreads - 1 run on them
+    cdef int nthreads                # walk workers running the current walk
     cdef bint walk_open              # a walk was started and not merged yet
     cdef bint walk_all               # ...recording every socket (started before the dump)
     cdef bint walk_bg                # ...on background threads only, across takes
@@ -837,7 +985,13 @@ cdef class PidResolver:
     cdef size_t ncq
     cdef size_t capcq
     cdef readonly unsigned long long check_jobs
+    cdef readonly unsigned long long backstop_quiet   # backstop reads its owner's fingerprint spared
     cdef double last_check           # when the last check round started
+    cdef uint32_t check_round        # check rounds handed out
+    cdef uint32_t ncatchup           # processes whose links the next round reads all at once
+    cdef double last_catchup         # when the map was last gone over for them
+    cdef size_t catchup_pos          # the next map slot of a pass going on (0: none)
+    cdef uint32_t _fp_min            # backstop_min_links
     cdef int _name_block_fd          # tests: handed to each name job (see name_job)
     cdef readonly unsigned long long name_jobs
     cdef readonly unsigned long long names_refreshed
@@ -857,6 +1011,10 @@ cdef class PidResolver:
     cdef double phase_seconds[P_COUNT]
     cdef readonly uint32_t last_walk_procs
     cdef readonly unsigned long long last_walk_fds
+    cdef pthread_mutex_t claim_lock  # claims come from other threads (the metrics server)
+    cdef own_claim claims[MAX_CLAIMS]
+    cdef int nclaims
+    cdef readonly unsigned long long claimed
 
     def __cinit__(self):
         self.procfd = -1
@@ -871,9 +1029,12 @@ cdef class PidResolver:
         self.socks.slots = NULL
         self.pidix.slots = NULL
         memset(self.w, 0, sizeof(self.w))
+        memset(self.wworkers, 0, sizeof(self.wworkers))
         memset(self.phase_seconds, 0, sizeof(self.phase_seconds))
         memset(&self.shared, 0, sizeof(self.shared))
         pthread_mutex_init(&self.shared.lock, NULL)
+        pthread_mutex_init(&self.claim_lock, NULL)
+        self.nclaims = 0
 
     def __init__(self, *, threads=2, walk_interval=0.25, walk_share=0.25, retry_interval=1.0,
                  verify_interval=10.0, name_ttl=1.0, max_pidfds=-1, background=False):
@@ -889,6 +1050,8 @@ cdef class PidResolver:
         self.retry_interval = retry_interval
         self.verify_interval = verify_interval
         self.name_ttl = name_ttl
+        self._fp_min = FP_MIN_LINKS
+        self.last_catchup = -1e300
         self._background = bool(background)
         m = index_arg(max_pidfds, "max_pidfds")
         if m < 0:
@@ -1054,6 +1217,10 @@ cdef class PidResolver:
         p.dead = 0
         p.nfds = 0
         p.hot_until = 0
+        p.fp = 0
+        p.fp_round = 0
+        p.catchup = 0
+        p.catch_t = -1e300
         p.vchg = 1
         p.seen = self.epoch
         p.checked = self.epoch
@@ -1191,9 +1358,13 @@ cdef class PidResolver:
         r.must = must
         r.hot = p.hot_until > self.vvisits
         r.read = 0
+        r.quiet = 0
+        r.born = e.born
+        r.fp = p.fp
+        r.fp_round = p.fp_round
         self.ncq += 1
 
-    cdef void _merge_checks(self) noexcept nogil:
+    cdef void _merge_checks(self, double now, double lap) noexcept nogil:
         """Take up a check job that has ended: each socket whose link no longer names it,
         if its entry still says the same owner and descriptor, goes back to pending."""
         cdef check_job *j = self.cjob
@@ -1211,16 +1382,37 @@ cdef class PidResolver:
                 p = &self.procs[r.proc]
                 if r.proc < self.nprocs and p.pid == r.pid and p.gen == r.proc_gen and not p.dead:
                     self._saw_count(p, r.nfds)
+                    if r.fp != 0 and r.fp != p.fp:
+                        p.fp = r.fp      # it ran since: quiet from this round on, if it stays
+                        p.fp_round = j.round
+                    elif r.fp != 0:
+                        if <uint16_t>(j.round - p.fp_round) >= FP_SLIDE:
+                            # quiet for long: its round moves up (stricter, never wrong) so
+                            # that 16-bit rounds never wrap between it and its links' (each
+                            # known right within a lap)
+                            p.fp_round = <uint16_t>(j.round - FP_KEEP)
+                        if now - p.catch_t >= lap:
+                            # quiet since an earlier round: its links read all at once in
+                            # the next one, rather than a lap of backstop slices, and spared
+                            # from then on while it stays quiet. At most once a lap: an owner
+                            # that keeps waking costs what the backstop did (each link read
+                            # once a lap), plus a look at the map
+                            p.catchup = 1
+                            self.ncatchup += 1
             if r.read:
                 self.verified += 1
             else:
                 self.verify_skipped += 1
-            if r.ok:
+                self.backstop_quiet += r.quiet
+            if r.ok and not (r.read or r.quiet):
                 continue
             e = smap_find(&self.socks, r.inode)
             if (e == NULL or e.state != SK_OWNED or e.cookie != r.cookie or e.proc != r.proc
                     or e.proc_gen != r.proc_gen or e.fd != r.fd):
                 continue                 # changed since it was asked about: nothing to undo
+            if r.ok:
+                e.born = j.round         # its link is known right as of this round
+                continue
             e.state = SK_PENDING         # closed, or moved to another process
             e.misses = 0
             e.born = <uint16_t>self.epoch
@@ -1228,6 +1420,32 @@ cdef class PidResolver:
         free(j.reqs)
         free(j)
         self.cjob = NULL
+
+    cdef void _queue_catchup(self, double now) noexcept nogil:
+        """The links of every owner flagged ``catchup``, queued, CATCHUP_MAX a round at
+        most (a pass over the map, resumed round after round: a round of reads stays
+        short, and with it the delay of every other check)."""
+        cdef size_t n = 0
+        cdef sock_ent *e
+        cdef proc_ent *p
+        cdef uint32_t q
+        while self.catchup_pos < self.socks.cap and n < CATCHUP_MAX:
+            e = &self.socks.slots[self.catchup_pos]
+            self.catchup_pos += 1
+            if e.inode == 0 or e.state != SK_OWNED or e.proc >= self.nprocs:
+                continue
+            p = &self.procs[e.proc]
+            if p.catchup and p.gen == e.proc_gen and p.pid != 0 and not p.dead:
+                self._queue_check(e, p, True)
+                n += 1
+        if self.catchup_pos < self.socks.cap:
+            return                       # the rest in the next rounds
+        self.catchup_pos = 0
+        for q in range(self.nprocs):
+            if self.procs[q].catchup:
+                self.procs[q].catchup = 0
+                self.procs[q].catch_t = now
+        self.ncatchup = 0
 
     cdef void _start_checks(self) noexcept nogil:
         """The links _verify queued, to the check worker."""
@@ -1241,6 +1459,9 @@ cdef class PidResolver:
         j.reqs = self.cq                 # handed over: the next round gathers anew
         j.n = self.ncq
         j.state = NJ_RUNNING
+        self.check_round += 1
+        j.round = <uint16_t>self.check_round
+        j.fp_min = self._fp_min
         self.cq = NULL
         self.ncq = self.capcq = 0
         if hand_job(&self.cworker, check_work, j, b"tcpsnap-check") != 0:
@@ -1252,7 +1473,9 @@ cdef class PidResolver:
 
     cdef void _release_jobs(self) noexcept nogil:
         """The resolver is done with its name and check jobs (closing): each is freed
-        now if its thread ended, else by its thread when it does."""
+        now if its thread ended, else by its thread when it does. Its workers end (the
+        walk workers' last walk was waited for: ``_join`` first)."""
+        cdef int k
         if self.njob != NULL:
             end_job(&self.njob.state, self.njob.reqs, self.njob, NJ_ORPHANED)
             self.njob = NULL
@@ -1261,6 +1484,8 @@ cdef class PidResolver:
             self.cjob = NULL
         stop_worker(&self.nworker)
         stop_worker(&self.cworker)
+        for k in range(MAX_WORKERS):     # after _join: none of them runs a walk
+            stop_worker(&self.wworkers[k])
 
     cdef void _verify(self, double now) noexcept nogil:
         """Re-read owners' links. Sockets that had several holders when resolved (fork,
@@ -1281,12 +1506,19 @@ cdef class PidResolver:
         cdef bint bg = self._background and self.walks > 0
         cdef bint starting = True
         if bg:
-            self._merge_checks()
+            self._merge_checks(now, VERIFY_BACKSTOP * max(self._verify_interval,
+                                                          VERIFY_MAX_DIV * (now - self.last_take)))
             if self.cjob != NULL:
                 return                   # a round still runs: the slice waits for it
             # a round (a thread) at most every CHECK_PACE: at --interval 0 the slices of
             # several takes go together, rather than a thread per take
             starting = now - self.last_check >= CHECK_PACE
+        if starting and self.ncatchup and (self.catchup_pos or now - self.last_catchup >= CATCHUP_PACE):
+            # a pass over the map for every owner flagged since (at most one started a
+            # second), CATCHUP_MAX links a round, so that a round stays short
+            if not self.catchup_pos:
+                self.last_catchup = now
+            self._queue_catchup(now)
         j = 0
         while starting and j < self.nshared:
             e = smap_find(&self.socks, self.shared_inodes[j])
@@ -1417,6 +1649,7 @@ cdef class PidResolver:
                 if r.pid:
                     continue
                 e.state = SK_PENDING
+                e.born = <uint16_t>(self.walk_epoch - 1)   # as before: known before the walk
             # not found by this walk: unless it became unresolved (appeared, lost its
             # owner) after the walk started (the walk may have passed its holder already:
             # a walk begun before the dump, or one on background threads), it is missing.
@@ -1523,8 +1756,11 @@ cdef class PidResolver:
             w.err = 0
         self.walk_open = True
         self.nthreads = 0
-        for k in range(0 if background else 1, nw):
-            if pthread_create(&self.tids[self.nthreads], NULL, walk_thread, &self.w[k]) != 0:
+        self.wfirst = 0 if background else 1
+        for k in range(self.wfirst, nw):
+            # long-lived walk threads (one per walker): a thread per walk cost a clone, its
+            # stack's faults and an exit, every walk
+            if hand_job(&self.wworkers[k], walk_job, &self.w[k], b"tcpsnap-walk") != 0:
                 break                    # fewer threads: the others walk the rest
             self.nthreads += 1
         if background and self.nthreads == 0:
@@ -1532,9 +1768,10 @@ cdef class PidResolver:
         return 0
 
     cdef void _join(self) noexcept nogil:
+        """Until the walk workers have finished their part of the walk."""
         cdef int k
-        for k in range(self.nthreads):
-            pthread_join(self.tids[k], NULL)
+        for k in range(self.wfirst, self.wfirst + self.nthreads):
+            wait_idle(self.wworkers[k])
         self.nthreads = 0
 
     cdef int _finish_walk(self) noexcept nogil:
@@ -1608,6 +1845,7 @@ cdef class PidResolver:
                 e.state = SK_OWNED           # misses stays: 2 = shared, re-checked every take
                 e.proc = idx
                 e.proc_gen = self.procs[idx].gen
+                e.born = <uint16_t>(self.check_round - FP_NEW)   # read by the next backstop look
                 if e.misses >= 2:
                     if grow(<void **>&self.shared_inodes, &self.capshared, self.nshared + 1, sizeof(uint64_t)) < 0:
                         return ENOMEM
@@ -1700,12 +1938,104 @@ cdef class PidResolver:
         self._verify_interval = float_arg(value, "verify_interval")
 
     @property
+    def backstop_min_links(self):
+        """In the background, the backstop looks at an owner's fingerprint (has any of
+        its threads run?) instead of reading its links when a round has at least this
+        many of its links to read (default 4: under that, reading them costs less)."""
+        return self._fp_min
+
+    @backstop_min_links.setter
+    def backstop_min_links(self, value):
+        self._fp_min = int_arg(value, "backstop_min_links", 1, 0xFFFFFFFF)
+
+    @property
     def name_ttl(self):
         return self._name_ttl
 
     @name_ttl.setter
     def name_ttl(self, value):
         self._name_ttl = float_arg(value, "name_ttl")
+
+    # ------------------------------------------------------------ sockets of our own
+
+    def claim(self, int fd):
+        """Say that this process holds the socket on descriptor ``fd`` (e.g. a connection
+        the recorder's metrics server accepted), so that its row gets our pid at the next
+        ``resolve()`` without a /proc walk. Thread-safe (any thread, while another runs
+        ``resolve``). The claim is proven first, here, on the caller's thread: /proc's
+        ``<our pid>/fd/<fd>`` must name the socket's inode (so a /proc of another pid
+        namespace never gets a wrong pid), and the cookie (``SO_COOKIE``) is kept as for
+        any row. Returns True when queued; False when not (not a socket, no cookie, no
+        proof, or MAX_CLAIMS waiting already): then a walk finds it as any other."""
+        cdef struct_stat sb
+        cdef uint64_t cookie = 0
+        cdef unsigned int clen = sizeof(cookie)
+        cdef own_claim c
+        cdef char path[48]
+        cdef char want[40]
+        cdef char link[64]
+        cdef ssize_t k
+        cdef int wl
+        cdef bint ok = False
+        with nogil:
+            if (self.procfd >= 0 and fstat(fd, &sb) == 0 and S_ISSOCK(sb.st_mode)
+                    and getsockopt(fd, SOL_SOCKET, SO_COOKIE_OPT, &cookie, &clen) == 0):
+                c.inode = <uint64_t>sb.st_ino
+                c.cookie = <uint32_t>cookie
+                c.fd = fd
+                snprintf(path, sizeof(path), "%u/fd/%d", <uint32_t>getpid(), fd)
+                k = readlinkat(self.procfd, path, link, sizeof(link))
+                wl = snprintf(want, sizeof(want), "socket:[%llu]", <unsigned long long>c.inode)
+                ok = (k == wl and memcmp(link, want, wl) == 0
+                      and read_stat(self.procfd, <uint32_t>getpid(), &c.start, c.comm) == 0)
+            if ok:
+                pthread_mutex_lock(&self.claim_lock)
+                ok = self.nclaims < MAX_CLAIMS
+                if ok:
+                    self.claims[self.nclaims] = c
+                    self.nclaims += 1
+                pthread_mutex_unlock(&self.claim_lock)
+        return ok
+
+    cdef size_t _take_claims(self, double now) noexcept nogil:
+        """At the start of a take: the claimed sockets become ours (owned by this
+        process, by the descriptor claimed) unless a walk or an earlier take gave them an
+        owner already. Each is marked seen in this take, so that it is kept until the
+        next dump (which began after the accept) has its row. Returns how many entries
+        it marked seen that were not (the rows pass's ``touched`` counts the others)."""
+        cdef own_claim got[MAX_CLAIMS]
+        cdef int n, i, idx
+        cdef sock_ent *e
+        cdef size_t touched = 0
+        pthread_mutex_lock(&self.claim_lock)
+        n = self.nclaims
+        if n:
+            memcpy(got, self.claims, n * sizeof(own_claim))
+        self.nclaims = 0
+        pthread_mutex_unlock(&self.claim_lock)
+        for i in range(n):
+            e = smap_find(&self.socks, got[i].inode)
+            if e != NULL and e.state == SK_OWNED and e.cookie == got[i].cookie:
+                continue                 # resolved already (a walk found it)
+            idx = self._proc_add(<uint32_t>getpid(), got[i].start, got[i].comm, now)
+            if idx < 0:
+                continue                 # no memory: a walk finds it
+            if e == NULL:
+                e = smap_insert(&self.socks, got[i].inode)
+                if e == NULL:
+                    continue
+            e.cookie = got[i].cookie
+            e.state = SK_OWNED
+            e.proc = idx
+            e.proc_gen = self.procs[idx].gen
+            e.fd = got[i].fd
+            e.misses = 1
+            e.born = <uint16_t>(self.check_round - FP_NEW)
+            if e.seen != self.epoch:
+                e.seen = self.epoch
+                touched += 1
+            self.claimed += 1
+        return touched
 
     # ------------------------------------------------------------ Python entry points
 
@@ -1738,6 +2068,7 @@ cdef class PidResolver:
         cdef double now, t
         cdef bint merged = False, ready = False, bg, release
         cdef Py_ssize_t cn
+        cdef size_t claimed
         cdef PyThreadState *ts
         try:
             check_out_array(rows, "rows")
@@ -1780,9 +2111,12 @@ cdef class PidResolver:
                 if not err:
                     self._verify(now)
                     t = self._phase(P_VERIFY, t)
+                    # an unlocked peek (a claim that lands just after waits for the next take)
+                    claimed = self._take_claims(now) if self.nclaims else 0
                     if self._rows_pass(r, cn) < 0:
                         err = ENOMEM
                         where = W_MAP
+                    self.touched += claimed
                     t = self._phase(P_ROWS, t)
                 if not err and not self.walk_open and (self.pending or self.retry) and self._walk_due(now):
                     # background: the walk threads record every socket (the map changes
@@ -2176,7 +2510,9 @@ cdef class PidResolver:
             "names_refreshed": self.names_refreshed,
             "naming": self.njob != NULL,
             "check_jobs": self.check_jobs,
+            "backstop_quiet": self.backstop_quiet,
             "checking": self.cjob != NULL,
+            "claimed": self.claimed,
             "phase_seconds": {PHASES[k]: self.phase_seconds[k] for k in range(P_COUNT)},
         }
 

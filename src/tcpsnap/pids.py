@@ -58,6 +58,8 @@ Off the capture path (``background=True``; what the recorder uses)
     while D stays under 0.25 s. With 100k descriptors on the machine D was 0.17-0.41 s
     on a quiet 2-core machine (at nice 10 instead of 0, walks starved on a busy one):
     see benchmarks/RESULTS.md, "Footprint".
+    Walks run on long-lived worker threads, ``tcpsnap-walk`` (one per walk thread, made
+    by the first walk that needs it; no thread is created per walk).
     The re-checks and name re-reads below run off the capture path too: on two
     long-lived worker threads, ``tcpsnap-check`` and ``tcpsnap-names`` (nice 0), one
     round at a time each, merged by the first ``take()`` / ``process_names()`` after it
@@ -89,15 +91,37 @@ Staying right between walks
       count between two looks at it (one per round that reaches one of its sockets) is
       noticed within F of the look that sees it, as before; one that leaves the count
       as it was (a descriptor closed and another opened between two looks: 1 s apart
-      in a 1 s recording) within 4 F. An idle owner of 10k sockets thus costs one
-      ``stat`` a round and 1/4 of the links it used to (at 1 s: ~160 ``readlinkat`` a
-      second instead of ~625; benchmarks/RESULTS.md, "Footprint"); a busy one whose
-      count moves all the time, what it used to plus the ``stat``. Before Linux 6.2
-      (no count) every link looked at is read. A link that no longer names the
+      in a 1 s recording) within 4 F. In the background the backstop spares the links
+      of an owner none of whose threads ran: before its links, it looks at the owner's
+      *run fingerprint* (each thread's id, CPU time in ns, run-queue wait and times
+      scheduled, from ``/proc/<pid>/task/<tid>/schedstat``); a process that did not run
+      changed nothing in its descriptor table, so a link known right at or after the
+      round that first saw that fingerprint is still right and is not read. An owner
+      first seen quiet has all its links read in the next rounds (1,024 a round at
+      most; at most once per 4 F: one that keeps waking costs what the backstop did),
+      and none after while it stays quiet; one that ran is read as before, so the bounds above hold. An idle
+      owner of 10k sockets thus costs a ``stat`` and a fingerprint (~7 system calls) a
+      round instead of ~160 ``readlinkat`` a second at 1 s (benchmarks/RESULTS.md,
+      "Background threads at 1 s (session 8)"). Not seen by the fingerprint (so found
+      within 4 F only once the owner next runs): a *different process* sharing the
+      owner's descriptor table (``clone(CLONE_FILES)`` without ``CLONE_THREAD``,
+      created after the socket was resolved) and a seccomp supervisor's
+      ``SECCOMP_IOCTL_NOTIF_ADDFD`` replacing a descriptor of a process blocked in a
+      notification. Without schedstats (the file reads "0 0 0"), more than 64
+      threads, or fewer than 4 of its links due in a round, the links are read as
+      before. Before Linux 6.2 (no count) every link looked at is read. A link that no longer names the
       socket puts it back to unresolved (pid 0) until the next walk finds its
       holder; until the re-read, a row may still show the previous holder.
     * Inode numbers are reused only after 2**32 allocations; the socket cookie, which
       never is, is checked too.
+    * Sockets of our own: ``PidResolver.claim(fd)`` (any thread) says this process holds
+      the socket on ``fd``; once its /proc link proves it, the next ``take()`` gives it
+      our pid without a walk. The recorder's metrics server claims each connection it
+      accepts (``Recorder.claim_socket``), so a scraper that opens a connection per
+      scrape sets off no walk for the server's end (its own end, on this host, is
+      another process's socket and is walked for as any other). A snapshot taken
+      between the accept and the claim sees the socket as any new one (pid 0; a walk
+      if one is due then).
 
 What a snapshot costs
     In steady state: one hash lookup per row (32-byte entries, prefetched; a run of

@@ -18,7 +18,10 @@ prometheus_client's OpenMetrics rendering and http.server), a textfile write ~0.
 at Prometheus' 15 s period under 0.01% of the recorder's CPU
 (``benchmarks/bench_metrics.py``; RESULTS.md "Metrics cost (session 7)"). The HTTP
 server keeps a scraper's connection open (see ``_http_server``): a new connection per
-scrape would be a new socket for the recorder to attribute, a /proc walk each time.
+scrape would be a new socket for the recorder to attribute, a /proc walk each time (each
+accepted connection is claimed as the recorder's own, ``Recorder.claim_socket``, so the
+server's end of one never is). At most ``HTTP_MAX_CONNECTIONS`` (8) are open at once, one
+idle for ``HTTP_IDLE_TIMEOUT_S`` (90 s) is closed: a thread each, bounded.
 
 The metrics (counters end in ``_total``):
 
@@ -55,7 +58,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,22 +225,40 @@ def _go_float(v: float) -> str:
     return str(floatToGoString(v))
 
 
-#: Seconds an idle kept-alive HTTP connection stays open (Prometheus' own idle timeout is
-#: 5 minutes; its scrape interval rarely more than 1 minute).
-HTTP_IDLE_TIMEOUT_S = 300.0
+#: Seconds an idle kept-alive HTTP connection stays open: over the common scrape periods
+#: (Prometheus' default 1 min, often 15-30 s), so a scraper keeps its one connection, and
+#: well under Prometheus' own idle timeout (5 min), so a client that went quiet does not
+#: hold a thread for long.
+HTTP_IDLE_TIMEOUT_S = 90.0
+
+#: Connections served at once. A scraper needs one (two for a pair of Prometheus
+#: replicas); past this, see ``_http_server``.
+HTTP_MAX_CONNECTIONS = 8
 
 
-def _http_server(host: str, port: int, registry: Any) -> Any:
+def _http_server(host: str, port: int, registry: Any,
+                 on_accept: Callable[[int], object] | None = None) -> Any:
     """An HTTP/1.1 server on (host, port), bound (``OSError`` if not), not yet serving,
     answering every request with prometheus_client's WSGI app for ``registry`` (its
-    content negotiation, OpenMetrics, gzip, OPTIONS).
+    content negotiation, OpenMetrics, gzip, OPTIONS). ``on_accept(fd)`` is called with
+    each accepted connection's descriptor before it is served (the recorder claims the
+    socket as its own: its pid without a /proc walk, ``Recorder.claim_socket``).
 
     Why not prometheus_client's ``start_http_server``: wsgiref answers HTTP/1.0 and closes
     the connection, so each scrape is a new TCP connection, a new thread, and a socket
     that the recorder, recording its own host, must attribute to a process: a /proc walk
     per scrape, ~5x the scrape itself. Prometheus keeps its connection open between
     scrapes (HTTP keep-alive); served as HTTP/1.1 with a Content-Length, one connection
-    and one thread serve every scrape. ``close_connections()`` ends the kept ones."""
+    and one thread serve every scrape. ``close_connections()`` ends the kept ones.
+
+    Bounded: each connection has a thread, so at most ``HTTP_MAX_CONNECTIONS`` are open
+    at once and one idle for ``HTTP_IDLE_TIMEOUT_S`` is closed. A new connection past the
+    cap closes the connection idle the longest (waiting for its next request), not the
+    new one: refusing new ones would let any local process that opens a few idle
+    connections lock the real scraper out until they time out, while a scraper whose
+    kept connection was closed just opens a new one at its next scrape. Only when every
+    connection is in the middle of a request is the new one refused (closed at once).
+    ``stats``: ``closed_idle`` (closed for a newcomer), ``refused``."""
     import socket
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -248,6 +269,17 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = HTTP_IDLE_TIMEOUT_S
+        server: Server
+
+        def parse_request(self) -> bool:
+            self.server.mark(self.connection, busy=True)  # a request line came in
+            return bool(super().parse_request())
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            finally:
+                self.server.mark(self.connection, busy=False)
 
         def do_GET(self) -> None:
             self._answer("GET")
@@ -287,18 +319,87 @@ def _http_server(host: str, port: int, registry: Any) -> Any:
         def __init__(self) -> None:
             info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             self.address_family = info[0][0]
-            self.conns: set[socket.socket] = set()
+            # each open connection: [when it last finished a request (monotonic), busy]
+            self.conns: dict[socket.socket, list] = {}
             self.conns_lock = threading.Lock()
+            self.stats = {"closed_idle": 0, "refused": 0}
+            self.stopping, self.stopped = threading.Event(), threading.Event()
+            self.wake_w: int | None = None
             super().__init__((str(info[0][4][0]), int(info[0][4][1])), Handler)
+            self.timeout = 0.0  # handle_request: never waits (the selector said it is readable)
+
+        def serve_until_stopped(self) -> None:
+            """Accept until ``stop()``, asleep in between (socketserver's
+            ``serve_forever`` wakes every half second to look for a shutdown: two
+            wake-ups a second for as long as the recorder runs)."""
+            import selectors
+
+            self.wake_r, self.wake_w = os.pipe()
+            with selectors.DefaultSelector() as sel:
+                sel.register(self, selectors.EVENT_READ)
+                sel.register(self.wake_r, selectors.EVENT_READ)
+                while not self.stopping.is_set():
+                    ready = sel.select()
+                    if self.stopping.is_set():
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self.handle_request()  # readable: accepts without waiting
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.stopped.set()
+
+        def stop(self) -> None:
+            """Make ``serve_until_stopped`` return, and wait for it."""
+            self.stopping.set()
+            if self.wake_w is not None and not self.stopped.is_set():
+                with contextlib.suppress(OSError):
+                    os.write(self.wake_w, b"x")
+            self.stopped.wait()
+
+        def mark(self, conn: socket.socket, busy: bool) -> None:
+            with self.conns_lock:
+                st = self.conns.get(conn)
+                if st is not None:
+                    st[0], st[1] = time.monotonic(), busy
 
         def process_request(self, request: Any, client_address: Any) -> None:
+            refuse = False
             with self.conns_lock:
-                self.conns.add(request)
+                if len(self.conns) >= HTTP_MAX_CONNECTIONS:
+                    idle = [(st[0], i, c) for i, (c, st) in enumerate(self.conns.items()) if not st[1]]
+                    refuse = not idle
+                    if idle:
+                        oldest = min(idle)[2]
+                        del self.conns[oldest]
+                        self.stats["closed_idle"] += 1
+                        with contextlib.suppress(OSError):
+                            oldest.shutdown(socket.SHUT_RDWR)  # its thread's read ends, it closes it
+                    else:
+                        self.stats["refused"] += 1
+                if not refuse:
+                    self.conns[request] = [time.monotonic(), False]
+            if refuse:
+                log.info("metrics: %d connections busy: refused one from %s",
+                         HTTP_MAX_CONNECTIONS, client_address)
+                self.shutdown_request(request)
+                return
             super().process_request(request, client_address)
+
+        def get_request(self) -> Any:
+            got = super().get_request()
+            # claimed as soon as accepted: a snapshot taken before the claim lands sees
+            # the socket without an owner (pid 0, as any new socket) and the next one
+            # has our pid, with no walk unless one was due at that very snapshot
+            if on_accept is not None:
+                try:
+                    on_accept(got[0].fileno())
+                except Exception:  # the claim is an optimisation: never a reason to drop a scrape
+                    log.debug("metrics: claiming a connection failed", exc_info=True)
+            return got
 
         def shutdown_request(self, request: Any) -> None:
             with self.conns_lock:
-                self.conns.discard(request)
+                self.conns.pop(request, None)
             super().shutdown_request(request)
 
         def handle_error(self, request: Any, client_address: Any) -> None:
@@ -397,12 +498,13 @@ class MetricsExporter:
 
     def _start_http(self, host: str, port: int) -> None:
         try:
-            self._server = _http_server(host, port, self._http_registry)
+            self._server = _http_server(host, port, self._http_registry,
+                                        getattr(self.rec, "claim_socket", None))
         except OSError as e:
             self.close()
             raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
         self.port = int(self._server.server_address[1])
-        threading.Thread(target=self._server.serve_forever, name="tcpsnap-metrics-http",
+        threading.Thread(target=self._server.serve_until_stopped, name="tcpsnap-metrics-http",
                          daemon=True).start()
         level = logging.WARNING if port == 0 else logging.INFO  # port 0: say which one
         log.log(level, "metrics: serving %s%s", self.url,
@@ -461,7 +563,7 @@ class MetricsExporter:
                 self._dir.close()
                 self._dir = None
         if self._server is not None:
-            self._server.shutdown()
+            self._server.stop()
             self._server.server_close()
             self._server.close_connections()
             self._server = None

@@ -32,6 +32,16 @@ __all__ = ["Recorder"]
 log = logging.getLogger("tcpsnap.recorder")
 
 
+def _claim_socket(rec: Recorder, fd: int) -> bool:
+    """A socket this process holds on descriptor ``fd`` (the metrics server's accepted
+    connections): with pids, its rows get this process's pid at the next snapshot without
+    a /proc walk (``PidResolver.claim``: proven by its /proc link). Thread-safe. False
+    when not claimed (no pids, not open): a walk finds it then. ``Recorder.claim_socket``."""
+    res = getattr(rec._snap, "resolver", None) if rec.pids_enabled else None
+    claim = getattr(res, "claim", None)
+    return bool(claim(fd)) if claim is not None else False
+
+
 class Recorder:
     """Record the TCP table into a folder of Parquet files.
 
@@ -274,6 +284,8 @@ class Recorder:
             self._running_done.set()
         self._raise_writer_error()
         return self
+
+    claim_socket = _claim_socket
 
     # ------------------------------------------------------------ status
 
