@@ -624,6 +624,10 @@ def run_cpu(args) -> dict:
                  "python": args.python, "rounds": []}
     if args.together:
         res["together"] = True
+    if args.warm is not None:
+        global WARM
+        WARM = args.warm
+        res["warm"] = WARM
     floor = bs.Floor()
     secs = args.seconds - WARM - TAIL
     try:
@@ -828,6 +832,9 @@ def main(argv: list[str]) -> int:
                     help="rss: comma-separated --row-group-rows values to record with (0: the default)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=None, help="default 20 (stall, cpu: 60)")
+    ap.add_argument("--warm", type=float, default=None,
+                    help="cpu: seconds of each run left out at its start (default 5; at 10k "
+                         "connections the resolver's first look at quiet owners' links takes ~20 s)")
     ap.add_argument("--no-pids", action="store_true")
     ap.add_argument("--together", action="store_true",
                     help="cpu: run the floor (one dump a second, half a second after the recorder's) "
