@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import socket
+import subprocess
 import time
 
 
@@ -89,3 +91,24 @@ def closing_all(*socks):
 
 def inode(sock: socket.socket) -> int:
     return os.fstat(sock.fileno()).st_ino
+
+
+def ss_owners(ports: set[int]) -> dict[tuple[int, int], tuple[str, int]]:
+    """(local port, remote port) -> (name, pid) of every non-TIME-WAIT socket on
+    ``ports`` as ``ss -tanp`` shows it; a socket with no holder or several is left out."""
+    out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
+    got: dict[tuple[int, int], tuple[str, int]] = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) < 5 or f[0] == "TIME-WAIT":
+            continue
+        lp = int(f[3].rsplit(":", 1)[1])
+        rp_s = f[4].rsplit(":", 1)[1]
+        rp = 0 if rp_s == "*" else int(rp_s)
+        if lp not in ports and rp not in ports:
+            continue
+        holders = set(re.findall(r'\("([^"]*)",pid=(\d+),', line))
+        if len(holders) == 1:
+            name, pid = holders.pop()
+            got[(lp, rp)] = (name, int(pid))
+    return got

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ if not sys.platform.startswith("linux"):
     pytest.skip("Linux pid resolution", allow_module_level=True)
 
 import tcpsnap
+from _sockets import ss_owners
 from tcpsnap import Recorder
 
 INTERVAL = 0.01          # the recording's interval (s)
@@ -148,26 +148,6 @@ class Child:
         self.unix.close()
         self._end()
 
-
-def ss_owners(ports: set[int]) -> dict[tuple[int, int], tuple[str, int]]:
-    """(local port, remote port) -> (name, pid) of every non-TIME-WAIT socket on
-    ``ports`` as ``ss -tanp`` shows it; a socket with no holder or several is left out."""
-    out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
-    got: dict[tuple[int, int], tuple[str, int]] = {}
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) < 5 or f[0] == "TIME-WAIT":
-            continue
-        lp = int(f[3].rsplit(":", 1)[1])
-        rp_s = f[4].rsplit(":", 1)[1]
-        rp = 0 if rp_s == "*" else int(rp_s)
-        if lp not in ports and rp not in ports:
-            continue
-        holders = set(re.findall(r'\("([^"]*)",pid=(\d+),', line))
-        if len(holders) == 1:
-            name, pid = holders.pop()
-            got[(lp, rp)] = (name, int(pid))
-    return got
 
 
 def comm(pid: int) -> str:

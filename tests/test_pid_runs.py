@@ -7,7 +7,6 @@ their process names must follow (``names_into``)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from _sockets import pair
+from _sockets import pair, ss_owners
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution"),
@@ -79,25 +78,6 @@ class Child:
         self.p.wait(10)
 
 
-def _ss_owner_by_ports(ports: set[int]) -> dict[tuple[int, int], tuple[str, int]]:
-    """(local port, remote port) -> (name, pid) of every socket on ``ports``, as
-    ``ss -tanp`` shows them (one owner each here: nothing is shared)."""
-    out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
-    got: dict[tuple[int, int], tuple[str, int]] = {}
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) < 6 or f[0] == "TIME-WAIT":
-            continue
-        lp = int(f[3].rsplit(":", 1)[1])
-        rp_s = f[4].rsplit(":", 1)[1]
-        rp = 0 if rp_s == "*" else int(rp_s)
-        if lp not in ports and rp not in ports:
-            continue
-        m = re.search(r'\("([^"]*)",pid=(\d+),', line)
-        assert m, line
-        got[(lp, rp)] = (m.group(1), int(m.group(2)))
-    return got
-
 
 @pytest.fixture
 def owners():
@@ -136,7 +116,7 @@ def _ours(rows: np.ndarray, ports: set[int]) -> np.ndarray:
 def test_runs_of_owners_and_a_passed_socket_get_their_own_pids(owners):
     a, b, lst, _ = owners
     ports = {a.port, b.port, lst.getsockname()[1]}
-    truth = _ss_owner_by_ports(ports)
+    truth = ss_owners(ports)
     assert len(truth) == 9
     assert {p for _, p in truth.values()} == {a.pid, b.pid, os.getpid()}
     with Snapshotter(pids=True) as snap:
@@ -168,7 +148,7 @@ def test_an_owner_whose_identity_fails_loses_every_row_of_its_runs(owners):
     that pass, the first and the ones after it, while the other owners' rows keep theirs."""
     a, b, lst, _ = owners
     ports = {a.port, b.port, lst.getsockname()[1]}
-    truth = _ss_owner_by_ports(ports)
+    truth = ss_owners(ports)
     with Snapshotter(pids=False) as snap:
         rows = _ours(snap.take(), ports)
     res = new_resolver(max_pidfds=0, background=True)
@@ -198,7 +178,7 @@ def test_a_renamed_owner_is_named_anew_in_runs_of_both_owners(owners):
         res.resolve(arr, len(arr))
         a.ask("name tcpsnap-runa2")
         res.name_ttl = 0.0
-        truth = _ss_owner_by_ports(ports)
+        truth = ss_owners(ports)
         assert ("tcpsnap-runa2", a.pid) in truth.values()
         want = [truth[(int(lp), int(rp))][0] for lp, rp in zip(arr["local_port"], arr["remote_port"], strict=True)]
         got: list[str] = []
