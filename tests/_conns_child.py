@@ -3,7 +3,9 @@
 argv: [CGROUP_DIR or -]. Moves itself into CGROUP_DIR (writing cgroup.procs) if given,
 brings lo up (a new namespace's is down), opens a listener with two ESTABLISHED pairs
 (IPv4, and IPv6 where ::1 exists) plus one more IPv4 pair, prints one JSON line
-{"pid", "ports": [...], "tw_port": client port of the third pair}, then on "close" from
+{"pid", "ports": [...], "tw_port": client port of the third pair, "listening",
+"sockets", "inodes": the socket inode of every socket it holds (the exact way to find its
+rows: another socket on the host may hold one of its port numbers)}, then on "close" from
 stdin closes the third pair's client, reads its FIN on the server side, then closes that
 (only the client goes to TIME_WAIT), prints "closed",
 and exits at end of input.
@@ -33,7 +35,9 @@ def main():
     ports = sorted({k.getsockname()[1] for k in keep + [lst, c, s]})
     listening = sorted(k.getsockname()[1] for k in keep[::3] + [lst])
     print(json.dumps({"pid": os.getpid(), "ports": ports, "tw_port": c.getsockname()[1],
-                      "listening": listening, "sockets": len(keep) // 3 * 2 + 2}), flush=True)
+                      "listening": listening, "sockets": len(keep) // 3 * 2 + 2,
+                      "inodes": sorted(os.fstat(k.fileno()).st_ino for k in keep + [lst, c, s])}),
+          flush=True)
     for line in sys.stdin:
         if line.strip() == "close":
             c.close()
