@@ -93,22 +93,59 @@ def inode(sock: socket.socket) -> int:
     return os.fstat(sock.fileno()).st_ino
 
 
-def ss_owners(ports: set[int]) -> dict[tuple[int, int], tuple[str, int]]:
-    """(local port, remote port) -> (name, pid) of every non-TIME-WAIT socket on
-    ``ports`` as ``ss -tanp`` shows it; a socket with no holder or several is left out."""
-    out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
-    got: dict[tuple[int, int], tuple[str, int]] = {}
+def ss_owners(inodes: set[int]) -> dict[int, tuple[str, int]]:
+    """inode -> (name, pid) of every socket of ``inodes`` (live sockets: a live socket's
+    inode is unique, its port numbers are not) as ``ss -tanpe`` shows it; a socket with
+    no holder or several is left out."""
+    out = subprocess.run(["ss", "-tanpeH"], capture_output=True, text=True, check=True).stdout
+    got: dict[int, tuple[str, int]] = {}
     for line in out.splitlines():
-        f = line.split()
-        if len(f) < 5 or f[0] == "TIME-WAIT":
-            continue
-        lp = int(f[3].rsplit(":", 1)[1])
-        rp_s = f[4].rsplit(":", 1)[1]
-        rp = 0 if rp_s == "*" else int(rp_s)
-        if lp not in ports and rp not in ports:
+        ino = re.search(r"\bino:(\d+)", line)
+        if ino is None or int(ino.group(1)) not in inodes:
             continue
         holders = set(re.findall(r'\("([^"]*)",pid=(\d+),', line))
         if len(holders) == 1:
             name, pid = holders.pop()
-            got[(lp, rp)] = (name, int(pid))
+            got[int(ino.group(1))] = (name, int(pid))
     return got
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds now (its ``/proc/PID/fd`` links)."""
+    got = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                got.add(int(link[8:-1]))
+    return got
+
+
+def rows_of(rows, inodes):
+    """The rows (a structured array) of these live sockets, by inode: a live socket's
+    inode is unique on the host, whereas a port number is not (a TIME_WAIT of an earlier
+    test, a client of another destination given the same port by connect(), a socket on
+    ``::1``). TIME_WAIT and orphaned rows (inode 0) are never selected."""
+    import numpy as np
+
+    return rows[np.isin(rows["inode"], np.array(sorted(inodes), dtype=rows["inode"].dtype))]
+
+
+def conn_rows(rows, host: str, lport: int | None, rport: int | None):
+    """The rows (a structured array) of the connections ``host:lport -> host:rport`` on
+    loopback (a port None: any), by both ends with address and family (what identifies
+    a TIME_WAIT)."""
+    import ipaddress
+
+    import numpy as np
+
+    ip = ipaddress.ip_address(host)
+    raw = np.zeros(16, np.uint8)
+    raw[:len(ip.packed)] = np.frombuffer(ip.packed, np.uint8)
+    m = ((rows["family"] == ip.version) & (rows["local_addr"] == raw).all(axis=1)
+         & (rows["remote_addr"] == raw).all(axis=1))
+    if lport is not None:
+        m &= rows["local_port"] == lport
+    if rport is not None:
+        m &= rows["remote_port"] == rport
+    return rows[m]

@@ -26,7 +26,7 @@ if not sys.platform.startswith("linux"):
     pytest.skip("Linux pid resolution", allow_module_level=True)
 
 import tcpsnap
-from _sockets import ss_owners
+from _sockets import inode, socket_inodes, ss_owners
 from tcpsnap import Recorder
 
 INTERVAL = 0.01          # the recording's interval (s)
@@ -175,11 +175,13 @@ def run_until(rec, cond, limit: float = 60.0) -> None:
         rec.run(duration="0.1s")
 
 
-def record(tmp_path, ports: set[int], act, want) -> tuple:
-    """Record (changes mode, pids) the sockets on ``ports``, call ``act()``, wait until
-    ``ss`` shows ``want()`` (a set of pids every socket on ``ports`` must be held by
-    one of, after the act), record past the delay bound; -> (rebuilt rows on ``ports``
-    as pandas, events on ``ports``, wall ns of the act, the bound in ns, ss's owners)."""
+def record(tmp_path, ours: set[int], act, want) -> tuple:
+    """Record (changes mode, pids) the sockets whose inodes are ``ours`` (``act`` may add
+    to it: selecting by inode, as another socket on the host may have one of their port
+    numbers), call ``act()``, wait until ``ss`` shows ``want()`` (a set of pids every one
+    of ``ours`` must be held by one of, after the act), record past the delay bound;
+    -> (rebuilt rows of ``ours`` as pandas, their events, wall ns of the act, the bound
+    in ns, ss's owners by inode)."""
     path = tmp_path / "rec"
     with Recorder(path, interval=f"{int(INTERVAL * 1000)}ms", pids=True, mode="changes", nice=None,
                   destroy=False, keyframe="1h") as rec:
@@ -187,21 +189,20 @@ def record(tmp_path, ports: set[int], act, want) -> tuple:
         res.verify_interval = VERIFY
         res.name_ttl = VERIFY
         rec.run(duration="0.5s")
-        run_until(rec, lambda: len(ss_owners(ports)) > 0)
+        run_until(rec, lambda: len(ss_owners(ours)) > 0)
         act()
         t_act = time.time_ns()      # the change has happened (the child answered)
-        run_until(rec, lambda: {p for _, p in ss_owners(ports).values()} <= want()
-                  and len(ss_owners(ports)) > 0)
+        run_until(rec, lambda: {p for _, p in ss_owners(ours).values()} <= want()
+                  and len(ss_owners(ours)) > 0)
         bound = delay_bound(res)
         end = t_act + int(bound * 1e9)
         while time.time_ns() < end + 300_000_000:
             rec.run(duration="0.2s")
-        owners = ss_owners(ports)
+        owners = ss_owners(ours)
     full = tcpsnap.read(path)
-    mine = full[full.local_port.isin(ports) | full.remote_port.isin(ports)]
-    mine = mine[mine.state != "TIME_WAIT"]
+    mine = full[full.inode.isin(ours)]          # never a TIME_WAIT (inode 0)
     events = tcpsnap.read(path, mode="changes")
-    events = events[events.local_port.isin(ports) | events.remote_port.isin(ports)]
+    events = events[events.inode.isin(ours)]
     return mine, events, t_act, end, owners
 
 
@@ -216,8 +217,7 @@ def check_after(mine, end: int, owners: dict) -> None:
     assert len(seqs) >= 5, "no snapshot after the delay bound"
     for seq in seqs:
         snap = late[late.seq == seq]
-        got = {(int(r.local_port), int(r.remote_port)): (r.process, int(r.pid))
-               for r in snap.itertuples()}
+        got = {int(r.inode): (r.process, int(r.pid)) for r in snap.itertuples()}
         assert got == owners, f"snapshot {seq}"
 
 
@@ -234,15 +234,15 @@ def test_socket_passed_by_scm_rights_then_closed_by_its_first_owner(tmp_path):
     lst.listen(4)
     c = socket.create_connection(lst.getsockname())
     s, _ = lst.accept()
-    ports = {lst.getsockname()[1]}
+    ours = {inode(x) for x in (lst, c, s)}
+    srv = inode(s)
     try:
         def act():
             a.give(s)
             s.close()
-        mine, events, t_act, end, owners = record(tmp_path, ports, act, lambda: {os.getpid(), a.pid})
-        srv = (lst.getsockname()[1], c.getsockname()[1])
-        assert owners[srv] == ("tcpsnap-scma", a.pid)
-        assert mine[(mine.local_port == srv[0]) & (mine.remote_port == srv[1])].pid.iloc[0] == os.getpid()
+        mine, events, t_act, end, owners = record(tmp_path, ours, act, lambda: {os.getpid(), a.pid})
+        assert owners[srv] == ("tcpsnap-scma", a.pid) and len(owners) == 3
+        assert mine[mine.inode == srv].pid.iloc[0] == os.getpid()
         check_after(mine, end, owners)
         owner_changed_event(events, t_act, a.pid)
     finally:
@@ -254,12 +254,13 @@ def test_socket_passed_by_scm_rights_then_closed_by_its_first_owner(tmp_path):
 def test_fork_then_close(tmp_path):
     a = Child("tcpsnap-forka")
     try:
-        ports = set(a.pair())
+        a.pair()
+        ours = socket_inodes(a.pid)
         kid = [0]
 
         def act():
             kid[0] = a.fork("forkclose")
-        mine, events, t_act, end, owners = record(tmp_path, ports, act, lambda: {kid[0]})
+        mine, events, t_act, end, owners = record(tmp_path, ours, act, lambda: {kid[0]})
         assert {p for _, p in owners.values()} == {kid[0]} and len(owners) == 3
         assert (mine[mine.seq == mine.seq.min()].pid == a.pid).all()
         check_after(mine, end, owners)
@@ -271,13 +272,14 @@ def test_fork_then_close(tmp_path):
 def test_owner_exits_and_its_child_keeps_the_sockets(tmp_path):
     a = Child("tcpsnap-exita")
     try:
-        ports = set(a.pair())
+        a.pair()
+        ours = socket_inodes(a.pid)
         kid = [0]
 
         def act():
             kid[0] = a.fork("forkexit")
             a.p.wait(10)
-        mine, events, t_act, end, owners = record(tmp_path, ports, act, lambda: {kid[0]})
+        mine, events, t_act, end, owners = record(tmp_path, ours, act, lambda: {kid[0]})
         assert {p for _, p in owners.values()} == {kid[0]} and len(owners) == 3
         check_after(mine, end, owners)
         owner_changed_event(events, t_act, kid[0])
@@ -288,11 +290,12 @@ def test_owner_exits_and_its_child_keeps_the_sockets(tmp_path):
 def test_owner_renamed_and_nothing_else_changes(tmp_path):
     a = Child("tcpsnap-old")
     try:
-        ports = set(a.pair())
+        a.pair()
+        ours = socket_inodes(a.pid)
 
         def act():
             assert a.ask("name tcpsnap-new") == "ok"
-        mine, events, t_act, end, owners = record(tmp_path, ports, act, lambda: {a.pid})
+        mine, events, t_act, end, owners = record(tmp_path, ours, act, lambda: {a.pid})
         assert set(owners.values()) == {("tcpsnap-new", a.pid)} and len(owners) == 3
         assert (mine[mine.seq == mine.seq.min()].process == "tcpsnap-old").all()
         check_after(mine, end, owners)
@@ -308,7 +311,8 @@ def test_pid_reused_by_a_new_process(tmp_path):
     a = Child("tcpsnap-reuse")
     b: list[Child] = []
     try:
-        ports = set(a.pair())
+        a.pair()
+        ours = socket_inodes(a.pid)
         kid = [0]
         old = a.pid
 
@@ -316,8 +320,9 @@ def test_pid_reused_by_a_new_process(tmp_path):
             kid[0] = a.fork("forkexit")
             a.p.wait(10)
             b.append(Child("tcpsnap-newcomer", pid=old))
-            ports.update(b[0].pair())
-        mine, events, t_act, end, owners = record(tmp_path, ports, act, lambda: {kid[0], old})
+            b[0].pair()
+            ours.update(socket_inodes(old))
+        mine, events, t_act, end, owners = record(tmp_path, ours, act, lambda: {kid[0], old})
         assert b[0].pid == old
         theirs = {k for k, (_, p) in owners.items() if p == kid[0]}
         assert len(theirs) == 3 and len(owners) == 6
@@ -336,12 +341,13 @@ def test_new_socket_on_the_four_tuple_of_a_closed_one(tmp_path):
     b = Child("tcpsnap-tupb")
     try:
         lport, cport = a.pair()
-        ports = {lport, cport}
+        ours = socket_inodes(a.pid)
 
         def act():
             assert a.ask("rst") == "ok"
             assert b.pair(lport, cport) == (lport, cport)
-        mine, events, t_act, end, owners = record(tmp_path, ports, act, lambda: {b.pid})
+            ours.update(socket_inodes(b.pid))
+        mine, events, t_act, end, owners = record(tmp_path, ours, act, lambda: {b.pid})
         assert set(owners.values()) == {("tcpsnap-tupb", b.pid)} and len(owners) == 3
         first = mine[mine.seq == mine.seq.min()]
         assert (first.pid == a.pid).all() and len(first) == 3

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from _sockets import pair, ss_owners
+from _sockets import inode, pair, rows_of, socket_inodes, ss_owners
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution"),
@@ -108,49 +108,52 @@ def _interleaved(rows: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def _ours(rows: np.ndarray, ports: set[int]) -> np.ndarray:
-    m = np.isin(rows["local_port"], list(ports)) | np.isin(rows["remote_port"], list(ports))
-    return rows[m & (rows["family"] == 4) & (rows["state"] != 11)].copy()   # no TIME_WAIT
+def _ours(rows: np.ndarray, inodes: set[int]) -> np.ndarray:
+    return rows_of(rows, inodes).copy()
+
+
+def _inodes(a: Child, b: Child, *socks: socket.socket) -> set[int]:
+    """The inodes of the fixture's sockets: the tests select rows and ss's lines by
+    them, as another socket on the host may have one of their port numbers."""
+    return socket_inodes(a.pid) | socket_inodes(b.pid) | {inode(x) for x in socks}
 
 
 def test_runs_of_owners_and_a_passed_socket_get_their_own_pids(owners):
-    a, b, lst, _ = owners
-    ports = {a.port, b.port, lst.getsockname()[1]}
-    truth = ss_owners(ports)
+    a, b, lst, c = owners
+    ours = _inodes(a, b, lst, c)
+    truth = ss_owners(ours)
     assert len(truth) == 9
     assert {p for _, p in truth.values()} == {a.pid, b.pid, os.getpid()}
     with Snapshotter(pids=True) as snap:
         res = snap.resolver
         res.background = True
-        rows = _ours(snap.take(), ports)          # the first walk runs in place: every pid
+        rows = _ours(snap.take(), ours)          # the first walk runs in place: every pid
         assert len(rows) == 9
-        assert {(int(r["local_port"]), int(r["remote_port"])): int(r["pid"]) for r in rows} == \
+        assert {int(r["inode"]): int(r["pid"]) for r in rows} == \
                {k: p for k, (_, p) in truth.items()}
         for seed in range(5):
             arr = _interleaved(rows, seed)
             res.resolve(arr, len(arr))
-            want = [truth[(int(lp), int(rp))][1] for lp, rp in zip(arr["local_port"], arr["remote_port"],
-                                                                    strict=True)]
+            want = [truth[int(i)][1] for i in arr["inode"]]
             assert arr["pid"].tolist() == want
             # the names follow each row's owner, as ss names it
             out = np.full(len(arr), 99, np.int32)
             names: list[str] = []
             index: dict[str, int] = {}
             res.names_into(arr["pid"], out, index, names)
-            assert [names[c] for c in out] == [truth[(int(lp), int(rp))][0]
-                                              for lp, rp in zip(arr["local_port"], arr["remote_port"],
-                                                                strict=True)]
+            assert [names[c] for c in out] == [truth[int(i)][0] for i in arr["inode"]]
 
 
 def test_an_owner_whose_identity_fails_loses_every_row_of_its_runs(owners):
     """Without pidfds each owner's start time is confirmed once per pass: a pid that now
     names another process (simulated: its start time forged) gives 0 to all its rows in
     that pass, the first and the ones after it, while the other owners' rows keep theirs."""
-    a, b, lst, _ = owners
-    ports = {a.port, b.port, lst.getsockname()[1]}
-    truth = ss_owners(ports)
+    a, b, lst, c = owners
+    ours = _inodes(a, b, lst, c)
+    truth = ss_owners(ours)
+    assert len(truth) == 9
     with Snapshotter(pids=False) as snap:
-        rows = _ours(snap.take(), ports)
+        rows = _ours(snap.take(), ours)
     res = new_resolver(max_pidfds=0, background=True)
     try:
         res.resolve(rows, len(rows))          # the first walk, in place
@@ -158,8 +161,7 @@ def test_an_owner_whose_identity_fails_loses_every_row_of_its_runs(owners):
         arr = _interleaved(rows, 7)
         res._forge_start(a.pid, 1)
         res.resolve(arr, len(arr))
-        owner = np.array([truth[(int(lp), int(rp))][1] for lp, rp in zip(arr["local_port"], arr["remote_port"],
-                                                                          strict=True)])
+        owner = np.array([truth[int(i)][1] for i in arr["inode"]])
         assert (owner == a.pid).sum() >= 10 and (owner != a.pid).sum() >= 10
         assert (arr["pid"][owner == a.pid] == 0).all()
         assert (arr["pid"][owner != a.pid] == owner[owner != a.pid]).all()
@@ -168,19 +170,19 @@ def test_an_owner_whose_identity_fails_loses_every_row_of_its_runs(owners):
 
 
 def test_a_renamed_owner_is_named_anew_in_runs_of_both_owners(owners):
-    a, b, lst, _ = owners
-    ports = {a.port, b.port, lst.getsockname()[1]}
+    a, b, lst, c = owners
+    ours = _inodes(a, b, lst, c)
     with Snapshotter(pids=True) as snap:
         res = snap.resolver
         res.background = True
-        rows = _ours(snap.take(), ports)
+        rows = _ours(snap.take(), ours)
         arr = _interleaved(rows, 3)
         res.resolve(arr, len(arr))
         a.ask("name tcpsnap-runa2")
         res.name_ttl = 0.0
-        truth = ss_owners(ports)
+        truth = ss_owners(ours)
         assert ("tcpsnap-runa2", a.pid) in truth.values()
-        want = [truth[(int(lp), int(rp))][0] for lp, rp in zip(arr["local_port"], arr["remote_port"], strict=True)]
+        want = [truth[int(i)][0] for i in arr["inode"]]
         got: list[str] = []
         for _ in range(500):       # a name thread re-reads it; a later call merges it
             res.resolve(arr, len(arr))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tcpsnap
-from _sockets import closing_all, inode, pair
+from _sockets import closing_all, conn_rows, inode, pair, rows_of, socket_inodes
 from tcpsnap import Snapshotter, TcpState
 from tcpsnap.pids import missing_pid_note
 
@@ -62,6 +62,10 @@ class Child:
         pid, self.lport, self.cport = map(int, self.p.stdout.readline().split())
         assert pid == self.p.pid
         self.pid = pid
+        # its listener, client and accepted end: the tests select their rows by these
+        # inodes (their port numbers may be another socket's on the host too)
+        self.inodes = socket_inodes(pid)
+        assert len(self.inodes) == 3
         self.extra = []
 
     def ask(self, line):
@@ -97,15 +101,6 @@ def fast(snap):
     return snap
 
 
-def port_rows(rows, *ports, time_wait=False):
-    """IPv4 rows on these ports (local or remote); TIME_WAIT ones left over from
-    earlier tests only when asked."""
-    m = (np.isin(rows["local_port"], ports) | np.isin(rows["remote_port"], ports)) & (rows["family"] == 4)
-    if not time_wait:
-        m &= rows["state"] != TcpState.TIME_WAIT
-    return rows[m]
-
-
 def names_of(snap, rows):
     codes, names = snap.process_names(rows["pid"])
     return [names[c] if c >= 0 else None for c in codes]
@@ -114,13 +109,14 @@ def names_of(snap, rows):
 def test_pids_off_by_default_and_on_when_asked():
     lst, c, s = pair("127.0.0.1")
     with closing_all(lst, c, s):
-        port = lst.getsockname()[1]
+        ours = {inode(x) for x in (lst, c, s)}
         with Snapshotter() as plain:
             assert plain.pids is False and plain.resolver is None
-            assert (port_rows(plain.take(), port)["pid"] == 0).all()
+            rows = rows_of(plain.take(), ours)
+            assert len(rows) == 3 and (rows["pid"] == 0).all()
         with Snapshotter(pids=True) as snap:
             assert snap.pids is True
-            rows = port_rows(snap.take(), port)
+            rows = rows_of(snap.take(), ours)
             assert len(rows) == 3 and (rows["pid"] == os.getpid()).all()
             assert set(names_of(snap, rows)) == {open("/proc/self/comm").read().strip()}
 
@@ -129,7 +125,7 @@ def test_child_owns_its_sockets_and_name():
     ch = Child("tcpsnap-kid")
     try:
         with Snapshotter(pids=True) as snap:
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = rows_of(snap.take(), ch.inodes)
             assert len(rows) == 3          # listener, client end, accepted end
             assert (rows["pid"] == ch.pid).all()
             assert names_of(snap, rows) == ["tcpsnap-kid"] * 3
@@ -154,7 +150,7 @@ def test_no_walk_while_every_inode_is_known():
         for _ in range(5):
             rows = table.copy()
             res.resolve(rows, n)
-            assert (port_rows(rows, ch.lport, ch.cport)["pid"] == ch.pid).all()
+            assert (rows_of(rows, ch.inodes)["pid"] == ch.pid).all()
         assert res.stats["walks"] == walks
     finally:
         dumper.close()
@@ -167,8 +163,8 @@ def test_new_connection_resolved_on_a_later_take():
         fast(snap)
         lst, c, s = pair("127.0.0.1")
         with closing_all(lst, c, s):
-            rows = port_rows(snap.take(), lst.getsockname()[1])
-            assert (rows["pid"] == os.getpid()).all()
+            rows = rows_of(snap.take(), {inode(x) for x in (lst, c, s)})
+            assert len(rows) == 3 and (rows["pid"] == os.getpid()).all()
             owner = snap.resolver.owner(inode(c))
             assert owner is not None and owner[0] == os.getpid() and owner[1] == c.fileno()
 
@@ -176,16 +172,17 @@ def test_new_connection_resolved_on_a_later_take():
 def test_time_wait_and_orphans_have_no_owner():
     lst, c, s = pair("127.0.0.1")
     lport, cport = lst.getsockname()[1], c.getsockname()[1]
+    ino_lst = inode(lst)
     c.close()                           # active close: the client end goes to TIME_WAIT
     assert s.recv(1) == b""             # its FIN read first: no simultaneous close
     s.close()
     with closing_all(lst), Snapshotter(pids=True) as snap:
-        rows = port_rows(snap.take(), cport, time_wait=True)
-        # this connection's end only: another socket on the host may reuse the port
-        tw = rows[(rows["state"] == TcpState.TIME_WAIT) & (rows["local_port"] == cport)
-                  & (rows["remote_port"] == lport)]
-        assert len(tw) == 1 and tw["inode"][0] == 0 and tw["pid"][0] == 0
-        assert (port_rows(snap.take(), lport)["state"] == TcpState.LISTEN).sum() == 1
+        # this connection's end by both ends, addresses and family: another socket on the
+        # host may have either port number
+        tw = conn_rows(snap.take(), "127.0.0.1", cport, lport)
+        assert len(tw) == 1 and tw["state"][0] == TcpState.TIME_WAIT
+        assert tw["inode"][0] == 0 and tw["pid"][0] == 0
+        assert rows_of(snap.take(), {ino_lst})["state"].tolist() == [TcpState.LISTEN]
 
 
 def _fork_holding(*socks):
@@ -203,12 +200,12 @@ def _pid_of(snap, ino):
 
 def test_forked_pair_shares_one_socket():
     lst, c, s = pair("127.0.0.1")
-    port = lst.getsockname()[1]
+    ours = {inode(x) for x in (lst, c, s)}
     pid, w = _fork_holding()
     try:
         with Snapshotter(pids=True) as snap:
             fast(snap)
-            rows = port_rows(snap.take(), port)
+            rows = rows_of(snap.take(), ours)
             assert len(rows) == 3
             # documented owner of a shared socket: the lowest pid holding it
             assert (rows["pid"] == min(os.getpid(), pid)).all()
@@ -222,8 +219,8 @@ def test_forked_pair_shares_one_socket():
             assert all(g in (os.getpid(), pid, 0) for g in got)
             assert got[-1] == pid, got
             # the listener and client are still shared: still the lowest pid
-            rows = port_rows(snap.take(), port)
-            assert (rows[rows["inode"] != ino_s]["pid"] == min(os.getpid(), pid)).all()
+            rows = rows_of(snap.take(), ours - {ino_s})
+            assert len(rows) == 2 and (rows["pid"] == min(os.getpid(), pid)).all()
     finally:
         os.close(w)
         os.waitpid(pid, 0)
@@ -323,12 +320,12 @@ def test_background_rounds_skip_the_links_of_an_owner_whose_count_stays():
             res = fast(snap).resolver
             res.background = True
             res.verify_interval = 0.0
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = rows_of(snap.take(), ch.inodes)
             assert len(rows) == 3 and (rows["pid"] == ch.pid).all()
             # a lap is 32 slices: within a few laps each of the child's 3 sockets is looked
             # at and (its count unchanged) not read, unless by the backstop
             for _ in range(8 * 32):
-                rows = port_rows(snap.take(), ch.lport, ch.cport)
+                rows = rows_of(snap.take(), ch.inodes)
                 assert (rows["pid"] == ch.pid).all()
                 if res.stats["verify_skipped"] >= 3:
                     break
@@ -343,15 +340,15 @@ def test_owner_exits_and_the_socket_lives_on_in_its_child():
     try:
         with Snapshotter(pids=True) as snap:
             fast(snap)
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = rows_of(snap.take(), ch.inodes)
             assert (rows["pid"] == ch.pid).all()
             grand = int(ch.ask("fork"))
             ch.extra.append(grand)
-            assert (port_rows(snap.take(), ch.lport, ch.cport)["pid"] == ch.pid).all()
+            assert (rows_of(snap.take(), ch.inodes)["pid"] == ch.pid).all()
             ch.p.stdin.write("exit\n")
             ch.p.stdin.flush()
             ch.p.wait(10)
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = rows_of(snap.take(), ch.inodes)
             assert len(rows) == 3 and (rows["pid"] == grand).all(), rows["pid"]
             assert names_of(snap, rows) == ["tcpsnap-grand"] * 3
             assert snap.pid_stats["owner_exits"] >= 1
@@ -366,7 +363,7 @@ def test_process_exiting_between_dump_and_walk_is_no_error():
     try:
         n = dumper.dump()
         rows = dumper.rows
-        mine = np.isin(rows[:n]["local_port"], [ch.lport, ch.cport])
+        mine = np.isin(rows[:n]["inode"], list(ch.inodes))
         assert mine.sum() == 3
         ch.p.kill()
         ch.p.wait(10)
@@ -402,7 +399,10 @@ def test_process_exiting_during_many_takes():
             except (TimeoutError, BlockingIOError):
                 pass
             rows = snap.take()
-            theirs = rows[(rows["remote_port"] == port) & (rows["pid"] != 0)]
+            # clients of our listener (127.0.0.1:port): by address and family too, not
+            # the port number alone (another socket on the host may have it)
+            theirs = conn_rows(rows, "127.0.0.1", None, port)
+            theirs = theirs[theirs["pid"] != 0]
             ours = set(k.pid for k in kids)
             bad += [int(p) for p in theirs["pid"] if int(p) not in ours]
             for k in list(kids):
@@ -422,7 +422,7 @@ def test_pid_reuse_simulated_by_a_name_change():
     try:
         with Snapshotter(pids=True) as snap:
             fast(snap)
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = rows_of(snap.take(), ch.inodes)
             assert names_of(snap, rows) == ["tcpsnap-a"] * 3
             assert ch.ask("name tcpsnap-b") == "ok"
             # same process, renamed: the cached name holds for name_ttl...
@@ -433,8 +433,8 @@ def test_pid_reuse_simulated_by_a_name_change():
             snap.resolver.name_ttl = 0.0
             assert names_of(snap, rows) == ["tcpsnap-b"] * 3
             # the sockets the forged "old" process owned are resolved again, correctly
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = rows_of(snap.take(), ch.inodes)
+            rows = rows_of(snap.take(), ch.inodes)
             assert (rows["pid"] == ch.pid).all()
             # a plain rename is picked up once name_ttl has passed
             assert ch.ask("name tcpsnap-c") == "ok"
@@ -548,8 +548,8 @@ def test_unprivileged_sees_its_own_pids_and_zero_for_others():
         lst, c, s = pair("127.0.0.1")
         with Snapshotter(pids=True) as snap:
             rows = snap.take()
-            own = port_rows(rows, lst.getsockname()[1])
-            root = port_rows(rows, ch.lport, ch.cport)
+            own = rows_of(rows, {inode(x) for x in (lst, c, s)})
+            root = rows_of(rows, ch.inodes)
             note = missing_pid_note(root, snap.pid_stats)
             return {"me": os.getpid(), "own": own["pid"].tolist(), "root": root["pid"].tolist(),
                     "denied": snap.pid_stats["denied"], "note": note,
@@ -592,9 +592,12 @@ def test_show_says_once_why_pids_are_missing():
 def test_show_has_pid_and_process_columns():
     ch = Child("tcpsnap-show")
     try:
-        # both ports: in the host namespace a TIME_WAIT left by another test may have the
-        # listener's port number as its remote port (its listener gone, the port reused)
-        own = ("--port", str(ch.lport), "--filter", f"sport = :{ch.cport} or dport = :{ch.cport} or state listening")
+        # both ends with their address: in the host namespace another socket may have
+        # either port number (a TIME_WAIT left by another test whose remote port is the
+        # listener's, a client of another destination given the same port by connect())
+        lp, cp = ch.lport, ch.cport
+        own = ("--port", str(lp), "--filter", f"src 127.0.0.1 and dst 127.0.0.1 and ((sport = :{lp} and "
+               f"dport = :{cp}) or (sport = :{cp} and dport = :{lp})) or src 127.0.0.1:{lp} and state listening")
         run = lambda *a: subprocess.run([sys.executable, "-m", "tcpsnap", "show", *a, *own],
                                         capture_output=True, text=True, timeout=60)
         p = run("--format", "json")
@@ -621,7 +624,7 @@ def test_no_pidfds_falls_back_to_start_times():
             def take():
                 n = dumper.dump()
                 res.resolve(dumper.rows, n)
-                return port_rows(dumper.rows[:n], ch.lport, ch.cport)
+                return rows_of(dumper.rows[:n], ch.inodes)
             assert (take()["pid"] == ch.pid).all()
             assert res.stats["pidfds"] == 0
             grand = int(ch.ask("fork"))
@@ -664,7 +667,7 @@ def test_large_fd_table_read_in_blocks(threads, block):
             res.begin()
             n = dumper.dump()
             res.resolve(dumper.rows, n)
-            rows = port_rows(dumper.rows[:n], port)
+            rows = rows_of(dumper.rows[:n], socket_inodes(pid))
             assert len(rows) == 41 and (rows["pid"] == pid).all()
             assert res.stats["last_walk_fds"] > 2600
             fds = sorted(res.owner(int(i))[1] for i in rows["inode"])
