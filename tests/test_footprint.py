@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from _sockets import rows_of, socket_inodes
 from tcpsnap import Recorder, Snapshotter
 from tcpsnap.record.footprint import MIN_ROW_GROUP, ROW_GROUP_CAP, MemoryGuard, cgroup_memory_max
 
@@ -333,6 +334,10 @@ class Named:
                                   stdout=subprocess.PIPE, text=True, bufsize=1)
         assert self.p.stdout is not None
         self.pid, self.port = map(int, self.p.stdout.readline().split())
+        # its three sockets, which the tests select by inode: another socket on the host
+        # may have its listener's port number at either end
+        self.inodes = socket_inodes(self.pid)
+        assert len(self.inodes) == 3
 
     def rename(self, name: str) -> None:
         assert self.p.stdin is not None and self.p.stdout is not None
@@ -378,7 +383,7 @@ def test_a_blocked_name_lookup_never_delays_take_and_the_new_name_lands_later():
             res.background = True
             res.name_ttl = 0.0         # every name is due for a re-read at once
             rows = snap.take()
-            mine = rows[(rows["local_port"] == ch.port) | (rows["remote_port"] == ch.port)]
+            mine = rows_of(rows, ch.inodes)
             assert len(mine) == 3 and (mine["pid"] == ch.pid).all()
             res._name_block = r        # each lookup waits for a byte on the pipe: blocked
             codes, names = snap.process_names(mine["pid"])
@@ -473,7 +478,7 @@ def test_background_owner_rechecks_move_a_handed_off_socket_to_its_holder():
             res.walk_interval = 0.0
             res.walk_share = 1e6
             rows = snap.take()
-            mine = rows[(rows["local_port"] == ch.port) | (rows["remote_port"] == ch.port)]
+            mine = rows_of(rows, ch.inodes)
             inodes = set(mine["inode"].tolist())
             assert len(inodes) == 3 and (mine["pid"] == ch.pid).all()
             kid = ch.handoff()

@@ -4,7 +4,6 @@ statistics only for the columns readers skip row groups by."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from _sockets import listener, pair
+from _sockets import listener, pair, socket_inodes, ss_owners
 from tcpsnap import Recorder, Snapshotter
 from tcpsnap._encode import put_rows
 from tcpsnap._schema import ROW_DTYPE
@@ -35,26 +34,30 @@ def named_child():
     p = subprocess.Popen([sys.executable, "-c", CHILD, "tcpsnap-rate"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None and p.stdin is not None
-    port = int(p.stdout.readline())
+    p.stdout.readline()
     try:
-        yield p.pid, port
+        # its three sockets by inode: another socket on the host may have the
+        # listener's port number at either end
+        inodes = socket_inodes(p.pid)
+        assert len(inodes) == 3
+        yield p.pid, inodes
     finally:
         p.stdin.close()
         p.wait(10)
 
 
-def _ss_owners(port: int) -> set[tuple[str, int]]:
-    """(name, pid) of the sockets on ``port`` as ``ss -tanp`` shows them."""
-    out = subprocess.run(["ss", "-tanpH", f"( sport = :{port} or dport = :{port} )"],
-                         capture_output=True, text=True, check=True).stdout
-    return {(m.group(1), int(m.group(2))) for m in re.finditer(r'\("([^"]*)",pid=(\d+),', out)}
+def _ss_owners(inodes: set[int]) -> set[tuple[str, int]]:
+    """(name, pid) of these sockets as ``ss -tanpe`` shows them."""
+    got = ss_owners(inodes)
+    assert len(got) == len(inodes)
+    return set(got.values())
 
 
 @linux
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 @pytest.mark.parametrize("background", [True, False])
 def test_names_into_gives_each_row_its_owners_name_as_ss_does(named_child, background):
-    pid, port = named_child
+    pid, inodes = named_child
     with Snapshotter(pids=True) as snap:
         res = snap.resolver
         res.background = background
@@ -63,10 +66,10 @@ def test_names_into_gives_each_row_its_owners_name_as_ss_does(named_child, backg
         names, index = ["already", "tcpsnap-rate-not"], {"already": 0, "tcpsnap-rate-not": 1}
         out = np.full(len(rows), 99, np.int32)
         res.names_into(rows["pid"], out, index, names)
-        mine = (rows["local_port"] == port) | (rows["remote_port"] == port)
+        mine = np.isin(rows["inode"], list(inodes))
         assert mine.sum() == 3
         got = {(names[c], int(p)) for c, p in zip(out[mine], rows["pid"][mine], strict=True)}
-        assert got == _ss_owners(port) == {("tcpsnap-rate", pid)}
+        assert got == _ss_owners(inodes) == {("tcpsnap-rate", pid)}
         assert (out[rows["pid"] == 0] == -1).all()          # no owner: unknown
         assert names[:2] == ["already", "tcpsnap-rate-not"] and index["already"] == 0
         assert all(index[n] == i for i, n in enumerate(names))  # the dictionary stays one
@@ -164,11 +167,11 @@ def test_recorded_process_names_are_ss_owners_in_both_modes(tmp_path, named_chil
     the pid and name ``ss -p`` gives, every snapshot."""
     import tcpsnap
 
-    pid, port = named_child
+    pid, inodes = named_child
     with Recorder(tmp_path / "rec", interval="5ms", pids=True, mode=mode, nice=None) as rec:
         rec.run(duration="0.3s")
     df = tcpsnap.read(tmp_path / "rec")
-    mine = df[(df.local_port == port) | (df.remote_port == port)]
+    mine = df[df.inode.isin(inodes)]
     assert mine.seq.nunique() == rec.snapshots and len(mine) == 3 * rec.snapshots
     got = set(zip(mine.process.astype(str), mine.pid.astype(int), strict=True))
-    assert got == _ss_owners(port) == {("tcpsnap-rate", pid)}
+    assert got == _ss_owners(inodes) == {("tcpsnap-rate", pid)}

