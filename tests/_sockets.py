@@ -131,10 +131,7 @@ def rows_of(rows, inodes):
     return rows[np.isin(rows["inode"], np.array(sorted(inodes), dtype=rows["inode"].dtype))]
 
 
-def conn_rows(rows, host: str, lport: int | None, rport: int | None):
-    """The rows (a structured array) of the connections ``host:lport -> host:rport`` on
-    loopback (a port None: any), by both ends with address and family (what identifies
-    a TIME_WAIT)."""
+def _raw(host: str):
     import ipaddress
 
     import numpy as np
@@ -142,7 +139,38 @@ def conn_rows(rows, host: str, lport: int | None, rport: int | None):
     ip = ipaddress.ip_address(host)
     raw = np.zeros(16, np.uint8)
     raw[:len(ip.packed)] = np.frombuffer(ip.packed, np.uint8)
-    m = ((rows["family"] == ip.version) & (rows["local_addr"] == raw).all(axis=1)
+    return ip.version, raw
+
+
+def ends_mask(rows, host: str, ends: set[tuple[int, int]]):
+    """Mask of the rows (a structured array) on loopback ``host`` whose (local port,
+    remote port) is one of ``ends``, by family and both addresses ((port, 0): a listener
+    on ``host``, its remote address unspecified): another socket on the host may have
+    these port numbers on another address or family."""
+    import numpy as np
+
+    family, raw = _raw(host)
+    local = (rows["family"] == family) & (rows["local_addr"] == raw).all(axis=1)
+    m = np.zeros(len(rows), bool)
+    for lp, rp in ends:
+        remote = (rows["remote_addr"] == (raw if rp else 0)).all(axis=1)
+        m |= local & remote & (rows["local_port"] == lp) & (rows["remote_port"] == rp)
+    return m
+
+
+def ends_filter(host: str, lport: int, cport: int) -> str:
+    """A filter (ss's language) that selects exactly a listener ``host:lport`` and its
+    connection from ``host:cport``, by both ends and address."""
+    return (f"src {host} and dst {host} and ((sport = :{lport} and dport = :{cport}) or "
+            f"(sport = :{cport} and dport = :{lport})) or src {host}:{lport} and state listening")
+
+
+def conn_rows(rows, host: str, lport: int | None, rport: int | None):
+    """The rows (a structured array) of the connections ``host:lport -> host:rport`` on
+    loopback (a port None: any), by both ends with address and family (what identifies
+    a TIME_WAIT)."""
+    family, raw = _raw(host)
+    m = ((rows["family"] == family) & (rows["local_addr"] == raw).all(axis=1)
          & (rows["remote_addr"] == raw).all(axis=1))
     if lport is not None:
         m &= rows["local_port"] == lport

@@ -18,15 +18,19 @@ _PLAIN = {"bytes_acked": "bytes_acked", "bytes_received": "bytes_received", "byt
 _MS = {"minrtt": "min_rtt", "rto": "rto", "rcv_rtt": "rcv_rtt"}
 
 
-def ss_info(port: int) -> dict[tuple[int, int], dict]:
+def ss_info(port: int, host: str | None = None) -> dict[tuple[int, int], dict]:
     """``{(local port, remote port): {field: value}}`` of every TCP socket on ``port`` (either
-    end), from ``ss -tinOH``: our field names and units (µs where ss says ms)."""
+    end; with ``host``, only those whose local address is ``host``, as another socket on the
+    host may have the port number on another address), from ``ss -tinOH``: our field names
+    and units (µs where ss says ms)."""
     out = subprocess.run(["ss", "-tinOH", "state", "all", f"( sport = :{port} or dport = :{port} )"],
                          capture_output=True, text=True, check=True).stdout
     res = {}
     for line in out.splitlines():
         f = line.split()
         if not f or f[0] not in SS_STATES:
+            continue
+        if host is not None and f[3].rsplit(":", 1)[0].strip("[]") != host:
             continue
         lport, rport = int(f[3].rsplit(":", 1)[1]), int(f[4].rsplit(":", 1)[1].replace("*", "0"))
         d: dict = {"state": SS_STATES[f[0]]}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tcpsnap
-from _sockets import closing_all, conn_rows, inode, pair, rows_of, socket_inodes
+from _sockets import closing_all, conn_rows, ends_filter, inode, pair, rows_of, socket_inodes
 from tcpsnap import Snapshotter, TcpState
 from tcpsnap.pids import missing_pid_note
 
@@ -595,9 +595,7 @@ def test_show_has_pid_and_process_columns():
         # both ends with their address: in the host namespace another socket may have
         # either port number (a TIME_WAIT left by another test whose remote port is the
         # listener's, a client of another destination given the same port by connect())
-        lp, cp = ch.lport, ch.cport
-        own = ("--port", str(lp), "--filter", f"src 127.0.0.1 and dst 127.0.0.1 and ((sport = :{lp} and "
-               f"dport = :{cp}) or (sport = :{cp} and dport = :{lp})) or src 127.0.0.1:{lp} and state listening")
+        own = ("--port", str(ch.lport), "--filter", ends_filter("127.0.0.1", ch.lport, ch.cport))
         run = lambda *a: subprocess.run([sys.executable, "-m", "tcpsnap", "show", *a, *own],
                                         capture_output=True, text=True, timeout=60)
         p = run("--format", "json")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _sockets import listener, pair, wait_for
+from _sockets import ends_filter, ends_mask, listener, pair, wait_for
 from conftest import CAN_UNSHARE_NET
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink internals are Linux's")
@@ -38,12 +38,14 @@ def recv_exactly(s, n):
         got += len(b)
 
 
-def by_ports(snap, port):
+def by_ports(snap, host, port, cport):
+    """The listener ``host:port`` and its connection from ``cport``, by both ends with
+    address and family (another socket on the host may have these port numbers)."""
     rows = snap.take()
     info = snap.tcp_info
     assert info is not None and len(info) == len(rows)
-    return {(int(r["local_port"]), int(r["remote_port"])): (r, i) for r, i in zip(rows, info, strict=True)
-            if port in (r["local_port"], r["remote_port"])}
+    m = ends_mask(rows, host, {(port, 0), (port, cport), (cport, port)})
+    return {(int(r["local_port"]), int(r["remote_port"])): (r, i) for r, i in zip(rows[m], info[m], strict=True)}
 
 
 def quiet(sock):
@@ -64,7 +66,8 @@ def test_exact_byte_counts_syn_and_fin_and_ss_agrees(host):
         recv_exactly(c, M)
         assert wait_for(lambda: quiet(c) and quiet(s))
         with Snapshotter(tcp_info=True, filter=f"sport = :{port} or dport = :{port}") as snap:
-            t = by_ports(snap, port)
+            t = by_ports(snap, host, port, cport)
+            assert len(t) == 3
             ci, si = t[(cport, port)][1], t[(port, cport)][1]
             # the client (active opener) counts its SYN in bytes_acked; the server counts
             # neither SYN-ACK nor the client's SYN
@@ -75,7 +78,7 @@ def test_exact_byte_counts_syn_and_fin_and_ss_agrees(host):
             # the listener has internals too; nothing on it was sent or received
             li = t[(port, 0)][1]
             assert (li["tcp_info_len"], li["bytes_acked"], li["bytes_received"]) == (ci["tcp_info_len"], 0, 0)
-            ss = ss_info(port)
+            ss = ss_info(port, host)
             for key, (_row, info) in t.items():
                 want = ss[key]
                 assert info["congestion"].decode() == want["congestion"], key
@@ -90,12 +93,12 @@ def test_exact_byte_counts_syn_and_fin_and_ss_agrees(host):
             c.shutdown(socket.SHUT_WR)
             assert s.recv(1) == b""
             assert wait_for(lambda: quiet(c))
-            t = by_ports(snap, port)
+            t = by_ports(snap, host, port, cport)
             (cr, ci), (sr, si) = t[(cport, port)], t[(port, cport)]
             assert (int(cr["state"]), int(sr["state"])) == (7, 8)        # FIN_WAIT2, CLOSE_WAIT
             assert (ci["bytes_sent"], ci["bytes_acked"], ci["bytes_received"]) == (N, N + 2, M)
             assert (si["bytes_sent"], si["bytes_acked"], si["bytes_received"]) == (M, M, N + 1)
-            ss = ss_info(port)
+            ss = ss_info(port, host)
             for key in ((cport, port), (port, cport)):
                 for name in ("bytes_acked", "bytes_received", "bytes_sent"):
                     assert int(t[key][1][name]) == ss[key][name], (key, name)
@@ -114,8 +117,10 @@ def test_time_wait_rows_have_no_internals():
     assert s.recv(1) == b""
     s.close()
     lst.close()
-    # this connection's two ends only: another socket on the host may reuse either port
-    both = f"(sport = :{cport} and dport = :{port}) or (sport = :{port} and dport = :{cport})"
+    # this connection's two ends only, with their address: another socket on the host may
+    # have either port number
+    both = (f"src 127.0.0.1 and dst 127.0.0.1 and ((sport = :{cport} and dport = :{port}) or "
+            f"(sport = :{port} and dport = :{cport}))")
     with Snapshotter(tcp_info=True, filter=both) as snap:
         assert wait_for(lambda: len(snap.take()) == 1 and snap.take()["state"][0] == 11)
         rows = snap.take()
@@ -134,22 +139,25 @@ def test_rows_and_internals_stay_aligned_through_growth_filters_and_sampling():
         conns.append((c, s))
     try:
         assert wait_for(lambda: all(quiet(c) for c, _ in conns))
-        # capacity 1: the dump grows its arrays (rows and internals) several times
-        with Snapshotter(1, tcp_info=True, filter=f"dport = :{port}") as snap:
+        # capacity 1: the dump grows its arrays (rows and internals) several times; our
+        # clients by address and state too (a TIME_WAIT of an earlier test, or a client
+        # of a listener on ::1, may have the remote port number)
+        ours = f"dst 127.0.0.1:{port} and state established"
+        with Snapshotter(1, tcp_info=True, filter=ours) as snap:
             rows = snap.take()
             info = snap.tcp_info
             assert snap.stats["grows"] >= 3 and len(rows) == 12
             sent = {c.getsockname()[1]: 1000 + k for k, (c, _) in enumerate(conns)}
             assert {int(r["local_port"]): int(i["bytes_sent"]) for r, i in zip(rows, info, strict=True)} == sent
         # a filter applied by the mask (uid is not a kernel filter) compacts both arrays
-        with Snapshotter(tcp_info=True, filter=f"sport = :{port} and uid = 0") as snap:
+        with Snapshotter(tcp_info=True, filter=f"src 127.0.0.1:{port} and uid = 0") as snap:
             rows = snap.take()
             info = snap.tcp_info
             got = {int(r["remote_port"]): int(i["bytes_received"]) for r, i in zip(rows, info, strict=True)
                    if r["state"] == 5}
             assert got == sent
         # tcp_info_every: the first take samples, the next (within the period) does not
-        with Snapshotter(tcp_info=True, tcp_info_every="1h", filter=f"dport = :{port}") as snap:
+        with Snapshotter(tcp_info=True, tcp_info_every="1h", filter=ours) as snap:
             snap.take()
             assert snap.tcp_info is not None and len(snap.tcp_info) == 12
             assert len(snap.take()) == 12 and snap.tcp_info is None
@@ -200,7 +208,7 @@ def test_show_info_prints_the_internals_ss_prints():
         s.sendall(b"y" * M)
         recv_exactly(c, M)
         assert wait_for(lambda: quiet(c) and quiet(s))
-        expr = f"sport = :{port} or dport = :{port}"
+        expr = ends_filter("127.0.0.1", port, cport)     # not the port alone: see ends_filter
         run = [sys.executable, "-m", "tcpsnap", "show", "--info", "--no-pids"]
         p = subprocess.run(run + ["--format", "json", expr], capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
@@ -208,7 +216,8 @@ def test_show_info_prints_the_internals_ss_prints():
         cl, sv = recs[(cport, port)], recs[(port, cport)]
         assert (cl["bytes_sent"], cl["bytes_acked"], cl["bytes_received"]) == (N, N + 1, M)
         assert (sv["bytes_sent"], sv["bytes_acked"], sv["bytes_received"]) == (M, M, N)
-        ss = ss_info(port)
+        assert len(recs) == 3
+        ss = ss_info(port, "127.0.0.1")
         for key, rec in recs.items():
             for name in ("bytes_acked", "bytes_received", "bytes_sent", "segs_in", "segs_out", "snd_cwnd",
                          "min_rtt", "snd_mss", "pmtu", "rcv_space"):
@@ -296,7 +305,8 @@ def test_show_info_without_internals_says_why_once(monkeypatch, capsys):
     port = lst.getsockname()[1]
     try:
         monkeypatch.setattr(tcpsnap._backend, "BACKEND", "none")
-        assert main(["show", "--info", "--no-pids", "--format", "json", f"sport = :{port} or dport = :{port}"]) == 0
+        ours = ends_filter("127.0.0.1", port, c.getsockname()[1])
+        assert main(["show", "--info", "--no-pids", "--format", "json", ours]) == 0
         out, err = capsys.readouterr()
         recs = json.loads(out)
         assert len(recs) == 3 and all(r["bytes_acked"] is None and r["congestion"] is None for r in recs)
