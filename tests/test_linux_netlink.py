@@ -253,7 +253,7 @@ def _ours(rows, inodes):
 def test_take_into_writes_the_table_into_the_array_or_says_it_did_not():
     lst, c, s = pair("127.0.0.1")
     lst6, c6, s6 = pair("::1")
-    ports = {inode(x) for x in (lst, c, s, lst6, c6, s6)}       # by inode, not port numbers
+    socks = {inode(x) for x in (lst, c, s, lst6, c6, s6)}       # by inode, not port numbers
     with closing_all(lst, c, s, lst6, c6, s6), Snapshotter(pids=True) as snap:
         out = np.zeros(len(snap.take()) + 4096, ROW_DTYPE)
         out["inode"] = 77
@@ -261,16 +261,16 @@ def test_take_into_writes_the_table_into_the_array_or_says_it_did_not():
         n = len(rows)
         assert placed and rows.ctypes.data == out[10:].ctypes.data and n > 6
         assert (out["inode"][:10] == 77).all() and (out["inode"][10 + n:] == 77).all()   # only its room
-        assert _ours(rows, ports) == _ss_socks(ports) and len(_ours(rows, ports)) == 6
+        assert _ours(rows, socks) == _ss_socks(socks) and len(_ours(rows, socks)) == 6
         assert set(rows["pid"][rows["inode"] == inode(c)].tolist()) == {os.getpid()}
         # less room than the table: the rows are in the snapshotter's own array, all of them
         small = np.zeros(13, ROW_DTYPE)
         rows, placed = snap.take_into(small, 10)
         assert not placed and not np.shares_memory(rows, small) and len(rows) > 3
-        assert _ours(rows, ports) == _ss_socks(ports)
+        assert _ours(rows, socks) == _ss_socks(socks)
         assert set(rows["pid"][rows["inode"] == inode(s6)].tolist()) == {os.getpid()}
         rows, placed = snap.take_into(out, len(out))                         # no room at all
-        assert not placed and _ours(rows, ports) == _ss_socks(ports)
+        assert not placed and _ours(rows, socks) == _ss_socks(socks)
         with pytest.raises(ValueError, match="start"):
             snap.take_into(out, len(out) + 1)
         with pytest.raises(ValueError, match="ROW_DTYPE"):
