@@ -177,3 +177,12 @@ def conn_rows(rows, host: str, lport: int | None, rport: int | None):
     if rport is not None:
         m &= rows["remote_port"] == rport
     return rows[m]
+
+
+def more_snapshots(rec, k: int, timeout: float = 120.0) -> None:
+    """Wait until recorder ``rec`` (running on another thread) has taken ``k`` more
+    snapshots than it had at the call: the exact condition a test means by "two more
+    snapshots", where a sleep of two intervals is not enough on a loaded machine. The
+    second of two counted after the call began after it."""
+    n = rec.snapshots
+    assert wait_for(lambda: rec.snapshots >= n + k, timeout=timeout), f"no {k} more snapshots in {timeout} s"

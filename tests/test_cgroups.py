@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 import tcpsnap
+from _sockets import more_snapshots
 from tcpsnap._cgroup import CgroupResolver, cgroup2_mount, container_of, pod_uid_of
 
 HERE = Path(__file__).resolve().parent
@@ -158,10 +158,10 @@ def test_recorded_container_and_pod_without_pids_also_for_time_wait(tenants, tmp
         th = threading.Thread(target=rec.run)
         th.start()
         try:
-            time.sleep(0.3)
+            more_snapshots(rec, 2)  # counted, not slept: a loaded machine may starve it
             for t, *_ in tenants:
                 t.close_one()       # its third connection's client goes to TIME_WAIT
-            time.sleep(0.3)
+            more_snapshots(rec, 2)  # the second began after the TIME_WAITs existed
         finally:
             rec.stop()
             th.join()

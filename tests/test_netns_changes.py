@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import tcpsnap
+from _sockets import more_snapshots
 from test_netns_all import CAN, Ns, _rows, _run, _veth_exists
 
 pytestmark = [pytest.mark.netns,
@@ -76,9 +77,9 @@ def test_a_connection_that_lived_between_two_snapshots_in_another_namespace_is_c
     t = threading.Thread(target=r.run)
     t.start()
     try:
-        time.sleep(1.5)                      # a snapshot or two first
+        more_snapshots(r, 1)                 # a snapshot first (not a sleep: a loaded machine)
         short = _churn(a.name, 1)[0]         # lives a few ms, between two 1 s snapshots
-        time.sleep(2.5)                      # two more snapshots: its report is placed
+        more_snapshots(r, 2)                 # two more snapshots: its report is placed
     finally:
         r.stop()
         t.join()
@@ -126,7 +127,7 @@ def test_netns_one_namespace_subscribes_there_not_in_ours(two, tmp_path):
     t = threading.Thread(target=r.run)
     t.start()
     try:
-        time.sleep(1.5)
+        more_snapshots(r, 1)
         short = _churn(a.name, 1)[0]
         lst = socket.socket()
         lst.bind(("127.0.0.1", 0))
@@ -137,7 +138,7 @@ def test_netns_one_namespace_subscribes_there_not_in_ours(two, tmp_path):
         c.close()
         s.close()
         lst.close()
-        time.sleep(2.5)
+        more_snapshots(r, 2)
     finally:
         r.stop()
         t.join()
@@ -183,9 +184,9 @@ def test_equal_4_tuples_in_two_namespaces_are_two_connections(two, tmp_path):
     t = threading.Thread(target=r.run)
     t.start()
     try:
-        time.sleep(1.5)
+        more_snapshots(r, 1)
         _run("ip", "netns", "exec", b.name, sys.executable, "-c", _FIXED, "client", str(sport), str(cport))
-        time.sleep(2.5)
+        more_snapshots(r, 2)
     finally:
         r.stop()
         t.join()

@@ -27,7 +27,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
 import tcpsnap  # noqa: E402
-from _sockets import inode, wait_for  # noqa: E402
+from _sockets import inode, more_snapshots, wait_for  # noqa: E402
 from tcpsnap import Recorder, RecorderError, RecorderLocked, recover  # noqa: E402
 from tcpsnap._arrow import SCHEMA, BatchEncoder  # noqa: E402
 from tcpsnap._schema import ROW_DTYPE, STATE_NAMES  # noqa: E402
@@ -355,7 +355,9 @@ def test_record_connections_appear_and_disappear(tmp_path):
             t1 = time.time_ns()
             port = c.getsockname()[1]
             ino = inode(c)
-            time.sleep(0.15)
+            # two more snapshots, counted: the second began after t1 and ends before t2,
+            # so one falls inside the connection's life however loaded the machine is
+            more_snapshots(rec, 2)
             t2 = time.time_ns()
             _rst_close(c)
             a.close()
