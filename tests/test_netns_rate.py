@@ -12,12 +12,12 @@ with ``tcpsnap.read`` and ``analysis.lifetimes``.
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
 import tcpsnap
+from _sockets import more_snapshots
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap.netns import Rate
 from tcpsnap.record.capture import Carry
@@ -185,12 +185,12 @@ def test_a_namespace_not_dumped_in_a_snapshot_keeps_its_connections_there(three,
         t = threading.Thread(target=r.run)
         t.start()
         try:
-            time.sleep(1.5)
+            more_snapshots(r, 15)      # counted, not slept: a loaded machine takes fewer
             a = three[0]
             a.child.stdin.write("close\n")
             a.child.stdin.flush()
             assert a.child.stdout.readline().strip() == "closed"
-            time.sleep(1.5)
+            more_snapshots(r, 15)
         finally:
             r.stop()
             t.join()
