@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -305,9 +307,30 @@ def test_owner_renamed_and_nothing_else_changes(tmp_path):
         a.close()
 
 
+_IN_PIDNS = "TCPSNAP_TEST_OWN_PIDNS"
+
+
 def test_pid_reused_by_a_new_process(tmp_path):
     """The owner exits leaving its sockets to its child, and a new process takes the
-    owner's pid: the rows get the child, never the newcomer."""
+    owner's pid: the rows get the child, never the newcomer.
+
+    The newcomer gets that pid by writing ``ns_last_pid``, which is the pid namespace's:
+    so this test runs itself in a pid namespace of its own (``unshare --pid --fork
+    --mount-proc``, a /proc of that namespace for the recorder and ``ss``), where it
+    touches no other process of the machine and no other process takes the pid."""
+    if os.environ.get(_IN_PIDNS) != "1":
+        if shutil.which("unshare") is None:
+            pytest.skip("needs unshare (util-linux)")
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "pytest", "-q",
+                            "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "inner"),
+                            f"{__file__}::test_pid_reused_by_a_new_process"],
+                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent,
+                           env={**os.environ, _IN_PIDNS: "1"})
+        if r.returncode != 0 and r.stderr.startswith("unshare:"):
+            pytest.skip(f"no pid namespace here: {r.stderr.strip()}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines()[-1].startswith("1 passed"), r.stdout    # not skipped in there
+        return
     a = Child("tcpsnap-reuse")
     b: list[Child] = []
     try:
