@@ -14,8 +14,9 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution")
 
 if sys.platform.startswith("linux"):
+    from _sockets import rows_of, socket_inodes
     from tcpsnap import Snapshotter
-    from test_pids import BACKSTOP, _pid_of, fast, port_rows
+    from test_pids import BACKSTOP, _pid_of, fast
 
 HAS_SCHEDSTAT = (sys.platform.startswith("linux") and os.path.exists("/proc/self/schedstat")
                  and open("/proc/self/schedstat").read().split()[0] != "0")
@@ -69,6 +70,7 @@ class QuietChild:
         pid, self.lport, self.cport, self.ino_a, self.rcv = map(int, self.p.stdout.readline().split())
         assert pid == self.p.pid
         self.pid = pid
+        self.inodes = socket_inodes(pid)      # its rows, by inode (not by port numbers)
         self.others = [self.rcv]
 
     def ask(self, cmd: str) -> int:
@@ -124,7 +126,7 @@ def _quiet_resolver(snap):
 def _until_quiet(snap, res, ch, spared=3):
     """Takes until the backstop spared ``spared`` of the child's link reads (it is quiet)."""
     for _ in range(8 * 32):
-        rows = port_rows(snap.take(), ch.lport, ch.cport)
+        rows = rows_of(snap.take(), ch.inodes)
         assert len(rows) == 3 and (rows["pid"] == ch.pid).all()
         if res.stats["backstop_quiet"] >= spared:
             return
@@ -148,7 +150,7 @@ def test_a_quiet_owner_has_its_links_spared_and_keeps_its_pid():
             # a backstop lap (the map's 1024 slots, 33 a take, a quarter of them for the
             # backstop) and more: each of its three links is due once at least
             for _ in range(BACKSTOP * 32 + 8):
-                rows = port_rows(snap.take(), ch.lport, ch.cport)
+                rows = rows_of(snap.take(), ch.inodes)
                 assert (rows["pid"] == ch.pid).all()
                 time.sleep(0.06)
             st = res.stats

@@ -11,9 +11,9 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution")
 
 if sys.platform.startswith("linux"):
-    from _sockets import closing_all, inode, pair
+    from _sockets import closing_all, inode, pair, rows_of
     from tcpsnap import Snapshotter
-    from test_pids import Child, _fork_keeping, _pid_of, fast, port_rows
+    from test_pids import Child, _fork_keeping, _pid_of, fast
 
 
 def _threads(name: str) -> list[int]:
@@ -36,11 +36,11 @@ def test_check_rounds_and_name_reads_run_on_one_worker_each():
             res.background = True
             res.verify_interval = 0.0
             res.name_ttl = 0.0
-            rows = port_rows(snap.take(), ch.lport, ch.cport)
+            rows = rows_of(snap.take(), ch.inodes)
             assert len(rows) == 3 and (rows["pid"] == ch.pid).all()
             seen: dict[str, set] = {"tcpsnap-check": set(), "tcpsnap-names": set()}
             for _ in range(400):
-                rows = port_rows(snap.take(), ch.lport, ch.cport)
+                rows = rows_of(snap.take(), ch.inodes)
                 snap.process_names(rows["pid"])
                 for k in seen:
                     seen[k].update(_threads(k))
@@ -108,7 +108,7 @@ def test_walks_run_on_long_lived_walk_workers():
             lst, c, s = pair("127.0.0.1")
             with closing_all(lst, c, s):
                 for _ in range(200):
-                    rows = port_rows(snap.take(), lst.getsockname()[1])
+                    rows = rows_of(snap.take(), {inode(x) for x in (lst, c, s)})
                     seen.update(_threads("tcpsnap-walk"))
                     if len(rows) == 3 and (rows["pid"] == os.getpid()).all():
                         break
