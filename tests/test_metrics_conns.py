@@ -29,10 +29,31 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _serving_port(p: subprocess.Popen) -> tuple[int, list[str]]:
+    """The port ``tcpsnap record --metrics 127.0.0.1:0`` chose (its "metrics: serving"
+    line), and its stderr lines, read on a thread from then on so that the pipe never
+    fills. Port 0 rather than a port found free first: another process may take that
+    one before the recorder binds it."""
+    import re
+    import threading
+
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert p.stderr is not None
+        for raw in p.stderr:
+            lines.append(raw.decode(errors="replace"))
+            if re.search(r"metrics: serving http://127\.0\.0\.1:\d+/", lines[-1]):
+                found.set()
+        found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(120), "".join(lines)      # a hang detector, not a timing
+    m = next((re.search(r"metrics: serving http://127\.0\.0\.1:(\d+)/", ln) for ln in lines
+              if "metrics: serving" in ln), None)
+    assert m is not None, "".join(lines)
+    return int(m.group(1)), lines
 
 
 def _scrape(port: int) -> int:
@@ -74,19 +95,19 @@ def test_many_idle_connections_hold_at_most_the_cap(tmp_path):
     record --metrics``: the recorder holds exactly the cap's worth of handler threads
     (counted in /proc/PID/task), the oldest idle ones were closed (the last cap kept),
     and a scrape still works, closing the oldest idle one left for itself."""
-    port = _free_port()
     p = subprocess.Popen([sys.executable, "-m", "tcpsnap", "record", str(tmp_path / "rec"),
-                          "--interval", "200ms", "--no-pids", "--metrics", f"127.0.0.1:{port}", "-q"],
+                          "--interval", "200ms", "--no-pids", "--metrics", "127.0.0.1:0"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     clients: list[socket.socket] = []
     try:
+        port, err_lines = _serving_port(p)
         deadline = time.monotonic() + 60
         while True:
             try:
                 first = _scrape(port)
                 break
             except OSError:
-                assert p.poll() is None, p.stderr.read() if p.stderr else ""
+                assert p.poll() is None, "".join(err_lines)
                 assert time.monotonic() < deadline, "the endpoint never answered"
                 time.sleep(0.1)
         time.sleep(0.3)  # the scrape's connection closed by now: its thread ended
@@ -107,8 +128,8 @@ def test_many_idle_connections_hold_at_most_the_cap(tmp_path):
         for c in clients:
             c.close()
         p.terminate()
-        _, err = p.communicate(timeout=60)
-    assert p.returncode == 0, err.decode()
+        p.wait(timeout=60)
+    assert p.returncode == 0, "".join(err_lines)
 
 
 def test_a_full_set_of_busy_connections_refuses_a_newcomer(tmp_path):
