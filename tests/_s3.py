@@ -1,12 +1,14 @@
-"""A real S3 server for the shipping tests: moto's server on 127.0.0.1 (a free port), started
-and stopped by pid, and a TCP relay in front of it that a test can take down and bring
-back (the server "down" while its buckets survive)."""
+"""A real S3 server for the shipping tests: moto's server on 127.0.0.1 (a port it chooses),
+started and stopped by pid, and a TCP relay in front of it that a test can take down and
+bring back (the server "down" while its buckets survive)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -17,34 +19,38 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
          "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Moto:
     def __init__(self, log=None):
         """``log``: a file the server writes its request log to (one line per request,
         ``"GET /bucket/key HTTP/1.1" 200``), to count what a reader fetched."""
         pytest.importorskip("moto.server")
-        self.log = log
-        self._logf = open(log, "ab") if log else None
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                      str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=self._logf or subprocess.DEVNULL, env={**os.environ, **CREDS})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail("moto server did not start")
+        self._tmp = None
+        if log is None:     # its log still says which port it took
+            fd, self._tmp = tempfile.mkstemp(prefix="tcpsnap-moto-", suffix=".log")
+            os.close(fd)
+        self.log = log or self._tmp
+        self._logf = open(self.log, "ab")
+        start = self._logf.tell()
+        # port 0, the one it took read from its log ("Running on http://127.0.0.1:N"): a port
+        # found free first may be taken by another process (a connect() of any program on
+        # a busy host) in the seconds before moto binds it
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                                     stdout=subprocess.DEVNULL, stderr=self._logf, env={**os.environ, **CREDS})
+        deadline = time.monotonic() + 120            # a hang detector, not a timing
+        self.port = 0
+        while not self.port:
+            with open(self.log, "rb") as f:
+                f.seek(start)
+                m = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", f.read())
+            if m is not None:
+                self.port = int(m.group(1))
+            elif self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail("moto server did not start")
+            else:
                 time.sleep(0.1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        socket.create_connection(("127.0.0.1", self.port), 10).close()   # it listens (before it says so)
 
     def requests(self, since=0):
         """(method, path) of every request logged after byte ``since`` of the log."""
@@ -69,17 +75,25 @@ class Moto:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        if self._logf is not None:
-            self._logf.close()
+        self._logf.close()
+        if self._tmp is not None:
+            os.unlink(self._tmp)
 
 
 class Relay:
     """127.0.0.1:port -> target port, byte for byte; ``down()`` closes the listener and
-    every connection (connection refused), ``up()`` listens again on the same port."""
+    every connection (connection refused), ``up()`` listens again on the same port.
+
+    The port stays ours while down: a socket bound to it (SO_REUSEPORT, never listening,
+    so connections are refused) holds it, or another process's connect() could take it
+    as its local port in the meantime and ``up()`` could not bind it again."""
 
     def __init__(self, target_port):
         self.target = target_port
-        self.port = free_port()
+        self._hold = socket.socket()
+        self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._hold.bind(("127.0.0.1", 0))
+        self.port = self._hold.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.conns = []
         self.lsock = None
@@ -87,7 +101,7 @@ class Relay:
 
     def up(self):
         ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         ls.bind(("127.0.0.1", self.port))
         ls.listen(16)
         self.lsock = ls
@@ -133,4 +147,4 @@ class Relay:
                 pass
 
 
-__all__ = ["BUCKET", "CREDS", "Moto", "Relay", "free_port"]
+__all__ = ["BUCKET", "CREDS", "Moto", "Relay"]
