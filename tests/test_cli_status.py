@@ -107,7 +107,7 @@ def test_piped_one_start_and_one_summary_line(tmp_path):
     assert lines[0] == (f"tcpsnap: recording the TCP table every 50ms for 1s into {rec} (full mode); "
                         "stop with Ctrl-C or SIGTERM")
     assert re.fullmatch(rf"tcpsnap: recorded [\d,]+ snapshots \([\d,]+ rows?, [0-9.]+ KiB\) into 1 file in "
-                        rf"{re.escape(str(rec))} in [01]\.\d s; \d+ overruns?", lines[1]), lines[1]
+                        rf"{re.escape(str(rec))} in \d+\.\d s; \d+ overruns?", lines[1]), lines[1]   # how long: a loaded machine's
     q = subprocess.run([sys.executable, "-m", "tcpsnap", "record", str(rec), "--interval", "50ms", "--duration",
                         "0.3s", "--no-pids", "-q"], capture_output=True, text=True, timeout=120)
     assert q.returncode == 0 and q.stderr == "" and q.stdout == ""

@@ -140,6 +140,17 @@ def batch_parts(enc: Any, b: Batch) -> dict:
                      *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
 
 
+def _durable(w: Writer, seq: int, done: bool) -> None:
+    """Around each write that makes the snapshots up to ``seq`` durable (a journal frame,
+    a row group): ``done`` False just before it, True after it, when ``w.durable_seq``
+    becomes ``seq``. ``w.on_durable(seq, done)``, if set, is called (on the writer thread):
+    a test learns what a kill -9 at any moment keeps (between the two: at most that write)."""
+    if done:
+        w.durable_seq = seq
+    if w.on_durable is not None:
+        w.on_durable(seq, done)
+
+
 class Writer:
     """The writer thread. ``put(batch)`` from capture; ``STOP`` ends it (``join``)."""
 
@@ -181,9 +192,7 @@ class Writer:
         self._pending_seq = -1  # the last seq they hold
         #: the last seq on disk (journal frame or row group): what a crash now keeps
         self.durable_seq: int | None = None
-        #: called on this thread as (seq, False) before a write that makes the snapshots up
-        #: to seq durable and (seq, True) after it: what a kill -9 keeps, for tests
-        self.on_durable: Callable[[int, bool], None] | None = None
+        self.on_durable: Callable[[int, bool], None] | None = None  # tests: see _durable below
         self._oldest: int | None = None  # first snapshot (monotonic ns) not yet durable
         self._file_key: tuple[int, int] | None = None
         self._file_meta: dict[str, int] = {}
@@ -332,26 +341,20 @@ class Writer:
             self._journal = Journal(journal_path(app.final, app.row_groups), self.schema,
                                     self.options.fsync, folder=self._part)
             self._markers.jkey = None
-        self._durable(self._pending_seq, False)
+        _durable(self, self._pending_seq, False)
         if self._markers.repeat(self._journal, self._pending_rows):
             # only markers like the journal's last frame: their clocks and seq are enough
             self._journaled = self._store.rows
-            self._durable(self._pending_seq, True)
+            _durable(self, self._pending_seq, True)
         else:
             last = (0, 0)
             for a, b, seq in self._store.spans(self._journaled, JOURNAL_FRAME_ROWS):
                 self._journal.append(self._store.batch(a, b))
                 self._journaled = b
-                self._durable(seq, True)
+                _durable(self, seq, True)
                 last = (a, b)
             self._markers.framed(last)
         self._oldest = None
-
-    def _durable(self, seq: int, done: bool) -> None:
-        if done:
-            self.durable_seq = seq
-        if self.on_durable is not None:
-            self.on_durable(seq, done)
 
     def _open_file(self, b: Batch) -> None:
         from .layout import file_names, free_name
@@ -387,11 +390,11 @@ class Writer:
             # its columns encoded a table at a time: the per-snapshot ones are made rows
             # one after the other, not all four beside the rest (~4 MiB at 128Ki rows)
             data, rg = encode_row_group(self._app.kw, self.schema.names, st.tables())
-            self._durable(self._pending_seq, False)
+            _durable(self, self._pending_seq, False)
             self._app.append_encoded(data, [rg])
             del data
             if self._pending_rows:
-                self._durable(self._pending_seq, True)
+                _durable(self, self._pending_seq, True)
         if j is not None and self._part is not None:
             self._part.unlink(j.path.name)
         self._journal = None
