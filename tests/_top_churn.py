@@ -2,7 +2,7 @@
 a listener on 127.0.0.1:7000 and a connection opened every 0.3 s, the oldest of four closed
 (so rows appear, change state and go); after ``sys.argv[1]`` of them, quiet (the last four
 kept open) so the table can be compared with ``ss``. Its pid goes to ``sys.argv[2]`` (the
-test kills it by that pid)."""
+test kills it by that pid), and once quiet it creates ``sys.argv[2] + ".done"``."""
 
 import os
 import socket
@@ -25,4 +25,5 @@ for _ in range(int(sys.argv[1])):
         c0.close()
         a0.close()
     time.sleep(0.3)
+open(sys.argv[2] + ".done", "w").close()
 time.sleep(600)
