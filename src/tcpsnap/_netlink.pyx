@@ -29,7 +29,7 @@ from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 import os
@@ -46,7 +46,7 @@ from tcpsnap._system cimport (
     inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag, nlattr,
     INET_DIAG_REQ_BYTECODE)
 from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
-from tcpsnap._cookies cimport cgroup_attr, cookie_state, cookie_dedupe, cookie_reset, cookie_free
+from tcpsnap._cookies cimport cgroup_attr, cookie_state, cookie_room, cookie_dedupe, cookie_reset, cookie_free
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_attrs, EXT_INFO, EXT_CONG
 from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
 import tcpsnap._tcp_info  # noqa: F401 -- its import checks TCP_INFO_DTYPE against the C struct
@@ -96,7 +96,6 @@ cdef class NetlinkDumper:
     cdef bint want_v6
     cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
     cdef cookie_state ck           # the dumps before, by cookie (_cookies.pxd): repeats, cgroups
-    cdef Py_ssize_t ckcap          # rows res.ck has room for
     # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
     # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
     cdef int *tfds
@@ -190,7 +189,6 @@ cdef class NetlinkDumper:
             close(self.fd)
         free(self.rbuf)
         cookie_free(&self.ck)
-        free(self.res.ck)
         free(self.tfds)
         free(self.tns)
         free(self.req)
@@ -202,13 +200,13 @@ cdef class NetlinkDumper:
         self._ck_fit()
 
     cdef int _ck_fit(self) except -1:
-        # res.ck holds a (cookie, cgroup) pair for every row the parser may write (cap)
-        cdef uint64_t *q
-        if self.ckcap < self.cap:
-            q = <uint64_t *>realloc(self.res.ck, 2 * self.cap * sizeof(uint64_t))
-            if q == NULL:
-                raise MemoryError()
-            self.res.ck, self.ckcap = q, self.cap
+        # the parser writes each row's cookie and cgroup into the dedupe's arrays for this
+        # dump (room for every row it may write: cap), which move when they grow and are
+        # swapped by each dedupe
+        if cookie_room(&self.ck, self.cap) < 0:
+            raise MemoryError()
+        self.res.ckc = self.ck.nc
+        self.res.ckg = self.ck.ng
         return 0
 
     def set_tcp_info(self, bint enabled):
@@ -514,6 +512,7 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t _dump(self, Py_ssize_t start) except -1:
         """Dump the current socket's namespace into rows[start:]; return the row count."""
         cdef int attempt, r
+        self._ck_fit()
         for attempt in range(MAX_ATTEMPTS):
             self.res.n = start
             self.res.error = 0
@@ -545,11 +544,11 @@ cdef class NetlinkDumper:
         cdef Py_ssize_t kept
         if n >= NOGIL_ROWS:
             with nogil:
-                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
+                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
         else:
             # a pass over the rows (hashing only what changed): a capture thread that let
             # the GIL go for it would wait to get it back while the writer's Python runs
-            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
+            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
         if kept < 0:
             raise MemoryError()
         self.duplicates += n - kept

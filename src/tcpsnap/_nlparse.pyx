@@ -9,7 +9,7 @@ from libc.string cimport memset
 
 from tcpsnap._row cimport tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, int_text
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE, NL_FULL, NL_ERROR, NL_MALFORMED
-from tcpsnap._cookies cimport dedupe_by_cookie, cookie_state, cookie_dedupe, cookie_free
+from tcpsnap._cookies cimport dedupe_by_cookie, cookie_state, cookie_room, cookie_dedupe, cookie_free
 from tcpsnap._bcaudit cimport bc_audit
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info
 
@@ -129,23 +129,19 @@ cdef class CookieTable:
         cdef tcpsnap_tcp_info *ip = NULL
         cdef Py_ssize_t cn = _rows_arg(out, n, info, &ip)
         cdef tcpsnap_row *rows
-        # what the parser writes beside the rows (nl_result.ck), from the rows here
-        cdef uint64_t *ck = <uint64_t *>malloc((2 * cn + 2) * sizeof(uint64_t))
-        if ck == NULL:
+        # what the parser writes as it makes the rows (nl_result.ckc, .ckg), from the rows here
+        if cookie_room(&self.st, cn) < 0:
             raise MemoryError()
+        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
-            get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
-            try:
-                rows = <tcpsnap_row *>outb.buf
-                with nogil:
-                    for i in range(cn):
-                        ck[2 * i] = rows[i].cookie
-                        ck[2 * i + 1] = rows[i].cgroup_id
-                    kept = cookie_dedupe(&self.st, rows, cn, ip, ck)
-            finally:
-                PyBuffer_Release(&outb)
+            rows = <tcpsnap_row *>outb.buf
+            with nogil:
+                for i in range(cn):
+                    self.st.nc[i] = rows[i].cookie
+                    self.st.ng[i] = rows[i].cgroup_id
+                kept = cookie_dedupe(&self.st, rows, cn, ip)
         finally:
-            free(ck)
+            PyBuffer_Release(&outb)
         if kept < 0:
             raise MemoryError()
         return kept
