@@ -263,16 +263,19 @@ cdef inline int cookie_room(cookie_state *s, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssize_t n,
-                                     tcpsnap_tcp_info *info) noexcept nogil:
+                                     tcpsnap_tcp_info *info, Py_ssize_t fast) noexcept nogil:
     """Drop repeated sockets from rows[:n] (the first row of each cookie stays; info, or
     NULL: the rows' internals, moved with them), give each row without a cgroup the one its
     cookie had in the previous dump or, carried, the one before; remember this dump for the
     next. Row i's cookie and cgroup id are read from s.nc[i] and s.ng[i] (cookie_room),
     where the parser wrote them: not from the rows, which a large table has pushed out of
     the cache by now, and those arrays become this dump's memory in place (the rows are
-    written only where a cgroup is given or a row moves). Returns the rows kept, -1 when
-    out of memory (then cookie_reset)."""
-    cdef Py_ssize_t i, j = 0, f, d, t, k, nx = 0, ny = 0, nn = 0, w, steps, hn = 0, last
+    written only where a cgroup is given or a row moves). fast: the first rows' cookies are
+    the previous dump's first ones, in order (nc[i] == pc[i] for i < fast), and these rows
+    have their cgroups already (nl_result.fast): the in-order pass would take each of them
+    first and starts after them. Returns the rows kept, -1 when out of memory (then
+    cookie_reset)."""
+    cdef Py_ssize_t i, j = fast, f, d, t, k, nx = 0, ny = 0, nn = fast, w, steps, hn = 0, last
     cdef uint64_t c, g, g0, hmask = 0
     cdef uint64_t *tmp
     cdef uint64_t *pc
@@ -290,7 +293,7 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
     # dump's cookies and cgroups are compacted in place (nn <= i: entries after i, which
     # _ahead reads, are still the parser's), written only where they change.
     pc, pg, nc, ng = s.pc, s.pg, s.nc, s.ng    # locals: the row stores below may alias s
-    for i in range(n):
+    for i in range(fast, n):
         c = nc[i]
         if c == 0:                     # the kernel never reports 0; such rows are kept as they are
             continue

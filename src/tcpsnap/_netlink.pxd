@@ -42,10 +42,9 @@ cdef extern from *:
     #include <linux/inet_diag.h>
     #include "_row.h"
     static inline void tcpsnap_put_row(tcpsnap_row *r, const struct inet_diag_msg *m, uint8_t state,
-                                       uint64_t cgroup, uint64_t netns, uint64_t *ckc, uint64_t *ckg,
-                                       Py_ssize_t n)
+                                       uint64_t cookie, uint64_t cgroup, uint64_t netns, uint64_t *ckc,
+                                       uint64_t *ckg, Py_ssize_t n)
     {
-        uint64_t cookie = ((uint64_t)m->id.idiag_cookie[1] << 32) | m->id.idiag_cookie[0];
         int v4 = m->idiag_family == AF_INET;
     #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         char *d = (char *)r;
@@ -99,8 +98,9 @@ cdef extern from *:
         }
     }
     """
-    void put_row "tcpsnap_put_row"(tcpsnap_row *r, const inet_diag_msg *m, uint8_t state, uint64_t cgroup,
-                                   uint64_t netns, uint64_t *ckc, uint64_t *ckg, Py_ssize_t n) noexcept nogil
+    void put_row "tcpsnap_put_row"(tcpsnap_row *r, const inet_diag_msg *m, uint8_t state, uint64_t cookie,
+                                   uint64_t cgroup, uint64_t netns, uint64_t *ckc, uint64_t *ckg,
+                                   Py_ssize_t n) noexcept nogil
 
 # A cursor over received netlink bytes, resumable: parsing stops when `out` is full
 # and continues from the same message once the caller has grown it.
@@ -127,6 +127,11 @@ cdef struct nl_result:
     uint64_t *ckc           # NULL, or row i's cookie goes to ckc[i] and its cgroup id to
     uint64_t *ckg           # ckg[i]: the dedupe's arrays of this dump (cookie_room), which
                             # it reads there, not from rows gone out of cache
+    const uint64_t *pc      # the previous dump's cookies and cgroups in order (pc[:np],
+    const uint64_t *pg      # pg[:np]; np 0: none), and how many rows from the first on
+    Py_ssize_t np           # were each where the previous dump had it: row i's cookie is
+    Py_ssize_t fast         # pc[i] (then a cgroup of 0 became pg[i]); cookie_dedupe's
+                            # in-order pass would take each so, and starts after them
 
 
 cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, Py_ssize_t cap,
@@ -137,7 +142,7 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
     cdef Py_ssize_t rem, step
     cdef uint8_t state
     cdef int err
-    cdef uint64_t cgroup
+    cdef uint64_t cgroup, cookie
     cdef nl_status st = NL_MORE
     # the cursor and result in locals, written back once: the row stores may alias anything
     # (byte fields), so fields read through cur and res would be loaded again for every row
@@ -147,6 +152,9 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
     cdef uint64_t *ckg = res.ckg
     cdef uint64_t netns = res.netns
     cdef tcpsnap_tcp_info *info = res.info
+    cdef const uint64_t *pc = res.pc
+    cdef const uint64_t *pg = res.pg
+    cdef Py_ssize_t np = res.np, fast = res.fast
     while off < end:
         rem = end - off
         p = buf + off
@@ -188,7 +196,14 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
             rem = <Py_ssize_t>h.nlmsg_len - HDR - <Py_ssize_t>sizeof(inet_diag_msg)
             cgroup = (cgroup_attr(p + HDR + sizeof(inet_diag_msg), rem) if info == NULL else
                       info_attrs(p + HDR + sizeof(inet_diag_msg), rem, info + n, &res.seen))
-            put_row(out + n, m, state, cgroup, netns, ckc, ckg, n)
+            cookie = (<uint64_t>m.id.idiag_cookie[1] << 32) | m.id.idiag_cookie[0]
+            if fast == n and n < np and pc[n] == cookie:
+                # every row so far where the previous dump had it: this one too (the table
+                # did not change up to here), and the dedupe has nothing to do for it
+                if cgroup == 0:
+                    cgroup = pg[n]     # a timewait row: its connection's
+                fast = n + 1
+            put_row(out + n, m, state, cookie, cgroup, netns, ckc, ckg, n)
             n += 1
         elif h.nlmsg_type == NLMSG_DONE:
             off += step
@@ -208,4 +223,5 @@ cdef inline nl_status nl_parse(nl_cursor *cur, uint32_t seq, tcpsnap_row *out, P
         off += step
     cur.off = off
     res.n = n
+    res.fast = fast
     return st

@@ -207,6 +207,9 @@ cdef class NetlinkDumper:
             raise MemoryError()
         self.res.ckc = self.ck.nc
         self.res.ckg = self.ck.ng
+        self.res.pc = self.ck.pc
+        self.res.pg = self.ck.pg
+        self.res.np = self.ck.np
         return 0
 
     def set_tcp_info(self, bint enabled):
@@ -452,6 +455,7 @@ cdef class NetlinkDumper:
             raise RuntimeError("NetlinkDumper.dump() is already running (one Snapshotter per thread)")
         self.busy = True
         try:
+            self.res.fast = 0
             if self.ntargets > 0:
                 return self._dump_targets()
             if self.fd < 0:
@@ -515,6 +519,8 @@ cdef class NetlinkDumper:
         self._ck_fit()
         for attempt in range(MAX_ATTEMPTS):
             self.res.n = start
+            if self.res.fast > start:
+                self.res.fast = start      # rows from start on are parsed again
             self.res.error = 0
             self.res.dump_intr = 0
             self.res.skipped = 0
@@ -525,6 +531,8 @@ cdef class NetlinkDumper:
                     continue
                 if r == 2:
                     self.res.n = start
+                    if self.res.fast > start:
+                        self.res.fast = start
                     self.res.skipped = 0
             if not self.use_compat:
                 if self._dump_family(AF_INET):
@@ -544,11 +552,11 @@ cdef class NetlinkDumper:
         cdef Py_ssize_t kept
         if n >= NOGIL_ROWS:
             with nogil:
-                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
+                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.fast)
         else:
             # a pass over the rows (hashing only what changed): a capture thread that let
             # the GIL go for it would wait to get it back while the writer's Python runs
-            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info)
+            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.fast)
         if kept < 0:
             raise MemoryError()
         self.duplicates += n - kept

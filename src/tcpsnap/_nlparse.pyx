@@ -139,12 +139,53 @@ cdef class CookieTable:
                 for i in range(cn):
                     self.st.nc[i] = rows[i].cookie
                     self.st.ng[i] = rows[i].cgroup_id
-                kept = cookie_dedupe(&self.st, rows, cn, ip)
+                kept = cookie_dedupe(&self.st, rows, cn, ip, 0)
         finally:
             PyBuffer_Release(&outb)
         if kept < 0:
             raise MemoryError()
         return kept
+
+    def parse(self, data, out, seq):
+        """``parse_messages(data, out, seq)`` then ``dedupe(out, rows)``, the way
+        ``NetlinkDumper.dump()`` runs them: the parser writes each row's cookie and cgroup
+        into this table and checks the rows against the previous call's in order as it
+        writes them (the rows from the first on found where that call had them are given
+        their cgroups there; the dedupe starts after them). Returns ``(kept, status,
+        in_order)``: the rows kept, the parser's status (as parse_messages'), how many
+        leading rows the parser took in order. Arguments as parse_messages'."""
+        cdef Py_buffer inb, outb
+        cdef nl_cursor cur
+        cdef nl_result res
+        cdef nl_status st
+        cdef Py_ssize_t cap, kept
+        cdef uint32_t cseq = int_arg(seq, "seq", 0, 0xFFFFFFFF)
+        check_out_array(out)
+        cap = len(out)
+        if cookie_room(&self.st, cap) < 0:
+            raise MemoryError()
+        get_buffer(data, &inb, PyBUF_SIMPLE, "data")
+        try:
+            get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
+            try:
+                cur.buf = <const char *>inb.buf
+                cur.len = inb.len
+                cur.off = 0
+                memset(&res, 0, sizeof(res))
+                res.ckc, res.ckg = self.st.nc, self.st.ng
+                res.pc, res.pg, res.np = self.st.pc, self.st.pg, self.st.np
+                with nogil:
+                    st = nl_parse(&cur, cseq, <tcpsnap_row *>outb.buf, cap, &res)
+                    kept = cookie_dedupe(&self.st, <tcpsnap_row *>outb.buf, res.n, NULL, res.fast)
+            finally:
+                PyBuffer_Release(&outb)
+        finally:
+            PyBuffer_Release(&inb)
+        if kept < 0:
+            raise MemoryError()
+        names = {NL_MORE: "more", NL_DONE: "done", NL_FULL: "full", NL_ERROR: "error",
+                 NL_MALFORMED: "malformed"}
+        return kept, names[st], res.fast
 
     @property
     def carried(self):
