@@ -90,8 +90,10 @@ cdef inline Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_
 # in that set but not among the rows not met was met in order, so this row is a repeat (the
 # rare case; the first of its rows is kept, found by a scan). The result is exactly the
 # keep-the-first dedupe and 2-dump memory (tests/test_netlink_parser.py checks it against a
-# model over random dumps). Cost: one sequential pass when nothing changed; a few probes per
-# socket that came, went or moved.
+# model over random dumps; tests/test_netlink_prefix.py the dumper's whole path). Cost: none
+# when nothing changed (the parser takes the rows found in order up to the first change:
+# nl_result.fast), one sequential pass over the rest; a few probes per socket that came,
+# went or moved.
 
 cdef struct hent:
     uint64_t key                   # a cookie (0: empty)

@@ -20,7 +20,8 @@ socket keeps its cookie; a connect() retried elsewhere moves buckets). ss has th
 limit; TCP dumps never set NLM_F_DUMP_INTR. Repeats are removed here by socket cookie,
 which is unique per socket for the life of the boot, so a snapshot lists each socket at
 most once; a dump is compared with the previous one in order and only what changed is
-hashed (_cookies.pxd), which costs one pass when the table did not change.
+hashed (_cookies.pxd); the parser itself takes the rows found in order up to the first
+change, so an unchanged table costs no pass after the parse.
 
 ``dump_into`` writes the rows straight into a caller's array (the recorder's batch).
 """
