@@ -90,8 +90,10 @@ cdef inline Py_ssize_t dedupe_by_cookie(tcpsnap_row *rows, Py_ssize_t n, uint64_
 # in that set but not among the rows not met was met in order, so this row is a repeat (the
 # rare case; the first of its rows is kept, found by a scan). The result is exactly the
 # keep-the-first dedupe and 2-dump memory (tests/test_netlink_parser.py checks it against a
-# model over random dumps). Cost: one sequential pass when nothing changed; a few probes per
-# socket that came, went or moved.
+# model over random dumps; tests/test_netlink_prefix.py the dumper's whole path). Cost: none
+# when nothing changed (the parser takes the rows found in order up to the first change:
+# nl_result.fast), one sequential pass over the rest; a few probes per socket that came,
+# went or moved.
 
 cdef struct hent:
     uint64_t key                   # a cookie (0: empty)
@@ -211,7 +213,7 @@ cdef inline bint _ahead(const uint64_t *ck, Py_ssize_t i, Py_ssize_t n, uint64_t
     # whether cookie c is among the LOOK rows after row i
     cdef Py_ssize_t d
     for d in range(i + 1, i + 1 + LOOK if i + 1 + LOOK < n else n):
-        if ck[2 * d] == c:
+        if ck[d] == c:
             return True
     return False
 
@@ -255,17 +257,33 @@ cdef inline void cookie_free(cookie_state *s) noexcept nogil:
     memset(s, 0, sizeof(cookie_state))
 
 
+cdef inline int cookie_room(cookie_state *s, Py_ssize_t n) noexcept nogil:
+    """Make s.nc and s.ng hold n rows' cookies and cgroup ids (contents kept): where the
+    parser (nl_result.ckc, .ckg) or a caller writes row i's as it makes the rows, for
+    cookie_dedupe. 0, or -1 when out of memory. The pointers move: take them after this."""
+    return _room2(&s.nc, &s.ng, &s.ncap, n)
+
+
 cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssize_t n,
-                                     tcpsnap_tcp_info *info, const uint64_t *ck) noexcept nogil:
+                                     tcpsnap_tcp_info *info, Py_ssize_t fast) noexcept nogil:
     """Drop repeated sockets from rows[:n] (the first row of each cookie stays; info, or
     NULL: the rows' internals, moved with them), give each row without a cgroup the one its
     cookie had in the previous dump or, carried, the one before; remember this dump for the
-    next. ck: row i's cookie and cgroup id as the parser wrote them (ck[2i], ck[2i + 1]),
-    read instead of the rows, which a large table has pushed out of the cache by now (the
-    rows are written only where a cgroup is given or a row moves). Returns the rows kept, -1 when out of memory (then cookie_reset)."""
-    cdef Py_ssize_t i, j = 0, f, d, t, k, nx = 0, ny = 0, nn = 0, w, steps, hn = 0, last
-    cdef uint64_t c, g, hmask = 0
+    next. Row i's cookie and cgroup id are read from s.nc[i] and s.ng[i] (cookie_room),
+    where the parser wrote them: not from the rows, which a large table has pushed out of
+    the cache by now, and those arrays become this dump's memory in place (the rows are
+    written only where a cgroup is given or a row moves). fast: the first rows' cookies are
+    the previous dump's first ones, in order (nc[i] == pc[i] for i < fast), and these rows
+    have their cgroups already (nl_result.fast): the in-order pass would take each of them
+    first and starts after them. Returns the rows kept, -1 when out of memory (then
+    cookie_reset)."""
+    cdef Py_ssize_t i, j = fast, f, d, t, k, nx = 0, ny = 0, nn = fast, w, steps, hn = 0, last
+    cdef uint64_t c, g, g0, hmask = 0
     cdef uint64_t *tmp
+    cdef uint64_t *pc
+    cdef uint64_t *pg
+    cdef uint64_t *nc
+    cdef uint64_t *ng
     cdef hent *e
     cdef bint drops = False, used
     if (_room(<void **>&s.xs, &s.xcap, n, sizeof(Py_ssize_t)) < 0
@@ -273,11 +291,23 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
             or _room(<void **>&s.ys, &s.ycap, s.np, sizeof(Py_ssize_t)) < 0
             or _room2(&s.nc, &s.ng, &s.ncap, n) < 0):
         return -1
-    # 1. In order against the previous dump (row i against pc[j], LOOK on either side).
-    for i in range(n):
-        c = ck[2 * i]
-        g = ck[2 * i + 1]
+    # 1. In order against the previous dump (row i against pc[j], LOOK on either side). This
+    # dump's cookies and cgroups are compacted in place (nn <= i: entries after i, which
+    # _ahead reads, are still the parser's), written only where they change.
+    pc, pg, nc, ng = s.pc, s.pg, s.nc, s.ng    # locals: the row stores below may alias s
+    for i in range(fast, n):
+        c = nc[i]
         if c == 0:                     # the kernel never reports 0; such rows are kept as they are
+            continue
+        g0 = g = ng[i]
+        if j < s.np and pc[j] == c:    # the common case, what the loop below finds first
+            if g == 0 and pg[j] != 0:
+                g = rows[i].cgroup_id = pg[j]
+            if nn != i or g != g0:
+                nc[nn] = c
+                ng[nn] = g
+            j += 1
+            nn += 1
             continue
         steps = 0
         while True:
@@ -295,11 +325,14 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
                 j = f + 1
                 if g == 0 and s.pg[f] != 0:
                     g = rows[i].cgroup_id = s.pg[f]
-                s.nc[nn] = c
-                s.ng[nn] = g
+                if nn != i:
+                    s.nc[nn] = c
+                    s.ng[nn] = g
+                elif g != g0:
+                    s.ng[nn] = g
                 nn += 1
                 break
-            if j < s.np and steps < LOOK and not _ahead(ck, i, n, s.pc[j]):
+            if j < s.np and steps < LOOK and not _ahead(s.nc, i, n, s.pc[j]):
                 s.ys[ny] = j           # pc[j] is not coming soon: pass over it
                 ny += 1
                 j += 1
@@ -307,8 +340,9 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
                 continue
             s.xs[nx] = i               # new, moved or repeated: looked up below
             nx += 1
-            s.nc[nn] = c
-            s.ng[nn] = g
+            if nn != i:
+                s.nc[nn] = c
+                s.ng[nn] = g
             nn += 1
             break
     while j < s.np:

@@ -20,7 +20,8 @@ socket keeps its cookie; a connect() retried elsewhere moves buckets). ss has th
 limit; TCP dumps never set NLM_F_DUMP_INTR. Repeats are removed here by socket cookie,
 which is unique per socket for the life of the boot, so a snapshot lists each socket at
 most once; a dump is compared with the previous one in order and only what changed is
-hashed (_cookies.pxd), which costs one pass when the table did not change.
+hashed (_cookies.pxd); the parser itself takes the rows found in order up to the first
+change, so an unchanged table costs no pass after the parse.
 
 ``dump_into`` writes the rows straight into a caller's array (the recorder's batch).
 """
@@ -29,7 +30,7 @@ from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno, EINTR, ENOBUFS, ENOENT, EAFNOSUPPORT, EOPNOTSUPP, EPROTO
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 import os
@@ -46,7 +47,7 @@ from tcpsnap._system cimport (
     inet_diag_msg, INET_DIAG_NOCOOKIE, raise_syscall, open_sock_diag, nlattr,
     INET_DIAG_REQ_BYTECODE)
 from tcpsnap._bcaudit cimport bc_audit, MAX_BYTECODE
-from tcpsnap._cookies cimport cgroup_attr, cookie_state, cookie_dedupe, cookie_reset, cookie_free
+from tcpsnap._cookies cimport cgroup_attr, cookie_state, cookie_room, cookie_dedupe, cookie_reset, cookie_free
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info, info_attrs, EXT_INFO, EXT_CONG
 from tcpsnap._schema import ROW_DTYPE, TCP_INFO_DTYPE
 import tcpsnap._tcp_info  # noqa: F401 -- its import checks TCP_INFO_DTYPE against the C struct
@@ -96,7 +97,6 @@ cdef class NetlinkDumper:
     cdef bint want_v6
     cdef bint use_compat           # one TCPDIAG_GETSOCK walk for both families
     cdef cookie_state ck           # the dumps before, by cookie (_cookies.pxd): repeats, cgroups
-    cdef Py_ssize_t ckcap          # rows res.ck has room for
     # Other namespaces (tcpsnap.netns): sockets opened there by the namespace thread, lent
     # to this dumper, which dumps each in turn into one row array. 0 targets: our own socket.
     cdef int *tfds
@@ -190,7 +190,6 @@ cdef class NetlinkDumper:
             close(self.fd)
         free(self.rbuf)
         cookie_free(&self.ck)
-        free(self.res.ck)
         free(self.tfds)
         free(self.tns)
         free(self.req)
@@ -202,13 +201,16 @@ cdef class NetlinkDumper:
         self._ck_fit()
 
     cdef int _ck_fit(self) except -1:
-        # res.ck holds a (cookie, cgroup) pair for every row the parser may write (cap)
-        cdef uint64_t *q
-        if self.ckcap < self.cap:
-            q = <uint64_t *>realloc(self.res.ck, 2 * self.cap * sizeof(uint64_t))
-            if q == NULL:
-                raise MemoryError()
-            self.res.ck, self.ckcap = q, self.cap
+        # the parser writes each row's cookie and cgroup into the dedupe's arrays for this
+        # dump (room for every row it may write: cap), which move when they grow and are
+        # swapped by each dedupe
+        if cookie_room(&self.ck, self.cap) < 0:
+            raise MemoryError()
+        self.res.ckc = self.ck.nc
+        self.res.ckg = self.ck.ng
+        self.res.pc = self.ck.pc
+        self.res.pg = self.ck.pg
+        self.res.np = self.ck.np
         return 0
 
     def set_tcp_info(self, bint enabled):
@@ -454,6 +456,7 @@ cdef class NetlinkDumper:
             raise RuntimeError("NetlinkDumper.dump() is already running (one Snapshotter per thread)")
         self.busy = True
         try:
+            self.res.fast = 0
             if self.ntargets > 0:
                 return self._dump_targets()
             if self.fd < 0:
@@ -514,8 +517,11 @@ cdef class NetlinkDumper:
     cdef Py_ssize_t _dump(self, Py_ssize_t start) except -1:
         """Dump the current socket's namespace into rows[start:]; return the row count."""
         cdef int attempt, r
+        self._ck_fit()
         for attempt in range(MAX_ATTEMPTS):
             self.res.n = start
+            if self.res.fast > start:
+                self.res.fast = start      # rows from start on are parsed again
             self.res.error = 0
             self.res.dump_intr = 0
             self.res.skipped = 0
@@ -526,6 +532,8 @@ cdef class NetlinkDumper:
                     continue
                 if r == 2:
                     self.res.n = start
+                    if self.res.fast > start:
+                        self.res.fast = start
                     self.res.skipped = 0
             if not self.use_compat:
                 if self._dump_family(AF_INET):
@@ -545,11 +553,11 @@ cdef class NetlinkDumper:
         cdef Py_ssize_t kept
         if n >= NOGIL_ROWS:
             with nogil:
-                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
+                kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.fast)
         else:
             # a pass over the rows (hashing only what changed): a capture thread that let
             # the GIL go for it would wait to get it back while the writer's Python runs
-            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.ck)
+            kept = cookie_dedupe(&self.ck, self.rowp, n, self.res.info, self.res.fast)
         if kept < 0:
             raise MemoryError()
         self.duplicates += n - kept

@@ -33,6 +33,12 @@ class CookieTable:
     cookie had in the previous call or, carried, the one before; returns the rows kept."""
 
     def dedupe(self, out: np.ndarray, n: int, info: np.ndarray | None = None) -> int: ...
+    def parse(
+        self, data: Buffer, out: np.ndarray, seq: int
+    ) -> tuple[int, Literal["more", "done", "full", "error", "malformed"], int]:
+        """``parse_messages`` then ``dedupe`` as ``NetlinkDumper.dump()`` runs them (the
+        parser takes the leading rows found where the previous call had them in order):
+        (kept, status, rows taken in order). Arguments as parse_messages'."""
     @property
     def carried(self) -> int: ...
 

@@ -9,7 +9,7 @@ from libc.string cimport memset
 
 from tcpsnap._row cimport tcpsnap_row, check_out_array, get_buffer, index_arg, int_arg, int_text
 from tcpsnap._netlink cimport nl_cursor, nl_result, nl_status, nl_parse, NL_MORE, NL_DONE, NL_FULL, NL_ERROR, NL_MALFORMED
-from tcpsnap._cookies cimport dedupe_by_cookie, cookie_state, cookie_dedupe, cookie_free
+from tcpsnap._cookies cimport dedupe_by_cookie, cookie_state, cookie_room, cookie_dedupe, cookie_free
 from tcpsnap._bcaudit cimport bc_audit
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info
 
@@ -129,26 +129,63 @@ cdef class CookieTable:
         cdef tcpsnap_tcp_info *ip = NULL
         cdef Py_ssize_t cn = _rows_arg(out, n, info, &ip)
         cdef tcpsnap_row *rows
-        # what the parser writes beside the rows (nl_result.ck), from the rows here
-        cdef uint64_t *ck = <uint64_t *>malloc((2 * cn + 2) * sizeof(uint64_t))
-        if ck == NULL:
+        # what the parser writes as it makes the rows (nl_result.ckc, .ckg), from the rows here
+        if cookie_room(&self.st, cn) < 0:
             raise MemoryError()
+        get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
         try:
-            get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
-            try:
-                rows = <tcpsnap_row *>outb.buf
-                with nogil:
-                    for i in range(cn):
-                        ck[2 * i] = rows[i].cookie
-                        ck[2 * i + 1] = rows[i].cgroup_id
-                    kept = cookie_dedupe(&self.st, rows, cn, ip, ck)
-            finally:
-                PyBuffer_Release(&outb)
+            rows = <tcpsnap_row *>outb.buf
+            with nogil:
+                for i in range(cn):
+                    self.st.nc[i] = rows[i].cookie
+                    self.st.ng[i] = rows[i].cgroup_id
+                kept = cookie_dedupe(&self.st, rows, cn, ip, 0)
         finally:
-            free(ck)
+            PyBuffer_Release(&outb)
         if kept < 0:
             raise MemoryError()
         return kept
+
+    def parse(self, data, out, seq):
+        """``parse_messages(data, out, seq)`` then ``dedupe(out, rows)``, the way
+        ``NetlinkDumper.dump()`` runs them: the parser writes each row's cookie and cgroup
+        into this table and checks the rows against the previous call's in order as it
+        writes them (the rows from the first on found where that call had them are given
+        their cgroups there; the dedupe starts after them). Returns ``(kept, status,
+        in_order)``: the rows kept, the parser's status (as parse_messages'), how many
+        leading rows the parser took in order. Arguments as parse_messages'."""
+        cdef Py_buffer inb, outb
+        cdef nl_cursor cur
+        cdef nl_result res
+        cdef nl_status st
+        cdef Py_ssize_t cap, kept
+        cdef uint32_t cseq = int_arg(seq, "seq", 0, 0xFFFFFFFF)
+        check_out_array(out)
+        cap = len(out)
+        if cookie_room(&self.st, cap) < 0:
+            raise MemoryError()
+        get_buffer(data, &inb, PyBUF_SIMPLE, "data")
+        try:
+            get_buffer(out, &outb, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "out")
+            try:
+                cur.buf = <const char *>inb.buf
+                cur.len = inb.len
+                cur.off = 0
+                memset(&res, 0, sizeof(res))
+                res.ckc, res.ckg = self.st.nc, self.st.ng
+                res.pc, res.pg, res.np = self.st.pc, self.st.pg, self.st.np
+                with nogil:
+                    st = nl_parse(&cur, cseq, <tcpsnap_row *>outb.buf, cap, &res)
+                    kept = cookie_dedupe(&self.st, <tcpsnap_row *>outb.buf, res.n, NULL, res.fast)
+            finally:
+                PyBuffer_Release(&outb)
+        finally:
+            PyBuffer_Release(&inb)
+        if kept < 0:
+            raise MemoryError()
+        names = {NL_MORE: "more", NL_DONE: "done", NL_FULL: "full", NL_ERROR: "error",
+                 NL_MALFORMED: "malformed"}
+        return kept, names[st], res.fast
 
     @property
     def carried(self):
