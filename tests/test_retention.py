@@ -256,7 +256,9 @@ def test_max_bytes_during_a_recording_keeps_the_open_file(aged, aged_template, t
     # mid-run, over the limit: only the newest finished file and the open one are left,
     # and the pass deletes neither
     assert seen["deleted"] == []
-    assert seen["after"] == seen["before"]
+    # every file in progress is still there, none shorter (the writer goes on meanwhile:
+    # a file may grow, or the next appear, between the two looks)
+    assert all(p in seen["after"] and seen["after"][p] >= n for p, n in seen["before"].items())
     assert seen["tree"] == {first, *planted, ".tcpsnap.lock",
                             *(str(p.relative_to(aged)) for p in seen["after"])}
     assert tree(aged) == {second, *planted}
