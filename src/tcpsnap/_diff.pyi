@@ -21,6 +21,11 @@ class Differ:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
         """TypeError when cur or cproc is not a numpy array; ValueError for a wrong dtype,
         other than 1-D, or lengths that differ."""
+    def carry(
+        self, cur: np.ndarray, cproc: np.ndarray, dead: object = (), changed: object = ()
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Owners and process codes of unchanged rows from the previous table:
+        ``(need, pids, stale_inodes, stale_cookies)``, or None (look every row up)."""
     def lookup(self, cookies: np.ndarray) -> np.ndarray:
         """TypeError for cookies that are not integers; ValueError for a negative one, one
         past 2**64-1, or more than one dimension; RuntimeError after rollback()."""

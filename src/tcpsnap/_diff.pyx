@@ -31,7 +31,7 @@ whole tcp_info row); every other event carries the whole tcp_info row anyway.
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS
-from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
@@ -252,6 +252,115 @@ cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssi
         h = (h + 1) & mask
 
 
+cdef inline bint _in_set(const uint64_t *set_, uint64_t mask, uint64_t key) noexcept nogil:
+    """Whether ``key`` (not 0) is in an open-addressing set of ``mask + 1`` slots (0: empty)."""
+    cdef uint64_t h = _mix(key) & mask
+    while set_[h] != 0:
+        if set_[h] == key:
+            return True
+        h = (h + 1) & mask
+    return False
+
+
+cdef inline void _set_add(uint64_t *set_, uint64_t mask, uint64_t key) noexcept nogil:
+    cdef uint64_t h = _mix(key) & mask
+    while set_[h] != 0:
+        if set_[h] == key:
+            return
+        h = (h + 1) & mask
+    set_[h] = key
+
+
+cdef struct carry_out:
+    int64_t *need           # cur rows to look up
+    Py_ssize_t n_need
+    uint64_t *stale_ino     # prev rows matched by cookie whose inode changed: their inode...
+    uint64_t *stale_ck      # ...and cookie
+    Py_ssize_t n_stale
+    uint64_t *pids          # distinct pids carried (open-addressing set, 0 = empty)
+    uint64_t pmask
+    Py_ssize_t n_pids
+    int overflow            # the pid set is full: grow it and carry again
+
+
+cdef void carry_rows(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
+                     tcpsnap_row *cur, int32_t *cproc, Py_ssize_t nc,
+                     const int32_t *slots, Py_ssize_t nslots,
+                     const uint64_t *dead, uint64_t dmask, const uint64_t *chg, uint64_t cmask,
+                     carry_out *o) noexcept nogil:
+    """Differ.carry: each cur row's owner and process code from its prev row where
+    neither can have changed; the others listed in o.need."""
+    cdef Py_ssize_t j, i
+    cdef const tcpsnap_row *p
+    cdef tcpsnap_row *c
+    cdef uint32_t pid, last = 0
+    o.n_need = o.n_stale = o.n_pids = 0
+    o.overflow = 0
+    for j in range(nc):
+        c = &cur[j]
+        i = -1
+        if c.cookie != 0:
+            # the common case first: the kernel lists an unchanged table alike
+            if j < np and prev[j].cookie == c.cookie:
+                i = j
+            else:
+                i = diff_lookup(prev, slots, nslots, c.cookie)
+        if i < 0:
+            o.need[o.n_need] = j          # new (or no cookie to follow it by)
+            o.n_need += 1
+            continue
+        p = &prev[i]
+        if p.inode != c.inode:
+            if p.inode != 0:              # its entry is no longer any row's
+                o.stale_ino[o.n_stale] = p.inode
+                o.stale_ck[o.n_stale] = p.cookie
+                o.n_stale += 1
+            o.need[o.n_need] = j
+            o.n_need += 1
+            continue
+        if c.inode == 0:
+            c.pid = 0                     # TIME_WAIT, request sockets: no owner, no name
+            cproc[j] = -1
+            continue
+        pid = p.pid
+        if (pid == 0 or (dmask and _in_set(dead, dmask, pid))
+                or (cmask and _in_set(chg, cmask, c.inode))):
+            o.need[o.n_need] = j          # unresolved, or its owner changed since
+            o.n_need += 1
+            continue
+        c.pid = pid
+        cproc[j] = pproc[i]
+        if pid != last:
+            last = pid
+            if not _in_set(o.pids, o.pmask, pid):
+                if (o.n_pids + 1) * 2 > <Py_ssize_t>(o.pmask + 1):
+                    o.overflow = 1
+                    return
+                _set_add(o.pids, o.pmask, pid)
+                o.n_pids += 1
+
+
+cdef object _key_set(object keys):
+    """An open-addressing set (uint64, 0 = empty, at most half full) of the nonzero
+    ``keys``, and its mask; (None, 0) when there are none."""
+    cdef Py_ssize_t k, n2
+    cdef uint64_t m, key
+    a = np.ascontiguousarray(keys, np.uint64)
+    a = a[a != 0]
+    if not len(a):
+        return None, 0
+    m = 16
+    while m < 2 * <uint64_t>len(a):
+        m *= 2
+    out = np.zeros(m, np.uint64)
+    cdef uint64_t *o = <uint64_t *>_ptr(out, 8, &n2)
+    cdef const uint64_t *src = <const uint64_t *>_ptr(a, 8, &n2)
+    for k in range(len(a)):
+        key = src[k]
+        _set_add(o, m - 1, key)
+    return out, m - 1
+
+
 cdef const void *_ptr(object arr, Py_ssize_t itemsize, Py_ssize_t *n) except? NULL:
     """A C-contiguous array's data pointer and length in items (it may be read-only)."""
     cdef Py_buffer b
@@ -305,6 +414,7 @@ cdef class Differ:
     cdef object _undo_idx
     cdef bint prev_dup           # an identity repeats within _prev: no diff in place
     cdef object _no_rows, _no_proc
+    cdef object _need, _stale_ino, _stale_ck, _pids   # carry()'s results (and its pid set)
 
     def __init__(self, info_mask=None):
         """``info_mask``: for ``diff(..., info=)``, one uint8 per byte of a tcp_info row,
@@ -336,6 +446,10 @@ cdef class Differ:
         # what a diff that closed nothing returns (empty: nothing can be written into them)
         self._no_rows = np.zeros(0, ROW_DTYPE)
         self._no_proc = np.zeros(0, np.int32)
+        self._need = np.zeros(0, np.int64)
+        self._stale_ino = np.zeros(0, np.uint64)
+        self._stale_ck = np.zeros(0, np.uint64)
+        self._pids = np.zeros(64, np.uint64)
 
     def reset(self):
         """Forget the previous snapshot: the next diff opens every row."""
@@ -532,6 +646,77 @@ cdef class Differ:
             self._pinfo = np.zeros(max(nc, len(self._prev)), info.dtype)
         if nc:
             self._pinfo[:nc].view(np.uint8)[:] = info.view(np.uint8)
+
+    def carry(self, cur, cproc, dead=(), changed=()):
+        """Before ``diff(cur, cproc)``: each row of ``cur`` that the previous table holds
+        (same cookie) with the same inode, an owner (pid != 0) and no reason to look it up
+        again gets that row's ``pid`` and process code written into ``cur`` and ``cproc``
+        -- a row with inode 0 gets pid 0 and code -1 -- so that only the others need a pid
+        lookup (``PidResolver.begin_rows`` / ``end_rows``, changes mode). The reasons:
+        its owner's pid is in ``dead`` (exited, retired, renamed), its inode in ``changed``
+        (its owner changed outside a lookup). Returns ``(need, pids, stale_inodes,
+        stale_cookies)``: the indices (int64) of the rows to look up, the distinct pids
+        carried (uint32), and the inodes and cookies (uint64) of previous rows whose
+        connection now has another inode (their entries no row has any more); views valid
+        until the next call. None when nothing can be carried (no previous table, or a
+        ``rollback`` since the last diff): look every row up. ``cur``: C-contiguous,
+        writeable ROW_DTYPE; ``cproc``: as long, int32 (ValueError or TypeError
+        otherwise)."""
+        cdef Py_ssize_t nc, n2, k
+        cdef carry_out o
+        cdef tcpsnap_row *cw
+        cdef int32_t *pw
+        for name, arr, dtype in (("cur", cur, ROW_DTYPE), ("cproc", cproc, np.int32)):
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array, not {type(arr).__name__}")
+            if arr.dtype != dtype or arr.ndim != 1 or not arr.flags.c_contiguous or not arr.flags.writeable:
+                raise ValueError(f"{name} must be a writeable C-contiguous 1-dimensional array of {dtype}")
+        if len(cproc) != len(cur):
+            raise ValueError(f"cproc holds {len(cproc)} process codes for {len(cur)} rows of cur")
+        if not self.primed or not self.slots_valid or self.prev_dup:
+            return None
+        nc = len(cur)
+        if len(self._need) < max(nc, 1):
+            k = max(nc, 2 * len(self._need), 1)
+            self._need = np.zeros(k, np.int64)
+            self._stale_ino = np.zeros(k, np.uint64)
+            self._stale_ck = np.zeros(k, np.uint64)
+        cdef uint64_t dmask, cmask
+        dset, dm = _key_set(dead)
+        cset, cm = _key_set(changed)
+        dmask = dm
+        cmask = cm
+        cdef const uint64_t *dp = NULL
+        cdef const uint64_t *cpp = NULL
+        if dset is not None:
+            dp = <const uint64_t *>_ptr(dset, 8, &n2)
+        if cset is not None:
+            cpp = <const uint64_t *>_ptr(cset, 8, &n2)
+        cdef const tcpsnap_row *pp = NULL
+        cdef const int32_t *ppp = NULL
+        if self.n_prev:
+            pp = <const tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
+            ppp = <const int32_t *>_ptr(self._pproc, 4, &n2)
+        cdef const int32_t *sl = <const int32_t *>_ptr(self._slots, 4, &n2)
+        cw = NULL
+        pw = NULL
+        if nc:
+            cw = <tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
+            pw = <int32_t *>_ptr(cproc, 4, &n2)
+        o.need = <int64_t *>_ptr(self._need, 8, &n2)
+        o.stale_ino = <uint64_t *>_ptr(self._stale_ino, 8, &n2)
+        o.stale_ck = <uint64_t *>_ptr(self._stale_ck, 8, &n2)
+        while True:
+            o.pids = <uint64_t *>_ptr(self._pids, 8, &n2)
+            o.pmask = len(self._pids) - 1
+            memset(o.pids, 0, len(self._pids) * 8)
+            with nogil:
+                carry_rows(pp, ppp, self.n_prev, cw, pw, nc, sl, self.nslots, dp, dmask, cpp, cmask, &o)
+            if not o.overflow:
+                break
+            self._pids = np.zeros(2 * len(self._pids), np.uint64)   # more owners: again
+        pids = self._pids[self._pids != 0].astype(np.uint32)
+        return self._need[:o.n_need], pids, self._stale_ino[:o.n_stale], self._stale_ck[:o.n_stale]
 
     def lookup(self, cookies):
         """Index into the last diffed table of each cookie (uint64), -1 where absent.

@@ -11,6 +11,7 @@ its own (``tcpsnap.reading.changes``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,9 @@ class ChangeTracker:
         self._can_probe = True
         self._gnames: list[str] = []
         self._gcodes: dict[str, int] = {}
-        self.names_into = None  # PidResolver.names_into (set by the capture): into the above
+        self.names_into: Any = None  # PidResolver.names_into (set by the capture): into the above
+        self._res: Any = None   # the PidResolver step looks rows up with itself (defer_pids)
+        self._stale: tuple | None = None              # carry()'s rows whose inode changed
         self._last_kf: int | None = None
         self._key = None
         self._quiet: tuple | None = None              # _marker's arrays
@@ -239,6 +242,56 @@ class ChangeTracker:
         codes, pnames = names(rows["pid"])
         return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 
+    def defer_pids(self, snap) -> bool:
+        """Look up owners here, only for the rows that need it: ``snap.take()`` leaves the
+        pids (``Snapshotter.defer_pids``) and ``step`` carries each row's pid and process
+        name over from the previous table where the row is still there with the same inode
+        and nothing since can have changed its owner (``Differ.carry``: the resolver's
+        ``begin_rows`` hands out the owners that exited, were retired or renamed, and the
+        sockets whose owner a re-check or claim changed), looking up the others
+        (``end_rows``); the resolver forgets the sockets the diff found closed
+        (``forget``). The pids and names recorded are those of a lookup of every row
+        (``tests/test_changes_owners.py``, ``tests/test_carry_owners.py``). Needs
+        ``names_into`` set (pids on) and no filter on pids or processes (the recorder's
+        masks them before ``step``); returns whether it is on."""
+        if self.names_into is None or (self.where is not None and self.where.needs_pids):
+            return False
+        defer = getattr(snap, "defer_pids", None)
+        res = defer() if defer is not None else None
+        if res is None:
+            return False
+        self._res = res
+        return True
+
+    def _owners(self, rows: np.ndarray) -> np.ndarray:
+        """``defer_pids``: fills ``rows["pid"]`` and returns the rows' global name codes."""
+        res = self._res
+        g = np.empty(len(rows), np.int32)
+        plan = res.begin_rows()
+        got = self._differ.carry(rows, g, *plan) if plan is not None else None
+        self._stale = None
+        if got is None:                      # every row looked up (resolve's pass)
+            res.end_rows(rows)
+            self.names_into(rows["pid"], g, self._gcodes, self._gnames, merge=False)
+            return g
+        need, carried, stale_ino, stale_ck = got
+        res.end_rows(rows, need, carried)
+        if len(need):
+            sub = np.empty(len(need), np.int32)
+            self.names_into(rows["pid"][need], sub, self._gcodes, self._gnames, merge=False)
+            g[need] = sub
+        if len(stale_ino):
+            self._stale = (stale_ino.copy(), stale_ck.copy())
+        return g
+
+    def _forget_closed(self, closed: np.ndarray) -> None:
+        """``defer_pids``: the resolver's entries of the sockets gone from the table."""
+        ino, ck = closed["inode"], closed["cookie"]
+        if self._stale is not None:
+            ino = np.concatenate([ino, self._stale[0]])
+            ck = np.concatenate([ck, self._stale[1]])
+        self._res.forget(ino, ck)
+
     def _take_reports(self) -> None:
         if self.tcp_info:
             from .._destroy import tcp_info_rows
@@ -296,7 +349,12 @@ class ChangeTracker:
         kf = (self._last_kf is None or file_key != self._key
               or mono_ns - self._last_kf >= self.keyframe_ns)
         first = not self._differ.primed
-        gproc = self._global_codes(rows, names)
+        if self._res is not None:
+            if not (rows.flags.c_contiguous and rows.flags.writeable):
+                rows = np.array(rows)
+            gproc = self._owners(rows)
+        else:
+            gproc = self._global_codes(rows, names)
         if self.tcp_info:
             info = carry_info(self._differ, rows, info, self._info_dtype)
         ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
@@ -308,13 +366,22 @@ class ChangeTracker:
                 back, bpos = back
                 self._differ.rollback()
                 rows = np.concatenate([rows, back])
-                gproc = self._global_codes(rows, names)
+                if self._res is not None:
+                    # refind carried their pids over: named as they are, looked up next time
+                    gb = np.empty(len(back), np.int32)
+                    self.names_into(back["pid"], gb, self._gcodes, self._gnames, merge=False)
+                    gproc = np.concatenate([gproc, gb])
+                    self._res.recheck_inodes(back["inode"])
+                else:
+                    gproc = self._global_codes(rows, names)
                 if info is not None:
                     # the kernel's lookup reports no tcp_info: as last seen
                     last = closed_info[bpos] if closed_info is not None else np.zeros(len(back), info.dtype)
                     info = np.concatenate([info, last])
                 ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
                 closed_info = self._differ.closed_info
+        if self._res is not None:
+            self._forget_closed(closed)
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
