@@ -1,6 +1,7 @@
 """Changes mode looks up owners only for rows it cannot carry over (issue 18, session 9).
 
-``Differ.carry`` copies each unchanged row's pid and process code from the previous table;
+``Differ.diff(carry=)`` copies each unchanged row's pid and process code from the previous
+table;
 the resolver (``PidResolver.begin_rows``) hands out the owners that exited or were renamed
 and the sockets whose owner a re-check changed, whose rows must be looked up again;
 ``forget`` drops the entries of the sockets the diff found closed (the map follows the
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from tcpsnap._diff import Differ
+from tcpsnap._events import EV_CHANGED
 from tcpsnap._schema import ROW_DTYPE
 
 
@@ -36,87 +38,170 @@ def table(spec) -> np.ndarray:
     return t
 
 
-def primed(spec, codes):
-    d = Differ()
-    d.diff(table(spec), np.array(codes, np.int32), False)
-    return d
+def carry_diff(d: Differ, truth: np.ndarray, codes: np.ndarray, kf: bool, dead=(), changed=()):
+    """What changes mode does: the dump (pids unknown), ``diff(carry=)``, the rows it
+    lists looked up (from ``truth``), ``fixup``. -> (ev_idx, ev_code, closed, need,
+    pids carried, cur, cproc)."""
+    cur = truth.copy()
+    cur["pid"] = 7777                   # whatever the dump left there: carried or listed
+    g = np.full(len(cur), -9, np.int32)
+    _, _, closed, _, _ = d.diff(cur, g, kf, carry=(np.array(dead, np.uint32), np.array(changed, np.uint64)))
+    need, pids, sino, sck = d.carried()
+    need = need.copy()
+    cur["pid"][need] = truth["pid"][need]
+    g[need] = codes[need]
+    ev, code = d.fixup()
+    return ev.copy(), code.copy(), closed.copy(), need, pids.copy(), (sino.copy(), sck.copy()), cur, g
 
 
 PREV = [(1, 11, 100), (2, 12, 100), (3, 13, 200), (4, 0, 0), (5, 15, 0), (6, 16, 300)]
 CODES = [0, 0, 1, -1, -1, 2]
 
 
-def fresh(spec):
-    """``spec`` as a new dump gives it: no pids yet."""
-    t = table(spec)
-    t["pid"] = 7777          # whatever the dump left there: carry must overwrite or list it
-    return t
+def primed():
+    d = Differ()
+    d.diff(table(PREV), np.array(CODES, np.int32), False)
+    return d
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2, 3, 4, 5], [5, 3, 0, 4, 2, 1]])
 def test_carry_copies_unchanged_owners_and_lists_the_rest(order):
-    d = primed(PREV, CODES)
-    cur = fresh([PREV[k] for k in order])
-    g = np.full(len(cur), -9, np.int32)
-    need, pids, sino, sck = d.carry(cur, g)
-    want_need = [j for j, k in enumerate(order) if PREV[k][2] == 0 and PREV[k][1] != 0]
-    assert need.tolist() == want_need                      # only the unresolved row (cookie 5)
-    for j, k in enumerate(order):
-        if j in want_need:
-            continue
-        assert cur[j]["pid"] == PREV[k][2] and g[j] == CODES[k], (j, k)
+    d = primed()
+    truth = table([PREV[k] for k in order])
+    codes = np.array([CODES[k] for k in order], np.int32)
+    ev, code, closed, need, pids, stale, cur, g = carry_diff(d, truth, codes, False)
+    assert need.tolist() == [order.index(4)]            # only the unresolved row (cookie 5)
+    assert (cur["pid"] == truth["pid"]).all() and (g == codes).all()
     assert sorted(pids.tolist()) == [100, 200, 300]
-    assert len(sino) == len(sck) == 0
-    # the diff then sees nothing changed: carrying made no event
-    cur["pid"][need] = 0
-    g[need] = -1
-    ev, code, closed, _, _ = d.diff(cur, g, False)
-    assert len(ev) == 0 and len(closed) == 0
+    assert len(ev) == 0 and len(closed) == 0 and len(stale[0]) == 0
+    assert d.in_place == (order == sorted(order))
 
 
-def test_carry_lists_dead_owners_changed_sockets_and_new_rows():
-    d = primed(PREV, CODES)
-    spec = [p for p in PREV] + [(7, 17, 0)]                # cookie 7: new
-    spec[2] = (3, 23, 200)                                 # cookie 3: another inode now
-    cur = fresh(spec)
-    g = np.zeros(len(cur), np.int32)
-    need, pids, sino, sck = d.carry(cur, g, np.array([100], np.uint32), np.array([16], np.uint64))
-    # rows of the dead owner 100 (cookies 1, 2), the changed socket 16 (cookie 6), the one
-    # whose inode changed (3), the unresolved (5) and the new (7)
-    assert need.tolist() == [0, 1, 2, 4, 5, 6]
-    assert cur[3]["pid"] == 0 and g[3] == -1                # inode 0: no owner, no name
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4, 5], [5, 3, 0, 4, 2, 1]])
+def test_carry_lists_changed_owners_and_fixup_makes_their_events(order):
+    d = primed()
+    spec = list(PREV)
+    spec[0] = (1, 11, 101)            # owner 100 exited: its rows go to 101 (cookie 1) ...
+    spec[1] = (2, 12, 100)            # ... or stay (cookie 2: looked up, same owner)
+    spec[2] = (3, 23, 200)            # another inode, same owner
+    spec[5] = (6, 16, 301)            # socket 16 changed owner
+    truth = table([spec[k] for k in order])
+    codes = np.array([CODES[k] for k in order], np.int32)
+    codes[order.index(0)] = 5
+    ev, code, closed, need, pids, stale, cur, g = carry_diff(d, truth, codes, False, [100], [16])
+    assert sorted(truth["cookie"][need].tolist()) == [1, 2, 3, 5, 6]
     assert pids.tolist() == []
-    assert sino.tolist() == [13] and sck.tolist() == [3]    # the old inode's entry: no row's
+    assert stale[0].tolist() == [13] and stale[1].tolist() == [3]
+    got = dict(zip(truth["cookie"][ev].tolist(), code.tolist(), strict=True))
+    assert got == {1: EV_CHANGED, 3: EV_CHANGED, 6: EV_CHANGED}
+    assert list(ev) == sorted(ev)
+    kept = d.rows
+    assert (np.sort(kept["pid"]) == np.sort(truth["pid"])).all()
+    assert (d.proc[np.argsort(kept["cookie"])] == codes[np.argsort(truth["cookie"])]).all()
 
 
-def test_carry_needs_a_diffed_table():
+def test_carry_needs_a_previous_table():
     d = Differ()
-    cur = fresh(PREV)
-    assert d.carry(cur, np.zeros(len(cur), np.int32)) is None           # nothing diffed yet
-    d = primed(PREV, CODES)
-    d.diff(table(PREV), np.array(CODES, np.int32), False)
-    d.rollback()                                                         # slots not valid
-    assert d.carry(cur, np.zeros(len(cur), np.int32)) is None
-    d.diff(table(PREV), np.array(CODES, np.int32), False)
-    assert d.carry(cur, np.zeros(len(cur), np.int32)) is not None
+    with pytest.raises(RuntimeError):
+        d.diff(table(PREV), np.zeros(6, np.int32), False, carry=((), ()))
+    d = primed()
     with pytest.raises(ValueError):
-        d.carry(cur, np.zeros(len(cur) + 1, np.int32))
-    with pytest.raises(ValueError):
-        d.carry(cur[::2], np.zeros(3, np.int32))
-    with pytest.raises(TypeError):
-        d.carry(list(cur), np.zeros(len(cur), np.int32))
+        d.diff(table(PREV)[::-1], np.zeros(6, np.int32), False, carry=((), ()))
+    with pytest.raises(RuntimeError):
+        d.carried()
+    with pytest.raises(RuntimeError):
+        d.fixup()
+
+
+def test_carry_diff_equals_the_diff_of_the_completed_table():
+    """Random tables in sequence (mostly the last one again in order, with fields, owners
+    and names changed, rows opened and closed, inodes changed, reordered, keyframes,
+    rollbacks): the carry diff, with the owners that changed handed out as the resolver
+    does, gives the events, closed rows and kept table of a plain diff of the table with
+    every pid known."""
+    rng = np.random.default_rng(18)
+    a, b = Differ(), Differ()
+    truth = table([(k + 1, 1000 + k, 100 + k % 7) for k in range(300)])
+    truth["inode"][::17] = 0
+    truth["pid"][truth["inode"] == 0] = 0
+    truth["pid"][5::23] = 0                                        # unresolved
+    names = {p: p % 5 for p in range(1000)}
+
+    def codes_of(t):
+        return np.array([names[p] if p else -1 for p in t["pid"].tolist()], np.int32)
+
+    next_ck = 1000
+    a.diff(truth.copy(), codes_of(truth), False)
+    b.diff(truth.copy(), codes_of(truth), False)
+    carried_seen = 0
+    for step in range(300):
+        t = truth.copy()
+        dead, changed = [], []
+        r = rng.random()
+        if r < 0.3:                                  # an owner exits: its rows move
+            p = int(rng.choice(t["pid"][t["pid"] != 0]))
+            dead.append(p)
+            t["pid"][t["pid"] == p] = p + 1 if rng.random() < 0.5 else p
+        if rng.random() < 0.2:                       # a rename
+            p = int(rng.choice(t["pid"][t["pid"] != 0]))
+            names[p] += 1
+            dead.append(p)
+        if rng.random() < 0.3:                       # a re-checked link: another owner
+            k = int(rng.integers(len(t)))
+            if t["inode"][k]:
+                changed.append(int(t["inode"][k]))
+                t["pid"][k] = int(rng.integers(100, 110))
+        if rng.random() < 0.3:                       # a queue moves
+            t["rx_queue"][rng.integers(len(t))] += 1
+        if rng.random() < 0.2:                       # a state
+            t["state"][rng.integers(len(t))] = 4
+        if rng.random() < 0.15:                      # another inode
+            k = int(rng.integers(len(t)))
+            t["inode"][k] += 50000
+            t["pid"][k] = int(rng.integers(100, 110)) if rng.random() < 0.7 else 0
+        if rng.random() < 0.1:                       # resolved by a walk
+            z = np.flatnonzero((t["pid"] == 0) & (t["inode"] != 0))
+            if len(z):
+                t["pid"][z[0]] = 104
+        if rng.random() < 0.15:                      # opened and closed
+            new = table([(next_ck, 90000 + next_ck, int(rng.integers(0, 110)))])
+            next_ck += 1
+            t = np.concatenate([np.delete(t, int(rng.integers(len(t)))), new])
+        if rng.random() < 0.1:
+            t = t[rng.permutation(len(t))]
+        t["pid"][t["inode"] == 0] = 0
+        kf = rng.random() < 0.05
+        codes = codes_of(t)
+        ev, code, closed, need, pids, _, cur, g = carry_diff(a, t, codes, kf, dead, changed)
+        ev2, code2, closed2, _, dup = b.diff(t.copy(), codes.copy(), kf)
+        assert (cur["pid"] == t["pid"]).all() and (g == codes).all(), step
+        assert ev.tolist() == ev2.tolist() and code.tolist() == code2.tolist(), step
+        assert closed.tobytes() == closed2.tobytes(), step
+        assert a.rows.tobytes() == b.rows.tobytes() and (a.proc == b.proc).all(), step
+        carried = np.setdiff1d(np.arange(len(t)), need)
+        assert set(pids.tolist()) <= set(t["pid"][carried].tolist()) | {0}
+        assert set(t["pid"][carried].tolist()) - {0} <= set(pids.tolist())
+        carried_seen += len(carried)
+        if rng.random() < 0.1:                       # refind: undone, the table again
+            a.rollback()
+            b.rollback()
+            assert a.rows.tobytes() == b.rows.tobytes() and (a.proc == b.proc).all(), step
+            a.diff(t.copy(), codes.copy(), kf)
+            b.diff(t.copy(), codes.copy(), kf)
+        truth = t
+    assert carried_seen > 200 * 250
 
 
 def test_carry_many_owners():
     """More distinct owners than the pid set first holds (it grows)."""
     spec = [(k + 1, 1000 + k, 5000 + k) for k in range(3000)]
-    d = primed(spec, list(range(3000)))
-    cur = fresh(spec)
-    g = np.zeros(len(cur), np.int32)
-    need, pids, _, _ = d.carry(cur, g)
-    assert len(need) == 0
-    assert sorted(pids.tolist()) == [5000 + k for k in range(3000)]
-    assert (cur["pid"] == np.arange(5000, 8000)).all() and (g == np.arange(3000)).all()
+    d = Differ()
+    d.diff(table(spec), np.arange(3000, dtype=np.int32), False)
+    for _ in range(2):
+        ev, code, closed, need, pids, _, cur, g = carry_diff(d, table(spec), np.arange(3000, dtype=np.int32), False)
+        assert len(need) == 0 and len(ev) == 0
+        assert sorted(pids.tolist()) == [5000 + k for k in range(3000)]
+        assert (cur["pid"] == np.arange(5000, 8000)).all() and (g == np.arange(3000)).all()
 
 
 # ---------------------------------------------------------------- live: the resolver's side

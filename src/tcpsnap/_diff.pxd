@@ -1,5 +1,5 @@
 # The compiled diff of two consecutive snapshots (changes mode): declarations.
-from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from tcpsnap._row cimport tcpsnap_row
 
 # Event codes: the index of each name in changes.EVENTS (the `event` column's dictionary).
@@ -23,13 +23,36 @@ cdef struct info_args:
     const uint8_t *mask
     Py_ssize_t width
 
+# Changes mode with pids looked up only where needed (Differ.diff(..., carry=)): while
+# matching, each cur row takes its prev row's pid and process code; the rows whose owner
+# must be looked up again (new, another inode, unresolved, an owner in `dead`, an inode in
+# `chg`) are listed in need_j (their prev row in need_i, -1: new), with the prev values
+# in place for now (Differ.fixup settles them once looked up).
+cdef struct carry_args:
+    const uint64_t *dead    # open-addressing sets (0 = empty slot), NULL when empty
+    uint64_t dmask
+    const uint64_t *chg
+    uint64_t cmask
+    int64_t *need_j
+    int64_t *need_i
+    Py_ssize_t n_need
+    uint64_t *stale_ino     # prev rows matched whose inode changed: inode and cookie
+    uint64_t *stale_ck
+    Py_ssize_t n_stale
+    uint64_t *pids          # set of the pids carried
+    uint64_t pmask
+    Py_ssize_t n_pids
+    int overflow            # the set filled up: pids incomplete
+    uint32_t last, last2
+
 cdef struct diff_result:
     Py_ssize_t n_events     # cur rows written to ev_idx / ev_code
     Py_ssize_t n_closed     # prev rows written to closed_idx
     int duplicate           # an identity occurs twice in prev or cur: emit a keyframe
     int cur_duplicate       # ... twice in cur
 
-# Diff prev[:np] (with per-row process codes pproc) against cur[:nc] (cproc). Fills
+# Diff prev[:np] (with per-row process codes pproc) against cur[:nc] (cproc). With `ca`
+# (not NULL), cur_w / cproc_w are cur / cproc, written as carry_args says. Fills
 # ev_idx/ev_code (capacity nc) with the cur rows to record -- every row when
 # `keyframe` (or when an identity repeats) -- and closed_idx (capacity np) with the prev
 # rows gone from cur. `slots` (nslots, a power of two >= 2*nc) is left holding cur's
@@ -38,7 +61,8 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
                              int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
                              int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx,
-                             const info_args *info) noexcept nogil
+                             const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                             carry_args *ca) noexcept nogil
 
 # Index into cur of the row with this cookie, after diff_tables (-1: none).
 cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
@@ -54,4 +78,5 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
                               const int32_t *cproc, Py_ssize_t n, int keyframe,
                               int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
                               int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info) noexcept nogil
+                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                              carry_args *ca) noexcept nogil

@@ -130,11 +130,20 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
                               const int32_t *cproc, Py_ssize_t n, int keyframe,
                               int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
                               int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info) noexcept nogil:
+                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                              carry_args *ca) noexcept nogil:
     cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
     cdef Py_ssize_t i = 0, k, ne = 0, nu = 0, end
     cdef uint8_t m, code
     while i < n:
+        if ca != NULL:
+            # owners first, a block at a time while its rows are in the cache (an identity
+            # out of place is left alone: the hash diff takes over below)
+            end = min(i + BLOCK, n)
+            for k in range(i, end):
+                if not _same_id(&cur[k], &prev[k]):
+                    break
+                _carry_one(prev, pproc, k, cur_w, cproc_w, k, ca)
         if not with_info and i + BLOCK <= n and memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0 \
                 and memcmp(&cproc[i], &pproc[i], BLOCK * sizeof(int32_t)) == 0:
             # a block of rows alike, byte for byte (one memcmp, not one a row): unchanged
@@ -176,7 +185,8 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
                              int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
                              int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx,
-                             const info_args *info) noexcept nogil:
+                             const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                             carry_args *ca) noexcept nogil:
     cdef diff_result res
     cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
     cdef Py_ssize_t i, j
@@ -222,11 +232,15 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
         if matched[j]:
             res.duplicate = 1              # prev repeats an identity
             continue
+        if ca != NULL:
+            _carry_one(prev, pproc, i, cur_w, cproc_w, j, ca)
         matched[j] = _classify(prev, pproc, i, cur, cproc, j, with_info, info)
     # 3. the events, in cur's order; a keyframe lists every row
     if res.duplicate:
         keyframe = 1
     for j in range(nc):
+        if ca != NULL and matched[j] == 0:
+            _need(ca, j, -1)               # new: looked up (its event is "opened" anyway)
         code = _event(matched[j], keyframe)
         if code == NO_EVENT:
             continue
@@ -271,73 +285,53 @@ cdef inline void _set_add(uint64_t *set_, uint64_t mask, uint64_t key) noexcept 
     set_[h] = key
 
 
-cdef struct carry_out:
-    int64_t *need           # cur rows to look up
-    Py_ssize_t n_need
-    uint64_t *stale_ino     # prev rows matched by cookie whose inode changed: their inode...
-    uint64_t *stale_ck      # ...and cookie
-    Py_ssize_t n_stale
-    uint64_t *pids          # distinct pids carried (open-addressing set, 0 = empty)
-    uint64_t pmask
-    Py_ssize_t n_pids
-    int overflow            # the pid set is full: grow it and carry again
+cdef inline void _need(carry_args *ca, Py_ssize_t j, Py_ssize_t i) noexcept nogil:
+    ca.need_j[ca.n_need] = j
+    ca.need_i[ca.n_need] = i
+    ca.n_need += 1
 
 
-cdef void carry_rows(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
-                     tcpsnap_row *cur, int32_t *cproc, Py_ssize_t nc,
-                     const int32_t *slots, Py_ssize_t nslots,
-                     const uint64_t *dead, uint64_t dmask, const uint64_t *chg, uint64_t cmask,
-                     carry_out *o) noexcept nogil:
-    """Differ.carry: each cur row's owner and process code from its prev row where
-    neither can have changed; the others listed in o.need."""
-    cdef Py_ssize_t j, i
-    cdef const tcpsnap_row *p
-    cdef tcpsnap_row *c
-    cdef uint32_t pid, last = 0
-    o.n_need = o.n_stale = o.n_pids = 0
-    o.overflow = 0
-    for j in range(nc):
-        c = &cur[j]
-        i = -1
-        if c.cookie != 0:
-            # the common case first: the kernel lists an unchanged table alike
-            if j < np and prev[j].cookie == c.cookie:
-                i = j
+cdef inline void _carry_one(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t i,
+                            tcpsnap_row *cur, int32_t *cproc, Py_ssize_t j,
+                            carry_args *ca) noexcept nogil:
+    """cur[j] (prev[i]'s connection) takes prev[i]'s pid and process code: for good where
+    neither can have changed, else for now (listed in ca.need)."""
+    cdef const tcpsnap_row *p = &prev[i]
+    cdef tcpsnap_row *c = &cur[j]
+    cdef uint32_t pid = p.pid
+    if c.inode == 0 and p.inode == 0:
+        c.pid = 0                         # TIME_WAIT, request sockets: no owner, no name
+        cproc[j] = -1
+        return
+    c.pid = pid
+    cproc[j] = pproc[i]
+    if p.inode != c.inode:
+        if p.inode != 0:                  # its entry is no longer any row's
+            ca.stale_ino[ca.n_stale] = p.inode
+            ca.stale_ck[ca.n_stale] = p.cookie
+            ca.n_stale += 1
+        _need(ca, j, i)
+        return
+    if (pid == 0 or (ca.dmask and _in_set(ca.dead, ca.dmask, pid))
+            or (ca.cmask and _in_set(ca.chg, ca.cmask, c.inode))):
+        _need(ca, j, i)                   # unresolved, or its owner changed since
+        return
+    if pid != ca.last and pid != ca.last2:   # (two: loopback connections' ends alternate)
+        ca.last2 = ca.last
+        ca.last = pid
+        if not _in_set(ca.pids, ca.pmask, pid):
+            if (ca.n_pids + 1) * 2 > <Py_ssize_t>(ca.pmask + 1):
+                ca.overflow = 1
             else:
-                i = diff_lookup(prev, slots, nslots, c.cookie)
-        if i < 0:
-            o.need[o.n_need] = j          # new (or no cookie to follow it by)
-            o.n_need += 1
-            continue
-        p = &prev[i]
-        if p.inode != c.inode:
-            if p.inode != 0:              # its entry is no longer any row's
-                o.stale_ino[o.n_stale] = p.inode
-                o.stale_ck[o.n_stale] = p.cookie
-                o.n_stale += 1
-            o.need[o.n_need] = j
-            o.n_need += 1
-            continue
-        if c.inode == 0:
-            c.pid = 0                     # TIME_WAIT, request sockets: no owner, no name
-            cproc[j] = -1
-            continue
-        pid = p.pid
-        if (pid == 0 or (dmask and _in_set(dead, dmask, pid))
-                or (cmask and _in_set(chg, cmask, c.inode))):
-            o.need[o.n_need] = j          # unresolved, or its owner changed since
-            o.n_need += 1
-            continue
-        c.pid = pid
-        cproc[j] = pproc[i]
-        if pid != last:
-            last = pid
-            if not _in_set(o.pids, o.pmask, pid):
-                if (o.n_pids + 1) * 2 > <Py_ssize_t>(o.pmask + 1):
-                    o.overflow = 1
-                    return
-                _set_add(o.pids, o.pmask, pid)
-                o.n_pids += 1
+                _set_add(ca.pids, ca.pmask, pid)
+                ca.n_pids += 1
+
+
+cdef inline void _carry_reset(carry_args *ca, Py_ssize_t nset) noexcept:
+    ca.n_need = ca.n_stale = ca.n_pids = 0
+    ca.overflow = 0
+    ca.last = ca.last2 = 0
+    memset(ca.pids, 0, nset * sizeof(uint64_t))
 
 
 cdef object _key_set(object keys):
@@ -414,7 +408,11 @@ cdef class Differ:
     cdef object _undo_idx
     cdef bint prev_dup           # an identity repeats within _prev: no diff in place
     cdef object _no_rows, _no_proc
-    cdef object _need, _stale_ino, _stale_ck, _pids   # carry()'s results (and its pid set)
+    cdef object _need, _need_i, _stale_ino, _stale_ck, _pids   # diff(carry=)'s (and its pid set)
+    cdef bint carrying           # a diff(carry=) waits for its fixup()
+    cdef object _cur, _cproc     # ...its table and codes
+    cdef Py_ssize_t n_need, n_stale, ne_carry
+    cdef bint pids_overflow
 
     def __init__(self, info_mask=None):
         """``info_mask``: for ``diff(..., info=)``, one uint8 per byte of a tcp_info row,
@@ -450,6 +448,9 @@ cdef class Differ:
         self._stale_ino = np.zeros(0, np.uint64)
         self._stale_ck = np.zeros(0, np.uint64)
         self._pids = np.zeros(64, np.uint64)
+        self._need_i = np.zeros(0, np.int64)
+        self.carrying = False
+        self.n_need = self.n_stale = 0
 
     def reset(self):
         """Forget the previous snapshot: the next diff opens every row."""
@@ -457,6 +458,7 @@ cdef class Differ:
         self.primed = False
         self.can_rollback = False
         self.slots_valid = False
+        self.carrying = False
 
     def rollback(self):
         """Undo the last ``diff``: the table before it is the previous one again, as if
@@ -479,6 +481,7 @@ cdef class Differ:
         self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
         self.can_rollback = False
         self.slots_valid = False
+        self.carrying = False
 
     @property
     def rows(self):
@@ -494,7 +497,7 @@ cdef class Differ:
         """The tcp_info rows of ``rows`` (None when the last diff was given none)."""
         return None if self._pinfo is None else self._pinfo[:self.n_prev]
 
-    def diff(self, cur, cproc, bint keyframe, info=None):
+    def diff(self, cur, cproc, bint keyframe, info=None, carry=None):
         """Diff ``cur`` (ROW_DTYPE) and its int32 process codes ``cproc`` against the
         previous call's; ``cur`` becomes the previous. Returns ``(ev_idx, ev_code,
         closed_rows, closed_proc, duplicate)``: indices into cur and their event codes,
@@ -506,7 +509,18 @@ cdef class Differ:
         previous call's info (none there: not compared); ValueError for another length or
         width, or no ``info_mask``. Bad arguments, before anything changes: TypeError when
         cur or cproc is not a numpy array, ValueError when it is one of the wrong dtype or
-        dimensions, or cproc's length is not cur's (any strides and read-only are fine)."""
+        dimensions, or cproc's length is not cur's (any strides and read-only are fine).
+
+        ``carry=(dead, changed)`` (changes mode with pids, ``record.changes``): ``cur``'s
+        pids and ``cproc`` are not known yet. Each row the previous table holds takes that
+        row's pid and code (written into ``cur`` and ``cproc``, which must then be
+        C-contiguous and writeable), for good unless its owner must be looked up again:
+        a new row, another inode than before, pid 0 with an inode, a pid in ``dead``
+        (owners that exited or were renamed), an inode in ``changed`` (sockets whose
+        owner changed) -- those are ``carried()[0]``. The caller writes their pid and
+        code into ``cur`` / ``cproc`` and calls ``fixup()``, which gives the events as a
+        diff of the completed table would (a row whose owner or name differs from the
+        previous is ``changed``). RuntimeError for a carry diff without a previous table.""" 
         cdef Py_ssize_t nc, npv = self.n_prev, n2, want, ne, nu = 0
         cdef const tcpsnap_row *cp
         cdef tcpsnap_row *pw
@@ -537,9 +551,43 @@ cdef class Differ:
                                  f"one per row of cur ({len(cur)})")
             info = np.ascontiguousarray(info)
             w = info.dtype.itemsize
+        cdef carry_args ca
+        cdef carry_args *cap = NULL
+        cdef tcpsnap_row *cw = NULL
+        cdef int32_t *cpw = NULL
+        self.carrying = False            # (a carry diff left without its fixup: abandoned)
+        if carry is not None:
+            if not self.primed:
+                raise RuntimeError("diff(carry=) needs a previous table")
+            for name, arr in (("cur", cur), ("cproc", cproc)):
+                if not (arr.flags.c_contiguous and arr.flags.writeable):
+                    raise ValueError(f"diff(carry=) writes {name}: it must be C-contiguous and writeable")
+            dset, dm = _key_set(carry[0])
+            cset, cm = _key_set(carry[1])
         cur = np.ascontiguousarray(cur)
         cproc = np.ascontiguousarray(cproc)
         nc = len(cur)
+        if carry is not None:
+            if len(self._need) < max(nc, 1):
+                k = max(nc, 2 * len(self._need), 1)
+                self._need = np.zeros(k, np.int64)
+                self._need_i = np.zeros(k, np.int64)
+                self._stale_ino = np.zeros(k, np.uint64)
+                self._stale_ck = np.zeros(k, np.uint64)
+            ca.dead = NULL if dset is None else <const uint64_t *>_ptr(dset, 8, &n2)
+            ca.dmask = dm
+            ca.chg = NULL if cset is None else <const uint64_t *>_ptr(cset, 8, &n2)
+            ca.cmask = cm
+            ca.need_j = <int64_t *>_ptr(self._need, 8, &n2)
+            ca.need_i = <int64_t *>_ptr(self._need_i, 8, &n2)
+            ca.stale_ino = <uint64_t *>_ptr(self._stale_ino, 8, &n2)
+            ca.stale_ck = <uint64_t *>_ptr(self._stale_ck, 8, &n2)
+            ca.pids = <uint64_t *>_ptr(self._pids, 8, &n2)
+            ca.pmask = len(self._pids) - 1
+            _carry_reset(&ca, len(self._pids))
+            cap = &ca
+            self._cur = cur
+            self._cproc = cproc
         if len(self._matched) < nc:
             k = max(nc, 2 * len(self._matched))
             self._matched = np.zeros(k, np.uint8)
@@ -550,6 +598,9 @@ cdef class Differ:
         if nc:
             cp = <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
             cpp = <const int32_t *>_ptr(cproc, 4, &n2)
+            if cap != NULL:
+                cw = <tcpsnap_row *>cp       # the same buffers, checked writeable above
+                cpw = <int32_t *>cpp
         cdef int64_t *ei = <int64_t *>_ptr(self._ev_idx, 8, &n2)
         cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
         if info is not None and self._pinfo is not None and self._pinfo.dtype.itemsize == w \
@@ -574,10 +625,12 @@ cdef class Differ:
             upw = <int32_t *>_ptr(self._oldproc, 4, &n2)
             uiw = <int64_t *>_ptr(self._undo_idx, 8, &n2)
             with nogil:
-                ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap)
+                ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap,
+                                   cw, cpw, cap)
             if ne >= 0:
                 self.in_place = True
                 self.n_undo = nu
+                self._carried(cap, ne)
                 self.closed_info = None if self._pinfo is None else self._pinfo[:0]
                 self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
                 self._keep_info(info, nc)
@@ -599,9 +652,11 @@ cdef class Differ:
         cdef int32_t *sl = <int32_t *>_ptr(self._slots, 4, &n2)
         cdef uint8_t *mt = <uint8_t *>_ptr(self._matched, 1, &n2)
         cdef int64_t *ci = <int64_t *>_ptr(self._closed_idx, 8, &n2)
+        if cap != NULL:
+            _carry_reset(cap, len(self._pids))      # (an in-place attempt's, undone)
         with nogil:
             res = diff_tables(pp, ppp, npv, cp, cpp, nc, keyframe or not self.primed,
-                              sl, self.nslots, mt, ei, ec, ci, iap)
+                              sl, self.nslots, mt, ei, ec, ci, iap, cw, cpw, cap)
         if not self.primed:
             # the first table: its rows were there before the recording, not opened now
             self._ev_code[:res.n_events] = EV_KEYFRAME
@@ -633,8 +688,128 @@ cdef class Differ:
         self.prev_dup = res.cur_duplicate != 0
         self.can_rollback = True
         self.slots_valid = True
+        self._carried(cap, res.n_events)
         return (self._ev_idx[:res.n_events], self._ev_code[:res.n_events], closed, closed_proc,
                 bool(res.duplicate))
+
+    cdef _carried(self, carry_args *ca, Py_ssize_t ne):
+        """After a diff(carry=): what fixup() and carried() need."""
+        if ca == NULL:
+            return
+        self.carrying = True
+        self.n_need = ca.n_need
+        self.n_stale = ca.n_stale
+        self.ne_carry = ne
+        self.pids_overflow = ca.overflow != 0
+
+    def carried(self):
+        """After ``diff(carry=)``: ``(need, pids, stale_inodes, stale_cookies)``: the rows
+        (int64 indices into cur) whose owner must be looked up, the distinct pids carried
+        (uint32: their processes are still some row's), and the inodes and cookies (uint64)
+        of previous rows whose connection now has another inode (their owner entries are
+        no row's any more). Views valid until the next diff. RuntimeError otherwise."""
+        if not self.carrying:
+            raise RuntimeError("carried() without a diff(carry=) waiting for its fixup()")
+        if self.pids_overflow:
+            # more owners than the set held: every pid of the table (and a larger set next time)
+            pids = np.unique(self._cur["pid"])
+            pids = pids[pids != 0].astype(np.uint32)
+            self._pids = np.zeros(2 * len(self._pids), np.uint64)
+        else:
+            pids = self._pids[self._pids != 0].astype(np.uint32)
+        return (self._need[:self.n_need], pids, self._stale_ino[:self.n_stale],
+                self._stale_ck[:self.n_stale])
+
+    def fixup(self):
+        """After ``diff(carry=)`` and the lookups of ``carried()[0]`` (their pid and code
+        written into the diff's cur and cproc): the table kept takes them, and the events
+        are returned, ``(ev_idx, ev_code)``, as a diff of the completed table gives them
+        (a row whose owner or name is not the previous row's: ``changed``, unless it is
+        ``opened`` or ``state``). RuntimeError without such a diff."""
+        cdef Py_ssize_t k, j, i, n2, ne, nu0, lo, hi, mid
+        cdef uint32_t npid
+        cdef int32_t nproc
+        cdef bint hit
+        cdef tcpsnap_row *cw
+        cdef int32_t *cpw
+        cdef tcpsnap_row *pw
+        cdef int32_t *ppw
+        cdef tcpsnap_row *ow
+        cdef int32_t *opw
+        cdef int64_t *uiw
+        cdef uint8_t code
+        if not self.carrying:
+            raise RuntimeError("fixup() without a diff(carry=)")
+        self.carrying = False
+        ne = self.ne_carry
+        cur, cproc = self._cur, self._cproc
+        self._cur = self._cproc = None
+        if not self.n_need:
+            return self._ev_idx[:ne], self._ev_code[:ne]
+        cdef const int64_t *nj = <const int64_t *>_ptr(self._need, 8, &n2)
+        cdef const int64_t *ni = <const int64_t *>_ptr(self._need_i, 8, &n2)
+        cdef const int64_t *ei = <const int64_t *>_ptr(self._ev_idx, 8, &n2)
+        cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
+        cw = <tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
+        cpw = <int32_t *>_ptr(cproc, 4, &n2)
+        pw = <tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
+        ppw = <int32_t *>_ptr(self._pproc, 4, &n2)
+        ow = <tcpsnap_row *>_ptr(self._old, sizeof(tcpsnap_row), &n2)
+        opw = <int32_t *>_ptr(self._oldproc, 4, &n2)
+        uiw = <int64_t *>_ptr(self._undo_idx, 8, &n2) if self.in_place else NULL
+        nu0 = self.n_undo
+        extra = []
+        for k in range(self.n_need):
+            j = nj[k]
+            i = ni[k]
+            npid = cw[j].pid
+            nproc = cpw[j]
+            if self.in_place:
+                # prev[j]: the old row, or cur's copy with the old owner (a row that changed)
+                if npid == pw[j].pid and nproc == ppw[j]:
+                    continue
+                lo, hi, hit = 0, nu0, False          # undo_idx[:nu0] ascends
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if uiw[mid] < j:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                hit = lo < nu0 and uiw[lo] == j
+                if not hit:                          # first write of it: undone by rollback
+                    memcpy(&ow[self.n_undo], &pw[j], sizeof(tcpsnap_row))
+                    opw[self.n_undo] = ppw[j]
+                    uiw[self.n_undo] = j
+                    self.n_undo += 1
+                memcpy(&pw[j], &cw[j], sizeof(tcpsnap_row))
+                ppw[j] = nproc
+            else:
+                # prev is a copy of cur (old owners); the previous table is _old
+                pw[j].pid = npid
+                ppw[j] = nproc
+                if i < 0 or (npid == ow[i].pid and nproc == opw[i]):
+                    continue
+            lo, hi = 0, ne                           # ev_idx[:ne] ascends
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if ei[mid] < j:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < ne and ei[lo] == j:
+                code = ec[lo]
+                if code != EV_STATE and code != EV_OPENED:
+                    ec[lo] = EV_CHANGED
+            else:
+                extra.append(j)
+        if extra:
+            idx = np.concatenate([self._ev_idx[:ne], np.array(extra, np.int64)])
+            codes = np.concatenate([self._ev_code[:ne], np.full(len(extra), EV_CHANGED, np.uint8)])
+            o = np.argsort(idx, kind="stable")
+            ne += len(extra)
+            self._ev_idx[:ne] = idx[o]
+            self._ev_code[:ne] = codes[o]
+        return self._ev_idx[:ne], self._ev_code[:ne]
 
     cdef _keep_info(self, info, Py_ssize_t nc):
         """``info`` (cur's tcp_info rows, or None) into _pinfo, the buffer rollback() does
@@ -646,77 +821,6 @@ cdef class Differ:
             self._pinfo = np.zeros(max(nc, len(self._prev)), info.dtype)
         if nc:
             self._pinfo[:nc].view(np.uint8)[:] = info.view(np.uint8)
-
-    def carry(self, cur, cproc, dead=(), changed=()):
-        """Before ``diff(cur, cproc)``: each row of ``cur`` that the previous table holds
-        (same cookie) with the same inode, an owner (pid != 0) and no reason to look it up
-        again gets that row's ``pid`` and process code written into ``cur`` and ``cproc``
-        -- a row with inode 0 gets pid 0 and code -1 -- so that only the others need a pid
-        lookup (``PidResolver.begin_rows`` / ``end_rows``, changes mode). The reasons:
-        its owner's pid is in ``dead`` (exited, retired, renamed), its inode in ``changed``
-        (its owner changed outside a lookup). Returns ``(need, pids, stale_inodes,
-        stale_cookies)``: the indices (int64) of the rows to look up, the distinct pids
-        carried (uint32), and the inodes and cookies (uint64) of previous rows whose
-        connection now has another inode (their entries no row has any more); views valid
-        until the next call. None when nothing can be carried (no previous table, or a
-        ``rollback`` since the last diff): look every row up. ``cur``: C-contiguous,
-        writeable ROW_DTYPE; ``cproc``: as long, int32 (ValueError or TypeError
-        otherwise)."""
-        cdef Py_ssize_t nc, n2, k
-        cdef carry_out o
-        cdef tcpsnap_row *cw
-        cdef int32_t *pw
-        for name, arr, dtype in (("cur", cur, ROW_DTYPE), ("cproc", cproc, np.int32)):
-            if not isinstance(arr, np.ndarray):
-                raise TypeError(f"{name} must be a numpy array, not {type(arr).__name__}")
-            if arr.dtype != dtype or arr.ndim != 1 or not arr.flags.c_contiguous or not arr.flags.writeable:
-                raise ValueError(f"{name} must be a writeable C-contiguous 1-dimensional array of {dtype}")
-        if len(cproc) != len(cur):
-            raise ValueError(f"cproc holds {len(cproc)} process codes for {len(cur)} rows of cur")
-        if not self.primed or not self.slots_valid or self.prev_dup:
-            return None
-        nc = len(cur)
-        if len(self._need) < max(nc, 1):
-            k = max(nc, 2 * len(self._need), 1)
-            self._need = np.zeros(k, np.int64)
-            self._stale_ino = np.zeros(k, np.uint64)
-            self._stale_ck = np.zeros(k, np.uint64)
-        cdef uint64_t dmask, cmask
-        dset, dm = _key_set(dead)
-        cset, cm = _key_set(changed)
-        dmask = dm
-        cmask = cm
-        cdef const uint64_t *dp = NULL
-        cdef const uint64_t *cpp = NULL
-        if dset is not None:
-            dp = <const uint64_t *>_ptr(dset, 8, &n2)
-        if cset is not None:
-            cpp = <const uint64_t *>_ptr(cset, 8, &n2)
-        cdef const tcpsnap_row *pp = NULL
-        cdef const int32_t *ppp = NULL
-        if self.n_prev:
-            pp = <const tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
-            ppp = <const int32_t *>_ptr(self._pproc, 4, &n2)
-        cdef const int32_t *sl = <const int32_t *>_ptr(self._slots, 4, &n2)
-        cw = NULL
-        pw = NULL
-        if nc:
-            cw = <tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
-            pw = <int32_t *>_ptr(cproc, 4, &n2)
-        o.need = <int64_t *>_ptr(self._need, 8, &n2)
-        o.stale_ino = <uint64_t *>_ptr(self._stale_ino, 8, &n2)
-        o.stale_ck = <uint64_t *>_ptr(self._stale_ck, 8, &n2)
-        while True:
-            o.pids = <uint64_t *>_ptr(self._pids, 8, &n2)
-            o.pmask = len(self._pids) - 1
-            memset(o.pids, 0, len(self._pids) * 8)
-            with nogil:
-                carry_rows(pp, ppp, self.n_prev, cw, pw, nc, sl, self.nslots, dp, dmask, cpp, cmask, &o)
-            if not o.overflow:
-                break
-            self._pids = np.zeros(2 * len(self._pids), np.uint64)   # more owners: again
-        pids = self._pids[self._pids != 0].astype(np.uint32)
-        return self._need[:o.n_need], pids, self._stale_ino[:o.n_stale], self._stale_ck[:o.n_stale]
 
     def lookup(self, cookies):
         """Index into the last diffed table of each cookie (uint64), -1 where absent.

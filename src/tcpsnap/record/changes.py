@@ -165,7 +165,7 @@ class ChangeTracker:
         self._gcodes: dict[str, int] = {}
         self.names_into: Any = None  # PidResolver.names_into (set by the capture): into the above
         self._res: Any = None   # the PidResolver step looks rows up with itself (defer_pids)
-        self._stale: tuple | None = None              # carry()'s rows whose inode changed
+        self._stale: tuple | None = None              # carried rows whose inode changed
         self._last_kf: int | None = None
         self._key = None
         self._quiet: tuple | None = None              # _marker's arrays
@@ -246,7 +246,7 @@ class ChangeTracker:
         """Look up owners here, only for the rows that need it: ``snap.take()`` leaves the
         pids (``Snapshotter.defer_pids``) and ``step`` carries each row's pid and process
         name over from the previous table where the row is still there with the same inode
-        and nothing since can have changed its owner (``Differ.carry``: the resolver's
+        and nothing since can have changed its owner (``Differ.diff(carry=)``: the resolver's
         ``begin_rows`` hands out the owners that exited, were retired or renamed, and the
         sockets whose owner a re-check or claim changed), looking up the others
         (``end_rows``); the resolver forgets the sockets the diff found closed
@@ -263,26 +263,32 @@ class ChangeTracker:
         self._res = res
         return True
 
-    def _owners(self, rows: np.ndarray) -> np.ndarray:
-        """``defer_pids``: fills ``rows["pid"]`` and returns the rows' global name codes."""
+    def _owners(self, rows: np.ndarray, first: bool):
+        """``defer_pids``, before the diff: ``(codes, plan)``, the rows' global name codes
+        (to be completed by ``_settle`` when ``plan`` is not None: the diff carries owners
+        over, ``Differ.diff(carry=plan)``) -- else every row looked up here."""
         res = self._res
         g = np.empty(len(rows), np.int32)
         plan = res.begin_rows()
-        got = self._differ.carry(rows, g, *plan) if plan is not None else None
         self._stale = None
-        if got is None:                      # every row looked up (resolve's pass)
-            res.end_rows(rows)
-            self.names_into(rows["pid"], g, self._gcodes, self._gnames, merge=False)
-            return g
-        need, carried, stale_ino, stale_ck = got
-        res.end_rows(rows, need, carried)
+        if plan is not None and not first:
+            return g, plan
+        res.end_rows(rows)                   # every row looked up (resolve's pass)
+        self.names_into(rows["pid"], g, self._gcodes, self._gnames, merge=False)
+        return g, None
+
+    def _settle(self, rows: np.ndarray, g: np.ndarray):
+        """``defer_pids``, after a carry diff: the rows it could not carry looked up and
+        named, the diff's events completed with them (``Differ.fixup``)."""
+        need, carried, stale_ino, stale_ck = self._differ.carried()
+        self._res.end_rows(rows, need, carried)
         if len(need):
             sub = np.empty(len(need), np.int32)
             self.names_into(rows["pid"][need], sub, self._gcodes, self._gnames, merge=False)
             g[need] = sub
         if len(stale_ino):
             self._stale = (stale_ino.copy(), stale_ck.copy())
-        return g
+        return self._differ.fixup()
 
     def _forget_closed(self, closed: np.ndarray) -> None:
         """``defer_pids``: the resolver's entries of the sockets gone from the table."""
@@ -349,15 +355,18 @@ class ChangeTracker:
         kf = (self._last_kf is None or file_key != self._key
               or mono_ns - self._last_kf >= self.keyframe_ns)
         first = not self._differ.primed
+        plan = None
         if self._res is not None:
             if not (rows.flags.c_contiguous and rows.flags.writeable):
                 rows = np.array(rows)
-            gproc = self._owners(rows)
+            gproc, plan = self._owners(rows, first)
         else:
             gproc = self._global_codes(rows, names)
         if self.tcp_info:
             info = carry_info(self._differ, rows, info, self._info_dtype)
-        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
+        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info, carry=plan)
+        if plan is not None:
+            ev_idx, ev_code = self._settle(rows, gproc)
         closed_info = self._differ.closed_info
         if feed is not None and len(closed):
             back = self._refind(closed)
