@@ -136,7 +136,7 @@ Changes mode: only the rows that need it
     refind path put back. A looked-up row whose owner or name differs from the previous
     is a ``changed`` event, as before (``Differ.fixup``). So every rule above holds with
     the same bounds, and rows that did not change cost no lookup and no name
-    (benchmarks/RESULTS.md, "Capture thread at 1 s (session 9)").
+    (benchmarks/RESULTS.md, "Capture thread at 1 s (session 8)", its session 9 part).
     There, the map's entries are dropped by the sockets the diff found closed (or whose
     connection's inode changed), a process is kept while a carried row names it, and when
     the map holds more than twice the table (plus 1,024) the next snapshot looks every row

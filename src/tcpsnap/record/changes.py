@@ -165,7 +165,7 @@ class ChangeTracker:
         self._gcodes: dict[str, int] = {}
         self.names_into: Any = None  # PidResolver.names_into (set by the capture): into the above
         self._res: Any = None   # the PidResolver step looks rows up with itself (defer_pids)
-        self._stale: tuple | None = None              # carried rows whose inode changed
+        self._stale: tuple | None = None  # carried rows whose inode changed
         self._last_kf: int | None = None
         self._key = None
         self._quiet: tuple | None = None              # _marker's arrays
@@ -243,17 +243,12 @@ class ChangeTracker:
         return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 
     def defer_pids(self, snap) -> bool:
-        """Look up owners here, only for the rows that need it: ``snap.take()`` leaves the
-        pids (``Snapshotter.defer_pids``) and ``step`` carries each row's pid and process
-        name over from the previous table where the row is still there with the same inode
-        and nothing since can have changed its owner (``Differ.diff(carry=)``: the resolver's
-        ``begin_rows`` hands out the owners that exited, were retired or renamed, and the
-        sockets whose owner a re-check or claim changed), looking up the others
-        (``end_rows``); the resolver forgets the sockets the diff found closed
-        (``forget``). The pids and names recorded are those of a lookup of every row
-        (``tests/test_changes_owners.py``, ``tests/test_carry_owners.py``). Needs
-        ``names_into`` set (pids on) and no filter on pids or processes (the recorder's
-        masks them before ``step``); returns whether it is on."""
+        """Look owners up in ``step``, only for the rows whose owner may have changed
+        (``tcpsnap.pids``, "Changes mode"): ``snap.take()`` leaves the pids
+        (``Snapshotter.defer_pids``), ``step`` carries the others' over from the previous
+        table (``Differ.diff(carry=)``, ``PidResolver.begin_rows`` / ``end_rows`` /
+        ``forget``). Needs ``names_into`` (pids on) and no filter on pids or processes (the
+        recorder masks by them before ``step``). Returns whether it is on."""
         if self.names_into is None or (self.where is not None and self.where.needs_pids):
             return False
         defer = getattr(snap, "defer_pids", None)
@@ -262,41 +257,6 @@ class ChangeTracker:
             return False
         self._res = res
         return True
-
-    def _owners(self, rows: np.ndarray, first: bool):
-        """``defer_pids``, before the diff: ``(codes, plan)``, the rows' global name codes
-        (to be completed by ``_settle`` when ``plan`` is not None: the diff carries owners
-        over, ``Differ.diff(carry=plan)``) -- else every row looked up here."""
-        res = self._res
-        g = np.empty(len(rows), np.int32)
-        plan = res.begin_rows()
-        self._stale = None
-        if plan is not None and not first:
-            return g, plan
-        res.end_rows(rows)                   # every row looked up (resolve's pass)
-        self.names_into(rows["pid"], g, self._gcodes, self._gnames, merge=False)
-        return g, None
-
-    def _settle(self, rows: np.ndarray, g: np.ndarray):
-        """``defer_pids``, after a carry diff: the rows it could not carry looked up and
-        named, the diff's events completed with them (``Differ.fixup``)."""
-        need, carried, stale_ino, stale_ck = self._differ.carried()
-        self._res.end_rows(rows, need, carried)
-        if len(need):
-            sub = np.empty(len(need), np.int32)
-            self.names_into(rows["pid"][need], sub, self._gcodes, self._gnames, merge=False)
-            g[need] = sub
-        if len(stale_ino):
-            self._stale = (stale_ino.copy(), stale_ck.copy())
-        return self._differ.fixup()
-
-    def _forget_closed(self, closed: np.ndarray) -> None:
-        """``defer_pids``: the resolver's entries of the sockets gone from the table."""
-        ino, ck = closed["inode"], closed["cookie"]
-        if self._stale is not None:
-            ino = np.concatenate([ino, self._stale[0]])
-            ck = np.concatenate([ck, self._stale[1]])
-        self._res.forget(ino, ck)
 
     def _take_reports(self) -> None:
         if self.tcp_info:
@@ -359,14 +319,14 @@ class ChangeTracker:
         if self._res is not None:
             if not (rows.flags.c_contiguous and rows.flags.writeable):
                 rows = np.array(rows)
-            gproc, plan = self._owners(rows, first)
+            gproc, plan = owners_before_diff(self, rows, first)
         else:
             gproc = self._global_codes(rows, names)
         if self.tcp_info:
             info = carry_info(self._differ, rows, info, self._info_dtype)
         ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info, carry=plan)
         if plan is not None:
-            ev_idx, ev_code = self._settle(rows, gproc)
+            ev_idx, ev_code = owners_after_diff(self, rows, gproc)
         closed_info = self._differ.closed_info
         if feed is not None and len(closed):
             back = self._refind(closed)
@@ -376,11 +336,7 @@ class ChangeTracker:
                 self._differ.rollback()
                 rows = np.concatenate([rows, back])
                 if self._res is not None:
-                    # refind carried their pids over: named as they are, looked up next time
-                    gb = np.empty(len(back), np.int32)
-                    self.names_into(back["pid"], gb, self._gcodes, self._gnames, merge=False)
-                    gproc = np.concatenate([gproc, gb])
-                    self._res.recheck_inodes(back["inode"])
+                    gproc = owners_refound(self, back, gproc)
                 else:
                     gproc = self._global_codes(rows, names)
                 if info is not None:
@@ -390,7 +346,7 @@ class ChangeTracker:
                 ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
                 closed_info = self._differ.closed_info
         if self._res is not None:
-            self._forget_closed(closed)
+            forget_closed(self, closed)
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
@@ -489,6 +445,51 @@ def _marker(tr: ChangeTracker, n: int, kf: bool, wall_ns: int, names):
     if oi is not None:
         extra = (*extra, oi)
     return out, (None if names is None else codes_of), extra
+
+
+def owners_before_diff(tr: ChangeTracker, rows: np.ndarray, first: bool):
+    """``defer_pids``, before the diff: ``(codes, plan)``, the rows' global name codes
+    (to be completed by ``owners_after_diff`` when ``plan`` is not None: the diff carries owners
+    over, ``Differ.diff(carry=plan)``) -- else every row looked up here."""
+    res = tr._res
+    g = np.empty(len(rows), np.int32)
+    plan = res.begin_rows()
+    tr._stale = None
+    if plan is not None and not first:
+        return g, plan
+    res.end_rows(rows)                   # every row looked up (resolve's pass)
+    tr.names_into(rows["pid"], g, tr._gcodes, tr._gnames, merge=False)
+    return g, None
+
+def owners_after_diff(tr: ChangeTracker, rows: np.ndarray, g: np.ndarray):
+    """``defer_pids``, after a carry diff: the rows it could not carry looked up and
+    named, the diff's events completed with them (``Differ.fixup``)."""
+    need, carried, stale_ino, stale_ck = tr._differ.carried()
+    tr._res.end_rows(rows, need, carried)
+    if len(need):
+        sub = np.empty(len(need), np.int32)
+        tr.names_into(rows["pid"][need], sub, tr._gcodes, tr._gnames, merge=False)
+        g[need] = sub
+    if len(stale_ino):
+        tr._stale = (stale_ino.copy(), stale_ck.copy())
+    return tr._differ.fixup()
+
+def owners_refound(tr: ChangeTracker, back: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``defer_pids``: the codes of the rows ``refind`` put back (``g`` extended): their
+    pids carried over by refind, named as they are, and looked up at the next snapshot."""
+    gb = np.empty(len(back), np.int32)
+    tr.names_into(back["pid"], gb, tr._gcodes, tr._gnames, merge=False)
+    tr._res.recheck_inodes(back["inode"])
+    return np.concatenate([g, gb])
+
+
+def forget_closed(tr: ChangeTracker, closed: np.ndarray) -> None:
+    """``defer_pids``: the resolver's entries of the sockets gone from the table."""
+    ino, ck = closed["inode"], closed["cookie"]
+    if tr._stale is not None:
+        ino = np.concatenate([ino, tr._stale[0]])
+        ck = np.concatenate([ck, tr._stale[1]])
+    tr._res.forget(ino, ck)
 
 
 def refind(tr: ChangeTracker, closed: np.ndarray):
