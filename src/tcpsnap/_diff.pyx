@@ -23,6 +23,12 @@ A row "changed" when any of its 96 bytes or its process name differs: the record
 rebuild every field a full recording holds (``tcpsnap.changes`` has the contract); when only
 its queues did (and it has a cookie), the event is the narrower "queues".
 
+With ``diff(..., carry=)`` (changes mode with pids: ``tcpsnap.pids``, "Changes mode") the
+table comes without its pids: while matching, each row takes its previous row's pid and
+process code, and the rows whose owner may have changed are listed for a lookup
+(``carried``); ``fixup`` then settles their events (``tests/test_carry_owners.py`` holds it
+to a plain diff of the completed table).
+
 With tcp_info (``diff(..., info=)``: one tcp_info row per table row, any fixed-width
 dtype), a row whose table fields are unchanged but whose counters moved -- any byte of its
 tcp_info row that ``info_mask`` marks, so timers that move on every sample do not count --
