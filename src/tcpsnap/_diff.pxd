@@ -1,49 +1,7 @@
 # The compiled diff of two consecutive snapshots (changes mode): declarations.
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from tcpsnap._row cimport tcpsnap_row
-
-# Event codes: the index of each name in changes.EVENTS (the `event` column's dictionary).
-cdef enum event_code:
-    EV_SNAPSHOT = 0    # marker row of an ordinary snapshot (family 0)
-    EV_KEYFRAME = 1    # marker of a keyframe snapshot; and its rows that did not change
-    EV_OPENED = 2
-    EV_STATE = 3       # the state changed (other fields may have too)
-    EV_CHANGED = 4     # any other field changed: queues, pid, process, addresses...
-    EV_CLOSED = 5
-    EV_QUEUES = 6      # only rx_queue / tx_queue changed (a connection with a cookie):
-                       # recorded as cookie, family, state and the queues, all else 0
-    EV_COUNTERS = 7    # with tcp_info: only its counters (and maybe the queues) moved:
-                       # recorded as a queues event plus the whole tcp_info
-
-# The tcp_info rows aligned with prev and cur (both NULL: no tcp_info), their width and
-# which of their bytes count as a change (mask[k] != 0: timers such as last_data_sent do not).
-cdef struct info_args:
-    const uint8_t *prev
-    const uint8_t *cur
-    const uint8_t *mask
-    Py_ssize_t width
-
-# Changes mode with pids looked up only where needed (Differ.diff(..., carry=)): while
-# matching, each cur row takes its prev row's pid and process code; the rows whose owner
-# must be looked up again (new, another inode, unresolved, an owner in `dead`, an inode in
-# `chg`) are listed in need_j (their prev row in need_i, -1: new), with the prev values
-# in place for now (Differ.fixup settles them once looked up).
-cdef struct carry_args:
-    const uint64_t *dead    # open-addressing sets (0 = empty slot), NULL when empty
-    uint64_t dmask
-    const uint64_t *chg
-    uint64_t cmask
-    int64_t *need_j
-    int64_t *need_i
-    Py_ssize_t n_need
-    uint64_t *stale_ino     # prev rows matched whose inode changed: inode and cookie
-    uint64_t *stale_ck
-    Py_ssize_t n_stale
-    uint64_t *pids          # set of the pids carried
-    uint64_t pmask
-    Py_ssize_t n_pids
-    int overflow            # the set filled up: pids incomplete
-    uint32_t last, last2
+from tcpsnap._diffrow cimport carry_args, info_args
 
 cdef struct diff_result:
     Py_ssize_t n_events     # cur rows written to ev_idx / ev_code

@@ -42,95 +42,11 @@ from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
+from tcpsnap._diffrow cimport (BLOCK, EV_CHANGED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_STATE,
+                              NO_EVENT, carry_one, carry_reset, classify, event_of, fixup_rows, hash_row,
+                              cookies_arg, key_set, mix64, need_row, same_id)
 from tcpsnap._row cimport get_buffer
 from tcpsnap._schema import ROW_DTYPE
-
-cdef enum:
-    ID_OFF = 4        # identity of a cookie-less row: bytes 4..47 (ports, addresses,
-    ID_LEN = 44       # scope ids) and the family (byte 0)
-    Q_OFF = 56        # rx_queue, tx_queue: bytes 56..63
-    Q_END = 64
-
-
-cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
-    # splitmix64 finaliser: cookies are sequential, so spread them over the table
-    h ^= h >> 30
-    h *= <uint64_t>0xBF58476D1CE4E5B9ULL
-    h ^= h >> 27
-    h *= <uint64_t>0x94D049BB133111EBULL
-    h ^= h >> 31
-    return h
-
-
-cdef inline uint64_t _hash(const tcpsnap_row *r) noexcept nogil:
-    cdef uint64_t h, w
-    cdef const uint8_t *p
-    cdef int i
-    if r.cookie != 0:
-        return _mix(r.cookie)
-    h = <uint64_t>r.family * <uint64_t>0x9E3779B97F4A7C15ULL
-    p = (<const uint8_t *>r) + ID_OFF
-    for i in range(0, ID_LEN, 4):
-        w = 0
-        memcpy(&w, p + i, 4)
-        h = _mix(h ^ w)
-    return h
-
-
-cdef inline bint _same_id(const tcpsnap_row *a, const tcpsnap_row *b) noexcept nogil:
-    if a.cookie != 0 or b.cookie != 0:
-        return a.cookie == b.cookie
-    return a.family == b.family and memcmp((<const char *>a) + ID_OFF, (<const char *>b) + ID_OFF, ID_LEN) == 0
-
-
-cdef inline bint _moved(const uint8_t *a, const uint8_t *b, const uint8_t *mask,
-                        Py_ssize_t width) noexcept nogil:
-    """Whether a byte ``mask`` marks differs between two tcp_info rows."""
-    cdef Py_ssize_t k
-    for k in range(width):
-        if mask[k] and a[k] != b[k]:
-            return True
-    return False
-
-
-cdef enum:
-    NO_EVENT = 255    # _event: the row is not written
-    BLOCK = 32        # diff_in_place: rows compared with one memcmp (3 KiB)
-
-
-cdef inline uint8_t _classify(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t i,
-                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t j,
-                              bint with_info, const info_args *info) noexcept nogil:
-    """How prev[i] became cur[j] (one identity): 1 = unchanged, else its event code."""
-    cdef const tcpsnap_row *p = &prev[i]
-    cdef const tcpsnap_row *c = &cur[j]
-    if c.state != p.state:
-        return EV_STATE
-    if memcmp(c, p, sizeof(tcpsnap_row)) != 0 or cproc[j] != pproc[i]:
-        # busy connections change only their queues, snapshot after snapshot: such an
-        # event needs the cookie and the queues, not the whole row
-        if (cproc[j] == pproc[i] and c.cookie != 0
-                and memcmp(c, p, Q_OFF) == 0
-                and memcmp((<const char *>c) + Q_END, (<const char *>p) + Q_END,
-                           sizeof(tcpsnap_row) - Q_END) == 0):
-            return EV_COUNTERS if with_info else EV_QUEUES
-        return EV_CHANGED
-    if with_info and _moved(info.prev + i * info.width, info.cur + j * info.width,
-                            info.mask, info.width):
-        return EV_COUNTERS
-    return 1
-
-
-cdef inline uint8_t _event(uint8_t matched, int keyframe) noexcept nogil:
-    """A row's event code from _classify's (0: not in the previous table), or NO_EVENT."""
-    if matched == 0:
-        return EV_OPENED
-    if matched == 1:
-        return EV_KEYFRAME if keyframe else NO_EVENT
-    if (matched == EV_QUEUES or matched == EV_COUNTERS) and keyframe:
-        return EV_CHANGED          # a keyframe holds whole rows
-    return matched
-
 
 cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
                               const int32_t *cproc, Py_ssize_t n, int keyframe,
@@ -147,9 +63,9 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
             # out of place is left alone: the hash diff takes over below)
             end = min(i + BLOCK, n)
             for k in range(i, end):
-                if not _same_id(&cur[k], &prev[k]):
+                if not same_id(&cur[k], &prev[k]):
                     break
-                _carry_one(prev, pproc, k, cur_w, cproc_w, k, ca)
+                carry_one(prev, pproc, k, cur_w, cproc_w, k, ca)
         if not with_info and i + BLOCK <= n and memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0 \
                 and memcmp(&cproc[i], &pproc[i], BLOCK * sizeof(int32_t)) == 0:
             # a block of rows alike, byte for byte (one memcmp, not one a row): unchanged
@@ -162,14 +78,14 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
             continue
         end = min(i + BLOCK, n)
         while i < end:
-            if not _same_id(&cur[i], &prev[i]):
+            if not same_id(&cur[i], &prev[i]):
                 # another table: put back what was written and let the hash diff do it
                 for k in range(nu):
                     memcpy(&prev[undo_idx[k]], &undo_rows[k], sizeof(tcpsnap_row))
                     pproc[undo_idx[k]] = undo_proc[k]
                 n_undo[0] = 0
                 return -1
-            m = _classify(prev, pproc, i, cur, cproc, i, with_info, info)
+            m = classify(prev, pproc, i, cur, cproc, i, with_info, info)
             if m != 1 and (memcmp(&cur[i], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[i] != pproc[i]):
                 memcpy(&undo_rows[nu], &prev[i], sizeof(tcpsnap_row))
                 undo_proc[nu] = pproc[i]
@@ -177,7 +93,7 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
                 nu += 1
                 memcpy(&prev[i], &cur[i], sizeof(tcpsnap_row))
                 pproc[i] = cproc[i]
-            code = _event(m, keyframe)
+            code = event_of(m, keyframe)
             if code != NO_EVENT:
                 ev_idx[ne] = i
                 ev_code[ne] = code
@@ -207,13 +123,13 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
     memset(matched, 0, nc)
     # 1. cur's identities -> slots (index + 1; 0 = empty)
     for i in range(nc):
-        h = _hash(&cur[i]) & mask
+        h = hash_row(&cur[i]) & mask
         while True:
             s = slots[h]
             if s == 0:
                 slots[h] = <int32_t>(i + 1)
                 break
-            if _same_id(&cur[s - 1], &cur[i]):
+            if same_id(&cur[s - 1], &cur[i]):
                 res.duplicate = 1          # the second copy is not in the table
                 res.cur_duplicate = 1
                 break
@@ -221,13 +137,13 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
     # 2. each prev row: still there (and how it changed), or closed.
     #    matched[j]: 0 = new, 1 = unchanged, else the event code.
     for i in range(np):
-        h = _hash(&prev[i]) & mask
+        h = hash_row(&prev[i]) & mask
         j = -1
         while True:
             s = slots[h]
             if s == 0:
                 break
-            if _same_id(&cur[s - 1], &prev[i]):
+            if same_id(&cur[s - 1], &prev[i]):
                 j = s - 1
                 break
             h = (h + 1) & mask
@@ -239,15 +155,15 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
             res.duplicate = 1              # prev repeats an identity
             continue
         if ca != NULL:
-            _carry_one(prev, pproc, i, cur_w, cproc_w, j, ca)
-        matched[j] = _classify(prev, pproc, i, cur, cproc, j, with_info, info)
+            carry_one(prev, pproc, i, cur_w, cproc_w, j, ca)
+        matched[j] = classify(prev, pproc, i, cur, cproc, j, with_info, info)
     # 3. the events, in cur's order; a keyframe lists every row
     if res.duplicate:
         keyframe = 1
     for j in range(nc):
         if ca != NULL and matched[j] == 0:
-            _need(ca, j, -1)               # new: looked up (its event is "opened" anyway)
-        code = _event(matched[j], keyframe)
+            need_row(ca, j, -1)               # new: looked up (its event is "opened" anyway)
+        code = event_of(matched[j], keyframe)
         if code == NO_EVENT:
             continue
         ev_idx[res.n_events] = j
@@ -259,7 +175,7 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
 cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
                             uint64_t cookie) noexcept nogil:
     cdef uint64_t mask = <uint64_t>nslots - 1
-    cdef uint64_t h = _mix(cookie) & mask
+    cdef uint64_t h = mix64(cookie) & mask
     cdef int32_t s
     if cookie == 0:
         return -1
@@ -272,95 +188,6 @@ cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssi
         h = (h + 1) & mask
 
 
-cdef inline bint _in_set(const uint64_t *set_, uint64_t mask, uint64_t key) noexcept nogil:
-    """Whether ``key`` (not 0) is in an open-addressing set of ``mask + 1`` slots (0: empty)."""
-    cdef uint64_t h = _mix(key) & mask
-    while set_[h] != 0:
-        if set_[h] == key:
-            return True
-        h = (h + 1) & mask
-    return False
-
-
-cdef inline void _set_add(uint64_t *set_, uint64_t mask, uint64_t key) noexcept nogil:
-    cdef uint64_t h = _mix(key) & mask
-    while set_[h] != 0:
-        if set_[h] == key:
-            return
-        h = (h + 1) & mask
-    set_[h] = key
-
-
-cdef inline void _need(carry_args *ca, Py_ssize_t j, Py_ssize_t i) noexcept nogil:
-    ca.need_j[ca.n_need] = j
-    ca.need_i[ca.n_need] = i
-    ca.n_need += 1
-
-
-cdef inline void _carry_one(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t i,
-                            tcpsnap_row *cur, int32_t *cproc, Py_ssize_t j,
-                            carry_args *ca) noexcept nogil:
-    """cur[j] (prev[i]'s connection) takes prev[i]'s pid and process code: for good where
-    neither can have changed, else for now (listed in ca.need)."""
-    cdef const tcpsnap_row *p = &prev[i]
-    cdef tcpsnap_row *c = &cur[j]
-    cdef uint32_t pid = p.pid
-    if c.inode == 0 and p.inode == 0:
-        c.pid = 0                         # TIME_WAIT, request sockets: no owner, no name
-        cproc[j] = -1
-        return
-    c.pid = pid
-    cproc[j] = pproc[i]
-    if p.inode != c.inode:
-        if p.inode != 0:                  # its entry is no longer any row's
-            ca.stale_ino[ca.n_stale] = p.inode
-            ca.stale_ck[ca.n_stale] = p.cookie
-            ca.n_stale += 1
-        _need(ca, j, i)
-        return
-    if (pid == 0 or (ca.dmask and _in_set(ca.dead, ca.dmask, pid))
-            or (ca.cmask and _in_set(ca.chg, ca.cmask, c.inode))):
-        _need(ca, j, i)                   # unresolved, or its owner changed since
-        return
-    if pid != ca.last and pid != ca.last2:   # (two: loopback connections' ends alternate)
-        ca.last2 = ca.last
-        ca.last = pid
-        if not _in_set(ca.pids, ca.pmask, pid):
-            if (ca.n_pids + 1) * 2 > <Py_ssize_t>(ca.pmask + 1):
-                ca.overflow = 1
-            else:
-                _set_add(ca.pids, ca.pmask, pid)
-                ca.n_pids += 1
-
-
-cdef inline void _carry_reset(carry_args *ca, Py_ssize_t nset) noexcept:
-    ca.n_need = ca.n_stale = ca.n_pids = 0
-    ca.overflow = 0
-    ca.last = ca.last2 = 0
-    memset(ca.pids, 0, nset * sizeof(uint64_t))
-
-
-cdef object _key_set(object keys):
-    """An open-addressing set (uint64, 0 = empty, at most half full) of the nonzero
-    ``keys``, and its mask; (None, 0) when there are none."""
-    cdef Py_ssize_t k, n2
-    cdef uint64_t m, key
-    a = np.ascontiguousarray(keys, np.uint64)
-    a = a[a != 0]
-    if not len(a):
-        return None, 0
-    m = 16
-    while m < 2 * <uint64_t>len(a):
-        m *= 2
-    out = np.zeros(m, np.uint64)
-    cdef uint64_t *o = <uint64_t *>_ptr(out, 8, &n2)
-    cdef const uint64_t *src = <const uint64_t *>_ptr(a, 8, &n2)
-    for k in range(len(a)):
-        key = src[k]
-        _set_add(o, m - 1, key)
-    return out, m - 1
-
-
 cdef const void *_ptr(object arr, Py_ssize_t itemsize, Py_ssize_t *n) except? NULL:
     """A C-contiguous array's data pointer and length in items (it may be read-only)."""
     cdef Py_buffer b
@@ -368,27 +195,6 @@ cdef const void *_ptr(object arr, Py_ssize_t itemsize, Py_ssize_t *n) except? NU
     n[0] = b.len // itemsize
     PyBuffer_Release(&b)       # numpy buffers do not move while the array lives
     return b.buf
-
-
-cdef object _cookies(object cookies):
-    """``cookies`` as a C-contiguous 1-D uint64 array, or TypeError / ValueError naming it."""
-    a = np.asarray(cookies)
-    if a.ndim > 1:
-        raise ValueError(f"cookies must be 1-dimensional, got {a.ndim} dimensions")
-    if a.dtype.kind == "O":
-        # Python ints past int64 (or anything else): what uint64 holds, or say what is wrong
-        try:
-            a = np.asarray(cookies, dtype=np.uint64)
-        except OverflowError:
-            raise ValueError("cookies must be integers in 0..2**64-1") from None
-        except (TypeError, ValueError):
-            raise TypeError("cookies must be integers") from None
-    elif a.dtype.kind == "i":
-        if (a < 0).any():
-            raise ValueError("cookies must be integers in 0..2**64-1, got a negative one")
-    elif a.dtype.kind not in "ub" and a.size:
-        raise TypeError(f"cookies must be integers, got dtype {a.dtype!r}")
-    return np.ascontiguousarray(a, dtype=np.uint64)
 
 
 cdef class Differ:
@@ -517,16 +323,11 @@ cdef class Differ:
         cur or cproc is not a numpy array, ValueError when it is one of the wrong dtype or
         dimensions, or cproc's length is not cur's (any strides and read-only are fine).
 
-        ``carry=(dead, changed)`` (changes mode with pids, ``record.changes``): ``cur``'s
-        pids and ``cproc`` are not known yet. Each row the previous table holds takes that
-        row's pid and code (written into ``cur`` and ``cproc``, which must then be
-        C-contiguous and writeable), for good unless its owner must be looked up again:
-        a new row, another inode than before, pid 0 with an inode, a pid in ``dead``
-        (owners that exited or were renamed), an inode in ``changed`` (sockets whose
-        owner changed) -- those are ``carried()[0]``. The caller writes their pid and
-        code into ``cur`` / ``cproc`` and calls ``fixup()``, which gives the events as a
-        diff of the completed table would (a row whose owner or name differs from the
-        previous is ``changed``). RuntimeError for a carry diff without a previous table.""" 
+        ``carry=(dead, changed)``: cur's pids and cproc are not known yet; each row takes
+        its previous row's (written into cur and cproc: C-contiguous, writeable) unless it
+        is new, has another inode, pid 0, an owner in ``dead`` or an inode in ``changed``
+        (``carried()[0]``: the caller fills those, then ``fixup()`` gives the events).
+        RuntimeError without a previous table."""
         cdef Py_ssize_t nc, npv = self.n_prev, n2, want, ne, nu = 0
         cdef const tcpsnap_row *cp
         cdef tcpsnap_row *pw
@@ -568,18 +369,16 @@ cdef class Differ:
             for name, arr in (("cur", cur), ("cproc", cproc)):
                 if not (arr.flags.c_contiguous and arr.flags.writeable):
                     raise ValueError(f"diff(carry=) writes {name}: it must be C-contiguous and writeable")
-            dset, dm = _key_set(carry[0])
-            cset, cm = _key_set(carry[1])
+            dset, dm = key_set(carry[0])
+            cset, cm = key_set(carry[1])
         cur = np.ascontiguousarray(cur)
         cproc = np.ascontiguousarray(cproc)
         nc = len(cur)
         if carry is not None:
             if len(self._need) < max(nc, 1):
                 k = max(nc, 2 * len(self._need), 1)
-                self._need = np.zeros(k, np.int64)
-                self._need_i = np.zeros(k, np.int64)
-                self._stale_ino = np.zeros(k, np.uint64)
-                self._stale_ck = np.zeros(k, np.uint64)
+                self._need, self._need_i = np.zeros(k, np.int64), np.zeros(k, np.int64)
+                self._stale_ino, self._stale_ck = np.zeros(k, np.uint64), np.zeros(k, np.uint64)
             ca.dead = NULL if dset is None else <const uint64_t *>_ptr(dset, 8, &n2)
             ca.dmask = dm
             ca.chg = NULL if cset is None else <const uint64_t *>_ptr(cset, 8, &n2)
@@ -590,7 +389,7 @@ cdef class Differ:
             ca.stale_ck = <uint64_t *>_ptr(self._stale_ck, 8, &n2)
             ca.pids = <uint64_t *>_ptr(self._pids, 8, &n2)
             ca.pmask = len(self._pids) - 1
-            _carry_reset(&ca, len(self._pids))
+            carry_reset(&ca, len(self._pids))
             cap = &ca
             self._cur = cur
             self._cproc = cproc
@@ -659,7 +458,7 @@ cdef class Differ:
         cdef uint8_t *mt = <uint8_t *>_ptr(self._matched, 1, &n2)
         cdef int64_t *ci = <int64_t *>_ptr(self._closed_idx, 8, &n2)
         if cap != NULL:
-            _carry_reset(cap, len(self._pids))      # (an in-place attempt's, undone)
+            carry_reset(cap, len(self._pids))      # (an in-place attempt's, undone)
         with nogil:
             res = diff_tables(pp, ppp, npv, cp, cpp, nc, keyframe or not self.primed,
                               sl, self.nslots, mt, ei, ec, ci, iap, cw, cpw, cap)
@@ -699,7 +498,6 @@ cdef class Differ:
                 bool(res.duplicate))
 
     cdef _carried(self, carry_args *ca, Py_ssize_t ne):
-        """After a diff(carry=): what fixup() and carried() need."""
         if ca == NULL:
             return
         self.carrying = True
@@ -710,10 +508,8 @@ cdef class Differ:
 
     def carried(self):
         """After ``diff(carry=)``: ``(need, pids, stale_inodes, stale_cookies)``: the rows
-        (int64 indices into cur) whose owner must be looked up, the distinct pids carried
-        (uint32: their processes are still some row's), and the inodes and cookies (uint64)
-        of previous rows whose connection now has another inode (their owner entries are
-        no row's any more). Views valid until the next diff. RuntimeError otherwise."""
+        to look up (int64), the distinct pids carried (uint32), the inodes and cookies
+        (uint64) of previous rows whose inode changed. Views; RuntimeError otherwise."""
         if not self.carrying:
             raise RuntimeError("carried() without a diff(carry=) waiting for its fixup()")
         if self.pids_overflow:
@@ -727,23 +523,9 @@ cdef class Differ:
                 self._stale_ck[:self.n_stale])
 
     def fixup(self):
-        """After ``diff(carry=)`` and the lookups of ``carried()[0]`` (their pid and code
-        written into the diff's cur and cproc): the table kept takes them, and the events
-        are returned, ``(ev_idx, ev_code)``, as a diff of the completed table gives them
-        (a row whose owner or name is not the previous row's: ``changed``, unless it is
-        ``opened`` or ``state``). RuntimeError without such a diff."""
-        cdef Py_ssize_t k, j, i, n2, ne, nu0, lo, hi, mid
-        cdef uint32_t npid
-        cdef int32_t nproc
-        cdef bint hit
-        cdef tcpsnap_row *cw
-        cdef int32_t *cpw
-        cdef tcpsnap_row *pw
-        cdef int32_t *ppw
-        cdef tcpsnap_row *ow
-        cdef int32_t *opw
-        cdef int64_t *uiw
-        cdef uint8_t code
+        """After ``diff(carry=)`` and the lookups: ``(ev_idx, ev_code)`` as a diff of the
+        completed table gives them (``_diffrow.fixup_rows``). RuntimeError otherwise."""
+        cdef Py_ssize_t n2, ne, nx, nu
         if not self.carrying:
             raise RuntimeError("fixup() without a diff(carry=)")
         self.carrying = False
@@ -752,67 +534,26 @@ cdef class Differ:
         self._cur = self._cproc = None
         if not self.n_need:
             return self._ev_idx[:ne], self._ev_code[:ne]
-        cdef const int64_t *nj = <const int64_t *>_ptr(self._need, 8, &n2)
-        cdef const int64_t *ni = <const int64_t *>_ptr(self._need_i, 8, &n2)
-        cdef const int64_t *ei = <const int64_t *>_ptr(self._ev_idx, 8, &n2)
-        cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
-        cw = <tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
-        cpw = <int32_t *>_ptr(cproc, 4, &n2)
-        pw = <tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
-        ppw = <int32_t *>_ptr(self._pproc, 4, &n2)
-        ow = <tcpsnap_row *>_ptr(self._old, sizeof(tcpsnap_row), &n2)
-        opw = <int32_t *>_ptr(self._oldproc, 4, &n2)
-        uiw = <int64_t *>_ptr(self._undo_idx, 8, &n2) if self.in_place else NULL
-        nu0 = self.n_undo
-        extra = []
-        for k in range(self.n_need):
-            j = nj[k]
-            i = ni[k]
-            npid = cw[j].pid
-            nproc = cpw[j]
-            if self.in_place:
-                # prev[j]: the old row, or cur's copy with the old owner (a row that changed)
-                if npid == pw[j].pid and nproc == ppw[j]:
-                    continue
-                lo, hi, hit = 0, nu0, False          # undo_idx[:nu0] ascends
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if uiw[mid] < j:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                hit = lo < nu0 and uiw[lo] == j
-                if not hit:                          # first write of it: undone by rollback
-                    memcpy(&ow[self.n_undo], &pw[j], sizeof(tcpsnap_row))
-                    opw[self.n_undo] = ppw[j]
-                    uiw[self.n_undo] = j
-                    self.n_undo += 1
-                memcpy(&pw[j], &cw[j], sizeof(tcpsnap_row))
-                ppw[j] = nproc
-            else:
-                # prev is a copy of cur (old owners); the previous table is _old
-                pw[j].pid = npid
-                ppw[j] = nproc
-                if i < 0 or (npid == ow[i].pid and nproc == opw[i]):
-                    continue
-            lo, hi = 0, ne                           # ev_idx[:ne] ascends
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if ei[mid] < j:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < ne and ei[lo] == j:
-                code = ec[lo]
-                if code != EV_STATE and code != EV_OPENED:
-                    ec[lo] = EV_CHANGED
-            else:
-                extra.append(j)
-        if extra:
-            idx = np.concatenate([self._ev_idx[:ne], np.array(extra, np.int64)])
-            codes = np.concatenate([self._ev_code[:ne], np.full(len(extra), EV_CHANGED, np.uint8)])
+        extra = np.zeros(self.n_need, np.int64)
+        nu = self.n_undo
+        nx = fixup_rows(<const int64_t *>_ptr(self._need, 8, &n2), <const int64_t *>_ptr(self._need_i, 8, &n2),
+                        self.n_need, <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2),
+                        <const int32_t *>_ptr(cproc, 4, &n2),
+                        <tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2),
+                        <int32_t *>_ptr(self._pproc, 4, &n2),
+                        <tcpsnap_row *>_ptr(self._old, sizeof(tcpsnap_row), &n2),
+                        <int32_t *>_ptr(self._oldproc, 4, &n2),
+                        <int64_t *>_ptr(self._undo_idx, 8, &n2) if self.in_place else NULL,
+                        &nu, self.in_place, <const int64_t *>_ptr(self._ev_idx, 8, &n2),
+                        <uint8_t *>_ptr(self._ev_code, 1, &n2), ne,
+                        <int64_t *>_ptr(extra, 8, &n2), EV_STATE, EV_OPENED, EV_CHANGED)
+        self.n_undo = nu
+        if nx:
+            # rows that had no event: merged in, in cur's order
+            idx = np.concatenate([self._ev_idx[:ne], extra[:nx]])
+            codes = np.concatenate([self._ev_code[:ne], np.full(nx, EV_CHANGED, np.uint8)])
             o = np.argsort(idx, kind="stable")
-            ne += len(extra)
+            ne += nx
             self._ev_idx[:ne] = idx[o]
             self._ev_code[:ne] = codes[o]
         return self._ev_idx[:ne], self._ev_code[:ne]
@@ -835,7 +576,7 @@ cdef class Differ:
         structured rows, None), ValueError for a negative cookie, one past 2**64-1, or
         more than one dimension; RuntimeError after ``rollback`` (diff again first)."""
         cdef Py_ssize_t i, n, n2
-        cookies = _cookies(cookies)
+        cookies = cookies_arg(cookies)
         if not self.slots_valid and self.n_prev:
             raise RuntimeError("lookup after rollback: the table it indexes is not diffed yet")
         n = len(cookies)

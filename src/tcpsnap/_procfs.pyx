@@ -2159,6 +2159,8 @@ cdef class PidResolver:
                     t = self._phase(P_ROWS, t)
                 if not err:
                     err = self._close_take(now, t, r, cn, True, ready, &where)
+                else:
+                    self._end_take(now, ready)
             if ts != NULL:
                 PyEval_RestoreThread(ts)
         finally:
@@ -2223,10 +2225,15 @@ cdef class PidResolver:
                 self.evicted += smap_evict(&self.socks, self.epoch)
             self._sweep_procs()
             t = self._phase(P_TIDY, t)
+        self._end_take(now, ready)
+        return err
+
+    cdef void _end_take(self, double now, bint ready) noexcept nogil:
+        """Every take ends so, also one that failed: a walk merged (or begun in place)
+        is over."""
         self.last_take = now
         if ready or not self.walk_bg:
             self.walk_open = False
-        return err
 
     # ------------------------------------------------------------ some rows only
 
@@ -2273,7 +2280,7 @@ cdef class PidResolver:
         self.take_t = t
         self.take_now = now
         if err:
-            self.rows_open = False
+            self._end_take(now, ready)     # (rows_open stays: the next take looks every row up)
             raise_syscall(WHERE[where], err, enomem_as_memoryerror=True)
         if full or self.full_next:
             self.nchg_pids = self.nchg_inodes = 0
@@ -2345,6 +2352,8 @@ cdef class PidResolver:
                 t = self._phase(P_ROWS, t)
                 if not err:
                     err = self._close_take(self.take_now, t, r, cn, all_rows, self.take_ready, &where)
+                else:
+                    self._end_take(self.take_now, self.take_ready)
                 self.rows_n = cn
                 self.rows_looked += cn if all_rows else m
                 self.rows_carried += 0 if all_rows else cn - m
@@ -2354,8 +2363,7 @@ cdef class PidResolver:
                 PyEval_RestoreThread(ts)
         finally:
             PyBuffer_Release(&b)
-        if err:
-            self.rows_open = False
+        if err:                          # (rows_open stays: the next take looks every row up)
             raise_syscall(WHERE[where], err, enomem_as_memoryerror=True)
         if not self.walks:
             return
