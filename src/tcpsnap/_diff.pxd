@@ -1,27 +1,7 @@
 # The compiled diff of two consecutive snapshots (changes mode): declarations.
-from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from tcpsnap._row cimport tcpsnap_row
-
-# Event codes: the index of each name in changes.EVENTS (the `event` column's dictionary).
-cdef enum event_code:
-    EV_SNAPSHOT = 0    # marker row of an ordinary snapshot (family 0)
-    EV_KEYFRAME = 1    # marker of a keyframe snapshot; and its rows that did not change
-    EV_OPENED = 2
-    EV_STATE = 3       # the state changed (other fields may have too)
-    EV_CHANGED = 4     # any other field changed: queues, pid, process, addresses...
-    EV_CLOSED = 5
-    EV_QUEUES = 6      # only rx_queue / tx_queue changed (a connection with a cookie):
-                       # recorded as cookie, family, state and the queues, all else 0
-    EV_COUNTERS = 7    # with tcp_info: only its counters (and maybe the queues) moved:
-                       # recorded as a queues event plus the whole tcp_info
-
-# The tcp_info rows aligned with prev and cur (both NULL: no tcp_info), their width and
-# which of their bytes count as a change (mask[k] != 0: timers such as last_data_sent do not).
-cdef struct info_args:
-    const uint8_t *prev
-    const uint8_t *cur
-    const uint8_t *mask
-    Py_ssize_t width
+from tcpsnap._diffrow cimport carry_args, info_args
 
 cdef struct diff_result:
     Py_ssize_t n_events     # cur rows written to ev_idx / ev_code
@@ -29,7 +9,8 @@ cdef struct diff_result:
     int duplicate           # an identity occurs twice in prev or cur: emit a keyframe
     int cur_duplicate       # ... twice in cur
 
-# Diff prev[:np] (with per-row process codes pproc) against cur[:nc] (cproc). Fills
+# Diff prev[:np] (with per-row process codes pproc) against cur[:nc] (cproc). With `ca`
+# (not NULL), cur_w / cproc_w are cur / cproc, written as carry_args says. Fills
 # ev_idx/ev_code (capacity nc) with the cur rows to record -- every row when
 # `keyframe` (or when an identity repeats) -- and closed_idx (capacity np) with the prev
 # rows gone from cur. `slots` (nslots, a power of two >= 2*nc) is left holding cur's
@@ -38,7 +19,8 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
                              int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
                              int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx,
-                             const info_args *info) noexcept nogil
+                             const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                             carry_args *ca) noexcept nogil
 
 # Index into cur of the row with this cookie, after diff_tables (-1: none).
 cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
@@ -54,4 +36,5 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
                               const int32_t *cproc, Py_ssize_t n, int keyframe,
                               int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
                               int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info) noexcept nogil
+                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                              carry_args *ca) noexcept nogil

@@ -17,10 +17,15 @@ class Differ:
     @property
     def info(self) -> np.ndarray | None: ...
     def diff(
-        self, cur: np.ndarray, cproc: np.ndarray, keyframe: bool, info: np.ndarray | None = None
+        self, cur: np.ndarray, cproc: np.ndarray, keyframe: bool, info: np.ndarray | None = None,
+        carry: tuple | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
         """TypeError when cur or cproc is not a numpy array; ValueError for a wrong dtype,
         other than 1-D, or lengths that differ."""
+    def carried(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """After diff(carry=): (need, pids, stale_inodes, stale_cookies)."""
+    def fixup(self) -> tuple[np.ndarray, np.ndarray]:
+        """After diff(carry=) and the lookups: the events (ev_idx, ev_code)."""
     def lookup(self, cookies: np.ndarray) -> np.ndarray:
         """TypeError for cookies that are not integers; ValueError for a negative one, one
         past 2**64-1, or more than one dimension; RuntimeError after rollback()."""

@@ -23,6 +23,12 @@ A row "changed" when any of its 96 bytes or its process name differs: the record
 rebuild every field a full recording holds (``tcpsnap.changes`` has the contract); when only
 its queues did (and it has a cookie), the event is the narrower "queues".
 
+With ``diff(..., carry=)`` (changes mode with pids: ``tcpsnap.pids``, "Changes mode") the
+table comes without its pids: while matching, each row takes its previous row's pid and
+process code, and the rows whose owner may have changed are listed for a lookup
+(``carried``); ``fixup`` then settles their events (``tests/test_carry_owners.py`` holds it
+to a plain diff of the completed table).
+
 With tcp_info (``diff(..., info=)``: one tcp_info row per table row, any fixed-width
 dtype), a row whose table fields are unchanged but whose counters moved -- any byte of its
 tcp_info row that ``info_mask`` marks, so timers that move on every sample do not count --
@@ -31,110 +37,35 @@ whole tcp_info row); every other event carries the whole tcp_info row anyway.
 """
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS
-from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
+from tcpsnap._diffrow cimport (BLOCK, EV_CHANGED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_STATE,
+                              NO_EVENT, carry_one, carry_reset, classify, event_of, fixup_rows, hash_row,
+                              cookies_arg, key_set, mix64, need_row, same_id)
 from tcpsnap._row cimport get_buffer
 from tcpsnap._schema import ROW_DTYPE
-
-cdef enum:
-    ID_OFF = 4        # identity of a cookie-less row: bytes 4..47 (ports, addresses,
-    ID_LEN = 44       # scope ids) and the family (byte 0)
-    Q_OFF = 56        # rx_queue, tx_queue: bytes 56..63
-    Q_END = 64
-
-
-cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
-    # splitmix64 finaliser: cookies are sequential, so spread them over the table
-    h ^= h >> 30
-    h *= <uint64_t>0xBF58476D1CE4E5B9ULL
-    h ^= h >> 27
-    h *= <uint64_t>0x94D049BB133111EBULL
-    h ^= h >> 31
-    return h
-
-
-cdef inline uint64_t _hash(const tcpsnap_row *r) noexcept nogil:
-    cdef uint64_t h, w
-    cdef const uint8_t *p
-    cdef int i
-    if r.cookie != 0:
-        return _mix(r.cookie)
-    h = <uint64_t>r.family * <uint64_t>0x9E3779B97F4A7C15ULL
-    p = (<const uint8_t *>r) + ID_OFF
-    for i in range(0, ID_LEN, 4):
-        w = 0
-        memcpy(&w, p + i, 4)
-        h = _mix(h ^ w)
-    return h
-
-
-cdef inline bint _same_id(const tcpsnap_row *a, const tcpsnap_row *b) noexcept nogil:
-    if a.cookie != 0 or b.cookie != 0:
-        return a.cookie == b.cookie
-    return a.family == b.family and memcmp((<const char *>a) + ID_OFF, (<const char *>b) + ID_OFF, ID_LEN) == 0
-
-
-cdef inline bint _moved(const uint8_t *a, const uint8_t *b, const uint8_t *mask,
-                        Py_ssize_t width) noexcept nogil:
-    """Whether a byte ``mask`` marks differs between two tcp_info rows."""
-    cdef Py_ssize_t k
-    for k in range(width):
-        if mask[k] and a[k] != b[k]:
-            return True
-    return False
-
-
-cdef enum:
-    NO_EVENT = 255    # _event: the row is not written
-    BLOCK = 32        # diff_in_place: rows compared with one memcmp (3 KiB)
-
-
-cdef inline uint8_t _classify(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t i,
-                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t j,
-                              bint with_info, const info_args *info) noexcept nogil:
-    """How prev[i] became cur[j] (one identity): 1 = unchanged, else its event code."""
-    cdef const tcpsnap_row *p = &prev[i]
-    cdef const tcpsnap_row *c = &cur[j]
-    if c.state != p.state:
-        return EV_STATE
-    if memcmp(c, p, sizeof(tcpsnap_row)) != 0 or cproc[j] != pproc[i]:
-        # busy connections change only their queues, snapshot after snapshot: such an
-        # event needs the cookie and the queues, not the whole row
-        if (cproc[j] == pproc[i] and c.cookie != 0
-                and memcmp(c, p, Q_OFF) == 0
-                and memcmp((<const char *>c) + Q_END, (<const char *>p) + Q_END,
-                           sizeof(tcpsnap_row) - Q_END) == 0):
-            return EV_COUNTERS if with_info else EV_QUEUES
-        return EV_CHANGED
-    if with_info and _moved(info.prev + i * info.width, info.cur + j * info.width,
-                            info.mask, info.width):
-        return EV_COUNTERS
-    return 1
-
-
-cdef inline uint8_t _event(uint8_t matched, int keyframe) noexcept nogil:
-    """A row's event code from _classify's (0: not in the previous table), or NO_EVENT."""
-    if matched == 0:
-        return EV_OPENED
-    if matched == 1:
-        return EV_KEYFRAME if keyframe else NO_EVENT
-    if (matched == EV_QUEUES or matched == EV_COUNTERS) and keyframe:
-        return EV_CHANGED          # a keyframe holds whole rows
-    return matched
-
 
 cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
                               const int32_t *cproc, Py_ssize_t n, int keyframe,
                               int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
                               int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info) noexcept nogil:
+                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                              carry_args *ca) noexcept nogil:
     cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
     cdef Py_ssize_t i = 0, k, ne = 0, nu = 0, end
     cdef uint8_t m, code
     while i < n:
+        if ca != NULL:
+            # owners first, a block at a time while its rows are in the cache (an identity
+            # out of place is left alone: the hash diff takes over below)
+            end = min(i + BLOCK, n)
+            for k in range(i, end):
+                if not same_id(&cur[k], &prev[k]):
+                    break
+                carry_one(prev, pproc, k, cur_w, cproc_w, k, ca)
         if not with_info and i + BLOCK <= n and memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0 \
                 and memcmp(&cproc[i], &pproc[i], BLOCK * sizeof(int32_t)) == 0:
             # a block of rows alike, byte for byte (one memcmp, not one a row): unchanged
@@ -147,14 +78,14 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
             continue
         end = min(i + BLOCK, n)
         while i < end:
-            if not _same_id(&cur[i], &prev[i]):
+            if not same_id(&cur[i], &prev[i]):
                 # another table: put back what was written and let the hash diff do it
                 for k in range(nu):
                     memcpy(&prev[undo_idx[k]], &undo_rows[k], sizeof(tcpsnap_row))
                     pproc[undo_idx[k]] = undo_proc[k]
                 n_undo[0] = 0
                 return -1
-            m = _classify(prev, pproc, i, cur, cproc, i, with_info, info)
+            m = classify(prev, pproc, i, cur, cproc, i, with_info, info)
             if m != 1 and (memcmp(&cur[i], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[i] != pproc[i]):
                 memcpy(&undo_rows[nu], &prev[i], sizeof(tcpsnap_row))
                 undo_proc[nu] = pproc[i]
@@ -162,7 +93,7 @@ cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_r
                 nu += 1
                 memcpy(&prev[i], &cur[i], sizeof(tcpsnap_row))
                 pproc[i] = cproc[i]
-            code = _event(m, keyframe)
+            code = event_of(m, keyframe)
             if code != NO_EVENT:
                 ev_idx[ne] = i
                 ev_code[ne] = code
@@ -176,7 +107,8 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
                              int keyframe, int32_t *slots, Py_ssize_t nslots, uint8_t *matched,
                              int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx,
-                             const info_args *info) noexcept nogil:
+                             const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                             carry_args *ca) noexcept nogil:
     cdef diff_result res
     cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
     cdef Py_ssize_t i, j
@@ -191,13 +123,13 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
     memset(matched, 0, nc)
     # 1. cur's identities -> slots (index + 1; 0 = empty)
     for i in range(nc):
-        h = _hash(&cur[i]) & mask
+        h = hash_row(&cur[i]) & mask
         while True:
             s = slots[h]
             if s == 0:
                 slots[h] = <int32_t>(i + 1)
                 break
-            if _same_id(&cur[s - 1], &cur[i]):
+            if same_id(&cur[s - 1], &cur[i]):
                 res.duplicate = 1          # the second copy is not in the table
                 res.cur_duplicate = 1
                 break
@@ -205,13 +137,13 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
     # 2. each prev row: still there (and how it changed), or closed.
     #    matched[j]: 0 = new, 1 = unchanged, else the event code.
     for i in range(np):
-        h = _hash(&prev[i]) & mask
+        h = hash_row(&prev[i]) & mask
         j = -1
         while True:
             s = slots[h]
             if s == 0:
                 break
-            if _same_id(&cur[s - 1], &prev[i]):
+            if same_id(&cur[s - 1], &prev[i]):
                 j = s - 1
                 break
             h = (h + 1) & mask
@@ -222,12 +154,16 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
         if matched[j]:
             res.duplicate = 1              # prev repeats an identity
             continue
-        matched[j] = _classify(prev, pproc, i, cur, cproc, j, with_info, info)
+        if ca != NULL:
+            carry_one(prev, pproc, i, cur_w, cproc_w, j, ca)
+        matched[j] = classify(prev, pproc, i, cur, cproc, j, with_info, info)
     # 3. the events, in cur's order; a keyframe lists every row
     if res.duplicate:
         keyframe = 1
     for j in range(nc):
-        code = _event(matched[j], keyframe)
+        if ca != NULL and matched[j] == 0:
+            need_row(ca, j, -1)               # new: looked up (its event is "opened" anyway)
+        code = event_of(matched[j], keyframe)
         if code == NO_EVENT:
             continue
         ev_idx[res.n_events] = j
@@ -239,7 +175,7 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
 cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
                             uint64_t cookie) noexcept nogil:
     cdef uint64_t mask = <uint64_t>nslots - 1
-    cdef uint64_t h = _mix(cookie) & mask
+    cdef uint64_t h = mix64(cookie) & mask
     cdef int32_t s
     if cookie == 0:
         return -1
@@ -259,27 +195,6 @@ cdef const void *_ptr(object arr, Py_ssize_t itemsize, Py_ssize_t *n) except? NU
     n[0] = b.len // itemsize
     PyBuffer_Release(&b)       # numpy buffers do not move while the array lives
     return b.buf
-
-
-cdef object _cookies(object cookies):
-    """``cookies`` as a C-contiguous 1-D uint64 array, or TypeError / ValueError naming it."""
-    a = np.asarray(cookies)
-    if a.ndim > 1:
-        raise ValueError(f"cookies must be 1-dimensional, got {a.ndim} dimensions")
-    if a.dtype.kind == "O":
-        # Python ints past int64 (or anything else): what uint64 holds, or say what is wrong
-        try:
-            a = np.asarray(cookies, dtype=np.uint64)
-        except OverflowError:
-            raise ValueError("cookies must be integers in 0..2**64-1") from None
-        except (TypeError, ValueError):
-            raise TypeError("cookies must be integers") from None
-    elif a.dtype.kind == "i":
-        if (a < 0).any():
-            raise ValueError("cookies must be integers in 0..2**64-1, got a negative one")
-    elif a.dtype.kind not in "ub" and a.size:
-        raise TypeError(f"cookies must be integers, got dtype {a.dtype!r}")
-    return np.ascontiguousarray(a, dtype=np.uint64)
 
 
 cdef class Differ:
@@ -305,6 +220,11 @@ cdef class Differ:
     cdef object _undo_idx
     cdef bint prev_dup           # an identity repeats within _prev: no diff in place
     cdef object _no_rows, _no_proc
+    cdef object _need, _need_i, _stale_ino, _stale_ck, _pids   # diff(carry=)'s (and its pid set)
+    cdef bint carrying           # a diff(carry=) waits for its fixup()
+    cdef object _cur, _cproc     # ...its table and codes
+    cdef Py_ssize_t n_need, n_stale, ne_carry
+    cdef bint pids_overflow
 
     def __init__(self, info_mask=None):
         """``info_mask``: for ``diff(..., info=)``, one uint8 per byte of a tcp_info row,
@@ -336,6 +256,13 @@ cdef class Differ:
         # what a diff that closed nothing returns (empty: nothing can be written into them)
         self._no_rows = np.zeros(0, ROW_DTYPE)
         self._no_proc = np.zeros(0, np.int32)
+        self._need = np.zeros(0, np.int64)
+        self._stale_ino = np.zeros(0, np.uint64)
+        self._stale_ck = np.zeros(0, np.uint64)
+        self._pids = np.zeros(64, np.uint64)
+        self._need_i = np.zeros(0, np.int64)
+        self.carrying = False
+        self.n_need = self.n_stale = 0
 
     def reset(self):
         """Forget the previous snapshot: the next diff opens every row."""
@@ -343,6 +270,7 @@ cdef class Differ:
         self.primed = False
         self.can_rollback = False
         self.slots_valid = False
+        self.carrying = False
 
     def rollback(self):
         """Undo the last ``diff``: the table before it is the previous one again, as if
@@ -365,6 +293,7 @@ cdef class Differ:
         self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
         self.can_rollback = False
         self.slots_valid = False
+        self.carrying = False
 
     @property
     def rows(self):
@@ -380,7 +309,7 @@ cdef class Differ:
         """The tcp_info rows of ``rows`` (None when the last diff was given none)."""
         return None if self._pinfo is None else self._pinfo[:self.n_prev]
 
-    def diff(self, cur, cproc, bint keyframe, info=None):
+    def diff(self, cur, cproc, bint keyframe, info=None, carry=None):
         """Diff ``cur`` (ROW_DTYPE) and its int32 process codes ``cproc`` against the
         previous call's; ``cur`` becomes the previous. Returns ``(ev_idx, ev_code,
         closed_rows, closed_proc, duplicate)``: indices into cur and their event codes,
@@ -392,7 +321,13 @@ cdef class Differ:
         previous call's info (none there: not compared); ValueError for another length or
         width, or no ``info_mask``. Bad arguments, before anything changes: TypeError when
         cur or cproc is not a numpy array, ValueError when it is one of the wrong dtype or
-        dimensions, or cproc's length is not cur's (any strides and read-only are fine)."""
+        dimensions, or cproc's length is not cur's (any strides and read-only are fine).
+
+        ``carry=(dead, changed)``: cur's pids and cproc are not known yet; each row takes
+        its previous row's (written into cur and cproc: C-contiguous, writeable) unless it
+        is new, has another inode, pid 0, an owner in ``dead`` or an inode in ``changed``
+        (``carried()[0]``: the caller fills those, then ``fixup()`` gives the events).
+        RuntimeError without a previous table."""
         cdef Py_ssize_t nc, npv = self.n_prev, n2, want, ne, nu = 0
         cdef const tcpsnap_row *cp
         cdef tcpsnap_row *pw
@@ -423,9 +358,41 @@ cdef class Differ:
                                  f"one per row of cur ({len(cur)})")
             info = np.ascontiguousarray(info)
             w = info.dtype.itemsize
+        cdef carry_args ca
+        cdef carry_args *cap = NULL
+        cdef tcpsnap_row *cw = NULL
+        cdef int32_t *cpw = NULL
+        self.carrying = False            # (a carry diff left without its fixup: abandoned)
+        if carry is not None:
+            if not self.primed:
+                raise RuntimeError("diff(carry=) needs a previous table")
+            for name, arr in (("cur", cur), ("cproc", cproc)):
+                if not (arr.flags.c_contiguous and arr.flags.writeable):
+                    raise ValueError(f"diff(carry=) writes {name}: it must be C-contiguous and writeable")
+            dset, dm = key_set(carry[0])
+            cset, cm = key_set(carry[1])
         cur = np.ascontiguousarray(cur)
         cproc = np.ascontiguousarray(cproc)
         nc = len(cur)
+        if carry is not None:
+            if len(self._need) < max(nc, 1):
+                k = max(nc, 2 * len(self._need), 1)
+                self._need, self._need_i = np.zeros(k, np.int64), np.zeros(k, np.int64)
+                self._stale_ino, self._stale_ck = np.zeros(k, np.uint64), np.zeros(k, np.uint64)
+            ca.dead = NULL if dset is None else <const uint64_t *>_ptr(dset, 8, &n2)
+            ca.dmask = dm
+            ca.chg = NULL if cset is None else <const uint64_t *>_ptr(cset, 8, &n2)
+            ca.cmask = cm
+            ca.need_j = <int64_t *>_ptr(self._need, 8, &n2)
+            ca.need_i = <int64_t *>_ptr(self._need_i, 8, &n2)
+            ca.stale_ino = <uint64_t *>_ptr(self._stale_ino, 8, &n2)
+            ca.stale_ck = <uint64_t *>_ptr(self._stale_ck, 8, &n2)
+            ca.pids = <uint64_t *>_ptr(self._pids, 8, &n2)
+            ca.pmask = len(self._pids) - 1
+            carry_reset(&ca, len(self._pids))
+            cap = &ca
+            self._cur = cur
+            self._cproc = cproc
         if len(self._matched) < nc:
             k = max(nc, 2 * len(self._matched))
             self._matched = np.zeros(k, np.uint8)
@@ -436,6 +403,9 @@ cdef class Differ:
         if nc:
             cp = <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
             cpp = <const int32_t *>_ptr(cproc, 4, &n2)
+            if cap != NULL:
+                cw = <tcpsnap_row *>cp       # the same buffers, checked writeable above
+                cpw = <int32_t *>cpp
         cdef int64_t *ei = <int64_t *>_ptr(self._ev_idx, 8, &n2)
         cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
         if info is not None and self._pinfo is not None and self._pinfo.dtype.itemsize == w \
@@ -460,10 +430,12 @@ cdef class Differ:
             upw = <int32_t *>_ptr(self._oldproc, 4, &n2)
             uiw = <int64_t *>_ptr(self._undo_idx, 8, &n2)
             with nogil:
-                ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap)
+                ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap,
+                                   cw, cpw, cap)
             if ne >= 0:
                 self.in_place = True
                 self.n_undo = nu
+                self._carried(cap, ne)
                 self.closed_info = None if self._pinfo is None else self._pinfo[:0]
                 self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
                 self._keep_info(info, nc)
@@ -485,9 +457,11 @@ cdef class Differ:
         cdef int32_t *sl = <int32_t *>_ptr(self._slots, 4, &n2)
         cdef uint8_t *mt = <uint8_t *>_ptr(self._matched, 1, &n2)
         cdef int64_t *ci = <int64_t *>_ptr(self._closed_idx, 8, &n2)
+        if cap != NULL:
+            carry_reset(cap, len(self._pids))      # (an in-place attempt's, undone)
         with nogil:
             res = diff_tables(pp, ppp, npv, cp, cpp, nc, keyframe or not self.primed,
-                              sl, self.nslots, mt, ei, ec, ci, iap)
+                              sl, self.nslots, mt, ei, ec, ci, iap, cw, cpw, cap)
         if not self.primed:
             # the first table: its rows were there before the recording, not opened now
             self._ev_code[:res.n_events] = EV_KEYFRAME
@@ -519,8 +493,70 @@ cdef class Differ:
         self.prev_dup = res.cur_duplicate != 0
         self.can_rollback = True
         self.slots_valid = True
+        self._carried(cap, res.n_events)
         return (self._ev_idx[:res.n_events], self._ev_code[:res.n_events], closed, closed_proc,
                 bool(res.duplicate))
+
+    cdef _carried(self, carry_args *ca, Py_ssize_t ne):
+        if ca == NULL:
+            return
+        self.carrying = True
+        self.n_need = ca.n_need
+        self.n_stale = ca.n_stale
+        self.ne_carry = ne
+        self.pids_overflow = ca.overflow != 0
+
+    def carried(self):
+        """After ``diff(carry=)``: ``(need, pids, stale_inodes, stale_cookies)``: the rows
+        to look up (int64), the distinct pids carried (uint32), the inodes and cookies
+        (uint64) of previous rows whose inode changed. Views; RuntimeError otherwise."""
+        if not self.carrying:
+            raise RuntimeError("carried() without a diff(carry=) waiting for its fixup()")
+        if self.pids_overflow:
+            # more owners than the set held: every pid of the table (and a larger set next time)
+            pids = np.unique(self._cur["pid"])
+            pids = pids[pids != 0].astype(np.uint32)
+            self._pids = np.zeros(2 * len(self._pids), np.uint64)
+        else:
+            pids = self._pids[self._pids != 0].astype(np.uint32)
+        return (self._need[:self.n_need], pids, self._stale_ino[:self.n_stale],
+                self._stale_ck[:self.n_stale])
+
+    def fixup(self):
+        """After ``diff(carry=)`` and the lookups: ``(ev_idx, ev_code)`` as a diff of the
+        completed table gives them (``_diffrow.fixup_rows``). RuntimeError otherwise."""
+        cdef Py_ssize_t n2, ne, nx, nu
+        if not self.carrying:
+            raise RuntimeError("fixup() without a diff(carry=)")
+        self.carrying = False
+        ne = self.ne_carry
+        cur, cproc = self._cur, self._cproc
+        self._cur = self._cproc = None
+        if not self.n_need:
+            return self._ev_idx[:ne], self._ev_code[:ne]
+        extra = np.zeros(self.n_need, np.int64)
+        nu = self.n_undo
+        nx = fixup_rows(<const int64_t *>_ptr(self._need, 8, &n2), <const int64_t *>_ptr(self._need_i, 8, &n2),
+                        self.n_need, <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2),
+                        <const int32_t *>_ptr(cproc, 4, &n2),
+                        <tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2),
+                        <int32_t *>_ptr(self._pproc, 4, &n2),
+                        <tcpsnap_row *>_ptr(self._old, sizeof(tcpsnap_row), &n2),
+                        <int32_t *>_ptr(self._oldproc, 4, &n2),
+                        <int64_t *>_ptr(self._undo_idx, 8, &n2) if self.in_place else NULL,
+                        &nu, self.in_place, <const int64_t *>_ptr(self._ev_idx, 8, &n2),
+                        <uint8_t *>_ptr(self._ev_code, 1, &n2), ne,
+                        <int64_t *>_ptr(extra, 8, &n2), EV_STATE, EV_OPENED, EV_CHANGED)
+        self.n_undo = nu
+        if nx:
+            # rows that had no event: merged in, in cur's order
+            idx = np.concatenate([self._ev_idx[:ne], extra[:nx]])
+            codes = np.concatenate([self._ev_code[:ne], np.full(nx, EV_CHANGED, np.uint8)])
+            o = np.argsort(idx, kind="stable")
+            ne += nx
+            self._ev_idx[:ne] = idx[o]
+            self._ev_code[:ne] = codes[o]
+        return self._ev_idx[:ne], self._ev_code[:ne]
 
     cdef _keep_info(self, info, Py_ssize_t nc):
         """``info`` (cur's tcp_info rows, or None) into _pinfo, the buffer rollback() does
@@ -540,7 +576,7 @@ cdef class Differ:
         structured rows, None), ValueError for a negative cookie, one past 2**64-1, or
         more than one dimension; RuntimeError after ``rollback`` (diff again first)."""
         cdef Py_ssize_t i, n, n2
-        cookies = _cookies(cookies)
+        cookies = cookies_arg(cookies)
         if not self.slots_valid and self.n_prev:
             raise RuntimeError("lookup after rollback: the table it indexes is not diffed yet")
         n = len(cookies)

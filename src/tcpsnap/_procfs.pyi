@@ -74,9 +74,22 @@ class PidResolver:
         when not queued (not a socket, no proof, too many waiting)."""
     def process_names(self, pids: np.ndarray, recheck: bool = False) -> tuple[np.ndarray, list[str]]:
         """``(codes, names)``: int32 codes into names, -1 where unknown (pid 0, unreadable)."""
-    def names_into(self, pids: np.ndarray, out: np.ndarray, index: dict[str, int], names: list[str]) -> None:
+    def names_into(self, pids: np.ndarray, out: np.ndarray, index: dict[str, int], names: list[str],
+                   merge: bool = True) -> None:
         """``process_names(pids)`` folded into a running dictionary: ``out[i]`` the code in
         ``names`` (``index``: name -> code; both grow) of row i's name, -1 unknown."""
+    def begin_rows(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A take whose caller carries unchanged rows' owners over: ``(pids, inodes)``
+        whose rows must be looked up again, or None (look up every row)."""
+    def end_rows(self, rows: np.ndarray, need: np.ndarray | None = None,
+                 carried: np.ndarray | None = None) -> None:
+        """Look up ``rows[need]`` (all rows: None); ``carried`` the carried rows' pids."""
+    def forget(self, inodes: np.ndarray, cookies: np.ndarray) -> None:
+        """Drop the entries of these closed sockets; ends a begin_rows take."""
+    def recheck_inodes(self, inodes: np.ndarray) -> None:
+        """Look these sockets' rows up again at the next begin_rows take."""
+    rows_carried: int
+    rows_looked: int
     def owner(self, inode: int) -> tuple[int, int] | None:
         """``(pid, fd)`` cached for a socket inode, or None."""
     def _forge_start(self, pid: int, start: int) -> None: ...

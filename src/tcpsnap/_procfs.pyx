@@ -13,7 +13,7 @@ late a new one gets its pid, how stale entries are noticed) are written out in
 from cpython.buffer cimport PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR, EMFILE, ENFILE
 from libc.limits cimport INT_MAX
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, UINT32_MAX
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, UINT32_MAX
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcpy, memset, memcmp
@@ -119,6 +119,7 @@ cdef enum:
     FP_MAX_THREADS = 64        # run_fingerprint: more threads than this, not worth it (read the links)
     FP_MIN_LINKS = 4           # ...nor for fewer backstop links of a process in one round
     FP_DIRBUF = 4096
+    CHG_MAX = 1 << 16          # owner changes begin_rows hands out (more: every row looked up)
     CATCHUP_MAX = 1024         # quiet owners' links read at once: at most this many a round (~5 ms)
     FP_NEW = 0x4000            # an owned entry's born, rounds back: "not known right since its fingerprint"
     FP_SLIDE = 0x2000          # a quiet owner's fp_round is moved up when this old...
@@ -1015,6 +1016,24 @@ cdef class PidResolver:
     cdef own_claim claims[MAX_CLAIMS]
     cdef int nclaims
     cdef readonly unsigned long long claimed
+    # owner changes a caller that looks up only some rows must know of (begin_rows): the
+    # pids whose rows must be looked up again (owner exited, retired, renamed) and the
+    # inodes whose entry left SK_OWNED, since the last begin_rows. Kept while `track`.
+    cdef bint track
+    cdef bint rows_open              # begin_rows without its forget(): the next looks up all
+    cdef bint full_next              # the next begin_rows asks for every row (map outgrew the table)
+    cdef uint32_t *chg_pids
+    cdef size_t nchg_pids
+    cdef size_t capchg_pids
+    cdef uint64_t *chg_inodes
+    cdef size_t nchg_inodes
+    cdef size_t capchg_inodes
+    cdef Py_ssize_t rows_n           # rows of the last end_rows
+    cdef readonly unsigned long long rows_carried   # rows whose owner a caller carried over
+    cdef readonly unsigned long long rows_looked    # rows looked up by end_rows
+    cdef size_t claim_touched        # entries _take_claims marked seen in this take
+    cdef bint take_ready             # begin_rows -> end_rows: a walk to merge
+    cdef double take_t, take_now
 
     def __cinit__(self):
         self.procfd = -1
@@ -1098,6 +1117,8 @@ cdef class PidResolver:
         free(self.pidlist)
         free(self.shared_inodes)
         free(self.marks)
+        free(self.chg_pids)
+        free(self.chg_inodes)
         for k in range(MAX_WORKERS):
             free(self.w[k].buf)
             free(self.w[k].found)
@@ -1134,6 +1155,30 @@ cdef class PidResolver:
         self.nprocs += 1
         return self.nprocs - 1
 
+    cdef void _note_pid(self, uint32_t pid) noexcept nogil:
+        """begin_rows: rows owned by ``pid`` need another look (it exited, its slot was
+        retired, or it was renamed). Too many to keep: every row is looked up next time."""
+        if not self.track or pid == 0 or self.full_next:
+            return
+        if self.nchg_pids >= CHG_MAX or grow(<void **>&self.chg_pids, &self.capchg_pids,
+                                             self.nchg_pids + 1, sizeof(uint32_t)) < 0:
+            self.full_next = True
+            return
+        self.chg_pids[self.nchg_pids] = pid
+        self.nchg_pids += 1
+
+    cdef void _note_inode(self, uint64_t inode) noexcept nogil:
+        """begin_rows: this socket's entry left SK_OWNED (or changed owner) outside a
+        rows pass."""
+        if not self.track or inode == 0 or self.full_next:
+            return
+        if self.nchg_inodes >= CHG_MAX or grow(<void **>&self.chg_inodes, &self.capchg_inodes,
+                                               self.nchg_inodes + 1, sizeof(uint64_t)) < 0:
+            self.full_next = True
+            return
+        self.chg_inodes[self.nchg_inodes] = inode
+        self.nchg_inodes += 1
+
     cdef void _proc_drop_pidfd(self, uint32_t idx) noexcept nogil:
         cdef proc_ent *p = &self.procs[idx]
         if p.pidfd >= 0:
@@ -1148,6 +1193,7 @@ cdef class PidResolver:
         cdef sock_ent *k
         if p.pid == 0:
             return
+        self._note_pid(p.pid)
         self._proc_drop_pidfd(idx)
         k = smap_find(&self.pidix, p.pid)
         if k != NULL and k.proc == idx:
@@ -1164,6 +1210,7 @@ cdef class PidResolver:
         if not self.procs[idx].dead:
             self.procs[idx].dead = 1
             self.owner_exits += 1
+            self._note_pid(self.procs[idx].pid)
 
     cdef int _proc_pin(self, uint32_t idx) noexcept nogil:
         """Give slot idx a pidfd if we may hold one more. 0, or -1 if the pid no longer
@@ -1336,6 +1383,7 @@ cdef class PidResolver:
         self.verified += 1
         if k == wl and memcmp(link, want, wl) == 0:
             return True
+        self._note_inode(e.inode)
         e.state = SK_PENDING             # closed, or moved to another process
         e.misses = 0
         e.born = <uint16_t>self.epoch    # unresolved since now: an older walk could not see it
@@ -1413,6 +1461,7 @@ cdef class PidResolver:
             if r.ok:
                 e.born = j.round         # its link is known right as of this round
                 continue
+            self._note_inode(e.inode)
             e.state = SK_PENDING         # closed, or moved to another process
             e.misses = 0
             e.born = <uint16_t>self.epoch
@@ -1560,28 +1609,33 @@ cdef class PidResolver:
             self.last_check = now
             self._start_checks()
 
-    cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n) noexcept nogil:
+    cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n, const int64_t *idx=NULL) noexcept nogil:
         """Fill pid from the map; add new inodes as pending. -1 when out of memory.
+        ``idx``: only the rows at these n indices (end_rows), else rows[:n].
 
         Rows of one owner mostly come in runs (a process's sockets, both ends of its
         loopback connections), so the last owner confirmed in this pass is remembered: a
         row whose entry names the same process slot and generation takes its pid without
         looking at the process again (``_owner_pid`` confirmed it, and marks it dead only
         from inside itself: nothing between two rows of one pass changes that answer)."""
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, k
         cdef tcpsnap_row *r
+        cdef tcpsnap_row *ahead
         cdef sock_ent *e
         cdef uint32_t pid, ep = self.epoch
         cdef uint32_t pending = 0, retry = 0, unresolved = 0
         cdef size_t touched = 0
         cdef uint32_t last_proc = UINT32_MAX, last_gen = 0, last_pid = 0
-        for i in range(n):
+        for k in range(n):
+            i = idx[k] if idx != NULL else k
             r = rows + i
-            if i + PREFETCH < n and rows[i + PREFETCH].inode:
-                # the map is cold here (the dump, the kernel's walk of its hash, and the
-                # writer on the other core evict it between takes, even at 1k connections):
-                # ask for the slot a few rows ahead
-                prefetch(&self.socks.slots[slot_of(rows[i + PREFETCH].inode, self.socks.shift)])
+            if k + PREFETCH < n:
+                ahead = rows + (idx[k + PREFETCH] if idx != NULL else k + PREFETCH)
+                if ahead.inode:
+                    # the map is cold here (the dump, the kernel's walk of its hash, and the
+                    # writer on the other core evict it between takes, even at 1k
+                    # connections): ask for the slot a few rows ahead
+                    prefetch(&self.socks.slots[slot_of(ahead.inode, self.socks.shift)])
             if r.inode == 0:
                 r.pid = 0                # TIME_WAIT, orphans, request socks: no owner
                 continue
@@ -2020,6 +2074,8 @@ cdef class PidResolver:
             idx = self._proc_add(<uint32_t>getpid(), got[i].start, got[i].comm, now)
             if idx < 0:
                 continue                 # no memory: a walk finds it
+            if e != NULL:
+                self._note_inode(e.inode)    # its row may hold another owner
             if e == NULL:
                 e = smap_insert(&self.socks, got[i].inode)
                 if e == NULL:
@@ -2066,9 +2122,8 @@ cdef class PidResolver:
         cdef tcpsnap_row *r
         cdef int err = 0, where = 0
         cdef double now, t
-        cdef bint merged = False, ready = False, bg, release
+        cdef bint ready = False, release
         cdef Py_ssize_t cn
-        cdef size_t claimed
         cdef PyThreadState *ts
         try:
             check_out_array(rows, "rows")
@@ -2094,63 +2149,280 @@ cdef class PidResolver:
             if True:                     # without the GIL where released (C only)
                 now = mono()
                 t = now
-                self.epoch += 1
-                self.takes += 1
-                if self.walk_open and (not self.walk_bg
-                                       or tcpsnap_done_count(&self.shared.done) >= self.nthreads):
-                    # begun before the dump, or a background walk that has ended: merge it
-                    # in this take (a background walk still going on is left alone)
-                    err = self._finish_walk()
-                    where = W_WALK
-                    ready = True
-                    t = self._phase(P_WALK, t)
+                self.rows_open = False   # a whole table: nothing carried over
+                err = self._open_take(now, &t, &where, &ready)
                 if not err:
-                    err = self._check_owners()
-                    where = W_POLL
-                    t = self._phase(P_POLL, t)
-                if not err:
-                    self._verify(now)
-                    t = self._phase(P_VERIFY, t)
-                    # an unlocked peek (a claim that lands just after waits for the next take)
-                    claimed = self._take_claims(now) if self.nclaims else 0
                     if self._rows_pass(r, cn) < 0:
                         err = ENOMEM
                         where = W_MAP
-                    self.touched += claimed
+                    self.touched += self.claim_touched
                     t = self._phase(P_ROWS, t)
-                if not err and not self.walk_open and (self.pending or self.retry) and self._walk_due(now):
-                    # background: the walk threads record every socket (the map changes
-                    # while they run) and a later take merges what they found
-                    bg = self._background and self.walks > 0
-                    err = self._start_walk(bg, bg)
-                    where = W_LIST
-                    if not err and not self.walk_bg:
-                        err = self._finish_walk()
-                        where = W_WALK
-                        ready = True
-                    t = self._phase(P_WALK, t)
-                if not err and ready:
-                    err = self._merge(now)
-                    where = W_MAP
-                    self.walk_open = False
-                    merged = True
-                    t = self._phase(P_MERGE, t)
                 if not err:
-                    if merged:
-                        self._fill_pass(r, cn)
-                    if self.touched != self.socks.count:
-                        self.evicted += smap_evict(&self.socks, self.epoch)
-                    self._sweep_procs()
-                    t = self._phase(P_TIDY, t)
-                self.last_take = now
-                if ready or not self.walk_bg:
-                    self.walk_open = False
+                    err = self._close_take(now, t, r, cn, True, ready, &where)
+                else:
+                    self._end_take(now, ready)
             if ts != NULL:
                 PyEval_RestoreThread(ts)
         finally:
             PyBuffer_Release(&b)
         if err:
             raise_syscall(WHERE[where], err, enomem_as_memoryerror=True)
+
+    cdef int _open_take(self, double now, double *t, int *where, bint *ready) noexcept nogil:
+        """A take's first half, before its rows are looked up: the walk that ended merged
+        in, owners' exits polled, links re-checked, claims taken. 0 or an errno (where)."""
+        cdef int err = 0
+        self.epoch += 1
+        self.takes += 1
+        self.claim_touched = 0
+        if self.walk_open and (not self.walk_bg
+                               or tcpsnap_done_count(&self.shared.done) >= self.nthreads):
+            # begun before the dump, or a background walk that has ended: merge it
+            # in this take (a background walk still going on is left alone)
+            err = self._finish_walk()
+            where[0] = W_WALK
+            ready[0] = True
+            t[0] = self._phase(P_WALK, t[0])
+        if not err:
+            err = self._check_owners()
+            where[0] = W_POLL
+            t[0] = self._phase(P_POLL, t[0])
+        if not err:
+            self._verify(now)
+            t[0] = self._phase(P_VERIFY, t[0])
+            # an unlocked peek (a claim that lands just after waits for the next take)
+            self.claim_touched = self._take_claims(now) if self.nclaims else 0
+        return err
+
+    cdef int _close_take(self, double now, double t, tcpsnap_row *r, Py_ssize_t cn, bint by_seen,
+                         bint ready, int *where) noexcept nogil:
+        """A take's second half, after the rows pass: a walk started when due, one ended
+        merged and its rows filled, entries no row looked at dropped (``by_seen``: every
+        row of the table was looked up), processes no row references retired."""
+        cdef int err = 0
+        cdef bint bg, merged = False
+        if not self.walk_open and (self.pending or self.retry) and self._walk_due(now):
+            # background: the walk threads record every socket (the map changes
+            # while they run) and a later take merges what they found
+            bg = self._background and self.walks > 0
+            err = self._start_walk(bg, bg)
+            where[0] = W_LIST
+            if not err and not self.walk_bg:
+                err = self._finish_walk()
+                where[0] = W_WALK
+                ready = True
+            t = self._phase(P_WALK, t)
+        if not err and ready:
+            err = self._merge(now)
+            where[0] = W_MAP
+            self.walk_open = False
+            merged = True
+            t = self._phase(P_MERGE, t)
+        if not err:
+            if merged:
+                self._fill_pass(r, cn)
+            if by_seen and self.touched != self.socks.count:
+                self.evicted += smap_evict(&self.socks, self.epoch)
+            self._sweep_procs()
+            t = self._phase(P_TIDY, t)
+        self._end_take(now, ready)
+        return err
+
+    cdef void _end_take(self, double now, bint ready) noexcept nogil:
+        """Every take ends so, also one that failed: a walk merged (or begun in place)
+        is over."""
+        self.last_take = now
+        if ready or not self.walk_bg:
+            self.walk_open = False
+
+    # ------------------------------------------------------------ some rows only
+
+    def begin_rows(self):
+        """The first half of a take whose caller looks up only the rows it cannot carry
+        over from its previous table (changes mode, ``record.changes.ChangeTracker``):
+        everything ``resolve`` does before its rows pass. Returns ``(pids, inodes)``: the
+        owners (uint32) whose rows must be looked up again -- exited, their pid now
+        another process's, renamed -- and the sockets (uint64 inodes) whose owner changed
+        outside a rows pass (a re-checked link, a claim), each since the last
+        ``begin_rows``; or None when every row must be looked up this time (the first
+        call, a background walk not done yet, a take left unfinished, too many changes,
+        the map outgrew the table). Then ``end_rows`` and, once the table is diffed,
+        ``forget``. Background resolvers only: ValueError otherwise. OSError or
+        MemoryError as ``resolve``."""
+        cdef int err = 0, where = 0
+        cdef double now = mono(), t = now
+        cdef bint ready = False
+        cdef uint32_t q
+        cdef proc_ent *p
+        cdef uint64_t start
+        cdef char comm[COMM_LEN]
+        if not self._background:
+            raise ValueError("begin_rows needs a background resolver")
+        full = not self.track or self.rows_open or self.full_next or self.walks == 0
+        self.track = True
+        self.full_next = False
+        # (the changes noted since the last call stay: those of its end_rows came after
+        # its rows were carried)
+        self._merge_names()             # renames in before the rows are carried (names_into
+                                        # merges no more in this take: merge=False)
+        err = self._open_take(now, &t, &where, &ready)
+        if not err:
+            # owners without a pidfd: their start time, once per take (resolve's rows
+            # pass does it for each owner a row names; carried rows name no owner here)
+            for q in range(self.nprocs):
+                p = &self.procs[q]
+                if p.pid != 0 and not p.dead and p.pidfd < 0 and p.checked != self.epoch:
+                    p.checked = self.epoch
+                    if read_stat(self.procfd, p.pid, &start, comm) != 0 or start != p.start:
+                        self._proc_mark_dead(q)
+        self.rows_open = True
+        self.take_ready = ready
+        self.take_t = t
+        self.take_now = now
+        if err:
+            self._end_take(now, ready)     # (rows_open stays: the next take looks every row up)
+            raise_syscall(WHERE[where], err, enomem_as_memoryerror=True)
+        if full or self.full_next:
+            self.nchg_pids = self.nchg_inodes = 0
+            return None
+        pids = np.empty(self.nchg_pids, np.uint32)
+        inodes = np.empty(self.nchg_inodes, np.uint64)
+        if self.nchg_pids:
+            memcpy(<void *>(<size_t>pids.ctypes.data), self.chg_pids, self.nchg_pids * sizeof(uint32_t))
+        if self.nchg_inodes:
+            memcpy(<void *>(<size_t>inodes.ctypes.data), self.chg_inodes, self.nchg_inodes * sizeof(uint64_t))
+        self.nchg_pids = self.nchg_inodes = 0
+        return pids, inodes
+
+    def end_rows(self, rows, need=None, carried=None):
+        """The second half of a ``begin_rows`` take: ``rows`` (ROW_DTYPE, C-contiguous,
+        writeable: the whole table) has ``pid`` filled at the indices ``need`` (int64), as
+        ``resolve`` would; the others were carried over by the caller from its previous
+        table, their owners ``carried`` (uint32 pids, each once: kept, as a row naming
+        them keeps them). ``need`` None: every row is looked up (``resolve``'s pass; after
+        a ``begin_rows`` that returned None). Entries are then dropped by ``forget``, not
+        here, unless every row was looked up. ValueError for wrong arrays or an index
+        outside rows, RuntimeError without ``begin_rows``; OSError or MemoryError as
+        ``resolve``."""
+        cdef Py_buffer b
+        cdef tcpsnap_row *r
+        cdef Py_ssize_t cn, m = 0, k
+        cdef int err = 0, where = W_MAP
+        cdef double t
+        cdef const int64_t *ix = NULL
+        cdef const uint32_t *cp = NULL
+        cdef Py_ssize_t nc = 0
+        cdef sock_ent *ke
+        cdef PyThreadState *ts
+        cdef bint all_rows = need is None
+        if not self.rows_open:
+            raise RuntimeError("end_rows without begin_rows")
+        check_out_array(rows, "rows")
+        if not all_rows:
+            need = np.ascontiguousarray(need, np.int64)
+            m = len(need)
+            if m and (need.min() < 0 or need.max() >= len(rows)):
+                raise ValueError("need holds an index outside rows")
+            if m:
+                ix = <const int64_t *>(<size_t>need.ctypes.data)
+        if carried is not None:
+            carried = np.ascontiguousarray(carried, np.uint32)
+            nc = len(carried)
+            if nc:
+                cp = <const uint32_t *>(<size_t>carried.ctypes.data)
+        get_buffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "rows")
+        try:
+            cn = b.len // <Py_ssize_t>sizeof(tcpsnap_row)
+            r = <tcpsnap_row *>b.buf
+            # the GIL kept for small tables, as resolve() does in the background
+            ts = PyEval_SaveThread() if cn >= NOGIL_ROWS else NULL
+            if True:
+                t = self.take_t
+                for k in range(nc):
+                    # a carried row's owner is referenced as resolve's _owner_pid marks it
+                    ke = smap_find(&self.pidix, cp[k])
+                    if ke != NULL and ke.proc < self.nprocs and self.procs[ke.proc].pid == cp[k]:
+                        self.procs[ke.proc].seen = self.epoch
+                if all_rows:
+                    if self._rows_pass(r, cn) < 0:
+                        err = ENOMEM
+                    self.touched += self.claim_touched
+                elif self._rows_pass(r, m, ix) < 0:
+                    err = ENOMEM
+                t = self._phase(P_ROWS, t)
+                if not err:
+                    err = self._close_take(self.take_now, t, r, cn, all_rows, self.take_ready, &where)
+                else:
+                    self._end_take(self.take_now, self.take_ready)
+                self.rows_n = cn
+                self.rows_looked += cn if all_rows else m
+                self.rows_carried += 0 if all_rows else cn - m
+                if not all_rows and self.socks.count > <size_t>(2 * cn + MIN_CAP):
+                    self.full_next = True    # entries forget() missed: a full pass drops them
+            if ts != NULL:
+                PyEval_RestoreThread(ts)
+        finally:
+            PyBuffer_Release(&b)
+        if err:                          # (rows_open stays: the next take looks every row up)
+            raise_syscall(WHERE[where], err, enomem_as_memoryerror=True)
+        if not self.walks:
+            return
+        self._refresh_names()
+
+    cdef _refresh_names(self):
+        """Names older than ``name_ttl`` of every process a row referenced in this take
+        re-read on the name thread (names_into does it for the rows it is given)."""
+        cdef uint32_t q
+        cdef proc_ent *p
+        cdef double now = mono()
+        if self.njob != NULL:
+            return
+        stale = []
+        for q in range(self.nprocs):
+            p = &self.procs[q]
+            if (p.pid != 0 and not p.dead and p.seen == self.epoch and p.comm[0] != 0
+                    and now - p.name_time >= self._name_ttl):
+                stale.append(q)
+        if stale:
+            self._start_name_job(stale)
+
+    def forget(self, inodes, cookies):
+        """Ends a ``begin_rows`` take: the entries of these sockets (uint64 inodes and
+        their cookies: the rows the caller's diff found closed, or whose inode changed)
+        are dropped, unless the inode now names another socket. ValueError for arrays of
+        different lengths."""
+        cdef const uint64_t[::1] iv
+        cdef const uint64_t[::1] cv
+        cdef Py_ssize_t k, n
+        cdef sock_ent *e
+        cdef size_t cap
+        iv = np.ascontiguousarray(inodes, np.uint64)
+        cv = np.ascontiguousarray(cookies, np.uint64)
+        if iv.shape[0] != cv.shape[0]:
+            raise ValueError(f"inodes and cookies differ in length ({iv.shape[0]} != {cv.shape[0]})")
+        n = iv.shape[0]
+        with nogil:
+            for k in range(n):
+                if iv[k] == 0:
+                    continue
+                e = smap_find(&self.socks, iv[k])
+                if e != NULL and e.cookie == <uint32_t>cv[k]:
+                    smap_delete_at(&self.socks, e - self.socks.slots)
+                    self.evicted += 1
+            if self.socks.cap > MIN_CAP and self.socks.count * 8 < self.socks.cap:
+                cap = MIN_CAP
+                while cap < self.socks.count * 2:
+                    cap *= 2
+                smap_resize(&self.socks, cap)    # on ENOMEM the larger map simply stays
+        self.rows_open = False
+
+    def recheck_inodes(self, inodes):
+        """The rows of these sockets (uint64 inodes) are looked up again at the next
+        ``begin_rows`` take (rows whose pid a caller set itself)."""
+        cdef const uint64_t[::1] iv = np.ascontiguousarray(inodes, np.uint64)
+        cdef Py_ssize_t k
+        for k in range(iv.shape[0]):
+            self._note_inode(iv[k])
 
     cdef inline double _phase(self, int k, double t0) noexcept nogil:
         cdef double t = mono()
@@ -2193,6 +2465,8 @@ cdef class PidResolver:
                 return p.comm.decode("utf-8", "replace")
             return None
         if p != NULL and p.start == start and not p.dead:
+            if memcmp(p.comm, comm, COMM_LEN) != 0:
+                self._note_pid(pid)
             memcpy(p.comm, comm, COMM_LEN)   # renamed (exec, prctl) or just confirmed
             p.name_time = now
             p.checked = self.epoch
@@ -2307,7 +2581,7 @@ cdef class PidResolver:
                 codes[i] = scode[slot[i]] if slot[i] >= 0 else -1
         return codes_a, names
 
-    def names_into(self, pids, int32_t[::1] out, dict index, list names):
+    def names_into(self, pids, int32_t[::1] out, dict index, list names, bint merge=True):
         """``process_names(pids)`` folded into a running dictionary (the recorder's batch):
         ``out[i]`` becomes the code in ``names`` of row i's process name, -1 where it is
         unknown; ``index`` maps name -> code, and both grow by the names not in them yet.
@@ -2316,7 +2590,8 @@ cdef class PidResolver:
         before is not looked up again), one Python step per process named (its code,
         and a re-read on the name thread when older than ``name_ttl``), one C pass writes
         the codes. ``pids``: 1-D integers (``rows["pid"]``, strided, is fine); ``out`` as
-        long (ValueError otherwise)."""
+        long (ValueError otherwise). ``merge`` False: a name round that ended is not taken
+        up here (``begin_rows`` did, for the whole table)."""
         cdef const uint32_t[:] pv
         cdef Py_ssize_t n
         cdef uint32_t nprocs, idx
@@ -2331,7 +2606,8 @@ cdef class PidResolver:
         pv = pids
         n = pv.shape[0]
         now = mono()
-        self._merge_names()
+        if merge:
+            self._merge_names()
         nprocs = self.nprocs
         if grow(<void **>&self.slotcode, &self.capslot, nprocs + 1, sizeof(int32_t)) < 0:
             raise MemoryError()
@@ -2447,6 +2723,8 @@ cdef class PidResolver:
             pe.name_time = r.t           # asked again name_ttl from now, read or not
             if r.rc != 0 or r.got != r.start:
                 continue                 # exited: its pidfd (or start time) says so in a take
+            if memcmp(pe.comm, r.comm, COMM_LEN) != 0:
+                self._note_pid(pe.pid)   # renamed: its rows' name codes change
             memcpy(pe.comm, r.comm, COMM_LEN)
             self.names_refreshed += 1
         free(j.reqs)

@@ -98,6 +98,7 @@ class Snapshotter:
         #: Whether ``take()`` fills the ``pid`` field (Linux: see ``tcpsnap.pids``).
         self.pids = bool(pids)
         self._resolver = None
+        self._defer = False            # take() leaves the pids to its caller (defer_pids)
         if self.pids and BACKEND == "netlink":
             from .pids import new_resolver
 
@@ -110,7 +111,7 @@ class Snapshotter:
             self._ns.apply(impl)
         if self.tcp_info_enabled:
             self._sample_info()
-        if res is None:
+        if res is None or self._defer:
             n = impl.dump()
             return self._filtered(impl.rows, n)
         res.begin()                  # a walk that is due already runs during the dump
@@ -132,7 +133,8 @@ class Snapshotter:
         until the next take). ValueError for a wrong ``out`` or a start outside it."""
         impl = self._impl
         into = getattr(impl, "dump_into", None)
-        if into is None or self.filter is not None or self._ns is not None or self.tcp_info_enabled:
+        if (into is None or self.filter is not None or self._ns is not None or self.tcp_info_enabled
+                or self._defer):
             return self.take(), False
         res = self._resolver
         if res is not None:
@@ -148,6 +150,21 @@ class Snapshotter:
             res.resolve(rows, n)
         self._info = None
         return rows, placed
+
+    def defer_pids(self):
+        """Make ``take()`` leave each row's ``pid`` as the dump wrote it (0) for the caller
+        to fill through the resolver this returns (``PidResolver.begin_rows`` /
+        ``end_rows`` / ``forget``: changes mode looks up only rows it cannot carry over from
+        its previous table, ``record.changes.ChangeTracker.defer_pids``). None, and
+        ``take()`` as before, where that cannot be: no background resolver (Linux,
+        ``pids=True``, ``resolver.background``), or a ``filter`` that needs pids (its mask
+        runs inside ``take()``)."""
+        res = self._resolver
+        if (res is None or not getattr(res, "background", False) or not hasattr(res, "begin_rows")
+                or (self.filter is not None and self.filter.needs_pids)):
+            return None
+        self._defer = True
+        return res
 
     def _sample_info(self) -> None:
         # with tcp_info_every, ask the kernel for internals only when a sample is due

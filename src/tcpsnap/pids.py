@@ -123,6 +123,25 @@ Staying right between walks
       between the accept and the claim sees the socket as any new one (pid 0; a walk
       if one is due then).
 
+Changes mode: only the rows that need it
+    A changes-mode recorder (``record.changes.ChangeTracker.defer_pids``; pids on, no
+    filter on pids or processes) does not look every row up: while its diff matches each
+    row with the previous snapshot's (``Differ.diff(carry=)``), a row with the same
+    cookie and inode takes that row's pid and process name, unless its owner may have
+    changed since -- then, as a new row, it is looked up: pid 0 with an inode
+    (unresolved), an owner the resolver found exited, retired (its pid now another
+    process's) or renamed since the last snapshot, a socket whose owner a re-check of its
+    link or a claim changed (``PidResolver.begin_rows`` hands both lists out; an owner
+    without a pidfd has its start time checked once per snapshot, as above), a socket the
+    refind path put back. A looked-up row whose owner or name differs from the previous
+    is a ``changed`` event, as before (``Differ.fixup``). So every rule above holds with
+    the same bounds, and rows that did not change cost no lookup and no name
+    (benchmarks/RESULTS.md, "Capture thread at 1 s (session 8)", its session 9 part).
+    There, the map's entries are dropped by the sockets the diff found closed (or whose
+    connection's inode changed), a process is kept while a carried row names it, and when
+    the map holds more than twice the table (plus 1,024) the next snapshot looks every row
+    up and drops what none looked at (Memory, below).
+
 What a snapshot costs
     In steady state: one hash lookup per row (32-byte entries, prefetched; a run of
     rows of one owner confirms that owner once), one

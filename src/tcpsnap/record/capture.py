@@ -119,6 +119,7 @@ class Capture:
         self.tracker = tracker  # record.changes.ChangeTracker in changes mode
         if tracker is not None and self._names_into is not None:
             tracker.names_into = self._names_into
+            tracker.defer_pids(snap)  # owners looked up in step, only for rows that need it
         # other namespaces at their own rate (tcpsnap.netns.Rate): a pass may leave some
         # out; their rows are carried from their last dump (Carry)
         rate = getattr(getattr(snap, "namespaces", None), "rate", None)

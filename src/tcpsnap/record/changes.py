@@ -11,6 +11,7 @@ its own (``tcpsnap.reading.changes``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,9 @@ class ChangeTracker:
         self._can_probe = True
         self._gnames: list[str] = []
         self._gcodes: dict[str, int] = {}
-        self.names_into = None  # PidResolver.names_into (set by the capture): into the above
+        self.names_into: Any = None  # PidResolver.names_into (set by the capture): into the above
+        self._res: Any = None   # the PidResolver step looks rows up with itself (defer_pids)
+        self._stale: tuple | None = None  # carried rows whose inode changed
         self._last_kf: int | None = None
         self._key = None
         self._quiet: tuple | None = None              # _marker's arrays
@@ -239,6 +242,22 @@ class ChangeTracker:
         codes, pnames = names(rows["pid"])
         return np.take(merge_names(pnames, self._gcodes, self._gnames), codes, mode="wrap")
 
+    def defer_pids(self, snap) -> bool:
+        """Look owners up in ``step``, only for the rows whose owner may have changed
+        (``tcpsnap.pids``, "Changes mode"): ``snap.take()`` leaves the pids
+        (``Snapshotter.defer_pids``), ``step`` carries the others' over from the previous
+        table (``Differ.diff(carry=)``, ``PidResolver.begin_rows`` / ``end_rows`` /
+        ``forget``). Needs ``names_into`` (pids on) and no filter on pids or processes (the
+        recorder masks by them before ``step``). Returns whether it is on."""
+        if self.names_into is None or (self.where is not None and self.where.needs_pids):
+            return False
+        defer = getattr(snap, "defer_pids", None)
+        res = defer() if defer is not None else None
+        if res is None:
+            return False
+        self._res = res
+        return True
+
     def _take_reports(self) -> None:
         if self.tcp_info:
             from .._destroy import tcp_info_rows
@@ -296,10 +315,18 @@ class ChangeTracker:
         kf = (self._last_kf is None or file_key != self._key
               or mono_ns - self._last_kf >= self.keyframe_ns)
         first = not self._differ.primed
-        gproc = self._global_codes(rows, names)
+        plan = None
+        if self._res is not None:
+            if not (rows.flags.c_contiguous and rows.flags.writeable):
+                rows = np.array(rows)
+            gproc, plan = owners_before_diff(self, rows, first)
+        else:
+            gproc = self._global_codes(rows, names)
         if self.tcp_info:
             info = carry_info(self._differ, rows, info, self._info_dtype)
-        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
+        ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info, carry=plan)
+        if plan is not None:
+            ev_idx, ev_code = owners_after_diff(self, rows, gproc)
         closed_info = self._differ.closed_info
         if feed is not None and len(closed):
             back = self._refind(closed)
@@ -308,13 +335,18 @@ class ChangeTracker:
                 back, bpos = back
                 self._differ.rollback()
                 rows = np.concatenate([rows, back])
-                gproc = self._global_codes(rows, names)
+                if self._res is not None:
+                    gproc = owners_refound(self, back, gproc)
+                else:
+                    gproc = self._global_codes(rows, names)
                 if info is not None:
                     # the kernel's lookup reports no tcp_info: as last seen
                     last = closed_info[bpos] if closed_info is not None else np.zeros(len(back), info.dtype)
                     info = np.concatenate([info, last])
                 ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
                 closed_info = self._differ.closed_info
+        if self._res is not None:
+            forget_closed(self, closed)
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
@@ -413,6 +445,51 @@ def _marker(tr: ChangeTracker, n: int, kf: bool, wall_ns: int, names):
     if oi is not None:
         extra = (*extra, oi)
     return out, (None if names is None else codes_of), extra
+
+
+def owners_before_diff(tr: ChangeTracker, rows: np.ndarray, first: bool):
+    """``defer_pids``, before the diff: ``(codes, plan)``, the rows' global name codes
+    (to be completed by ``owners_after_diff`` when ``plan`` is not None: the diff carries owners
+    over, ``Differ.diff(carry=plan)``) -- else every row looked up here."""
+    res = tr._res
+    g = np.empty(len(rows), np.int32)
+    plan = res.begin_rows()
+    tr._stale = None
+    if plan is not None and not first:
+        return g, plan
+    res.end_rows(rows)                   # every row looked up (resolve's pass)
+    tr.names_into(rows["pid"], g, tr._gcodes, tr._gnames, merge=False)
+    return g, None
+
+def owners_after_diff(tr: ChangeTracker, rows: np.ndarray, g: np.ndarray):
+    """``defer_pids``, after a carry diff: the rows it could not carry looked up and
+    named, the diff's events completed with them (``Differ.fixup``)."""
+    need, carried, stale_ino, stale_ck = tr._differ.carried()
+    tr._res.end_rows(rows, need, carried)
+    if len(need):
+        sub = np.empty(len(need), np.int32)
+        tr.names_into(rows["pid"][need], sub, tr._gcodes, tr._gnames, merge=False)
+        g[need] = sub
+    if len(stale_ino):
+        tr._stale = (stale_ino.copy(), stale_ck.copy())
+    return tr._differ.fixup()
+
+def owners_refound(tr: ChangeTracker, back: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``defer_pids``: the codes of the rows ``refind`` put back (``g`` extended): their
+    pids carried over by refind, named as they are, and looked up at the next snapshot."""
+    gb = np.empty(len(back), np.int32)
+    tr.names_into(back["pid"], gb, tr._gcodes, tr._gnames, merge=False)
+    tr._res.recheck_inodes(back["inode"])
+    return np.concatenate([g, gb])
+
+
+def forget_closed(tr: ChangeTracker, closed: np.ndarray) -> None:
+    """``defer_pids``: the resolver's entries of the sockets gone from the table."""
+    ino, ck = closed["inode"], closed["cookie"]
+    if tr._stale is not None:
+        ino = np.concatenate([ino, tr._stale[0]])
+        ck = np.concatenate([ck, tr._stale[1]])
+    tr._res.forget(ino, ck)
 
 
 def refind(tr: ChangeTracker, closed: np.ndarray):
