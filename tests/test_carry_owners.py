@@ -211,6 +211,7 @@ if not sys.platform.startswith("linux"):
 
 import tcpsnap  # noqa: E402
 from tcpsnap.record.changes import ChangeTracker  # noqa: E402
+from _sockets import socket_inodes  # noqa: E402
 from test_changes_owners import Child  # noqa: E402
 
 
@@ -277,9 +278,10 @@ def cookie_of(s: socket.socket) -> int:
     return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, 57, 8))[0]
 
 
-def inodes_on(rows, ports) -> set[int]:
-    m = np.isin(rows["local_port"], list(ports)) | np.isin(rows["remote_port"], list(ports))
-    return {int(i) for i in rows["inode"][m] if i}
+def inodes_of(rows, child) -> set[int]:
+    """The child's TCP sockets in ``rows``, by inode (a live socket's inode is unique on
+    the host; its port numbers are not: another socket may hold one of them)."""
+    return socket_inodes(child.pid) & {int(i) for i in rows["inode"] if i}
 
 
 def test_the_map_follows_the_table_over_churn():
@@ -317,9 +319,9 @@ def test_an_exited_owner_is_handed_out_and_its_rows_looked_up_again():
     a = Child("tcpsnap-carrya")
     live = Live()
     try:
-        ports = set(a.pair())
+        a.pair()
         live.step()
-        mine = inodes_on(live.rows, ports)
+        mine = inodes_of(live.rows, a)
         assert len(mine) == 3
         live.until(lambda: all(live.pid_of(i) == a.pid for i in mine))
         kid = a.fork("forkexit")
@@ -338,9 +340,10 @@ def test_a_rename_is_handed_out_and_named_anew():
     a = Child("tcpsnap-nm1")
     live = Live(name_ttl=0.05)
     try:
-        ports = set(a.pair())
+        a.pair()
         live.step()
-        mine = inodes_on(live.rows, ports)
+        mine = inodes_of(live.rows, a)
+        assert len(mine) == 3
         live.until(lambda: all(live.pid_of(i) == a.pid for i in mine))
         assert a.ask("name tcpsnap-nm2") == "ok"
         n = len(live.spy.plans)
@@ -359,9 +362,10 @@ def test_a_moved_link_is_handed_out_as_its_socket():
     a = Child("tcpsnap-mva")
     live = Live(verify_interval=0.1)
     try:
-        ports = set(a.pair())
+        a.pair()
         live.step()
-        mine = inodes_on(live.rows, ports)
+        mine = inodes_of(live.rows, a)
+        assert len(mine) == 3
         live.until(lambda: all(live.pid_of(i) == a.pid for i in mine))
         kid = a.fork("forkclose")
         n = len(live.spy.plans)
