@@ -1,0 +1,9 @@
+import numpy as np
+
+def put_columns(dst: list[np.ndarray], dirty: list[int], index: list[int], src: list[np.ndarray],
+                r: int) -> None:
+    """Each ``src[k]`` into ``dst[index[k]][r:]`` (zeros only where the column is dirty);
+    ``dirty`` updated; the copies without the GIL."""
+def repeat_row(values: list[np.ndarray | None], dirty: list[int], valid: list[np.ndarray | None],
+               vdirty: list[int], given: list[int | None], row: int, r: int) -> None:
+    """Row ``row`` of every column (or ``given[i]``, 8 bytes) to row ``r``."""
