@@ -16,18 +16,26 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 cdef enum:
     MAX_COLUMNS = 4096
 
 
+cdef char _ZEROS[4096]  # static: all 0
+
+
 cdef inline bint _zero(const char *p, Py_ssize_t n) noexcept nogil:
-    # all n bytes 0; returns at the first byte that is not (a column's first value, mostly)
-    cdef Py_ssize_t i
-    for i in range(n):
-        if p[i]:
+    # all n bytes 0: memcmp against zeros a page at a time (libc's vector compare; a byte
+    # loop made the store's append twice as slow as numpy's any()); returns at the first
+    # block that is not (a column's first values, mostly)
+    cdef Py_ssize_t k
+    while n > 0:
+        k = n if n < 4096 else 4096
+        if memcmp(p, _ZEROS, k) != 0:
             return False
+        p += k
+        n -= k
     return True
 
 
