@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from tcpsnap._events import EV_OPENED, EV_SNAPSHOT
-from tcpsnap._rowstore import Columns, put_columns, repeat_row
+from tcpsnap._rowstore import Columns, put_columns, repeat_row, spread
 from tcpsnap.record.changes import ChangesEncoder, build_schema
 from tcpsnap.record.markers import PER_SNAPSHOT
 from tcpsnap.record.rowgroup import RowGroupStore
@@ -111,3 +111,23 @@ def test_repeat_row_refuses_rows_outside_and_given_values_of_another_width():
     assert dirty == [0, 0]                      # zeros over zeros: nothing written
     with pytest.raises(ValueError):
         Columns([np.zeros((2, 2))])
+
+
+def test_spread_is_the_repeat_of_each_snapshots_value_over_its_rows():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        k = int(rng.integers(1, 12))
+        counts = rng.integers(0, 5, k)               # empty snapshots too
+        counts[-1] = max(counts[-1], 1)
+        ends = np.cumsum(counts).astype(np.int64)
+        values = rng.integers(-2**62, 2**62, k + 3)  # room past the snapshots held, as the store's
+        every = np.repeat(values[:k], counts)
+        start = int(rng.integers(0, ends[-1] + 1))
+        stop = int(rng.integers(start, ends[-1] + 1))
+        out = np.full(stop - start, 7, np.int64)
+        spread(values, np.concatenate([ends, [0, 0]]), k, start, stop, out)
+        assert out.tolist() == every[start:stop].tolist()
+    with pytest.raises(ValueError, match="past the last"):
+        spread(np.zeros(2, np.int64), np.array([2, 4]), 2, 3, 5, np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="into"):
+        spread(np.zeros(2, np.int64), np.array([2, 4]), 2, 0, 3, np.zeros(2, np.int64))

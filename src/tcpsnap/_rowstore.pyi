@@ -7,3 +7,6 @@ def put_columns(dst: list[np.ndarray], dirty: list[int], index: list[int], src: 
 def repeat_row(values: list[np.ndarray | None], dirty: list[int], valid: list[np.ndarray | None],
                vdirty: list[int], given: list[int | None], row: int, r: int) -> None:
     """Row ``row`` of every column (or ``given[i]``, 8 bytes) to row ``r``."""
+def spread(values: np.ndarray, ends: np.ndarray, snapshots: int, start: int, stop: int,
+           out: np.ndarray) -> None:
+    """``out`` = rows ``start:stop`` of a per-snapshot column (8-byte values)."""

@@ -195,3 +195,35 @@ def repeat_row(Columns values, list dirty, Columns valid, list vdirty, list give
             p[r] = p[row]
             if r + 1 > <Py_ssize_t>vdirty[i]:
                 vdirty[i] = r + 1
+
+
+def spread(values, ends, Py_ssize_t snapshots, Py_ssize_t start, Py_ssize_t stop, out):
+    """Rows ``start:stop`` of a column kept one value a snapshot: ``out[k]`` (8-byte
+    values, ``stop - start`` of them) = ``values[j]`` for the snapshot ``j`` holding row
+    ``start + k``, snapshot ``j`` ending at row ``ends[j]`` (int64, ascending, the first
+    ``snapshots``). What ``np.repeat`` of the values by each snapshot's rows in the range
+    gives, filled without the GIL. ValueError for widths other than 8 bytes, rows past
+    the last snapshot, or arrays too short."""
+    cdef const int64_t[::1] v = values
+    cdef const int64_t[::1] e = ends
+    cdef int64_t[::1] o = out
+    cdef Py_ssize_t j, k, lo, hi
+    cdef int64_t x
+    if snapshots < 0 or snapshots > e.shape[0] or snapshots > v.shape[0]:
+        raise ValueError(f"{snapshots} snapshots for {e.shape[0]} ends and {v.shape[0]} values")
+    if start < 0 or stop < start or o.shape[0] != stop - start:
+        raise ValueError(f"rows {start}:{stop} into {o.shape[0]}")
+    if stop > start and (snapshots == 0 or e[snapshots - 1] < stop):
+        raise ValueError(f"rows {start}:{stop} past the last snapshot's end")
+    with nogil:
+        j = 0
+        while j < snapshots and e[j] <= start:   # the snapshot holding row start
+            j += 1
+        k = start
+        while k < stop:
+            hi = e[j] if e[j] < stop else stop
+            x = v[j]
+            for lo in range(k, hi):
+                o[lo - start] = x
+            k = hi if hi > k else k
+            j += 1

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._arrow import Part, wrap_part
-from .._rowstore import Columns, put_columns, repeat_row
+from .._rowstore import Columns, put_columns, repeat_row, spread
 from . import thrift as th
 from .parquet import shift_row_group, split_parquet
 
@@ -241,13 +241,19 @@ class RowGroupStore:
         sv[k:k + len(v)] = v
 
     def _rows_of(self, i: int, start: int, stop: int) -> np.ndarray:
-        # a per-snapshot column's values for rows start:stop
-        ends = self._ends[:self.snapshots]
-        a = int(np.searchsorted(ends, start, side="right"))
-        b = int(np.searchsorted(ends, stop, side="left"))
-        hi = np.minimum(ends[a:b + 1], stop)
-        lo = np.maximum(np.concatenate([ends[a - 1:a] if a else np.zeros(1, np.int64), ends[a:b]]), start)
-        return np.repeat(self._svals[i][a:b + 1], np.maximum(hi - lo, 0))
+        # a per-snapshot column's values for rows start:stop, filled in C without the GIL
+        # (np.repeat held it ~1 ms a row group of 128Ki rows: four such columns)
+        sv = self._svals[i]
+        if sv.dtype.itemsize != 8:   # pragma: no cover - the clocks and seq are 8 bytes wide
+            ends = self._ends[:self.snapshots]
+            a = int(np.searchsorted(ends, start, side="right"))
+            b = int(np.searchsorted(ends, stop, side="left"))
+            hi = np.minimum(ends[a:b + 1], stop)
+            lo = np.maximum(np.concatenate([ends[a - 1:a] if a else np.zeros(1, np.int64), ends[a:b]]), start)
+            return np.repeat(sv[a:b + 1], np.maximum(hi - lo, 0))
+        out = np.empty(stop - start, sv.dtype)
+        spread(sv.view(np.int64), self._ends, self.snapshots, start, stop, out.view(np.int64))
+        return out
 
     def spans(self, start: int, rows: int) -> list[tuple[int, int, int]]:
         """``(start, stop, last seq)`` of consecutive groups of whole snapshots from row
