@@ -206,12 +206,12 @@ class RowGroupStore:
             if not self._snap[i]:
                 given[i] = v
         for i in self._snap_cols:
-            v = values.get(self.schema.names[i])
+            got = values.get(self.schema.names[i])
             sv = self._svals[i]
             if k + 1 > len(sv):
                 sv = self._svals[i] = np.concatenate([sv, np.zeros(len(sv), sv.dtype)])
             # the snapshot holding ``row``: its value (a column kept per snapshot)
-            sv[k] = v if v is not None else sv[int(np.searchsorted(self._ends[:k], row, side="right"))]
+            sv[k] = got if got is not None else sv[int(np.searchsorted(self._ends[:k], row, side="right"))]
         # every other column in one compiled call: a Python loop over ~30-75 columns was
         # ~0.1 ms a marker, cold (benchmarks/RESULTS.md, "Writer cost in full mode", session 9)
         if self._held is None:   # the columns' buffers, held until the store allocates again

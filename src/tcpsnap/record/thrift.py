@@ -6,13 +6,18 @@ relative to its own buffer; ``shift_row_group`` moves them to the row group's re
 place in the file. Structs decode to ``{field_id: (type, value)}`` dicts, kept in
 field order so that re-encoding an unmodified struct gives the same bytes back.
 
+The codec itself is compiled (``tcpsnap._thrift``, ``decode_struct`` / ``encode_struct``):
+the writer runs it for every row group while holding the GIL that the capture thread
+waits for (~1.3 ms of Python a row group before, ~0.2 ms now: benchmarks/RESULTS.md,
+"Writer cost in full mode (session 8)", its session 9 paragraph).
+
 Compact protocol: https://github.com/apache/thrift/blob/master/doc/specs/thrift-compact-protocol.md
 """
 
 from __future__ import annotations
 
-from .. import _thrift as _codec
 from .._errors import ThriftError
+from .._thrift import decode_struct, encode_struct
 
 __all__ = ["decode_struct", "encode_struct", "ThriftError", "T_I16", "T_I32", "T_I64", "T_BINARY",
            "T_LIST", "T_STRUCT"]
@@ -34,8 +39,3 @@ T_UUID = 13
 
 
 
-# The codec itself is compiled (``tcpsnap._thrift``): the writer runs it for every row
-# group while holding the GIL the capture thread waits for (~1.3 ms of Python a row group
-# before, ~0.1 ms now: benchmarks/RESULTS.md, "Writer cost in full mode", session 9).
-decode_struct = _codec.decode_struct
-encode_struct = _codec.encode_struct
