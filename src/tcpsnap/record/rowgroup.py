@@ -242,7 +242,8 @@ class RowGroupStore:
 
     def _rows_of(self, i: int, start: int, stop: int) -> np.ndarray:
         # a per-snapshot column's values for rows start:stop, filled in C without the GIL
-        # (np.repeat held it ~1 ms a row group of 128Ki rows: four such columns)
+        # (np.repeat held it, the page faults of its fresh output included; ~30 us a column
+        # of 128Ki rows hot against ~22 here: benchmarks/RESULTS.md, session 9)
         sv = self._svals[i]
         if sv.dtype.itemsize != 8:   # pragma: no cover - the clocks and seq are 8 bytes wide
             ends = self._ends[:self.snapshots]
