@@ -12,7 +12,11 @@ ext = [Extension("tcpsnap._mib", ["src/tcpsnap/_mib.pyx"], include_dirs=["src/tc
        Extension("tcpsnap._tcp_info", ["src/tcpsnap/_tcp_info.pyx"], include_dirs=["src/tcpsnap"],
                  depends=["src/tcpsnap/_tcp_info.h", "src/tcpsnap/_win/estats_plan.h"]),
        # the writer: rows into columns in one pass
-       Extension("tcpsnap._encode", ["src/tcpsnap/_encode.pyx"], include_dirs=["src/tcpsnap"])]
+       Extension("tcpsnap._encode", ["src/tcpsnap/_encode.pyx"], include_dirs=["src/tcpsnap"]),
+       # the writer: Parquet footers' Thrift, decoded and encoded for every row group
+       Extension("tcpsnap._thrift", ["src/tcpsnap/_thrift.pyx"], include_dirs=["src/tcpsnap"]),
+       # the writer: a batch's columns into the row group being formed, a marker's row repeated
+       Extension("tcpsnap._rowstore", ["src/tcpsnap/_rowstore.pyx"], include_dirs=["src/tcpsnap"])]
 if sys.platform.startswith("linux"):
     ext.append(Extension("tcpsnap._netlink", ["src/tcpsnap/_netlink.pyx"], include_dirs=["src/tcpsnap"]))
     # the same parser on recorded bytes (tests, tools)

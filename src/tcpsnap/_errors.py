@@ -6,7 +6,7 @@ capturing or recording raises a subclass of :class:`TcpsnapError`.
 
 __all__ = ["TcpsnapError", "BackendUnavailable", "DumpInterrupted", "RecorderError",
            "RecorderLocked", "UnsafePath", "BadRecording", "FilterError", "UsageError", "ShipError",
-           "NamespaceError"]
+           "NamespaceError", "ThriftError"]
 
 
 class TcpsnapError(Exception):
@@ -64,3 +64,9 @@ class NamespaceError(TcpsnapError):
     """A network namespace tcpsnap was asked to capture cannot be reached: no such
     namespace (``--netns NAME|PATH|PID``), or a capability missing (CAP_SYS_ADMIN to enter
     one, CAP_SYS_PTRACE to open another process's). The message is one line naming it."""
+
+
+class ThriftError(ValueError):
+    """Thrift compact-protocol bytes that do not decode (``tcpsnap.record.thrift``):
+    truncated, over-long, nested too deep, trailing bytes, an unknown type. Recovery
+    reads it as a damaged row-group log entry."""

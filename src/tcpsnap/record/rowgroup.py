@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._arrow import Part, wrap_part
+from .._rowstore import Columns, put_columns, repeat_row, spread
 from . import thrift as th
 from .parquet import shift_row_group, split_parquet
 
@@ -82,6 +83,8 @@ class RowGroupStore:
         # columns with one value per snapshot (``per_snapshot``): kept per snapshot, made
         # rows only when wrapped (``batch``), one at a time for the row group (``tables``)
         self._snap = [f.name in per_snapshot for f in schema]
+        self._snap_cols = [i for i, snap in enumerate(self._snap) if snap]
+        self._index = {f.name: i for i, f in enumerate(schema)}
         self._svals: list[np.ndarray] = [np.zeros(64, _values_dtype(f.type)) for f in schema]
         self._ends = np.zeros(64, np.int64)  # each snapshot's end row
         self.snapshots = 0
@@ -95,6 +98,7 @@ class RowGroupStore:
         self._vdirty = [0] * k
         self._dict: list[pa.Array | None] = [None] * k
         self._marks: list[tuple[int, int]] = []  # (end row, seq) of each snapshot appended
+        self._held: tuple[Columns, Columns] | None = None  # repeat_row's view of the columns
         self._reserve(max(1, int(capacity)))
 
     @property
@@ -103,6 +107,7 @@ class RowGroupStore:
         return sum(v.nbytes for v in self._values) + sum(m.nbytes for m in self._valid if m is not None)
 
     def _reserve(self, capacity: int) -> None:
+        self._held = None  # let the old arrays go
         r = self.rows
         for i, old in enumerate(self._values):
             new = _zeros(capacity, self._dtypes[i])
@@ -142,6 +147,8 @@ class RowGroupStore:
         if r + n > self.capacity:
             self._reserve(max(r + n, self.capacity + self.capacity // 2))
         end = r + n
+        idx: list[int] = []
+        srcs: list[np.ndarray] = []
         for i, f in enumerate(self.schema):
             values, null, dictionary = parts[f.name]
             if self._snap[i] and snapshot_values:
@@ -155,10 +162,15 @@ class RowGroupStore:
             if self._snap[i]:
                 self._put_snapshots(i, values, counts, n)
                 continue
-            self._dirty[i] = self._put(self._values[i], r, end, values, self._dirty[i])
+            if values.dtype == self._dtypes[i] and values.ndim == 1 and values.flags.c_contiguous:
+                idx.append(i)       # copied below, with the others, in one compiled call
+                srcs.append(values)
+            else:
+                self._dirty[i] = self._put(self._values[i], r, end, values, self._dirty[i])
             m = self._valid[i]
             if null is not None and m is None and null.any():
                 m = self._valid[i] = _zeros(self.capacity, np.dtype(bool))
+                self._held = None
                 if r:
                     m[:r] = True  # the rows before were all valid
                 self._vdirty[i] = r
@@ -166,6 +178,7 @@ class RowGroupStore:
                 self._vdirty[i] = self._put(m, r, end, None if null is None else ~null, self._vdirty[i])
             if dictionary is not None:
                 self._dict[i] = dictionary
+        put_columns(self._values, self._dirty, idx, srcs, r)
         self.rows = end
         ends = r + np.cumsum(counts) if counts is not None else np.array([end], np.int64)
         k = self.snapshots
@@ -187,24 +200,24 @@ class RowGroupStore:
         if r + 1 > self.capacity:
             self._reserve(self.capacity + self.capacity // 2 + 1)
         k = self.snapshots
-        for i, f in enumerate(self.schema):
-            v = values.get(f.name)
-            if self._snap[i]:
-                sv = self._svals[i]
-                if k + 1 > len(sv):
-                    sv = self._svals[i] = np.concatenate([sv, np.zeros(len(sv), sv.dtype)])
-                # the snapshot holding ``row``: its value (a column kept per snapshot)
-                sv[k] = v if v is not None else sv[int(np.searchsorted(self._ends[:k], row, side="right"))]
-                continue
-            col = self._values[i]
-            x = col[row] if v is None else v
-            if x or r < self._dirty[i]:
-                col[r] = x
-                self._dirty[i] = max(self._dirty[i], r + 1)
-            m = self._valid[i]
-            if m is not None:
-                m[r] = m[row]
-                self._vdirty[i] = max(self._vdirty[i], r + 1)
+        given: list[int | None] = [None] * len(self._snap)
+        for name, v in values.items():
+            i = self._index[name]
+            if not self._snap[i]:
+                given[i] = v
+        for i in self._snap_cols:
+            got = values.get(self.schema.names[i])
+            sv = self._svals[i]
+            if k + 1 > len(sv):
+                sv = self._svals[i] = np.concatenate([sv, np.zeros(len(sv), sv.dtype)])
+            # the snapshot holding ``row``: its value (a column kept per snapshot)
+            sv[k] = got if got is not None else sv[int(np.searchsorted(self._ends[:k], row, side="right"))]
+        # every other column in one compiled call: a Python loop over ~30-75 columns was
+        # ~0.1 ms a marker, cold (benchmarks/RESULTS.md, "Writer cost in full mode", session 9)
+        if self._held is None:   # the columns' buffers, held until the store allocates again
+            self._held = (Columns([None if snap else v for snap, v in zip(self._snap, self._values, strict=True)]),
+                          Columns([None if snap else m for snap, m in zip(self._snap, self._valid, strict=True)]))
+        repeat_row(self._held[0], self._dirty, self._held[1], self._vdirty, given, row, r)
         self.rows = r + 1
         if k + 1 > len(self._ends):
             self._ends = np.concatenate([self._ends, np.zeros(len(self._ends), np.int64)])
@@ -228,13 +241,20 @@ class RowGroupStore:
         sv[k:k + len(v)] = v
 
     def _rows_of(self, i: int, start: int, stop: int) -> np.ndarray:
-        # a per-snapshot column's values for rows start:stop
-        ends = self._ends[:self.snapshots]
-        a = int(np.searchsorted(ends, start, side="right"))
-        b = int(np.searchsorted(ends, stop, side="left"))
-        hi = np.minimum(ends[a:b + 1], stop)
-        lo = np.maximum(np.concatenate([ends[a - 1:a] if a else np.zeros(1, np.int64), ends[a:b]]), start)
-        return np.repeat(self._svals[i][a:b + 1], np.maximum(hi - lo, 0))
+        # a per-snapshot column's values for rows start:stop, filled in C without the GIL
+        # (np.repeat held it, the page faults of its fresh output included; ~30 us a column
+        # of 128Ki rows hot against ~22 here: benchmarks/RESULTS.md, session 9)
+        sv = self._svals[i]
+        if sv.dtype.itemsize != 8:   # pragma: no cover - the clocks and seq are 8 bytes wide
+            ends = self._ends[:self.snapshots]
+            a = int(np.searchsorted(ends, start, side="right"))
+            b = int(np.searchsorted(ends, stop, side="left"))
+            hi = np.minimum(ends[a:b + 1], stop)
+            lo = np.maximum(np.concatenate([ends[a - 1:a] if a else np.zeros(1, np.int64), ends[a:b]]), start)
+            return np.repeat(sv[a:b + 1], np.maximum(hi - lo, 0))
+        out = np.empty(stop - start, sv.dtype)
+        spread(sv.view(np.int64), self._ends, self.snapshots, start, stop, out.view(np.int64))
+        return out
 
     def spans(self, start: int, rows: int) -> list[tuple[int, int, int]]:
         """``(start, stop, last seq)`` of consecutive groups of whole snapshots from row
@@ -293,6 +313,7 @@ class RowGroupStore:
         self._marks.clear()
         self._dict = [None] * len(self.schema)
         if capacity is not None and capacity < self.capacity:
+            self._held = None
             self._values = [np.zeros(0, dt) for dt in self._dtypes]
             self._valid = [None] * len(self.schema)
             self._reserve(max(1, int(capacity)))
