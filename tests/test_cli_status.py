@@ -78,7 +78,10 @@ def test_status_line_fits_and_counts_the_journal(tmp_path, width):
             seen.append((st[0], nbytes(st[0])))
         assert len(seen) >= 4, t.rows()
         sizes = [b for _, b in seen]
-        assert sizes[-1] > sizes[0] and sizes[-1] > 0, seen     # the journal grows: not "4 B" for a file
+        # the open file's bytes count its journal: never "4 B" for a file, and growing between
+        # row groups (a row group written replaces a longer journal: the total may then fall,
+        # as it did once in 12 runs, 507 -> 333 KiB)
+        assert all(b >= 1024 for b in sizes) and any(b > a for a, b in zip(sizes, sizes[1:])), seen
         # every other line (wrapped ones joined): a log line (the start line among them),
         # never a piece of an earlier status line
         start = f"tcpsnap: recording the TCP table every 50ms for 20s into {rec} (full mode); stop with Ctrl-C or SIGTERM"
