@@ -210,8 +210,8 @@ if not sys.platform.startswith("linux"):
     pytest.skip("Linux pid resolution", allow_module_level=True)
 
 import tcpsnap  # noqa: E402
-from tcpsnap.record.changes import ChangeTracker  # noqa: E402
 from _sockets import socket_inodes  # noqa: E402
+from tcpsnap.record.changes import ChangeTracker  # noqa: E402
 from test_changes_owners import Child  # noqa: E402
 
 
