@@ -28,7 +28,8 @@
           ``Recorder(interval=--interval, mode=--mode)`` at --n connections, each --python.
   drift   RSS every --every seconds of one long ``tcpsnap record`` under churn
           (connections opened and closed all the time): first/last/peak and the drift
-          (median of the last tenth minus median of the second tenth of the samples).
+          (median of the last tenth minus median of the second tenth of the samples), also
+          of RssAnon and RssFile alone (each sample: seconds, RSS, RssAnon, RssFile KiB).
 
     python3 benchmarks/bench_footprint.py rss --sizes 1000 10000 \
         --python /work/venv-footprint/bin/python --python /work/venv-old/bin/python
@@ -219,7 +220,9 @@ def record(python: str, out: Path, seconds: float, interval: str, mode: str, pid
             rfile, ranon = status_kb(p.pid, "RssFile"), status_kb(p.pid, "RssAnon")
             faults = max(faults, proc_faults(p.pid))
             if samples is not None:
-                samples.append((round(time.monotonic() - t0, 1), r))
+                # (seconds, RSS, RssAnon, RssFile) KiB: a drift is told apart as the
+                # heap's and threads' (anon) or library pages faulting back in (file)
+                samples.append((round(time.monotonic() - t0, 1), r, ranon, rfile))
     err = p.stderr.read() if p.stderr else ""
     got: dict = cg.read() if cg else {}
     if cg:
@@ -338,9 +341,13 @@ def run_drift(args) -> dict:
             t.join()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    rss = [r for _, r in samples]
+    rss = [x[1] for x in samples]
     k = max(1, len(rss) // 10)
     res.update(got)
+    for i, part in ((2, "anon"), (3, "file")):  # the same tenths of RssAnon and RssFile
+        col = [x[i] for x in samples]
+        res[f"drift_{part}_mib"] = ((statistics.median(col[-k:]) - statistics.median(col[k:2 * k])) / 1024
+                                    if col else 0)
     res.update({"samples": list(samples), "first_mib": rss[0] / 1024 if rss else 0,
                 "early_mib": statistics.median(rss[k:2 * k]) / 1024 if rss else 0,
                 "late_mib": statistics.median(rss[-k:]) / 1024 if rss else 0,
