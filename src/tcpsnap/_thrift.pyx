@@ -22,7 +22,9 @@ from tcpsnap._errors import ThriftError
 _B63 = int("9223372036854775808")
 _B64 = int("18446744073709551616")
 
-cdef enum:
+# the compact protocol's type ids: C constants here, and module attributes that
+# ``tcpsnap.record.thrift`` re-exports (one table)
+cpdef enum:
     T_STOP = 0
     T_TRUE = 1
     T_FALSE = 2
@@ -37,6 +39,8 @@ cdef enum:
     T_MAP = 11
     T_STRUCT = 12
     T_UUID = 13
+
+cdef enum:
     MAX_DEPTH = 64
 
 

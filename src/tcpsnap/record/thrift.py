@@ -17,25 +17,9 @@ Compact protocol: https://github.com/apache/thrift/blob/master/doc/specs/thrift-
 from __future__ import annotations
 
 from .._errors import ThriftError
-from .._thrift import decode_struct, encode_struct
+from .._thrift import T_BINARY, T_I16, T_I32, T_I64, T_LIST, T_STRUCT, decode_struct, encode_struct
 
 __all__ = ["decode_struct", "encode_struct", "ThriftError", "T_I16", "T_I32", "T_I64", "T_BINARY",
            "T_LIST", "T_STRUCT"]
-
-T_STOP = 0
-T_TRUE = 1
-T_FALSE = 2
-T_BYTE = 3
-T_I16 = 4
-T_I32 = 5
-T_I64 = 6
-T_DOUBLE = 7
-T_BINARY = 8
-T_LIST = 9
-T_SET = 10
-T_MAP = 11
-T_STRUCT = 12
-T_UUID = 13
-
 
 
