@@ -221,6 +221,7 @@ def page_out(maps: str = "/proc/self/maps") -> dict | None:
     return out
 
 
+@functools.cache
 def heap_trimmer() -> Callable[[], object] | None:
     """glibc's ``malloc_trim(0)`` (None where the C library has none): gives the free
     memory inside the malloc heaps back to the system (``madvise(MADV_DONTNEED)`` of free
