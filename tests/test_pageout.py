@@ -158,7 +158,7 @@ def test_heap_trim_gives_back_free_memory_inside_the_heap():
 
 
 FOOTER = textwrap.dedent("""
-    import json, sys
+    import json, shutil, sys, time
     import numpy as np
     from tcpsnap.record.footprint import lean_process
     lean_process()  # as the recorder: Arrow allocates with malloc
@@ -167,6 +167,10 @@ FOOTER = textwrap.dedent("""
     from tcpsnap._schema import ROW_DTYPE
     from tcpsnap.record import parquet
     from tcpsnap.record import thrift as th
+    from tcpsnap.record.folder import footer_kv
+    from tcpsnap.record.layout import file_names
+    from tcpsnap.record.retention import Retention
+    from tcpsnap.record.safedir import SafeDir
 
     def anon():
         for line in open("/proc/self/status"):
@@ -183,27 +187,40 @@ FOOTER = textwrap.dedent("""
     w.close()
     data, footer = parquet.split_parquet(sink.getvalue())
     data = bytes(data)
-    app = parquet.ParquetAppender(parquet.Path(sys.argv[1]), SCHEMA)
+    root = parquet.Path(sys.argv[1])
+    part, name = file_names(time.time_ns())
+    (root / part).mkdir(parents=True)
+    app = parquet.ParquetAppender(root / part / name, SCHEMA)
     for _ in range(int(sys.argv[2])):  # a long file's footer: one row group's entry each
         app.append_encoded(data, th.decode_struct(footer)[4][1][1])
-    a0 = anon()
+    a = [anon()]
     path = app.finish()  # checks the file reads back: Arrow parses the whole footer
-    a1 = anon()
-    md = parquet.pq.read_metadata(path)  # what that parse holds: the same again
-    a2 = anon()
-    print(json.dumps([md.num_row_groups, a0, a1, a2]))
+    a.append(anon())
+    shutil.copy(path, root / "copy.parquet")
+    with SafeDir.open(root / part) as d:
+        assert footer_kv(d, path.name)[b"tcpsnap.rows"] == b"%d" % (2 * 4 * int(sys.argv[2]) // 2)
+    a.append(anon())
+    with SafeDir.open(root) as d:  # ages the file by its footer's newest timestamp
+        assert Retention(keep="1d", now_ns=lambda: 1 << 62).run(d) == [f"{part}/{path.name}"]
+    a.append(anon())
+    md = parquet.pq.read_metadata(root / "copy.parquet")  # what one parse holds
+    a.append(anon())
+    print(json.dumps([md.num_row_groups] + a))
 """)
 
 
-def test_finishing_a_file_gives_back_what_its_footer_check_took(tmp_path):
+def test_reading_a_long_footer_gives_back_what_the_parse_took(tmp_path):
     # A recorder's file closes every 15 minutes with ~140 row groups at 1k connections
-    # every 100 ms; Arrow's parse of that footer took 7 MiB of small blocks, freed
-    # between blocks still in use: resident for good (a step in RSS at each rotation)
-    # unless the heap is trimmed right after, on the same thread.
-    out = subprocess.run([sys.executable, "-c", FOOTER, str(tmp_path / "f.parquet"), "1500"],
+    # every 100 ms; Arrow's parse of that footer takes 7 MiB of small blocks, which come
+    # back as holes between blocks still in use: resident for good (a step in the
+    # recorder's RSS at its first rotation) unless the heap is trimmed right after, on
+    # the same thread. Finishing a file checks it reads back; retention ages a file by
+    # its footer's statistics; the shipper reads its key-value pairs.
+    out = subprocess.run([sys.executable, "-c", FOOTER, str(tmp_path / "rec"), "1500"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    groups, a0, a1, a2 = json.loads(out.stdout)
+    groups, *a = json.loads(out.stdout)
     assert groups == 1500
-    assert a2 - a1 > 16 * 1024, (a0, a1, a2)  # the parse alone: tens of MiB
-    assert a1 - a0 < 4 * 1024, (a0, a1, a2)  # finish: given back
+    assert a[4] - a[3] > 16 * 1024, a  # one parse alone: tens of MiB
+    for what, before, after in zip(("finish", "footer_kv", "retention"), a, a[1:4]):
+        assert after - before < 4 * 1024, (what, a)  # given back

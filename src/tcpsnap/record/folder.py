@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from .._errors import RecorderError, RecorderLocked
+from .footprint import give_back
 from .layout import JOURNAL_RE, LOCK_NAME, TMP_RE
 from .safedir import FILE_MODE, SafeDir, UnsafePath
 
@@ -182,6 +183,8 @@ def footer_kv(d: SafeDir, name: str) -> dict[bytes, bytes]:
             return dict(pq.read_metadata(f).metadata or {})
     except (OSError, pa.ArrowException, ValueError):
         return {}
+    finally:
+        give_back()  # the whole footer was parsed for its key-value pairs
 
 
 @dataclass(frozen=True)

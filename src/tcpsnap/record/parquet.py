@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .._schema import TCP_INFO_DTYPE, TCP_INFO_TIMERS
 from . import thrift as th
-from .footprint import heap_trimmer
+from .footprint import give_back
 from .layout import free_name, pwrite_all, rglog_path, tmp_path
 from .safedir import SafeDir
 
@@ -337,9 +337,7 @@ class ParquetAppender:
     def seq_range(self) -> tuple[int, int] | None:
         """(first, last) ``seq`` in the file so far, from row-group statistics."""
         rs = self.seq_ranges()
-        if not rs:
-            return None
-        return min(r[0] for r in rs), max(r[1] for r in rs)
+        return (min(r[0] for r in rs), max(r[1] for r in rs)) if rs else None
 
     def finish(self, extra_kv: dict[str, str] | None = None) -> Path | None:
         """Write the footer, check the file, rename it into place. Returns the final
@@ -368,15 +366,8 @@ class ParquetAppender:
         rfd = self.dir.open_file(self.tmp.name)
         with os.fdopen(rfd, "rb") as f:
             md = pq.read_metadata(f)
-        rows, groups = md.num_rows, md.num_row_groups
-        del md
-        # Arrow's parse of the footer is malloc'd in small pieces (~55 KiB a row group:
-        # 7 MiB for a 15-minute file at 1k connections every 100 ms); freed, they stay
-        # resident as holes between blocks still in use, and a later trim from another
-        # moment does not always find them whole: give them back here, on this thread
-        trim = heap_trimmer()
-        if trim is not None:
-            trim()
+        rows, groups, md = md.num_rows, md.num_row_groups, None
+        give_back()  # Arrow's parse of the whole footer (7 MiB at 15 min, 1k): else holes
         if rows != self.rows or groups != len(self._rgs):
             raise RuntimeError(f"{self.tmp}: footer check failed")
         while True:  # never replace a finished file (or anything else by that name)
