@@ -50,10 +50,10 @@ def many_files(tmp_path_factory):
 
 def test_a_pool_thread_busy_at_exit_does_not_abort_the_process(many_files):
     """With the interpreter's own exit (``sys.exit(0)`` in place of ``exit_process(0)``)
-    this child aborted or hung in every run: 20 of 20 under two busy loops (18 SIGABRT,
-    "Fatal Python error: PyGILState_Release" or "terminate called without an active
-    exception", 2 hung), 4 of 4 on a quiet machine; through ``exit_process``: 0 of 20
-    (/tmp-free command: benchmarks/RESULTS.md "Exit with Arrow's threads busy")."""
+    this child aborted (SIGABRT) or hung in every run: 10 of 10 under two busy loops (5
+    aborts, 5 hangs), 3 aborts and 1 hang of 4 with less load; through ``exit_process``:
+    0 of 10 and 0 of 4. ``python3 benchmarks/bench_exit.py --rounds 10 --busy 2``
+    (benchmarks/RESULTS.md "Exit with Arrow's threads busy")."""
     for _ in range(3):
         p = subprocess.run([sys.executable, "-c", BUSY_AT_EXIT, str(many_files)], capture_output=True,
                            text=True, timeout=120)
