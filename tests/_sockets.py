@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -186,3 +187,23 @@ def more_snapshots(rec, k: int, timeout: float = 120.0) -> None:
     second of two counted after the call began after it."""
     n = rec.snapshots
     assert wait_for(lambda: rec.snapshots >= n + k, timeout=timeout), f"no {k} more snapshots in {timeout} s"
+
+
+def pidfd(pid: int) -> int | None:
+    """A pidfd of process ``pid``, taken while it is known to live (None if gone): what a
+    test kills it by later. A bare pid may be another process's by then (pid_max is 32768
+    on the shared machines; the pids of the exited are handed out again), and a kill by it
+    hits that process: a signal no test of its own explains."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def kill_pidfd(fd: int | None) -> None:
+    """SIGKILL the process of pidfd ``fd`` if it still runs (never another), and close it."""
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    os.close(fd)

@@ -7,7 +7,6 @@ No timings are asserted.
 import json
 import os
 import resource  # noqa: F401  imported before any setuid child needs it
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 import tcpsnap
-from _sockets import closing_all, conn_rows, ends_filter, inode, pair, rows_of, socket_inodes
+from _sockets import closing_all, conn_rows, ends_filter, inode, kill_pidfd, pair, pidfd, rows_of, socket_inodes
 from tcpsnap import Snapshotter, TcpState
 from tcpsnap.pids import missing_pid_note
 
@@ -74,9 +73,8 @@ class Child:
         return self.p.stdout.readline().strip()
 
     def close(self):
-        for pid in self.extra:
-            with _quiet():
-                os.kill(pid, signal.SIGKILL)
+        for fd in self.extra:        # pidfds: never another process that got a pid again
+            kill_pidfd(fd)
         with _quiet():
             self.p.stdin.close()
         with _quiet():
@@ -343,7 +341,7 @@ def test_owner_exits_and_the_socket_lives_on_in_its_child():
             rows = rows_of(snap.take(), ch.inodes)
             assert (rows["pid"] == ch.pid).all()
             grand = int(ch.ask("fork"))
-            ch.extra.append(grand)
+            ch.extra.append(pidfd(grand))   # its parent exits: killed by pidfd
             assert (rows_of(snap.take(), ch.inodes)["pid"] == ch.pid).all()
             ch.p.stdin.write("exit\n")
             ch.p.stdin.flush()
@@ -551,13 +549,20 @@ def test_unprivileged_sees_its_own_pids_and_zero_for_others():
             own = rows_of(rows, {inode(x) for x in (lst, c, s)})
             root = rows_of(rows, ch.inodes)
             note = missing_pid_note(root, snap.pid_stats)
-            return {"me": os.getpid(), "own": own["pid"].tolist(), "root": root["pid"].tolist(),
-                    "denied": snap.pid_stats["denied"], "note": note,
-                    "names": names_of(snap, own)}
+            got = {"me": os.getpid(), "own": own["pid"].tolist(), "root": root["pid"].tolist(),
+                   "denied": snap.pid_stats["denied"], "note": note,
+                   "names": names_of(snap, own)}
+            if len(root) != 3 or len(own) != 3:     # what the table held, to explain it
+                got["rows"] = [str(r) for r in root] + [str(r) for r in own]
+                got["n"] = len(rows)
+                got["stats"] = {k: str(v) for k, v in snap.stats.items()} if hasattr(snap, "stats") else None
+                got["ss"] = subprocess.run(["ss", "-tanpe"], capture_output=True, text=True).stdout
+            return got
 
     try:
         got = _as_nobody(child)
         assert "error" not in got, got
+        assert len(got["root"]) == 3 and len(got["own"]) == 3, (ch.inodes, ch.lport, ch.cport, got)
         assert got["own"] == [got["me"]] * 3
         assert got["root"] == [0, 0, 0]
         assert got["denied"] >= 1
@@ -626,7 +631,7 @@ def test_no_pidfds_falls_back_to_start_times():
             assert (take()["pid"] == ch.pid).all()
             assert res.stats["pidfds"] == 0
             grand = int(ch.ask("fork"))
-            ch.extra.append(grand)
+            ch.extra.append(pidfd(grand))   # its parent exits: killed by pidfd
             ch.p.stdin.write("exit\n")
             ch.p.stdin.flush()
             ch.p.wait(10)

@@ -156,6 +156,8 @@ import tcpsnap
 from tcpsnap import plot
 fig = plot.plot_states(tcpsnap.read({str(path)!r}), freq="1s", tz="UTC")
 print(fig in [plt.figure(n) for n in plt.get_fignums()])
+from tcpsnap.cli import exit_process
+exit_process(0)  # Arrow's threads read: no teardown (apache/arrow#34314)
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

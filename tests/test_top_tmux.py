@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("textual")
 
+from _sockets import kill_pidfd, pidfd
+
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.netns
 
@@ -119,8 +121,9 @@ def test_live_colours_in_tmux_and_rows_as_ss_lists(tmp_path, no_color):
         env["NO_COLOR"] = "1"
     subprocess.run([*tmux, "new-session", "-d", "-x", "120", "-y", "45", "unshare", "-n", "sh", "-c", inner],
                    check=True, env=env)
-    server = int(subprocess.run([*tmux, "display", "-p", "#{pid}"], capture_output=True, text=True,
-                                check=True).stdout)
+    server = pidfd(int(subprocess.run([*tmux, "display", "-p", "#{pid}"], capture_output=True, text=True,
+                                      check=True).stdout))
+    churn = None
     try:
         pane = int(subprocess.run([*tmux, "display", "-p", "#{pane_pid}"], capture_output=True, text=True,
                                   check=True).stdout)
@@ -139,6 +142,8 @@ def test_live_colours_in_tmux_and_rows_as_ss_lists(tmp_path, no_color):
                     seen.add(c)
             time.sleep(0.1)
         assert want_seen <= seen, seen
+        if pidfile.exists() and pidfile.read_text() and not Path(f"{pidfile}.done").exists():
+            churn = pidfd(int(pidfile.read_text()))      # while it surely runs
         # the churn stops after 14 connections (it says so: 4.2 s, or more on a loaded
         # machine): then, within a few refreshes, the view and ss agree
         done = Path(f"{pidfile}.done")
@@ -165,14 +170,8 @@ def test_live_colours_in_tmux_and_rows_as_ss_lists(tmp_path, no_color):
             pytest.fail("top did not quit on q")
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
-        pids = [server]
-        if pidfile.exists() and pidfile.read_text():
-            pids.append(int(pidfile.read_text()))
-        for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        kill_pidfd(server)
+        kill_pidfd(churn)
 
 
 @pytest.mark.parametrize("how", ["q", "SIGINT", "SIGHUP", "SIGTERM"])
@@ -188,8 +187,8 @@ def test_quits_cleanly_and_restores_the_terminal(tmp_path, how):
              f"echo RESTORED $?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo; sleep 60")
     subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", inner], check=True,
                    env=dict(os.environ, TERM="xterm-256color"))
-    server = int(subprocess.run([*tmux, "display", "-p", "#{pid}"], capture_output=True, text=True,
-                                check=True).stdout)
+    server = pidfd(int(subprocess.run([*tmux, "display", "-p", "#{pid}"], capture_output=True, text=True,
+                                      check=True).stdout))
     try:
         for _ in range(100):                              # the view is up
             cap = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True).stdout
@@ -212,7 +211,4 @@ def test_quits_cleanly_and_restores_the_terminal(tmp_path, how):
         assert lines == ["RESTORED 0", "icanon", "echo"], cap
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
-        try:
-            os.kill(server, 9)
-        except ProcessLookupError:
-            pass
+        kill_pidfd(server)

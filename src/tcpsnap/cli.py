@@ -6,6 +6,9 @@ that does not parse), 1 for a failure
 (tcpsnap's errors, the system's, a file that is not what it should be), 130 for Ctrl-C.
 An exception nobody expected (a bug) is one line too, naming ``TCPSNAP_DEBUG=1``, under
 which it is raised with its traceback.
+
+The ``tcpsnap`` program (``run``: the console script and ``python -m tcpsnap``) ends through
+:func:`exit_process`, never through the interpreter's own teardown: see there why.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from ._cli_args import HelpFormatter
 from ._errors import FilterError, TcpsnapError, UsageError
 from ._version import __version__
 
-__all__ = ["main", "build_parser", "DEBUG_ENV", "COMMANDS"]
+__all__ = ["main", "run", "exit_process", "build_parser", "DEBUG_ENV", "COMMANDS"]
 
 #: Set to 1 for the traceback of an unexpected error.
 DEBUG_ENV = "TCPSNAP_DEBUG"
@@ -117,5 +121,62 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> NoReturn:
+    """The ``tcpsnap`` program: :func:`main` on ``sys.argv``, then :func:`exit_process`
+    with its status (what the console script and ``python -m tcpsnap`` call)."""
+    try:
+        code = main()
+    except SystemExit as e:        # argparse's --help, --version and usage errors
+        code = _status(e.code)
+    exit_process(code)
+
+
+def _status(code: object) -> int:
+    # SystemExit's code as the interpreter maps it: None 0, an int as is, else 1 (printed)
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with status ``code`` the orderly way, without the interpreter's
+    teardown. What Python's exit does first is done here, in the same order: wait for the
+    threads that are not daemons, run the ``atexit`` handlers (``logging`` flushed,
+    ``weakref.finalize`` callbacks, pyarrow's S3 finalizer), flush stdout and stderr; then
+    ``os._exit(code)``. What is skipped is the teardown after that: module globals
+    cleared, then the C++ static destructors of pyarrow's CPU and IO thread pools. A pool
+    thread still winding down a task there (a readahead that outlived its scan, a
+    deleter that takes the GIL) is unwound by the finalizing interpreter or joined in a
+    destroyed pool: ``terminate called without an active exception``, SIGABRT, a core
+    dump from a command that had done its work (apache/arrow#34314), or a hang. Every file
+    tcpsnap writes is closed (and fsynced where it promises) before a command returns,
+    so nothing is lost by not tearing down.
+
+    stdout gone (``tcpsnap show | head``): as a broken pipe inside a command, quiet, and
+    ``code`` stands. Never returns; for the program only (a library caller of
+    :func:`main` keeps its process)."""
+    import threading
+
+    try:
+        me = threading.current_thread()
+        for t in threading.enumerate():
+            if t is not me and not t.daemon:
+                t.join()
+        import atexit
+
+        atexit._run_exitfuncs()
+    finally:
+        for f in (sys.stdout, sys.stderr):
+            try:
+                if f is not None:
+                    f.flush()
+            except (OSError, ValueError):
+                pass     # a reader that went away, a stream closed: nothing more can be said
+        os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
