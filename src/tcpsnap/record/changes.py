@@ -199,10 +199,25 @@ class ChangeTracker:
 
         fd = self.feed.fileno()
         wfd = waker.fileno()
+        end = time.monotonic_ns() + ns
+        if waker.selectable(fd, wfd):
+            # select waits to the microsecond: one wake-up where poll needs two
+            while True:
+                left = end - time.monotonic_ns()
+                if left <= 0:
+                    return
+                r = select.select([fd, wfd], [], [], left / 1e9)[0]
+                if wfd in r:
+                    waker.sleep(0.0001)         # consumes the wake-up byte(s)
+                    return
+                if fd in r:
+                    self.feed.drain()
+                    left = end - time.monotonic_ns()
+                    if left > 0:
+                        waker.sleep(min(left, 1_000_000) / 1e9)
         p = select.poll()  # not select(): it fails for fds above 1023
         p.register(fd, select.POLLIN)
         p.register(wfd, select.POLLIN)
-        end = time.monotonic_ns() + ns
         while True:
             left = end - time.monotonic_ns()
             if left <= 0:
