@@ -165,7 +165,6 @@ class ChangeTracker:
         self._gcodes: dict[str, int] = {}
         self.names_into: Any = None  # PidResolver.names_into (set by the capture): into the above
         self._res: Any = None   # the PidResolver step looks rows up with itself (defer_pids)
-        self._gbuf = np.zeros(0, np.int32)  # owners_before_diff's codes, reused
         self._stale: tuple | None = None  # carried rows whose inode changed
         self._last_kf: int | None = None
         self._key = None
@@ -468,12 +467,7 @@ def owners_before_diff(tr: ChangeTracker, rows: np.ndarray, first: bool):
     (to be completed by ``owners_after_diff`` when ``plan`` is not None: the diff carries owners
     over, ``Differ.diff(carry=plan)``) -- else every row looked up here."""
     res = tr._res
-    n = len(rows)
-    if len(tr._gbuf) < n:
-        tr._gbuf = np.empty(max(n, 2 * len(tr._gbuf)), np.int32)
-    # one buffer for every snapshot's codes (the diff copies them; step's results are
-    # new arrays): a fresh 80 KB array a snapshot at 10k connections faulted its pages in
-    g = tr._gbuf[:n]
+    g = np.empty(len(rows), np.int32)
     plan = res.begin_rows()
     tr._stale = None
     if plan is not None and not first:
