@@ -76,7 +76,7 @@ class Waker:
             return
         if 0 <= self._r < FD_SETSIZE:
             # select waits to the microsecond: one wake-up (poll's whole milliseconds
-            # need a second one for the rest: ~30 µs of CPU more a sleep, measured)
+            # need a second one for the rest; ~30 µs of CPU a sleep in isolation)
             if select.select([self._r], [], [], seconds)[0]:
                 with contextlib.suppress(OSError):
                     os.read(self._r, 4096)
