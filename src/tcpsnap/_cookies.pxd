@@ -6,6 +6,7 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 from tcpsnap._row cimport tcpsnap_row, room
 from tcpsnap._tcp_info cimport tcpsnap_tcp_info
+from tcpsnap._u64set cimport u64_mix, u64set_add, u64set_del, u64set_has
 
 cdef enum:
     INET_DIAG_CGROUP_ID = 21       # include/uapi/linux/inet_diag.h
@@ -128,7 +129,7 @@ cdef struct cookie_state:
 
 
 cdef inline uint64_t _mix(uint64_t c) noexcept nogil:
-    return (c * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20
+    return u64_mix(c)
 
 
 cdef inline int _room(void **p, size_t *cap, Py_ssize_t need, size_t item) noexcept nogil:
@@ -146,41 +147,8 @@ cdef inline int _room2(uint64_t **a, uint64_t **b, size_t *cap, Py_ssize_t need)
 
 
 cdef inline bint _set_has(const uint64_t *s, Py_ssize_t cap, uint64_t c) noexcept nogil:
-    cdef uint64_t mask = <uint64_t>cap - 1, i
-    if cap == 0:
-        return False
-    i = _mix(c) & mask
-    while s[i] != 0:
-        if s[i] == c:
-            return True
-        i = (i + 1) & mask
-    return False
-
-
-cdef inline void _set_add(uint64_t *s, Py_ssize_t cap, uint64_t c) noexcept nogil:
-    cdef uint64_t mask = <uint64_t>cap - 1, i = _mix(c) & mask
-    while s[i] != 0:
-        i = (i + 1) & mask
-    s[i] = c
-
-
-cdef inline void _set_del(uint64_t *s, Py_ssize_t cap, uint64_t c) noexcept nogil:
-    # linear probing's deletion: later entries of the run move back into the hole
-    cdef uint64_t mask = <uint64_t>cap - 1, i = _mix(c) & mask, j, k
-    while s[i] != c:
-        if s[i] == 0:
-            return
-        i = (i + 1) & mask
-    j = i
-    while True:
-        j = (j + 1) & mask
-        if s[j] == 0:
-            break
-        k = _mix(s[j]) & mask          # where s[j] would sit unhindered
-        if (k <= i or k > j) if i <= j else (k <= i and k > j):
-            s[i] = s[j]
-            i = j
-    s[i] = 0
+    # the previous dump's cookies (_u64set.pxd's set; cap 0: none yet)
+    return cap != 0 and u64set_has(s, <uint64_t>cap - 1, c)
 
 
 cdef inline int _set_rebuild(cookie_state *s, const uint64_t *keys, Py_ssize_t n) noexcept nogil:
@@ -196,7 +164,7 @@ cdef inline int _set_rebuild(cookie_state *s, const uint64_t *keys, Py_ssize_t n
         s.setcap = want
     memset(s.set, 0, s.setcap * sizeof(uint64_t))
     for i in range(n):
-        _set_add(s.set, s.setcap, keys[i])
+        u64set_add(s.set, <uint64_t>s.setcap - 1, keys[i])
     s.setn = n
     return 0
 
@@ -434,12 +402,12 @@ cdef inline Py_ssize_t cookie_dedupe(cookie_state *s, tcpsnap_row *rows, Py_ssiz
             for t in range(ny):
                 c = s.pc[s.ys[t]]
                 if not (nx > 0 and _h_find(s.h, hmask, c).used):
-                    _set_del(s.set, s.setcap, c)
+                    u64set_del(s.set, <uint64_t>s.setcap - 1, c)
                     s.setn -= 1
             for k in range(hn):        # the new and the carried met now join (HK_Y are in)
                 e = &s.h[k]
                 if e.used and e.kind != HK_Y:
-                    _set_add(s.set, s.setcap, e.key)
+                    u64set_add(s.set, <uint64_t>s.setcap - 1, e.key)
                     s.setn += 1
     tmp = s.pc
     s.pc = s.nc

@@ -6,6 +6,7 @@
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 from tcpsnap._row cimport tcpsnap_row
+from tcpsnap._u64set cimport u64set_add, u64set_has
 
 # Event codes: the index of each name in changes.EVENTS (the `event` column's dictionary).
 cdef enum event_code:
@@ -134,25 +135,6 @@ cdef inline uint8_t event_of(uint8_t matched, int keyframe) noexcept nogil:
     return matched
 
 
-cdef inline bint in_set(const uint64_t *set_, uint64_t mask, uint64_t key) noexcept nogil:
-    """Whether ``key`` (not 0) is in an open-addressing set of ``mask + 1`` slots (0: empty)."""
-    cdef uint64_t h = mix64(key) & mask
-    while set_[h] != 0:
-        if set_[h] == key:
-            return True
-        h = (h + 1) & mask
-    return False
-
-
-cdef inline void set_add(uint64_t *set_, uint64_t mask, uint64_t key) noexcept nogil:
-    cdef uint64_t h = mix64(key) & mask
-    while set_[h] != 0:
-        if set_[h] == key:
-            return
-        h = (h + 1) & mask
-    set_[h] = key
-
-
 cdef inline void need_row(carry_args *ca, Py_ssize_t j, Py_ssize_t i) noexcept nogil:
     ca.need_j[ca.n_need] = j
     ca.need_i[ca.n_need] = i
@@ -180,18 +162,18 @@ cdef inline void carry_one(const tcpsnap_row *prev, const int32_t *pproc, Py_ssi
             ca.n_stale += 1
         need_row(ca, j, i)
         return
-    if (pid == 0 or (ca.dmask and in_set(ca.dead, ca.dmask, pid))
-            or (ca.cmask and in_set(ca.chg, ca.cmask, c.inode))):
+    if (pid == 0 or (ca.dmask and u64set_has(ca.dead, ca.dmask, pid))
+            or (ca.cmask and u64set_has(ca.chg, ca.cmask, c.inode))):
         need_row(ca, j, i)                   # unresolved, or its owner changed since
         return
     if pid != ca.last and pid != ca.last2:   # (two: loopback connections' ends alternate)
         ca.last2 = ca.last
         ca.last = pid
-        if not in_set(ca.pids, ca.pmask, pid):
+        if not u64set_has(ca.pids, ca.pmask, pid):
             if (ca.n_pids + 1) * 2 > <Py_ssize_t>(ca.pmask + 1):
                 ca.overflow = 1
             else:
-                set_add(ca.pids, ca.pmask, pid)
+                u64set_add(ca.pids, ca.pmask, pid)
                 ca.n_pids += 1
 
 
@@ -277,7 +259,7 @@ cdef inline object key_set(object keys):
     o = out
     src = a
     for k in range(src.shape[0]):
-        set_add(&o[0], m - 1, src[k])
+        u64set_add(&o[0], m - 1, src[k])
     return out, m - 1
 
 

@@ -199,10 +199,13 @@ class ChangeTracker:
 
         fd = self.feed.fileno()
         wfd = waker.fileno()
+        end = time.monotonic_ns() + ns
+        if waker.selectable(fd, wfd):
+            _sleep_select(self.feed, waker, end)
+            return
         p = select.poll()  # not select(): it fails for fds above 1023
         p.register(fd, select.POLLIN)
         p.register(wfd, select.POLLIN)
-        end = time.monotonic_ns() + ns
         while True:
             left = end - time.monotonic_ns()
             if left <= 0:
@@ -423,6 +426,28 @@ class ChangeTracker:
             m = g >= 0
             codes[m] = np.searchsorted(used, g[m]).astype(np.int32)
         return out, (lambda _pids: (codes, local)), extra
+
+
+def _sleep_select(feed, waker, end: int) -> None:
+    """``ChangeTracker.sleep`` where select() can wait on both descriptors: to the
+    microsecond, so one wake-up where poll's whole milliseconds need two."""
+    import select
+    import time
+
+    fds = [feed.fileno(), waker.fileno()]
+    while True:
+        left = end - time.monotonic_ns()
+        if left <= 0:
+            return
+        ready = select.select(fds, [], [], left / 1e9)[0]
+        if fds[1] in ready:
+            waker.sleep(0.0001)         # consumes the wake-up byte(s)
+            return
+        if fds[0] in ready:
+            feed.drain()
+            left = end - time.monotonic_ns()
+            if left > 0:
+                waker.sleep(min(left, 1_000_000) / 1e9)
 
 
 def _marker(tr: ChangeTracker, n: int, kf: bool, wall_ns: int, names):
