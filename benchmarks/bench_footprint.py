@@ -13,8 +13,9 @@
           Run it with another interpreter (``--python`` is not used) to measure that
           interpreter's tcpsnap: e.g. main's at 71289e7.
   cpu     CPU seconds of ``tcpsnap record --interval 1s --mode changes`` (pids on) for
-          --seconds at --n connections, from 5 s in to 2 s before its end (start-up
-          and stop apart), against
+          --seconds at --n connections, from 5 s (--warm) in to 2 s before its end (start-up
+          and stop apart; the window rounded up to whole keyframe intervals, 60 s: a
+          keyframe costs ~20x a quiet snapshot, so a window must hold its share), against
           benchmarks/floor.c doing one dump a second for as long (its own CPU, from
           /proc/<pid>/stat), alternating, --rounds times; each ``--python`` given (e.g.
           this tree's venv and main's) in every round; CPU per snapshot split by thread
