@@ -13,8 +13,9 @@
           Run it with another interpreter (``--python`` is not used) to measure that
           interpreter's tcpsnap: e.g. main's at 71289e7.
   cpu     CPU seconds of ``tcpsnap record --interval 1s --mode changes`` (pids on) for
-          --seconds at --n connections, from 5 s in to 2 s before its end (start-up
-          and stop apart), against
+          --seconds at --n connections, from 5 s (--warm) in to 2 s before its end (start-up
+          and stop apart; the window rounded up to whole keyframe intervals, 60 s: a
+          keyframe costs ~20x a quiet snapshot, so a window must hold its share), against
           benchmarks/floor.c doing one dump a second for as long (its own CPU, from
           /proc/<pid>/stat), alternating, --rounds times; each ``--python`` given (e.g.
           this tree's venv and main's) in every round; CPU per snapshot split by thread
@@ -419,6 +420,19 @@ def split_cpu(pid: int, t0: dict, t1: dict, total: float) -> dict:
 #: stop: the last file's row group and footer); the floor runs for what is left
 WARM = 5.0
 TAIL = 2.0
+#: cpu: changes mode writes a keyframe (every row, ~20 ms of CPU at 10k connections against
+#: ~1 ms for a quiet snapshot) every this many seconds: the measured window is a whole
+#: number of them (session 10: a 23 s window between two keyframes saw none, ~1.5% low)
+KEYFRAME = 60.0
+
+
+def keyframe_window(seconds: float) -> float:
+    """The window to measure for ``seconds`` asked: rounded up to a whole number of
+    keyframe intervals (``KEYFRAME`` s), so that each window holds as many keyframes as a
+    long recording's seconds do on average (one: a recorder snapshots once a second, and
+    every 60th snapshot is a keyframe)."""
+    k = max(1, -int(-(seconds - 1e-6) // KEYFRAME))
+    return k * KEYFRAME
 
 
 def cpu_floor(floor, seconds: float) -> tuple[float, int]:
@@ -439,7 +453,8 @@ def cpu_recorder(python: str, out: Path, seconds: float) -> dict:
     stop and last file apart), in all and by thread (``split_cpu``)."""
     shutil.rmtree(out, ignore_errors=True)
     p = subprocess.Popen([python, "-m", "tcpsnap", "record", str(out), "--interval", "1s",
-                          "--mode", "changes", "--duration", f"{seconds + WARM + TAIL}s", "-q"])
+                          "--mode", "changes", "--keyframe", f"{KEYFRAME:g}s",
+                          "--duration", f"{seconds + WARM + TAIL}s", "-q"])
     t0 = time.monotonic()
     samples = []
     for at in (WARM, WARM + seconds):
@@ -460,7 +475,8 @@ def cpu_together(python: str, out: Path, seconds: float, floor) -> dict:
     rounds). The floor's CPU and dumps of that window are returned beside."""
     shutil.rmtree(out, ignore_errors=True)
     p = subprocess.Popen([python, "-m", "tcpsnap", "record", str(out), "--interval", "1s",
-                          "--mode", "changes", "--duration", f"{seconds + WARM + TAIL}s", "-q"])
+                          "--mode", "changes", "--keyframe", f"{KEYFRAME:g}s",
+                          "--duration", f"{seconds + WARM + TAIL}s", "-q"])
     t0 = time.monotonic()
     stop = threading.Event()
     starts: list[float] = []
@@ -541,7 +557,7 @@ snap.take()                                   # the first walk, in place (as the
 res = snap.resolver
 res.background = True
 dumper = snap._impl
-tr = ChangeTracker(60 * 10**9)
+tr = ChangeTracker(int(sys.argv[1]) * 10**9)
 tr.names_into = res.names_into                # as record.capture sets it
 # session 9: step looks owners up itself, only for rows it cannot carry over (as
 # record.capture sets it where the build has it); the lookup is then inside `step`
@@ -549,6 +565,7 @@ deferred = hasattr(tr, "defer_pids") and tr.defer_pids(snap)
 names = snap.process_names
 print("ready", flush=True)
 for line in sys.stdin:
+    k0 = tr.keyframes
     c0 = time.thread_time_ns()
     res.begin()
     n = dumper.dump()
@@ -558,7 +575,7 @@ for line in sys.stdin:
     c2 = time.thread_time_ns()
     tr.step(dumper.rows[:n], names, time.time_ns(), time.monotonic_ns(), 0)
     c3 = time.thread_time_ns()
-    print(json.dumps([(c1 - c0) / 1e3, (c2 - c1) / 1e3, (c3 - c2) / 1e3]), flush=True)
+    print(json.dumps([(c1 - c0) / 1e3, (c2 - c1) / 1e3, (c3 - c2) / 1e3, tr.keyframes - k0]), flush=True)
 """
 
 
@@ -567,8 +584,10 @@ def run_phases(args) -> dict:
     runs per snapshot (``PHASES``: the dump -- kernel, parse, dedupe --, the pid lookup,
     ``ChangeTracker.step`` with process names), one snapshot a second (caches as cold as in
     a 1 s recording), timed by the thread's own CPU clock; the floor dumps once in each
-    second too, its CPU from its process clock. Medians per phase (the first two snapshots
-    left out), in microseconds."""
+    second too, its CPU from its process clock. Medians per phase of the quiet snapshots
+    (the first two snapshots and the keyframes left out), in microseconds; beside them the
+    keyframes' (one every ``KEYFRAME`` s: --seconds >= 62 sees one after the first) and
+    ``step`` averaged over a keyframe interval (59 quiet snapshots and one keyframe)."""
     res: dict = {"load_before": os.getloadavg(), "n": args.n, "python": args.python, "phases": True}
     floor = bs.Floor()
     count = int(args.seconds)
@@ -577,7 +596,7 @@ def run_phases(args) -> dict:
             res["rows"] = conns.rows
             kids = {}
             for py in args.python:
-                p = subprocess.Popen([py, "-c", PHASES], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                p = subprocess.Popen([py, "-c", PHASES, f"{KEYFRAME:g}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
                 assert p.stdout is not None and p.stdout.readline().strip() == "ready"
                 kids[py] = p
@@ -603,12 +622,19 @@ def run_phases(args) -> dict:
         floor.close()
     res["floor_dump_us"] = statistics.median(fl[2:])
     res["samples"] = {"floor": fl, **got}
-    res["median_us"] = {py: dict(zip(("dump", "resolve", "step"),
-                                     (statistics.median(x[i] for x in v[2:]) for i in range(3)), strict=True))
-                        for py, v in got.items()}
-    for py, m in res["median_us"].items():
+    per = KEYFRAME  # snapshots a keyframe interval
+    res["median_us"] = {}
+    for py, v in got.items():
+        quiet = [x for x in v[2:] if len(x) < 4 or not x[3]]
+        kfs = [x for x in v[2:] if len(x) >= 4 and x[3]]
+        m = dict(zip(("dump", "resolve", "step"),
+                     (statistics.median(x[i] for x in quiet) for i in range(3)), strict=True))
         m["sum"] = sum(m.values())
         m["x_floor_dump"] = m["sum"] / res["floor_dump_us"]
+        if kfs:
+            m["keyframe_step"] = statistics.median(x[2] for x in kfs)
+            m["step_per_interval"] = (m["step"] * (per - 1) + m["keyframe_step"]) / per
+        res["median_us"][py] = m
         print(py, json.dumps({k: round(v, 3) for k, v in m.items()}), file=sys.stderr, flush=True)
     res["load_after"] = os.getloadavg()
     return res
@@ -616,11 +642,13 @@ def run_phases(args) -> dict:
 
 def phases_markdown(res: dict) -> str:
     lines = [f"floor's dump: {res['floor_dump_us']:.0f} µs (median)", "",
-             "| python | dump | pid lookup | step | sum | x floor's dump |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| python | dump | pid lookup | step | sum | x floor's dump | keyframe's step | step a minute's average |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for py, m in res["median_us"].items():
+        kf = (f"{m['keyframe_step']:.0f} | {m['step_per_interval']:.0f}" if "keyframe_step" in m
+              else "(none: --seconds >= 62) | ")
         lines.append(f"| `{py}` | {m['dump']:.0f} | {m['resolve']:.0f} | {m['step']:.0f} | {m['sum']:.0f} "
-                     f"| {m['x_floor_dump']:.3f} |")
+                     f"| {m['x_floor_dump']:.3f} | {kf} |")
     return "\n".join(lines)
 
 
@@ -640,7 +668,12 @@ def run_cpu(args) -> dict:
         WARM = args.warm
         res["warm"] = WARM
     floor = bs.Floor()
-    secs = args.seconds - WARM - TAIL
+    # a whole number of keyframe intervals (``keyframe_window``): --seconds is a floor
+    secs = keyframe_window(args.seconds - WARM - TAIL)
+    if secs != args.seconds - WARM - TAIL:
+        print(f"cpu: measuring {secs:g} s from {WARM:g} s in (whole keyframe intervals of {KEYFRAME:g} s; "
+              f"each run {secs + WARM + TAIL:g} s)", file=sys.stderr, flush=True)
+    res["window_s"] = secs
     try:
         with bs.Connections(args.n) as conns:
             res["rows"] = conns.rows

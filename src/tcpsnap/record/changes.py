@@ -29,6 +29,7 @@ log = logging.getLogger("tcpsnap.changes")
 _TIME_WAIT = int(TcpState.TIME_WAIT)
 _FIN_WAIT2 = int(TcpState.FIN_WAIT2)
 _CLOSED = int(TcpState.CLOSED)
+_ROW_VOID = np.dtype((np.void, ROW_DTYPE.itemsize))  # a row as one item: numpy copies it whole, not by field
 
 
 # ---------------------------------------------------------------- schema and encoding
@@ -387,7 +388,7 @@ class ChangeTracker:
         if nu:
             out[1 + nc:1 + nc + nu] = ur
         if ne:
-            out[1 + nc + nu:].view(np.uint8)[:] = rows[ev_idx].view(np.uint8)
+            np.take(rows.view(_ROW_VOID), ev_idx, out=out.view(_ROW_VOID)[1 + nc + nu:], mode="clip")
             q = 1 + nc + nu + np.flatnonzero((ev_code == EV_QUEUES) | (ev_code == EV_COUNTERS))
             if len(q):
                 keep = out[q][list(QUEUES_FIELDS)].copy()
@@ -419,7 +420,7 @@ class ChangeTracker:
         g = np.full(n, -1, np.int32)
         g[1:1 + nc] = closed_proc
         g[1 + nc + nu:] = np.where((ev_code == EV_QUEUES) | (ev_code == EV_COUNTERS), -1, gproc[ev_idx])
-        used = np.unique(g[g >= 0])
+        used = np.flatnonzero(np.bincount(g[g >= 0]))  # np.unique's, without a keyframe's sort
         local = [self._gnames[i] for i in used]
         codes = np.full(n, -1, np.int32)
         if len(used):

@@ -84,6 +84,8 @@ class RowGroupStore:
         # rows only when wrapped (``batch``), one at a time for the row group (``tables``)
         self._snap = [f.name in per_snapshot for f in schema]
         self._snap_cols = [i for i, snap in enumerate(self._snap) if snap]
+        # their names (pa.Schema.names makes a new list of every name at each call)
+        self._snap_names = [schema.names[i] for i in self._snap_cols]
         self._index = {f.name: i for i, f in enumerate(schema)}
         self._svals: list[np.ndarray] = [np.zeros(64, _values_dtype(f.type)) for f in schema]
         self._ends = np.zeros(64, np.int64)  # each snapshot's end row
@@ -205,8 +207,8 @@ class RowGroupStore:
             i = self._index[name]
             if not self._snap[i]:
                 given[i] = v
-        for i in self._snap_cols:
-            got = values.get(self.schema.names[i])
+        for i, name in zip(self._snap_cols, self._snap_names, strict=True):
+            got = values.get(name)
             sv = self._svals[i]
             if k + 1 > len(sv):
                 sv = self._svals[i] = np.concatenate([sv, np.zeros(len(sv), sv.dtype)])
