@@ -28,8 +28,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from test_netlink_prefix import _model
 from tcpsnap import ROW_DTYPE
+from test_netlink_prefix import _model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink backend is Linux's")
 if sys.platform.startswith("linux"):
