@@ -55,6 +55,9 @@ class NetlinkDumper:
         True)`` with the rows there, else (more rows than room, or internals asked for)
         ``(n, False)`` with them in ``rows``. ValueError for a wrong out or start."""
     def close(self) -> None: ...
+    def inject_retries(self, after: int, times: int) -> None:
+        """For tests: abort each of the next ``times`` attempts after ``after`` datagrams, as
+        ENOBUFS does (a new socket, the namespace dumped again). ValueError if negative."""
     def set_tcp_info(self, enabled: bool) -> None:
         """Ask the next dumps for each socket's internals (the idiag_ext bits of
         INET_DIAG_INFO and INET_DIAG_CONG, in the same dump), parsed into ``tcp_info`` row

@@ -117,6 +117,11 @@ cdef class NetlinkDumper:
     cdef bint _into                # rowp points into dump_into's array
     cdef object _out_ok            # the last array dump_into checked (a recorder reuses a few)
     cdef uint8_t ext               # idiag_ext: the attributes asked for besides the defaults
+    # inject_retries (tests): attempts to abort as the kernel's ENOBUFS would, after how many
+    # datagrams of each, and the datagrams this attempt has read
+    cdef int inj_left
+    cdef int inj_after
+    cdef int inj_count
     cdef readonly unsigned long long dumps
     cdef readonly unsigned long long retries
     cdef readonly unsigned long long skipped
@@ -342,6 +347,7 @@ cdef class NetlinkDumper:
         # thread that takes the GIL back once per dump rather than twice waits half as
         # often for the writer's Python to let it go
         self.unsent = size
+        self.inj_count = 0
         self.cur.buf = self.rbuf
         self.cur.len = 0
         self.cur.off = 0
@@ -358,6 +364,12 @@ cdef class NetlinkDumper:
             self.unsent = 0
         while True:
             if self.cur.off >= self.cur.len:
+                if self.inj_left:          # inject_retries: one test per datagram, none per row
+                    if self.inj_count >= self.inj_after:
+                        self.inj_left -= 1
+                        err[0] = ENOBUFS
+                        return PUMP_ERRNO
+                    self.inj_count += 1
                 # MSG_TRUNC makes recv report a datagram's full length, so truncation shows
                 got = recv(self.fd, self.rbuf, self.rbuf_size, MSG_TRUNC)
                 if got < 0:
@@ -562,6 +574,16 @@ cdef class NetlinkDumper:
             raise MemoryError()
         self.duplicates += n - kept
         return kept
+
+    def inject_retries(self, int after, int times):
+        """For tests: abort each of the next ``times`` dump attempts after it has read
+        ``after`` datagrams (0: before the first), as the kernel's ENOBUFS does (the socket
+        is replaced and the namespace dumped again; ``retries`` counts each). Rows of an
+        aborted attempt must leave no trace: tests/test_netlink_retry.py. ValueError for a
+        negative count."""
+        if after < 0 or times < 0:
+            raise ValueError(f"after and times must be >= 0, got {after} and {times}")
+        self.inj_after, self.inj_left = after, times
 
     @property
     def single_walk(self):
