@@ -137,14 +137,8 @@ def main(argv: list[str]) -> int:
     if os.path.abspath(sys.executable) != os.path.abspath(args.python[0]) and not os.environ.get(bs.NETNS_ENV):
         # the first python runs the script (its tcpsnap is the one imported)
         os.execv(args.python[0], [args.python[0], str(Path(__file__).resolve()), *argv])
-    where = bs.ensure_netns(argv, str(Path(__file__).resolve()), allow=not args.no_netns)
-    run_ = _results.Run("bench_parse", args.json, argv)
-    res = run(args)
-    res["where"] = where
-    print(where)
-    print(markdown(res))
-    run_.write(res)
-    return 0
+    return bs.run_and_report("bench_parse", argv, str(Path(__file__).resolve()), args, run, markdown,
+                             allow=not args.no_netns)
 
 
 if __name__ == "__main__":

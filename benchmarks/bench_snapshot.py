@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import _results
@@ -164,6 +165,22 @@ def _reexec(argv: list[str], script: str, stage: str, **extra: str) -> None:
     env = dict(os.environ, **{NETNS_ENV: stage}, **extra)
     sys.stdout.flush()
     os.execvpe("unshare", ["unshare", "-n", "--", sys.executable, script, *argv], env)
+
+
+def run_and_report(name: str, argv: list[str], script: str, args: argparse.Namespace,
+                   run: Callable[[argparse.Namespace], dict], markdown: Callable[[dict], str],
+                   allow: bool = True) -> int:
+    """What a benchmark's ``main`` does once its arguments are parsed: re-exec under
+    ``unshare -n`` (``ensure_netns``), ``run(args)``, print where it ran and
+    ``markdown(res)``, and write the JSON (``--json``). Returns the exit status, 0."""
+    where = ensure_netns(argv, script, allow=allow)
+    out = _results.Run(name, args.json, argv)
+    res = run(args)
+    res["where"] = where
+    print(where)
+    print(markdown(res))
+    out.write(res)
+    return 0
 
 
 def ensure_netns(argv: list[str], script: str, allow: bool = True,

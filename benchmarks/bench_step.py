@@ -252,14 +252,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(child(args)))
         return 0
     args.python = args.python or [sys.executable]
-    where = bs.ensure_netns(argv, str(Path(__file__).resolve()))
-    run_ = _results.Run("bench_step", args.json, argv)
-    res = run(args)
-    res["where"] = where
-    print(where)
-    print(markdown(res))
-    run_.write(res)
-    return 0
+    return bs.run_and_report("bench_step", argv, str(Path(__file__).resolve()), args, run, markdown)
 
 
 if __name__ == "__main__":

@@ -161,14 +161,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warm", type=int, default=25, help="seconds left out at the start")
     _results.add_json_argument(ap)
     args = ap.parse_args(argv)
-    where = bs.ensure_netns(argv, str(Path(__file__).resolve()))
-    run_ = _results.Run("bench_where1s", args.json, argv)
-    res = run(args)
-    res["where"] = where
-    print(where)
-    print(markdown(res))
-    run_.write(res)
-    return 0
+    return bs.run_and_report("bench_where1s", argv, str(Path(__file__).resolve()), args, run, markdown)
 
 
 if __name__ == "__main__":
