@@ -28,6 +28,8 @@ if sys.platform.startswith("linux"):
     ext.append(Extension("tcpsnap._netns", ["src/tcpsnap/_netns.pyx"], include_dirs=["src/tcpsnap"]))
     # changes mode: socket-destroy notifications (ss -E)
     ext.append(Extension("tcpsnap._destroy", ["src/tcpsnap/_destroy.pyx"], include_dirs=["src/tcpsnap"]))
+    # the writer: changes mode's lone marker at a slow interval, stored and journaled in one call
+    ext.append(Extension("tcpsnap._quiet", ["src/tcpsnap/_quiet.pyx"], include_dirs=["src/tcpsnap"]))
 elif sys.platform == "win32":
     # GetTcpTable2 / GetTcp6Table2 through the plain-C fetch layer; iphlpapi.lib has the calls,
     # ws2_32.lib what the Winsock headers pull in.

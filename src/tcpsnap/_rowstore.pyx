@@ -115,9 +115,7 @@ cdef class Columns:
     ``repeat_row``: their buffers (and so the arrays) are held until this is dropped;
     the store makes a new one whenever it allocates new arrays. ValueError for an array
     that is not 1-D, BufferError for one that is not C-contiguous and writable."""
-    cdef Py_buffer *views
-    cdef bint *held
-    cdef readonly Py_ssize_t n
+    # fields: _rowstore.pxd (tcpsnap._quiet reads them too)
 
     def __cinit__(self, list arrays):
         cdef Py_ssize_t i
@@ -156,6 +154,12 @@ def repeat_row(Columns values, list dirty, Columns valid, list vdirty, list give
     ``valid``'s column ``i`` (bool, or None) row ``row`` copied to row ``r``, ``vdirty[i]``
     moved past it. ValueError for a row outside a column or mismatched lengths (checked
     before anything is written)."""
+    repeat_into(values, dirty, valid, vdirty, given, row, r)
+
+
+cdef int repeat_into(Columns values, list dirty, Columns valid, list vdirty, list given, Py_ssize_t row,
+                     Py_ssize_t r) except -1:
+    # ``repeat_row`` (its doc), callable from C (tcpsnap._quiet's lone markers)
     cdef Py_ssize_t i, m = values.n, it
     cdef Py_buffer *v
     cdef char *p
@@ -195,6 +199,7 @@ def repeat_row(Columns values, list dirty, Columns valid, list vdirty, list give
             p[r] = p[row]
             if r + 1 > <Py_ssize_t>vdirty[i]:
                 vdirty[i] = r + 1
+    return 0
 
 
 def spread(values, ends, Py_ssize_t snapshots, Py_ssize_t start, Py_ssize_t stop, out):

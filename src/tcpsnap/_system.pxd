@@ -1,5 +1,5 @@
 # The C library, POSIX and Linux kernel interfaces of the Linux modules (_netlink, _destroy,
-# _procfs), declared once here, one extern block per header, and the one place where a
+# _procfs, _quiet), declared once here, one extern block per header, and the one place where a
 # failed system call becomes a Python exception.
 #
 # Linux only: Cython #includes every header named in a cimported .pxd, so the modules built
@@ -54,6 +54,9 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void *buf, size_t n)
     ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
     off_t lseek(int fd, off_t off, int whence)
+    ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+    int fsync(int fd)
+    int ftruncate(int fd, off_t length)
     int close(int fd)
     int SEEK_SET
 
@@ -243,6 +246,14 @@ cdef inline int raise_syscall(str call, int err, bint enomem_as_memoryerror=Fals
     if enomem_as_memoryerror and err == ENOMEM:
         raise MemoryError(call)
     raise OSError(err, f"{call}: {strerror(err)}")
+
+
+cdef inline int raise_errno(int err) except -1:
+    """Raise what the ``os`` module's call raises for errno ``err`` (``OSError(err,
+    strerror)``, its subclass for the errno, no call named): for a compiled call that
+    stands in for one of them (``_quiet``: ``os.pwrite``), whose errors must read the same."""
+    from os import strerror
+    raise OSError(err, strerror(err))
 
 
 cdef inline int open_sock_diag(int flags) except -1:

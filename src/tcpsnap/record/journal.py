@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from .safedir import SafeDir
 
-__all__ = ["Journal", "read_journal", "unify_table", "MAGIC", "max_raw_bytes"]
+__all__ = ["Journal", "read_journal", "unify_table", "MAGIC", "max_raw_bytes", "repeat_template"]
 
 MAGIC = b"TSNPJRN1"
 _FRAME = struct.Struct("<IQII")  # payload length, raw length, header crc32, payload crc32
@@ -140,6 +140,9 @@ class Journal:
         self.rows += k
 
     def _frame(self, payload: bytes, raw_len: int) -> None:
+        # a frame of ``payload`` at the end (``raw_len``: the raw length or a repeat
+        # frame's flag and rows); ``tcpsnap._quiet`` writes a one-row repeat frame as
+        # this does, its head and the payload's columns from ``repeat_template``
         head = _FRAME.pack(len(payload), raw_len, 0, 0)[:12]
         pos = self._pos
         try:
@@ -165,6 +168,16 @@ class Journal:
             self._fd = -1
         if self._own_dir:
             self._dir.close()
+
+
+def repeat_template(columns: list[int]) -> tuple[bytes, bytes]:
+    """A repeat frame of one row for ``columns`` (as ``Journal.append_repeat`` writes it)
+    in the two parts that do not change: ``(head, prefix)``, its first 16 bytes (payload
+    length, raw length, the CRC of those 12) and its payload's first ``2 + 2 * m`` bytes
+    (``m``, then the column indices); the payload's CRC and its ``m`` int64 values follow."""
+    m = len(columns)
+    head = _FRAME.pack(2 + 2 * m + 8 * m, _REPEAT | 1, 0, 0)[:12]
+    return head + struct.pack("<I", zlib.crc32(head)), struct.pack(f"<H{m}H", m, *columns)
 
 
 class _Frames(io.RawIOBase):

@@ -216,16 +216,23 @@ class RowGroupStore:
             sv[k] = got if got is not None else sv[int(np.searchsorted(self._ends[:k], row, side="right"))]
         # every other column in one compiled call: a Python loop over ~30-75 columns was
         # ~0.1 ms a marker, cold (benchmarks/RESULTS.md, "Writer cost in full mode", session 9)
-        if self._held is None:   # the columns' buffers, held until the store allocates again
-            self._held = (Columns([None if snap else v for snap, v in zip(self._snap, self._values, strict=True)]),
-                          Columns([None if snap else m for snap, m in zip(self._snap, self._valid, strict=True)]))
-        repeat_row(self._held[0], self._dirty, self._held[1], self._vdirty, given, row, r)
+        held = self.held_columns()
+        repeat_row(held[0], self._dirty, held[1], self._vdirty, given, row, r)
         self.rows = r + 1
         if k + 1 > len(self._ends):
             self._ends = np.concatenate([self._ends, np.zeros(len(self._ends), np.int64)])
         self._ends[k] = r + 1
         self.snapshots = k + 1
         self._marks.append((r + 1, seq))
+
+    def held_columns(self) -> tuple[Columns, Columns]:
+        """The columns' values and validities (those not kept per snapshot) as
+        ``Columns`` for ``repeat_row`` (and ``tcpsnap._quiet``), made at the first call
+        and held until the store allocates again."""
+        if self._held is None:
+            self._held = (Columns([None if snap else v for snap, v in zip(self._snap, self._values, strict=True)]),
+                          Columns([None if snap else m for snap, m in zip(self._snap, self._valid, strict=True)]))
+        return self._held
 
     def _put_snapshots(self, i: int, values: np.ndarray, counts: np.ndarray | None, n: int) -> None:
         # a per-snapshot column: the value of each snapshot's first row (an empty

@@ -33,6 +33,11 @@ from .protocols import Clock
 from .rowgroup import RowGroupStore, encode_row_group
 from .safedir import SafeDir
 
+try:
+    from .._quiet import QuietMarkers
+except ImportError:  # pragma: no cover - built on Linux only: elsewhere the general path
+    QuietMarkers = None
+
 __all__ = ["Rules", "Writer", "wrap_error"]
 
 log = logging.getLogger("tcpsnap.recorder")
@@ -140,6 +145,24 @@ def batch_parts(enc: Any, b: Batch) -> dict:
                      *[a[:n] for a in b.extra], monotonic=b.mono[:s], tcp_info=info)
 
 
+def _quiet_path(markers: LoneMarkers, store: RowGroupStore, schema: Any, rules: Rules) -> Any:
+    """The compiled lone-marker case (``tcpsnap._quiet.QuietMarkers``) where it applies:
+    changes mode (``markers.cols``), every batch made durable as it comes (``rules.alone``),
+    the store keeping the marker's seq and clocks per snapshot as 8-byte integers and its
+    timestamp per row. None otherwise (and where the module is not built)."""
+    from .._schema import ROW_DTYPE
+    from .journal import repeat_template
+
+    cols = markers.cols
+    if QuietMarkers is None or cols is None or not rules.alone:
+        return None
+    ts, *snap = cols
+    if store._snap[ts] or not all(store._snap[c] and store._svals[c].dtype == np.int64 for c in snap) \
+            or store._dtypes[ts].itemsize != 8:
+        return None
+    return QuietMarkers(cols, repeat_template(cols), len(schema), ROW_DTYPE.itemsize)
+
+
 def _durable(w: Writer, seq: int, done: bool) -> None:
     """Around each write that makes the snapshots up to ``seq`` durable (a journal frame,
     a row group): ``done`` False just before it, True after it, when ``w.durable_seq``
@@ -197,6 +220,7 @@ class Writer:
         self._file_key: tuple[int, int] | None = None
         self._file_meta: dict[str, int] = {}
         self._markers = LoneMarkers(schema)  # changes mode's lone markers (record.markers)
+        self._quiet = _quiet_path(self._markers, self._store, schema, rules)
         self._thread = threading.Thread(target=self._main, name="tcpsnap-writer", daemon=True)
 
     # ------------------------------------------------------------ the thread
@@ -295,7 +319,13 @@ class Writer:
     def _write(self, b: Batch) -> None:
         """Copy a batch's columns into the row group being formed, where its rows wait
         for the flush deadline (``_after_write`` makes them a row group at once when
-        enough rows wait: no journal write at high rates)."""
+        enough rows wait: no journal write at high rates). A lone marker like the
+        journal's last frame is made durable here at once (``_quiet_path``)."""
+        q = self._quiet
+        if q is not None and q.write(self, b):
+            # a lone marker like the last, stored and journaled in one call
+            # (tcpsnap._quiet): nothing is left for _make_durable
+            return
         if self._app is None or b.file_key != self._file_key:
             self._finish_file(clean=True)
             self._open_file(b)
