@@ -70,6 +70,7 @@ def script(tcp_info: bool) -> list[dict]:
     add(4, inode=3)                        # another table size: another key
     add(4, inode=3, has_proc=False)        # no pids
     add(4, inode=3, names=["sshd"])        # names with a marker (not capture's, but a key)
+    add(3, inode=3, names=["bash"])        # other names of the same length
     add(3, inode=3, info_byte=5)           # its internals differ (tcp_info only)
     add(3, inode=3, sampled=False)
     add(4, inode=3, extra1=False)          # seen_in_snapshot differs
@@ -128,8 +129,15 @@ def run(tmp_path, compiled: bool, tcp_info: bool, fsync: bool = False, fail_at: 
     rules = Rules(SEC, 3600 * SEC, SEC, 0, 24)  # alone: made durable as each batch comes
     pool = BatchPool(4, 64, 4096, True, lambda: None, tcp_info=tcp_info)
     root = SafeDir.open(tmp_path, create=True)
+    failed: list = []
+
+    def on_error() -> None:  # the state a failed write leaves (before the file is finished)
+        j, st = w._journal, w._store
+        failed.append((j._broken, j._pos, j.nbytes, j.rows, w._pending_seq, w._oldest, w._journaled,
+                       w.durable_seq, st.rows, st.snapshots, dict(w._file_meta)))
+
     w = Writer(root, schema, ChangesEncoder(schema, "h1", "boot-1"), rules,
-               FileOptions("zstd", None, 24, False, fsync), pool, clock, on_error=lambda: None)
+               FileOptions("zstd", None, 24, False, fsync), pool, clock, on_error=on_error)
     quiet = w._quiet
     assert quiet is not None
     if not compiled:
@@ -173,7 +181,7 @@ def run(tmp_path, compiled: bool, tcp_info: bool, fsync: bool = False, fail_at: 
         root.close()
     files = sorted((p.relative_to(tmp_path).as_posix(), p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
     return {"seen": seen, "files": files, "durable": w.durable_seq, "error": repr(w.error),
-            "taken": quiet.taken, "repeats": repeats[0], "names": [p.name for p in w.files]}
+            "taken": quiet.taken, "repeats": repeats[0], "names": [p.name for p in w.files], "failed": failed}
 
 
 @pytest.mark.parametrize("tcp_info", [False, True])
@@ -210,6 +218,7 @@ def test_a_failed_frame_leaves_what_the_general_path_leaves(tmp_path):
     assert fast["taken"] > 0
     assert fast["error"] == slow["error"] == repr(OSError(errno.EBADF, os.strerror(errno.EBADF)))
     assert fast["durable"] == slow["durable"] == fail - 1
+    assert fast["failed"] == slow["failed"] and len(fast["failed"]) == 1 and fast["failed"][0][0]
     assert fast["seen"] == slow["seen"] and fast["files"] == slow["files"]
 
 
