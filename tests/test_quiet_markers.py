@@ -16,14 +16,14 @@ import pytest
 
 pytest.importorskip("tcpsnap._quiet")
 
-from tcpsnap._events import EV_KEYFRAME, EV_OPENED, EV_SNAPSHOT  # noqa: E402
-from tcpsnap._schema import ROW_DTYPE  # noqa: E402
-from tcpsnap.record import journal as jn  # noqa: E402
-from tcpsnap.record import markers as mk  # noqa: E402
-from tcpsnap.record.batch import STOP, BatchPool  # noqa: E402
-from tcpsnap.record.changes import ChangesEncoder, build_schema  # noqa: E402
-from tcpsnap.record.safedir import SafeDir  # noqa: E402
-from tcpsnap.record.writer import FileOptions, Rules, Writer  # noqa: E402
+from tcpsnap._events import EV_KEYFRAME, EV_OPENED, EV_SNAPSHOT
+from tcpsnap._schema import ROW_DTYPE
+from tcpsnap.record import journal as jn
+from tcpsnap.record import markers as mk
+from tcpsnap.record.batch import STOP, BatchPool
+from tcpsnap.record.changes import ChangesEncoder, build_schema
+from tcpsnap.record.safedir import SafeDir
+from tcpsnap.record.writer import FileOptions, Rules, Writer
 
 T0 = 1_764_460_800_000_000_000
 SEC = 10**9

@@ -204,10 +204,9 @@ class Writer:
         self._bytes_done = 0
         self._app: Any = None  # parquet.ParquetAppender of the file in progress
         self._journal: Any = None  # journal.Journal of its next row group
-        # the row group being formed: its first _journaled rows are in the journal, the
-        # others (up to _pending_seq) not yet durable
-        # one value per snapshot: the snapshot's clocks and seq (changes mode: each event has
-        # its own timestamp)
+        # the row group being formed: its first _journaled rows are in the journal, the others
+        # (up to _pending_seq) not yet durable; one value per snapshot: the snapshot's clocks
+        # and seq (changes mode: each event has its own timestamp)
         per_snapshot = ("seq", "capture_ns", "monotonic_ns") + (() if "event" in schema.names else ("timestamp",))
         self._store_rows = rules.row_group_rows + pool.batch_rows  # what the store is sized for
         self._store = RowGroupStore(schema, self._store_rows, per_snapshot)
@@ -248,9 +247,8 @@ class Writer:
 
     @property
     def bytes_on_disk(self) -> int:
-        """What the recording holds on disk so far: ``bytes_written`` plus the journal of
-        the file in progress (its rows not yet in a row group), so it grows with every
-        flush, not only with every row group."""
+        """What the recording holds on disk so far: ``bytes_written`` plus the journal of the file in
+        progress (its rows not yet in a row group), so it grows with every flush, not only with every row group."""
         j = self._journal
         return self.bytes_written + (j.nbytes if j is not None else 0)
 
@@ -280,8 +278,8 @@ class Writer:
                         try:
                             self._write(b)
                         finally:
-                            # its rows are copied (or it failed): capture may reuse it now,
-                            # also while the row group it may fill is written
+                            # its rows are copied (or it failed): capture may reuse it now, also while
+                            # the row group it may fill is written
                             self._pool.put(b)
                         self._after_write()
                     if self._oldest is not None and (self.rules.alone or mono() >= self.rules.deadline(self._oldest)):
@@ -317,14 +315,10 @@ class Writer:
         return self._store.rows - self._journaled
 
     def _write(self, b: Batch) -> None:
-        """Copy a batch's columns into the row group being formed, where its rows wait
-        for the flush deadline (``_after_write`` makes them a row group at once when
-        enough rows wait: no journal write at high rates). A lone marker like the
-        journal's last frame is made durable here at once (``_quiet_path``)."""
-        q = self._quiet
-        if q is not None and q.write(self, b):
-            # a lone marker like the last, stored and journaled in one call
-            # (tcpsnap._quiet): nothing is left for _make_durable
+        """Copy a batch's columns into the row group being formed, where its rows wait for the flush
+        deadline (``_after_write`` makes them a row group at once when enough rows wait: no journal
+        write at high rates). A lone marker like the journal's last frame is durable here (``_quiet_path``)."""
+        if self._quiet is not None and self._quiet.write(self, b):
             return
         if self._app is None or b.file_key != self._file_key:
             self._finish_file(clean=True)
@@ -353,8 +347,7 @@ class Writer:
         if self.rules.row_group_full(rows) or (g is not None and rows >= g.row_group_rows):
             self._commit_row_group()
         elif g is not None and g.check():
-            # near the memory limit: fewer buffers, and the rows go to the journal (or a
-            # row group) now
+            # near the memory limit: fewer buffers, and the rows go to the journal (or a row group) now
             self._pool.shrink(self._pool.count // 2)
             if self._pending_rows:
                 self._make_durable()
@@ -417,8 +410,8 @@ class Writer:
             j.close()
         st = self._store
         if st.rows:
-            # its columns encoded a table at a time: the per-snapshot ones are made rows
-            # one after the other, not all four beside the rest (~4 MiB at 128Ki rows)
+            # its columns encoded a table at a time: the per-snapshot ones are made rows one after
+            # the other, not all four beside the rest (~4 MiB at 128Ki rows)
             data, rg = encode_row_group(self._app.kw, self.schema.names, st.tables())
             _durable(self, self._pending_seq, False)
             self._app.append_encoded(data, [rg])
