@@ -16,6 +16,7 @@ import contextlib
 import errno
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,11 +33,6 @@ from .markers import LoneMarkers
 from .protocols import Clock
 from .rowgroup import RowGroupStore, encode_row_group
 from .safedir import SafeDir
-
-try:
-    from .._quiet import QuietMarkers
-except ImportError:  # pragma: no cover - built on Linux only: elsewhere the general path
-    QuietMarkers = None
 
 __all__ = ["Rules", "Writer", "wrap_error"]
 
@@ -149,13 +145,14 @@ def _quiet_path(markers: LoneMarkers, store: RowGroupStore, schema: Any, rules: 
     """The compiled lone-marker case (``tcpsnap._quiet.QuietMarkers``) where it applies:
     changes mode (``markers.cols``), every batch made durable as it comes (``rules.alone``),
     the store keeping the marker's seq and clocks per snapshot as 8-byte integers and its
-    timestamp per row. None otherwise (and where the module is not built)."""
+    timestamp per row. None otherwise, and off Linux (where the module is not built)."""
+    cols = markers.cols
+    if not sys.platform.startswith("linux") or cols is None or not rules.alone:
+        return None
+    from .._quiet import QuietMarkers
     from .._schema import ROW_DTYPE
     from .journal import repeat_template
 
-    cols = markers.cols
-    if QuietMarkers is None or cols is None or not rules.alone:
-        return None
     ts, *snap = cols
     if store._snap[ts] or not all(store._snap[c] and store._svals[c].dtype == np.int64 for c in snap) \
             or store._dtypes[ts].itemsize != 8:
