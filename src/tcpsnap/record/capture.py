@@ -147,6 +147,11 @@ class Capture:
         # into the current batch (Snapshotter.take_into), not copied there
         self._take_into = (getattr(snap, "take_into", None) if tracker is None and self._filter is None
                            and where is None and self._carry is None and not tcp_info else None)
+        # changes mode with nothing between the dump and step (no filter, no namespaces at
+        # their own rate, no internals): run() adds its snapshots with _add_changes, add's
+        # path for that case with none of the branches it cannot take
+        self._lean = (tracker is not None and self._filter is None and where is None
+                      and self._carry is None and not tcp_info)
         self._last_n = 0  # rows of the last snapshot dumped into a batch (take_into)
         self.copied = 0   # snapshots copied into their batch (the others were dumped there)
         self._failed = failed
@@ -179,18 +184,17 @@ class Capture:
         self.stopping = True
         self.waker.wake()
 
-    def _sleep(self, ns: int) -> None:
-        ch = self.tracker
-        if ch is not None and ch.feed is not None:
-            ch.sleep(self.waker, ns)  # reads the destroy feed while it waits
-            return
-        self.waker.sleep(ns / 1e9)
-
     def run(self, duration_ns: int | None) -> int:
         """The schedule loop, until ``duration_ns`` passed, ``stop()`` or a writer error.
         Returns the nanoseconds it ran."""
         take = self._snap.take
         into = self._take_into
+        add = self._add_changes if self._lean else self.add
+        ch = self.tracker
+        # changes mode with a destroy feed: its wait reads the feed (bound once, not looked
+        # up through _sleep at every snapshot)
+        feed_sleep = ch.sleep if ch is not None and ch.feed is not None else None
+        waker = self.waker
         file_key = self.rules.file_key
         names = self._names
         mono = self._clock.monotonic_ns
@@ -210,7 +214,10 @@ class Capture:
                         break
                     now = mono()
                     if now < t_sched:
-                        self._sleep(t_sched - now)
+                        if feed_sleep is not None:
+                            feed_sleep(waker, t_sched - now)
+                        else:
+                            waker.sleep((t_sched - now) / 1e9)
                         if self.stopping:
                             break
                         now = mono()
@@ -251,7 +258,10 @@ class Capture:
                 t1 = mono()
                 if self._carry is not None:
                     rows = self._carry.complete(rows, t1 - t0)
-                self.add(rows, names, w, t0, t1 - t0, placed)
+                if into is None:
+                    add(rows, names, w, t0, t1 - t0)
+                else:
+                    add(rows, names, w, t0, t1 - t0, placed)
                 cap_hist[bisect_left(cap_bounds, t1 - t0)] += 1
                 self.cap_sum_ns += t1 - t0
                 k += 1
@@ -385,6 +395,77 @@ class Capture:
         self.seq += 1
         self.snapshots += 1
         self.rows += 0 if empty else n - marks
+        if self.rules.hand_off(t0 - b.t_first):
+            self.handoff()
+
+    def _add_changes(self, rows: np.ndarray, names: Any, w: int, t0: int, cap: int) -> None:
+        """``add`` in changes mode without filters, namespaces at their own rate or
+        internals (``_lean``): the same batch contents, through only the branches that
+        case takes; a quiet snapshot's lone marker (one row) is copied by items."""
+        key = self.rules.file_key(t0, w)
+        rows, names, extra = self.tracker.step(rows, names, w, t0, key)
+        n = len(rows)
+        b = self._cur
+        if b is not None and b.s and (b.file_key != key or not b.fits(n)):
+            self.handoff()
+            b = None
+        if b is None:
+            b = self._cur = self._pool.get()
+        if not b.s:            # its first snapshot
+            b.file_key = key
+            b.t_first = t0
+            b.overruns += self._pending_overruns
+            self._pending_overruns = 0
+            if not b.fits(n):
+                b.grow(n)
+        i, s = b.n, b.s
+        if n:
+            self.copied += 1
+            if not rows.flags.c_contiguous:
+                rows = np.ascontiguousarray(rows)
+            put_rows(b.rows, i, rows)
+        if b.info is not None and b.sampled is not None:
+            b.info[i:i + n].view(np.uint8).fill(0)   # (a pool made with internals)
+            b.sampled[s] = False
+        bx = b.extra
+        if n == 1:
+            # the marker alone (step's rows always start with it): item by item, no views;
+            # its process is unknown (-1) whatever ``names`` says of it
+            if extra is not None and bx is not None:
+                e0, e1, e2 = extra
+                bx[0][i] = e0[0]
+                bx[1][i] = e1[0]
+                bx[2][i] = e2[0]
+            b.proc[i] = -1
+            if names is not None:
+                b.has_proc = True
+        else:
+            if extra is not None and bx is not None:
+                for dst, src in zip(bx, extra, strict=True):
+                    dst[i:i + n] = src
+            if names is not None and n:
+                codes, pnames = names(rows["pid"])
+                if pnames:
+                    np.take(merge_names(pnames, b.name_codes, b.names), codes, out=b.proc[i:i + n],
+                            mode="wrap")
+                else:
+                    b.proc[i:i + n] = -1
+                b.has_proc = True
+            else:
+                b.proc[i:i + n] = -1
+        b.ts[s] = w
+        b.seq[s] = self.seq
+        b.cap[s] = cap
+        b.mono[s] = t0
+        b.empty[s] = False
+        b.counts[s] = n
+        b.n = i + n
+        b.s = s + 1
+        if self.first_seq is None:
+            self.first_seq = self.seq
+        self.seq += 1
+        self.snapshots += 1
+        self.rows += n
         if self.rules.hand_off(t0 - b.t_first):
             self.handoff()
 
