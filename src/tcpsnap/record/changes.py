@@ -329,7 +329,8 @@ class ChangeTracker:
         first = not self._differ.primed
         plan = None
         if self._res is not None:
-            if not (rows.flags.c_contiguous and rows.flags.writeable):
+            f = rows.flags
+            if not (f.c_contiguous and f.writeable):
                 rows = np.array(rows)
             gproc, plan = owners_before_diff(self, rows, first)
         else:
