@@ -99,3 +99,32 @@ def test_pool_get_unlocked_is_lifo_and_shrink_tolerates_an_emptied_list():
     pool.made = 5
     pool.shrink(2)                                 # nothing to drop: no IndexError
     assert pool.count == 2
+
+
+@pytest.mark.parametrize("tcp_info", [False, True], ids=["plain", "tcp_info"])
+def test_marker_is_what_the_general_case_gives(tcp_info):
+    """``_marker``'s arrays and extra tuples (made once, rewritten) against the general
+    case of ``step`` written out for no event: kf and not, names or none, in turn."""
+    from tcpsnap._events import EV_KEYFRAME, EV_SNAPSHOT
+    from tcpsnap._schema import TCP_INFO_DTYPE
+    from tcpsnap.record.changes import ChangeTracker, _marker
+
+    tr = ChangeTracker(60 * 10**9, tcp_info=tcp_info)
+    calls = [(7, True, 111, object()), (20_001, False, 222, None), (0, False, 333, object()),
+             (5, True, 444, None), (5, False, 555, object())]
+    for n, kf, wall, names in calls:
+        out, codes_of, extra = _marker(tr, n, kf, wall, names)
+        want = np.zeros(1, ROW_DTYPE)
+        want["inode"] = n
+        want["state"] = int(TcpState.CLOSED)
+        assert out.tobytes() == want.tobytes()
+        assert len(extra) == (4 if tcp_info else 3)
+        assert extra[0].tolist() == [EV_KEYFRAME if kf else EV_SNAPSHOT]
+        assert extra[1].tolist() == [True] and extra[2].tolist() == [wall]
+        if tcp_info:
+            assert extra[3].dtype == TCP_INFO_DTYPE and extra[3].tobytes() == bytes(TCP_INFO_DTYPE.itemsize)
+        if names is None:
+            assert codes_of is None
+        else:
+            codes, local = codes_of(np.zeros(1, np.uint32))
+            assert codes.tolist() == [-1] and local == []
