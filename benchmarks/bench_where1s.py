@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.bare:
         return _run(args, tcpsnap, None)
     wrap(cap.Capture, "add", "capture: add (step inside)")
-    if hasattr(cap.Capture, "_add_changes"):     # changes mode's lean add (the same row)
-        wrap(cap.Capture, "_add_changes", "capture: add (step inside)")
+    if hasattr(cap, "add_changes"):     # changes mode's lean add (the same row)
+        wrap(cap, "add_changes", "capture: add (step inside)")
     wrap(cap.Capture, "handoff", "capture: handoff")
     wrap(cap.Waker, "sleep", "capture: wait (Waker)")
     wrap(ch.ChangeTracker, "sleep", "capture: wait (ChangeTracker)")

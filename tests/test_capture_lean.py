@@ -1,4 +1,4 @@
-"""Changes mode's lean add (``Capture._add_changes``, the case without filters,
+"""Changes mode's lean add (``record.capture.add_changes``, the case without filters,
 namespaces at their own rate or internals) fills every batch as the general ``add`` does:
 the same rows, codes, events, clocks and counters, byte for byte, through quiet
 snapshots (the lone marker, copied item by item), events, keyframes and pids on or off."""
@@ -53,19 +53,19 @@ def _record(tmp_path, monkeypatch, name: str, lean: bool, pids: bool, keyframe: 
         put(self, b)
 
     used = []
-    lean_add = capture_mod.Capture._add_changes
+    lean_add = capture_mod.add_changes
 
-    def via_lean(self, *a):
+    def via_lean(c, *a):
         used.append("lean")
-        return lean_add(self, *a)
+        return lean_add(c, *a)
 
-    def via_general(self, *a):
+    def via_general(c, *a):
         used.append("general")
-        return capture_mod.Capture.add(self, *a)
+        return capture_mod.Capture.add(c, *a)
 
     with monkeypatch.context() as m:
         m.setattr(writer_mod.Writer, "put", spy)
-        m.setattr(capture_mod.Capture, "_add_changes", via_lean if lean else via_general)
+        m.setattr(capture_mod, "add_changes", via_lean if lean else via_general)
         names = {100: "srv", 200: "cli", 300: "cli2"} if pids else None
         record(tmp_path / name, _tables(), "changes", names=names, keyframe=keyframe)
     assert used and set(used) == {"lean" if lean else "general"}

@@ -21,6 +21,7 @@ from .._events import EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES,
 from .._filters import row_mask
 from .._schema import ROW_DTYPE, TcpState
 from ..frame import merge_names
+from .changes_info import carry_info, counter_mask
 from .reports import id_keys, place_destroyed
 
 __all__ = ["build_schema", "ChangesEncoder", "ChangeTracker", "open_destroy_feed"]
@@ -115,22 +116,6 @@ class ChangesEncoder:
 PROBE_MAX = 4096
 
 
-def counter_mask() -> np.ndarray:
-    """One uint8 per byte of a ``TCP_INFO_DTYPE`` row: 1 where a difference is a change of
-    the connection's internals, 0 for the timers that move on every sample
-    (``TCP_INFO_TIMERS``: ``last_data_sent``...), which would make every live connection
-    an event at every snapshot."""
-    from .._schema import TCP_INFO_DTYPE, TCP_INFO_TIMERS
-
-    mask = np.ones(TCP_INFO_DTYPE.itemsize, np.uint8)
-    fields = TCP_INFO_DTYPE.fields
-    assert fields is not None
-    for name in TCP_INFO_TIMERS:
-        dt, off = fields[name][:2]
-        mask[off:off + dt.itemsize] = 0
-    return mask
-
-
 class ChangeTracker:
     """The capture thread's half of changes mode: each snapshot's table (after the
     recorder's filters) -> the event rows to record, with the destroy feed's reports
@@ -211,26 +196,7 @@ class ChangeTracker:
         if sel[1] is not None:
             _sleep_select(self.feed, waker, end, sel[1])
             return
-        fd, wfd = self.feed.fileno(), waker.fileno()
-        p = select.poll()  # not select(): it fails for fds above 1023
-        p.register(fd, select.POLLIN)
-        p.register(wfd, select.POLLIN)
-        while True:
-            left = end - time.monotonic_ns()
-            if left <= 0:
-                return
-            if left < 1_000_000:  # poll counts whole milliseconds
-                time.sleep(left / 1e9)
-                return
-            r = {f for f, _ in p.poll(left // 1_000_000)}
-            if wfd in r:
-                waker.sleep(0.0001)         # consumes the wake-up byte(s)
-                return
-            if fd in r:
-                self.feed.drain()
-                left = end - time.monotonic_ns()
-                if left > 0:
-                    waker.sleep(min(left, 1_000_000) / 1e9)
+        _sleep_poll(self.feed, waker, end)
 
     @property
     def stats(self) -> dict:
@@ -329,8 +295,8 @@ class ChangeTracker:
         first = not self._differ.primed
         plan = None
         if self._res is not None:
-            f = rows.flags
-            if not (f.c_contiguous and f.writeable):
+            fl = rows.flags
+            if not (fl.c_contiguous and fl.writeable):
                 rows = np.array(rows)
             gproc, plan = owners_before_diff(self, rows, first)
         else:
@@ -459,6 +425,30 @@ def _sleep_select(feed, waker, end: int, fds: list[int]) -> None:
                 waker.sleep(min(left, 1_000_000) / 1e9)
 
 
+def _sleep_poll(feed, waker, end: int) -> None:
+    """``ChangeTracker.sleep`` with poll(), not select(): select fails for fds above 1023."""
+    fd, wfd = feed.fileno(), waker.fileno()
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    p.register(wfd, select.POLLIN)
+    while True:
+        left = end - time.monotonic_ns()
+        if left <= 0:
+            return
+        if left < 1_000_000:  # poll counts whole milliseconds
+            time.sleep(left / 1e9)
+            return
+        r = {f for f, _ in p.poll(left // 1_000_000)}
+        if wfd in r:
+            waker.sleep(0.0001)         # consumes the wake-up byte(s)
+            return
+        if fd in r:
+            feed.drain()
+            left = end - time.monotonic_ns()
+            if left > 0:
+                waker.sleep(min(left, 1_000_000) / 1e9)
+
+
 def _marker(tr: ChangeTracker, n: int, kf: bool, wall_ns: int, names):
     """``ChangeTracker.step``'s result for a snapshot with no event: its marker row alone
     (what the general case gives then), in arrays made once and rewritten (the capture
@@ -575,24 +565,6 @@ def refind(tr: ChangeTracker, closed: np.ndarray):
         return None
     tr.refound += len(now)
     return now, pos
-
-
-def carry_info(differ, rows: np.ndarray, info, dtype):
-    """The snapshot's tcp_info rows; where none were taken (``--tcp-info-every``
-    slower than the table), each row's as the last snapshot holds it (``differ``'s; zeros
-    for a row it does not hold: no tcp_info)."""
-    if info is not None:
-        return np.ascontiguousarray(info)
-    out = np.zeros(len(rows), dtype)
-    prev = differ.info
-    if prev is not None and len(rows) and differ.primed:
-        try:
-            at = differ.lookup(rows["cookie"])
-        except RuntimeError:
-            return out
-        hit = at >= 0
-        out[hit] = prev[at[hit]]
-    return out
 
 
 def open_destroy_feed(required: bool = False):
