@@ -141,6 +141,15 @@ class BatchPool:
         return self._shape[0]
 
     def get(self) -> Batch:
+        free = self._free
+        if free:
+            # the steady case, without the condition's lock (its Python enter and exit):
+            # list.pop is atomic under the GIL, and every other taker of ``_free``
+            # (shrink) tolerates finding it emptied; the locked path below pops the same
+            try:
+                return free.pop()
+            except IndexError:          # shrink took it meanwhile
+                pass
         with self._cv:
             if not self._free and self.made < self.count and (
                     self.made < 2 or sum(b.nbytes for b in self._live) < self.max_bytes):
@@ -179,7 +188,11 @@ class BatchPool:
         with self._cv:
             self.count = max(2, count)
             while self._free and self.made > self.count:
-                self._live.remove(self._free.pop(0))
+                try:
+                    b = self._free.pop(0)
+                except IndexError:      # get() took the last one meanwhile (it takes unlocked)
+                    break
+                self._live.remove(b)
                 self.made -= 1
 
     def wake_all(self) -> None:

@@ -29,8 +29,9 @@ from .._schema import ROW_DTYPE
 from ..frame import merge_names
 from ..netns import Rate
 from .batch import Batch, BatchPool
+from .carry import Carry
 from .metrics import CAPTURE_BUCKETS_NS
-from .protocols import Clock, SnapshotSource
+from .protocols import Clock, SnapshotSource, SystemClock
 from .writer import Rules, Writer
 
 __all__ = ["Capture", "Waker"]
@@ -147,6 +148,11 @@ class Capture:
         # into the current batch (Snapshotter.take_into), not copied there
         self._take_into = (getattr(snap, "take_into", None) if tracker is None and self._filter is None
                            and where is None and self._carry is None and not tcp_info else None)
+        # changes mode with nothing between the dump and step (no filter, no namespaces at
+        # their own rate, no internals): run() adds its snapshots with add_changes, add's
+        # path for that case with none of the branches it cannot take
+        self._lean = (tracker is not None and self._filter is None and where is None
+                      and self._carry is None and not tcp_info)
         self._last_n = 0  # rows of the last snapshot dumped into a batch (take_into)
         self.copied = 0   # snapshots copied into their batch (the others were dumped there)
         self._failed = failed
@@ -179,22 +185,24 @@ class Capture:
         self.stopping = True
         self.waker.wake()
 
-    def _sleep(self, ns: int) -> None:
-        ch = self.tracker
-        if ch is not None and ch.feed is not None:
-            ch.sleep(self.waker, ns)  # reads the destroy feed while it waits
-            return
-        self.waker.sleep(ns / 1e9)
-
     def run(self, duration_ns: int | None) -> int:
         """The schedule loop, until ``duration_ns`` passed, ``stop()`` or a writer error.
         Returns the nanoseconds it ran."""
         take = self._snap.take
         into = self._take_into
+        lean = self._lean
+        ch = self.tracker
+        # changes mode with a destroy feed: its wait reads the feed (bound once, not looked
+        # up through _sleep at every snapshot)
+        feed_sleep = ch.sleep if ch is not None and ch.feed is not None else None
+        waker = self.waker
         file_key = self.rules.file_key
         names = self._names
         mono = self._clock.monotonic_ns
         wall = self._clock.time_ns
+        if type(self._clock) is SystemClock:
+            # its methods call these: five Python calls a snapshot fewer
+            mono, wall = time.monotonic_ns, time.time_ns
         interval = self.rules.interval_ns
         hist = self.late_hist
         cap_hist, cap_bounds = self.cap_hist, CAPTURE_BUCKETS_NS
@@ -210,7 +218,10 @@ class Capture:
                         break
                     now = mono()
                     if now < t_sched:
-                        self._sleep(t_sched - now)
+                        if feed_sleep is not None:
+                            feed_sleep(waker, t_sched - now)
+                        else:
+                            waker.sleep((t_sched - now) / 1e9)
                         if self.stopping:
                             break
                         now = mono()
@@ -251,7 +262,10 @@ class Capture:
                 t1 = mono()
                 if self._carry is not None:
                     rows = self._carry.complete(rows, t1 - t0)
-                self.add(rows, names, w, t0, t1 - t0, placed)
+                if lean:
+                    add_changes(self, rows, names, w, t0, t1 - t0)
+                else:
+                    self.add(rows, names, w, t0, t1 - t0, placed)
                 cap_hist[bisect_left(cap_bounds, t1 - t0)] += 1
                 self.cap_sum_ns += t1 - t0
                 k += 1
@@ -363,13 +377,7 @@ class Capture:
             self._names_into(rows["pid"], b.proc[i:i + n], b.name_codes, b.names)
             b.has_proc = True
         elif names is not None and n:
-            codes, pnames = names(rows["pid"])
-            if pnames:
-                np.take(merge_names(pnames, b.name_codes, b.names), codes, out=b.proc[i:i + n],
-                        mode="wrap")
-            else:
-                b.proc[i:i + n] = -1
-            b.has_proc = True
+            _put_names(b, i, n, rows, names)
         else:
             b.proc[i:i + n] = -1
         b.ts[s] = w
@@ -399,107 +407,81 @@ class Capture:
                 self._pool.put(b)
 
 
-class Carry:
-    """The rows of namespaces a snapshot did not dump (``tcpsnap.netns.Rate``: many
-    namespaces, each at its own rate), carried from their last dump, so that a snapshot
-    holds every namespace and nothing looks closed that was not looked at: a connection
-    ends in a recording only at a dump of its namespace that no longer finds it. In
-    changes mode the carried rows are unchanged, so they make no event.
-
-    ``complete(rows, cost_ns)`` (after each ``take()``): ``rows`` plus the carried ones;
-    ``carried``: the namespaces whose rows were carried in the last one; ``rows_carried``
-    counts them all. ``markers()``: full mode's record of it, one row per carried
-    namespace: family 0 (kind "snapshot", as an empty snapshot's row), ``inode`` 0 (it
-    counts no connection), state CLOSED, ``netns`` the namespace's inode, all else 0."""
-
-    def __init__(self, rate: Any) -> None:
-        self.rate = rate
-        self.last: dict[int, np.ndarray] = {}        # inode -> its rows at its last dump
-        self.carried: frozenset[int] = frozenset()
-        self.rows_carried = 0
-        self._marks = np.zeros(0, ROW_DTYPE)
-        self._order: np.ndarray | None = None   # the last complete()'s reordering of the dump
-        self._n = 0                              # rows of that dump
-        self._carried_rows = 0                   # rows it carried
-
-    def align(self, info: np.ndarray) -> np.ndarray:
-        """The dump's ``tcp_info`` array (row i's internals, ``Snapshotter.tcp_info``) put
-        in the order of the last ``complete()``'s rows; the carried rows' internals are
-        null (``tcp_info_len`` 0): they were not looked at in this snapshot, and a stale
-        sample must not read as a fresh one."""
-        if len(info) != self._n:
-            raise AssertionError("tcp_info not aligned with the dump's rows")
-        if self._order is not None:
-            info = info[self._order]
-        if self._carried_rows:
-            info = np.concatenate([info, np.zeros(self._carried_rows, info.dtype)])
-        return info
-
-    def markers(self) -> np.ndarray:
-        m = self._marks
-        if set(m["netns"].tolist()) != self.carried:
-            m = self._marks = np.zeros(len(self.carried), ROW_DTYPE)
-            m["state"] = 1
-            m["netns"] = sorted(self.carried)
-        return m
-
-    def complete(self, rows: np.ndarray, cost_ns: int) -> np.ndarray:
-        rate = self.rate
-        rate.observe(cost_ns)
-        b = rate.budget_ns
-        present = rate.present
-        # keep each namespace's last rows once a pass costs half the budget: the rate
-        # leaves namespaces out only after a pass whose rows are kept (``warm``)
-        keep = b is not None and (rate.partial or rate.cost_ns * len(present) > b / 2)
-        rate.warm = keep
-        self._order, self._n, self._carried_rows = None, len(rows), 0
-        if not keep:
-            self.last.clear()
-            self.carried = frozenset()
-            return rows
-        dumped = set(rate.dumped)
-        ns = rows["netns"]
-        if len(ns) and (np.diff(ns.astype(np.int64)) != 0).sum() >= len(dumped):
-            # a dump appends namespace after namespace, one run each; else sort first
-            self._order = np.argsort(ns, kind="stable")
-            rows = rows[self._order]
-            ns = rows["netns"]
-        cuts = np.flatnonzero(ns[1:] != ns[:-1]) + 1 if len(ns) else np.zeros(0, np.int64)
-        # dumped: now as this dump found it
-        before = {ino: self.last.pop(ino) for ino in dumped if ino in self.last}
-        for i, j in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(rows)].tolist(), strict=True):
-            ino = int(ns[i])
-            if j > i and ino != rate.own:      # our own is dumped every time
-                if ino in before:
-                    _inherit_cgroups(rows[i:j], before[ino])
-                self.last[ino] = rows[i:j].copy()
-        live = set(present)
-        for ino in [i for i in self.last if i not in live]:
-            del self.last[ino]               # a namespace gone: so are its connections
-        carried = [ino for ino in present if ino not in dumped and ino in self.last]
-        self.carried = frozenset(carried)
-        self._carried_rows = 0
-        if not carried:
-            return rows
-        extra = [self.last[i] for i in carried]
-        self._carried_rows = sum(len(e) for e in extra)
-        self.rows_carried += self._carried_rows
-        return np.concatenate([rows, *extra])
+def add_changes(c: Capture, rows: np.ndarray, names: Any, w: int, t0: int, cap: int) -> None:
+    """``Capture.add`` in changes mode without filters, namespaces at their own rate or
+    internals (``Capture._lean``): the same batch contents, through only the branches that
+    case takes; a quiet snapshot's lone marker (one row) is copied by items."""
+    key = c.rules.file_key(t0, w)
+    rows, names, extra = c.tracker.step(rows, names, w, t0, key)
+    n = len(rows)
+    b = c._cur
+    if b is not None and b.s and (b.file_key != key or not b.fits(n)):
+        c.handoff()
+        b = None
+    if b is None:
+        b = c._cur = c._pool.get()
+    if not b.s:            # its first snapshot
+        b.file_key = key
+        b.t_first = t0
+        b.overruns += c._pending_overruns
+        c._pending_overruns = 0
+        if not b.fits(n):
+            b.grow(n)
+    i, s = b.n, b.s
+    if n:
+        c.copied += 1
+        if not rows.flags.c_contiguous:
+            rows = np.ascontiguousarray(rows)
+        put_rows(b.rows, i, rows)
+    if b.info is not None and b.sampled is not None:
+        b.info[i:i + n].view(np.uint8).fill(0)   # (a pool made with internals)
+        b.sampled[s] = False
+    bx = b.extra
+    if n == 1:
+        # the marker alone (step's rows always start with it): item by item, no views;
+        # its process is unknown (-1) whatever ``names`` says of it
+        if extra is not None and bx is not None:
+            e0, e1, e2 = extra
+            bx[0][i] = e0[0]
+            bx[1][i] = e1[0]
+            bx[2][i] = e2[0]
+        b.proc[i] = -1
+        if names is not None:
+            b.has_proc = True
+    else:
+        if extra is not None and bx is not None:
+            for dst, src in zip(bx, extra, strict=True):
+                dst[i:i + n] = src
+        if names is not None and n:
+            _put_names(b, i, n, rows, names)
+        else:
+            b.proc[i:i + n] = -1
+    b.ts[s] = w
+    b.seq[s] = c.seq
+    b.cap[s] = cap
+    b.mono[s] = t0
+    b.empty[s] = False
+    b.counts[s] = n
+    b.n = i + n
+    b.s = s + 1
+    if c.first_seq is None:
+        c.first_seq = c.seq
+    c.seq += 1
+    c.snapshots += 1
+    c.rows += n
+    if c.rules.hand_off(t0 - b.t_first):
+        c.handoff()
 
 
-def _inherit_cgroups(rows: np.ndarray, last: np.ndarray) -> None:
-    """A TIME_WAIT (or orphaned FIN_WAIT2) row has no cgroup of its own: the dumper gives it
-    its connection's from the dump before, which for a namespace at its own rate may not
-    have held that namespace; take it (same cookie) from the namespace's last dump."""
-    need = np.flatnonzero((rows["cgroup_id"] == 0) & (rows["cookie"] != 0))
-    if not len(need) or not len(last):
-        return
-    order = np.argsort(last["cookie"])
-    lc = last["cookie"][order]
-    ck = rows["cookie"][need]
-    k = np.minimum(np.searchsorted(lc, ck), len(lc) - 1)
-    hit = lc[k] == ck
-    rows["cgroup_id"][need[hit]] = last["cgroup_id"][order][k[hit]]
+def _put_names(b: Batch, i: int, n: int, rows: np.ndarray, names: Any) -> None:
+    """The processes of ``rows`` (``names(pids) -> (codes, names)``) into ``b.proc[i:i + n]``,
+    as codes of the batch's own dictionary (-1: unknown)."""
+    codes, pnames = names(rows["pid"])
+    if pnames:
+        np.take(merge_names(pnames, b.name_codes, b.names), codes, out=b.proc[i:i + n], mode="wrap")
+    else:
+        b.proc[i:i + n] = -1
+    b.has_proc = True
 
 
 def boost(nice: int | None) -> Callable[[], None] | None:

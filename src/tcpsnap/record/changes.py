@@ -11,6 +11,8 @@ its own (``tcpsnap.reading.changes``).
 from __future__ import annotations
 
 import logging
+import select
+import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from .._events import EV_CLOSED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES,
 from .._filters import row_mask
 from .._schema import ROW_DTYPE, TcpState
 from ..frame import merge_names
+from .changes_info import carry_info, counter_mask
 from .reports import id_keys, place_destroyed
 
 __all__ = ["build_schema", "ChangesEncoder", "ChangeTracker", "open_destroy_feed"]
@@ -30,6 +33,8 @@ _TIME_WAIT = int(TcpState.TIME_WAIT)
 _FIN_WAIT2 = int(TcpState.FIN_WAIT2)
 _CLOSED = int(TcpState.CLOSED)
 _ROW_VOID = np.dtype((np.void, ROW_DTYPE.itemsize))  # a row as one item: numpy copies it whole, not by field
+_NO_U64 = np.zeros(0, np.uint64)   # forget_closed's "none" (read only)
+_NO_U64.flags.writeable = False
 
 
 # ---------------------------------------------------------------- schema and encoding
@@ -111,22 +116,6 @@ class ChangesEncoder:
 PROBE_MAX = 4096
 
 
-def counter_mask() -> np.ndarray:
-    """One uint8 per byte of a ``TCP_INFO_DTYPE`` row: 1 where a difference is a change of
-    the connection's internals, 0 for the timers that move on every sample
-    (``TCP_INFO_TIMERS``: ``last_data_sent``...), which would make every live connection
-    an event at every snapshot."""
-    from .._schema import TCP_INFO_DTYPE, TCP_INFO_TIMERS
-
-    mask = np.ones(TCP_INFO_DTYPE.itemsize, np.uint8)
-    fields = TCP_INFO_DTYPE.fields
-    assert fields is not None
-    for name in TCP_INFO_TIMERS:
-        dt, off = fields[name][:2]
-        mask[off:off + dt.itemsize] = 0
-    return mask
-
-
 class ChangeTracker:
     """The capture thread's half of changes mode: each snapshot's table (after the
     recorder's filters) -> the event rows to record, with the destroy feed's reports
@@ -170,6 +159,8 @@ class ChangeTracker:
         self._last_kf: int | None = None
         self._key = None
         self._quiet: tuple | None = None              # _marker's arrays
+        self._sel: tuple | None = None                # sleep's descriptors (per waker)
+        self._gbuf = np.zeros(0, np.int32)            # owners_before_diff's codes, rewritten
         self._pend_rows = np.zeros(0, ROW_DTYPE)      # destroy reports not yet placed
         self._pend_ts = np.zeros(0, np.int64)
         self._pend_age = np.zeros(0, np.int8)
@@ -195,34 +186,17 @@ class ChangeTracker:
         """The recorder's wait between snapshots, reading the destroy feed as reports
         arrive (their time is the time they are read). After a read the feed rests 1 ms,
         so a burst of deaths costs a wake-up per millisecond, not one per socket."""
-        import select
-        import time
-
-        fd = self.feed.fileno()
-        wfd = waker.fileno()
         end = time.monotonic_ns() + ns
-        if waker.selectable(fd, wfd):
-            _sleep_select(self.feed, waker, end)
+        sel = self._sel
+        if sel is None or sel[0] is not waker:
+            # the descriptors, once per waker: (waker, [feed, waker]) where select() takes
+            # both, else (waker, None)
+            fds = [self.feed.fileno(), waker.fileno()]
+            sel = self._sel = (waker, fds if waker.selectable(*fds) else None)
+        if sel[1] is not None:
+            _sleep_select(self.feed, waker, end, sel[1])
             return
-        p = select.poll()  # not select(): it fails for fds above 1023
-        p.register(fd, select.POLLIN)
-        p.register(wfd, select.POLLIN)
-        while True:
-            left = end - time.monotonic_ns()
-            if left <= 0:
-                return
-            if left < 1_000_000:  # poll counts whole milliseconds
-                time.sleep(left / 1e9)
-                return
-            r = {f for f, _ in p.poll(left // 1_000_000)}
-            if wfd in r:
-                waker.sleep(0.0001)         # consumes the wake-up byte(s)
-                return
-            if fd in r:
-                self.feed.drain()
-                left = end - time.monotonic_ns()
-                if left > 0:
-                    waker.sleep(min(left, 1_000_000) / 1e9)
+        _sleep_poll(self.feed, waker, end)
 
     @property
     def stats(self) -> dict:
@@ -321,7 +295,8 @@ class ChangeTracker:
         first = not self._differ.primed
         plan = None
         if self._res is not None:
-            if not (rows.flags.c_contiguous and rows.flags.writeable):
+            fl = rows.flags
+            if not (fl.c_contiguous and fl.writeable):
                 rows = np.array(rows)
             gproc, plan = owners_before_diff(self, rows, first)
         else:
@@ -429,22 +404,45 @@ class ChangeTracker:
         return out, (lambda _pids: (codes, local)), extra
 
 
-def _sleep_select(feed, waker, end: int) -> None:
-    """``ChangeTracker.sleep`` where select() can wait on both descriptors: to the
-    microsecond, so one wake-up where poll's whole milliseconds need two."""
-    import select
-    import time
-
-    fds = [feed.fileno(), waker.fileno()]
+def _sleep_select(feed, waker, end: int, fds: list[int]) -> None:
+    """``ChangeTracker.sleep`` where select() can wait on both descriptors ``fds`` (the
+    feed's, the waker's): to the microsecond, so one wake-up where poll's whole
+    milliseconds need two."""
     while True:
         left = end - time.monotonic_ns()
         if left <= 0:
             return
-        ready = select.select(fds, [], [], left / 1e9)[0]
+        ready = select.select(fds, (), (), left / 1e9)[0]
+        if not ready:               # the deadline (nothing to read: no list searched)
+            continue
         if fds[1] in ready:
             waker.sleep(0.0001)         # consumes the wake-up byte(s)
             return
         if fds[0] in ready:
+            feed.drain()
+            left = end - time.monotonic_ns()
+            if left > 0:
+                waker.sleep(min(left, 1_000_000) / 1e9)
+
+
+def _sleep_poll(feed, waker, end: int) -> None:
+    """``ChangeTracker.sleep`` with poll(), not select(): select fails for fds above 1023."""
+    fd, wfd = feed.fileno(), waker.fileno()
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    p.register(wfd, select.POLLIN)
+    while True:
+        left = end - time.monotonic_ns()
+        if left <= 0:
+            return
+        if left < 1_000_000:  # poll counts whole milliseconds
+            time.sleep(left / 1e9)
+            return
+        r = {f for f, _ in p.poll(left // 1_000_000)}
+        if wfd in r:
+            waker.sleep(0.0001)         # consumes the wake-up byte(s)
+            return
+        if fd in r:
             feed.drain()
             left = end - time.monotonic_ns()
             if left > 0:
@@ -460,17 +458,15 @@ def _marker(tr: ChangeTracker, n: int, kf: bool, wall_ns: int, names):
         out = np.zeros(1, ROW_DTYPE)
         out["state"] = _CLOSED
         codes = np.full(1, -1, np.int32)
-        m = tr._quiet = (out, out["inode"], np.array([EV_SNAPSHOT], np.uint8),
-                         np.array([EV_KEYFRAME], np.uint8), np.ones(1, bool), np.zeros(1, np.int64),
-                         np.zeros(1, tr._info_dtype) if tr.tcp_info else None,
-                         lambda _pids: (codes, []))
-    out, inode, ev_snap, ev_kf, seen, ts, oi, codes_of = m
+        seen, ts = np.ones(1, bool), np.zeros(1, np.int64)
+        tail: tuple = (np.zeros(1, tr._info_dtype),) if tr.tcp_info else ()
+        # the two extra tuples (snapshot, keyframe), made once: they hold the same arrays
+        m = tr._quiet = (out, out["inode"], ts, (np.array([EV_SNAPSHOT], np.uint8), seen, ts, *tail),
+                         (np.array([EV_KEYFRAME], np.uint8), seen, ts, *tail), lambda _pids: (codes, []))
+    out, inode, ts, x_snap, x_kf, codes_of = m
     inode[0] = n
     ts[0] = wall_ns
-    extra: tuple = (ev_kf if kf else ev_snap, seen, ts)
-    if oi is not None:
-        extra = (*extra, oi)
-    return out, (None if names is None else codes_of), extra
+    return out, (None if names is None else codes_of), (x_kf if kf else x_snap)
 
 
 def owners_before_diff(tr: ChangeTracker, rows: np.ndarray, first: bool):
@@ -478,7 +474,13 @@ def owners_before_diff(tr: ChangeTracker, rows: np.ndarray, first: bool):
     (to be completed by ``owners_after_diff`` when ``plan`` is not None: the diff carries owners
     over, ``Differ.diff(carry=plan)``) -- else every row looked up here."""
     res = tr._res
-    g = np.empty(len(rows), np.int32)
+    n = len(rows)
+    g = tr._gbuf
+    if len(g) < n:
+        g = tr._gbuf = np.empty(n + (n >> 3), np.int32)
+    # rewritten every snapshot (the diff writes every carried code, owners_after_diff the
+    # rest); nothing keeps it past step: the Differ copies its codes
+    g = g[:n]
     plan = res.begin_rows()
     tr._stale = None
     if plan is not None and not first:
@@ -511,6 +513,9 @@ def owners_refound(tr: ChangeTracker, back: np.ndarray, g: np.ndarray) -> np.nda
 
 def forget_closed(tr: ChangeTracker, closed: np.ndarray) -> None:
     """``defer_pids``: the resolver's entries of the sockets gone from the table."""
+    if not len(closed) and tr._stale is None:
+        tr._res.forget(_NO_U64, _NO_U64)     # (ends the take: forget is always called)
+        return
     ino, ck = closed["inode"], closed["cookie"]
     if tr._stale is not None:
         ino = np.concatenate([ino, tr._stale[0]])
@@ -560,24 +565,6 @@ def refind(tr: ChangeTracker, closed: np.ndarray):
         return None
     tr.refound += len(now)
     return now, pos
-
-
-def carry_info(differ, rows: np.ndarray, info, dtype):
-    """The snapshot's tcp_info rows; where none were taken (``--tcp-info-every``
-    slower than the table), each row's as the last snapshot holds it (``differ``'s; zeros
-    for a row it does not hold: no tcp_info)."""
-    if info is not None:
-        return np.ascontiguousarray(info)
-    out = np.zeros(len(rows), dtype)
-    prev = differ.info
-    if prev is not None and len(rows) and differ.primed:
-        try:
-            at = differ.lookup(rows["cookie"])
-        except RuntimeError:
-            return out
-        hit = at >= 0
-        out[hit] = prev[at[hit]]
-    return out
 
 
 def open_destroy_feed(required: bool = False):
