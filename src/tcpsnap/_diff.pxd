@@ -25,16 +25,3 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
 # Index into cur of the row with this cookie, after diff_tables (-1: none).
 cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
                             uint64_t cookie) noexcept nogil
-
-# The common case, without the hash: cur[:n] holds prev[:n]'s identities in the same order
-# (a table that did not change, or only in place). Fills ev_idx/ev_code as diff_tables
-# would and writes the rows that changed (and their process codes) into prev, their old
-# bytes into undo_rows/undo_proc/undo_idx (capacity n; *n_undo of them). Returns the number
-# of events, or -1 (prev as it was, *n_undo 0) at the first position whose identity differs.
-# The slots diff_tables left for prev stay valid for diff_lookup.
-cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
-                              const int32_t *cproc, Py_ssize_t n, int keyframe,
-                              int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
-                              int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
-                              carry_args *ca) noexcept nogil

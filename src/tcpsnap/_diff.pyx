@@ -42,66 +42,33 @@ from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
 
-from tcpsnap._diffrow cimport (BLOCK, EV_CHANGED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES, EV_STATE,
-                              NO_EVENT, carry_one, carry_reset, classify, event_of, fixup_rows, hash_row,
-                              cookies_arg, key_set, mix64, need_row, same_id)
+from tcpsnap._diffrow cimport (AHEAD, BLOCK, EV_CHANGED, EV_COUNTERS, EV_KEYFRAME, EV_OPENED, EV_QUEUES,
+                              EV_STATE, NO_EVENT, B_PREV, B_PPROC, B_OLD, B_OLDPROC, B_UNDO, B_EVI, B_EVC,
+                              B_NEED, B_NEEDI, B_STI, B_STC, B_PIDS, B_POUT, B_COUNT, carry_one, carry_ptr,
+                              carry_reset, classify, contig_ptr, cookies_arg, event_of, fixup_rows, hash_row,
+                              diff_in_place, key_set, mix64, need_row, same_id, set_items)
 from tcpsnap._row cimport get_buffer
 from tcpsnap._schema import ROW_DTYPE
 
-cdef Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
-                              const int32_t *cproc, Py_ssize_t n, int keyframe,
-                              int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
-                              int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
-                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
-                              carry_args *ca) noexcept nogil:
-    cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
-    cdef Py_ssize_t i = 0, k, ne = 0, nu = 0, end
-    cdef uint8_t m, code
-    while i < n:
-        if ca != NULL:
-            # owners first, a block at a time while its rows are in the cache (an identity
-            # out of place is left alone: the hash diff takes over below)
-            end = min(i + BLOCK, n)
-            for k in range(i, end):
-                if not same_id(&cur[k], &prev[k]):
-                    break
-                carry_one(prev, pproc, k, cur_w, cproc_w, k, ca)
-        if not with_info and i + BLOCK <= n and memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0 \
-                and memcmp(&cproc[i], &pproc[i], BLOCK * sizeof(int32_t)) == 0:
-            # a block of rows alike, byte for byte (one memcmp, not one a row): unchanged
-            if keyframe:
-                for k in range(i, i + BLOCK):
-                    ev_idx[ne] = k
-                    ev_code[ne] = EV_KEYFRAME
-                    ne += 1
-            i += BLOCK
-            continue
-        end = min(i + BLOCK, n)
-        while i < end:
-            if not same_id(&cur[i], &prev[i]):
-                # another table: put back what was written and let the hash diff do it
-                for k in range(nu):
-                    memcpy(&prev[undo_idx[k]], &undo_rows[k], sizeof(tcpsnap_row))
-                    pproc[undo_idx[k]] = undo_proc[k]
-                n_undo[0] = 0
-                return -1
-            m = classify(prev, pproc, i, cur, cproc, i, with_info, info)
-            if m != 1 and (memcmp(&cur[i], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[i] != pproc[i]):
-                memcpy(&undo_rows[nu], &prev[i], sizeof(tcpsnap_row))
-                undo_proc[nu] = pproc[i]
-                undo_idx[nu] = i
-                nu += 1
-                memcpy(&prev[i], &cur[i], sizeof(tcpsnap_row))
-                pproc[i] = cproc[i]
-            code = event_of(m, keyframe)
-            if code != NO_EVENT:
-                ev_idx[ne] = i
-                ev_code[ne] = code
-                ne += 1
-            i += 1
-    n_undo[0] = nu
-    return ne
+INT32 = np.dtype(np.int32)
 
+
+cdef inline check_array(object arr, str name, object dtype, str dtype_name):
+    """Differ.diff's check of cur and cproc: TypeError unless a numpy array, ValueError
+    unless 1-D of ``dtype`` (the same dtype object: no numpy call to compare)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, not {type(arr).__name__}")
+    d = arr.dtype
+    if (d is not dtype and d != dtype) or arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-dimensional array of {dtype_name}, "
+                         f"got {arr.ndim} dimensions of dtype {arr.dtype!r}")
+
+
+cdef inline object keys_of(object keys):
+    """key_set, but (None, 0) at once for an empty array (every quiet snapshot's)."""
+    if isinstance(keys, np.ndarray) and len(keys) == 0:
+        return None, 0
+    return key_set(keys)
 
 cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t np,
                              const tcpsnap_row *cur, const int32_t *cproc, Py_ssize_t nc,
@@ -225,6 +192,9 @@ cdef class Differ:
     cdef object _cur, _cproc     # ...its table and codes
     cdef Py_ssize_t n_need, n_stale, ne_carry
     cdef bint pids_overflow
+    cdef list _held              # the arrays whose data pointers _bp keeps (held: never stale)
+    cdef void *_bp[B_COUNT]
+    cdef object _no_idx, _no_code, _no_u64, _pid_out   # results kept from call to call
 
     def __init__(self, info_mask=None):
         """``info_mask``: for ``diff(..., info=)``, one uint8 per byte of a tcp_info row,
@@ -263,6 +233,25 @@ cdef class Differ:
         self._need_i = np.zeros(0, np.int64)
         self.carrying = False
         self.n_need = self.n_stale = 0
+        self._held = [None] * B_COUNT
+        self._no_idx, self._no_code = np.zeros(0, np.int64), np.zeros(0, np.uint8)
+        self._no_u64 = np.zeros(0, np.uint64)
+        self._pid_out = np.zeros(0, np.uint32)
+
+    cdef void *_buf(self, object arr, int k, Py_ssize_t itemsize) except? NULL:
+        """The data of one of the Differ's own arrays (``k``: which), looked up only when
+        that array is another than the last time (none of them is ever resized)."""
+        cdef Py_ssize_t n2
+        if self._held[k] is not arr:
+            self._bp[k] = <void *>_ptr(arr, itemsize, &n2)
+            self._held[k] = arr
+        return self._bp[k]
+
+    cdef tuple _events(self, Py_ssize_t ne):
+        """The first ne events (views of the buffers; the same empty arrays when none)."""
+        if ne == 0:
+            return self._no_idx, self._no_code
+        return self._ev_idx[:ne], self._ev_code[:ne]
 
     def reset(self):
         """Forget the previous snapshot: the next diff opens every row."""
@@ -329,20 +318,19 @@ cdef class Differ:
         (``carried()[0]``: the caller fills those, then ``fixup()`` gives the events).
         RuntimeError without a previous table."""
         cdef Py_ssize_t nc, npv = self.n_prev, n2, want, ne, nu = 0
-        cdef const tcpsnap_row *cp
+        cdef const tcpsnap_row *cp = NULL
         cdef tcpsnap_row *pw
         cdef tcpsnap_row *uw
         cdef int32_t *ppw
         cdef int32_t *upw
         cdef int64_t *uiw
-        cdef const int32_t *cpp
+        cdef const int32_t *cpp = NULL
         cdef diff_result res
-        for name, arr, dtype, dtype_name in (("cur", cur, ROW_DTYPE, "ROW_DTYPE"), ("cproc", cproc, np.int32, "int32")):
-            if not isinstance(arr, np.ndarray):
-                raise TypeError(f"{name} must be a numpy array, not {type(arr).__name__}")
-            if arr.dtype != dtype or arr.ndim != 1:
-                raise ValueError(f"{name} must be a 1-dimensional array of {dtype_name}, "
-                                 f"got {arr.ndim} dimensions of dtype {arr.dtype!r}")
+        # (at a snapshot a second every call here runs with cold caches, where each numpy
+        # call costs microseconds: the checks, pointers and results of the common case
+        # below make none)
+        check_array(cur, "cur", ROW_DTYPE, "ROW_DTYPE")
+        check_array(cproc, "cproc", INT32, "int32")
         if len(cproc) != len(cur):
             raise ValueError(f"cproc holds {len(cproc)} process codes for {len(cur)} rows of cur: "
                              "diff needs as many")
@@ -366,13 +354,20 @@ cdef class Differ:
         if carry is not None:
             if not self.primed:
                 raise RuntimeError("diff(carry=) needs a previous table")
-            for name, arr in (("cur", cur), ("cproc", cproc)):
-                if not (arr.flags.c_contiguous and arr.flags.writeable):
-                    raise ValueError(f"diff(carry=) writes {name}: it must be C-contiguous and writeable")
-            dset, dm = key_set(carry[0])
-            cset, cm = key_set(carry[1])
-        cur = np.ascontiguousarray(cur)
-        cproc = np.ascontiguousarray(cproc)
+            cw = <tcpsnap_row *>carry_ptr(cur, "cur")
+            cpw = <int32_t *>carry_ptr(cproc, "cproc")
+            cp, cpp = cw, cpw
+            dset, dm = keys_of(carry[0])
+            cset, cm = keys_of(carry[1])
+        else:
+            cp = <const tcpsnap_row *>contig_ptr(cur)
+            if cp == NULL:
+                cur = np.ascontiguousarray(cur)
+                cp = <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
+            cpp = <const int32_t *>contig_ptr(cproc)
+            if cpp == NULL:
+                cproc = np.ascontiguousarray(cproc)
+                cpp = <const int32_t *>_ptr(cproc, 4, &n2)
         nc = len(cur)
         if carry is not None:
             if len(self._need) < max(nc, 1):
@@ -383,11 +378,11 @@ cdef class Differ:
             ca.dmask = dm
             ca.chg = NULL if cset is None else <const uint64_t *>_ptr(cset, 8, &n2)
             ca.cmask = cm
-            ca.need_j = <int64_t *>_ptr(self._need, 8, &n2)
-            ca.need_i = <int64_t *>_ptr(self._need_i, 8, &n2)
-            ca.stale_ino = <uint64_t *>_ptr(self._stale_ino, 8, &n2)
-            ca.stale_ck = <uint64_t *>_ptr(self._stale_ck, 8, &n2)
-            ca.pids = <uint64_t *>_ptr(self._pids, 8, &n2)
+            ca.need_j = <int64_t *>self._buf(self._need, B_NEED, 8)
+            ca.need_i = <int64_t *>self._buf(self._need_i, B_NEEDI, 8)
+            ca.stale_ino = <uint64_t *>self._buf(self._stale_ino, B_STI, 8)
+            ca.stale_ck = <uint64_t *>self._buf(self._stale_ck, B_STC, 8)
+            ca.pids = <uint64_t *>self._buf(self._pids, B_PIDS, 8)
             ca.pmask = len(self._pids) - 1
             carry_reset(&ca, len(self._pids))
             cap = &ca
@@ -398,16 +393,10 @@ cdef class Differ:
             self._matched = np.zeros(k, np.uint8)
             self._ev_idx = np.zeros(k, np.int64)
             self._ev_code = np.zeros(k, np.uint8)
-        cp = NULL
-        cpp = NULL
-        if nc:
-            cp = <const tcpsnap_row *>_ptr(cur, sizeof(tcpsnap_row), &n2)
-            cpp = <const int32_t *>_ptr(cproc, 4, &n2)
-            if cap != NULL:
-                cw = <tcpsnap_row *>cp       # the same buffers, checked writeable above
-                cpw = <int32_t *>cpp
-        cdef int64_t *ei = <int64_t *>_ptr(self._ev_idx, 8, &n2)
-        cdef uint8_t *ec = <uint8_t *>_ptr(self._ev_code, 1, &n2)
+        if not nc:
+            cp, cpp, cw, cpw = NULL, NULL, NULL, NULL
+        cdef int64_t *ei = <int64_t *>self._buf(self._ev_idx, B_EVI, 8)
+        cdef uint8_t *ec = <uint8_t *>self._buf(self._ev_code, B_EVC, 1)
         if info is not None and self._pinfo is not None and self._pinfo.dtype.itemsize == w \
                 and nc and npv:
             ia.prev = <const uint8_t *>_ptr(self._pinfo, w, &n2)
@@ -424,11 +413,11 @@ cdef class Differ:
                 self._oldproc = np.zeros(len(self._old), np.int32)
             if len(self._undo_idx) < nc:
                 self._undo_idx = np.zeros(max(nc, len(self._prev)), np.int64)
-            pw = <tcpsnap_row *>_ptr(self._prev, sizeof(tcpsnap_row), &n2)
-            ppw = <int32_t *>_ptr(self._pproc, 4, &n2)
-            uw = <tcpsnap_row *>_ptr(self._old, sizeof(tcpsnap_row), &n2)
-            upw = <int32_t *>_ptr(self._oldproc, 4, &n2)
-            uiw = <int64_t *>_ptr(self._undo_idx, 8, &n2)
+            pw = <tcpsnap_row *>self._buf(self._prev, B_PREV, sizeof(tcpsnap_row))
+            ppw = <int32_t *>self._buf(self._pproc, B_PPROC, 4)
+            uw = <tcpsnap_row *>self._buf(self._old, B_OLD, sizeof(tcpsnap_row))
+            upw = <int32_t *>self._buf(self._oldproc, B_OLDPROC, 4)
+            uiw = <int64_t *>self._buf(self._undo_idx, B_UNDO, 8)
             with nogil:
                 ne = diff_in_place(pw, ppw, cp, cpp, nc, keyframe, ei, ec, uw, upw, uiw, &nu, iap,
                                    cw, cpw, cap)
@@ -440,7 +429,7 @@ cdef class Differ:
                 self._pinfo, self._oldinfo = self._oldinfo, self._pinfo
                 self._keep_info(info, nc)
                 self.can_rollback = True
-                return self._ev_idx[:ne], self._ev_code[:ne], self._no_rows, self._no_proc, False
+                return self._events(ne) + (self._no_rows, self._no_proc, False)
         want = 64
         while want < 2 * nc:
             want *= 2
@@ -518,9 +507,22 @@ cdef class Differ:
             pids = pids[pids != 0].astype(np.uint32)
             self._pids = np.zeros(2 * len(self._pids), np.uint64)
         else:
-            pids = self._pids[self._pids != 0].astype(np.uint32)
+            pids = self._carried_pids()
+        if self.n_need == 0 and self.n_stale == 0:
+            return self._no_idx, pids, self._no_u64, self._no_u64
         return (self._need[:self.n_need], pids, self._stale_ino[:self.n_stale],
                 self._stale_ck[:self.n_stale])
+
+    cdef object _carried_pids(self):
+        """The pid set's pids (uint32, in its order): the array returned last time while
+        they are the same (a table's owners seldom change), else a new one."""
+        cdef const uint64_t *st = <const uint64_t *>self._buf(self._pids, B_PIDS, 8)
+        cdef Py_ssize_t m = len(self._pids), n, n2
+        if set_items(st, m, <uint32_t *>self._buf(self._pid_out, B_POUT, 4), len(self._pid_out), False) < 0:
+            out = np.empty(m, np.uint32)
+            n = set_items(st, m, <uint32_t *>_ptr(out, 4, &n2), m, True)
+            self._pid_out = out[:n]
+        return self._pid_out
 
     def fixup(self):
         """After ``diff(carry=)`` and the lookups: ``(ev_idx, ev_code)`` as a diff of the
@@ -533,7 +535,7 @@ cdef class Differ:
         cur, cproc = self._cur, self._cproc
         self._cur = self._cproc = None
         if not self.n_need:
-            return self._ev_idx[:ne], self._ev_code[:ne]
+            return self._events(ne)
         extra = np.zeros(self.n_need, np.int64)
         nu = self.n_undo
         nx = fixup_rows(<const int64_t *>_ptr(self._need, 8, &n2), <const int64_t *>_ptr(self._need_i, 8, &n2),

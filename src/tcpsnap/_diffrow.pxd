@@ -1,12 +1,30 @@
 # The diff's row-level C (_diff.pyx), inline: event codes, how two rows of one connection
-# compare, and changes mode's carry of owners (``Differ.diff(carry=)``: while the diff
-# matches rows, each takes its previous row's pid and process code; the rows whose owner
-# must be looked up again are listed, holding the previous values until ``Differ.fixup``
-# settles them). No module of its own.
+# compare, the diff in place (the common case), and changes mode's carry of owners
+# (``Differ.diff(carry=)``: while the diff matches rows, each takes its previous row's pid
+# and process code; the rows whose owner must be looked up again are listed, holding the
+# previous values until ``Differ.fixup`` settles them). No module of its own.
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 from tcpsnap._row cimport tcpsnap_row
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE
 from tcpsnap._u64set cimport u64set_add, u64set_has
+
+cdef extern from *:
+    # A prefetch on any compiler this module builds with (GCC, Clang, MSVC on x86; a no-op
+    # elsewhere): diff_in_place asks for the rows a few blocks ahead, both tables being out
+    # of the caches at a snapshot a second, and the hardware's own prefetch stopping at
+    # each 4 KiB page
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define tcpsnap_diff_prefetch(p) __builtin_prefetch((const void *)(p))
+    #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    #include <xmmintrin.h>
+    #define tcpsnap_diff_prefetch(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+    #else
+    #define tcpsnap_diff_prefetch(p) ((void)0)
+    #endif
+    """
+    void prefetch_row "tcpsnap_diff_prefetch"(const void *p) noexcept nogil
 
 # Event codes: the index of each name in changes.EVENTS (the `event` column's dictionary).
 cdef enum event_code:
@@ -99,6 +117,7 @@ cdef inline bint info_moved(const uint8_t *a, const uint8_t *b, const uint8_t *m
 cdef enum:
     NO_EVENT = 255    # _event: the row is not written
     BLOCK = 32        # diff_in_place: rows compared with one memcmp (3 KiB)
+    AHEAD = 3 * BLOCK # ...and prefetched this many rows ahead (~9 KiB: the memory's latency)
 
 
 cdef inline uint8_t classify(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t i,
@@ -240,6 +259,87 @@ cdef inline Py_ssize_t fixup_rows(const int64_t *nj, const int64_t *ni, Py_ssize
     return nx
 
 
+cdef inline Py_ssize_t set_items(const uint64_t *st, Py_ssize_t m, uint32_t *out, Py_ssize_t n_out,
+                                 bint write) noexcept nogil:
+    """The nonzero keys of the set st[:m], in its order, as uint32: written to out
+    (write), else compared with out[:n_out]. Their count; -1 where they differ from it."""
+    cdef Py_ssize_t k, n = 0
+    for k in range(m):
+        if st[k]:
+            if write:
+                out[n] = <uint32_t>st[k]
+            elif n >= n_out or out[n] != <uint32_t>st[k]:
+                return -1
+            n += 1
+    return n if write or n == n_out else -1
+
+
+cdef inline Py_ssize_t diff_in_place(tcpsnap_row *prev, int32_t *pproc, const tcpsnap_row *cur,
+                              const int32_t *cproc, Py_ssize_t n, int keyframe,
+                              int64_t *ev_idx, uint8_t *ev_code, tcpsnap_row *undo_rows,
+                              int32_t *undo_proc, int64_t *undo_idx, Py_ssize_t *n_undo,
+                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
+                              carry_args *ca) noexcept nogil:
+    """The common case of ``Differ.diff``, without the hash: cur[:n] holds prev[:n]'s
+    identities in the same order (a table that did not change, or only in place). Fills
+    ev_idx/ev_code as diff_tables would and writes the rows that changed (and their process
+    codes) into prev, their old bytes into undo_rows/undo_proc/undo_idx (capacity n; *n_undo
+    of them). Returns the number of events, or -1 (prev as it was, *n_undo 0) at the first
+    position whose identity differs. The slots diff_tables left for prev stay valid for
+    diff_lookup. With ``ca``, cur_w / cproc_w are cur / cproc, written as carry_args says."""
+    cdef bint with_info = info != NULL and info.cur != NULL and info.prev != NULL
+    cdef Py_ssize_t i = 0, k, ne = 0, nu = 0, end
+    cdef uint8_t m, code
+    while i < n:
+        if i + AHEAD + BLOCK <= n:
+            for k in range(0, BLOCK * sizeof(tcpsnap_row), 64):
+                prefetch_row(<const char *>&prev[i + AHEAD] + k)
+                prefetch_row(<const char *>&cur[i + AHEAD] + k)
+        if ca != NULL:
+            # owners first, a block at a time while its rows are in the cache (an identity
+            # out of place is left alone: the hash diff takes over below)
+            end = min(i + BLOCK, n)
+            for k in range(i, end):
+                if not same_id(&cur[k], &prev[k]):
+                    break
+                carry_one(prev, pproc, k, cur_w, cproc_w, k, ca)
+        if not with_info and i + BLOCK <= n and memcmp(&cur[i], &prev[i], BLOCK * sizeof(tcpsnap_row)) == 0 \
+                and memcmp(&cproc[i], &pproc[i], BLOCK * sizeof(int32_t)) == 0:
+            # a block of rows alike, byte for byte (one memcmp, not one a row): unchanged
+            if keyframe:
+                for k in range(i, i + BLOCK):
+                    ev_idx[ne] = k
+                    ev_code[ne] = EV_KEYFRAME
+                    ne += 1
+            i += BLOCK
+            continue
+        end = min(i + BLOCK, n)
+        while i < end:
+            if not same_id(&cur[i], &prev[i]):
+                # another table: put back what was written and let the hash diff do it
+                for k in range(nu):
+                    memcpy(&prev[undo_idx[k]], &undo_rows[k], sizeof(tcpsnap_row))
+                    pproc[undo_idx[k]] = undo_proc[k]
+                n_undo[0] = 0
+                return -1
+            m = classify(prev, pproc, i, cur, cproc, i, with_info, info)
+            if m != 1 and (memcmp(&cur[i], &prev[i], sizeof(tcpsnap_row)) != 0 or cproc[i] != pproc[i]):
+                memcpy(&undo_rows[nu], &prev[i], sizeof(tcpsnap_row))
+                undo_proc[nu] = pproc[i]
+                undo_idx[nu] = i
+                nu += 1
+                memcpy(&prev[i], &cur[i], sizeof(tcpsnap_row))
+                pproc[i] = cproc[i]
+            code = event_of(m, keyframe)
+            if code != NO_EVENT:
+                ev_idx[ne] = i
+                ev_code[ne] = code
+                ne += 1
+            i += 1
+    n_undo[0] = nu
+    return ne
+
+
 cdef inline object key_set(object keys):
     """An open-addressing set (uint64, 0 = empty, at most half full) of the nonzero
     ``keys``, and its mask; (None, 0) when there are none."""
@@ -283,3 +383,30 @@ cdef inline object cookies_arg(object cookies):
     elif a.dtype.kind not in "ub" and a.size:
         raise TypeError(f"cookies must be integers, got dtype {a.dtype!r}")
     return np.ascontiguousarray(a, dtype=np.uint64)
+
+
+# Differ._buf: the Differ's own buffers whose data pointers it keeps between calls
+cdef enum:
+    B_PREV, B_PPROC, B_OLD, B_OLDPROC, B_UNDO, B_EVI, B_EVC, B_NEED, B_NEEDI, B_STI, B_STC, B_PIDS, B_POUT, B_COUNT
+
+cdef inline void *carry_ptr(object arr, str name) except? NULL:
+    """The data of an array diff(carry=) writes, or ValueError unless C-contiguous and
+    writeable (numpy's buffer says both)."""
+    cdef Py_buffer b
+    try:
+        PyObject_GetBuffer(arr, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError):
+        raise ValueError(f"diff(carry=) writes {name}: it must be C-contiguous and writeable") from None
+    PyBuffer_Release(&b)                 # numpy buffers do not move while the array lives
+    return b.buf
+
+
+cdef inline const void *contig_ptr(object arr) except? NULL:
+    """The data of a C-contiguous numpy array, or NULL (not C-contiguous: copy it)."""
+    cdef Py_buffer b
+    try:
+        PyObject_GetBuffer(arr, &b, PyBUF_SIMPLE | PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError):
+        return NULL
+    PyBuffer_Release(&b)
+    return b.buf

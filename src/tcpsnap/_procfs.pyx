@@ -10,7 +10,7 @@ late a new one gets its pid, how stale entries are noticed) are written out in
 ``tcpsnap.pids``.
 """
 
-from cpython.buffer cimport PyBuffer_Release, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_C_CONTIGUOUS
 from libc.errno cimport errno, EACCES, EPERM, ENOENT, ENOMEM, ENOSYS, ESRCH, EINTR, EMFILE, ENFILE
 from libc.limits cimport INT_MAX
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, UINT32_MAX
@@ -22,6 +22,7 @@ from posix.stat cimport struct_stat, fstat
 import numpy as np
 
 from tcpsnap.frame import merge_names
+from tcpsnap._schema import ROW_DTYPE
 
 from tcpsnap._row cimport (tcpsnap_row, room, check_out_array, get_buffer, index_arg, int_arg, float_arg,
                            int_text)
@@ -919,6 +920,26 @@ cdef struct own_claim:     # a socket of ours (claim()), proven by its link, not
 
 
 # ---------------------------------------------------------------- the resolver
+
+U32, U64, I64 = np.dtype(np.uint32), np.dtype(np.uint64), np.dtype(np.int64)
+NO_U32, NO_U64 = np.zeros(0, np.uint32), np.zeros(0, np.uint64)   # begin_rows: no changes
+
+
+cdef const void *array_ptr(object arr, object dtype, bint write=False) except? NULL:
+    """The data of ``arr`` when it is a 1-D C-contiguous numpy array of this very dtype
+    object (and writeable, with ``write``), else NULL: the caller converts it or checks it
+    the slow way. At a snapshot a second the rows' calls run with cold caches, where each
+    numpy call costs microseconds; this one makes none."""
+    cdef Py_buffer b
+    if not isinstance(arr, np.ndarray) or arr.dtype is not dtype or arr.ndim != 1:
+        return NULL
+    try:
+        PyObject_GetBuffer(arr, &b, (PyBUF_WRITABLE if write else PyBUF_SIMPLE) | PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError):
+        return NULL
+    PyBuffer_Release(&b)                 # numpy buffers do not move while the array lives
+    return b.buf
+
 
 cdef class PidResolver:
     """Socket inode -> owning pid, cached between snapshots (see ``tcpsnap.pids``).
@@ -2285,6 +2306,8 @@ cdef class PidResolver:
         if full or self.full_next:
             self.nchg_pids = self.nchg_inodes = 0
             return None
+        if not self.nchg_pids and not self.nchg_inodes:
+            return NO_U32, NO_U64        # (every quiet take: nothing is written into them)
         pids = np.empty(self.nchg_pids, np.uint32)
         inodes = np.empty(self.nchg_inodes, np.uint64)
         if self.nchg_pids:
@@ -2317,19 +2340,22 @@ cdef class PidResolver:
         cdef bint all_rows = need is None
         if not self.rows_open:
             raise RuntimeError("end_rows without begin_rows")
-        check_out_array(rows, "rows")
+        if array_ptr(rows, ROW_DTYPE, True) == NULL:
+            check_out_array(rows, "rows")      # (what is wrong with it, or another dtype object)
         if not all_rows:
-            need = np.ascontiguousarray(need, np.int64)
+            ix = <const int64_t *>array_ptr(need, I64)
+            if ix == NULL:
+                need = np.ascontiguousarray(need, np.int64)
+                ix = <const int64_t *>(<size_t>need.ctypes.data)
             m = len(need)
             if m and (need.min() < 0 or need.max() >= len(rows)):
                 raise ValueError("need holds an index outside rows")
-            if m:
-                ix = <const int64_t *>(<size_t>need.ctypes.data)
         if carried is not None:
-            carried = np.ascontiguousarray(carried, np.uint32)
-            nc = len(carried)
-            if nc:
+            cp = <const uint32_t *>array_ptr(carried, U32)
+            if cp == NULL:
+                carried = np.ascontiguousarray(carried, np.uint32)
                 cp = <const uint32_t *>(<size_t>carried.ctypes.data)
+            nc = len(carried)
         get_buffer(rows, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS, "rows")
         try:
             cn = b.len // <Py_ssize_t>sizeof(tcpsnap_row)
@@ -2391,16 +2417,22 @@ cdef class PidResolver:
         their cookies: the rows the caller's diff found closed, or whose inode changed)
         are dropped, unless the inode now names another socket. ValueError for arrays of
         different lengths."""
-        cdef const uint64_t[::1] iv
-        cdef const uint64_t[::1] cv
+        cdef const uint64_t *iv = <const uint64_t *>array_ptr(inodes, U64)
+        cdef const uint64_t *cv = <const uint64_t *>array_ptr(cookies, U64)
         cdef Py_ssize_t k, n
         cdef sock_ent *e
         cdef size_t cap
-        iv = np.ascontiguousarray(inodes, np.uint64)
-        cv = np.ascontiguousarray(cookies, np.uint64)
-        if iv.shape[0] != cv.shape[0]:
-            raise ValueError(f"inodes and cookies differ in length ({iv.shape[0]} != {cv.shape[0]})")
-        n = iv.shape[0]
+        if iv == NULL:
+            inodes = np.ascontiguousarray(inodes, np.uint64)
+            iv = <const uint64_t *>array_ptr(inodes, U64)
+        if cv == NULL:
+            cookies = np.ascontiguousarray(cookies, np.uint64)
+            cv = <const uint64_t *>array_ptr(cookies, U64)
+        if iv == NULL or cv == NULL:
+            raise ValueError("inodes and cookies must be 1-dimensional")
+        if len(inodes) != len(cookies):
+            raise ValueError(f"inodes and cookies differ in length ({len(inodes)} != {len(cookies)})")
+        n = len(inodes)
         with nogil:
             for k in range(n):
                 if iv[k] == 0:
