@@ -117,7 +117,7 @@ cdef inline bint info_moved(const uint8_t *a, const uint8_t *b, const uint8_t *m
 cdef enum:
     NO_EVENT = 255    # _event: the row is not written
     BLOCK = 32        # diff_in_place: rows compared with one memcmp (3 KiB)
-    AHEAD = 3 * BLOCK # ...and prefetched this many rows ahead (~9 KiB: the memory's latency)
+    AHEAD = 3 * BLOCK # ...and prefetched this many rows ahead (9 KiB)
 
 
 cdef inline uint8_t classify(const tcpsnap_row *prev, const int32_t *pproc, Py_ssize_t i,
@@ -388,6 +388,7 @@ cdef inline object cookies_arg(object cookies):
 # Differ._buf: the Differ's own buffers whose data pointers it keeps between calls
 cdef enum:
     B_PREV, B_PPROC, B_OLD, B_OLDPROC, B_UNDO, B_EVI, B_EVC, B_NEED, B_NEEDI, B_STI, B_STC, B_PIDS, B_POUT, B_COUNT
+
 
 cdef inline void *carry_ptr(object arr, str name) except? NULL:
     """The data of an array diff(carry=) writes, or ValueError unless C-contiguous and
