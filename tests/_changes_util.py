@@ -13,6 +13,21 @@ INTERVAL_NS = 100_000_000
 WALL0 = 1_795_000_000 * 10**9
 
 
+class ManualClock:
+    """A clock the test moves by hand: ``mono`` (ns, starts at 0), the wall clock
+    ``wall0 + mono`` (a writer driven without its capture thread)."""
+
+    def __init__(self, wall0: int) -> None:
+        self.wall0 = wall0
+        self.mono = 0
+
+    def monotonic_ns(self) -> int:
+        return self.mono
+
+    def time_ns(self) -> int:
+        return self.wall0 + self.mono
+
+
 class SimClock:
     """Every ``time_ns()`` (one per snapshot, just before ``take()``) starts the next
     slot; ``monotonic_ns()`` is that slot's start plus 1 ms of capture. Before slot 0 (the

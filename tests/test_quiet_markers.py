@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("tcpsnap._quiet")
 
+from _changes_util import ManualClock
 from tcpsnap._events import EV_KEYFRAME, EV_OPENED, EV_SNAPSHOT
 from tcpsnap._schema import ROW_DTYPE
 from tcpsnap.record import journal as jn
@@ -29,15 +30,6 @@ T0 = 1_764_460_800_000_000_000
 SEC = 10**9
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.mono = 0
-
-    def monotonic_ns(self) -> int:
-        return self.mono
-
-    def time_ns(self) -> int:
-        return T0 + self.mono
 
 
 def marker(inode: int) -> np.ndarray:
@@ -125,7 +117,7 @@ def run(tmp_path, compiled: bool, tcp_info: bool, fsync: bool = False, fail_at: 
     """The script through a Writer thread: what a crash at each durable point keeps (the
     journal's bytes), the callbacks, the files' bytes, the writer's state."""
     schema = build_schema({"tcpsnap.mode": "changes"}, tcp_info=tcp_info)
-    clock = Clock()
+    clock = ManualClock(T0)
     rules = Rules(SEC, 3600 * SEC, SEC, 0, 24)  # alone: made durable as each batch comes
     pool = BatchPool(4, 64, 4096, True, lambda: None, tcp_info=tcp_info)
     root = SafeDir.open(tmp_path, create=True)

@@ -14,6 +14,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from _changes_util import ManualClock  # noqa: E402
 from tcpsnap._arrow import BatchEncoder, build_schema  # noqa: E402
 from tcpsnap._schema import ROW_DTYPE  # noqa: E402
 from tcpsnap.record.batch import STOP, BatchPool  # noqa: E402
@@ -25,15 +26,6 @@ T0 = 1_764_460_800_000_000_000
 SCHEMA = build_schema({"tcpsnap.mode": "full"})
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.mono = 0
-
-    def monotonic_ns(self) -> int:
-        return self.mono
-
-    def time_ns(self) -> int:
-        return T0 + self.mono
 
 
 def table_rows(n: int, seed: int) -> np.ndarray:
@@ -84,7 +76,7 @@ def record(tmp_path, snaps: list[np.ndarray], row_group_rows: int, batch_rows: i
            step_ns: int = 1_000_000) -> tuple[list, list[tuple]]:
     """Write ``snaps`` through a Writer thread; returns (finished files, each batch's
     encode() arguments for the reference)."""
-    clock = Clock()
+    clock = ManualClock(T0)
     rules = Rules(0, 3600 * 10**9, 10**9, 0, row_group_rows)
     pool = BatchPool(4, batch_rows, 4096, False, lambda: None)
     root = SafeDir.open(tmp_path / "rec", create=True)

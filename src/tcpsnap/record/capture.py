@@ -339,21 +339,7 @@ class Capture:
             # an empty snapshot still leaves a row: a quiet moment reads as 0, not as a gap
             rows, names, empty, info, placed = _EMPTY_SNAPSHOT, None, True, None, False
         n = len(rows)
-        b = self._cur
-        if b is not None and b.s and (b.file_key != key or not b.fits(n)):
-            # never for placed rows: run() placed them only in a batch of this key with room
-            assert not placed, "rows placed in a batch that is handed off"
-            self.handoff()
-            b = None
-        if b is None:
-            b = self._cur = self._pool.get()
-        if not b.s:            # its first snapshot (run() may have taken it from the pool)
-            b.file_key = key
-            b.t_first = t0
-            b.overruns += self._pending_overruns
-            self._pending_overruns = 0
-            if not b.fits(n):
-                b.grow(n)
+        b = batch_for(self, key, n, t0, placed)
         i, s = b.n, b.s
         if n and not placed:
             self.copied += 1
@@ -380,21 +366,7 @@ class Capture:
             _put_names(b, i, n, rows, names)
         else:
             b.proc[i:i + n] = -1
-        b.ts[s] = w
-        b.seq[s] = self.seq
-        b.cap[s] = cap
-        b.mono[s] = t0
-        b.empty[s] = empty
-        b.counts[s] = n
-        b.n = i + n
-        b.s = s + 1
-        if self.first_seq is None:
-            self.first_seq = self.seq
-        self.seq += 1
-        self.snapshots += 1
-        self.rows += 0 if empty else n - marks
-        if self.rules.hand_off(t0 - b.t_first):
-            self.handoff()
+        close_snapshot(self, b, i, s, n, w, t0, cap, empty, 0 if empty else n - marks)
 
     def handoff(self) -> None:
         """The current batch (if it holds a snapshot) to the writer."""
@@ -407,6 +379,50 @@ class Capture:
                 self._pool.put(b)
 
 
+def batch_for(c: Capture, key: Any, n: int, t0: int, placed: bool = False) -> Batch:
+    """The batch this snapshot of ``n`` rows (file ``key``, monotonic ``t0``) goes into:
+    the current one if it is of the same file and has room, else a new one from the
+    pool (the current one handed off)."""
+    b = c._cur
+    if b is not None and b.s and (b.file_key != key or not b.fits(n)):
+        # never for placed rows: run() placed them only in a batch of this key with room
+        assert not placed, "rows placed in a batch that is handed off"
+        c.handoff()
+        b = None
+    if b is None:
+        b = c._cur = c._pool.get()
+    if not b.s:            # its first snapshot (run() may have taken it from the pool)
+        b.file_key = key
+        b.t_first = t0
+        b.overruns += c._pending_overruns
+        c._pending_overruns = 0
+        if not b.fits(n):
+            b.grow(n)
+    return b
+
+
+def close_snapshot(c: Capture, b: Batch, i: int, s: int, n: int, w: int, t0: int, cap: int,
+                   empty: bool, counted: int) -> None:
+    """A snapshot's per-snapshot values into ``b`` (its rows at ``i``, ``n`` of them, are
+    there), the counters moved (``counted``: its connection rows), and the batch handed
+    off when the rules say so."""
+    b.ts[s] = w
+    b.seq[s] = c.seq
+    b.cap[s] = cap
+    b.mono[s] = t0
+    b.empty[s] = empty
+    b.counts[s] = n
+    b.n = i + n
+    b.s = s + 1
+    if c.first_seq is None:
+        c.first_seq = c.seq
+    c.seq += 1
+    c.snapshots += 1
+    c.rows += counted
+    if c.rules.hand_off(t0 - b.t_first):
+        c.handoff()
+
+
 def add_changes(c: Capture, rows: np.ndarray, names: Any, w: int, t0: int, cap: int) -> None:
     """``Capture.add`` in changes mode without filters, namespaces at their own rate or
     internals (``Capture._lean``): the same batch contents, through only the branches that
@@ -414,19 +430,7 @@ def add_changes(c: Capture, rows: np.ndarray, names: Any, w: int, t0: int, cap: 
     key = c.rules.file_key(t0, w)
     rows, names, extra = c.tracker.step(rows, names, w, t0, key)
     n = len(rows)
-    b = c._cur
-    if b is not None and b.s and (b.file_key != key or not b.fits(n)):
-        c.handoff()
-        b = None
-    if b is None:
-        b = c._cur = c._pool.get()
-    if not b.s:            # its first snapshot
-        b.file_key = key
-        b.t_first = t0
-        b.overruns += c._pending_overruns
-        c._pending_overruns = 0
-        if not b.fits(n):
-            b.grow(n)
+    b = batch_for(c, key, n, t0)
     i, s = b.n, b.s
     if n:
         c.copied += 1
@@ -456,21 +460,7 @@ def add_changes(c: Capture, rows: np.ndarray, names: Any, w: int, t0: int, cap: 
             _put_names(b, i, n, rows, names)
         else:
             b.proc[i:i + n] = -1
-    b.ts[s] = w
-    b.seq[s] = c.seq
-    b.cap[s] = cap
-    b.mono[s] = t0
-    b.empty[s] = False
-    b.counts[s] = n
-    b.n = i + n
-    b.s = s + 1
-    if c.first_seq is None:
-        c.first_seq = c.seq
-    c.seq += 1
-    c.snapshots += 1
-    c.rows += n
-    if c.rules.hand_off(t0 - b.t_first):
-        c.handoff()
+    close_snapshot(c, b, i, s, n, w, t0, cap, False, n)
 
 
 def _put_names(b: Batch, i: int, n: int, rows: np.ndarray, names: Any) -> None:
