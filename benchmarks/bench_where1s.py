@@ -44,7 +44,9 @@ ON = [False]
 CALLS: dict[str, list[int]] = defaultdict(list)
 
 
-def timed(f: Callable, label: str) -> Callable:
+def timed(f: Callable, label: str, starts: list[tuple[int, int]] | None = None) -> Callable:
+    """``f`` timed by thread CPU into ``CALLS[label]`` while measuring; with ``starts``, each
+    call's (thread CPU clock at its start, its duration) appended there too."""
     def w(*a: Any, **k: Any) -> Any:
         if not ON[0]:
             return f(*a, **k)
@@ -52,7 +54,10 @@ def timed(f: Callable, label: str) -> Callable:
         try:
             return f(*a, **k)
         finally:
-            CALLS[label].append(T() - t)
+            d = T() - t
+            CALLS[label].append(d)
+            if starts is not None:
+                starts.append((t, d))
     return w
 
 
@@ -67,17 +72,7 @@ TAKES: list[tuple[int, int]] = []
 def timed_take(f: Callable) -> Callable:
     """``take`` timed, and the capture thread's own CPU clock read at its start: between
     two takes' starts lies one whole snapshot cycle (take, add, the wait, the loop)."""
-    def w(*a: Any, **k: Any) -> Any:
-        if not ON[0]:
-            return f(*a, **k)
-        t = T()
-        try:
-            return f(*a, **k)
-        finally:
-            d = T() - t
-            CALLS["capture: take"].append(d)
-            TAKES.append((t, d))
-    return w
+    return timed(f, "capture: take", TAKES)
 
 
 def cycles(takes: list[tuple[int, int]]) -> list[int]:
