@@ -782,6 +782,7 @@ cdef struct name_req:
 cdef struct name_job:
     int state
     int block_fd               # tests: one byte is read from it before each lookup (-1: none)
+    double t0                  # when it was handed over: before any of its reads
     size_t n
     name_req *reqs
 
@@ -823,6 +824,7 @@ cdef struct check_req:    # one owner's link to re-read off the caller's thread
 
 cdef struct check_job:
     int state                  # as name_job
+    double t0, t1              # out: when the round began and ended (its fingerprints between)
     uint16_t round             # this round's number (low 16 bits)
     uint32_t fp_min            # PidResolver.backstop_min_links
     size_t n
@@ -855,6 +857,7 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
     if procfd == -2:
         end_job(&j.state, j.reqs, j, NJ_DONE)
         return
+    j.t0 = mono()
     qsort(j.reqs, j.n, sizeof(check_req), by_pid)
     while a < j.n:
         b = a + 1
@@ -903,6 +906,7 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
         if dirfd >= 0:
             close(dirfd)
         a = b
+    j.t1 = mono()
     end_job(&j.state, j.reqs, j, NJ_DONE)
 
 
@@ -1009,6 +1013,7 @@ cdef class PidResolver:
     cdef readonly unsigned long long check_jobs
     cdef readonly unsigned long long backstop_quiet   # backstop reads its owner's fingerprint spared
     cdef double last_check           # when the last check round started
+    cdef uint32_t check_epoch        # ...and the take (epoch) that handed it
     cdef uint32_t check_round        # check rounds handed out
     cdef uint32_t ncatchup           # processes whose links the next round reads all at once
     cdef double last_catchup         # when the map was last gone over for them
@@ -1289,6 +1294,8 @@ cdef class PidResolver:
         p.fp_round = 0
         p.catchup = 0
         p.catch_t = -1e300
+        p.fp_t = 1e300
+        p.name_lb = -1e300               # the walk's read: not timed (names_into re-reads it)
         p.vchg = 1
         p.seen = self.epoch
         p.checked = self.epoch
@@ -1454,7 +1461,14 @@ cdef class PidResolver:
                     if r.fp != 0 and r.fp != p.fp:
                         p.fp = r.fp      # it ran since: quiet from this round on, if it stays
                         p.fp_round = j.round
+                        p.fp_t = j.t1
                     elif r.fp != 0:
+                        if p.name_lb >= p.fp_t and j.t0 > p.name_time:
+                            # its name was read after the round that first saw it quiet, and
+                            # it has not run since: still its name as of this round. A rename
+                            # takes running (exec, prctl, or a write to /proc/<pid>/comm,
+                            # which only its own threads may do), so no re-read is due yet
+                            p.name_time = j.t0
                         if <uint16_t>(j.round - p.fp_round) >= FP_SLIDE:
                             # quiet for long: its round moves up (stricter, never wrong) so
                             # that 16-bit rounds never wrap between it and its links' (each
@@ -1569,7 +1583,7 @@ cdef class PidResolver:
         their own, one round at a time and at most one per CHECK_PACE (the slices of the
         takes in between go together): while a round runs, takes check nothing and the
         slice waits; the next take after it ended merges it and starts the next round."""
-        cdef double f
+        cdef double f, dt, lag
         cdef size_t quota, i, mask, j
         cdef sock_ent *e
         cdef uint32_t q
@@ -1583,6 +1597,14 @@ cdef class PidResolver:
             # a round (a thread) at most every CHECK_PACE: at --interval 0 the slices of
             # several takes go together, rather than a thread per take
             starting = now - self.last_check >= CHECK_PACE
+            if (starting and self.check_epoch == self.epoch - 1 and not self.nshared
+                    and not self.ncatchup and not self.catchup_pos):
+                # and at most every other take, unless sockets with several holders are
+                # re-read every take or a catch-up pass goes on: a thread's wake-up costs
+                # more than a round's reads at --interval 1s. This take's slice waits for
+                # the next round; the slices are one take larger (below) so that each
+                # socket is still looked at within F
+                starting = False
         if starting and self.ncatchup and (self.catchup_pos or now - self.last_catchup >= CATCHUP_PACE):
             # a pass over the map for every owner flagged since (at most one started a
             # second), CATCHUP_MAX links a round, so that a round stays short
@@ -1599,11 +1621,16 @@ cdef class PidResolver:
             self._verify_one(e)
             j += 1
         if self.socks.count:
-            f = (now - self.last_take) / self._verify_interval if self._verify_interval > 0 else 1.0
-            if f < 1.0 / VERIFY_MIN_DIV:
-                f = 1.0 / VERIFY_MIN_DIV
-            if f > 1.0 / VERIFY_MAX_DIV:
-                f = 1.0 / VERIFY_MAX_DIV
+            dt = now - self.last_take
+            # in the background a slice may wait one take for its round (above): the lap
+            # then ends a take early -- over verify_interval less a take, within [31, 1023]
+            # takes -- so that the look comes no later than without the wait
+            lag = dt if bg else 0.0
+            f = dt / (self._verify_interval - lag) if self._verify_interval > 2 * lag else 1.0
+            if f < 1.0 / (VERIFY_MIN_DIV - bg):
+                f = 1.0 / (VERIFY_MIN_DIV - bg)
+            if f > 1.0 / (VERIFY_MAX_DIV - bg):
+                f = 1.0 / (VERIFY_MAX_DIV - bg)
             quota = <size_t>(self.socks.cap * f) + 1
             mask = self.socks.cap - 1
             for _ in range(quota):
@@ -1628,6 +1655,7 @@ cdef class PidResolver:
         self.nvdirs = 0
         if bg and starting:
             self.last_check = now
+            self.check_epoch = self.epoch
             self._start_checks()
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n, const int64_t *idx=NULL) noexcept nogil:
@@ -2501,6 +2529,7 @@ cdef class PidResolver:
                 self._note_pid(pid)
             memcpy(p.comm, comm, COMM_LEN)   # renamed (exec, prctl) or just confirmed
             p.name_time = now
+            p.name_lb = now
             p.checked = self.epoch
             p.seen = self.epoch
             return p.comm.decode("utf-8", "replace")
@@ -2727,6 +2756,7 @@ cdef class PidResolver:
         j.n = i
         j.state = NJ_RUNNING
         j.block_fd = self._name_block_fd
+        j.t0 = mono()
         if hand_job(&self.nworker, name_work, j, b"tcpsnap-names") != 0:
             free(j.reqs)
             free(j)
@@ -2758,6 +2788,7 @@ cdef class PidResolver:
             if memcmp(pe.comm, r.comm, COMM_LEN) != 0:
                 self._note_pid(pe.pid)   # renamed: its rows' name codes change
             memcpy(pe.comm, r.comm, COMM_LEN)
+            pe.name_lb = j.t0
             self.names_refreshed += 1
         free(j.reqs)
         free(j)
