@@ -50,8 +50,7 @@ cdef struct proc_ent:
     uint16_t fp_round     # ...the check round that first saw that fingerprint (low 16 bits)
     uint8_t catchup       # quiet: read all its links in the next round (PidResolver._verify)
     double catch_t        # when that was last done
-    double fp_t           # no earlier than the look that first saw fp (a check round's end)
-    double name_lb        # no later than its comm was last read from /proc (-1e300: unknown)
+    uint32_t look_round   # the check round its count is looked at in (PidResolver._queue_check)
     char comm[64]
 
 cdef struct pid_slot:     # pid -> index into procs; pid 0 = empty

@@ -782,7 +782,6 @@ cdef struct name_req:
 cdef struct name_job:
     int state
     int block_fd               # tests: one byte is read from it before each lookup (-1: none)
-    double t0                  # when it was handed over: before any of its reads
     size_t n
     name_req *reqs
 
@@ -824,7 +823,6 @@ cdef struct check_req:    # one owner's link to re-read off the caller's thread
 
 cdef struct check_job:
     int state                  # as name_job
-    double t0, t1              # out: when the round began and ended (its fingerprints between)
     uint16_t round             # this round's number (low 16 bits)
     uint32_t fp_min            # PidResolver.backstop_min_links
     size_t n
@@ -857,7 +855,6 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
     if procfd == -2:
         end_job(&j.state, j.reqs, j, NJ_DONE)
         return
-    j.t0 = mono()
     qsort(j.reqs, j.n, sizeof(check_req), by_pid)
     while a < j.n:
         b = a + 1
@@ -866,7 +863,11 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
         # the count, looked at before any link: a descriptor closed after this look is
         # a change the next look sees
         n = 0 if procfd < 0 else fd_count(procfd, j.reqs[a].pid)
-        moved = n == 0 or n != j.reqs[a].nfds or j.reqs[a].hot
+        moved = n == 0 or n != j.reqs[a].nfds
+        for i in range(a, b):
+            # hot: any of its requests (a round may hold the slices of two takes, the
+            # owner hot in the first only)
+            moved = moved or j.reqs[i].hot
         # the backstop's links of an owner whose count stayed: spared when none of its
         # threads ran since a round that saw the same fingerprint, and each link was
         # known right at or after that round (PidResolver._verify). Looked at after the
@@ -889,8 +890,8 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
                      and <uint16_t>(r.born - r.fp_round) < 0x8000)
             r.fp = fp
             r.quiet = quiet and r.must
-            if procfd < 0 or not (moved or r.must) or quiet:
-                continue
+            if procfd < 0 or not (moved or r.must) or quiet or r.fd < 0:
+                continue                 # (fd -1: a look at the count only)
             if not opened:
                 snprintf(path, sizeof(path), "%u/fd", r.pid)
                 dirfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -906,7 +907,6 @@ cdef void check_work(void *arg, int procfd) noexcept nogil:
         if dirfd >= 0:
             close(dirfd)
         a = b
-    j.t1 = mono()
     end_job(&j.state, j.reqs, j, NJ_DONE)
 
 
@@ -1294,8 +1294,7 @@ cdef class PidResolver:
         p.fp_round = 0
         p.catchup = 0
         p.catch_t = -1e300
-        p.fp_t = 1e300
-        p.name_lb = -1e300               # the walk's read: not timed (names_into re-reads it)
+        p.look_round = 0
         p.vchg = 1
         p.seen = self.epoch
         p.checked = self.epoch
@@ -1419,7 +1418,32 @@ cdef class PidResolver:
         return False
 
     cdef void _queue_check(self, sock_ent *e, proc_ent *p, bint must) noexcept nogil:
+        """``e``'s link to the next check round. A link that need not be read now (not
+        ``must``; its owner's count known and not hot) is read only if the round finds
+        the count moved, and then not in this round but when the cursor next reaches it
+        (hot: within a lap of the look): so it is not queued, only one look at its
+        owner's count per round (``inode`` 0) -- the round's work and its merge follow
+        the links that are read and the owners, not the slice."""
         cdef check_req *r
+        if not must and p.nfds != 0 and p.hot_until <= self.vvisits:
+            self.verify_skipped += 1         # read only if the look finds the count moved
+            if p.look_round == self.check_round + 1:
+                return                       # its look is queued already
+            p.look_round = self.check_round + 1
+            if grow(<void **>&self.cq, &self.capcq, self.ncq + 1, sizeof(check_req)) < 0:
+                return
+            r = &self.cq[self.ncq]
+            memset(r, 0, sizeof(check_req))
+            r.pid = p.pid
+            r.proc = e.proc
+            r.proc_gen = e.proc_gen
+            r.fd = -1
+            r.ok = 1
+            r.nfds = p.nfds
+            r.fp = p.fp
+            r.fp_round = p.fp_round
+            self.ncq += 1
+            return
         if grow(<void **>&self.cq, &self.capcq, self.ncq + 1, sizeof(check_req)) < 0:
             return                       # out of memory: this one waits for the next round
         r = &self.cq[self.ncq]
@@ -1461,14 +1485,7 @@ cdef class PidResolver:
                     if r.fp != 0 and r.fp != p.fp:
                         p.fp = r.fp      # it ran since: quiet from this round on, if it stays
                         p.fp_round = j.round
-                        p.fp_t = j.t1
                     elif r.fp != 0:
-                        if p.name_lb >= p.fp_t and j.t0 > p.name_time:
-                            # its name was read after the round that first saw it quiet, and
-                            # it has not run since: still its name as of this round. A rename
-                            # takes running (exec, prctl, or a write to /proc/<pid>/comm,
-                            # which only its own threads may do), so no re-read is due yet
-                            p.name_time = j.t0
                         if <uint16_t>(j.round - p.fp_round) >= FP_SLIDE:
                             # quiet for long: its round moves up (stricter, never wrong) so
                             # that 16-bit rounds never wrap between it and its links' (each
@@ -1482,12 +1499,20 @@ cdef class PidResolver:
                             # once a lap), plus a look at the map
                             p.catchup = 1
                             self.ncatchup += 1
+            if r.inode == 0:
+                continue                 # a look at the owner's count only
             if r.read:
                 self.verified += 1
             else:
                 self.verify_skipped += 1
                 self.backstop_quiet += r.quiet
-            if r.ok and not (r.read or r.quiet):
+            if r.ok and not r.read:
+                # not read, or spared (quiet): its born stays. Known right at or after the
+                # round that first saw the fingerprint, it stays spared while the owner
+                # stays quiet; when that round slides up (FP_SLIDE) past it, the link is
+                # read once more at its next backstop look, which brings it up (born never
+                # falls 2**15 rounds behind). Not writing it here keeps the merge to the
+                # links read and the owners: no map slot per spared link
                 continue
             e = smap_find(&self.socks, r.inode)
             if (e == NULL or e.state != SK_OWNED or e.cookie != r.cookie or e.proc != r.proc
@@ -1554,6 +1579,7 @@ cdef class PidResolver:
             return
         self.cjob = j
         self.check_jobs += 1
+        self.check_epoch = self.epoch
 
     cdef void _release_jobs(self) noexcept nogil:
         """The resolver is done with its name and check jobs (closing): each is freed
@@ -1655,7 +1681,6 @@ cdef class PidResolver:
         self.nvdirs = 0
         if bg and starting:
             self.last_check = now
-            self.check_epoch = self.epoch
             self._start_checks()
 
     cdef int _rows_pass(self, tcpsnap_row *rows, Py_ssize_t n, const int64_t *idx=NULL) noexcept nogil:
@@ -2529,7 +2554,6 @@ cdef class PidResolver:
                 self._note_pid(pid)
             memcpy(p.comm, comm, COMM_LEN)   # renamed (exec, prctl) or just confirmed
             p.name_time = now
-            p.name_lb = now
             p.checked = self.epoch
             p.seen = self.epoch
             return p.comm.decode("utf-8", "replace")
@@ -2756,7 +2780,6 @@ cdef class PidResolver:
         j.n = i
         j.state = NJ_RUNNING
         j.block_fd = self._name_block_fd
-        j.t0 = mono()
         if hand_job(&self.nworker, name_work, j, b"tcpsnap-names") != 0:
             free(j.reqs)
             free(j)
@@ -2788,7 +2811,6 @@ cdef class PidResolver:
             if memcmp(pe.comm, r.comm, COMM_LEN) != 0:
                 self._note_pid(pe.pid)   # renamed: its rows' name codes change
             memcpy(pe.comm, r.comm, COMM_LEN)
-            pe.name_lb = j.t0
             self.names_refreshed += 1
         free(j.reqs)
         free(j)
