@@ -1606,9 +1606,12 @@ cdef class PidResolver:
         (``_saw_count``) --, and a slice VERIFY_BACKSTOP times thinner whose links are
         read whatever the count says, so each is read within VERIFY_BACKSTOP times that.
         With ``background`` (after the first walk) the links are read on a thread of
-        their own, one round at a time and at most one per CHECK_PACE (the slices of the
-        takes in between go together): while a round runs, takes check nothing and the
-        slice waits; the next take after it ended merges it and starts the next round."""
+        their own, one round at a time and at most one per CHECK_PACE and every other
+        take (the slices of the takes in between go together; while there are shared
+        sockets or a catch-up pass goes on, every take): while a round runs, takes check
+        nothing and the slice waits; the next take after it ended merges it and starts
+        the next round. There a quiet owner's links that need no read now are not queued
+        (``_queue_check``): one look at its count per round."""
         cdef double f, dt, lag
         cdef size_t quota, i, mask, j
         cdef sock_ent *e

@@ -79,14 +79,21 @@ Staying right between walks
       close, hand-off): ``take()`` re-reads the owner's ``/proc/<pid>/fd/<fd>`` link.
       Sockets that several processes held when they were resolved -- how an owner
       usually changes -- are re-read on every snapshot (in the background: every
-      round, rounds at least 50 ms apart). All others are looked at a slice per
+      round, rounds at least 50 ms apart, one every snapshot while there are such
+      sockets). All others are looked at a slice per
       snapshot, each at least once every F = **max(verify_interval, 32 snapshots)**
       (10 s by default; in the background, plus 50 ms, one round R and one snapshot
       interval), but their links are read only when the owner's count of open
       descriptors (Linux >= 6.2: the ``st_size`` of ``/proc/<pid>/fd``, one ``stat``
       per owner per round, taken first for a new owner by the walk that resolved it)
       moved since the previous look at that owner; then each of its links is read
-      within the next F. A slower slice reads every link whatever the count says, each
+      within the next F (in the background: each when the slices next reach it, none
+      in the round of the look itself). In the background a round runs at most every
+      other snapshot unless such shared sockets wait or a catch-up pass (below) goes
+      on -- a thread's wake-up costs more than a round at 1 s -- the slice of the
+      snapshot in between going with the next round; so that F holds all the same, a
+      slice there is a snapshot larger (a lap over verify_interval less one snapshot
+      interval, 31 snapshots at least, rather than verify_interval and 32). A slower slice reads every link whatever the count says, each
       at least once every **4 F** (the backstop). So a change that moves the owner's
       count between two looks at it (one per round that reaches one of its sockets) is
       noticed within F of the look that sees it, as before; one that leaves the count
@@ -99,7 +106,8 @@ Staying right between walks
       round that first saw that fingerprint is still right and is not read. An owner
       first seen quiet has all its links read in the next rounds (1,024 a round at
       most; at most once per 4 F: one that keeps waking costs what the backstop did),
-      and none after while it stays quiet; one that ran is read as before, so the bounds above hold. An idle
+      and none after while it stays quiet (but for one read of each every 4,096
+      rounds of quiet, when the round its fingerprint dates from moves up); one that ran is read as before, so the bounds above hold. An idle
       owner of 10k sockets thus costs a ``stat`` and a fingerprint (~7 system calls) a
       round instead of ~160 ``readlinkat`` a second at 1 s (benchmarks/RESULTS.md,
       "Background threads at 1 s (session 8)"). Not seen by the fingerprint (so found

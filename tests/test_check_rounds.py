@@ -1,0 +1,97 @@
+"""How often the background resolver hands a check round (``PidResolver._verify``): at
+most every other take, the slice of the take in between going with the next round, so
+that at ``--interval 1s`` the check worker wakes every other second; every take while a
+socket that several processes held waits to be re-read (tcpsnap.pids: "re-read on every
+snapshot"). Each runs in a network namespace of its own: only this test's sockets in the
+table, so no other process's (a quiet one would start catch-up rounds, which go every
+take too)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution")
+
+if sys.platform.startswith("linux"):
+    from _sockets import closing_all, inode, pair
+    from tcpsnap import Snapshotter
+    from test_pids import _fork_keeping, _pid_of, fast
+
+INNER = "TCPSNAP_TEST_PRIVATE_NETNS"
+
+
+def _elsewhere(test: str) -> bool:
+    """Run ``test`` again in a network namespace of its own; True when that was done here
+    (the caller returns)."""
+    if os.environ.get(INNER):
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        return False
+    from conftest import CAN_UNSHARE_NET
+
+    if not CAN_UNSHARE_NET:
+        pytest.skip("needs unshare -n (root)")
+    p = subprocess.run(["unshare", "-n", sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        f"{__file__}::{test}"], env={**os.environ, INNER: "1"}, capture_output=True,
+                       text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-4000:] + p.stderr[-2000:]
+    return True
+
+
+def _rounds_per_take(snap, res, ino, takes):
+    """For each of ``takes`` takes: 1 if it handed a check round, else 0. Between takes,
+    more than the 50 ms pace, and time for a round of a few links to end (one still
+    running at a take makes it skip: the counts below allow a few)."""
+    got = []
+    for _ in range(takes):
+        before = res.stats["check_jobs"]
+        _pid_of(snap, ino)
+        got.append(res.stats["check_jobs"] - before)
+        time.sleep(0.15)
+    return got
+
+
+def test_a_check_round_at_most_every_other_take():
+    if _elsewhere("test_a_check_round_at_most_every_other_take"):
+        return
+    socks = [pair("127.0.0.1") for _ in range(40)]   # owned links in most slices
+    ino = inode(socks[0][2])
+    with closing_all(*[x for p in socks for x in p]), Snapshotter(pids=True) as snap:
+        res = fast(snap).resolver
+        res.background = True
+        res.verify_interval = 0.0
+        assert _pid_of(snap, ino) == os.getpid()
+        got = _rounds_per_take(snap, res, ino, 24)
+        assert set(got) <= {0, 1}
+        assert not any(a and b for a, b in zip(got, got[1:])), got   # never two in a row
+        assert sum(got) >= 8, got                                    # but every other one
+        assert _pid_of(snap, ino) == os.getpid()
+
+
+def test_a_check_round_every_take_while_a_shared_socket_waits():
+    """A socket two processes held when it was resolved (fork) is re-read every take:
+    a round at each one (each take merges the round the one before handed)."""
+    if _elsewhere("test_a_check_round_every_take_while_a_shared_socket_waits"):
+        return
+    lst, c, s = pair("127.0.0.1")
+    ino = inode(s)
+    r, w = os.pipe()
+    with closing_all(lst, c, s):
+        pid = _fork_keeping(r, w)
+        try:
+            with Snapshotter(pids=True) as snap:
+                res = fast(snap).resolver
+                res.verify_interval = 0.0
+                # the first walk in place, begun before the dump, records every holder
+                # (a background walk stops at the lowest): the socket is seen shared
+                assert _pid_of(snap, ino) == min(os.getpid(), pid)
+                res.background = True
+                got = _rounds_per_take(snap, res, ino, 12)
+                # every take but one whose round was still running (under load); at most
+                # every other take would be 6
+                assert sum(got) >= 9, got
+        finally:
+            os.close(w)
+            os.waitpid(pid, 0)
