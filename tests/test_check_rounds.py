@@ -95,3 +95,67 @@ def test_a_check_round_every_take_while_a_shared_socket_waits():
         finally:
             os.close(w)
             os.waitpid(pid, 0)
+
+
+# A child holding K connections (both ends) and a listener, idle on stdin; "fork-close":
+# a grandchild keeps every socket, the child closes its K accepted ends (its descriptor
+# count drops by K) and prints the grandchild's pid.
+K = 8
+CHILD = r"""
+import os, socket, sys, time
+k = int(sys.argv[1])
+lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(64)
+cs = [socket.create_connection(lst.getsockname()) for _ in range(k)]
+acc = [lst.accept()[0] for _ in range(k)]
+print(" ".join(str(os.fstat(a.fileno()).st_ino) for a in acc), flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(120); os._exit(0)
+    for a in acc:
+        a.close()
+    print(pid, flush=True)
+"""
+
+
+def test_a_count_that_moves_has_every_link_read_within_two_laps():
+    """The round that finds an owner's count moved reads none of its links (they are not
+    queued, only a look at the count): each is read when the slices next reach it, within
+    a lap of that look -- so all K sockets the owner handed to its child are found within
+    two laps of 31 takes (the look's, the reads'), where the backstop alone (a lap of 124)
+    would leave some."""
+    if _elsewhere("test_a_count_that_moves_has_every_link_read_within_two_laps"):
+        return
+    ch = subprocess.Popen([sys.executable, "-c", CHILD, str(K)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, bufsize=1)
+    gpid = 0
+    try:
+        inodes = [int(x) for x in ch.stdout.readline().split()]
+        with Snapshotter(pids=True) as snap:
+            res = fast(snap).resolver
+            res.background = True
+            res.verify_interval = 0.0
+            assert all(_pid_of(snap, i) == ch.pid for i in inodes[:1])
+            for _ in range(40):                    # its count looked at: known
+                snap.take()
+                time.sleep(0.02)
+            ch.stdin.write("fork-close\n")
+            ch.stdin.flush()
+            gpid = int(ch.stdout.readline())
+            found = {}
+            for t in range(2 * 31 + 6):
+                time.sleep(0.06)                   # a round at most every 50 ms
+                rows = snap.take()
+                for i in inodes:
+                    r = rows[rows["inode"] == i]
+                    assert len(r) == 1 and int(r["pid"][0]) in (ch.pid, gpid, 0)
+                    if int(r["pid"][0]) == gpid:
+                        found.setdefault(i, t)
+                if len(found) == K:
+                    break
+            assert len(found) == K, (found, res.stats)
+    finally:
+        if gpid:
+            os.kill(gpid, 9)                       # the child's child (reaped by init)
+        ch.kill()
+        ch.wait(10)
