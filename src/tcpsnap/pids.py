@@ -93,7 +93,8 @@ Staying right between walks
       on -- a thread's wake-up costs more than a round at 1 s -- the slice of the
       snapshot in between going with the next round; so that F holds all the same, a
       slice there is a snapshot larger (a lap over verify_interval less one snapshot
-      interval, 31 snapshots at least, rather than verify_interval and 32). A slower slice reads every link whatever the count says, each
+      interval, 31 snapshots at least, rather than verify_interval and 32). A slower
+      slice reads every link whatever the count says, each
       at least once every **4 F** (the backstop). So a change that moves the owner's
       count between two looks at it (one per round that reaches one of its sockets) is
       noticed within F of the look that sees it, as before; one that leaves the count
@@ -106,8 +107,10 @@ Staying right between walks
       round that first saw that fingerprint is still right and is not read. An owner
       first seen quiet has all its links read in the next rounds (1,024 a round at
       most; at most once per 4 F: one that keeps waking costs what the backstop did),
-      and none after while it stays quiet (but for one read of each every 4,096
-      rounds of quiet, when the round its fingerprint dates from moves up); one that ran is read as before, so the bounds above hold. An idle
+      and none after while it stays quiet (but for one read of each after 8,192
+      rounds of quiet and every 4,096 after, as the round its fingerprint dates from
+      moves up); one that
+      ran is read as before, so the bounds above hold. An idle
       owner of 10k sockets thus costs a ``stat`` and a fingerprint (~7 system calls) a
       round instead of ~160 ``readlinkat`` a second at 1 s (benchmarks/RESULTS.md,
       "Background threads at 1 s (session 8)"). Not seen by the fingerprint (so found
