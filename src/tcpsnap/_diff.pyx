@@ -513,6 +513,23 @@ cdef class Differ:
         return (self._need[:self.n_need], pids, self._stale_ino[:self.n_stale],
                 self._stale_ck[:self.n_stale])
 
+    def settle(self, end_rows):
+        """After ``diff(carry=)``, the quiet table's shortcut of ``carried`` and ``fixup``:
+        where no row needs a lookup, no inode changed and the pid set held every owner,
+        ``end_rows(cur, need, pids)`` is called with what ``carried()`` would give (an
+        empty int64 ``need``, the uint32 pids) and ``fixup()``'s ``(ev_idx, ev_code)`` is
+        returned; else None and nothing is done (``carried``, the lookups, ``fixup`` then).
+        An exception from ``end_rows`` leaves the diff waiting, as after ``carried()``.
+        RuntimeError without a diff(carry=) waiting for its fixup."""
+        if not self.carrying:
+            raise RuntimeError("settle() without a diff(carry=) waiting for its fixup()")
+        if self.n_need or self.n_stale or self.pids_overflow:
+            return None
+        end_rows(self._cur, self._no_idx, self._carried_pids())
+        self.carrying = False
+        self._cur = self._cproc = None
+        return self._events(self.ne_carry)
+
     cdef object _carried_pids(self):
         """The pid set's pids (uint32, in its order): the array returned last time while
         they are the same (a table's owners seldom change), else a new one."""
