@@ -66,8 +66,8 @@ def run(n: int, seed: int, use_settle: bool, steps: int = 40) -> list:
         d.diff(cur, g, k % 11 == 0, carry=(np.array(dead, np.uint32), np.array(chg, np.uint64)))
         calls: list = []
 
-        def end_rows(rows, need, pids, _calls=calls):
-            assert rows is cur
+        def end_rows(rows, need, pids, _calls=calls, _cur=cur):
+            assert rows is _cur
             _calls.append((np.asarray(need).tolist(), sorted(np.asarray(pids).tolist())))
 
         ev = d.settle(end_rows) if use_settle else None
