@@ -130,3 +130,58 @@ def test_settle_declines_what_must_be_looked_up():
     assert ev.tolist() == [] and code.tolist() == []
     with pytest.raises(RuntimeError):
         d.settle(boom)
+
+
+def model_need(prev: np.ndarray, cur: np.ndarray, dead: set, chg: set) -> list[int]:
+    """The rows a carry diff in place must list for a lookup (``_diffrow.carry_one``'s rule,
+    written out): another inode, no owner yet, an owner dead or a socket changed hands."""
+    need = []
+    for k in range(len(cur)):
+        p, c = prev[k], cur[k]
+        if c["inode"] == 0 and p["inode"] == 0:
+            continue
+        if (p["inode"] != c["inode"] or p["pid"] == 0 or int(p["pid"]) in dead
+                or int(c["inode"]) in chg):
+            need.append(k)
+    return need
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_carry_in_place_lists_what_the_rule_says(seed):
+    """Every row kind beside every other, in runs and alone (the common row's shortcut,
+    ``carry_same``, takes a row only where the rule lists nothing): rows with no owner
+    yet (pid 0, also where the pid set's last pids are 0), TIME_WAIT rows (no inode),
+    changed inodes, owners alternating, dead owners and changed sockets, and cookie-less
+    rows; the carried pids and codes, and the pid set, as the rule gives them."""
+    rng = np.random.default_rng(seed)
+    n = 700
+    prev = table(n, rng)
+    prev["pid"][rng.random(n) < 0.1] = 0                       # unresolved owners
+    tw = rng.random(n) < 0.05
+    prev["inode"][tw] = 0                                     # TIME_WAIT: no inode, no owner
+    prev["pid"][tw] = 0
+    if seed % 2:
+        prev["cookie"][rng.random(n) < 0.05] = 0              # cookie-less rows
+    codes = np.where(prev["pid"] == 0, -1, prev["pid"] // 100).astype(np.int32)
+    d = Differ()
+    d.diff(prev.copy(), codes.copy(), False)
+    cur = prev.copy()
+    cur["pid"] = 0
+    moved = rng.random(n) < 0.03
+    cur["inode"][moved & (cur["inode"] != 0)] += 10**6          # another socket, same cookie
+    dead = {300} if seed % 3 == 1 else set()
+    chg = {int(cur["inode"][5])} if seed % 3 == 2 and cur["inode"][5] else set()
+    g = np.zeros(n, np.int32)
+    d.diff(cur, g, False, carry=(np.array(sorted(dead), np.uint32), np.array(sorted(chg), np.uint64)))
+    assert d.in_place
+    need, pids, _, _ = d.carried()
+    assert need.tolist() == model_need(prev, cur, dead, chg)
+    both0 = (prev["inode"] == 0) & (cur["inode"] == 0)
+    want_pid = np.where(both0, 0, prev["pid"])
+    want_code = np.where(both0, -1, codes)
+    assert (cur["pid"] == want_pid).all() and (g == want_code).all()
+    listed = np.zeros(n, bool)
+    listed[need] = True
+    carried = {int(p) for p in prev["pid"][~listed & ~both0]}
+    assert sorted(pids.tolist()) == sorted(carried)
+    d.fixup()
