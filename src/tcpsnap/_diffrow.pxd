@@ -104,6 +104,24 @@ cdef inline bint same_id(const tcpsnap_row *a, const tcpsnap_row *b) noexcept no
     return a.family == b.family and memcmp((<const char *>a) + ID_OFF, (<const char *>b) + ID_OFF, ID_LEN) == 0
 
 
+cdef inline Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
+                            uint64_t cookie) noexcept nogil:
+    """Index into cur of the row with this cookie, after a diff (-1: none): the probe of the
+    slots it left."""
+    cdef uint64_t mask = <uint64_t>nslots - 1
+    cdef uint64_t h = mix64(cookie) & mask
+    cdef int32_t s
+    if cookie == 0:
+        return -1
+    while True:
+        s = slots[h]
+        if s == 0:
+            return -1
+        if cur[s - 1].cookie == cookie:
+            return s - 1
+        h = (h + 1) & mask
+
+
 cdef inline bint info_moved(const uint8_t *a, const uint8_t *b, const uint8_t *mask,
                         Py_ssize_t width) noexcept nogil:
     """Whether a byte ``mask`` marks differs between two tcp_info rows."""
