@@ -21,7 +21,3 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
                              int64_t *ev_idx, uint8_t *ev_code, int64_t *closed_idx,
                              const info_args *info, tcpsnap_row *cur_w, int32_t *cproc_w,
                              carry_args *ca) noexcept nogil
-
-# Index into cur of the row with this cookie, after diff_tables (-1: none).
-cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
-                            uint64_t cookie) noexcept nogil

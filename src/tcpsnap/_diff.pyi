@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import numpy as np
 
 class Differ:
@@ -24,6 +26,11 @@ class Differ:
         other than 1-D, or lengths that differ."""
     def carried(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """After diff(carry=): (need, pids, stale_inodes, stale_cookies)."""
+    def settle(
+        self, end_rows: Callable[[np.ndarray, np.ndarray, np.ndarray], object],
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """After diff(carry=) with nothing to look up: end_rows(cur, need, pids) called and the
+        events (ev_idx, ev_code) returned; else None (carried, fixup then)."""
     def fixup(self) -> tuple[np.ndarray, np.ndarray]:
         """After diff(carry=) and the lookups: the events (ev_idx, ev_code)."""
     def lookup(self, cookies: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ from tcpsnap._diffrow cimport (AHEAD, BLOCK, EV_CHANGED, EV_COUNTERS, EV_KEYFRAM
                               EV_STATE, NO_EVENT, B_PREV, B_PPROC, B_OLD, B_OLDPROC, B_UNDO, B_EVI, B_EVC,
                               B_NEED, B_NEEDI, B_STI, B_STC, B_PIDS, B_POUT, B_COUNT, carry_one, carry_ptr,
                               carry_reset, classify, contig_ptr, cookies_arg, event_of, fixup_rows, hash_row,
-                              diff_in_place, key_set, mix64, need_row, same_id, set_items)
+                              diff_in_place, diff_lookup, key_set, need_row, same_id, set_items)
 from tcpsnap._row cimport get_buffer
 from tcpsnap._schema import ROW_DTYPE
 
@@ -137,22 +137,6 @@ cdef diff_result diff_tables(const tcpsnap_row *prev, const int32_t *pproc, Py_s
         ev_code[res.n_events] = code
         res.n_events += 1
     return res
-
-
-cdef Py_ssize_t diff_lookup(const tcpsnap_row *cur, const int32_t *slots, Py_ssize_t nslots,
-                            uint64_t cookie) noexcept nogil:
-    cdef uint64_t mask = <uint64_t>nslots - 1
-    cdef uint64_t h = mix64(cookie) & mask
-    cdef int32_t s
-    if cookie == 0:
-        return -1
-    while True:
-        s = slots[h]
-        if s == 0:
-            return -1
-        if cur[s - 1].cookie == cookie:
-            return s - 1
-        h = (h + 1) & mask
 
 
 cdef const void *_ptr(object arr, Py_ssize_t itemsize, Py_ssize_t *n) except? NULL:
@@ -512,6 +496,23 @@ cdef class Differ:
             return self._no_idx, pids, self._no_u64, self._no_u64
         return (self._need[:self.n_need], pids, self._stale_ino[:self.n_stale],
                 self._stale_ck[:self.n_stale])
+
+    def settle(self, end_rows):
+        """After ``diff(carry=)``, the quiet table's shortcut of ``carried`` and ``fixup``:
+        where no row needs a lookup, no inode changed and the pid set held every owner,
+        ``end_rows(cur, need, pids)`` is called with what ``carried()`` would give (an
+        empty int64 ``need``, the uint32 pids) and ``fixup()``'s ``(ev_idx, ev_code)`` is
+        returned; else None and nothing is done (``carried``, the lookups, ``fixup`` then).
+        An exception from ``end_rows`` leaves the diff waiting, as after ``carried()``.
+        RuntimeError without a diff(carry=) waiting for its fixup."""
+        if not self.carrying:
+            raise RuntimeError("settle() without a diff(carry=) waiting for its fixup()")
+        if self.n_need or self.n_stale or self.pids_overflow:
+            return None
+        end_rows(self._cur, self._no_idx, self._carried_pids())
+        self.carrying = False
+        self._cur = self._cproc = None
+        return self._events(self.ne_carry)
 
     cdef object _carried_pids(self):
         """The pid set's pids (uint32, in its order): the array returned last time while

@@ -161,6 +161,7 @@ class ChangeTracker:
         self._quiet: tuple | None = None              # _marker's arrays
         self._sel: tuple | None = None                # sleep's descriptors (per waker)
         self._gbuf = np.zeros(0, np.int32)            # owners_before_diff's codes, rewritten
+        self._gview = self._gbuf                      # ... its view of the last length
         self._pend_rows = np.zeros(0, ROW_DTYPE)      # destroy reports not yet placed
         self._pend_ts = np.zeros(0, np.int64)
         self._pend_age = np.zeros(0, np.int8)
@@ -305,7 +306,9 @@ class ChangeTracker:
             info = carry_info(self._differ, rows, info, self._info_dtype)
         ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info, carry=plan)
         if plan is not None:
-            ev_idx, ev_code = owners_after_diff(self, rows, gproc)
+            # a quiet table (nothing to look up): carried, end_rows and fixup in one call
+            ev = self._differ.settle(self._res.end_rows)
+            ev_idx, ev_code = owners_after_diff(self, rows, gproc) if ev is None else ev
         closed_info = self._differ.closed_info
         if feed is not None and len(closed):
             back = self._refind(closed)
@@ -325,7 +328,10 @@ class ChangeTracker:
                 ev_idx, ev_code, closed, closed_proc, dup = self._differ.diff(rows, gproc, kf, info)
                 closed_info = self._differ.closed_info
         if self._res is not None:
-            forget_closed(self, closed)
+            if len(closed) or self._stale is not None:
+                forget_closed(self, closed)
+            else:
+                self._res.forget(_NO_U64, _NO_U64)     # (ends the take: always called)
         kf = kf or dup
         if len(ev_idx) > 1:
             # in cookie order, not the kernel's: neighbouring cookies (and inodes) differ by
@@ -475,12 +481,14 @@ def owners_before_diff(tr: ChangeTracker, rows: np.ndarray, first: bool):
     over, ``Differ.diff(carry=plan)``) -- else every row looked up here."""
     res = tr._res
     n = len(rows)
-    g = tr._gbuf
-    if len(g) < n:
-        g = tr._gbuf = np.empty(n + (n >> 3), np.int32)
     # rewritten every snapshot (the diff writes every carried code, owners_after_diff the
-    # rest); nothing keeps it past step: the Differ copies its codes
-    g = g[:n]
+    # rest); nothing keeps it past step: the Differ copies its codes. The view of the
+    # last length is kept: a table of the same size makes no slice
+    g = tr._gview
+    if len(g) != n:
+        if len(tr._gbuf) < n:
+            tr._gbuf = np.empty(n + (n >> 3), np.int32)
+        g = tr._gview = tr._gbuf[:n]
     plan = res.begin_rows()
     tr._stale = None
     if plan is not None and not first:
