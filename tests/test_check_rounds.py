@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from _own_netns import elsewhere
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pid resolution")
 
 if sys.platform.startswith("linux"):
@@ -20,24 +22,10 @@ if sys.platform.startswith("linux"):
     from tcpsnap import Snapshotter
     from test_pids import _fork_keeping, _pid_of, fast
 
-INNER = "TCPSNAP_TEST_PRIVATE_NETNS"
-
 
 def _elsewhere(test: str) -> bool:
-    """Run ``test`` again in a network namespace of its own; True when that was done here
-    (the caller returns)."""
-    if os.environ.get(INNER):
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        return False
-    from conftest import CAN_UNSHARE_NET
-
-    if not CAN_UNSHARE_NET:
-        pytest.skip("needs unshare -n (root)")
-    p = subprocess.run(["unshare", "-n", sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        f"{__file__}::{test}"], env={**os.environ, INNER: "1"}, capture_output=True,
-                       text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-4000:] + p.stderr[-2000:]
-    return True
+    """``test`` again in a network namespace of its own (``_own_netns.elsewhere``)."""
+    return elsewhere(__file__, test)
 
 
 def _rounds_per_take(snap, res, ino, takes):
