@@ -520,10 +520,8 @@ def owners_refound(tr: ChangeTracker, back: np.ndarray, g: np.ndarray) -> np.nda
 
 
 def forget_closed(tr: ChangeTracker, closed: np.ndarray) -> None:
-    """``defer_pids``: the resolver's entries of the sockets gone from the table."""
-    if not len(closed) and tr._stale is None:
-        tr._res.forget(_NO_U64, _NO_U64)     # (ends the take: forget is always called)
-        return
+    """``defer_pids``: the resolver's entries of the sockets gone from the table (``step``
+    calls it when some closed or went stale, else ``forget`` with none itself)."""
     ino, ck = closed["inode"], closed["cookie"]
     if tr._stale is not None:
         ino = np.concatenate([ino, tr._stale[0]])
