@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 
 from tcpsnap._diff import Differ
-from tcpsnap._schema import ROW_DTYPE
+from test_quiet_paths import table as quiet_table
 
 
 def table(n: int, rng: np.random.Generator) -> np.ndarray:
-    t = np.zeros(n, ROW_DTYPE)
-    t["family"] = 2
-    t["state"] = 1
-    t["local_port"] = np.arange(n) % 60000
-    t["cookie"] = np.arange(1, n + 1)
-    t["inode"] = np.arange(1000, 1000 + n)
+    """``test_quiet_paths.table``'s rows, owned by three processes at random."""
+    t = quiet_table(n)
     t["pid"] = rng.choice([100, 200, 300], n)
     return t
 
