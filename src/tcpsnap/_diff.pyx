@@ -510,9 +510,7 @@ cdef class Differ:
         if self.n_need or self.n_stale or self.pids_overflow:
             return None
         end_rows(self._cur, self._no_idx, self._carried_pids())
-        self.carrying = False
-        self._cur = self._cproc = None
-        return self._events(self.ne_carry)
+        return self.fixup()              # nothing looked up: fixup's events as they are
 
     cdef object _carried_pids(self):
         """The pid set's pids (uint32, in its order): the array returned last time while

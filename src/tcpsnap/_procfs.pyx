@@ -1425,41 +1425,29 @@ cdef class PidResolver:
         owner's count per round (``inode`` 0) -- the round's work and its merge follow
         the links that are read and the owners, not the slice."""
         cdef check_req *r
+        cdef bint look = False           # a look at the owner's count only (no link)
         if not must and p.nfds != 0 and p.hot_until <= self.vvisits:
             self.verify_skipped += 1         # read only if the look finds the count moved
             if p.look_round == self.check_round + 1:
                 return                       # its look is queued already
             p.look_round = self.check_round + 1
-            if grow(<void **>&self.cq, &self.capcq, self.ncq + 1, sizeof(check_req)) < 0:
-                return
-            r = &self.cq[self.ncq]
-            memset(r, 0, sizeof(check_req))
-            r.pid = p.pid
-            r.proc = e.proc
-            r.proc_gen = e.proc_gen
-            r.fd = -1
-            r.ok = 1
-            r.nfds = p.nfds
-            r.fp = p.fp
-            r.fp_round = p.fp_round
-            self.ncq += 1
-            return
+            look = True
         if grow(<void **>&self.cq, &self.capcq, self.ncq + 1, sizeof(check_req)) < 0:
             return                       # out of memory: this one waits for the next round
         r = &self.cq[self.ncq]
-        r.inode = e.inode
-        r.cookie = e.cookie
+        r.inode = 0 if look else e.inode
+        r.cookie = 0 if look else e.cookie
         r.pid = p.pid
         r.proc = e.proc
         r.proc_gen = e.proc_gen
-        r.fd = e.fd
+        r.fd = -1 if look else e.fd
         r.ok = 1
         r.nfds = p.nfds
         r.must = must
         r.hot = p.hot_until > self.vvisits
         r.read = 0
         r.quiet = 0
-        r.born = e.born
+        r.born = 0 if look else e.born
         r.fp = p.fp
         r.fp_round = p.fp_round
         self.ncq += 1
